@@ -1,0 +1,98 @@
+"""Load any open_clip model by name: shipped toy weights, a hub tag, or a local checkpoint path."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import open_clip
+import torch
+
+from ..errors import ModelLoadError
+from . import registry
+
+logger = logging.getLogger(__name__)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class ClipModel:
+    """A loaded CLIP model with its preprocessing and tokenizer."""
+
+    name: str
+    pretrained: str | None
+    model: Any
+    preprocess: Callable
+    tokenizer: Callable
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") else int(
+            self.model.visual.output_dim)
+
+    @property
+    def image_size(self) -> int:
+        s = self.model.visual.image_size
+        return int(s[0] if isinstance(s, (tuple, list)) else s)
+
+    @property
+    def model_id(self) -> str:
+        """A stable identifier of (architecture, weights) used to key stored embeddings."""
+        tag = self.info.get("sha256", "")[:12] or (os.path.basename(self.pretrained) if self.pretrained else "random")
+        return f"{self.name}@{tag}".replace("/", "_").replace(":", "_")
+
+    @torch.inference_mode()
+    def encode_text(self, texts: list[str], batch_size: int = 512) -> np.ndarray:
+        """L2-normalised sentence embeddings (EOT token), float32 numpy of shape (n, d)."""
+        out = []
+        for i in range(0, len(texts), batch_size):
+            toks = self.tokenizer(list(texts[i:i + batch_size])).to(self.device)
+            f = self.model.encode_text(toks).float()
+            out.append(torch.nn.functional.normalize(f, dim=-1).cpu().numpy())
+        if not out:
+            return np.zeros((0, self.embed_dim), np.float32)
+        return np.concatenate(out).astype(np.float32)
+
+
+def load_clip(
+    name: str,
+    pretrained: str | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+) -> ClipModel:
+    """Load an open_clip model.
+
+    Args:
+        name: an open_clip architecture (``ViT-B-32``, ``RN50``, ``toy-vit``…) or ``hf-hub:org/repo``.
+        pretrained: a hub tag (``laion2b_s34b_b79k``), a local checkpoint path, or None. For the
+            shipped toy models None means their shipped, checksum-verified weights.
+        device: ``cuda``/``cpu``; defaults to a GPU when present.
+        precision: ``fp32``/``fp16``/``bf16``; defaults to fp16 on GPU, fp32 on CPU.
+    """
+    device = device or default_device()
+    precision = precision or ("fp16" if device.startswith("cuda") else "fp32")
+    info: dict[str, Any] = {}
+    if pretrained is None and name in registry.shipped_models() and registry.manifest_path(name).exists():
+        path = registry.verified_weights(name)
+        pretrained = str(path)
+        info = registry.read_manifest(name)
+    elif pretrained and os.path.sep in pretrained and not os.path.isfile(pretrained):
+        raise ModelLoadError(f"checkpoint file not found: {pretrained}")
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=pretrained, device=device, precision=precision)
+        tokenizer = open_clip.get_tokenizer(name)
+    except (RuntimeError, ValueError, FileNotFoundError, KeyError) as e:
+        raise ModelLoadError(f"could not load model {name!r} (pretrained={pretrained!r}): {e}") from e
+    model.eval()
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+    logger.info("loaded %s (pretrained=%s) on %s/%s", name, pretrained, device, precision)
+    return ClipModel(name, pretrained, model, preprocess, tokenizer, device, dtype, info)
