@@ -36,3 +36,19 @@ class ReadOnlyQueryError(CatalogError):
 
 class TextGenerationError(TaggerError):
     """The text generator could not produce valid sentences."""
+
+
+class StoreError(TaggerError):
+    """The embedding store (shards, FAISS indexes, patch codes) refused an operation."""
+
+
+class ShardError(StoreError):
+    """An embedding shard is malformed, inconsistent with its siblings, or unreadable."""
+
+
+class UnknownIdError(StoreError, KeyError):
+    """One or more requested image ids are not in the index or store."""
+
+
+class SourceError(TaggerError):
+    """An image source (folder, glob, manifest, URI) is missing or cannot be read."""

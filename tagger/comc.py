@@ -1,0 +1,113 @@
+"""CoMC end to end: text corpus -> text embeddings -> classifier + memory bank -> image scores.
+
+This module glues the stages for evaluation and for the jobs; each stage lives in its own module
+(``text``, ``train``, ``mapping``, ``scoring``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from .mapping import MemoryBank
+from .scoring import ScoreConfig, comc_scores
+from .train import TextClassifier, TrainConfig, train_classifier
+from .zeroshot import ENSEMBLE_PROMPTS, SINGLE_PROMPT, class_embeddings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ComcConfig:
+    """Text-side configuration of a CoMC model (inference knobs live in ``ScoreConfig``)."""
+
+    n_sentences: int = 20000
+    text_seed: int = 0
+    max_labels: int = 5
+    include_templates: bool = True
+    memory_size: int = 20000  # sentence-bank rows (for memory="sentences")
+    train: TrainConfig = field(default_factory=TrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+
+    def key(self) -> str:
+        d = asdict(self)
+        d.pop("score")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class ComcModel:
+    """A trained classifier plus the memory banks it can map images with."""
+
+    classifier: TextClassifier
+    memories: dict[str, MemoryBank]
+    score: ScoreConfig
+
+    def memory(self, kind: str | None = None) -> MemoryBank | None:
+        kind = kind or self.score.memory
+        if kind == "none":
+            return None
+        if kind not in self.memories:
+            raise ValueError(f"memory {kind!r} not built; have {sorted(self.memories)}")
+        return self.memories[kind]
+
+    def scores(self, g: np.ndarray, p: np.ndarray | None, score: ScoreConfig | None = None) -> np.ndarray:
+        cfg = score or self.score
+        return comc_scores(g, p, self.classifier.weight, self.memory(cfg.memory), cfg)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.classifier.labels
+
+
+def build_memories(clip, class_names: Sequence[str], sentence_emb: np.ndarray | None, size: int,
+                   seed: int = 0) -> dict[str, MemoryBank]:
+    """The memory variants: class prompts (single, ensemble) and a bank of corpus sentences."""
+    mem = {"prompts": MemoryBank(class_embeddings(clip, class_names, SINGLE_PROMPT), "prompts"),
+           "prompts-ensemble": MemoryBank(class_embeddings(clip, class_names, ENSEMBLE_PROMPTS), "prompts")}
+    if sentence_emb is not None and len(sentence_emb):
+        rng = np.random.default_rng(seed)
+        idx = np.sort(rng.choice(len(sentence_emb), size=min(size, len(sentence_emb)), replace=False))
+        mem["sentences"] = MemoryBank(sentence_emb[idx], "sentences")
+    return mem
+
+
+def fit_comc(clip, class_names: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None = None,
+             cfg: ComcConfig | None = None, generator=None, corpus=None) -> ComcModel:
+    """Generate (or take) a text corpus, embed it with CLIP's text tower, train, build memories."""
+    from .text import OfflineGenerator, Vocabulary, build_corpus
+
+    cfg = cfg or ComcConfig()
+    if corpus is None:
+        vocab = Vocabulary.create(list(class_names), synonyms or {})
+        generator = generator or OfflineGenerator(vocab, seed=cfg.text_seed)
+        corpus = build_corpus(list(class_names), synonyms or {}, cfg.n_sentences, generator, seed=cfg.text_seed,
+                              max_labels=cfg.max_labels, include_templates=cfg.include_templates)
+    emb = clip.encode_text(list(corpus.sentences))
+    clf = train_classifier(emb, corpus.label_matrix, list(corpus.class_names), clip.model_id, corpus.corpus_id,
+                           cfg.train)
+    generated = np.array([src == "generated" for src in corpus.sources], bool)
+    memories = build_memories(clip, class_names, emb[generated], cfg.memory_size, cfg.text_seed)
+    return ComcModel(clf, memories, cfg.score)
+
+
+def comc_head(cfg: ComcConfig | None = None) -> Callable:
+    """A harness head: fit CoMC on text for the dataset's classes, then score the stored features."""
+    def score(clip, test, synonyms=None, **_: object) -> np.ndarray:
+        model = fit_comc(clip, test.class_names, synonyms or _known_synonyms(test.class_names), cfg)
+        return model.scores(test.global_, test.patches.astype(np.float32))
+    return score
+
+
+def _known_synonyms(class_names: Sequence[str]) -> dict[str, Sequence[str]]:
+    from .toyworld import LABEL_SYNONYMS
+    return {c: LABEL_SYNONYMS[c] for c in class_names if c in LABEL_SYNONYMS}
+
+
+def with_score(cfg: ComcConfig, **kw: object) -> ComcConfig:
+    """A copy of ``cfg`` with some ``ScoreConfig`` fields replaced."""
+    return replace(cfg, score=replace(cfg.score, **kw))

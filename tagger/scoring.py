@@ -1,0 +1,52 @@
+"""CoMC scoring: map global and patch embeddings toward text, classify, fuse, standardise."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .mapping import MemoryBank, cross_modal_map
+from .zeroshot import standardize
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Every inference knob of the method in one place (defaults chosen on the toy val split)."""
+
+    tau: float = 0.01  # softmax temperature of the memory attention
+    alpha: float = 0.7  # weight kept on the image embedding after mapping (1.0 = no mapping)
+    topk: int | None = None  # attend over the top-k memory rows only (None = all rows)
+    memory: str = "prompts"  # "prompts" | "prompts-ensemble" | "sentences" | "none"
+    local_weight: float = 0.5  # fused = (1 - w) * global + w * max-over-patches
+    use_local: bool = True
+    standardize: bool = True  # per-image z-score of the fused scores
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def global_scores(g: np.ndarray, weight: np.ndarray, memory: MemoryBank | None, cfg: ScoreConfig) -> np.ndarray:
+    """Scores of mapped global embeddings: (n, d) -> (n, C)."""
+    return cross_modal_map(g, memory, cfg.tau, cfg.alpha, cfg.topk) @ weight.T
+
+
+def local_scores(p: np.ndarray, weight: np.ndarray, memory: MemoryBank | None, cfg: ScoreConfig) -> np.ndarray:
+    """Max over patches of mapped patch scores: (n, P, d) -> (n, C)."""
+    n, num_p, d = p.shape
+    mapped = cross_modal_map(p.reshape(n * num_p, d).astype(np.float32), memory, cfg.tau, cfg.alpha, cfg.topk)
+    return (mapped @ weight.T).reshape(n, num_p, -1).max(axis=1)
+
+
+def fuse(g_scores: np.ndarray, l_scores: np.ndarray | None, cfg: ScoreConfig) -> np.ndarray:
+    """Fuse global and local scores with ``local_weight``; optionally standardise per image."""
+    s = g_scores if l_scores is None or not cfg.use_local else \
+        (1 - cfg.local_weight) * g_scores + cfg.local_weight * l_scores
+    return standardize(s) if cfg.standardize else s
+
+
+def comc_scores(g: np.ndarray, p: np.ndarray | None, weight: np.ndarray, memory: MemoryBank | None,
+                cfg: ScoreConfig) -> np.ndarray:
+    """Full CoMC scores for a batch of stored embeddings."""
+    gs = global_scores(g, weight, memory, cfg)
+    ls = local_scores(p, weight, memory, cfg) if (cfg.use_local and p is not None) else None
+    return fuse(gs, ls, cfg)

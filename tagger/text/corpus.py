@@ -1,0 +1,184 @@
+"""Text corpora for text-only training: sampled label sets, their sentences and multi-hot labels."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import DatasetError, TextGenerationError
+from .base import GenerationStats, SentenceGenerator
+from .labelsets import label_matrix, sample_label_sets
+from .llm import LLMConfig, LLMGenerator
+from .offline import OfflineGenerator
+from .templates import PROMPT_TEMPLATES, template_sentences
+from .vocab import Vocabulary
+
+logger = logging.getLogger(__name__)
+
+CORPUS_FORMAT = 1
+CONFIG_FILE = "corpus.json"
+SENTENCES_FILE = "sentences.parquet"
+LABELS_FILE = "label_matrix.npy"
+
+
+def _stable_hash(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class TextCorpus:
+    """Sentences with their multi-hot label rows over ``class_names``.
+
+    ``sources`` tells generated sentences (``"generated"``) from single-label templates
+    (``"template"``); ``config`` is what the corpus was built from, ``stats`` the generation counters.
+    """
+
+    sentences: list[str]
+    label_matrix: np.ndarray
+    class_names: tuple[str, ...]
+    corpus_id: str
+    sources: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            self.sources = ["generated"] * len(self.sentences)
+        m = self.label_matrix
+        if m.ndim != 2 or m.shape != (len(self.sentences), len(self.class_names)):
+            raise DatasetError(f"label matrix shape {m.shape} does not fit "
+                               f"{len(self.sentences)} sentences x {len(self.class_names)} classes")
+        if len(self.sources) != len(self.sentences):
+            raise DatasetError("sources and sentences differ in length")
+
+    def __len__(self) -> int:
+        return len(self.sentences)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``sentences.parquet``, ``label_matrix.npy`` and (last) ``corpus.json``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        table = pa.table({"sentence": pa.array(self.sentences, pa.string()),
+                          "source": pa.array(self.sources, pa.string())})
+        _atomic(d / SENTENCES_FILE, lambda p: pq.write_table(table, p))
+        _atomic(d / LABELS_FILE, lambda p: np.save(p, self.label_matrix.astype(np.uint8)))
+        meta = {"format": CORPUS_FORMAT, "corpus_id": self.corpus_id,
+                "class_names": list(self.class_names), "n": len(self), "config": self.config,
+                "stats": self.stats}
+        _atomic(d / CONFIG_FILE, lambda p: Path(p).write_text(json.dumps(meta, indent=2, ensure_ascii=False)))
+        logger.info("saved corpus %s (%d sentences) to %s", self.corpus_id, len(self), d)
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "TextCorpus":
+        """Read a corpus written by :meth:`save`."""
+        d = Path(directory)
+        try:
+            meta = json.loads((d / CONFIG_FILE).read_text())
+            table = pq.read_table(d / SENTENCES_FILE)
+            matrix = np.load(d / LABELS_FILE, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise DatasetError(f"cannot read text corpus in {d}: {e}") from e
+        if meta.get("format") != CORPUS_FORMAT:
+            raise DatasetError(f"unsupported corpus format {meta.get('format')!r} in {d}")
+        corpus = cls(sentences=table.column("sentence").to_pylist(), label_matrix=matrix,
+                     class_names=tuple(meta["class_names"]), corpus_id=meta["corpus_id"],
+                     sources=table.column("source").to_pylist(), config=meta.get("config", {}),
+                     stats=meta.get("stats", {}))
+        if len(corpus) != meta.get("n"):
+            raise DatasetError(f"corpus in {d} has {len(corpus)} rows, corpus.json says {meta.get('n')}")
+        return corpus
+
+
+def _atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix == ".npy":  # np.save appends .npy to names without it
+        tmp = path.with_name(path.stem + ".tmp.npy")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def corpus_config(vocab: Vocabulary, n_sentences: int, generator: SentenceGenerator, seed: int,
+                  max_labels: int, include_templates: bool, n_photo_copies: int,
+                  templates: Sequence[str]) -> dict[str, Any]:
+    """The JSON-able description of a corpus build; its hash is the corpus id."""
+    ident = generator.identity() if hasattr(generator, "identity") else {"kind": type(generator).__name__}
+    return {"format": CORPUS_FORMAT, "vocab": vocab.to_dict(), "n_sentences": n_sentences,
+            "seed": seed, "max_labels": max_labels, "include_templates": include_templates,
+            "n_photo_copies": n_photo_copies if include_templates else 0,
+            "templates": list(templates) if include_templates else [], "generator": ident}
+
+
+def build_corpus(labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None,
+                 n_sentences: int, generator: SentenceGenerator, seed: int, *,
+                 max_labels: int = 5, include_templates: bool = True, n_photo_copies: int = 9,
+                 templates: Sequence[str] = PROMPT_TEMPLATES,
+                 plurals: Mapping[str, str] | None = None) -> TextCorpus:
+    """Sample ``n_sentences`` label sets, describe each with ``generator`` and add templates.
+
+    The sampled set is the label vector. Label sets the generator dropped (``None``) and
+    sentences that do not mention all their labels are left out and counted in ``stats``.
+    """
+    vocab = Vocabulary.create(labels, synonyms, plurals)
+    config = corpus_config(vocab, n_sentences, generator, seed, max_labels, include_templates,
+                           n_photo_copies, templates)
+    label_sets = sample_label_sets(vocab.labels, n_sentences, seed, max_labels)
+    generated = generator.generate(label_sets)
+    if len(generated) != len(label_sets):
+        raise TextGenerationError(f"generator returned {len(generated)} sentences for {len(label_sets)} label sets")
+    sentences: list[str] = []
+    kept_sets: list[Sequence[str]] = []
+    missing = rejected = 0
+    for labs, text in zip(label_sets, generated):
+        if text is None:
+            missing += 1
+        elif not vocab.mentions_all(text, labs):
+            rejected += 1
+        else:
+            sentences.append(text)
+            kept_sets.append(labs)
+    if n_sentences and not sentences:
+        raise TextGenerationError("the generator produced no valid sentence")
+    n_kept = len(sentences)
+    sources = ["generated"] * n_kept
+    if include_templates:
+        pairs = template_sentences(vocab.labels, n_photo_copies, templates)
+        sentences.extend(s for s, _ in pairs)
+        kept_sets.extend((c,) for _, c in pairs)
+        sources.extend("template" for _ in pairs)
+    gen_stats = getattr(generator, "last_stats", None)
+    stats = {"sampled": n_sentences, "kept": n_kept, "dropped": missing, "rejected": rejected,
+             "templates": len(sentences) - n_kept,
+             "generator": gen_stats.to_dict() if isinstance(gen_stats, GenerationStats) else {}}
+    logger.info("built corpus: %s", stats)
+    return TextCorpus(sentences=sentences, label_matrix=label_matrix(kept_sets, vocab.labels),
+                      class_names=vocab.labels, corpus_id=_stable_hash(config), sources=sources,
+                      config=config, stats=stats)
+
+
+def generator_from_config(labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None = None,
+                          *, llm_config: LLMConfig | None = None, cache_dir: str | Path | None = None,
+                          seed: int = 0, environ: Mapping[str, str] | None = None,
+                          plurals: Mapping[str, str] | None = None) -> SentenceGenerator:
+    """The LLM generator when a model and an endpoint/key are configured, else the offline one.
+
+    ``llm_config`` wins; otherwise :meth:`LLMConfig.from_env` reads ``environ`` (default: the
+    process environment).
+    """
+    vocab = Vocabulary.create(labels, synonyms, plurals)
+    cfg = llm_config if llm_config is not None else LLMConfig.from_env(environ)
+    if cfg is not None:
+        logger.info("text generator: LLM %s at %s", cfg.model, cfg.base_url or "default endpoint")
+        return LLMGenerator(cfg, vocab, cache_dir=cache_dir, seed=seed)
+    logger.info("text generator: offline grammar (no LLM configured)")
+    return OfflineGenerator(vocab, seed=seed)

@@ -1,0 +1,122 @@
+"""The label vocabulary for text generation, plural forms and the ``mentions_all`` validator."""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from ..errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+# Irregular nouns that come up in common label sets; everything else uses the simple rules.
+_IRREGULAR_PLURALS: dict[str, str] = {
+    "person": "people", "man": "men", "woman": "women", "child": "children",
+    "mouse": "mice", "goose": "geese", "foot": "feet", "tooth": "teeth",
+    "sheep": "sheep", "deer": "deer", "fish": "fish", "knife": "knives",
+    "leaf": "leaves", "shelf": "shelves", "wolf": "wolves", "scarf": "scarves",
+}
+
+
+def plural(phrase: str, overrides: Mapping[str, str] | None = None) -> str:
+    """Plural of a noun phrase: its last word is pluralised (``lightning bolt`` -> ``lightning bolts``)."""
+    if overrides and phrase in overrides:
+        return overrides[phrase]
+    head, sep, last = phrase.rpartition(" ")
+    low = last.lower()
+    if low in _IRREGULAR_PLURALS:
+        word = _IRREGULAR_PLURALS[low]
+    elif low.endswith(("s", "x", "z", "sh", "ch")):
+        word = last + "es"
+    elif len(low) > 1 and low.endswith("y") and low[-2] not in "aeiou":
+        word = last[:-1] + "ies"
+    else:
+        word = last + "s"
+    return head + sep + word
+
+
+def _word_forms(word: str) -> list[str]:
+    """Accepted surface forms of a phrase's last word: itself and its plausible plurals."""
+    low = word.lower()
+    forms = {low, low + "s", low + "es"}
+    if low.endswith("y"):
+        forms.add(low[:-1] + "ies")
+    if low.endswith("fe"):
+        forms.add(low[:-2] + "ves")
+    elif low.endswith("f"):
+        forms.add(low[:-1] + "ves")
+    if low in _IRREGULAR_PLURALS:
+        forms.add(_IRREGULAR_PLURALS[low])
+    return sorted(forms, key=len, reverse=True)
+
+
+@lru_cache(maxsize=4096)
+def _term_pattern(term: str) -> re.Pattern[str]:
+    """Whole-phrase, case-insensitive pattern for a term and its simple plurals.
+
+    Words may be separated by spaces, hyphens or nothing (``motor bike`` matches ``motorbike``).
+    """
+    words = [w for w in re.split(r"[\s\-]+", term.strip().lower()) if w]
+    if not words:
+        raise ConfigError(f"empty label or synonym {term!r}")
+    parts = [re.escape(w) for w in words[:-1]]
+    parts.append("(?:" + "|".join(re.escape(f) for f in _word_forms(words[-1])) + ")")
+    return re.compile(r"(?<![a-z0-9])" + r"[\s\-]*".join(parts) + r"(?![a-z0-9])", re.IGNORECASE)
+
+
+def mentions(sentence: str, label: str, synonyms: Mapping[str, Sequence[str]] | None = None) -> bool:
+    """Whether ``sentence`` mentions ``label`` or one of its synonyms as a whole word or phrase."""
+    terms = [label, *((synonyms or {}).get(label, ()))]
+    return any(_term_pattern(t).search(sentence) for t in terms)
+
+
+def mentions_all(sentence: str, labels: Iterable[str],
+                 synonyms: Mapping[str, Sequence[str]] | None = None) -> bool:
+    """Whether every label (or a synonym, or a simple plural of either) appears in ``sentence``."""
+    return all(mentions(sentence, lab, synonyms) for lab in labels)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Class names with their synonyms and optional plural overrides."""
+
+    labels: tuple[str, ...]
+    synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    plurals: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None = None,
+               plurals: Mapping[str, str] | None = None) -> "Vocabulary":
+        """Validate and normalise: labels unique and non-empty; synonyms of other labels are ignored."""
+        labs = tuple(str(x) for x in labels)
+        if not labs:
+            raise ConfigError("the vocabulary has no labels")
+        if len(set(labs)) != len(labs):
+            raise ConfigError("duplicate labels in the vocabulary")
+        given = synonyms or {}
+        syn = {k: tuple(str(s) for s in given[k]) for k in labs if k in given}
+        if len(syn) < len(given):
+            logger.debug("ignoring synonyms of %d label(s) outside the vocabulary", len(given) - len(syn))
+        for term in (*labs, *(s for v in syn.values() for s in v)):
+            _term_pattern(term)
+        return cls(labs, syn, dict(plurals or {}))
+
+    def names(self, label: str) -> tuple[str, ...]:
+        """The label followed by its synonyms."""
+        return (label, *self.synonyms.get(label, ()))
+
+    def plural(self, name: str) -> str:
+        """Plural of a label or synonym, honouring the overrides."""
+        return plural(name, self.plurals)
+
+    def mentions_all(self, sentence: str, labels: Iterable[str]) -> bool:
+        """:func:`mentions_all` with this vocabulary's synonyms."""
+        return mentions_all(sentence, labels, self.synonyms)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-able form (stable order) used in corpus configs and ids."""
+        return {"labels": list(self.labels),
+                "synonyms": {k: list(self.synonyms[k]) for k in self.labels if k in self.synonyms},
+                "plurals": dict(sorted(self.plurals.items()))}

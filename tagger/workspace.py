@@ -1,0 +1,48 @@
+"""A workspace: one directory that holds everything a deployment owns.
+
+    catalog.duckdb                         the DuckDB catalog (one writer: the job driver)
+    embeddings/<model_id>/<shard>/...      encoder output shards (atomic, done-markers)
+    indexes/<model_id>/{global,patches}.*  FAISS global index and PQ patch store
+    text/<corpus_id>/...                   text corpora (sentences + label sets)
+    classifiers/<classifier_id>/...        trained text-only classifiers + memory banks
+    runs/<run_id>/tags-*.parquet           tag shards of a run (the driver loads them)
+    cache/llm/                             LLM sentence cache
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path) -> "Workspace":
+        r = Path(root).expanduser().resolve()
+        r.mkdir(parents=True, exist_ok=True)
+        return cls(r)
+
+    @property
+    def catalog(self) -> Path:
+        return self.root / "catalog.duckdb"
+
+    def embeddings(self) -> Path:
+        return self.root
+
+    def index_dir(self, model_id: str) -> Path:
+        return self.root / "indexes" / model_id
+
+    def text_dir(self, corpus_id: str) -> Path:
+        return self.root / "text" / corpus_id
+
+    def classifier_dir(self, classifier_id: str) -> Path:
+        return self.root / "classifiers" / classifier_id
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+    @property
+    def llm_cache(self) -> Path:
+        return self.root / "cache" / "llm"

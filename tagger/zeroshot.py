@@ -1,0 +1,48 @@
+"""Zero-shot CLIP scoring: class prompt embeddings, prompt ensembles, per-image standardisation."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+SINGLE_PROMPT = ("a photo of a {}.",)
+
+# A compact, varied prompt ensemble for class embeddings.
+ENSEMBLE_PROMPTS = (
+    "a photo of a {}.",
+    "a photo of the {}.",
+    "a picture of a {}.",
+    "an image containing a {}.",
+    "a drawing of a {}.",
+    "a close-up photo of a {}.",
+    "a photo of a small {}.",
+    "a photo of a big {}.",
+    "a blurry photo of a {}.",
+    "a cropped photo of a {}.",
+    "a rendering of a {}.",
+    "clip art of a {}.",
+    "there is a {} in the scene.",
+    "a {} in the picture.",
+    "a photo with a {} in it.",
+    "a {}.",
+)
+
+
+def class_embeddings(clip, class_names: Sequence[str], templates: Sequence[str] = SINGLE_PROMPT) -> np.ndarray:
+    """Unit-norm class embeddings ``(C, d)``: the mean over templates of normalised prompt embeddings."""
+    texts = [t.format(c) for c in class_names for t in templates]
+    emb = clip.encode_text(texts).reshape(len(class_names), len(templates), -1).mean(axis=1)
+    return emb / np.linalg.norm(emb, axis=1, keepdims=True)
+
+
+def standardize(scores: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Per-image z-score across classes: removes each image's common offset and scale."""
+    mu = scores.mean(axis=-1, keepdims=True)
+    sd = scores.std(axis=-1, keepdims=True)
+    return (scores - mu) / (sd + eps)
+
+
+def zero_shot_scores(image_emb: np.ndarray, class_emb: np.ndarray, standardise: bool = False) -> np.ndarray:
+    """Cosine scores of unit-norm image embeddings against class embeddings."""
+    s = image_emb @ class_emb.T
+    return standardize(s) if standardise else s

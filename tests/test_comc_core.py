@@ -1,0 +1,122 @@
+"""Ranking loss, cross-modal mapping and classifier training against direct formulas."""
+import numpy as np
+import pytest
+import torch
+
+from tagger.mapping import MemoryBank, cross_modal_map
+from tagger.scoring import ScoreConfig, comc_scores
+from tagger.train import TextClassifier, TrainConfig, ranking_loss, train_classifier
+from tagger.train.classifier import lr_at
+
+
+def _brute_ranking(s, y, margin):
+    total = 0.0
+    for b in range(s.shape[0]):
+        for p in range(s.shape[1]):
+            for n in range(s.shape[1]):
+                if y[b, p] == 1 and y[b, n] == 0:
+                    total += max(0.0, margin - s[b, p] + s[b, n])
+    return total / s.shape[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ranking_loss_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    s = rng.normal(size=(7, 6))
+    y = (rng.random((7, 6)) < 0.4).astype(np.float64)
+    got = ranking_loss(torch.tensor(s), torch.tensor(y), margin=1.0, chunk=3).item()
+    assert got == pytest.approx(_brute_ranking(s, y, 1.0), rel=1e-9)
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_mapping_matches_direct_formula():
+    rng = np.random.default_rng(0)
+    m = _unit(rng.normal(size=(11, 8)))
+    v = _unit(rng.normal(size=(5, 8)))
+    tau, alpha = 0.05, 0.7
+    expected = []
+    for row in v:
+        logits = np.array([row @ mk for mk in m]) / tau
+        a = np.exp(logits - logits.max())
+        a /= a.sum()
+        u = sum(a[k] * m[k] for k in range(len(m)))
+        expected.append(alpha * row + (1 - alpha) * u / np.linalg.norm(u))
+    got = cross_modal_map(v.astype(np.float32), MemoryBank(m), tau, alpha)
+    np.testing.assert_allclose(got, np.array(expected), atol=1e-5)
+
+
+def test_mapping_topk_equals_full_when_k_is_k_and_differs_when_small():
+    rng = np.random.default_rng(1)
+    bank = MemoryBank(_unit(rng.normal(size=(50, 16))), kind="sentences")
+    v = _unit(rng.normal(size=(4, 16))).astype(np.float32)
+    full = cross_modal_map(v, bank, 0.1, 0.5)
+    np.testing.assert_allclose(cross_modal_map(v, bank, 0.1, 0.5, topk=50), full, atol=1e-6)
+    # top-k over an exact FAISS index == softmax restricted to the k most similar rows
+    k = 3
+    sims = v @ bank.vectors.T
+    idx = np.argsort(-sims, axis=1)[:, :k]
+    a = np.exp(np.take_along_axis(sims, idx, 1) / 0.1)
+    a /= a.sum(1, keepdims=True)
+    u = _unit(np.einsum("nk,nkd->nd", a, bank.vectors[idx]))
+    np.testing.assert_allclose(cross_modal_map(v, bank, 0.1, 0.5, topk=k), 0.5 * v + 0.5 * u, atol=1e-5)
+
+
+def test_identity_when_alpha_one_or_no_memory():
+    v = _unit(np.random.default_rng(2).normal(size=(3, 4))).astype(np.float32)
+    bank = MemoryBank(_unit(np.random.default_rng(3).normal(size=(5, 4))))
+    np.testing.assert_array_equal(cross_modal_map(v, bank, alpha=1.0), v)
+    np.testing.assert_array_equal(cross_modal_map(v, None), v)
+
+
+def test_comc_scores_fuse_global_and_local():
+    rng = np.random.default_rng(4)
+    g = _unit(rng.normal(size=(3, 8))).astype(np.float32)
+    p = _unit(rng.normal(size=(3, 5, 8))).astype(np.float32)
+    w = rng.normal(size=(4, 8)).astype(np.float32)
+    cfg = ScoreConfig(memory="none", use_local=True, local_weight=0.25, standardize=False)
+    expected = 0.75 * (g @ w.T) + 0.25 * np.einsum("npd,cd->npc", p, w).max(axis=1)
+    np.testing.assert_allclose(comc_scores(g, p, w, None, cfg), expected, atol=1e-5)
+
+
+def _toy_text(seed=0, n=600, d=16, c=5):
+    rng = np.random.default_rng(seed)
+    protos = _unit(rng.normal(size=(c, d)))
+    y = (rng.random((n, c)) < 0.35).astype(np.uint8)
+    y[y.sum(1) == 0, 0] = 1
+    x = _unit(y @ protos + 0.1 * rng.normal(size=(n, d))).astype(np.float32)
+    return x, y, protos
+
+
+def test_training_is_deterministic_and_learns():
+    x, y, _ = _toy_text()
+    cfg = TrainConfig(epochs=8, batch_size=64, seed=5, lr=0.02)
+    a = train_classifier(x, y, list("abcde"), "m", "c", cfg)
+    b = train_classifier(x, y, list("abcde"), "m", "c", cfg)
+    np.testing.assert_array_equal(a.weight, b.weight)
+    c = train_classifier(x, y, list("abcde"), "m", "c", TrainConfig(epochs=8, batch_size=64, seed=6, lr=0.02))
+    assert not np.array_equal(a.weight, c.weight)
+    losses = a.metrics["loss_per_epoch"]
+    assert losses[-1] < 0.5 * losses[0]
+    # held-out sentences from the same distribution are ranked well
+    xt, yt, _ = _toy_text(seed=0, n=1200)
+    from tagger.evaluate.metrics import mean_average_precision
+    assert mean_average_precision(a.scores(xt[600:]), yt[600:]) > 90
+
+
+def test_classifier_roundtrip(tmp_path):
+    x, y, _ = _toy_text(n=100)
+    clf = train_classifier(x, y, list("abcde"), "m", "c", TrainConfig(epochs=2, batch_size=32))
+    clf.save(tmp_path / "clf")
+    back = TextClassifier.load(tmp_path / "clf")
+    np.testing.assert_array_equal(back.weight, clf.weight)
+    assert back.labels == clf.labels and back.config == clf.config and back.corpus_id == "c"
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = TrainConfig(epochs=20)
+    assert lr_at(0, cfg) == cfg.warmup_lr
+    assert lr_at(1, cfg) == pytest.approx(1e-3 * 0.5 * (1 + np.cos(np.pi / 20)))
+    assert lr_at(19, cfg) == pytest.approx(6.16e-6, rel=0.01)
