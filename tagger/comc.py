@@ -111,3 +111,24 @@ def _known_synonyms(class_names: Sequence[str]) -> dict[str, Sequence[str]]:
 def with_score(cfg: ComcConfig, **kw: object) -> ComcConfig:
     """A copy of ``cfg`` with some ``ScoreConfig`` fields replaced."""
     return replace(cfg, score=replace(cfg.score, **kw))
+
+
+def save_comc(model: ComcModel, directory) -> None:
+    """Write classifier, memory banks and score config into ``directory``."""
+    from pathlib import Path
+    d = Path(directory)
+    model.classifier.save(d)
+    for kind, bank in model.memories.items():
+        bank.save(d / f"memory-{kind}.npy")
+    (d / "score_config.json").write_text(json.dumps(model.score.to_dict(), indent=2))
+
+
+def load_comc(directory) -> ComcModel:
+    """Load what :func:`save_comc` wrote."""
+    from pathlib import Path
+    d = Path(directory)
+    clf = TextClassifier.load(d)
+    memories = {p.stem[len("memory-"):]: MemoryBank.load(p, "sentences" if "sentences" in p.stem else "prompts")
+                for p in sorted(d.glob("memory-*.npy"))}
+    score = ScoreConfig(**json.loads((d / "score_config.json").read_text()))
+    return ComcModel(clf, memories, score)

@@ -10,8 +10,11 @@
 """
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -46,3 +49,26 @@ class Workspace:
     @property
     def llm_cache(self) -> Path:
         return self.root / "cache" / "llm"
+
+    @property
+    def settings_path(self) -> Path:
+        return self.root / "workspace.json"
+
+    def settings(self) -> dict[str, Any]:
+        """Workspace-wide settings (model name and weights), written by the first encode."""
+        p = self.settings_path
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    def update_settings(self, **kw: Any) -> dict[str, Any]:
+        s = {**self.settings(), **kw}
+        tmp = self.settings_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(s, indent=2))
+        os.replace(tmp, self.settings_path)
+        return s
+
+    def model(self, name: str | None = None, pretrained: str | None = None) -> tuple[str, str | None]:
+        """The model to use: explicit arguments win, else the workspace's, else the toy ViT."""
+        s = self.settings()
+        if name:
+            return name, pretrained
+        return s.get("model", "toy-vit"), s.get("pretrained")

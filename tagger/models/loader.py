@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -46,8 +47,7 @@ class ClipModel:
     @property
     def model_id(self) -> str:
         """A stable identifier of (architecture, weights) used to key stored embeddings."""
-        tag = self.info.get("sha256", "")[:12] or (os.path.basename(self.pretrained) if self.pretrained else "random")
-        return f"{self.name}@{tag}".replace("/", "_").replace(":", "_")
+        return model_id_for(self.name, self.pretrained)
 
     @torch.inference_mode()
     def encode_text(self, texts: list[str], batch_size: int = 512) -> np.ndarray:
@@ -60,6 +60,17 @@ class ClipModel:
         if not out:
             return np.zeros((0, self.embed_dim), np.float32)
         return np.concatenate(out).astype(np.float32)
+
+
+def model_id_for(name: str, pretrained: str | None = None) -> str:
+    """Stable id of (architecture, weights), computed without loading the model."""
+    if pretrained is None and name in registry.shipped_models() and registry.manifest_path(name).exists():
+        tag = registry.read_manifest(name)["sha256"][:12]
+    elif pretrained and os.path.isfile(pretrained):
+        tag = os.path.splitext(os.path.basename(pretrained))[0]
+    else:
+        tag = pretrained or "random"
+    return re.sub(r"[^A-Za-z0-9._@+=-]", "_", f"{name}@{tag}")
 
 
 def load_clip(
@@ -80,15 +91,15 @@ def load_clip(
     device = device or default_device()
     precision = precision or ("fp16" if device.startswith("cuda") else "fp32")
     info: dict[str, Any] = {}
+    source = pretrained
     if pretrained is None and name in registry.shipped_models() and registry.manifest_path(name).exists():
-        path = registry.verified_weights(name)
-        pretrained = str(path)
+        source = str(registry.verified_weights(name))
         info = registry.read_manifest(name)
     elif pretrained and os.path.sep in pretrained and not os.path.isfile(pretrained):
         raise ModelLoadError(f"checkpoint file not found: {pretrained}")
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained, device=device, precision=precision)
+            name, pretrained=source, device=device, precision=precision)
         tokenizer = open_clip.get_tokenizer(name)
     except (RuntimeError, ValueError, FileNotFoundError, KeyError) as e:
         raise ModelLoadError(f"could not load model {name!r} (pretrained={pretrained!r}): {e}") from e

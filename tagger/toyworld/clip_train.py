@@ -103,9 +103,9 @@ def train_clip(cfg: ClipTrainConfig, out_dir: Path | None = None) -> dict:
             model.logit_scale.clamp_(0, math.log(100))
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             m = evaluate_clip(model, tokenizer, val_x, val_s)
-            m.update(step=step + 1, loss=float(loss), elapsed_s=round(time.time() - t1, 1))
+            m.update(step=step + 1, loss=loss.item(), elapsed_s=round(time.time() - t1, 1))
             history.append(m)
-            logger.info("%s step %d loss %.3f val R@1 %.1f zs-mAP %.1f", cfg.model, step + 1, float(loss),
+            logger.info("%s step %d loss %.3f val R@1 %.1f zs-mAP %.1f", cfg.model, step + 1, loss.item(),
                         m["i2t_r1"], m["zs_map"])
     return _save(model, cfg, history, out_dir or registry.WEIGHTS_DIR, time.time() - t0)
 

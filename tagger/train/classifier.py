@@ -112,7 +112,7 @@ def train_classifier(text_emb: np.ndarray, label_matrix: np.ndarray, labels: lis
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            run += float(loss)
+            run += loss.item()
         losses.append(run / max(1, n // bs))
     logger.info("trained text classifier: %d sentences, %d labels, final loss %.3f", n, y.shape[1], losses[-1])
     return TextClassifier(head.weight.detach().numpy().copy(), list(labels), model_id, corpus_id, cfg,

@@ -1,0 +1,34 @@
+"""Shared argument handling for the job entrypoints."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Callable
+
+from tagger.errors import TaggerError
+from tagger.workspace import Workspace
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--workspace", required=True, help="workspace directory (shared storage on a cluster)")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="open_clip model name (default: the workspace's)")
+    p.add_argument("--pretrained", default=None, help="hub tag or local checkpoint path")
+
+
+def run(main: Callable[[argparse.Namespace, Workspace], dict[str, Any]], args: argparse.Namespace) -> None:
+    """Configure logging, run ``main``, print its summary as one JSON line; errors become exit 2."""
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        out = main(args, Workspace.at(args.workspace))
+    except TaggerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(out, default=str))

@@ -1,0 +1,46 @@
+"""Encode a source's new or changed images into embedding shards and FAISS stores.
+
+    python -m jobs.encode --workspace WS --source /data/images --model ViT-B-32 --pretrained laion2b_s34b_b79k
+"""
+from __future__ import annotations
+
+from jobs.common import add_model_args, parser, run
+from tagger.encode import EncodeConfig, run_encode
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__)
+    add_model_args(p)
+    p.add_argument("--source", default=None, help="folder, glob, .txt or .parquet manifest of URIs")
+    p.add_argument("--partition-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--concurrency", type=int, default=1, help="encoder actors")
+    p.add_argument("--decode-concurrency", type=int, default=1)
+    p.add_argument("--num-gpus", type=float, default=None, help="GPUs per encoder actor (default: 1 if any)")
+    p.add_argument("--crash-after", type=int, default=None, help=argparse_hidden())
+    args = p.parse_args(argv)
+
+    def go(a, ws):
+        model, pretrained = ws.model(a.model, a.pretrained)
+        ws.update_settings(model=model, pretrained=pretrained)
+        cfg = EncodeConfig(model=model, pretrained=pretrained, partition_size=a.partition_size,
+                           batch_size=a.batch_size, concurrency=a.concurrency,
+                           decode_concurrency=a.decode_concurrency, num_gpus=_gpus(a.num_gpus))
+        return run_encode(ws, a.source, cfg, crash_after=a.crash_after, progress=True)
+    run(go, args)
+
+
+def _gpus(requested: float | None) -> float:
+    if requested is not None:
+        return requested
+    import torch
+    return 1.0 if torch.cuda.is_available() else 0.0
+
+
+def argparse_hidden() -> str:
+    import argparse
+    return argparse.SUPPRESS
+
+
+if __name__ == "__main__":
+    main()

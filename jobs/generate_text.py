@@ -1,0 +1,20 @@
+"""Generate the text corpus for the active labels (LLM via an OpenAI-compatible endpoint, or offline).
+
+    OPENAI_BASE_URL=http://vllm:8000/v1 TAGGER_LLM_MODEL=qwen2.5-7b python -m jobs.generate_text --workspace WS
+"""
+from __future__ import annotations
+
+from jobs.common import parser, run
+from tagger.textjob import run_generate_text
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__)
+    p.add_argument("--n-sentences", type=int, default=20000)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    run(lambda a, ws: run_generate_text(ws, a.n_sentences, a.seed), args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Image identity, change detection and the record of what is already encoded."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import CatalogError
+from .base import CatalogBase
+
+logger = logging.getLogger(__name__)
+
+IMAGE_COLUMNS: dict[str, pa.DataType] = {
+    "uri": pa.string(), "bytes": pa.int64(), "content_hash": pa.string(),
+    "width": pa.int32(), "height": pa.int32(),
+}
+_ALIASES = {"size": "bytes", "path": "uri", "sha256": "content_hash"}
+
+_UPSERT_NEW = """
+INSERT INTO images (image_id, uri, content_hash, bytes, width, height, status, error,
+                    first_seen, updated_at)
+SELECT ? + row_number() OVER (ORDER BY r.uri) - 1, r.uri, r.content_hash, r.bytes, r.width,
+       r.height, 'ok', NULL, ?, ?
+FROM _reg AS r
+WHERE NOT EXISTS (SELECT 1 FROM images AS i WHERE i.uri = r.uri)
+"""
+
+# Content changed: a different hash, or (without a hash) a different size. Changed content
+# loses its hash when none is given (unknown until read), and an error status is cleared.
+_CHANGED = """((r.content_hash IS NOT NULL AND r.content_hash IS DISTINCT FROM i.content_hash)
+  OR (r.content_hash IS NULL AND r.bytes IS NOT NULL AND i.bytes IS NOT NULL AND r.bytes <> i.bytes))"""
+
+_UPDATE_EXISTING = f"""
+UPDATE images AS i SET
+    content_hash = CASE WHEN r.content_hash IS NOT NULL THEN r.content_hash
+                        WHEN {_CHANGED} THEN NULL ELSE i.content_hash END,
+    bytes = coalesce(r.bytes, i.bytes),
+    width = CASE WHEN {_CHANGED} THEN r.width ELSE coalesce(r.width, i.width) END,
+    height = CASE WHEN {_CHANGED} THEN r.height ELSE coalesce(r.height, i.height) END,
+    status = CASE WHEN {_CHANGED} THEN 'ok' ELSE i.status END,
+    error = CASE WHEN {_CHANGED} THEN NULL ELSE i.error END,
+    updated_at = ?
+FROM _reg AS r
+WHERE i.uri = r.uri AND ({_CHANGED}
+    OR (r.bytes IS NOT NULL AND i.bytes IS NULL)
+    OR (r.width IS NOT NULL AND r.width IS DISTINCT FROM i.width)
+    OR (r.height IS NOT NULL AND r.height IS DISTINCT FROM i.height))
+"""
+
+_PENDING = """
+SELECT i.image_id, i.uri FROM images AS i
+WHERE i.status = 'ok' AND NOT EXISTS (
+    SELECT 1 FROM encodings AS e
+    WHERE e.image_id = i.image_id AND e.model_id = ? AND e.content_hash = i.content_hash)
+ORDER BY i.image_id
+"""
+
+
+def records_table(records: pa.Table | Iterable[Any]) -> pa.Table:
+    """Normalise image records to a Table with the columns of IMAGE_COLUMNS.
+
+    Accepts a pyarrow Table (``uri``/``path`` plus optional ``bytes``/``size``, ``content_hash``,
+    ``width``, ``height``), mappings with those keys, ``(uri, size)`` tuples or plain URIs.
+    """
+    if isinstance(records, pa.Table):
+        table = records.rename_columns([_ALIASES.get(c, c) for c in records.column_names])
+        cols = {}
+        for name, typ in IMAGE_COLUMNS.items():
+            cols[name] = (table.column(name).cast(typ) if name in table.column_names
+                          else pa.nulls(table.num_rows, typ))
+        return pa.table(cols)
+    rows: dict[str, list[Any]] = {name: [] for name in IMAGE_COLUMNS}
+    for rec in records:
+        if isinstance(rec, str):
+            rec = {"uri": rec}
+        elif isinstance(rec, Mapping):
+            rec = {_ALIASES.get(k, k): v for k, v in rec.items()}
+        else:
+            rec = dict(zip(("uri", "bytes"), rec))
+        for name in IMAGE_COLUMNS:
+            rows[name].append(rec.get(name))
+    return pa.table({name: pa.array(rows[name], type=typ) for name, typ in IMAGE_COLUMNS.items()})
+
+
+def _as_list(values: Any, n: int, what: str) -> list[Any]:
+    if values is None or isinstance(values, (str, bytes)):
+        return [values] * n
+    out = list(values)
+    if len(out) != n:
+        raise CatalogError(f"{what}: expected {n} values, got {len(out)}")
+    return out
+
+
+class ImagesMixin(CatalogBase):
+    """Images, their stable ids and their encodings."""
+
+    def register_images(self, records: pa.Table | Iterable[Any]) -> np.ndarray:
+        """Register images; return their ``image_id`` (int64) aligned with ``records``.
+
+        New URIs get new ids (never reused); known URIs keep theirs. A known URI whose content
+        changed (other hash, or other size when no hash is given) is reset to status 'ok' and
+        so becomes pending again. The same content under two URIs gets two ids.
+        """
+        table = records_table(records)
+        if table.num_rows == 0:
+            return np.zeros(0, np.int64)
+        if table.column("uri").null_count:
+            raise CatalogError("register images: every record needs a uri")
+        table = table.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+        now = self._now()
+        with self._transaction("register images") as con:
+            self._register("_incoming", table)
+            try:
+                con.execute("CREATE OR REPLACE TEMP TABLE _reg AS SELECT * FROM _incoming "
+                            "QUALIFY row_number() OVER (PARTITION BY uri ORDER BY _row DESC) = 1")
+                con.execute(_UPDATE_EXISTING, [now])
+                next_id = int(con.execute(
+                    "SELECT CAST(value AS BIGINT) FROM settings WHERE key = 'next_image_id'").fetchone()[0])
+                con.execute(_UPSERT_NEW, [next_id, now, now])
+                con.execute("UPDATE settings SET value = CAST(greatest(?, (SELECT coalesce(max(image_id), 0) + 1 "
+                            "FROM images)) AS VARCHAR) WHERE key = 'next_image_id'", [next_id])
+                ids = con.execute("SELECT i.image_id FROM _incoming AS r JOIN images AS i USING (uri) "
+                                  "ORDER BY r._row").fetchnumpy()["image_id"]
+                con.execute("DROP TABLE _reg")
+            finally:
+                self._unregister("_incoming")
+        return np.asarray(ids, dtype=np.int64)
+
+    def update_images(self, rows: pa.Table | Mapping[str, Sequence[Any]]) -> int:
+        """Record decode results keyed by ``image_id``: content_hash, width, height, bytes,
+        status ('ok'/'error') and error. Missing columns keep their stored values."""
+        table = rows if isinstance(rows, pa.Table) else pa.table(dict(rows))
+        if table.num_rows == 0:
+            return 0
+        cols = {"image_id": pa.int64(), "content_hash": pa.string(), "bytes": pa.int64(),
+                "width": pa.int32(), "height": pa.int32(), "status": pa.string(), "error": pa.string()}
+        upd = pa.table({c: (table.column(c).cast(t) if c in table.column_names else pa.nulls(table.num_rows, t))
+                        for c, t in cols.items()})
+        with self._transaction("update images") as con:
+            self._register("_upd", upd)
+            try:
+                con.execute("""
+                    UPDATE images AS i SET
+                        content_hash = coalesce(u.content_hash, i.content_hash),
+                        bytes = coalesce(u.bytes, i.bytes),
+                        width = coalesce(u.width, i.width), height = coalesce(u.height, i.height),
+                        status = coalesce(nullif(u.status, ''), i.status),
+                        error = CASE WHEN coalesce(nullif(u.status, ''), i.status) = 'ok' THEN NULL
+                                     ELSE coalesce(nullif(u.error, ''), i.error) END,
+                        updated_at = ?
+                    FROM (SELECT * FROM _upd QUALIFY row_number() OVER (PARTITION BY image_id) = 1) AS u
+                    WHERE i.image_id = u.image_id""", [self._now()])
+                n = con.execute("SELECT count(*) FROM images WHERE image_id IN (SELECT image_id FROM _upd)"
+                                ).fetchone()[0]
+            finally:
+                self._unregister("_upd")
+        return int(n)
+
+    def mark_errors(self, image_ids: Sequence[int], errors: str | Sequence[str],
+                    content_hashes: Sequence[str | None] | None = None) -> int:
+        """Set status 'error' with a message (one for all, or one per image); an error image is
+        not pending until its content changes."""
+        ids = [int(i) for i in image_ids]
+        rows = {"image_id": ids, "status": ["error"] * len(ids),
+                "error": [str(e) for e in _as_list(errors, len(ids), "mark_errors errors")]}
+        if content_hashes is not None:
+            rows["content_hash"] = _as_list(content_hashes, len(ids), "mark_errors hashes")
+        return self.update_images(pa.table(rows))
+
+    def record_encodings(self, image_ids: Sequence[int], model_id: str,
+                         hashes: Sequence[str | None] | str | None, shard: str | None) -> int:
+        """Record that these images were encoded with ``model_id`` (content ``hashes``) into
+        ``shard``. Images without a stored hash take the encoded one."""
+        ids = [int(i) for i in image_ids]
+        if not ids:
+            return 0
+        enc = pa.table({"image_id": pa.array(ids, pa.int64()),
+                        "content_hash": pa.array(_as_list(hashes, len(ids), "record_encodings hashes"),
+                                                 pa.string())})
+        now = self._now()
+        with self._transaction("record encodings") as con:
+            self._register("_enc", enc)
+            try:
+                con.execute("""
+                    INSERT INTO encodings (image_id, model_id, content_hash, shard, encoded_at)
+                    SELECT image_id, ?, content_hash, ?, ? FROM _enc
+                    QUALIFY row_number() OVER (PARTITION BY image_id) = 1
+                    ON CONFLICT (image_id, model_id) DO UPDATE SET content_hash = excluded.content_hash,
+                        shard = excluded.shard, encoded_at = excluded.encoded_at""",
+                            [model_id, shard, now])
+                con.execute("""
+                    UPDATE images AS i SET content_hash = e.content_hash, status = 'ok', error = NULL,
+                        updated_at = ?
+                    FROM _enc AS e WHERE i.image_id = e.image_id AND i.content_hash IS NULL
+                        AND e.content_hash IS NOT NULL""", [now])
+            finally:
+                self._unregister("_enc")
+        return len(set(ids))
+
+    def pending_images(self, model_id: str, limit: int | None = None) -> list[tuple[int, str]]:
+        """``(image_id, uri)`` of ok-status images with no encoding by ``model_id`` of their
+        current content (new, changed, or never read), by image_id."""
+        sql = _PENDING + (f" LIMIT {int(limit)}" if limit is not None else "")
+        return [(int(i), u) for i, u in self.query(sql, [model_id])]
+
+    def pending_table(self, model_id: str) -> pa.Table:
+        """``pending_images`` as a pyarrow Table (image_id, uri), e.g. a Ray Data manifest."""
+        return self.query_arrow(_PENDING, [model_id])
+
+    def duplicates(self) -> list[tuple[str, list[int], list[str]]]:
+        """``(content_hash, image_ids, uris)`` for content stored under more than one URI."""
+        rows = self.query("SELECT content_hash, image_ids, uris FROM duplicate_images ORDER BY content_hash")
+        return [(h, [int(i) for i in ids], list(uris)) for h, ids, uris in rows]
+
+    def image_ids(self, uris: Sequence[str]) -> dict[str, int]:
+        """uri -> image_id for the known ones among ``uris``."""
+        if not uris:
+            return {}
+        rows = self.query("SELECT uri, image_id FROM images WHERE uri IN (SELECT unnest(?))", [list(uris)])
+        return {u: int(i) for u, i in rows}
+
+    def image_counts(self) -> dict[str, int]:
+        """Number of images per status."""
+        return {s: int(n) for s, n in self.query("SELECT status, count(*) FROM images GROUP BY status")}

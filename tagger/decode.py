@@ -1,0 +1,232 @@
+"""The decode stage: bytes -> RGB pixels, where every bad image becomes an error row.
+
+``Decoder`` is a callable over a batch dict of numpy arrays, shaped for Ray Data
+``map_batches(Decoder(...), batch_format="numpy")``; ``decode_one`` decodes one image.
+No global PIL setting is changed: truncated files are errors (``LOAD_TRUNCATED_IMAGES`` stays
+as it is), and the pixel limit is checked per image.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .sources import read_bytes
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_SIZE = 224
+_WHITE = (255, 255, 255)
+_HIGH_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+def _describe(e: BaseException) -> str:
+    msg = str(e).strip()
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def _high_bit_to_l(im: Image.Image) -> Image.Image:
+    """16-bit / 32-bit integer or float greyscale -> 8-bit 'L', keeping the value range."""
+    arr = np.nan_to_num(np.asarray(im).astype(np.float32))
+    top = float(arr.max(initial=0.0))
+    if im.mode.startswith("I;16"):
+        scale = 255.0 / 65535.0
+    elif im.mode == "F" and top <= 1.0:
+        scale = 255.0
+    elif top <= 255.0:
+        scale = 1.0
+    else:
+        scale = 255.0 / (65535.0 if top <= 65535.0 else top)
+    return Image.fromarray(np.clip(arr * scale, 0, 255).round().astype(np.uint8), "L")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL mode -> 'RGB': palette, CMYK, greyscale, 16-bit, float; transparency is
+    composited on white."""
+    if im.mode == "RGB":
+        return im
+    if im.mode in _HIGH_BIT_MODES:
+        return _high_bit_to_l(im).convert("RGB")
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif im.mode in ("L", "1") and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in _ALPHA_MODES:
+        rgba = im.convert("RGBA")
+        background = Image.new("RGB", rgba.size, _WHITE)
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return im.convert("RGB")
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # malformed EXIF is not worth failing the image for
+        return 1
+
+
+def decode_one(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               target: int | None = None) -> tuple[Image.Image | None, str | None, dict[str, Any]]:
+    """Decode one encoded image to an RGB PIL image.
+
+    Returns ``(image, None, meta)`` or ``(None, error message, meta)``; never raises for bad
+    data. ``meta`` has ``bytes``, ``content_hash`` (sha256 hex), ``width``/``height`` (as
+    displayed, EXIF orientation applied; 0 when unknown), ``format``, ``mode``, ``animated``.
+    Images over ``max_pixels`` (or over PIL's own ``Image.MAX_IMAGE_PIXELS``) are refused
+    before decoding. With ``target``, large images are decoded at reduced scale (JPEG draft,
+    then ``reduce``) while keeping the shorter side at least ``2 * target``. Animated images
+    give their first frame.
+    """
+    meta: dict[str, Any] = {"bytes": len(data), "content_hash": hashlib.sha256(data).hexdigest(),
+                            "width": 0, "height": 0, "format": None, "mode": None, "animated": False}
+    if not data:
+        return None, "empty file (0 bytes)", meta
+    try:
+        im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        return None, f"refused as a decompression bomb: {e}", meta
+    except Image.UnidentifiedImageError:
+        return None, "not an image, or an unsupported or corrupt format (PIL cannot identify it)", meta
+    except Exception as e:
+        return None, f"not a readable image: {_describe(e)}", meta
+    try:
+        return _decode_opened(im, meta, max_pixels, target)
+    except Image.DecompressionBombError as e:
+        return None, f"refused as a decompression bomb: {e}", meta
+    except Exception as e:
+        return None, f"decode failed: {_describe(e)}", meta
+    finally:
+        im.close()
+
+
+def _decode_opened(im: Image.Image, meta: dict[str, Any], max_pixels: int,
+                   target: int | None) -> tuple[Image.Image | None, str | None, dict[str, Any]]:
+    w, h = im.size
+    orientation = _orientation(im)
+    meta.update(format=im.format, mode=im.mode, animated=bool(getattr(im, "is_animated", False)),
+                width=h if orientation in (5, 6, 7, 8) else w,
+                height=w if orientation in (5, 6, 7, 8) else h)
+    if w <= 0 or h <= 0:
+        return None, f"invalid image size {w}x{h}", meta
+    limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
+    if w * h > limit:
+        return None, (f"refused as a decompression bomb: {w}x{h} = {w * h} pixels exceeds the "
+                      f"limit of {limit}"), meta
+    if meta["animated"]:
+        im.seek(0)
+    if target and im.format == "JPEG" and min(w, h) >= 4 * target:
+        im.draft("RGB", (2 * target, 2 * target))
+    im.load()
+    out = ImageOps.exif_transpose(im) if orientation != 1 else im
+    out = to_rgb(out)
+    if target:
+        factor = min(out.size) // (2 * target)
+        if factor >= 2:
+            out = out.reduce(factor)
+    if out is im:  # detach from the file so that closing it is safe
+        out = out.copy()
+    return out, None, meta
+
+
+def resize_center_crop(im: Image.Image, size: int) -> np.ndarray:
+    """Resize the shorter side to ``size`` (bicubic) and crop the centre: uint8 (size, size, 3)."""
+    w, h = im.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    resized = im.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+class Decoder:
+    """Batch decode stage: ``{"image_id", "uri"[, "bytes"]}`` -> the same columns plus
+    ``pixels``, ``content_hash``, ``width``, ``height``, ``status`` ('ok'/'error'), ``error``.
+
+    ``pixels`` is ``preprocess(image)`` as a numpy array (e.g. open_clip's transform: float32
+    CHW) when ``preprocess`` is given, else uint8 ``(size, size, 3)`` RGB (shorter side resized
+    to ``size``, centre crop). Error rows get zero pixels of the same shape, so batches stay
+    rectangular, and a readable ``error``; nothing is raised for bad images. A ``bytes``
+    column, when present (e.g. ``ray.data.read_binary_files``), is used instead of reading
+    ``uri`` and is dropped from the output unless ``keep_bytes``.
+    """
+
+    def __init__(self, preprocess: Callable[[Image.Image], Any] | None = None, size: int = DEFAULT_SIZE,
+                 *, max_pixels: int = DEFAULT_MAX_PIXELS, read: Callable[[str], bytes] = read_bytes,
+                 keep_bytes: bool = False) -> None:
+        if size <= 0 or max_pixels <= 0:
+            raise ValueError("size and max_pixels must be positive")
+        self.preprocess = preprocess
+        self.size = int(size)
+        self.max_pixels = int(max_pixels)
+        self.read = read
+        self.keep_bytes = keep_bytes
+        self._template: np.ndarray | None = None
+
+    def _pixels(self, im: Image.Image) -> np.ndarray:
+        if self.preprocess is None:
+            return resize_center_crop(im, self.size)
+        out = self.preprocess(im)
+        if hasattr(out, "detach"):
+            out = out.detach().cpu()
+        return np.asarray(out)
+
+    @property
+    def template(self) -> np.ndarray:
+        """Zero pixels with the output shape and dtype (what an error row carries)."""
+        if self._template is None:
+            probe = self._pixels(Image.new("RGB", (self.size, self.size), _WHITE))
+            self._template = np.zeros_like(probe)
+        return self._template
+
+    def decode(self, uri: str, data: bytes | None = None) -> dict[str, Any]:
+        """Decode one image (reading ``uri`` unless ``data`` is given) to one output row."""
+        row: dict[str, Any] = {"pixels": self.template, "content_hash": "", "width": 0, "height": 0,
+                               "status": "error", "error": ""}
+        if data is None:
+            try:
+                data = self.read(uri)
+            except Exception as e:
+                row["error"] = f"read failed: {_describe(e)}"
+                return row
+        im, err, meta = decode_one(bytes(data), max_pixels=self.max_pixels, target=self.size)
+        row.update(content_hash=meta["content_hash"], width=meta["width"], height=meta["height"])
+        if im is None:
+            row["error"] = err or "decode failed"
+            return row
+        try:
+            pixels = self._pixels(im)
+        except Exception as e:
+            row["error"] = f"preprocess failed: {_describe(e)}"
+            return row
+        if pixels.shape != self.template.shape:
+            row["error"] = f"preprocess gave shape {pixels.shape}, expected {self.template.shape}"
+            return row
+        row.update(pixels=pixels.astype(self.template.dtype, copy=False), status="ok")
+        return row
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        uris = [str(u) for u in batch["uri"]]
+        raw = batch.get("bytes") if hasattr(batch, "get") else None
+        rows = [self.decode(u, None if raw is None else raw[i]) for i, u in enumerate(uris)]
+        out = {k: np.asarray(v) for k, v in batch.items() if self.keep_bytes or k != "bytes"}
+        out["pixels"] = (np.stack([r["pixels"] for r in rows]) if rows
+                         else np.zeros((0, *self.template.shape), self.template.dtype))
+        for key in ("content_hash", "status", "error"):
+            out[key] = np.array([r[key] for r in rows], dtype=object)
+        for key in ("width", "height"):
+            out[key] = np.array([r[key] for r in rows], dtype=np.int32)
+        failed = [(u, r["error"]) for u, r in zip(uris, rows) if r["status"] != "ok"]
+        for uri, err in failed:
+            logger.debug("decode error %s: %s", uri, err)
+        if failed:
+            logger.info("%d of %d images in the batch could not be decoded (e.g. %s: %s)",
+                        len(failed), len(rows), *failed[0])
+        return out

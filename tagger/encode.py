@@ -1,0 +1,195 @@
+"""Encode stage: partitions of images -> decoded uint8 pixels -> CLIP global + patch embeddings -> shards.
+
+A partition (a fixed, sorted list of image ids) is the unit of work and of idempotency: its
+shard name is derived from its ids, so a rerun after a crash recomputes exactly the partitions
+that have no done-marker, with the same composition, and writes the same bytes.
+
+Both stages are callables over a batch dict and drop into Ray Data ``map_batches``:
+``DecodePartitions`` on CPU tasks, ``EncodePartitions`` as actors (model loaded once, on a GPU
+when present).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .decode import Decoder
+from .models.dense import FeatureConfig, image_features
+from .models.preprocess import pixel_spec
+from .store.shards import exists_done, shard_name_for, write_shard
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """Model and throughput knobs of an encode run."""
+
+    model: str = "toy-vit"
+    pretrained: str | None = None
+    partition_size: int = 256
+    batch_size: int = 64
+    concurrency: int = 1  # encoder actors
+    decode_concurrency: int = 1  # decode tasks in flight
+    num_gpus: float = 0.0  # per encoder actor (0 = CPU)
+    device: str | None = None
+    precision: str | None = None
+    global_mode: str = "standard"
+    dense_mode: str = "value"
+    max_pixels: int = 100_000_000
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan_partitions(pending: list[tuple[int, str]], size: int) -> list[dict[str, Any]]:
+    """Split pending (image_id, uri) pairs, sorted by id, into named partitions."""
+    pending = sorted(pending)
+    parts = []
+    for i in range(0, len(pending), size):
+        chunk = pending[i:i + size]
+        ids = np.array([c[0] for c in chunk], np.int64)
+        parts.append({"partition": shard_name_for(ids), "image_ids": ids, "uris": [c[1] for c in chunk]})
+    return parts
+
+
+class DecodePartitions:
+    """CPU stage: each row is a partition; decode its images to uint8 CHW pixels (errors kept)."""
+
+    def __init__(self, cfg: EncodeConfig) -> None:
+        spec = pixel_spec(cfg.model, cfg.pretrained)
+        self.decoder = Decoder(preprocess=spec.to_uint8, size=spec.image_size, max_pixels=cfg.max_pixels)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out: dict[str, list] = {k: [] for k in ("partition", "image_ids", "pixels", "status", "error",
+                                                "content_hash", "width", "height")}
+        for name, ids, uris in zip(batch["partition"], batch["image_ids"], batch["uris"]):
+            rows = self.decoder({"image_id": np.asarray(ids, np.int64), "uri": np.asarray(list(uris), object)})
+            out["partition"].append(name)
+            out["image_ids"].append(np.asarray(ids, np.int64))
+            for k in ("pixels", "status", "error", "content_hash", "width", "height"):
+                out[k].append(np.asarray(rows[k]))
+        return {k: _object_column(v) for k, v in out.items()}
+
+
+class EncodePartitions:
+    """Device stage (an actor): embed the ok images of each partition and write its shard."""
+
+    def __init__(self, cfg: EncodeConfig, root: str, model_id: str) -> None:
+        from .models import load_clip
+        self.cfg, self.root, self.model_id = cfg, root, model_id
+        self.clip = load_clip(cfg.model, cfg.pretrained, device=cfg.device, precision=cfg.precision)
+        self.spec = pixel_spec(cfg.model, cfg.pretrained)
+        self.fcfg = FeatureConfig(cfg.global_mode, cfg.dense_mode)
+
+    def embed(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        gs, ps = [], []
+        for i in range(0, len(pixels), self.cfg.batch_size):
+            x = self.spec.normalize(pixels[i:i + self.cfg.batch_size], self.clip.device, self.clip.dtype)
+            g, p = image_features(self.clip.model, x, self.fcfg)
+            gs.append(g.cpu().numpy().astype(np.float16))
+            ps.append(p.cpu().numpy().astype(np.float16))
+        return np.concatenate(gs), np.concatenate(ps)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        written = []
+        for name, ids, pixels, status in zip(batch["partition"], batch["image_ids"], batch["pixels"],
+                                             batch["status"]):
+            ok = np.asarray(status) == "ok"
+            if ok.any() and not exists_done(self.root, self.model_id, name):
+                g, p = self.embed(np.stack(list(pixels))[ok])
+                write_shard(self.root, self.model_id, name, np.asarray(ids)[ok], g, p)
+            written.append(int(ok.sum()))
+        out = {k: batch[k] for k in ("partition", "image_ids", "status", "error", "content_hash", "width", "height")}
+        out["n_encoded"] = np.asarray(written, np.int64)
+        return out
+
+
+def _object_column(values: list) -> np.ndarray:
+    col = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        col[i] = v
+    return col
+
+
+def reconcile_shards(catalog, root: str, model_id: str) -> int:
+    """Record encodings for done shards that the catalog does not know (a crash after the write)."""
+    from .store.shards import iter_shards
+    known = {s for (s,) in catalog.query("SELECT DISTINCT shard FROM encodings WHERE model_id = ?", [model_id])}
+    n = 0
+    for shard in iter_shards(root, model_id):
+        if shard.name in known:
+            continue
+        ids = [int(i) for i in shard.ids]
+        hashes = dict(catalog.query("SELECT image_id, content_hash FROM images WHERE image_id IN "
+                                    "(SELECT unnest(?::BIGINT[]))", [ids]))
+        n += catalog.record_encodings(ids, model_id, [hashes.get(i) for i in ids], shard.name)
+    return n
+
+
+def _record(catalog, row: dict[str, Any], model_id: str) -> tuple[int, int]:
+    """Record one encoded partition in the catalog: image metadata, errors and encodings."""
+    ids = np.asarray(row["image_ids"], np.int64)
+    status = np.asarray(row["status"]).astype(str)
+    catalog.update_images({
+        "image_id": ids, "content_hash": [str(h) or None for h in row["content_hash"]],
+        "width": np.asarray(row["width"], np.int64), "height": np.asarray(row["height"], np.int64),
+        "status": status, "error": [str(e) for e in row["error"]]})
+    ok = status == "ok"
+    if ok.any():
+        catalog.record_encodings(ids[ok], model_id, [str(h) for h in np.asarray(row["content_hash"])[ok]],
+                                 str(row["partition"]))
+    return int(ok.sum()), int((~ok).sum())
+
+
+def run_encode(workspace, source: str | None, cfg: EncodeConfig, *, crash_after: int | None = None,
+               progress: bool = True) -> dict[str, Any]:
+    """Register ``source``'s images, encode every pending one into shards, then update the indexes.
+
+    Runs on the connected Ray cluster (or a local one). ``crash_after`` exits the process hard
+    after that many partitions are recorded (for crash tests).
+    """
+    import os
+    import time
+
+    from tqdm import tqdm
+
+    from .catalog import Catalog
+    from .indexing import update_indexes
+    from .models.loader import model_id_for
+    from .raycluster import ray_session
+    from .sources import list_images
+
+    t0 = time.time()
+    model_id = model_id_for(cfg.model, cfg.pretrained)
+    root = str(workspace.root)
+    with Catalog.open(workspace.catalog) as cat:
+        if source is not None:
+            cat.register_images(list_images(source))
+        reconcile_shards(cat, root, model_id)
+        parts = plan_partitions(cat.pending_images(model_id), cfg.partition_size)
+        n_ok = n_err = 0
+        if parts:
+            with ray_session() as ray:
+                ds = ray.data.from_items(parts, override_num_blocks=len(parts))
+                ds = ds.map_batches(DecodePartitions, fn_constructor_args=(cfg,), batch_size=1,
+                                    concurrency=cfg.decode_concurrency, num_cpus=1)
+                ds = ds.map_batches(EncodePartitions, fn_constructor_args=(cfg, root, model_id), batch_size=1,
+                                    concurrency=cfg.concurrency, num_gpus=cfg.num_gpus,
+                                    num_cpus=0 if cfg.num_gpus else 1)
+                bar = tqdm(total=sum(len(p["image_ids"]) for p in parts), unit="img", disable=not progress,
+                           desc=f"encode {cfg.model}")
+                for k, row in enumerate(ds.iter_rows()):
+                    ok, err = _record(cat, row, model_id)
+                    n_ok, n_err = n_ok + ok, n_err + err
+                    bar.update(ok + err)
+                    if crash_after is not None and k + 1 >= crash_after:
+                        os._exit(17)
+                bar.close()
+        t_enc = time.time() - t0
+        stats = update_indexes(workspace, model_id)
+    return {"model_id": model_id, "partitions": len(parts), "encoded": n_ok, "errors": n_err,
+            "encode_s": round(t_enc, 2), "total_s": round(time.time() - t0, 2), **stats}

@@ -1,0 +1,242 @@
+"""Image sources: list the images of a folder, a glob, a manifest or an object-store prefix.
+
+Local files are named by absolute paths (``file://`` URIs are converted), so that one file has
+one URI and thus one ``image_id``. Other schemes (``s3://``, ``gs://``…) go through fsspec,
+imported only when needed.
+"""
+from __future__ import annotations
+
+import glob as globlib
+import logging
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pyarrow as pa
+
+from .errors import SourceError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+TEXT_MANIFEST_EXTENSIONS = (".txt", ".lst", ".list", ".urls")
+PARQUET_EXTENSIONS = (".parquet", ".pq")
+SCHEMA = pa.schema([("uri", pa.string()), ("size", pa.int64())])
+_GLOB_CHARS = set("*?[")
+
+
+def is_image_name(name: str) -> bool:
+    """True when ``name`` ends in an image extension (case-insensitive)."""
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _scheme(uri: str) -> str:
+    p = urlparse(uri)
+    # a one-letter scheme is a Windows drive, not a URL
+    return p.scheme.lower() if len(p.scheme) > 1 else ""
+
+
+def to_local_path(uri: str) -> str | None:
+    """Absolute local path for a plain path or ``file://`` URI; None for remote URIs."""
+    scheme = _scheme(uri)
+    if scheme == "file":
+        p = urlparse(uri)
+        path = unquote(p.path)
+        if p.netloc and p.netloc != "localhost":
+            path = f"//{p.netloc}{path}"
+        return os.path.abspath(path)
+    if scheme:
+        return None
+    return os.path.abspath(os.path.expanduser(uri))
+
+
+def normalize_uri(uri: str, base: str | None = None) -> str:
+    """Canonical form of one URI: absolute path for local files (relative ones taken from
+    ``base``), the URI unchanged for remote schemes."""
+    uri = uri.strip()
+    if not _scheme(uri) and base is not None and not os.path.isabs(os.path.expanduser(uri)):
+        uri = os.path.join(base, uri)
+    local = to_local_path(uri)
+    return local if local is not None else uri
+
+
+def _table(items: Iterable[tuple[str, int | None]]) -> pa.Table:
+    rows = sorted(dict(items).items())
+    return pa.table({"uri": pa.array([u for u, _ in rows], pa.string()),
+                     "size": pa.array([s for _, s in rows], pa.int64())}, schema=SCHEMA)
+
+
+def _local_stat(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
+def _walk_local(root: str, include_hidden: bool, follow_links: bool) -> list[tuple[str, int | None]]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_links):
+        if not include_hidden:
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if (include_hidden or not name.startswith(".")) and is_image_name(name):
+                path = os.path.join(dirpath, name)
+                out.append((path, _local_stat(path)))
+    return out
+
+
+def _glob_local(pattern: str, include_hidden: bool) -> list[tuple[str, int | None]]:
+    kwargs = {"include_hidden": True} if include_hidden and sys.version_info >= (3, 11) else {}
+    out = []
+    for path in globlib.glob(pattern, recursive=True, **kwargs):
+        if os.path.isfile(path) and is_image_name(path):
+            out.append((os.path.abspath(path), _local_stat(path)))
+    return out
+
+
+def _filesystem(uri: str):
+    try:
+        import fsspec
+    except ImportError as e:  # pragma: no cover - fsspec is a dependency of the test env
+        raise SourceError(f"reading {uri} needs fsspec (and its backend, e.g. s3fs or gcsfs)") from e
+    try:
+        return fsspec.core.url_to_fs(uri)
+    except (ImportError, ValueError) as e:
+        raise SourceError(f"no filesystem for {uri}: {e}") from e
+
+
+def _list_remote(uri: str) -> list[tuple[str, int | None]]:
+    fs, path = _filesystem(uri)
+    scheme = _scheme(uri)
+    protocol = scheme or (fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol)
+
+    def full(p: str) -> str:
+        return p if _scheme(p) else f"{protocol}://{p.lstrip('/')}"
+
+    try:
+        if _GLOB_CHARS & set(path):
+            found = fs.glob(path, detail=True)
+        elif fs.isdir(path):
+            found = fs.find(path, detail=True)
+        else:
+            raise SourceError(f"image source {uri} not found (expected a folder, a glob or a manifest)")
+    except SourceError:
+        raise
+    except Exception as e:  # remote backends raise their own error types
+        raise SourceError(f"cannot list {uri}: {type(e).__name__}: {e}") from e
+    return [(full(p), info.get("size")) for p, info in found.items()
+            if info.get("type", "file") == "file" and is_image_name(p)]
+
+
+def _manifest_lines(text: str, base: str | None) -> list[tuple[str, int | None]]:
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            out.append((normalize_uri(line, base), None))
+    return out
+
+
+def _read_parquet_manifest(source: str) -> pa.Table:
+    """The uri/path (and size/bytes) columns of a Parquet manifest."""
+    import pyarrow.parquet as pq
+
+    def read(f) -> pa.Table:
+        pf = pq.ParquetFile(f)
+        names = pf.schema_arrow.names
+        wanted = [c for c in ("uri", "path", "size", "bytes") if c in names]
+        if "uri" not in wanted and "path" not in wanted:
+            raise SourceError(f"parquet manifest {source} needs a 'uri' or 'path' column, has {names}")
+        return pf.read(columns=wanted)
+
+    local = to_local_path(source)
+    try:
+        if local is not None:
+            return read(local)
+        fs, path = _filesystem(source)
+        with fs.open(path, "rb") as f:
+            return read(f)
+    except SourceError:
+        raise
+    except Exception as e:  # missing file, not Parquet, remote errors
+        raise SourceError(f"cannot read parquet manifest {source}: {type(e).__name__}: {e}") from e
+
+
+def _parquet_manifest(source: str) -> list[tuple[str, int | None]]:
+    table = _read_parquet_manifest(source)
+    col = "uri" if "uri" in table.column_names else "path"
+    sizes = next((table.column(c).to_pylist() for c in ("size", "bytes") if c in table.column_names),
+                 [None] * table.num_rows)
+    base = _manifest_base(source)
+    return [(normalize_uri(u, base), s) for u, s in zip(table.column(col).to_pylist(), sizes) if u]
+
+
+def _is_manifest(source: str, exts: tuple[str, ...]) -> bool:
+    return urlparse(source).path.lower().endswith(exts) if _scheme(source) else source.lower().endswith(exts)
+
+
+def list_images(source: str | os.PathLike, *, include_hidden: bool = False,
+                follow_links: bool = False) -> pa.Table:
+    """List the images of ``source`` as a Table ``(uri: string, size: int64)`` sorted by uri.
+
+    ``source`` is a folder (searched recursively for jpg/jpeg/png/webp/bmp/gif/tif/tiff, any
+    case), a glob (``**`` allowed), a text manifest (``.txt``: one URI per line, ``#`` comments;
+    relative paths are taken from the manifest's folder), a Parquet manifest (column ``uri`` or
+    ``path``, optional ``size``), each local, ``file://`` or remote (fsspec). Hidden files and
+    folders are skipped unless ``include_hidden``. Manifests report the sizes they hold (else
+    null). A missing source raises SourceError; an empty one gives an empty table.
+    """
+    src = os.fspath(source)
+    if _is_manifest(src, PARQUET_EXTENSIONS):
+        items = _parquet_manifest(src)
+    elif _is_manifest(src, TEXT_MANIFEST_EXTENSIONS):
+        items = _manifest_lines(read_bytes(src).decode("utf-8-sig"), _manifest_base(src))
+    else:
+        local = to_local_path(src)
+        if local is None:
+            items = _list_remote(src)
+        elif os.path.isdir(local):
+            items = _walk_local(local, include_hidden, follow_links)
+        elif _GLOB_CHARS & set(local):
+            items = _glob_local(local, include_hidden)
+        elif os.path.isfile(local) and is_image_name(local):
+            items = [(local, _local_stat(local))]
+        else:
+            raise SourceError(f"image source {src} not found (expected a folder, a glob, "
+                              f"a .txt or .parquet manifest, or an image file)")
+    table = _table(items)
+    logger.info("listed %d images from %s", table.num_rows, src)
+    return table
+
+
+def _manifest_base(source: str) -> str:
+    """Folder against which a manifest's relative entries are resolved."""
+    local = to_local_path(source)
+    return os.path.dirname(local) if local is not None else source.rsplit("/", 1)[0]
+
+
+def list_image_records(source: str | os.PathLike, **kwargs) -> list[tuple[str, int | None]]:
+    """``list_images`` as a list of ``(uri, size)`` tuples."""
+    t = list_images(source, **kwargs)
+    return list(zip(t.column("uri").to_pylist(), t.column("size").to_pylist()))
+
+
+def read_bytes(uri: str) -> bytes:
+    """Read a whole file given as a local path, ``file://`` URI or fsspec URI.
+
+    Raises SourceError (with the URI and the reason) when it cannot be read.
+    """
+    local = to_local_path(uri)
+    if local is not None:
+        try:
+            return Path(local).read_bytes()
+        except OSError as e:
+            raise SourceError(f"cannot read {uri}: {e.strerror or type(e).__name__}") from e
+    fs, path = _filesystem(uri)
+    try:
+        with fs.open(path, "rb") as f:
+            return f.read()
+    except Exception as e:  # remote backends raise their own error types
+        raise SourceError(f"cannot read {uri}: {type(e).__name__}: {e}") from e

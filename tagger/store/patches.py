@@ -1,0 +1,291 @@
+"""Patch (local) embeddings stored as compact FAISS codes, image-major, P rows per image.
+
+Storage choice. The codes live exactly once, inside a FAISS flat-codes index (``IndexPQ`` by
+default, ``IndexFlat`` for the uncompressed "Flat" mode, optionally behind a transform such
+as OPQ). Images are stored image-major: image ``i`` in storage order owns code rows
+``[i*P, (i+1)*P)``. That layout gives, without a second copy of the codes:
+
+* search: the FAISS index itself is the search structure (an exhaustive asymmetric scan of the
+  codes), so scores equal ``query . decode(code)`` exactly;
+* bulk decoding for re-tagging: a batch of images is one contiguous slice of the code array
+  (a zero-copy numpy view of the index's buffer) and one ``sa_decode`` call (``pq.decode`` for
+  PQ); :meth:`PatchStore.iter_decoded` streams the whole store that way;
+* ids at 8 bytes per *image*, not per patch: the logical FAISS id ``image_id * P + patch`` is
+  implied by the position, so no per-patch id map (which would cost more than a 16-byte code)
+  is kept. :func:`patch_ids` / :func:`split_patch_ids` convert between the two forms.
+
+Replacing an image overwrites its P code rows in place; new images are appended.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Iterator
+
+import faiss
+import numpy as np
+
+from tagger.errors import ConfigError, StoreError, UnknownIdError
+from tagger.store.config import IndexConfig
+from tagger.store.gpu import GPU_MAX_K, to_gpu_if_available
+from tagger.store.patchfile import read_patch_file, write_patch_file
+from tagger.store.shardset import ShardSet
+from tagger.store.vectors import as_ids, as_matrix
+
+logger = logging.getLogger(__name__)
+
+
+def patch_ids(image_ids: np.ndarray, patches_per_image: int) -> np.ndarray:
+    """Logical patch ids ``image_id * P + patch`` as int64 [n, P]."""
+    ids = np.asarray(image_ids, dtype=np.int64)
+    return ids[:, None] * patches_per_image + np.arange(patches_per_image, dtype=np.int64)
+
+
+def split_patch_ids(pids: np.ndarray, patches_per_image: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`patch_ids`: (image_ids, patch index)."""
+    return np.divmod(np.asarray(pids, dtype=np.int64), patches_per_image)
+
+
+def _flat_codes_of(index: faiss.Index) -> faiss.IndexFlatCodes:
+    """The flat-codes index holding the codes (``index`` itself or under an IndexPreTransform)."""
+    inner = index
+    while isinstance(inner, faiss.IndexPreTransform):
+        inner = faiss.downcast_index(inner.index)
+    if not isinstance(inner, faiss.IndexFlatCodes):
+        raise ConfigError("patch factory must give a flat-codes index (Flat, PQ, SQ, OPQ..,PQ..), "
+                          f"got {type(inner).__name__}")
+    return inner
+
+
+class PatchStore:
+    """Compressed patch embeddings of many images, P per image, keyed by image_id."""
+
+    def __init__(self, dim: int, patches_per_image: int, cfg: IndexConfig | None = None, *,
+                 index: faiss.Index | None = None, image_ids: np.ndarray | None = None) -> None:
+        if patches_per_image < 1:
+            raise StoreError(f"patches_per_image must be >= 1, got {patches_per_image}")
+        self.cfg = cfg or IndexConfig()
+        if index is None:
+            try:
+                index = faiss.index_factory(dim, self.cfg.patch_factory_string,
+                                            self.cfg.faiss_metric)
+            except RuntimeError as exc:
+                raise ConfigError(f"bad patch factory {self.cfg.patch_factory_string!r} for "
+                                  f"d={dim}: {str(exc).strip().splitlines()[-1]}") from exc
+        self.index = index
+        self._flat = _flat_codes_of(index)
+        if isinstance(self._flat, faiss.IndexPQ):
+            # The factory turns on polysemous training (a slow code reordering that only
+            # helps Hamming filtering under L2); it does not change the codes' quality.
+            self._flat.do_polysemous_training = False
+        self.dim = int(index.d)
+        self.patches_per_image = int(patches_per_image)
+        self.image_ids = np.empty(0, np.int64) if image_ids is None else as_ids(image_ids)
+        if self.index.ntotal != self.image_ids.size * self.patches_per_image:
+            raise StoreError("code rows do not match image ids x patches per image")
+        self._lookup: tuple[np.ndarray, np.ndarray] | None = None
+        self._device: faiss.Index | None = None
+
+    # ----- sizes and raw codes -------------------------------------------------------------
+    @property
+    def n_images(self) -> int:
+        """Number of stored images."""
+        return int(self.image_ids.size)
+
+    @property
+    def is_trained(self) -> bool:
+        """False until the codec (PQ codebooks, ...) is trained; "Flat" needs no training."""
+        return bool(self.index.is_trained)
+
+    @property
+    def code_size(self) -> int:
+        """Bytes per patch vector."""
+        return int(self.index.sa_code_size())
+
+    def bytes_per_image(self) -> int:
+        """Code bytes per image (P x code size); the 8-byte image id is not counted."""
+        return self.patches_per_image * self.code_size
+
+    @property
+    def codes(self) -> np.ndarray:
+        """Zero-copy uint8 view [n_images * P, code_size] of the stored codes.
+
+        Valid until the next :meth:`add`; take a fresh view after mutating the store.
+        """
+        size = int(self._flat.codes.size())
+        if size == 0:
+            return np.empty((0, self.code_size), dtype=np.uint8)
+        return faiss.rev_swig_ptr(self._flat.codes.data(), size).reshape(-1, self.code_size)
+
+    # ----- training and adding -------------------------------------------------------------
+    def train(self, vecs: np.ndarray) -> None:
+        """Train the codec on sample patch vectors [m, d]; only while the store is empty."""
+        if self.n_images:
+            raise StoreError("cannot retrain a store that holds codes; build a new one")
+        self.index.train(as_matrix(vecs, self.dim, self.cfg.normalize, name="patch vectors"))
+
+    def _check_patches(self, ids: np.ndarray, patches: np.ndarray) -> np.ndarray:
+        arr = np.asarray(patches)
+        pp = self.patches_per_image
+        if arr.shape != (ids.size, pp, self.dim):
+            raise StoreError(f"patches must be [{ids.size}, {pp}, {self.dim}], got {arr.shape}")
+        if ids.size and (ids.min() < 0 or ids.max() > (np.iinfo(np.int64).max - pp) // pp):
+            raise StoreError("image ids must be >= 0 and small enough for image_id * P + patch")
+        if not self.is_trained:
+            raise StoreError("train the patch store before adding")
+        return as_matrix(arr.reshape(-1, self.dim), self.dim, self.cfg.normalize,
+                         name="patch vectors")
+
+    def add(self, image_ids: np.ndarray, patches: np.ndarray) -> None:
+        """Add images' patches [n, P, d]; images already stored are replaced in place."""
+        ids = as_ids(image_ids)
+        x = self._check_patches(ids, patches).reshape(ids.size, self.patches_per_image, self.dim)
+        present, pos = self._find(ids)
+        if present.any():
+            rows = self._rows(pos[present])
+            self.codes[rows] = self.index.sa_encode(
+                x[present].reshape(-1, self.dim))
+        self._append(ids[~present], x[~present].reshape(-1, self.dim))
+
+    def _append(self, ids: np.ndarray, flat_vecs: np.ndarray) -> None:
+        """Append new images (absent ids, prepared vectors [n*P, d]) without checks."""
+        if ids.size:
+            self.index.add(flat_vecs)
+            self.image_ids = np.concatenate([self.image_ids, ids])
+        self._lookup = None
+        self._device = None
+
+    # ----- lookup and decoding -------------------------------------------------------------
+    def _find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(present mask, storage position or -1) of each id; uses a cached sorted view."""
+        if self._lookup is None:
+            order = np.argsort(self.image_ids, kind="stable")
+            self._lookup = (self.image_ids[order], order)
+        sorted_ids, order = self._lookup
+        if sorted_ids.size == 0:
+            return np.zeros(ids.size, dtype=bool), np.full(ids.size, -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(sorted_ids, ids), sorted_ids.size - 1)
+        present = sorted_ids[at] == ids
+        return present, np.where(present, order[at], -1).astype(np.int64)
+
+    def positions(self, image_ids: np.ndarray) -> np.ndarray:
+        """Storage positions of ``image_ids``; :class:`UnknownIdError` if any is absent."""
+        ids = as_ids(image_ids, unique=False)
+        present, pos = self._find(ids)
+        if not present.all():
+            missing = ids[~present]
+            raise UnknownIdError(f"{missing.size} image ids not in the patch store, "
+                                 f"e.g. {missing[:5].tolist()}")
+        return pos
+
+    def _rows(self, positions: np.ndarray) -> np.ndarray:
+        pp = self.patches_per_image
+        return (positions[:, None] * pp + np.arange(pp, dtype=np.int64)).ravel()
+
+    def _decode_rows(self, codes: np.ndarray, n: int) -> np.ndarray:
+        out = self.index.sa_decode(np.ascontiguousarray(codes))
+        return out.reshape(n, self.patches_per_image, self.dim)
+
+    def decode(self, image_ids: np.ndarray) -> np.ndarray:
+        """Reconstructed patches (float32 [n, P, d]) of ``image_ids``: one gather, one decode."""
+        pos = self.positions(image_ids)
+        return self._decode_rows(self.codes[self._rows(pos)], pos.size)
+
+    def decode_range(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """(image_ids, patches [m, P, d]) of storage positions ``start:stop`` (a contiguous slice)."""
+        start, stop = max(0, start), min(stop, self.n_images)
+        pp = self.patches_per_image
+        codes = self.codes[start * pp:stop * pp]
+        return self.image_ids[start:stop].copy(), self._decode_rows(codes, max(stop - start, 0))
+
+    def iter_decoded(self, batch_images: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream every image's decoded patches in storage order, ``batch_images`` at a time."""
+        if batch_images < 1:
+            raise StoreError("batch_images must be >= 1")
+        for start in range(0, self.n_images, batch_images):
+            yield self.decode_range(start, start + batch_images)
+
+    # ----- search --------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top-``k`` images per query by their best patch: (scores, image_ids, patch_idx).
+
+        All three are [nq, k]; missing slots hold score NaN and ids -1. The scan asks FAISS for
+        the best ``k * P`` patches, which always contain the best patch of each of the top-k
+        images (at most ``(k-1) * P`` patches can outrank it), so the aggregation is exact
+        with respect to the stored codes.
+        """
+        if k < 1:
+            raise StoreError(f"k must be >= 1, got {k}")
+        q = as_matrix(queries, self.dim, self.cfg.normalize, name="queries")
+        pp = self.patches_per_image
+        kk = min(k * pp, int(self.index.ntotal))
+        scores = np.full((q.shape[0], k), np.nan, dtype=np.float32)
+        img = np.full((q.shape[0], k), -1, dtype=np.int64)
+        patch = np.full((q.shape[0], k), -1, dtype=np.int64)
+        if kk == 0:
+            return scores, img, patch
+        index = self.index if kk > GPU_MAX_K else self._search_index()
+        dist, rows = index.search(q, kk)
+        for qi in range(q.shape[0]):
+            valid = rows[qi] >= 0
+            r, d = rows[qi][valid], dist[qi][valid]
+            pos = r // pp
+            _, first = np.unique(pos, return_index=True)  # results come best first
+            best = np.sort(first)[:k]
+            m = best.size
+            scores[qi, :m], img[qi, :m], patch[qi, :m] = d[best], self.image_ids[pos[best]], r[best] % pp
+        return scores, img, patch
+
+    def _search_index(self) -> faiss.Index:
+        if self._device is None:
+            self._device = to_gpu_if_available(self.index, self.cfg.use_gpu)
+        return self._device
+
+    # ----- persistence ---------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the store to one file atomically (format in :mod:`tagger.store.patchfile`)."""
+        header = {"dim": self.dim, "patches_per_image": self.patches_per_image,
+                  "n_images": self.n_images, "code_size": self.code_size,
+                  "config": self.cfg.to_dict()}
+        write_patch_file(path, header, self.image_ids, self.index)
+        logger.info("saved patch store (%d images, %d B/image) to %s", self.n_images,
+                    self.bytes_per_image(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, use_gpu: bool | None = None) -> PatchStore:
+        """Read a file written by :meth:`save` (config included); optionally override use_gpu."""
+        header, image_ids, index = read_patch_file(path)
+        cfg = IndexConfig.from_dict(header["config"])
+        if use_gpu is not None:
+            cfg = dataclasses.replace(cfg, use_gpu=use_gpu)
+        store = cls(int(header["dim"]), int(header["patches_per_image"]), cfg, index=index,
+                    image_ids=image_ids)
+        if store.code_size != int(header["code_size"]):
+            raise StoreError(f"{path}: code size {store.code_size} != header {header['code_size']}")
+        return store
+
+
+def build_patch_store(root: str | os.PathLike[str], model_id: str,
+                      cfg: IndexConfig | None = None) -> PatchStore:
+    """Build the patch store from every done shard of ``model_id``.
+
+    Deterministic: the codec trains on a seeded sample of patch vectors drawn by position in
+    ascending image id order, and images are encoded in that order, so the same rows give the
+    same store whatever the shard write order or partitioning.
+    """
+    cfg = cfg or IndexConfig()
+    rows = ShardSet.from_root(root, model_id)
+    if rows.patches_per_image is None:
+        raise StoreError(f"shards of {model_id!r} hold no patch embeddings")
+    pp = rows.patches_per_image
+    store = PatchStore(rows.dim, pp, cfg)
+    if not store.is_trained:
+        sample = rows.sample(rows.n * pp, cfg.train_size, cfg.seed)
+        store.train(rows.gather_patch_vectors(sample))
+    for pos in rows.batches(cfg.batch_size):
+        flat = rows.gather_patches(pos).reshape(-1, rows.dim)
+        store._append(rows.ids[pos], as_matrix(flat, rows.dim, cfg.normalize))
+    logger.info("built patch store for %s: %d images x %d patches, %s, %d B/image", model_id,
+                store.n_images, pp, cfg.patch_factory_string, store.bytes_per_image())
+    return store

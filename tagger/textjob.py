@@ -1,0 +1,91 @@
+"""Drivers of the text side: generate a corpus for the active labels, train a classifier on it."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def _labels_and_synonyms(cat) -> tuple[list[str], dict[str, list[str]]]:
+    labels = [lab for lab in cat.list_labels(include_retired=False)]
+    if not labels:
+        from .errors import ConfigError
+        raise ConfigError("no active labels: add some with `tagger labels add`")
+    return [lab.name for lab in labels], {lab.name: list(lab.synonyms or []) for lab in labels}
+
+
+def run_generate_text(workspace, n_sentences: int = 20000, seed: int = 0, llm_config=None) -> dict[str, Any]:
+    """Build (or reuse) the text corpus of the active labels; LLM when configured, else offline.
+
+    LLM sentences are cached by (label set, prompt version, model) in the workspace, so a rerun
+    or a nightly run with a few new labels only pays for label sets it has never seen.
+    """
+    from .catalog import Catalog
+    from .text import TextCorpus, build_corpus, generator_from_config
+
+    with Catalog.open(workspace.catalog) as cat:
+        labels, synonyms = _labels_and_synonyms(cat)
+        gen = generator_from_config(labels, synonyms, llm_config=llm_config, cache_dir=workspace.llm_cache,
+                                    seed=seed)
+        corpus = build_corpus(labels, synonyms, n_sentences, gen, seed)
+        out = workspace.text_dir(corpus.corpus_id)
+        if not (out / "corpus.json").exists():
+            corpus.save(out)
+        corpus = TextCorpus.load(out)
+        cat.add_corpus(corpus.corpus_id, len(corpus.sentences), labels=labels, path=str(out),
+                       config=corpus.config)
+    logger.info("corpus %s: %d sentences for %d labels", corpus.corpus_id, len(corpus.sentences), len(labels))
+    return {"corpus_id": corpus.corpus_id, "n_sentences": len(corpus.sentences), "labels": len(labels),
+            "stats": corpus.stats}
+
+
+def run_train(workspace, model: str, pretrained: str | None = None, corpus_id: str | None = None,
+              cfg=None) -> dict[str, Any]:
+    """Train the text-only classifier (and its memory banks) for ``model`` on a corpus."""
+    from .catalog import Catalog
+    from .comc import ComcConfig, fit_comc, save_comc
+    from .models import load_clip
+    from .text import TextCorpus
+
+    cfg = cfg or ComcConfig()
+    with Catalog.open(workspace.catalog) as cat:
+        corpora = cat.corpora()
+        if corpus_id is None:
+            if not corpora:
+                from .errors import ConfigError
+                raise ConfigError("no text corpus yet: run generate-text first")
+            corpus_id = corpora[-1]["corpus_id"]
+        corpus = TextCorpus.load(workspace.text_dir(corpus_id))
+        clip = load_clip(model, pretrained)
+        ident = json.dumps([clip.model_id, corpus_id, asdict(cfg.train), asdict(cfg.score), cfg.memory_size])
+        classifier_id = hashlib.sha256(ident.encode()).hexdigest()[:16]
+        out = workspace.classifier_dir(classifier_id)
+        if not (out / "score_config.json").exists():
+            m = fit_comc(clip, corpus.class_names, None, cfg, corpus=corpus)
+            tmp = out.with_name(out.name + ".tmp")
+            save_comc(m, tmp)
+            tmp.replace(out) if not out.exists() else None
+        cat.add_classifier(classifier_id, model_id=clip.model_id, labels=list(corpus.class_names),
+                           corpus_id=corpus_id, config={"train": asdict(cfg.train), "score": asdict(cfg.score)},
+                           path=str(out))
+    return {"classifier_id": classifier_id, "corpus_id": corpus_id, "labels": len(corpus.class_names),
+            "model_id": clip.model_id}
+
+
+def latest_classifier(cat, model_id: str) -> dict[str, Any]:
+    """The newest classifier trained for ``model_id``."""
+    found = [c for c in cat.classifiers() if c["model_id"] == model_id]
+    if not found:
+        from .errors import ConfigError
+        raise ConfigError(f"no classifier for {model_id}: run train first")
+    return found[-1]
+
+
+def ensure_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

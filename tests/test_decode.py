@@ -1,0 +1,189 @@
+"""Decode stage: good images of every mode decode to RGB; every bad input becomes an error row."""
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tagger.decode import Decoder, decode_one, to_rgb
+
+SIZE = 32
+
+
+def _save(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _photo(w: int = 120, h: int = 90) -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, str]:
+    """Every good and bad case as a file; name -> path."""
+    d = tmp_path_factory.mktemp("images")
+    photo = _photo()
+    jpeg = _save(photo, "JPEG", quality=90)
+    rgba = photo.convert("RGBA")
+    rgba.putpixel((0, 0), (0, 0, 0, 0))  # fully transparent -> white
+    frames = [Image.new("RGB", (40, 30), c) for c in [(255, 0, 0), (0, 255, 0), (0, 0, 255)]]
+    gif = io.BytesIO()
+    frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=40, loop=0)
+    grey16 = Image.fromarray((np.arange(48 * 64).reshape(48, 64) * 21).astype(np.uint16))
+    contents = {
+        "good.jpg": jpeg,
+        "good.PNG": _save(photo, "PNG"),
+        "good.webp": _save(photo, "WEBP"),
+        "good.bmp": _save(photo, "BMP"),
+        "good.tiff": _save(photo, "TIFF"),
+        "cmyk.jpg": _save(photo.convert("CMYK"), "JPEG"),
+        "grey16.png": _save(grey16, "PNG"),
+        "palette.png": _save(photo.convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
+        "rgba.png": _save(rgba, "PNG"),
+        "la.png": _save(photo.convert("LA"), "PNG"),
+        "grey.jpg": _save(photo.convert("L"), "JPEG"),
+        "animated.gif": gif.getvalue(),
+        "large.jpg": _save(Image.new("RGB", (3000, 2000), (20, 140, 220)), "JPEG"),
+        "zero.jpg": b"",
+        "truncated.jpg": jpeg[: len(jpeg) // 2],
+        "random.jpg": np.random.default_rng(1).bytes(4096),
+        "text.png": b"this is a text file, not a PNG\n" * 10,
+    }
+    paths = {}
+    for name, data in contents.items():
+        (d / name).write_bytes(data)
+        paths[name] = str(d / name)
+    paths["missing.jpg"] = str(d / "no-such-file.jpg")
+    return paths
+
+
+GOOD = ["good.jpg", "good.PNG", "good.webp", "good.bmp", "good.tiff", "cmyk.jpg", "grey16.png",
+        "palette.png", "rgba.png", "la.png", "grey.jpg", "animated.gif", "large.jpg"]
+BAD = {"zero.jpg": "empty file", "truncated.jpg": "truncated", "random.jpg": "not an image",
+       "text.png": "not an image", "missing.jpg": "read failed"}
+
+
+def _batch(files, names):
+    return {"image_id": np.arange(len(names), dtype=np.int64), "uri": np.array([files[n] for n in names])}
+
+
+def test_batch_good_and_bad(files):
+    names = GOOD + list(BAD)
+    out = Decoder(size=SIZE)(_batch(files, names))
+    assert out["pixels"].shape == (len(names), SIZE, SIZE, 3) and out["pixels"].dtype == np.uint8
+    assert list(out["image_id"]) == list(range(len(names)))
+    for i, name in enumerate(names):
+        if name in BAD:
+            assert out["status"][i] == "error", name
+            assert BAD[name] in out["error"][i], (name, out["error"][i])
+            assert not out["pixels"][i].any()
+        else:
+            assert out["status"][i] == "ok", (name, out["error"][i])
+            assert out["error"][i] == ""
+            assert out["pixels"][i].any()
+    for key in ("content_hash", "status", "error", "width", "height"):
+        assert len(out[key]) == len(names)
+
+
+def test_metadata_and_hash(files):
+    data = open(files["good.jpg"], "rb").read()
+    im, err, meta = decode_one(data)
+    assert err is None and im.mode == "RGB" and im.size == (120, 90)
+    assert meta["content_hash"] == hashlib.sha256(data).hexdigest()
+    assert (meta["width"], meta["height"], meta["format"]) == (120, 90, "JPEG")
+    out = Decoder(size=SIZE)(_batch(files, ["good.jpg", "zero.jpg", "truncated.jpg"]))
+    assert out["content_hash"][0] == meta["content_hash"]
+    assert out["content_hash"][1] == hashlib.sha256(b"").hexdigest()
+    assert (out["width"][0], out["height"][0]) == (120, 90)
+    assert out["width"][1] == 0
+
+
+@pytest.mark.parametrize("name,mode", [("cmyk.jpg", "CMYK"), ("grey16.png", "I;16"), ("palette.png", "P"),
+                                       ("rgba.png", "RGBA"), ("la.png", "LA"), ("grey.jpg", "L"),
+                                       ("animated.gif", "P")])
+def test_modes_become_rgb(files, name, mode):
+    im, err, meta = decode_one(open(files[name], "rb").read())
+    assert err is None and im.mode == "RGB"
+    assert meta["mode"].startswith(mode[:3])
+
+
+def test_alpha_composited_on_white_and_16bit_range(files):
+    im, _, _ = decode_one(open(files["rgba.png"], "rb").read())
+    assert im.getpixel((0, 0)) == (255, 255, 255)
+    im, _, _ = decode_one(open(files["grey16.png"], "rb").read())
+    arr = np.asarray(im)
+    assert arr.min() == 0 and arr.max() > 200  # 16-bit values scaled, not clipped to 255
+    assert to_rgb(Image.new("F", (4, 4), 0.5)).getpixel((0, 0)) == (128, 128, 128)
+
+
+def test_animated_uses_first_frame(files):
+    im, err, meta = decode_one(open(files["animated.gif"], "rb").read())
+    assert err is None and meta["animated"]
+    assert im.getpixel((5, 5)) == (255, 0, 0)
+
+
+def test_bomb_refused_by_pixel_limit(files):
+    data = open(files["large.jpg"], "rb").read()
+    im, err, meta = decode_one(data, max_pixels=1_000_000)
+    assert im is None and "decompression bomb" in err and "6000000" in err
+    out = Decoder(size=SIZE, max_pixels=1_000_000)(_batch(files, ["large.jpg", "good.jpg"]))
+    assert list(out["status"]) == ["error", "ok"]
+    assert (out["width"][0], out["height"][0]) == (3000, 2000)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_pil_bomb_limit_is_an_error_row(files, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL raises above 2x, warns above 1x
+    for name in ("animated.gif", "good.jpg", "large.jpg"):  # 1200 px: the warning case
+        im, err, _ = decode_one(open(files[name], "rb").read())
+        assert im is None and "decompression bomb" in err
+
+
+def test_large_image_decoded_reduced(files):
+    im, err, meta = decode_one(open(files["large.jpg"], "rb").read(), target=SIZE)
+    assert err is None and (meta["width"], meta["height"]) == (3000, 2000)
+    assert 2 * SIZE <= min(im.size) < 2000  # draft/reduce kept enough pixels, not all
+    full, _, _ = decode_one(open(files["large.jpg"], "rb").read())
+    assert full.size == (3000, 2000)
+
+
+def test_preprocess_callable_and_all_error_batch(files):
+    def preprocess(im: Image.Image) -> np.ndarray:  # CHW float like open_clip's transform
+        arr = np.asarray(im.resize((16, 16)), dtype=np.float32) / 255.0
+        return arr.transpose(2, 0, 1)
+
+    dec = Decoder(preprocess, size=16)
+    out = dec(_batch(files, ["good.PNG", "text.png"]))
+    assert out["pixels"].shape == (2, 3, 16, 16) and out["pixels"].dtype == np.float32
+    assert list(out["status"]) == ["ok", "error"]
+    only_bad = dec(_batch(files, ["zero.jpg", "missing.jpg"]))
+    assert only_bad["pixels"].shape == (2, 3, 16, 16) and set(only_bad["status"]) == {"error"}
+    empty = dec({"image_id": np.zeros(0, np.int64), "uri": np.array([], dtype=object)})
+    assert empty["pixels"].shape == (0, 3, 16, 16)
+
+
+def test_preprocess_exception_is_an_error_row(files):
+    calls = []
+
+    def flaky(im: Image.Image) -> np.ndarray:
+        calls.append(im.size)
+        if len(calls) > 1:
+            raise RuntimeError("boom")
+        return np.zeros((3, 8, 8), np.float32)
+
+    out = Decoder(flaky, size=8)(_batch(files, ["good.jpg"]))
+    assert out["status"][0] == "error" and "preprocess failed: RuntimeError: boom" in out["error"][0]
+
+
+def test_bytes_column_is_used_and_dropped(files):
+    data = open(files["good.jpg"], "rb").read()
+    batch = {"image_id": np.array([7]), "uri": np.array(["/not/read.jpg"]),
+             "bytes": np.array([data], dtype=object)}
+    out = Decoder(size=SIZE)(batch)
+    assert out["status"][0] == "ok" and "bytes" not in out

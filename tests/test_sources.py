@@ -1,0 +1,135 @@
+"""Image sources: folders, globs, text and Parquet manifests, file:// URIs, empty corpora."""
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tagger.errors import SourceError
+from tagger.sources import list_image_records, list_images, normalize_uri, read_bytes
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A small folder tree with images of mixed-case extensions and some non-images."""
+    root = tmp_path / "photos"
+    files = {"a.jpg": b"a", "B.JPEG": b"bb", "sub/c.png": b"ccc", "sub/deep/d.WebP": b"dddd",
+             "sub/e.bmp": b"e", "f.gif": b"f", "g.TIF": b"g", "h.tiff": b"h",
+             "notes.txt": b"x", "sub/data.csv": b"y", "noext": b"z", ".hidden.jpg": b"h",
+             ".cache/i.jpg": b"i"}
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return root
+
+
+EXPECTED = ["B.JPEG", "a.jpg", "f.gif", "g.TIF", "h.tiff", "sub/c.png", "sub/deep/d.WebP", "sub/e.bmp"]
+
+
+def test_folder_recursive_sorted(tree):
+    t = list_images(tree)
+    assert t.schema == pa.schema([("uri", pa.string()), ("size", pa.int64())])
+    uris = t.column("uri").to_pylist()
+    assert uris == sorted(str(tree / rel) for rel in EXPECTED)
+    assert uris == sorted(uris)
+    sizes = dict(zip(uris, t.column("size").to_pylist()))
+    assert sizes[str(tree / "sub/deep/d.WebP")] == 4
+    with_hidden = list_images(tree, include_hidden=True).column("uri").to_pylist()
+    assert str(tree / ".hidden.jpg") in with_hidden and str(tree / ".cache/i.jpg") in with_hidden
+
+
+def test_file_uri_and_relative_paths(tree, monkeypatch):
+    assert list_images(f"file://{tree}").column("uri").to_pylist() == list_images(tree).column("uri").to_pylist()
+    monkeypatch.chdir(tree.parent)
+    assert list_images("photos").column("uri").to_pylist() == list_images(tree).column("uri").to_pylist()
+    assert normalize_uri("file:///x/y%20z.jpg") == "/x/y z.jpg"
+    assert normalize_uri("s3://bucket/k.jpg") == "s3://bucket/k.jpg"
+
+
+def test_glob(tree):
+    uris = list_images(str(tree / "**" / "*")).column("uri").to_pylist()
+    assert uris == sorted(str(tree / rel) for rel in EXPECTED)
+    only_sub = list_images(str(tree / "sub" / "*.png")).column("uri").to_pylist()
+    assert only_sub == [str(tree / "sub/c.png")]
+    assert list_images(str(tree / "*.nothing")).num_rows == 0
+
+
+def test_text_manifest(tree, tmp_path):
+    manifest = tree / "list.txt"
+    manifest.write_text("# images to tag\n\nsub/c.png\n  a.jpg  \n"
+                        f"file://{tree}/B.JPEG\ns3://bucket/remote.jpg\n# the end\na.jpg\n")
+    t = list_images(manifest)
+    assert t.column("uri").to_pylist() == sorted(
+        [str(tree / "sub/c.png"), str(tree / "a.jpg"), str(tree / "B.JPEG"), "s3://bucket/remote.jpg"])
+    assert t.column("size").null_count == t.num_rows
+    assert list_images(f"file://{manifest}").equals(t)
+
+
+@pytest.mark.parametrize("column", ["uri", "path"])
+def test_parquet_manifest(tree, tmp_path, column):
+    p = tmp_path / "manifest.parquet"
+    pq.write_table(pa.table({column: [str(tree / "f.gif"), "sub/e.bmp", None], "size": [1, 1, None]}), p)
+    t = list_images(p)
+    assert t.column("uri").to_pylist() == [str(tree / "f.gif"), str(tmp_path / "sub/e.bmp")]
+    assert t.column("size").to_pylist() == [1, 1]
+    pq.write_table(pa.table({"file": ["x.jpg"]}), p)
+    with pytest.raises(SourceError, match="'uri' or 'path'"):
+        list_images(p)
+    with pytest.raises(SourceError, match="cannot read parquet manifest"):
+        list_images(tmp_path / "missing.parquet")
+
+
+def test_empty_and_missing(tmp_path):
+    (tmp_path / "empty").mkdir()
+    t = list_images(tmp_path / "empty")
+    assert t.num_rows == 0 and t.column_names == ["uri", "size"]
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    assert list_images(tmp_path / "empty.txt").num_rows == 0
+    assert list_image_records(tmp_path / "empty") == []
+    with pytest.raises(SourceError, match="not found"):
+        list_images(tmp_path / "nope")
+
+
+def test_single_file_and_records(tree):
+    assert list_image_records(tree / "a.jpg") == [(str(tree / "a.jpg"), 1)]
+
+
+def test_read_bytes(tree):
+    assert read_bytes(str(tree / "sub/c.png")) == b"ccc"
+    assert read_bytes(f"file://{tree}/sub/c.png") == b"ccc"
+    with pytest.raises(SourceError, match="cannot read .*No such file"):
+        read_bytes(str(tree / "missing.jpg"))
+    with pytest.raises(SourceError):
+        read_bytes(str(tree / "sub"))  # a folder
+    if hasattr(os, "getuid") and os.getuid() != 0:
+        locked = tree / "locked.jpg"
+        locked.write_bytes(b"x")
+        locked.chmod(0)
+        with pytest.raises(SourceError, match="Permission"):
+            read_bytes(str(locked))
+
+
+def test_remote_scheme_through_fsspec():
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    for rel, data in {"b.jpg": b"bb", "sub/a.PNG": b"a", "sub/skip.txt": b"t"}.items():
+        fs.pipe(f"/tagger-test/imgs/{rel}", data)
+    try:
+        t = list_images("memory://tagger-test/imgs")
+        assert t.column("uri").to_pylist() == ["memory://tagger-test/imgs/b.jpg",
+                                               "memory://tagger-test/imgs/sub/a.PNG"]
+        assert t.column("size").to_pylist() == [2, 1]
+        assert list_images("memory://tagger-test/imgs/*.jpg").num_rows == 1
+        fs.pipe("/tagger-test/list.txt", b"imgs/b.jpg\n# comment\ns3://other/x.jpg\n")
+        assert list_images("memory://tagger-test/list.txt").column("uri").to_pylist() == [
+            "memory://tagger-test/imgs/b.jpg", "s3://other/x.jpg"]
+        with pytest.raises(SourceError, match="not found"):
+            list_images("memory://tagger-test/nothing-here")
+        assert read_bytes("memory://tagger-test/imgs/b.jpg") == b"bb"
+        with pytest.raises(SourceError, match="cannot read"):
+            read_bytes("memory://tagger-test/imgs/none.jpg")
+    finally:
+        fs.rm("/tagger-test", recursive=True)

@@ -1,0 +1,164 @@
+"""GlobalIndex against brute-force numpy: exact search, reconstruct, replacement, atomic save."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+
+from tagger.errors import ConfigError, StoreError, UnknownIdError
+from tagger.store import GlobalIndex, IndexConfig, build_global_index, write_shards
+from tagger.store import gpu
+
+D = 24
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_faiss_thread():
+    """Small indexes train slower with OpenMP threads contending on a busy machine."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+def _vectors(n: int, seed: int = 0) -> np.ndarray:
+    """Seeded vectors of intrinsic dimension 4 plus a little noise."""
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(size=(4, D))
+    return (rng.normal(size=(n, 4)) @ basis + 0.05 * rng.normal(size=(n, D))).astype(np.float32)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _brute(db: np.ndarray, ids: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    sims = _unit(q) @ _unit(db).T
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(sims, top, axis=1), ids[top]
+
+
+def test_search_and_reconstruct_equal_brute_force() -> None:
+    x = _vectors(300)
+    ids = np.random.default_rng(1).choice(10**9, size=300, replace=False).astype(np.int64)
+    gi = GlobalIndex(D, IndexConfig())
+    gi.add(ids, x)
+    q = _vectors(7, seed=2)
+    scores, got = gi.search(q, 10)
+    want_scores, want_ids = _brute(x, ids, q, 10)
+    np.testing.assert_array_equal(got, want_ids)
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+    pick = ids[[5, 0, 299, 17]]
+    np.testing.assert_allclose(gi.reconstruct(pick), _unit(x[[5, 0, 299, 17]]), atol=1e-6)
+    with pytest.raises(UnknownIdError):
+        gi.reconstruct(np.array([ids[0], -5]))
+
+
+def test_k_larger_than_ntotal_pads_with_minus_one() -> None:
+    gi = GlobalIndex(D)
+    gi.add(np.arange(3), _vectors(3))
+    _, got = gi.search(_vectors(2, seed=3), 5)
+    assert (got[:, 3:] == -1).all() and sorted(got[0, :3]) == [0, 1, 2]
+
+
+def test_readding_ids_replaces_instead_of_duplicating() -> None:
+    old, new = _vectors(100, seed=4), _vectors(100, seed=5)
+    gi = GlobalIndex(D)
+    gi.add(np.arange(100), old)
+    gi.add(np.arange(50, 150), new)
+    assert gi.ntotal == 150
+    assert sorted(gi.ids().tolist()) == list(range(150))
+    np.testing.assert_allclose(gi.reconstruct(np.arange(50, 100)), _unit(new[:50]), atol=1e-6)
+    np.testing.assert_allclose(gi.reconstruct(np.arange(50)), _unit(old[:50]), atol=1e-6)
+    _, got = gi.search(new[:5], 150)
+    assert all(np.unique(row).size == row.size for row in got)
+    with pytest.raises(StoreError):
+        gi.add(np.array([1, 1]), new[:2])
+    assert gi.remove(np.array([0, 1, 10_000])) == 2 and gi.ntotal == 148
+
+
+def test_ivf_factory_keeps_ids_replacement_and_reconstruct() -> None:
+    cfg = IndexConfig(global_factory="IVF4,Flat", nprobe=4, train_size=200)
+    x, y = _vectors(200, seed=6), _vectors(20, seed=7)
+    gi = GlobalIndex(D, cfg)
+    gi.train(x)
+    gi.add(np.arange(200) * 3, x)
+    gi.add(np.arange(20) * 3, y)
+    assert gi.ntotal == 200
+    db = np.concatenate([y, x[20:]])
+    scores, got = gi.search(x[:6], 8)
+    want_scores, want_ids = _brute(db, np.arange(200) * 3, x[:6], 8)
+    np.testing.assert_array_equal(got, want_ids)
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+    np.testing.assert_allclose(gi.reconstruct(np.array([3, 60])), _unit(db[[1, 20]]), atol=1e-6)
+
+
+def test_unsupported_factories_are_refused() -> None:
+    with pytest.raises(ConfigError):
+        GlobalIndex(D, IndexConfig(global_factory="HNSW8"))
+    with pytest.raises(ConfigError):
+        GlobalIndex(D, IndexConfig(global_factory="IDMap,Flat"))
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    gi = GlobalIndex(D)
+    gi.add(np.arange(40) + 7, _vectors(40))
+    gi.save(tmp_path / "g.faiss")
+    back = GlobalIndex.load(tmp_path / "g.faiss")
+    assert back.to_bytes() == gi.to_bytes() and back.cfg.metric == "ip"
+    q = _vectors(3, seed=8)
+    for a, b in zip(gi.search(q, 5), back.search(q, 5)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_crash_mid_save_leaves_old_file_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "g.faiss"
+    gi = GlobalIndex(D)
+    gi.add(np.arange(10), _vectors(10))
+    gi.save(path)
+    before = path.read_bytes()
+    gi.add(np.arange(10, 30), _vectors(20, seed=9))
+
+    real_write = faiss.write_index
+
+    def exploding_write(index: faiss.Index, writer: object) -> None:
+        real_write(index, writer)  # every byte of the new index reaches the temp file ...
+        raise OSError("disk full")  # ... and then the save dies before the rename
+
+    monkeypatch.setattr(faiss, "write_index", exploding_write)
+    with pytest.raises(OSError):
+        gi.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["g.faiss"]
+    assert GlobalIndex.load(path).ntotal == 10
+
+
+def test_build_matches_incremental_adds(tmp_path: Path) -> None:
+    x = _vectors(90).astype(np.float16)
+    ids = np.arange(90, dtype=np.int64) * 11
+    parts = [(ids[i:i + 25], x[i:i + 25], None) for i in range(0, 90, 25)]
+    write_shards(tmp_path, "m", parts[::-1])
+    built = build_global_index(tmp_path, "m", IndexConfig(batch_size=16))
+    manual = GlobalIndex(D)
+    manual.add(ids, x.astype(np.float32))
+    assert built.to_bytes() == manual.to_bytes()
+
+
+def test_gpu_placement_falls_back_to_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    index = faiss.IndexFlatIP(D)
+    assert gpu.to_gpu_if_available(index, use_gpu=True) is index  # faiss-cpu: no GPU
+    monkeypatch.setattr(gpu, "num_gpus", lambda: 1)
+
+    def refuse(index: faiss.Index) -> faiss.Index:
+        raise RuntimeError("this index type cannot go to GPU")
+
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", refuse, raising=False)
+    assert gpu.to_gpu_if_available(index, use_gpu=True) is index
+    sentinel = faiss.IndexFlatIP(D)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", lambda index: sentinel, raising=False)
+    assert gpu.to_gpu_if_available(index, use_gpu=True) is sentinel
+    assert gpu.to_gpu_if_available(index, use_gpu=False) is index

@@ -1,0 +1,202 @@
+"""PatchStore against brute-force numpy: decode error, per-image search, sizes, persistence."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+
+from tagger.errors import ConfigError, StoreError, UnknownIdError
+from tagger.store import (
+    IndexConfig,
+    PatchStore,
+    build_patch_store,
+    patch_ids,
+    split_patch_ids,
+    write_shards,
+)
+
+N, P, D = 150, 9, 32
+PQ = IndexConfig(patch_bytes=8, nbits=8, train_size=N * P)
+FLAT = IndexConfig(patch_factory="Flat")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_faiss_thread():
+    """Small indexes train slower with OpenMP threads contending on a busy machine."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+def _patches(n: int = N, seed: int = 0) -> np.ndarray:
+    """Seeded float16 patches of intrinsic dimension 4 plus a little noise."""
+    rng = np.random.default_rng(seed)
+    basis = np.random.default_rng(99).normal(size=(4, D))
+    x = rng.normal(size=(n, P, 4)) @ basis + 0.02 * rng.normal(size=(n, P, D))
+    return x.astype(np.float16)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _store(cfg: IndexConfig, n: int = N) -> tuple[PatchStore, np.ndarray, np.ndarray]:
+    ids = np.arange(n, dtype=np.int64) * 7 + 3
+    x = _patches(n)
+    store = PatchStore(D, P, cfg)
+    if not store.is_trained:
+        store.train(x.reshape(-1, D))
+    store.add(ids, x)
+    return store, ids, x
+
+
+@pytest.fixture(scope="module")
+def pq_store() -> tuple[PatchStore, np.ndarray, np.ndarray]:
+    return _store(PQ)
+
+
+def test_decode_error_is_small_against_uncompressed_baseline(pq_store) -> None:
+    store, ids, x = pq_store
+    flat, _, _ = _store(FLAT)
+    exact = flat.decode(ids)
+    np.testing.assert_array_equal(exact, _unit(x))  # Flat mode is lossless
+    approx = store.decode(ids)
+    mse = float(((approx - exact) ** 2).sum(-1).mean())  # vectors have unit norm
+    shuffled = float(((approx - exact[::-1]) ** 2).sum(-1).mean())
+    assert mse < 0.05 and mse < 0.1 * shuffled
+    pq = faiss.downcast_index(store.index).pq
+    rows = np.arange(5 * P, 7 * P)
+    np.testing.assert_array_equal(pq.decode(store.codes[rows]).reshape(2, P, D), approx[5:7])
+
+
+def test_search_best_patch_per_image_equals_brute_force(pq_store) -> None:
+    """Oracle up to exact ties (PQ maps near vectors to identical codes, hence equal scores)."""
+    for store, ids, _ in (pq_store, _store(FLAT)):
+        q = _unit(_patches(1, seed=5)[0])  # 9 queries
+        k = 12
+        scores, got_ids, got_patch = store.search(q, k)
+        sims = np.einsum("qd,npd->qnp", q, store.decode(ids))
+        best = sims.max(axis=2)
+        want = -np.sort(-best, axis=1)[:, :k]
+        np.testing.assert_allclose(scores, want, atol=1e-5)
+        pos = store.positions(got_ids.ravel()).reshape(got_ids.shape)
+        rows = np.arange(q.shape[0])[:, None]
+        np.testing.assert_allclose(best[rows, pos], scores, atol=1e-5)  # true max of that image
+        np.testing.assert_allclose(sims[rows, pos, got_patch], scores, atol=1e-5)  # its best patch
+        assert all(np.unique(r).size == k for r in got_ids)
+    exact, ids, _ = _store(FLAT)
+    _, got_ids, got_patch = exact.search(q, k)
+    sims = np.einsum("qd,npd->qnp", q, _unit(_patches()))
+    order = np.argsort(-sims.max(axis=2), axis=1)[:, :k]
+    np.testing.assert_array_equal(got_ids, ids[order])
+    np.testing.assert_array_equal(got_patch, np.take_along_axis(sims.argmax(axis=2), order, 1))
+
+
+def test_search_with_k_beyond_images_pads(pq_store) -> None:
+    small, ids, _ = _store(FLAT, n=3)
+    scores, got, patch = small.search(_unit(_patches(1, seed=6)[0, :2]), 5)
+    assert sorted(got[0, :3]) == sorted(ids) and (got[:, 3:] == -1).all()
+    assert np.isnan(scores[:, 3:]).all() and (patch[:, 3:] == -1).all()
+
+
+@pytest.mark.parametrize("cfg,expected", [
+    (IndexConfig(patch_bytes=8, nbits=8), 8 * P),
+    (IndexConfig(patch_bytes=8, nbits=4), 8 * P),
+    (IndexConfig(patch_bytes=16), 16 * P),
+    (IndexConfig(patch_factory="Flat"), 4 * D * P),
+])
+def test_bytes_per_image_matches_config(cfg: IndexConfig, expected: int) -> None:
+    store, _, _ = _store(cfg, n=40)
+    assert store.bytes_per_image() == expected
+    assert store.codes.nbytes == 40 * expected
+
+
+def test_add_replaces_existing_images_in_place(pq_store) -> None:
+    store, ids, x = _store(PQ, n=60)
+    new = _patches(10, seed=7)
+    store.add(ids[:10], new)
+    assert store.n_images == 60 and store.index.ntotal == 60 * P
+    err_new = ((store.decode(ids[:10]) - _unit(new)) ** 2).sum(-1).mean()
+    assert err_new < 0.05
+    store.add(np.array([10_000]), new[:1])
+    assert store.n_images == 61
+    np.testing.assert_array_equal(store.decode(np.array([10_000])), store.decode(ids[:1]))
+    with pytest.raises(UnknownIdError):
+        store.decode(np.array([ids[0], 5]))
+    with pytest.raises(StoreError):
+        store.add(np.array([1, 1]), new[:2])
+    with pytest.raises(StoreError):
+        store.add(np.array([-1]), new[:1])
+
+
+def test_iter_decoded_streams_everything_in_order(pq_store) -> None:
+    store, ids, _ = pq_store
+    chunks = list(store.iter_decoded(batch_images=64))
+    assert [c[0].size for c in chunks] == [64, 64, 22]
+    np.testing.assert_array_equal(np.concatenate([c[0] for c in chunks]), ids)
+    np.testing.assert_array_equal(np.concatenate([c[1] for c in chunks]), store.decode(ids))
+
+
+def test_save_load_round_trip_and_crash(pq_store, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    store, ids, _ = pq_store
+    path = tmp_path / "patches.tgp"
+    store.save(path)
+    back = PatchStore.load(path)
+    assert back.cfg == store.cfg and back.patches_per_image == P
+    np.testing.assert_array_equal(back.image_ids, ids)
+    np.testing.assert_array_equal(back.codes, store.codes)
+    q = _unit(_patches(1, seed=8)[0])
+    for a, b in zip(store.search(q, 4), back.search(q, 4)):
+        np.testing.assert_array_equal(a, b)
+    before = path.read_bytes()
+    real_write = faiss.write_index
+
+    def exploding_write(index: faiss.Index, writer: object) -> None:
+        real_write(index, writer)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(faiss, "write_index", exploding_write)
+    with pytest.raises(OSError):
+        _store(FLAT, n=5)[0].save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["patches.tgp"]
+    (tmp_path / "junk").write_bytes(b"not a store")
+    with pytest.raises(StoreError):
+        PatchStore.load(tmp_path / "junk")
+
+
+def test_build_from_shards_is_deterministic(tmp_path: Path) -> None:
+    x = _patches(60)
+    ids = np.arange(60, dtype=np.int64) * 5
+    g = x.mean(axis=1)
+    parts = [(ids[i:i + 20], g[i:i + 20], x[i:i + 20]) for i in range(0, 60, 20)]
+    cfg = IndexConfig(patch_bytes=6, nbits=6, train_size=300, batch_size=7)
+    write_shards(tmp_path / "a", "m", parts)
+    write_shards(tmp_path / "b", "m", [(ids[i:i + 15], g[i:i + 15], x[i:i + 15])
+                                       for i in range(0, 60, 15)][::-1])
+    a, b = build_patch_store(tmp_path / "a", "m", cfg), build_patch_store(tmp_path / "b", "m", cfg)
+    np.testing.assert_array_equal(a.image_ids, ids)
+    assert faiss.serialize_index(a.index).tobytes() == faiss.serialize_index(b.index).tobytes()
+    other = build_patch_store(tmp_path / "a", "m", IndexConfig(patch_bytes=6, nbits=6,
+                                                               train_size=300, seed=1))
+    assert not np.array_equal(other.codes, a.codes)
+    err = ((a.decode(ids) - _unit(x)) ** 2).sum(-1).mean()
+    assert err < 0.1
+
+
+def test_patch_ids_round_trip_and_bad_factory() -> None:
+    pids = patch_ids(np.array([0, 5, 2**40]), P)
+    assert pids.shape == (3, P) and pids[1, 2] == 5 * P + 2
+    img, patch = split_patch_ids(pids, P)
+    np.testing.assert_array_equal(img[:, 0], [0, 5, 2**40])
+    np.testing.assert_array_equal(patch[2], np.arange(P))
+    with pytest.raises(ConfigError):
+        PatchStore(D, P, IndexConfig(patch_factory="IVF4,PQ8"))
+    with pytest.raises(ConfigError):
+        PatchStore(D, P, IndexConfig(patch_bytes=5))  # 5 sub-quantizers do not divide d=32
