@@ -1,36 +1,184 @@
-"""The ``tagger`` command line: one verb per pipeline stage."""
+"""The ``tagger`` command line: one verb per pipeline stage, plus catalog queries and search.
+
+Every verb takes ``--workspace/-w`` (default ``$TAGGER_WORKSPACE``, else ``./workspace``). Named
+library errors become a one-line ``error: ...`` on stderr and exit status 2.
+"""
 from __future__ import annotations
 
-import json
 import logging
+import os
+from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from .cli_catalog import labels_app, runs_app, sql_cmd
+from .cli_common import (
+    DEFAULT_WORKSPACE, JsonOpt, ModelOpt, PretrainedOpt, WorkspaceOpt, emit_rows, fail, output_format,
+    print_summary, reported, workspace_at,
+)
 from .errors import TaggerError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Tag image collections with labels nobody annotated.")
-console = Console()
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Tag image collections with labels nobody annotated.")
 
 
 def _fail(e: Exception) -> None:
-    console.print(f"[red]error:[/red] {e}")
-    raise typer.Exit(code=2)
+    fail(e)
 
 
 def print_metrics(title: str, metrics: dict) -> None:
     """Print a metrics dict as a two-column table."""
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in metrics.items():
-        table.add_row(k, f"{v:.2f}" if isinstance(v, float) else str(v))
-    console.print(table)
+    print_summary(title, metrics)
 
 
+def _gpus(requested: float | None) -> float:
+    """GPUs per encoder actor: as requested, else 1 when this machine has a GPU."""
+    if requested is not None:
+        return requested
+    import torch
+    return 1.0 if torch.cuda.is_available() else 0.0
+
+
+def _checkpoint(pretrained: str | None) -> str | None:
+    """A local checkpoint path made absolute (it is stored in the workspace settings)."""
+    return os.path.abspath(pretrained) if pretrained and os.path.isfile(pretrained) else pretrained
+
+
+# -- pipeline verbs ----------------------------------------------------------------------------
+@app.command()
+def encode(
+    source: Annotated[Optional[str], typer.Argument(
+        help="folder, glob, .txt or .parquet manifest of image URIs; omit to encode only pending images")] = None,
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    partition_size: Annotated[int, typer.Option(min=1, help="images per partition (shard)")] = 256,
+    batch_size: Annotated[int, typer.Option(min=1, help="images per model forward pass")] = 64,
+    concurrency: Annotated[int, typer.Option(min=1, help="encoder actors")] = 1,
+    decode_concurrency: Annotated[int, typer.Option(min=1, help="decode tasks in flight")] = 1,
+    num_gpus: Annotated[Optional[float], typer.Option(help="GPUs per encoder actor (default: 1 if any)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register SOURCE's images, encode new or changed ones into shards and rebuild the indexes.
+
+    Runs on the Ray cluster of $RAY_ADDRESS, or starts a local one for the call.
+    """
+    from .encode import EncodeConfig, run_encode
+    with reported():
+        ws = workspace_at(workspace)
+        name, weights = ws.model(model, _checkpoint(pretrained))
+        ws.update_settings(model=name, pretrained=weights)
+        cfg = EncodeConfig(model=name, pretrained=weights, partition_size=partition_size, batch_size=batch_size,
+                           concurrency=concurrency, decode_concurrency=decode_concurrency,
+                           num_gpus=_gpus(num_gpus))
+        summary = run_encode(ws, source, cfg, progress=True)
+    print_summary(f"encode {summary['model_id']}", summary, as_json)
+
+
+@app.command("generate-text")
+def generate_text(
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    n_sentences: Annotated[int, typer.Option(min=1, help="sentences in the corpus")] = 20000,
+    seed: Annotated[int, typer.Option(help="random seed of the generator")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build the text corpus for the active labels (an LLM when $OPENAI_BASE_URL is set, else offline)."""
+    from .textjob import run_generate_text
+    with reported():
+        summary = run_generate_text(workspace_at(workspace), n_sentences, seed)
+    print_summary(f"corpus {summary['corpus_id']}", summary, as_json)
+
+
+@app.command()
+def train(
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    corpus_id: Annotated[Optional[str], typer.Option(help="text corpus to train on (default: the newest)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train the text-only classifier (and its memory banks) for the workspace's model."""
+    from .textjob import run_train
+    with reported():
+        ws = workspace_at(workspace)
+        name, weights = ws.model(model, pretrained)
+        summary = run_train(ws, name, weights, corpus_id)
+    print_summary(f"classifier {summary['classifier_id']}", summary, as_json)
+
+
+class PatchSource(str, Enum):
+    PQ = "pq"
+    RAW = "raw"
+
+
+@app.command()
+def tag(
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    classifier_id: Annotated[Optional[str], typer.Option(help="classifier to use (default: the newest)")] = None,
+    top_k: Annotated[int, typer.Option(min=1, help="labels kept per image")] = 5,
+    threshold: Annotated[float, typer.Option(help="positive when the standardised score reaches this")] = 2.0,
+    patch_source: Annotated[PatchSource, typer.Option(
+        help="pq: the compressed patch store; raw: the fp16 patches in the shards")] = PatchSource.PQ,
+    concurrency: Annotated[int, typer.Option(min=1, help="tagging actors")] = 1,
+    no_current: Annotated[bool, typer.Option("--no-current", help="load the run without making it current")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Tag every encoded image from its stored embeddings into a new run, and make it current."""
+    from .models.loader import model_id_for
+    from .tag import TagConfig, run_tag
+    with reported():
+        ws = workspace_at(workspace)
+        name, weights = ws.model(model, pretrained)
+        cfg = TagConfig(top_k=top_k, threshold=threshold, patch_source=patch_source.value,
+                        concurrency=concurrency)
+        summary = run_tag(ws, model_id_for(name, weights), cfg, classifier_id, make_current=not no_current)
+    print_summary(f"run {summary['run_id']}", summary, as_json)
+
+
+# -- search ------------------------------------------------------------------------------------
+class Level(str, Enum):
+    GLOBAL = "global"
+    PATCH = "patch"
+
+
+@app.command()
+def search(
+    text: Annotated[str, typer.Argument(help="what to look for, in words")],
+    k: Annotated[int, typer.Option("--k", "-k", min=1, help="number of results")] = 10,
+    level: Annotated[Level, typer.Option(
+        help="global: whole-image embedding; patch: best-matching patch")] = Level.GLOBAL,
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu | cuda (default: a GPU when present)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find the images closest to TEXT in the FAISS global index or the patch store."""
+    from .search import search_text
+    with reported():
+        hits = search_text(workspace_at(workspace, create=False), text, k, level.value, model=model,
+                           pretrained=pretrained, device=device)
+    rows: list[tuple[Any, ...]]
+    if level is Level.PATCH:
+        cols = ("rank", "score", "image_id", "patch", "uri")
+        rows = [(h.rank, h.score, h.image_id, h.patch, h.uri) for h in hits]
+    else:
+        cols = ("rank", "score", "image_id", "uri")
+        rows = [(h.rank, h.score, h.image_id, h.uri) for h in hits]
+    emit_rows(cols, rows, output_format(as_json), title=f"{text!r} ({level.value})")
+
+
+# -- catalog verbs -----------------------------------------------------------------------------
+app.command("sql")(sql_cmd)
+app.add_typer(labels_app, name="labels")
+app.add_typer(runs_app, name="runs")
+
+
+# -- evaluation --------------------------------------------------------------------------------
 @app.command("eval")
 def eval_cmd(
     dataset: str = typer.Option("toy", help="toy | toy-small | voc2007 | coco2014 | nuswide"),
@@ -43,6 +191,8 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json", help="end with one JSON line of the metrics"),
 ) -> None:
     """Evaluate a tagging head on a labelled dataset (mAP, P/R/F1 at top-3 and top-5)."""
+    import json
+
     from .evaluate.datasets import open_dataset
     from .evaluate.harness import evaluate
     from .models import load_clip

@@ -49,7 +49,7 @@ def _phrase(label: str, colour: str, size_word: str | None, rng: np.random.Gener
     words = []
     if size_word:
         words.append(size_word)
-    if rng.random() < 0.5:
+    if rng.random() < 0.25:
         words.append(colour)
     words.append(noun)
     text = " ".join(words)

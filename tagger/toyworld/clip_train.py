@@ -14,6 +14,7 @@ import torch
 from open_clip.loss import ClipLoss
 
 from ..models import registry
+from ..models.preprocess import PixelSpec, pixel_spec
 from .captions import make_caption
 from .scenes import SceneConfig, make_scene
 from .vocab import LABELS
@@ -36,43 +37,50 @@ class ClipTrainConfig:
     eval_every: int = 200
 
 
-def _images(model_name: str, split: str, n: int, preprocess) -> tuple[torch.Tensor, list]:
-    scenes, tensors = [], []
+def _images(spec: PixelSpec, split: str, n: int) -> tuple[torch.Tensor, list]:
+    """Rendered scenes as one uint8 (n, 3, H, W) tensor (normalised per batch) plus their metadata."""
+    pixels = torch.empty((n, 3, spec.image_size, spec.image_size), dtype=torch.uint8)
+    scenes = []
     for i in range(n):
         s = make_scene(i, split)
-        tensors.append(preprocess(s.image))
+        pixels[i] = torch.from_numpy(spec.to_uint8(s.image))
         s.image = None  # keep only metadata for captioning
         scenes.append(s)
-    return torch.stack(tensors), scenes
+    return pixels, scenes
 
 
 @torch.no_grad()
-def evaluate_clip(model, tokenizer, images: torch.Tensor, scenes: list, seed: int = 99) -> dict[str, float]:
+def evaluate_clip(model, model_name: str, tokenizer, images: torch.Tensor, scenes: list, seed: int = 99) -> dict[str, float]:
     """Image->text R@1 over held-out pairs and zero-shot mAP with one prompt."""
     from ..evaluate.metrics import mean_average_precision
 
     model.eval()
     rng = np.random.default_rng(seed)
     caps = [make_caption(s, rng) for s in scenes]
-    img = torch.cat([model.encode_image(images[i:i + 256], normalize=True) for i in range(0, len(images), 256)])
+    spec = pixel_spec(model_name)
+    img = torch.cat([model.encode_image(spec.normalize(images[i:i + 256]), normalize=True)
+                     for i in range(0, len(images), 256)])
     txt = torch.cat([model.encode_text(tokenizer(caps[i:i + 256]), normalize=True) for i in range(0, len(caps), 256)])
     r1 = (img @ txt.T).argmax(1).eq(torch.arange(len(caps))).float().mean().item()
     cls = model.encode_text(tokenizer([f"a photo of a {c}." for c in LABELS]), normalize=True)
     scores = (img @ cls.T).numpy()
     labels = np.stack([s.labels for s in scenes])
     model.train()
-    return {"i2t_r1": 100 * r1, "zs_map": mean_average_precision(scores, labels)}
+    from ..zeroshot import standardize
+    return {"i2t_r1": 100 * r1, "zs_map": mean_average_precision(scores, labels),
+            "zs_map_std": mean_average_precision(standardize(scores), labels)}
 
 
 def train_clip(cfg: ClipTrainConfig, out_dir: Path | None = None) -> dict:
     """Train ``cfg.model`` from scratch on toy scenes; write fp16 weights and a manifest."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    model, _, preprocess = open_clip.create_model_and_transforms(cfg.model)
+    model = open_clip.create_model(cfg.model)
     tokenizer = open_clip.get_tokenizer(cfg.model)
+    spec = pixel_spec(cfg.model)
     t0 = time.time()
-    train_x, train_s = _images(cfg.model, "train", cfg.n_train, preprocess)
-    val_x, val_s = _images(cfg.model, "val", cfg.n_val, preprocess)
+    train_x, train_s = _images(spec, "train", cfg.n_train)
+    val_x, val_s = _images(spec, "val", cfg.n_val)
     logger.info("rendered %d train + %d val scenes in %.0fs", cfg.n_train, cfg.n_val, time.time() - t0)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
@@ -89,7 +97,7 @@ def train_clip(cfg: ClipTrainConfig, out_dir: Path | None = None) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr
         idx = torch.randint(0, cfg.n_train, (cfg.batch_size,), generator=gen)
-        x = train_x[idx]
+        x = spec.normalize(train_x[idx])
         flip = torch.rand(cfg.batch_size, generator=gen) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         rng = np.random.default_rng([cfg.seed, step])
@@ -102,11 +110,11 @@ def train_clip(cfg: ClipTrainConfig, out_dir: Path | None = None) -> dict:
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            m = evaluate_clip(model, tokenizer, val_x, val_s)
+            m = evaluate_clip(model, cfg.model, tokenizer, val_x, val_s)
             m.update(step=step + 1, loss=loss.item(), elapsed_s=round(time.time() - t1, 1))
             history.append(m)
-            logger.info("%s step %d loss %.3f val R@1 %.1f zs-mAP %.1f", cfg.model, step + 1, loss.item(),
-                        m["i2t_r1"], m["zs_map"])
+            logger.info("%s step %d loss %.3f val R@1 %.1f zs-mAP %.1f (standardised %.1f)", cfg.model,
+                        step + 1, loss.item(), m["i2t_r1"], m["zs_map"], m["zs_map_std"])
     return _save(model, cfg, history, out_dir or registry.WEIGHTS_DIR, time.time() - t0)
 
 

@@ -1,0 +1,148 @@
+"""Catalog commands: read-only SQL, the label vocabulary (``labels``) and tagging runs (``runs``)."""
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from .cli_common import (
+    DEFAULT_WORKSPACE, CsvOpt, JsonOpt, WorkspaceOpt, console, emit_rows, fail, open_catalog, output_format,
+    reported,
+)
+
+labels_app = typer.Typer(no_args_is_help=True, help="Manage the label vocabulary (labels are retired, never deleted).")
+runs_app = typer.Typer(no_args_is_help=True, help="Inspect tagging runs and compare them.")
+
+_SCHEMA_SQL = """
+SELECT t.table_name AS name, lower(t.table_type) AS type,
+       string_agg(c.column_name || ' ' || c.data_type, ', ' ORDER BY c.ordinal_position) AS columns
+FROM information_schema.tables AS t
+JOIN information_schema.columns AS c
+  ON c.table_catalog = t.table_catalog AND c.table_schema = t.table_schema AND c.table_name = t.table_name
+WHERE t.table_catalog = current_database() AND t.table_schema = 'main'
+GROUP BY ALL ORDER BY type, name
+"""
+
+
+def sql_cmd(
+    query: Annotated[Optional[str], typer.Argument(help="one read-only statement (SELECT, WITH, SHOW, ...)")] = None,
+    schema: Annotated[bool, typer.Option("--schema", help="list the tables and views with their columns")] = False,
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+) -> None:
+    """Run a read-only SQL query on the catalog (e.g. over the current_tags view)."""
+    fmt = output_format(as_json, as_csv)
+    if schema == (query is not None):
+        fail("give either a QUERY or --schema")
+    with reported(), open_catalog(workspace, read_only=True) as cat:
+        table = cat.safe_query_arrow(_SCHEMA_SQL if schema else query)
+    emit_rows(table.column_names, [tuple(r.values()) for r in table.to_pylist()], fmt)
+
+
+# -- labels ------------------------------------------------------------------------------------
+def _parse_synonyms(pairs: list[str], names: list[str]) -> dict[str, list[str]]:
+    """``NAME=SYN`` options -> {name: [synonyms]}; each NAME must be among the labels added."""
+    out: dict[str, list[str]] = {}
+    known = {n.strip() for n in names}
+    for pair in pairs:
+        name, sep, syn = pair.partition("=")
+        name, syn = name.strip(), syn.strip()
+        if not sep or not name or not syn:
+            fail(f"--synonym expects NAME=SYNONYM, got {pair!r}")
+        if name not in known:
+            fail(f"--synonym {pair!r} names a label that is not being added: {name!r}")
+        out.setdefault(name, []).append(syn)
+    return out
+
+
+@labels_app.command("add")
+def labels_add(
+    names: Annotated[Optional[list[str]], typer.Argument(help="label names (quote names with spaces)")] = None,
+    synonym: Annotated[Optional[list[str]], typer.Option(
+        "--synonym", "-s", help="NAME=SYNONYM, repeatable; replaces NAME's stored synonyms")] = None,
+    toy: Annotated[bool, typer.Option("--toy", help="also add the toy-world vocabulary with its synonyms")] = False,
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+) -> None:
+    """Add labels, or re-activate retired ones."""
+    names = list(names or [])
+    synonyms: dict[str, list[str]] = {}
+    if toy:
+        from .toyworld import LABEL_SYNONYMS, LABELS
+        names += [n for n in LABELS if n not in names]
+        synonyms.update({n: list(s) for n, s in LABEL_SYNONYMS.items()})
+    if not names:
+        fail("no labels given: pass NAME... or --toy")
+    synonyms.update(_parse_synonyms(list(synonym or []), names))
+    with reported(), open_catalog(workspace, read_only=False) as cat:
+        ids = cat.add_labels(names, synonyms or None)
+        n_active = len(cat.active_labels())
+    console.print(f"added {len(ids)} label(s); {n_active} active")
+
+
+@labels_app.command("list")
+def labels_list(
+    include_all: Annotated[bool, typer.Option("--all", help="include retired labels")] = False,
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the active labels (--all: retired ones too) with their synonyms."""
+    with reported(), open_catalog(workspace, read_only=True) as cat:
+        labels = cat.list_labels(include_retired=include_all)
+    rows = [(lab.label_id, lab.name, lab.synonyms, "active" if lab.active else "retired", lab.added_at,
+             lab.retired_at) for lab in labels]
+    emit_rows(("label_id", "name", "synonyms", "status", "added_at", "retired_at"), rows,
+              output_format(as_json), title=f"{len(rows)} label(s)")
+
+
+@labels_app.command("retire")
+def labels_retire(
+    names: Annotated[list[str], typer.Argument(help="label names to retire")],
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+) -> None:
+    """Retire labels: kept for the history of old runs, no longer used by new ones."""
+    with reported(), open_catalog(workspace, read_only=False) as cat:
+        n = cat.retire_labels(names)
+    console.print(f"retired {n} label(s)")
+
+
+# -- runs --------------------------------------------------------------------------------------
+@runs_app.command("list")
+def runs_list(
+    kind: Annotated[Optional[str], typer.Option(help="only runs of this kind (e.g. tag)")] = None,
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    as_json: JsonOpt = False,
+) -> None:
+    """List runs, oldest first (the current run has status 'current')."""
+    with reported(), open_catalog(workspace, read_only=True) as cat:
+        runs, current = cat.runs(kind), cat.current_run()
+    rows = [(r.run_id, r.kind, r.status + (" (pruned)" if r.pruned_at else ""), r.started_at, r.finished_at,
+             r.model_id, r.classifier_id, r.n_images, r.n_tags, len(r.labels or [])) for r in runs]
+    cols = ("run_id", "kind", "status", "started_at", "finished_at", "model_id", "classifier_id", "n_images",
+            "n_tags", "n_labels")
+    emit_rows(cols, rows, output_format(as_json), title=f"{len(rows)} run(s); current: {current or '-'}")
+
+
+@runs_app.command("diff")
+def runs_diff(
+    a: Annotated[int, typer.Argument(help="the older run id")],
+    b: Annotated[int, typer.Argument(help="the newer run id")],
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    as_json: JsonOpt = False,
+) -> None:
+    """Labels added/removed between runs A and B, and per label the images that gained or lost it."""
+    import json
+
+    from .catalog.diff import run_diff
+    with reported(), open_catalog(workspace, read_only=True) as cat:
+        diff = run_diff(cat, a, b)
+    if as_json:
+        typer.echo(json.dumps(diff, ensure_ascii=False))
+        return
+    added = ", ".join(diff["labels_added"]) or "-"
+    removed = ", ".join(diff["labels_removed"]) or "-"
+    console.print(f"run {a} -> run {b}: labels added: {added}; removed: {removed}", markup=False)
+    rows = [(r["label"], r["a_positive"], r["b_positive"], f"+{r['gained']}", f"-{r['lost']}")
+            for r in diff["labels"]]
+    emit_rows(("label", f"positive in {a}", f"positive in {b}", "gained", "lost"), rows,
+              title=f"positive tags: +{diff['gained']} / -{diff['lost']}")

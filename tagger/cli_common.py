@@ -1,0 +1,117 @@
+"""Pieces shared by the command-line modules: consoles, error exits, common options, row output."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .errors import TaggerError
+from .workspace import Workspace
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
+
+DEFAULT_WORKSPACE = Path("workspace")
+WorkspaceOpt = Annotated[Path, typer.Option(
+    "--workspace", "-w", envvar="TAGGER_WORKSPACE", file_okay=False,
+    help="workspace directory (default: $TAGGER_WORKSPACE, else ./workspace)")]
+ModelOpt = Annotated[Optional[str], typer.Option(help="open_clip model name (default: the workspace's)")]
+PretrainedOpt = Annotated[Optional[str], typer.Option(help="hub tag or local checkpoint path")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+CsvOpt = Annotated[bool, typer.Option("--csv", help="print CSV (with a header row) instead of a table")]
+
+
+def fail(e: Exception | str) -> NoReturn:
+    """Print ``error: <message>`` as one line on stderr and exit with status 2."""
+    message = " ".join(str(e).split()) or type(e).__name__
+    err_console.print(Text.assemble(("error:", "red"), " ", message))
+    raise typer.Exit(code=2)
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """Turn the library's named errors raised inside the block into :func:`fail` exits."""
+    try:
+        yield
+    except TaggerError as e:
+        fail(e)
+
+
+def workspace_at(path: Path, *, create: bool = True) -> Workspace:
+    """The workspace at ``path``; read-only commands pass ``create=False`` to leave disk untouched."""
+    return Workspace.at(path) if create else Workspace(Path(path).expanduser().resolve())
+
+
+@contextmanager
+def open_catalog(path: Path, *, read_only: bool) -> Iterator["Catalog"]:
+    """Open the workspace catalog (read-only opens never create a workspace or a catalog)."""
+    from .catalog import Catalog
+    ws = workspace_at(path, create=not read_only)
+    with Catalog.open(ws.catalog, read_only=read_only) as cat:
+        yield cat
+
+
+def output_format(as_json: bool, as_csv: bool = False) -> str:
+    """``table``, ``json`` or ``csv`` from the two flags (both at once is an error)."""
+    if as_json and as_csv:
+        fail("choose one of --json and --csv")
+    return "json" if as_json else "csv" if as_csv else "table"
+
+
+def _cell(value: Any) -> Text:
+    if value is None:
+        return Text("NULL", style="dim")
+    if isinstance(value, float):
+        return Text(f"{value:.4f}")
+    if isinstance(value, datetime):
+        return Text(value.isoformat(sep=" ", timespec="seconds"))
+    if isinstance(value, (list, tuple)):
+        return Text(", ".join(map(str, value)))
+    return Text(str(value))
+
+
+def emit_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table",
+              title: str | None = None) -> None:
+    """Print rows as a rich table, JSON lines (one object per row) or CSV with a header."""
+    if fmt == "json":
+        for row in rows:
+            typer.echo(json.dumps(dict(zip(columns, row)), default=str, ensure_ascii=False))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([["" if v is None else v for v in row] for row in rows])
+        typer.echo(buf.getvalue(), nl=False)
+    else:
+        table = Table(title=title)
+        for name in columns:
+            table.add_column(name, overflow="fold")
+        for row in rows:
+            table.add_row(*(_cell(v) for v in row))
+        console.print(table)
+
+
+def print_summary(title: str, summary: dict[str, Any], as_json: bool = False) -> None:
+    """Print a job summary as a two-column table, or as one JSON line."""
+    if as_json:
+        typer.echo(json.dumps(summary, default=str, ensure_ascii=False))
+        return
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right", overflow="fold")
+    for k, v in summary.items():
+        table.add_row(str(k), _cell(f"{v:.2f}" if isinstance(v, float) else v))
+    console.print(table)

@@ -1,0 +1,110 @@
+"""Search stored images by a text or a vector: the FAISS global index or the PQ patch store."""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, StoreError
+
+logger = logging.getLogger(__name__)
+
+LEVELS = ("global", "patch")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: ``patch`` is the best-matching patch index (patch level only)."""
+
+    rank: int
+    score: float
+    image_id: int
+    uri: str | None = None
+    patch: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _index_config(directory: Path):
+    """The IndexConfig the indexes were built with (written beside them), or None."""
+    from .store import IndexConfig
+    path = directory / "index_config.json"
+    return IndexConfig.from_json(path.read_text()) if path.exists() else None
+
+
+def _raw_search(root: Path, model_id: str, query: np.ndarray, k: int,
+                level: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    from .store import GlobalIndex, PatchStore, index_paths
+    g_path, p_path = index_paths(root, model_id)
+    path = g_path if level == "global" else p_path
+    if not path.exists():
+        raise StoreError(f"no {level} index for model {model_id} at {path}: run `tagger encode` first")
+    if level == "global":
+        scores, ids = GlobalIndex.load(path, _index_config(path.parent)).search(query, k)
+        return scores[0], ids[0], None
+    scores, ids, patches = PatchStore.load(path).search(query, k)
+    return scores[0], ids[0], patches[0]
+
+
+def image_uris(catalog, image_ids: list[int]) -> dict[int, str]:
+    """URIs of ``image_ids`` from the catalog (ids it does not know are left out)."""
+    if not image_ids:
+        return {}
+    rows = catalog.query("SELECT image_id, uri FROM images WHERE image_id IN (SELECT unnest(?::BIGINT[]))",
+                         [list(map(int, image_ids))])
+    return {int(i): u for i, u in rows}
+
+
+def _with_uris(workspace, hits: list[Hit], catalog) -> list[Hit]:
+    from dataclasses import replace
+
+    from .catalog import Catalog
+    ids = [h.image_id for h in hits]
+    if catalog is not None:
+        uris = image_uris(catalog, ids)
+    elif workspace.catalog.exists():
+        with Catalog.open(workspace.catalog, read_only=True) as cat:
+            uris = image_uris(cat, ids)
+    else:
+        uris = {}
+    return [replace(h, uri=uris.get(h.image_id)) for h in hits]
+
+
+def search_vector(workspace, model_id: str, query: np.ndarray, k: int = 10, level: str = "global", *,
+                  catalog=None, with_uris: bool = True) -> list[Hit]:
+    """Top-``k`` images for one query vector, best first.
+
+    ``level="global"`` ranks images by their global embedding; ``"patch"`` by their best patch
+    (``Hit.patch``). URIs come from ``catalog`` when given, else from the workspace catalog
+    opened read-only. Raises StoreError when the indexes are not built yet.
+    """
+    if level not in LEVELS:
+        raise ConfigError(f"level must be one of {LEVELS}, got {level!r}")
+    if k < 1:
+        raise ConfigError(f"k must be >= 1, got {k}")
+    q = np.asarray(query, np.float32)
+    if q.ndim != 1:
+        raise ConfigError(f"search_vector takes one query vector, got shape {q.shape}")
+    scores, ids, patches = _raw_search(workspace.root, model_id, q[None, :], k, level)
+    valid = np.flatnonzero(ids >= 0)  # missing slots (k > stored images) hold id -1
+    hits = [Hit(rank=r + 1, score=float(scores[i]), image_id=int(ids[i]),
+                patch=None if patches is None else int(patches[i]))
+            for r, i in enumerate(valid)]
+    return _with_uris(workspace, hits, catalog) if with_uris else hits
+
+
+def search_text(workspace, text: str, k: int = 10, level: str = "global", *, model: str | None = None,
+                pretrained: str | None = None, device: str | None = None, catalog=None) -> list[Hit]:
+    """Encode ``text`` with the workspace's model (or ``model``/``pretrained``) and search."""
+    from .models import load_clip
+    if not text.strip():
+        raise ConfigError("empty search text")
+    name, weights = workspace.model(model, pretrained)
+    clip = load_clip(name, weights, device=device)
+    q = clip.encode_text([text])[0]
+    logger.info("searching %s (%s level) for %r", clip.model_id, level, text)
+    return search_vector(workspace, clip.model_id, q, k, level, catalog=catalog)

@@ -1,0 +1,81 @@
+"""End to end through a real Ray head: `ray job submit` encode, generate_text, train and tag jobs,
+then check the tags in the DuckDB catalog against the toy ground truth."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tagger.catalog import Catalog
+from tagger.evaluate.catalog_eval import score_current_tags
+from tagger.toyworld import LABEL_SYNONYMS, LABELS
+
+pytestmark = pytest.mark.ray
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# a local head on loopback without token auth (a stray ~/.ray/auth_token would switch it on)
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """A Ray head on 127.0.0.1 started with `ray start --head`, stopped afterwards."""
+    port, dash = _free_port(), _free_port()
+    env = ENV
+    subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                    "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "2",
+                    "--disable-usage-stats"], check=True, env=env, capture_output=True, timeout=180)
+    try:
+        yield f"http://127.0.0.1:{dash}"
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def submit(address: str, *args: str) -> dict:
+    """`ray job submit` a job module and return its JSON summary (last stdout line)."""
+    runtime_env = json.dumps({"working_dir": str(REPO),
+                              "excludes": [".venv", ".git", "tests", "bench", "*.duckdb", "workspace*"]})
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--runtime-env-json", runtime_env,
+           "--", sys.executable, "-m", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=ENV)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "succeeded" in (out.stdout + out.stderr).lower(), out.stdout[-3000:]
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    return json.loads(lines[-1])
+
+
+def test_jobs_submitted_to_ray_head_tag_the_corpus(ray_head, toy_folder, tmp_path):
+    folder, truth = toy_folder
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    with Catalog.open(ws / "catalog.duckdb") as cat:
+        cat.add_labels(list(LABELS), {k: list(v) for k, v in LABEL_SYNONYMS.items()})
+    enc = submit(ray_head, "jobs.encode", "--workspace", str(ws), "--source", str(folder),
+                 "--model", "toy-vit", "--partition-size", "16")
+    assert enc["encoded"] == len(truth) and enc["errors"] == 2
+    submit(ray_head, "jobs.generate_text", "--workspace", str(ws), "--n-sentences", "4000")
+    submit(ray_head, "jobs.train", "--workspace", str(ws))
+    tag = submit(ray_head, "jobs.tag", "--workspace", str(ws))
+    assert tag["n_images"] == len(truth)
+
+    with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
+        errors = dict(cat.query("SELECT uri, error FROM images WHERE status = 'error'"))
+        assert {Path(u).name for u in errors} == {"corrupt.jpg", "empty.png"}
+        assert all(errors.values())
+        tagged = {u for (u,) in cat.query("SELECT DISTINCT uri FROM current_tags")}
+        assert tagged == set(truth)
+    res = score_current_tags(ws / "catalog.duckdb", truth)
+    base_rate = 100 * np.mean([len(v) for v in truth.values()]) / len(LABELS)
+    assert res["mAP"] > base_rate + 25, res  # well above chance
