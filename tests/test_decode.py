@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import hashlib
-import io
 
 import numpy as np
 import pytest
+from imagecases import write_cases
 from PIL import Image
 
 from tagger.decode import Decoder, decode_one, to_rgb
@@ -13,54 +13,10 @@ from tagger.decode import Decoder, decode_one, to_rgb
 SIZE = 32
 
 
-def _save(im: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
-def _photo(w: int = 120, h: int = 90) -> Image.Image:
-    rng = np.random.default_rng(0)
-    return Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, str]:
     """Every good and bad case as a file; name -> path."""
-    d = tmp_path_factory.mktemp("images")
-    photo = _photo()
-    jpeg = _save(photo, "JPEG", quality=90)
-    rgba = photo.convert("RGBA")
-    rgba.putpixel((0, 0), (0, 0, 0, 0))  # fully transparent -> white
-    frames = [Image.new("RGB", (40, 30), c) for c in [(255, 0, 0), (0, 255, 0), (0, 0, 255)]]
-    gif = io.BytesIO()
-    frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=40, loop=0)
-    grey16 = Image.fromarray((np.arange(48 * 64).reshape(48, 64) * 21).astype(np.uint16))
-    contents = {
-        "good.jpg": jpeg,
-        "good.PNG": _save(photo, "PNG"),
-        "good.webp": _save(photo, "WEBP"),
-        "good.bmp": _save(photo, "BMP"),
-        "good.tiff": _save(photo, "TIFF"),
-        "cmyk.jpg": _save(photo.convert("CMYK"), "JPEG"),
-        "grey16.png": _save(grey16, "PNG"),
-        "palette.png": _save(photo.convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
-        "rgba.png": _save(rgba, "PNG"),
-        "la.png": _save(photo.convert("LA"), "PNG"),
-        "grey.jpg": _save(photo.convert("L"), "JPEG"),
-        "animated.gif": gif.getvalue(),
-        "large.jpg": _save(Image.new("RGB", (3000, 2000), (20, 140, 220)), "JPEG"),
-        "zero.jpg": b"",
-        "truncated.jpg": jpeg[: len(jpeg) // 2],
-        "random.jpg": np.random.default_rng(1).bytes(4096),
-        "text.png": b"this is a text file, not a PNG\n" * 10,
-    }
-    paths = {}
-    for name, data in contents.items():
-        (d / name).write_bytes(data)
-        paths[name] = str(d / name)
-    paths["missing.jpg"] = str(d / "no-such-file.jpg")
-    return paths
+    return write_cases(tmp_path_factory.mktemp("images"))
 
 
 GOOD = ["good.jpg", "good.PNG", "good.webp", "good.bmp", "good.tiff", "cmyk.jpg", "grey16.png",
