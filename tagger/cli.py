@@ -139,6 +139,27 @@ def tag(
     print_summary(f"run {summary['run_id']}", summary, as_json)
 
 
+@app.command()
+def nightly(
+    source: Annotated[Optional[str], typer.Argument(help="folder, glob or manifest to pick up new images from")] = None,
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    n_sentences: Annotated[int, typer.Option(min=1, help="sentences of a first corpus")] = 20000,
+    keep_runs: Annotated[int, typer.Option(min=1, help="tag runs kept (retention)")] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Encode new images, follow label changes, retrain, re-tag everything, switch current_tags."""
+    from .encode import EncodeConfig
+    from .nightly import NightlyConfig, run_nightly
+    with reported():
+        ws = workspace_at(workspace)
+        name, weights = ws.model(model, pretrained)
+        summary = run_nightly(ws, source, EncodeConfig(model=name, pretrained=weights),
+                              NightlyConfig(n_sentences=n_sentences, keep_runs=keep_runs))
+    print_summary(f"nightly run {summary['run_id']}", summary, as_json)
+
+
 # -- search ------------------------------------------------------------------------------------
 class Level(str, Enum):
     GLOBAL = "global"

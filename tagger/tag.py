@@ -93,14 +93,25 @@ class TagShards:
         return {"shard": batch["shard"], "n_tags": np.asarray(n_tags, np.int64)}
 
 
-def _resume_or_start(cat, model_id: str, classifier_id: str, labels: list[str], cfg: TagConfig) -> int:
-    """A still-running tag run with the same inputs is resumed; otherwise a new run starts."""
+def _shards_key(shards: list[str]) -> str:
+    import hashlib
+    return f"{len(shards)}:" + hashlib.sha256("\n".join(sorted(shards)).encode()).hexdigest()[:16]
+
+
+def _resume_or_start(cat, model_id: str, classifier_id: str, labels: list[str], cfg: TagConfig,
+                     shards_key: str) -> tuple[int, str]:
+    """Resume the newest run with the same inputs (unfinished, or loaded but not yet superseded);
+    otherwise start a new one. Returns (run_id, status)."""
     for run in reversed(cat.runs(kind="tag")):
-        if run.status == "running" and run.model_id == model_id and run.classifier_id == classifier_id \
-                and (run.config or {}).get("tag") == cfg.to_dict():
-            return run.run_id
-    return cat.start_run("tag", model_id=model_id, classifier_id=classifier_id, labels=labels,
-                         config={"tag": cfg.to_dict()})
+        same = run.model_id == model_id and run.classifier_id == classifier_id \
+            and (run.config or {}).get("tag") == cfg.to_dict() and (run.config or {}).get("shards") == shards_key
+        if same and run.status in ("running", "loaded", "current"):
+            return run.run_id, run.status
+        if same:
+            break
+    run_id = cat.start_run("tag", model_id=model_id, classifier_id=classifier_id, labels=labels,
+                           config={"tag": cfg.to_dict(), "shards": shards_key})
+    return run_id, "running"
 
 
 def run_tag(workspace, model_id: str, cfg: TagConfig | None = None, classifier_id: str | None = None,
@@ -118,10 +129,16 @@ def run_tag(workspace, model_id: str, cfg: TagConfig | None = None, classifier_i
     root = str(workspace.root)
     with Catalog.open(workspace.catalog) as cat:
         clf = cat.get_classifier(classifier_id) if classifier_id else latest_classifier(cat, model_id)
-        run_id = _resume_or_start(cat, model_id, clf["classifier_id"], list(clf["labels"]), cfg)
+        shards = list_done_shards(root, model_id)
+        run_id, status = _resume_or_start(cat, model_id, clf["classifier_id"], list(clf["labels"]), cfg,
+                                          _shards_key(shards))
+        if status != "running":  # already tagged and loaded by an earlier (interrupted) call
+            if make_current and status == "loaded":
+                cat.set_current(run_id)
+            run = cat.get_run(run_id)
+            return {"run_id": run_id, "n_tags": run.n_tags, "n_images": run.n_images, "tag_s": 0.0}
         run_dir = workspace.run_dir(str(run_id))
         run_dir.mkdir(parents=True, exist_ok=True)
-        shards = list_done_shards(root, model_id)
         with ray_session() as ray:
             ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=max(1, len(shards)))
             ds = ds.map_batches(TagShards, fn_constructor_args=(root, model_id, clf["path"], str(run_dir), cfg),

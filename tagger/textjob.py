@@ -19,24 +19,34 @@ def _labels_and_synonyms(cat) -> tuple[list[str], dict[str, list[str]]]:
     return [lab.name for lab in labels], {lab.name: list(lab.synonyms or []) for lab in labels}
 
 
-def run_generate_text(workspace, n_sentences: int = 20000, seed: int = 0, llm_config=None) -> dict[str, Any]:
-    """Build (or reuse) the text corpus of the active labels; LLM when configured, else offline.
+def run_generate_text(workspace, n_sentences: int = 20000, seed: int = 0, llm_config=None,
+                      incremental: bool = True) -> dict[str, Any]:
+    """Build the text corpus of the active labels; LLM when configured, else offline.
 
-    LLM sentences are cached by (label set, prompt version, model) in the workspace, so a rerun
-    or a nightly run with a few new labels only pays for label sets it has never seen.
+    With ``incremental`` (the default) the newest corpus is reused as it is when the vocabulary
+    did not change, and extended with sentences for new label sets only when it did. LLM
+    sentences are also cached by (label set, prompt version, model) in the workspace, so a rerun
+    never pays twice.
     """
     from .catalog import Catalog
     from .text import TextCorpus, build_corpus, generator_from_config
+    from .text.incremental import extend_corpus
 
     with Catalog.open(workspace.catalog) as cat:
         labels, synonyms = _labels_and_synonyms(cat)
         gen = generator_from_config(labels, synonyms, llm_config=llm_config, cache_dir=workspace.llm_cache,
                                     seed=seed)
-        corpus = build_corpus(labels, synonyms, n_sentences, gen, seed)
+        corpora = cat.corpora() if incremental else []
+        prev = TextCorpus.load(corpora[-1]["path"]) if corpora else None
+        if prev is not None and list(prev.class_names) == labels:
+            corpus = prev
+        elif prev is not None:
+            corpus = extend_corpus(prev, labels, synonyms, gen, seed)
+        else:
+            corpus = build_corpus(labels, synonyms, n_sentences, gen, seed)
         out = workspace.text_dir(corpus.corpus_id)
         if not (out / "corpus.json").exists():
             corpus.save(out)
-        corpus = TextCorpus.load(out)
         cat.add_corpus(corpus.corpus_id, len(corpus.sentences), labels=labels, path=str(out),
                        config=corpus.config)
     logger.info("corpus %s: %d sentences for %d labels", corpus.corpus_id, len(corpus.sentences), len(labels))

@@ -1,0 +1,31 @@
+"""Nightly re-tag: encode new images, follow label changes, retrain, re-tag everything, switch.
+
+    python -m jobs.nightly --workspace WS --source /data/images [--keep-runs 5]
+"""
+from __future__ import annotations
+
+from jobs.common import add_model_args, parser, run
+from tagger.encode import EncodeConfig
+from tagger.nightly import STAGES, NightlyConfig, run_nightly
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__)
+    add_model_args(p)
+    p.add_argument("--source", default=None, help="folder, glob or manifest to pick up new images from")
+    p.add_argument("--n-sentences", type=int, default=NightlyConfig.n_sentences)
+    p.add_argument("--keep-runs", type=int, default=NightlyConfig.keep_runs)
+    p.add_argument("--partition-size", type=int, default=256)
+    p.add_argument("--crash-at", choices=STAGES, default=None, help="testing: die right after a stage")
+    args = p.parse_args(argv)
+
+    def go(a, ws):
+        model, pretrained = ws.model(a.model, a.pretrained)
+        enc = EncodeConfig(model=model, pretrained=pretrained, partition_size=a.partition_size)
+        cfg = NightlyConfig(n_sentences=a.n_sentences, keep_runs=a.keep_runs)
+        return run_nightly(ws, a.source, enc, cfg, crash_at=a.crash_at)
+    run(go, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The nightly loop: encode new images, follow vocabulary changes, retrain, re-tag, switch.
+
+Stages, each resumable on its own so that a run killed anywhere and started again ends with the
+same tags as an uninterrupted run:
+
+1. ``encode``  new or changed images only (partition shards with done-markers);
+2. ``text``    the corpus of the active labels, reusing every still-valid sentence and asking the
+               generator only for label sets that contain a new label;
+3. ``train``   the classifier (content-addressed: same corpus and config -> same classifier);
+4. ``tag``     every image from stored global embeddings and PQ patch codes into a new run
+               (per-shard Parquet files; a rerun resumes the unfinished run);
+5. ``switch``  ``current_tags`` to the new run in one transaction;
+6. ``prune``   old runs beyond the retention setting.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .encode import EncodeConfig, run_encode
+from .tag import TagConfig, run_tag
+from .textjob import run_generate_text, run_train
+
+logger = logging.getLogger(__name__)
+STAGES = ("encode", "text", "train", "tag", "switch", "prune")
+
+
+@dataclass(frozen=True)
+class NightlyConfig:
+    n_sentences: int = 20000
+    seed: int = 0
+    keep_runs: int = 5  # tag runs kept (the current one included)
+    tag: TagConfig = TagConfig()
+
+
+def vocabulary_diff(cat) -> dict[str, list[str]]:
+    """Labels added and retired since the current run."""
+    current = cat.current_run()
+    before = set(current.labels or []) if current else set()
+    now = cat.active_labels()
+    return {"added": [x for x in now if x not in before], "retired": sorted(before - set(now))}
+
+
+def _crash(stage: str, crash_at: str | None) -> None:
+    if crash_at == stage:
+        logger.warning("simulated crash after stage %s", stage)
+        os._exit(17)
+
+
+def run_nightly(workspace, source: str | None, encode_cfg: EncodeConfig, cfg: NightlyConfig | None = None,
+                *, crash_at: str | None = None) -> dict[str, Any]:
+    """Run every stage in order; ``crash_at`` kills the process right after that stage (tests)."""
+    from .catalog import Catalog
+    from .models.loader import model_id_for
+
+    cfg = cfg or NightlyConfig()
+    timings: dict[str, float] = {}
+    t = time.time()
+    enc = run_encode(workspace, source, encode_cfg, progress=False)
+    timings["encode"] = time.time() - t
+    _crash("encode", crash_at)
+    with Catalog.open(workspace.catalog) as cat:
+        diff = vocabulary_diff(cat)
+    t = time.time()
+    text = run_generate_text(workspace, cfg.n_sentences, cfg.seed)
+    timings["text"] = time.time() - t
+    _crash("text", crash_at)
+    t = time.time()
+    trained = run_train(workspace, encode_cfg.model, encode_cfg.pretrained, text["corpus_id"])
+    timings["train"] = time.time() - t
+    _crash("train", crash_at)
+    t = time.time()
+    model_id = model_id_for(encode_cfg.model, encode_cfg.pretrained)
+    tag = run_tag(workspace, model_id, cfg.tag, trained["classifier_id"], make_current=False)
+    timings["tag"] = time.time() - t
+    _crash("tag", crash_at)
+    with Catalog.open(workspace.catalog) as cat:
+        current = cat.current_run()
+        previous = current.run_id if current else None
+        if previous != tag["run_id"]:
+            cat.set_current(tag["run_id"])
+        _crash("switch", crash_at)
+        pruned = cat.prune_runs(cfg.keep_runs)
+    return {"encoded": enc["encoded"], "errors": enc["errors"], "vocabulary": diff,
+            "corpus": text["corpus_id"], "text_stats": text["stats"], "classifier": trained["classifier_id"],
+            "run_id": tag["run_id"], "previous_run": previous, "pruned": pruned,
+            "timings": {k: round(v, 2) for k, v in timings.items()}}

@@ -1,0 +1,57 @@
+"""Growing a corpus for a changed vocabulary asks the generator only for new label sets."""
+import numpy as np
+
+from tagger.text import OfflineGenerator, Vocabulary, build_corpus
+from tagger.text.incremental import extend_corpus, new_label_sets
+from tagger.toyworld import LABEL_SYNONYMS, LABELS
+
+
+class CountingGenerator:
+    """Wraps a generator and records every label set it is asked for."""
+
+    def __init__(self, inner):
+        self.inner, self.asked = inner, []
+
+    def generate(self, label_sets):
+        self.asked.extend(tuple(s) for s in label_sets)
+        return self.inner.generate(label_sets)
+
+    def identity(self):
+        return self.inner.identity()
+
+
+def _gen(labels):
+    return CountingGenerator(OfflineGenerator(Vocabulary.create(labels, LABEL_SYNONYMS), seed=0))
+
+
+def test_extend_reuses_old_sentences_and_asks_only_for_new_sets():
+    first, later = list(LABELS[:10]), list(LABELS[10:13])
+    prev = build_corpus(first, LABEL_SYNONYMS, 500, _gen(first), seed=0)
+    active = [x for x in first if x != "star"] + later  # retire one label, add three
+    gen = _gen(active)
+    new = extend_corpus(prev, active, LABEL_SYNONYMS, gen, seed=0)
+    assert list(new.class_names) == active
+    assert gen.asked and all(any(lab in s for lab in later) for s in gen.asked)
+    assert new.stats["retired_labels"] == ["star"] and new.stats["added_labels"] == later
+    kept = [s for s in new.sentences if s in set(prev.sentences)]
+    assert len(kept) == new.stats["kept_from_previous"] > 0
+    # no kept row names the retired label; every row has at least one label
+    assert new.label_matrix.sum(1).min() >= 1
+    star_rows = prev.label_matrix[:, first.index("star")] == 1
+    assert not set(np.array(prev.sentences)[star_rows]) & set(kept)
+    # label rows follow their sentences: a kept sentence has the same label set as before
+    before = {s: {first[j] for j in np.flatnonzero(r)} for s, r in zip(prev.sentences, prev.label_matrix)}
+    for s, r in zip(new.sentences, new.label_matrix):
+        if s in before and before[s] <= set(active):
+            assert {active[j] for j in np.flatnonzero(r)} == before[s]
+
+
+def test_same_inputs_same_corpus_id_and_new_sets_contain_the_label():
+    first = list(LABELS[:8])
+    prev = build_corpus(first, LABEL_SYNONYMS, 200, _gen(first), seed=0)
+    active = first + ["tree"]
+    a = extend_corpus(prev, active, LABEL_SYNONYMS, _gen(active), seed=0)
+    b = extend_corpus(prev, active, LABEL_SYNONYMS, _gen(active), seed=0)
+    assert a.corpus_id == b.corpus_id and a.sentences == b.sentences
+    sets = new_label_sets(["tree"], active, 50, seed=3)
+    assert len(sets) == 50 and all("tree" in s and 1 <= len(s) <= 5 and len(set(s)) == len(s) for s in sets)
