@@ -35,6 +35,7 @@ class ClipTrainConfig:
     seed: int = 0
     threads: int = 2
     eval_every: int = 200
+    init_from: str = ""  # continue from these weights (a second stage of a longer schedule)
 
 
 def _images(spec: PixelSpec, split: str, n: int) -> tuple[torch.Tensor, list]:
@@ -76,6 +77,11 @@ def train_clip(cfg: ClipTrainConfig, out_dir: Path | None = None) -> dict:
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     model = open_clip.create_model(cfg.model)
+    init_sha = ""
+    if cfg.init_from:
+        state = torch.load(cfg.init_from, map_location="cpu", weights_only=True)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        init_sha = registry.sha256_file(Path(cfg.init_from))
     tokenizer = open_clip.get_tokenizer(cfg.model)
     spec = pixel_spec(cfg.model)
     t0 = time.time()
@@ -115,10 +121,10 @@ def train_clip(cfg: ClipTrainConfig, out_dir: Path | None = None) -> dict:
             history.append(m)
             logger.info("%s step %d loss %.3f val R@1 %.1f zs-mAP %.1f (standardised %.1f)", cfg.model,
                         step + 1, loss.item(), m["i2t_r1"], m["zs_map"], m["zs_map_std"])
-    return _save(model, cfg, history, out_dir or registry.WEIGHTS_DIR, time.time() - t0)
+    return _save(model, cfg, history, out_dir or registry.WEIGHTS_DIR, time.time() - t0, init_sha)
 
 
-def _save(model, cfg: ClipTrainConfig, history: list, out_dir: Path, seconds: float) -> dict:
+def _save(model, cfg: ClipTrainConfig, history: list, out_dir: Path, seconds: float, init_sha: str = "") -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     path = out_dir / f"{cfg.model}.pt"
@@ -131,6 +137,7 @@ def _save(model, cfg: ClipTrainConfig, history: list, out_dir: Path, seconds: fl
         "open_clip_config": open_clip.get_model_config(cfg.model),
         "history": history,
         "train_seconds": round(seconds, 1),
+        "init_sha256": init_sha,
         "labels": list(LABELS),
         "scene_config": asdict(SceneConfig()),
     }
