@@ -1,15 +1,17 @@
 """Encode throughput: the project's pipeline against a plain PyTorch loop, on the same images.
 
-    python bench/encode.py [--n 400] [--size 256] [--model toy-vit] [--pretrained PATH]
+    python bench/encode.py [--n 2000] [--size 256] [--model toy-vit] [--pretrained PATH]
 
 Images are toy-world scenes (export_scenes) re-saved as JPEG at --size px. The pipeline is
 ``run_encode`` on a fresh workspace (decode + encode of global and patch features + shards +
-catalog + FAISS stores) on a local Ray instance started beforehand (its start time is reported
-apart). The baseline is what a user would write: PIL decode + the model's open_clip preprocess in
-a torch DataLoader (same worker count and batch size), ``model.encode_image``, one .npy file.
-The pipeline runs at N and 2N images with the peak RSS of the whole process tree (driver, Ray
-and its workers) sampled in a thread: flat peaks mean memory does not grow with the corpus.
-Ends with one JSON line; ``ratio`` = pipeline_img_s / loop_img_s at 2N images.
+catalog + FAISS stores), each run on its own local Ray, started before the clock starts (its
+start time is reported apart). The baseline is what a user would write: PIL decode + the model's
+open_clip preprocess in a torch DataLoader (same worker count and batch size),
+``model.encode_image``, one .npy file; its torch threads match the encoder actor's CPU (1).
+Each run records the peak RSS of the whole process tree (driver, Ray and its workers, DataLoader
+workers), sampled in a thread: equal peaks at N and 2N mean memory does not grow with the corpus.
+Both run at N and 2N images; the marginal rate of the extra N images cancels fixed costs.
+Ends with one JSON line; ``ratio`` = pipeline_img_s / loop_img_s at 2N images, end to end.
 Real architectures (e.g. ``--model ViT-B-32``) load with random weights when --pretrained is
 not given, which is enough for timing.
 """
@@ -22,49 +24,41 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import ray  # noqa: F401  (Ray ships psutil and puts it on sys.path)
-import psutil
+import ray
 import torch
 from PIL import Image
 
 
-class PeakRSS:
-    """Context manager sampling the summed RSS of this process and all its descendants."""
+@contextmanager
+def peak_rss(interval: float = 0.05) -> Iterator[dict]:
+    """Yield a dict whose ``mb`` is the peak summed RSS of this process and its descendants."""
+    import psutil  # Ray bundles it; importing ray first puts it on sys.path
 
-    def __init__(self, interval: float = 0.05) -> None:
-        self.interval, self.peak = interval, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    out, stop, me = {"mb": 0.0}, threading.Event(), psutil.Process()
 
-    def _sample(self) -> int:
-        me = psutil.Process()
-        total = 0
-        for proc in [me, *me.children(recursive=True)]:
-            try:
-                total += proc.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
+    def sample() -> None:
+        while not stop.is_set():
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    pass
+            out["mb"] = max(out["mb"], round(total / 2**20, 1))
+            stop.wait(interval)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._sample())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "PeakRSS":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def peak_mb(self) -> float:
-        return round(self.peak / 2**20, 1)
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield out
+    finally:
+        stop.set()
+        thread.join()
 
 
 def make_images(tmp: Path, n: int, size: int) -> tuple[Path, Path]:
@@ -103,7 +97,7 @@ def run_loop(folder: Path, out: Path, args: argparse.Namespace) -> dict:
     from tagger.models import load_clip
 
     torch.set_num_threads(args.loop_threads)  # as many as the encoder actor (1 CPU) gets
-    with PeakRSS() as rss:
+    with peak_rss() as rss:
         t0 = time.perf_counter()
         clip = load_clip(args.model, args.pretrained, device="cpu")
         data = ImageFiles(folder, clip.preprocess)
@@ -115,29 +109,31 @@ def run_loop(folder: Path, out: Path, args: argparse.Namespace) -> dict:
                 feats.append(f.numpy().astype(np.float16))
         np.save(out, np.concatenate(feats))
         dt = time.perf_counter() - t0
-    return {"n": len(data), "s": dt, "img_s": len(data) / dt, "peak_rss_mb": rss.peak_mb}
+    return {"n": len(data), "s": dt, "img_s": len(data) / dt, "peak_rss_mb": rss["mb"]}
 
 
 def run_pipeline(folder: Path, ws_root: Path, args: argparse.Namespace) -> dict:
-    """``run_encode`` on a fresh workspace (Ray already running)."""
+    """``run_encode`` on a fresh workspace, in a fresh local Ray started before the clock starts."""
     from tagger.encode import EncodeConfig, run_encode
+    from tagger.raycluster import ray_session
     from tagger.workspace import Workspace
 
     cfg = EncodeConfig(model=args.model, pretrained=args.pretrained, batch_size=args.batch_size,
                        partition_size=args.partition_size, decode_concurrency=args.workers)
-    idle_mb = round(PeakRSS()._sample() / 2**20, 1)
-    with PeakRSS() as rss:
-        t0 = time.perf_counter()
+    t0 = time.perf_counter()
+    with ray_session(), peak_rss() as rss:
+        t1 = time.perf_counter()
+        threads = actor_threads()
+        t2 = time.perf_counter()
         stats = run_encode(Workspace.at(ws_root), str(folder), cfg, progress=False)
-        dt = time.perf_counter() - t0
+        dt = time.perf_counter() - t2
     n = stats["encoded"] + stats["errors"]
-    return {"n": n, "s": dt, "img_s": n / dt, "peak_rss_mb": rss.peak_mb, "idle_rss_mb": idle_mb, "stats": stats}
+    return {"n": n, "s": dt, "img_s": n / dt, "peak_rss_mb": rss["mb"], "stats": stats,
+            "ray_s": t1 - t0, "threads": threads}
 
 
 def actor_threads() -> int:
     """torch threads inside a 1-CPU Ray task (what the CPU encoder actor gets)."""
-    import ray
-
     @ray.remote(num_cpus=1)
     def probe() -> int:
         import torch as t
@@ -146,15 +142,40 @@ def actor_threads() -> int:
 
 
 def print_table(rows: list[tuple]) -> None:
-    head = ("run", "images", "seconds", "img/s", "peak RSS MB")
-    print(" | ".join(f"{h:>12}" for h in head))
-    for r in rows:
-        print(" | ".join(f"{v:>12.1f}" if isinstance(v, float) else f"{v!s:>12}" for v in r))
+    print(f"{'run':<14} | {'images':>7} | {'seconds':>8} | {'img/s':>8} | {'peak RSS MB':>11}")
+    for name, n, sec, rate, rss in rows:
+        print(f"{name:<14} | {n:>7} | {sec:>8.1f} | {rate:>8.1f} | {rss:>11.1f}")
+
+
+def marginal(first: dict, second: dict) -> float:
+    """img/s of the extra images of the larger run (fixed costs cancel); NaN if it was not slower."""
+    extra = second["s"] - first["s"]
+    return (second["n"] - first["n"]) / extra if extra > 0 else float("nan")
+
+
+def report(a: argparse.Namespace, pipe: tuple, loop: tuple) -> None:
+    ray_s = sum(r["ray_s"] for r in pipe) / 2
+    print(f"model {a.model}, {a.size}px JPEG, batch {a.batch_size}, decode workers {a.workers}, torch "
+          f"threads loop {a.loop_threads} / actor {pipe[0]['threads']}; Ray start {ray_s:.1f} s (not counted)")
+    print_table([(f"{name} {k}", r["n"], r["s"], r["img_s"], r["peak_rss_mb"])
+                 for name, runs in (("pipeline", pipe), ("plain loop", loop)) for k, r in zip(("N", "2N"), runs)])
+    st, m_pipe, m_loop = pipe[1]["stats"], marginal(*pipe), marginal(*loop)
+    print(f"marginal img/s (2N - N images): pipeline {m_pipe:.1f}, loop {m_loop:.1f} (nan: noise; raise --n)")
+    print(f"pipeline 2N: encode {st['encode_s']} s, index build {st.get('global_build_s')} + "
+          f"{st.get('patch_build_s')} s, errors {st['errors']}")
+    print(json.dumps({
+        "bench": "encode", "model": a.model, "size": a.size, "n": [a.n, 2 * a.n],
+        "pipeline_img_s": round(pipe[1]["img_s"], 2), "loop_img_s": round(loop[1]["img_s"], 2),
+        "ratio": round(pipe[1]["img_s"] / loop[1]["img_s"], 3),
+        "marginal_ratio": None if np.isnan(m_pipe / m_loop) else round(m_pipe / m_loop, 3), "ray_start_s": round(ray_s, 2),
+        "peak_rss_mb": {"pipeline": [pipe[0]["peak_rss_mb"], pipe[1]["peak_rss_mb"]],
+                        "loop": [loop[0]["peak_rss_mb"], loop[1]["peak_rss_mb"]]},
+        "rss_growth_2n_over_n": round(pipe[1]["peak_rss_mb"] / pipe[0]["peak_rss_mb"], 3)}))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=400, help="N: the pipeline runs at N and 2N images")
+    p.add_argument("--n", type=int, default=2000, help="images of the smaller run (the larger has 2N)")
     p.add_argument("--size", type=int, default=256, help="side of the JPEG files (toy scenes are 128)")
     p.add_argument("--model", default="toy-vit")
     p.add_argument("--pretrained", default=None, help="hub tag or checkpoint path (default: shipped/random)")
@@ -163,35 +184,16 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1, help="decode tasks in flight = DataLoader workers")
     p.add_argument("--loop-threads", type=int, default=1, help="torch threads of the loop (the actor has 1 CPU)")
     a = p.parse_args()
-    from tagger.raycluster import ray_session
-
     tmp = Path(tempfile.mkdtemp(prefix="tagger-bench-encode-"))
     try:
         small, big = make_images(tmp, a.n, a.size)
-        loop = run_loop(big, tmp / "loop.npy", a)  # first: no Ray processes in its tree
-        t0 = time.perf_counter()
-        with ray_session():
-            ray_s = time.perf_counter() - t0
-            threads = actor_threads()
-            pipe_n = run_pipeline(small, tmp / "ws-n", a)
-            pipe_2n = run_pipeline(big, tmp / "ws-2n", a)
+        loop_n = run_loop(small, tmp / "loop.npy", a)  # first: no Ray processes in its tree
+        loop_2n = run_loop(big, tmp / "loop.npy", a)
+        pipe_n = run_pipeline(small, tmp / "ws-n", a)
+        pipe_2n = run_pipeline(big, tmp / "ws-2n", a)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"model {a.model}, {a.size}px JPEG, batch {a.batch_size}, decode workers {a.workers}, "
-          f"torch threads loop {a.loop_threads} / actor {threads}; Ray start {ray_s:.1f} s (not counted)")
-    print_table([("pipeline N", pipe_n["n"], pipe_n["s"], pipe_n["img_s"], pipe_n["peak_rss_mb"]),
-                 ("pipeline 2N", pipe_2n["n"], pipe_2n["s"], pipe_2n["img_s"], pipe_2n["peak_rss_mb"]),
-                 ("plain loop 2N", loop["n"], loop["s"], loop["img_s"], loop["peak_rss_mb"])])
-    st = pipe_2n["stats"]
-    print(f"pipeline 2N: encode {st['encode_s']} s, index build {st.get('global_build_s')} + "
-          f"{st.get('patch_build_s')} s, errors {st['errors']}; tree RSS before each run (Ray idle) "
-          f"{pipe_n['idle_rss_mb']} / {pipe_2n['idle_rss_mb']} MB")
-    print(json.dumps({"bench": "encode", "model": a.model, "size": a.size, "n": [a.n, 2 * a.n],
-                      "pipeline_img_s": round(pipe_2n["img_s"], 2), "loop_img_s": round(loop["img_s"], 2),
-                      "ratio": round(pipe_2n["img_s"] / loop["img_s"], 3), "ray_start_s": round(ray_s, 2),
-                      "peak_rss_mb": {"pipeline_n": pipe_n["peak_rss_mb"], "pipeline_2n": pipe_2n["peak_rss_mb"],
-                                      "loop_2n": loop["peak_rss_mb"]},
-                      "rss_growth_2n_over_n": round(pipe_2n["peak_rss_mb"] / pipe_n["peak_rss_mb"], 3)}))
+    report(a, (pipe_n, pipe_2n), (loop_n, loop_2n))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ class NightlyConfig:
 def vocabulary_diff(cat) -> dict[str, list[str]]:
     """Labels added and retired since the current run."""
     current = cat.current_run()
-    before = set(current.labels or []) if current else set()
+    before = set(cat.get_run(current).labels or []) if current is not None else set()
     now = cat.active_labels()
     return {"added": [x for x in now if x not in before], "retired": sorted(before - set(now))}
 
@@ -78,8 +78,7 @@ def run_nightly(workspace, source: str | None, encode_cfg: EncodeConfig, cfg: Ni
     timings["tag"] = time.time() - t
     _crash("tag", crash_at)
     with Catalog.open(workspace.catalog) as cat:
-        current = cat.current_run()
-        previous = current.run_id if current else None
+        previous = cat.current_run()
         if previous != tag["run_id"]:
             cat.set_current(tag["run_id"])
         _crash("switch", crash_at)

@@ -1,0 +1,133 @@
+"""Tagging throughput from stored embeddings against the matrix-multiply roofline of the same shapes.
+
+    python bench/tag.py [--n 256] [--dim 512] [--patches 196] [--labels 80 1000] [--repeat 5]
+
+Inputs are random fp32 unit vectors shaped like ViT-B/16 output (d=512, P=196 patches per image),
+a random classifier (C labels) and a random memory bank (K rows, default K=C as the "prompts"
+memory). The measured path is ``tagger.scoring.comc_scores`` with the default ScoreConfig: mapping
+of the global and every patch embedding onto the memory, classification, max over patches,
+fusion and per-image standardisation. The roofline is the time of the bare matrix multiplies
+that path cannot avoid, timed in the same process: ``v @ M.T`` and ``a @ M`` of the mapping and
+``v' @ W.T`` of the classifier, for the global and the patch rows. ``fraction`` =
+roofline time / comc time (1.0 = no overhead beyond the multiplies). Decoding the patches of the
+same images from a PQ patch store (``PatchStore.decode``) is timed separately. Repetitions are
+interleaved and the median is kept. Ends with one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+
+from tagger.mapping import MemoryBank, cross_modal_map
+from tagger.scoring import ScoreConfig, comc_scores
+from tagger.store import IndexConfig, PatchStore
+
+
+def unit(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    x = rng.standard_normal(shape, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def roofline(g: np.ndarray, flat: np.ndarray, w: np.ndarray, mem: np.ndarray, bufs: dict) -> float:
+    """Seconds of the bare multiplies of comc_scores, into preallocated outputs."""
+    t0 = time.perf_counter()
+    for name, v in (("g", g), ("p", flat)):
+        np.matmul(v, mem.T, out=bufs[name + "_sim"])  # attention logits
+        np.matmul(bufs[name + "_att"], mem, out=bufs[name + "_read"])  # memory read-out
+        np.matmul(v, w.T, out=bufs[name + "_score"])  # classifier
+    return time.perf_counter() - t0
+
+
+def buffers(rows: dict[str, int], k: int, c: int, d: int, rng: np.random.Generator) -> dict:
+    out = {}
+    for name, n in rows.items():
+        out[name + "_sim"] = np.empty((n, k), np.float32)
+        out[name + "_att"] = rng.random((n, k), dtype=np.float32)
+        out[name + "_read"] = np.empty((n, d), np.float32)
+        out[name + "_score"] = np.empty((n, c), np.float32)
+    return out
+
+
+def timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def bench_labels(g: np.ndarray, p: np.ndarray, c: int, k: int, repeat: int, seed: int) -> dict:
+    """Median comc_scores time, roofline time and mapping-only time for C labels, K memory rows."""
+    rng = np.random.default_rng(seed)
+    n, num_p, d = p.shape
+    w, mem = unit(rng, c, d), MemoryBank(unit(rng, k, d))
+    cfg = ScoreConfig()
+    flat = p.reshape(n * num_p, d)
+    bufs = buffers({"g": n, "p": n * num_p}, k, c, d, rng)
+    comc_scores(g, p, w, mem, cfg)  # warm-up
+    roofline(g, flat, w, mem.vectors, bufs)
+    comc, roof, mapping = [], [], []
+    for _ in range(repeat):
+        comc.append(timed(comc_scores, g, p, w, mem, cfg))
+        roof.append(roofline(g, flat, w, mem.vectors, bufs))
+        mapping.append(timed(cross_modal_map, flat, mem, cfg.tau, cfg.alpha, cfg.topk))
+    comc_s, roof_s = statistics.median(comc), statistics.median(roof)
+    flops = 2 * (n + n * num_p) * d * (2 * k + c)
+    return {"labels": c, "memory_rows": k, "comc_s": comc_s, "roofline_s": roof_s,
+            "map_patches_s": statistics.median(mapping), "img_s": n / comc_s,
+            "fraction": roof_s / comc_s, "roofline_gflops": flops / roof_s / 1e9}
+
+
+def bench_pq_decode(p: np.ndarray, patch_bytes: int, train: int, repeat: int, seed: int) -> dict:
+    """Median time of PatchStore.decode for all images of ``p`` (PQ trained on a sample)."""
+    n, num_p, d = p.shape
+    store = PatchStore(d, num_p, IndexConfig(patch_bytes=patch_bytes, use_gpu=False))
+    flat = p.reshape(-1, d)
+    rng = np.random.default_rng(seed)
+    store.train(flat[rng.choice(flat.shape[0], min(train, flat.shape[0]), replace=False)])
+    ids = np.arange(n, dtype=np.int64)
+    store.add(ids, p)
+    store.decode(ids)
+    times = [timed(store.decode, ids) for _ in range(repeat)]
+    s = statistics.median(times)
+    return {"patch_bytes": patch_bytes, "decode_s": s, "img_s": n / s}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=256, help="images per call (a tag shard holds 256)")
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--patches", type=int, default=196)
+    ap.add_argument("--labels", type=int, nargs="+", default=[80, 1000])
+    ap.add_argument("--memory-rows", type=int, default=0, help="K (0: as many as labels)")
+    ap.add_argument("--patch-bytes", type=int, default=16, help="PQ code bytes per patch")
+    ap.add_argument("--pq-train", type=int, default=20000, help="patch vectors to train PQ on")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    rng = np.random.default_rng(a.seed)
+    g, p = unit(rng, a.n, a.dim), unit(rng, a.n, a.patches, a.dim)
+    rows = [bench_labels(g, p, c, a.memory_rows or c, a.repeat, a.seed + c) for c in a.labels]
+    dec = bench_pq_decode(p, a.patch_bytes, a.pq_train, a.repeat, a.seed)
+    print(f"{a.n} images, d={a.dim}, P={a.patches}, fp32; median of {a.repeat}")
+    print(f"{'labels':>6} | {'K':>5} | {'comc s':>7} | {'roof s':>7} | {'fraction':>8} | "
+          f"{'img/s':>7} | {'map s':>6} | {'GFLOP/s':>7} | {'PQ dec/comc':>11}")
+    for r in rows:
+        print(f"{r['labels']:>6} | {r['memory_rows']:>5} | {r['comc_s']:>7.3f} | {r['roofline_s']:>7.3f} | "
+              f"{r['fraction']:>8.2f} | {r['img_s']:>7.0f} | {r['map_patches_s']:>6.3f} | "
+              f"{r['roofline_gflops']:>7.1f} | {dec['decode_s'] / r['comc_s']:>11.2f}")
+    print(f"PQ{dec['patch_bytes']} decode of {a.n} x {a.patches} patches: {dec['decode_s']:.3f} s "
+          f"({dec['img_s']:.0f} img/s)")
+    print(json.dumps({"bench": "tag", "n": a.n, "dim": a.dim, "patches": a.patches,
+                      "ratio": {str(r["labels"]): round(r["fraction"], 3) for r in rows},
+                      "img_s": {str(r["labels"]): round(r["img_s"], 1) for r in rows},
+                      "comc_s": {str(r["labels"]): round(r["comc_s"], 4) for r in rows},
+                      "roofline_s": {str(r["labels"]): round(r["roofline_s"], 4) for r in rows},
+                      "pq_decode_s": round(dec["decode_s"], 4), "pq_decode_img_s": round(dec["img_s"], 1),
+                      "patch_bytes": dec["patch_bytes"]}))
+
+
+if __name__ == "__main__":
+    main()
