@@ -33,7 +33,7 @@ def global_scores(g: np.ndarray, weight: np.ndarray, memory: MemoryBank | None, 
 def local_scores(p: np.ndarray, weight: np.ndarray, memory: MemoryBank | None, cfg: ScoreConfig) -> np.ndarray:
     """Max over patches of mapped patch scores: (n, P, d) -> (n, C)."""
     n, num_p, d = p.shape
-    mapped = cross_modal_map(p.reshape(n * num_p, d).astype(np.float32), memory, cfg.tau, cfg.alpha, cfg.topk)
+    mapped = cross_modal_map(p.reshape(n * num_p, d).astype(np.float32, copy=False), memory, cfg.tau, cfg.alpha, cfg.topk)
     return (mapped @ weight.T).reshape(n, num_p, -1).max(axis=1)
 
 

@@ -49,23 +49,32 @@ class MemoryBank:
         return cls(np.load(Path(path)), kind)
 
 
-def _softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    x = x - x.max(axis=axis, keepdims=True)
-    e = np.exp(x)
-    return e / e.sum(axis=axis, keepdims=True)
+def _softmax_(x: np.ndarray) -> np.ndarray:
+    """Row softmax computed in place (x is a scratch buffer)."""
+    x -= x.max(axis=-1, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=-1, keepdims=True)
+    return x
+
+
+def _normalize_(u: np.ndarray) -> np.ndarray:
+    norms = np.sqrt(np.einsum("nd,nd->n", u, u))
+    u /= np.maximum(norms, 1e-12)[:, None]
+    return u
 
 
 def attend(v: np.ndarray, memory: MemoryBank, tau: float, topk: int | None = None) -> np.ndarray:
     """Unit-norm attention readout u of each row of v (shape (n, d)) over the memory."""
     v = np.ascontiguousarray(v, np.float32)
     if topk is None or topk >= memory.size:
-        a = _softmax((v @ memory.vectors.T) / tau)
-        u = a @ memory.vectors
+        logits = v @ memory.vectors.T
+        logits *= np.float32(1.0 / tau)
+        u = _softmax_(logits) @ memory.vectors
     else:
         sims, idx = memory.index().search(v, topk)
-        a = _softmax(sims / tau)
-        u = np.einsum("nk,nkd->nd", a, memory.vectors[idx])
-    return u / np.maximum(np.linalg.norm(u, axis=-1, keepdims=True), 1e-12)
+        sims *= np.float32(1.0 / tau)
+        u = np.einsum("nk,nkd->nd", _softmax_(sims), memory.vectors[idx])
+    return _normalize_(u)
 
 
 def cross_modal_map(v: np.ndarray, memory: MemoryBank | None, tau: float = 0.01, alpha: float = 0.7,
@@ -78,5 +87,8 @@ def cross_modal_map(v: np.ndarray, memory: MemoryBank | None, tau: float = 0.01,
     out = np.empty_like(flat)
     for i in range(0, len(flat), batch):
         x = flat[i:i + batch]
-        out[i:i + batch] = alpha * x + (1 - alpha) * attend(x, memory, tau, topk)
+        u = attend(x, memory, tau, topk)
+        u *= np.float32(1 - alpha)
+        np.multiply(x, np.float32(alpha), out=out[i:i + batch])
+        out[i:i + batch] += u
     return out.reshape(shape)
