@@ -120,7 +120,7 @@ def tag(
     pretrained: PretrainedOpt = None,
     classifier_id: Annotated[Optional[str], typer.Option(help="classifier to use (default: the newest)")] = None,
     top_k: Annotated[int, typer.Option(min=1, help="labels kept per image")] = 5,
-    threshold: Annotated[float, typer.Option(help="positive when the standardised score reaches this")] = 2.0,
+    threshold: Annotated[float, typer.Option(help="positive when the standardised score reaches this")] = 0.5,
     patch_source: Annotated[PatchSource, typer.Option(
         help="pq: the compressed patch store; raw: the fp16 patches in the shards")] = PatchSource.PQ,
     concurrency: Annotated[int, typer.Option(min=1, help="tagging actors")] = 1,

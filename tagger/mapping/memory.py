@@ -78,7 +78,7 @@ def attend(v: np.ndarray, memory: MemoryBank, tau: float, topk: int | None = Non
 
 
 def cross_modal_map(v: np.ndarray, memory: MemoryBank | None, tau: float = 0.01, alpha: float = 0.7,
-                    topk: int | None = None, batch: int = 65536) -> np.ndarray:
+                    topk: int | None = None, batch: int = 8192) -> np.ndarray:
     """Map image embeddings of shape (..., d) toward the text modality; alpha=1 or no memory is identity."""
     if memory is None or alpha >= 1.0:
         return np.asarray(v, np.float32)
