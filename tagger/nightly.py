@@ -83,6 +83,7 @@ def run_nightly(workspace, source: str | None, encode_cfg: EncodeConfig, cfg: Ni
             cat.set_current(tag["run_id"])
         _crash("switch", crash_at)
         pruned = cat.prune_runs(cfg.keep_runs)
+        _crash("prune", crash_at)
     return {"encoded": enc["encoded"], "errors": enc["errors"], "vocabulary": diff,
             "corpus": text["corpus_id"], "text_stats": text["stats"], "classifier": trained["classifier_id"],
             "run_id": tag["run_id"], "previous_run": previous, "pruned": pruned,

@@ -25,7 +25,7 @@ def test_shipped_weights_load_by_name(name):
     for k, v in clip.model.state_dict().items():
         assert torch.equal(v.float(), sd[k].float()), k
     # open_clip's own factory loads the same file through the same code path
-    m = open_clip.create_model(name, pretrained=str(registry.weights_path(name)))
+    m = open_clip.create_model(name, pretrained=str(registry.weights_path(name))).eval()
     x = torch.randn(2, 3, clip.image_size, clip.image_size)
     with torch.no_grad():
         assert torch.allclose(m.encode_image(x), clip.model.encode_image(x), atol=1e-5)
