@@ -15,13 +15,7 @@ from tagger.store import gpu
 D = 24
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_faiss_thread():
-    """Small indexes train slower with OpenMP threads contending on a busy machine."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 def _vectors(n: int, seed: int = 0) -> np.ndarray:

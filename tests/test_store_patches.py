@@ -23,13 +23,7 @@ PQ = IndexConfig(patch_bytes=8, nbits=8, train_size=N * P)
 FLAT = IndexConfig(patch_factory="Flat")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_faiss_thread():
-    """Small indexes train slower with OpenMP threads contending on a busy machine."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 def _patches(n: int = N, seed: int = 0) -> np.ndarray:

@@ -32,13 +32,7 @@ N, P, D = 120, 4, 16
 CFG = IndexConfig(patch_bytes=6, nbits=6, train_size=400, batch_size=50)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_faiss_thread():
-    """Small indexes train slower with OpenMP threads contending on a busy machine."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
