@@ -4,6 +4,8 @@
 """
 from __future__ import annotations
 
+import argparse
+
 from jobs.common import add_model_args, parser, run
 from tagger.encode import EncodeConfig, run_encode
 
@@ -17,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--concurrency", type=int, default=1, help="encoder actors")
     p.add_argument("--decode-concurrency", type=int, default=1)
     p.add_argument("--num-gpus", type=float, default=None, help="GPUs per encoder actor (default: 1 if any)")
-    p.add_argument("--crash-after", type=int, default=None, help=argparse_hidden())
+    p.add_argument("--crash-after", type=int, default=None, help=argparse.SUPPRESS)  # crash tests
     args = p.parse_args(argv)
 
     def go(a, ws):
@@ -35,11 +37,6 @@ def _gpus(requested: float | None) -> float:
         return requested
     import torch
     return 1.0 if torch.cuda.is_available() else 0.0
-
-
-def argparse_hidden() -> str:
-    import argparse
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

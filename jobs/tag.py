@@ -4,6 +4,8 @@
 """
 from __future__ import annotations
 
+import argparse
+
 from jobs.common import add_model_args, parser, run
 from tagger.models.loader import model_id_for
 from tagger.tag import TagConfig, run_tag
@@ -18,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--patch-source", choices=["pq", "raw"], default="pq")
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--no-current", action="store_true", help="load the run but do not make it current")
-    p.add_argument("--crash-after", type=int, default=None)
+    p.add_argument("--crash-after", type=int, default=None, help=argparse.SUPPRESS)  # crash tests
     args = p.parse_args(argv)
 
     def go(a, ws):
