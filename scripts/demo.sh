@@ -22,6 +22,8 @@ $RAY start --head --node-ip-address 127.0.0.1 --dashboard-host 127.0.0.1 --disab
 trap '$RAY stop --force >/dev/null 2>&1 || true' EXIT
 
 submit() { $RAY job submit --address $ADDR --working-dir . -- "$PY" -m "$@"; }
+# `ray start` returns before the job agent accepts jobs
+for _ in $(seq 60); do $RAY job submit --address $ADDR -- true >/dev/null 2>&1 && break; sleep 2; done
 
 echo "== labels"
 $TAGGER labels add --toy -w "$WS"

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import open_clip
 import pytest
+from raytools import ENV, stop_orphaned_ray
 import torch
 
 import tagger.models  # noqa: F401  (registers the toy model configs with open_clip)
@@ -16,7 +16,6 @@ from tagger.catalog import Catalog
 from tagger.store import index_paths, list_done_shards
 
 pytestmark = pytest.mark.ray
-ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +52,7 @@ def test_killed_encode_rerun_equals_clean_run(toy_folder, tmp_path, checkpoint):
     assert summary["encoded"] == len(truth) and summary["errors"] == 2
 
     crashed = encode(tmp_path / "crash", folder, checkpoint, "--crash-after", "2")
+    stop_orphaned_ray()
     assert crashed.returncode != 0  # the driver died part-way
     with Catalog.open(tmp_path / "crash" / "catalog.duckdb", read_only=True) as cat:
         done_before = cat.query("SELECT count(*) FROM encodings")[0][0]

@@ -3,7 +3,6 @@ killed after each stage in turn ends with the same tags as an uninterrupted one.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from raytools import ENV, stop_orphaned_ray
 
 from tagger.catalog import Catalog
 from tagger.evaluate.metrics import per_class_ap
@@ -19,7 +19,6 @@ from tagger.toyworld import LABEL_SYNONYMS, LABELS
 from tagger.toyworld.export import export_scenes
 
 pytestmark = pytest.mark.ray
-ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 FIRST, LATER = list(LABELS[:12]), list(LABELS[12:])
 
 
@@ -95,6 +94,7 @@ def test_nightly_killed_after_each_stage_matches_a_clean_run(tagged_once, tmp_pa
     assert nightly(clean, None).returncode == 0
     for stage in STAGES:
         out = nightly(crashed, None, "--crash-at", stage)
+        stop_orphaned_ray()
         assert out.returncode != 0, f"no crash at {stage}"
     final = nightly(crashed, None)
     assert final.returncode == 0, final.stderr[-3000:]

@@ -3,14 +3,15 @@ then check the tags in the DuckDB catalog against the toy ground truth."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from raytools import ENV
 
 from tagger.catalog import Catalog
 from tagger.evaluate.catalog_eval import score_current_tags
@@ -19,8 +20,6 @@ from tagger.toyworld import LABEL_SYNONYMS, LABELS
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-# a local head on loopback without token auth (a stray ~/.ray/auth_token would switch it on)
-ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
 def _free_port() -> int:
@@ -36,11 +35,28 @@ def ray_head(tmp_path_factory):
     env = ENV
     subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
                     "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "2",
+                    # own agent port: a Ray left behind by a killed process may hold the default one
+                    "--dashboard-agent-listen-port", str(_free_port()),
                     "--disable-usage-stats"], check=True, env=env, capture_output=True, timeout=180)
+    address = f"http://127.0.0.1:{dash}"
     try:
-        yield f"http://127.0.0.1:{dash}"
+        wait_for_job_server(address)
+        yield address
     finally:
         subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def wait_for_job_server(address: str, timeout_s: float = 120) -> None:
+    """`ray start` returns before the job agent accepts jobs: submit a no-op until one succeeds."""
+    deadline = time.time() + timeout_s
+    while True:
+        out = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", address, "--", "true"],
+                             capture_output=True, text=True, timeout=120, env=ENV)
+        if out.returncode == 0:
+            return
+        if time.time() > deadline:
+            raise RuntimeError(f"Ray job server at {address} never became ready: {out.stderr[-500:]}")
+        time.sleep(2)
 
 
 def submit(address: str, *args: str) -> dict:
