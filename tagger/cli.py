@@ -33,14 +33,6 @@ def print_metrics(title: str, metrics: dict) -> None:
     print_summary(title, metrics)
 
 
-def _gpus(requested: float | None) -> float:
-    """GPUs per encoder actor: as requested, else 1 when this machine has a GPU."""
-    if requested is not None:
-        return requested
-    import torch
-    return 1.0 if torch.cuda.is_available() else 0.0
-
-
 def _checkpoint(pretrained: str | None) -> str | None:
     """A local checkpoint path made absolute (it is stored in the workspace settings)."""
     return os.path.abspath(pretrained) if pretrained and os.path.isfile(pretrained) else pretrained
@@ -65,14 +57,14 @@ def encode(
 
     Runs on the Ray cluster of $RAY_ADDRESS, or starts a local one for the call.
     """
-    from .encode import EncodeConfig, run_encode
+    from .encode import EncodeConfig, gpus_per_encoder, run_encode
     with reported():
         ws = workspace_at(workspace)
         name, weights = ws.model(model, _checkpoint(pretrained))
         ws.update_settings(model=name, pretrained=weights)
         cfg = EncodeConfig(model=name, pretrained=weights, partition_size=partition_size, batch_size=batch_size,
                            concurrency=concurrency, decode_concurrency=decode_concurrency,
-                           num_gpus=_gpus(num_gpus))
+                           num_gpus=gpus_per_encoder(num_gpus))
         summary = run_encode(ws, source, cfg, progress=True)
     print_summary(f"encode {summary['model_id']}", summary, as_json)
 

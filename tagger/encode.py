@@ -45,6 +45,14 @@ class EncodeConfig:
         return asdict(self)
 
 
+def gpus_per_encoder(requested: float | None) -> float:
+    """GPUs per encoder actor: as requested, else 1 when this machine has a GPU."""
+    if requested is not None:
+        return requested
+    import torch
+    return 1.0 if torch.cuda.is_available() else 0.0
+
+
 def plan_partitions(pending: list[tuple[int, str]], size: int) -> list[dict[str, Any]]:
     """Split pending (image_id, uri) pairs, sorted by id, into named partitions."""
     pending = sorted(pending)
