@@ -178,7 +178,7 @@ def test_dockerfile():
     assert froms and re.match(r"nvidia/cuda:12\.[\d.]+-(cudnn-)?runtime-ubuntu", froms[-1])
     assert re.search(r"^ARG PYTHON_VERSION=3\.11$", text, re.M)
     assert re.search(r"pip uninstall -y faiss-cpu\s*\\?\s*&& pip install faiss-gpu\b", text)
-    assert "ray[default]" in text and "pip install ." in text
+    assert "ray[default,data]" in text and "pip install ." in text
     assert re.search(r"^WORKDIR /app$", text, re.M)
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users and users[-1] not in ("root", "0")
