@@ -28,7 +28,7 @@ VOC_CLASSES: tuple[str, ...] = (
 )
 
 # every object small: box area (2 * 0.085)^2 = 0.0289 of the image, below toyworld.SMALL_AREA
-SMALL_OBJECTS = SceneConfig(max_radius=0.085)
+SMALL_OBJECTS = SceneConfig(min_radius=0.07, max_radius=0.085)
 
 TOY_PREFIX = "toy"
 

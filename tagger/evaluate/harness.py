@@ -35,7 +35,7 @@ def cache_dir() -> Path:
 
 def _cache_key(clip, dataset, fcfg: FeatureConfig) -> str:
     ident = json.dumps([clip.model_id, dataset.name, len(dataset.items), dataset.items[:3], dataset.items[-3:],
-                        asdict(fcfg)], default=str)
+                        asdict(fcfg), getattr(dataset, "scene_config", None)], default=str)
     return hashlib.sha256(ident.encode()).hexdigest()[:20]
 
 

@@ -26,10 +26,12 @@ class SceneConfig:
     size: int = 128
     min_objects: int = 1
     max_objects: int = 5
-    min_radius: float = 0.07  # fraction of the image side
+    min_radius: float = 0.08  # fraction of the image side
     max_radius: float = 0.34
-    noise_std: float = 8.0
+    noise_std: float = 4.0
+    max_overlap: float = 0.25  # at most this fraction of a new object's box may cover earlier objects
     world_seed: int = 1234
+    version: int = 3  # bumped whenever drawing changes, so cached embeddings of older worlds are not reused
 
 
 @dataclass
@@ -71,6 +73,46 @@ def _rng(cfg: SceneConfig, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([cfg.world_seed, SPLITS[split], int(index)])
 
 
+def _contrasting_colour(rng: np.random.Generator, names: list[str], bg_mean: np.ndarray,
+                        min_dist: float = 90.0, tries: int = 8) -> str:
+    """A colour name whose RGB stands out from the background's mean colour (best of a few draws)."""
+    best, best_d = names[0], -1.0
+    for _ in range(tries):
+        name = names[int(rng.integers(len(names)))]
+        d = float(np.linalg.norm(np.asarray(COLOURS[name], np.float32) - bg_mean))
+        if d >= min_dist:
+            return name
+        if d > best_d:
+            best, best_d = name, d
+    return best
+
+
+def _overlap(box: tuple[float, float, float, float], others: list) -> float:
+    """Largest fraction of ``box`` covered by any box in ``others``."""
+    x0, y0, x1, y1 = box
+    area = max(1e-6, (x1 - x0) * (y1 - y0))
+    best = 0.0
+    for a0, b0, a1, b1 in others:
+        inter = max(0.0, min(x1, a1) - max(x0, a0)) * max(0.0, min(y1, b1) - max(y0, b0))
+        best = max(best, inter / area)
+    return best
+
+
+def _place(rng: np.random.Generator, r: float, size: int, boxes: list, max_overlap: float,
+           tries: int = 12) -> tuple[float, float]:
+    """A centre that keeps the object in frame and mostly off earlier ones (least-covered of a few draws)."""
+    best, best_cover = (size / 2, size / 2), 2.0
+    lo, hi = r * 0.85, size - r * 0.85
+    for _ in range(tries):
+        cx, cy = float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi))
+        cover = _overlap((cx - r, cy - r, cx + r, cy + r), boxes)
+        if cover <= max_overlap:
+            return cx, cy
+        if cover < best_cover:
+            best, best_cover = (cx, cy), cover
+    return best
+
+
 def make_scene(index: int, split: str = "train", cfg: SceneConfig | None = None) -> Scene:
     """Generate scene ``index`` of ``split``: deterministic for a given config."""
     cfg = cfg or SceneConfig()
@@ -78,6 +120,7 @@ def make_scene(index: int, split: str = "train", cfg: SceneConfig | None = None)
     size = cfg.size
     bg = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     arr = background(rng, size, bg)
+    bg_mean = arr.reshape(-1, 3).mean(0)
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
     n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
@@ -91,9 +134,8 @@ def make_scene(index: int, split: str = "train", cfg: SceneConfig | None = None)
     for k in order:
         label = LABELS[int(chosen[k])]
         r = float(radii[k])
-        cx = float(rng.uniform(r * 0.6, size - r * 0.6))
-        cy = float(rng.uniform(r * 0.6, size - r * 0.6))
-        cname = colour_names[int(rng.integers(len(colour_names)))]
+        cx, cy = _place(rng, r, size, [o.box for o in objects], cfg.max_overlap)
+        cname = _contrasting_colour(rng, colour_names, bg_mean)
         col = tuple(int(np.clip(v + rng.integers(-20, 21), 0, 255)) for v in COLOURS[cname])
         rot = float(rng.uniform(-np.pi, np.pi))
         DRAWERS[label](draw, cx, cy, r, col, rot)

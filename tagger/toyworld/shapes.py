@@ -179,11 +179,11 @@ def background(rng: np.random.Generator, size: int, kind: str) -> np.ndarray:
     elif kind == "stripes":
         f = rng.uniform(4, 12)
         a = rng.uniform(0, np.pi)
-        t = (np.sin(2 * np.pi * f * (np.cos(a) * xx + np.sin(a) * yy)) > 0).astype(np.float32) * 0.35
+        t = (np.sin(2 * np.pi * f * (np.cos(a) * xx + np.sin(a) * yy)) > 0).astype(np.float32) * 0.18
     elif kind == "checks":
         f = int(rng.integers(3, 9))
-        t = (((xx * f).astype(int) + (yy * f).astype(int)) % 2).astype(np.float32) * 0.3
+        t = (((xx * f).astype(int) + (yy * f).astype(int)) % 2).astype(np.float32) * 0.15
     else:  # speckles
-        t = (rng.random((size, size)) < 0.08).astype(np.float32) * 0.6
+        t = (rng.random((size, size)) < 0.06).astype(np.float32) * 0.3
     img = base[None, None, :] * (1 - t[..., None]) + other[None, None, :] * t[..., None]
     return img
