@@ -54,6 +54,30 @@ def test_default_world_has_large_objects_too() -> None:
     assert not all(make_scene(i, "test").all_small for i in range(30))
 
 
+def test_objects_stay_in_frame_and_mostly_apart() -> None:
+    from tagger.toyworld.scenes import _overlap
+    cfg = SceneConfig()
+    covered = total = 0
+    for i in range(150):
+        scene = make_scene(i, "train")
+        for k, obj in enumerate(scene.objects):
+            x0, y0, x1, y1 = obj.box
+            r = (x1 - x0) / 2
+            assert min(x0, y0) >= -0.15 * r - 1e-6 and max(x1, y1) <= cfg.size + 0.15 * r + 1e-6
+            covered += _overlap(obj.box, [o.box for o in scene.objects[:k]]) > cfg.max_overlap
+            total += 1
+    # placement retries keep heavy occlusion rare, but it is allowed when a scene is crowded
+    assert total > 300 and covered / total < 0.25
+
+
+def test_object_colours_stand_out_from_the_background() -> None:
+    from tagger.toyworld.scenes import _contrasting_colour
+    rng = np.random.default_rng(0)
+    grey = np.array([128.0, 128.0, 128.0])
+    picks = {_contrasting_colour(rng, ["grey", "red", "black"], grey) for _ in range(50)}
+    assert "grey" not in picks and picks <= {"red", "black"}
+
+
 def _names(label: str) -> tuple[str, ...]:
     return (label,) + LABEL_SYNONYMS[label]
 
