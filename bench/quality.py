@@ -3,8 +3,9 @@
     python bench/quality.py [--n 2000] [--n-small 500] [--models toy-vit toy-rn]
 
 Rows: zero-shot CLIP (one prompt, ensemble, + standardisation); CoMC global only; + mapping with
-each memory variant; + local; + standardisation (the full method); and the supervised
-linear-probe ceiling. Columns: mAP and F1@3 on the test split, and mAP on the small-object
+each memory variant; + local; + standardisation; the full method with the shipped defaults
+(``ScoreConfig()``, chosen on val by bench/tune.py) and without its mapping or local branch; and
+the supervised linear-probe ceiling. Columns: mAP and F1@3 on the test split, and mAP on the small-object
 subset. Ends with one JSON line of the whole table.
 """
 from __future__ import annotations
@@ -24,15 +25,17 @@ from tagger.toyworld import LABEL_SYNONYMS, LABELS
 
 
 def ablation_rows(default: ScoreConfig) -> list[tuple[str, ScoreConfig]]:
-    """The CoMC ablation ladder, each row adding one component."""
+    """The CoMC ablation ladder, each row adding one component, then the defaults and their ablations."""
     base = replace(default, memory="none", use_local=False, standardize=False)
     rows = [("CoMC global only", base)]
     for mem in ("prompts", "prompts-ensemble", "sentences"):
         rows.append((f"+ mapping [{mem}]", replace(base, memory=mem)))
     mapped = replace(base, memory=default.memory)
     rows.append((f"+ local ({default.memory})", replace(mapped, use_local=True)))
-    rows.append(("+ standardisation (full CoMC)", replace(mapped, use_local=True, standardize=True)))
+    rows.append(("+ standardisation", replace(mapped, use_local=True, standardize=True)))
+    rows.append(("full CoMC (shipped defaults)", default))
     rows.append(("full CoMC without mapping", replace(default, memory="none")))
+    rows.append(("full CoMC without local", replace(default, use_local=False)))
     return rows
 
 

@@ -1,9 +1,10 @@
 """Choose the CoMC inference defaults on the toy world's *validation* split (never on test).
 
-    python bench/tune.py [--model toy-vit] [--n 1000]
+    python bench/tune.py [--model toy-vit toy-rn] [--n 1000]
 
-Grid over memory variant, tau, alpha, local weight and standardisation; prints the best
-settings by val mAP and ends with a JSON line.
+Grid over memory variant, tau, alpha, local weight and standardisation; ranks settings by the
+mean val mAP over the given models (one default must serve every backbone), prints the best
+and each model's own best, and ends with a JSON line.
 """
 from __future__ import annotations
 
@@ -41,27 +42,44 @@ def best_threshold(scores, labels) -> tuple[float, float]:
     return best_t, best_f1
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="toy-vit")
-    p.add_argument("--n", type=int, default=1000)
-    a = p.parse_args()
-    clip = load_clip(a.model, device="cpu")
-    val = embed_dataset(clip, read_toy(n=a.n, split="val"))
+def grid_scores(name: str, n: int) -> tuple[list[tuple[float, ScoreConfig]], tuple]:
+    """Val mAP of every grid setting for one model, plus what the threshold search needs."""
+    clip = load_clip(name, device="cpu")
+    val = embed_dataset(clip, read_toy(n=n, split="val"))
     model = fit_comc(clip, LABELS, LABEL_SYNONYMS, ComcConfig())
     patches = val.patches.astype("float32")
     results = []
     for values in itertools.product(*GRID.values()):
         cfg = replace(ScoreConfig(), **dict(zip(GRID, values)), use_local=values[3] > 0)
         results.append((mean_average_precision(model.scores(val.global_, patches, cfg), val.labels), cfg))
-    results.sort(key=lambda r: -r[0])
-    for m, cfg in results[:8]:
-        print(f"{m:6.2f}  {cfg}")
-    best = results[0][1]
-    thr, f1 = best_threshold(model.scores(val.global_, patches, replace(best, standardize=True)), val.labels)
-    print(f"positive threshold {thr} (val micro-F1 {100 * f1:.1f})")
-    print(json.dumps({"bench": "tune", "model": a.model, "val_mAP": round(results[0][0], 2),
-                      "best": best.to_dict(), "threshold": thr}))
+    return results, (model, val, patches)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", nargs="+", default=["toy-vit", "toy-rn"])
+    p.add_argument("--n", type=int, default=1000)
+    a = p.parse_args()
+    per_model = {name: grid_scores(name, a.n) for name in a.model}
+    configs = [cfg for _, cfg in next(iter(per_model.values()))[0]]
+    table = [(sum(res[i][0] for res, _ in per_model.values()) / len(per_model),
+              [res[i][0] for res, _ in per_model.values()], cfg) for i, cfg in enumerate(configs)]
+    table.sort(key=lambda r: -r[0])
+    print("mean  | " + " | ".join(a.model) + " | setting")
+    for m, each, cfg in table[:8]:
+        print(f"{m:6.2f} | " + " | ".join(f"{v:6.2f}" for v in each) + f" | {cfg}")
+    for name, (res, _) in per_model.items():
+        own = max(res, key=lambda r: r[0])
+        print(f"{name} alone: best {own[0]:.2f} with {own[1]}")
+    best = table[0][2]
+    thresholds = {}
+    for name, (_, (model, val, patches)) in per_model.items():
+        thr, f1 = best_threshold(model.scores(val.global_, patches, replace(best, standardize=True)), val.labels)
+        thresholds[name] = thr
+        print(f"{name}: positive threshold {thr} (val micro-F1 {100 * f1:.1f})")
+    print(json.dumps({"bench": "tune", "models": a.model, "val_mAP_mean": round(table[0][0], 2),
+                      "val_mAP": dict(zip(a.model, [round(v, 2) for v in table[0][1]])),
+                      "best": best.to_dict(), "thresholds": thresholds}))
 
 
 if __name__ == "__main__":

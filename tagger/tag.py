@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .zeroshot import standardize
+
 logger = logging.getLogger(__name__)
 
 
@@ -41,7 +43,7 @@ def tag_rows(image_ids: np.ndarray, scores: np.ndarray, labels: list[str], cfg: 
     rank = np.empty_like(order)
     rows_idx = np.arange(scores.shape[0])[:, None]
     rank[rows_idx, order] = np.arange(scores.shape[1])[None, :]
-    positive = scores >= cfg.threshold
+    positive = standardize(scores) >= cfg.threshold  # per-image calibrated, whatever the ranking scores
     keep = (rank < k) | positive
     r, c = np.nonzero(keep)
     return pa.table({

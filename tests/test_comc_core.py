@@ -120,3 +120,27 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_at(0, cfg) == cfg.warmup_lr
     assert lr_at(1, cfg) == pytest.approx(1e-3 * 0.5 * (1 + np.cos(np.pi / 20)))
     assert lr_at(19, cfg) == pytest.approx(6.16e-6, rel=0.01)
+
+
+def test_tag_rows_keep_top_k_and_positives_on_the_standardised_score():
+    from tagger.tag import TagConfig, tag_rows
+    from tagger.zeroshot import standardize
+
+    rng = np.random.default_rng(3)
+    raw = rng.normal(size=(6, 9)).astype(np.float32) * 0.02 + 0.3  # raw, unstandardised logits
+    raw[0, 4] = 0.5  # one clear positive in image 0
+    table = tag_rows(np.arange(10, 16), raw, [f"l{i}" for i in range(9)], TagConfig(top_k=2, threshold=1.5))
+    rows = table.to_pydict()
+    z = standardize(raw)
+    for img, lab, score, rank, pos in zip(rows["image_id"], rows["label"], rows["score"], rows["rank"], rows["positive"]):
+        i, c = img - 10, int(lab[1:])
+        assert score == pytest.approx(raw[i, c])  # stored scores are the ranking scores
+        assert pos == bool(z[i, c] >= 1.5)
+        assert rank <= 2 or pos
+    assert (10, "l4") in {(i, l) for i, l, p in zip(rows["image_id"], rows["label"], rows["positive"]) if p}
+    # every image keeps exactly its top-2 plus positives
+    for i in range(6):
+        kept = {l for img, l in zip(rows["image_id"], rows["label"]) if img == 10 + i}
+        top2 = {f"l{c}" for c in np.argsort(-raw[i])[:2]}
+        pos = {f"l{c}" for c in np.flatnonzero(z[i] >= 1.5)}
+        assert kept == top2 | pos
