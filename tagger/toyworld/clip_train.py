@@ -25,12 +25,12 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ClipTrainConfig:
     model: str = "toy-vit"
-    steps: int = 1200
-    batch_size: int = 256
+    steps: int = 2000
+    batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.1
     warmup: int = 100
-    n_train: int = 24000
+    n_train: int = 20000
     n_val: int = 1000
     seed: int = 0
     threads: int = 2
