@@ -1,6 +1,6 @@
 """Tag every encoded image from stored embeddings into a new run and make it current.
 
-    python -m jobs.tag --workspace WS [--top-k 5] [--threshold 2.0]
+    python -m jobs.tag --workspace WS [--top-k 5] [--threshold 1.0] [--no-calibrate]
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--classifier-id", default=None, help="default: the newest for the model")
     p.add_argument("--top-k", type=int, default=TagConfig.top_k)
     p.add_argument("--threshold", type=float, default=TagConfig.threshold)
+    p.add_argument("--no-calibrate", action="store_true", help="keep raw scores (no per-label z-score)")
     p.add_argument("--patch-source", choices=["pq", "raw"], default="pq")
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--no-current", action="store_true", help="load the run but do not make it current")
@@ -25,7 +26,8 @@ def main(argv: list[str] | None = None) -> None:
 
     def go(a, ws):
         model, pretrained = ws.model(a.model, a.pretrained)
-        cfg = TagConfig(top_k=a.top_k, threshold=a.threshold, patch_source=a.patch_source, concurrency=a.concurrency)
+        cfg = TagConfig(top_k=a.top_k, threshold=a.threshold, patch_source=a.patch_source, concurrency=a.concurrency,
+                        calibrate=not a.no_calibrate)
         return run_tag(ws, model_id_for(model, pretrained), cfg, a.classifier_id, make_current=not a.no_current,
                        crash_after=a.crash_after)
     run(go, args)

@@ -28,7 +28,7 @@ for _ in $(seq 60); do $RAY job submit --address $ADDR -- true >/dev/null 2>&1 &
 echo "== labels"
 $TAGGER labels add --toy -w "$WS"
 echo "== encode (Ray job)"
-submit jobs.encode --workspace "$WS" --source "$WS/images" --model toy-vit
+submit jobs.encode --workspace "$WS" --source "$WS/images" --model "${TAGGER_DEMO_MODEL:-toy-rn}"
 echo "== generate text (Ray job; offline generator unless OPENAI_BASE_URL/TAGGER_LLM_MODEL are set)"
 submit jobs.generate_text --workspace "$WS"
 echo "== train (Ray job)"

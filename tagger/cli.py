@@ -112,7 +112,10 @@ def tag(
     pretrained: PretrainedOpt = None,
     classifier_id: Annotated[Optional[str], typer.Option(help="classifier to use (default: the newest)")] = None,
     top_k: Annotated[int, typer.Option(min=1, help="labels kept per image")] = 5,
-    threshold: Annotated[float, typer.Option(help="positive when the standardised score reaches this")] = 0.5,
+    threshold: Annotated[float, typer.Option(
+        help="positive when the per-image standardised calibrated score reaches this")] = 1.0,
+    no_calibrate: Annotated[bool, typer.Option(
+        "--no-calibrate", help="keep raw scores (no per-label z-score over a corpus sample)")] = False,
     patch_source: Annotated[PatchSource, typer.Option(
         help="pq: the compressed patch store; raw: the fp16 patches in the shards")] = PatchSource.PQ,
     concurrency: Annotated[int, typer.Option(min=1, help="tagging actors")] = 1,
@@ -126,7 +129,7 @@ def tag(
         ws = workspace_at(workspace)
         name, weights = ws.model(model, pretrained)
         cfg = TagConfig(top_k=top_k, threshold=threshold, patch_source=patch_source.value,
-                        concurrency=concurrency)
+                        concurrency=concurrency, calibrate=not no_calibrate)
         summary = run_tag(ws, model_id_for(name, weights), cfg, classifier_id, make_current=not no_current)
     print_summary(f"run {summary['run_id']}", summary, as_json)
 

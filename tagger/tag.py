@@ -27,7 +27,9 @@ class TagConfig:
     """What a run keeps: the top-k labels per image plus every label over the threshold."""
 
     top_k: int = 5
-    threshold: float = 0.5  # on the per-image standardised fused score (best val F1, bench/tune.py)
+    threshold: float = 1.0  # on the per-image standardised calibrated score (~3.5-4 labels per toy image)
+    calibrate: bool = True  # z-score each label over a sample of the corpus, so every label can rank
+    calibration_images: int = 4096  # images (whole shards, in shard order) behind the label statistics
     patch_source: str = "pq"  # "pq" (compressed store) | "raw" (fp16 patches in the shards)
     concurrency: int = 1
     num_gpus: float = 0.0
@@ -61,16 +63,19 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     os.replace(tmp, path)
 
 
-class TagShards:
-    """Actor stage: rows are shard names; writes ``tags-<shard>.parquet`` for each into the run dir."""
+class ShardScorer:
+    """Scores the images of a stored shard with a trained classifier (global + patches)."""
 
-    def __init__(self, root: str, model_id: str, classifier_dir: str, run_dir: str, cfg: TagConfig) -> None:
+    def __init__(self, root: str, model_id: str, classifier_dir: str, cfg: TagConfig) -> None:
         from .comc import load_comc
         from .store import PatchStore, index_paths
         self.root, self.model_id, self.cfg = root, model_id, cfg
-        self.run_dir = Path(run_dir)
         self.model = load_comc(classifier_dir)
         self.patches = PatchStore.load(index_paths(root, model_id)[1]) if cfg.patch_source == "pq" else None
+
+    def load(self, name: str):
+        from .store import load_shard, model_dir
+        return load_shard(model_dir(self.root, self.model_id) / str(name))
 
     def scores(self, shard) -> np.ndarray:
         g = np.asarray(shard.global_vecs, np.float32)
@@ -80,16 +85,40 @@ class TagShards:
             p = np.asarray(shard.patches, np.float32)
         return self.model.scores(g, p)
 
+    def label_stats(self, shards: list[str]) -> tuple[list[float], list[float]]:
+        """Per-label mean and std of the scores over the first shards (deterministic for a shard list)."""
+        parts, n = [], 0
+        for name in sorted(shards):
+            if n >= self.cfg.calibration_images:
+                break
+            parts.append(self.scores(self.load(name)))
+            n += len(parts[-1])
+        s = np.concatenate(parts).astype(np.float64)
+        return s.mean(0).tolist(), np.maximum(s.std(0), 1e-6).tolist()
+
+
+class TagShards(ShardScorer):
+    """Actor stage: rows are shard names; writes ``tags-<shard>.parquet`` for each into the run dir."""
+
+    def __init__(self, root: str, model_id: str, classifier_dir: str, run_dir: str, cfg: TagConfig,
+                 stats: tuple[list[float], list[float]] | None = None) -> None:
+        super().__init__(root, model_id, classifier_dir, cfg)
+        self.run_dir = Path(run_dir)
+        self.mean, self.std = (np.asarray(v, np.float32) for v in stats) if stats else (None, None)
+
+    def calibrated(self, shard) -> np.ndarray:
+        s = self.scores(shard)
+        return s if self.mean is None else (s - self.mean) / self.std
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from .store import load_shard, model_dir
         n_tags = []
         for name in batch["shard"]:
             out = self.run_dir / f"tags-{name}.parquet"
             if out.exists():
                 n_tags.append(pq.ParquetFile(out).metadata.num_rows)
                 continue
-            shard = load_shard(model_dir(self.root, self.model_id) / str(name))
-            table = tag_rows(shard.ids, self.scores(shard), self.model.labels, self.cfg)
+            shard = self.load(name)
+            table = tag_rows(shard.ids, self.calibrated(shard), self.model.labels, self.cfg)
             write_parquet_atomic(table, out)
             n_tags.append(table.num_rows)
         return {"shard": batch["shard"], "n_tags": np.asarray(n_tags, np.int64)}
@@ -141,9 +170,11 @@ def run_tag(workspace, model_id: str, cfg: TagConfig | None = None, classifier_i
             return {"run_id": run_id, "n_tags": run.n_tags, "n_images": run.n_images, "tag_s": 0.0}
         run_dir = workspace.run_dir(str(run_id))
         run_dir.mkdir(parents=True, exist_ok=True)
+        stats = ShardScorer(root, model_id, clf["path"], cfg).label_stats(shards) if cfg.calibrate and shards \
+            else None
         with ray_session() as ray:
             ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=max(1, len(shards)))
-            ds = ds.map_batches(TagShards, fn_constructor_args=(root, model_id, clf["path"], str(run_dir), cfg),
+            ds = ds.map_batches(TagShards, fn_constructor_args=(root, model_id, clf["path"], str(run_dir), cfg, stats),
                                 batch_size=1, concurrency=cfg.concurrency, num_gpus=cfg.num_gpus)
             for k, _ in enumerate(ds.iter_rows()):
                 if crash_after is not None and k + 1 >= crash_after:

@@ -144,3 +144,35 @@ def test_tag_rows_keep_top_k_and_positives_on_the_standardised_score():
         top2 = {f"l{c}" for c in np.argsort(-raw[i])[:2]}
         pos = {f"l{c}" for c in np.flatnonzero(z[i] >= 1.5)}
         assert kept == top2 | pos
+
+
+def test_label_calibration_lets_an_offset_label_rank_and_is_order_independent():
+    from tagger.tag import ShardScorer, TagConfig, TagShards, tag_rows
+
+    rng = np.random.default_rng(5)
+    raw = {f"s{i}": rng.normal(size=(50, 4)).astype(np.float32) for i in range(4)}
+    for s in raw.values():
+        s[:, 3] = s[:, 3] * 0.1 - 5.0  # a label whose raw scores sit far below the others
+
+    class Fake(TagShards):
+        def __init__(self, cfg, stats=None):
+            self.cfg = cfg
+            self.mean, self.std = (np.asarray(v, np.float32) for v in stats) if stats else (None, None)
+
+        def load(self, name):
+            return name
+
+        def scores(self, shard):
+            return raw[shard]
+
+    cfg = TagConfig(top_k=1, calibration_images=100)
+    stats = Fake(cfg).label_stats(["s2", "s0", "s1", "s3"])
+    assert stats == Fake(cfg).label_stats(["s3", "s1", "s0", "s2"])  # first shards in name order
+    both = np.concatenate([raw["s0"], raw["s1"]])
+    np.testing.assert_allclose(stats[0], both.mean(0), rtol=1e-5, atol=1e-6)
+    labels = ["a", "b", "c", "d"]
+    plain = tag_rows(np.arange(50), Fake(cfg).calibrated("s3"), labels, cfg).to_pydict()
+    calibrated = tag_rows(np.arange(50), Fake(cfg, stats).calibrated("s3"), labels, cfg).to_pydict()
+    top = lambda rows: {l for l, r in zip(rows["label"], rows["rank"]) if r == 1}
+    assert "d" not in top(plain) and "d" in top(calibrated)
+    assert isinstance(Fake(cfg), ShardScorer)
