@@ -83,8 +83,8 @@ def test_new_labels_are_tagged_without_decoding_images_again(corpus, tagged_once
     ap = per_class_ap(scores, y)
     later = [LABELS.index(x) for x in LATER if y[:, LABELS.index(x)].any()]
     assert {lab for _, lab, *_ in rows} >= set(LATER)
-    # new labels ranked above chance (the margin is bounded by the tiny toy model, see README)
-    assert np.nanmean(ap[later]) > 1.25 * y[:, later].mean()
+    # new labels ranked well above chance (measured: mean AP 0.31 against a base rate of 0.15)
+    assert np.nanmean(ap[later]) > 1.6 * y[:, later].mean()
 
 
 def test_nightly_killed_after_each_stage_matches_a_clean_run(tagged_once, tmp_path):

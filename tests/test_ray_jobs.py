@@ -94,5 +94,5 @@ def test_jobs_submitted_to_ray_head_tag_the_corpus(ray_head, toy_folder, tmp_pat
         assert tagged == set(truth)
     res = score_current_tags(ws / "catalog.duckdb", truth)
     base_rate = 100 * np.mean([len(v) for v in truth.values()]) / len(LABELS)
-    # above chance; the margin is bounded by the tiny, under-trained toy model (see README)
-    assert res["mAP"] > base_rate + 5, res
+    # well above chance (measured: 25.2 against a base rate of 14.4 with toy-vit on this folder)
+    assert res["mAP"] > base_rate + 8, res
