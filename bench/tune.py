@@ -13,12 +13,15 @@ import itertools
 import json
 from dataclasses import replace
 
+import numpy as np
+
 from tagger.comc import ComcConfig, fit_comc
 from tagger.evaluate.datasets import read_toy
 from tagger.evaluate.harness import embed_dataset
 from tagger.evaluate.metrics import mean_average_precision
 from tagger.models import load_clip
 from tagger.scoring import ScoreConfig
+from tagger.tag import TagConfig, label_statistics, positive_mask
 from tagger.toyworld import LABEL_SYNONYMS, LABELS
 
 GRID = {
@@ -30,16 +33,20 @@ GRID = {
 }
 
 
-def best_threshold(scores, labels) -> tuple[float, float]:
-    """The score threshold that maximises micro F1 of positive tags on val."""
+def best_threshold(scores, labels) -> tuple[float, float, float]:
+    """The positive threshold that maximises micro F1 on val, with the tag stage's rule: labels
+    calibrated over the set (``label_statistics``), then ``positive_mask``. Also returns the
+    positives per image at that threshold."""
     truth = labels.astype(bool)
-    best_t, best_f1 = 0.0, -1.0
-    for t in [0.5 + 0.25 * i for i in range(11)]:
-        pred = scores >= t
+    mean, std = label_statistics(scores)
+    calibrated = (scores - np.asarray(mean)) / np.asarray(std)
+    best_t, best_f1, best_n = 0.0, -1.0, 0.0
+    for t in [0.25 * i for i in range(9)]:
+        pred = positive_mask(calibrated, t)
         f1 = 2 * (pred & truth).sum() / max(1, pred.sum() + truth.sum())
         if f1 > best_f1:
-            best_t, best_f1 = t, float(f1)
-    return best_t, best_f1
+            best_t, best_f1, best_n = t, float(f1), float(pred.sum(1).mean())
+    return best_t, best_f1, best_n
 
 
 def grid_scores(name: str, n: int) -> tuple[list[tuple[float, ScoreConfig]], tuple]:
@@ -74,9 +81,10 @@ def main() -> None:
     best = table[0][2]
     thresholds = {}
     for name, (_, (model, val, patches)) in per_model.items():
-        thr, f1 = best_threshold(model.scores(val.global_, patches, replace(best, standardize=True)), val.labels)
+        thr, f1, per_image = best_threshold(model.scores(val.global_, patches, best), val.labels)
         thresholds[name] = thr
-        print(f"{name}: positive threshold {thr} (val micro-F1 {100 * f1:.1f})")
+        print(f"{name}: positive threshold {thr} (val micro-F1 {100 * f1:.1f}, {per_image:.2f} positives per image; "
+              f"truth {val.labels.sum(1).mean():.2f}; TagConfig ships {TagConfig.threshold})")
     print(json.dumps({"bench": "tune", "models": a.model, "val_mAP_mean": round(table[0][0], 2),
                       "val_mAP": dict(zip(a.model, [round(v, 2) for v in table[0][1]])),
                       "best": best.to_dict(), "thresholds": thresholds}))

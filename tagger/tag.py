@@ -38,6 +38,17 @@ class TagConfig:
         return asdict(self)
 
 
+def label_statistics(scores: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-label mean and std (floored) of a score matrix: the calibration of a tag run."""
+    s = np.asarray(scores, np.float64)
+    return s.mean(0).tolist(), np.maximum(s.std(0), 1e-6).tolist()
+
+
+def positive_mask(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Positive tags: the per-image standardised score reaches ``threshold``."""
+    return standardize(scores) >= threshold
+
+
 def tag_rows(image_ids: np.ndarray, scores: np.ndarray, labels: list[str], cfg: TagConfig) -> pa.Table:
     """Long-format tags of a score matrix: top-k per image plus every positive."""
     k = min(cfg.top_k, scores.shape[1])
@@ -45,7 +56,7 @@ def tag_rows(image_ids: np.ndarray, scores: np.ndarray, labels: list[str], cfg: 
     rank = np.empty_like(order)
     rows_idx = np.arange(scores.shape[0])[:, None]
     rank[rows_idx, order] = np.arange(scores.shape[1])[None, :]
-    positive = standardize(scores) >= cfg.threshold  # per-image calibrated, whatever the ranking scores
+    positive = positive_mask(scores, cfg.threshold)  # per-image calibrated, whatever the ranking scores
     keep = (rank < k) | positive
     r, c = np.nonzero(keep)
     return pa.table({
@@ -93,8 +104,7 @@ class ShardScorer:
                 break
             parts.append(self.scores(self.load(name)))
             n += len(parts[-1])
-        s = np.concatenate(parts).astype(np.float64)
-        return s.mean(0).tolist(), np.maximum(s.std(0), 1e-6).tolist()
+        return label_statistics(np.concatenate(parts))
 
 
 class TagShards(ShardScorer):
