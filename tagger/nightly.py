@@ -37,11 +37,23 @@ class NightlyConfig:
 
 
 def vocabulary_diff(cat) -> dict[str, list[str]]:
-    """Labels added and retired since the current run."""
+    """Labels added, retired and with changed synonyms since the current run."""
+    from .text import Vocabulary
+    from .text.incremental import synonyms_changed
+
     current = cat.current_run()
-    before = set(cat.get_run(current).labels or []) if current is not None else set()
-    now = cat.active_labels()
-    return {"added": [x for x in now if x not in before], "retired": sorted(before - set(now))}
+    run = cat.get_run(current) if current is not None else None
+    before = set(run.labels or []) if run is not None else set()
+    active = cat.list_labels(include_retired=False)
+    now = [lab.name for lab in active]
+    changed: list[str] = []
+    clf = cat.get_classifier(run.classifier_id) if run is not None and run.classifier_id else None
+    corpus = next((c for c in cat.corpora() if clf and c["corpus_id"] == clf["corpus_id"]), None)
+    if corpus is not None and now:
+        vocab = Vocabulary.create(now, {lab.name: list(lab.synonyms or []) for lab in active})
+        changed = [x for x in synonyms_changed(corpus["config"] or {}, vocab) if x in before]
+    return {"added": [x for x in now if x not in before], "retired": sorted(before - set(now)),
+            "synonyms_changed": changed}
 
 
 def _crash(stage: str, crash_at: str | None) -> None:

@@ -24,13 +24,15 @@ def run_generate_text(workspace, n_sentences: int = 20000, seed: int = 0, llm_co
     """Build the text corpus of the active labels; LLM when configured, else offline.
 
     With ``incremental`` (the default) the newest corpus is reused as it is when the vocabulary
-    did not change, and extended with sentences for new label sets only when it did. LLM
+    (labels and synonyms) did not change, and extended with sentences for new label sets only
+    when it did; a label whose synonyms changed gets its generated sentences written again. LLM
     sentences are also cached by (label set, prompt version, model) in the workspace, so a rerun
     never pays twice.
     """
     from .catalog import Catalog
     from .text import TextCorpus, build_corpus, generator_from_config
-    from .text.incremental import extend_corpus
+    from .text import Vocabulary
+    from .text.incremental import extend_corpus, synonyms_changed
 
     with Catalog.open(workspace.catalog) as cat:
         labels, synonyms = _labels_and_synonyms(cat)
@@ -38,7 +40,9 @@ def run_generate_text(workspace, n_sentences: int = 20000, seed: int = 0, llm_co
                                     seed=seed)
         corpora = cat.corpora() if incremental else []
         prev = TextCorpus.load(corpora[-1]["path"]) if corpora else None
-        if prev is not None and list(prev.class_names) == labels:
+        unchanged = prev is not None and list(prev.class_names) == labels and \
+            not synonyms_changed(prev.config, Vocabulary.create(labels, synonyms))
+        if unchanged:
             corpus = prev
         elif prev is not None:
             corpus = extend_corpus(prev, labels, synonyms, gen, seed)

@@ -30,9 +30,9 @@ def nightly(ws: Path, source: Path | None, *extra: str) -> subprocess.CompletedP
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=ENV)
 
 
-def labels(ws: Path, names: list[str]) -> None:
+def labels(ws: Path, names: list[str], synonyms: dict | None = None) -> None:
     with Catalog.open(ws / "catalog.duckdb") as cat:
-        cat.add_labels(names, {n: list(LABEL_SYNONYMS[n]) for n in names})
+        cat.add_labels(names, synonyms or {n: list(LABEL_SYNONYMS[n]) for n in names})
 
 
 def current(ws: Path) -> list[tuple]:
@@ -48,7 +48,7 @@ def corpus(tmp_path_factory) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="module")
 def tagged_once(corpus, tmp_path_factory) -> Path:
-    """A workspace tagged with the first 12 labels, then given 8 more labels."""
+    """A workspace tagged with the first 12 labels, then given 8 more labels and new synonyms for one."""
     folder, _ = corpus
     ws = tmp_path_factory.mktemp("ws") / "ws"
     ws.mkdir()
@@ -56,6 +56,7 @@ def tagged_once(corpus, tmp_path_factory) -> Path:
     out = nightly(ws, folder)
     assert out.returncode == 0, out.stderr[-3000:]
     labels(ws, LATER)
+    labels(ws, ["circle"], {"circle": ["disc", "dot"]})
     return ws
 
 
@@ -73,6 +74,8 @@ def test_new_labels_are_tagged_without_decoding_images_again(corpus, tagged_once
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["encoded"] == 0 and summary["errors"] == 0
     assert summary["vocabulary"]["added"] == LATER
+    assert summary["vocabulary"]["synonyms_changed"] == ["circle"]
+    assert summary["text_stats"]["synonyms_changed"] == ["circle"]
     assert summary["text_stats"]["kept_from_previous"] > 0 and summary["text_stats"]["new_label_sets"] > 0
     uris = sorted(truth)
     rows = current(ws)

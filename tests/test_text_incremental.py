@@ -55,3 +55,27 @@ def test_same_inputs_same_corpus_id_and_new_sets_contain_the_label():
     assert a.corpus_id == b.corpus_id and a.sentences == b.sentences
     sets = new_label_sets(["tree"], active, 50, seed=3)
     assert len(sets) == 50 and all("tree" in s and 1 <= len(s) <= 5 and len(set(s)) == len(s) for s in sets)
+
+
+def test_changed_synonyms_rewrite_only_that_labels_sentences():
+    labels = list(LABELS[:8])
+    prev = build_corpus(labels, LABEL_SYNONYMS, 400, _gen(labels), seed=0)
+    same = extend_corpus(prev, labels, LABEL_SYNONYMS, _gen(labels), seed=0)
+    assert same.stats["synonyms_changed"] == [] and not same.stats["new_label_sets"]
+    syn = {k: list(v) for k, v in LABEL_SYNONYMS.items()}
+    syn["circle"] = ["disc"]  # "dot" and "round shape" withdrawn
+    gen = _gen(labels)
+    new = extend_corpus(prev, labels, syn, gen, seed=0)
+    assert new.stats["synonyms_changed"] == ["circle"]
+    assert gen.asked and all("circle" in s for s in gen.asked)
+    circle = labels.index("circle")
+    old_circle = {s for s, r, src in zip(prev.sentences, prev.label_matrix, prev.sources)
+                  if src == "generated" and r[circle]}
+    kept = set(new.sentences[:new.stats["kept_from_previous"]])
+    assert old_circle and not old_circle & kept
+    # sentences without the label are kept as they were; template rows too
+    others = [s for s, r, src in zip(prev.sentences, prev.label_matrix, prev.sources) if not r[circle]]
+    assert set(others) <= set(new.sentences)
+    # the new corpus remembers the new synonyms: extending it again changes nothing
+    again = extend_corpus(new, labels, syn, _gen(labels), seed=0)
+    assert again.stats["synonyms_changed"] == []
