@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from jobs.common import add_model_args, parser, run
 from tagger.encode import EncodeConfig
-from tagger.nightly import STAGES, NightlyConfig, run_nightly
+from tagger.nightly import CRASH_POINTS, NightlyConfig, run_nightly
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-sentences", type=int, default=NightlyConfig.n_sentences)
     p.add_argument("--keep-runs", type=int, default=NightlyConfig.keep_runs)
     p.add_argument("--partition-size", type=int, default=256)
-    p.add_argument("--crash-at", choices=STAGES, default=None, help="testing: die right after a stage")
+    p.add_argument("--crash-at", choices=CRASH_POINTS, default=None,
+                   help="testing: die inside a long stage (STAGE:mid) or right after a stage")
     args = p.parse_args(argv)
 
     def go(a, ws):

@@ -26,6 +26,8 @@ from .textjob import run_generate_text, run_train
 
 logger = logging.getLogger(__name__)
 STAGES = ("encode", "text", "train", "tag", "switch", "prune")
+# where tests may kill the job: inside the two long stages (after their first partition) and after each stage
+CRASH_POINTS = ("encode:mid", "encode", "text", "train", "tag:mid", "tag", "switch", "prune")
 
 
 @dataclass(frozen=True)
@@ -64,14 +66,15 @@ def _crash(stage: str, crash_at: str | None) -> None:
 
 def run_nightly(workspace, source: str | None, encode_cfg: EncodeConfig, cfg: NightlyConfig | None = None,
                 *, crash_at: str | None = None) -> dict[str, Any]:
-    """Run every stage in order; ``crash_at`` kills the process right after that stage (tests)."""
+    """Run every stage in order; ``crash_at`` (one of CRASH_POINTS) kills the process there (tests)."""
     from .catalog import Catalog
     from .models.loader import model_id_for
 
     cfg = cfg or NightlyConfig()
     timings: dict[str, float] = {}
     t = time.time()
-    enc = run_encode(workspace, source, encode_cfg, progress=False)
+    enc = run_encode(workspace, source, encode_cfg, progress=False,
+                     crash_after=1 if crash_at == "encode:mid" else None)
     timings["encode"] = time.time() - t
     _crash("encode", crash_at)
     with Catalog.open(workspace.catalog) as cat:
@@ -86,7 +89,8 @@ def run_nightly(workspace, source: str | None, encode_cfg: EncodeConfig, cfg: Ni
     _crash("train", crash_at)
     t = time.time()
     model_id = model_id_for(encode_cfg.model, encode_cfg.pretrained)
-    tag = run_tag(workspace, model_id, cfg.tag, trained["classifier_id"], make_current=False)
+    tag = run_tag(workspace, model_id, cfg.tag, trained["classifier_id"], make_current=False,
+                  crash_after=1 if crash_at == "tag:mid" else None)
     timings["tag"] = time.time() - t
     _crash("tag", crash_at)
     with Catalog.open(workspace.catalog) as cat:

@@ -1,5 +1,5 @@
 """Nightly re-tagging: new labels get tagged without decoding any image again; a nightly run
-killed after each stage in turn ends with the same tags as an uninterrupted one."""
+killed inside and after each stage in turn ends with the same tags as an uninterrupted one."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ from raytools import ENV, stop_orphaned_ray
 
 from tagger.catalog import Catalog
 from tagger.evaluate.metrics import per_class_ap
-from tagger.nightly import STAGES
+from tagger.nightly import CRASH_POINTS
 from tagger.toyworld import LABEL_SYNONYMS, LABELS
 from tagger.toyworld.export import export_scenes
 
@@ -90,16 +90,19 @@ def test_new_labels_are_tagged_without_decoding_images_again(corpus, tagged_once
     assert np.nanmean(ap[later]) > 1.6 * y[:, later].mean()
 
 
-def test_nightly_killed_after_each_stage_matches_a_clean_run(tagged_once, tmp_path):
+def test_nightly_killed_at_each_stage_matches_a_clean_run(tagged_once, tmp_path):
+    """New images arrive too, so the encode stage has work to be killed in."""
+    more = tmp_path / "more"
+    export_scenes(more, 32, start=64)
     clean, crashed = tmp_path / "clean", tmp_path / "crashed"
     shutil.copytree(tagged_once, clean)
     shutil.copytree(tagged_once, crashed)
-    assert nightly(clean, None).returncode == 0
-    for stage in STAGES:
-        out = nightly(crashed, None, "--crash-at", stage)
+    assert nightly(clean, more).returncode == 0
+    for point in CRASH_POINTS:
+        out = nightly(crashed, more, "--crash-at", point)
         stop_orphaned_ray()
-        assert out.returncode != 0, f"no crash at {stage}"
-    final = nightly(crashed, None)
+        assert out.returncode != 0, f"no crash at {point}"
+    final = nightly(crashed, more)
     assert final.returncode == 0, final.stderr[-3000:]
     assert current(crashed) == current(clean)
     with Catalog.open(crashed / "catalog.duckdb", read_only=True) as cat:
