@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from .models.pixels import PixelSpec
 from .sources import read_bytes
 
 logger = logging.getLogger(__name__)
@@ -230,3 +231,29 @@ class Decoder:
             logger.info("%d of %d images in the batch could not be decoded (e.g. %s: %s)",
                         len(failed), len(rows), *failed[0])
         return out
+
+
+def _object_column(values: list) -> np.ndarray:
+    col = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        col[i] = v
+    return col
+
+
+class DecodePartitions:
+    """Ray Data stage: each row is a partition (``partition``, ``image_ids``, ``uris``); decode its
+    images to uint8 CHW pixels for ``spec`` (errors kept as rows). Needs no torch."""
+
+    def __init__(self, spec: PixelSpec, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.decoder = Decoder(preprocess=spec.to_uint8, size=spec.image_size, max_pixels=max_pixels)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out: dict[str, list] = {k: [] for k in ("partition", "image_ids", "pixels", "status", "error",
+                                                "content_hash", "width", "height")}
+        for name, ids, uris in zip(batch["partition"], batch["image_ids"], batch["uris"]):
+            rows = self.decoder({"image_id": np.asarray(ids, np.int64), "uri": np.asarray(list(uris), object)})
+            out["partition"].append(name)
+            out["image_ids"].append(np.asarray(ids, np.int64))
+            for k in ("pixels", "status", "error", "content_hash", "width", "height"):
+                out[k].append(np.asarray(rows[k]))
+        return {k: _object_column(v) for k, v in out.items()}

@@ -5,7 +5,8 @@ shard name is derived from its ids, so a rerun after a crash recomputes exactly 
 that have no done-marker, with the same composition, and writes the same bytes.
 
 Both stages are callables over a batch dict and drop into Ray Data ``map_batches``:
-``DecodePartitions`` on CPU tasks, ``EncodePartitions`` as actors (model loaded once, on a GPU
+``DecodePartitions`` (from :mod:`tagger.decode`, which never imports torch, so its workers start
+fast) on CPU, ``EncodePartitions`` as actors (model loaded once, on a GPU
 when present).
 """
 from __future__ import annotations
@@ -16,9 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .decode import Decoder
-from .models.dense import FeatureConfig, image_features
-from .models.preprocess import pixel_spec
+from .decode import DecodePartitions
 from .store.shards import exists_done, shard_name_for, write_shard
 
 logger = logging.getLogger(__name__)
@@ -64,36 +63,20 @@ def plan_partitions(pending: list[tuple[int, str]], size: int) -> list[dict[str,
     return parts
 
 
-class DecodePartitions:
-    """CPU stage: each row is a partition; decode its images to uint8 CHW pixels (errors kept)."""
-
-    def __init__(self, cfg: EncodeConfig) -> None:
-        spec = pixel_spec(cfg.model, cfg.pretrained)
-        self.decoder = Decoder(preprocess=spec.to_uint8, size=spec.image_size, max_pixels=cfg.max_pixels)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out: dict[str, list] = {k: [] for k in ("partition", "image_ids", "pixels", "status", "error",
-                                                "content_hash", "width", "height")}
-        for name, ids, uris in zip(batch["partition"], batch["image_ids"], batch["uris"]):
-            rows = self.decoder({"image_id": np.asarray(ids, np.int64), "uri": np.asarray(list(uris), object)})
-            out["partition"].append(name)
-            out["image_ids"].append(np.asarray(ids, np.int64))
-            for k in ("pixels", "status", "error", "content_hash", "width", "height"):
-                out[k].append(np.asarray(rows[k]))
-        return {k: _object_column(v) for k, v in out.items()}
-
-
 class EncodePartitions:
     """Device stage (an actor): embed the ok images of each partition and write its shard."""
 
     def __init__(self, cfg: EncodeConfig, root: str, model_id: str) -> None:
         from .models import load_clip
+        from .models.dense import FeatureConfig
+        from .models.preprocess import pixel_spec
         self.cfg, self.root, self.model_id = cfg, root, model_id
         self.clip = load_clip(cfg.model, cfg.pretrained, device=cfg.device, precision=cfg.precision)
         self.spec = pixel_spec(cfg.model, cfg.pretrained)
         self.fcfg = FeatureConfig(cfg.global_mode, cfg.dense_mode)
 
     def embed(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from .models.dense import image_features
         gs, ps = [], []
         for i in range(0, len(pixels), self.cfg.batch_size):
             x = self.spec.normalize(pixels[i:i + self.cfg.batch_size], self.clip.device, self.clip.dtype)
@@ -114,13 +97,6 @@ class EncodePartitions:
         out = {k: batch[k] for k in ("partition", "image_ids", "status", "error", "content_hash", "width", "height")}
         out["n_encoded"] = np.asarray(written, np.int64)
         return out
-
-
-def _object_column(values: list) -> np.ndarray:
-    col = np.empty(len(values), dtype=object)
-    for i, v in enumerate(values):
-        col[i] = v
-    return col
 
 
 def reconcile_shards(catalog, root: str, model_id: str) -> int:
@@ -168,6 +144,7 @@ def run_encode(workspace, source: str | None, cfg: EncodeConfig, *, crash_after:
     from .catalog import Catalog
     from .indexing import update_indexes
     from .models.loader import model_id_for
+    from .models.preprocess import pixel_spec
     from .raycluster import ray_session
     from .sources import list_images
 
@@ -183,7 +160,8 @@ def run_encode(workspace, source: str | None, cfg: EncodeConfig, *, crash_after:
         if parts:
             with ray_session() as ray:
                 ds = ray.data.from_items(parts, override_num_blocks=len(parts))
-                ds = ds.map_batches(DecodePartitions, fn_constructor_args=(cfg,), batch_size=1,
+                spec = pixel_spec(cfg.model, cfg.pretrained)
+                ds = ds.map_batches(DecodePartitions, fn_constructor_args=(spec, cfg.max_pixels), batch_size=1,
                                     concurrency=cfg.decode_concurrency, num_cpus=1)
                 ds = ds.map_batches(EncodePartitions, fn_constructor_args=(cfg, root, model_id), batch_size=1,
                                     concurrency=cfg.concurrency, num_gpus=cfg.num_gpus,

@@ -1,35 +1,135 @@
-"""Index stage: (re)build the FAISS global index and the PQ patch store from done shards."""
+"""Index stage: keep the FAISS global index and the PQ patch store in step with the done shards.
+
+Updates are incremental. ``index_state.json`` (written last, atomically) records the shards both
+stores hold, the config they were built with and how many images the codec was trained on. A
+later update reads only the shards that are new since then and adds them (ids already stored are
+replaced in place), reusing the trained codec, so encoding a few new images costs a few images.
+
+A full, deterministic rebuild from every done shard (ascending image id, seeded codec training)
+happens when there is no state (first build), the config changed, a shard disappeared, the saved
+files cannot be read, or the codec was trained on too little data (fewer than ``train_size``
+vectors, and the corpus has since at least doubled), so early tiny runs do not freeze a poor codec.
+
+Crash safety: the decision (extend or rebuild) depends only on the state, the config and the
+shard list, and re-applying the same new shards to a store that already holds them gives the same
+store, so a run killed between the saves and rerun ends with the same files as a clean run.
+"""
 from __future__ import annotations
 
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
-from .store import IndexConfig, build_global_index, build_patch_store, index_paths, list_done_shards
+from .store import (IndexConfig, build_global_index, build_patch_store, index_paths,
+                    list_done_shards)
+from .errors import StoreError
+from .store.atomic import atomic_write_bytes
+from .store.global_index import GlobalIndex
+from .store.patches import PatchStore
+from .store.shards import load_shard, model_dir
 
 logger = logging.getLogger(__name__)
+STATE_FILE = "index_state.json"
+STATE_FORMAT = 1
 
 
-def update_indexes(workspace, model_id: str, cfg: IndexConfig | None = None) -> dict[str, Any]:
-    """Build both stores from every done shard of ``model_id`` and save them atomically.
+def _read_state(directory: Path) -> dict[str, Any] | None:
+    try:
+        state = json.loads((directory / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return state if state.get("format") == STATE_FORMAT else None
 
-    The build is deterministic (ascending image id, seeded codec training), so a rerun after a
-    crash produces the same files as an uninterrupted run.
+
+def _needs_rebuild(state: dict[str, Any] | None, cfg: IndexConfig, shards: list[str], new_rows: int) -> str | None:
+    """Why the stores must be rebuilt from every shard, or None when they can be extended."""
+    if state is None:
+        return "no index state"
+    if state.get("config") != cfg.to_dict():
+        return "index config changed"
+    if set(state["shards"]) - set(shards):
+        return "shards were removed"
+    trained, pp = state["trained_on_images"], state["patches_per_image"]
+    if trained * pp < cfg.train_size and state["n_images"] + new_rows >= 2 * trained:
+        return f"codec trained on {trained} images, corpus now up to {state['n_images'] + new_rows}"
+    return None
+
+
+def _load_stores(g_path: Path, p_path: Path, cfg: IndexConfig) -> tuple[GlobalIndex, PatchStore] | None:
+    """Both saved stores, or None when either cannot be read."""
+    try:
+        return GlobalIndex.load(g_path, cfg), PatchStore.load(p_path)
+    except Exception as e:  # a missing or unreadable file means: rebuild
+        logger.warning("cannot reuse the saved indexes (%s); rebuilding", e)
+        return None
+
+
+def _shard_rows(root: str, model_id: str, names: list[str]) -> int:
+    return sum(int(load_shard(model_dir(root, model_id) / n).n) for n in names)
+
+
+def _build(root: str, model_id: str, cfg: IndexConfig, stores, new: list[str]):
+    """(global index, patch store, seconds for each): extended with ``new`` or built from scratch."""
+    t0 = time.time()
+    if stores is None:
+        gi = build_global_index(root, model_id, cfg)
+    else:
+        gi = stores[0]
+        for name in new:
+            shard = load_shard(model_dir(root, model_id) / name)
+            gi.add(shard.ids, shard.global_vecs)
+    t1 = time.time()
+    if stores is None:
+        ps = build_patch_store(root, model_id, cfg)
+    else:
+        ps = stores[1]
+        for name in new:
+            shard = load_shard(model_dir(root, model_id) / name)
+            if shard.patches is None:
+                raise StoreError(f"shard {name} holds no patch embeddings")
+            ps.add(shard.ids, shard.patches)
+    return gi, ps, t1 - t0, time.time() - t1
+
+
+def update_indexes(workspace, model_id: str, cfg: IndexConfig | None = None, *,
+                   rebuild: bool = False) -> dict[str, Any]:
+    """Bring both stores of ``model_id`` up to date with its done shards and save them atomically.
+
+    Returns counts and timings; ``mode`` is ``unchanged``, ``incremental`` or ``rebuild``
+    (``rebuild=True`` forces the latter).
     """
     cfg = cfg or IndexConfig()
     root = str(workspace.root)
-    if not list_done_shards(root, model_id):
+    shards = list_done_shards(root, model_id)
+    if not shards:
         return {"indexed": 0}
     g_path, p_path = index_paths(root, model_id)
-    g_path.parent.mkdir(parents=True, exist_ok=True)
+    directory = g_path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    state = None if rebuild else _read_state(directory)
+    known = set(state["shards"]) if state else set()
+    new = [s for s in shards if s not in known]
+    why = "forced" if rebuild else _needs_rebuild(state, cfg, shards, _shard_rows(root, model_id, new))
+    stores = _load_stores(g_path, p_path, cfg) if why is None else None
+    if stores is not None and not new:
+        return {"indexed": stores[0].ntotal, "mode": "unchanged", "new_shards": 0, "global_build_s": 0.0,
+                "patch_build_s": 0.0, "patch_bytes_per_image": stores[1].bytes_per_image()}
+    if stores is None:
+        logger.info("rebuilding the indexes of %s: %s", model_id, why or "saved files unusable")
+    gi, ps, t_global, t_patch = _build(root, model_id, cfg, stores, new)
+    mode = "incremental" if stores is not None else "rebuild"
+    trained = state["trained_on_images"] if stores is not None else gi.ntotal  # type: ignore[index]
     t0 = time.time()
-    gi = build_global_index(root, model_id, cfg)
     gi.save(g_path)
-    t1 = time.time()
-    ps = build_patch_store(root, model_id, cfg)
     ps.save(p_path)
-    t2 = time.time()
-    (g_path.parent / "index_config.json").write_text(cfg.to_json())
-    logger.info("indexes for %s: %d global, %d images of patches", model_id, gi.ntotal, ps.n_images)
-    return {"indexed": int(gi.ntotal), "global_build_s": round(t1 - t0, 2), "patch_build_s": round(t2 - t1, 2),
-            "patch_bytes_per_image": ps.bytes_per_image()}
+    (directory / "index_config.json").write_text(cfg.to_json())
+    atomic_write_bytes(directory / STATE_FILE, json.dumps({
+        "format": STATE_FORMAT, "config": cfg.to_dict(), "shards": shards, "n_images": int(gi.ntotal),
+        "patches_per_image": ps.patches_per_image, "trained_on_images": int(trained)}).encode())
+    logger.info("indexes for %s (%s, %d new shards): %d global, %d images of patches", model_id, mode,
+                len(new), gi.ntotal, ps.n_images)
+    return {"indexed": int(gi.ntotal), "mode": mode, "new_shards": len(new),
+            "global_build_s": round(t_global, 2), "patch_build_s": round(t_patch, 2),
+            "save_s": round(time.time() - t0, 2), "patch_bytes_per_image": ps.bytes_per_image()}

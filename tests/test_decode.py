@@ -143,3 +143,23 @@ def test_bytes_column_is_used_and_dropped(files):
              "bytes": np.array([data], dtype=object)}
     out = Decoder(size=SIZE)(batch)
     assert out["status"][0] == "ok" and "bytes" not in out
+
+
+def test_pixel_spec_crop_equals_torchvision_and_decode_imports_no_torch():
+    """The decode stage resizes with PIL alone, pixel for pixel as open_clip's transform does."""
+    import subprocess
+    import sys
+
+    from torchvision import transforms as T
+
+    from tagger.models.pixels import PixelSpec
+
+    rng = np.random.default_rng(0)
+    for size in (96, 224):
+        spec = PixelSpec(size)
+        ref = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size)])
+        for w, h in [(256, 256), (size, size), (300, 199), (199, 300), (97, 1000), (size + 3, size), (33, 45)]:
+            im = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+            assert np.array_equal(np.asarray(ref(im)), np.asarray(spec.resize_crop(im))), (size, w, h)
+    code = "import sys, tagger.decode, tagger.encode; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -4,47 +4,12 @@ pixels travel between the decode and encode stages (4x less than float32).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import open_clip
-import torch
-from PIL import Image
-from torchvision import transforms as T
 
 from ..errors import ModelLoadError
+from .pixels import OPENAI_MEAN, OPENAI_STD, PixelSpec
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-@dataclass(frozen=True)
-class PixelSpec:
-    """What a model expects: square size, normalisation and resize interpolation."""
-
-    image_size: int
-    mean: tuple[float, float, float] = OPENAI_MEAN
-    std: tuple[float, float, float] = OPENAI_STD
-    interpolation: str = "bicubic"
-
-    def _resize(self) -> T.Compose:
-        interp = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}[
-            self.interpolation]
-        return T.Compose([T.Resize(self.image_size, interpolation=interp), T.CenterCrop(self.image_size)])
-
-    def to_uint8(self, image: Image.Image) -> np.ndarray:
-        """Resize the shorter side and centre-crop: uint8 CHW array (CPU stage)."""
-        im = self._resize()(image.convert("RGB"))
-        return np.ascontiguousarray(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
-
-    def normalize(self, pixels: np.ndarray | torch.Tensor, device: str = "cpu",
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """uint8 (n, 3, H, W) -> normalised float tensor on ``device`` (device stage)."""
-        x = torch.as_tensor(pixels).to(device=device, non_blocking=True)
-        x = x.to(torch.float32).div_(255.0)
-        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
-        return ((x - mean) / std).to(dtype)
+__all__ = ["OPENAI_MEAN", "OPENAI_STD", "PixelSpec", "pixel_spec"]
 
 
 def pixel_spec(name: str, pretrained: str | None = None) -> PixelSpec:

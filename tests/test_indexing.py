@@ -1,0 +1,106 @@
+"""Incremental index updates: only new shards are read, the codec is reused, tiny codecs are
+retrained once the corpus doubles, and a run killed between the saves ends like a clean run."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tagger.indexing import STATE_FILE, update_indexes
+from tagger.store import IndexConfig, index_paths, model_dir, shard_name_for, write_shard
+from tagger.store.global_index import GlobalIndex
+from tagger.store.patches import PatchStore
+from tagger.workspace import Workspace
+
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
+MODEL, P, D = "m", 4, 16
+CFG = IndexConfig(patch_bytes=8, train_size=400, use_gpu=False)
+
+
+def add_shard(ws: Workspace, first: int, n: int, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    ids = np.arange(first, first + n, dtype=np.int64)
+    name = shard_name_for(ids)
+    write_shard(ws.root, MODEL, name, ids, rng.normal(size=(n, D)).astype(np.float32),
+                rng.normal(size=(n, P, D)).astype(np.float16))
+    return name
+
+
+def files(ws: Workspace) -> dict[str, bytes]:
+    g, p = index_paths(ws.root, MODEL)
+    return {f.name: f.read_bytes() for f in (g, p, g.parent / STATE_FILE)}
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    w = Workspace.at(tmp_path / "ws")
+    add_shard(w, 1, 100, seed=1)
+    assert update_indexes(w, MODEL, CFG)["mode"] == "rebuild"
+    return w
+
+
+def test_incremental_update_reuses_the_codec_and_reads_only_new_shards(ws):
+    g_path, p_path = index_paths(ws.root, MODEL)
+    before = PatchStore.load(p_path)
+    old_codes = before.codes.copy()
+    add_shard(ws, 101, 50, seed=2)  # 100 images x 4 patches = train_size: the codec is not retrained
+    out = update_indexes(ws, MODEL, CFG)
+    assert out["mode"] == "incremental" and out["new_shards"] == 1 and out["indexed"] == 150
+    after = PatchStore.load(p_path)
+    assert np.array_equal(after.codes[:len(old_codes)], old_codes)
+    new_ids = np.arange(101, 151)
+    raw = np.load(model_dir(ws.root, MODEL) / shard_name_for(new_ids) / "patches.npy").astype(np.float32)
+    unit = raw.reshape(-1, D) / np.linalg.norm(raw.reshape(-1, D), axis=1, keepdims=True)
+    expected = before.index.sa_decode(before.index.sa_encode(unit))  # the old codec
+    assert np.allclose(after.decode(new_ids).reshape(-1, D), expected, atol=1e-6)
+    gi = GlobalIndex.load(g_path, CFG)
+    assert gi.ntotal == 150 and np.isin(np.arange(1, 151), gi.ids()).all()
+    snapshot = files(ws)
+    assert update_indexes(ws, MODEL, CFG)["mode"] == "unchanged"
+    assert files(ws) == snapshot
+
+
+def test_tiny_codec_is_retrained_when_the_corpus_doubles(tmp_path):
+    cfg = IndexConfig(patch_bytes=8, train_size=10_000, use_gpu=False)
+    ws = Workspace.at(tmp_path / "a")
+    add_shard(ws, 1, 100, seed=1)
+    assert update_indexes(ws, MODEL, cfg)["mode"] == "rebuild"
+    add_shard(ws, 101, 60, seed=2)  # 160 < 2 x 100
+    assert update_indexes(ws, MODEL, cfg)["mode"] == "incremental"
+    add_shard(ws, 161, 40, seed=3)  # 200 >= 2 x 100: rebuilt, identical to a fresh full build
+    assert update_indexes(ws, MODEL, cfg)["mode"] == "rebuild"
+    fresh = Workspace.at(tmp_path / "b")
+    shutil.copytree(model_dir(ws.root, MODEL), model_dir(fresh.root, MODEL))
+    update_indexes(fresh, MODEL, cfg)
+    assert files(fresh) == files(ws)
+
+
+def test_config_change_or_removed_shard_rebuilds(ws):
+    assert update_indexes(ws, MODEL, IndexConfig(patch_bytes=4, train_size=400, use_gpu=False))["mode"] == "rebuild"
+    name = add_shard(ws, 101, 50, seed=2)
+    update_indexes(ws, MODEL, CFG)
+    shutil.rmtree(model_dir(ws.root, MODEL) / name)
+    out = update_indexes(ws, MODEL, CFG)
+    assert out["mode"] == "rebuild" and out["indexed"] == 100
+
+
+@pytest.mark.parametrize(("n_new", "mode"), [(50, "incremental"), (150, "rebuild")])
+def test_killed_between_saves_then_rerun_equals_a_clean_run(ws, tmp_path, monkeypatch, n_new, mode):
+    cfg = IndexConfig(patch_bytes=8, train_size=600, use_gpu=False)  # 100 images: 400 < 600 vectors
+    update_indexes(ws, MODEL, cfg)
+    clean = Workspace.at(tmp_path / "clean")
+    shutil.copytree(ws.root, clean.root, dirs_exist_ok=True)
+    for w in (ws, clean):
+        add_shard(w, 101, n_new, seed=2)
+    assert update_indexes(clean, MODEL, cfg)["mode"] == mode
+
+    def killed(self, path):
+        raise KeyboardInterrupt("killed after the global index was saved")
+    with monkeypatch.context() as m:
+        m.setattr(PatchStore, "save", killed)
+        with pytest.raises(KeyboardInterrupt):
+            update_indexes(ws, MODEL, cfg)
+    update_indexes(ws, MODEL, cfg)
+    assert files(ws) == files(clean)
