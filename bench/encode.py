@@ -3,11 +3,13 @@
     python bench/encode.py [--n 2000] [--size 256] [--model toy-vit] [--pretrained PATH]
 
 Images are toy-world scenes (export_scenes) re-saved as JPEG at --size px. The pipeline is
-``run_encode`` on a fresh workspace (decode + encode of global and patch features + shards +
-catalog + FAISS stores), each run on its own local Ray, started before the clock starts (its
-start time is reported apart). The baseline is what a user would write: PIL decode + the model's
+``python -m jobs.encode`` on a fresh workspace (decode + encode of global and patch features +
+shards + catalog + FAISS stores), a driver connecting to its own local Ray, started before the
+clock starts (its start time is reported apart: on a cluster it is already up). The baseline is what a user would write: PIL decode + the model's
 open_clip preprocess in a torch DataLoader (same worker count and batch size),
-``model.encode_image``, one .npy file; its torch threads match the encoder actor's CPU (1).
+``model.encode_image``, one .npy file, run as its own script in a fresh interpreter (so it pays
+its imports and model load, as the pipeline's workers do); its torch threads match the encoder
+actor's CPU (1), which on 2 cores is faster than torch's default of 2 threads.
 Each run records the peak RSS of the whole process tree (driver, Ray and its workers, DataLoader
 workers), sampled in a thread: equal peaks at N and 2N mean memory does not grow with the corpus.
 Both run at N and 2N images; the marginal rate of the extra N images cancels fixed costs.
@@ -32,6 +34,8 @@ import numpy as np
 import ray
 import torch
 from PIL import Image
+
+from tagger.encode import EncodeConfig
 
 
 @contextmanager
@@ -92,6 +96,21 @@ class ImageFiles(torch.utils.data.Dataset):
             return self.preprocess(im.convert("RGB"))
 
 
+def run_loop_script(folder: Path, out: Path, args: argparse.Namespace) -> dict:
+    """The plain loop as a user runs it: ``python script.py``, timed from launch to exit."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, __file__, "--loop-only", str(folder), "--loop-out", str(out), "--model", args.model,
+           "--batch-size", str(args.batch_size), "--workers", str(args.workers),
+           "--loop-threads", str(args.loop_threads)] + (["--pretrained", args.pretrained] if args.pretrained else [])
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    dt = time.perf_counter() - t0
+    inner = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**inner, "s": dt, "img_s": inner["n"] / dt, "in_script_s": inner["s"]}
+
+
 def run_loop(folder: Path, out: Path, args: argparse.Namespace) -> dict:
     """The plain loop, timed end to end (model load included, as in the pipeline)."""
     from tagger.models import load_clip
@@ -113,20 +132,31 @@ def run_loop(folder: Path, out: Path, args: argparse.Namespace) -> dict:
 
 
 def run_pipeline(folder: Path, ws_root: Path, args: argparse.Namespace) -> dict:
-    """``run_encode`` on a fresh workspace, in a fresh local Ray started before the clock starts."""
-    from tagger.encode import EncodeConfig, run_encode
-    from tagger.raycluster import ray_session
-    from tagger.workspace import Workspace
+    """``python -m jobs.encode`` on a fresh workspace, as a driver connecting to a Ray that is
+    already up (started here before the clock starts), timed from launch to exit."""
+    import subprocess
+    import sys
 
-    cfg = EncodeConfig(model=args.model, pretrained=args.pretrained, batch_size=args.batch_size,
-                       partition_size=args.partition_size, decode_concurrency=args.workers)
+    from tagger.raycluster import ray_session
+
+    repo = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "jobs.encode", "--workspace", str(ws_root), "--source", str(folder),
+           "--model", args.model, "--batch-size", str(args.batch_size), "--partition-size", str(args.partition_size),
+           "--decode-concurrency", str(args.workers), "--concurrency", str(args.encoders),
+           "--encode-cpus", str(args.encode_cpus), "--decode-cpus", str(args.decode_cpus), "--num-gpus", "0",
+           "--log-level", "WARNING"] + (["--pretrained", args.pretrained] if args.pretrained else [])
     t0 = time.perf_counter()
-    with ray_session(), peak_rss() as rss:
+    with ray_session() as ray_mod, peak_rss() as rss:
         t1 = time.perf_counter()
         threads = actor_threads()
+        env = {**os.environ, "RAY_ADDRESS": ray_mod.get_runtime_context().gcs_address,
+               "PYTHONPATH": str(repo) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         t2 = time.perf_counter()
-        stats = run_encode(Workspace.at(ws_root), str(folder), cfg, progress=False)
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=repo)
         dt = time.perf_counter() - t2
+    if done.returncode != 0:
+        raise RuntimeError(f"encode job failed:\n{done.stderr[-3000:]}")
+    stats = json.loads(done.stdout.strip().splitlines()[-1])
     n = stats["encoded"] + stats["errors"]
     return {"n": n, "s": dt, "img_s": n / dt, "peak_rss_mb": rss["mb"], "stats": stats,
             "ray_s": t1 - t0, "threads": threads}
@@ -155,16 +185,19 @@ def marginal(first: dict, second: dict) -> float:
 
 def report(a: argparse.Namespace, pipe: tuple, loop: tuple) -> None:
     ray_s = sum(r["ray_s"] for r in pipe) / 2
-    print(f"model {a.model}, {a.size}px JPEG, batch {a.batch_size}, decode workers {a.workers}, torch "
-          f"threads loop {a.loop_threads} / actor {pipe[0]['threads']}; Ray start {ray_s:.1f} s (not counted)")
+    print(f"model {a.model}, {a.size}px JPEG, batch {a.batch_size}, decode workers {a.workers}, encoder actors "
+          f"{a.encoders} ({a.encode_cpus} CPU), decoders {a.decode_cpus} CPU, torch threads loop {a.loop_threads} / "
+          f"actor {pipe[0]['threads']}; Ray start {ray_s:.1f} s (not counted; a cluster is already up)")
+    print(f"plain loop inside its script: {loop[0]['in_script_s']:.1f} / {loop[1]['in_script_s']:.1f} s "
+          "(the rest of its time is interpreter start and imports)")
     print_table([(f"{name} {k}", r["n"], r["s"], r["img_s"], r["peak_rss_mb"])
                  for name, runs in (("pipeline", pipe), ("plain loop", loop)) for k, r in zip(("N", "2N"), runs)])
     st, m_pipe, m_loop = pipe[1]["stats"], marginal(*pipe), marginal(*loop)
     print(f"marginal img/s (2N - N images): pipeline {m_pipe:.1f}, loop {m_loop:.1f} (nan: noise; raise --n)")
-    print(f"pipeline 2N: encode {st['encode_s']} s, index build {st.get('global_build_s')} + "
+    print(f"pipeline 2N: encode {st['encode_s']} s, index {st.get('mode')} {st.get('global_build_s')} + "
           f"{st.get('patch_build_s')} s, errors {st['errors']}")
     print(json.dumps({
-        "bench": "encode", "model": a.model, "size": a.size, "n": [a.n, 2 * a.n],
+        "bench": "encode", "model": a.model, "size": a.size, "n": [a.n, 2 * a.n], "encoders": a.encoders,
         "pipeline_img_s": round(pipe[1]["img_s"], 2), "loop_img_s": round(loop[1]["img_s"], 2),
         "ratio": round(pipe[1]["img_s"] / loop[1]["img_s"], 3),
         "marginal_ratio": None if np.isnan(m_pipe / m_loop) else round(m_pipe / m_loop, 3), "ray_start_s": round(ray_s, 2),
@@ -183,12 +216,20 @@ def main() -> None:
     p.add_argument("--partition-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=1, help="decode tasks in flight = DataLoader workers")
     p.add_argument("--loop-threads", type=int, default=1, help="torch threads of the loop (the actor has 1 CPU)")
+    p.add_argument("--encoders", type=int, default=EncodeConfig.concurrency, help="encoder actors")
+    p.add_argument("--encode-cpus", type=float, default=EncodeConfig.encode_cpus, help="Ray CPUs per encoder")
+    p.add_argument("--decode-cpus", type=float, default=EncodeConfig.decode_cpus, help="Ray CPUs per decoder")
+    p.add_argument("--loop-only", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--loop-out", type=Path, default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.loop_only is not None:  # the plain loop's own script
+        print(json.dumps(run_loop(a.loop_only, a.loop_out, a)))
+        return
     tmp = Path(tempfile.mkdtemp(prefix="tagger-bench-encode-"))
     try:
         small, big = make_images(tmp, a.n, a.size)
-        loop_n = run_loop(small, tmp / "loop.npy", a)  # first: no Ray processes in its tree
-        loop_2n = run_loop(big, tmp / "loop.npy", a)
+        loop_n = run_loop_script(small, tmp / "loop.npy", a)  # first: no Ray processes on the machine
+        loop_2n = run_loop_script(big, tmp / "loop.npy", a)
         pipe_n = run_pipeline(small, tmp / "ws-n", a)
         pipe_2n = run_pipeline(big, tmp / "ws-2n", a)
     finally:

@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--concurrency", type=int, default=1, help="encoder actors")
     p.add_argument("--decode-concurrency", type=int, default=1)
+    p.add_argument("--encode-cpus", type=float, default=EncodeConfig.encode_cpus,
+                   help="Ray CPUs reserved per CPU encoder actor (e.g. 0.75 to fit 2 encoders and a decoder on 2 cores)")
+    p.add_argument("--decode-cpus", type=float, default=EncodeConfig.decode_cpus, help="Ray CPUs per decode actor")
     p.add_argument("--num-gpus", type=float, default=None, help="GPUs per encoder actor (default: 1 if any)")
     p.add_argument("--crash-after", type=int, default=None, help=argparse.SUPPRESS)  # crash tests
     args = p.parse_args(argv)
@@ -27,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
         ws.update_settings(model=model, pretrained=pretrained)
         cfg = EncodeConfig(model=model, pretrained=pretrained, partition_size=a.partition_size,
                            batch_size=a.batch_size, concurrency=a.concurrency,
-                           decode_concurrency=a.decode_concurrency, num_gpus=gpus_per_encoder(a.num_gpus))
+                           decode_concurrency=a.decode_concurrency, num_gpus=gpus_per_encoder(a.num_gpus),
+                           encode_cpus=a.encode_cpus, decode_cpus=a.decode_cpus)
         return run_encode(ws, a.source, cfg, crash_after=a.crash_after, progress=True)
     run(go, args)
 

@@ -123,7 +123,7 @@ def tag(
     as_json: JsonOpt = False,
 ) -> None:
     """Tag every encoded image from its stored embeddings into a new run, and make it current."""
-    from .models.loader import model_id_for
+    from .models.registry import model_id_for
     from .tag import TagConfig, run_tag
     with reported():
         ws = workspace_at(workspace)

@@ -33,6 +33,8 @@ class EncodeConfig:
     batch_size: int = 64
     concurrency: int = 1  # encoder actors
     decode_concurrency: int = 1  # decode tasks in flight
+    decode_cpus: float = 1.0  # Ray CPUs reserved per decode actor
+    encode_cpus: float = 1.0  # Ray CPUs reserved per CPU encoder actor (GPU encoders reserve none)
     num_gpus: float = 0.0  # per encoder actor (0 = CPU)
     device: str | None = None
     precision: str | None = None
@@ -143,7 +145,7 @@ def run_encode(workspace, source: str | None, cfg: EncodeConfig, *, crash_after:
 
     from .catalog import Catalog
     from .indexing import update_indexes
-    from .models.loader import model_id_for
+    from .models.registry import model_id_for
     from .models.preprocess import pixel_spec
     from .raycluster import ray_session
     from .sources import list_images
@@ -162,10 +164,10 @@ def run_encode(workspace, source: str | None, cfg: EncodeConfig, *, crash_after:
                 ds = ray.data.from_items(parts, override_num_blocks=len(parts))
                 spec = pixel_spec(cfg.model, cfg.pretrained)
                 ds = ds.map_batches(DecodePartitions, fn_constructor_args=(spec, cfg.max_pixels), batch_size=1,
-                                    concurrency=cfg.decode_concurrency, num_cpus=1)
+                                    concurrency=cfg.decode_concurrency, num_cpus=cfg.decode_cpus)
                 ds = ds.map_batches(EncodePartitions, fn_constructor_args=(cfg, root, model_id), batch_size=1,
                                     concurrency=cfg.concurrency, num_gpus=cfg.num_gpus,
-                                    num_cpus=0 if cfg.num_gpus else 1)
+                                    num_cpus=0 if cfg.num_gpus else cfg.encode_cpus)
                 bar = tqdm(total=sum(len(p["image_ids"]) for p in parts), unit="img", disable=not progress,
                            desc=f"encode {cfg.model}")
                 for k, row in enumerate(ds.iter_rows()):

@@ -68,7 +68,7 @@ def run_nightly(workspace, source: str | None, encode_cfg: EncodeConfig, cfg: Ni
                 *, crash_at: str | None = None) -> dict[str, Any]:
     """Run every stage in order; ``crash_at`` (one of CRASH_POINTS) kills the process there (tests)."""
     from .catalog import Catalog
-    from .models.loader import model_id_for
+    from .models.registry import model_id_for
 
     cfg = cfg or NightlyConfig()
     timings: dict[str, float] = {}

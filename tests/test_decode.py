@@ -146,7 +146,8 @@ def test_bytes_column_is_used_and_dropped(files):
 
 
 def test_pixel_spec_crop_equals_torchvision_and_decode_imports_no_torch():
-    """The decode stage resizes with PIL alone, pixel for pixel as open_clip's transform does."""
+    """The decode stage resizes with PIL alone, pixel for pixel as open_clip's transform does, and
+    neither it nor the encode driver imports torch (their processes start in a fraction of the time)."""
     import subprocess
     import sys
 
@@ -161,5 +162,9 @@ def test_pixel_spec_crop_equals_torchvision_and_decode_imports_no_torch():
         for w, h in [(256, 256), (size, size), (300, 199), (199, 300), (97, 1000), (size + 3, size), (33, 45)]:
             im = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
             assert np.array_equal(np.asarray(ref(im)), np.asarray(spec.resize_crop(im))), (size, w, h)
-    code = "import sys, tagger.decode, tagger.encode; sys.exit('torch' in sys.modules)"
+    code = ("import sys, tagger.decode, tagger.encode, tagger.indexing\n"
+            "from tagger.models.registry import model_id_for\n"
+            "from tagger.models.preprocess import pixel_spec\n"
+            "model_id_for('toy-vit'); pixel_spec('toy-vit'); pixel_spec('ViT-B-32')\n"
+            "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -93,3 +93,17 @@ def test_resnet_local_is_value_path_and_nopos_differs():
     g_std, _ = image_features(m, x, FeatureConfig(global_mode="standard"))
     g_nopos, _ = image_features(m, x, FeatureConfig(global_mode="nopos"))
     assert not torch.allclose(g_std, g_nopos, atol=1e-3)
+
+
+def test_config_files_read_without_open_clip_match_open_clip():
+    import open_clip
+
+    from tagger.models import registry
+    from tagger.models.preprocess import pixel_spec
+
+    registry.register_configs()
+    for name in ("toy-vit", "toy-rn", "ViT-B-32", "ViT-B-16", "RN50"):
+        assert registry.model_config(name) == open_clip.get_model_config(name), name
+        size = open_clip.get_model_config(name)["vision_cfg"]["image_size"]
+        assert pixel_spec(name).image_size == size
+    assert registry.model_config("no-such-model") is None

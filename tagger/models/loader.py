@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -13,6 +12,9 @@ import torch
 
 from ..errors import ModelLoadError
 from . import registry
+from .registry import model_id_for
+
+registry.register_configs()
 
 logger = logging.getLogger(__name__)
 
@@ -60,17 +62,6 @@ class ClipModel:
         if not out:
             return np.zeros((0, self.embed_dim), np.float32)
         return np.concatenate(out).astype(np.float32)
-
-
-def model_id_for(name: str, pretrained: str | None = None) -> str:
-    """Stable id of (architecture, weights), computed without loading the model."""
-    if pretrained is None and name in registry.shipped_models() and registry.manifest_path(name).exists():
-        tag = registry.read_manifest(name)["sha256"][:12]
-    elif pretrained and os.path.isfile(pretrained):
-        tag = os.path.splitext(os.path.basename(pretrained))[0]
-    else:
-        tag = pretrained or "random"
-    return re.sub(r"[^A-Za-z0-9._@+=-]", "_", f"{name}@{tag}")
 
 
 def load_clip(

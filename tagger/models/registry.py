@@ -1,7 +1,7 @@
 """Model registry: the project's own open_clip configs and the weights shipped with them.
 
 The toy models are ordinary open_clip configs (``configs/*.json``) registered with
-``open_clip.add_model_config`` at import, so ``open_clip.create_model("toy-vit", pretrained=path)``
+``open_clip.add_model_config`` by :func:`register_configs` (the loader calls it), so ``open_clip.create_model("toy-vit", pretrained=path)``
 works exactly like it does for ``ViT-B-32``. Their weights live in ``weights/<name>.pt`` with a
 manifest ``weights/<name>.json`` recording the sha256 that the loader verifies.
 """
@@ -14,7 +14,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import open_clip
+import importlib.util
+import os
+import re
 
 from ..errors import ChecksumError, ModelLoadError
 
@@ -23,7 +25,42 @@ logger = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).parent / "configs"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
-open_clip.add_model_config(CONFIG_DIR)
+_REGISTERED = False
+
+
+def register_configs() -> None:
+    """Make open_clip know the shipped configs (imports open_clip; idempotent)."""
+    global _REGISTERED
+    if not _REGISTERED:
+        import open_clip
+        open_clip.add_model_config(CONFIG_DIR)
+        _REGISTERED = True
+
+
+def model_config(name: str) -> dict[str, Any] | None:
+    """An architecture's open_clip config read from its JSON file (shipped, then open_clip's own)
+    without importing open_clip; None when there is no such file (e.g. ``hf-hub:`` names)."""
+    path = CONFIG_DIR / f"{name}.json"
+    if not path.exists():
+        spec = importlib.util.find_spec("open_clip")
+        roots = list(spec.submodule_search_locations or []) if spec else []
+        path = next((Path(r) / "model_configs" / f"{name}.json" for r in roots
+                     if (Path(r) / "model_configs" / f"{name}.json").exists()), path)
+    if not path.exists():
+        return None
+    cfg = json.loads(path.read_text())
+    return cfg if all(k in cfg for k in ("embed_dim", "vision_cfg", "text_cfg")) else None
+
+
+def model_id_for(name: str, pretrained: str | None = None) -> str:
+    """Stable id of (architecture, weights), computed without loading the model (or torch)."""
+    if pretrained is None and name in shipped_models() and manifest_path(name).exists():
+        tag = read_manifest(name)["sha256"][:12]
+    elif pretrained and os.path.isfile(pretrained):
+        tag = os.path.splitext(os.path.basename(pretrained))[0]
+    else:
+        tag = pretrained or "random"
+    return re.sub(r"[^A-Za-z0-9._@+=-]", "_", f"{name}@{tag}")
 
 
 def shipped_models() -> list[str]:
