@@ -9,7 +9,10 @@ of the global and every patch embedding onto the memory, classification, max ove
 fusion and per-image standardisation. The roofline is the time of the bare matrix multiplies
 that path cannot avoid, timed in the same process: ``v @ M.T`` and ``a @ M`` of the mapping and
 ``v' @ W.T`` of the classifier, for the global and the patch rows. ``fraction`` =
-roofline time / comc time (1.0 = no overhead beyond the multiplies). Decoding the patches of the
+roofline time / comc time (1.0 = no overhead beyond the multiplies). When K and C are small next
+to d, ``comc_scores`` folds the mapping into the classifier (``tagger.mapping.mapped_scores``) and
+never forms the mapped vectors, doing fewer multiplies than this roofline, so fractions near or
+above 1 are possible there. Decoding the patches of the
 same images from a PQ patch store (``PatchStore.decode``) is timed separately. Repetitions are
 interleaved and the median is kept. Ends with one JSON line.
 """

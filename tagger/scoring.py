@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .mapping import MemoryBank, cross_modal_map
+from .mapping import MemoryBank, mapped_scores
 from .zeroshot import standardize
 
 
@@ -31,14 +31,14 @@ class ScoreConfig:
 
 def global_scores(g: np.ndarray, weight: np.ndarray, memory: MemoryBank | None, cfg: ScoreConfig) -> np.ndarray:
     """Scores of mapped global embeddings: (n, d) -> (n, C)."""
-    return cross_modal_map(g, memory, cfg.tau, cfg.alpha, cfg.topk) @ weight.T
+    return mapped_scores(g, weight, memory, cfg.tau, cfg.alpha, cfg.topk)
 
 
 def local_scores(p: np.ndarray, weight: np.ndarray, memory: MemoryBank | None, cfg: ScoreConfig) -> np.ndarray:
     """Max over patches of mapped patch scores: (n, P, d) -> (n, C)."""
     n, num_p, d = p.shape
-    mapped = cross_modal_map(p.reshape(n * num_p, d).astype(np.float32, copy=False), memory, cfg.tau, cfg.alpha, cfg.topk)
-    return (mapped @ weight.T).reshape(n, num_p, -1).max(axis=1)
+    flat = p.reshape(n * num_p, d).astype(np.float32, copy=False)
+    return mapped_scores(flat, weight, memory, cfg.tau, cfg.alpha, cfg.topk).reshape(n, num_p, -1).max(axis=1)
 
 
 def fuse(g_scores: np.ndarray, l_scores: np.ndarray | None, cfg: ScoreConfig) -> np.ndarray:

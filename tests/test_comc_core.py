@@ -176,3 +176,18 @@ def test_label_calibration_lets_an_offset_label_rank_and_is_order_independent():
     top = lambda rows: {l for l, r in zip(rows["label"], rows["rank"]) if r == 1}
     assert "d" not in top(plain) and "d" in top(calibrated)
     assert isinstance(Fake(cfg), ShardScorer)
+
+
+@pytest.mark.parametrize(("k", "c", "d"), [(6, 4, 64), (40, 30, 32)])  # folded path, direct path
+def test_mapped_scores_equal_mapping_then_classifier(k, c, d):
+    from tagger.mapping import mapped_scores
+    from tagger.mapping.memory import _folded_is_cheaper
+
+    rng = np.random.default_rng(7)
+    v = _unit(rng.normal(size=(50, d))).astype(np.float32)
+    w = rng.normal(size=(c, d)).astype(np.float32)
+    mem = MemoryBank(rng.normal(size=(k, d)).astype(np.float32))
+    assert _folded_is_cheaper(k, c, d) == (d == 64)
+    for tau, alpha in [(0.01, 0.7), (0.5, 0.2)]:
+        expected = cross_modal_map(v, mem, tau, alpha) @ w.T
+        np.testing.assert_allclose(mapped_scores(v, w, mem, tau, alpha, batch=16), expected, rtol=1e-4, atol=1e-5)

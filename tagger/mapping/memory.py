@@ -92,3 +92,39 @@ def cross_modal_map(v: np.ndarray, memory: MemoryBank | None, tau: float = 0.01,
         np.multiply(x, np.float32(alpha), out=out[i:i + batch])
         out[i:i + batch] += u
     return out.reshape(shape)
+
+
+def _folded_is_cheaper(k: int, c: int, d: int) -> bool:
+    """FLOPs per row: folded (x [M;W]^T, s MW, s G) against direct (x M^T, s M, mapped W^T)."""
+    return (k + c) * d + k * c + k * k < (2 * k + c) * d
+
+
+def mapped_scores(v: np.ndarray, weight: np.ndarray, memory: MemoryBank | None, tau: float = 0.01,
+                  alpha: float = 0.7, topk: int | None = None, batch: int = 8192) -> np.ndarray:
+    """``cross_modal_map(v, ...) @ weight.T`` for rows v (n, d) and a classifier weight (C, d).
+
+    When the memory (K rows) and the classifier are small next to d, the mapped vectors are never
+    formed: with s = softmax(v M^T / tau), the mapped score is
+    ``alpha * v W^T + (1 - alpha) * (s (M W^T)) / ||s M||`` and ``||s M||^2 = rowsum((s G) * s)``
+    with G = M M^T, so every product has K or C columns instead of d. Same values up to rounding.
+    """
+    w = np.asarray(weight, np.float32)
+    k, d = (memory.vectors.shape if memory is not None else (0, w.shape[1]))
+    if memory is None or alpha >= 1.0 or topk is not None or not _folded_is_cheaper(k, w.shape[0], d):
+        return cross_modal_map(v, memory, tau, alpha, topk, batch) @ w.T
+    m = memory.vectors
+    both = np.ascontiguousarray(np.concatenate([m, w]).T)  # (d, K + C)
+    mw, gram = m @ w.T, m @ m.T
+    flat = np.asarray(v, np.float32).reshape(-1, d)
+    out = np.empty((len(flat), w.shape[0]), np.float32)
+    for i in range(0, len(flat), batch):
+        xa = flat[i:i + batch] @ both
+        s = xa[:, :k]
+        s *= np.float32(1.0 / tau)
+        _softmax_(s)
+        norm = np.sqrt(np.einsum("nk,nk->n", s @ gram, s))
+        o = out[i:i + batch]
+        np.matmul(s, mw, out=o)
+        o *= (np.float32(1 - alpha) / np.maximum(norm, 1e-12))[:, None]
+        o += np.float32(alpha) * xa[:, k:]
+    return out
