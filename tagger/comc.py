@@ -77,8 +77,9 @@ def build_memories(clip, class_names: Sequence[str], sentence_emb: np.ndarray | 
 
 
 def fit_comc(clip, class_names: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None = None,
-             cfg: ComcConfig | None = None, generator=None, corpus=None) -> ComcModel:
-    """Generate (or take) a text corpus, embed it with CLIP's text tower, train, build memories."""
+             cfg: ComcConfig | None = None, generator=None, corpus=None, embeddings=None) -> ComcModel:
+    """Generate (or take) a text corpus, embed it with CLIP's text tower (unless its
+    ``embeddings`` are given, row-aligned with the sentences), train, build memories."""
     from .text import OfflineGenerator, Vocabulary, build_corpus
 
     cfg = cfg or ComcConfig()
@@ -87,7 +88,9 @@ def fit_comc(clip, class_names: Sequence[str], synonyms: Mapping[str, Sequence[s
         generator = generator or OfflineGenerator(vocab, seed=cfg.text_seed)
         corpus = build_corpus(list(class_names), synonyms or {}, cfg.n_sentences, generator, seed=cfg.text_seed,
                               max_labels=cfg.max_labels, include_templates=cfg.include_templates)
-    emb = clip.encode_text(list(corpus.sentences))
+    emb = clip.encode_text(list(corpus.sentences)) if embeddings is None else np.asarray(embeddings, np.float32)
+    if emb.shape[0] != len(corpus.sentences):
+        raise ValueError(f"{emb.shape[0]} embeddings for {len(corpus.sentences)} sentences")
     clf = train_classifier(emb, corpus.label_matrix, list(corpus.class_names), clip.model_id, corpus.corpus_id,
                            cfg.train)
     generated = np.array([src == "generated" for src in corpus.sources], bool)

@@ -58,6 +58,41 @@ def run_generate_text(workspace, n_sentences: int = 20000, seed: int = 0, llm_co
             "stats": corpus.stats}
 
 
+def _embedding_file(workspace, corpus_id: str, model_id: str) -> Path:
+    return workspace.text_dir(corpus_id) / f"embeddings-{model_id}.npy"
+
+
+def corpus_embeddings(workspace, clip, corpus) -> tuple[Any, int]:
+    """Text embeddings of every sentence of ``corpus``, cached next to the corpus per model.
+
+    Sentences already embedded for the corpus this one extends are taken from its cache, so a
+    nightly run embeds (and tokenises) only its new sentences. Returns (embeddings, newly embedded).
+    """
+    import numpy as np
+
+    path = _embedding_file(workspace, corpus.corpus_id, clip.model_id)
+    if path.exists():
+        emb = np.load(path)
+        if emb.shape[0] == len(corpus.sentences):
+            return emb, 0
+    known: dict[str, Any] = {}
+    parent = (corpus.config or {}).get("extends")
+    parent_file = _embedding_file(workspace, parent, clip.model_id) if parent else None
+    if parent_file is not None and parent_file.exists():
+        from .text import TextCorpus
+        prev = TextCorpus.load(workspace.text_dir(parent))
+        prev_emb = np.load(parent_file)
+        if prev_emb.shape[0] == len(prev.sentences):
+            known = dict(zip(prev.sentences, prev_emb))
+    todo = sorted({s for s in corpus.sentences if s not in known})
+    known.update(zip(todo, clip.encode_text(todo)))
+    emb = np.stack([known[s] for s in corpus.sentences]).astype(np.float32)
+    tmp = path.with_name(path.stem + ".tmp.npy")
+    np.save(tmp, emb)
+    tmp.replace(path)
+    return emb, len(todo)
+
+
 def run_train(workspace, model: str, pretrained: str | None = None, corpus_id: str | None = None,
               cfg=None) -> dict[str, Any]:
     """Train the text-only classifier (and its memory banks) for ``model`` on a corpus."""
@@ -80,7 +115,9 @@ def run_train(workspace, model: str, pretrained: str | None = None, corpus_id: s
         classifier_id = hashlib.sha256(ident.encode()).hexdigest()[:16]
         out = workspace.classifier_dir(classifier_id)
         if not (out / "score_config.json").exists():
-            m = fit_comc(clip, corpus.class_names, None, cfg, corpus=corpus)
+            emb, n_new = corpus_embeddings(workspace, clip, corpus)
+            logger.info("corpus %s: %d sentences, %d embedded now", corpus_id, len(emb), n_new)
+            m = fit_comc(clip, corpus.class_names, None, cfg, corpus=corpus, embeddings=emb)
             tmp = out.with_name(out.name + ".tmp")
             save_comc(m, tmp)
             tmp.replace(out) if not out.exists() else None

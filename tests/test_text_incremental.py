@@ -79,3 +79,28 @@ def test_changed_synonyms_rewrite_only_that_labels_sentences():
     # the new corpus remembers the new synonyms: extending it again changes nothing
     again = extend_corpus(new, labels, syn, _gen(labels), seed=0)
     assert again.stats["synonyms_changed"] == []
+
+
+def test_training_embeds_only_sentences_the_parent_corpus_did_not_have(tmp_path):
+    from tagger.catalog import Catalog
+    from tagger.models import load_clip
+    from tagger.text import TextCorpus
+    from tagger.textjob import corpus_embeddings, run_generate_text
+    from tagger.workspace import Workspace
+
+    ws = Workspace.at(tmp_path / "ws")
+    first, later = list(LABELS[:8]), list(LABELS[8:10])
+    with Catalog.open(ws.catalog) as cat:
+        cat.add_labels(first, {n: list(LABEL_SYNONYMS[n]) for n in first})
+    clip = load_clip("toy-vit", device="cpu")
+    a = TextCorpus.load(ws.text_dir(run_generate_text(ws, 300, 0)["corpus_id"]))
+    emb_a, n_a = corpus_embeddings(ws, clip, a)
+    assert n_a == len(set(a.sentences)) and emb_a.shape == (len(a.sentences), clip.embed_dim)
+    assert corpus_embeddings(ws, clip, a)[1] == 0  # cached
+    with Catalog.open(ws.catalog) as cat:
+        cat.add_labels(later, {n: list(LABEL_SYNONYMS[n]) for n in later})
+    b = TextCorpus.load(ws.text_dir(run_generate_text(ws, 300, 0)["corpus_id"]))
+    emb_b, n_b = corpus_embeddings(ws, clip, b)
+    assert 0 < n_b == len(set(b.sentences) - set(a.sentences))
+    fresh = clip.encode_text(list(b.sentences[:40]) + list(b.sentences[-40:]))
+    np.testing.assert_allclose(np.concatenate([emb_b[:40], emb_b[-40:]]), fresh, atol=1e-5)
