@@ -11,7 +11,8 @@ top-100 images of a label in the current run (with URI); images with labels A an
 tag counts per label. They run on the ``current_tags`` view, on the ``tags`` table with an
 explicit run filter (for reference), and on the unsorted Parquet files with ``read_parquet``
 (the baseline; an images Parquet file supplies URIs). Median of --repeat warm runs each; results
-are checked to agree. ``ratio`` = catalog (view) latency / Parquet latency, per query.
+are checked to agree. ``ratio`` = catalog (view) latency / Parquet latency, per query. Label
+counts are also read from ``current_label_counts``, the per-run summary written with the tags.
 """
 from __future__ import annotations
 
@@ -107,7 +108,16 @@ def run_queries(cat: Catalog, files: list[str], tmp: Path, a: argparse.Namespace
         if len({json.dumps(r, default=str) for r in results.values()}) != 1:
             raise SystemExit(f"query {q}: the variants disagree")
         out[q]["result_rows"] = len(results["parquet"])
+    summary = "SELECT label, n, n_pos FROM current_label_counts ORDER BY label"
+    out["label_counts"]["summary view"], rows = timed_median(cat.con, summary, {}, a.repeat)
+    if json.dumps(rows, default=str) != json.dumps(results_of_counts(cat, files, tmp, current), default=str):
+        raise SystemExit("current_label_counts disagrees with counting the tags")
     return out
+
+
+def results_of_counts(cat: Catalog, files: list[str], tmp: Path, current: int) -> list:
+    with_uri, plain, run = variants(files, tmp, current)["parquet"]
+    return cat.con.execute(QUERIES["label_counts"].format(tags=plain, run=run)).fetchall()
 
 
 def report(a: argparse.Namespace, n_images: int, times: dict, res: dict) -> None:
@@ -119,8 +129,12 @@ def report(a: argparse.Namespace, n_images: int, times: dict, res: dict) -> None
     for q, r in res.items():
         print(f"{q:<14} | {r['result_rows']:>6} | {1e3 * r['catalog view']:>8.1f} | {1e3 * r['tags table']:>8.1f} | "
               f"{1e3 * r['parquet']:>10.1f} | {r['catalog view'] / r['parquet']:>12.3f}")
+    lc = res["label_counts"]
+    print(f"label counts from the per-run summary (current_label_counts): {1e3 * lc['summary view']:.2f} ms, "
+          f"{lc['summary view'] / lc['parquet']:.4f} of parquet")
     print(json.dumps({"bench": "query", "rows": n_tags, "images": n_images, "runs": a.runs,
                       "ratio": {q: round(r["catalog view"] / r["parquet"], 3) for q, r in res.items()},
+                      "label_counts_summary_ms": round(1e3 * res["label_counts"]["summary view"], 3),
                       "catalog_ms": {q: round(1e3 * r["catalog view"], 2) for q, r in res.items()},
                       "tags_table_ms": {q: round(1e3 * r["tags table"], 2) for q, r in res.items()},
                       "parquet_ms": {q: round(1e3 * r["parquet"], 2) for q, r in res.items()},

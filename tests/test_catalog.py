@@ -49,7 +49,7 @@ def test_migrations_recorded_and_idempotent(path):
         assert c.query("SELECT uri FROM images") == [("/x/a.jpg",)]
         tables = {r[0] for r in c.query("SELECT table_name FROM information_schema.tables")}
     assert {"images", "encodings", "labels", "text_corpora", "classifiers", "runs", "tags",
-            "current_run", "current_tags", "schema_migrations"} <= tables
+            "current_run", "current_tags", "run_label_counts", "current_label_counts", "schema_migrations"} <= tables
 
 
 def test_failed_migration_rolls_back(tmp_path):
@@ -158,11 +158,18 @@ def test_load_tags_one_transaction_and_idempotent(cat, tmp_path):
         ("dog", pytest.approx(0.6)), ("dog", pytest.approx(0.2))]
     r = cat.get_run(run)
     assert (r.status, r.n_tags, r.n_images) == ("loaded", 4, 3)
+    counts = "SELECT label, n, n_pos FROM run_label_counts WHERE run_id = ? ORDER BY label"
+    assert cat.query(counts, [run]) == cat.query(
+        "SELECT label, count(*), count(*) FILTER (WHERE positive) FROM tags WHERE run_id = ? "
+        "GROUP BY label ORDER BY label", [run]) == [("cat", 2, 2), ("dog", 2, 1)]
+    cat.set_current(run)
+    assert cat.query("SELECT * FROM current_label_counts ORDER BY label") == [("cat", 2, 2), ("dog", 2, 1)]
 
     bad = _tags(tmp_path, "bad.parquet", [(99, "cat", 0.5)])  # unknown image id, in the 2nd file
     with pytest.raises(CatalogError, match="unknown image ids"):
         cat.load_tags(run, [shards[0], bad])
     assert cat.query("SELECT count(*) FROM tags")[0][0] == 4  # the delete was rolled back too
+    assert cat.query(counts, [run]) == [("cat", 2, 2), ("dog", 2, 1)]
 
 
 def test_set_current_atomic_and_failed_load_keeps_current(cat, tmp_path):
@@ -223,7 +230,7 @@ def test_finish_and_prune_runs(cat, tmp_path):
         cat.finish_run(runs[-1], failed=True)
     assert cat.prune_runs(keep=1) == runs[:2]
     left = {r for (r,) in cat.query("SELECT DISTINCT run_id FROM tags")}
-    assert left == set(runs[2:])
+    assert left == set(runs[2:]) == {r for (r,) in cat.query("SELECT run_id FROM run_label_counts")}
     assert cat.get_run(runs[0]).pruned_at is not None
     with pytest.raises(CatalogError, match="pruned"):
         cat.set_current(runs[0])

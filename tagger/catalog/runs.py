@@ -103,7 +103,8 @@ class RunsMixin(CatalogBase):
 
         Files (globs allowed) hold ``image_id, label, score`` and optionally ``rank,
         positive``; a ``run_id`` column in them is ignored. Rows are stored sorted by
-        (label, score DESC) so that label lookups prune by zone maps. With ``validate``, unknown
+        (label, score DESC) so that label lookups prune by zone maps, and the run's per-label
+        counts go to ``run_label_counts`` (view ``current_label_counts``). With ``validate``, unknown
         image ids and repeated (image_id, label) pairs abort the load. ``n_images`` becomes the
         number of tagged images (``finish_run`` may override it). Reloading is idempotent; a
         failed load leaves the run's previous tags (and so ``current_tags``) untouched.
@@ -118,6 +119,9 @@ class RunsMixin(CatalogBase):
                             "ORDER BY label, score DESC, image_id", [run.run_id, paths])
             n_tags, n_images = con.execute("SELECT count(*), count(DISTINCT image_id) FROM tags "
                                            "WHERE run_id = ?", [run.run_id]).fetchone()
+            con.execute("DELETE FROM run_label_counts WHERE run_id = ?", [run.run_id])
+            con.execute("INSERT INTO run_label_counts SELECT run_id, label, count(*), count(*) FILTER "
+                        "(WHERE positive) FROM tags WHERE run_id = ? GROUP BY run_id, label", [run.run_id])
             if validate and n_tags:
                 self._validate_tags(con, run.run_id)
             status = "loaded" if run.status in ("running", "loaded", "failed") else run.status
@@ -191,6 +195,7 @@ class RunsMixin(CatalogBase):
                     "SELECT run_id FROM runs WHERE status = 'failed' AND pruned_at IS NULL").fetchall()]
             if victims:
                 con.execute("DELETE FROM tags WHERE run_id IN (SELECT unnest(?))", [victims])
+                con.execute("DELETE FROM run_label_counts WHERE run_id IN (SELECT unnest(?))", [victims])
                 con.execute("UPDATE runs SET pruned_at = ? WHERE run_id IN (SELECT unnest(?))",
                             [self._now(), victims])
         if victims:
