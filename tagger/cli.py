@@ -53,7 +53,7 @@ def encode(
     num_gpus: Annotated[Optional[float], typer.Option(help="GPUs per encoder actor (default: 1 if any)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Register SOURCE's images, encode new or changed ones into shards and rebuild the indexes.
+    """Register SOURCE's images, encode new or changed ones into shards and update the indexes (only new shards are added).
 
     Runs on the Ray cluster of $RAY_ADDRESS, or starts a local one for the call.
     """
