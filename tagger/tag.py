@@ -82,7 +82,9 @@ class ShardScorer:
         from .store import PatchStore, index_paths
         self.root, self.model_id, self.cfg = root, model_id, cfg
         self.model = load_comc(classifier_dir)
-        self.patches = PatchStore.load(index_paths(root, model_id)[1]) if cfg.patch_source == "pq" else None
+        # memory-mapped: each tag worker keeps only the codec, and reads the codes of its shards
+        self.patches = PatchStore.load(index_paths(root, model_id)[1], mmap=True) if cfg.patch_source == "pq" \
+            else None
 
     def load(self, name: str):
         from .store import load_shard, model_dir

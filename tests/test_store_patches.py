@@ -194,3 +194,40 @@ def test_patch_ids_round_trip_and_bad_factory() -> None:
         PatchStore(D, P, IndexConfig(patch_factory="IVF4,PQ8"))
     with pytest.raises(ConfigError):
         PatchStore(D, P, IndexConfig(patch_bytes=5))  # 5 sub-quantizers do not divide d=32
+
+
+@pytest.mark.parametrize("cfg", [PQ, FLAT, IndexConfig(patch_factory="OPQ4,PQ8", train_size=N * P)],
+                         ids=["pq", "flat", "opq"])
+def test_memory_mapped_load_decodes_like_a_full_load(cfg: IndexConfig, tmp_path: Path) -> None:
+    store, ids, _ = _store(cfg)
+    path = tmp_path / "patches.tgp"
+    store.save(path)
+    full, mapped = PatchStore.load(path), PatchStore.load(path, mmap=True)
+    assert isinstance(mapped.codes, np.memmap) and mapped.index.ntotal == 0  # only the codec in memory
+    np.testing.assert_array_equal(full.codes, store.codes)
+    some = ids[::-7]
+    np.testing.assert_array_equal(mapped.decode(some), store.decode(some))
+    np.testing.assert_array_equal(full.decode(some), store.decode(some))
+    with pytest.raises(StoreError, match="memory-mapped"):
+        mapped.add(ids[:1], _patches(1))
+    with pytest.raises(StoreError, match="memory-mapped"):
+        mapped.search(_unit(_patches(1)[0]), 2)
+    full.add(np.array([10**6]), _patches(1, seed=5))  # a full load stays writable and saves again
+    full.save(path)
+    assert PatchStore.load(path, mmap=True).n_images == N + 1
+
+
+def test_version_1_files_still_load(pq_store, tmp_path: Path) -> None:
+    import json
+    import struct
+
+    store, ids, _ = pq_store
+    path = tmp_path / "old.tgp"
+    head = json.dumps({"dim": D, "patches_per_image": P, "n_images": N, "code_size": store.code_size,
+                       "config": store.cfg.to_dict()}).encode()
+    with open(path, "wb") as fh:
+        fh.write(b"TGPATCH1" + struct.pack("<Q", len(head)) + head + ids.astype("<i8").tobytes())
+        faiss.write_index(store.index, faiss.PyCallbackIOWriter(fh.write))
+    for mmap in (False, True):
+        back = PatchStore.load(path, mmap=mmap)
+        np.testing.assert_array_equal(back.decode(ids[:5]), store.decode(ids[:5]))

@@ -58,11 +58,22 @@ def _flat_codes_of(index: faiss.Index) -> faiss.IndexFlatCodes:
     return inner
 
 
+def _append_codes(index: faiss.Index, codes: np.ndarray) -> None:
+    """Append raw codes to the flat-codes index inside ``index`` and update the wrappers' counts."""
+    flat = _flat_codes_of(index)
+    flat.add_sa_codes(np.ascontiguousarray(codes))
+    outer = index
+    while isinstance(outer, faiss.IndexPreTransform):
+        outer.ntotal = flat.ntotal
+        outer = faiss.downcast_index(outer.index)
+
+
 class PatchStore:
     """Compressed patch embeddings of many images, P per image, keyed by image_id."""
 
     def __init__(self, dim: int, patches_per_image: int, cfg: IndexConfig | None = None, *,
-                 index: faiss.Index | None = None, image_ids: np.ndarray | None = None) -> None:
+                 index: faiss.Index | None = None, image_ids: np.ndarray | None = None,
+                 mapped_codes: np.ndarray | None = None, codec: faiss.Index | None = None) -> None:
         if patches_per_image < 1:
             raise StoreError(f"patches_per_image must be >= 1, got {patches_per_image}")
         self.cfg = cfg or IndexConfig()
@@ -82,7 +93,10 @@ class PatchStore:
         self.dim = int(index.d)
         self.patches_per_image = int(patches_per_image)
         self.image_ids = np.empty(0, np.int64) if image_ids is None else as_ids(image_ids)
-        if self.index.ntotal != self.image_ids.size * self.patches_per_image:
+        self._mapped = mapped_codes  # read-only memory map of the codes; self.index is then the codec
+        self._codec = codec  # the trained codec without codes (what save() writes after the codes)
+        rows = mapped_codes.shape[0] if mapped_codes is not None else self.index.ntotal
+        if rows != self.image_ids.size * self.patches_per_image:
             raise StoreError("code rows do not match image ids x patches per image")
         self._lookup: tuple[np.ndarray, np.ndarray] | None = None
         self._device: faiss.Index | None = None
@@ -113,6 +127,8 @@ class PatchStore:
 
         Valid until the next :meth:`add`; take a fresh view after mutating the store.
         """
+        if self._mapped is not None:
+            return self._mapped
         size = int(self._flat.codes.size())
         if size == 0:
             return np.empty((0, self.code_size), dtype=np.uint8)
@@ -124,6 +140,12 @@ class PatchStore:
         if self.n_images:
             raise StoreError("cannot retrain a store that holds codes; build a new one")
         self.index.train(as_matrix(vecs, self.dim, self.cfg.normalize, name="patch vectors"))
+        self._codec = faiss.clone_index(self.index)  # empty: cheap
+
+    def _writable(self) -> None:
+        if self._mapped is not None:
+            raise StoreError("this patch store was opened memory-mapped (decode only); load it without "
+                             "mmap to add or search")
 
     def _check_patches(self, ids: np.ndarray, patches: np.ndarray) -> np.ndarray:
         arr = np.asarray(patches)
@@ -134,6 +156,7 @@ class PatchStore:
             raise StoreError("image ids must be >= 0 and small enough for image_id * P + patch")
         if not self.is_trained:
             raise StoreError("train the patch store before adding")
+        self._writable()
         return as_matrix(arr.reshape(-1, self.dim), self.dim, self.cfg.normalize,
                          name="patch vectors")
 
@@ -150,6 +173,7 @@ class PatchStore:
 
     def _append(self, ids: np.ndarray, flat_vecs: np.ndarray) -> None:
         """Append new images (absent ids, prepared vectors [n*P, d]) without checks."""
+        self._writable()
         if ids.size:
             self.index.add(flat_vecs)
             self.image_ids = np.concatenate([self.image_ids, ids])
@@ -217,6 +241,7 @@ class PatchStore:
         """
         if k < 1:
             raise StoreError(f"k must be >= 1, got {k}")
+        self._writable()
         q = as_matrix(queries, self.dim, self.cfg.normalize, name="queries")
         pp = self.patches_per_image
         kk = min(k * pp, int(self.index.ntotal))
@@ -248,19 +273,39 @@ class PatchStore:
         header = {"dim": self.dim, "patches_per_image": self.patches_per_image,
                   "n_images": self.n_images, "code_size": self.code_size,
                   "config": self.cfg.to_dict()}
-        write_patch_file(path, header, self.image_ids, self.index)
+        write_patch_file(path, header, self.image_ids, self._codec_only(), self.codes)
         logger.info("saved patch store (%d images, %d B/image) to %s", self.n_images,
                     self.bytes_per_image(), path)
 
+    def _codec_only(self) -> faiss.Index:
+        """The trained codec without codes (kept since training or loading; else cloned once)."""
+        if self._codec is None:
+            codec = faiss.clone_index(self.index)
+            codec.reset()
+            self._codec = codec
+        return self._codec
+
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, use_gpu: bool | None = None) -> PatchStore:
-        """Read a file written by :meth:`save` (config included); optionally override use_gpu."""
-        header, image_ids, index = read_patch_file(path)
+    def load(cls, path: str | os.PathLike[str], *, use_gpu: bool | None = None,
+             mmap: bool = False) -> PatchStore:
+        """Read a file written by :meth:`save` (config included); optionally override use_gpu.
+
+        With ``mmap`` the codes stay on disk, memory-mapped, and only the codec is in memory: the
+        store can decode (what tagging needs) but not add or search.
+        """
+        header, image_ids, index, codes = read_patch_file(path, mmap=mmap)
         cfg = IndexConfig.from_dict(header["config"])
         if use_gpu is not None:
             cfg = dataclasses.replace(cfg, use_gpu=use_gpu)
+        codec, mapped = (index, None) if codes is not None else (None, None)
+        if codes is not None and mmap:
+            mapped = codes
+        elif codes is not None:  # a full load: the codes go into a copy of the (empty) codec
+            index = faiss.clone_index(codec)
+            if len(codes):
+                _append_codes(index, codes)
         store = cls(int(header["dim"]), int(header["patches_per_image"]), cfg, index=index,
-                    image_ids=image_ids)
+                    image_ids=image_ids, mapped_codes=mapped, codec=codec)
         if store.code_size != int(header["code_size"]):
             raise StoreError(f"{path}: code size {store.code_size} != header {header['code_size']}")
         return store

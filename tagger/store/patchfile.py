@@ -1,16 +1,21 @@
 """Single-file format of a patch store.
 
-Layout (little endian)::
+Layout (little endian), version 2::
 
-    8 bytes   magic b"TGPATCH1"
+    8 bytes   magic b"TGPATCH2"
     8 bytes   header length H (uint64)
-    H bytes   header, UTF-8 JSON (dim, patches_per_image, n_images, code_size, config)
+    H bytes   header, UTF-8 JSON (dim, patches_per_image, n_images, code_size, config, codes_offset)
     8*n bytes image ids (int64, storage order)
-    rest      the FAISS flat-codes index with its codes, in FAISS's own serialisation
+    padding   zeros up to ``codes_offset`` (a multiple of 64)
+    n*P*c     the codes, one row of ``code_size`` bytes per patch, image-major
+    rest      the FAISS flat-codes index *without* its codes (the trained codec), in FAISS's own
+              serialisation
 
-The FAISS part is a standard serialised index, so the codes are read straight into the
-index's buffer (no intermediate copy) and any FAISS tool can read that section. The file is
-written to a temp name and renamed into place, so a crash never leaves a partial file.
+The codes sit in the file as one plain array, so a reader that only decodes (the tag stage)
+memory-maps them and keeps just the codec in memory, whatever the corpus size; a full load
+appends them to a copy of the codec. Version 1 files (``TGPATCH1``: ids, then the FAISS index with
+its codes) are still read. The file is written to a temp name and renamed into place, so a crash
+never leaves a partial file.
 """
 from __future__ import annotations
 
@@ -28,27 +33,49 @@ from tagger.store.atomic import atomic_open
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"TGPATCH1"
+MAGIC = b"TGPATCH2"
+MAGIC_V1 = b"TGPATCH1"
+ALIGN = 64
 
 
-def write_patch_file(path: str | os.PathLike[str], header: dict[str, Any],
-                     image_ids: np.ndarray, index: faiss.Index) -> None:
-    """Write header, ids and index to ``path`` atomically."""
-    head = json.dumps(header, sort_keys=True).encode()
+def _codes_offset(head_len: int, n_images: int) -> int:
+    end = len(MAGIC) + 8 + head_len + 8 * n_images
+    return -(-end // ALIGN) * ALIGN
+
+
+def write_patch_file(path: str | os.PathLike[str], header: dict[str, Any], image_ids: np.ndarray,
+                     codec: faiss.Index, codes: np.ndarray) -> None:
+    """Write header, ids, ``codes`` (uint8 [rows, code_size]) and the code-less ``codec`` atomically."""
     ids = np.ascontiguousarray(image_ids, dtype="<i8")
+    head = dict(header, codes_offset=0)
+    # the offset depends on the header's length, which depends on the offset's digits: iterate
+    for _ in range(3):
+        blob = json.dumps(head, sort_keys=True).encode()
+        head["codes_offset"] = _codes_offset(len(blob), ids.size)
+    blob = json.dumps(head, sort_keys=True).encode()
+    if _codes_offset(len(blob), ids.size) != head["codes_offset"]:
+        raise StoreError("could not settle the patch file header")  # pragma: no cover
     with atomic_open(path) as fh:
         fh.write(MAGIC)
-        fh.write(struct.pack("<Q", len(head)))
-        fh.write(head)
+        fh.write(struct.pack("<Q", len(blob)))
+        fh.write(blob)
         fh.write(ids.tobytes())
-        faiss.write_index(index, faiss.PyCallbackIOWriter(fh.write))
+        fh.write(b"\0" * (head["codes_offset"] - (len(MAGIC) + 8 + len(blob) + 8 * ids.size)))
+        fh.write(np.ascontiguousarray(codes, dtype=np.uint8).tobytes())
+        faiss.write_index(codec, faiss.PyCallbackIOWriter(fh.write))
 
 
-def read_patch_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], np.ndarray, faiss.Index]:
-    """Read ``(header, image_ids, index)`` from a file written by :func:`write_patch_file`."""
+def read_patch_file(path: str | os.PathLike[str], *, mmap: bool = False
+                    ) -> tuple[dict[str, Any], np.ndarray, faiss.Index, np.ndarray | None]:
+    """Read ``(header, image_ids, index, codes)`` from a patch store file.
+
+    Version 2: ``index`` is the codec alone and ``codes`` the codes, a read-only memory map with
+    ``mmap``, else read into memory. Version 1: ``index`` holds the codes and ``codes`` is None.
+    """
     try:
         with open(path, "rb") as fh:
-            if fh.read(len(MAGIC)) != MAGIC:
+            magic = fh.read(len(MAGIC))
+            if magic not in (MAGIC, MAGIC_V1):
                 raise StoreError(f"{path} is not a patch store file")
             (head_len,) = struct.unpack("<Q", fh.read(8))
             header = json.loads(fh.read(head_len))
@@ -57,7 +84,17 @@ def read_patch_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], np.nd
             if len(raw) != 8 * n:
                 raise StoreError(f"{path} is truncated")
             ids = np.frombuffer(raw, dtype="<i8").astype(np.int64)
-            index = faiss.read_index(faiss.PyCallbackIOReader(fh.read))
+            if magic == MAGIC_V1:
+                return header, ids, faiss.read_index(faiss.PyCallbackIOReader(fh.read)), None
+            rows, size = n * int(header["patches_per_image"]), int(header["code_size"])
+            offset = int(header["codes_offset"])
+            fh.seek(offset + rows * size)
+            codec = faiss.read_index(faiss.PyCallbackIOReader(fh.read))
+        if rows and os.path.getsize(path) < offset + rows * size:
+            raise StoreError(f"{path} is truncated")
+        codes = np.memmap(path, np.uint8, "r", offset, (rows, size)) if rows else np.empty((0, size), np.uint8)
+        if not mmap:
+            codes = np.array(codes)
     except (OSError, ValueError, KeyError, struct.error, RuntimeError) as exc:
         raise StoreError(f"cannot read patch store {path}: {exc}") from exc
-    return header, ids, index
+    return header, ids, codec, codes

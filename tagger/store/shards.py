@@ -86,7 +86,7 @@ def index_paths(root: str | os.PathLike[str], model_id: str) -> tuple[Path, Path
     """Workspace locations of the built stores: ``indexes/<model_id>/{global.faiss,patches.tgp}``.
 
     ``global.faiss`` is a plain FAISS index file; ``patches.tgp`` is the patch store container
-    of :mod:`tagger.store.patchfile` (ids + a FAISS flat-codes index).
+    of :mod:`tagger.store.patchfile` (ids, the raw codes, then the trained FAISS codec).
     """
     directory = Path(root) / "indexes" / _check_name("model_id", model_id)
     return directory / "global.faiss", directory / "patches.tgp"
