@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def go(a, ws):
         model, pretrained = ws.model(a.model, a.pretrained)
-        enc = EncodeConfig(model=model, pretrained=pretrained, partition_size=a.partition_size)
+        enc = EncodeConfig(model=model, pretrained=pretrained, partition_size=a.partition_size, num_gpus=None)
         cfg = NightlyConfig(n_sentences=a.n_sentences, keep_runs=a.keep_runs)
         return run_nightly(ws, a.source, enc, cfg, crash_at=a.crash_at)
     run(go, args)

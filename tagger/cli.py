@@ -150,7 +150,7 @@ def nightly(
     with reported():
         ws = workspace_at(workspace)
         name, weights = ws.model(model, pretrained)
-        summary = run_nightly(ws, source, EncodeConfig(model=name, pretrained=weights),
+        summary = run_nightly(ws, source, EncodeConfig(model=name, pretrained=weights, num_gpus=None),
                               NightlyConfig(n_sentences=n_sentences, keep_runs=keep_runs))
     print_summary(f"nightly run {summary['run_id']}", summary, as_json)
 

@@ -12,7 +12,7 @@ when present).
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,7 @@ class EncodeConfig:
     decode_concurrency: int = 1  # decode tasks in flight
     decode_cpus: float = 1.0  # Ray CPUs reserved per decode actor
     encode_cpus: float = 1.0  # Ray CPUs reserved per CPU encoder actor (GPU encoders reserve none)
-    num_gpus: float = 0.0  # per encoder actor (0 = CPU)
+    num_gpus: float | None = 0.0  # per encoder actor (0 = CPU; None = 1 if the cluster has GPUs)
     device: str | None = None
     precision: str | None = None
     global_mode: str = "standard"
@@ -46,12 +46,9 @@ class EncodeConfig:
         return asdict(self)
 
 
-def gpus_per_encoder(requested: float | None) -> float:
-    """GPUs per encoder actor: as requested, else 1 when this machine has a GPU."""
-    if requested is not None:
-        return requested
-    import torch
-    return 1.0 if torch.cuda.is_available() else 0.0
+def gpus_per_encoder(requested: float | None) -> float | None:
+    """GPUs per encoder actor as requested; None means "decide from the cluster" (see run_encode)."""
+    return requested
 
 
 def plan_partitions(pending: list[tuple[int, str]], size: int) -> list[dict[str, Any]]:
@@ -147,7 +144,7 @@ def run_encode(workspace, source: str | None, cfg: EncodeConfig, *, crash_after:
     from .indexing import update_indexes
     from .models.registry import model_id_for
     from .models.preprocess import pixel_spec
-    from .raycluster import ray_session
+    from .raycluster import gpus_available, ray_session
     from .sources import list_images
 
     t0 = time.time()
@@ -161,6 +158,9 @@ def run_encode(workspace, source: str | None, cfg: EncodeConfig, *, crash_after:
         n_ok = n_err = 0
         if parts:
             with ray_session() as ray:
+                if cfg.num_gpus is None:  # the cluster's resources decide, not the driver's machine
+                    cfg = replace(cfg, num_gpus=1.0 if gpus_available() > 0 else 0.0)
+                    logger.info("encoder actors get %s GPU each", cfg.num_gpus)
                 ds = ray.data.from_items(parts, override_num_blocks=len(parts))
                 spec = pixel_spec(cfg.model, cfg.pretrained)
                 ds = ds.map_batches(DecodePartitions, fn_constructor_args=(spec, cfg.max_pixels), batch_size=1,
