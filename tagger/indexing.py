@@ -22,13 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .store import (IndexConfig, build_global_index, build_patch_store, index_paths,
-                    list_done_shards)
+import faiss
+
 from .errors import StoreError
+from .store import IndexConfig, build_global_index, build_patch_store, index_paths, list_done_shards
 from .store.atomic import atomic_write_bytes
 from .store.global_index import GlobalIndex
 from .store.patches import PatchStore
-from .store.shards import load_shard, model_dir
+from .store.shards import Shard, load_shard, model_dir
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "index_state.json"
@@ -66,31 +67,29 @@ def _load_stores(g_path: Path, p_path: Path, cfg: IndexConfig) -> tuple[GlobalIn
         return None
 
 
-def _shard_rows(root: str, model_id: str, names: list[str]) -> int:
-    return sum(int(load_shard(model_dir(root, model_id) / n).n) for n in names)
+def _readable_patch_store(g_path: Path, p_path: Path) -> PatchStore | None:
+    """The patch store opened memory-mapped (codec only) when both files read, else None: the
+    check of an update with nothing new, without reading every vector and code."""
+    try:
+        faiss.read_index(str(g_path), faiss.IO_FLAG_MMAP_IFC)
+        return PatchStore.load(p_path, mmap=True)
+    except Exception as e:  # a missing or unreadable file means: rebuild
+        logger.warning("cannot reuse the saved indexes (%s); rebuilding", e)
+        return None
 
 
-def _build(root: str, model_id: str, cfg: IndexConfig, stores, new: list[str]):
-    """(global index, patch store, seconds for each): extended with ``new`` or built from scratch."""
-    t0 = time.time()
-    if stores is None:
-        gi = build_global_index(root, model_id, cfg)
-    else:
-        gi = stores[0]
-        for name in new:
-            shard = load_shard(model_dir(root, model_id) / name)
-            gi.add(shard.ids, shard.global_vecs)
-    t1 = time.time()
-    if stores is None:
-        ps = build_patch_store(root, model_id, cfg)
-    else:
-        ps = stores[1]
-        for name in new:
-            shard = load_shard(model_dir(root, model_id) / name)
-            if shard.patches is None:
-                raise StoreError(f"shard {name} holds no patch embeddings")
-            ps.add(shard.ids, shard.patches)
-    return gi, ps, t1 - t0, time.time() - t1
+def _extend(gi: GlobalIndex, ps: PatchStore, shards: list[Shard]) -> tuple[float, float]:
+    """Add each shard's rows to both stores (ids already stored are replaced); seconds for each."""
+    t_global = t_patch = 0.0
+    for shard in shards:
+        if shard.patches is None:
+            raise StoreError(f"shard {shard.name} holds no patch embeddings")
+        t0 = time.time()
+        gi.add(shard.ids, shard.global_vecs)
+        t1 = time.time()
+        ps.add(shard.ids, shard.patches)
+        t_global, t_patch = t_global + t1 - t0, t_patch + time.time() - t1
+    return t_global, t_patch
 
 
 def update_indexes(workspace, model_id: str, cfg: IndexConfig | None = None, *,
@@ -110,17 +109,26 @@ def update_indexes(workspace, model_id: str, cfg: IndexConfig | None = None, *,
     directory.mkdir(parents=True, exist_ok=True)
     state = None if rebuild else _read_state(directory)
     known = set(state["shards"]) if state else set()
-    new = [s for s in shards if s not in known]
-    why = "forced" if rebuild else _needs_rebuild(state, cfg, shards, _shard_rows(root, model_id, new))
+    new = [load_shard(model_dir(root, model_id) / s) for s in shards if s not in known]  # memory-mapped
+    why = "forced" if rebuild else _needs_rebuild(state, cfg, shards, sum(s.n for s in new))
+    if why is None and not new:
+        mapped = _readable_patch_store(g_path, p_path)
+        if mapped is not None:
+            return {"indexed": state["n_images"], "mode": "unchanged", "new_shards": 0,  # type: ignore[index]
+                    "global_build_s": 0.0, "patch_build_s": 0.0, "patch_bytes_per_image": mapped.bytes_per_image()}
     stores = _load_stores(g_path, p_path, cfg) if why is None else None
-    if stores is not None and not new:
-        return {"indexed": stores[0].ntotal, "mode": "unchanged", "new_shards": 0, "global_build_s": 0.0,
-                "patch_build_s": 0.0, "patch_bytes_per_image": stores[1].bytes_per_image()}
-    if stores is None:
+    if stores is not None:
+        gi, ps = stores
+        t_global, t_patch = _extend(gi, ps, new)
+        mode, trained = "incremental", state["trained_on_images"]  # type: ignore[index]
+    else:
         logger.info("rebuilding the indexes of %s: %s", model_id, why or "saved files unusable")
-    gi, ps, t_global, t_patch = _build(root, model_id, cfg, stores, new)
-    mode = "incremental" if stores is not None else "rebuild"
-    trained = state["trained_on_images"] if stores is not None else gi.ntotal  # type: ignore[index]
+        t0 = time.time()
+        gi = build_global_index(root, model_id, cfg)
+        t1 = time.time()
+        ps = build_patch_store(root, model_id, cfg)
+        t_global, t_patch = t1 - t0, time.time() - t1
+        mode, trained = "rebuild", gi.ntotal
     t0 = time.time()
     gi.save(g_path)
     ps.save(p_path)
