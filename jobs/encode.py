@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from jobs.common import add_model_args, parser, run
-from tagger.encode import EncodeConfig, gpus_per_encoder, run_encode
+from tagger.encode import EncodeConfig, run_encode
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
         ws.update_settings(model=model, pretrained=pretrained)
         cfg = EncodeConfig(model=model, pretrained=pretrained, partition_size=a.partition_size,
                            batch_size=a.batch_size, concurrency=a.concurrency,
-                           decode_concurrency=a.decode_concurrency, num_gpus=gpus_per_encoder(a.num_gpus),
+                           decode_concurrency=a.decode_concurrency, num_gpus=a.num_gpus,
                            encode_cpus=a.encode_cpus, decode_cpus=a.decode_cpus)
         return run_encode(ws, a.source, cfg, crash_after=a.crash_after, progress=True)
     run(go, args)

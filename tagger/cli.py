@@ -57,14 +57,14 @@ def encode(
 
     Runs on the Ray cluster of $RAY_ADDRESS, or starts a local one for the call.
     """
-    from .encode import EncodeConfig, gpus_per_encoder, run_encode
+    from .encode import EncodeConfig, run_encode
     with reported():
         ws = workspace_at(workspace)
         name, weights = ws.model(model, _checkpoint(pretrained))
         ws.update_settings(model=name, pretrained=weights)
         cfg = EncodeConfig(model=name, pretrained=weights, partition_size=partition_size, batch_size=batch_size,
                            concurrency=concurrency, decode_concurrency=decode_concurrency,
-                           num_gpus=gpus_per_encoder(num_gpus))
+                           num_gpus=num_gpus)
         summary = run_encode(ws, source, cfg, progress=True)
     print_summary(f"encode {summary['model_id']}", summary, as_json)
 

@@ -46,11 +46,6 @@ class EncodeConfig:
         return asdict(self)
 
 
-def gpus_per_encoder(requested: float | None) -> float | None:
-    """GPUs per encoder actor as requested; None means "decide from the cluster" (see run_encode)."""
-    return requested
-
-
 def plan_partitions(pending: list[tuple[int, str]], size: int) -> list[dict[str, Any]]:
     """Split pending (image_id, uri) pairs, sorted by id, into named partitions."""
     pending = sorted(pending)

@@ -1,22 +1,22 @@
 """Model registry: the project's own open_clip configs and the weights shipped with them.
 
 The toy models are ordinary open_clip configs (``configs/*.json``) registered with
-``open_clip.add_model_config`` by :func:`register_configs` (the loader calls it), so ``open_clip.create_model("toy-vit", pretrained=path)``
-works exactly like it does for ``ViT-B-32``. Their weights live in ``weights/<name>.pt`` with a
-manifest ``weights/<name>.json`` recording the sha256 that the loader verifies.
+``open_clip.add_model_config`` by :func:`register_configs` (the loader calls it), so
+``open_clip.create_model("toy-vit", pretrained=path)`` works exactly like it does for ``ViT-B-32``.
+Their weights live in ``weights/<name>.pt`` with a manifest ``weights/<name>.json`` recording
+the sha256 that the loader verifies.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
+import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-
-import importlib.util
-import os
-import re
 
 from ..errors import ChecksumError, ModelLoadError
 
