@@ -1,9 +1,15 @@
-"""Train a tiny toy-world CLIP model and write its weights into tagger/models/weights/.
+"""Train a tiny toy-world CLIP model (one stage per command) and write its weights.
 
-    python scripts/train_toy_clip.py --model toy-vit --steps 2000 --threads 1
-    python scripts/train_toy_clip.py --model toy-rn --steps 1200 --threads 1
+Stage 1 trains the image tower on the labels its captions mention; stage 2 trains the whole model
+contrastively from there. The shipped weights (see the README for times and the machine):
 
-(the shipped weights: both ran at once, one thread each, in 37 and 41 minutes on 2 cores)
+    python scripts/train_toy_clip.py --model toy-rn --stage labels --steps 1200 --n-train 50000 \\
+        --threads 1 --out-dir runs/toy-rn-labels
+    python scripts/train_toy_clip.py --model toy-rn --stage contrastive --init-from runs/toy-rn-labels/toy-rn.pt \\
+        --steps 1000 --n-train 50000 --lock-image-steps 300 --image-lr-scale 0.1 --threads 1
+
+(and the same two commands with ``--model toy-vit``). A command killed part-way resumes from its
+checkpoint when run again; ``--device cuda`` trains on a GPU and still writes CPU fp16 weights.
 """
 from __future__ import annotations
 
@@ -20,11 +26,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(ClipTrainConfig):
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
-    p.add_argument("--out-dir", type=Path, default=None)
+    p.add_argument("--out-dir", type=Path, default=None, help="where weights go (default: the shipped weights)")
+    p.add_argument("--checkpoint-dir", type=Path, default=None, help="default: the output folder")
+    p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "tagger" / "toy-scenes",
+                   help="rendered scenes are kept here")
     a = vars(p.parse_args())
-    out = a.pop("out_dir")
+    out, ckpt, cache = a.pop("out_dir"), a.pop("checkpoint_dir"), a.pop("cache_dir")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    manifest = train_clip(ClipTrainConfig(**a), out)
+    manifest = train_clip(ClipTrainConfig(**a), out, ckpt, cache)
     print(json.dumps({"model": manifest["model"], "final": manifest["history"][-1],
                       "train_seconds": manifest["train_seconds"]}))
 

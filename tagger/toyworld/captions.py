@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .scenes import Scene
-from .vocab import LABEL_SYNONYMS, plural
+from .vocab import LABEL_SYNONYMS, LABELS, plural
 
 _TEMPLATES = (
     "a photo of {objs}.",
@@ -65,8 +65,8 @@ def _join(parts: list[str], rng: np.random.Generator) -> str:
     return " and ".join(parts)
 
 
-def make_caption(scene: Scene, rng: np.random.Generator) -> str:
-    """One caption for ``scene``; small objects are dropped often, large ones rarely."""
+def caption_objects(scene: Scene, rng: np.random.Generator) -> list:
+    """The objects one caption mentions: the largest always, small ones seldom (shuffled)."""
     objs = sorted(scene.objects, key=scene.area, reverse=True)
     kept = []
     for i, o in enumerate(objs):
@@ -75,6 +75,20 @@ def make_caption(scene: Scene, rng: np.random.Generator) -> str:
         if rng.random() >= p_drop:
             kept.append(o)
     rng.shuffle(kept)
+    return kept
+
+
+def mentioned_labels(scene: Scene, rng: np.random.Generator) -> np.ndarray:
+    """Multi-hot (uint8, over LABELS) of the labels one caption would mention: what a caption tells."""
+    out = np.zeros(len(LABELS), np.uint8)
+    for o in caption_objects(scene, rng):
+        out[LABELS.index(o.label)] = 1
+    return out
+
+
+def make_caption(scene: Scene, rng: np.random.Generator) -> str:
+    """One caption for ``scene``; small objects are dropped often, large ones rarely."""
+    kept = caption_objects(scene, rng)
     parts = []
     # a repeated count phrase sometimes ("two stars" style plural), otherwise singular phrases
     for o in kept:

@@ -1,4 +1,16 @@
-"""Contrastive training of the tiny toy-world CLIP models with open_clip's own classes and loss."""
+"""Training of the tiny toy-world CLIP models with open_clip's own classes and loss, in two stages.
+
+1. ``labels``: the image tower alone, with a linear head and BCE on the labels that a caption of the
+   scene mentions (``mentioned_labels``: the information a caption carries, small objects often left
+   out); the head is discarded afterwards.
+2. ``contrastive``: the whole CLIP model on (scene, caption) pairs with open_clip's ``ClipLoss``,
+   started from stage 1 (``init_from``); the image tower can stay locked for the first steps while
+   the text tower catches up, and then trains at a lower learning rate.
+
+Scenes are rendered once and cached (:mod:`.render`). Training writes a checkpoint every
+``checkpoint_every`` steps; the same command, run again, resumes from it. Runs on ``cpu`` or ``cuda``
+and always writes fp16 CPU weights that the loader reads.
+"""
 from __future__ import annotations
 
 import json
@@ -14,17 +26,24 @@ import torch
 from open_clip.loss import ClipLoss
 
 from ..models import registry
-from ..models.preprocess import PixelSpec, pixel_spec
-from .captions import make_caption
-from .scenes import SceneConfig, make_scene
+from ..models.preprocess import pixel_spec
+from ..store.atomic import atomic_open
+from .captions import make_caption, mentioned_labels
+from .render import RenderedSplit, render_split
+from .scenes import SceneConfig
 from .vocab import LABELS
 
+__all__ = ["ClipTrainConfig", "STAGES", "evaluate_clip", "train_clip"]
+
 logger = logging.getLogger(__name__)
+
+STAGES = ("labels", "contrastive")
 
 
 @dataclass(frozen=True)
 class ClipTrainConfig:
     model: str = "toy-vit"
+    stage: str = "contrastive"  # one of STAGES
     steps: int = 2000
     batch_size: int = 128
     lr: float = 1e-3
@@ -35,100 +54,190 @@ class ClipTrainConfig:
     seed: int = 0
     threads: int = 2
     eval_every: int = 200
-    init_from: str = ""  # continue from these weights (a second stage of a longer schedule)
+    init_from: str = ""  # start from these weights (stage 2 from stage 1, or a longer schedule)
+    lock_image_steps: int = 0  # contrastive: image tower frozen for the first steps
+    image_lr_scale: float = 1.0  # contrastive: image tower learning rate relative to ``lr``
+    device: str = "cpu"
+    render_workers: int = 0  # processes rendering scenes (0: one per core)
+    checkpoint_every: int = 100
 
 
-def _images(spec: PixelSpec, split: str, n: int) -> tuple[torch.Tensor, list]:
-    """Rendered scenes as one uint8 (n, 3, H, W) tensor (normalised per batch) plus their metadata."""
-    pixels = torch.empty((n, 3, spec.image_size, spec.image_size), dtype=torch.uint8)
-    scenes = []
-    for i in range(n):
-        s = make_scene(i, split)
-        pixels[i] = torch.from_numpy(spec.to_uint8(s.image))
-        s.image = None  # keep only metadata for captioning
-        scenes.append(s)
-    return pixels, scenes
+class _Run:
+    """Model, optimiser and head of one training run, with their checkpoint."""
+
+    def __init__(self, cfg: ClipTrainConfig):
+        self.cfg = cfg
+        self.model = open_clip.create_model(cfg.model).to(cfg.device)
+        self.head = torch.nn.Linear(self.model.visual.output_dim, len(LABELS)).to(cfg.device)
+        self.init_sha = ""
+        if cfg.init_from:
+            state = torch.load(cfg.init_from, map_location="cpu", weights_only=True)
+            self.model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+            self.init_sha = registry.sha256_file(Path(cfg.init_from))
+        self.opt = torch.optim.AdamW(self._groups(), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.step, self.history, self.elapsed = 0, [], 0.0
+
+    def _groups(self) -> list[dict]:
+        cfg = self.cfg
+        named = list(self.model.visual.named_parameters(prefix="visual")) + list(self.head.named_parameters())
+        if cfg.stage == "contrastive":
+            named = list(self.model.named_parameters())
+        groups = []
+        for visual in (True, False):
+            for decay in (True, False):
+                ps = [p for n, p in named if n.startswith("visual") == visual
+                      and (p.ndim >= 2 and "embedding" not in n) == decay]
+                scale = cfg.image_lr_scale if visual and cfg.stage == "contrastive" else 1.0
+                if ps:
+                    groups.append({"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0,
+                                   "lr_scale": scale, "visual": visual})
+        return groups
+
+    def set_lr(self, step: int) -> None:
+        cfg = self.cfg
+        lr = cfg.lr * (step + 1) / cfg.warmup if step < cfg.warmup else \
+            0.5 * cfg.lr * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)))
+        locked = cfg.stage == "contrastive" and step < cfg.lock_image_steps
+        for g in self.opt.param_groups:
+            g["lr"] = 0.0 if (locked and g["visual"]) else lr * g["lr_scale"]
+
+    def save(self, path: Path) -> None:
+        state = {"config": asdict(self.cfg), "step": self.step, "history": self.history, "elapsed": self.elapsed,
+                 "model": self.model.state_dict(), "head": self.head.state_dict(), "opt": self.opt.state_dict(),
+                 "gen": self.gen.get_state(), "init_sha": self.init_sha}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(path) as f:
+            torch.save(state, f)
+
+    def resume(self, path: Path) -> bool:
+        if not path.exists():
+            return False
+        state = torch.load(path, map_location=self.cfg.device, weights_only=False)
+        if state["config"] != asdict(self.cfg):
+            logger.warning("checkpoint %s was written by another config; starting afresh", path)
+            return False
+        self.model.load_state_dict(state["model"])
+        self.head.load_state_dict(state["head"])
+        self.opt.load_state_dict(state["opt"])
+        self.gen.set_state(state["gen"])
+        self.step, self.history, self.elapsed = state["step"], state["history"], state["elapsed"]
+        self.init_sha = state["init_sha"]
+        logger.info("resumed %s %s at step %d from %s", self.cfg.model, self.cfg.stage, self.step, path)
+        return True
+
+
+def _batch(run: _Run, data: RenderedSplit, spec, step: int) -> tuple[torch.Tensor, list, np.random.Generator]:
+    cfg = run.cfg
+    idx = torch.randint(0, len(data), (cfg.batch_size,), generator=run.gen)
+    x = spec.normalize(data.pixels[idx.numpy()], device=cfg.device)
+    flip = (torch.rand(cfg.batch_size, generator=run.gen) < 0.5).to(cfg.device)
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return x, [data.scenes[int(i)] for i in idx], np.random.default_rng([cfg.seed, step])
+
+
+def _step(run: _Run, loss_fn, tokenizer, x: torch.Tensor, scenes: list, rng: np.random.Generator) -> float:
+    cfg, model = run.cfg, run.model
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.device.startswith("cuda")):
+        if cfg.stage == "labels":
+            y = torch.from_numpy(np.stack([mentioned_labels(s, rng) for s in scenes])).float().to(cfg.device)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(run.head(model.visual(x)).float(), y)
+        else:
+            locked = run.step < cfg.lock_image_steps
+            model.visual.train(not locked)
+            with torch.set_grad_enabled(not locked):
+                img = model.encode_image(x, normalize=True)
+            txt = model.encode_text(tokenizer([make_caption(s, rng) for s in scenes]).to(cfg.device), normalize=True)
+            loss = loss_fn(img.float(), txt.float(), model.logit_scale.exp())
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))
+    return float(loss.item())
 
 
 @torch.no_grad()
-def evaluate_clip(model, model_name: str, tokenizer, images: torch.Tensor, scenes: list, seed: int = 99) -> dict[str, float]:
-    """Image->text R@1 over held-out pairs and zero-shot mAP with one prompt."""
-    from ..evaluate.metrics import mean_average_precision
+def _encode_images(model, spec, pixels: np.ndarray, device: str) -> torch.Tensor:
+    return torch.cat([model.encode_image(spec.normalize(pixels[i:i + 256], device=device), normalize=True).float()
+                      for i in range(0, len(pixels), 256)])
 
+
+@torch.no_grad()
+def evaluate_clip(model, model_name: str, tokenizer, val: RenderedSplit, seed: int = 99, device: str = "cpu",
+                  head: torch.nn.Module | None = None) -> dict[str, float]:
+    """Image->text R@1 over held-out pairs and zero-shot mAP with one prompt (and the labels head's mAP)."""
+    from ..evaluate.metrics import mean_average_precision
+    from ..zeroshot import standardize
+
+    was_training = model.training
     model.eval()
     rng = np.random.default_rng(seed)
-    caps = [make_caption(s, rng) for s in scenes]
     spec = pixel_spec(model_name)
-    img = torch.cat([model.encode_image(spec.normalize(images[i:i + 256]), normalize=True)
-                     for i in range(0, len(images), 256)])
-    txt = torch.cat([model.encode_text(tokenizer(caps[i:i + 256]), normalize=True) for i in range(0, len(caps), 256)])
-    r1 = (img @ txt.T).argmax(1).eq(torch.arange(len(caps))).float().mean().item()
-    cls = model.encode_text(tokenizer([f"a photo of a {c}." for c in LABELS]), normalize=True)
-    scores = (img @ cls.T).numpy()
-    labels = np.stack([s.labels for s in scenes])
-    model.train()
-    from ..zeroshot import standardize
-    return {"i2t_r1": 100 * r1, "zs_map": mean_average_precision(scores, labels),
-            "zs_map_std": mean_average_precision(standardize(scores), labels)}
+    caps = [make_caption(s, rng) for s in val.scenes]
+    img = _encode_images(model, spec, val.pixels, device)
+    txt = torch.cat([model.encode_text(tokenizer(caps[i:i + 256]).to(device), normalize=True).float()
+                     for i in range(0, len(caps), 256)])
+    r1 = (img @ txt.T).argmax(1).eq(torch.arange(len(caps), device=device)).float().mean().item()
+    cls = model.encode_text(tokenizer([f"a photo of a {c}." for c in LABELS]).to(device), normalize=True).float()
+    scores = (img @ cls.T).cpu().numpy()
+    out = {"i2t_r1": 100 * r1, "zs_map": mean_average_precision(scores, val.labels),
+           "zs_map_std": mean_average_precision(standardize(scores), val.labels)}
+    if head is not None:
+        feats = torch.cat([model.visual(spec.normalize(val.pixels[i:i + 256], device=device)).float()
+                           for i in range(0, len(val.pixels), 256)])
+        out["head_map"] = mean_average_precision(head(feats).cpu().numpy(), val.labels)
+    model.train(was_training)
+    return out
 
 
-def train_clip(cfg: ClipTrainConfig, out_dir: Path | None = None) -> dict:
-    """Train ``cfg.model`` from scratch on toy scenes; write fp16 weights and a manifest."""
+def train_clip(cfg: ClipTrainConfig, out_dir: Path | None = None, checkpoint_dir: Path | None = None,
+               cache_dir: Path | None = None) -> dict:
+    """Run (or resume) one stage of ``cfg.model``'s training; write fp16 weights and a manifest."""
+    if cfg.stage not in STAGES:
+        raise ValueError(f"unknown stage {cfg.stage!r}; expected one of {STAGES}")
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    model = open_clip.create_model(cfg.model)
-    init_sha = ""
-    if cfg.init_from:
-        state = torch.load(cfg.init_from, map_location="cpu", weights_only=True)
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-        init_sha = registry.sha256_file(Path(cfg.init_from))
-    tokenizer = open_clip.get_tokenizer(cfg.model)
+    registry.register_configs()
     spec = pixel_spec(cfg.model)
     t0 = time.time()
-    train_x, train_s = _images(spec, "train", cfg.n_train)
-    val_x, val_s = _images(spec, "val", cfg.n_val)
-    logger.info("rendered %d train + %d val scenes in %.0fs", cfg.n_train, cfg.n_val, time.time() - t0)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    train = render_split("train", cfg.n_train, spec.image_size, cache_dir, cfg.render_workers,
+                         interpolation=spec.interpolation)
+    val = render_split("val", cfg.n_val, spec.image_size, cache_dir, cfg.render_workers,
+                       interpolation=spec.interpolation)
+    logger.info("scenes ready in %.0f s", time.time() - t0)
+    run = _Run(cfg)
+    ckpt = (checkpoint_dir or Path(out_dir or registry.WEIGHTS_DIR)) / f"{cfg.model}-{cfg.stage}.ckpt"
+    run.resume(ckpt)
+    tokenizer = open_clip.get_tokenizer(cfg.model)
     loss_fn = ClipLoss()
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history = []
-    model.train()
-    t1 = time.time()
-    for step in range(cfg.steps):
-        lr = cfg.lr * (step + 1) / cfg.warmup if step < cfg.warmup else \
-            0.5 * cfg.lr * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        idx = torch.randint(0, cfg.n_train, (cfg.batch_size,), generator=gen)
-        x = spec.normalize(train_x[idx])
-        flip = torch.rand(cfg.batch_size, generator=gen) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        rng = np.random.default_rng([cfg.seed, step])
-        caps = [make_caption(train_s[int(i)], rng) for i in idx]
-        img_f, txt_f, scale = model(x, tokenizer(caps))[:3]
-        loss = loss_fn(img_f, txt_f, scale)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            m = evaluate_clip(model, cfg.model, tokenizer, val_x, val_s)
-            m.update(step=step + 1, loss=loss.item(), elapsed_s=round(time.time() - t1, 1))
-            history.append(m)
-            logger.info("%s step %d loss %.3f val R@1 %.1f zs-mAP %.1f (standardised %.1f)", cfg.model,
-                        step + 1, loss.item(), m["i2t_r1"], m["zs_map"], m["zs_map_std"])
-    return _save(model, cfg, history, out_dir or registry.WEIGHTS_DIR, time.time() - t0, init_sha)
+    run.model.train()
+    t1 = time.time() - run.elapsed
+    while run.step < cfg.steps:
+        run.set_lr(run.step)
+        loss = _step(run, loss_fn, tokenizer, *_batch(run, train, spec, run.step))
+        run.step += 1
+        run.elapsed = time.time() - t1
+        if run.step % cfg.eval_every == 0 or run.step == cfg.steps:
+            m = evaluate_clip(run.model, cfg.model, tokenizer, val, device=cfg.device,
+                              head=run.head if cfg.stage == "labels" else None)
+            m.update(step=run.step, loss=loss, elapsed_s=round(run.elapsed, 1))
+            run.history.append(m)
+            logger.info("%s %s step %d %s", cfg.model, cfg.stage, run.step,
+                        " ".join(f"{k} {v:.3g}" for k, v in m.items() if k != "step"))
+        if run.step % cfg.checkpoint_every == 0 and run.step < cfg.steps:
+            run.save(ckpt)
+    manifest = _save(run.model, cfg, run.history, Path(out_dir or registry.WEIGHTS_DIR), run.elapsed, run.init_sha)
+    ckpt.unlink(missing_ok=True)
+    return manifest
 
 
 def _save(model, cfg: ClipTrainConfig, history: list, out_dir: Path, seconds: float, init_sha: str = "") -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in model.state_dict().items()}
     path = out_dir / f"{cfg.model}.pt"
-    torch.save(state, path)
+    with atomic_open(path) as f:
+        torch.save(state, f)
     manifest = {
         "model": cfg.model,
         "file": path.name,
@@ -141,5 +250,6 @@ def _save(model, cfg: ClipTrainConfig, history: list, out_dir: Path, seconds: fl
         "labels": list(LABELS),
         "scene_config": asdict(SceneConfig()),
     }
-    (out_dir / f"{cfg.model}.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    with atomic_open(out_dir / f"{cfg.model}.json") as f:
+        f.write((json.dumps(manifest, indent=2) + "\n").encode())
     return manifest

@@ -1,0 +1,92 @@
+"""The toy CLIP training recipe: both stages run for both towers, resume from a checkpoint, load back."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tagger.models import load_clip
+from tagger.toyworld import clip_train
+from tagger.toyworld.captions import make_caption, mentioned_labels
+from tagger.toyworld.clip_train import ClipTrainConfig, train_clip
+from tagger.toyworld.render import render_split
+from tagger.toyworld.scenes import make_scene
+from tagger.toyworld.vocab import LABELS
+
+TINY = dict(batch_size=8, n_train=24, n_val=16, warmup=1, eval_every=2, threads=1, render_workers=1)
+
+
+def test_rendered_split_matches_scenes_and_is_cached(tmp_path):
+    a = render_split("val", 6, 96, tmp_path, workers=2)
+    assert a.pixels.shape == (6, 3, 96, 96) and a.pixels.dtype == np.uint8
+    assert [s.index for s in a.scenes] == list(range(6)) and all(s.image is None for s in a.scenes)
+    np.testing.assert_array_equal(a.labels[3], make_scene(3, "val").labels)
+    assert len(list(tmp_path.glob("*.npy"))) == 1
+    b = render_split("val", 6, 96, tmp_path, workers=1)  # read back, not drawn again
+    np.testing.assert_array_equal(a.pixels, b.pixels)
+
+
+def test_mentioned_labels_are_what_the_caption_names():
+    scene = next(s for s in (make_scene(i, "train") for i in range(50))
+                 if len(s.objects) >= 3 and min(map(s.area, s.objects)) < 0.03)
+    for seed in range(20):
+        m = mentioned_labels(scene, np.random.default_rng(seed))
+        assert set(np.flatnonzero(m)) <= set(np.flatnonzero(scene.labels))
+        caption = make_caption(scene, np.random.default_rng(seed))
+        largest = max(scene.objects, key=scene.area).label
+        assert m[LABELS.index(largest)] == 1 and caption
+    # across captions small objects are sometimes named and sometimes not
+    counts = sum(mentioned_labels(scene, np.random.default_rng(s)) for s in range(200))
+    assert counts[scene.labels == 1].max() == 200 and 0 < counts[scene.labels == 1].min() < 200
+    assert counts[scene.labels == 0].max() == 0
+
+
+@pytest.mark.parametrize("model", ["toy-rn", "toy-vit"])
+def test_both_stages_train_and_load_through_the_loader(model, tmp_path):
+    cache = tmp_path / "cache"
+    labels_cfg = ClipTrainConfig(model=model, stage="labels", steps=2, **TINY)
+    m1 = train_clip(labels_cfg, tmp_path / "s1", cache_dir=cache)
+    assert m1["history"][-1]["step"] == 2 and "head_map" in m1["history"][-1]
+    init = str(tmp_path / "s1" / f"{model}.pt")
+    cfg = ClipTrainConfig(model=model, stage="contrastive", steps=3, init_from=init, lock_image_steps=2,
+                          image_lr_scale=0.1, **TINY)
+    m2 = train_clip(cfg, tmp_path / "s2", cache_dir=cache)
+    assert m2["init_sha256"] and m2["train_config"]["stage"] == "contrastive"
+    s1 = torch.load(init, weights_only=True)
+    s2 = torch.load(tmp_path / "s2" / f"{model}.pt", weights_only=True)
+    visual = [k for k in s1 if k.startswith("visual.") and s1[k].is_floating_point() and "running" not in k]
+    text = [k for k in s1 if k.startswith("transformer.")]
+    # stage 2 moved the text tower; with the image tower locked for 2 of 3 steps at 0.1x it moved less
+    assert any(not torch.equal(s1[k], s2[k]) for k in text)
+    clip = load_clip(model, pretrained=str(tmp_path / "s2" / f"{model}.pt"), device="cpu")
+    assert clip.model.visual.output_dim == 128 and visual
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cfg = ClipTrainConfig(model="toy-vit", stage="labels", steps=4, checkpoint_every=2, **TINY)
+    train_clip(cfg, tmp_path / "clean", cache_dir=cache)
+    clean = torch.load(tmp_path / "clean" / "toy-vit.pt", weights_only=True)
+
+    real_step, calls = clip_train._step, []
+
+    def dying_step(run, *a):
+        if run.step == 3:
+            raise KeyboardInterrupt("killed")
+        calls.append(run.step)
+        return real_step(run, *a)
+
+    monkeypatch.setattr(clip_train, "_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train_clip(cfg, tmp_path / "crash", cache_dir=cache)
+    assert (tmp_path / "crash" / "toy-vit-labels.ckpt").exists()
+    calls.clear()
+    monkeypatch.setattr(clip_train, "_step", real_step)
+    monkeypatch.setattr(clip_train, "_step", lambda run, *a: (calls.append(run.step), real_step(run, *a))[1])
+    manifest = train_clip(cfg, tmp_path / "crash", cache_dir=cache)
+    assert calls == [2, 3]  # steps 0-1 came from the checkpoint
+    assert not (tmp_path / "crash" / "toy-vit-labels.ckpt").exists()
+    assert [h["step"] for h in manifest["history"]] == [2, 4]
+    resumed = torch.load(tmp_path / "crash" / "toy-vit.pt", weights_only=True)
+    for k in clean:
+        assert torch.equal(clean[k], resumed[k]), k
