@@ -31,7 +31,10 @@ def sql_cmd(
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
 ) -> None:
-    """Run a read-only SQL query on the catalog (e.g. over the current_tags view)."""
+    """Run a read-only SQL query on the catalog (e.g. over the current_tags view).
+
+    The query sees the catalog's tables and views only: no other file, URL or extension.
+    """
     fmt = output_format(as_json, as_csv)
     if schema == (query is not None):
         fail("give either a QUERY or --schema")

@@ -57,10 +57,14 @@ def workspace_at(path: Path, *, create: bool = True) -> Workspace:
 
 @contextmanager
 def open_catalog(path: Path, *, read_only: bool) -> Iterator["Catalog"]:
-    """Open the workspace catalog (read-only opens never create a workspace or a catalog)."""
+    """Open the workspace catalog.
+
+    Read-only opens never create a workspace or a catalog, and are sealed: their SQL reaches no
+    other file, no URL and no extension (``Catalog.open(external_access=False)``).
+    """
     from .catalog import Catalog
     ws = workspace_at(path, create=not read_only)
-    with Catalog.open(ws.catalog, read_only=read_only) as cat:
+    with Catalog.open(ws.catalog, read_only=read_only, external_access=not read_only) as cat:
         yield cat
 
 

@@ -34,6 +34,10 @@ class ReadOnlyQueryError(CatalogError):
     """A statement other than a read-only query was sent to the read-only SQL interface."""
 
 
+class ExternalAccessError(ReadOnlyQueryError):
+    """A query on the read-only SQL interface tried to reach files, the network, extensions or settings."""
+
+
 class TextGenerationError(TaggerError):
     """The text generator could not produce valid sentences."""
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
-from ..errors import CatalogError, CatalogLockedError
+from ..errors import CatalogError, CatalogLockedError, ExternalAccessError
 from .migrations import apply_migrations, applied_migrations, pending_migrations, utcnow
 from .readonly import check_read_only
 
@@ -22,6 +22,20 @@ logger = logging.getLogger(__name__)
 
 _C = TypeVar("_C", bound="CatalogBase")
 _LOCK_HOLDER = re.compile(r"held in (.*?) \(PID (\d+)\)")
+
+#: DuckDB settings of a connection that may run untrusted SQL: no file but the catalog itself,
+#: no network, no extension installed or loaded, no persistent secret, and no ``SET`` to undo it.
+SEALED_CONFIG: dict[str, Any] = {
+    "enable_external_access": False,
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+    "allow_community_extensions": False,
+    "allow_extension_repositories": "forbidden",
+    "allow_persistent_secrets": False,
+    "lock_configuration": True,
+}
+_SEALED_REFUSALS = ("disabled by configuration", "disabled through configuration",
+                    "configuration has been locked", "Cannot enable external access")
 
 
 def _lock_error(path: str, err: duckdb.Error) -> CatalogLockedError:
@@ -45,6 +59,18 @@ def _connect(path: str, read_only: bool, config: dict[str, Any]) -> duckdb.DuckD
             f"(read-only vs writable); reuse that Catalog instead ({e})") from e
     except duckdb.Error as e:
         raise CatalogError(f"cannot open catalog {path}: {e}") from e
+
+
+def _query_error(e: duckdb.Error) -> CatalogError:
+    """The named error for a failed statement: ExternalAccessError when a sealed connection refused it."""
+    msg = str(e)
+    if isinstance(e, (duckdb.PermissionException, duckdb.InvalidInputException)) and \
+            any(r in msg for r in _SEALED_REFUSALS):
+        first = msg.strip().splitlines()[0]
+        return ExternalAccessError(
+            "refused: SQL here reads only the catalog's own tables and views (no other file, URL, "
+            f"extension or setting); {first}")
+    return CatalogError(f"query failed: {e}")
 
 
 def to_json(value: Any) -> str | None:
@@ -83,8 +109,10 @@ class CatalogBase:
              external_access: bool = True) -> _C:
         """Open (and when writable, create and migrate) the catalog at ``path``.
 
-        ``external_access=False`` stops SQL from reading or writing other files (``read_csv``,
-        ``read_parquet``, ``ATTACH``…), e.g. for a SQL endpoint serving untrusted users.
+        ``external_access=False`` seals the connection (:data:`SEALED_CONFIG`): SQL cannot read
+        or write any other file (``read_csv``, ``read_blob``, ``glob``, ``COPY``, ``ATTACH``...),
+        reach a URL, install or load an extension, or ``SET`` any of this back; for a SQL
+        endpoint serving untrusted users.
         Raises CatalogLockedError when another process holds the write lock, CatalogError when
         a read-only open finds no catalog or an unmigrated one.
         """
@@ -93,7 +121,7 @@ class CatalogBase:
         if threads:
             config["threads"] = int(threads)
         if not external_access:
-            config["enable_external_access"] = False
+            config.update(SEALED_CONFIG)
         if spath != ":memory:":
             p = Path(spath)
             if read_only and not p.exists():
@@ -184,7 +212,7 @@ class CatalogBase:
                 cur = self.con.execute(sql, params) if params is not None else self.con.execute(sql)
                 return cur.fetchall() if cur.description else []
             except duckdb.Error as e:
-                raise CatalogError(f"query failed: {e}") from e
+                raise _query_error(e) from e
 
     def query_arrow(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pa.Table:
         """Run a query and return a pyarrow Table."""
@@ -192,7 +220,7 @@ class CatalogBase:
             try:
                 return self.con.sql(sql, params=params).to_arrow_table()
             except duckdb.Error as e:
-                raise CatalogError(f"query failed: {e}") from e
+                raise _query_error(e) from e
 
     def query_df(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None):
         """Run a query and return a pandas DataFrame (pandas must be installed)."""
@@ -200,7 +228,7 @@ class CatalogBase:
             try:
                 return self.con.sql(sql, params=params).df()
             except duckdb.Error as e:
-                raise CatalogError(f"query failed: {e}") from e
+                raise _query_error(e) from e
 
     def safe_query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[tuple]:
         """Run one read-only statement (refuses anything else with ReadOnlyQueryError)."""

@@ -1,0 +1,165 @@
+"""`tagger sql` reaches the catalog's tables and views only: no other file, URL, extension or setting.
+
+Every hostile statement goes through the real CLI path and must be refused with one clear line,
+leave no file anywhere (HOME and the working directory point into the test's folder), and print
+nothing of what it tried to read.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from tagger.catalog import Catalog
+from tagger.cli import app
+from tagger.errors import ExternalAccessError
+from tagger.workspace import Workspace
+
+SECRET = "TOPSECRET-5f2a"
+runner = CliRunner()
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch) -> dict[str, Path]:
+    """A workspace with a current run, secrets beside it, another workspace, an empty HOME."""
+    ws = tmp_path / "ws"
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with Catalog.open(Workspace.at(ws).catalog) as cat:
+        ids = cat.register_images(["/img/a.jpg", "/img/b.jpg"])
+        cat.add_labels(["star", "moon"])
+        run = cat.start_run("tag", labels=["star", "moon"])
+        pq.write_table(pa.table({"image_id": [int(ids[0]), int(ids[1])], "label": ["star", "moon"],
+                                 "score": [0.9, 0.4], "rank": [1, 1], "positive": [True, False]}),
+                       shards / "tags-0.parquet")
+        cat.load_tags(run, shards / "tags-0.parquet")
+        cat.finish_run(run)
+        cat.set_current(run)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.csv").write_text(f"token\n{SECRET}\n")
+    (outside / "secret.json").write_text(f'{{"token": "{SECRET}"}}\n')
+    (outside / "secret.txt").write_text(SECRET)
+    other = tmp_path / "other"
+    with Catalog.open(Workspace.at(other).catalog) as cat:
+        cat.add_labels([SECRET])
+    pq.write_table(pa.table({"label": [SECRET]}), other / "tags.parquet")
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    return {"root": tmp_path, "ws": ws, "outside": outside, "other": other, "home": home}
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def sql(world, statement: str, *extra: str):
+    return runner.invoke(app, ["sql", statement, "-w", str(world["ws"]), *extra],
+                         catch_exceptions=False)
+
+
+# (statement template, why it is hostile); {o} is the folder of secrets, {x} another workspace
+HOSTILE = [
+    ("SELECT content FROM read_blob('/etc/passwd')", "reads a system file"),
+    ("SELECT * FROM read_blob('/proc/self/environ')", "reads the environment"),
+    ("SELECT * FROM read_text('{o}/secret.txt')", "read_text"),
+    ("SELECT * FROM read_csv('{o}/secret.csv')", "read_csv"),
+    ("SELECT * FROM read_csv_auto('{o}/secret.csv')", "read_csv_auto"),
+    ("SELECT * FROM '{o}/secret.csv'", "a file named as a table"),
+    ("SELECT * FROM sniff_csv('{o}/secret.csv')", "sniff_csv"),
+    ("SELECT * FROM read_json('{o}/secret.json')", "read_json"),
+    ("SELECT * FROM read_json_auto('{o}/secret.json')", "read_json_auto"),
+    ("SELECT * FROM read_parquet('{x}/tags.parquet')", "another workspace's Parquet"),
+    ("SELECT * FROM parquet_metadata('{x}/tags.parquet')", "parquet_metadata"),
+    ("SELECT * FROM glob('{o}/*')", "lists a folder"),
+    ("SELECT * FROM glob('/root/*')", "lists root's home"),
+    ("WITH s AS (SELECT * FROM read_csv('{o}/secret.csv')) SELECT * FROM s", "a file inside a CTE"),
+    ("SELECT * FROM query('SELECT * FROM read_text(''{o}/secret.txt'')')", "a file inside query()"),
+    ("EXPLAIN ANALYZE SELECT * FROM read_text('{o}/secret.txt')", "EXPLAIN ANALYZE runs its query"),
+    ("SELECT * FROM read_csv('https://example.com/data.csv')", "https URL (would install httpfs)"),
+    ("SELECT * FROM read_parquet('s3://bucket/tags.parquet')", "object-store URL"),
+    ("COPY (SELECT * FROM images) TO '{o}/stolen.csv'", "COPY ... TO a file"),
+    ("COPY images TO 'stolen.parquet' (FORMAT parquet)", "COPY to the working directory"),
+    ("EXPORT DATABASE '{o}/export'", "EXPORT DATABASE"),
+    ("ATTACH '{x}/catalog.duckdb' AS other", "ATTACH another database"),
+    ("INSTALL httpfs", "INSTALL an extension"),
+    ("LOAD httpfs", "LOAD an extension"),
+    ("SET enable_external_access = true", "SET its way back"),
+    ("SET lock_configuration = false", "unlock the configuration"),
+    ("RESET enable_external_access", "RESET"),
+    ("CALL enable_logging(storage_path = '{o}/log')", "logging to a file"),
+    ("CREATE PERSISTENT SECRET s (TYPE s3, KEY_ID 'k', SECRET 'v')", "a secret written under HOME"),
+    ("SELECT 1; SELECT * FROM read_text('{o}/secret.txt')", "a second statement"),
+]
+
+
+@pytest.mark.parametrize("template,why", HOSTILE, ids=[w for _, w in HOSTILE])
+def test_hostile_statement_is_refused_with_one_line(world, template, why):
+    statement = template.format(o=world["outside"], x=world["other"])
+    before = _files(world["root"])
+    out = sql(world, statement, "--json")
+    assert out.exit_code == 2, f"{why}: {out.output}"
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), out.stderr
+    assert "Traceback" not in out.output
+    assert SECRET not in out.output and "root:" not in out.stdout
+    assert _files(world["root"]) == before, f"{why} created files"
+    assert not (world["home"] / ".duckdb").exists()
+
+
+@pytest.mark.parametrize("statement", [
+    "SELECT content FROM read_blob('/etc/passwd')", "SELECT * FROM glob('/root/*')",
+    "SELECT * FROM read_csv('https://example.com/data.csv')"])
+def test_file_and_network_refusals_say_why(world, statement):
+    out = sql(world, statement)
+    assert "refused" in out.stderr and "only the catalog" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("statement", [
+    "ATTACH '{x}/catalog.duckdb' AS other", "INSTALL httpfs", "LOAD httpfs", "COPY images TO '{o}/x.csv'",
+    "SET enable_external_access = true", "SET lock_configuration = false",
+    "SET allowed_directories = ['/']", "SET autoinstall_known_extensions = true",
+    "SELECT * FROM read_text('{o}/secret.txt')"])
+def test_the_connection_itself_refuses_without_the_statement_check(world, statement):
+    """Below the statement check, the sealed DuckDB connection refuses on its own."""
+    statement = statement.format(o=world["outside"], x=world["other"])
+    with Catalog.open(Workspace(world["ws"]).catalog, read_only=True, external_access=False) as ro:
+        with pytest.raises(ExternalAccessError, match="refused"):
+            ro.query(statement)
+        assert ro.query("SELECT current_setting('enable_external_access')") == [(False,)]
+    assert not (world["home"] / ".duckdb").exists()
+    assert not (world["outside"] / "x.csv").exists()
+
+
+def test_ordinary_queries_keep_working(world):
+    before = _files(world["root"])
+    out = sql(world, "SELECT uri, label, score FROM current_tags WHERE positive ORDER BY uri", "--json")
+    assert out.exit_code == 0, out.output
+    assert '"uri": "/img/a.jpg"' in out.stdout and '"label": "star"' in out.stdout
+    cases = {
+        "SELECT count(*) AS n FROM images": '"n": 2',
+        "SELECT status FROM runs": '"status": "current"',
+        "SELECT label, n_pos FROM current_label_counts ORDER BY label": '"label": "moon"',
+        "WITH l AS (SELECT name FROM labels) SELECT string_agg(name, ',' ORDER BY name) AS s FROM l":
+            '"s": "moon,star"',
+        "SELECT regexp_replace(uri, '^.*/', '') AS f FROM images ORDER BY 1 LIMIT 1": '"f": "a.jpg"',
+        "SHOW TABLES": '"name": "tags"',
+        "DESCRIBE current_tags": '"column_name": "uri"',
+        "SUMMARIZE tags": '"column_name": "score"',
+        "SELECT current_setting('enable_external_access') AS ext": '"ext": false',
+    }
+    for statement, expected in cases.items():
+        out = sql(world, statement, "--json")
+        assert out.exit_code == 0 and expected in out.stdout, (statement, out.output)
+    out = sql(world, "x", "--schema")  # --schema with a query is a usage error, not a crash
+    assert out.exit_code == 2
+    out = runner.invoke(app, ["sql", "--schema", "-w", str(world["ws"]), "--json"])
+    assert out.exit_code == 0 and '"name": "current_tags"' in out.stdout
+    assert _files(world["root"]) == before
+    assert not (world["home"] / ".duckdb").exists()
