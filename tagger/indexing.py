@@ -9,6 +9,10 @@ A full, deterministic rebuild from every done shard (ascending image id, seeded 
 happens when there is no state (first build), the config changed, a shard disappeared, the saved
 files cannot be read, or the codec was trained on too little data (fewer than ``train_size``
 vectors, and the corpus has since at least doubled), so early tiny runs do not freeze a poor codec.
+A corpus too small to train a store's configured layout at all (PQ needs ``2**nbits`` patch
+vectors, an IVF ``nlist`` vectors) gets an exact, uncompressed stand-in; the state records how many
+vectors the configured layout needs (``provisional``) and the first update that reaches that
+count rebuilds with it.
 
 Crash safety: the decision (extend or rebuild) depends only on the state, the config and the
 shard list, and re-applying the same new shards to a store that already holds them gives the same
@@ -52,9 +56,13 @@ def _needs_rebuild(state: dict[str, Any] | None, cfg: IndexConfig, shards: list[
         return "index config changed"
     if set(state["shards"]) - set(shards):
         return "shards were removed"
-    trained, pp = state["trained_on_images"], state["patches_per_image"]
-    if trained * pp < cfg.train_size and state["n_images"] + new_rows >= 2 * trained:
-        return f"codec trained on {trained} images, corpus now up to {state['n_images'] + new_rows}"
+    trained, pp, n = state["trained_on_images"], state["patches_per_image"], state["n_images"] + new_rows
+    for store, need in sorted(state.get("provisional", {}).items()):
+        have = n * pp if store == "patches" else n
+        if have >= need:
+            return f"{have} {store} vectors are enough to train the configured layout (needs {need})"
+    if trained * pp < cfg.train_size and n >= 2 * trained:
+        return f"codec trained on {trained} images, corpus now up to {n}"
     return None
 
 
@@ -115,12 +123,14 @@ def update_indexes(workspace, model_id: str, cfg: IndexConfig | None = None, *,
         mapped = _readable_patch_store(g_path, p_path)
         if mapped is not None:
             return {"indexed": state["n_images"], "mode": "unchanged", "new_shards": 0,  # type: ignore[index]
+                    "provisional": sorted(state.get("provisional", {})),  # type: ignore[union-attr]
                     "global_build_s": 0.0, "patch_build_s": 0.0, "patch_bytes_per_image": mapped.bytes_per_image()}
     stores = _load_stores(g_path, p_path, cfg) if why is None else None
     if stores is not None:
         gi, ps = stores
         t_global, t_patch = _extend(gi, ps, new)
         mode, trained = "incremental", state["trained_on_images"]  # type: ignore[index]
+        provisional = dict(state.get("provisional", {}))  # type: ignore[union-attr]
     else:
         logger.info("rebuilding the indexes of %s: %s", model_id, why or "saved files unusable")
         t0 = time.time()
@@ -129,15 +139,18 @@ def update_indexes(workspace, model_id: str, cfg: IndexConfig | None = None, *,
         ps = build_patch_store(root, model_id, cfg)
         t_global, t_patch = t1 - t0, time.time() - t1
         mode, trained = "rebuild", gi.ntotal
+        provisional = {name: store.provisional_until for name, store in (("global", gi), ("patches", ps))
+                       if store.provisional_until}
     t0 = time.time()
     gi.save(g_path)
     ps.save(p_path)
     (directory / "index_config.json").write_text(cfg.to_json())
     atomic_write_bytes(directory / STATE_FILE, json.dumps({
         "format": STATE_FORMAT, "config": cfg.to_dict(), "shards": shards, "n_images": int(gi.ntotal),
-        "patches_per_image": ps.patches_per_image, "trained_on_images": int(trained)}).encode())
+        "patches_per_image": ps.patches_per_image, "trained_on_images": int(trained),
+        "provisional": provisional}).encode())
     logger.info("indexes for %s (%s, %d new shards): %d global, %d images of patches", model_id, mode,
                 len(new), gi.ntotal, ps.n_images)
-    return {"indexed": int(gi.ntotal), "mode": mode, "new_shards": len(new),
+    return {"indexed": int(gi.ntotal), "mode": mode, "new_shards": len(new), "provisional": sorted(provisional),
             "global_build_s": round(t_global, 2), "patch_build_s": round(t_patch, 2),
             "save_s": round(time.time() - t0, 2), "patch_bytes_per_image": ps.bytes_per_image()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -104,3 +105,49 @@ def test_killed_between_saves_then_rerun_equals_a_clean_run(ws, tmp_path, monkey
             update_indexes(ws, MODEL, cfg)
     update_indexes(ws, MODEL, cfg)
     assert files(ws) == files(clean)
+
+
+def test_small_corpus_is_kept_exact_until_each_configured_layout_can_train(tmp_path, monkeypatch):
+    """5 images: both stores are exact stand-ins (IVF8 needs 8 vectors, PQ8x8 256); each switches
+    to its configured layout on the first update with enough vectors, and the switch killed
+    between the saves reruns to the files of a fresh build."""
+    cfg = IndexConfig(global_factory="IVF8,Flat", patch_bytes=8, train_size=16, use_gpu=False)
+    ws = Workspace.at(tmp_path / "a")
+    add_shard(ws, 1, 5, seed=1)
+    out = update_indexes(ws, MODEL, cfg)
+    assert out["mode"] == "rebuild" and out["indexed"] == 5 and out["provisional"] == ["global", "patches"]
+    g_path, p_path = index_paths(ws.root, MODEL)
+    raw = np.load(model_dir(ws.root, MODEL) / shard_name_for(np.arange(1, 6)) / "patches.npy").astype(np.float32)
+    store = PatchStore.load(p_path)
+    assert store.code_size == 4 * D  # float32, uncompressed
+    np.testing.assert_allclose(store.decode(np.arange(1, 6)), raw / np.linalg.norm(raw, axis=2, keepdims=True),
+                               atol=1e-6)
+    assert store.search(raw[2, :1], 1)[1][0, 0] == 3
+    assert GlobalIndex.load(g_path, cfg).search(np.ones((1, D), np.float32), 5)[1].shape == (1, 5)
+
+    add_shard(ws, 6, 4, seed=2)  # 9 images >= nlist: the global index becomes IVF, patches stay exact
+    out = update_indexes(ws, MODEL, cfg)
+    assert out["mode"] == "rebuild" and out["provisional"] == ["patches"]
+    assert faiss.extract_index_ivf(GlobalIndex.load(g_path, cfg).index).nlist == 8
+    add_shard(ws, 10, 50, seed=3)  # 59 x 4 = 236 < 256 patch vectors: extended, still exact
+    out = update_indexes(ws, MODEL, cfg)
+    assert out["mode"] == "incremental" and out["provisional"] == ["patches"]
+    assert PatchStore.load(p_path).code_size == 4 * D
+
+    add_shard(ws, 60, 10, seed=4)  # 69 x 4 = 276: the PQ codec trains now
+
+    def killed(self, path):
+        raise KeyboardInterrupt("killed after the global index was saved")
+    with monkeypatch.context() as m:
+        m.setattr(PatchStore, "save", killed)
+        with pytest.raises(KeyboardInterrupt):
+            update_indexes(ws, MODEL, cfg)
+    out = update_indexes(ws, MODEL, cfg)
+    assert out["mode"] == "rebuild" and out["provisional"] == [] and out["indexed"] == 69
+    store = PatchStore.load(p_path)
+    assert store.code_size == 8 and isinstance(faiss.downcast_index(store.index), faiss.IndexPQ)
+    assert update_indexes(ws, MODEL, cfg)["mode"] == "unchanged"
+    fresh = Workspace.at(tmp_path / "b")
+    shutil.copytree(model_dir(ws.root, MODEL), model_dir(fresh.root, MODEL))
+    update_indexes(fresh, MODEL, cfg)
+    assert files(fresh) == files(ws)

@@ -156,3 +156,18 @@ def test_gpu_placement_falls_back_to_cpu(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", lambda index: sentinel, raising=False)
     assert gpu.to_gpu_if_available(index, use_gpu=True) is sentinel
     assert gpu.to_gpu_if_available(index, use_gpu=False) is index
+
+
+def test_too_few_vectors_for_an_ivf_give_an_exact_stand_in(tmp_path: Path) -> None:
+    x, ids = _vectors(10), np.arange(10, dtype=np.int64) + 100
+    cfg = IndexConfig(global_factory="IVF16,Flat")
+    write_shards(tmp_path, "m", [(ids, x.astype(np.float16), None)])
+    gi = build_global_index(tmp_path, "m", cfg)
+    assert gi.provisional_until == 16 and isinstance(gi.index, faiss.IndexIDMap2)
+    q = _vectors(3, seed=4)
+    scores, got = gi.search(q, 4)
+    want_scores, want_ids = _brute(x.astype(np.float16).astype(np.float32), ids, q, 4)
+    np.testing.assert_array_equal(got, want_ids)
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+    with pytest.raises(StoreError, match="at least 16 training vectors"):
+        GlobalIndex(D, cfg).train(x)

@@ -231,3 +231,21 @@ def test_version_1_files_still_load(pq_store, tmp_path: Path) -> None:
     for mmap in (False, True):
         back = PatchStore.load(path, mmap=mmap)
         np.testing.assert_array_equal(back.decode(ids[:5]), store.decode(ids[:5]))
+
+
+def test_too_few_vectors_for_the_codec_give_an_exact_stand_in(tmp_path: Path) -> None:
+    """PQ8x8 needs 2**8 training vectors: below that the store keeps its patches uncompressed,
+    above it the codec trains (on at least that many, whatever ``train_size`` says)."""
+    x, ids = _patches(40), np.arange(40, dtype=np.int64) * 3
+    g = x.mean(axis=1)
+    cfg = IndexConfig(patch_bytes=8, train_size=64)
+    write_shards(tmp_path / "few", "m", [(ids[:20], g[:20], x[:20])])  # 180 patch vectors
+    write_shards(tmp_path / "enough", "m", [(ids[:20], g[:20], x[:20]), (ids[20:], g[20:], x[20:])])
+    few = build_patch_store(tmp_path / "few", "m", cfg)
+    assert few.provisional_until == 256 and few.code_size == 4 * D
+    np.testing.assert_array_equal(few.decode(ids[:20]), _unit(x[:20]))
+    enough = build_patch_store(tmp_path / "enough", "m", cfg)
+    assert enough.provisional_until == 0 and enough.code_size == 8
+    assert isinstance(faiss.downcast_index(enough.index), faiss.IndexPQ)
+    with pytest.raises(StoreError, match="at least 256 training vectors"):
+        PatchStore(D, P, cfg).train(x[:20].reshape(-1, D))

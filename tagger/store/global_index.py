@@ -9,6 +9,7 @@ import numpy as np
 
 from tagger.errors import ConfigError, StoreError, UnknownIdError
 from tagger.store.atomic import atomic_open
+from tagger.store.codec import flat_stand_in, min_train_vectors
 from tagger.store.config import IndexConfig
 from tagger.store.gpu import GPU_MAX_K, to_gpu_if_available
 from tagger.store.shardset import ShardSet
@@ -66,6 +67,9 @@ class GlobalIndex:
         self.index = _prepare(index, self.cfg)
         self.dim = int(self.index.d)
         self._device: faiss.Index | None = None
+        # > 0: an exact stand-in held because the configured factory needs this many training
+        # vectors (set by build_global_index; the index state records it)
+        self.provisional_until = 0
 
     @property
     def ntotal(self) -> int:
@@ -79,7 +83,16 @@ class GlobalIndex:
 
     def train(self, vecs: np.ndarray) -> None:
         """Train the index (IVF centroids, codebooks) on sample vectors."""
-        self.index.train(as_matrix(vecs, self.dim, self.cfg.normalize))
+        x = as_matrix(vecs, self.dim, self.cfg.normalize)
+        need = min_train_vectors(self.index)
+        if x.shape[0] < need:
+            raise StoreError(f"global factory {self.cfg.global_factory!r} needs at least {need} "
+                             f"training vectors, got {x.shape[0]}")
+        try:
+            self.index.train(x)
+        except RuntimeError as exc:
+            raise StoreError(f"cannot train global factory {self.cfg.global_factory!r}: "
+                             f"{str(exc).strip().splitlines()[-1]}") from exc
         self._device = None
 
     def ids(self) -> np.ndarray:
@@ -189,13 +202,20 @@ def build_global_index(root: str | os.PathLike[str], model_id: str,
 
     Deterministic: rows are added in ascending image id (duplicates resolved as in
     :class:`ShardSet`) and training uses a seeded sample, so the same rows give the same
-    index bytes whatever the shard write order or partitioning.
+    index bytes whatever the shard write order or partitioning. With fewer vectors than the
+    factory needs to train, the index is an exact stand-in (``provisional_until`` > 0).
     """
     cfg = cfg or IndexConfig()
     rows = ShardSet.from_root(root, model_id)
     gi = GlobalIndex(rows.dim, cfg)
-    if not gi.is_trained:
-        sample = rows.sample(rows.n, cfg.train_size, cfg.seed)
+    need = min_train_vectors(gi.index)
+    if rows.n < need:
+        gi = GlobalIndex(rows.dim, cfg, index=flat_stand_in(rows.dim, cfg.faiss_metric))
+        gi.provisional_until = need
+        logger.info("global index of %s kept exact: %d vectors, %r trains from %d", model_id,
+                    rows.n, cfg.global_factory, need)
+    elif not gi.is_trained:
+        sample = rows.sample(rows.n, max(cfg.train_size, need), cfg.seed)
         gi.train(rows.gather_global(sample))
     for pos in rows.batches(cfg.batch_size):
         gi._add_new(rows.ids[pos], as_matrix(rows.gather_global(pos), rows.dim, cfg.normalize))

@@ -14,7 +14,9 @@ as OPQ). Images are stored image-major: image ``i`` in storage order owns code r
   implied by the position, so no per-patch id map (which would cost more than a 16-byte code)
   is kept. :func:`patch_ids` / :func:`split_patch_ids` convert between the two forms.
 
-Replacing an image overwrites its P code rows in place; new images are appended.
+Replacing an image overwrites its P code rows in place; new images are appended. A corpus too
+small to train the configured codec is stored uncompressed (:mod:`tagger.store.codec`) until it
+is large enough.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import faiss
 import numpy as np
 
 from tagger.errors import ConfigError, StoreError, UnknownIdError
+from tagger.store.codec import flat_stand_in, min_train_vectors
 from tagger.store.config import IndexConfig
 from tagger.store.gpu import GPU_MAX_K, to_gpu_if_available
 from tagger.store.patchfile import read_patch_file, write_patch_file
@@ -100,6 +103,9 @@ class PatchStore:
             raise StoreError("code rows do not match image ids x patches per image")
         self._lookup: tuple[np.ndarray, np.ndarray] | None = None
         self._device: faiss.Index | None = None
+        # > 0: the store holds an uncompressed stand-in because its configured codec needs this
+        # many training vectors (set by build_patch_store; the index state records it)
+        self.provisional_until = 0
 
     # ----- sizes and raw codes -------------------------------------------------------------
     @property
@@ -139,7 +145,16 @@ class PatchStore:
         """Train the codec on sample patch vectors [m, d]; only while the store is empty."""
         if self.n_images:
             raise StoreError("cannot retrain a store that holds codes; build a new one")
-        self.index.train(as_matrix(vecs, self.dim, self.cfg.normalize, name="patch vectors"))
+        x = as_matrix(vecs, self.dim, self.cfg.normalize, name="patch vectors")
+        need = min_train_vectors(self.index)
+        if x.shape[0] < need:
+            raise StoreError(f"patch codec {self.cfg.patch_factory_string} needs at least {need} "
+                             f"training vectors, got {x.shape[0]}")
+        try:
+            self.index.train(x)
+        except RuntimeError as exc:
+            raise StoreError(f"cannot train patch codec {self.cfg.patch_factory_string}: "
+                             f"{str(exc).strip().splitlines()[-1]}") from exc
         self._codec = faiss.clone_index(self.index)  # empty: cheap
 
     def _writable(self) -> None:
@@ -317,7 +332,8 @@ def build_patch_store(root: str | os.PathLike[str], model_id: str,
 
     Deterministic: the codec trains on a seeded sample of patch vectors drawn by position in
     ascending image id order, and images are encoded in that order, so the same rows give the
-    same store whatever the shard write order or partitioning.
+    same store whatever the shard write order or partitioning. With fewer patch vectors than the
+    codec needs to train, the store is an uncompressed stand-in (``provisional_until`` > 0).
     """
     cfg = cfg or IndexConfig()
     rows = ShardSet.from_root(root, model_id)
@@ -325,12 +341,18 @@ def build_patch_store(root: str | os.PathLike[str], model_id: str,
         raise StoreError(f"shards of {model_id!r} hold no patch embeddings")
     pp = rows.patches_per_image
     store = PatchStore(rows.dim, pp, cfg)
-    if not store.is_trained:
-        sample = rows.sample(rows.n * pp, cfg.train_size, cfg.seed)
+    need = min_train_vectors(store.index)
+    if rows.n * pp < need:
+        store = PatchStore(rows.dim, pp, cfg, index=flat_stand_in(rows.dim, cfg.faiss_metric))
+        store.provisional_until = need
+        logger.info("patch store of %s kept uncompressed: %d vectors, %s trains from %d", model_id,
+                    rows.n * pp, cfg.patch_factory_string, need)
+    elif not store.is_trained:
+        sample = rows.sample(rows.n * pp, max(cfg.train_size, need), cfg.seed)
         store.train(rows.gather_patch_vectors(sample))
     for pos in rows.batches(cfg.batch_size):
         flat = rows.gather_patches(pos).reshape(-1, rows.dim)
         store._append(rows.ids[pos], as_matrix(flat, rows.dim, cfg.normalize))
-    logger.info("built patch store for %s: %d images x %d patches, %s, %d B/image", model_id,
-                store.n_images, pp, cfg.patch_factory_string, store.bytes_per_image())
+    logger.info("built patch store for %s: %d images x %d patches, %d B/image", model_id,
+                store.n_images, pp, store.bytes_per_image())
     return store

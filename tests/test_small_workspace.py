@@ -1,0 +1,85 @@
+"""A 5-image workspace through the real verbs (local Ray): toy-rn gives 16 patches per image, so
+5 images hold 80 patch vectors, fewer than the 256 a PQ codec trains on. Encode keeps the patches
+uncompressed, every later verb works (encode again, train, tag, search), and once the corpus is
+large enough the next encode switches the patch store to its PQ codec."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tagger.catalog import Catalog
+from tagger.cli import app
+from tagger.indexing import STATE_FILE
+from tagger.store import PatchStore, index_paths
+from tagger.toyworld.export import export_scenes
+
+pytestmark = pytest.mark.ray
+runner = CliRunner()
+
+
+def invoke(*args: str) -> dict:
+    """Run a verb with --json; its summary (the last JSON line)."""
+    out = runner.invoke(app, [*args, "--json"], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")][-1]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module (the verbs join it instead of starting their own)."""
+    import ray
+    saved = {k: os.environ.get(k) for k in ("RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE")}
+    os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+    for k, v in saved.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    import open_clip
+    import torch
+
+    from tagger.models.registry import register_configs
+    register_configs()
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "toy-rn-random.pt"
+    torch.save(open_clip.create_model("toy-rn").state_dict(), path)
+    return path
+
+
+def test_five_images_encode_tag_and_search_then_the_codec_trains(local_ray, checkpoint, tmp_path):
+    images, ws = tmp_path / "images", str(tmp_path / "ws")
+    export_scenes(images, 5)
+    runner.invoke(app, ["labels", "add", "circle", "square", "star", "-w", ws], catch_exceptions=False)
+    enc = invoke("encode", str(images), "-w", ws, "--model", "toy-rn", "--pretrained", str(checkpoint),
+                 "--num-gpus", "0")
+    assert enc["encoded"] == 5 and enc["mode"] == "rebuild" and enc["provisional"] == ["patches"]
+    _, p_path = index_paths(ws, enc["model_id"])
+    assert PatchStore.load(p_path).code_size == 4 * 128  # float32: uncompressed
+    assert invoke("encode", "-w", ws)["mode"] == "unchanged"  # a later encode works too
+
+    invoke("generate-text", "-w", ws, "--n-sentences", "200")
+    invoke("train", "-w", ws)
+    tagged = invoke("tag", "-w", ws)
+    assert tagged["n_images"] == 5
+    with Catalog.open(Path(ws) / "catalog.duckdb", read_only=True) as cat:
+        assert cat.query("SELECT count(DISTINCT image_id) FROM current_tags")[0][0] == 5
+    for level in ("global", "patch"):
+        out = runner.invoke(app, ["search", "a red circle", "-k", "3", "--level", level, "-w", ws, "--device",
+                                  "cpu", "--json"], catch_exceptions=False)
+        assert out.exit_code == 0 and sum(line.startswith("{") for line in out.stdout.splitlines()) == 3
+
+    export_scenes(images, 15, start=5)  # 20 images x 16 patches = 320 vectors: PQ trains now
+    enc = invoke("encode", str(images), "-w", ws)
+    assert enc["encoded"] == 15 and enc["mode"] == "rebuild" and enc["provisional"] == []
+    assert PatchStore.load(p_path).code_size == 16  # the configured PQ16x8
+    state = json.loads((Path(p_path).parent / STATE_FILE).read_text())
+    assert state["n_images"] == 20 and state["provisional"] == {}
+    assert invoke("tag", "-w", ws)["n_images"] == 20
