@@ -59,9 +59,9 @@ def encode(
     """
     from .encode import EncodeConfig, run_encode
     with reported():
-        ws = workspace_at(workspace)
+        ws = workspace_at(workspace, create=False)  # nothing is written before the model is checked
         name, weights = ws.model(model, _checkpoint(pretrained))
-        ws.update_settings(model=name, pretrained=weights)
+        ws.update_settings(model=name, pretrained=weights)  # checks the model, then records it
         cfg = EncodeConfig(model=name, pretrained=weights, partition_size=partition_size, batch_size=batch_size,
                            concurrency=concurrency, decode_concurrency=decode_concurrency,
                            num_gpus=num_gpus)

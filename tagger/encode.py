@@ -137,12 +137,13 @@ def run_encode(workspace, source: str | None, cfg: EncodeConfig, *, crash_after:
 
     from .catalog import Catalog
     from .indexing import update_indexes
-    from .models.registry import model_id_for
+    from .models.registry import check_model, model_id_for
     from .models.preprocess import pixel_spec
     from .raycluster import gpus_available, ray_session
     from .sources import list_images
 
     t0 = time.time()
+    check_model(cfg.model, cfg.pretrained)  # a clear error here, not a dead actor later
     model_id = model_id_for(cfg.model, cfg.pretrained)
     root = str(workspace.root)
     with Catalog.open(workspace.catalog) as cat:

@@ -60,15 +60,28 @@ class Workspace:
         return json.loads(p.read_text()) if p.exists() else {}
 
     def update_settings(self, **kw: Any) -> dict[str, Any]:
+        """Merge ``kw`` into the settings and write them atomically (creating the workspace).
+
+        A model (``model``, ``pretrained``) is checked first, without loading it
+        (:func:`~tagger.models.registry.check_model`), so a bad one is refused with
+        :class:`~tagger.errors.ModelLoadError` and never recorded.
+        """
         s = {**self.settings(), **kw}
+        if "model" in kw or "pretrained" in kw:
+            from .models.registry import check_model
+            check_model(s.get("model", "toy-vit"), s.get("pretrained"))
+        self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.settings_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(s, indent=2))
         os.replace(tmp, self.settings_path)
         return s
 
     def model(self, name: str | None = None, pretrained: str | None = None) -> tuple[str, str | None]:
-        """The model to use: explicit arguments win, else the workspace's, else the toy ViT."""
+        """The model to use: explicit arguments win, else the workspace's, else the toy ViT.
+
+        ``pretrained`` alone keeps the workspace's architecture with those weights.
+        """
         s = self.settings()
         if name:
             return name, pretrained
-        return s.get("model", "toy-vit"), s.get("pretrained")
+        return s.get("model", "toy-vit"), pretrained or s.get("pretrained")

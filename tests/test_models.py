@@ -51,6 +51,18 @@ def test_missing_checkpoint_and_unknown_model_raise_named_errors(tmp_path):
         load_clip("no-such-model", pretrained=None, device="cpu")
 
 
+def test_garbage_or_truncated_checkpoint_is_a_model_load_error(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save(open_clip.create_model("toy-vit").state_dict(), good)
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint" * 8)
+    (tmp_path / "truncated.pt").write_bytes(good.read_bytes()[:4096])
+    for name in ("garbage.pt", "truncated.pt"):
+        with pytest.raises(ModelLoadError, match="not a model checkpoint"):
+            load_clip("toy-vit", pretrained=str(tmp_path / name), device="cpu")
+    with pytest.raises(ModelLoadError, match="unknown model 'toy-rnn'.*'toy-rn'"):
+        load_clip("toy-rnn", device="cpu")
+
+
 def test_checksum_mismatch_is_refused(tmp_path, monkeypatch):
     src = registry.weights_path("toy-rn")
     bad = tmp_path / "toy-rn.pt"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -79,6 +78,7 @@ def load_clip(
         device: ``cuda``/``cpu``; defaults to a GPU when present.
         precision: ``fp32``/``fp16``/``bf16``; defaults to fp16 on GPU, fp32 on CPU.
     """
+    registry.check_model(name, pretrained)
     device = device or default_device()
     precision = precision or ("fp16" if device.startswith("cuda") else "fp32")
     info: dict[str, Any] = {}
@@ -86,8 +86,6 @@ def load_clip(
     if pretrained is None and name in registry.shipped_models() and registry.manifest_path(name).exists():
         source = str(registry.verified_weights(name))
         info = registry.read_manifest(name)
-    elif pretrained and os.path.sep in pretrained and not os.path.isfile(pretrained):
-        raise ModelLoadError(f"checkpoint file not found: {pretrained}")
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=source, device=device, precision=precision)

@@ -8,12 +8,15 @@ the sha256 that the loader verifies.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import json
 import logging
 import os
 import re
+import struct
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -37,15 +40,19 @@ def register_configs() -> None:
         _REGISTERED = True
 
 
+def _open_clip_config_dirs() -> list[Path]:
+    """open_clip's ``model_configs`` folders, found without importing open_clip (or torch)."""
+    spec = importlib.util.find_spec("open_clip")
+    roots = list(spec.submodule_search_locations or []) if spec else []
+    return [Path(r) / "model_configs" for r in roots]
+
+
 def model_config(name: str) -> dict[str, Any] | None:
     """An architecture's open_clip config read from its JSON file (shipped, then open_clip's own)
     without importing open_clip; None when there is no such file (e.g. ``hf-hub:`` names)."""
     path = CONFIG_DIR / f"{name}.json"
     if not path.exists():
-        spec = importlib.util.find_spec("open_clip")
-        roots = list(spec.submodule_search_locations or []) if spec else []
-        path = next((Path(r) / "model_configs" / f"{name}.json" for r in roots
-                     if (Path(r) / "model_configs" / f"{name}.json").exists()), path)
+        path = next((d / f"{name}.json" for d in _open_clip_config_dirs() if (d / f"{name}.json").exists()), path)
     if not path.exists():
         return None
     cfg = json.loads(path.read_text())
@@ -108,3 +115,51 @@ def verified_weights(name: str) -> Path:
         raise ModelLoadError(f"weights file missing for {name!r}: {path}")
     _verified(str(path), manifest["sha256"], path.stat().st_mtime)
     return path
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
+
+
+def _checkpoint_format(path: Path) -> str | None:
+    """``zip`` (torch.save, .npz), ``pickle`` (legacy torch.save) or ``safetensors`` from the
+    file's first bytes; None when it is none of them (an empty, truncated or foreign file)."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if head[:4] == b"PK\x03\x04":
+        return "zip" if zipfile.is_zipfile(path) else None
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < path.stat().st_size:
+        return "safetensors"
+    return None
+
+
+def check_model(name: str, pretrained: str | None = None) -> None:
+    """Refuse, with :class:`ModelLoadError`, a model that :func:`~tagger.models.load_clip` could
+    not load, without importing torch or open_clip: an architecture with no config file, a
+    checkpoint path that is missing or not a checkpoint, shipped weights that fail their
+    checksum, a hub tag for a shipped toy model. Hub tags of open_clip architectures and
+    ``hf-hub:`` names are resolved only when the model loads.
+    """
+    if not name or not name.strip():
+        raise ModelLoadError("empty model name")
+    if ":" not in name and model_config(name) is None:
+        known = shipped_models() + sorted({p.stem for d in _open_clip_config_dirs() for p in d.glob("*.json")})
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else f"; shipped: {', '.join(shipped_models())}"
+        raise ModelLoadError(f"unknown model {name!r}: no open_clip config of that name{hint}")
+    if pretrained is None:
+        if name in shipped_models() and manifest_path(name).exists():
+            verified_weights(name)
+        return
+    path = Path(pretrained).expanduser()
+    if path.is_dir():
+        raise ModelLoadError(f"--pretrained is a directory, not a checkpoint file: {pretrained}")
+    if path.is_file():
+        if _checkpoint_format(path) is None:
+            raise ModelLoadError(f"not a model checkpoint (torch, safetensors or npz): {pretrained}")
+    elif os.path.sep in pretrained or path.suffix.lower() in CHECKPOINT_SUFFIXES or path.exists():
+        raise ModelLoadError(f"checkpoint file not found: {pretrained}")
+    elif name in shipped_models():
+        raise ModelLoadError(f"{name!r} has no hub tags (got {pretrained!r}): pass a checkpoint file, "
+                             "or no --pretrained for its shipped weights")
