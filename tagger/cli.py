@@ -15,8 +15,8 @@ import typer
 
 from .cli_catalog import labels_app, runs_app, sql_cmd
 from .cli_common import (
-    DEFAULT_WORKSPACE, JsonOpt, ModelOpt, PretrainedOpt, WorkspaceOpt, emit_rows, fail, output_format,
-    print_summary, reported, workspace_at,
+    DEFAULT_WORKSPACE, JOB_WAIT, JsonOpt, ModelOpt, PretrainedOpt, WaitOpt, WorkspaceOpt, emit_rows, fail,
+    job_scope, output_format, print_summary, reported, workspace_at,
 )
 from .errors import TaggerError
 
@@ -51,6 +51,7 @@ def encode(
     concurrency: Annotated[int, typer.Option(min=1, help="encoder actors")] = 1,
     decode_concurrency: Annotated[int, typer.Option(min=1, help="decode tasks in flight")] = 1,
     num_gpus: Annotated[Optional[float], typer.Option(help="GPUs per encoder actor (default: 1 if any)")] = None,
+    wait: WaitOpt = JOB_WAIT,
     as_json: JsonOpt = False,
 ) -> None:
     """Register SOURCE's images, encode new or changed ones into shards and update the indexes (only new shards are added).
@@ -65,7 +66,8 @@ def encode(
         cfg = EncodeConfig(model=name, pretrained=weights, partition_size=partition_size, batch_size=batch_size,
                            concurrency=concurrency, decode_concurrency=decode_concurrency,
                            num_gpus=num_gpus)
-        summary = run_encode(ws, source, cfg, progress=True)
+        with job_scope(ws, "encode", wait):
+            summary = run_encode(ws, source, cfg, progress=True)
     print_summary(f"encode {summary['model_id']}", summary, as_json)
 
 
@@ -74,12 +76,14 @@ def generate_text(
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     n_sentences: Annotated[int, typer.Option(min=1, help="sentences in the corpus")] = 20000,
     seed: Annotated[int, typer.Option(help="random seed of the generator")] = 0,
+    wait: WaitOpt = JOB_WAIT,
     as_json: JsonOpt = False,
 ) -> None:
     """Build the text corpus for the active labels (an LLM when $OPENAI_BASE_URL is set, else offline)."""
     from .textjob import run_generate_text
     with reported():
-        summary = run_generate_text(workspace_at(workspace), n_sentences, seed)
+        with job_scope(workspace_at(workspace), "generate-text", wait):
+            summary = run_generate_text(workspace_at(workspace), n_sentences, seed)
     print_summary(f"corpus {summary['corpus_id']}", summary, as_json)
 
 
@@ -89,6 +93,7 @@ def train(
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     corpus_id: Annotated[Optional[str], typer.Option(help="text corpus to train on (default: the newest)")] = None,
+    wait: WaitOpt = JOB_WAIT,
     as_json: JsonOpt = False,
 ) -> None:
     """Train the text-only classifier (and its memory banks) for the workspace's model."""
@@ -96,7 +101,8 @@ def train(
     with reported():
         ws = workspace_at(workspace)
         name, weights = ws.model(model, pretrained)
-        summary = run_train(ws, name, weights, corpus_id)
+        with job_scope(ws, "train", wait):
+            summary = run_train(ws, name, weights, corpus_id)
     print_summary(f"classifier {summary['classifier_id']}", summary, as_json)
 
 
@@ -120,6 +126,7 @@ def tag(
         help="pq: the compressed patch store; raw: the fp16 patches in the shards")] = PatchSource.PQ,
     concurrency: Annotated[int, typer.Option(min=1, help="tagging actors")] = 1,
     no_current: Annotated[bool, typer.Option("--no-current", help="load the run without making it current")] = False,
+    wait: WaitOpt = JOB_WAIT,
     as_json: JsonOpt = False,
 ) -> None:
     """Tag every encoded image from its stored embeddings into a new run, and make it current."""
@@ -130,7 +137,8 @@ def tag(
         name, weights = ws.model(model, pretrained)
         cfg = TagConfig(top_k=top_k, threshold=threshold, patch_source=patch_source.value,
                         concurrency=concurrency, calibrate=not no_calibrate)
-        summary = run_tag(ws, model_id_for(name, weights), cfg, classifier_id, make_current=not no_current)
+        with job_scope(ws, "tag", wait):
+            summary = run_tag(ws, model_id_for(name, weights), cfg, classifier_id, make_current=not no_current)
     print_summary(f"run {summary['run_id']}", summary, as_json)
 
 
@@ -142,6 +150,7 @@ def nightly(
     pretrained: PretrainedOpt = None,
     n_sentences: Annotated[int, typer.Option(min=1, help="sentences of a first corpus")] = 20000,
     keep_runs: Annotated[int, typer.Option(min=1, help="tag runs kept (retention)")] = 5,
+    wait: WaitOpt = JOB_WAIT,
     as_json: JsonOpt = False,
 ) -> None:
     """Encode new images, follow label changes, retrain, re-tag everything, switch current_tags."""
@@ -150,8 +159,9 @@ def nightly(
     with reported():
         ws = workspace_at(workspace)
         name, weights = ws.model(model, pretrained)
-        summary = run_nightly(ws, source, EncodeConfig(model=name, pretrained=weights, num_gpus=None),
-                              NightlyConfig(n_sentences=n_sentences, keep_runs=keep_runs))
+        with job_scope(ws, "nightly", wait):
+            summary = run_nightly(ws, source, EncodeConfig(model=name, pretrained=weights, num_gpus=None),
+                                  NightlyConfig(n_sentences=n_sentences, keep_runs=keep_runs))
     print_summary(f"nightly run {summary['run_id']}", summary, as_json)
 
 

@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 import typer
 
 from .cli_common import (
-    DEFAULT_WORKSPACE, CsvOpt, JsonOpt, WorkspaceOpt, console, emit_rows, fail, open_catalog, output_format,
-    reported,
+    DEFAULT_WORKSPACE, QUICK_WAIT, CsvOpt, JsonOpt, WaitOpt, WorkspaceOpt, console, emit_rows, fail, open_catalog,
+    output_format, reported,
 )
 
 labels_app = typer.Typer(no_args_is_help=True, help="Manage the label vocabulary (labels are retired, never deleted).")
@@ -28,6 +28,7 @@ def sql_cmd(
     query: Annotated[Optional[str], typer.Argument(help="one read-only statement (SELECT, WITH, SHOW, ...)")] = None,
     schema: Annotated[bool, typer.Option("--schema", help="list the tables and views with their columns")] = False,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    wait: WaitOpt = QUICK_WAIT,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
 ) -> None:
@@ -38,7 +39,7 @@ def sql_cmd(
     fmt = output_format(as_json, as_csv)
     if schema == (query is not None):
         fail("give either a QUERY or --schema")
-    with reported(), open_catalog(workspace, read_only=True) as cat:
+    with reported(), open_catalog(workspace, read_only=True, wait=wait) as cat:
         table = cat.safe_query_arrow(_SCHEMA_SQL if schema else query)
     emit_rows(table.column_names, [tuple(r.values()) for r in table.to_pylist()], fmt)
 
@@ -66,6 +67,7 @@ def labels_add(
         "--synonym", "-s", help="NAME=SYNONYM, repeatable; replaces NAME's stored synonyms")] = None,
     toy: Annotated[bool, typer.Option("--toy", help="also add the toy-world vocabulary with its synonyms")] = False,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    wait: WaitOpt = QUICK_WAIT,
 ) -> None:
     """Add labels, or re-activate retired ones."""
     names = list(names or [])
@@ -77,7 +79,7 @@ def labels_add(
     if not names:
         fail("no labels given: pass NAME... or --toy")
     synonyms.update(_parse_synonyms(list(synonym or []), names))
-    with reported(), open_catalog(workspace, read_only=False) as cat:
+    with reported(), open_catalog(workspace, read_only=False, wait=wait) as cat:
         ids = cat.add_labels(names, synonyms or None)
         n_active = len(cat.active_labels())
     console.print(f"added {len(ids)} label(s); {n_active} active")
@@ -87,10 +89,11 @@ def labels_add(
 def labels_list(
     include_all: Annotated[bool, typer.Option("--all", help="include retired labels")] = False,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    wait: WaitOpt = QUICK_WAIT,
     as_json: JsonOpt = False,
 ) -> None:
     """List the active labels (--all: retired ones too) with their synonyms."""
-    with reported(), open_catalog(workspace, read_only=True) as cat:
+    with reported(), open_catalog(workspace, read_only=True, wait=wait) as cat:
         labels = cat.list_labels(include_retired=include_all)
     rows = [(lab.label_id, lab.name, lab.synonyms, "active" if lab.active else "retired", lab.added_at,
              lab.retired_at) for lab in labels]
@@ -102,9 +105,10 @@ def labels_list(
 def labels_retire(
     names: Annotated[list[str], typer.Argument(help="label names to retire")],
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    wait: WaitOpt = QUICK_WAIT,
 ) -> None:
     """Retire labels: kept for the history of old runs, no longer used by new ones."""
-    with reported(), open_catalog(workspace, read_only=False) as cat:
+    with reported(), open_catalog(workspace, read_only=False, wait=wait) as cat:
         n = cat.retire_labels(names)
     console.print(f"retired {n} label(s)")
 
@@ -114,10 +118,11 @@ def labels_retire(
 def runs_list(
     kind: Annotated[Optional[str], typer.Option(help="only runs of this kind (e.g. tag)")] = None,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    wait: WaitOpt = QUICK_WAIT,
     as_json: JsonOpt = False,
 ) -> None:
     """List runs, oldest first (the current run has status 'current')."""
-    with reported(), open_catalog(workspace, read_only=True) as cat:
+    with reported(), open_catalog(workspace, read_only=True, wait=wait) as cat:
         runs, current = cat.runs(kind), cat.current_run()
     rows = [(r.run_id, r.kind, r.status + (" (pruned)" if r.pruned_at else ""), r.started_at, r.finished_at,
              r.model_id, r.classifier_id, r.n_images, r.n_tags, len(r.labels or [])) for r in runs]
@@ -131,13 +136,14 @@ def runs_diff(
     a: Annotated[int, typer.Argument(help="the older run id")],
     b: Annotated[int, typer.Argument(help="the newer run id")],
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    wait: WaitOpt = QUICK_WAIT,
     as_json: JsonOpt = False,
 ) -> None:
     """Labels added/removed between runs A and B, and per label the images that gained or lost it."""
     import json
 
     from .catalog.diff import run_diff
-    with reported(), open_catalog(workspace, read_only=True) as cat:
+    with reported(), open_catalog(workspace, read_only=True, wait=wait) as cat:
         diff = run_diff(cat, a, b)
     if as_json:
         typer.echo(json.dumps(diff, ensure_ascii=False))

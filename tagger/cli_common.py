@@ -33,6 +33,15 @@ PretrainedOpt = Annotated[Optional[str], typer.Option(help="hub tag or local che
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 CsvOpt = Annotated[bool, typer.Option("--csv", help="print CSV (with a header row) instead of a table")]
 
+#: Default ``--wait`` of the quick verbs (sql, runs, labels): rides out a job's short write.
+QUICK_WAIT = 10.0
+#: Default ``--wait`` of the job verbs (encode, tag, nightly, ...): a long query may be reading.
+JOB_WAIT = 600.0
+WaitOpt = Annotated[float, typer.Option(
+    "--wait", envvar="TAGGER_WAIT", min=0.0, metavar="SECONDS",
+    help="while another process holds the catalog (a job's write, a long query), retry for up to "
+         "SECONDS before failing ($TAGGER_WAIT; 0: fail at once)")]
+
 
 def fail(e: Exception | str) -> NoReturn:
     """Print ``error: <message>`` as one line on stderr and exit with status 2."""
@@ -56,16 +65,25 @@ def workspace_at(path: Path, *, create: bool = True) -> Workspace:
 
 
 @contextmanager
-def open_catalog(path: Path, *, read_only: bool) -> Iterator["Catalog"]:
-    """Open the workspace catalog.
+def open_catalog(path: Path, *, read_only: bool, wait: float = 0.0) -> Iterator["Catalog"]:
+    """Open the workspace catalog, waiting up to ``wait`` seconds for a lock held elsewhere.
 
     Read-only opens never create a workspace or a catalog, and are sealed: their SQL reaches no
     other file, no URL and no extension (``Catalog.open(external_access=False)``).
     """
     from .catalog import Catalog
     ws = workspace_at(path, create=not read_only)
-    with Catalog.open(ws.catalog, read_only=read_only, external_access=not read_only) as cat:
+    with Catalog.open(ws.catalog, read_only=read_only, external_access=not read_only, wait=wait) as cat:
         yield cat
+
+
+@contextmanager
+def job_scope(ws: Workspace, job: str, wait: float) -> Iterator[None]:
+    """Run a job verb's driver holding the workspace's job lock, its catalog opens waiting up to
+    ``wait`` seconds while another process holds the file (a second job is refused at once)."""
+    from .catalog import JobLock
+    with JobLock(ws.catalog, job, wait=wait):
+        yield
 
 
 def output_format(as_json: bool, as_csv: bool = False) -> str:

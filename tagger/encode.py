@@ -146,7 +146,7 @@ def run_encode(workspace, source: str | None, cfg: EncodeConfig, *, crash_after:
     check_model(cfg.model, cfg.pretrained)  # a clear error here, not a dead actor later
     model_id = model_id_for(cfg.model, cfg.pretrained)
     root = str(workspace.root)
-    with Catalog.open(workspace.catalog) as cat:
+    with Catalog.for_job(workspace.catalog, "encode") as cat:
         if source is not None:
             cat.register_images(list_images(source))
         reconcile_shards(cat, root, model_id)

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .catalog.joblock import job_driver
 from .encode import EncodeConfig, run_encode
 from .tag import TagConfig, run_tag
 from .textjob import run_generate_text, run_train
@@ -64,6 +65,7 @@ def _crash(stage: str, crash_at: str | None) -> None:
         os._exit(17)
 
 
+@job_driver("nightly")
 def run_nightly(workspace, source: str | None, encode_cfg: EncodeConfig, cfg: NightlyConfig | None = None,
                 *, crash_at: str | None = None) -> dict[str, Any]:
     """Run every stage in order; ``crash_at`` (one of CRASH_POINTS) kills the process there (tests)."""
@@ -77,7 +79,7 @@ def run_nightly(workspace, source: str | None, encode_cfg: EncodeConfig, cfg: Ni
                      crash_after=1 if crash_at == "encode:mid" else None)
     timings["encode"] = time.time() - t
     _crash("encode", crash_at)
-    with Catalog.open(workspace.catalog) as cat:
+    with Catalog.for_job(workspace.catalog, "nightly") as cat:
         diff = vocabulary_diff(cat)
     t = time.time()
     text = run_generate_text(workspace, cfg.n_sentences, cfg.seed)
@@ -93,7 +95,7 @@ def run_nightly(workspace, source: str | None, encode_cfg: EncodeConfig, cfg: Ni
                   crash_after=1 if crash_at == "tag:mid" else None)
     timings["tag"] = time.time() - t
     _crash("tag", crash_at)
-    with Catalog.open(workspace.catalog) as cat:
+    with Catalog.for_job(workspace.catalog, "nightly") as cat:
         previous = cat.current_run()
         if previous != tag["run_id"]:
             cat.set_current(tag["run_id"])

@@ -170,7 +170,7 @@ def run_tag(workspace, model_id: str, cfg: TagConfig | None = None, classifier_i
     cfg = cfg or TagConfig()
     t0 = time.time()
     root = str(workspace.root)
-    with Catalog.open(workspace.catalog) as cat:
+    with Catalog.for_job(workspace.catalog, "tag") as cat:
         clf = cat.get_classifier(classifier_id) if classifier_id else latest_classifier(cat, model_id)
         shards = list_done_shards(root, model_id)
         run_id, status = _resume_or_start(cat, model_id, clf["classifier_id"], list(clf["labels"]), cfg,

@@ -34,7 +34,7 @@ def run_generate_text(workspace, n_sentences: int = 20000, seed: int = 0, llm_co
     from .text import Vocabulary
     from .text.incremental import extend_corpus, synonyms_changed
 
-    with Catalog.open(workspace.catalog) as cat:
+    with Catalog.for_job(workspace.catalog, "generate-text") as cat:
         labels, synonyms = _labels_and_synonyms(cat)
         gen = generator_from_config(labels, synonyms, llm_config=llm_config, cache_dir=workspace.llm_cache,
                                     seed=seed)
@@ -102,7 +102,7 @@ def run_train(workspace, model: str, pretrained: str | None = None, corpus_id: s
     from .text import TextCorpus
 
     cfg = cfg or ComcConfig()
-    with Catalog.open(workspace.catalog) as cat:
+    with Catalog.for_job(workspace.catalog, "train") as cat:
         corpora = cat.corpora()
         if corpus_id is None:
             if not corpora:

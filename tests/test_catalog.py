@@ -306,7 +306,7 @@ def test_second_writer_gets_clear_error(path):
                             text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
-        with pytest.raises(CatalogLockedError, match=r"locked by process \d+.*one writing process"):
+        with pytest.raises(CatalogLockedError, match=r"locked by a writer, process \d+ \(.*one writing process"):
             Catalog.open(path)
         with pytest.raises(CatalogLockedError):
             Catalog.open(path, read_only=True)

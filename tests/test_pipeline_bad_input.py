@@ -57,7 +57,8 @@ def test_empty_corpus_is_not_an_error(tmp_path, cfg):
     assert out["partitions"] == 0 and out["encoded"] == 0
 
 
-def test_second_writer_gets_a_clear_error_and_nothing_is_corrupted(tmp_path, cfg):
+def test_second_writer_gets_a_clear_error_and_nothing_is_corrupted(tmp_path, cfg, monkeypatch):
+    monkeypatch.setenv("TAGGER_WAIT", "0")  # a job waits for the file by default; here it must not
     ws = Workspace.at(tmp_path / "ws")
     with Catalog.open(ws.catalog) as cat:
         cat.add_labels(["circle"])

@@ -60,7 +60,7 @@ def _files(root: Path) -> set[str]:
 
 
 def sql(world, statement: str, *extra: str):
-    return runner.invoke(app, ["sql", statement, "-w", str(world["ws"]), *extra],
+    return runner.invoke(app, ["sql", statement, "-w", str(world["ws"]), "--wait", "0", *extra],
                          catch_exceptions=False)
 
 

@@ -1,17 +1,22 @@
 """The DuckDB catalog: images, encodings, labels, corpora, classifiers, runs and tags.
 
-One process writes (the job driver); readers open it read-only::
+One process writes at a time, in short transactions; readers open it read-only in between
+(``wait`` rides out a transaction in progress). A job driver holds the job lock from start to
+end and the file only for each of its calls::
 
-    with Catalog.open("ws/catalog.duckdb") as cat:
-        ids = cat.register_images(list_images("photos/"))
-    with Catalog.open("ws/catalog.duckdb", read_only=True) as cat:
+    with Catalog.for_job("ws/catalog.duckdb", "encode") as cat:
+        ids = cat.register_images(list_images("photos/"))  # connects, writes, disconnects
+        ...  # the long part: readers can open the catalog meanwhile
+    with Catalog.open("ws/catalog.duckdb", read_only=True, external_access=False, wait=10) as cat:
         cat.safe_query("SELECT label, count(*) FROM current_tags WHERE positive GROUP BY 1")
 """
 from __future__ import annotations
 
 import logging
 
+from .base import SEALED_CONFIG
 from .images import ImagesMixin, records_table
+from .joblock import JOB_LOCK_WAIT, JobLock, job_driver, job_lock_path
 from .migrations import apply_migrations, default_schema_dir, load_migrations
 from .readonly import check_read_only
 from .runs import RUN_STATUSES, Run, RunsMixin
@@ -26,6 +31,6 @@ class Catalog(ImagesMixin, VocabMixin, RunsMixin):
 
 
 __all__ = [
-    "Catalog", "Label", "Run", "RUN_STATUSES", "apply_migrations", "check_read_only",
-    "default_schema_dir", "load_migrations", "records_table",
+    "Catalog", "JOB_LOCK_WAIT", "JobLock", "Label", "Run", "RUN_STATUSES", "SEALED_CONFIG", "apply_migrations",
+    "check_read_only", "default_schema_dir", "job_driver", "job_lock_path", "load_migrations", "records_table",
 ]

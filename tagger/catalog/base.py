@@ -6,7 +6,8 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ import duckdb
 import pyarrow as pa
 
 from ..errors import CatalogError, CatalogLockedError, ExternalAccessError
+from .joblock import JobLock, job_wait
 from .migrations import apply_migrations, applied_migrations, pending_migrations, utcnow
 from .readonly import check_read_only
 
@@ -22,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 _C = TypeVar("_C", bound="CatalogBase")
 _LOCK_HOLDER = re.compile(r"held in (.*?) \(PID (\d+)\)")
+_READER_HINT = "would be able to open this database in read-only mode"
 
 #: DuckDB settings of a connection that may run untrusted SQL: no file but the catalog itself,
 #: no network, no extension installed or loaded, no persistent secret, and no ``SET`` to undo it.
@@ -38,12 +41,34 @@ _SEALED_REFUSALS = ("disabled by configuration", "disabled through configuration
                     "configuration has been locked", "Cannot enable external access")
 
 
-def _lock_error(path: str, err: duckdb.Error) -> CatalogLockedError:
-    m = _LOCK_HOLDER.search(str(err))
-    holder = f"process {m.group(2)} ({m.group(1)})" if m else "another process"
-    return CatalogLockedError(
-        f"catalog {path} is locked by {holder}. DuckDB allows one writing process at a time "
-        "(and no reader while it writes): wait for that job to finish, or stop it, then retry.")
+def _command_line(pid: str) -> str | None:
+    """The command line of process ``pid`` (Linux ``/proc``), shortened; None if unreadable."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    text = " ".join(raw.replace(b"\0", b" ").decode("utf-8", "replace").split())
+    return (text[:117] + "...") if len(text) > 120 else (text or None)
+
+
+def _lock_error(path: str, err: duckdb.Error, read_only: bool, waited: float) -> CatalogLockedError:
+    """A CatalogLockedError that names the holder: reader or writer, PID and command line."""
+    msg = str(err)
+    m = _LOCK_HOLDER.search(msg)
+    # a read-only open is refused only by a writer; DuckDB tells a writable open when readers hold it
+    role = "a writer" if read_only or _READER_HINT not in msg else "a reader"
+    if m:
+        holder = f"{role}, process {m.group(2)} ({_command_line(m.group(2)) or m.group(1)})"
+    else:
+        holder = f"{role} (DuckDB did not say which process)"
+    after = f" after waiting {waited:g} s" if waited > 0 else ""
+    if role == "a reader":
+        why = "Nothing can write while a query reads it: retry when that query ends"
+    else:
+        why = ("DuckDB allows one writing process at a time (and no reader while it writes); jobs hold "
+               "it only for short transactions: retry")
+    return CatalogLockedError(f"catalog {path} is locked by {holder}{after}. {why}, or wait longer "
+                              "(--wait SECONDS).")
 
 
 def _connect(path: str, read_only: bool, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
@@ -51,7 +76,7 @@ def _connect(path: str, read_only: bool, config: dict[str, Any]) -> duckdb.DuckD
         return duckdb.connect(path, read_only=read_only, config=config)
     except duckdb.IOException as e:
         if "lock" in str(e).lower():
-            raise _lock_error(path, e) from e
+            raise _lock_error(path, e, read_only, 0.0) from e
         raise CatalogError(f"cannot open catalog {path}: {e}") from e
     except duckdb.ConnectionException as e:
         raise CatalogError(
@@ -59,6 +84,25 @@ def _connect(path: str, read_only: bool, config: dict[str, Any]) -> duckdb.DuckD
             f"(read-only vs writable); reuse that Catalog instead ({e})") from e
     except duckdb.Error as e:
         raise CatalogError(f"cannot open catalog {path}: {e}") from e
+
+
+def _connect_waiting(path: str, read_only: bool, config: dict[str, Any],
+                     wait: float) -> duckdb.DuckDBPyConnection:
+    """``_connect``, retrying for up to ``wait`` seconds while another process holds the lock."""
+    deadline = time.monotonic() + wait
+    delay = 0.02
+    while True:
+        try:
+            return _connect(path, read_only, config)
+        except CatalogLockedError as e:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if wait > 0 and isinstance(e.__cause__, duckdb.Error):  # say how long it waited
+                    raise _lock_error(path, e.__cause__, read_only, wait) from e.__cause__
+                raise
+            logger.debug("catalog %s is locked; retrying for %.1f s more", path, left)
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.25)
 
 
 def _query_error(e: duckdb.Error) -> CatalogError:
@@ -95,26 +139,37 @@ def _warn_if_behind(con: duckdb.DuckDBPyConnection, path: str, schema_dir: str |
 
 
 class CatalogBase:
-    """An open DuckDB catalog file: one connection, guarded by a lock for use from threads."""
+    """An open DuckDB catalog file: one connection, guarded by a lock for use from threads.
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, read_only: bool) -> None:
+    A catalog opened with ``hold=False`` keeps no connection between calls: each query or
+    transaction connects, runs and disconnects, so other processes can open the file between.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection | None, path: str, read_only: bool,
+                 reconnect: Callable[[], duckdb.DuckDBPyConnection] | None = None) -> None:
         self._con: duckdb.DuckDBPyConnection | None = con
         self.path = path
         self.read_only = read_only
+        self._reconnect = reconnect  # set when the catalog connects per call (hold=False)
+        self._depth = 0
+        self._closed = False
+        self._job: JobLock | None = None  # the job lock a ``for_job`` catalog releases at close
         self._lock = threading.RLock()
 
     @classmethod
     def open(cls: type[_C], path: str | os.PathLike, read_only: bool = False, *,
              schema_dir: str | os.PathLike | None = None, threads: int | None = None,
-             external_access: bool = True) -> _C:
+             external_access: bool = True, wait: float = 0.0, hold: bool = True) -> _C:
         """Open (and when writable, create and migrate) the catalog at ``path``.
 
         ``external_access=False`` seals the connection (:data:`SEALED_CONFIG`): SQL cannot read
         or write any other file (``read_csv``, ``read_blob``, ``glob``, ``COPY``, ``ATTACH``...),
         reach a URL, install or load an extension, or ``SET`` any of this back; for a SQL
-        endpoint serving untrusted users.
-        Raises CatalogLockedError when another process holds the write lock, CatalogError when
-        a read-only open finds no catalog or an unmigrated one.
+        endpoint serving untrusted users. ``wait`` retries for up to that many seconds while
+        another process holds the file (at this open, and with ``hold=False`` at every call).
+        ``hold=False`` connects only for each call (see the class). Raises CatalogLockedError
+        (naming the holder: reader or writer, and its PID) when the file stays held,
+        CatalogError when a read-only open finds no catalog or an unmigrated one.
         """
         spath = str(path)
         config: dict[str, Any] = {}
@@ -128,7 +183,8 @@ class CatalogBase:
                 raise CatalogError(f"no catalog at {spath}; open it writable once to create it")
             if not read_only:
                 p.parent.mkdir(parents=True, exist_ok=True)
-        con = _connect(spath, read_only, config)
+        wait = max(0.0, float(wait))
+        con = _connect_waiting(spath, read_only, config, wait)
         try:
             if read_only:
                 if not applied_migrations(con):
@@ -139,27 +195,72 @@ class CatalogBase:
         except BaseException:
             con.close()
             raise
-        logger.debug("opened catalog %s (%s)", spath, "read-only" if read_only else "writable")
-        return cls(con, spath, read_only)
+        logger.debug("opened catalog %s (%s%s)", spath, "read-only" if read_only else "writable",
+                     "" if hold else ", connected per call")
+        if hold or spath == ":memory:":
+            return cls(con, spath, read_only)
+        con.close()
+        return cls(None, spath, read_only, lambda: _connect_waiting(spath, read_only, config, wait))
+
+    @classmethod
+    def for_job(cls: type[_C], path: str | os.PathLike, job: str) -> _C:
+        """The catalog as a job driver uses it, from the job's start to its end.
+
+        Takes the catalog's job lock (:class:`~tagger.catalog.joblock.JobLock`: JobLockedError
+        at once if another job runs) until ``close()``, and connects writable only for each
+        call (``hold=False``), waiting up to the job's wait (``$TAGGER_WAIT``, default 600 s)
+        while a reader holds the file.
+        """
+        lock = JobLock(path, job).acquire()
+        try:
+            cat = cls.open(path, hold=False, wait=job_wait(path))
+        except BaseException:
+            lock.release()
+            raise
+        cat._job = lock
+        return cat
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
-        """The underlying connection (raises once closed)."""
-        if self._con is None:
+        """The underlying connection (raises once closed, and between calls of a ``hold=False`` one)."""
+        if self._closed:
             raise CatalogError(f"catalog {self.path} is closed")
+        if self._con is None:
+            raise CatalogError(f"catalog {self.path} connects per call (hold=False); it has no connection now")
         return self._con
+
+    @contextmanager
+    def _connected(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The connection for one call; a ``hold=False`` catalog connects here and disconnects after."""
+        with self._lock:
+            if self._closed:
+                raise CatalogError(f"catalog {self.path} is closed")
+            if self._con is None and self._reconnect is not None:
+                self._con = self._reconnect()
+            self._depth += 1
+            try:
+                yield self.con
+            finally:
+                self._depth -= 1
+                if self._depth == 0 and self._reconnect is not None and self._con is not None:
+                    con, self._con = self._con, None
+                    con.close()
 
     def close(self) -> None:
         """Close the connection; a closed catalog refuses every call. Idempotent."""
         with self._lock:
+            self._closed = True
             if self._con is not None:
                 self._con.close()
                 self._con = None
+            if self._job is not None:
+                self._job.release()
+                self._job = None
 
     @property
     def closed(self) -> bool:
-        return self._con is None
+        return self._closed
 
     def __enter__(self: _C) -> _C:
         return self
@@ -180,8 +281,7 @@ class CatalogBase:
     def _transaction(self, what: str) -> Iterator[duckdb.DuckDBPyConnection]:
         """One write transaction; any error rolls everything back and surfaces as CatalogError."""
         self._require_writable(what)
-        with self._lock:
-            con = self.con
+        with self._connected() as con:
             con.begin()
             try:
                 yield con
@@ -207,26 +307,26 @@ class CatalogBase:
     # -- SQL -----------------------------------------------------------------------------------
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[tuple]:
         """Run any statement on this connection and return all rows (writer's own use)."""
-        with self._lock:
+        with self._connected() as con:
             try:
-                cur = self.con.execute(sql, params) if params is not None else self.con.execute(sql)
+                cur = con.execute(sql, params) if params is not None else con.execute(sql)
                 return cur.fetchall() if cur.description else []
             except duckdb.Error as e:
                 raise _query_error(e) from e
 
     def query_arrow(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pa.Table:
         """Run a query and return a pyarrow Table."""
-        with self._lock:
+        with self._connected() as con:
             try:
-                return self.con.sql(sql, params=params).to_arrow_table()
+                return con.sql(sql, params=params).to_arrow_table()
             except duckdb.Error as e:
                 raise _query_error(e) from e
 
     def query_df(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None):
         """Run a query and return a pandas DataFrame (pandas must be installed)."""
-        with self._lock:
+        with self._connected() as con:
             try:
-                return self.con.sql(sql, params=params).df()
+                return con.sql(sql, params=params).df()
             except duckdb.Error as e:
                 raise _query_error(e) from e
 
