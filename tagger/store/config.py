@@ -33,7 +33,9 @@ class IndexConfig:
         patch_factory: optional FAISS factory overriding the PQ string, e.g. "Flat"
             (uncompressed float32), "SQ8" or "OPQ16,PQ16". It must yield a flat-codes index
             (codes stored contiguously, searched exhaustively), possibly behind a transform.
-        train_size: cap on the vectors sampled (seeded) to train a codec or an IVF.
+        train_size: cap on the vectors sampled (seeded) to train a codec or an IVF, raised to the
+            fewest the layout accepts (PQ: ``2**nbits``); a corpus with fewer vectors than that
+            is stored exact and uncompressed until it has them (:mod:`tagger.store.codec`).
         seed: seed of every sample drawn while building.
         use_gpu: move search indexes to GPU when FAISS sees one.
         batch_size: images per encode/add batch when building from shards.
