@@ -6,7 +6,10 @@ from pathlib import Path
 import faiss
 import pytest
 
+from tagger.models.registry import register_configs
 from tagger.toyworld.export import export_scenes
+
+register_configs()  # tests build toy models with open_clip.create_model directly
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,225 @@
+"""Per-label tag decisions fitted without labelled images.
+
+Each label's scores over a corpus sample are modelled as a two-component Gaussian mixture: a
+negative bulk (every image that does not show the label) and, when the label occurs, a positive
+bump above it. EM runs for all labels at once (one ``(n, L)`` array, fixed iterations, a
+deterministic start), so a fit is a pure function of the sample and scales to 10,000 labels.
+
+A label counts as *present* only when its positive component is separated from the bulk
+(``min_separation``, in pooled standard deviations), populated (``min_positives`` images) and
+explains the sample better than one Gaussian by more than noise would (``min_gain``);
+otherwise its threshold is +inf and its confidence is ~0, so a label absent from the corpus is not
+tagged. ``confidence`` is the mixture's posterior P(positive | score); a tag is positive when it
+reaches ``cutoff`` (0.5: the two weighted densities cross), which gives each label its own threshold
+on the raw score. Users may pin thresholds (``overrides``); a small labelled set may replace a
+label's fit (:func:`fit_from_labels`).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+__all__ = ["DecisionConfig", "Decisions", "fit_decisions", "fit_from_labels"]
+
+logger = logging.getLogger(__name__)
+
+_LOG_SQRT_2PI = 0.5 * np.log(2 * np.pi)
+
+
+@dataclass(frozen=True)
+class DecisionConfig:
+    """How thresholds are fitted (defaults chosen on the toy validation split)."""
+
+    cutoff: float = 0.5  # posterior P(positive | score) at which a tag becomes positive
+    min_separation: float = 2.5  # (mu1 - mu0) / pooled sd for a label to count as present
+    min_positives: float = 3.0  # expected positives in the sample for a label to count as present
+    min_gain: float = 3.0  # the mixture must beat one Gaussian by this many nats per ln(n): structure, not noise
+    max_prior: float = 0.5  # a label's positive share is at most this (the bulk is the negatives)
+    iterations: int = 60
+    bins: int = 256  # each label's sample is binned: EM cost does not grow with the sample
+    sd_floor: float = 0.05  # component sd never below this fraction of the label's overall sd
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Decisions:
+    """Fitted per-label mixtures: ``mu0, sd0`` negatives, ``mu1, sd1`` positives, ``prior``, ``present``."""
+
+    labels: list[str]
+    mu0: np.ndarray
+    sd0: np.ndarray
+    mu1: np.ndarray
+    sd1: np.ndarray
+    prior: np.ndarray
+    present: np.ndarray
+    cutoff: float = 0.5
+    overrides: dict[str, float] = field(default_factory=dict)
+
+    def confidence(self, scores: np.ndarray) -> np.ndarray:
+        """P(positive | score) per (image, label), in [0, 1]; ~0 for labels judged absent."""
+        s = np.asarray(scores, np.float64)
+        logit = _log_ratio(s, self.mu0, self.sd0, self.mu1, self.sd1, self.prior)
+        conf = 1.0 / (1.0 + np.exp(-np.clip(logit, -60, 60)))
+        conf[:, ~self.present] = np.minimum(conf[:, ~self.present], 1e-3)
+        return conf.astype(np.float32)
+
+    def thresholds(self) -> np.ndarray:
+        """Each label's threshold on the raw score (+inf where absent), overrides applied."""
+        t = _crossings(*(np.asarray(a, np.float64) for a in (self.mu0, self.sd0, self.mu1, self.sd1, self.prior)),
+                       self.cutoff)
+        t = np.where(self.present, t, np.inf)
+        for j, name in enumerate(self.labels):
+            if name in self.overrides:
+                t[j] = float(self.overrides[name])
+        return t
+
+    def positive(self, scores: np.ndarray) -> np.ndarray:
+        """Positive tags: a label's raw score reaches its own threshold."""
+        return np.asarray(scores, np.float64) >= self.thresholds()[None, :]
+
+    def to_dict(self) -> dict:
+        t = self.thresholds()
+        return {"labels": list(self.labels), "cutoff": self.cutoff, "overrides": dict(self.overrides),
+                **{k: np.asarray(getattr(self, k), np.float64).round(6).tolist()
+                   for k in ("mu0", "sd0", "mu1", "sd1", "prior")},
+                "present": [bool(x) for x in self.present],
+                "thresholds": [None if not np.isfinite(x) else round(float(x), 6) for x in t]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Decisions":
+        arr = {k: np.asarray(d[k], np.float64) for k in ("mu0", "sd0", "mu1", "sd1", "prior")}
+        return cls(list(d["labels"]), present=np.asarray(d["present"], bool), cutoff=float(d["cutoff"]),
+                   overrides={k: float(v) for k, v in d.get("overrides", {}).items()}, **arr)
+
+
+def _log_ratio(s, mu0, sd0, mu1, sd1, prior):
+    """log P(pos, s) - log P(neg, s) for Gaussian components (broadcast over labels), made
+    non-decreasing in ``s``: beyond the vertex of the quadratic (unequal sds) it stays flat, so a
+    higher score never lowers the confidence."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a1, a0 = 1.0 / sd1 ** 2, 1.0 / sd0 ** 2
+        vertex = (mu1 * a1 - mu0 * a0) / (a1 - a0)
+    s = np.where((sd1 < sd0) & (s > vertex), vertex, s)
+    s = np.where((sd1 > sd0) & (s < vertex), vertex, s)
+    l1 = np.log(prior) - np.log(sd1) - 0.5 * ((s - mu1) / sd1) ** 2
+    l0 = np.log1p(-prior) - np.log(sd0) - 0.5 * ((s - mu0) / sd0) ** 2
+    return l1 - l0
+
+
+def _crossings(mu0, sd0, mu1, sd1, prior, cutoff: float) -> np.ndarray:
+    """Per label, the lowest score where P(positive | s) reaches ``cutoff`` (vectorised bisection on
+    the monotone log ratio; -inf when every score qualifies, +inf when none does)."""
+    target = np.log(cutoff / (1 - cutoff))
+    wide = 10 * np.maximum(sd0, sd1)
+    lo, hi = np.minimum(mu0, mu1) - wide, np.maximum(mu0, mu1) + wide
+    f = lambda x: _log_ratio(x, mu0, sd0, mu1, sd1, prior) - target  # noqa: E731
+    all_in, none_in = f(lo) >= 0, f(hi) < 0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        up = f(mid) >= 0
+        hi, lo = np.where(up, mid, hi), np.where(up, lo, mid)
+    return np.where(all_in, -np.inf, np.where(none_in, np.inf, hi))
+
+
+def _histogram(s: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-label histograms of a ``(n, L)`` sample: bin centres and counts ``(bins, L)``, bin widths ``(L,)``."""
+    n, L = s.shape
+    lo, hi = s.min(0), s.max(0)
+    width = np.maximum(hi - lo, 1e-9) / bins
+    idx = np.clip(((s - lo) / width).astype(np.int64), 0, bins - 1)
+    counts = np.bincount((idx * L + np.arange(L)).ravel(), minlength=bins * L).reshape(bins, L).astype(np.float64)
+    return lo + (np.arange(bins)[:, None] + 0.5) * width, counts, width
+
+
+def _quantile(x: np.ndarray, w: np.ndarray, q: float) -> np.ndarray:
+    cdf = np.cumsum(w, 0) / np.maximum(w.sum(0), 1e-12)
+    return x[np.argmax(cdf >= q, axis=0), np.arange(x.shape[1])]
+
+
+def _moments(x: np.ndarray, w: np.ndarray, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    tot = np.maximum(w.sum(0), 1e-12)
+    mu = (w * x).sum(0) / tot
+    return mu, np.maximum(np.sqrt((w * (x - mu) ** 2).sum(0) / tot), floor)
+
+
+def _log_normal(x, m, sd):
+    return -np.log(sd) - 0.5 * ((x - m) / sd) ** 2 - _LOG_SQRT_2PI
+
+
+def _em(x, c, n, floor, cfg: DecisionConfig):
+    """EM on binned scores (centres ``x``, counts ``c``), started from a robust bulk and its upper tail."""
+    med = _quantile(x, c, 0.5)
+    mu0, sd0 = med, np.maximum(1.4826 * _mad(x, c, med), floor)
+    mu1, sd1 = np.maximum(_quantile(x, c, 0.98), mu0 + sd0), sd0.copy()
+    prior = np.full(x.shape[1], 0.05)
+    for _ in range(cfg.iterations):
+        l1 = np.log(prior) + _log_normal(x, mu1, sd1)
+        l0 = np.log1p(-prior) + _log_normal(x, mu0, sd0)
+        r = 1.0 / (1.0 + np.exp(np.clip(l0 - l1, -60, 60)))
+        prior = np.clip((r * c).sum(0) / n, 1.0 / (n + 1), cfg.max_prior)
+        mu1, sd1 = _moments(x, r * c, floor)
+        mu0, sd0 = _moments(x, (1.0 - r) * c, floor)
+        mu1 = np.maximum(mu1, mu0)
+    return mu0, sd0, mu1, sd1, prior
+
+
+def _mad(x: np.ndarray, c: np.ndarray, med: np.ndarray) -> np.ndarray:
+    dev = np.abs(x - med)
+    order = np.argsort(dev, axis=0, kind="stable")
+    cols = np.arange(x.shape[1])
+    return _quantile(dev[order, cols], c[order, cols], 0.5)
+
+
+def fit_decisions(scores: np.ndarray, labels: list[str], cfg: DecisionConfig | None = None,
+                  overrides: dict[str, float] | None = None) -> Decisions:
+    """Fit every label's mixture on a ``(n_images, n_labels)`` score sample (deterministic).
+
+    The sample is binned per label (``cfg.bins``), so each EM step costs O(bins x labels) whatever
+    the number of images."""
+    cfg = cfg or DecisionConfig()
+    s = np.asarray(scores, np.float64)
+    if s.ndim != 2 or s.shape[1] != len(labels):
+        raise ValueError(f"scores must be (n_images, {len(labels)}), got {s.shape}")
+    n = s.shape[0]
+    x, c, width = _histogram(s, cfg.bins)
+    floor = np.maximum(cfg.sd_floor * np.maximum(s.std(0), 1e-9), width)
+    mu0, sd0, mu1, sd1, prior = _em(x, c, n, floor, cfg)
+    sep = (mu1 - mu0) / np.sqrt(0.5 * (sd0 ** 2 + sd1 ** 2))
+    mix = np.logaddexp(np.log1p(-prior) + _log_normal(x, mu0, sd0), np.log(prior) + _log_normal(x, mu1, sd1))
+    gain = (c * mix).sum(0) - (c * _log_normal(x, s.mean(0), np.maximum(s.std(0), 1e-12))).sum(0)
+    present = (sep >= cfg.min_separation) & (prior * n >= cfg.min_positives) & \
+        (gain >= cfg.min_gain * np.log(max(n, 2)))
+    logger.info("decisions: %d of %d labels present in a sample of %d images", int(present.sum()), len(labels), n)
+    return Decisions(list(labels), mu0, sd0, mu1, sd1, prior, present, cfg.cutoff, dict(overrides or {}))
+
+
+def fit_from_labels(decisions: Decisions, scores: np.ndarray, truth: np.ndarray,
+                    corpus_scores: np.ndarray | None = None, min_images: int = 2) -> Decisions:
+    """Re-fit labels that have labelled images (``truth`` multi-hot over ``decisions.labels``).
+
+    Each such label's two components come from its labelled positives and negatives; its prior is
+    re-estimated on ``corpus_scores`` with the components held fixed (a labelled set rarely has the
+    corpus's label frequencies), or taken from the labelled set when no corpus sample is given.
+    The other labels keep their unsupervised fit."""
+    s, y = np.asarray(scores, np.float64), np.asarray(truth, bool)
+    out = Decisions(**{**decisions.__dict__, **{k: np.array(getattr(decisions, k), copy=True)
+                                               for k in ("mu0", "sd0", "mu1", "sd1", "prior", "present")}})
+    for j in range(len(decisions.labels)):
+        pos, neg = s[y[:, j], j], s[~y[:, j], j]
+        if len(pos) < min_images or len(neg) < min_images:
+            continue
+        floor = 1e-3 + 0.05 * s[:, j].std()
+        out.mu1[j], out.sd1[j] = pos.mean(), max(pos.std(), floor)
+        out.mu0[j], out.sd0[j] = neg.mean(), max(neg.std(), floor)
+        out.prior[j] = np.clip(y[:, j].mean(), 1e-3, 0.999)
+        if corpus_scores is not None:
+            c = np.asarray(corpus_scores, np.float64)[:, j]
+            for _ in range(50):
+                logit = _log_ratio(c, out.mu0[j], out.sd0[j], out.mu1[j], out.sd1[j], out.prior[j])
+                out.prior[j] = np.clip(np.mean(1.0 / (1.0 + np.exp(-np.clip(logit, -60, 60)))), 1e-4, 0.999)
+        out.present[j] = True
+    return out

@@ -1,0 +1,94 @@
+"""Per-label decisions without labels: mixtures over a score sample, absent labels, overrides."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tagger.decisions import DecisionConfig, Decisions, fit_decisions, fit_from_labels
+
+
+def synthetic(n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Labels with prevalence 30 %, 10 %, 2 % and 0 % (absent), each on its own score scale."""
+    rng = np.random.default_rng(seed)
+    prev = [0.3, 0.1, 0.02, 0.0, 0.0]
+    loc, scale = [0.0, 5.0, -2.0, 1.0, 0.3], [1.0, 0.2, 3.0, 0.5, 1.0]
+    y = np.stack([rng.random(n) < p for p in prev], 1)
+    s = rng.normal(size=(n, len(prev)))
+    s[:, 3] = rng.gumbel(size=n)  # absent label with a skewed, heavy right tail
+    s = s + 4.0 * y
+    s = np.asarray(loc) + np.asarray(scale) * s
+    return s, y, ["a", "b", "c", "d", "e"]
+
+
+def f1(pred: np.ndarray, truth: np.ndarray) -> float:
+    return 2 * (pred & truth).sum() / max(1, pred.sum() + truth.sum())
+
+
+def oracle_f1(scores: np.ndarray, truth: np.ndarray) -> float:
+    """The best F1 any threshold reaches on this label, chosen with the truth."""
+    return max(f1(scores >= t, truth) for t in np.unique(scores))
+
+
+def test_present_labels_get_their_own_threshold_and_absent_ones_none():
+    s, y, labels = synthetic()
+    d = fit_decisions(s, labels)
+    assert d.present.tolist() == [True, True, True, False, False]
+    pos = d.positive(s)
+    assert pos[:, 3:].sum() == 0  # absent labels: never tagged
+    for j in range(3):
+        assert f1(pos[:, j], y[:, j]) > 0.95 * oracle_f1(s[:, j], y[:, j]), j
+    t = d.thresholds()
+    assert np.isinf(t[3:]).all() and np.isfinite(t[:3]).all()
+    assert 0.0 < t[0] < 4.0 and 5.0 < t[1] < 5.8  # between each label's own bulk and bump
+
+
+def test_confidence_is_calibrated_on_a_well_specified_mixture():
+    s, y, labels = synthetic(20000, seed=1)
+    conf = fit_decisions(s, labels).confidence(s)
+    assert conf.min() >= 0 and conf.max() <= 1
+    c, t = conf[:, :3].ravel(), y[:, :3].ravel()
+    bins = np.minimum((c * 10).astype(int), 9)
+    ece = sum(abs(c[bins == b].mean() - t[bins == b].mean()) * (bins == b).mean() for b in range(10) if (bins == b).any())
+    assert ece < 0.02
+    assert conf[:, 3:].max() <= 1e-3
+
+
+def test_fit_is_deterministic_and_roundtrips():
+    s, _, labels = synthetic()
+    a, b = fit_decisions(s, labels), fit_decisions(s.copy(), labels)
+    assert a.to_dict() == b.to_dict()
+    c = Decisions.from_dict(a.to_dict())
+    np.testing.assert_array_equal(c.positive(s), a.positive(s))
+    np.testing.assert_allclose(c.confidence(s), a.confidence(s), atol=1e-5)
+
+
+def test_overrides_pin_a_threshold():
+    s, _, labels = synthetic()
+    d = fit_decisions(s, labels, overrides={"d": 2.0, "a": 100.0})
+    assert d.thresholds()[3] == 2.0 and d.positive(s)[:, 3].sum() == (s[:, 3] >= 2.0).sum() > 0
+    assert d.positive(s)[:, 0].sum() == 0
+
+
+def test_a_few_labelled_images_calibrate_a_label():
+    s, y, labels = synthetic()
+    d = fit_decisions(s, labels, DecisionConfig(min_separation=100.0))  # nothing counts as present
+    assert not d.present.any()
+    few = np.r_[np.flatnonzero(y[:, 2])[:8], np.flatnonzero(~y[:, 2])[:40]]
+    e = fit_from_labels(d, s[few], y[few], corpus_scores=s)
+    assert e.present[2] and not d.present[2]  # the input is left as it was
+    assert abs(e.prior[2] - y[:, 2].mean()) < 0.01  # the corpus's share, not the labelled set's 1 in 6
+    pos = e.positive(s)[:, 2]
+    assert f1(pos, y[:, 2]) > 0.8 * oracle_f1(s[:, 2], y[:, 2])  # 8 positives: noisy components
+    assert not e.present[[3, 4]].any()  # labels without labelled positives keep their fit
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="scores must be"):
+        fit_decisions(np.zeros((10, 3)), ["a", "b"])
+
+
+def test_ten_thousand_labels_fit_in_one_pass():
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=(512, 10_000)).astype(np.float32)
+    d = fit_decisions(s, [f"l{i}" for i in range(10_000)], DecisionConfig(iterations=10))
+    assert d.present.mean() < 0.01 and len(d.thresholds()) == 10_000
