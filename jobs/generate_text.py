@@ -12,8 +12,10 @@ def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
     p.add_argument("--n-sentences", type=int, default=20000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-missing", type=float, default=0.0,
+                   help="label sets allowed without a sentence: a fraction below 1, or a count")
     args = p.parse_args(argv)
-    run(lambda a, ws: run_generate_text(ws, a.n_sentences, a.seed), args)
+    run(lambda a, ws: run_generate_text(ws, a.n_sentences, a.seed, max_missing=a.max_missing), args)
 
 
 if __name__ == "__main__":

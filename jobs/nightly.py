@@ -15,6 +15,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--source", default=None, help="folder, glob or manifest to pick up new images from")
     p.add_argument("--n-sentences", type=int, default=NightlyConfig.n_sentences)
     p.add_argument("--keep-runs", type=int, default=NightlyConfig.keep_runs)
+    p.add_argument("--max-missing", type=float, default=NightlyConfig.max_missing,
+                   help="label sets allowed without a sentence: a fraction below 1, or a count")
     p.add_argument("--partition-size", type=int, default=256)
     p.add_argument("--crash-at", choices=CRASH_POINTS, default=None,
                    help="testing: die inside a long stage (STAGE:mid) or right after a stage")
@@ -23,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     def go(a, ws):
         model, pretrained = ws.model(a.model, a.pretrained)
         enc = EncodeConfig(model=model, pretrained=pretrained, partition_size=a.partition_size, num_gpus=None)
-        cfg = NightlyConfig(n_sentences=a.n_sentences, keep_runs=a.keep_runs)
+        cfg = NightlyConfig(n_sentences=a.n_sentences, keep_runs=a.keep_runs, max_missing=a.max_missing)
         return run_nightly(ws, a.source, enc, cfg, crash_at=a.crash_at)
     run(go, args)
 

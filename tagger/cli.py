@@ -75,15 +75,22 @@ def encode(
 def generate_text(
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     n_sentences: Annotated[int, typer.Option(min=1, help="sentences in the corpus")] = 20000,
-    seed: Annotated[int, typer.Option(help="random seed of the generator")] = 0,
+    seed: Annotated[int, typer.Option(help="random seed of the label sets and the offline generator")] = 0,
+    max_missing: Annotated[float, typer.Option(min=0, help=(
+        "label sets allowed to end without a sentence: a fraction below 1 (0.01 = 1 %) or a count; "
+        "beyond it the run fails and saves nothing, a rerun requests only the missing ones"))] = 0,
     wait: WaitOpt = JOB_WAIT,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build the text corpus for the active labels (an LLM when $OPENAI_BASE_URL is set, else offline)."""
+    """Build the text corpus for the active labels (an LLM when $OPENAI_BASE_URL is set, else offline).
+
+    A corpus made earlier with the same --n-sentences, --seed and generator is reused, extended for
+    changed labels, or completed where it lacks sentences; other settings make a new corpus.
+    """
     from .textjob import run_generate_text
     with reported():
         with job_scope(workspace_at(workspace), "generate-text", wait):
-            summary = run_generate_text(workspace_at(workspace), n_sentences, seed)
+            summary = run_generate_text(workspace_at(workspace), n_sentences, seed, max_missing=max_missing)
     print_summary(f"corpus {summary['corpus_id']}", summary, as_json)
 
 
@@ -148,8 +155,11 @@ def nightly(
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
-    n_sentences: Annotated[int, typer.Option(min=1, help="sentences of a first corpus")] = 20000,
+    n_sentences: Annotated[int, typer.Option(min=1, help=(
+        "label sets of the corpus (a corpus made with another count, seed or generator is not reused)"))] = 20000,
     keep_runs: Annotated[int, typer.Option(min=1, help="tag runs kept (retention)")] = 5,
+    max_missing: Annotated[float, typer.Option(min=0, help=(
+        "label sets allowed to end without a sentence (a fraction below 1, or a count); see generate-text"))] = 0,
     wait: WaitOpt = JOB_WAIT,
     as_json: JsonOpt = False,
 ) -> None:
@@ -161,7 +171,8 @@ def nightly(
         name, weights = ws.model(model, pretrained)
         with job_scope(ws, "nightly", wait):
             summary = run_nightly(ws, source, EncodeConfig(model=name, pretrained=weights, num_gpus=None),
-                                  NightlyConfig(n_sentences=n_sentences, keep_runs=keep_runs))
+                                  NightlyConfig(n_sentences=n_sentences, keep_runs=keep_runs,
+                                                max_missing=max_missing))
     print_summary(f"nightly run {summary['run_id']}", summary, as_json)
 
 

@@ -46,6 +46,17 @@ class TextGenerationError(TaggerError):
     """The text generator could not produce valid sentences."""
 
 
+class IncompleteCorpusError(TextGenerationError):
+    """More label sets lack a sentence than the tolerance allows; nothing was saved."""
+
+    def __init__(self, missing: int, total: int, allowed: int, detail: str = "") -> None:
+        self.missing, self.total, self.allowed = missing, total, allowed
+        why = f" ({detail})" if detail else ""
+        super().__init__(
+            f"corpus incomplete: {missing} of {total} label sets have no sentence{why}, {allowed} allowed; "
+            "nothing was saved, a rerun requests only the missing ones (finished sentences are cached)")
+
+
 class StoreError(TaggerError):
     """The embedding store (shards, FAISS indexes, patch codes) refused an operation."""
 

@@ -36,6 +36,7 @@ class NightlyConfig:
     n_sentences: int = 20000
     seed: int = 0
     keep_runs: int = 5  # tag runs kept (the current one included)
+    max_missing: float = 0  # label sets allowed without a sentence (a fraction below 1, else a count)
     tag: TagConfig = TagConfig()
 
 
@@ -82,7 +83,7 @@ def run_nightly(workspace, source: str | None, encode_cfg: EncodeConfig, cfg: Ni
     with Catalog.for_job(workspace.catalog, "nightly") as cat:
         diff = vocabulary_diff(cat)
     t = time.time()
-    text = run_generate_text(workspace, cfg.n_sentences, cfg.seed)
+    text = run_generate_text(workspace, cfg.n_sentences, cfg.seed, max_missing=cfg.max_missing)
     timings["text"] = time.time() - t
     _crash("text", crash_at)
     t = time.time()

@@ -20,42 +20,45 @@ def _labels_and_synonyms(cat) -> tuple[list[str], dict[str, list[str]]]:
 
 
 def run_generate_text(workspace, n_sentences: int = 20000, seed: int = 0, llm_config=None,
-                      incremental: bool = True) -> dict[str, Any]:
+                      incremental: bool = True, max_missing: float = 0) -> dict[str, Any]:
     """Build the text corpus of the active labels; LLM when configured, else offline.
 
-    With ``incremental`` (the default) the newest corpus is reused as it is when the vocabulary
-    (labels and synonyms) did not change, and extended with sentences for new label sets only
-    when it did; a label whose synonyms changed gets its generated sentences written again. LLM
-    sentences are also cached by (label set, prompt version, model) in the workspace, so a rerun
-    never pays twice.
+    With ``incremental`` (the default) the newest corpus made with the same ``n_sentences``,
+    ``seed`` and generator is reused as it is when the vocabulary (labels and synonyms) did not
+    change, extended with sentences for new label sets only when it did (a label whose synonyms
+    changed gets its generated sentences written again), and completed when it lacks sentences.
+    Other settings build a new corpus. More label sets without a sentence than ``max_missing``
+    allows (a fraction below 1, else a count) raise
+    :class:`~tagger.errors.IncompleteCorpusError` and record nothing; LLM sentences are cached by
+    (label set, prompt version, model) in the workspace, so the rerun requests only those missing.
     """
     from .catalog import Catalog
-    from .text import TextCorpus, build_corpus, generator_from_config
-    from .text import Vocabulary
-    from .text.incremental import extend_corpus, synonyms_changed
+    from .text import TextCorpus, generator_from_config
+    from .text.corpus import missing_label_sets
+    from .text.incremental import update_corpus
 
     with Catalog.for_job(workspace.catalog, "generate-text") as cat:
         labels, synonyms = _labels_and_synonyms(cat)
         gen = generator_from_config(labels, synonyms, llm_config=llm_config, cache_dir=workspace.llm_cache,
                                     seed=seed)
-        corpora = cat.corpora() if incremental else []
-        prev = TextCorpus.load(corpora[-1]["path"]) if corpora else None
-        unchanged = prev is not None and list(prev.class_names) == labels and \
-            not synonyms_changed(prev.config, Vocabulary.create(labels, synonyms))
-        if unchanged:
-            corpus = prev
-        elif prev is not None:
-            corpus = extend_corpus(prev, labels, synonyms, gen, seed)
-        else:
-            corpus = build_corpus(labels, synonyms, n_sentences, gen, seed)
+        try:
+            corpus, how = update_corpus(cat.corpora() if incremental else [],
+                                        lambda cid: TextCorpus.load(workspace.text_dir(cid)), labels, synonyms,
+                                        gen, n_sentences, seed, max_missing=max_missing)
+        finally:
+            getattr(gen, "close", lambda: None)()
         out = workspace.text_dir(corpus.corpus_id)
         if not (out / "corpus.json").exists():
             corpus.save(out)
         cat.add_corpus(corpus.corpus_id, len(corpus.sentences), labels=labels, path=str(out),
                        config=corpus.config)
-    logger.info("corpus %s: %d sentences for %d labels", corpus.corpus_id, len(corpus.sentences), len(labels))
-    return {"corpus_id": corpus.corpus_id, "n_sentences": len(corpus.sentences), "labels": len(labels),
-            "stats": corpus.stats}
+    missing = missing_label_sets(corpus)
+    logger.info("corpus %s (%s): %d sentences for %d labels", corpus.corpus_id, how, len(corpus.sentences),
+                len(labels))
+    if missing:
+        logger.warning("corpus %s lacks sentences for %d label sets (within the tolerance)", corpus.corpus_id, missing)
+    return {"corpus_id": corpus.corpus_id, "corpus": how, "n_sentences": len(corpus.sentences),
+            "labels": len(labels), "missing_label_sets": missing, "stats": corpus.stats}
 
 
 def _embedding_file(workspace, corpus_id: str, model_id: str) -> Path:

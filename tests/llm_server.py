@@ -13,9 +13,14 @@ requested labels to an action. Actions:
 * ``"empty"``: a 200 with empty message content.
 * ``"no_choices"``: a 200 whose JSON has no ``choices`` field.
 * ``"missing_label"``: a sentence that leaves out the first requested label.
+
+:func:`partial_outage` builds a ``default`` that fails a fraction of the label sets with HTTP 500
+and answers another fraction with malformed output, chosen by a hash of the (sorted) label set,
+so a label set fails on every retry and a rerun meets the same failures until ``default`` changes.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -34,6 +39,31 @@ def labels_from_prompt(prompt: str) -> list[str]:
     """The labels listed in a CoMC-style prompt (``... contains a, b, c.``)."""
     m = _PROMPT_RE.search(prompt)
     return [s.strip() for s in m.group(1).split(",")] if m else []
+
+
+MALFORMED = ("bad_json", "empty", "no_choices", "missing_label")
+
+
+def label_set_share(labels: list[str] | tuple[str, ...]) -> float:
+    """A number in [0, 1) fixed by the label set (order-free), uniform over label sets."""
+    digest = hashlib.sha256("\x1f".join(sorted(labels)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2 ** 64
+
+
+def outage_action(labels: list[str] | tuple[str, ...], failing: float, malformed: float = 0.0) -> str:
+    """``"500"`` for a ``failing`` share of label sets, a malformed reply for the next
+    ``malformed`` share, ``"ok"`` for the rest."""
+    u = label_set_share(labels)
+    if u < failing:
+        return "500"
+    if u < failing + malformed:
+        return MALFORMED[int((u - failing) / malformed * len(MALFORMED)) % len(MALFORMED)]
+    return "ok"
+
+
+def partial_outage(failing: float, malformed: float = 0.0) -> Callable[[list[str]], str]:
+    """A ``default`` action for a deterministic partial outage (see :func:`outage_action`)."""
+    return lambda labels: outage_action(labels, failing, malformed)
 
 
 def _sentence(labels: list[str]) -> str:

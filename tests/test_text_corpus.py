@@ -6,8 +6,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tagger.errors import ConfigError, TextGenerationError
-from tagger.text.corpus import _stable_hash, corpus_config
+from tagger.errors import ConfigError, IncompleteCorpusError, TextGenerationError
+from tagger.text.corpus import _stable_hash, allowed_missing, corpus_config, missing_label_sets
 from tagger.text import (
     PHOTO_TEMPLATE, PROMPT_TEMPLATES, LLMConfig, LLMGenerator, OfflineGenerator, TextCorpus,
     Vocabulary, build_corpus, generator_from_config, label_matrix, mentions_all, plural,
@@ -171,14 +171,51 @@ def test_build_corpus_labels_are_the_sampled_sets() -> None:
 
 
 def test_build_corpus_excludes_dropped_and_invalid() -> None:
-    corpus = _build(30, include_templates=False, generator=_DropEvery3rd())
+    corpus = _build(30, include_templates=False, generator=_DropEvery3rd(), max_missing=14)
     sets = sample_label_sets(LABELS, 30, seed=0)
     keep = [i for i in range(30) if i % 3 and i % 5]
     assert len(corpus) == len(keep)
     np.testing.assert_array_equal(corpus.label_matrix, label_matrix([sets[i] for i in keep], LABELS))
     assert corpus.stats["dropped"] == 10 and corpus.stats["rejected"] == 4
+    assert corpus.config["shortfall"] == {"missing": 14, "label_sets": 30, "allowed": 14}
+    assert missing_label_sets(corpus) == 14
     with pytest.raises(TextGenerationError):
-        build_corpus(LABELS, LABEL_SYNONYMS, 5, _NoneGen(), 0)
+        build_corpus(LABELS, LABEL_SYNONYMS, 5, _NoneGen(), 0, max_missing=5)
+
+
+@pytest.mark.parametrize("max_missing", [0, 13, 0.45])
+def test_build_corpus_refuses_a_shortfall_beyond_the_tolerance(max_missing: float) -> None:
+    with pytest.raises(IncompleteCorpusError) as err:
+        _build(30, include_templates=False, generator=_DropEvery3rd(), max_missing=max_missing)
+    assert (err.value.missing, err.value.total) == (14, 30)
+    assert err.value.allowed == allowed_missing(max_missing, 30)
+    message = str(err.value)
+    assert "\n" not in message and "14 of 30 label sets" in message and "rerun" in message
+    assert "10 got no valid reply" in message and "4 did not name every label" in message
+
+
+def test_allowed_missing_is_a_fraction_below_one_else_a_count() -> None:
+    assert [allowed_missing(x, 200) for x in (0, 0.01, 0.5, 0.999, 1, 7, 7.0, 500)] == [0, 2, 100, 199, 1, 7, 7, 500]
+    for bad in (-1, 2.5, float("nan"), "3"):
+        with pytest.raises(ConfigError):
+            allowed_missing(bad, 10)  # type: ignore[arg-type]
+
+
+def test_a_complete_corpus_records_no_shortfall_and_its_id_follows_its_content() -> None:
+    full = _build(30, include_templates=False)
+    assert full.config["shortfall"] == {"missing": 0, "label_sets": 30} and missing_label_sets(full) == 0
+    # the tolerance does not enter the id of a corpus that needed none
+    assert _build(30, include_templates=False, max_missing=0.5).corpus_id == full.corpus_id
+
+    class _Reworded(_DropEvery3rd):
+        def generate(self, label_sets):  # noqa: ANN001, ANN201
+            return [t + " Nice." for t in self.inner.generate(label_sets)]
+
+        def identity(self) -> dict[str, str]:
+            return OfflineGenerator(VOCAB, seed=0).identity()
+
+    same_config = _build(30, include_templates=False, generator=_Reworded())
+    assert same_config.config == full.config and same_config.corpus_id != full.corpus_id
 
 
 class _NoneGen:
@@ -212,7 +249,7 @@ def test_corpus_id_is_stable_and_tracks_config() -> None:
         _build(20, include_templates=True),
         _build(20, include_templates=False, max_labels=3),
         build_corpus(LABELS[:-1], LABEL_SYNONYMS, 20, OfflineGenerator(VOCAB), 0, include_templates=False),
-        _build(20, include_templates=False, generator=_DropEvery3rd()),
+        _build(20, include_templates=False, generator=_DropEvery3rd(), max_missing=0.5),
     ]
     ids = {c.corpus_id for c in others}
     assert len(ids) == len(others) and base.corpus_id not in ids

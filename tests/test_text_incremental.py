@@ -20,8 +20,8 @@ class CountingGenerator:
         return self.inner.identity()
 
 
-def _gen(labels):
-    return CountingGenerator(OfflineGenerator(Vocabulary.create(labels, LABEL_SYNONYMS), seed=0))
+def _gen(labels, synonyms=LABEL_SYNONYMS):
+    return CountingGenerator(OfflineGenerator(Vocabulary.create(labels, synonyms), seed=0))
 
 
 def test_extend_reuses_old_sentences_and_asks_only_for_new_sets():
@@ -64,7 +64,7 @@ def test_changed_synonyms_rewrite_only_that_labels_sentences():
     assert same.stats["synonyms_changed"] == [] and not same.stats["new_label_sets"]
     syn = {k: list(v) for k, v in LABEL_SYNONYMS.items()}
     syn["circle"] = ["disc"]  # "dot" and "round shape" withdrawn
-    gen = _gen(labels)
+    gen = _gen(labels, syn)  # a generator that still used "dot" would fail the new vocabulary
     new = extend_corpus(prev, labels, syn, gen, seed=0)
     assert new.stats["synonyms_changed"] == ["circle"]
     assert gen.asked and all("circle" in s for s in gen.asked)
@@ -77,7 +77,7 @@ def test_changed_synonyms_rewrite_only_that_labels_sentences():
     others = [s for s, r, src in zip(prev.sentences, prev.label_matrix, prev.sources) if not r[circle]]
     assert set(others) <= set(new.sentences)
     # the new corpus remembers the new synonyms: extending it again changes nothing
-    again = extend_corpus(new, labels, syn, _gen(labels), seed=0)
+    again = extend_corpus(new, labels, syn, _gen(labels, syn), seed=0)
     assert again.stats["synonyms_changed"] == []
 
 

@@ -184,10 +184,11 @@ def test_cache_survives_a_torn_line(tmp_path: Path) -> None:
 def test_build_corpus_with_llm_drops_invalid(server: LLMServer, tmp_path: Path) -> None:
     server.default = lambda labels: "missing_label" if "star" in labels else "ok"
     gen = make_gen(server, tmp_path, validation_attempts=1)
-    corpus = build_corpus(LABELS, LABEL_SYNONYMS, 30, gen, seed=5, include_templates=False)
+    corpus = build_corpus(LABELS, LABEL_SYNONYMS, 30, gen, seed=5, include_templates=False, max_missing=0.9)
     sets = sample_label_sets(LABELS, 30, seed=5)
     kept = [s for s in sets if "star" not in s]
     assert 0 < len(kept) < 30 and len(corpus) == len(kept)
+    assert corpus.config["shortfall"] == {"missing": 30 - len(kept), "label_sets": 30, "allowed": 27}
     np.testing.assert_array_equal(corpus.label_matrix, label_matrix(kept, LABELS))
     assert corpus.stats["dropped"] == 30 - len(kept)
     assert corpus.stats["generator"]["invalid"] == 30 - len(kept)

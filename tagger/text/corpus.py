@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import DatasetError, TextGenerationError
+from ..errors import ConfigError, DatasetError, IncompleteCorpusError, TextGenerationError
 from .base import GenerationStats, SentenceGenerator
 from .labelsets import label_matrix, sample_label_sets
 from .llm import LLMConfig, LLMGenerator
@@ -33,6 +34,56 @@ LABELS_FILE = "label_matrix.npy"
 def _stable_hash(obj: Any) -> str:
     blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def content_id(config: Mapping[str, Any], sentences: Sequence[str], sources: Sequence[str],
+               matrix: np.ndarray) -> str:
+    """Corpus id from its config and what it holds: sentences, their sources and label rows."""
+    h = hashlib.sha256(json.dumps([list(sentences), list(sources)], ensure_ascii=False).encode("utf-8"))
+    m = np.ascontiguousarray(matrix, dtype=np.uint8)
+    h.update(repr(m.shape).encode())
+    h.update(m.tobytes())
+    return _stable_hash({"config": config, "content": h.hexdigest()})
+
+
+def allowed_missing(max_missing: float, n: int) -> int:
+    """Label sets out of ``n`` allowed to lack a sentence: ``max_missing`` below 1 is a fraction
+    of ``n`` (rounded down), 1 or more a count."""
+    if not isinstance(max_missing, (int, float)) or math.isnan(max_missing) or max_missing < 0:
+        raise ConfigError(f"max_missing must be a fraction in [0, 1) or a count >= 1, got {max_missing!r}")
+    if max_missing < 1:
+        return math.floor(max_missing * n)
+    if max_missing != int(max_missing):
+        raise ConfigError(f"max_missing of 1 or more is a count of label sets, got {max_missing!r}")
+    return int(max_missing)
+
+
+def require_complete(total: int, reasons: Mapping[str, int], max_missing: float) -> dict[str, int]:
+    """The shortfall record of a generation step, or :class:`IncompleteCorpusError` beyond tolerance.
+
+    ``reasons`` counts the label sets left without a sentence, by cause.
+    """
+    missing = sum(reasons.values())
+    allowed = allowed_missing(max_missing, total)
+    if missing > allowed:
+        detail = ", ".join(f"{v} {k}" for k, v in reasons.items() if v)
+        raise IncompleteCorpusError(missing, total, allowed, detail)
+    shortfall = {"missing": missing, "label_sets": total}
+    if missing:
+        shortfall["allowed"] = allowed
+        logger.warning("corpus accepted with %d of %d label sets missing (%d allowed)", missing, total, allowed)
+    return shortfall
+
+
+def missing_label_sets(corpus: "TextCorpus") -> int:
+    """Label sets the corpus asked for and holds no sentence of (older corpora: from their stats)."""
+    short = corpus.config.get("shortfall")
+    if isinstance(short, Mapping):
+        return int(short.get("missing", 0))
+    st = corpus.stats
+    if "new_label_sets" in st:
+        return int(st["new_label_sets"]) - int(st.get("new_sentences", 0))
+    return int(st.get("dropped", 0)) + int(st.get("rejected", 0))
 
 
 @dataclass
@@ -111,7 +162,7 @@ def _atomic(path: Path, write: Any) -> None:
 def corpus_config(vocab: Vocabulary, n_sentences: int, generator: SentenceGenerator, seed: int,
                   max_labels: int, include_templates: bool, n_photo_copies: int,
                   templates: Sequence[str]) -> dict[str, Any]:
-    """The JSON-able description of a corpus build; its hash is the corpus id."""
+    """The JSON-able description of a corpus build; with the content it makes the corpus id."""
     ident = generator.identity() if hasattr(generator, "identity") else {"kind": type(generator).__name__}
     return {"format": CORPUS_FORMAT, "vocab": vocab.to_dict(), "n_sentences": n_sentences,
             "seed": seed, "max_labels": max_labels, "include_templates": include_templates,
@@ -119,25 +170,12 @@ def corpus_config(vocab: Vocabulary, n_sentences: int, generator: SentenceGenera
             "templates": list(templates) if include_templates else [], "generator": ident}
 
 
-def build_corpus(labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None,
-                 n_sentences: int, generator: SentenceGenerator, seed: int, *,
-                 max_labels: int = 5, include_templates: bool = True, n_photo_copies: int = 9,
-                 templates: Sequence[str] = PROMPT_TEMPLATES,
-                 plurals: Mapping[str, str] | None = None) -> TextCorpus:
-    """Sample ``n_sentences`` label sets, describe each with ``generator`` and add templates.
-
-    The sampled set is the label vector. Label sets the generator dropped (``None``) and
-    sentences that do not mention all their labels are left out and counted in ``stats``.
-    """
-    vocab = Vocabulary.create(labels, synonyms, plurals)
-    config = corpus_config(vocab, n_sentences, generator, seed, max_labels, include_templates,
-                           n_photo_copies, templates)
-    label_sets = sample_label_sets(vocab.labels, n_sentences, seed, max_labels)
-    generated = generator.generate(label_sets)
-    if len(generated) != len(label_sets):
-        raise TextGenerationError(f"generator returned {len(generated)} sentences for {len(label_sets)} label sets")
+def keep_valid(vocab: Vocabulary, label_sets: Sequence[Sequence[str]], generated: Sequence[str | None],
+               ) -> tuple[list[str], list[Sequence[str]], int, int]:
+    """Sentences that name every label of their set, those sets, and the counts of label sets
+    without a sentence and with one that misses a label."""
     sentences: list[str] = []
-    kept_sets: list[Sequence[str]] = []
+    kept: list[Sequence[str]] = []
     missing = rejected = 0
     for labs, text in zip(label_sets, generated):
         if text is None:
@@ -146,7 +184,35 @@ def build_corpus(labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | 
             rejected += 1
         else:
             sentences.append(text)
-            kept_sets.append(labs)
+            kept.append(labs)
+    return sentences, kept, missing, rejected
+
+
+def build_corpus(labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None,
+                 n_sentences: int, generator: SentenceGenerator, seed: int, *,
+                 max_labels: int = 5, include_templates: bool = True, n_photo_copies: int = 9,
+                 templates: Sequence[str] = PROMPT_TEMPLATES,
+                 plurals: Mapping[str, str] | None = None, max_missing: float = 0) -> TextCorpus:
+    """Sample ``n_sentences`` label sets, describe each with ``generator`` and add templates.
+
+    The sampled set is the label vector. Label sets the generator dropped (``None``) and
+    sentences that do not mention all their labels are left out; when there are more of them
+    than ``max_missing`` allows (see :func:`allowed_missing`) this raises
+    :class:`~tagger.errors.IncompleteCorpusError`, else ``config["shortfall"]`` records them.
+    """
+    vocab = Vocabulary.create(labels, synonyms, plurals)
+    config = corpus_config(vocab, n_sentences, generator, seed, max_labels, include_templates,
+                           n_photo_copies, templates)
+    label_sets = sample_label_sets(vocab.labels, n_sentences, seed, max_labels)
+    generated = generator.generate(label_sets)
+    if len(generated) != len(label_sets):
+        raise TextGenerationError(f"generator returned {len(generated)} sentences for {len(label_sets)} label sets")
+    sentences, kept_sets, missing, rejected = keep_valid(vocab, label_sets, generated)
+    gen_stats = getattr(generator, "last_stats", None)
+    failed = min(gen_stats.failed, missing) if isinstance(gen_stats, GenerationStats) else 0
+    config["shortfall"] = require_complete(n_sentences, {
+        "failed at the endpoint": failed, "got no valid reply": missing - failed,
+        "did not name every label": rejected}, max_missing)
     if n_sentences and not sentences:
         raise TextGenerationError("the generator produced no valid sentence")
     n_kept = len(sentences)
@@ -156,13 +222,13 @@ def build_corpus(labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | 
         sentences.extend(s for s, _ in pairs)
         kept_sets.extend((c,) for _, c in pairs)
         sources.extend("template" for _ in pairs)
-    gen_stats = getattr(generator, "last_stats", None)
     stats = {"sampled": n_sentences, "kept": n_kept, "dropped": missing, "rejected": rejected,
              "templates": len(sentences) - n_kept,
              "generator": gen_stats.to_dict() if isinstance(gen_stats, GenerationStats) else {}}
     logger.info("built corpus: %s", stats)
-    return TextCorpus(sentences=sentences, label_matrix=label_matrix(kept_sets, vocab.labels),
-                      class_names=vocab.labels, corpus_id=_stable_hash(config), sources=sources,
+    matrix = label_matrix(kept_sets, vocab.labels)
+    return TextCorpus(sentences=sentences, label_matrix=matrix, class_names=vocab.labels,
+                      corpus_id=content_id(config, sentences, sources, matrix), sources=sources,
                       config=config, stats=stats)
 
 

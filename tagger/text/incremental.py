@@ -6,19 +6,22 @@ and so are generated sentences that name a label whose synonyms changed (they ar
 Each added or changed label gets as many new label sets as an old label had on average, each set holding the
 new label plus up to ``max_labels - 1`` others drawn uniformly; only those sets go to the
 generator. Template sentences are added for the new labels.
+
+:func:`update_corpus` decides, from the recorded corpora, whether a corpus built with the same
+settings (sentence count, seed, generator) can be reused, extended or repaired, or a new one
+must be built.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from .base import SentenceGenerator
-from .corpus import TextCorpus
+from .corpus import TextCorpus, build_corpus, content_id, keep_valid, missing_label_sets, require_complete
 from .labelsets import label_matrix
 from .templates import template_sentences
 from .vocab import Vocabulary
@@ -73,8 +76,12 @@ def _kept_rows(prev: TextCorpus, labels: Sequence[str],
 
 def extend_corpus(prev: TextCorpus, labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None,
                   generator: SentenceGenerator, seed: int, *, max_labels: int = 5,
-                  n_photo_copies: int = 9) -> TextCorpus:
-    """The corpus of ``labels`` built from ``prev`` plus sentences for new label sets only."""
+                  n_photo_copies: int = 9, max_missing: float = 0) -> TextCorpus:
+    """The corpus of ``labels`` built from ``prev`` plus sentences for new label sets only.
+
+    New label sets left without a valid sentence count against ``max_missing`` as in
+    :func:`~tagger.text.corpus.build_corpus`.
+    """
     vocab = Vocabulary.create(labels, synonyms)
     added = [lab for lab in vocab.labels if lab not in prev.class_names]
     retired = [lab for lab in prev.class_names if lab not in vocab.labels]
@@ -86,22 +93,66 @@ def extend_corpus(prev: TextCorpus, labels: Sequence[str], synonyms: Mapping[str
     per_label = max(1, round(n_gen * 3 / max(1, len(prev.class_names))))
     fresh = added + changed
     asked = new_label_sets(fresh, vocab.labels, per_label, seed, max_labels) if fresh else []
-    kept_new = 0
-    for labs, text in zip(asked, generator.generate(asked) if asked else []):
-        if text is not None and vocab.mentions_all(text, labs):
-            sentences.append(text)
-            sets.append(labs)
-            sources.append("generated")
-            kept_new += 1
+    new, new_sets, missing, rejected = keep_valid(vocab, asked, generator.generate(asked) if asked else [])
+    shortfall = require_complete(len(asked), {"got no sentence": missing, "did not name every label": rejected},
+                                 max_missing)
+    kept_new = len(new)
+    sentences.extend(new)
+    sets.extend(new_sets)
+    sources.extend("generated" for _ in new)
     for text, c in template_sentences(added, n_photo_copies):
         sentences.append(text)
         sets.append((c,))
         sources.append("template")
     config = {"extends": prev.corpus_id, "labels": list(vocab.labels), "vocab": vocab.to_dict(), "seed": seed,
-              "per_label": per_label, "generator": generator.identity()}
-    corpus_id = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+              "n_sentences": prev.config.get("n_sentences"), "per_label": per_label,
+              "generator": generator.identity(), "shortfall": shortfall}
+    matrix = label_matrix(sets, vocab.labels)
+    corpus_id = content_id(config, sentences, sources, matrix)
     stats = {"kept_from_previous": len(rows), "new_label_sets": len(asked), "new_sentences": kept_new,
              "added_labels": added, "retired_labels": retired, "synonyms_changed": changed}
     logger.info("extended corpus %s -> %s: %s", prev.corpus_id, corpus_id, stats)
-    return TextCorpus(sentences, label_matrix(sets, vocab.labels), vocab.labels, corpus_id, sources,
-                      config, stats)
+    return TextCorpus(sentences, matrix, vocab.labels, corpus_id, sources, config, stats)
+
+
+def corpus_settings(config: Mapping[str, Any], configs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The sentence count, seed and generator a corpus was made with; an extension made before
+    configs recorded the count takes it from the corpus it extends (``configs`` by id)."""
+    n, seen, cur = config.get("n_sentences"), set(), config
+    while n is None and cur.get("extends") in configs and cur["extends"] not in seen:
+        seen.add(cur["extends"])
+        cur = configs[cur["extends"]] or {}
+        n = cur.get("n_sentences")
+    return {"n_sentences": n, "seed": config.get("seed"), "generator": config.get("generator")}
+
+
+def update_corpus(records: Sequence[Mapping[str, Any]], load: Callable[[str], TextCorpus],
+                  labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None,
+                  generator: SentenceGenerator, n_sentences: int, seed: int, *,
+                  max_missing: float = 0) -> tuple[TextCorpus, str]:
+    """The corpus of ``labels`` for these settings and how it was had.
+
+    ``records`` are the recorded corpora oldest first (``corpus_id`` and ``config``), ``load``
+    reads one by id. The newest made with the same sentence count, seed and generator is
+    ``"reused"`` when its vocabulary is the current one and it lacks nothing, ``"repaired"`` (its
+    last step done again, so only the label sets it lacks are requested) when it lacks
+    sentences, and ``"extended"`` when the vocabulary changed (keeping any shortfall it accepted);
+    without one a corpus is ``"built"``.
+    """
+    configs = {r["corpus_id"]: r.get("config") or {} for r in records}
+    want = {"n_sentences": n_sentences, "seed": seed, "generator": generator.identity()}
+    same = [r["corpus_id"] for r in records if corpus_settings(configs[r["corpus_id"]], configs) == want]
+    if not same:
+        return build_corpus(labels, synonyms, n_sentences, generator, seed, max_missing=max_missing), "built"
+    prev = load(same[-1])
+    vocab = Vocabulary.create(labels, synonyms)
+    if list(prev.class_names) != list(vocab.labels) or synonyms_changed(prev.config, vocab):
+        return extend_corpus(prev, labels, synonyms, generator, seed, max_missing=max_missing), "extended"
+    lacking = missing_label_sets(prev)
+    if not lacking:
+        return prev, "reused"
+    logger.info("corpus %s lacks %d label sets: generating them", prev.corpus_id, lacking)
+    parent = prev.config.get("extends")
+    if parent:
+        return extend_corpus(load(parent), labels, synonyms, generator, seed, max_missing=max_missing), "repaired"
+    return build_corpus(labels, synonyms, n_sentences, generator, seed, max_missing=max_missing), "repaired"
