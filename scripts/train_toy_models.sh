@@ -2,10 +2,12 @@
 # Train the shipped toy CLIP models: stage 1 (image tower on caption-mentioned labels), then stage 2
 # (contrastive, from stage 1). Usage: scripts/train_toy_models.sh [toy-rn|toy-vit ...] (default: both, in
 # parallel, one thread each). Extra arguments after -- go to both stages (e.g. -- --device cuda --threads 8).
-# Killed part-way? Run the same command again: each stage resumes from its checkpoint under runs/.
+# Killed part-way? Run the same command again: each stage resumes from its checkpoint in the run folder
+# ($TAGGER_TRAIN_DIR, default ~/.cache/tagger/toy-train: outside the work tree, so a new checkout keeps it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
+RUNS=${TAGGER_TRAIN_DIR:-$HOME/.cache/tagger/toy-train}
 models=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do models+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
@@ -22,19 +24,18 @@ recipe() {  # model -> "labels-stage args|contrastive-stage args"
 train() {
   local m=$1; shift
   local r; r=$(recipe "$m")
-  mkdir -p runs
   # shellcheck disable=SC2086
   "$PY" scripts/train_toy_clip.py --model "$m" --stage labels ${r%%|*} --n-train 50000 --threads 1 \
-      --out-dir "runs/$m-labels" "$@"
+      --out-dir "$RUNS/$m-labels" "$@"
   # shellcheck disable=SC2086
   "$PY" scripts/train_toy_clip.py --model "$m" --stage contrastive ${r##*|} --n-train 50000 --threads 1 \
-      --init-from "runs/$m-labels/$m.pt" --checkpoint-dir "runs/$m-contrastive" "$@"
+      --init-from "$RUNS/$m-labels/$m.pt" --checkpoint-dir "$RUNS/$m-contrastive" "$@"
 }
 
+mkdir -p "$RUNS"
 pids=()
 for m in "${models[@]}"; do
-  train "$m" "$@" > "runs/train-$m.log" 2>&1 &
+  train "$m" "$@" > "$RUNS/train-$m.log" 2>&1 &
   pids+=($!)
 done
-mkdir -p runs
 for p in "${pids[@]}"; do wait "$p"; done

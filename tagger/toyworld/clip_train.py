@@ -114,7 +114,10 @@ class _Run:
         if not path.exists():
             return False
         state = torch.load(path, map_location=self.cfg.device, weights_only=False)
-        if state["config"] != asdict(self.cfg):
+        # the starting weights are compared by content, so a run folder can move between machines
+        same = {**state["config"], "init_from": ""} == {**asdict(self.cfg), "init_from": ""} \
+            and state["init_sha"] == self.init_sha
+        if not same:
             logger.warning("checkpoint %s was written by another config; starting afresh", path)
             return False
         self.model.load_state_dict(state["model"])
