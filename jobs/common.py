@@ -27,7 +27,12 @@ def run(main: Callable[[argparse.Namespace, Workspace], dict[str, Any]], args: a
     """Configure logging, run ``main``, print its summary as one JSON line; errors become exit 2."""
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        out = main(args, Workspace.at(args.workspace))
+        ws = Workspace.at(args.workspace)
+        ws.check_writable()
+        if hasattr(args, "pretrained"):  # jobs that load a model: refuse a bad one before Ray starts
+            from tagger.models.registry import check_model
+            check_model(*ws.model(args.model, args.pretrained))
+        out = main(args, ws)
     except TaggerError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

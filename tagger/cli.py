@@ -18,7 +18,8 @@ from .cli_common import (
     DEFAULT_WORKSPACE, JOB_WAIT, JsonOpt, ModelOpt, PretrainedOpt, WaitOpt, WorkspaceOpt, emit_rows, fail,
     job_scope, output_format, print_summary, reported, workspace_at,
 )
-from .errors import TaggerError
+from .cli_common import finite
+from .errors import ConfigError, TaggerError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Tag image collections with labels nobody annotated.")
@@ -38,6 +39,20 @@ def _checkpoint(pretrained: str | None) -> str | None:
     return os.path.abspath(pretrained) if pretrained and os.path.isfile(pretrained) else pretrained
 
 
+def _check_tag_inputs(ws, name: str, weights: str | None, classifier_id: str | None, wait: float) -> None:
+    """Refuse a bad model or an unknown ``--classifier-id`` before the job starts."""
+    from .catalog import Catalog
+    from .models.registry import check_model
+    check_model(name, weights)
+    if classifier_id is None:
+        return
+    with Catalog.open(ws.catalog, read_only=True, wait=wait) as cat:
+        known = [c["classifier_id"] for c in cat.classifiers()]
+    if classifier_id not in known:
+        hint = f"known: {', '.join(known[-5:])}" if known else "none trained yet: run train first"
+        raise ConfigError(f"unknown classifier {classifier_id!r} ({hint})")
+
+
 # -- pipeline verbs ----------------------------------------------------------------------------
 @app.command()
 def encode(
@@ -50,7 +65,8 @@ def encode(
     batch_size: Annotated[int, typer.Option(min=1, help="images per model forward pass")] = 64,
     concurrency: Annotated[int, typer.Option(min=1, help="encoder actors")] = 1,
     decode_concurrency: Annotated[int, typer.Option(min=1, help="decode tasks in flight")] = 1,
-    num_gpus: Annotated[Optional[float], typer.Option(help="GPUs per encoder actor (default: 1 if any)")] = None,
+    num_gpus: Annotated[Optional[float], typer.Option(
+        min=0, callback=finite, help="GPUs per encoder actor (default: 1 if any)")] = None,
     wait: WaitOpt = JOB_WAIT,
     as_json: JsonOpt = False,
 ) -> None:
@@ -76,7 +92,7 @@ def generate_text(
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     n_sentences: Annotated[int, typer.Option(min=1, help="sentences in the corpus")] = 20000,
     seed: Annotated[int, typer.Option(help="random seed of the label sets and the offline generator")] = 0,
-    max_missing: Annotated[float, typer.Option(min=0, help=(
+    max_missing: Annotated[float, typer.Option(min=0, callback=finite, help=(
         "label sets allowed to end without a sentence: a fraction below 1 (0.01 = 1 %) or a count; "
         "beyond it the run fails and saves nothing, a rerun requests only the missing ones"))] = 0,
     wait: WaitOpt = JOB_WAIT,
@@ -125,7 +141,7 @@ def tag(
     pretrained: PretrainedOpt = None,
     classifier_id: Annotated[Optional[str], typer.Option(help="classifier to use (default: the newest)")] = None,
     top_k: Annotated[int, typer.Option(min=1, help="labels kept per image")] = 5,
-    threshold: Annotated[float, typer.Option(
+    threshold: Annotated[float, typer.Option(callback=finite,
         help="positive when the per-image standardised calibrated score reaches this")] = 1.0,
     no_calibrate: Annotated[bool, typer.Option(
         "--no-calibrate", help="keep raw scores (no per-label z-score over a corpus sample)")] = False,
@@ -142,6 +158,7 @@ def tag(
     with reported():
         ws = workspace_at(workspace)
         name, weights = ws.model(model, pretrained)
+        _check_tag_inputs(ws, name, weights, classifier_id, wait)
         cfg = TagConfig(top_k=top_k, threshold=threshold, patch_source=patch_source.value,
                         concurrency=concurrency, calibrate=not no_calibrate)
         with job_scope(ws, "tag", wait):
@@ -158,7 +175,7 @@ def nightly(
     n_sentences: Annotated[int, typer.Option(min=1, help=(
         "label sets of the corpus (a corpus made with another count, seed or generator is not reused)"))] = 20000,
     keep_runs: Annotated[int, typer.Option(min=1, help="tag runs kept (retention)")] = 5,
-    max_missing: Annotated[float, typer.Option(min=0, help=(
+    max_missing: Annotated[float, typer.Option(min=0, callback=finite, help=(
         "label sets allowed to end without a sentence (a fraction below 1, or a count); see generate-text"))] = 0,
     wait: WaitOpt = JOB_WAIT,
     as_json: JsonOpt = False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -34,11 +35,18 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a t
 CsvOpt = Annotated[bool, typer.Option("--csv", help="print CSV (with a header row) instead of a table")]
 
 #: Default ``--wait`` of the quick verbs (sql, runs, labels): rides out a job's short write.
+def finite(value: float | None) -> float | None:
+    """Option callback refusing NaN and infinity (``--threshold nan``)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 QUICK_WAIT = 10.0
 #: Default ``--wait`` of the job verbs (encode, tag, nightly, ...): a long query may be reading.
 JOB_WAIT = 600.0
 WaitOpt = Annotated[float, typer.Option(
-    "--wait", envvar="TAGGER_WAIT", min=0.0, metavar="SECONDS",
+    "--wait", envvar="TAGGER_WAIT", min=0.0, metavar="SECONDS", callback=finite,
     help="while another process holds the catalog (a job's write, a long query), retry for up to "
          "SECONDS before failing ($TAGGER_WAIT; 0: fail at once)")]
 
@@ -82,6 +90,7 @@ def job_scope(ws: Workspace, job: str, wait: float) -> Iterator[None]:
     """Run a job verb's driver holding the workspace's job lock, its catalog opens waiting up to
     ``wait`` seconds while another process holds the file (a second job is refused at once)."""
     from .catalog import JobLock
+    ws.check_writable()
     with JobLock(ws.catalog, job, wait=wait):
         yield
 

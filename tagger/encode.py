@@ -12,12 +12,14 @@ when present).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from .decode import DecodePartitions
+from .errors import ConfigError, SourceError
 from .store.shards import exists_done, shard_name_for, write_shard
 
 logger = logging.getLogger(__name__)
@@ -42,8 +44,33 @@ class EncodeConfig:
     dense_mode: str = "value"
     max_pixels: int = 100_000_000
 
+    def __post_init__(self) -> None:
+        for name in ("decode_cpus", "encode_cpus", "num_gpus"):
+            value = getattr(self, name)
+            if value is not None and (not math.isfinite(value) or value < 0):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
+        for name in ("partition_size", "batch_size", "concurrency", "decode_concurrency", "max_pixels"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def register_source(catalog, source: str) -> dict[str, Any]:
+    """Register ``source``'s images; the summary's ``listed``/``skipped`` counts. A source with no
+    image at all is a SourceError that says what was passed over."""
+    from .sources import IMAGE_EXTENSIONS, scan_images
+    listing = scan_images(source)
+    if listing.images.num_rows == 0:
+        why = f": skipped {listing.n_skipped} file(s), {listing.skipped_text()}" if listing.n_skipped else ""
+        exts = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+        raise SourceError(f"no images in {source}{why} (image extensions: {exts})")
+    catalog.register_images(listing.images)
+    out: dict[str, Any] = {"listed": listing.images.num_rows, "skipped": listing.n_skipped}
+    if listing.n_skipped:
+        out["skipped_why"] = listing.skipped_text()
+    return out
 
 
 def plan_partitions(pending: list[tuple[int, str]], size: int) -> list[dict[str, Any]]:
@@ -140,15 +167,13 @@ def run_encode(workspace, source: str | None, cfg: EncodeConfig, *, crash_after:
     from .models.registry import check_model, model_id_for
     from .models.preprocess import pixel_spec
     from .raycluster import gpus_available, ray_session
-    from .sources import list_images
 
     t0 = time.time()
     check_model(cfg.model, cfg.pretrained)  # a clear error here, not a dead actor later
     model_id = model_id_for(cfg.model, cfg.pretrained)
     root = str(workspace.root)
     with Catalog.for_job(workspace.catalog, "encode") as cat:
-        if source is not None:
-            cat.register_images(list_images(source))
+        listed = register_source(cat, source) if source is not None else {}
         reconcile_shards(cat, root, model_id)
         parts = plan_partitions(cat.pending_images(model_id), cfg.partition_size)
         n_ok = n_err = 0
@@ -175,5 +200,5 @@ def run_encode(workspace, source: str | None, cfg: EncodeConfig, *, crash_after:
                 bar.close()
         t_enc = time.time() - t0
         stats = update_indexes(workspace, model_id)
-    return {"model_id": model_id, "partitions": len(parts), "encoded": n_ok, "errors": n_err,
+    return {"model_id": model_id, **listed, "partitions": len(parts), "encoded": n_ok, "errors": n_err,
             "encode_s": round(t_enc, 2), "total_s": round(time.time() - t0, 2), **stats}

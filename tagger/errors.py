@@ -71,3 +71,11 @@ class UnknownIdError(StoreError, KeyError):
 
 class SourceError(TaggerError):
     """An image source (folder, glob, manifest, URI) is missing or cannot be read."""
+
+
+class WorkspaceError(TaggerError):
+    """The workspace directory cannot be used (e.g. it is not writable for a job)."""
+
+
+class ClusterError(TaggerError):
+    """The Ray cluster could not be reached or refused the connection."""

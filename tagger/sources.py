@@ -10,7 +10,9 @@ import glob as globlib
 import logging
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -62,6 +64,27 @@ def normalize_uri(uri: str, base: str | None = None) -> str:
     return local if local is not None else uri
 
 
+@dataclass
+class Listing:
+    """What listing a source found: the images, and the files passed over, counted by reason."""
+
+    images: pa.Table
+    skipped: Counter = field(default_factory=Counter)
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def skipped_text(self) -> str:
+        """``"3 with extension .txt, 1 hidden"`` (empty when nothing was skipped)."""
+        return ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _skip_reason(name: str) -> str:
+    ext = os.path.splitext(name)[1].lower()
+    return f"with extension {ext}" if ext else "without extension"
+
+
 def _table(items: Iterable[tuple[str, int | None]]) -> pa.Table:
     rows = sorted(dict(items).items())
     return pa.table({"uri": pa.array([u for u, _ in rows], pa.string()),
@@ -75,24 +98,34 @@ def _local_stat(path: str) -> int | None:
         return None
 
 
-def _walk_local(root: str, include_hidden: bool, follow_links: bool) -> list[tuple[str, int | None]]:
+def _walk_local(root: str, include_hidden: bool, follow_links: bool,
+                skipped: Counter) -> list[tuple[str, int | None]]:
     out = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_links):
         if not include_hidden:
+            skipped["hidden"] += sum(d.startswith(".") for d in dirnames)
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
-            if (include_hidden or not name.startswith(".")) and is_image_name(name):
+            if not include_hidden and name.startswith("."):
+                skipped["hidden"] += 1
+            elif not is_image_name(name):
+                skipped[_skip_reason(name)] += 1
+            else:
                 path = os.path.join(dirpath, name)
                 out.append((path, _local_stat(path)))
     return out
 
 
-def _glob_local(pattern: str, include_hidden: bool) -> list[tuple[str, int | None]]:
+def _glob_local(pattern: str, include_hidden: bool, skipped: Counter) -> list[tuple[str, int | None]]:
     kwargs = {"include_hidden": True} if include_hidden and sys.version_info >= (3, 11) else {}
     out = []
     for path in globlib.glob(pattern, recursive=True, **kwargs):
-        if os.path.isfile(path) and is_image_name(path):
+        if not os.path.isfile(path):
+            continue
+        if is_image_name(path):
             out.append((os.path.abspath(path), _local_stat(path)))
+        else:
+            skipped[_skip_reason(path)] += 1
     return out
 
 
@@ -107,7 +140,7 @@ def _filesystem(uri: str):
         raise SourceError(f"no filesystem for {uri}: {e}") from e
 
 
-def _list_remote(uri: str) -> list[tuple[str, int | None]]:
+def _list_remote(uri: str, skipped: Counter) -> list[tuple[str, int | None]]:
     fs, path = _filesystem(uri)
     scheme = _scheme(uri)
     protocol = scheme or (fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol)
@@ -126,8 +159,9 @@ def _list_remote(uri: str) -> list[tuple[str, int | None]]:
         raise
     except Exception as e:  # remote backends raise their own error types
         raise SourceError(f"cannot list {uri}: {type(e).__name__}: {e}") from e
-    return [(full(p), info.get("size")) for p, info in found.items()
-            if info.get("type", "file") == "file" and is_image_name(p)]
+    files = [(p, info) for p, info in found.items() if info.get("type", "file") == "file"]
+    skipped.update(_skip_reason(p) for p, _ in files if not is_image_name(p))
+    return [(full(p), info.get("size")) for p, info in files if is_image_name(p)]
 
 
 def _manifest_lines(text: str, base: str | None) -> list[tuple[str, int | None]]:
@@ -179,36 +213,60 @@ def _is_manifest(source: str, exts: tuple[str, ...]) -> bool:
 
 def list_images(source: str | os.PathLike, *, include_hidden: bool = False,
                 follow_links: bool = False) -> pa.Table:
-    """List the images of ``source`` as a Table ``(uri: string, size: int64)`` sorted by uri.
+    """:func:`scan_images`'s table of images: ``(uri: string, size: int64)`` sorted by uri."""
+    return scan_images(source, include_hidden=include_hidden, follow_links=follow_links).images
+
+
+def _manifest_text(src: str) -> str:
+    data = read_bytes(src)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise SourceError(f"manifest {src} is not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); "
+                          "save it as UTF-8, one URI per line") from e
+
+
+def scan_images(source: str | os.PathLike, *, include_hidden: bool = False,
+                follow_links: bool = False) -> Listing:
+    """List the images of ``source``, counting the files passed over (by extension, hidden).
 
     ``source`` is a folder (searched recursively for jpg/jpeg/png/webp/bmp/gif/tif/tiff, any
     case), a glob (``**`` allowed), a text manifest (``.txt``: one URI per line, ``#`` comments;
     relative paths are taken from the manifest's folder), a Parquet manifest (column ``uri`` or
     ``path``, optional ``size``), each local, ``file://`` or remote (fsspec). Hidden files and
     folders are skipped unless ``include_hidden``. Manifests report the sizes they hold (else
-    null). A missing source raises SourceError; an empty one gives an empty table.
+    null). A missing source or a manifest that is not UTF-8 raises SourceError; an empty one
+    gives an empty table (and a warning saying what was skipped).
     """
     src = os.fspath(source)
+    skipped: Counter = Counter()
     if _is_manifest(src, PARQUET_EXTENSIONS):
         items = _parquet_manifest(src)
     elif _is_manifest(src, TEXT_MANIFEST_EXTENSIONS):
-        items = _manifest_lines(read_bytes(src).decode("utf-8-sig"), _manifest_base(src))
+        items = _manifest_lines(_manifest_text(src), _manifest_base(src))
     else:
         local = to_local_path(src)
         if local is None:
-            items = _list_remote(src)
+            items = _list_remote(src, skipped)
         elif os.path.isdir(local):
-            items = _walk_local(local, include_hidden, follow_links)
+            items = _walk_local(local, include_hidden, follow_links, skipped)
         elif _GLOB_CHARS & set(local):
-            items = _glob_local(local, include_hidden)
+            items = _glob_local(local, include_hidden, skipped)
         elif os.path.isfile(local) and is_image_name(local):
             items = [(local, _local_stat(local))]
         else:
             raise SourceError(f"image source {src} not found (expected a folder, a glob, "
                               f"a .txt or .parquet manifest, or an image file)")
-    table = _table(items)
-    logger.info("listed %d images from %s", table.num_rows, src)
-    return table
+    listing = Listing(_table(items), skipped)
+    why = f"; skipped {listing.n_skipped} file(s): {listing.skipped_text()}" if skipped else ""
+    if listing.images.num_rows == 0:
+        logger.warning("no images in %s%s", src, why)
+    elif skipped:
+        logger.warning("listed %d images from %s%s", listing.images.num_rows, src, why)
+    else:
+        logger.info("listed %d images from %s", listing.images.num_rows, src)
+    return listing
 
 
 def _manifest_base(source: str) -> str:

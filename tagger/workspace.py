@@ -12,9 +12,18 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .errors import WorkspaceError
+
+
+def _not_writable(root: Path, e: OSError) -> WorkspaceError:
+    return WorkspaceError(f"workspace {root} is not writable ({e.strerror or type(e).__name__}): jobs write "
+                          "the catalog, shards and indexes there; use a writable copy, or read it with "
+                          "`tagger sql` and `tagger search`")
 
 
 @dataclass(frozen=True)
@@ -24,7 +33,10 @@ class Workspace:
     @classmethod
     def at(cls, root: str | Path) -> "Workspace":
         r = Path(root).expanduser().resolve()
-        r.mkdir(parents=True, exist_ok=True)
+        try:
+            r.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise WorkspaceError(f"cannot create workspace {r}: {e.strerror or type(e).__name__}") from e
         return cls(r)
 
     @property
@@ -70,11 +82,24 @@ class Workspace:
         if "model" in kw or "pretrained" in kw:
             from .models.registry import check_model
             check_model(s.get("model", "toy-vit"), s.get("pretrained"))
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.settings_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(s, indent=2))
-        os.replace(tmp, self.settings_path)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = self.settings_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(s, indent=2))
+            os.replace(tmp, self.settings_path)
+        except OSError as e:
+            raise _not_writable(self.root, e) from e
         return s
+
+    def check_writable(self) -> None:
+        """Raise WorkspaceError unless a file can be created in the (existing) workspace folder."""
+        if not self.root.is_dir():
+            return  # created by the job itself
+        try:
+            with tempfile.TemporaryFile(dir=self.root):
+                pass
+        except OSError as e:
+            raise _not_writable(self.root, e) from e
 
     def model(self, name: str | None = None, pretrained: str | None = None) -> tuple[str, str | None]:
         """The model to use: explicit arguments win, else the workspace's, else the toy ViT.

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tagger.errors import SourceError
-from tagger.sources import list_image_records, list_images, normalize_uri, read_bytes
+from tagger.sources import list_image_records, list_images, normalize_uri, read_bytes, scan_images
 
 
 @pytest.fixture
@@ -133,3 +133,35 @@ def test_remote_scheme_through_fsspec():
             read_bytes("memory://tagger-test/imgs/none.jpg")
     finally:
         fs.rm("/tagger-test", recursive=True)
+
+
+def test_skipped_files_are_counted_by_reason(tree, caplog):
+    with caplog.at_level("WARNING", logger="tagger.sources"):
+        listing = scan_images(tree)
+    assert listing.images.num_rows == len(EXPECTED)
+    assert dict(listing.skipped) == {"with extension .txt": 1, "with extension .csv": 1,
+                                     "without extension": 1, "hidden": 2}
+    assert listing.n_skipped == 5
+    assert listing.skipped_text() == ("2 hidden, 1 with extension .csv, 1 with extension .txt, "
+                                      "1 without extension")
+    assert "skipped 5 file(s)" in caplog.text
+    glob = scan_images(str(tree / "*.*"))
+    assert dict(glob.skipped) == {"with extension .txt": 1} and glob.images.num_rows == 5
+    assert dict(scan_images(tree, include_hidden=True).skipped) == {
+        "with extension .txt": 1, "with extension .csv": 1, "without extension": 1}
+
+
+def test_empty_sources_warn(tmp_path, caplog):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "readme.md").write_text("x")
+    with caplog.at_level("WARNING", logger="tagger.sources"):
+        assert scan_images(tmp_path / "docs").images.num_rows == 0
+        assert scan_images(str(tmp_path / "*.jpg")).n_skipped == 0
+    assert "no images in" in caplog.text and "1 with extension .md" in caplog.text
+
+
+def test_manifest_not_utf8(tmp_path):
+    p = tmp_path / "list.txt"
+    p.write_bytes(b"/photos/a.jpg\n/photos/caf\xe9.jpg\n")
+    with pytest.raises(SourceError, match=r"not UTF-8 text \(byte 0xe9 on line 2\)"):
+        list_images(p)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,6 +12,7 @@ from ..errors import CatalogError
 from .base import CatalogBase, from_json, to_json
 
 logger = logging.getLogger(__name__)
+MAX_LABEL_LENGTH = 100  # characters of a label or synonym (they go into prompts and sentences)
 
 
 @dataclass(frozen=True)
@@ -28,14 +30,30 @@ class Label:
         return self.retired_at is None
 
 
-def clean_label(name: Any) -> str:
-    """A label name with surrounding whitespace removed; refuses empty or non-string names."""
+def clean_label(name: Any, what: str = "label") -> str:
+    """A label name (or synonym) with surrounding whitespace removed; refuses non-strings, empty
+    names, control characters (newlines, tabs) and names over MAX_LABEL_LENGTH characters."""
     if not isinstance(name, str):
-        raise CatalogError(f"label names must be strings, got {type(name).__name__}: {name!r}")
+        raise CatalogError(f"{what} names must be strings, got {type(name).__name__}: {name!r}")
     out = name.strip()
     if not out:
-        raise CatalogError("label names must not be empty")
+        raise CatalogError(f"{what} names must not be empty")
+    bad = next((c for c in out if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        raise CatalogError(f"{what} {out[:40]!r} holds a control character ({bad!r}): one line of text, no tabs")
+    if len(out) > MAX_LABEL_LENGTH:
+        raise CatalogError(f"{what} {out[:40] + '...'!r} is {len(out)} characters long; at most "
+                           f"{MAX_LABEL_LENGTH} allowed")
     return out
+
+
+def _case_clashes(names: Sequence[str], existing: Sequence[str]) -> None:
+    """Refuse names that differ from another given or stored label only by case (``Star``, ``star``)."""
+    seen = {n.casefold(): n for n in existing}
+    for name in dict.fromkeys(names):
+        other = seen.setdefault(name.casefold(), name)
+        if other != name:
+            raise CatalogError(f"label {name!r} differs from the label {other!r} only by case; use {other!r}")
 
 
 def _synonym_lists(names: list[str], synonyms: Any) -> list[list[str] | None]:
@@ -53,9 +71,9 @@ def _synonym_lists(names: list[str], synonyms: Any) -> list[list[str] | None]:
         if s is None:
             out.append(None)
         elif isinstance(s, str):
-            out.append([s])
+            out.append([clean_label(s, "synonym")])
         else:
-            out.append([str(x) for x in s])
+            out.append([clean_label(str(x), "synonym") for x in s])
     return out
 
 
@@ -68,7 +86,9 @@ class VocabMixin(CatalogBase):
         """Add labels (or re-activate retired ones); return their label_ids in order.
 
         ``synonyms`` is a mapping name -> list or a list aligned with ``names``; when given for a
-        known label it replaces the stored list. Names are stored exactly, minus outer spaces.
+        known label it replaces the stored list. Names are stored exactly, minus outer spaces;
+        :func:`clean_label` refuses bad names, and a name that differs from another only by case
+        is refused too.
         """
         if isinstance(names, str):
             names = [names]
@@ -77,6 +97,7 @@ class VocabMixin(CatalogBase):
         now = self._now()
         ids: list[int] = []
         with self._transaction("add labels") as con:
+            _case_clashes(clean, [r[0] for r in con.execute("SELECT name FROM labels").fetchall()])
             for name, syn in zip(clean, syns):
                 row = con.execute("SELECT label_id FROM labels WHERE name = ?", [name]).fetchone()
                 if row is None:

@@ -93,8 +93,15 @@ class Vocabulary:
         labs = tuple(str(x) for x in labels)
         if not labs:
             raise ConfigError("the vocabulary has no labels")
-        if len(set(labs)) != len(labs):
-            raise ConfigError("duplicate labels in the vocabulary")
+        folded: dict[str, str] = {}
+        for lab in labs:
+            other = folded.get(lab.casefold())
+            if other is not None:
+                why = "twice" if other == lab else f"and {other!r} (they differ only by case)"
+                raise ConfigError(f"duplicate labels in the vocabulary: {lab!r} {why}")
+            folded[lab.casefold()] = lab
+            if any(c in lab for c in "\n\r\t"):
+                raise ConfigError(f"label {lab!r} holds a newline or tab")
         given = synonyms or {}
         syn = {k: tuple(str(s) for s in given[k]) for k in labs if k in given}
         if len(syn) < len(given):

@@ -1,0 +1,126 @@
+"""Bad input to the job verbs is one `error:` line (exit 2), never a traceback: a missing or
+garbage checkpoint on the tag path (CLI and job entry point), a manifest that is not UTF-8, an
+unknown --classifier-id, a workspace the user cannot write, and non-finite float options."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from jobs import tag as tag_job
+from tagger.catalog import Catalog
+from tagger.cli import app
+from tagger.toyworld.export import export_scenes
+from tagger.workspace import Workspace
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def one_error_line(out, needle: str) -> str:
+    assert out.exit_code == 2, out.output
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), out.stderr
+    assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def ws(tmp_path) -> Path:
+    root = tmp_path / "ws"
+    with Catalog.open(Workspace.at(root).catalog) as cat:
+        cat.add_labels(["cat", "dog"])
+    return root
+
+
+def test_tag_checks_the_checkpoint_before_anything(ws, tmp_path, capsys):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint\n" * 8)
+    for path, needle in [(tmp_path / "missing.pt", "checkpoint file not found"),
+                         (garbage, "not a model checkpoint")]:
+        one_error_line(invoke("tag", "-w", str(ws), "--pretrained", str(path)), needle)
+        with pytest.raises(SystemExit) as exc:  # the `ray job submit` entry point says the same
+            tag_job.main(["--workspace", str(ws), "--pretrained", str(path)])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], err
+
+
+def test_unknown_classifier_id(ws):
+    one_error_line(invoke("tag", "-w", str(ws), "--classifier-id", "deadbeef"), "unknown classifier 'deadbeef'")
+
+
+def test_manifest_that_is_not_utf8(tmp_path):
+    manifest = tmp_path / "images.txt"
+    manifest.write_bytes("/photos/caf\u00e9.jpg\n".encode("latin-1"))
+    line = one_error_line(invoke("encode", str(manifest), "-w", str(tmp_path / "ws")), "is not UTF-8")
+    assert "line 1" in line
+
+
+@pytest.mark.parametrize("args", [
+    ["tag", "--threshold", "nan"], ["tag", "--threshold", "inf"], ["tag", "--wait", "inf"],
+    ["generate-text", "--max-missing", "inf"], ["nightly", "--max-missing", "inf"],
+    ["encode", "--num-gpus", "nan"],
+])
+def test_non_finite_floats_are_refused(ws, args):
+    out = invoke(*args, "-w", str(ws))
+    text = " ".join(out.output.replace("\u2502", " ").split())  # the usage box wraps long lines
+    assert out.exit_code == 2 and f"Invalid value for '{args[1]}'" in text, out.output
+    assert "is not a finite number" in text or "greater than or equal to 0" in text, out.output
+
+
+def _as_user_cmd() -> list[str]:
+    """Prefix that runs a command as an unprivileged user (root writes read-only folders)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv to drop root")
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def test_encode_on_a_read_only_workspace():
+    top = Path(tempfile.mkdtemp(prefix="tagger-ro-"))
+    try:
+        top.chmod(0o755)
+        ws = Workspace.at(top / "ws")
+        ws.update_settings(model="toy-vit")
+        with Catalog.open(ws.catalog) as cat:
+            cat.add_labels(["cat"])
+        export_scenes(top / "images", 2)
+        for p in [top, *top.rglob("*")]:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+        env = {**os.environ, "HOME": str(top), "RAY_USAGE_STATS_ENABLED": "0"}
+        out = subprocess.run([*_as_user_cmd(), sys.executable, "-m", "tagger.cli", "encode", str(top / "images"),
+                              "-w", str(ws.root)], capture_output=True, text=True, timeout=300, env=env)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1, out.stderr[-3000:]
+        assert lines[0].startswith("error:") and "is not writable" in lines[0], lines
+        assert sorted(p.name for p in ws.root.iterdir()) == ["catalog.duckdb", "workspace.json"]
+    finally:
+        for p in [top, *top.rglob("*")]:
+            p.chmod(0o755)
+        shutil.rmtree(top)
+
+
+def test_encode_of_an_empty_source_says_so(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "scan.heic").write_bytes(b"x")
+    (docs / "notes.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    ws = str(tmp_path / "ws")
+    line = one_error_line(invoke("encode", str(docs), "-w", ws), f"no images in {docs}")
+    assert "skipped 2 file(s), 1 with extension .heic, 1 with extension .txt" in line
+    one_error_line(invoke("encode", str(tmp_path / "empty"), "-w", ws), "no images in")
+    one_error_line(invoke("encode", str(tmp_path / "*.jpg"), "-w", ws), "no images in")
+    (tmp_path / "empty.txt").write_text("# nothing yet\n")
+    one_error_line(invoke("encode", str(tmp_path / "empty.txt"), "-w", ws), "no images in")

@@ -1,0 +1,64 @@
+"""Label names are checked before they reach the catalog: no case-only duplicates (`Star`,
+`star`), no newlines or tabs, at most MAX_LABEL_LENGTH characters; a refusal adds nothing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tagger.catalog import Catalog
+from tagger.catalog.vocab import MAX_LABEL_LENGTH
+from tagger.cli import app
+from tagger.errors import ConfigError
+from tagger.text import Vocabulary
+from tagger.workspace import Workspace
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def ws(tmp_path) -> Path:
+    root = tmp_path / "ws"
+    with Catalog.open(Workspace.at(root).catalog) as cat:
+        cat.add_labels(["Star", "dog"])
+    return root
+
+
+def labels(ws: Path) -> list[str]:
+    with Catalog.open(Workspace(ws).catalog, read_only=True) as cat:
+        return [lab.name for lab in cat.list_labels()]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["star"], "'star' differs from the label 'Star' only by case"),
+    (["cat", "CAT"], "'CAT' differs from the label 'cat' only by case"),
+    (["new\nline"], "control character"),
+    (["tab\there"], "control character"),
+    (["x" * 5000], f"5000 characters long; at most {MAX_LABEL_LENGTH}"),
+    (["y" * (MAX_LABEL_LENGTH + 1)], "characters long"),
+    (["cat", "-s", "cat=kit\ty"], "synonym 'kit\\ty' holds a control character"),
+])
+def test_bad_labels_are_refused_and_nothing_is_added(ws, args, needle):
+    out = runner.invoke(app, ["labels", "add", *args, "-w", str(ws)], catch_exceptions=False)
+    assert out.exit_code == 2, out.output
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], out.stderr
+    assert labels(ws) == ["Star", "dog"]
+
+
+def test_good_labels_still_pass(ws):
+    out = runner.invoke(app, ["labels", "add", "Star", " dog ", "z" * MAX_LABEL_LENGTH, "Straße ☕ 猫", "-w", str(ws)],
+                        catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    assert labels(ws) == ["Star", "dog", "z" * MAX_LABEL_LENGTH, "Straße ☕ 猫"]
+
+
+def test_vocabulary_refuses_case_duplicates_and_control_characters():
+    with pytest.raises(ConfigError, match="differ only by case"):
+        Vocabulary.create(["Star", "star"])
+    with pytest.raises(ConfigError, match="'a' twice"):
+        Vocabulary.create(["a", "a"])
+    with pytest.raises(ConfigError, match="newline or tab"):
+        Vocabulary.create(["a\nb"])
+    assert Vocabulary.create(["Star", "dog"]).labels == ("Star", "dog")
