@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 from .base import SEALED_CONFIG
+from .decisions import DecisionsMixin, check_threshold
 from .images import ImagesMixin, records_table
 from .joblock import JOB_LOCK_WAIT, JobLock, job_driver, job_lock_path
 from .migrations import apply_migrations, default_schema_dir, load_migrations
@@ -25,12 +26,12 @@ from .vocab import Label, VocabMixin
 logger = logging.getLogger(__name__)
 
 
-class Catalog(ImagesMixin, VocabMixin, RunsMixin):
+class Catalog(ImagesMixin, VocabMixin, RunsMixin, DecisionsMixin):
     """The workspace catalog. Open with ``Catalog.open(path, read_only=False)``; use as a
     context manager or call ``close()``. Writer methods raise CatalogError on a read-only one."""
 
 
 __all__ = [
-    "Catalog", "JOB_LOCK_WAIT", "JobLock", "Label", "Run", "RUN_STATUSES", "SEALED_CONFIG", "apply_migrations",
-    "check_read_only", "default_schema_dir", "job_driver", "job_lock_path", "load_migrations", "records_table",
+    "Catalog", "DecisionsMixin", "JOB_LOCK_WAIT", "JobLock", "Label", "Run", "RUN_STATUSES", "SEALED_CONFIG", "apply_migrations",
+    "check_read_only", "check_threshold", "default_schema_dir", "job_driver", "job_lock_path", "load_migrations", "records_table",
 ]

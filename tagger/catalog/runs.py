@@ -19,6 +19,7 @@ RUN_STATUSES = ("running", "loaded", "current", "failed", "superseded")
 _RUN_COLUMNS = ("run_id", "kind", "status", "started_at", "finished_at", "model_id", "classifier_id",
                 "n_images", "n_tags", "config", "timings", "labels", "error", "pruned_at")
 _REQUIRED_TAG_COLUMNS = ("image_id", "label", "score")
+_TAG_COLUMNS = "run_id, image_id, label, score, rank, positive, confidence"
 
 
 @dataclass(frozen=True)
@@ -93,16 +94,17 @@ class RunsMixin(CatalogBase):
                                "(rank, positive optional)")
         rank = "CAST(rank AS SMALLINT)" if "rank" in cols else "NULL"
         positive = "coalesce(CAST(positive AS BOOLEAN), false)" if "positive" in cols else "false"
+        confidence = "CAST(confidence AS FLOAT)" if "confidence" in cols else "NULL"
         return (f"SELECT CAST(? AS BIGINT) AS run_id, CAST(image_id AS BIGINT) AS image_id, "
                 f"CAST(label AS VARCHAR) AS label, CAST(score AS FLOAT) AS score, {rank} AS rank, "
-                f"{positive} AS positive FROM read_parquet(?, union_by_name = true)")
+                f"{positive} AS positive, {confidence} AS confidence FROM read_parquet(?, union_by_name = true)")
 
     def load_tags(self, run_id: int, parquet_paths: str | os.PathLike | Sequence[str | os.PathLike],
                   *, validate: bool = True) -> int:
         """Replace the run's tags by the rows of ``parquet_paths``, in one transaction.
 
         Files (globs allowed) hold ``image_id, label, score`` and optionally ``rank,
-        positive``; a ``run_id`` column in them is ignored. Rows are stored sorted by
+        positive, confidence``; a ``run_id`` column in them is ignored. Rows are stored sorted by
         (label, score DESC) so that label lookups prune by zone maps, and the run's per-label
         counts go to ``run_label_counts`` (view ``current_label_counts``). With ``validate``, unknown
         image ids and repeated (image_id, label) pairs abort the load. ``n_images`` becomes the
@@ -115,7 +117,7 @@ class RunsMixin(CatalogBase):
         with self._transaction(f"load tags of run {run_id}") as con:
             con.execute("DELETE FROM tags WHERE run_id = ?", [run.run_id])
             if paths:
-                con.execute(f"INSERT INTO tags {self._tag_select(con, paths)} "
+                con.execute(f"INSERT INTO tags ({_TAG_COLUMNS}) {self._tag_select(con, paths)} "
                             "ORDER BY label, score DESC, image_id", [run.run_id, paths])
             n_tags, n_images = con.execute("SELECT count(*), count(DISTINCT image_id) FROM tags "
                                            "WHERE run_id = ?", [run.run_id]).fetchone()

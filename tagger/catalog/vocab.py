@@ -24,6 +24,7 @@ class Label:
     synonyms: list[str]
     added_at: datetime
     retired_at: datetime | None
+    threshold: float | None = None  # pinned by the user; None: fitted per run
 
     @property
     def active(self) -> bool:
@@ -138,9 +139,9 @@ class VocabMixin(CatalogBase):
     def list_labels(self, include_retired: bool = True) -> list[Label]:
         """Every label (or only active ones) with synonyms and dates, by label_id."""
         where = "" if include_retired else " WHERE retired_at IS NULL"
-        rows = self.query("SELECT label_id, name, synonyms, added_at, retired_at FROM labels"
+        rows = self.query("SELECT label_id, name, synonyms, added_at, retired_at, threshold FROM labels"
                           f"{where} ORDER BY label_id")
-        return [Label(int(i), n, list(s or []), a, r) for i, n, s, a, r in rows]
+        return [Label(int(i), n, list(s or []), a, r, t) for i, n, s, a, r, t in rows]
 
     # -- text corpora --------------------------------------------------------------------------
     def add_corpus(self, corpus_id: str, n_sentences: int, *, labels: Sequence[str] | None = None,
