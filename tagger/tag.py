@@ -1,9 +1,14 @@
 """Tag stage: stored embeddings (global + PQ patch codes) -> CoMC scores -> top-k + positive tags.
 
 No image is decoded: each shard's global embeddings come from its shard file and its patch
-embeddings from the PQ patch store. Each shard's tags are written as one Parquet file, atomically,
-so a rerun of a killed run skips what is done. The driver loads all files into DuckDB in one
-transaction and only then switches ``current_tags`` to the run.
+embeddings from the PQ patch store. Before tagging, the driver scores a calibration sample (the
+first ``calibration_images`` images in shard order, so a rerun sees the same sample), z-scores each
+label over it and fits each label's decision there (:mod:`tagger.decisions`): a threshold on the
+stored score and a confidence in [0, 1], with the user's pinned thresholds and labelled set applied.
+The decisions are stored with the run before any tag is written; a resumed run reuses them. Each
+shard's tags are written as one Parquet file, atomically, so a rerun of a killed run skips what is
+done. The driver loads all files into DuckDB in one transaction and only then switches
+``current_tags`` to the run.
 """
 from __future__ import annotations
 
@@ -17,22 +22,34 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .calibration import LABELLED_MIN_IMAGES, DecisionInputs, decision_inputs, decision_rows, decisions_from_rows
+from .decisions import DecisionConfig, Decisions, fit_decisions, fit_from_labels
+from .errors import ConfigError
 from .zeroshot import standardize
 
 logger = logging.getLogger(__name__)
+DECISION_RULES = ("mixture", "standardized")
 
 
 @dataclass(frozen=True)
 class TagConfig:
-    """What a run keeps: the top-k labels per image plus every label over the threshold."""
+    """What a run keeps: the top-k labels per image plus every positive, and how positives are decided."""
 
     top_k: int = 5
-    threshold: float = 1.0  # on the per-image standardised calibrated score (~3.5-4 labels per toy image)
+    decision: str = "mixture"  # per-label mixture fit | "standardized": the per-image z-score rule below
+    threshold: float = 1.0  # "standardized" only: on the per-image standardised calibrated score
+    decisions: DecisionConfig = DecisionConfig()  # "mixture" only: how each label's threshold is fitted
     calibrate: bool = True  # z-score each label over a sample of the corpus, so every label can rank
-    calibration_images: int = 4096  # images (whole shards, in shard order) behind the label statistics
+    calibration_images: int = 4096  # the first images in shard order: label statistics and decision fit
     patch_source: str = "pq"  # "pq" (compressed store) | "raw" (fp16 patches in the shards)
     concurrency: int = 1
     num_gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.decision not in DECISION_RULES:
+            raise ConfigError(f"decision must be one of {DECISION_RULES}, got {self.decision!r}")
+        if self.calibration_images < 1:
+            raise ConfigError(f"calibration_images must be >= 1, got {self.calibration_images}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,18 +62,32 @@ def label_statistics(scores: np.ndarray) -> tuple[list[float], list[float]]:
 
 
 def positive_mask(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Positive tags: the per-image standardised score reaches ``threshold``."""
+    """Positive tags by the "standardized" rule: the per-image standardised score reaches ``threshold``."""
     return standardize(scores) >= threshold
 
 
-def tag_rows(image_ids: np.ndarray, scores: np.ndarray, labels: list[str], cfg: TagConfig) -> pa.Table:
-    """Long-format tags of a score matrix: top-k per image plus every positive."""
+def apply_statistics(scores: np.ndarray, stats: tuple[list[float], list[float]] | None) -> np.ndarray:
+    """Scores z-scored per label with a run's statistics (unchanged without)."""
+    if stats is None:
+        return np.asarray(scores, np.float32)
+    mean, std = (np.asarray(v, np.float32) for v in stats)
+    return (np.asarray(scores, np.float32) - mean) / std
+
+
+def tag_rows(image_ids: np.ndarray, scores: np.ndarray, labels: list[str], cfg: TagConfig,
+             decisions: Decisions | None = None) -> pa.Table:
+    """Long-format tags of a score matrix: top-k per image plus every positive. With ``decisions``
+    each label's own threshold decides and every row carries its confidence; without, the
+    per-image standardised rule decides and confidence is null."""
     k = min(cfg.top_k, scores.shape[1])
     order = np.argsort(-scores, axis=1, kind="stable")
     rank = np.empty_like(order)
     rows_idx = np.arange(scores.shape[0])[:, None]
     rank[rows_idx, order] = np.arange(scores.shape[1])[None, :]
-    positive = positive_mask(scores, cfg.threshold)  # per-image calibrated, whatever the ranking scores
+    if decisions is not None:
+        positive, conf = decisions.positive(scores), decisions.confidence(scores)
+    else:
+        positive, conf = positive_mask(scores, cfg.threshold), None
     keep = (rank < k) | positive
     r, c = np.nonzero(keep)
     return pa.table({
@@ -65,7 +96,23 @@ def tag_rows(image_ids: np.ndarray, scores: np.ndarray, labels: list[str], cfg: 
         "score": pa.array(scores[r, c].astype(np.float32)),
         "rank": pa.array((rank[r, c] + 1).astype(np.int16)),
         "positive": pa.array(positive[r, c]),
+        "confidence": pa.array(conf[r, c], pa.float32()) if conf is not None else pa.nulls(len(r), pa.float32()),
     })
+
+
+def fit_run_decisions(sample: np.ndarray, labels: list[str], cfg: TagConfig, inputs: DecisionInputs,
+                      labelled: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Decisions, set[str]]:
+    """Each label's decision on the (calibrated) corpus sample, pins applied, labels with enough
+    labelled images re-fitted from them (``labelled``: their scores and multi-hot truth). Returns the
+    decisions in their stored precision and the labels the labelled set re-fitted."""
+    d = fit_decisions(sample, labels, cfg.decisions, overrides=inputs.pinned)
+    refit: set[str] = set()
+    if labelled is not None and len(labelled[0]):
+        s, y = labelled
+        d = fit_from_labels(d, s, y, corpus_scores=sample, min_images=LABELLED_MIN_IMAGES)
+        enough = (y.sum(0) >= LABELLED_MIN_IMAGES) & ((~y).sum(0) >= LABELLED_MIN_IMAGES)
+        refit = {labels[j] for j in np.flatnonzero(enough)}
+    return Decisions.from_dict(d.to_dict()), refit
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
@@ -98,29 +145,46 @@ class ShardScorer:
             p = np.asarray(shard.patches, np.float32)
         return self.model.scores(g, p)
 
-    def label_stats(self, shards: list[str]) -> tuple[list[float], list[float]]:
-        """Per-label mean and std of the scores over the first shards (deterministic for a shard list)."""
+    def calibration_sample(self, shards: list[str]) -> np.ndarray:
+        """Raw scores of the first ``calibration_images`` images in shard-name order (deterministic
+        for a shard list, so a rerun fits the same statistics and decisions)."""
         parts, n = [], 0
         for name in sorted(shards):
             if n >= self.cfg.calibration_images:
                 break
-            parts.append(self.scores(self.load(name)))
+            parts.append(self.scores(self.load(name))[: self.cfg.calibration_images - n])
             n += len(parts[-1])
-        return label_statistics(np.concatenate(parts))
+        return np.concatenate(parts)
+
+    def label_stats(self, shards: list[str]) -> tuple[list[float], list[float]]:
+        """Per-label mean and std of the scores of the calibration sample."""
+        return label_statistics(self.calibration_sample(shards))
+
+    def scores_of(self, by_shard: dict[str, list[int]]) -> tuple[list[int], np.ndarray]:
+        """Raw scores of some images, given the shard holding each: (image ids, scores) by shard name."""
+        ids, parts = [], []
+        for name in sorted(by_shard):
+            shard = self.load(name)
+            where = {int(i): k for k, i in enumerate(np.asarray(shard.ids))}
+            rows = [where[i] for i in by_shard[name] if i in where]
+            if rows:
+                ids += [int(np.asarray(shard.ids)[k]) for k in rows]
+                parts.append(self.scores(shard)[rows])
+        n_labels = len(self.model.labels)
+        return ids, np.concatenate(parts) if parts else np.zeros((0, n_labels), np.float32)
 
 
 class TagShards(ShardScorer):
     """Actor stage: rows are shard names; writes ``tags-<shard>.parquet`` for each into the run dir."""
 
     def __init__(self, root: str, model_id: str, classifier_dir: str, run_dir: str, cfg: TagConfig,
-                 stats: tuple[list[float], list[float]] | None = None) -> None:
+                 stats: tuple[list[float], list[float]] | None = None, decisions: Decisions | None = None) -> None:
         super().__init__(root, model_id, classifier_dir, cfg)
         self.run_dir = Path(run_dir)
-        self.mean, self.std = (np.asarray(v, np.float32) for v in stats) if stats else (None, None)
+        self.stats, self.decisions = stats, decisions
 
     def calibrated(self, shard) -> np.ndarray:
-        s = self.scores(shard)
-        return s if self.mean is None else (s - self.mean) / self.std
+        return apply_statistics(self.scores(shard), self.stats)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n_tags = []
@@ -130,7 +194,7 @@ class TagShards(ShardScorer):
                 n_tags.append(pq.ParquetFile(out).metadata.num_rows)
                 continue
             shard = self.load(name)
-            table = tag_rows(shard.ids, self.calibrated(shard), self.model.labels, self.cfg)
+            table = tag_rows(shard.ids, self.calibrated(shard), self.model.labels, self.cfg, self.decisions)
             write_parquet_atomic(table, out)
             n_tags.append(table.num_rows)
         return {"shard": batch["shard"], "n_tags": np.asarray(n_tags, np.int64)}
@@ -142,28 +206,81 @@ def _shards_key(shards: list[str]) -> str:
 
 
 def _resume_or_start(cat, model_id: str, classifier_id: str, labels: list[str], cfg: TagConfig,
-                     shards_key: str) -> tuple[int, str]:
+                     shards_key: str, inputs_key: dict[str, Any] | None) -> tuple[int, str]:
     """Resume the newest run with the same inputs (unfinished, or loaded but not yet superseded);
-    otherwise start a new one. Returns (run_id, status)."""
+    otherwise start a new one. Pins and the labelled set are inputs too. Returns (run_id, status)."""
+    config = {"tag": cfg.to_dict(), "shards": shards_key, "decision_inputs": inputs_key}
     for run in reversed(cat.runs(kind="tag")):
         same = run.model_id == model_id and run.classifier_id == classifier_id \
-            and (run.config or {}).get("tag") == cfg.to_dict() and (run.config or {}).get("shards") == shards_key
+            and all((run.config or {}).get(k) == v for k, v in config.items())
         if same and run.status in ("running", "loaded", "current"):
             return run.run_id, run.status
         if same:
             break
-    run_id = cat.start_run("tag", model_id=model_id, classifier_id=classifier_id, labels=labels,
-                           config={"tag": cfg.to_dict(), "shards": shards_key})
-    return run_id, "running"
+    return cat.start_run("tag", model_id=model_id, classifier_id=classifier_id, labels=labels, config=config), \
+        "running"
+
+
+def _labelled_scores(cat, scorer: ShardScorer, model_id: str, inputs: DecisionInputs, labels: list[str],
+                     stats) -> tuple[np.ndarray, np.ndarray] | None:
+    """Calibrated scores and truth of the labelled images encoded with ``model_id`` (None if none)."""
+    if not inputs.labelled:
+        return None
+    by_shard: dict[str, list[int]] = {}
+    for image_id, shard in cat.query("SELECT image_id, shard FROM encodings WHERE model_id = ? AND "
+                                     "image_id IN (SELECT unnest(?)) ORDER BY image_id",
+                                     [model_id, sorted(inputs.labelled)]):
+        by_shard.setdefault(str(shard), []).append(int(image_id))
+    ids, scores = scorer.scores_of(by_shard)
+    logger.info("calibrating from %d labelled images", len(ids))
+    return apply_statistics(scores, stats), inputs.truth(ids, labels)
+
+
+def _decide(cat, run_id: int, scorer: ShardScorer | None, model_id: str, shards: list[str], labels: list[str],
+            inputs: DecisionInputs | None) -> tuple[Any, Decisions | None]:
+    """The run's label statistics and decisions (None: the standardized rule). Decisions stored
+    with the run are reused, so a resumed run decides exactly as it started."""
+    if scorer is None or (inputs is None and not scorer.cfg.calibrate):
+        return None, None
+    cfg = scorer.cfg
+    sample = scorer.calibration_sample(shards)
+    stats = label_statistics(sample) if cfg.calibrate else None
+    if inputs is None:
+        return stats, None
+    stored = cat.run_thresholds(run_id)
+    if stored and {r["label"] for r in stored} == set(labels):
+        return stats, decisions_from_rows(stored, labels, cfg.decisions.cutoff)
+    d, refit = fit_run_decisions(apply_statistics(sample, stats), labels, cfg, inputs,
+                                 _labelled_scores(cat, scorer, model_id, inputs, labels, stats))
+    cat.save_run_thresholds(run_id, decision_rows(d, refit))
+    return stats, d
+
+
+def _tag_all(root: str, model_id: str, clf_path: str, run_dir: Path, cfg: TagConfig, shards: list[str],
+             stats, decisions: Decisions | None, crash_after: int | None) -> None:
+    """Write every shard's tag file with Ray actors (files already written are kept)."""
+    from .raycluster import ray_session
+    with ray_session() as ray:
+        ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=max(1, len(shards)))
+        ds = ds.map_batches(TagShards, fn_constructor_args=(root, model_id, clf_path, str(run_dir), cfg, stats,
+                                                            decisions),
+                            batch_size=1, concurrency=cfg.concurrency, num_gpus=cfg.num_gpus)
+        for k, _ in enumerate(ds.iter_rows()):
+            if crash_after is not None and k + 1 >= crash_after:
+                os._exit(17)
 
 
 def run_tag(workspace, model_id: str, cfg: TagConfig | None = None, classifier_id: str | None = None,
-            *, make_current: bool = True, crash_after: int | None = None) -> dict[str, Any]:
-    """Tag every encoded image of ``model_id`` into a new run, load it, and make it current."""
+            *, make_current: bool = True, crash_after: int | None = None,
+            calibrate_with: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Tag every encoded image of ``model_id`` into a new run, load it, and make it current.
+
+    ``calibrate_with`` (a CSV or Parquet file of image URI -> labels) first replaces the catalog's
+    labelled set, which this and every later run calibrates from."""
     import time
 
+    from .calibration import record_labelled_set
     from .catalog import Catalog
-    from .raycluster import ray_session
     from .store import list_done_shards
     from .textjob import latest_classifier
 
@@ -172,25 +289,23 @@ def run_tag(workspace, model_id: str, cfg: TagConfig | None = None, classifier_i
     root = str(workspace.root)
     with Catalog.for_job(workspace.catalog, "tag") as cat:
         clf = cat.get_classifier(classifier_id) if classifier_id else latest_classifier(cat, model_id)
+        labels = list(clf["labels"])
+        report = record_labelled_set(cat, calibrate_with, model_id, labels) if calibrate_with else None
         shards = list_done_shards(root, model_id)
-        run_id, status = _resume_or_start(cat, model_id, clf["classifier_id"], list(clf["labels"]), cfg,
-                                          _shards_key(shards))
+        inputs = decision_inputs(cat, labels) if cfg.decision == "mixture" else None
+        run_id, status = _resume_or_start(cat, model_id, clf["classifier_id"], labels, cfg, _shards_key(shards),
+                                          inputs.key() if inputs else None)
+        extra = {"calibration": report} if report else {}
         if status != "running":  # already tagged and loaded by an earlier (interrupted) call
             if make_current and status == "loaded":
                 cat.set_current(run_id)
             run = cat.get_run(run_id)
-            return {"run_id": run_id, "n_tags": run.n_tags, "n_images": run.n_images, "tag_s": 0.0}
+            return {"run_id": run_id, "n_tags": run.n_tags, "n_images": run.n_images, "tag_s": 0.0, **extra}
         run_dir = workspace.run_dir(str(run_id))
         run_dir.mkdir(parents=True, exist_ok=True)
-        stats = ShardScorer(root, model_id, clf["path"], cfg).label_stats(shards) if cfg.calibrate and shards \
-            else None
-        with ray_session() as ray:
-            ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=max(1, len(shards)))
-            ds = ds.map_batches(TagShards, fn_constructor_args=(root, model_id, clf["path"], str(run_dir), cfg, stats),
-                                batch_size=1, concurrency=cfg.concurrency, num_gpus=cfg.num_gpus)
-            for k, _ in enumerate(ds.iter_rows()):
-                if crash_after is not None and k + 1 >= crash_after:
-                    os._exit(17)
+        scorer = ShardScorer(root, model_id, clf["path"], cfg) if shards else None
+        stats, decisions = _decide(cat, run_id, scorer, model_id, shards, labels, inputs)
+        _tag_all(root, model_id, clf["path"], run_dir, cfg, shards, stats, decisions, crash_after)
         t_tag = time.time() - t0
         paths = [run_dir / f"tags-{s}.parquet" for s in shards]
         n = cat.load_tags(run_id, paths) if paths else 0
@@ -199,4 +314,6 @@ def run_tag(workspace, model_id: str, cfg: TagConfig | None = None, classifier_i
                                                           "total_s": round(time.time() - t0, 2)})
         if make_current:
             cat.set_current(run_id)
-    return {"run_id": run_id, "n_tags": n, "n_images": n_images, "tag_s": round(t_tag, 2)}
+    n_pos = int(decisions.present.sum()) if decisions is not None else None
+    return {"run_id": run_id, "n_tags": n, "n_images": n_images, "tag_s": round(t_tag, 2),
+            "decision": cfg.decision, "labels_present": n_pos, **extra}

@@ -1,0 +1,141 @@
+"""What a tag run's decisions take besides the corpus: thresholds pinned on labels, and a small
+labelled set (image URI -> labels, read from a CSV or Parquet file) kept in the catalog so that
+every later run, the nightly one included, calibrates from it."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .decisions import Decisions
+
+logger = logging.getLogger(__name__)
+
+#: A label is re-fitted from the labelled set when it has this many labelled positives and negatives.
+LABELLED_MIN_IMAGES = 2
+_SPLIT = re.compile(r"[;|]")
+
+
+def _config_error(msg: str) -> Exception:
+    from .errors import ConfigError
+    return ConfigError(msg)
+
+
+def _read_table(path: Path):
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pq.read_table(path)
+        return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+            column_types={"uri": pa.string(), "label": pa.string(), "labels": pa.string()}))
+    except (OSError, pa.ArrowInvalid) as e:
+        raise _config_error(f"cannot read labelled file {path}: {e}") from e
+
+
+def read_labelled_file(path: str | os.PathLike) -> dict[str, list[str]]:
+    """Image URI -> labels from a CSV or Parquet file with a ``uri`` column and either ``label``
+    (one row per image and label; an empty label lists an image showing none) or ``labels`` (a list,
+    or names separated by ``;`` or ``|``). ConfigError when the file or its columns are wrong."""
+    p = Path(path)
+    if not p.is_file():
+        raise _config_error(f"labelled file {p} not found")
+    table = _read_table(p)
+    cols = {c.lower(): c for c in table.column_names}
+    if "uri" not in cols or not ({"label", "labels"} & set(cols)):
+        raise _config_error(f"labelled file {p} needs a 'uri' column and a 'label' or 'labels' column, "
+                            f"has {table.column_names}")
+    uris = table.column(cols["uri"]).to_pylist()
+    raw = table.column(cols.get("label") or cols["labels"]).to_pylist()
+    out: dict[str, set[str]] = {}
+    for uri, value in zip(uris, raw):
+        if not uri or not str(uri).strip():
+            continue
+        names = value if isinstance(value, list) else _SPLIT.split(value or "")
+        out.setdefault(str(uri).strip(), set()).update(str(n).strip() for n in names if n and str(n).strip())
+    if not out:
+        raise _config_error(f"labelled file {p} lists no image")
+    return {u: sorted(v) for u, v in out.items()}
+
+
+def record_labelled_set(cat, path: str | os.PathLike, model_id: str, vocabulary: list[str]) -> dict[str, Any]:
+    """Read a labelled file and make its encoded images the catalog's calibration set (replacing the
+    previous one). Labels outside ``vocabulary`` are refused; URIs not in the catalog or not encoded
+    with ``model_id`` are reported (and skipped). Returns a report."""
+    labelled = read_labelled_file(path)
+    unknown = sorted({n for v in labelled.values() for n in v} - set(vocabulary))
+    if unknown:
+        raise _config_error(f"labelled file {path} names label(s) not in the vocabulary: {unknown}")
+    variants = {u: {u, os.path.abspath(os.path.expanduser(u))} for u in labelled}
+    known = dict(cat.query("SELECT uri, image_id FROM images WHERE uri IN (SELECT unnest(?))",
+                           [sorted({v for vs in variants.values() for v in vs})]))
+    ids = {u: next((known[v] for v in sorted(vs) if v in known), None) for u, vs in variants.items()}
+    encoded = {int(r[0]) for r in cat.query(
+        "SELECT image_id FROM encodings WHERE model_id = ? AND image_id IN (SELECT unnest(?))",
+        [model_id, [i for i in ids.values() if i is not None]])}
+    unknown_uris = sorted(u for u, i in ids.items() if i is None)
+    not_encoded = sorted(u for u, i in ids.items() if i is not None and i not in encoded)
+    keep = {int(ids[u]): labelled[u] for u in labelled if ids[u] in encoded}
+    if unknown_uris:
+        logger.warning("%d URI(s) of %s are not in the catalog, e.g. %s", len(unknown_uris), path, unknown_uris[0])
+    if not keep:
+        raise _config_error(f"no image of {path} is in the catalog and encoded with {model_id} "
+                            f"({len(unknown_uris)} unknown URI(s), {len(not_encoded)} not encoded)")
+    cat.set_calibration_images(keep)
+    return {"file": str(path), "images": len(keep), "unknown_uris": unknown_uris, "not_encoded": not_encoded}
+
+
+@dataclass(frozen=True)
+class DecisionInputs:
+    """The user's part of a run's decisions: pinned thresholds and the labelled set."""
+
+    pinned: dict[str, float]
+    labelled: dict[int, list[str]]
+
+    def key(self) -> dict[str, Any]:
+        """What identifies these inputs in a run's config (a changed pin or set makes a new run)."""
+        digest = hashlib.sha256(json.dumps(sorted(self.labelled.items())).encode()).hexdigest()[:16]
+        return {"pinned": dict(sorted(self.pinned.items())), "labelled": f"{len(self.labelled)}:{digest}"}
+
+    def truth(self, image_ids: list[int], labels: list[str]) -> np.ndarray:
+        """Multi-hot ``(len(image_ids), len(labels))`` of the labelled images."""
+        col = {n: j for j, n in enumerate(labels)}
+        y = np.zeros((len(image_ids), len(labels)), bool)
+        for i, image_id in enumerate(image_ids):
+            y[i, [col[n] for n in self.labelled[image_id] if n in col]] = True
+        return y
+
+
+def decision_inputs(cat, labels: list[str]) -> DecisionInputs:
+    """The pins of ``labels`` and the labelled set, as stored in the catalog."""
+    pins = {k: v for k, v in cat.pinned_thresholds().items() if k in set(labels)}
+    return DecisionInputs(pins, cat.calibration_images())
+
+
+def decision_rows(d: Decisions, labelled: set[str]) -> list[dict[str, Any]]:
+    """One ``run_thresholds`` row per label (``+inf`` -- never positive -- stored as NULL)."""
+    t = d.thresholds()
+    rows = []
+    for j, name in enumerate(d.labels):
+        source = "pinned" if name in d.overrides else "labelled" if name in labelled else "fit"
+        rows.append({"label": name, "threshold": None if t[j] == np.inf else float(t[j]),
+                     "present": bool(d.present[j]), "source": source,
+                     **{k: float(getattr(d, k)[j]) for k in ("mu0", "sd0", "mu1", "sd1", "prior")}})
+    return rows
+
+
+def decisions_from_rows(rows: list[dict[str, Any]], labels: list[str], cutoff: float) -> Decisions:
+    """Rebuild a run's Decisions from its stored rows (a resumed run decides as it started)."""
+    by = {r["label"]: r for r in rows}
+    arr = {k: np.asarray([by[n][k] for n in labels], np.float64) for k in ("mu0", "sd0", "mu1", "sd1", "prior")}
+    pins = {n: float(by[n]["threshold"]) for n in labels if by[n]["source"] == "pinned"}
+    return Decisions(list(labels), present=np.asarray([by[n]["present"] for n in labels], bool), cutoff=cutoff,
+                     overrides=pins, **arr)
