@@ -23,6 +23,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained", default=None, help="hub tag or local checkpoint path")
 
 
+def add_decision_args(p: argparse.ArgumentParser) -> None:
+    """Options of every job that tags: how positives are decided, and a labelled set."""
+    from tagger.tag import DECISION_RULES, TagConfig
+    p.add_argument("--decision", choices=DECISION_RULES, default=TagConfig.decision,
+                   help="mixture: per-label thresholds fitted on the corpus; standardized: per-image z-score rule")
+    p.add_argument("--calibrate-with", default=None, metavar="FILE",
+                   help="CSV or Parquet of image URI -> labels: the labelled set later runs calibrate from")
+
+
 def run(main: Callable[[argparse.Namespace, Workspace], dict[str, Any]], args: argparse.Namespace) -> None:
     """Configure logging, run ``main``, print its summary as one JSON line; errors become exit 2."""
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -4,9 +4,10 @@
 """
 from __future__ import annotations
 
-from jobs.common import add_model_args, parser, run
+from jobs.common import add_decision_args, add_model_args, parser, run
 from tagger.encode import EncodeConfig
 from tagger.nightly import CRASH_POINTS, NightlyConfig, run_nightly
+from tagger.tag import TagConfig
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,6 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-missing", type=float, default=NightlyConfig.max_missing,
                    help="label sets allowed without a sentence: a fraction below 1, or a count")
     p.add_argument("--partition-size", type=int, default=256)
+    add_decision_args(p)
     p.add_argument("--crash-at", choices=CRASH_POINTS, default=None,
                    help="testing: die inside a long stage (STAGE:mid) or right after a stage")
     args = p.parse_args(argv)
@@ -25,8 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     def go(a, ws):
         model, pretrained = ws.model(a.model, a.pretrained)
         enc = EncodeConfig(model=model, pretrained=pretrained, partition_size=a.partition_size, num_gpus=None)
-        cfg = NightlyConfig(n_sentences=a.n_sentences, keep_runs=a.keep_runs, max_missing=a.max_missing)
-        return run_nightly(ws, a.source, enc, cfg, crash_at=a.crash_at)
+        cfg = NightlyConfig(n_sentences=a.n_sentences, keep_runs=a.keep_runs, max_missing=a.max_missing,
+                            tag=TagConfig(decision=a.decision))
+        return run_nightly(ws, a.source, enc, cfg, crash_at=a.crash_at, calibrate_with=a.calibrate_with)
     run(go, args)
 
 

@@ -1,12 +1,12 @@
 """Tag every encoded image from stored embeddings into a new run and make it current.
 
-    python -m jobs.tag --workspace WS [--top-k 5] [--threshold 1.0] [--no-calibrate]
+    python -m jobs.tag --workspace WS [--top-k 5] [--decision mixture|standardized] [--calibrate-with FILE]
 """
 from __future__ import annotations
 
 import argparse
 
-from jobs.common import add_model_args, parser, run
+from jobs.common import add_decision_args, add_model_args, parser, run
 from tagger.models.loader import model_id_for
 from tagger.tag import TagConfig, run_tag
 
@@ -16,7 +16,9 @@ def main(argv: list[str] | None = None) -> None:
     add_model_args(p)
     p.add_argument("--classifier-id", default=None, help="default: the newest for the model")
     p.add_argument("--top-k", type=int, default=TagConfig.top_k)
-    p.add_argument("--threshold", type=float, default=TagConfig.threshold)
+    add_decision_args(p)
+    p.add_argument("--threshold", type=float, default=TagConfig.threshold,
+                   help="--decision standardized: the per-image z-score a positive reaches")
     p.add_argument("--no-calibrate", action="store_true", help="keep raw scores (no per-label z-score)")
     p.add_argument("--patch-source", choices=["pq", "raw"], default="pq")
     p.add_argument("--concurrency", type=int, default=1)
@@ -26,10 +28,10 @@ def main(argv: list[str] | None = None) -> None:
 
     def go(a, ws):
         model, pretrained = ws.model(a.model, a.pretrained)
-        cfg = TagConfig(top_k=a.top_k, threshold=a.threshold, patch_source=a.patch_source, concurrency=a.concurrency,
-                        calibrate=not a.no_calibrate)
+        cfg = TagConfig(top_k=a.top_k, decision=a.decision, threshold=a.threshold, patch_source=a.patch_source,
+                        concurrency=a.concurrency, calibrate=not a.no_calibrate)
         return run_tag(ws, model_id_for(model, pretrained), cfg, a.classifier_id, make_current=not a.no_current,
-                       crash_after=a.crash_after)
+                       crash_after=a.crash_after, calibrate_with=a.calibrate_with)
     run(go, args)
 
 

@@ -15,8 +15,9 @@ import typer
 
 from .cli_catalog import labels_app, runs_app, sql_cmd
 from .cli_common import (
-    DEFAULT_WORKSPACE, JOB_WAIT, JsonOpt, ModelOpt, PretrainedOpt, WaitOpt, WorkspaceOpt, emit_rows, fail,
-    job_scope, output_format, print_summary, reported, workspace_at,
+    DEFAULT_WORKSPACE, JOB_WAIT, CalibrateWithOpt, DecisionOpt, DecisionRule, JsonOpt, ModelOpt, PretrainedOpt,
+    WaitOpt, WorkspaceOpt, emit_rows, fail, job_scope, output_format, print_summary, report_calibration, reported,
+    workspace_at,
 )
 from .cli_common import finite
 from .errors import ConfigError, TaggerError
@@ -141,8 +142,10 @@ def tag(
     pretrained: PretrainedOpt = None,
     classifier_id: Annotated[Optional[str], typer.Option(help="classifier to use (default: the newest)")] = None,
     top_k: Annotated[int, typer.Option(min=1, help="labels kept per image")] = 5,
+    decision: DecisionOpt = DecisionRule.MIXTURE,
     threshold: Annotated[float, typer.Option(callback=finite,
-        help="positive when the per-image standardised calibrated score reaches this")] = 1.0,
+        help="--decision standardized: positive when the per-image standardised score reaches this")] = 1.0,
+    calibrate_with: CalibrateWithOpt = None,
     no_calibrate: Annotated[bool, typer.Option(
         "--no-calibrate", help="keep raw scores (no per-label z-score over a corpus sample)")] = False,
     patch_source: Annotated[PatchSource, typer.Option(
@@ -159,10 +162,12 @@ def tag(
         ws = workspace_at(workspace)
         name, weights = ws.model(model, pretrained)
         _check_tag_inputs(ws, name, weights, classifier_id, wait)
-        cfg = TagConfig(top_k=top_k, threshold=threshold, patch_source=patch_source.value,
+        cfg = TagConfig(top_k=top_k, decision=decision.value, threshold=threshold, patch_source=patch_source.value,
                         concurrency=concurrency, calibrate=not no_calibrate)
         with job_scope(ws, "tag", wait):
-            summary = run_tag(ws, model_id_for(name, weights), cfg, classifier_id, make_current=not no_current)
+            summary = run_tag(ws, model_id_for(name, weights), cfg, classifier_id, make_current=not no_current,
+                              calibrate_with=calibrate_with)
+    report_calibration(summary)
     print_summary(f"run {summary['run_id']}", summary, as_json)
 
 
@@ -177,19 +182,24 @@ def nightly(
     keep_runs: Annotated[int, typer.Option(min=1, help="tag runs kept (retention)")] = 5,
     max_missing: Annotated[float, typer.Option(min=0, callback=finite, help=(
         "label sets allowed to end without a sentence (a fraction below 1, or a count); see generate-text"))] = 0,
+    decision: DecisionOpt = DecisionRule.MIXTURE,
+    calibrate_with: CalibrateWithOpt = None,
     wait: WaitOpt = JOB_WAIT,
     as_json: JsonOpt = False,
 ) -> None:
     """Encode new images, follow label changes, retrain, re-tag everything, switch current_tags."""
     from .encode import EncodeConfig
     from .nightly import NightlyConfig, run_nightly
+    from .tag import TagConfig
     with reported():
         ws = workspace_at(workspace)
         name, weights = ws.model(model, pretrained)
         with job_scope(ws, "nightly", wait):
             summary = run_nightly(ws, source, EncodeConfig(model=name, pretrained=weights, num_gpus=None),
                                   NightlyConfig(n_sentences=n_sentences, keep_runs=keep_runs,
-                                                max_missing=max_missing))
+                                                max_missing=max_missing, tag=TagConfig(decision=decision.value)),
+                                  calibrate_with=calibrate_with)
+    report_calibration(summary)
     print_summary(f"nightly run {summary['run_id']}", summary, as_json)
 
 

@@ -1,6 +1,7 @@
 """Catalog commands: read-only SQL, the label vocabulary (``labels``) and tagging runs (``runs``)."""
 from __future__ import annotations
 
+import math
 from typing import Annotated, Optional
 
 import typer
@@ -95,10 +96,46 @@ def labels_list(
     """List the active labels (--all: retired ones too) with their synonyms."""
     with reported(), open_catalog(workspace, read_only=True, wait=wait) as cat:
         labels = cat.list_labels(include_retired=include_all)
-    rows = [(lab.label_id, lab.name, lab.synonyms, "active" if lab.active else "retired", lab.added_at,
-             lab.retired_at) for lab in labels]
-    emit_rows(("label_id", "name", "synonyms", "status", "added_at", "retired_at"), rows,
-              output_format(as_json), title=f"{len(rows)} label(s)")
+    fmt = output_format(as_json)
+    pins = fmt != "table" or any(lab.threshold is not None for lab in labels)  # the table shows pins when any
+    rows = [(lab.label_id, lab.name, lab.synonyms, "active" if lab.active else "retired",
+             *((lab.threshold,) if pins else ()), lab.added_at, lab.retired_at) for lab in labels]
+    cols = ("label_id", "name", "synonyms", "status", *(("threshold",) if pins else ()), "added_at", "retired_at")
+    emit_rows(cols, rows, fmt, title=f"{len(rows)} label(s)")
+
+
+def _threshold_value(text: str | None, clear: bool) -> float | None:
+    """``--threshold X`` / ``--threshold none`` / ``--clear`` -> a finite threshold or None (unpin)."""
+    if clear == (text is not None):
+        fail("give either --threshold X (none unpins) or --clear")
+    if clear or text.strip().lower() in ("none", "null", ""):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        fail(f"--threshold expects a number or none, got {text!r}")
+    if not math.isfinite(value):
+        fail(f"--threshold must be a finite number, got {text!r}")
+    return value
+
+
+@labels_app.command("set")
+def labels_set(
+    name: Annotated[str, typer.Argument(help="the label to change")],
+    threshold: Annotated[Optional[str], typer.Option(
+        "--threshold", metavar="X", help="pin the label's threshold on the score column (as `tagger runs show` "
+                                         "lists them); every later tag and nightly run uses it; none unpins")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="unpin: later runs fit the threshold again")] = False,
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    wait: WaitOpt = QUICK_WAIT,
+) -> None:
+    """Pin (or unpin) a label's positive threshold for every later run."""
+    value = _threshold_value(threshold, clear)
+    with reported(), open_catalog(workspace, read_only=False, wait=wait) as cat:
+        before = cat.set_threshold(name, value)
+    was = "unpinned" if before is None else f"{before:g}"
+    now = "unpinned (fitted per run)" if value is None else f"pinned at {value:g}"
+    console.print(f"{name.strip()}: threshold {now} (was {was})", markup=False)
 
 
 @labels_app.command("retire")
@@ -129,6 +166,31 @@ def runs_list(
     cols = ("run_id", "kind", "status", "started_at", "finished_at", "model_id", "classifier_id", "n_images",
             "n_tags", "n_labels")
     emit_rows(cols, rows, output_format(as_json), title=f"{len(rows)} run(s); current: {current or '-'}")
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[Optional[int], typer.Argument(help="the run (default: the current one)")] = None,
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    wait: WaitOpt = QUICK_WAIT,
+    as_json: JsonOpt = False,
+) -> None:
+    """A run's decisions: per label its threshold (on the score column), whether the corpus fit
+    found it present, where the threshold came from (fit, labelled, pinned) and its positives."""
+    with reported(), open_catalog(workspace, read_only=True, wait=wait) as cat:
+        run_id = run_id if run_id is not None else cat.current_run()
+        if run_id is None:
+            fail("no current run: give a RUN_ID")
+        run, rows = cat.get_run(run_id), cat.run_thresholds(run_id)
+    tag_cfg = (run.config or {}).get("tag") or {}
+    rule = tag_cfg.get("decision", "standardized")
+    if rule == "standardized":
+        title = f"run {run_id} ({run.status}): per-image standardised rule, z >= {tag_cfg.get('threshold', 1.0)}"
+    else:
+        n_present = sum(bool(r["present"]) for r in rows)
+        title = f"run {run_id} ({run.status}): per-label thresholds, {n_present} of {len(rows)} labels present"
+    cols = ("label", "threshold", "present", "source", "positives")
+    emit_rows(cols, [tuple(r[c] for c in cols) for r in rows], output_format(as_json), title=title)
 
 
 @runs_app.command("diff")

@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
@@ -33,6 +34,22 @@ ModelOpt = Annotated[Optional[str], typer.Option(help="open_clip model name (def
 PretrainedOpt = Annotated[Optional[str], typer.Option(help="hub tag or local checkpoint path")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 CsvOpt = Annotated[bool, typer.Option("--csv", help="print CSV (with a header row) instead of a table")]
+
+
+class DecisionRule(str, Enum):
+    """How a tag run decides positives (``TagConfig.decision``)."""
+
+    MIXTURE = "mixture"
+    STANDARDIZED = "standardized"
+
+
+DecisionOpt = Annotated[DecisionRule, typer.Option(
+    help="mixture: each label's own threshold, fitted on the corpus's scores (pins and labelled images "
+         "applied); standardized: the per-image z-score reaches --threshold")]
+CalibrateWithOpt = Annotated[Optional[Path], typer.Option(
+    "--calibrate-with", dir_okay=False, metavar="FILE",
+    help="CSV or Parquet of image URIs and their labels (columns uri and label or labels): becomes the "
+         "catalog's labelled set, which this and every later run calibrates thresholds from")]
 
 #: Default ``--wait`` of the quick verbs (sql, runs, labels): rides out a job's short write.
 def finite(value: float | None) -> float | None:
@@ -133,6 +150,17 @@ def emit_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = 
         for row in rows:
             table.add_row(*(_cell(v) for v in row))
         console.print(table)
+
+
+def report_calibration(summary: dict[str, Any]) -> None:
+    """Warn on stderr about the URIs of a ``--calibrate-with`` file that were skipped."""
+    report = summary.get("calibration") or {}
+    for key, what in (("unknown_uris", "not in the catalog"), ("not_encoded", "not encoded")):
+        uris = report.get(key) or []
+        if uris:
+            shown = ", ".join(uris[:5]) + (f" (+{len(uris) - 5} more)" if len(uris) > 5 else "")
+            err_console.print(Text.assemble(("warning:", "yellow"), f" {len(uris)} URI(s) of "
+                                            f"{report.get('file')} {what}, skipped: {shown}"))
 
 
 def print_summary(title: str, summary: dict[str, Any], as_json: bool = False) -> None:

@@ -68,8 +68,9 @@ def _crash(stage: str, crash_at: str | None) -> None:
 
 @job_driver("nightly")
 def run_nightly(workspace, source: str | None, encode_cfg: EncodeConfig, cfg: NightlyConfig | None = None,
-                *, crash_at: str | None = None) -> dict[str, Any]:
-    """Run every stage in order; ``crash_at`` (one of CRASH_POINTS) kills the process there (tests)."""
+                *, crash_at: str | None = None, calibrate_with: str | None = None) -> dict[str, Any]:
+    """Run every stage in order; ``crash_at`` (one of CRASH_POINTS) kills the process there (tests).
+    ``calibrate_with`` replaces the catalog's labelled set before tagging (see ``run_tag``)."""
     from .catalog import Catalog
     from .models.registry import model_id_for
 
@@ -93,7 +94,7 @@ def run_nightly(workspace, source: str | None, encode_cfg: EncodeConfig, cfg: Ni
     t = time.time()
     model_id = model_id_for(encode_cfg.model, encode_cfg.pretrained)
     tag = run_tag(workspace, model_id, cfg.tag, trained["classifier_id"], make_current=False,
-                  crash_after=1 if crash_at == "tag:mid" else None)
+                  crash_after=1 if crash_at == "tag:mid" else None, calibrate_with=calibrate_with)
     timings["tag"] = time.time() - t
     _crash("tag", crash_at)
     with Catalog.for_job(workspace.catalog, "nightly") as cat:
@@ -106,4 +107,5 @@ def run_nightly(workspace, source: str | None, encode_cfg: EncodeConfig, cfg: Ni
     return {"encoded": enc["encoded"], "errors": enc["errors"], "vocabulary": diff,
             "corpus": text["corpus_id"], "text_stats": text["stats"], "classifier": trained["classifier_id"],
             "run_id": tag["run_id"], "previous_run": previous, "pruned": pruned,
-            "timings": {k: round(v, 2) for k, v in timings.items()}}
+            "timings": {k: round(v, 2) for k, v in timings.items()},
+            **({"calibration": tag["calibration"]} if "calibration" in tag else {})}
