@@ -1,27 +1,141 @@
-"""Joining a Ray cluster (or starting a local one) from library code; ray is imported lazily."""
+"""Joining a Ray cluster (or starting a local one) from library code; ray is imported lazily.
+
+A cluster address (``address`` or ``$RAY_ADDRESS``) is probed with a plain TCP connect first,
+bounded by ``$TAGGER_RAY_CONNECT_TIMEOUT`` seconds (default 30), so an unreachable cluster is one
+:class:`~tagger.errors.ClusterError` instead of a long hang; a refused connection (token
+authentication, version mismatch) is one ClusterError too. A local Ray started here removes its
+session folder (logs, sockets, spilled objects under ``$RAY_TMPDIR/ray``) when the call ends,
+unless ``$TAGGER_RAY_KEEP_SESSION`` is set; a cluster's folders are never touched.
+"""
 from __future__ import annotations
 
 import logging
+import math
 import os
+import shutil
+import socket
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
+
+from .errors import ClusterError, ConfigError
 
 logger = logging.getLogger(__name__)
 
+CONNECT_TIMEOUT_ENV = "TAGGER_RAY_CONNECT_TIMEOUT"
+KEEP_SESSION_ENV = "TAGGER_RAY_KEEP_SESSION"
+DEFAULT_CONNECT_TIMEOUT = 30.0
+_LOCAL = ("local", "")
+
+
+def connect_timeout() -> float:
+    """Seconds allowed to reach a cluster address (``$TAGGER_RAY_CONNECT_TIMEOUT``, default 30)."""
+    raw = os.environ.get(CONNECT_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_CONNECT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"${CONNECT_TIMEOUT_ENV} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def host_port(address: str) -> tuple[str, int] | None:
+    """Host and port of a cluster address (``host:port``, ``ray://host[:port]``); None for ``auto``."""
+    addr = address.strip()
+    port = 6379  # the GCS port of ``ray start --head``
+    if addr.lower() == "auto":
+        return None
+    if "://" in addr:
+        scheme, addr = addr.split("://", 1)
+        port = 10001 if scheme.lower() == "ray" else port  # Ray Client's port
+    addr = addr.split("/", 1)[0]
+    host, sep, tail = addr.rpartition(":")
+    if not sep or "]" in tail:  # no port (an IPv6 literal alone ends in "]")
+        host, tail = addr, str(port)
+    try:
+        return host.strip("[]"), int(tail)
+    except ValueError:
+        raise ConfigError(f"Ray address {address!r} has no valid port") from None
+
+
+def probe_cluster(address: str, timeout: float | None = None) -> None:
+    """Raise ClusterError unless a TCP connection to ``address`` opens within ``timeout`` seconds."""
+    target = host_port(address)
+    if target is None:
+        return
+    timeout = connect_timeout() if timeout is None else timeout
+    try:
+        with socket.create_connection(target, timeout=timeout):
+            pass
+    except OSError as e:
+        why = "no answer" if isinstance(e, socket.timeout) else (e.strerror or type(e).__name__)
+        raise ClusterError(
+            f"cannot reach the Ray cluster at {address} within {timeout:g} s ({why}); check $RAY_ADDRESS "
+            f"(unset it to run on a local Ray) or raise ${CONNECT_TIMEOUT_ENV}") from e
+
+
+def _refused(address: str, e: BaseException) -> ClusterError:
+    """One-line ClusterError for an exception ``ray.init`` raised while joining ``address``."""
+    text = " ".join(str(e).split())
+    first = text.split(". ")[0][:300] or type(e).__name__
+    if any(w in text.lower() for w in ("auth", "token", "unauthenticated")):
+        return ClusterError(
+            f"the Ray cluster at {address} refused the connection: it requires token authentication "
+            f"({first}); set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token")
+    return ClusterError(f"cannot connect to the Ray cluster at {address}: {type(e).__name__}: {first}")
+
+
+def _own_session_dir() -> str | None:
+    """The session folder of the local Ray this process started; None when it joined one."""
+    try:
+        from ray._private import worker
+        node = worker._global_node
+        return node.get_session_dir_path() if node is not None and node.head else None
+    except (ImportError, AttributeError):
+        return None
+
+
+def remove_session_dir(path: str) -> None:
+    """Delete a local Ray session folder and the ``session_latest`` link when it points there."""
+    shutil.rmtree(path, ignore_errors=True)
+    latest = os.path.join(os.path.dirname(path), "session_latest")
+    if os.path.islink(latest) and os.path.realpath(latest) == os.path.realpath(path):
+        os.unlink(latest)
+    logger.debug("removed Ray session folder %s", path)
+
+
+def _init(ray: Any, address: str | None, num_cpus: int | None) -> None:
+    if address:
+        probe_cluster(address)
+        kw: dict[str, Any] = {"log_to_driver": False}
+    else:
+        kw = {"log_to_driver": False, "include_dashboard": False}
+        if num_cpus:
+            kw["num_cpus"] = num_cpus
+    try:
+        ray.init(address=address, ignore_reinit_error=True, **kw)
+    except (ConnectionError, TimeoutError, RuntimeError, ray.exceptions.RayError) as e:
+        if not address:
+            raise
+        raise _refused(address, e) from e
+
 
 @contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[object]:
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[Any]:
     """Use the running Ray (inside a job, or ``RAY_ADDRESS``) or start a local one for this call."""
     import ray
 
-    started = False
+    started, session = False, None
     if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS")
-        kw = {"log_to_driver": False, "include_dashboard": False} if not address else {"log_to_driver": False}
-        if not address and num_cpus:
-            kw["num_cpus"] = num_cpus
-        ray.init(address=address, ignore_reinit_error=True, **kw)
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        if address is not None and address.strip().lower() in _LOCAL:
+            address = None
+        _init(ray, address, num_cpus)
         started = True
+        if address is None and not os.environ.get(KEEP_SESSION_ENV):
+            session = _own_session_dir()
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
     try:
@@ -29,6 +143,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     finally:
         if started:
             ray.shutdown()
+            if session:
+                remove_session_dir(session)
 
 
 def gpus_available() -> float:

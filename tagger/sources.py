@@ -258,11 +258,11 @@ def scan_images(source: str | os.PathLike, *, include_hidden: bool = False,
         else:
             raise SourceError(f"image source {src} not found (expected a folder, a glob, "
                               f"a .txt or .parquet manifest, or an image file)")
-    listing = Listing(_table(items), skipped)
-    why = f"; skipped {listing.n_skipped} file(s): {listing.skipped_text()}" if skipped else ""
+    listing = Listing(_table(items), +skipped)  # unary plus drops zero counts
+    why = f"; skipped {listing.n_skipped} file(s): {listing.skipped_text()}" if listing.n_skipped else ""
     if listing.images.num_rows == 0:
         logger.warning("no images in %s%s", src, why)
-    elif skipped:
+    elif listing.n_skipped:
         logger.warning("listed %d images from %s%s", listing.images.num_rows, src, why)
     else:
         logger.info("listed %d images from %s", listing.images.num_rows, src)

@@ -165,3 +165,12 @@ def test_manifest_not_utf8(tmp_path):
     p.write_bytes(b"/photos/a.jpg\n/photos/caf\xe9.jpg\n")
     with pytest.raises(SourceError, match=r"not UTF-8 text \(byte 0xe9 on line 2\)"):
         list_images(p)
+
+
+def test_nothing_skipped_is_reported_as_nothing(tmp_path, caplog):
+    (tmp_path / "imgs" / "sub").mkdir(parents=True)
+    (tmp_path / "imgs" / "sub" / "a.jpg").write_bytes(b"a")
+    with caplog.at_level("INFO", logger="tagger.sources"):
+        listing = scan_images(tmp_path / "imgs")
+    assert listing.n_skipped == 0 and not listing.skipped and listing.skipped_text() == ""
+    assert "file(s)" not in caplog.text and "WARNING" not in caplog.text
