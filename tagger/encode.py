@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .decode import DecodePartitions
-from .errors import ConfigError, SourceError
+from .errors import ConfigError
 from .store.shards import exists_done, shard_name_for, write_shard
 
 logger = logging.getLogger(__name__)
@@ -58,18 +58,17 @@ class EncodeConfig:
 
 
 def register_source(catalog, source: str) -> dict[str, Any]:
-    """Register ``source``'s images; the summary's ``listed``/``skipped`` counts. A source with no
-    image at all is a SourceError that says what was passed over."""
+    """Register ``source``'s images; the summary's ``listed``/``skipped`` counts (and why), plus a
+    ``warning`` when the source holds no image at all (logged too)."""
     from .sources import IMAGE_EXTENSIONS, scan_images
     listing = scan_images(source)
-    if listing.images.num_rows == 0:
-        why = f": skipped {listing.n_skipped} file(s), {listing.skipped_text()}" if listing.n_skipped else ""
-        exts = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
-        raise SourceError(f"no images in {source}{why} (image extensions: {exts})")
     catalog.register_images(listing.images)
     out: dict[str, Any] = {"listed": listing.images.num_rows, "skipped": listing.n_skipped}
     if listing.n_skipped:
         out["skipped_why"] = listing.skipped_text()
+    if listing.images.num_rows == 0:
+        exts = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+        out["warning"] = f"no images in {source} (image extensions: {exts})"
     return out
 
 

@@ -3,6 +3,7 @@ garbage checkpoint on the tag path (CLI and job entry point), a manifest that is
 unknown --classifier-id, a workspace the user cannot write, and non-finite float options."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -111,16 +112,26 @@ def test_encode_on_a_read_only_workspace():
         shutil.rmtree(top)
 
 
-def test_encode_of_an_empty_source_says_so(tmp_path):
+def test_encode_of_an_empty_source_says_so(tmp_path, caplog):
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "scan.heic").write_bytes(b"x")
     (docs / "notes.txt").write_text("x")
     (tmp_path / "empty").mkdir()
-    ws = str(tmp_path / "ws")
-    line = one_error_line(invoke("encode", str(docs), "-w", ws), f"no images in {docs}")
-    assert "skipped 2 file(s), 1 with extension .heic, 1 with extension .txt" in line
-    one_error_line(invoke("encode", str(tmp_path / "empty"), "-w", ws), "no images in")
-    one_error_line(invoke("encode", str(tmp_path / "*.jpg"), "-w", ws), "no images in")
     (tmp_path / "empty.txt").write_text("# nothing yet\n")
-    one_error_line(invoke("encode", str(tmp_path / "empty.txt"), "-w", ws), "no images in")
+    ws = str(tmp_path / "ws")
+    for source, skipped in [(docs, 2), (tmp_path / "empty", 0), (tmp_path / "*.jpg", 0), (tmp_path / "empty.txt", 0)]:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="tagger.sources"):
+            out = invoke("encode", str(source), "-w", ws, "--json")
+        assert out.exit_code == 0, out.output
+        summary = json.loads([x for x in out.stdout.splitlines() if x.startswith("{")][-1])
+        assert summary["listed"] == 0 and summary["skipped"] == skipped and summary["partitions"] == 0, summary
+        assert summary["warning"].startswith(f"no images in {source}"), summary
+        assert f"no images in {source}" in caplog.text
+    assert summary_of(invoke("encode", str(docs), "-w", ws, "--json"))["skipped_why"] == \
+        "1 with extension .heic, 1 with extension .txt"
+
+
+def summary_of(out) -> dict:
+    return json.loads([x for x in out.stdout.splitlines() if x.startswith("{")][-1])
