@@ -4,11 +4,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from typing import Any, Callable
 
 from tagger.errors import TaggerError
 from tagger.workspace import Workspace
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite float (``nan`` and ``inf`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.common import add_model_args, parser, run
+from jobs.common import add_model_args, finite_float, parser, run
 from tagger.encode import EncodeConfig, run_encode
 
 
@@ -18,10 +18,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--concurrency", type=int, default=1, help="encoder actors")
     p.add_argument("--decode-concurrency", type=int, default=1)
-    p.add_argument("--encode-cpus", type=float, default=EncodeConfig.encode_cpus,
+    p.add_argument("--encode-cpus", type=finite_float, default=EncodeConfig.encode_cpus,
                    help="Ray CPUs reserved per CPU encoder actor (e.g. 0.75 to fit 2 encoders and a decoder on 2 cores)")
-    p.add_argument("--decode-cpus", type=float, default=EncodeConfig.decode_cpus, help="Ray CPUs per decode actor")
-    p.add_argument("--num-gpus", type=float, default=None, help="GPUs per encoder actor (default: 1 if any)")
+    p.add_argument("--decode-cpus", type=finite_float, default=EncodeConfig.decode_cpus, help="Ray CPUs per decode actor")
+    p.add_argument("--num-gpus", type=finite_float, default=None, help="GPUs per encoder actor (default: 1 if any)")
     p.add_argument("--crash-after", type=int, default=None, help=argparse.SUPPRESS)  # crash tests
     args = p.parse_args(argv)
 

@@ -17,6 +17,8 @@ from typer.testing import CliRunner
 from jobs import tag as tag_job
 from tagger.catalog import Catalog
 from tagger.cli import app
+from tagger.encode import EncodeConfig
+from tagger.errors import ConfigError
 from tagger.toyworld.export import export_scenes
 from tagger.workspace import Workspace
 
@@ -135,3 +137,14 @@ def test_encode_of_an_empty_source_says_so(tmp_path, caplog):
 
 def summary_of(out) -> dict:
     return json.loads([x for x in out.stdout.splitlines() if x.startswith("{")][-1])
+
+
+def test_job_entry_points_refuse_non_finite_floats(tmp_path, capsys):
+    from jobs import encode as encode_job
+    for option in ("--encode-cpus", "--decode-cpus", "--num-gpus"):
+        with pytest.raises(SystemExit) as exc:
+            encode_job.main(["--workspace", str(tmp_path / "ws"), option, "nan"])
+        assert exc.value.code == 2
+        assert "'nan' is not a finite number" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="encode_cpus must be a finite number >= 0"):
+        EncodeConfig(encode_cpus=float("inf"))
