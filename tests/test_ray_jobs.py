@@ -3,6 +3,7 @@ then check the tags in the DuckDB catalog against the toy ground truth."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -59,22 +60,28 @@ def wait_for_job_server(address: str, timeout_s: float = 120) -> None:
         time.sleep(2)
 
 
-def submit(address: str, *args: str) -> dict:
-    """`ray job submit` a job module and return its JSON summary (last stdout line)."""
+def submit(address: str, *args: str, ok: bool = True) -> dict:
+    """`ray job submit` a job module and return its JSON summary (last stdout line); with
+    ``ok=False`` the job must fail (a crash test) and nothing is returned."""
     runtime_env = json.dumps({"working_dir": str(REPO),
                               "excludes": [".venv", ".git", "tests", "bench", "*.duckdb", "workspace*"]})
     cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--runtime-env-json", runtime_env,
            "--", sys.executable, "-m", *args]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=ENV)
+    if not ok:
+        assert out.returncode != 0 and "succeeded" not in (out.stdout + out.stderr).lower(), out.stdout[-3000:]
+        return {}
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "succeeded" in (out.stdout + out.stderr).lower(), out.stdout[-3000:]
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     return json.loads(lines[-1])
 
 
-def test_jobs_submitted_to_ray_head_tag_the_corpus(ray_head, toy_folder, tmp_path):
+@pytest.fixture(scope="module")
+def trained(ray_head, toy_folder, tmp_path_factory) -> Path:
+    """A workspace encoded, given a text corpus and a classifier by jobs submitted to the head."""
     folder, truth = toy_folder
-    ws = tmp_path / "ws"
+    ws = tmp_path_factory.mktemp("jobs") / "ws"
     ws.mkdir()
     with Catalog.open(ws / "catalog.duckdb") as cat:
         cat.add_labels(list(LABELS), {k: list(v) for k, v in LABEL_SYNONYMS.items()})
@@ -83,8 +90,15 @@ def test_jobs_submitted_to_ray_head_tag_the_corpus(ray_head, toy_folder, tmp_pat
     assert enc["encoded"] == len(truth) and enc["errors"] == 2
     submit(ray_head, "jobs.generate_text", "--workspace", str(ws), "--n-sentences", "4000")
     submit(ray_head, "jobs.train", "--workspace", str(ws))
+    return ws
+
+
+def test_jobs_submitted_to_ray_head_tag_the_corpus(ray_head, trained, toy_folder, tmp_path):
+    folder, truth = toy_folder
+    ws = tmp_path / "ws"
+    shutil.copytree(trained, ws)
     tag = submit(ray_head, "jobs.tag", "--workspace", str(ws))
-    assert tag["n_images"] == len(truth)
+    assert tag["n_images"] == len(truth) and tag["decision"] == "mixture"
 
     with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
         errors = dict(cat.query("SELECT uri, error FROM images WHERE status = 'error'"))
@@ -92,7 +106,37 @@ def test_jobs_submitted_to_ray_head_tag_the_corpus(ray_head, toy_folder, tmp_pat
         assert all(errors.values())
         tagged = {u for (u,) in cat.query("SELECT DISTINCT uri FROM current_tags")}
         assert tagged == set(truth)
+        assert cat.query("SELECT count(*) FROM current_thresholds")[0][0] == len(LABELS)
     res = score_current_tags(ws / "catalog.duckdb", truth)
     base_rate = 100 * np.mean([len(v) for v in truth.values()]) / len(LABELS)
     # well above chance (measured: 25.2 against a base rate of 14.4 with toy-vit on this folder)
     assert res["mAP"] > base_rate + 8, res
+
+
+def decisions_and_tags(ws: Path) -> tuple[list[tuple], list[tuple]]:
+    """The current run's thresholds (with the fitted components) and tags, run ids left out."""
+    with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
+        run = cat.current_run()
+        thr = cat.query("SELECT label, threshold, present, source, mu0, sd0, mu1, sd1, prior FROM run_thresholds "
+                        "WHERE run_id = ? ORDER BY label", [run])
+        tags = cat.query("SELECT uri, label, score, confidence, rank, positive FROM current_tags ORDER BY uri, label")
+    return thr, tags
+
+
+def test_killed_tag_job_rerun_keeps_thresholds_and_tags(ray_head, trained, tmp_path):
+    clean, crashed = tmp_path / "clean", tmp_path / "crashed"
+    shutil.copytree(trained, clean)
+    shutil.copytree(trained, crashed)
+    submit(ray_head, "jobs.tag", "--workspace", str(clean))
+    submit(ray_head, "jobs.tag", "--workspace", str(crashed), "--crash-after", "1", ok=False)
+    with Catalog.open(crashed / "catalog.duckdb", read_only=True) as cat:
+        (run,) = cat.runs(kind="tag")
+        assert run.status == "running" and cat.run_thresholds(run.run_id)  # killed after its decisions
+        assert cat.current_run() is None
+    assert len(list((crashed / "runs").rglob("tags-*.parquet"))) >= 1
+    submit(ray_head, "jobs.tag", "--workspace", str(crashed))
+    a, b = decisions_and_tags(clean), decisions_and_tags(crashed)
+    assert a[0] and a[0] == b[0]  # thresholds and mixture parameters
+    assert a[1] and a[1] == b[1]  # every tag, score and confidence
+    with Catalog.open(crashed / "catalog.duckdb", read_only=True) as cat:
+        assert [r.status for r in cat.runs(kind="tag")] == ["current"]
