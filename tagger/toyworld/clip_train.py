@@ -38,6 +38,7 @@ __all__ = ["ClipTrainConfig", "STAGES", "evaluate_clip", "train_clip"]
 logger = logging.getLogger(__name__)
 
 STAGES = ("labels", "contrastive")
+_RUNTIME_FIELDS = ("init_from", "threads", "device", "render_workers", "eval_every", "checkpoint_every")
 
 
 @dataclass(frozen=True)
@@ -114,9 +115,12 @@ class _Run:
         if not path.exists():
             return False
         state = torch.load(path, map_location=self.cfg.device, weights_only=False)
-        # the starting weights are compared by content, so a run folder can move between machines
-        same = {**state["config"], "init_from": ""} == {**asdict(self.cfg), "init_from": ""} \
-            and state["init_sha"] == self.init_sha
+        # the starting weights are compared by content (a run folder can move), and how the run is
+        # executed (threads, device, logging cadence) may change between a stop and its resume
+        def recipe(c: dict) -> dict:
+            return {k: v for k, v in c.items() if k not in _RUNTIME_FIELDS}
+
+        same = recipe(state["config"]) == recipe(asdict(self.cfg)) and state["init_sha"] == self.init_sha
         if not same:
             logger.warning("checkpoint %s was written by another config; starting afresh", path)
             return False
