@@ -143,6 +143,14 @@ def test_corpus_and_classifier(cat):
     assert cat.corpora()[0]["n_sentences"] == 120
 
 
+def test_a_corpus_made_again_becomes_the_newest(cat):
+    """Settings A, then B, then A again: A's corpus is the latest, so `train` picks it."""
+    cat.add_corpus("a", 10)
+    cat.add_corpus("b", 10)
+    cat.add_corpus("a", 10)
+    assert [c["corpus_id"] for c in cat.corpora()] == ["b", "a"]
+
+
 # -- runs and tags -------------------------------------------------------------------------------
 def test_load_tags_one_transaction_and_idempotent(cat, tmp_path):
     cat.register_images(["/i/1.jpg", "/i/2.jpg", "/i/3.jpg"])

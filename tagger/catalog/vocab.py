@@ -152,7 +152,8 @@ class VocabMixin(CatalogBase):
                 INSERT INTO text_corpora (corpus_id, n_sentences, labels, path, config, created_at)
                 VALUES (?, ?, ?, ?, ?, ?)
                 ON CONFLICT (corpus_id) DO UPDATE SET n_sentences = excluded.n_sentences,
-                    labels = excluded.labels, path = excluded.path, config = excluded.config""",
+                    labels = excluded.labels, path = excluded.path, config = excluded.config,
+                    created_at = excluded.created_at""",
                         [corpus_id, int(n_sentences), list(labels) if labels is not None else None,
                          path, to_json(config), self._now()])
 
