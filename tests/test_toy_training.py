@@ -90,3 +90,34 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, 
     resumed = torch.load(tmp_path / "crash" / "toy-vit.pt", weights_only=True)
     for k in clean:
         assert torch.equal(clean[k], resumed[k]), k
+
+
+def test_a_vit_distils_a_trained_teacher_tower(tmp_path):
+    cache = tmp_path / "cache"
+    teacher = train_clip(ClipTrainConfig(model="toy-rn", stage="labels", steps=1, **TINY), tmp_path / "t",
+                         cache_dir=cache)
+    cfg = ClipTrainConfig(model="toy-vit", stage="labels", steps=8, teacher_model="toy-rn", distill_weight=5.0,
+                          lr=3e-3, teacher_weights=str(tmp_path / "t" / "toy-rn.pt"), **TINY)
+    m = train_clip(cfg, tmp_path / "s", cache_dir=cache)
+    assert m["teacher_sha256"] == teacher["sha256"]
+    targets = np.load(next(cache.glob("teacher-toy-rn-*.npy")))
+    assert targets.shape == (2, TINY["n_train"], 128)
+    np.testing.assert_allclose(np.linalg.norm(targets.astype(np.float32), axis=-1), 1.0, atol=2e-3)
+    assert not np.allclose(targets[0], targets[1])  # mirrored scenes embed differently
+    from tagger.toyworld.distill import teacher_targets
+    again, sha = teacher_targets("toy-rn", str(tmp_path / "t" / "toy-rn.pt"), TINY["n_train"], cache)
+    np.testing.assert_array_equal(again, targets)
+    assert sha == teacher["sha256"]
+
+    def agreement(weights) -> float:  # mean cosine between the student's and the teacher's embeddings
+        from tagger.models.preprocess import pixel_spec
+        data = render_split("train", TINY["n_train"], 96, cache)
+        model = load_clip("toy-vit", pretrained=str(weights), device="cpu").model
+        with torch.no_grad():
+            emb = model.encode_image(pixel_spec("toy-vit").normalize(data.pixels), normalize=True)
+        return float((emb * torch.from_numpy(targets[0]).float()).sum(-1).mean())
+
+    before = train_clip(ClipTrainConfig(model="toy-vit", stage="labels", steps=1, lr=1e-9, **TINY),
+                        tmp_path / "b", cache_dir=cache)
+    assert agreement(tmp_path / "s" / "toy-vit.pt") > agreement(tmp_path / "b" / "toy-vit.pt") + 0.05
+    assert before["teacher_sha256"] == ""

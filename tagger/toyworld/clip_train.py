@@ -2,7 +2,9 @@
 
 1. ``labels``: the image tower alone, with a linear head and BCE on the labels that a caption of the
    scene mentions (``mentioned_labels``: the information a caption carries, small objects often left
-   out); the head is discarded afterwards.
+   out); the head is discarded afterwards. With a ``teacher_model`` the tower also learns to match
+   a trained teacher tower's image embeddings (cosine; :mod:`.distill`), which gives a ViT a much
+   denser signal than 20 labels.
 2. ``contrastive``: the whole CLIP model on (scene, caption) pairs with open_clip's ``ClipLoss``,
    started from stage 1 (``init_from``); the image tower can stay locked for the first steps while
    the text tower catches up, and then trains at a lower learning rate.
@@ -61,6 +63,9 @@ class ClipTrainConfig:
     device: str = "cpu"
     render_workers: int = 0  # processes rendering scenes (0: one per core)
     checkpoint_every: int = 100
+    teacher_model: str = ""  # labels stage: distil this trained tower's image embeddings ...
+    teacher_weights: str = ""  # ... loaded from these weights
+    distill_weight: float = 1.0
 
 
 class _Run:
@@ -78,6 +83,7 @@ class _Run:
         self.opt = torch.optim.AdamW(self._groups(), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.step, self.history, self.elapsed = 0, [], 0.0
+        self.targets: torch.Tensor | None = None  # teacher embeddings (2, n_train, d), when distilling
 
     def _groups(self) -> list[dict]:
         cfg = self.cfg
@@ -134,21 +140,27 @@ class _Run:
         return True
 
 
-def _batch(run: _Run, data: RenderedSplit, spec, step: int) -> tuple[torch.Tensor, list, np.random.Generator]:
+def _batch(run: _Run, data: RenderedSplit, spec, step: int) -> tuple:
     cfg = run.cfg
     idx = torch.randint(0, len(data), (cfg.batch_size,), generator=run.gen)
     x = spec.normalize(data.pixels[idx.numpy()], device=cfg.device)
-    flip = (torch.rand(cfg.batch_size, generator=run.gen) < 0.5).to(cfg.device)
-    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    return x, [data.scenes[int(i)] for i in idx], np.random.default_rng([cfg.seed, step])
+    flip = torch.rand(cfg.batch_size, generator=run.gen) < 0.5
+    x = torch.where(flip.to(cfg.device)[:, None, None, None], x.flip(-1), x)
+    target = None if run.targets is None else run.targets[flip.long(), idx].to(cfg.device).float()
+    return x, [data.scenes[int(i)] for i in idx], np.random.default_rng([cfg.seed, step]), target
 
 
-def _step(run: _Run, loss_fn, tokenizer, x: torch.Tensor, scenes: list, rng: np.random.Generator) -> float:
+def _step(run: _Run, loss_fn, tokenizer, x: torch.Tensor, scenes: list, rng: np.random.Generator,
+          target: torch.Tensor | None = None) -> float:
     cfg, model = run.cfg, run.model
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.device.startswith("cuda")):
         if cfg.stage == "labels":
             y = torch.from_numpy(np.stack([mentioned_labels(s, rng) for s in scenes])).float().to(cfg.device)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(run.head(model.visual(x)).float(), y)
+            emb = model.visual(x).float()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(run.head(emb), y)
+            if target is not None:
+                cos = torch.nn.functional.cosine_similarity(emb, target, dim=-1)
+                loss = loss + cfg.distill_weight * (1.0 - cos).mean()
         else:
             locked = run.step < cfg.lock_image_steps
             model.visual.train(not locked)
@@ -214,6 +226,12 @@ def train_clip(cfg: ClipTrainConfig, out_dir: Path | None = None, checkpoint_dir
                        interpolation=spec.interpolation)
     logger.info("scenes ready in %.0f s", time.time() - t0)
     run = _Run(cfg)
+    if cfg.teacher_model and cfg.stage == "labels":
+        from .distill import teacher_targets
+        targets, teacher_sha = teacher_targets(cfg.teacher_model, cfg.teacher_weights, cfg.n_train, cache_dir,
+                                               cfg.device, cfg.render_workers)
+        run.targets = torch.from_numpy(targets)
+        logger.info("distilling %s (sha %s) into %s", cfg.teacher_model, teacher_sha[:12], cfg.model)
     ckpt = (checkpoint_dir or Path(out_dir or registry.WEIGHTS_DIR)) / f"{cfg.model}-{cfg.stage}.ckpt"
     run.resume(ckpt)
     tokenizer = open_clip.get_tokenizer(cfg.model)
@@ -234,12 +252,14 @@ def train_clip(cfg: ClipTrainConfig, out_dir: Path | None = None, checkpoint_dir
                         " ".join(f"{k} {v:.3g}" for k, v in m.items() if k != "step"))
         if run.step % cfg.checkpoint_every == 0 and run.step < cfg.steps:
             run.save(ckpt)
-    manifest = _save(run.model, cfg, run.history, Path(out_dir or registry.WEIGHTS_DIR), run.elapsed, run.init_sha)
+    manifest = _save(run.model, cfg, run.history, Path(out_dir or registry.WEIGHTS_DIR), run.elapsed, run.init_sha,
+                     teacher_sha if run.targets is not None else "")
     ckpt.unlink(missing_ok=True)
     return manifest
 
 
-def _save(model, cfg: ClipTrainConfig, history: list, out_dir: Path, seconds: float, init_sha: str = "") -> dict:
+def _save(model, cfg: ClipTrainConfig, history: list, out_dir: Path, seconds: float, init_sha: str = "",
+          teacher_sha: str = "") -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in model.state_dict().items()}
     path = out_dir / f"{cfg.model}.pt"
@@ -254,6 +274,7 @@ def _save(model, cfg: ClipTrainConfig, history: list, out_dir: Path, seconds: fl
         "history": history,
         "train_seconds": round(seconds, 1),
         "init_sha256": init_sha,
+        "teacher_sha256": teacher_sha,
         "labels": list(LABELS),
         "scene_config": asdict(SceneConfig()),
     }
