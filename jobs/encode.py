@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--decode-concurrency", type=int, default=1)
     p.add_argument("--encode-cpus", type=finite_float, default=EncodeConfig.encode_cpus,
                    help="Ray CPUs reserved per CPU encoder actor (e.g. 0.75 to fit 2 encoders and a decoder on 2 cores)")
-    p.add_argument("--decode-cpus", type=finite_float, default=EncodeConfig.decode_cpus, help="Ray CPUs per decode actor")
+    p.add_argument("--decode-cpus", type=finite_float, default=EncodeConfig.decode_cpus,
+                   help="Ray CPUs per decode actor")
     p.add_argument("--num-gpus", type=finite_float, default=None, help="GPUs per encoder actor (default: 1 if any)")
     p.add_argument("--crash-after", type=int, default=None, help=argparse.SUPPRESS)  # crash tests
     args = p.parse_args(argv)

@@ -48,8 +48,8 @@ def test_bad_labels_are_refused_and_nothing_is_added(ws, args, needle):
 
 
 def test_good_labels_still_pass(ws):
-    out = runner.invoke(app, ["labels", "add", "Star", " dog ", "z" * MAX_LABEL_LENGTH, "Straße ☕ 猫", "-w", str(ws)],
-                        catch_exceptions=False)
+    names = ["Star", " dog ", "z" * MAX_LABEL_LENGTH, "Straße ☕ 猫"]
+    out = runner.invoke(app, ["labels", "add", *names, "-w", str(ws)], catch_exceptions=False)
     assert out.exit_code == 0, out.output
     assert labels(ws) == ["Star", "dog", "z" * MAX_LABEL_LENGTH, "Straße ☕ 猫"]
 
