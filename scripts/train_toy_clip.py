@@ -1,15 +1,10 @@
-"""Train a tiny toy-world CLIP model (one stage per command) and write its weights.
+"""Train one stage of a tiny toy-world CLIP model and write its weights.
 
-Stage 1 trains the image tower on the labels its captions mention; stage 2 trains the whole model
-contrastively from there. The shipped weights (see the README for times and the machine):
-
-    python scripts/train_toy_clip.py --model toy-rn --stage labels --steps 1200 --n-train 50000 \\
-        --threads 1 --out-dir runs/toy-rn-labels
-    python scripts/train_toy_clip.py --model toy-rn --stage contrastive --init-from runs/toy-rn-labels/toy-rn.pt \\
-        --steps 1000 --n-train 50000 --lock-image-steps 300 --image-lr-scale 0.1 --threads 1
-
-(and the same two commands with ``--model toy-vit``). A command killed part-way resumes from its
-checkpoint when run again; ``--device cuda`` trains on a GPU and still writes CPU fp16 weights.
+Stages: ``labels`` (the image tower on the labels its captions mention, optionally distilling a
+trained teacher tower) and ``contrastive`` (the whole model, from stage 1 via ``--init-from``).
+``scripts/train_toy_models.sh`` runs the shipped recipe for both models (the README gives its
+time and machine). A command killed part-way resumes from its checkpoint when run again;
+``--device cuda`` trains on a GPU and still writes CPU fp16 weights.
 """
 from __future__ import annotations
 

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Train the shipped toy CLIP models: stage 1 (image tower on caption-mentioned labels), then stage 2
-# (contrastive, from stage 1). Usage: scripts/train_toy_models.sh [toy-rn|toy-vit ...] (default: both, in
-# parallel, one thread each). Extra arguments after -- go to both stages (e.g. -- --device cuda --threads 8).
-# Killed part-way? Run the same command again: each stage resumes from its checkpoint in the run folder
-# ($TAGGER_TRAIN_DIR, default ~/.cache/tagger/toy-train: outside the work tree, so a new checkout keeps it).
+# Train the shipped toy CLIP models.
+#   toy-rn:  stage 1, its image tower on the labels its captions mention; stage 2, contrastive from there.
+#   toy-vit: stage 1 distils toy-rn's stage-1 image tower (and learns the same labels); stage 2, contrastive.
+# Usage: scripts/train_toy_models.sh [toy-rn|toy-vit ...] (default: both; toy-vit starts once toy-rn's
+# stage 1 exists, beside toy-rn's stage 2). Extra arguments after -- go to every stage
+# (e.g. -- --device cuda --threads 8). Killed part-way? Run the same command again: each stage resumes
+# from its checkpoint in the run folder ($TAGGER_TRAIN_DIR, default ~/.cache/tagger/toy-train: outside
+# the work tree, so a new checkout keeps it); a finished stage is not run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -12,30 +15,30 @@ models=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do models+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
 [ ${#models[@]} -eq 0 ] && models=(toy-rn toy-vit)
+COMMON=(--n-train 50000 --threads 1)
 
-recipe() {  # model -> "labels-stage args|contrastive-stage args"
-  case "$1" in
-    toy-rn)  echo "--steps 1200 --warmup 100|--steps 1000 --lock-image-steps 300 --image-lr-scale 0.1" ;;
-    toy-vit) echo "--steps 3000 --warmup 200|--steps 1500 --lock-image-steps 300 --image-lr-scale 0.1" ;;
-    *) echo "unknown model $1" >&2; exit 2 ;;
-  esac
+stage() {  # model stage out-dir args... ; skipped when its weights exist
+  local m=$1 st=$2 out=$3; shift 3
+  if [ -f "$out/$m.json" ]; then echo "$m $st: done ($out)"; return; fi
+  "$PY" scripts/train_toy_clip.py --model "$m" --stage "$st" "${COMMON[@]}" --out-dir "$out" "$@" \
+      >> "$RUNS/train-$m.log" 2>&1
 }
 
-train() {
-  local m=$1; shift
-  local r; r=$(recipe "$m")
-  # shellcheck disable=SC2086
-  "$PY" scripts/train_toy_clip.py --model "$m" --stage labels ${r%%|*} --n-train 50000 --threads 1 \
-      --out-dir "$RUNS/$m-labels" "$@"
-  # shellcheck disable=SC2086
-  "$PY" scripts/train_toy_clip.py --model "$m" --stage contrastive ${r##*|} --n-train 50000 --threads 1 \
-      --init-from "$RUNS/$m-labels/$m.pt" --checkpoint-dir "$RUNS/$m-contrastive" "$@"
-}
+rn_labels()       { stage toy-rn labels "$RUNS/toy-rn-labels" --steps 1200 --warmup 100 "$@"; }
+rn_contrastive()  { stage toy-rn contrastive "$RUNS/toy-rn-contrastive" --steps 1000 --lock-image-steps 300 \
+                        --image-lr-scale 0.1 --init-from "$RUNS/toy-rn-labels/toy-rn.pt" "$@"; }
+vit_labels()      { stage toy-vit labels "$RUNS/toy-vit-distill" --steps 2000 --warmup 200 --teacher-model toy-rn \
+                        --teacher-weights "$RUNS/toy-rn-labels/toy-rn.pt" "$@"; }
+vit_contrastive() { stage toy-vit contrastive "$RUNS/toy-vit-contrastive" --steps 1500 --lock-image-steps 300 \
+                        --image-lr-scale 0.1 --init-from "$RUNS/toy-vit-distill/toy-vit.pt" "$@"; }
 
 mkdir -p "$RUNS"
+want() { [[ " ${models[*]} " == *" $1 "* ]]; }
+rn_labels "$@"   # both models need it (toy-vit's teacher)
 pids=()
-for m in "${models[@]}"; do
-  train "$m" "$@" > "$RUNS/train-$m.log" 2>&1 &
-  pids+=($!)
-done
+if want toy-rn; then rn_contrastive "$@" & pids+=($!); fi
+if want toy-vit; then (vit_labels "$@" && vit_contrastive "$@") & pids+=($!); fi
 for p in "${pids[@]}"; do wait "$p"; done
+for m in "${models[@]}"; do
+  echo "$m: weights in $RUNS/$m-contrastive; ship with: cp $RUNS/$m-contrastive/$m.{pt,json} tagger/models/weights/"
+done
