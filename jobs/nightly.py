@@ -4,7 +4,7 @@
 """
 from __future__ import annotations
 
-from jobs.common import add_decision_args, add_model_args, parser, run
+from jobs.common import add_decision_args, add_model_args, finite_float, parser, run
 from tagger.encode import EncodeConfig
 from tagger.nightly import CRASH_POINTS, NightlyConfig, run_nightly
 from tagger.tag import TagConfig
@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--source", default=None, help="folder, glob or manifest to pick up new images from")
     p.add_argument("--n-sentences", type=int, default=NightlyConfig.n_sentences)
     p.add_argument("--keep-runs", type=int, default=NightlyConfig.keep_runs)
-    p.add_argument("--max-missing", type=float, default=NightlyConfig.max_missing,
+    p.add_argument("--max-missing", type=finite_float, default=NightlyConfig.max_missing,
                    help="label sets allowed without a sentence: a fraction below 1, or a count")
     p.add_argument("--partition-size", type=int, default=256)
     add_decision_args(p)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.common import add_decision_args, add_model_args, parser, run
+from jobs.common import add_decision_args, add_model_args, finite_float, parser, run
 from tagger.models.loader import model_id_for
 from tagger.tag import TagConfig, run_tag
 
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--classifier-id", default=None, help="default: the newest for the model")
     p.add_argument("--top-k", type=int, default=TagConfig.top_k)
     add_decision_args(p)
-    p.add_argument("--threshold", type=float, default=TagConfig.threshold,
+    p.add_argument("--threshold", type=finite_float, default=TagConfig.threshold,
                    help="--decision standardized: the per-image z-score a positive reaches")
     p.add_argument("--no-calibrate", action="store_true", help="keep raw scores (no per-label z-score)")
     p.add_argument("--patch-source", choices=["pq", "raw"], default="pq")

@@ -81,9 +81,12 @@ def labels_add(
         fail("no labels given: pass NAME... or --toy")
     synonyms.update(_parse_synonyms(list(synonym or []), names))
     with reported(), open_catalog(workspace, read_only=False, wait=wait) as cat:
-        ids = cat.add_labels(names, synonyms or None)
-        n_active = len(cat.active_labels())
-    console.print(f"added {len(ids)} label(s); {n_active} active")
+        before = set(cat.active_labels())
+        cat.add_labels(names, synonyms or None)
+        after = set(cat.active_labels())
+    again = len({n.strip() for n in names} & before)
+    console.print(f"added {len(after - before)} label(s)" + (f" ({again} already active)" if again else "")
+                  + f"; {len(after)} active")
 
 
 @labels_app.command("list")

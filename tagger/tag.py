@@ -289,6 +289,10 @@ def run_tag(workspace, model_id: str, cfg: TagConfig | None = None, classifier_i
     root = str(workspace.root)
     with Catalog.for_job(workspace.catalog, "tag") as cat:
         clf = cat.get_classifier(classifier_id) if classifier_id else latest_classifier(cat, model_id)
+        if clf is None:
+            from .errors import ConfigError
+            raise ConfigError(f"unknown classifier {classifier_id!r}: `tagger runs list` and the catalog's "
+                              "classifiers table list the trained ones")
         labels = list(clf["labels"])
         report = record_labelled_set(cat, calibrate_with, model_id, labels) if calibrate_with else None
         shards = list_done_shards(root, model_id)

@@ -148,3 +148,17 @@ def test_job_entry_points_refuse_non_finite_floats(tmp_path, capsys):
         assert "'nan' is not a finite number" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="encode_cpus must be a finite number >= 0"):
         EncodeConfig(encode_cpus=float("inf"))
+
+
+def test_job_entry_points_refuse_an_unknown_classifier_and_non_finite_values(ws, capsys):
+    with pytest.raises(SystemExit) as exc:
+        tag_job.main(["--workspace", str(ws), "--classifier-id", "deadbeef"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown classifier 'deadbeef'" in err[0], err
+    from jobs import nightly as nightly_job
+    for main, option in ((tag_job.main, "--threshold"), (nightly_job.main, "--max-missing")):
+        with pytest.raises(SystemExit) as exc:
+            main(["--workspace", str(ws), option, "nan"])
+        assert exc.value.code == 2
+        assert "'nan' is not a finite number" in capsys.readouterr().err

@@ -62,3 +62,9 @@ def test_vocabulary_refuses_case_duplicates_and_control_characters():
     with pytest.raises(ConfigError, match="newline or tab"):
         Vocabulary.create(["a\nb"])
     assert Vocabulary.create(["Star", "dog"]).labels == ("Star", "dog")
+
+
+def test_labels_add_counts_only_what_it_added(ws):
+    out = runner.invoke(app, ["labels", "add", " dog ", "cat", "-w", str(ws)], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    assert "added 1 label(s) (1 already active); 3 active" in out.stdout
