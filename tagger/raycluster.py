@@ -115,7 +115,9 @@ def _init(ray: Any, address: str | None, num_cpus: int | None) -> None:
         if num_cpus:
             kw["num_cpus"] = num_cpus
     try:
-        ray.init(address=address, ignore_reinit_error=True, **kw)
+        # "local" starts a Ray of our own even when another one runs on this machine (a plain
+        # ray.init() would join it): a command without $RAY_ADDRESS never lands on a stray cluster
+        ray.init(address=address or "local", ignore_reinit_error=True, **kw)
     except (ConnectionError, TimeoutError, RuntimeError, ray.exceptions.RayError) as e:
         if not address:
             raise
