@@ -59,3 +59,16 @@ def min_train_vectors(index: faiss.Index) -> int:
 def flat_stand_in(dim: int, metric: int) -> faiss.IndexFlat:
     """The exact, training-free layout a store keeps until its configured one can be trained."""
     return faiss.IndexFlat(dim, metric)
+
+
+def train_checked(index, x, what: str) -> None:
+    """Train ``index`` on ``x``; too few vectors or a FAISS failure is one StoreError naming ``what``."""
+    from ..errors import StoreError
+
+    need = min_train_vectors(index)
+    if x.shape[0] < need:
+        raise StoreError(f"{what} needs at least {need} training vectors, got {x.shape[0]}")
+    try:
+        index.train(x)
+    except RuntimeError as exc:
+        raise StoreError(f"cannot train {what}: {str(exc).strip().splitlines()[-1]}") from exc

@@ -9,7 +9,7 @@ import numpy as np
 
 from tagger.errors import ConfigError, StoreError, UnknownIdError
 from tagger.store.atomic import atomic_open
-from tagger.store.codec import flat_stand_in, min_train_vectors
+from tagger.store.codec import flat_stand_in, min_train_vectors, train_checked
 from tagger.store.config import IndexConfig
 from tagger.store.gpu import GPU_MAX_K, to_gpu_if_available
 from tagger.store.shardset import ShardSet
@@ -84,15 +84,7 @@ class GlobalIndex:
     def train(self, vecs: np.ndarray) -> None:
         """Train the index (IVF centroids, codebooks) on sample vectors."""
         x = as_matrix(vecs, self.dim, self.cfg.normalize)
-        need = min_train_vectors(self.index)
-        if x.shape[0] < need:
-            raise StoreError(f"global factory {self.cfg.global_factory!r} needs at least {need} "
-                             f"training vectors, got {x.shape[0]}")
-        try:
-            self.index.train(x)
-        except RuntimeError as exc:
-            raise StoreError(f"cannot train global factory {self.cfg.global_factory!r}: "
-                             f"{str(exc).strip().splitlines()[-1]}") from exc
+        train_checked(self.index, x, f"global factory {self.cfg.global_factory!r}")
         self._device = None
 
     def ids(self) -> np.ndarray:

@@ -29,7 +29,7 @@ import faiss
 import numpy as np
 
 from tagger.errors import ConfigError, StoreError, UnknownIdError
-from tagger.store.codec import flat_stand_in, min_train_vectors
+from tagger.store.codec import flat_stand_in, min_train_vectors, train_checked
 from tagger.store.config import IndexConfig
 from tagger.store.gpu import GPU_MAX_K, to_gpu_if_available
 from tagger.store.patchfile import read_patch_file, write_patch_file
@@ -146,15 +146,7 @@ class PatchStore:
         if self.n_images:
             raise StoreError("cannot retrain a store that holds codes; build a new one")
         x = as_matrix(vecs, self.dim, self.cfg.normalize, name="patch vectors")
-        need = min_train_vectors(self.index)
-        if x.shape[0] < need:
-            raise StoreError(f"patch codec {self.cfg.patch_factory_string} needs at least {need} "
-                             f"training vectors, got {x.shape[0]}")
-        try:
-            self.index.train(x)
-        except RuntimeError as exc:
-            raise StoreError(f"cannot train patch codec {self.cfg.patch_factory_string}: "
-                             f"{str(exc).strip().splitlines()[-1]}") from exc
+        train_checked(self.index, x, f"patch codec {self.cfg.patch_factory_string}")
         self._codec = faiss.clone_index(self.index)  # empty: cheap
 
     def _writable(self) -> None:
