@@ -4,7 +4,7 @@
 
 For each model: CoMC scores of the test split (and val, for --tune), then three ways to mark
 positives: the per-image standardised rule (threshold 1.0 on the calibrated score), the per-label
-mixture fit (``tagger.decisions``, fitted on the scores alone, as a tag run does on its corpus),
+mixture fit (``tagger.method.decisions``, fitted on the scores alone, as a tag run does on its corpus),
 and an oracle that picks each label's best-F1 threshold on the test labels themselves. Reported:
 micro/macro-F1 and their share of the oracle's, positives per image against the truth (mean
 absolute error, overall and by object count), the confidence column's expected calibration error
@@ -22,12 +22,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from tagger.comc import ComcConfig, fit_comc
-from tagger.decisions import DecisionConfig, fit_decisions
+from tagger.method.comc import ComcConfig, fit_comc
+from tagger.method.decisions import DecisionConfig, fit_decisions
 from tagger.evaluate.datasets import read_toy
 from tagger.evaluate.harness import embed_dataset
 from tagger.models import load_clip
-from tagger.tag import label_statistics, positive_mask
+from tagger.pipeline.tag import label_statistics, positive_mask
 from tagger.toyworld import LABEL_SYNONYMS, LABELS
 
 ABSENT = (

@@ -35,7 +35,7 @@ import ray
 import torch
 from PIL import Image
 
-from tagger.encode import EncodeConfig
+from tagger.pipeline.encode import EncodeConfig
 
 
 @contextmanager
@@ -137,7 +137,7 @@ def run_pipeline(folder: Path, ws_root: Path, args: argparse.Namespace) -> dict:
     import subprocess
     import sys
 
-    from tagger.raycluster import ray_session
+    from tagger.pipeline.raycluster import ray_session
 
     repo = Path(__file__).resolve().parent.parent
     cmd = [sys.executable, "-m", "jobs.encode", "--workspace", str(ws_root), "--source", str(folder),

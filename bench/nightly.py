@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 from tagger.catalog import Catalog
-from tagger.encode import EncodeConfig, run_encode
+from tagger.pipeline.encode import EncodeConfig, run_encode
 from tagger.evaluate.catalog_eval import score_current_tags
 from tagger.models.loader import model_id_for
-from tagger.nightly import NightlyConfig, run_nightly
-from tagger.raycluster import ray_session
-from tagger.tag import TagConfig, run_tag
-from tagger.textjob import run_generate_text, run_train
+from tagger.pipeline.nightly import NightlyConfig, run_nightly
+from tagger.pipeline.raycluster import ray_session
+from tagger.pipeline.tag import TagConfig, run_tag
+from tagger.pipeline.text import run_generate_text, run_train
 from tagger.toyworld import LABEL_SYNONYMS, LABELS
 from tagger.toyworld.export import export_scenes
 from tagger.workspace import Workspace

@@ -15,12 +15,12 @@ import json
 import time
 from dataclasses import replace
 
-from tagger.comc import ComcConfig, fit_comc
+from tagger.method.comc import ComcConfig, fit_comc
 from tagger.evaluate.datasets import read_toy
 from tagger.evaluate.harness import embed_dataset, image_text_retrieval, linprobe_head, zsclip_head
 from tagger.evaluate.metrics import summarize
 from tagger.models import load_clip
-from tagger.scoring import ScoreConfig
+from tagger.method.scoring import ScoreConfig
 from tagger.toyworld import LABEL_SYNONYMS, LABELS
 
 

@@ -4,13 +4,13 @@
 
 Inputs are random fp32 unit vectors shaped like ViT-B/16 output (d=512, P=196 patches per image),
 a random classifier (C labels) and a random memory bank (K rows, default K=C as the "prompts"
-memory). The measured path is ``tagger.scoring.comc_scores`` with the default ScoreConfig: mapping
+memory). The measured path is ``tagger.method.scoring.comc_scores`` with the default ScoreConfig: mapping
 of the global and every patch embedding onto the memory, classification, max over patches,
 fusion and per-image standardisation. The roofline is the time of the bare matrix multiplies
 that path cannot avoid, timed in the same process: ``v @ M.T`` and ``a @ M`` of the mapping and
 ``v' @ W.T`` of the classifier, for the global and the patch rows. ``fraction`` =
 roofline time / comc time (1.0 = no overhead beyond the multiplies). When K and C are small next
-to d, ``comc_scores`` folds the mapping into the classifier (``tagger.mapping.mapped_scores``) and
+to d, ``comc_scores`` folds the mapping into the classifier (``tagger.method.mapping.mapped_scores``) and
 never forms the mapped vectors, doing fewer multiplies than this roofline, so fractions near or
 above 1 are possible there. Decoding the patches of the
 same images from a PQ patch store (``PatchStore.decode``) is timed separately, in memory and
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tagger.mapping import MemoryBank, cross_modal_map
-from tagger.scoring import ScoreConfig, comc_scores
+from tagger.method.mapping import MemoryBank, cross_modal_map
+from tagger.method.scoring import ScoreConfig, comc_scores
 from tagger.store import IndexConfig, PatchStore
 
 

@@ -15,13 +15,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from tagger.comc import ComcConfig, fit_comc
+from tagger.method.comc import ComcConfig, fit_comc
 from tagger.evaluate.datasets import read_toy
 from tagger.evaluate.harness import embed_dataset
 from tagger.evaluate.metrics import mean_average_precision
 from tagger.models import load_clip
-from tagger.scoring import ScoreConfig
-from tagger.tag import TagConfig, label_statistics, positive_mask
+from tagger.method.scoring import ScoreConfig
+from tagger.pipeline.tag import TagConfig, label_statistics, positive_mask
 from tagger.toyworld import LABEL_SYNONYMS, LABELS
 
 GRID = {

@@ -37,7 +37,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def add_decision_args(p: argparse.ArgumentParser) -> None:
     """Options of every job that tags: how positives are decided, and a labelled set."""
-    from tagger.tag import DECISION_RULES, TagConfig
+    from tagger.pipeline.tag import DECISION_RULES, TagConfig
     p.add_argument("--decision", choices=DECISION_RULES, default=TagConfig.decision,
                    help="mixture: per-label thresholds fitted on the corpus; standardized: per-image z-score rule")
     p.add_argument("--calibrate-with", default=None, metavar="FILE",

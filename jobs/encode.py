@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from jobs.common import add_model_args, finite_float, parser, run
-from tagger.encode import EncodeConfig, run_encode
+from tagger.pipeline.encode import EncodeConfig, run_encode
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from jobs.common import parser, run
-from tagger.textjob import run_generate_text
+from tagger.pipeline.text import run_generate_text
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 from jobs.common import add_decision_args, add_model_args, finite_float, parser, run
-from tagger.encode import EncodeConfig
-from tagger.nightly import CRASH_POINTS, NightlyConfig, run_nightly
-from tagger.tag import TagConfig
+from tagger.pipeline.encode import EncodeConfig
+from tagger.pipeline.nightly import CRASH_POINTS, NightlyConfig, run_nightly
+from tagger.pipeline.tag import TagConfig
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,7 +8,7 @@ import argparse
 
 from jobs.common import add_decision_args, add_model_args, finite_float, parser, run
 from tagger.models.loader import model_id_for
-from tagger.tag import TagConfig, run_tag
+from tagger.pipeline.tag import TagConfig, run_tag
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from jobs.common import add_model_args, parser, run
-from tagger.textjob import run_train
+from tagger.pipeline.text import run_train
 
 
 def main(argv: list[str] | None = None) -> None:

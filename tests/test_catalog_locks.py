@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import tagger.raycluster
+import tagger.pipeline.raycluster
 from tagger.catalog import Catalog, JobLock
 from tagger.cli import app
-from tagger.encode import EncodeConfig, run_encode
+from tagger.pipeline.encode import EncodeConfig, run_encode
 from tagger.errors import CatalogLockedError, JobLockedError
-from tagger.tag import run_tag
+from tagger.pipeline.tag import run_tag
 from tagger.workspace import Workspace
 
 runner = CliRunner()
@@ -172,7 +172,7 @@ def ray_start(monkeypatch):
         raise _RayWouldStart
         yield  # pragma: no cover
 
-    monkeypatch.setattr(tagger.raycluster, "ray_session", session)
+    monkeypatch.setattr(tagger.pipeline.raycluster, "ray_session", session)
     return probes, seen
 
 

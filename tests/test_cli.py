@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from tagger.catalog import Catalog
 from tagger.catalog.diff import run_diff
 from tagger.cli import app
-from tagger.encode import EncodeConfig
-from tagger.tag import TagConfig
+from tagger.pipeline.encode import EncodeConfig
+from tagger.pipeline.tag import TagConfig
 from tagger.workspace import Workspace
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -227,7 +227,7 @@ def search_ws(tmp_path_factory) -> tuple[Path, str, np.ndarray, np.ndarray]:
     import open_clip
 
     import tagger.models  # noqa: F401  (registers the toy configs with open_clip)
-    from tagger.indexing import update_indexes
+    from tagger.store.updates import update_indexes
     from tagger.models.loader import model_id_for
     from tagger.store import shard_name_for, write_shard
 
@@ -253,7 +253,7 @@ def search_ws(tmp_path_factory) -> tuple[Path, str, np.ndarray, np.ndarray]:
 
 
 def test_search_vector_matches_brute_force(search_ws):
-    from tagger.search import search_vector
+    from tagger.pipeline.search import search_vector
     from tagger.store import PatchStore, index_paths
     root, model_id, ids, g = search_ws
     ws = Workspace.at(root)

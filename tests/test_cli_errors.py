@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from jobs import tag as tag_job
 from tagger.catalog import Catalog
 from tagger.cli import app
-from tagger.encode import EncodeConfig
+from tagger.pipeline.encode import EncodeConfig
 from tagger.errors import ConfigError
 from tagger.toyworld.export import export_scenes
 from tagger.workspace import Workspace
@@ -124,7 +124,7 @@ def test_encode_of_an_empty_source_says_so(tmp_path, caplog):
     ws = str(tmp_path / "ws")
     for source, skipped in [(docs, 2), (tmp_path / "empty", 0), (tmp_path / "*.jpg", 0), (tmp_path / "empty.txt", 0)]:
         caplog.clear()
-        with caplog.at_level("WARNING", logger="tagger.sources"):
+        with caplog.at_level("WARNING", logger="tagger.pipeline.sources"):
             out = invoke("encode", str(source), "-w", ws, "--json")
         assert out.exit_code == 0, out.output
         summary = json.loads([x for x in out.stdout.splitlines() if x.startswith("{")][-1])

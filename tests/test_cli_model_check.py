@@ -42,7 +42,7 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture
 def ws(tmp_path, checkpoint) -> Workspace:
     """A toy-vit workspace whose images are all encoded (shards from the store API) and indexed."""
-    from tagger.indexing import update_indexes
+    from tagger.store.updates import update_indexes
     from tagger.models.registry import model_id_for
     from tagger.store import shard_name_for, write_shard
 

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from tagger.mapping import MemoryBank, cross_modal_map
-from tagger.scoring import ScoreConfig, comc_scores
-from tagger.train import TextClassifier, TrainConfig, ranking_loss, train_classifier
-from tagger.train.classifier import lr_at
+from tagger.method.mapping import MemoryBank, cross_modal_map
+from tagger.method.scoring import ScoreConfig, comc_scores
+from tagger.method.classifier import TextClassifier, TrainConfig, ranking_loss, train_classifier
+from tagger.method.classifier import lr_at
 
 
 def _brute_ranking(s, y, margin):
@@ -123,8 +123,8 @@ def test_lr_schedule_warmup_then_cosine():
 
 
 def test_tag_rows_keep_top_k_and_positives_on_the_standardised_score():
-    from tagger.tag import TagConfig, tag_rows
-    from tagger.zeroshot import standardize
+    from tagger.pipeline.tag import TagConfig, tag_rows
+    from tagger.method.zeroshot import standardize
 
     rng = np.random.default_rng(3)
     raw = rng.normal(size=(6, 9)).astype(np.float32) * 0.02 + 0.3  # raw, unstandardised logits
@@ -147,7 +147,7 @@ def test_tag_rows_keep_top_k_and_positives_on_the_standardised_score():
 
 
 def test_label_calibration_lets_an_offset_label_rank_and_is_order_independent():
-    from tagger.tag import ShardScorer, TagConfig, TagShards, tag_rows
+    from tagger.pipeline.tag import ShardScorer, TagConfig, TagShards, tag_rows
 
     rng = np.random.default_rng(5)
     raw = {f"s{i}": rng.normal(size=(50, 4)).astype(np.float32) for i in range(4)}
@@ -179,8 +179,8 @@ def test_label_calibration_lets_an_offset_label_rank_and_is_order_independent():
 
 @pytest.mark.parametrize(("k", "c", "d"), [(6, 4, 64), (40, 30, 32)])  # folded path, direct path
 def test_mapped_scores_equal_mapping_then_classifier(k, c, d):
-    from tagger.mapping import mapped_scores
-    from tagger.mapping.memory import _folded_is_cheaper
+    from tagger.method.mapping import mapped_scores
+    from tagger.method.mapping import _folded_is_cheaper
 
     rng = np.random.default_rng(7)
     v = _unit(rng.normal(size=(50, d))).astype(np.float32)

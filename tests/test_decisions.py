@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tagger.decisions import DecisionConfig, Decisions, fit_decisions, fit_from_labels
+from tagger.method.decisions import DecisionConfig, Decisions, fit_decisions, fit_from_labels
 
 
 def synthetic(n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -8,7 +8,7 @@ import pytest
 from imagecases import write_cases
 from PIL import Image
 
-from tagger.decode import Decoder, decode_one, to_rgb
+from tagger.pipeline.decode import Decoder, decode_one, to_rgb
 
 SIZE = 32
 
@@ -162,7 +162,7 @@ def test_pixel_spec_crop_equals_torchvision_and_decode_imports_no_torch():
         for w, h in [(256, 256), (size, size), (300, 199), (199, 300), (97, 1000), (size + 3, size), (33, 45)]:
             im = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
             assert np.array_equal(np.asarray(ref(im)), np.asarray(spec.resize_crop(im))), (size, w, h)
-    code = ("import sys, tagger.decode, tagger.encode, tagger.indexing\n"
+    code = ("import sys, tagger.pipeline.decode, tagger.pipeline.encode, tagger.store.updates\n"
             "from tagger.models.registry import model_id_for\n"
             "from tagger.models.preprocess import pixel_spec\n"
             "model_id_for('toy-vit'); pixel_spec('toy-vit'); pixel_spec('ViT-B-32')\n"

@@ -9,7 +9,7 @@ import faiss
 import numpy as np
 import pytest
 
-from tagger.indexing import STATE_FILE, update_indexes
+from tagger.store.updates import STATE_FILE, update_indexes
 from tagger.store import IndexConfig, index_paths, model_dir, shard_name_for, write_shard
 from tagger.store.global_index import GlobalIndex
 from tagger.store.patches import PatchStore

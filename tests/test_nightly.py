@@ -14,7 +14,7 @@ from raytools import ENV, stop_orphaned_ray
 
 from tagger.catalog import Catalog
 from tagger.evaluate.metrics import per_class_ap
-from tagger.nightly import CRASH_POINTS
+from tagger.pipeline.nightly import CRASH_POINTS
 from tagger.toyworld import LABEL_SYNONYMS, LABELS
 from tagger.toyworld.export import export_scenes
 

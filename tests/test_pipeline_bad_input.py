@@ -13,7 +13,7 @@ from imagecases import write_cases
 
 import tagger.models  # noqa: F401  (registers the toy model configs with open_clip)
 from tagger.catalog import Catalog
-from tagger.encode import EncodeConfig, run_encode
+from tagger.pipeline.encode import EncodeConfig, run_encode
 from tagger.errors import CatalogLockedError
 from tagger.workspace import Workspace
 

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from tagger.cli import app
 from tagger.errors import ConfigError
-from tagger.raycluster import host_port
+from tagger.pipeline.raycluster import host_port
 from tagger.toyworld.export import export_scenes
 
 from raytools import ENV

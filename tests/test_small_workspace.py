@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from tagger.catalog import Catalog
 from tagger.cli import app
-from tagger.indexing import STATE_FILE
+from tagger.store.updates import STATE_FILE
 from tagger.store import PatchStore, index_paths
 from tagger.toyworld.export import export_scenes
 

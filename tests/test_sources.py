@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tagger.errors import SourceError
-from tagger.sources import list_image_records, list_images, normalize_uri, read_bytes, scan_images
+from tagger.pipeline.sources import list_image_records, list_images, normalize_uri, read_bytes, scan_images
 
 
 @pytest.fixture
@@ -136,7 +136,7 @@ def test_remote_scheme_through_fsspec():
 
 
 def test_skipped_files_are_counted_by_reason(tree, caplog):
-    with caplog.at_level("WARNING", logger="tagger.sources"):
+    with caplog.at_level("WARNING", logger="tagger.pipeline.sources"):
         listing = scan_images(tree)
     assert listing.images.num_rows == len(EXPECTED)
     assert dict(listing.skipped) == {"with extension .txt": 1, "with extension .csv": 1,
@@ -154,7 +154,7 @@ def test_skipped_files_are_counted_by_reason(tree, caplog):
 def test_empty_sources_warn(tmp_path, caplog):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "readme.md").write_text("x")
-    with caplog.at_level("WARNING", logger="tagger.sources"):
+    with caplog.at_level("WARNING", logger="tagger.pipeline.sources"):
         assert scan_images(tmp_path / "docs").images.num_rows == 0
         assert scan_images(str(tmp_path / "*.jpg")).n_skipped == 0
     assert "no images in" in caplog.text and "1 with extension .md" in caplog.text
@@ -170,7 +170,7 @@ def test_manifest_not_utf8(tmp_path):
 def test_nothing_skipped_is_reported_as_nothing(tmp_path, caplog):
     (tmp_path / "imgs" / "sub").mkdir(parents=True)
     (tmp_path / "imgs" / "sub" / "a.jpg").write_bytes(b"a")
-    with caplog.at_level("INFO", logger="tagger.sources"):
+    with caplog.at_level("INFO", logger="tagger.pipeline.sources"):
         listing = scan_images(tmp_path / "imgs")
     assert listing.n_skipped == 0 and not listing.skipped and listing.skipped_text() == ""
     assert "file(s)" not in caplog.text and "WARNING" not in caplog.text

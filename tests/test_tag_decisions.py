@@ -10,13 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from tagger.calibration import (
+from tagger.pipeline.calibration import (
     DecisionInputs, decision_rows, decisions_from_rows, read_labelled_file, record_labelled_set,
 )
 from tagger.catalog import Catalog
 from tagger.cli import app
 from tagger.errors import CatalogError, ConfigError
-from tagger.tag import TagConfig, apply_statistics, fit_run_decisions, label_statistics, positive_mask, tag_rows
+from tagger.pipeline.tag import TagConfig, apply_statistics, fit_run_decisions, label_statistics, positive_mask, tag_rows
 from tagger.workspace import Workspace
 
 LABELS = ["circle", "square", "star", "absent"]

@@ -19,7 +19,7 @@ from tagger.catalog import Catalog
 from tagger.cli import app
 from tagger.errors import IncompleteCorpusError
 from tagger.text import LLMConfig, TextCorpus, sample_label_sets
-from tagger.textjob import run_generate_text
+from tagger.pipeline.text import run_generate_text
 from tagger.toyworld import LABEL_SYNONYMS, LABELS
 from tagger.workspace import Workspace
 

@@ -1,4 +1,4 @@
-"""Apply the DDL files of ``schemas/`` in order, each in one transaction, recorded in a table."""
+"""Apply the DDL files of ``tagger/catalog/schemas/`` in order, each in one transaction, recorded in a table."""
 from __future__ import annotations
 
 import hashlib
@@ -44,11 +44,11 @@ def utcnow() -> datetime:
 
 
 def default_schema_dir() -> Path:
-    """``$TAGGER_SCHEMA_DIR`` if set, else the ``schemas/`` folder beside the ``tagger`` package."""
+    """``$TAGGER_SCHEMA_DIR`` if set, else the ``schemas/`` folder shipped inside this package."""
     env = os.environ.get(SCHEMA_DIR_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "schemas"
+    return Path(__file__).resolve().parent / "schemas"
 
 
 def load_migrations(schema_dir: str | os.PathLike | None = None) -> list[Migration]:

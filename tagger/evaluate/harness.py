@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..models.dense import FeatureConfig, image_features
-from ..zeroshot import ENSEMBLE_PROMPTS, SINGLE_PROMPT, class_embeddings, zero_shot_scores
+from ..method.zeroshot import ENSEMBLE_PROMPTS, SINGLE_PROMPT, class_embeddings, zero_shot_scores
 from .metrics import summarize
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def evaluate(clip, dataset, head: str | Callable, fcfg: FeatureConfig | None = N
 
 def _head(name: str) -> Callable:
     if name == "comc":
-        from ..comc import comc_head  # imported lazily: it needs the text side
+        from ..method.comc import comc_head  # imported lazily: it needs the text side
         return comc_head()
     if name not in HEADS:
         raise ValueError(f"unknown head {name!r}; choose from {sorted(HEADS) + ['comc']}")

@@ -3,7 +3,7 @@
 A store whose configured layout (PQ codes, an IVF) cannot be trained yet because the corpus is
 too small holds its vectors in an uncompressed, exact ``IndexFlat`` instead: it needs no
 training, searches and decodes exactly, and is replaced by the configured layout on the first
-rebuild that has enough vectors (see :mod:`tagger.indexing`).
+rebuild that has enough vectors (see :mod:`tagger.store.updates`).
 """
 from __future__ import annotations
 

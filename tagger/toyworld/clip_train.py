@@ -187,7 +187,7 @@ def evaluate_clip(model, model_name: str, tokenizer, val: RenderedSplit, seed: i
                   head: torch.nn.Module | None = None) -> dict[str, float]:
     """Image->text R@1 over held-out pairs and zero-shot mAP with one prompt (and the labels head's mAP)."""
     from ..evaluate.metrics import mean_average_precision
-    from ..zeroshot import standardize
+    from ..method.zeroshot import standardize
 
     was_training = model.training
     model.eval()

@@ -28,12 +28,12 @@ from typing import Any
 
 import faiss
 
-from .errors import StoreError
-from .store import IndexConfig, build_global_index, build_patch_store, index_paths, list_done_shards
-from .store.atomic import atomic_write_bytes
-from .store.global_index import GlobalIndex
-from .store.patches import PatchStore
-from .store.shards import Shard, load_shard, model_dir
+from ..errors import StoreError
+from . import IndexConfig, build_global_index, build_patch_store, index_paths, list_done_shards
+from .atomic import atomic_write_bytes
+from .global_index import GlobalIndex
+from .patches import PatchStore
+from .shards import Shard, load_shard, model_dir
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "index_state.json"

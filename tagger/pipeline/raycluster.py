@@ -17,7 +17,7 @@ import socket
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from .errors import ClusterError, ConfigError
+from ..errors import ClusterError, ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ shard name is derived from its ids, so a rerun after a crash recomputes exactly 
 that have no done-marker, with the same composition, and writes the same bytes.
 
 Both stages are callables over a batch dict and drop into Ray Data ``map_batches``:
-``DecodePartitions`` (from :mod:`tagger.decode`, which never imports torch, so its workers start
+``DecodePartitions`` (from :mod:`tagger.pipeline.decode`, which never imports torch, so its workers start
 fast) on CPU, ``EncodePartitions`` as actors (model loaded once, on a GPU
 when present).
 """
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from .decode import DecodePartitions
-from .errors import ConfigError
-from .store.shards import exists_done, shard_name_for, write_shard
+from ..errors import ConfigError
+from ..store.shards import exists_done, shard_name_for, write_shard
 
 logger = logging.getLogger(__name__)
 
@@ -87,16 +87,16 @@ class EncodePartitions:
     """Device stage (an actor): embed the ok images of each partition and write its shard."""
 
     def __init__(self, cfg: EncodeConfig, root: str, model_id: str) -> None:
-        from .models import load_clip
-        from .models.dense import FeatureConfig
-        from .models.preprocess import pixel_spec
+        from ..models import load_clip
+        from ..models.dense import FeatureConfig
+        from ..models.preprocess import pixel_spec
         self.cfg, self.root, self.model_id = cfg, root, model_id
         self.clip = load_clip(cfg.model, cfg.pretrained, device=cfg.device, precision=cfg.precision)
         self.spec = pixel_spec(cfg.model, cfg.pretrained)
         self.fcfg = FeatureConfig(cfg.global_mode, cfg.dense_mode)
 
     def embed(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from .models.dense import image_features
+        from ..models.dense import image_features
         gs, ps = [], []
         for i in range(0, len(pixels), self.cfg.batch_size):
             x = self.spec.normalize(pixels[i:i + self.cfg.batch_size], self.clip.device, self.clip.dtype)
@@ -121,7 +121,7 @@ class EncodePartitions:
 
 def reconcile_shards(catalog, root: str, model_id: str) -> int:
     """Record encodings for done shards that the catalog does not know (a crash after the write)."""
-    from .store.shards import iter_shards
+    from ..store.shards import iter_shards
     known = {s for (s,) in catalog.query("SELECT DISTINCT shard FROM encodings WHERE model_id = ?", [model_id])}
     n = 0
     for shard in iter_shards(root, model_id):
@@ -161,10 +161,10 @@ def run_encode(workspace, source: str | None, cfg: EncodeConfig, *, crash_after:
 
     from tqdm import tqdm
 
-    from .catalog import Catalog
-    from .indexing import update_indexes
-    from .models.registry import check_model, model_id_for
-    from .models.preprocess import pixel_spec
+    from ..catalog import Catalog
+    from ..store.updates import update_indexes
+    from ..models.registry import check_model, model_id_for
+    from ..models.preprocess import pixel_spec
     from .raycluster import gpus_available, ray_session
 
     t0 = time.time()

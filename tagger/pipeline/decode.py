@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from .models.pixels import PixelSpec
+from ..models.pixels import PixelSpec
 from .sources import read_bytes
 
 logger = logging.getLogger(__name__)

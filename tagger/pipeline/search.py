@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, StoreError
+from ..errors import ConfigError, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +31,14 @@ class Hit:
 
 def _index_config(directory: Path):
     """The IndexConfig the indexes were built with (written beside them), or None."""
-    from .store import IndexConfig
+    from ..store import IndexConfig
     path = directory / "index_config.json"
     return IndexConfig.from_json(path.read_text()) if path.exists() else None
 
 
 def _raw_search(root: Path, model_id: str, query: np.ndarray, k: int,
                 level: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    from .store import GlobalIndex, PatchStore, index_paths
+    from ..store import GlobalIndex, PatchStore, index_paths
     g_path, p_path = index_paths(root, model_id)
     path = g_path if level == "global" else p_path
     if not path.exists():
@@ -62,7 +62,7 @@ def image_uris(catalog, image_ids: list[int]) -> dict[int, str]:
 def _with_uris(workspace, hits: list[Hit], catalog) -> list[Hit]:
     from dataclasses import replace
 
-    from .catalog import Catalog
+    from ..catalog import Catalog
     ids = [h.image_id for h in hits]
     if catalog is not None:
         uris = image_uris(catalog, ids)
@@ -100,7 +100,7 @@ def search_vector(workspace, model_id: str, query: np.ndarray, k: int = 10, leve
 def search_text(workspace, text: str, k: int = 10, level: str = "global", *, model: str | None = None,
                 pretrained: str | None = None, device: str | None = None, catalog=None) -> list[Hit]:
     """Encode ``text`` with the workspace's model (or ``model``/``pretrained``) and search."""
-    from .models import load_clip
+    from ..models import load_clip
     if not text.strip():
         raise ConfigError("empty search text")
     name, weights = workspace.model(model, pretrained)

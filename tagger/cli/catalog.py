@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli_common import (
+from .options import (
     DEFAULT_WORKSPACE, QUICK_WAIT, CsvOpt, JsonOpt, WaitOpt, WorkspaceOpt, console, emit_rows, fail, open_catalog,
     output_format, reported,
 )
@@ -74,7 +74,7 @@ def labels_add(
     names = list(names or [])
     synonyms: dict[str, list[str]] = {}
     if toy:
-        from .toyworld import LABEL_SYNONYMS, LABELS
+        from ..toyworld import LABEL_SYNONYMS, LABELS
         names += [n for n in LABELS if n not in names]
         synonyms.update({n: list(s) for n, s in LABEL_SYNONYMS.items()})
     if not names:
@@ -207,7 +207,7 @@ def runs_diff(
     """Labels added/removed between runs A and B, and per label the images that gained or lost it."""
     import json
 
-    from .catalog.diff import run_diff
+    from ..catalog.diff import run_diff
     with reported(), open_catalog(workspace, read_only=True, wait=wait) as cat:
         diff = run_diff(cat, a, b)
     if as_json:

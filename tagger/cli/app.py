@@ -13,14 +13,14 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .cli_catalog import labels_app, runs_app, sql_cmd
-from .cli_common import (
+from .catalog import labels_app, runs_app, sql_cmd
+from .options import (
     DEFAULT_WORKSPACE, JOB_WAIT, CalibrateWithOpt, DecisionOpt, DecisionRule, JsonOpt, ModelOpt, PretrainedOpt,
     WaitOpt, WorkspaceOpt, emit_rows, fail, job_scope, output_format, print_summary, report_calibration, reported,
     workspace_at,
 )
-from .cli_common import finite
-from .errors import ConfigError, TaggerError
+from .options import finite
+from ..errors import ConfigError, TaggerError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Tag image collections with labels nobody annotated.")
@@ -42,8 +42,8 @@ def _checkpoint(pretrained: str | None) -> str | None:
 
 def _check_tag_inputs(ws, name: str, weights: str | None, classifier_id: str | None, wait: float) -> None:
     """Refuse a bad model or an unknown ``--classifier-id`` before the job starts."""
-    from .catalog import Catalog
-    from .models.registry import check_model
+    from ..catalog import Catalog
+    from ..models.registry import check_model
     check_model(name, weights)
     if classifier_id is None:
         return
@@ -75,7 +75,7 @@ def encode(
 
     Runs on the Ray cluster of $RAY_ADDRESS, or starts a local one for the call.
     """
-    from .encode import EncodeConfig, run_encode
+    from ..pipeline.encode import EncodeConfig, run_encode
     with reported():
         ws = workspace_at(workspace, create=False)  # nothing is written before the model is checked
         name, weights = ws.model(model, _checkpoint(pretrained))
@@ -104,7 +104,7 @@ def generate_text(
     A corpus made earlier with the same --n-sentences, --seed and generator is reused, extended for
     changed labels, or completed where it lacks sentences; other settings make a new corpus.
     """
-    from .textjob import run_generate_text
+    from ..pipeline.text import run_generate_text
     with reported():
         with job_scope(workspace_at(workspace), "generate-text", wait):
             summary = run_generate_text(workspace_at(workspace), n_sentences, seed, max_missing=max_missing)
@@ -121,7 +121,7 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train the text-only classifier (and its memory banks) for the workspace's model."""
-    from .textjob import run_train
+    from ..pipeline.text import run_train
     with reported():
         ws = workspace_at(workspace)
         name, weights = ws.model(model, pretrained)
@@ -156,8 +156,8 @@ def tag(
     as_json: JsonOpt = False,
 ) -> None:
     """Tag every encoded image from its stored embeddings into a new run, and make it current."""
-    from .models.registry import model_id_for
-    from .tag import TagConfig, run_tag
+    from ..models.registry import model_id_for
+    from ..pipeline.tag import TagConfig, run_tag
     with reported():
         ws = workspace_at(workspace)
         name, weights = ws.model(model, pretrained)
@@ -188,9 +188,9 @@ def nightly(
     as_json: JsonOpt = False,
 ) -> None:
     """Encode new images, follow label changes, retrain, re-tag everything, switch current_tags."""
-    from .encode import EncodeConfig
-    from .nightly import NightlyConfig, run_nightly
-    from .tag import TagConfig
+    from ..pipeline.encode import EncodeConfig
+    from ..pipeline.nightly import NightlyConfig, run_nightly
+    from ..pipeline.tag import TagConfig
     with reported():
         ws = workspace_at(workspace)
         name, weights = ws.model(model, pretrained)
@@ -222,7 +222,7 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Find the images closest to TEXT in the FAISS global index or the patch store."""
-    from .search import search_text
+    from ..pipeline.search import search_text
     with reported():
         hits = search_text(workspace_at(workspace, create=False), text, k, level.value, model=model,
                            pretrained=pretrained, device=device)
@@ -257,9 +257,9 @@ def eval_cmd(
     """Evaluate a tagging head on a labelled dataset (mAP, P/R/F1 at top-3 and top-5)."""
     import json
 
-    from .evaluate.datasets import open_dataset
-    from .evaluate.harness import evaluate
-    from .models import load_clip
+    from ..evaluate.datasets import open_dataset
+    from ..evaluate.harness import evaluate
+    from ..models import load_clip
 
     try:
         clip = load_clip(model, pretrained, device=device)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .decisions import Decisions
+from ..method.decisions import Decisions
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ _SPLIT = re.compile(r"[;|]")
 
 
 def _config_error(msg: str) -> Exception:
-    from .errors import ConfigError
+    from ..errors import ConfigError
     return ConfigError(msg)
 
 

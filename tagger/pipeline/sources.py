@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 
-from .errors import SourceError
+from ..errors import SourceError
 
 logger = logging.getLogger(__name__)
 

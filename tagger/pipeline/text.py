@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 def _labels_and_synonyms(cat) -> tuple[list[str], dict[str, list[str]]]:
     labels = [lab for lab in cat.list_labels(include_retired=False)]
     if not labels:
-        from .errors import ConfigError
+        from ..errors import ConfigError
         raise ConfigError("no active labels: add some with `tagger labels add`")
     return [lab.name for lab in labels], {lab.name: list(lab.synonyms or []) for lab in labels}
 
@@ -32,10 +32,10 @@ def run_generate_text(workspace, n_sentences: int = 20000, seed: int = 0, llm_co
     :class:`~tagger.errors.IncompleteCorpusError` and record nothing; LLM sentences are cached by
     (label set, prompt version, model) in the workspace, so the rerun requests only those missing.
     """
-    from .catalog import Catalog
-    from .text import TextCorpus, generator_from_config
-    from .text.corpus import missing_label_sets
-    from .text.incremental import update_corpus
+    from ..catalog import Catalog
+    from ..text import TextCorpus, generator_from_config
+    from ..text.corpus import missing_label_sets
+    from ..text.incremental import update_corpus
 
     with Catalog.for_job(workspace.catalog, "generate-text") as cat:
         labels, synonyms = _labels_and_synonyms(cat)
@@ -82,7 +82,7 @@ def corpus_embeddings(workspace, clip, corpus) -> tuple[Any, int]:
     parent = (corpus.config or {}).get("extends")
     parent_file = _embedding_file(workspace, parent, clip.model_id) if parent else None
     if parent_file is not None and parent_file.exists():
-        from .text import TextCorpus
+        from ..text import TextCorpus
         prev = TextCorpus.load(workspace.text_dir(parent))
         prev_emb = np.load(parent_file)
         if prev_emb.shape[0] == len(prev.sentences):
@@ -99,17 +99,17 @@ def corpus_embeddings(workspace, clip, corpus) -> tuple[Any, int]:
 def run_train(workspace, model: str, pretrained: str | None = None, corpus_id: str | None = None,
               cfg=None) -> dict[str, Any]:
     """Train the text-only classifier (and its memory banks) for ``model`` on a corpus."""
-    from .catalog import Catalog
-    from .comc import ComcConfig, fit_comc, save_comc
-    from .models import load_clip
-    from .text import TextCorpus
+    from ..catalog import Catalog
+    from ..method.comc import ComcConfig, fit_comc, save_comc
+    from ..models import load_clip
+    from ..text import TextCorpus
 
     cfg = cfg or ComcConfig()
     with Catalog.for_job(workspace.catalog, "train") as cat:
         corpora = cat.corpora()
         if corpus_id is None:
             if not corpora:
-                from .errors import ConfigError
+                from ..errors import ConfigError
                 raise ConfigError("no text corpus yet: run generate-text first")
             corpus_id = corpora[-1]["corpus_id"]
         corpus = TextCorpus.load(workspace.text_dir(corpus_id))
@@ -135,7 +135,7 @@ def latest_classifier(cat, model_id: str) -> dict[str, Any]:
     """The newest classifier trained for ``model_id``."""
     found = [c for c in cat.classifiers() if c["model_id"] == model_id]
     if not found:
-        from .errors import ConfigError
+        from ..errors import ConfigError
         raise ConfigError(f"no classifier for {model_id}: run train first")
     return found[-1]
 

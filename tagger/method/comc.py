@@ -15,7 +15,7 @@ import numpy as np
 
 from .mapping import MemoryBank
 from .scoring import ScoreConfig, comc_scores
-from .train import TextClassifier, TrainConfig, train_classifier
+from .classifier import TextClassifier, TrainConfig, train_classifier
 from .zeroshot import ENSEMBLE_PROMPTS, SINGLE_PROMPT, class_embeddings
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def fit_comc(clip, class_names: Sequence[str], synonyms: Mapping[str, Sequence[s
              cfg: ComcConfig | None = None, generator=None, corpus=None, embeddings=None) -> ComcModel:
     """Generate (or take) a text corpus, embed it with CLIP's text tower (unless its
     ``embeddings`` are given, row-aligned with the sentences), train, build memories."""
-    from .text import OfflineGenerator, Vocabulary, build_corpus
+    from ..text import OfflineGenerator, Vocabulary, build_corpus
 
     cfg = cfg or ComcConfig()
     if corpus is None:
@@ -107,7 +107,7 @@ def comc_head(cfg: ComcConfig | None = None) -> Callable:
 
 
 def _known_synonyms(class_names: Sequence[str]) -> dict[str, Sequence[str]]:
-    from .toyworld import LABEL_SYNONYMS
+    from ..toyworld import LABEL_SYNONYMS
     return {c: LABEL_SYNONYMS[c] for c in class_names if c in LABEL_SYNONYMS}
 
 

@@ -20,10 +20,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .catalog.joblock import job_driver
+from ..catalog.joblock import job_driver
 from .encode import EncodeConfig, run_encode
 from .tag import TagConfig, run_tag
-from .textjob import run_generate_text, run_train
+from .text import run_generate_text, run_train
 
 logger = logging.getLogger(__name__)
 STAGES = ("encode", "text", "train", "tag", "switch", "prune")
@@ -42,8 +42,8 @@ class NightlyConfig:
 
 def vocabulary_diff(cat) -> dict[str, list[str]]:
     """Labels added, retired and with changed synonyms since the current run."""
-    from .text import Vocabulary
-    from .text.incremental import synonyms_changed
+    from ..text import Vocabulary
+    from ..text.incremental import synonyms_changed
 
     current = cat.current_run()
     run = cat.get_run(current) if current is not None else None
@@ -71,8 +71,8 @@ def run_nightly(workspace, source: str | None, encode_cfg: EncodeConfig, cfg: Ni
                 *, crash_at: str | None = None, calibrate_with: str | None = None) -> dict[str, Any]:
     """Run every stage in order; ``crash_at`` (one of CRASH_POINTS) kills the process there (tests).
     ``calibrate_with`` replaces the catalog's labelled set before tagging (see ``run_tag``)."""
-    from .catalog import Catalog
-    from .models.registry import model_id_for
+    from ..catalog import Catalog
+    from ..models.registry import model_id_for
 
     cfg = cfg or NightlyConfig()
     timings: dict[str, float] = {}

@@ -3,7 +3,7 @@
 No image is decoded: each shard's global embeddings come from its shard file and its patch
 embeddings from the PQ patch store. Before tagging, the driver scores a calibration sample (the
 first ``calibration_images`` images in shard order, so a rerun sees the same sample), z-scores each
-label over it and fits each label's decision there (:mod:`tagger.decisions`): a threshold on the
+label over it and fits each label's decision there (:mod:`tagger.method.decisions`): a threshold on the
 stored score and a confidence in [0, 1], with the user's pinned thresholds and labelled set applied.
 The decisions are stored with the run before any tag is written; a resumed run reuses them. Each
 shard's tags are written as one Parquet file, atomically, so a rerun of a killed run skips what is
@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .calibration import LABELLED_MIN_IMAGES, DecisionInputs, decision_inputs, decision_rows, decisions_from_rows
-from .decisions import DecisionConfig, Decisions, fit_decisions, fit_from_labels
-from .errors import ConfigError
-from .zeroshot import standardize
+from ..method.decisions import DecisionConfig, Decisions, fit_decisions, fit_from_labels
+from ..errors import ConfigError
+from ..method.zeroshot import standardize
 
 logger = logging.getLogger(__name__)
 DECISION_RULES = ("mixture", "standardized")
@@ -125,8 +125,8 @@ class ShardScorer:
     """Scores the images of a stored shard with a trained classifier (global + patches)."""
 
     def __init__(self, root: str, model_id: str, classifier_dir: str, cfg: TagConfig) -> None:
-        from .comc import load_comc
-        from .store import PatchStore, index_paths
+        from ..method.comc import load_comc
+        from ..store import PatchStore, index_paths
         self.root, self.model_id, self.cfg = root, model_id, cfg
         self.model = load_comc(classifier_dir)
         # memory-mapped: each tag worker keeps only the codec, and reads the codes of its shards
@@ -134,7 +134,7 @@ class ShardScorer:
             else None
 
     def load(self, name: str):
-        from .store import load_shard, model_dir
+        from ..store import load_shard, model_dir
         return load_shard(model_dir(self.root, self.model_id) / str(name))
 
     def scores(self, shard) -> np.ndarray:
@@ -280,9 +280,9 @@ def run_tag(workspace, model_id: str, cfg: TagConfig | None = None, classifier_i
     import time
 
     from .calibration import record_labelled_set
-    from .catalog import Catalog
-    from .store import list_done_shards
-    from .textjob import latest_classifier
+    from ..catalog import Catalog
+    from ..store import list_done_shards
+    from .text import latest_classifier
 
     cfg = cfg or TagConfig()
     t0 = time.time()
@@ -290,7 +290,7 @@ def run_tag(workspace, model_id: str, cfg: TagConfig | None = None, classifier_i
     with Catalog.for_job(workspace.catalog, "tag") as cat:
         clf = cat.get_classifier(classifier_id) if classifier_id else latest_classifier(cat, model_id)
         if clf is None:
-            from .errors import ConfigError
+            from ..errors import ConfigError
             raise ConfigError(f"unknown classifier {classifier_id!r}: `tagger runs list` and the catalog's "
                               "classifiers table list the trained ones")
         labels = list(clf["labels"])

@@ -17,11 +17,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .errors import TaggerError
-from .workspace import Workspace
+from ..errors import TaggerError
+from ..workspace import Workspace
 
 if TYPE_CHECKING:
-    from .catalog import Catalog
+    from ..catalog import Catalog
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -96,7 +96,7 @@ def open_catalog(path: Path, *, read_only: bool, wait: float = 0.0) -> Iterator[
     Read-only opens never create a workspace or a catalog, and are sealed: their SQL reaches no
     other file, no URL and no extension (``Catalog.open(external_access=False)``).
     """
-    from .catalog import Catalog
+    from ..catalog import Catalog
     ws = workspace_at(path, create=not read_only)
     with Catalog.open(ws.catalog, read_only=read_only, external_access=not read_only, wait=wait) as cat:
         yield cat
@@ -106,7 +106,7 @@ def open_catalog(path: Path, *, read_only: bool, wait: float = 0.0) -> Iterator[
 def job_scope(ws: Workspace, job: str, wait: float) -> Iterator[None]:
     """Run a job verb's driver holding the workspace's job lock, its catalog opens waiting up to
     ``wait`` seconds while another process holds the file (a second job is refused at once)."""
-    from .catalog import JobLock
+    from ..catalog import JobLock
     ws.check_writable()
     with JobLock(ws.catalog, job, wait=wait):
         yield
