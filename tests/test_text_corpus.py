@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tagger.errors import ConfigError, IncompleteCorpusError, TextGenerationError
-from tagger.text.corpus import _stable_hash, allowed_missing, corpus_config, missing_label_sets
+from tagger.ids import content_id
+from tagger.text.corpus import allowed_missing, corpus_config, missing_label_sets
 from tagger.text import (
     PHOTO_TEMPLATE, PROMPT_TEMPLATES, LLMConfig, LLMGenerator, OfflineGenerator, TextCorpus,
     Vocabulary, build_corpus, generator_from_config, label_matrix, mentions_all, plural,
@@ -255,7 +256,7 @@ def test_corpus_id_is_stable_and_tracks_config() -> None:
     assert len(ids) == len(others) and base.corpus_id not in ids
     llm = LLMGenerator(LLMConfig(model="m", base_url="http://127.0.0.1:9/v1"), VOCAB)
     llm2 = LLMGenerator(LLMConfig(model="m", base_url="http://other:9/v1", api_key="k"), VOCAB)
-    ids_llm = [_stable_hash(corpus_config(VOCAB, 20, g, 0, 5, False, 9, ())) for g in (llm, llm2)]
+    ids_llm = [content_id(corpus_config(VOCAB, 20, g, 0, 5, False, 9, ())) for g in (llm, llm2)]
     assert ids_llm[0] == ids_llm[1]  # endpoint and key are not part of the identity
 
 

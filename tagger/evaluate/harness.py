@@ -1,7 +1,6 @@
 """Evaluation harness: embed a labelled dataset once (cached), score it with a head, report metrics."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -12,6 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..ids import short_sha256
 from ..models.dense import FeatureConfig, image_features
 from ..method.zeroshot import ENSEMBLE_PROMPTS, SINGLE_PROMPT, class_embeddings, zero_shot_scores
 from .metrics import summarize
@@ -36,7 +36,7 @@ def cache_dir() -> Path:
 def _cache_key(clip, dataset, fcfg: FeatureConfig) -> str:
     ident = json.dumps([clip.model_id, dataset.name, len(dataset.items), dataset.items[:3], dataset.items[-3:],
                         asdict(fcfg), getattr(dataset, "scene_config", None)], default=str)
-    return hashlib.sha256(ident.encode()).hexdigest()[:20]
+    return short_sha256(ident, 20)
 
 
 def embed_dataset(clip, dataset, fcfg: FeatureConfig | None = None, batch_size: int = 128,

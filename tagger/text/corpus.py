@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import ids
 from ..errors import ConfigError, DatasetError, IncompleteCorpusError, TextGenerationError
 from .base import GenerationStats, SentenceGenerator
 from .labelsets import label_matrix, sample_label_sets
@@ -31,11 +32,6 @@ SENTENCES_FILE = "sentences.parquet"
 LABELS_FILE = "label_matrix.npy"
 
 
-def _stable_hash(obj: Any) -> str:
-    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-
-
 def content_id(config: Mapping[str, Any], sentences: Sequence[str], sources: Sequence[str],
                matrix: np.ndarray) -> str:
     """Corpus id from its config and what it holds: sentences, their sources and label rows."""
@@ -43,7 +39,7 @@ def content_id(config: Mapping[str, Any], sentences: Sequence[str], sources: Seq
     m = np.ascontiguousarray(matrix, dtype=np.uint8)
     h.update(repr(m.shape).encode())
     h.update(m.tobytes())
-    return _stable_hash({"config": config, "content": h.hexdigest()})
+    return ids.content_id({"config": config, "content": h.hexdigest()})
 
 
 def allowed_missing(max_missing: float, n: int) -> int:

@@ -6,7 +6,6 @@ background, labels: what captions are made from), keyed by the scene config and 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..ids import short_sha256
 from ..store.atomic import atomic_open
 from .scenes import Scene, SceneConfig, make_scene
 
@@ -55,7 +55,7 @@ def _render_range(args: tuple) -> tuple[np.ndarray, list[Scene]]:
 def _key(split: str, n: int, size: int, interpolation: str, cfg: SceneConfig) -> str:
     blob = json.dumps({"split": split, "n": n, "size": size, "interp": interpolation, "scene": asdict(cfg)},
                       sort_keys=True)
-    return f"{split}-{n}-{size}px-v{cfg.version}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+    return f"{split}-{n}-{size}px-v{cfg.version}-{short_sha256(blob, 10)}"
 
 
 def render_split(split: str, n: int, size: int, cache_dir: Path | None = None, workers: int = 0,
