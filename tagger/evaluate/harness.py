@@ -14,6 +14,7 @@ import torch
 from ..ids import short_sha256
 from ..models.dense import FeatureConfig, image_features
 from ..method.zeroshot import ENSEMBLE_PROMPTS, SINGLE_PROMPT, class_embeddings, zero_shot_scores
+from ..store.atomic import atomic_open
 from .metrics import summarize
 
 logger = logging.getLogger(__name__)
@@ -56,10 +57,8 @@ def embed_dataset(clip, dataset, fcfg: FeatureConfig | None = None, batch_size: 
         ps.append(p.cpu().numpy().astype(np.float16))
     out = EmbeddedSet(np.concatenate(gs), np.concatenate(ps), dataset.labels, list(dataset.class_names))
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, global_=out.global_, patches=out.patches)
-        os.replace(tmp, path)
+        with atomic_open(path) as fh:
+            np.savez(fh, global_=out.global_, patches=out.patches)
     return out
 
 

@@ -49,14 +49,14 @@ class TextClassifier:
         return x @ self.weight.T
 
     def save(self, directory: str | Path) -> Path:
+        """Write ``weight.npy`` and then ``classifier.json`` (atomically) into ``directory``."""
+        from ..store.atomic import atomic_write_text  # lazily: tagger.store loads faiss
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         np.save(d / "weight.npy", self.weight.astype(np.float32))
         meta = {"labels": self.labels, "model_id": self.model_id, "corpus_id": self.corpus_id,
                 "config": asdict(self.config), "metrics": self.metrics}
-        tmp = d / "classifier.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2))
-        tmp.replace(d / "classifier.json")
+        atomic_write_text(d / "classifier.json", json.dumps(meta, indent=2))
         return d
 
     @classmethod

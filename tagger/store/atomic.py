@@ -1,4 +1,8 @@
-"""Atomic file writes: write a temp file beside the target, fsync, then ``os.replace``."""
+"""Atomic file writes: write a temp file beside the target, fsync, then ``os.replace``.
+
+``atomic_open`` yields a binary file handle (``np.save``, ``np.savez``, ``pq.write_table`` and
+``pickle.dump`` all write to one); ``atomic_write_bytes`` and ``atomic_write_text`` write a whole value.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -59,3 +63,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically."""
     with atomic_open(path) as fh:
         fh.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
+    """Replace ``path`` with ``text`` (encoded as ``encoding``) atomically."""
+    atomic_write_bytes(path, text.encode(encoding))

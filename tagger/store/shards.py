@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from tagger.errors import ShardError
-from tagger.store.atomic import TMP_PREFIX, atomic_write_bytes, fsync_dir
+from tagger.store.atomic import TMP_PREFIX, atomic_write_bytes, fsync_dir, temp_sibling
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def write_shard(root: str | os.PathLike[str], model_id: str, shard_name: str,
     meta = {"format": SHARD_FORMAT, "model_id": model_id, "shard": shard_name, "n": int(ids.size),
             "dim": int(g.shape[1]), "patches_per_image": None if p is None else int(p.shape[1]),
             "global_dtype": str(g.dtype), "ids_sha1": ids_sha1}
-    tmp = directory / f"{TMP_PREFIX}{shard_name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = temp_sibling(final)
     try:
         _fill_temp(tmp, meta, ids, g, p)
         if _before_commit is not None:

@@ -5,7 +5,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,17 +111,20 @@ class TextCorpus:
         return len(self.sentences)
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``sentences.parquet``, ``label_matrix.npy`` and (last) ``corpus.json``."""
+        """Write ``sentences.parquet``, ``label_matrix.npy`` and (last) ``corpus.json``, each atomically."""
+        from ..store.atomic import atomic_open, atomic_write_text  # lazily: tagger.store loads faiss
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         table = pa.table({"sentence": pa.array(self.sentences, pa.string()),
                           "source": pa.array(self.sources, pa.string())})
-        _atomic(d / SENTENCES_FILE, lambda p: pq.write_table(table, p))
-        _atomic(d / LABELS_FILE, lambda p: np.save(p, self.label_matrix.astype(np.uint8)))
+        with atomic_open(d / SENTENCES_FILE) as fh:
+            pq.write_table(table, fh)
+        with atomic_open(d / LABELS_FILE) as fh:
+            np.save(fh, self.label_matrix.astype(np.uint8))
         meta = {"format": CORPUS_FORMAT, "corpus_id": self.corpus_id,
                 "class_names": list(self.class_names), "n": len(self), "config": self.config,
                 "stats": self.stats}
-        _atomic(d / CONFIG_FILE, lambda p: Path(p).write_text(json.dumps(meta, indent=2, ensure_ascii=False)))
+        atomic_write_text(d / CONFIG_FILE, json.dumps(meta, indent=2, ensure_ascii=False))
         logger.info("saved corpus %s (%d sentences) to %s", self.corpus_id, len(self), d)
         return d
 
@@ -145,14 +147,6 @@ class TextCorpus:
         if len(corpus) != meta.get("n"):
             raise DatasetError(f"corpus in {d} has {len(corpus)} rows, corpus.json says {meta.get('n')}")
         return corpus
-
-
-def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".npy":  # np.save appends .npy to names without it
-        tmp = path.with_name(path.stem + ".tmp.npy")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def corpus_config(vocab: Vocabulary, n_sentences: int, generator: SentenceGenerator, seed: int,
