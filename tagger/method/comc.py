@@ -5,10 +5,9 @@ This module glues the stages for evaluation and for the jobs; each stage lives i
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -32,11 +31,6 @@ class ComcConfig:
     memory_size: int = 20000  # sentence-bank rows (for memory="sentences")
     train: TrainConfig = field(default_factory=TrainConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
-
-    def key(self) -> str:
-        d = asdict(self)
-        d.pop("score")
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -109,11 +103,6 @@ def comc_head(cfg: ComcConfig | None = None) -> Callable:
 def _known_synonyms(class_names: Sequence[str]) -> dict[str, Sequence[str]]:
     from ..toyworld import LABEL_SYNONYMS
     return {c: LABEL_SYNONYMS[c] for c in class_names if c in LABEL_SYNONYMS}
-
-
-def with_score(cfg: ComcConfig, **kw: object) -> ComcConfig:
-    """A copy of ``cfg`` with some ``ScoreConfig`` fields replaced."""
-    return replace(cfg, score=replace(cfg.score, **kw))
 
 
 def save_comc(model: ComcModel, directory) -> None:

@@ -1,6 +1,10 @@
 """The toy world's vocabulary: object labels, their synonyms, colours and backgrounds."""
 from __future__ import annotations
 
+import logging
+
+logger = logging.getLogger(__name__)
+
 # Label name -> synonyms used by captions and by the text validator. Names are plain English.
 LABEL_SYNONYMS: dict[str, tuple[str, ...]] = {
     "circle": ("disc", "dot", "round shape"),
@@ -48,17 +52,13 @@ BACKGROUNDS: tuple[str, ...] = ("plain", "gradient", "stripes", "checks", "speck
 
 
 def plural(name: str) -> str:
-    """Plural form of a label or synonym."""
+    """Plural form of a label or synonym, as the toy captions use it.
+
+    Not :func:`tagger.text.vocab.plural`: that one says "daisies" where this says "daisys", and the
+    shipped toy weights (and the retrieval numbers measured on captions) were made with this one.
+    """
     if name in PLURALS:
         return PLURALS[name]
     if name.endswith(("s", "x", "sh", "ch")):
         return name + "es"
     return name + "s"
-
-
-def label_index(name: str) -> int:
-    """Index of a label name in :data:`LABELS`."""
-    try:
-        return LABELS.index(name)
-    except ValueError as e:
-        raise KeyError(f"unknown toy-world label {name!r}") from e
