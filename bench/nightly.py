@@ -20,7 +20,8 @@ from tagger.models.loader import model_id_for
 from tagger.pipeline.nightly import NightlyConfig, run_nightly
 from tagger.pipeline.raycluster import ray_session
 from tagger.pipeline.tag import TagConfig, run_tag
-from tagger.pipeline.text import run_generate_text, run_train
+from tagger.pipeline.text import run_generate_text
+from tagger.pipeline.train import run_train
 from tagger.toyworld import LABEL_SYNONYMS, LABELS
 from tagger.toyworld.export import export_scenes
 from tagger.workspace import Workspace

@@ -1,60 +1,39 @@
-"""Shared argument handling for the job entrypoints."""
+"""What every job entry point shares: it runs one ``tagger`` verb, with that verb's own options.
+
+A job parses nothing of its own but ``--log-level``: the rest of its command line goes to the
+command-line verb (:mod:`tagger.cli`), so a job and the verb it wraps accept the same options,
+build the same configs, and fail the same way (one ``error:`` line, exit status 2). A job always
+prints its summary as one JSON line (``--json``) and needs ``--workspace`` (or ``$TAGGER_WORKSPACE``):
+on a cluster the current directory is rarely where the workspace lives.
+"""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
+import os
 import sys
-from typing import Any, Callable
 
-from tagger.errors import TaggerError
-from tagger.workspace import Workspace
+from tagger.cli import main as cli_main
 
-
-def finite_float(text: str) -> float:
-    """argparse type: a finite float (``nan`` and ``inf`` are refused)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
+__all__ = ["run_verb"]
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--workspace", required=True, help="workspace directory (shared storage on a cluster)")
-    p.add_argument("--log-level", default="INFO")
-    return p
+def _has_workspace(argv: list[str]) -> bool:
+    return bool(os.environ.get("TAGGER_WORKSPACE")) or any(
+        a in ("--workspace", "-w") or a.startswith("--workspace=") for a in argv)
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="open_clip model name (default: the workspace's)")
-    p.add_argument("--pretrained", default=None, help="hub tag or local checkpoint path")
-
-
-def add_decision_args(p: argparse.ArgumentParser) -> None:
-    """Options of every job that tags: how positives are decided, and a labelled set."""
-    from tagger.pipeline.tag import DECISION_RULES, TagConfig
-    p.add_argument("--decision", choices=DECISION_RULES, default=TagConfig.decision,
-                   help="mixture: per-label thresholds fitted on the corpus; standardized: per-image z-score rule")
-    p.add_argument("--calibrate-with", default=None, metavar="FILE",
-                   help="CSV or Parquet of image URI -> labels: the labelled set later runs calibrate from")
-
-
-def run(main: Callable[[argparse.Namespace, Workspace], dict[str, Any]], args: argparse.Namespace) -> None:
-    """Configure logging, run ``main``, print its summary as one JSON line; errors become exit 2."""
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        ws = Workspace.at(args.workspace)
-        ws.check_writable()
-        if hasattr(args, "pretrained"):  # jobs that load a model: refuse a bad one before Ray starts
-            from tagger.models.registry import check_model
-            check_model(*ws.model(args.model, args.pretrained))
-        out = main(args, ws)
-    except TaggerError as e:
-        print(f"error: {e}", file=sys.stderr)
+def run_verb(verb: str, argv: list[str] | None = None) -> None:
+    """Run ``tagger VERB ARGV --json`` as this job; ``--log-level`` (default INFO) sets the logging level."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--log-level", default=os.environ.get("TAGGER_LOG_LEVEL", "INFO"))
+    known, rest = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
+    asking_help = any(a in ("--help", "-h") for a in rest)
+    if not asking_help and not _has_workspace(rest):
+        print("error: --workspace is required (the workspace directory, on storage every node sees)",
+              file=sys.stderr)
         sys.exit(2)
-    print(json.dumps(out, default=str))
+    args = rest + ([] if asking_help or "--json" in rest else ["--json"])
+    level = logging.getLevelName(known.log_level.upper())
+    cli_main(args, verb=verb, prog_name=f"python -m jobs.{verb.replace('-', '_')}",
+             log_level=level if isinstance(level, int) else logging.INFO)

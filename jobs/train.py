@@ -1,23 +1,14 @@
-"""Train the text-only classifier (and memory banks) for the workspace's model.
+"""Ray job: train the text-only classifier (and its memory banks) for the workspace's model.
 
     python -m jobs.train --workspace WS [--corpus-id ID]
-"""
-from __future__ import annotations
 
-from jobs.common import add_model_args, parser, run
-from tagger.pipeline.text import run_train
+The options are those of `tagger train` (`python -m jobs.train --help` lists them), plus `--log-level`.
+"""
+from jobs.common import run_verb
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = parser(__doc__)
-    add_model_args(p)
-    p.add_argument("--corpus-id", default=None, help="default: the newest corpus")
-    args = p.parse_args(argv)
-
-    def go(a, ws):
-        model, pretrained = ws.model(a.model, a.pretrained)
-        return run_train(ws, model, pretrained, a.corpus_id)
-    run(go, args)
+    run_verb("train", argv)
 
 
 if __name__ == "__main__":

@@ -79,3 +79,15 @@ class WorkspaceError(TaggerError):
 
 class ClusterError(TaggerError):
     """The Ray cluster could not be reached or refused the connection."""
+
+
+class SimulatedCrash(BaseException):
+    """A test's crash point was reached (``--crash-after``, ``--crash-at``).
+
+    A ``BaseException`` so that no ``except Exception`` handler absorbs it; the command-line entry
+    points end the process with :data:`CRASH_EXIT_CODE` when it reaches them.
+    """
+
+
+#: Exit status of a process ended by :class:`SimulatedCrash`.
+CRASH_EXIT_CODE = 17

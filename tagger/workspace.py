@@ -11,13 +11,17 @@
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import WorkspaceError
+
+__all__ = ["DEFAULT_MODEL", "Workspace"]
+
+#: The model of a workspace that was never told one: the shipped toy ViT.
+DEFAULT_MODEL = "toy-vit"
 
 
 def _not_writable(root: Path, e: OSError) -> WorkspaceError:
@@ -42,12 +46,6 @@ class Workspace:
     @property
     def catalog(self) -> Path:
         return self.root / "catalog.duckdb"
-
-    def embeddings(self) -> Path:
-        return self.root
-
-    def index_dir(self, model_id: str) -> Path:
-        return self.root / "indexes" / model_id
 
     def text_dir(self, corpus_id: str) -> Path:
         return self.root / "text" / corpus_id
@@ -81,12 +79,10 @@ class Workspace:
         s = {**self.settings(), **kw}
         if "model" in kw or "pretrained" in kw:
             from .models.registry import check_model
-            check_model(s.get("model", "toy-vit"), s.get("pretrained"))
+            check_model(s.get("model", DEFAULT_MODEL), s.get("pretrained"))
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = self.settings_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(s, indent=2))
-            os.replace(tmp, self.settings_path)
+            from .store.atomic import atomic_write_bytes  # lazily: the store package pulls in FAISS
+            atomic_write_bytes(self.settings_path, json.dumps(s, indent=2).encode("utf-8"))
         except OSError as e:
             raise _not_writable(self.root, e) from e
         return s
@@ -109,4 +105,9 @@ class Workspace:
         s = self.settings()
         if name:
             return name, pretrained
-        return s.get("model", "toy-vit"), pretrained or s.get("pretrained")
+        return s.get("model", DEFAULT_MODEL), pretrained or s.get("pretrained")
+
+    def model_id(self, name: str | None = None, pretrained: str | None = None) -> str:
+        """The id under which the model of :meth:`model` keeps its shards, indexes and classifiers."""
+        from .models.registry import model_id_for
+        return model_id_for(*self.model(name, pretrained))

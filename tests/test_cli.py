@@ -248,7 +248,7 @@ def search_ws(tmp_path_factory) -> tuple[Path, str, np.ndarray, np.ndarray]:
         ids = cat.register_images([f"/photos/{i:03d}.jpg" for i in range(N_IMAGES)])
     for part in (slice(0, 25), slice(25, N_IMAGES)):
         write_shard(ws.root, model_id, shard_name_for(ids[part]), ids[part], g[part], p[part])
-    assert update_indexes(ws, model_id)["indexed"] == N_IMAGES
+    assert update_indexes(ws.root, model_id)["indexed"] == N_IMAGES
     return ws.root, model_id, ids, g
 
 

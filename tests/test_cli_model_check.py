@@ -55,7 +55,7 @@ def ws(tmp_path, checkpoint) -> Workspace:
         cat.record_encodings(ids, model_id, [f"hash-{i}" for i in ids], shard_name_for(ids))
     write_shard(w.root, model_id, shard_name_for(ids), ids, rng.normal(size=(N, D)).astype(np.float32),
                 rng.normal(size=(N, P, D)).astype(np.float32))
-    update_indexes(w, model_id)
+    update_indexes(w.root, model_id)
     return w
 
 

@@ -38,7 +38,7 @@ def files(ws: Workspace) -> dict[str, bytes]:
 def ws(tmp_path: Path) -> Workspace:
     w = Workspace.at(tmp_path / "ws")
     add_shard(w, 1, 100, seed=1)
-    assert update_indexes(w, MODEL, CFG)["mode"] == "rebuild"
+    assert update_indexes(w.root, MODEL, CFG)["mode"] == "rebuild"
     return w
 
 
@@ -47,7 +47,7 @@ def test_incremental_update_reuses_the_codec_and_reads_only_new_shards(ws):
     before = PatchStore.load(p_path)
     old_codes = before.codes.copy()
     add_shard(ws, 101, 50, seed=2)  # 100 images x 4 patches = train_size: the codec is not retrained
-    out = update_indexes(ws, MODEL, CFG)
+    out = update_indexes(ws.root, MODEL, CFG)
     assert out["mode"] == "incremental" and out["new_shards"] == 1 and out["indexed"] == 150
     after = PatchStore.load(p_path)
     assert np.array_equal(after.codes[:len(old_codes)], old_codes)
@@ -59,7 +59,7 @@ def test_incremental_update_reuses_the_codec_and_reads_only_new_shards(ws):
     gi = GlobalIndex.load(g_path, CFG)
     assert gi.ntotal == 150 and np.isin(np.arange(1, 151), gi.ids()).all()
     snapshot = files(ws)
-    assert update_indexes(ws, MODEL, CFG)["mode"] == "unchanged"
+    assert update_indexes(ws.root, MODEL, CFG)["mode"] == "unchanged"
     assert files(ws) == snapshot
 
 
@@ -67,43 +67,43 @@ def test_tiny_codec_is_retrained_when_the_corpus_doubles(tmp_path):
     cfg = IndexConfig(patch_bytes=8, train_size=10_000, use_gpu=False)
     ws = Workspace.at(tmp_path / "a")
     add_shard(ws, 1, 100, seed=1)
-    assert update_indexes(ws, MODEL, cfg)["mode"] == "rebuild"
+    assert update_indexes(ws.root, MODEL, cfg)["mode"] == "rebuild"
     add_shard(ws, 101, 60, seed=2)  # 160 < 2 x 100
-    assert update_indexes(ws, MODEL, cfg)["mode"] == "incremental"
+    assert update_indexes(ws.root, MODEL, cfg)["mode"] == "incremental"
     add_shard(ws, 161, 40, seed=3)  # 200 >= 2 x 100: rebuilt, identical to a fresh full build
-    assert update_indexes(ws, MODEL, cfg)["mode"] == "rebuild"
+    assert update_indexes(ws.root, MODEL, cfg)["mode"] == "rebuild"
     fresh = Workspace.at(tmp_path / "b")
     shutil.copytree(model_dir(ws.root, MODEL), model_dir(fresh.root, MODEL))
-    update_indexes(fresh, MODEL, cfg)
+    update_indexes(fresh.root, MODEL, cfg)
     assert files(fresh) == files(ws)
 
 
 def test_config_change_or_removed_shard_rebuilds(ws):
-    assert update_indexes(ws, MODEL, IndexConfig(patch_bytes=4, train_size=400, use_gpu=False))["mode"] == "rebuild"
+    assert update_indexes(ws.root, MODEL, IndexConfig(patch_bytes=4, train_size=400, use_gpu=False))["mode"] == "rebuild"
     name = add_shard(ws, 101, 50, seed=2)
-    update_indexes(ws, MODEL, CFG)
+    update_indexes(ws.root, MODEL, CFG)
     shutil.rmtree(model_dir(ws.root, MODEL) / name)
-    out = update_indexes(ws, MODEL, CFG)
+    out = update_indexes(ws.root, MODEL, CFG)
     assert out["mode"] == "rebuild" and out["indexed"] == 100
 
 
 @pytest.mark.parametrize(("n_new", "mode"), [(50, "incremental"), (150, "rebuild")])
 def test_killed_between_saves_then_rerun_equals_a_clean_run(ws, tmp_path, monkeypatch, n_new, mode):
     cfg = IndexConfig(patch_bytes=8, train_size=600, use_gpu=False)  # 100 images: 400 < 600 vectors
-    update_indexes(ws, MODEL, cfg)
+    update_indexes(ws.root, MODEL, cfg)
     clean = Workspace.at(tmp_path / "clean")
     shutil.copytree(ws.root, clean.root, dirs_exist_ok=True)
     for w in (ws, clean):
         add_shard(w, 101, n_new, seed=2)
-    assert update_indexes(clean, MODEL, cfg)["mode"] == mode
+    assert update_indexes(clean.root, MODEL, cfg)["mode"] == mode
 
     def killed(self, path):
         raise KeyboardInterrupt("killed after the global index was saved")
     with monkeypatch.context() as m:
         m.setattr(PatchStore, "save", killed)
         with pytest.raises(KeyboardInterrupt):
-            update_indexes(ws, MODEL, cfg)
-    update_indexes(ws, MODEL, cfg)
+            update_indexes(ws.root, MODEL, cfg)
+    update_indexes(ws.root, MODEL, cfg)
     assert files(ws) == files(clean)
 
 
@@ -114,7 +114,7 @@ def test_small_corpus_is_kept_exact_until_each_configured_layout_can_train(tmp_p
     cfg = IndexConfig(global_factory="IVF8,Flat", patch_bytes=8, train_size=16, use_gpu=False)
     ws = Workspace.at(tmp_path / "a")
     add_shard(ws, 1, 5, seed=1)
-    out = update_indexes(ws, MODEL, cfg)
+    out = update_indexes(ws.root, MODEL, cfg)
     assert out["mode"] == "rebuild" and out["indexed"] == 5 and out["provisional"] == ["global", "patches"]
     g_path, p_path = index_paths(ws.root, MODEL)
     raw = np.load(model_dir(ws.root, MODEL) / shard_name_for(np.arange(1, 6)) / "patches.npy").astype(np.float32)
@@ -126,11 +126,11 @@ def test_small_corpus_is_kept_exact_until_each_configured_layout_can_train(tmp_p
     assert GlobalIndex.load(g_path, cfg).search(np.ones((1, D), np.float32), 5)[1].shape == (1, 5)
 
     add_shard(ws, 6, 4, seed=2)  # 9 images >= nlist: the global index becomes IVF, patches stay exact
-    out = update_indexes(ws, MODEL, cfg)
+    out = update_indexes(ws.root, MODEL, cfg)
     assert out["mode"] == "rebuild" and out["provisional"] == ["patches"]
     assert faiss.extract_index_ivf(GlobalIndex.load(g_path, cfg).index).nlist == 8
     add_shard(ws, 10, 50, seed=3)  # 59 x 4 = 236 < 256 patch vectors: extended, still exact
-    out = update_indexes(ws, MODEL, cfg)
+    out = update_indexes(ws.root, MODEL, cfg)
     assert out["mode"] == "incremental" and out["provisional"] == ["patches"]
     assert PatchStore.load(p_path).code_size == 4 * D
 
@@ -141,13 +141,13 @@ def test_small_corpus_is_kept_exact_until_each_configured_layout_can_train(tmp_p
     with monkeypatch.context() as m:
         m.setattr(PatchStore, "save", killed)
         with pytest.raises(KeyboardInterrupt):
-            update_indexes(ws, MODEL, cfg)
-    out = update_indexes(ws, MODEL, cfg)
+            update_indexes(ws.root, MODEL, cfg)
+    out = update_indexes(ws.root, MODEL, cfg)
     assert out["mode"] == "rebuild" and out["provisional"] == [] and out["indexed"] == 69
     store = PatchStore.load(p_path)
     assert store.code_size == 8 and isinstance(faiss.downcast_index(store.index), faiss.IndexPQ)
-    assert update_indexes(ws, MODEL, cfg)["mode"] == "unchanged"
+    assert update_indexes(ws.root, MODEL, cfg)["mode"] == "unchanged"
     fresh = Workspace.at(tmp_path / "b")
     shutil.copytree(model_dir(ws.root, MODEL), model_dir(fresh.root, MODEL))
-    update_indexes(fresh, MODEL, cfg)
+    update_indexes(fresh.root, MODEL, cfg)
     assert files(fresh) == files(ws)

@@ -85,7 +85,8 @@ def test_training_embeds_only_sentences_the_parent_corpus_did_not_have(tmp_path)
     from tagger.catalog import Catalog
     from tagger.models import load_clip
     from tagger.text import TextCorpus
-    from tagger.pipeline.text import corpus_embeddings, run_generate_text
+    from tagger.pipeline.text import run_generate_text
+    from tagger.pipeline.train import corpus_embeddings
     from tagger.workspace import Workspace
 
     ws = Workspace.at(tmp_path / "ws")

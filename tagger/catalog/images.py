@@ -222,6 +222,27 @@ class ImagesMixin(CatalogBase):
         rows = self.query("SELECT uri, image_id FROM images WHERE uri IN (SELECT unnest(?))", [list(uris)])
         return {u: int(i) for u, i in rows}
 
-    def image_counts(self) -> dict[str, int]:
-        """Number of images per status."""
-        return {s: int(n) for s, n in self.query("SELECT status, count(*) FROM images GROUP BY status")}
+    def uris_of(self, image_ids: Sequence[int]) -> dict[int, str]:
+        """image_id -> uri for the known ones among ``image_ids``."""
+        if not len(image_ids):
+            return {}
+        rows = self.query("SELECT image_id, uri FROM images WHERE image_id IN (SELECT unnest(?::BIGINT[]))",
+                          [[int(i) for i in image_ids]])
+        return {int(i): u for i, u in rows}
+
+    def content_hashes(self, image_ids: Sequence[int]) -> dict[int, str | None]:
+        """image_id -> content hash for the known ones among ``image_ids``."""
+        rows = self.query("SELECT image_id, content_hash FROM images WHERE image_id IN "
+                          "(SELECT unnest(?::BIGINT[]))", [[int(i) for i in image_ids]])
+        return {int(i): h for i, h in rows}
+
+    def encoded_shards(self, model_id: str) -> set[str]:
+        """Names of the shards the catalog has recorded encodings from, for ``model_id``."""
+        return {s for (s,) in self.query("SELECT DISTINCT shard FROM encodings WHERE model_id = ?", [model_id])}
+
+    def shards_of(self, model_id: str, image_ids: Sequence[int]) -> list[tuple[int, str]]:
+        """``(image_id, shard)`` of those of ``image_ids`` encoded with ``model_id``, by image id."""
+        rows = self.query("SELECT image_id, shard FROM encodings WHERE model_id = ? AND "
+                          "image_id IN (SELECT unnest(?::BIGINT[])) ORDER BY image_id",
+                          [model_id, [int(i) for i in image_ids]])
+        return [(int(i), str(s)) for i, s in rows]

@@ -72,3 +72,15 @@ def check_read_only(sql: str, _depth: int = 0) -> str:
             + ", ".join(sorted(READ_ONLY_PRAGMAS)))
     raise ReadOnlyQueryError(
         f"this interface is read-only: a {kind} statement was refused; allowed are {_ALLOWED}")
+
+
+#: The tables and views of the catalog with their columns (``tagger sql --schema``).
+SCHEMA_OVERVIEW_SQL = """
+SELECT t.table_name AS name, lower(t.table_type) AS type,
+       string_agg(c.column_name || ' ' || c.data_type, ', ' ORDER BY c.ordinal_position) AS columns
+FROM information_schema.tables AS t
+JOIN information_schema.columns AS c
+  ON c.table_catalog = t.table_catalog AND c.table_schema = t.table_schema AND c.table_name = t.table_name
+WHERE t.table_catalog = current_database() AND t.table_schema = 'main'
+GROUP BY ALL ORDER BY type, name
+"""

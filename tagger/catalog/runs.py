@@ -161,6 +161,10 @@ class RunsMixin(CatalogBase):
                         [status, self._now(), error, n_images, to_json(timings), run.run_id])
         return self.get_run(run_id)
 
+    def run_image_count(self, run_id: int) -> int:
+        """Distinct images with at least one tag in run ``run_id``."""
+        return int(self.query("SELECT count(DISTINCT image_id) FROM tags WHERE run_id = ?", [run_id])[0][0])
+
     def current_run(self) -> int | None:
         """The run_id behind ``current_tags``, or None."""
         rows = self.query("SELECT run_id FROM current_run")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..errors import CatalogError
+from ..errors import CatalogError, ConfigError
 from .base import CatalogBase, from_json, to_json
 
 logger = logging.getLogger(__name__)
@@ -190,3 +190,10 @@ class VocabMixin(CatalogBase):
     def get_classifier(self, classifier_id: str) -> dict[str, Any] | None:
         """One classifier by id, or None."""
         return next((c for c in self.classifiers() if c["classifier_id"] == classifier_id), None)
+
+    def latest_classifier(self, model_id: str) -> dict[str, Any]:
+        """The newest classifier trained for ``model_id`` (ConfigError when there is none)."""
+        found = [c for c in self.classifiers() if c["model_id"] == model_id]
+        if not found:
+            raise ConfigError(f"no classifier for {model_id}: run train first")
+        return found[-1]

@@ -7,20 +7,25 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
+from ..errors import CRASH_EXIT_CODE, ConfigError, SimulatedCrash, TaggerError
+from ..pipeline.encode import EncodeConfig
+from ..pipeline.nightly import CRASH_POINTS, NightlyConfig
+from ..pipeline.tag import TagConfig
+from ..pipeline.text import N_SENTENCES
 from .catalog import labels_app, runs_app, sql_cmd
 from .options import (
-    DEFAULT_WORKSPACE, JOB_WAIT, CalibrateWithOpt, DecisionOpt, DecisionRule, JsonOpt, ModelOpt, PretrainedOpt,
-    WaitOpt, WorkspaceOpt, emit_rows, fail, job_scope, output_format, print_summary, report_calibration, reported,
-    workspace_at,
+    DEFAULT_WORKSPACE, JOB_WAIT, CalibrateWithOpt, CrashAfterOpt, DecisionOpt, DecisionRule, DecodeCpusOpt,
+    EncodeCpusOpt, JsonOpt, MaxMissingOpt, ModelOpt, NSentencesOpt, PartitionSizeOpt, PretrainedOpt, WaitOpt,
+    SourceOpt, WorkspaceOpt, emit_rows, fail, finite, job_scope, one_source, output_format, print_summary,
+    report_calibration, reported, workspace_at,
 )
-from .options import finite
-from ..errors import ConfigError, TaggerError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Tag image collections with labels nobody annotated.")
@@ -59,43 +64,46 @@ def _check_tag_inputs(ws, name: str, weights: str | None, classifier_id: str | N
 def encode(
     source: Annotated[Optional[str], typer.Argument(
         help="folder, glob, .txt or .parquet manifest of image URIs; omit to encode only pending images")] = None,
+    source_opt: SourceOpt = None,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
-    partition_size: Annotated[int, typer.Option(min=1, help="images per partition (shard)")] = 256,
-    batch_size: Annotated[int, typer.Option(min=1, help="images per model forward pass")] = 64,
-    concurrency: Annotated[int, typer.Option(min=1, help="encoder actors")] = 1,
-    decode_concurrency: Annotated[int, typer.Option(min=1, help="decode tasks in flight")] = 1,
+    partition_size: PartitionSizeOpt = EncodeConfig.partition_size,
+    batch_size: Annotated[int, typer.Option(min=1, help="images per model forward pass")] = EncodeConfig.batch_size,
+    concurrency: Annotated[int, typer.Option(min=1, help="encoder actors")] = EncodeConfig.concurrency,
+    decode_concurrency: Annotated[int, typer.Option(
+        min=1, help="decode tasks in flight")] = EncodeConfig.decode_concurrency,
     num_gpus: Annotated[Optional[float], typer.Option(
         min=0, callback=finite, help="GPUs per encoder actor (default: 1 if any)")] = None,
+    encode_cpus: EncodeCpusOpt = EncodeConfig.encode_cpus,
+    decode_cpus: DecodeCpusOpt = EncodeConfig.decode_cpus,
     wait: WaitOpt = JOB_WAIT,
     as_json: JsonOpt = False,
+    crash_after: CrashAfterOpt = None,
 ) -> None:
     """Register SOURCE's images, encode new or changed ones into shards and update the indexes (only new shards are added).
 
     Runs on the Ray cluster of $RAY_ADDRESS, or starts a local one for the call.
     """
-    from ..pipeline.encode import EncodeConfig, run_encode
+    from ..pipeline.encode import run_encode
     with reported():
         ws = workspace_at(workspace, create=False)  # nothing is written before the model is checked
         name, weights = ws.model(model, _checkpoint(pretrained))
         ws.update_settings(model=name, pretrained=weights)  # checks the model, then records it
         cfg = EncodeConfig(model=name, pretrained=weights, partition_size=partition_size, batch_size=batch_size,
                            concurrency=concurrency, decode_concurrency=decode_concurrency,
-                           num_gpus=num_gpus)
+                           num_gpus=num_gpus, encode_cpus=encode_cpus, decode_cpus=decode_cpus)
         with job_scope(ws, "encode", wait):
-            summary = run_encode(ws, source, cfg, progress=True)
+            summary = run_encode(ws, one_source(source, source_opt), cfg, crash_after=crash_after, progress=True)
     print_summary(f"encode {summary['model_id']}", summary, as_json)
 
 
 @app.command("generate-text")
 def generate_text(
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
-    n_sentences: Annotated[int, typer.Option(min=1, help="sentences in the corpus")] = 20000,
+    n_sentences: NSentencesOpt = N_SENTENCES,
     seed: Annotated[int, typer.Option(help="random seed of the label sets and the offline generator")] = 0,
-    max_missing: Annotated[float, typer.Option(min=0, callback=finite, help=(
-        "label sets allowed to end without a sentence: a fraction below 1 (0.01 = 1 %) or a count; "
-        "beyond it the run fails and saves nothing, a rerun requests only the missing ones"))] = 0,
+    max_missing: MaxMissingOpt = 0,
     wait: WaitOpt = JOB_WAIT,
     as_json: JsonOpt = False,
 ) -> None:
@@ -121,7 +129,7 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train the text-only classifier (and its memory banks) for the workspace's model."""
-    from ..pipeline.text import run_train
+    from ..pipeline.train import run_train
     with reported():
         ws = workspace_at(workspace)
         name, weights = ws.model(model, pretrained)
@@ -141,23 +149,23 @@ def tag(
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     classifier_id: Annotated[Optional[str], typer.Option(help="classifier to use (default: the newest)")] = None,
-    top_k: Annotated[int, typer.Option(min=1, help="labels kept per image")] = 5,
+    top_k: Annotated[int, typer.Option(min=1, help="labels kept per image")] = TagConfig.top_k,
     decision: DecisionOpt = DecisionRule.MIXTURE,
     threshold: Annotated[float, typer.Option(callback=finite,
-        help="--decision standardized: positive when the per-image standardised score reaches this")] = 1.0,
+        help="--decision standardized: positive when the per-image standardised score reaches this")] = TagConfig.threshold,
     calibrate_with: CalibrateWithOpt = None,
     no_calibrate: Annotated[bool, typer.Option(
         "--no-calibrate", help="keep raw scores (no per-label z-score over a corpus sample)")] = False,
     patch_source: Annotated[PatchSource, typer.Option(
         help="pq: the compressed patch store; raw: the fp16 patches in the shards")] = PatchSource.PQ,
-    concurrency: Annotated[int, typer.Option(min=1, help="tagging actors")] = 1,
+    concurrency: Annotated[int, typer.Option(min=1, help="tagging actors")] = TagConfig.concurrency,
     no_current: Annotated[bool, typer.Option("--no-current", help="load the run without making it current")] = False,
     wait: WaitOpt = JOB_WAIT,
     as_json: JsonOpt = False,
+    crash_after: CrashAfterOpt = None,
 ) -> None:
     """Tag every encoded image from its stored embeddings into a new run, and make it current."""
-    from ..models.registry import model_id_for
-    from ..pipeline.tag import TagConfig, run_tag
+    from ..pipeline.tag import run_tag
     with reported():
         ws = workspace_at(workspace)
         name, weights = ws.model(model, pretrained)
@@ -165,8 +173,8 @@ def tag(
         cfg = TagConfig(top_k=top_k, decision=decision.value, threshold=threshold, patch_source=patch_source.value,
                         concurrency=concurrency, calibrate=not no_calibrate)
         with job_scope(ws, "tag", wait):
-            summary = run_tag(ws, model_id_for(name, weights), cfg, classifier_id, make_current=not no_current,
-                              calibrate_with=calibrate_with)
+            summary = run_tag(ws, ws.model_id(name, weights), cfg, classifier_id, make_current=not no_current,
+                              crash_after=crash_after, calibrate_with=calibrate_with)
     report_calibration(summary)
     print_summary(f"run {summary['run_id']}", summary, as_json)
 
@@ -174,31 +182,36 @@ def tag(
 @app.command()
 def nightly(
     source: Annotated[Optional[str], typer.Argument(help="folder, glob or manifest to pick up new images from")] = None,
+    source_opt: SourceOpt = None,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
-    n_sentences: Annotated[int, typer.Option(min=1, help=(
-        "label sets of the corpus (a corpus made with another count, seed or generator is not reused)"))] = 20000,
-    keep_runs: Annotated[int, typer.Option(min=1, help="tag runs kept (retention)")] = 5,
-    max_missing: Annotated[float, typer.Option(min=0, callback=finite, help=(
-        "label sets allowed to end without a sentence (a fraction below 1, or a count); see generate-text"))] = 0,
+    n_sentences: NSentencesOpt = N_SENTENCES,
+    keep_runs: Annotated[int, typer.Option(min=1, help="tag runs kept (retention)")] = NightlyConfig.keep_runs,
+    max_missing: MaxMissingOpt = NightlyConfig.max_missing,
     decision: DecisionOpt = DecisionRule.MIXTURE,
     calibrate_with: CalibrateWithOpt = None,
+    partition_size: PartitionSizeOpt = EncodeConfig.partition_size,
+    encode_cpus: EncodeCpusOpt = EncodeConfig.encode_cpus,
+    decode_cpus: DecodeCpusOpt = EncodeConfig.decode_cpus,
     wait: WaitOpt = JOB_WAIT,
     as_json: JsonOpt = False,
+    crash_at: Annotated[Optional[str], typer.Option(hidden=True, help=(
+        "tests: die inside a long stage (STAGE:mid) or right after a stage"))] = None,
 ) -> None:
     """Encode new images, follow label changes, retrain, re-tag everything, switch current_tags."""
-    from ..pipeline.encode import EncodeConfig
-    from ..pipeline.nightly import NightlyConfig, run_nightly
-    from ..pipeline.tag import TagConfig
+    from ..pipeline.nightly import run_nightly
     with reported():
+        if crash_at is not None and crash_at not in CRASH_POINTS:
+            raise ConfigError(f"--crash-at must be one of {', '.join(CRASH_POINTS)}")
         ws = workspace_at(workspace)
         name, weights = ws.model(model, pretrained)
+        enc = EncodeConfig(model=name, pretrained=weights, partition_size=partition_size, num_gpus=None,
+                           encode_cpus=encode_cpus, decode_cpus=decode_cpus)
+        cfg = NightlyConfig(n_sentences=n_sentences, keep_runs=keep_runs, max_missing=max_missing,
+                            tag=TagConfig(decision=decision.value))
         with job_scope(ws, "nightly", wait):
-            summary = run_nightly(ws, source, EncodeConfig(model=name, pretrained=weights, num_gpus=None),
-                                  NightlyConfig(n_sentences=n_sentences, keep_runs=keep_runs,
-                                                max_missing=max_missing, tag=TagConfig(decision=decision.value)),
-                                  calibrate_with=calibrate_with)
+            summary = run_nightly(ws, one_source(source, source_opt), enc, cfg, crash_at=crash_at, calibrate_with=calibrate_with)
     report_calibration(summary)
     print_summary(f"nightly run {summary['run_id']}", summary, as_json)
 
@@ -275,10 +288,21 @@ def eval_cmd(
         print(json.dumps(metrics))
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    app()
+def main(argv: list[str] | None = None, *, verb: str | None = None, prog_name: str | None = None,
+         log_level: int = logging.WARNING) -> None:
+    """Run the command line, or only its ``verb`` (the Ray jobs), on ``argv`` (default ``sys.argv[1:]``).
 
-
-if __name__ == "__main__":
-    main()
+    A test crash point (:class:`~tagger.errors.SimulatedCrash`) ends the process at once, as a kill would.
+    """
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+                        if log_level < logging.WARNING else "%(levelname)s %(name)s: %(message)s")
+    command = typer.main.get_command(app)
+    if verb is not None:
+        command = command.commands[verb]  # type: ignore[attr-defined]
+    try:
+        command.main(args=argv, prog_name=prog_name)
+    except SimulatedCrash as e:
+        logging.getLogger(__name__).warning("simulated crash: %s", e)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(CRASH_EXIT_CODE)  # like a killed process: no further cleanup

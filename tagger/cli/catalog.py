@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..catalog.readonly import SCHEMA_OVERVIEW_SQL
 from .options import (
     DEFAULT_WORKSPACE, QUICK_WAIT, CsvOpt, JsonOpt, WaitOpt, WorkspaceOpt, console, emit_rows, fail, open_catalog,
     output_format, reported,
@@ -13,16 +14,6 @@ from .options import (
 
 labels_app = typer.Typer(no_args_is_help=True, help="Manage the label vocabulary (labels are retired, never deleted).")
 runs_app = typer.Typer(no_args_is_help=True, help="Inspect tagging runs and compare them.")
-
-_SCHEMA_SQL = """
-SELECT t.table_name AS name, lower(t.table_type) AS type,
-       string_agg(c.column_name || ' ' || c.data_type, ', ' ORDER BY c.ordinal_position) AS columns
-FROM information_schema.tables AS t
-JOIN information_schema.columns AS c
-  ON c.table_catalog = t.table_catalog AND c.table_schema = t.table_schema AND c.table_name = t.table_name
-WHERE t.table_catalog = current_database() AND t.table_schema = 'main'
-GROUP BY ALL ORDER BY type, name
-"""
 
 
 def sql_cmd(
@@ -41,7 +32,7 @@ def sql_cmd(
     if schema == (query is not None):
         fail("give either a QUERY or --schema")
     with reported(), open_catalog(workspace, read_only=True, wait=wait) as cat:
-        table = cat.safe_query_arrow(_SCHEMA_SQL if schema else query)
+        table = cat.safe_query_arrow(SCHEMA_OVERVIEW_SQL if schema else query)
     emit_rows(table.column_names, [tuple(r.values()) for r in table.to_pylist()], fmt)
 
 

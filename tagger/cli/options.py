@@ -51,7 +51,6 @@ CalibrateWithOpt = Annotated[Optional[Path], typer.Option(
     help="CSV or Parquet of image URIs and their labels (columns uri and label or labels): becomes the "
          "catalog's labelled set, which this and every later run calibrates thresholds from")]
 
-#: Default ``--wait`` of the quick verbs (sql, runs, labels): rides out a job's short write.
 def finite(value: float | None) -> float | None:
     """Option callback refusing NaN and infinity (``--threshold nan``)."""
     if value is not None and not math.isfinite(value):
@@ -59,6 +58,7 @@ def finite(value: float | None) -> float | None:
     return value
 
 
+#: Default ``--wait`` of the quick verbs (sql, runs, labels): rides out a job's short write.
 QUICK_WAIT = 10.0
 #: Default ``--wait`` of the job verbs (encode, tag, nightly, ...): a long query may be reading.
 JOB_WAIT = 600.0
@@ -174,3 +174,25 @@ def print_summary(title: str, summary: dict[str, Any], as_json: bool = False) ->
     for k, v in summary.items():
         table.add_row(str(k), _cell(f"{v:.2f}" if isinstance(v, float) else v))
     console.print(table)
+
+
+# -- options of the job verbs, shared with ``jobs/`` (which run these same commands) ------------------
+PartitionSizeOpt = Annotated[int, typer.Option(min=1, help="images per partition (shard)")]
+EncodeCpusOpt = Annotated[float, typer.Option(min=0, callback=finite, help=(
+    "Ray CPUs reserved per CPU encoder actor (e.g. 0.75 to fit 2 encoders and a decoder on 2 cores)"))]
+DecodeCpusOpt = Annotated[float, typer.Option(min=0, callback=finite, help="Ray CPUs per decode task")]
+NSentencesOpt = Annotated[int, typer.Option(min=1, help=(
+    "label sets of the corpus (a corpus made with another count, seed or generator is not reused)"))]
+MaxMissingOpt = Annotated[float, typer.Option(min=0, callback=finite, help=(
+    "label sets allowed to end without a sentence: a fraction below 1 (0.01 = 1 %) or a count; "
+    "beyond it the run fails and saves nothing, a rerun requests only the missing ones"))]
+CrashAfterOpt = Annotated[Optional[int], typer.Option(hidden=True, help="tests: crash after N batches")]
+SourceOpt = Annotated[Optional[str], typer.Option(
+    "--source", help="the same as the SOURCE argument (the form the Ray jobs' manifests use)")]
+
+
+def one_source(argument: str | None, option: str | None) -> str | None:
+    """SOURCE given as the argument or as ``--source`` (not both)."""
+    if argument is not None and option is not None and argument != option:
+        fail("give SOURCE once: as the argument or as --source")
+    return argument if argument is not None else option

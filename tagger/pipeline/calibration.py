@@ -75,12 +75,9 @@ def record_labelled_set(cat, path: str | os.PathLike, model_id: str, vocabulary:
     if unknown:
         raise _config_error(f"labelled file {path} names label(s) not in the vocabulary: {unknown}")
     variants = {u: {u, os.path.abspath(os.path.expanduser(u))} for u in labelled}
-    known = dict(cat.query("SELECT uri, image_id FROM images WHERE uri IN (SELECT unnest(?))",
-                           [sorted({v for vs in variants.values() for v in vs})]))
+    known = cat.image_ids(sorted({v for vs in variants.values() for v in vs}))
     ids = {u: next((known[v] for v in sorted(vs) if v in known), None) for u, vs in variants.items()}
-    encoded = {int(r[0]) for r in cat.query(
-        "SELECT image_id FROM encodings WHERE model_id = ? AND image_id IN (SELECT unnest(?))",
-        [model_id, [i for i in ids.values() if i is not None]])}
+    encoded = {i for i, _ in cat.shards_of(model_id, [i for i in ids.values() if i is not None])}
     unknown_uris = sorted(u for u, i in ids.items() if i is None)
     not_encoded = sorted(u for u, i in ids.items() if i is not None and i not in encoded)
     keep = {int(ids[u]): labelled[u] for u in labelled if ids[u] in encoded}

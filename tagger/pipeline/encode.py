@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .decode import DecodePartitions
-from ..errors import ConfigError
+from ..errors import ConfigError, SimulatedCrash
 from ..store.shards import exists_done, shard_name_for, write_shard
 
 logger = logging.getLogger(__name__)
@@ -122,14 +122,13 @@ class EncodePartitions:
 def reconcile_shards(catalog, root: str, model_id: str) -> int:
     """Record encodings for done shards that the catalog does not know (a crash after the write)."""
     from ..store.shards import iter_shards
-    known = {s for (s,) in catalog.query("SELECT DISTINCT shard FROM encodings WHERE model_id = ?", [model_id])}
+    known = catalog.encoded_shards(model_id)
     n = 0
     for shard in iter_shards(root, model_id):
         if shard.name in known:
             continue
         ids = [int(i) for i in shard.ids]
-        hashes = dict(catalog.query("SELECT image_id, content_hash FROM images WHERE image_id IN "
-                                    "(SELECT unnest(?::BIGINT[]))", [ids]))
+        hashes = catalog.content_hashes(ids)
         n += catalog.record_encodings(ids, model_id, [hashes.get(i) for i in ids], shard.name)
     return n
 
@@ -195,9 +194,9 @@ def run_encode(workspace, source: str | None, cfg: EncodeConfig, *, crash_after:
                     n_ok, n_err = n_ok + ok, n_err + err
                     bar.update(ok + err)
                     if crash_after is not None and k + 1 >= crash_after:
-                        os._exit(17)
+                        raise SimulatedCrash(f"encode: crash after {k + 1} partitions")
                 bar.close()
         t_enc = time.time() - t0
-        stats = update_indexes(workspace, model_id)
+        stats = update_indexes(workspace.root, model_id)
     return {"model_id": model_id, **listed, "partitions": len(parts), "encoded": n_ok, "errors": n_err,
             "encode_s": round(t_enc, 2), "total_s": round(time.time() - t0, 2), **stats}

@@ -15,15 +15,16 @@ same tags as an uninterrupted run:
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from ..catalog.joblock import job_driver
+from ..errors import SimulatedCrash
 from .encode import EncodeConfig, run_encode
 from .tag import TagConfig, run_tag
-from .text import run_generate_text, run_train
+from .text import N_SENTENCES, run_generate_text
+from .train import run_train
 
 logger = logging.getLogger(__name__)
 STAGES = ("encode", "text", "train", "tag", "switch", "prune")
@@ -33,7 +34,7 @@ CRASH_POINTS = ("encode:mid", "encode", "text", "train", "tag:mid", "tag", "swit
 
 @dataclass(frozen=True)
 class NightlyConfig:
-    n_sentences: int = 20000
+    n_sentences: int = N_SENTENCES
     seed: int = 0
     keep_runs: int = 5  # tag runs kept (the current one included)
     max_missing: float = 0  # label sets allowed without a sentence (a fraction below 1, else a count)
@@ -63,7 +64,7 @@ def vocabulary_diff(cat) -> dict[str, list[str]]:
 def _crash(stage: str, crash_at: str | None) -> None:
     if crash_at == stage:
         logger.warning("simulated crash after stage %s", stage)
-        os._exit(17)
+        raise SimulatedCrash(f"nightly: crash after stage {stage}")
 
 
 @job_driver("nightly")

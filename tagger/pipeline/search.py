@@ -54,9 +54,7 @@ def image_uris(catalog, image_ids: list[int]) -> dict[int, str]:
     """URIs of ``image_ids`` from the catalog (ids it does not know are left out)."""
     if not image_ids:
         return {}
-    rows = catalog.query("SELECT image_id, uri FROM images WHERE image_id IN (SELECT unnest(?::BIGINT[]))",
-                         [list(map(int, image_ids))])
-    return {int(i): u for i, u in rows}
+    return catalog.uris_of(image_ids)
 
 
 def _with_uris(workspace, hits: list[Hit], catalog) -> list[Hit]:

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from .calibration import LABELLED_MIN_IMAGES, DecisionInputs, decision_inputs, decision_rows, decisions_from_rows
 from ..method.decisions import DecisionConfig, Decisions, fit_decisions, fit_from_labels
-from ..errors import ConfigError
+from ..errors import ConfigError, SimulatedCrash
 from ..method.zeroshot import standardize
 
 logger = logging.getLogger(__name__)
@@ -116,9 +116,10 @@ def fit_run_decisions(sample: np.ndarray, labels: list[str], cfg: TagConfig, inp
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    """Write ``table`` to ``path`` as Parquet, atomically (a reader never sees half a file)."""
+    from ..store.atomic import atomic_open
+    with atomic_open(path) as fh:
+        pq.write_table(table, fh)
 
 
 class ShardScorer:
@@ -227,10 +228,8 @@ def _labelled_scores(cat, scorer: ShardScorer, model_id: str, inputs: DecisionIn
     if not inputs.labelled:
         return None
     by_shard: dict[str, list[int]] = {}
-    for image_id, shard in cat.query("SELECT image_id, shard FROM encodings WHERE model_id = ? AND "
-                                     "image_id IN (SELECT unnest(?)) ORDER BY image_id",
-                                     [model_id, sorted(inputs.labelled)]):
-        by_shard.setdefault(str(shard), []).append(int(image_id))
+    for image_id, shard in cat.shards_of(model_id, sorted(inputs.labelled)):
+        by_shard.setdefault(shard, []).append(image_id)
     ids, scores = scorer.scores_of(by_shard)
     logger.info("calibrating from %d labelled images", len(ids))
     return apply_statistics(scores, stats), inputs.truth(ids, labels)
@@ -267,7 +266,7 @@ def _tag_all(root: str, model_id: str, clf_path: str, run_dir: Path, cfg: TagCon
                             batch_size=1, concurrency=cfg.concurrency, num_gpus=cfg.num_gpus)
         for k, _ in enumerate(ds.iter_rows()):
             if crash_after is not None and k + 1 >= crash_after:
-                os._exit(17)
+                raise SimulatedCrash(f"tag: crash after {k + 1} shards")
 
 
 def run_tag(workspace, model_id: str, cfg: TagConfig | None = None, classifier_id: str | None = None,
@@ -282,15 +281,13 @@ def run_tag(workspace, model_id: str, cfg: TagConfig | None = None, classifier_i
     from .calibration import record_labelled_set
     from ..catalog import Catalog
     from ..store import list_done_shards
-    from .text import latest_classifier
 
     cfg = cfg or TagConfig()
     t0 = time.time()
     root = str(workspace.root)
     with Catalog.for_job(workspace.catalog, "tag") as cat:
-        clf = cat.get_classifier(classifier_id) if classifier_id else latest_classifier(cat, model_id)
+        clf = cat.get_classifier(classifier_id) if classifier_id else cat.latest_classifier(model_id)
         if clf is None:
-            from ..errors import ConfigError
             raise ConfigError(f"unknown classifier {classifier_id!r}: `tagger runs list` and the catalog's "
                               "classifiers table list the trained ones")
         labels = list(clf["labels"])
@@ -313,7 +310,7 @@ def run_tag(workspace, model_id: str, cfg: TagConfig | None = None, classifier_i
         t_tag = time.time() - t0
         paths = [run_dir / f"tags-{s}.parquet" for s in shards]
         n = cat.load_tags(run_id, paths) if paths else 0
-        n_images = cat.query("SELECT count(DISTINCT image_id) FROM tags WHERE run_id = ?", [run_id])[0][0]
+        n_images = cat.run_image_count(run_id)
         cat.finish_run(run_id, n_images=n_images, timings={"tag_s": round(t_tag, 2),
                                                           "total_s": round(time.time() - t0, 2)})
         if make_current:

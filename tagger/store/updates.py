@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -100,15 +101,16 @@ def _extend(gi: GlobalIndex, ps: PatchStore, shards: list[Shard]) -> tuple[float
     return t_global, t_patch
 
 
-def update_indexes(workspace, model_id: str, cfg: IndexConfig | None = None, *,
+def update_indexes(root: str | os.PathLike[str], model_id: str, cfg: IndexConfig | None = None, *,
                    rebuild: bool = False) -> dict[str, Any]:
-    """Bring both stores of ``model_id`` up to date with its done shards and save them atomically.
+    """Bring both stores of ``model_id`` under workspace ``root`` up to date with its done shards,
+    and save them atomically.
 
     Returns counts and timings; ``mode`` is ``unchanged``, ``incremental`` or ``rebuild``
     (``rebuild=True`` forces the latter).
     """
     cfg = cfg or IndexConfig()
-    root = str(workspace.root)
+    root = str(root)
     shards = list_done_shards(root, model_id)
     if not shards:
         return {"indexed": 0}
