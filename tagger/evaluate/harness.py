@@ -121,7 +121,7 @@ def evaluate(clip, dataset, head: str | Callable, fcfg: FeatureConfig | None = N
 
 def _head(name: str) -> Callable:
     if name == "comc":
-        from ..method.comc import comc_head  # imported lazily: it needs the text side
+        from .heads import comc_head  # imported lazily: it needs the text side
         return comc_head()
     if name not in HEADS:
         raise ValueError(f"unknown head {name!r}; choose from {sorted(HEADS) + ['comc']}")

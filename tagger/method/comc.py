@@ -1,14 +1,17 @@
-"""CoMC end to end: text corpus -> text embeddings -> classifier + memory bank -> image scores.
+"""The CoMC model: fit on text for a set of class names, score images, save and load it.
 
-This module glues the stages for evaluation and for the jobs; each stage lives in its own module
-(``text``, ``train``, ``mapping``, ``scoring``).
+Fitting runs text corpus -> text embeddings -> classifier + memory banks; the stages live in their
+own modules (``tagger.text`` for corpora, ``classifier``, ``mapping``, ``scoring``) and this one
+glues them. Saving and loading stay here, beside the model they write.
+Synonyms come from the caller (the evaluation side passes the toy world's); nothing here knows a
+dataset.
 """
 from __future__ import annotations
 
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -90,19 +93,6 @@ def fit_comc(clip, class_names: Sequence[str], synonyms: Mapping[str, Sequence[s
     generated = np.array([src == "generated" for src in corpus.sources], bool)
     memories = build_memories(clip, class_names, emb[generated], cfg.memory_size, cfg.text_seed)
     return ComcModel(clf, memories, cfg.score)
-
-
-def comc_head(cfg: ComcConfig | None = None) -> Callable:
-    """A harness head: fit CoMC on text for the dataset's classes, then score the stored features."""
-    def score(clip, test, synonyms=None, **_: object) -> np.ndarray:
-        model = fit_comc(clip, test.class_names, synonyms or _known_synonyms(test.class_names), cfg)
-        return model.scores(test.global_, test.patches.astype(np.float32))
-    return score
-
-
-def _known_synonyms(class_names: Sequence[str]) -> dict[str, Sequence[str]]:
-    from ..toyworld import LABEL_SYNONYMS
-    return {c: LABEL_SYNONYMS[c] for c in class_names if c in LABEL_SYNONYMS}
 
 
 def save_comc(model: ComcModel, directory) -> None:
