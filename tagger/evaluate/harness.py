@@ -30,8 +30,20 @@ class EmbeddedSet:
     class_names: list[str]
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("TAGGER_CACHE", Path.home() / ".cache" / "tagger"))
+CACHE_ENV = "TAGGER_CACHE_DIR"
+LEGACY_CACHE_ENV = "TAGGER_CACHE"  # the older name, still honoured after CACHE_ENV
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where the harness caches: ``cache_dir`` (e.g. a workspace's cache folder), else
+    ``$TAGGER_CACHE_DIR``, else ``$TAGGER_CACHE``, else ``~/.cache/tagger``; embeddings go in
+    ``<root>/eval/``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    for var in (CACHE_ENV, LEGACY_CACHE_ENV):
+        if os.environ.get(var):
+            return Path(os.environ[var])
+    return Path.home() / ".cache" / "tagger"
 
 
 def _cache_key(clip, dataset, fcfg: FeatureConfig) -> str:
@@ -41,10 +53,11 @@ def _cache_key(clip, dataset, fcfg: FeatureConfig) -> str:
 
 
 def embed_dataset(clip, dataset, fcfg: FeatureConfig | None = None, batch_size: int = 128,
-                  use_cache: bool = True) -> EmbeddedSet:
-    """Global and patch features of every image in ``dataset`` (an ``EvalDataset``)."""
+                  use_cache: bool = True, cache_dir: str | os.PathLike[str] | None = None) -> EmbeddedSet:
+    """Global and patch features of every image in ``dataset`` (an ``EvalDataset``), cached under
+    :func:`cache_root` of ``cache_dir`` unless ``use_cache`` is false."""
     fcfg = fcfg or FeatureConfig()
-    path = cache_dir() / "eval" / f"{_cache_key(clip, dataset, fcfg)}.npz"
+    path = cache_root(cache_dir) / "eval" / f"{_cache_key(clip, dataset, fcfg)}.npz"
     if use_cache and path.exists():
         z = np.load(path)
         return EmbeddedSet(z["global_"], z["patches"], dataset.labels, list(dataset.class_names))
@@ -91,9 +104,10 @@ def fit_linear_probe(x: np.ndarray, y: np.ndarray, epochs: int = 300, lr: float 
 
 def linprobe_head(n_train: int = 4000) -> Callable:
     """Supervised ceiling: a linear probe trained on labelled toy *train* scenes."""
-    def score(clip, test: EmbeddedSet, fcfg: FeatureConfig | None = None, **_: object) -> np.ndarray:
+    def score(clip, test: EmbeddedSet, fcfg: FeatureConfig | None = None,
+              cache_dir: str | os.PathLike[str] | None = None, **_: object) -> np.ndarray:
         from .datasets import read_toy
-        train = embed_dataset(clip, read_toy(n=n_train, split="train"), fcfg)
+        train = embed_dataset(clip, read_toy(n=n_train, split="train"), fcfg, cache_dir=cache_dir)
         if list(train.class_names) != list(test.class_names):
             raise ValueError("the linear probe is only defined on the toy world (train labels needed)")
         w, b = fit_linear_probe(train.global_, train.labels)
@@ -111,11 +125,16 @@ HEADS: dict[str, Callable[[], Callable]] = {
 
 
 def evaluate(clip, dataset, head: str | Callable, fcfg: FeatureConfig | None = None,
-             test: EmbeddedSet | None = None, **head_kw: object) -> dict:
-    """Score ``dataset`` with ``head`` and return the metrics (mAP, P/R/F1@3/5)."""
-    test = test or embed_dataset(clip, dataset, fcfg)
+             test: EmbeddedSet | None = None, *, cache_dir: str | os.PathLike[str] | None = None,
+             **head_kw: object) -> dict:
+    """Score ``dataset`` with ``head`` and return the metrics (mAP, P/R/F1@3/5).
+
+    Embeddings are cached under ``cache_dir`` (see :func:`cache_root`); the head gets
+    ``fcfg``, ``cache_dir`` and ``head_kw`` as keywords.
+    """
+    test = test or embed_dataset(clip, dataset, fcfg, cache_dir=cache_dir)
     fn = head if callable(head) else _head(head)
-    scores = fn(clip, test, fcfg=fcfg, **head_kw)
+    scores = fn(clip, test, fcfg=fcfg, cache_dir=cache_dir, **head_kw)
     return summarize(scores, test.labels)
 
 
