@@ -226,10 +226,11 @@ def search_ws(tmp_path_factory) -> tuple[Path, str, np.ndarray, np.ndarray]:
     """A workspace with the toy ViT (random weights), shards of random unit vectors and built indexes."""
     import open_clip
 
-    import tagger.models  # noqa: F401  (registers the toy configs with open_clip)
     from tagger.store.updates import update_indexes
-    from tagger.models.loader import model_id_for
+    from tagger.models.registry import model_id_for, register_configs
     from tagger.store import shard_name_for, write_shard
+
+    register_configs()  # the toy configs, for open_clip.create_model below
 
     tmp = tmp_path_factory.mktemp("search")
     ckpt = tmp / "ckpt.pt"

@@ -11,8 +11,8 @@ import pytest
 from raytools import ENV, stop_orphaned_ray
 import torch
 
-import tagger.models  # noqa: F401  (registers the toy model configs with open_clip)
 from tagger.catalog import Catalog
+from tagger.models.registry import register_configs
 from tagger.store import index_paths, list_done_shards
 
 pytestmark = pytest.mark.ray
@@ -20,6 +20,7 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> str:
+    register_configs()  # the toy model configs, for open_clip.create_model below
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "toy-vit-random.pt"
     torch.save(open_clip.create_model("toy-vit").state_dict(), path)

@@ -16,6 +16,21 @@ def test_toy_configs_registered_with_open_clip():
     assert {"toy-vit", "toy-rn"} <= set(shipped_models())
 
 
+def test_importing_the_loader_registers_nothing_and_load_clip_registers():
+    """Registration is explicit and idempotent: importing tagger.models(.loader) leaves open_clip
+    as it was; load_clip registers the shipped configs itself (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = ("import open_clip, tagger.models, tagger.models.loader\n"
+            "assert 'toy-vit' not in open_clip.list_models(), 'registered on import'\n"
+            "from tagger.models import load_clip, registry\n"
+            "load_clip('toy-vit', device='cpu'); registry.register_configs()\n"
+            "assert open_clip.list_models().count('toy-vit') == 1\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
 @pytest.mark.parametrize("name", ["toy-vit", "toy-rn"])
 def test_shipped_weights_load_by_name(name):
     clip = load_clip(name, device="cpu")

@@ -11,8 +11,8 @@ import pytest
 import torch
 from imagecases import write_cases
 
-import tagger.models  # noqa: F401  (registers the toy model configs with open_clip)
 from tagger.catalog import Catalog
+from tagger.models.registry import register_configs
 from tagger.pipeline.encode import EncodeConfig, run_encode
 from tagger.errors import CatalogLockedError
 from tagger.workspace import Workspace
@@ -25,6 +25,7 @@ BAD = {"zero.jpg", "truncated.jpg", "random.jpg", "text.png"}
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory) -> EncodeConfig:
+    register_configs()  # the toy model configs, for open_clip.create_model below
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "toy-vit-random.pt"
     torch.save(open_clip.create_model("toy-vit").state_dict(), path)

@@ -1,4 +1,8 @@
-"""Load any open_clip model by name: shipped toy weights, a hub tag, or a local checkpoint path."""
+"""Load any open_clip model by name: shipped toy weights, a hub tag, or a local checkpoint path.
+
+Importing this module changes nothing in open_clip: :func:`load_clip` registers the shipped
+configs (:func:`~tagger.models.registry.register_configs`, idempotent) before it creates a model.
+"""
 from __future__ import annotations
 
 import logging
@@ -12,8 +16,6 @@ import torch
 from ..errors import ModelLoadError
 from . import registry
 from .registry import model_id_for
-
-registry.register_configs()
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +81,7 @@ def load_clip(
         precision: ``fp32``/``fp16``/``bf16``; defaults to fp16 on GPU, fp32 on CPU.
     """
     registry.check_model(name, pretrained)
+    registry.register_configs()
     device = device or default_device()
     precision = precision or ("fp16" if device.startswith("cuda") else "fp32")
     info: dict[str, Any] = {}

@@ -1,8 +1,9 @@
 """Model registry: the project's own open_clip configs and the weights shipped with them.
 
 The toy models are ordinary open_clip configs (``configs/*.json``) registered with
-``open_clip.add_model_config`` by :func:`register_configs` (the loader calls it), so
-``open_clip.create_model("toy-vit", pretrained=path)`` works exactly like it does for ``ViT-B-32``.
+``open_clip.add_model_config`` by :func:`register_configs` (explicitly, never on import: the loader,
+``pixel_spec`` and the toy trainers call it), so after it ``open_clip.create_model("toy-vit",
+pretrained=path)`` works exactly like it does for ``ViT-B-32``.
 Their weights live in ``weights/<name>.pt`` with a manifest ``weights/<name>.json`` recording
 the sha256 that the loader verifies.
 """
