@@ -6,15 +6,32 @@ device half (scale and normalise), and imports torch only when called.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+logger = logging.getLogger(__name__)
+
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+def resize_center_crop(image: Image.Image, size: int, interpolation: str = "bicubic") -> Image.Image:
+    """Shorter side to ``size`` (longer side truncated), then the centre square: torchvision's
+    ``Resize(size)`` + ``CenterCrop(size)`` on a PIL image, pixel for pixel."""
+    w, h = image.size
+    if w <= h:
+        nw, nh = size, int(size * h / w)
+    else:
+        nw, nh = int(size * w / h), size
+    if (nw, nh) != (w, h):
+        image = image.resize((nw, nh), _RESAMPLE[interpolation])
+    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
 
 
 @dataclass(frozen=True)
@@ -28,15 +45,7 @@ class PixelSpec:
 
     def resize_crop(self, image: Image.Image) -> Image.Image:
         """Shorter side to ``image_size`` (longer side truncated), then the centre square."""
-        size, (w, h) = self.image_size, image.size
-        if w <= h:
-            nw, nh = size, int(size * h / w)
-        else:
-            nw, nh = int(size * w / h), size
-        if (nw, nh) != (w, h):
-            image = image.resize((nw, nh), _RESAMPLE[self.interpolation])
-        top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
-        return image.crop((left, top, left + size, top + size))
+        return resize_center_crop(image, self.image_size, self.interpolation)
 
     def to_uint8(self, image: Image.Image) -> np.ndarray:
         """Resize the shorter side and centre-crop: uint8 CHW array (CPU stage)."""
