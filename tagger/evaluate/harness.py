@@ -76,6 +76,7 @@ def embed_dataset(clip, dataset, fcfg: FeatureConfig | None = None, batch_size: 
 
 
 def zsclip_head(prompts: str = "single", standardise: bool = False) -> Callable:
+    """A zero-shot CLIP head: image embeddings against prompt embeddings of the class names."""
     templates = ENSEMBLE_PROMPTS if prompts == "ensemble" else SINGLE_PROMPT
 
     def score(clip, test: EmbeddedSet, **_: object) -> np.ndarray:
