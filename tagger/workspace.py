@@ -3,7 +3,7 @@
     catalog.duckdb                         the DuckDB catalog (one writer: the job driver)
     embeddings/<model_id>/<shard>/...      encoder output shards (atomic, done-markers)
     indexes/<model_id>/{global,patches}.*  FAISS global index and PQ patch store
-    text/<corpus_id>/...                   text corpora (sentences + label sets)
+    text/<corpus_id>/...                   text corpora (sentences + label sets, text embeddings)
     classifiers/<classifier_id>/...        trained text-only classifiers + memory banks
     runs/<run_id>/tags-*.parquet           tag shards of a run (the driver loads them)
     cache/llm/                             LLM sentence cache
@@ -49,6 +49,10 @@ class Workspace:
 
     def text_dir(self, corpus_id: str) -> Path:
         return self.root / "text" / corpus_id
+
+    def text_embeddings(self, corpus_id: str, model_id: str) -> Path:
+        """The cached CLIP text embeddings of corpus ``corpus_id``'s sentences under ``model_id``."""
+        return self.text_dir(corpus_id) / f"embeddings-{model_id}.npy"
 
     def classifier_dir(self, classifier_id: str) -> Path:
         return self.root / "classifiers" / classifier_id

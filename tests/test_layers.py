@@ -118,3 +118,16 @@ def test_a_job_without_a_workspace_is_refused(capsys: pytest.CaptureFixture[str]
         main(["--top-k", "3"])
     assert exit_info.value.code == 2
     assert "--workspace is required" in capsys.readouterr().err
+
+
+def test_the_public_api_resolves_and_stays_light() -> None:
+    import subprocess
+    import sys
+    code = ("import sys, tagger; heavy = [m for m in ('torch', 'ray', 'faiss') if m in sys.modules]; "
+            "assert not heavy, heavy; [getattr(tagger, n) for n in tagger.__all__]; "
+            "from tagger.pipeline.tag import run_tag; assert tagger.tag is run_tag; "
+            "assert tagger.errors.TaggerError is tagger.TaggerError; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+    with pytest.raises(AttributeError):
+        importlib.import_module("tagger").no_such_verb

@@ -322,14 +322,6 @@ class CatalogBase:
             except duckdb.Error as e:
                 raise _query_error(e) from e
 
-    def query_df(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None):
-        """Run a query and return a pandas DataFrame (pandas must be installed)."""
-        with self._connected() as con:
-            try:
-                return con.sql(sql, params=params).df()
-            except duckdb.Error as e:
-                raise _query_error(e) from e
-
     def safe_query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[tuple]:
         """Run one read-only statement (refuses anything else with ReadOnlyQueryError)."""
         return self.query(check_read_only(sql), params)

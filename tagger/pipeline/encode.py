@@ -14,13 +14,16 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .decode import DecodePartitions
 from ..errors import ConfigError, SimulatedCrash
 from ..store.shards import exists_done, shard_name_for, write_shard
+
+if TYPE_CHECKING:
+    from ..workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +151,7 @@ def _record(catalog, row: dict[str, Any], model_id: str) -> tuple[int, int]:
     return int(ok.sum()), int((~ok).sum())
 
 
-def run_encode(workspace, source: str | None, cfg: EncodeConfig, *, crash_after: int | None = None,
+def run_encode(workspace: "Workspace", source: str | None, cfg: EncodeConfig, *, crash_after: int | None = None,
                progress: bool = True) -> dict[str, Any]:
     """Register ``source``'s images, encode every pending one into shards, then update the indexes.
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..catalog.joblock import job_driver
 from ..errors import SimulatedCrash
@@ -25,6 +25,9 @@ from .encode import EncodeConfig, run_encode
 from .tag import TagConfig, run_tag
 from .text import N_SENTENCES, run_generate_text
 from .train import run_train
+
+if TYPE_CHECKING:
+    from ..workspace import Workspace
 
 logger = logging.getLogger(__name__)
 STAGES = ("encode", "text", "train", "tag", "switch", "prune")
@@ -68,7 +71,7 @@ def _crash(stage: str, crash_at: str | None) -> None:
 
 
 @job_driver("nightly")
-def run_nightly(workspace, source: str | None, encode_cfg: EncodeConfig, cfg: NightlyConfig | None = None,
+def run_nightly(workspace: "Workspace", source: str | None, encode_cfg: EncodeConfig, cfg: NightlyConfig | None = None,
                 *, crash_at: str | None = None, calibrate_with: str | None = None) -> dict[str, Any]:
     """Run every stage in order; ``crash_at`` (one of CRASH_POINTS) kills the process there (tests).
     ``calibrate_with`` replaces the catalog's labelled set before tagging (see ``run_tag``)."""

@@ -4,11 +4,14 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from ..workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ def image_uris(catalog, image_ids: list[int]) -> dict[int, str]:
     return catalog.uris_of(image_ids)
 
 
-def _with_uris(workspace, hits: list[Hit], catalog) -> list[Hit]:
+def _with_uris(workspace: "Workspace", hits: list[Hit], catalog) -> list[Hit]:
     from dataclasses import replace
 
     from ..catalog import Catalog
@@ -72,7 +75,7 @@ def _with_uris(workspace, hits: list[Hit], catalog) -> list[Hit]:
     return [replace(h, uri=uris.get(h.image_id)) for h in hits]
 
 
-def search_vector(workspace, model_id: str, query: np.ndarray, k: int = 10, level: str = "global", *,
+def search_vector(workspace: "Workspace", model_id: str, query: np.ndarray, k: int = 10, level: str = "global", *,
                   catalog=None, with_uris: bool = True) -> list[Hit]:
     """Top-``k`` images for one query vector, best first.
 
@@ -95,7 +98,7 @@ def search_vector(workspace, model_id: str, query: np.ndarray, k: int = 10, leve
     return _with_uris(workspace, hits, catalog) if with_uris else hits
 
 
-def search_text(workspace, text: str, k: int = 10, level: str = "global", *, model: str | None = None,
+def search_text(workspace: "Workspace", text: str, k: int = 10, level: str = "global", *, model: str | None = None,
                 pretrained: str | None = None, device: str | None = None, catalog=None) -> list[Hit]:
     """Encode ``text`` with the workspace's model (or ``model``/``pretrained``) and search."""
     from ..models import load_clip

@@ -16,7 +16,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +26,9 @@ from .calibration import LABELLED_MIN_IMAGES, DecisionInputs, decision_inputs, d
 from ..method.decisions import DecisionConfig, Decisions, fit_decisions, fit_from_labels
 from ..errors import ConfigError, SimulatedCrash
 from ..method.zeroshot import standardize
+
+if TYPE_CHECKING:
+    from ..workspace import Workspace
 
 logger = logging.getLogger(__name__)
 DECISION_RULES = ("mixture", "standardized")
@@ -269,7 +272,7 @@ def _tag_all(root: str, model_id: str, clf_path: str, run_dir: Path, cfg: TagCon
                 raise SimulatedCrash(f"tag: crash after {k + 1} shards")
 
 
-def run_tag(workspace, model_id: str, cfg: TagConfig | None = None, classifier_id: str | None = None,
+def run_tag(workspace: "Workspace", model_id: str, cfg: TagConfig | None = None, classifier_id: str | None = None,
             *, make_current: bool = True, crash_after: int | None = None,
             calibrate_with: str | os.PathLike | None = None) -> dict[str, Any]:
     """Tag every encoded image of ``model_id`` into a new run, load it, and make it current.

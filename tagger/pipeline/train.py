@@ -5,7 +5,6 @@ import hashlib
 import json
 import logging
 from dataclasses import asdict
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..store.atomic import atomic_open
@@ -18,10 +17,6 @@ __all__ = ["corpus_embeddings", "run_train"]
 logger = logging.getLogger(__name__)
 
 
-def _embedding_file(workspace: "Workspace", corpus_id: str, model_id: str) -> Path:
-    return workspace.text_dir(corpus_id) / f"embeddings-{model_id}.npy"
-
-
 def corpus_embeddings(workspace: "Workspace", clip, corpus) -> tuple[Any, int]:
     """Text embeddings of every sentence of ``corpus``, cached next to the corpus per model.
 
@@ -30,14 +25,14 @@ def corpus_embeddings(workspace: "Workspace", clip, corpus) -> tuple[Any, int]:
     """
     import numpy as np
 
-    path = _embedding_file(workspace, corpus.corpus_id, clip.model_id)
+    path = workspace.text_embeddings(corpus.corpus_id, clip.model_id)
     if path.exists():
         emb = np.load(path)
         if emb.shape[0] == len(corpus.sentences):
             return emb, 0
     known: dict[str, Any] = {}
     parent = (corpus.config or {}).get("extends")
-    parent_file = _embedding_file(workspace, parent, clip.model_id) if parent else None
+    parent_file = workspace.text_embeddings(parent, clip.model_id) if parent else None
     if parent_file is not None and parent_file.exists():
         from ..text import TextCorpus
         prev = TextCorpus.load(workspace.text_dir(parent))
