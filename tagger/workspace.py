@@ -60,6 +60,17 @@ class Workspace:
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id
 
+    def relative(self, path: str | Path) -> str:
+        """``path`` as the catalog records it: relative to the workspace root when inside it (so a
+        moved or copied workspace reads its own files), else absolute."""
+        p = Path(path).resolve()
+        return str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(p)
+
+    def resolve(self, recorded: str) -> Path:
+        """A path the catalog recorded, as a location on disk (the inverse of :meth:`relative`)."""
+        p = Path(recorded)
+        return p if p.is_absolute() else self.root / p
+
     @property
     def llm_cache(self) -> Path:
         return self.root / "cache" / "llm"

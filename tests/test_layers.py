@@ -131,3 +131,24 @@ def test_the_public_api_resolves_and_stays_light() -> None:
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
     with pytest.raises(AttributeError):
         importlib.import_module("tagger").no_such_verb
+
+
+_SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|WITH)\s", re.I)
+_SQL_BODY = re.compile(r"\b(FROM|INTO|TABLE|SET|AS)\b")
+
+
+def test_every_sql_statement_lives_in_the_catalog() -> None:
+    """No string literal outside ``tagger/catalog/`` starts like a SQL statement (docstrings aside)."""
+    found = []
+    for f in files_under(""):
+        if "catalog" in f.relative_to(PKG).parts[:1]:
+            continue
+        tree = ast.parse(f.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+                      and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+                    and _SQL.match(node.value) and _SQL_BODY.search(node.value)):
+                found.append(f"{f.relative_to(ROOT)}:{node.lineno}")
+    assert found == []

@@ -83,3 +83,31 @@ def test_five_images_encode_tag_and_search_then_the_codec_trains(local_ray, chec
     state = json.loads((Path(p_path).parent / STATE_FILE).read_text())
     assert state["n_images"] == 20 and state["provisional"] == {}
     assert invoke("tag", "-w", ws)["n_images"] == 20
+
+
+def test_a_moved_or_copied_workspace_reads_its_own_files(local_ray, checkpoint, tmp_path):
+    """The catalog records paths inside the workspace relative to it: a moved workspace keeps working,
+    and a copy keeps working after the original is deleted (so it never read the original's files)."""
+    import shutil
+    images, ws = tmp_path / "images", tmp_path / "ws"
+    export_scenes(images, 6)
+    runner.invoke(app, ["labels", "add", "circle", "square", "star", "-w", str(ws)], catch_exceptions=False)
+    invoke("encode", str(images), "-w", str(ws), "--model", "toy-rn", "--pretrained", str(checkpoint),
+           "--num-gpus", "0")
+    invoke("generate-text", "-w", str(ws), "--n-sentences", "200")
+    trained = invoke("train", "-w", str(ws))
+    with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
+        recorded = [c["path"] for c in cat.classifiers()] + [c["path"] for c in cat.corpora()]
+    assert recorded and not any(Path(p).is_absolute() for p in recorded), recorded
+
+    moved = tmp_path / "moved"
+    shutil.move(str(ws), moved)
+    assert invoke("tag", "-w", str(moved))["n_images"] == 6
+
+    copy = tmp_path / "copy"
+    shutil.copytree(moved, copy)
+    shutil.rmtree(moved)
+    runner.invoke(app, ["labels", "add", "heart", "-w", str(copy)], catch_exceptions=False)
+    invoke("generate-text", "-w", str(copy), "--n-sentences", "200")  # extends the copied corpus
+    assert invoke("train", "-w", str(copy))["classifier_id"] != trained["classifier_id"]
+    assert invoke("tag", "-w", str(copy))["n_images"] == 6

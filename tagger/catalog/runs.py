@@ -161,6 +161,10 @@ class RunsMixin(CatalogBase):
                         [status, self._now(), error, n_images, to_json(timings), run.run_id])
         return self.get_run(run_id)
 
+    def current_scores(self) -> list[tuple[str, str, float]]:
+        """``(uri, label, score)`` of every tag the current run kept."""
+        return [(u, lab, float(s)) for u, lab, s in self.query("SELECT uri, label, score FROM current_tags")]
+
     def run_image_count(self, run_id: int) -> int:
         """Distinct images with at least one tag in run ``run_id``."""
         return int(self.query("SELECT count(DISTINCT image_id) FROM tags WHERE run_id = ?", [run_id])[0][0])

@@ -14,7 +14,7 @@ def score_current_tags(catalog_path: str | Path, truth: dict[str, list[str]]) ->
     """mAP and P/R/F1@k of the current run's kept scores (labels not kept count as lowest)."""
     from ..catalog import Catalog
     with Catalog.open(catalog_path, read_only=True) as cat:
-        rows = cat.query("SELECT uri, label, score FROM current_tags")
+        rows = cat.current_scores()
         labels = cat.active_labels()
     uris = sorted(truth)
     pos = {u: i for i, u in enumerate(uris)}

@@ -3,7 +3,6 @@ labelled set (image URI -> labels, read from a CSV or Parquet file) kept in the 
 every later run, the nightly one included, calibrates from it."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -14,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..ids import short_sha256
 from ..method.decisions import Decisions
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class DecisionInputs:
 
     def key(self) -> dict[str, Any]:
         """What identifies these inputs in a run's config (a changed pin or set makes a new run)."""
-        digest = hashlib.sha256(json.dumps(sorted(self.labelled.items())).encode()).hexdigest()[:16]
+        digest = short_sha256(json.dumps(sorted(self.labelled.items())))
         return {"pinned": dict(sorted(self.pinned.items())), "labelled": f"{len(self.labelled)}:{digest}"}
 
     def truth(self, image_ids: list[int], labels: list[str]) -> np.ndarray:

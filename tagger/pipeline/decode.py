@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..models import pixels
 from ..models.pixels import PixelSpec
 from .sources import read_bytes
 
@@ -138,13 +139,11 @@ def _decode_opened(im: Image.Image, meta: dict[str, Any], max_pixels: int,
 
 
 def resize_center_crop(im: Image.Image, size: int) -> np.ndarray:
-    """Resize the shorter side to ``size`` (bicubic) and crop the centre: uint8 (size, size, 3)."""
-    w, h = im.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    resized = im.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    """Resize the shorter side to ``size`` (bicubic) and crop the centre: uint8 (size, size, 3).
+
+    The same resize and crop as the model's own preprocessing (:func:`tagger.models.pixels.resize_center_crop`).
+    """
+    return np.asarray(pixels.resize_center_crop(im, size), dtype=np.uint8)
 
 
 class Decoder:

@@ -22,10 +22,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .calibration import LABELLED_MIN_IMAGES, DecisionInputs, decision_inputs, decision_rows, decisions_from_rows
-from ..method.decisions import DecisionConfig, Decisions, fit_decisions, fit_from_labels
 from ..errors import ConfigError, SimulatedCrash
+from ..ids import short_sha256
+from ..method.decisions import DecisionConfig, Decisions, fit_decisions, fit_from_labels
 from ..method.zeroshot import standardize
+from .calibration import LABELLED_MIN_IMAGES, DecisionInputs, decision_inputs, decision_rows, decisions_from_rows
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -205,8 +206,7 @@ class TagShards(ShardScorer):
 
 
 def _shards_key(shards: list[str]) -> str:
-    import hashlib
-    return f"{len(shards)}:" + hashlib.sha256("\n".join(sorted(shards)).encode()).hexdigest()[:16]
+    return f"{len(shards)}:" + short_sha256("\n".join(sorted(shards)))
 
 
 def _resume_or_start(cat, model_id: str, classifier_id: str, labels: list[str], cfg: TagConfig,
@@ -307,9 +307,10 @@ def run_tag(workspace: "Workspace", model_id: str, cfg: TagConfig | None = None,
             return {"run_id": run_id, "n_tags": run.n_tags, "n_images": run.n_images, "tag_s": 0.0, **extra}
         run_dir = workspace.run_dir(str(run_id))
         run_dir.mkdir(parents=True, exist_ok=True)
-        scorer = ShardScorer(root, model_id, clf["path"], cfg) if shards else None
+        clf_dir = str(workspace.classifier_dir(clf["classifier_id"]))  # not the stored path: it may have moved
+        scorer = ShardScorer(root, model_id, clf_dir, cfg) if shards else None
         stats, decisions = _decide(cat, run_id, scorer, model_id, shards, labels, inputs)
-        _tag_all(root, model_id, clf["path"], run_dir, cfg, shards, stats, decisions, crash_after)
+        _tag_all(root, model_id, clf_dir, run_dir, cfg, shards, stats, decisions, crash_after)
         t_tag = time.time() - t0
         paths = [run_dir / f"tags-{s}.parquet" for s in shards]
         n = cat.load_tags(run_id, paths) if paths else 0

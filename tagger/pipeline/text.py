@@ -52,7 +52,7 @@ def run_generate_text(workspace: "Workspace", n_sentences: int = N_SENTENCES, se
         out = workspace.text_dir(corpus.corpus_id)
         if not (out / "corpus.json").exists():
             corpus.save(out)
-        cat.add_corpus(corpus.corpus_id, len(corpus.sentences), labels=labels, path=str(out),
+        cat.add_corpus(corpus.corpus_id, len(corpus.sentences), labels=labels, path=workspace.relative(out),
                        config=corpus.config)
     missing = missing_label_sets(corpus)
     logger.info("corpus %s (%s): %d sentences for %d labels", corpus.corpus_id, how, len(corpus.sentences),

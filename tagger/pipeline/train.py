@@ -1,12 +1,12 @@
 """The train stage: embed a corpus's sentences with CLIP's text tower and fit the text-only classifier."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from ..ids import short_sha256
 from ..store.atomic import atomic_open
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def run_train(workspace: "Workspace", model: str, pretrained: str | None = None,
         corpus = TextCorpus.load(workspace.text_dir(corpus_id))
         clip = load_clip(model, pretrained)
         ident = json.dumps([clip.model_id, corpus_id, asdict(cfg.train), asdict(cfg.score), cfg.memory_size])
-        classifier_id = hashlib.sha256(ident.encode()).hexdigest()[:16]
+        classifier_id = short_sha256(ident)
         out = workspace.classifier_dir(classifier_id)
         if not (out / "score_config.json").exists():
             emb, n_new = corpus_embeddings(workspace, clip, corpus)
@@ -77,6 +77,6 @@ def run_train(workspace: "Workspace", model: str, pretrained: str | None = None,
             tmp.replace(out) if not out.exists() else None
         cat.add_classifier(classifier_id, model_id=clip.model_id, labels=list(corpus.class_names),
                            corpus_id=corpus_id, config={"train": asdict(cfg.train), "score": asdict(cfg.score)},
-                           path=str(out))
+                           path=workspace.relative(out))
     return {"classifier_id": classifier_id, "corpus_id": corpus_id, "labels": len(corpus.class_names),
             "model_id": clip.model_id}
