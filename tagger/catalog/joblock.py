@@ -66,6 +66,13 @@ def job_wait(catalog_path: str | os.PathLike) -> float:
     return held.wait if held is not None else default_job_wait()
 
 
+def holds_job_lock(catalog_path: str | os.PathLike) -> bool:
+    """True when this process holds the job lock of the catalog at ``catalog_path`` (so no other
+    job runs on it)."""
+    with _guard:
+        return _key(catalog_path) in _held
+
+
 def _key(catalog_path: str | os.PathLike) -> str:
     return str(job_lock_path(catalog_path).resolve())
 

@@ -12,9 +12,12 @@ import duckdb
 
 from ..errors import CatalogError
 from .base import CatalogBase, from_json, to_json
+from .joblock import holds_job_lock
 
 logger = logging.getLogger(__name__)
 
+#: The error of a run found 'running' by a later job: no process can still be running it.
+ABANDONED = "abandoned: the process that ran it ended"
 RUN_STATUSES = ("running", "loaded", "current", "failed", "superseded")
 _RUN_COLUMNS = ("run_id", "kind", "status", "started_at", "finished_at", "model_id", "classifier_id",
                 "n_images", "n_tags", "config", "timings", "labels", "error", "pruned_at")
@@ -190,16 +193,39 @@ class RunsMixin(CatalogBase):
         logger.info("current run is now %d (was %s)", run.run_id, prev)
         return int(prev) if prev is not None else None
 
+    def abandon_runs(self, *, keep: int | None = None) -> list[int]:
+        """Mark every 'running' run but ``keep`` failed with error :data:`ABANDONED`; return their ids.
+
+        Only a job that holds the catalog's job lock may call it: one job runs at a time, so a run
+        still 'running' then belongs to a process that ended (killed, or crashed) and will never
+        finish it. ``keep`` is the run the caller is resuming.
+        """
+        if not holds_job_lock(self.path):
+            raise CatalogError("abandon_runs: only a job holding the catalog's job lock may abandon runs")
+        with self._transaction("abandon runs") as con:
+            victims = [int(r[0]) for r in con.execute(
+                "SELECT run_id FROM runs WHERE status = 'running' AND run_id IS DISTINCT FROM ? ORDER BY run_id",
+                [keep]).fetchall()]
+            if victims:
+                con.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = coalesce(finished_at, ?) "
+                            "WHERE run_id IN (SELECT unnest(?))", [ABANDONED, self._now(), victims])
+        if victims:
+            logger.warning("marked runs %s failed: %s", victims, ABANDONED)
+        return victims
+
     def prune_runs(self, keep: int, *, include_failed: bool = False) -> list[int]:
-        """Retention: delete the tags of superseded runs beyond the ``keep`` most recent ones
-        (and of every failed run with ``include_failed``). Run rows stay, with ``pruned_at``
-        set. Returns the pruned run ids."""
-        if keep < 0:
-            raise CatalogError("prune_runs: keep must be >= 0")
+        """Retention: keep the tags of ``keep`` runs, the current one included (the current run and
+        the ``keep - 1`` newest superseded ones), and delete those of older superseded runs (and of
+        every failed run with ``include_failed``). Loaded runs never made current are not touched.
+        Run rows stay, with ``pruned_at`` set. Returns the pruned run ids; their ``runs/<id>/``
+        folders are the workspace's to delete (after this commits)."""
+        if keep < 1:
+            raise CatalogError("prune_runs: keep must be >= 1 (the current run counts)")
         with self._transaction("prune runs") as con:
+            has_current = con.execute("SELECT run_id FROM current_run").fetchone()[0] is not None
             victims = [int(r[0]) for r in con.execute(
                 "SELECT run_id FROM runs WHERE status = 'superseded' AND pruned_at IS NULL "
-                "ORDER BY run_id DESC OFFSET ?", [int(keep)]).fetchall()]
+                "ORDER BY run_id DESC OFFSET ?", [int(keep) - int(has_current)]).fetchall()]
             if include_failed:
                 victims += [int(r[0]) for r in con.execute(
                     "SELECT run_id FROM runs WHERE status = 'failed' AND pruned_at IS NULL").fetchall()]

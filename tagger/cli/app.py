@@ -149,7 +149,9 @@ def tag(
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     classifier_id: Annotated[Optional[str], typer.Option(help="classifier to use (default: the newest)")] = None,
-    top_k: Annotated[int, typer.Option(min=1, help="labels kept per image")] = TagConfig.top_k,
+    top_k: Annotated[int, typer.Option(min=1, help=(
+        "the K best-scoring labels kept per image; positive labels beyond the K are kept too, so an "
+        "image may get more than K tags"))] = TagConfig.top_k,
     decision: DecisionOpt = DecisionRule.MIXTURE,
     threshold: Annotated[float, typer.Option(callback=finite,
         help="--decision standardized: positive when the per-image standardised score reaches this")] = TagConfig.threshold,
@@ -187,7 +189,9 @@ def nightly(
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     n_sentences: NSentencesOpt = N_SENTENCES,
-    keep_runs: Annotated[int, typer.Option(min=1, help="tag runs kept (retention)")] = NightlyConfig.keep_runs,
+    keep_runs: Annotated[int, typer.Option(min=1, help=(
+        "tag runs kept, the current one included; older runs lose their tags and their runs/<id>/ "
+        "files"))] = NightlyConfig.keep_runs,
     max_missing: MaxMissingOpt = NightlyConfig.max_missing,
     decision: DecisionOpt = DecisionRule.MIXTURE,
     calibrate_with: CalibrateWithOpt = None,

@@ -152,13 +152,14 @@ def runs_list(
     wait: WaitOpt = QUICK_WAIT,
     as_json: JsonOpt = False,
 ) -> None:
-    """List runs, oldest first (the current run has status 'current')."""
+    """List runs, oldest first (the current run has status 'current'; a failed run gives its error,
+    e.g. a run whose process was killed is marked failed, abandoned, when the next tag job starts)."""
     with reported(), open_catalog(workspace, read_only=True, wait=wait) as cat:
         runs, current = cat.runs(kind), cat.current_run()
     rows = [(r.run_id, r.kind, r.status + (" (pruned)" if r.pruned_at else ""), r.started_at, r.finished_at,
-             r.model_id, r.classifier_id, r.n_images, r.n_tags, len(r.labels or [])) for r in runs]
+             r.model_id, r.classifier_id, r.n_images, r.n_tags, len(r.labels or []), r.error) for r in runs]
     cols = ("run_id", "kind", "status", "started_at", "finished_at", "model_id", "classifier_id", "n_images",
-            "n_tags", "n_labels")
+            "n_tags", "n_labels", "error")
     emit_rows(cols, rows, output_format(as_json), title=f"{len(rows)} run(s); current: {current or '-'}")
 
 

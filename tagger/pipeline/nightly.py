@@ -10,11 +10,13 @@ same tags as an uninterrupted run:
 4. ``tag``     every image from stored global embeddings and PQ patch codes into a new run
                (per-shard Parquet files; a rerun resumes the unfinished run);
 5. ``switch``  ``current_tags`` to the new run in one transaction;
-6. ``prune``   old runs beyond the retention setting.
+6. ``prune``   old runs beyond the retention setting (``keep_runs`` counts the current run): their
+               tags in the catalog, then their ``runs/<id>/`` folders.
 """
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -64,6 +66,19 @@ def vocabulary_diff(cat) -> dict[str, list[str]]:
             "synonyms_changed": changed}
 
 
+def prune_runs(workspace: "Workspace", cat, keep: int) -> list[int]:
+    """Prune the catalog's runs beyond ``keep`` (the current one included), then, once that has
+    committed, delete the ``runs/<id>/`` folder of every pruned run (those of earlier prunes too, so
+    a job killed in between leaves no folder behind for good). Returns the runs pruned now."""
+    pruned = cat.prune_runs(keep)
+    for run in cat.runs(kind="tag"):
+        folder = workspace.run_dir(str(run.run_id))
+        if run.pruned_at is not None and folder.exists():
+            shutil.rmtree(folder)
+            logger.info("deleted the tag files of pruned run %d (%s)", run.run_id, folder)
+    return pruned
+
+
 def _crash(stage: str, crash_at: str | None) -> None:
     if crash_at == stage:
         logger.warning("simulated crash after stage %s", stage)
@@ -106,7 +121,7 @@ def run_nightly(workspace: "Workspace", source: str | None, encode_cfg: EncodeCo
         if previous != tag["run_id"]:
             cat.set_current(tag["run_id"])
         _crash("switch", crash_at)
-        pruned = cat.prune_runs(cfg.keep_runs)
+        pruned = prune_runs(workspace, cat, cfg.keep_runs)
         _crash("prune", crash_at)
     return {"encoded": enc["encoded"], "errors": enc["errors"], "vocabulary": diff,
             "corpus": text["corpus_id"], "text_stats": text["stats"], "classifier": trained["classifier_id"],

@@ -212,15 +212,19 @@ def _shards_key(shards: list[str]) -> str:
 def _resume_or_start(cat, model_id: str, classifier_id: str, labels: list[str], cfg: TagConfig,
                      shards_key: str, inputs_key: dict[str, Any] | None) -> tuple[int, str]:
     """Resume the newest run with the same inputs (unfinished, or loaded but not yet superseded);
-    otherwise start a new one. Pins and the labelled set are inputs too. Returns (run_id, status)."""
+    otherwise start a new one. Pins and the labelled set are inputs too. Every other run still
+    'running' was left by a process that ended (this job holds the job lock), so it is marked
+    failed. Returns (run_id, status)."""
     config = {"tag": cfg.to_dict(), "shards": shards_key, "decision_inputs": inputs_key}
     for run in reversed(cat.runs(kind="tag")):
         same = run.model_id == model_id and run.classifier_id == classifier_id \
             and all((run.config or {}).get(k) == v for k, v in config.items())
         if same and run.status in ("running", "loaded", "current"):
+            cat.abandon_runs(keep=run.run_id)
             return run.run_id, run.status
         if same:
             break
+    cat.abandon_runs()
     return cat.start_run("tag", model_id=model_id, classifier_id=classifier_id, labels=labels, config=config), \
         "running"
 
