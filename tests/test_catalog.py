@@ -110,7 +110,7 @@ def test_update_images_from_decode(cat):
     cat.update_images({"image_id": list(ids), "content_hash": ["ha", "hb"], "width": [10, 0],
                        "height": [20, 0], "status": ["ok", "error"], "error": ["", "not an image"]})
     rows = cat.query("SELECT uri, content_hash, width, status, error FROM images ORDER BY image_id")
-    assert rows == [("/u/a.jpg", "ha", 10, "ok", None), ("/u/b.jpg", "hb", 0, "error", "not an image")]
+    assert rows == [("/u/a.jpg", "ha", 10, "ok", None), ("/u/b.jpg", "hb", None, "error", "not an image")]
     assert cat.pending_images("m") == [(int(ids[0]), "/u/a.jpg")]
 
 

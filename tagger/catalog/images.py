@@ -23,13 +23,14 @@ _UPSERT_NEW = """
 INSERT INTO images (image_id, uri, content_hash, bytes, width, height, status, error,
                     first_seen, updated_at)
 SELECT ? + row_number() OVER (ORDER BY r.uri) - 1, r.uri, r.content_hash, r.bytes, r.width,
-       r.height, 'ok', NULL, ?, ?
+       r.height, 'pending', NULL, ?, ?
 FROM _reg AS r
 WHERE NOT EXISTS (SELECT 1 FROM images AS i WHERE i.uri = r.uri)
 """
 
 # Content changed: a different hash, or (without a hash) a different size. Changed content
-# loses its hash when none is given (unknown until read), and an error status is cleared.
+# loses its hash when none is given (unknown until read) and becomes 'pending' again (an error
+# status is cleared).
 _CHANGED = """((r.content_hash IS NOT NULL AND r.content_hash IS DISTINCT FROM i.content_hash)
   OR (r.content_hash IS NULL AND r.bytes IS NOT NULL AND i.bytes IS NOT NULL AND r.bytes <> i.bytes))"""
 
@@ -40,7 +41,7 @@ UPDATE images AS i SET
     bytes = coalesce(r.bytes, i.bytes),
     width = CASE WHEN {_CHANGED} THEN r.width ELSE coalesce(r.width, i.width) END,
     height = CASE WHEN {_CHANGED} THEN r.height ELSE coalesce(r.height, i.height) END,
-    status = CASE WHEN {_CHANGED} THEN 'ok' ELSE i.status END,
+    status = CASE WHEN {_CHANGED} THEN 'pending' ELSE i.status END,
     error = CASE WHEN {_CHANGED} THEN NULL ELSE i.error END,
     updated_at = ?
 FROM _reg AS r
@@ -52,7 +53,7 @@ WHERE i.uri = r.uri AND ({_CHANGED}
 
 _PENDING = """
 SELECT i.image_id, i.uri FROM images AS i
-WHERE i.status = 'ok' AND NOT EXISTS (
+WHERE i.status IN ('pending', 'ok') AND NOT EXISTS (
     SELECT 1 FROM encodings AS e
     WHERE e.image_id = i.image_id AND e.model_id = ? AND e.content_hash = i.content_hash)
 ORDER BY i.image_id
@@ -100,9 +101,9 @@ class ImagesMixin(CatalogBase):
     def register_images(self, records: pa.Table | Iterable[Any]) -> np.ndarray:
         """Register images; return their ``image_id`` (int64) aligned with ``records``.
 
-        New URIs get new ids (never reused); known URIs keep theirs. A known URI whose content
-        changed (other hash, or other size when no hash is given) is reset to status 'ok' and
-        so becomes pending again. The same content under two URIs gets two ids.
+        New URIs get new ids (never reused) and status 'pending' (not yet encoded); known URIs keep
+        theirs. A known URI whose content changed (other hash, or other size when no hash is given)
+        is reset to status 'pending'. The same content under two URIs gets two ids.
         """
         table = records_table(records)
         if table.num_rows == 0:
@@ -131,7 +132,8 @@ class ImagesMixin(CatalogBase):
 
     def update_images(self, rows: pa.Table | Mapping[str, Sequence[Any]]) -> int:
         """Record decode results keyed by ``image_id``: content_hash, width, height, bytes,
-        status ('ok'/'error') and error. Missing columns keep their stored values."""
+        status ('pending'/'ok'/'error') and error. Missing columns keep their stored values, except
+        that an error row has no size (NULL width and height: the image could not be decoded)."""
         table = rows if isinstance(rows, pa.Table) else pa.table(dict(rows))
         if table.num_rows == 0:
             return 0
@@ -146,7 +148,10 @@ class ImagesMixin(CatalogBase):
                     UPDATE images AS i SET
                         content_hash = coalesce(u.content_hash, i.content_hash),
                         bytes = coalesce(u.bytes, i.bytes),
-                        width = coalesce(u.width, i.width), height = coalesce(u.height, i.height),
+                        width = CASE WHEN coalesce(nullif(u.status, ''), i.status) = 'error' THEN NULL
+                                     ELSE coalesce(u.width, i.width) END,
+                        height = CASE WHEN coalesce(nullif(u.status, ''), i.status) = 'error' THEN NULL
+                                      ELSE coalesce(u.height, i.height) END,
                         status = coalesce(nullif(u.status, ''), i.status),
                         error = CASE WHEN coalesce(nullif(u.status, ''), i.status) = 'ok' THEN NULL
                                      ELSE coalesce(nullif(u.error, ''), i.error) END,
@@ -173,7 +178,8 @@ class ImagesMixin(CatalogBase):
     def record_encodings(self, image_ids: Sequence[int], model_id: str,
                          hashes: Sequence[str | None] | str | None, shard: str | None) -> int:
         """Record that these images were encoded with ``model_id`` (content ``hashes``) into
-        ``shard``. Images without a stored hash take the encoded one."""
+        ``shard``. Images without a stored hash take the encoded one; an image whose stored content
+        was encoded gets status 'ok'."""
         ids = [int(i) for i in image_ids]
         if not ids:
             return 0
@@ -194,15 +200,16 @@ class ImagesMixin(CatalogBase):
                 con.execute("""
                     UPDATE images AS i SET content_hash = e.content_hash, status = 'ok', error = NULL,
                         updated_at = ?
-                    FROM _enc AS e WHERE i.image_id = e.image_id AND i.content_hash IS NULL
-                        AND e.content_hash IS NOT NULL""", [now])
+                    FROM _enc AS e WHERE i.image_id = e.image_id AND e.content_hash IS NOT NULL
+                        AND (i.content_hash IS NULL OR i.content_hash = e.content_hash)
+                        AND (i.status <> 'ok' OR i.content_hash IS NULL)""", [now])
             finally:
                 self._unregister("_enc")
         return len(set(ids))
 
     def pending_images(self, model_id: str, limit: int | None = None) -> list[tuple[int, str]]:
-        """``(image_id, uri)`` of ok-status images with no encoding by ``model_id`` of their
-        current content (new, changed, or never read), by image_id."""
+        """``(image_id, uri)`` of the images (status 'pending' or 'ok', not 'error') with no
+        encoding by ``model_id`` of their current content (new, changed, or never read), by image_id."""
         sql = _PENDING + (f" LIMIT {int(limit)}" if limit is not None else "")
         return [(int(i), u) for i, u in self.query(sql, [model_id])]
 

@@ -1,7 +1,9 @@
 """The decode stage: bytes -> RGB pixels, where every bad image becomes an error row.
 
 ``Decoder`` is a callable over a batch dict of numpy arrays, shaped for Ray Data
-``map_batches(Decoder(...), batch_format="numpy")``; ``decode_one`` decodes one image.
+``map_batches(Decoder(...), batch_format="numpy")``; ``decode_one`` decodes one image and
+``probe_one`` reads only what the catalog records of it (hash, displayed size), for images whose
+embeddings are already stored.
 No global PIL setting is changed: truncated files are errors (``LOAD_TRUNCATED_IMAGES`` stays
 as it is), and the pixel limit is checked per image.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -109,13 +111,41 @@ def decode_one(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         im.close()
 
 
-def _decode_opened(im: Image.Image, meta: dict[str, Any], max_pixels: int,
-                   target: int | None) -> tuple[Image.Image | None, str | None, dict[str, Any]]:
+def _header_meta(im: Image.Image, meta: dict[str, Any]) -> int:
+    """Fill ``meta`` from an opened image's header (size as displayed); return the EXIF orientation."""
     w, h = im.size
     orientation = _orientation(im)
     meta.update(format=im.format, mode=im.mode, animated=bool(getattr(im, "is_animated", False)),
                 width=h if orientation in (5, 6, 7, 8) else w,
                 height=w if orientation in (5, 6, 7, 8) else h)
+    return orientation
+
+
+def probe_one(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str | None, dict[str, Any]]:
+    """The ``meta`` of :func:`decode_one` (hash, size as displayed, format) from the header alone:
+    no pixel is decoded. Returns ``(None, meta)`` or ``(error message, meta)``; never raises. For an
+    image already encoded (its shard written before a crash), whose pixels are not needed again."""
+    meta: dict[str, Any] = {"bytes": len(data), "content_hash": hashlib.sha256(data).hexdigest(),
+                            "width": 0, "height": 0, "format": None, "mode": None, "animated": False}
+    if not data:
+        return "empty file (0 bytes)", meta
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            _header_meta(im, meta)
+    except Exception as e:
+        return f"not a readable image: {_describe(e)}", meta
+    w, h = meta["width"], meta["height"]
+    if w <= 0 or h <= 0:
+        return f"invalid image size {w}x{h}", meta
+    if w * h > min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels):
+        return f"refused as a decompression bomb: {w}x{h} = {w * h} pixels", meta
+    return None, meta
+
+
+def _decode_opened(im: Image.Image, meta: dict[str, Any], max_pixels: int,
+                   target: int | None) -> tuple[Image.Image | None, str | None, dict[str, Any]]:
+    w, h = im.size
+    orientation = _header_meta(im, meta)
     if w <= 0 or h <= 0:
         return None, f"invalid image size {w}x{h}", meta
     limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
@@ -153,7 +183,9 @@ class Decoder:
     ``pixels`` is ``preprocess(image)`` as a numpy array (e.g. open_clip's transform: float32
     CHW) when ``preprocess`` is given, else uint8 ``(size, size, 3)`` RGB (shorter side resized
     to ``size``, centre crop). Error rows get zero pixels of the same shape, so batches stay
-    rectangular, and a readable ``error``; nothing is raised for bad images. A ``bytes``
+    rectangular, and a readable ``error``; nothing is raised for bad images. ``width`` and
+    ``height`` are the header's when it could be read, on error rows too (the catalog keeps no size
+    for an error row). A ``bytes``
     column, when present (e.g. ``ray.data.read_binary_files``), is used instead of reading
     ``uri`` and is dropped from the output unless ``keep_bytes``.
     """
@@ -186,16 +218,41 @@ class Decoder:
             self._template = np.zeros_like(probe)
         return self._template
 
+    def _read(self, uri: str, data: bytes | None, row: dict[str, Any]) -> bytes | None:
+        """``data``, or the bytes of ``uri``; None (with the row's error set) when unreadable."""
+        if data is not None:
+            return bytes(data)
+        try:
+            return self.read(uri)
+        except Exception as e:
+            row["error"] = f"read failed: {_describe(e)}"
+            return None
+
+    def _row(self) -> dict[str, Any]:
+        return {"pixels": self.template, "content_hash": "", "width": 0, "height": 0, "status": "error",
+                "error": ""}
+
+    def probe(self, uri: str, data: bytes | None = None) -> dict[str, Any]:
+        """One output row from the image's header alone (:func:`probe_one`): hash and size, zero
+        pixels, status 'ok'. For an image whose embeddings are already stored: nothing is decoded."""
+        row = self._row()
+        data = self._read(uri, data, row)
+        if data is None:
+            return row
+        err, meta = probe_one(data, max_pixels=self.max_pixels)
+        row.update(content_hash=meta["content_hash"], width=meta["width"], height=meta["height"])
+        if err:
+            row["error"] = err
+        else:
+            row["status"] = "ok"
+        return row
+
     def decode(self, uri: str, data: bytes | None = None) -> dict[str, Any]:
         """Decode one image (reading ``uri`` unless ``data`` is given) to one output row."""
-        row: dict[str, Any] = {"pixels": self.template, "content_hash": "", "width": 0, "height": 0,
-                               "status": "error", "error": ""}
+        row = self._row()
+        data = self._read(uri, data, row)
         if data is None:
-            try:
-                data = self.read(uri)
-            except Exception as e:
-                row["error"] = f"read failed: {_describe(e)}"
-                return row
+            return row
         im, err, meta = decode_one(bytes(data), max_pixels=self.max_pixels, target=self.size)
         row.update(content_hash=meta["content_hash"], width=meta["width"], height=meta["height"])
         if im is None:
@@ -212,10 +269,15 @@ class Decoder:
         row.update(pixels=pixels.astype(self.template.dtype, copy=False), status="ok")
         return row
 
-    def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def __call__(self, batch: Mapping[str, Any], reuse: Collection[int] = ()) -> dict[str, np.ndarray]:
+        """Decode a batch; the images whose ``image_id`` is in ``reuse`` (already encoded) are only
+        probed (:meth:`probe`), not decoded."""
         uris = [str(u) for u in batch["uri"]]
         raw = batch.get("bytes") if hasattr(batch, "get") else None
-        rows = [self.decode(u, None if raw is None else raw[i]) for i, u in enumerate(uris)]
+        reuse = {int(i) for i in reuse}
+        probed = [int(i) in reuse for i in batch["image_id"]] if reuse else [False] * len(uris)
+        rows = [(self.probe if probed[i] else self.decode)(u, None if raw is None else raw[i])
+                for i, u in enumerate(uris)]
         out = {k: np.asarray(v) for k, v in batch.items() if self.keep_bytes or k != "bytes"}
         out["pixels"] = (np.stack([r["pixels"] for r in rows]) if rows
                          else np.zeros((0, *self.template.shape), self.template.dtype))
@@ -240,8 +302,10 @@ def _object_column(values: list) -> np.ndarray:
 
 
 class DecodePartitions:
-    """Ray Data stage: each row is a partition (``partition``, ``image_ids``, ``uris``); decode its
-    images to uint8 CHW pixels for ``spec`` (errors kept as rows). Needs no torch."""
+    """Ray Data stage: each row is a partition (``partition``, ``image_ids``, ``uris``, optionally
+    ``reuse_ids``); decode its images to uint8 CHW pixels for ``spec`` (errors kept as rows). The
+    ``reuse_ids`` (images of the partition's shard, written before a crash) are only probed, not
+    decoded: their pixels are not needed again. Needs no torch."""
 
     def __init__(self, spec: PixelSpec, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.decoder = Decoder(preprocess=spec.to_uint8, size=spec.image_size, max_pixels=max_pixels)
@@ -249,8 +313,10 @@ class DecodePartitions:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out: dict[str, list] = {k: [] for k in ("partition", "image_ids", "pixels", "status", "error",
                                                 "content_hash", "width", "height")}
-        for name, ids, uris in zip(batch["partition"], batch["image_ids"], batch["uris"]):
-            rows = self.decoder({"image_id": np.asarray(ids, np.int64), "uri": np.asarray(list(uris), object)})
+        reuse = batch["reuse_ids"] if "reuse_ids" in batch else [()] * len(batch["partition"])
+        for name, ids, uris, done in zip(batch["partition"], batch["image_ids"], batch["uris"], reuse):
+            rows = self.decoder({"image_id": np.asarray(ids, np.int64), "uri": np.asarray(list(uris), object)},
+                                reuse=np.asarray(done, np.int64).tolist())
             out["partition"].append(name)
             out["image_ids"].append(np.asarray(ids, np.int64))
             for k in ("pixels", "status", "error", "content_hash", "width", "height"):

@@ -2,7 +2,9 @@
 
 A partition (a fixed, sorted list of image ids) is the unit of work and of idempotency: its
 shard name is derived from its ids, so a rerun after a crash recomputes exactly the partitions
-that have no done-marker, with the same composition, and writes the same bytes.
+that have no done-marker, with the same composition, and writes the same bytes. A partition whose
+shard is done but was never recorded (a crash in between) keeps its shard: its images are only
+probed for their hash and size, not decoded or encoded again (:func:`mark_reusable`).
 
 Both stages are callables over a batch dict and drop into Ray Data ``map_batches``:
 ``DecodePartitions`` (from :mod:`tagger.pipeline.decode`, which never imports torch, so its workers start
@@ -20,7 +22,7 @@ import numpy as np
 
 from .decode import DecodePartitions
 from ..errors import ConfigError, SimulatedCrash
-from ..store.shards import exists_done, shard_name_for, write_shard
+from ..store.shards import exists_done, load_shard, model_dir, shard_name_for, write_shard
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -122,17 +124,20 @@ class EncodePartitions:
         return out
 
 
-def reconcile_shards(catalog, root: str, model_id: str) -> int:
-    """Record encodings for done shards that the catalog does not know (a crash after the write)."""
-    from ..store.shards import iter_shards
-    known = catalog.encoded_shards(model_id)
+def mark_reusable(parts: list[dict[str, Any]], root: str, model_id: str) -> int:
+    """Give each planned partition its ``reuse_ids``: the image ids of its shard when that shard is
+    already done (written before a crash, never recorded in the catalog), else none. Those images
+    are only probed for what the catalog records, not decoded or encoded again. Returns how many
+    partitions reuse their shard."""
     n = 0
-    for shard in iter_shards(root, model_id):
-        if shard.name in known:
-            continue
-        ids = [int(i) for i in shard.ids]
-        hashes = catalog.content_hashes(ids)
-        n += catalog.record_encodings(ids, model_id, [hashes.get(i) for i in ids], shard.name)
+    for part in parts:
+        ids = np.zeros(0, np.int64)
+        if exists_done(root, model_id, part["partition"]):
+            ids = np.asarray(load_shard(model_dir(root, model_id) / part["partition"]).ids, np.int64)
+            n += 1
+        part["reuse_ids"] = ids
+    if n:
+        logger.info("%d partitions reuse the shards a crashed run wrote", n)
     return n
 
 
@@ -140,11 +145,12 @@ def _record(catalog, row: dict[str, Any], model_id: str) -> tuple[int, int]:
     """Record one encoded partition in the catalog: image metadata, errors and encodings."""
     ids = np.asarray(row["image_ids"], np.int64)
     status = np.asarray(row["status"]).astype(str)
-    catalog.update_images({
-        "image_id": ids, "content_hash": [str(h) or None for h in row["content_hash"]],
-        "width": np.asarray(row["width"], np.int64), "height": np.asarray(row["height"], np.int64),
-        "status": status, "error": [str(e) for e in row["error"]]})
     ok = status == "ok"
+    size = {k: [int(v) if good else None for v, good in zip(np.asarray(row[k], np.int64), ok)]
+            for k in ("width", "height")}  # an error row has no size: the image was not decoded
+    catalog.update_images({
+        "image_id": ids, "content_hash": [str(h) or None for h in row["content_hash"]], **size,
+        "status": status, "error": [str(e) for e in row["error"]]})
     if ok.any():
         catalog.record_encodings(ids[ok], model_id, [str(h) for h in np.asarray(row["content_hash"])[ok]],
                                  str(row["partition"]))
@@ -175,8 +181,8 @@ def run_encode(workspace: "Workspace", source: str | None, cfg: EncodeConfig, *,
     root = str(workspace.root)
     with Catalog.for_job(workspace.catalog, "encode") as cat:
         listed = register_source(cat, source) if source is not None else {}
-        reconcile_shards(cat, root, model_id)
         parts = plan_partitions(cat.pending_images(model_id), cfg.partition_size)
+        n_reused = mark_reusable(parts, root, model_id)
         n_ok = n_err = 0
         if parts:
             with ray_session() as ray:
@@ -201,5 +207,6 @@ def run_encode(workspace: "Workspace", source: str | None, cfg: EncodeConfig, *,
                 bar.close()
         t_enc = time.time() - t0
         stats = update_indexes(workspace.root, model_id)
-    return {"model_id": model_id, **listed, "partitions": len(parts), "encoded": n_ok, "errors": n_err,
+    return {"model_id": model_id, **listed, "partitions": len(parts), "reused_shards": n_reused,
+            "encoded": n_ok, "errors": n_err,
             "encode_s": round(t_enc, 2), "total_s": round(time.time() - t0, 2), **stats}
