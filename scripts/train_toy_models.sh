@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train the shipped toy CLIP models.
-#   toy-rn:  stage 1, its image tower on the labels its captions mention; stage 2, contrastive from there.
+#   toy-rn:  stage 1, its image tower on the labels its captions mention (1,200 steps, then a second
+#            cosine cycle of 1,500 at half the rate); stage 2, contrastive from there.
 #   toy-vit: stage 1 distils toy-rn's stage-1 image tower (and learns the same labels); stage 2, contrastive.
 # Usage: scripts/train_toy_models.sh [toy-rn|toy-vit ...] (default: both; toy-vit starts once toy-rn's
 # stage 1 exists, beside toy-rn's stage 2). Extra arguments after -- go to every stage
@@ -24,11 +25,13 @@ stage() {  # model stage out-dir args... ; skipped when its weights exist
       >> "$RUNS/train-$m.log" 2>&1
 }
 
-rn_labels()       { stage toy-rn labels "$RUNS/toy-rn-labels" --steps 1200 --warmup 100 "$@"; }
-rn_contrastive()  { stage toy-rn contrastive "$RUNS/toy-rn-contrastive" --steps 1000 --lock-image-steps 300 \
-                        --image-lr-scale 0.1 --init-from "$RUNS/toy-rn-labels/toy-rn.pt" "$@"; }
+rn_labels()       { stage toy-rn labels "$RUNS/toy-rn-labels" --steps 1200 --warmup 100 "$@" &&
+                    stage toy-rn labels "$RUNS/toy-rn-labels2" --steps 1500 --warmup 50 --lr 5e-4 \
+                        --init-from "$RUNS/toy-rn-labels/toy-rn.pt" "$@"; }  # a second cosine cycle
+rn_contrastive()  { stage toy-rn contrastive "$RUNS/toy-rn-contrastive2" --steps 1000 --lock-image-steps 300 \
+                        --image-lr-scale 0.1 --init-from "$RUNS/toy-rn-labels2/toy-rn.pt" "$@"; }
 vit_labels()      { stage toy-vit labels "$RUNS/toy-vit-distill" --steps 2000 --warmup 200 --teacher-model toy-rn \
-                        --teacher-weights "$RUNS/toy-rn-labels/toy-rn.pt" "$@"; }
+                        --teacher-weights "$RUNS/toy-rn-labels2/toy-rn.pt" "$@"; }
 vit_contrastive() { stage toy-vit contrastive "$RUNS/toy-vit-contrastive" --steps 1500 --lock-image-steps 300 \
                         --image-lr-scale 0.1 --init-from "$RUNS/toy-vit-distill/toy-vit.pt" "$@"; }
 
@@ -40,5 +43,6 @@ if want toy-rn; then rn_contrastive "$@" & pids+=($!); fi
 if want toy-vit; then (vit_labels "$@" && vit_contrastive "$@") & pids+=($!); fi
 for p in "${pids[@]}"; do wait "$p"; done
 for m in "${models[@]}"; do
-  echo "$m: weights in $RUNS/$m-contrastive; ship with: cp $RUNS/$m-contrastive/$m.{pt,json} tagger/models/weights/"
+  d=$RUNS/$m-contrastive; [ "$m" = toy-rn ] && d=$RUNS/$m-contrastive2
+  echo "$m: weights in $d; ship with: cp $d/$m.{pt,json} tagger/models/weights/"
 done
