@@ -23,8 +23,8 @@ from .catalog import labels_app, runs_app, sql_cmd
 from .options import (
     DEFAULT_WORKSPACE, JOB_WAIT, CalibrateWithOpt, CrashAfterOpt, DecisionOpt, DecisionRule, DecodeCpusOpt,
     EncodeCpusOpt, JsonOpt, MaxMissingOpt, ModelOpt, NSentencesOpt, PartitionSizeOpt, PretrainedOpt, WaitOpt,
-    SourceOpt, WorkspaceOpt, emit_rows, fail, finite, job_scope, one_source, output_format, print_summary,
-    report_calibration, reported, workspace_at,
+    SourceOpt, WorkspaceOpt, emit_rows, fail, finite, finite_non_negative, job_scope, one_source, output_format,
+    print_summary, report_calibration, reported, workspace_at,
 )
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -74,7 +74,7 @@ def encode(
     decode_concurrency: Annotated[int, typer.Option(
         min=1, help="decode tasks in flight")] = EncodeConfig.decode_concurrency,
     num_gpus: Annotated[Optional[float], typer.Option(
-        min=0, callback=finite, help="GPUs per encoder actor (default: 1 if any)")] = None,
+        callback=finite_non_negative, help="GPUs per encoder actor (default: 1 if any)")] = None,
     encode_cpus: EncodeCpusOpt = EncodeConfig.encode_cpus,
     decode_cpus: DecodeCpusOpt = EncodeConfig.decode_cpus,
     wait: WaitOpt = JOB_WAIT,
@@ -215,7 +215,8 @@ def nightly(
         cfg = NightlyConfig(n_sentences=n_sentences, keep_runs=keep_runs, max_missing=max_missing,
                             tag=TagConfig(decision=decision.value))
         with job_scope(ws, "nightly", wait):
-            summary = run_nightly(ws, one_source(source, source_opt), enc, cfg, crash_at=crash_at, calibrate_with=calibrate_with)
+            summary = run_nightly(ws, one_source(source, source_opt), enc, cfg, crash_at=crash_at,
+                                  calibrate_with=calibrate_with)
     report_calibration(summary)
     print_summary(f"nightly run {summary['run_id']}", summary, as_json)
 

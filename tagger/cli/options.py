@@ -58,12 +58,20 @@ def finite(value: float | None) -> float | None:
     return value
 
 
+def finite_non_negative(value: float | None) -> float | None:
+    """Option callback for counts and shares: a finite number, at least 0 (NaN is named as such)."""
+    finite(value)
+    if value is not None and value < 0:
+        raise typer.BadParameter(f"{value} is below 0")
+    return value
+
+
 #: Default ``--wait`` of the quick verbs (sql, runs, labels): rides out a job's short write.
 QUICK_WAIT = 10.0
 #: Default ``--wait`` of the job verbs (encode, tag, nightly, ...): a long query may be reading.
 JOB_WAIT = 600.0
 WaitOpt = Annotated[float, typer.Option(
-    "--wait", envvar="TAGGER_WAIT", min=0.0, metavar="SECONDS", callback=finite,
+    "--wait", envvar="TAGGER_WAIT", metavar="SECONDS", callback=finite_non_negative,
     help="while another process holds the catalog (a job's write, a long query), retry for up to "
          "SECONDS before failing ($TAGGER_WAIT; 0: fail at once)")]
 
@@ -178,12 +186,12 @@ def print_summary(title: str, summary: dict[str, Any], as_json: bool = False) ->
 
 # -- options of the job verbs, shared with ``jobs/`` (which run these same commands) ------------------
 PartitionSizeOpt = Annotated[int, typer.Option(min=1, help="images per partition (shard)")]
-EncodeCpusOpt = Annotated[float, typer.Option(min=0, callback=finite, help=(
+EncodeCpusOpt = Annotated[float, typer.Option(callback=finite_non_negative, help=(
     "Ray CPUs reserved per CPU encoder actor (e.g. 0.75 to fit 2 encoders and a decoder on 2 cores)"))]
-DecodeCpusOpt = Annotated[float, typer.Option(min=0, callback=finite, help="Ray CPUs per decode task")]
+DecodeCpusOpt = Annotated[float, typer.Option(callback=finite_non_negative, help="Ray CPUs per decode task")]
 NSentencesOpt = Annotated[int, typer.Option(min=1, help=(
     "label sets of the corpus (a corpus made with another count, seed or generator is not reused)"))]
-MaxMissingOpt = Annotated[float, typer.Option(min=0, callback=finite, help=(
+MaxMissingOpt = Annotated[float, typer.Option(callback=finite_non_negative, help=(
     "label sets allowed to end without a sentence: a fraction below 1 (0.01 = 1 %) or a count; "
     "beyond it the run fails and saves nothing, a rerun requests only the missing ones"))]
 CrashAfterOpt = Annotated[Optional[int], typer.Option(hidden=True, help="tests: crash after N batches")]
