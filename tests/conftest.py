@@ -25,3 +25,37 @@ def one_faiss_thread():
     faiss.omp_set_num_threads(1)
     yield
     faiss.omp_set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module (the verbs join it instead of starting their own); never a
+    stray cluster of the machine (``address="local"``)."""
+    import os
+
+    import ray
+    saved = {k: os.environ.get(k) for k in ("RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE")}
+    os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+    for k, v in saved.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory):
+    """``random_checkpoint(model)``: a local checkpoint of ``model`` with seeded random weights."""
+    import open_clip
+    import torch
+
+    made: dict[str, Path] = {}
+
+    def make(model: str) -> Path:
+        if model not in made:
+            torch.manual_seed(0)
+            path = tmp_path_factory.mktemp("ckpt") / f"{model}-random.pt"
+            torch.save(open_clip.create_model(model).state_dict(), path)
+            made[model] = path
+        return made[model]
+    return make

@@ -27,16 +27,8 @@ def invoke(*args: str):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    import open_clip
-    import torch
-
-    from tagger.models.registry import register_configs
-    register_configs()
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "toy-vit-random.pt"
-    torch.save(open_clip.create_model("toy-vit").state_dict(), path)
-    return path
+def checkpoint(random_checkpoint) -> Path:
+    return random_checkpoint("toy-vit")
 
 
 @pytest.fixture

@@ -246,17 +246,6 @@ def test_top_k_help_says_positives_beyond_it_are_kept():
 
 
 # -- the whole encode job reuses unrecorded shards -------------------------------------------------
-@pytest.fixture
-def local_ray(monkeypatch):
-    """One local Ray for the test (both encodes join it), stopped after."""
-    import ray
-    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.ray
 def test_encode_reuses_the_shards_a_crashed_run_left_unrecorded(tmp_path, local_ray):
     import open_clip

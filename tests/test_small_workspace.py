@@ -5,7 +5,6 @@ large enough the next encode switches the patch store to its PQ codec."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -29,29 +28,8 @@ def invoke(*args: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for the module (the verbs join it instead of starting their own)."""
-    import ray
-    saved = {k: os.environ.get(k) for k in ("RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE")}
-    os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-    for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    import open_clip
-    import torch
-
-    from tagger.models.registry import register_configs
-    register_configs()
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "toy-rn-random.pt"
-    torch.save(open_clip.create_model("toy-rn").state_dict(), path)
-    return path
+def checkpoint(random_checkpoint) -> Path:
+    return random_checkpoint("toy-rn")
 
 
 def test_five_images_encode_tag_and_search_then_the_codec_trains(local_ray, checkpoint, tmp_path):

@@ -5,7 +5,6 @@ calibration file."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -34,19 +33,6 @@ def rows(*args: str) -> list[dict]:
     out = runner.invoke(app, [*args, "--json"], catch_exceptions=False)
     assert out.exit_code == 0, out.output
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for the module (the verbs join it instead of starting their own)."""
-    import ray
-    saved = {k: os.environ.get(k) for k in ("RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE")}
-    os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-    for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 @pytest.fixture(scope="module")

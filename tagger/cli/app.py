@@ -297,7 +297,8 @@ def main(argv: list[str] | None = None, *, verb: str | None = None, prog_name: s
          log_level: int = logging.WARNING) -> None:
     """Run the command line, or only its ``verb`` (the Ray jobs), on ``argv`` (default ``sys.argv[1:]``).
 
-    A test crash point (:class:`~tagger.errors.SimulatedCrash`) ends the process at once, as a kill would.
+    Returns on success (``--help`` included); a usage or library error exits with status 2, and a
+    test crash point (:class:`~tagger.errors.SimulatedCrash`) ends the process at once, as a kill would.
     """
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
                         if log_level < logging.WARNING else "%(levelname)s %(name)s: %(message)s")
@@ -306,6 +307,9 @@ def main(argv: list[str] | None = None, *, verb: str | None = None, prog_name: s
         command = command.commands[verb]  # type: ignore[attr-defined]
     try:
         command.main(args=argv, prog_name=prog_name)
+    except SystemExit as e:
+        if e.code not in (0, None):  # errors exit with their status; success returns to the caller
+            raise
     except SimulatedCrash as e:
         logging.getLogger(__name__).warning("simulated crash: %s", e)
         sys.stdout.flush()
