@@ -42,6 +42,16 @@ def ws(tmp_path: Path) -> Workspace:
     return w
 
 
+
+def update_killed_after_the_global_save(ws, cfg, monkeypatch) -> None:
+    """An index update killed between saving the global index and saving the patch store."""
+    def killed(self, path):
+        raise KeyboardInterrupt("killed after the global index was saved")
+    with monkeypatch.context() as m:
+        m.setattr(PatchStore, "save", killed)
+        with pytest.raises(KeyboardInterrupt):
+            update_indexes(ws.root, MODEL, cfg)
+
 def test_incremental_update_reuses_the_codec_and_reads_only_new_shards(ws):
     g_path, p_path = index_paths(ws.root, MODEL)
     before = PatchStore.load(p_path)
@@ -97,12 +107,7 @@ def test_killed_between_saves_then_rerun_equals_a_clean_run(ws, tmp_path, monkey
         add_shard(w, 101, n_new, seed=2)
     assert update_indexes(clean.root, MODEL, cfg)["mode"] == mode
 
-    def killed(self, path):
-        raise KeyboardInterrupt("killed after the global index was saved")
-    with monkeypatch.context() as m:
-        m.setattr(PatchStore, "save", killed)
-        with pytest.raises(KeyboardInterrupt):
-            update_indexes(ws.root, MODEL, cfg)
+    update_killed_after_the_global_save(ws, cfg, monkeypatch)
     update_indexes(ws.root, MODEL, cfg)
     assert files(ws) == files(clean)
 
@@ -136,12 +141,7 @@ def test_small_corpus_is_kept_exact_until_each_configured_layout_can_train(tmp_p
 
     add_shard(ws, 60, 10, seed=4)  # 69 x 4 = 276: the PQ codec trains now
 
-    def killed(self, path):
-        raise KeyboardInterrupt("killed after the global index was saved")
-    with monkeypatch.context() as m:
-        m.setattr(PatchStore, "save", killed)
-        with pytest.raises(KeyboardInterrupt):
-            update_indexes(ws.root, MODEL, cfg)
+    update_killed_after_the_global_save(ws, cfg, monkeypatch)
     out = update_indexes(ws.root, MODEL, cfg)
     assert out["mode"] == "rebuild" and out["provisional"] == [] and out["indexed"] == 69
     store = PatchStore.load(p_path)
