@@ -6,25 +6,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import open_clip
 import pytest
 from raytools import ENV, stop_orphaned_ray
-import torch
 
 from tagger.catalog import Catalog
-from tagger.models.registry import register_configs
 from tagger.store import index_paths, list_done_shards
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> str:
-    register_configs()  # the toy model configs, for open_clip.create_model below
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "toy-vit-random.pt"
-    torch.save(open_clip.create_model("toy-vit").state_dict(), path)
-    return str(path)
+def checkpoint(random_checkpoint) -> str:
+    return str(random_checkpoint("toy-vit"))
 
 
 def encode(ws: Path, folder: Path, ckpt: str, *extra: str) -> subprocess.CompletedProcess:

@@ -6,13 +6,10 @@ import subprocess
 import sys
 import textwrap
 
-import open_clip
 import pytest
-import torch
 from imagecases import write_cases
 
 from tagger.catalog import Catalog
-from tagger.models.registry import register_configs
 from tagger.pipeline.encode import EncodeConfig, run_encode
 from tagger.errors import CatalogLockedError
 from tagger.workspace import Workspace
@@ -24,12 +21,8 @@ BAD = {"zero.jpg", "truncated.jpg", "random.jpg", "text.png"}
 
 
 @pytest.fixture(scope="module")
-def cfg(tmp_path_factory) -> EncodeConfig:
-    register_configs()  # the toy model configs, for open_clip.create_model below
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "toy-vit-random.pt"
-    torch.save(open_clip.create_model("toy-vit").state_dict(), path)
-    return EncodeConfig(model="toy-vit", pretrained=str(path), partition_size=8)
+def cfg(random_checkpoint) -> EncodeConfig:
+    return EncodeConfig(model="toy-vit", pretrained=str(random_checkpoint("toy-vit")), partition_size=8)
 
 
 def test_every_bad_input_is_an_error_row_and_good_images_are_encoded(tmp_path, cfg):
