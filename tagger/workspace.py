@@ -66,11 +66,6 @@ class Workspace:
         p = Path(path).resolve()
         return str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(p)
 
-    def resolve(self, recorded: str) -> Path:
-        """A path the catalog recorded, as a location on disk (the inverse of :meth:`relative`)."""
-        p = Path(recorded)
-        return p if p.is_absolute() else self.root / p
-
     @property
     def llm_cache(self) -> Path:
         return self.root / "cache" / "llm"

@@ -161,10 +161,9 @@ def run_encode(workspace: "Workspace", source: str | None, cfg: EncodeConfig, *,
                progress: bool = True) -> dict[str, Any]:
     """Register ``source``'s images, encode every pending one into shards, then update the indexes.
 
-    Runs on the connected Ray cluster (or a local one). ``crash_after`` exits the process hard
-    after that many partitions are recorded (for crash tests).
+    Runs on the connected Ray cluster (or a local one). ``crash_after`` raises
+    :class:`~tagger.errors.SimulatedCrash` after that many partitions are recorded (crash tests).
     """
-    import os
     import time
 
     from tqdm import tqdm

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from tagger.errors import ShardError
+from tagger.errors import ShardError, SimulatedCrash
 from tagger.store.atomic import TMP_PREFIX, atomic_write_bytes, fsync_dir, temp_sibling
 
 logger = logging.getLogger(__name__)
@@ -38,10 +38,6 @@ SHARD_FORMAT = 1
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=-]*$")
 
 ShardPart = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
-
-
-class SimulatedCrash(RuntimeError):
-    """Raised by the ``crash_at`` test hook of :func:`write_shards`; never raised otherwise."""
 
 
 @dataclass(frozen=True)
