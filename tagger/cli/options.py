@@ -51,6 +51,7 @@ CalibrateWithOpt = Annotated[Optional[Path], typer.Option(
     help="CSV or Parquet of image URIs and their labels (columns uri and label or labels): becomes the "
          "catalog's labelled set, which this and every later run calibrates thresholds from")]
 
+
 def finite(value: float | None) -> float | None:
     """Option callback refusing NaN and infinity (``--threshold nan``)."""
     if value is not None and not math.isfinite(value):
