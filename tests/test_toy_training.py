@@ -97,27 +97,54 @@ def test_a_vit_distils_a_trained_teacher_tower(tmp_path):
     teacher = train_clip(ClipTrainConfig(model="toy-rn", stage="labels", steps=1, **TINY), tmp_path / "t",
                          cache_dir=cache)
     cfg = ClipTrainConfig(model="toy-vit", stage="labels", steps=8, teacher_model="toy-rn", distill_weight=5.0,
-                          lr=3e-3, teacher_weights=str(tmp_path / "t" / "toy-rn.pt"), **TINY)
+                          dense_distill_weight=1.0, pos_init="sincos", lr=3e-3,
+                          teacher_weights=str(tmp_path / "t" / "toy-rn.pt"), **TINY)
     m = train_clip(cfg, tmp_path / "s", cache_dir=cache)
     assert m["teacher_sha256"] == teacher["sha256"]
-    targets = np.load(next(cache.glob("teacher-toy-rn-*.npy")))
-    assert targets.shape == (2, TINY["n_train"], 128)
+    targets = np.load(next(cache.glob("teacher-toy-rn-*-global.npy")))
+    dense = np.load(next(cache.glob("teacher-toy-rn-*-dense.npy")))
+    assert targets.shape == (2, TINY["n_train"], 128) and dense.shape == (2, TINY["n_train"], 16, 128)
     np.testing.assert_allclose(np.linalg.norm(targets.astype(np.float32), axis=-1), 1.0, atol=2e-3)
+    np.testing.assert_allclose(np.linalg.norm(dense.astype(np.float32), axis=-1), 1.0, atol=2e-3)
     assert not np.allclose(targets[0], targets[1])  # mirrored scenes embed differently
     from tagger.toyworld.distill import teacher_targets
-    again, sha = teacher_targets("toy-rn", str(tmp_path / "t" / "toy-rn.pt"), TINY["n_train"], cache)
-    np.testing.assert_array_equal(again, targets)
-    assert sha == teacher["sha256"]
+    again = teacher_targets("toy-rn", str(tmp_path / "t" / "toy-rn.pt"), TINY["n_train"], cache)
+    np.testing.assert_array_equal(again.global_, targets)
+    np.testing.assert_array_equal(again.dense, dense)
+    assert again.sha == teacher["sha256"] and again.grid == (4, 4)
 
-    def agreement(weights) -> float:  # mean cosine between the student's and the teacher's embeddings
+    def agreement(weights) -> tuple[float, float]:  # mean cosine to the teacher: global, and dense on its grid
+        from tagger.models.dense import FeatureConfig, image_features
         from tagger.models.preprocess import pixel_spec
+        from tagger.toyworld.distill import pool_to_grid
         data = render_split("train", TINY["n_train"], 96, cache)
         model = load_clip("toy-vit", pretrained=str(weights), device="cpu").model
-        with torch.no_grad():
-            emb = model.encode_image(pixel_spec("toy-vit").normalize(data.pixels), normalize=True)
-        return float((emb * torch.from_numpy(targets[0]).float()).sum(-1).mean())
+        g, p = image_features(model, pixel_spec("toy-vit").normalize(data.pixels), FeatureConfig())
+        p = torch.nn.functional.normalize(pool_to_grid(p, (8, 8), (4, 4)), dim=-1)
+        return (float((g * torch.from_numpy(targets[0]).float()).sum(-1).mean()),
+                float((p * torch.from_numpy(dense[0]).float()).sum(-1).mean()))
 
     before = train_clip(ClipTrainConfig(model="toy-vit", stage="labels", steps=1, lr=1e-9, **TINY),
                         tmp_path / "b", cache_dir=cache)
-    assert agreement(tmp_path / "s" / "toy-vit.pt") > agreement(tmp_path / "b" / "toy-vit.pt") + 0.05
+    (g_after, p_after), (g_before, p_before) = agreement(tmp_path / "s" / "toy-vit.pt"), agreement(tmp_path / "b" / "toy-vit.pt")
+    assert g_after > g_before + 0.05 and p_after > p_before + 0.05
     assert before["teacher_sha256"] == ""
+
+
+def test_sincos_start_of_a_vit_position_table():
+    from tagger.toyworld.clip_train import init_positions, sincos_table
+    t = sincos_table((8, 8), 128)
+    assert t.shape == (65, 128) and torch.all(t[0] == 0)
+    # rows are distinct, neighbours on the grid are more alike than far-apart cells
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(t[1], t[2], dim=0) > cos(t[1], t[8], dim=0)
+    assert len({tuple(r.tolist()) for r in t[1:]}) == 64
+    import open_clip
+    from tagger.models import registry
+    registry.register_configs()
+    vit, rn = open_clip.create_model("toy-vit"), open_clip.create_model("toy-rn")
+    init_positions(vit, "sincos")
+    init_positions(rn, "sincos")  # a ResNet has no position table to start: left as it is
+    torch.testing.assert_close(vit.visual.positional_embedding.detach(), t)
+    with pytest.raises(ValueError):
+        init_positions(vit, "learned")

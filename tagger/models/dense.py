@@ -112,16 +112,20 @@ def _vit_dense(block, h: torch.Tensor, mode: str) -> torch.Tensor:
     return attn.out_proj(out)
 
 
+def train_features(model, pixels: torch.Tensor, cfg: FeatureConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unnormalised global ``(n, d)`` and patch ``(n, P, d)`` features, with gradients (training)."""
+    cfg = cfg or FeatureConfig()
+    if is_resnet(model):
+        return _resnet_features(model, pixels, cfg)
+    if is_vit(model):
+        return _vit_features(model, pixels, cfg)
+    raise TypeError(f"no dense-feature path for visual tower {type(model.visual).__name__}")
+
+
 @torch.inference_mode()
 def image_features(model, pixels: torch.Tensor, cfg: FeatureConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised global ``(n, d)`` and patch ``(n, P, d)`` features of a preprocessed batch."""
     cfg = cfg or FeatureConfig()
     dtype = next(model.parameters()).dtype
-    pixels = pixels.to(dtype=dtype)
-    if is_resnet(model):
-        g, p = _resnet_features(model, pixels, cfg)
-    elif is_vit(model):
-        g, p = _vit_features(model, pixels, cfg)
-    else:
-        raise TypeError(f"no dense-feature path for visual tower {type(model.visual).__name__}")
+    g, p = train_features(model, pixels.to(dtype=dtype), cfg)
     return F.normalize(g.float(), dim=-1), F.normalize(p.float(), dim=-1)

@@ -31,6 +31,7 @@ from ..models import registry
 from ..models.preprocess import pixel_spec
 from ..store.atomic import atomic_open
 from .captions import make_caption, mentioned_labels
+from .distill import distill_loss, teacher_targets
 from .render import RenderedSplit, render_split
 from .scenes import SceneConfig
 from .vocab import LABELS
@@ -66,6 +67,8 @@ class ClipTrainConfig:
     teacher_model: str = ""  # labels stage: distil this trained tower's image embeddings ...
     teacher_weights: str = ""  # ... loaded from these weights
     distill_weight: float = 1.0
+    dense_distill_weight: float = 0.0  # ... and its dense (patch) features, pooled onto the teacher's grid
+    pos_init: str = ""  # "sincos": a fresh ViT's position embedding starts as a 2-D sine-cosine table
 
 
 class _Run:
@@ -76,6 +79,8 @@ class _Run:
         self.model = open_clip.create_model(cfg.model).to(cfg.device)
         self.head = torch.nn.Linear(self.model.visual.output_dim, len(LABELS)).to(cfg.device)
         self.init_sha = ""
+        if cfg.pos_init:
+            init_positions(self.model, cfg.pos_init)
         if cfg.init_from:
             state = torch.load(cfg.init_from, map_location="cpu", weights_only=True)
             self.model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
@@ -83,7 +88,7 @@ class _Run:
         self.opt = torch.optim.AdamW(self._groups(), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.step, self.history, self.elapsed = 0, [], 0.0
-        self.targets: torch.Tensor | None = None  # teacher embeddings (2, n_train, d), when distilling
+        self.targets = None  # distill.TeacherTargets, when distilling
 
     def _groups(self) -> list[dict]:
         cfg = self.cfg
@@ -140,27 +145,56 @@ class _Run:
         return True
 
 
+def sincos_table(grid: tuple[int, int], width: int) -> torch.Tensor:
+    """``(1 + gh*gw, width)`` 2-D sine-cosine position table (a zero row for the class token)."""
+    gh, gw = grid
+    quarter = width // 4
+    freq = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    ys, xs = torch.meshgrid(torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64),
+                            indexing="ij")
+    parts = []
+    for pos in (ys.flatten(), xs.flatten()):
+        ang = pos[:, None] * freq[None]
+        parts += [ang.sin(), ang.cos()]
+    table = torch.cat(parts, dim=1)
+    table = torch.nn.functional.pad(table, (0, width - table.shape[1]))
+    return torch.cat([torch.zeros(1, width, dtype=torch.float64), table]).float()
+
+
+def init_positions(model, kind: str) -> None:
+    """Start a ViT's (learned) position embedding from a fixed table; ResNets are left alone."""
+    if kind != "sincos":
+        raise ValueError(f"unknown pos_init {kind!r}; expected 'sincos'")
+    v = model.visual
+    if not hasattr(v, "class_embedding"):
+        return
+    with torch.no_grad():
+        v.positional_embedding.copy_(sincos_table(tuple(v.grid_size), v.positional_embedding.shape[1]))
+
+
 def _batch(run: _Run, data: RenderedSplit, spec, step: int) -> tuple:
     cfg = run.cfg
     idx = torch.randint(0, len(data), (cfg.batch_size,), generator=run.gen)
     x = spec.normalize(data.pixels[idx.numpy()], device=cfg.device)
     flip = torch.rand(cfg.batch_size, generator=run.gen) < 0.5
     x = torch.where(flip.to(cfg.device)[:, None, None, None], x.flip(-1), x)
-    target = None if run.targets is None else run.targets[flip.long(), idx].to(cfg.device).float()
+    target = None if run.targets is None else run.targets.batch(flip, idx, cfg.device)
     return x, [data.scenes[int(i)] for i in idx], np.random.default_rng([cfg.seed, step]), target
 
 
 def _step(run: _Run, loss_fn, tokenizer, x: torch.Tensor, scenes: list, rng: np.random.Generator,
-          target: torch.Tensor | None = None) -> float:
+          target: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
     cfg, model = run.cfg, run.model
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.device.startswith("cuda")):
         if cfg.stage == "labels":
             y = torch.from_numpy(np.stack([mentioned_labels(s, rng) for s in scenes])).float().to(cfg.device)
-            emb = model.visual(x).float()
+            if target is None:
+                emb, dist = model.visual(x).float(), 0.0
+            else:
+                dist, emb = distill_loss(model, x, *target, run.targets.grid, cfg.dense_distill_weight)
+                emb = emb.float()
             loss = torch.nn.functional.binary_cross_entropy_with_logits(run.head(emb), y)
-            if target is not None:
-                cos = torch.nn.functional.cosine_similarity(emb, target, dim=-1)
-                loss = loss + cfg.distill_weight * (1.0 - cos).mean()
+            loss = loss + cfg.distill_weight * dist
         else:
             locked = run.step < cfg.lock_image_steps
             model.visual.train(not locked)
@@ -227,11 +261,9 @@ def train_clip(cfg: ClipTrainConfig, out_dir: Path | None = None, checkpoint_dir
     logger.info("scenes ready in %.0f s", time.time() - t0)
     run = _Run(cfg)
     if cfg.teacher_model and cfg.stage == "labels":
-        from .distill import teacher_targets
-        targets, teacher_sha = teacher_targets(cfg.teacher_model, cfg.teacher_weights, cfg.n_train, cache_dir,
-                                               cfg.device, cfg.render_workers)
-        run.targets = torch.from_numpy(targets)
-        logger.info("distilling %s (sha %s) into %s", cfg.teacher_model, teacher_sha[:12], cfg.model)
+        run.targets = teacher_targets(cfg.teacher_model, cfg.teacher_weights, cfg.n_train, cache_dir,
+                                      cfg.device, cfg.render_workers)
+        logger.info("distilling %s (sha %s) into %s", cfg.teacher_model, run.targets.sha[:12], cfg.model)
     ckpt = (checkpoint_dir or Path(out_dir or registry.WEIGHTS_DIR)) / f"{cfg.model}-{cfg.stage}.ckpt"
     run.resume(ckpt)
     tokenizer = open_clip.get_tokenizer(cfg.model)
@@ -253,7 +285,7 @@ def train_clip(cfg: ClipTrainConfig, out_dir: Path | None = None, checkpoint_dir
         if run.step % cfg.checkpoint_every == 0 and run.step < cfg.steps:
             run.save(ckpt)
     manifest = _save(run.model, cfg, run.history, Path(out_dir or registry.WEIGHTS_DIR), run.elapsed, run.init_sha,
-                     teacher_sha if run.targets is not None else "")
+                     run.targets.sha if run.targets is not None else "")
     ckpt.unlink(missing_ok=True)
     return manifest
 
