@@ -2,15 +2,17 @@
 
     python bench/decisions.py [--models toy-rn toy-vit] [--n 2000] [--absent 200] [--tune | --tune-only]
 
-For each model: CoMC scores of the test split (and val, for --tune), then three ways to mark
+For each model: CoMC scores of the test split (and val, for --tune), then the ways to mark
 positives: the per-image standardised rule (threshold 1.0 on the calibrated score), the per-label
-mixture fit (``tagger.method.decisions``, fitted on the scores alone, as a tag run does on its corpus),
-and an oracle that picks each label's best-F1 threshold on the test labels themselves. Reported:
+mixture fit on the scores alone, and the anchored rule, the default (components on the classifier's
+text scale, prior fitted on the scores; both in ``tagger.method.decisions``, fitted as a tag run does
+on its corpus), against an oracle that picks each label's best-F1 threshold on the test labels
+themselves. Also: a corpus from which four world labels are withheld (scenes showing them dropped). Reported:
 micro/macro-F1 and their share of the oracle's, positives per image against the truth (mean
 absolute error, overall and by object count), the confidence column's expected calibration error
 (10 bins), and, with ``--absent`` labels that never occur in the world added to the vocabulary,
 positives per image from those labels. Then the fit's time and peak memory at 1,000 and 10,000
-labels. ``--tune`` searches the decision knobs on val and prints the best. Ends with a JSON line.
+labels. ``--tune`` searches the anchored rule's knobs on val and prints the best. Ends with a JSON line.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from dataclasses import replace
 import numpy as np
 
 from tagger.method.comc import ComcConfig, fit_comc
-from tagger.method.decisions import DecisionConfig, fit_decisions
+from tagger.method.decisions import DecisionConfig, TextAnchors, fit_anchored, fit_decisions
 from tagger.evaluate.datasets import read_toy
 from tagger.evaluate.harness import embed_dataset
 from tagger.models import load_clip
@@ -95,6 +97,26 @@ def rule_report(pred: np.ndarray, truth: np.ndarray, best: tuple[float, float]) 
             "macro_vs_oracle": round(ma / best[1], 3), **count_report(pred, truth)}
 
 
+RULES = ("standardised rule", "per-label mixture", "anchored")
+WITHHELD = ("star", "key", "ring", "moon")  # world labels the classifier knows, left out of a corpus
+
+
+def decide(rule: str, s: np.ndarray, labels: list[str], model, dcfg: DecisionConfig):
+    """(positives, confidence or None) of one rule on raw scores ``s``."""
+    if rule == "standardised rule":
+        return today_rule(s), None
+    d = fit_decisions(s, labels, dcfg) if rule == "per-label mixture" else \
+        fit_anchored(s, labels, model.classifier.anchors, dcfg)
+    return d.positive(s), d.confidence(s)
+
+
+def comc_with_absent(clip, n_absent: int):
+    labels = list(LABELS) + ABSENT[:n_absent]
+    per_label = ComcConfig().n_sentences // len(LABELS)
+    cfg = replace(ComcConfig(), n_sentences=per_label * len(labels), memory_size=20000)
+    return labels, fit_comc(clip, labels, LABEL_SYNONYMS, cfg)
+
+
 def evaluate_model(name: str, n: int, n_absent: int, dcfg: DecisionConfig, tune: bool) -> dict:
     clip = load_clip(name, device="cpu")
     test = embed_dataset(clip, read_toy(n=n, split="test"))
@@ -102,26 +124,43 @@ def evaluate_model(name: str, n: int, n_absent: int, dcfg: DecisionConfig, tune:
     model = fit_comc(clip, LABELS, LABEL_SYNONYMS, ComcConfig())
     s = model.scores(test.global_, test.patches.astype("float32"))
     best = f1(oracle(s, y), y)
-    d = fit_decisions(s, list(LABELS), dcfg)
-    res = {"oracle": {"micro_F1": round(best[0], 1), "macro_F1": round(best[1], 1)},
-           "standardised rule": rule_report(today_rule(s), y, best),
-           "per-label mixture": {**rule_report(d.positive(s), y, best), "ECE": round(ece(d.confidence(s), y), 4)}}
+    res = {"oracle": {"micro_F1": round(best[0], 1), "macro_F1": round(best[1], 1)}}
+    for rule in RULES:
+        pred, conf = decide(rule, s, list(LABELS), model, dcfg)
+        res[rule] = rule_report(pred, y, best)
+        if conf is not None:
+            res[rule]["ECE"] = round(ece(conf, y), 4)
+    res["withheld"] = withheld_report(s, y, model, dcfg)
     if n_absent:
-        res["absent"] = absent_report(clip, test, y, n_absent, dcfg)
-    if tune:
-        res["tune"] = tune_on_val(clip, n, n_absent)
+        labels, big = comc_with_absent(clip, n_absent)
+        res["absent"] = absent_report(big, labels, test, y, dcfg)
+        if tune:
+            res["tune"] = tune_on_val(clip, big, labels, n)
     return res
 
 
-def absent_report(clip, test, y: np.ndarray, n_absent: int, dcfg: DecisionConfig) -> dict:
-    labels = list(LABELS) + ABSENT[:n_absent]
-    per_label = ComcConfig().n_sentences // len(LABELS)
-    cfg = replace(ComcConfig(), n_sentences=per_label * len(labels), memory_size=20000)
-    model = fit_comc(clip, labels, LABEL_SYNONYMS, cfg)
+def withheld_report(s: np.ndarray, y: np.ndarray, model, dcfg: DecisionConfig) -> dict:
+    """A corpus without any scene of the ``WITHHELD`` labels (which the classifier knows): positives
+    per image those labels still get."""
+    cols = [LABELS.index(w) for w in WITHHELD]
+    keep = ~y[:, cols].any(1)
+    out = {"labels": list(WITHHELD), "images": int(keep.sum())}
+    for rule in RULES:
+        pred, _ = decide(rule, s[keep], list(LABELS), model, dcfg)
+        out[rule] = {"withheld_positives_per_image": round(float(pred[:, cols].sum(1).mean()), 3),
+                     "withheld_labels_tagged": int(pred[:, cols].any(0).sum())}
+    return out
+
+
+def absent_report(model, labels: list[str], test, y: np.ndarray, dcfg: DecisionConfig) -> dict:
     s = model.scores(test.global_, test.patches.astype("float32"))
     k = len(LABELS)
-    out = {"n_absent_labels": n_absent}
-    for rule, pred in (("standardised rule", today_rule(s)), ("per-label mixture", fit_decisions(s, labels, dcfg).positive(s))):
+    sep = model.classifier.anchors.separation()
+    out = {"n_absent_labels": len(labels) - k,
+           "absent_not_learned_from_text": int((sep[k:] < dcfg.min_text_separation).sum()),
+           "world_not_learned_from_text": int((sep[:k] < dcfg.min_text_separation).sum())}
+    for rule in RULES:
+        pred, _ = decide(rule, s, labels, model, dcfg)
         mi, ma = f1(pred[:, :k], y)
         out[rule] = {"absent_positives_per_image": round(float(pred[:, k:].sum(1).mean()), 3),
                      "absent_labels_tagged": int(pred[:, k:].any(0).sum()),
@@ -129,50 +168,55 @@ def absent_report(clip, test, y: np.ndarray, n_absent: int, dcfg: DecisionConfig
     return out
 
 
-def tune_on_val(clip, n: int, n_absent: int) -> dict:
-    """The decision knobs with the best micro-F1 on val over the world's labels plus ``n_absent``
-    labels that never occur (a positive of those is a false positive), as a vocabulary meets a corpus."""
+def tune_on_val(clip, model, labels: list[str], n: int) -> dict:
+    """The anchored rule's knobs with the best micro-F1 on val over the world's labels plus the
+    absent ones (a positive of those is a false positive), as a vocabulary meets a corpus."""
     val = embed_dataset(clip, read_toy(n=n, split="val"))
-    labels = list(LABELS) + ABSENT[:n_absent]
+    k = len(LABELS)
     y = np.zeros((len(val.labels), len(labels)), bool)
-    y[:, :len(LABELS)] = val.labels.astype(bool)
-    per_label = ComcConfig().n_sentences // len(LABELS)
-    model = fit_comc(clip, labels, LABEL_SYNONYMS, replace(ComcConfig(), n_sentences=per_label * len(labels),
-                                                           memory_size=20000))
+    y[:, :k] = val.labels.astype(bool)
     s = model.scores(val.global_, val.patches.astype("float32"))
     grid = []
-    for sep in (1.0, 1.5, 2.0, 2.5):
-        for gain in (0.5, 1.0, 2.0, 3.0):
-            for cutoff in (0.3, 0.4, 0.5):
-                cfg = DecisionConfig(min_separation=sep, min_gain=gain, cutoff=cutoff)
-                pred = fit_decisions(s, labels, cfg).positive(s)
-                mi, ma = f1(pred, y)
-                k = len(LABELS)
-                grid.append({"min_separation": sep, "min_gain": gain, "cutoff": cutoff, "micro_F1": round(mi, 1),
+    for neg in (0.3, 0.4, 0.5):
+        for pos in (0.8, 0.9, 1.0):
+            for sd in (0.1, 0.15, 0.2):
+                cfg = DecisionConfig(neg_anchor=neg, pos_anchor=pos, anchor_sd=sd)
+                d = fit_anchored(s, labels, model.classifier.anchors, cfg)
+                pred = d.positive(s)
+                mi, _ = f1(pred, y)
+                grid.append({"neg_anchor": neg, "pos_anchor": pos, "anchor_sd": sd, "micro_F1": round(mi, 1),
                              "world_macro_F1": round(f1(pred[:, :k], y[:, :k])[1], 1),
-                             "world_present": int(pred[:, :k].any(0).sum()),
+                             "ECE_world": round(ece(d.confidence(s)[:, :k], y[:, :k]), 4),
                              "absent_tagged": int(pred[:, k:].any(0).sum()),
                              "positives_per_image": round(float(pred.sum(1).mean()), 2)})
     grid.sort(key=lambda r: -r["micro_F1"])
-    return {"best": grid[0], "default": next((r for r in grid if r["min_separation"] == DecisionConfig.min_separation
-                                              and r["min_gain"] == DecisionConfig.min_gain
-                                              and r["cutoff"] == DecisionConfig.cutoff), None),
+    dflt = DecisionConfig()
+    return {"best": grid[0], "default": next((r for r in grid if (r["neg_anchor"], r["pos_anchor"], r["anchor_sd"])
+                                              == (dflt.neg_anchor, dflt.pos_anchor, dflt.anchor_sd)), None),
             "top5": grid[:5], "truth_positives_per_image": round(float(y.sum(1).mean()), 2)}
 
 
 def fit_cost(n_labels: int, n_images: int = 4096, seed: int = 0) -> dict:
+    """Time and peak traced memory of fitting every label's decision, both rules, on a synthetic sample."""
     rng = np.random.default_rng(seed)
     s = rng.normal(size=(n_images, n_labels)).astype(np.float32)
     s[rng.random(s.shape) < 0.02] += 4.0
-    tracemalloc.start()
-    t0 = time.perf_counter()
-    d = fit_decisions(s, [f"l{i}" for i in range(n_labels)])
-    d.thresholds()
-    dt = time.perf_counter() - t0
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return {"labels": n_labels, "images": n_images, "fit_s": round(dt, 2), "peak_MB": round(peak / 2**20, 1),
-            "input_MB": round(s.nbytes / 2**20, 1), "present": int(d.present.sum())}
+    ones = np.ones(n_labels)
+    anchors = TextAnchors(0 * ones, 4.0 * ones, ones, ones)
+    labels = [f"l{i}" for i in range(n_labels)]
+    out = {"labels": n_labels, "images": n_images, "input_MB": round(s.nbytes / 2**20, 1)}
+    for rule, fit in (("mixture", lambda: fit_decisions(s, labels)),
+                      ("anchored", lambda: fit_anchored(s, labels, anchors, DecisionConfig(neg_anchor=0.0,
+                                                                                           pos_anchor=1.0, anchor_sd=0.25)))):
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        d = fit()
+        d.thresholds()
+        dt = time.perf_counter() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        out[rule] = {"fit_s": round(dt, 2), "peak_MB": round(peak / 2**20, 1), "present": int(d.present.sum())}
+    return out
 
 
 def main() -> None:
@@ -186,7 +230,11 @@ def main() -> None:
     a = p.parse_args()
     dcfg = DecisionConfig()
     if a.tune_only:
-        tuned = {name: tune_on_val(load_clip(name, device="cpu"), a.n, a.absent) for name in a.models}
+        tuned = {}
+        for name in a.models:
+            clip = load_clip(name, device="cpu")
+            labels, big = comc_with_absent(clip, a.absent)
+            tuned[name] = tune_on_val(clip, big, labels, a.n)
         for name, r in tuned.items():
             print(f"{name}: best on val {r['best']}\n  default {r['default']}\n  truth positives/image "
                   f"{r['truth_positives_per_image']}")
@@ -195,22 +243,31 @@ def main() -> None:
     out = {name: evaluate_model(name, a.n, a.absent, dcfg, a.tune) for name in a.models}
     for name, res in out.items():
         print(f"\n{name}: oracle micro/macro-F1 {res['oracle']['micro_F1']} / {res['oracle']['macro_F1']}")
-        for rule in ("standardised rule", "per-label mixture"):
+        for rule in RULES:
             r = res[rule]
             print(f"  {rule:18s} micro {r['micro_F1']:5.1f} ({r['micro_vs_oracle']:.2f} of oracle)  macro "
                   f"{r['macro_F1']:5.1f} ({r['macro_vs_oracle']:.2f})  positives/image {r['positives_per_image']} "
-                  f"vs {r['truth_per_image']} (MAE {r['mae']})" + (f"  ECE {r['ECE']}" if "ECE" in r else ""))
+                  f"vs {r['truth_per_image']} (MAE {r['mae']}, by objects {r['mae_by_objects']})"
+                  + (f"  ECE {r['ECE']}" if "ECE" in r else ""))
         if "tune" in res:
             print(f"  tuned on val: {res['tune']['best']}")
+        w = res["withheld"]
+        for rule in RULES:
+            print(f"  corpus without {', '.join(w['labels'])} ({w['images']} images), {rule}: "
+                  f"{w[rule]['withheld_positives_per_image']} positives/image from them")
         if "absent" in res:
-            for rule in ("standardised rule", "per-label mixture"):
+            for rule in RULES:
                 r = res["absent"][rule]
                 print(f"  + {a.absent} absent labels, {rule}: {r['absent_positives_per_image']} absent positives/image, "
                       f"{r['absent_labels_tagged']} absent labels tagged at all")
+            print(f"  absent labels the classifier did not learn from text: "
+                  f"{res['absent']['absent_not_learned_from_text']} of {a.absent}")
     scale = [fit_cost(k) for k in a.scale]
     for row in scale:
-        print(f"fit at {row['labels']:,} labels x {row['images']:,} images: {row['fit_s']} s, peak {row['peak_MB']} MB "
-              f"(input {row['input_MB']} MB)")
+        for rule in ("mixture", "anchored"):
+            r = row[rule]
+            print(f"{rule} fit at {row['labels']:,} labels x {row['images']:,} images: {r['fit_s']} s, "
+                  f"peak {r['peak_MB']} MB (input {row['input_MB']} MB), {r['present']} present")
     print(json.dumps({"bench": "decisions", "n_test": a.n, "config": dcfg.to_dict(), "results": out, "scale": scale}))
 
 

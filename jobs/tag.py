@@ -1,6 +1,6 @@
 """Ray job: tag every encoded image from its stored embeddings into a new run and make it current.
 
-    python -m jobs.tag --workspace WS [--top-k 5] [--decision mixture|standardized] [--calibrate-with FILE]
+    python -m jobs.tag --workspace WS [--top-k 5] [--decision anchored|mixture|standardized] [--calibrate-with FILE]
 
 The options are those of `tagger tag` (`python -m jobs.tag --help` lists them), plus `--log-level`.
 """

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tagger.method.decisions import DecisionConfig, Decisions, fit_decisions, fit_from_labels
+from tagger.method.decisions import (DecisionConfig, Decisions, TextAnchors, fit_anchored, fit_decisions,
+                                      fit_from_labels, text_anchors)
 
 
 def synthetic(n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -92,3 +93,78 @@ def test_ten_thousand_labels_fit_in_one_pass():
     s = rng.normal(size=(512, 10_000)).astype(np.float32)
     d = fit_decisions(s, [f"l{i}" for i in range(10_000)], DecisionConfig(iterations=10))
     assert d.present.mean() < 0.01 and len(d.thresholds()) == 10_000
+
+
+# --- the anchored rule: components on each label's text scale, prior fitted to the corpus ---
+
+def anchored_world(n: int = 6000, seed: int = 0):
+    """Scores of four labels on their own text scales (text negatives at ``neg``, positives at
+    ``neg + gap``): images of a label at 0.9 of its gap, the rest at 0.4, sd 0.15 of the gap;
+    prevalence 25 %, 8 %, 0 % (absent from the corpus) and 20 % for a label the classifier did not
+    learn (its text sides overlap)."""
+    rng = np.random.default_rng(seed)
+    neg, gap = np.array([-1.0, 2.0, 0.5, 0.0]), np.array([3.0, 0.5, 2.0, 0.1])
+    prev = [0.25, 0.08, 0.0, 0.2]
+    y = np.stack([rng.random(n) < p for p in prev], 1)
+    s = neg + gap * (np.where(y, 0.9, 0.4) + 0.15 * rng.normal(size=y.shape))
+    text_sd = np.array([0.3, 0.05, 0.2, 0.5])  # separation 10, 10, 10 and 0.2
+    anchors = TextAnchors(neg, neg + gap, text_sd, text_sd)
+    return s, y, ["a", "b", "c", "d"], anchors
+
+
+def test_anchored_rule_finds_each_labels_share_and_skips_absent_and_unlearned_labels():
+    s, y, labels, anchors = anchored_world()
+    d = fit_anchored(s, labels, anchors)
+    assert d.present.tolist() == [True, True, False, False]
+    np.testing.assert_allclose(d.prior[:2], y[:, :2].mean(0), atol=0.01)
+    pos = d.positive(s)
+    assert pos[:, 2:].sum() == 0
+    for j in range(2):
+        assert f1(pos[:, j], y[:, j]) > 0.95 * oracle_f1(s[:, j], y[:, j]), j
+    # the decision sits between the two anchors on each label's own scale
+    t = d.thresholds()
+    lo, hi = anchors.neg_mean + 0.4 * (anchors.pos_mean - anchors.neg_mean), \
+        anchors.neg_mean + 0.9 * (anchors.pos_mean - anchors.neg_mean)
+    assert np.all((lo[:2] < t[:2]) & (t[:2] < hi[:2])) and np.isinf(t[2:]).all()
+    c, truth = d.confidence(s)[:, :2].ravel(), y[:, :2].ravel()
+    bins = np.minimum((c * 10).astype(int), 9)
+    ece = sum(abs(c[bins == b].mean() - truth[bins == b].mean()) * (bins == b).mean() for b in set(bins))
+    assert ece < 0.02
+
+
+def test_anchored_rule_is_unchanged_by_calibrating_the_scores():
+    s, y, labels, anchors = anchored_world(seed=3)
+    mean, std = s.mean(0), s.std(0)
+    a = fit_anchored(s, labels, anchors).positive(s)
+    b = fit_anchored((s - mean) / std, labels, anchors.rescaled(mean, std)).positive((s - mean) / std)
+    assert (a == b).mean() > 0.9999
+
+
+def test_text_anchors_from_a_corpus_and_their_round_trip():
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(500, 6)), rng.normal(size=(3, 6))
+    y = rng.random((500, 3)) < 0.3
+    y[:, 2] = False  # no sentence about the third label
+    a = text_anchors(x, w, y, chunk=64)
+    s = x @ w.T
+    np.testing.assert_allclose(a.pos_mean[:2], [s[y[:, j], j].mean() for j in range(2)])
+    np.testing.assert_allclose(a.neg_sd, [s[~y[:, j], j].std() for j in range(3)])
+    assert np.isnan(a.pos_mean[2]) and a.separation()[2] == 0.0
+    b = TextAnchors.from_dict(a.to_dict())
+    np.testing.assert_allclose(b.neg_mean, a.neg_mean, atol=1e-6)
+    assert np.isnan(b.pos_mean[2])
+
+
+def test_a_trained_classifier_carries_its_anchors(tmp_path):
+    from tagger.method.classifier import TextClassifier, TrainConfig, train_classifier
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16))
+    y = rng.random((600, 3)) < 0.4
+    x = y.astype(float) @ centres + 0.1 * rng.normal(size=(600, 16))
+    x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-9
+    clf = train_classifier(x.astype(np.float32), y, ["a", "b", "c"], "m", "c", TrainConfig(epochs=10, batch_size=64, lr=1e-2))
+    assert (clf.anchors.separation() > 1.5).all()
+    assert (clf.anchors.pos_mean > clf.anchors.neg_mean).all()
+    clf.save(tmp_path / "clf")
+    again = TextClassifier.load(tmp_path / "clf")
+    np.testing.assert_allclose(again.anchors.pos_mean, clf.anchors.pos_mean, atol=1e-5)

@@ -98,7 +98,7 @@ def test_jobs_submitted_to_ray_head_tag_the_corpus(ray_head, trained, toy_folder
     ws = tmp_path / "ws"
     shutil.copytree(trained, ws)
     tag = submit(ray_head, "jobs.tag", "--workspace", str(ws))
-    assert tag["n_images"] == len(truth) and tag["decision"] == "mixture"
+    assert tag["n_images"] == len(truth) and tag["decision"] == "anchored"
 
     with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
         errors = dict(cat.query("SELECT uri, error FROM images WHERE status = 'error'"))

@@ -63,7 +63,7 @@ def thresholds(ws: Path, run_id: int) -> dict[str, dict]:
 def test_run_stores_thresholds_and_confidences_and_an_absent_label_gets_no_positives(ws):
     old = invoke("tag", "-w", str(ws), "--decision", "standardized")
     new = invoke("tag", "-w", str(ws))
-    assert new["run_id"] != old["run_id"] and new["decision"] == "mixture"
+    assert new["run_id"] != old["run_id"] and new["decision"] == "anchored"
     shown = thresholds(ws, new["run_id"])
     assert set(shown) == {*LABELS, ABSENT}
     assert not shown[ABSENT]["present"] and shown[ABSENT]["threshold"] is None

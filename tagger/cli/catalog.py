@@ -12,6 +12,11 @@ from .options import (
     output_format, reported,
 )
 
+ParentOpt = Annotated[Optional[list[str]], typer.Option(
+    "--parent", "-p", metavar="PARENT",
+    help="a parent label (repeatable; added as a label when new): a positive tag of the label makes its "
+         "ancestors positive; cycles are refused")]
+
 labels_app = typer.Typer(no_args_is_help=True, help="Manage the label vocabulary (labels are retired, never deleted).")
 runs_app = typer.Typer(no_args_is_help=True, help="Inspect tagging runs and compare them.")
 
@@ -58,10 +63,11 @@ def labels_add(
     synonym: Annotated[Optional[list[str]], typer.Option(
         "--synonym", "-s", help="NAME=SYNONYM, repeatable; replaces NAME's stored synonyms")] = None,
     toy: Annotated[bool, typer.Option("--toy", help="also add the toy-world vocabulary with its synonyms")] = False,
+    parent: ParentOpt = None,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     wait: WaitOpt = QUICK_WAIT,
 ) -> None:
-    """Add labels, or re-activate retired ones."""
+    """Add labels, or re-activate retired ones (--parent: under parent labels, added when new)."""
     names = list(names or [])
     synonyms: dict[str, list[str]] = {}
     if toy:
@@ -71,13 +77,18 @@ def labels_add(
     if not names:
         fail("no labels given: pass NAME... or --toy")
     synonyms.update(_parse_synonyms(list(synonym or []), names))
+    parents = list(parent or [])
     with reported(), open_catalog(workspace, read_only=False, wait=wait) as cat:
         before = set(cat.active_labels())
+        if parents:
+            cat.check_parents(names, parents)  # a cycle is refused before anything is added
         cat.add_labels(names, synonyms or None)
+        if parents:
+            cat.add_parents(names, parents)
         after = set(cat.active_labels())
     again = len({n.strip() for n in names} & before)
     console.print(f"added {len(after - before)} label(s)" + (f" ({again} already active)" if again else "")
-                  + f"; {len(after)} active")
+                  + f"; {len(after)} active" + (f"; parents: {', '.join(parents)}" if parents else ""), markup=False)
 
 
 @labels_app.command("list")
@@ -87,20 +98,23 @@ def labels_list(
     wait: WaitOpt = QUICK_WAIT,
     as_json: JsonOpt = False,
 ) -> None:
-    """List the active labels (--all: retired ones too) with their synonyms."""
+    """List the active labels (--all: retired ones too) with their synonyms and parents."""
     with reported(), open_catalog(workspace, read_only=True, wait=wait) as cat:
-        labels = cat.list_labels(include_retired=include_all)
+        labels, parents = cat.list_labels(include_retired=include_all), cat.label_parents()
     fmt = output_format(as_json)
     pins = fmt != "table" or any(lab.threshold is not None for lab in labels)  # the table shows pins when any
-    rows = [(lab.label_id, lab.name, lab.synonyms, "active" if lab.active else "retired",
-             *((lab.threshold,) if pins else ()), lab.added_at, lab.retired_at) for lab in labels]
-    cols = ("label_id", "name", "synonyms", "status", *(("threshold",) if pins else ()), "added_at", "retired_at")
+    ups = fmt != "table" or any(lab.name in parents for lab in labels)  # and parents when any
+    rows = [(lab.label_id, lab.name, lab.synonyms, *((parents.get(lab.name, []),) if ups else ()),
+             "active" if lab.active else "retired", *((lab.threshold,) if pins else ()), lab.added_at,
+             lab.retired_at) for lab in labels]
+    cols = ("label_id", "name", "synonyms", *(("parents",) if ups else ()), "status",
+            *(("threshold",) if pins else ()), "added_at", "retired_at")
     emit_rows(cols, rows, fmt, title=f"{len(rows)} label(s)")
 
 
 def _threshold_value(text: str | None, clear: bool) -> float | None:
     """``--threshold X`` / ``--threshold none`` / ``--clear`` -> a finite threshold or None (unpin)."""
-    if clear == (text is not None):
+    if clear and text is not None:
         fail("give either --threshold X (none unpins) or --clear")
     if clear or text.strip().lower() in ("none", "null", ""):
         return None
@@ -120,16 +134,33 @@ def labels_set(
         "--threshold", metavar="X", help="pin the label's threshold on the score column (as `tagger runs show` "
                                          "lists them); every later tag and nightly run uses it; none unpins")] = None,
     clear: Annotated[bool, typer.Option("--clear", help="unpin: later runs fit the threshold again")] = False,
+    parent: ParentOpt = None,
+    no_parent: Annotated[Optional[list[str]], typer.Option(
+        "--no-parent", metavar="PARENT", help="unlink a parent of the label (repeatable; the parent label stays)")] = None,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     wait: WaitOpt = QUICK_WAIT,
 ) -> None:
-    """Pin (or unpin) a label's positive threshold for every later run."""
-    value = _threshold_value(threshold, clear)
+    """Pin (or unpin) a label's positive threshold for every later run, or link and unlink its parents."""
+    add, drop = list(parent or []), list(no_parent or [])
+    if threshold is None and not clear and not (add or drop):
+        fail("give --threshold X (none unpins), --clear, --parent PARENT or --no-parent PARENT")
+    pin = threshold is not None or clear
+    value = _threshold_value(threshold, clear) if pin else None
     with reported(), open_catalog(workspace, read_only=False, wait=wait) as cat:
-        before = cat.set_threshold(name, value)
-    was = "unpinned" if before is None else f"{before:g}"
-    now = "unpinned (fitted per run)" if value is None else f"pinned at {value:g}"
-    console.print(f"{name.strip()}: threshold {now} (was {was})", markup=False)
+        if add:
+            cat.check_parents(name, add)  # refused before anything changes
+        if drop:
+            cat.remove_parents(name, drop)
+        before = cat.set_threshold(name, value) if pin else None
+        if add:
+            cat.add_parents(name, add)
+        parents = cat.label_parents().get(name.strip(), [])
+    if pin:
+        was = "unpinned" if before is None else f"{before:g}"
+        now = "unpinned (fitted per run)" if value is None else f"pinned at {value:g}"
+        console.print(f"{name.strip()}: threshold {now} (was {was})", markup=False)
+    if add or drop:
+        console.print(f"{name.strip()}: parents {', '.join(parents) or 'none'}", markup=False)
 
 
 @labels_app.command("retire")

@@ -39,17 +39,37 @@ CsvOpt = Annotated[bool, typer.Option("--csv", help="print CSV (with a header ro
 class DecisionRule(str, Enum):
     """How a tag run decides positives (``TagConfig.decision``)."""
 
+    ANCHORED = "anchored"
     MIXTURE = "mixture"
     STANDARDIZED = "standardized"
 
 
 DecisionOpt = Annotated[DecisionRule, typer.Option(
-    help="mixture: each label's own threshold, fitted on the corpus's scores (pins and labelled images "
-         "applied); standardized: the per-image z-score reaches --threshold")]
+    help="anchored: each label's own threshold, from the classifier's text scale and the label's share "
+         "of the corpus; mixture: fitted on the corpus's scores alone (both apply pins and labelled images); "
+         "standardized: the per-image z-score reaches --threshold")]
 CalibrateWithOpt = Annotated[Optional[Path], typer.Option(
     "--calibrate-with", dir_okay=False, metavar="FILE",
     help="CSV or Parquet of image URIs and their labels (columns uri and label or labels): becomes the "
          "catalog's labelled set, which this and every later run calibrates thresholds from")]
+
+
+class HeadKind(str, Enum):
+    """Which head ``train`` fits (``comc`` needs no labelled image; the others learn from them)."""
+
+    COMC = "comc"
+    OVML = "ovml"
+    MKT = "mkt"
+    CLIP_DECODER = "clip-decoder"
+
+
+HeadOpt = Annotated[HeadKind, typer.Option(
+    help="comc: the text-only classifier (with --annotations: improved few-shot from those images); "
+         "ovml | mkt | clip-decoder: learn from the annotated images and tag every label from its name")]
+AnnotationsOpt = Annotated[Optional[Path], typer.Option(
+    "--annotations", dir_okay=False, metavar="FILE",
+    help="CSV or Parquet of image URIs and their labels (columns uri and label or labels); the images "
+         "must be encoded")]
 
 
 def finite(value: float | None) -> float | None:

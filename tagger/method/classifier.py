@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .decisions import TextAnchors, text_anchors
+
 logger = logging.getLogger(__name__)
 
 
@@ -43,6 +45,7 @@ class TextClassifier:
     corpus_id: str
     config: TrainConfig = field(default_factory=TrainConfig)
     metrics: dict = field(default_factory=dict)
+    anchors: "TextAnchors | None" = None  # its scores on its own corpus, per label (decisions use them)
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         """Raw logits ``x @ W.T`` for embeddings of shape (..., d)."""
@@ -55,7 +58,8 @@ class TextClassifier:
         d.mkdir(parents=True, exist_ok=True)
         np.save(d / "weight.npy", self.weight.astype(np.float32))
         meta = {"labels": self.labels, "model_id": self.model_id, "corpus_id": self.corpus_id,
-                "config": asdict(self.config), "metrics": self.metrics}
+                "config": asdict(self.config), "metrics": self.metrics,
+                "text_anchors": self.anchors.to_dict() if self.anchors is not None else None}
         atomic_write_text(d / "classifier.json", json.dumps(meta, indent=2))
         return d
 
@@ -63,8 +67,9 @@ class TextClassifier:
     def load(cls, directory: str | Path) -> "TextClassifier":
         d = Path(directory)
         meta = json.loads((d / "classifier.json").read_text())
+        anchors = TextAnchors.from_dict(meta["text_anchors"]) if meta.get("text_anchors") else None
         return cls(np.load(d / "weight.npy"), meta["labels"], meta["model_id"], meta["corpus_id"],
-                   TrainConfig(**meta["config"]), meta.get("metrics", {}))
+                   TrainConfig(**meta["config"]), meta.get("metrics", {}), anchors)
 
 
 def ranking_loss(scores: torch.Tensor, targets: torch.Tensor, margin: float = 1.0, chunk: int = 64) -> torch.Tensor:
@@ -115,5 +120,6 @@ def train_classifier(text_emb: np.ndarray, label_matrix: np.ndarray, labels: lis
             run += loss.item()
         losses.append(run / max(1, n // bs))
     logger.info("trained text classifier: %d sentences, %d labels, final loss %.3f", n, y.shape[1], losses[-1])
-    return TextClassifier(head.weight.detach().numpy().copy(), list(labels), model_id, corpus_id, cfg,
-                          {"loss_per_epoch": losses})
+    weight = head.weight.detach().numpy().copy()
+    anchors = text_anchors(text_emb, weight, label_matrix)
+    return TextClassifier(weight, list(labels), model_id, corpus_id, cfg, {"loss_per_epoch": losses}, anchors)

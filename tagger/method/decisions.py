@@ -1,5 +1,17 @@
 """Per-label tag decisions fitted without labelled images.
 
+The default rule (:func:`fit_anchored`) anchors each label on its text side. The text classifier
+knows, for every label, how it scores the sentences of its own corpus that are about the label and
+those that are not (:class:`TextAnchors`). Image scores of the label are modelled as two Gaussian
+components placed on that scale -- negatives at ``neg_anchor``, positives at ``pos_anchor`` of the way
+from the text negatives' mean to the text positives' mean, each with sd ``anchor_sd`` of that gap (the
+constants absorb the image-text modality gap and are chosen on the toy validation split) -- and
+only the label's prior, its share of positive images, is fitted to the corpus by EM. A label absent
+from the corpus gets a prior near zero, so (almost) no positives; a label whose sentences the
+classifier cannot tell apart from the rest (``min_text_separation``) carries no signal and is never
+tagged.
+
+The earlier rule (:func:`fit_decisions`, ``--decision mixture``) fits both components to the corpus.
 Each label's scores over a corpus sample are modelled as a two-component Gaussian mixture: a
 negative bulk (every image that does not show the label) and, when the label occurs, a positive
 bump above it. EM runs for all labels at once (one ``(n, L)`` array, fixed iterations, a
@@ -21,7 +33,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-__all__ = ["DecisionConfig", "Decisions", "fit_decisions", "fit_from_labels"]
+__all__ = ["DecisionConfig", "Decisions", "TextAnchors", "fit_anchored", "fit_decisions", "fit_from_labels",
+           "text_anchors"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +53,12 @@ class DecisionConfig:
     iterations: int = 60
     bins: int = 256  # each label's sample is binned: EM cost does not grow with the sample
     sd_floor: float = 0.05  # component sd never below this fraction of the label's overall sd
+    # the anchored rule: components placed on each label's text scale (0 = text negatives' mean,
+    # 1 = text positives' mean); only the prior is fitted to the corpus
+    neg_anchor: float = 0.4
+    pos_anchor: float = 0.9
+    anchor_sd: float = 0.15
+    min_text_separation: float = 2.0  # (text pos mean - text neg mean) / pooled sd: below, never tagged
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +113,89 @@ class Decisions:
         arr = {k: np.asarray(d[k], np.float64) for k in ("mu0", "sd0", "mu1", "sd1", "prior")}
         return cls(list(d["labels"]), present=np.asarray(d["present"], bool), cutoff=float(d["cutoff"]),
                    overrides={k: float(v) for k, v in d.get("overrides", {}).items()}, **arr)
+
+
+@dataclass(frozen=True)
+class TextAnchors:
+    """Each label's classifier scores on its own text corpus: the mean and sd over sentences about
+    the label (``pos_*``) and over the other sentences (``neg_*``)."""
+
+    neg_mean: np.ndarray
+    pos_mean: np.ndarray
+    neg_sd: np.ndarray
+    pos_sd: np.ndarray
+
+    def separation(self) -> np.ndarray:
+        """How far apart the label's text positives and negatives sit, in pooled sds (0 if unknown)."""
+        pooled = np.sqrt(0.5 * (self.neg_sd ** 2 + self.pos_sd ** 2))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sep = (self.pos_mean - self.neg_mean) / pooled
+        return np.where(np.isfinite(sep), sep, 0.0)
+
+    def rescaled(self, mean: np.ndarray, std: np.ndarray) -> "TextAnchors":
+        """The anchors in the units of scores calibrated as ``(score - mean) / std``."""
+        m, sd = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+        return TextAnchors((self.neg_mean - m) / sd, (self.pos_mean - m) / sd, self.neg_sd / sd, self.pos_sd / sd)
+
+    def to_dict(self) -> dict:
+        return {k: [None if not np.isfinite(x) else round(float(x), 6) for x in getattr(self, k)]
+                for k in ("neg_mean", "pos_mean", "neg_sd", "pos_sd")}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TextAnchors":
+        return cls(*(np.asarray([np.nan if x is None else x for x in d[k]], np.float64)
+                     for k in ("neg_mean", "pos_mean", "neg_sd", "pos_sd")))
+
+
+def text_anchors(embeddings: np.ndarray, weight: np.ndarray, label_matrix: np.ndarray,
+                 chunk: int = 4096) -> TextAnchors:
+    """:class:`TextAnchors` of a linear classifier ``weight`` ``(L, d)`` from its corpus: sentence
+    embeddings ``(n, d)`` and their multi-hot labels ``(n, L)``, scored a chunk of sentences at a time
+    (memory stays ``chunk x L`` at any vocabulary size). NaN where a label has no such sentences."""
+    x, y = np.asarray(embeddings), np.asarray(label_matrix)
+    if len(x) != len(y) or y.shape[1] != len(weight):
+        raise ValueError(f"{len(x)} embeddings, label matrix {y.shape}, {len(weight)} classifier rows")
+    w = np.asarray(weight, np.float64)
+    sums = np.zeros((3, 2, len(w)))  # (count, sum, sum of squares) x (negatives, positives) x labels
+    for i in range(0, len(x), chunk):
+        s = np.asarray(x[i:i + chunk], np.float64) @ w.T
+        pos = np.asarray(y[i:i + chunk], bool)
+        for k, mask in enumerate((~pos, pos)):
+            sums[0, k] += mask.sum(0)
+            sums[1, k] += np.where(mask, s, 0.0).sum(0)
+            sums[2, k] += np.where(mask, s * s, 0.0).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums[1] / sums[0]
+        sd = np.sqrt(np.maximum(sums[2] / sums[0] - mean ** 2, 0.0))
+    mean, sd = np.where(sums[0] > 0, mean, np.nan), np.where(sums[0] > 1, sd, np.nan)
+    return TextAnchors(mean[0], mean[1], sd[0], sd[1])
+
+
+def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cfg: DecisionConfig | None = None,
+                 overrides: dict[str, float] | None = None) -> Decisions:
+    """Each label's decision from its text anchors, with its prior fitted to a ``(n, L)`` corpus
+    sample by EM (components held fixed; binned, so the cost does not grow with the sample)."""
+    cfg = cfg or DecisionConfig()
+    s = np.asarray(scores, np.float64)
+    if s.ndim != 2 or s.shape[1] != len(labels) or len(anchors.neg_mean) != len(labels):
+        raise ValueError(f"scores must be (n_images, {len(labels)}) with anchors for each label, got {s.shape}")
+    n = s.shape[0]
+    learned = anchors.separation() >= cfg.min_text_separation
+    gap = np.where(learned, anchors.pos_mean - anchors.neg_mean, 1.0)
+    base = np.where(learned, anchors.neg_mean, 0.0)
+    mu0, mu1 = base + cfg.neg_anchor * gap, base + cfg.pos_anchor * gap
+    sd = np.full(len(labels), cfg.anchor_sd) * gap
+    x, c, _ = _histogram(s, cfg.bins)
+    prior = np.full(len(labels), 0.1)
+    for _ in range(cfg.iterations):
+        logit = _log_ratio(x, mu0, sd, mu1, sd, prior)
+        r = 1.0 / (1.0 + np.exp(-np.clip(logit, -60, 60)))
+        prior = np.clip((r * c).sum(0) / n, 1e-6, 1 - 1e-6)  # fixed components: any share is allowed
+    present = learned & (prior * n >= cfg.min_positives)
+    logger.info("decisions: %d of %d labels present in a sample of %d images (%d not learned from text)",
+                int(present.sum()), len(labels), n, int((~learned).sum()))
+    return Decisions(list(labels), mu0, sd.copy(), mu1, sd.copy(), prior, present, cfg.cutoff,
+                     dict(overrides or {}))
 
 
 def _log_ratio(s, mu0, sd0, mu1, sd1, prior):

@@ -5,7 +5,8 @@ same tags as an uninterrupted run:
 
 1. ``encode``  new or changed images only (partition shards with done-markers);
 2. ``text``    the corpus of the active labels, reusing every still-valid sentence and asking the
-               generator only for label sets that contain a new label;
+               generator only for label sets that contain a new label (changed label parents make
+               a new corpus of the same sentences, so the classifier is retrained);
 3. ``train``   the classifier (content-addressed: same corpus and config -> same classifier);
 4. ``tag``     every image from stored global embeddings and PQ patch codes into a new run
                (per-shard Parquet files; a rerun resumes the unfinished run);
@@ -47,9 +48,9 @@ class NightlyConfig:
 
 
 def vocabulary_diff(cat) -> dict[str, list[str]]:
-    """Labels added, retired and with changed synonyms since the current run."""
+    """Labels added, retired, with changed synonyms and with changed parents since the current run."""
     from ..text import Vocabulary
-    from ..text.incremental import synonyms_changed
+    from ..text.incremental import parents_changed, synonyms_changed
 
     current = cat.current_run()
     run = cat.get_run(current) if current is not None else None
@@ -57,13 +58,15 @@ def vocabulary_diff(cat) -> dict[str, list[str]]:
     active = cat.list_labels(include_retired=False)
     now = [lab.name for lab in active]
     changed: list[str] = []
+    moved: list[str] = []
     clf = cat.get_classifier(run.classifier_id) if run is not None and run.classifier_id else None
     corpus = next((c for c in cat.corpora() if clf and c["corpus_id"] == clf["corpus_id"]), None)
     if corpus is not None and now:
         vocab = Vocabulary.create(now, {lab.name: list(lab.synonyms or []) for lab in active})
         changed = [x for x in synonyms_changed(corpus["config"] or {}, vocab) if x in before]
+        moved = [x for x in parents_changed(corpus["config"] or {}, now, cat.active_hierarchy()) if x in before]
     return {"added": [x for x in now if x not in before], "retired": sorted(before - set(now)),
-            "synonyms_changed": changed}
+            "synonyms_changed": changed, "parents_changed": moved}
 
 
 def prune_runs(workspace: "Workspace", cat, keep: int) -> list[int]:

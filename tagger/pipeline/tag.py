@@ -5,7 +5,9 @@ embeddings from the PQ patch store. Before tagging, the driver scores a calibrat
 first ``calibration_images`` images in shard order, so a rerun sees the same sample), z-scores each
 label over it and fits each label's decision there (:mod:`tagger.method.decisions`): a threshold on the
 stored score and a confidence in [0, 1], with the user's pinned thresholds and labelled set applied.
-The decisions are stored with the run before any tag is written; a resumed run reuses them. Each
+The decisions are stored with the run before any tag is written; a resumed run reuses them. The
+label hierarchy then makes the ancestors of each positive label positive, their scores and
+confidences the max of their descendants' (:mod:`tagger.method.hierarchy`). Each
 shard's tags are written as one Parquet file, atomically, so a rerun of a killed run skips what is
 done. The driver loads all files into DuckDB in one transaction and only then switches
 ``current_tags`` to the run.
@@ -24,7 +26,8 @@ import pyarrow.parquet as pq
 
 from ..errors import ConfigError, SimulatedCrash
 from ..ids import short_sha256
-from ..method.decisions import DecisionConfig, Decisions, fit_decisions, fit_from_labels
+from ..method.decisions import DecisionConfig, Decisions, TextAnchors, fit_anchored, fit_decisions, fit_from_labels
+from ..method.hierarchy import Hierarchy
 from ..method.zeroshot import standardize
 from .calibration import LABELLED_MIN_IMAGES, DecisionInputs, decision_inputs, decision_rows, decisions_from_rows
 
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
     from ..workspace import Workspace
 
 logger = logging.getLogger(__name__)
-DECISION_RULES = ("mixture", "standardized")
+DECISION_RULES = ("anchored", "mixture", "standardized")
 
 
 @dataclass(frozen=True)
@@ -40,9 +43,11 @@ class TagConfig:
     """What a run keeps: the top-k labels per image plus every positive, and how positives are decided."""
 
     top_k: int = 5
-    decision: str = "mixture"  # per-label mixture fit | "standardized": the per-image z-score rule below
+    # "anchored": per label, components on the classifier's text scale and a prior fitted to the corpus;
+    # "mixture": both components fitted to the corpus; "standardized": the per-image z-score rule below
+    decision: str = "anchored"
     threshold: float = 1.0  # "standardized" only: on the per-image standardised calibrated score
-    decisions: DecisionConfig = DecisionConfig()  # "mixture" only: how each label's threshold is fitted
+    decisions: DecisionConfig = DecisionConfig()  # "anchored" and "mixture": how each label's threshold is fitted
     calibrate: bool = True  # z-score each label over a sample of the corpus, so every label can rank
     calibration_images: int = 4096  # the first images in shard order: label statistics and decision fit
     patch_source: str = "pq"  # "pq" (compressed store) | "raw" (fp16 patches in the shards)
@@ -79,19 +84,22 @@ def apply_statistics(scores: np.ndarray, stats: tuple[list[float], list[float]] 
 
 
 def tag_rows(image_ids: np.ndarray, scores: np.ndarray, labels: list[str], cfg: TagConfig,
-             decisions: Decisions | None = None) -> pa.Table:
+             decisions: Decisions | None = None, hierarchy: Hierarchy | None = None) -> pa.Table:
     """Long-format tags of a score matrix: top-k per image plus every positive. With ``decisions``
     each label's own threshold decides and every row carries its confidence; without, the
-    per-image standardised rule decides and confidence is null."""
+    per-image standardised rule decides and confidence is null. A ``hierarchy`` then raises each
+    label's ancestors (positive, score and confidence), before ranking."""
+    if decisions is not None:
+        positive, conf = decisions.positive(scores), decisions.confidence(scores)
+    else:
+        positive, conf = positive_mask(scores, cfg.threshold), None
+    if hierarchy is not None:
+        scores, positive, conf = hierarchy.propagate(scores, positive, conf)
     k = min(cfg.top_k, scores.shape[1])
     order = np.argsort(-scores, axis=1, kind="stable")
     rank = np.empty_like(order)
     rows_idx = np.arange(scores.shape[0])[:, None]
     rank[rows_idx, order] = np.arange(scores.shape[1])[None, :]
-    if decisions is not None:
-        positive, conf = decisions.positive(scores), decisions.confidence(scores)
-    else:
-        positive, conf = positive_mask(scores, cfg.threshold), None
     keep = (rank < k) | positive
     r, c = np.nonzero(keep)
     return pa.table({
@@ -105,11 +113,20 @@ def tag_rows(image_ids: np.ndarray, scores: np.ndarray, labels: list[str], cfg: 
 
 
 def fit_run_decisions(sample: np.ndarray, labels: list[str], cfg: TagConfig, inputs: DecisionInputs,
-                      labelled: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Decisions, set[str]]:
+                      labelled: tuple[np.ndarray, np.ndarray] | None = None,
+                      anchors: TextAnchors | None = None) -> tuple[Decisions, set[str]]:
     """Each label's decision on the (calibrated) corpus sample, pins applied, labels with enough
-    labelled images re-fitted from them (``labelled``: their scores and multi-hot truth). Returns the
-    decisions in their stored precision and the labels the labelled set re-fitted."""
-    d = fit_decisions(sample, labels, cfg.decisions, overrides=inputs.pinned)
+    labelled images re-fitted from them (``labelled``: their scores and multi-hot truth). The
+    anchored rule needs the classifier's ``anchors`` in the sample's units; a classifier saved
+    without them is decided by the mixture rule. Returns the decisions in their stored precision
+    and the labels the labelled set re-fitted."""
+    if cfg.decision == "anchored" and anchors is None:
+        logger.warning("the classifier carries no text anchors (trained by an earlier version): "
+                       "deciding by the mixture rule; train it again for anchored decisions")
+    if cfg.decision == "anchored" and anchors is not None:
+        d = fit_anchored(sample, labels, anchors, cfg.decisions, overrides=inputs.pinned)
+    else:
+        d = fit_decisions(sample, labels, cfg.decisions, overrides=inputs.pinned)
     refit: set[str] = set()
     if labelled is not None and len(labelled[0]):
         s, y = labelled
@@ -130,10 +147,10 @@ class ShardScorer:
     """Scores the images of a stored shard with a trained classifier (global + patches)."""
 
     def __init__(self, root: str, model_id: str, classifier_dir: str, cfg: TagConfig) -> None:
-        from ..method.comc import load_comc
         from ..store import PatchStore, index_paths
+        from .heads import load_model  # a CoMC classifier or an image-trained head
         self.root, self.model_id, self.cfg = root, model_id, cfg
-        self.model = load_comc(classifier_dir)
+        self.model = load_model(classifier_dir)
         # memory-mapped: each tag worker keeps only the codec, and reads the codes of its shards
         self.patches = PatchStore.load(index_paths(root, model_id)[1], mmap=True) if cfg.patch_source == "pq" \
             else None
@@ -149,6 +166,11 @@ class ShardScorer:
         else:
             p = np.asarray(shard.patches, np.float32)
         return self.model.scores(g, p)
+
+    def anchors(self, stats: tuple[list[float], list[float]] | None) -> TextAnchors | None:
+        """The classifier's text anchors in the units of scores calibrated with ``stats``."""
+        a = self.model.classifier.anchors
+        return a if a is None or stats is None else a.rescaled(*(np.asarray(v, np.float64) for v in stats))
 
     def calibration_sample(self, shards: list[str]) -> np.ndarray:
         """Raw scores of the first ``calibration_images`` images in shard-name order (deterministic
@@ -183,10 +205,11 @@ class TagShards(ShardScorer):
     """Actor stage: rows are shard names; writes ``tags-<shard>.parquet`` for each into the run dir."""
 
     def __init__(self, root: str, model_id: str, classifier_dir: str, run_dir: str, cfg: TagConfig,
-                 stats: tuple[list[float], list[float]] | None = None, decisions: Decisions | None = None) -> None:
+                 stats: tuple[list[float], list[float]] | None = None, decisions: Decisions | None = None,
+                 hierarchy: Hierarchy | None = None) -> None:
         super().__init__(root, model_id, classifier_dir, cfg)
         self.run_dir = Path(run_dir)
-        self.stats, self.decisions = stats, decisions
+        self.stats, self.decisions, self.hierarchy = stats, decisions, hierarchy
 
     def calibrated(self, shard) -> np.ndarray:
         return apply_statistics(self.scores(shard), self.stats)
@@ -199,7 +222,8 @@ class TagShards(ShardScorer):
                 n_tags.append(pq.ParquetFile(out).metadata.num_rows)
                 continue
             shard = self.load(name)
-            table = tag_rows(shard.ids, self.calibrated(shard), self.model.labels, self.cfg, self.decisions)
+            table = tag_rows(shard.ids, self.calibrated(shard), self.model.labels, self.cfg, self.decisions,
+                             self.hierarchy)
             write_parquet_atomic(table, out)
             n_tags.append(table.num_rows)
         return {"shard": batch["shard"], "n_tags": np.asarray(n_tags, np.int64)}
@@ -210,12 +234,14 @@ def _shards_key(shards: list[str]) -> str:
 
 
 def _resume_or_start(cat, model_id: str, classifier_id: str, labels: list[str], cfg: TagConfig,
-                     shards_key: str, inputs_key: dict[str, Any] | None) -> tuple[int, str]:
+                     shards_key: str, inputs_key: dict[str, Any] | None, hierarchy_key: str | None = None,
+                     ) -> tuple[int, str]:
     """Resume the newest run with the same inputs (unfinished, or loaded but not yet superseded);
     otherwise start a new one. Pins and the labelled set are inputs too. Every other run still
     'running' was left by a process that ended (this job holds the job lock), so it is marked
-    failed. Returns (run_id, status)."""
-    config = {"tag": cfg.to_dict(), "shards": shards_key, "decision_inputs": inputs_key}
+    failed. The label hierarchy is an input too. Returns (run_id, status)."""
+    config = {"tag": cfg.to_dict(), "shards": shards_key, "decision_inputs": inputs_key, "hierarchy": hierarchy_key}
+    config["review"] = cat.review_key()  # people's accept / reject decisions are inputs too
     for run in reversed(cat.runs(kind="tag")):
         same = run.model_id == model_id and run.classifier_id == classifier_id \
             and all((run.config or {}).get(k) == v for k, v in config.items())
@@ -242,6 +268,27 @@ def _labelled_scores(cat, scorer: ShardScorer, model_id: str, inputs: DecisionIn
     return apply_statistics(scores, stats), inputs.truth(ids, labels)
 
 
+def _apply_review(cat, run_id: int, scorer: ShardScorer | None, model_id: str, labels: list[str], stats,
+                  decisions: Decisions | None) -> int:
+    """Write the review decisions into the loaded run; accepted tags it did not keep are scored as the
+    run scores (calibrated, with their confidence) and added. Returns the tags added."""
+    missing = cat.accepted_missing(run_id) if scorer is not None else []
+    by_shard: dict[str, list[int]] = {}
+    for image_id, shard in cat.shards_of(model_id, sorted({i for i, _ in missing})) if missing else []:
+        by_shard.setdefault(shard, []).append(image_id)
+    ids, raw = scorer.scores_of(by_shard) if by_shard else ([], np.zeros((0, len(labels)), np.float32))
+    s = apply_statistics(raw, stats)
+    conf = decisions.confidence(s) if decisions is not None else np.full(s.shape, np.nan, np.float32)
+    row, col = {i: k for k, i in enumerate(ids)}, {n: j for j, n in enumerate(labels)}
+    at = [(i, lab, row[i], col[lab]) for i, lab in missing if i in row and lab in col]
+    scored = pa.table({"image_id": pa.array([a[0] for a in at], pa.int64()),
+                       "label": pa.array([a[1] for a in at], pa.string()),
+                       "score": pa.array([s[r, c] for _, _, r, c in at], pa.float32()),
+                       "confidence": pa.array([conf[r, c] for _, _, r, c in at], pa.float32(), from_pandas=True)})
+    cat.apply_review(run_id, scored)
+    return scored.num_rows
+
+
 def _decide(cat, run_id: int, scorer: ShardScorer | None, model_id: str, shards: list[str], labels: list[str],
             inputs: DecisionInputs | None) -> tuple[Any, Decisions | None]:
     """The run's label statistics and decisions (None: the standardized rule). Decisions stored
@@ -257,19 +304,20 @@ def _decide(cat, run_id: int, scorer: ShardScorer | None, model_id: str, shards:
     if stored and {r["label"] for r in stored} == set(labels):
         return stats, decisions_from_rows(stored, labels, cfg.decisions.cutoff)
     d, refit = fit_run_decisions(apply_statistics(sample, stats), labels, cfg, inputs,
-                                 _labelled_scores(cat, scorer, model_id, inputs, labels, stats))
+                                 _labelled_scores(cat, scorer, model_id, inputs, labels, stats),
+                                 scorer.anchors(stats))
     cat.save_run_thresholds(run_id, decision_rows(d, refit))
     return stats, d
 
 
 def _tag_all(root: str, model_id: str, clf_path: str, run_dir: Path, cfg: TagConfig, shards: list[str],
-             stats, decisions: Decisions | None, crash_after: int | None) -> None:
+             stats, decisions: Decisions | None, crash_after: int | None, hierarchy: Hierarchy | None = None) -> None:
     """Write every shard's tag file with Ray actors (files already written are kept)."""
     from .raycluster import ray_session
     with ray_session() as ray:
         ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=max(1, len(shards)))
         ds = ds.map_batches(TagShards, fn_constructor_args=(root, model_id, clf_path, str(run_dir), cfg, stats,
-                                                            decisions),
+                                                            decisions, hierarchy),
                             batch_size=1, concurrency=cfg.concurrency, num_gpus=cfg.num_gpus)
         for k, _ in enumerate(ds.iter_rows()):
             if crash_after is not None and k + 1 >= crash_after:
@@ -300,11 +348,13 @@ def run_tag(workspace: "Workspace", model_id: str, cfg: TagConfig | None = None,
         labels = list(clf["labels"])
         report = record_labelled_set(cat, calibrate_with, model_id, labels) if calibrate_with else None
         shards = list_done_shards(root, model_id)
-        inputs = decision_inputs(cat, labels) if cfg.decision == "mixture" else None
+        inputs = decision_inputs(cat, labels) if cfg.decision != "standardized" else None
+        hierarchy = Hierarchy.build(labels, cat.active_hierarchy())
         run_id, status = _resume_or_start(cat, model_id, clf["classifier_id"], labels, cfg, _shards_key(shards),
-                                          inputs.key() if inputs else None)
+                                          inputs.key() if inputs else None, hierarchy.key)
         extra = {"calibration": report} if report else {}
         if status != "running":  # already tagged and loaded by an earlier (interrupted) call
+            cat.apply_review(run_id)  # idempotent: a run killed right after its load gets them here
             if make_current and status == "loaded":
                 cat.set_current(run_id)
             run = cat.get_run(run_id)
@@ -314,10 +364,12 @@ def run_tag(workspace: "Workspace", model_id: str, cfg: TagConfig | None = None,
         clf_dir = str(workspace.classifier_dir(clf["classifier_id"]))  # not the stored path: it may have moved
         scorer = ShardScorer(root, model_id, clf_dir, cfg) if shards else None
         stats, decisions = _decide(cat, run_id, scorer, model_id, shards, labels, inputs)
-        _tag_all(root, model_id, clf_dir, run_dir, cfg, shards, stats, decisions, crash_after)
+        _tag_all(root, model_id, clf_dir, run_dir, cfg, shards, stats, decisions, crash_after,
+                 None if hierarchy.empty else hierarchy)
         t_tag = time.time() - t0
         paths = [run_dir / f"tags-{s}.parquet" for s in shards]
         n = cat.load_tags(run_id, paths) if paths else 0
+        n += _apply_review(cat, run_id, scorer, model_id, labels, stats, decisions)
         n_images = cat.run_image_count(run_id)
         cat.finish_run(run_id, n_images=n_images, timings={"tag_s": round(t_tag, 2),
                                                           "total_s": round(time.time() - t0, 2)})

@@ -29,7 +29,9 @@ def run_generate_text(workspace: "Workspace", n_sentences: int = N_SENTENCES, se
     ``seed`` and generator is reused as it is when the vocabulary (labels and synonyms) did not
     change, extended with sentences for new label sets only when it did (a label whose synonyms
     changed gets its generated sentences written again), and completed when it lacks sentences.
-    Other settings build a new corpus. More label sets without a sentence than ``max_missing``
+    Other settings build a new corpus. The label hierarchy among the active labels is recorded with
+    the corpus (a changed one makes a new corpus of the same sentences; training adds each label's
+    ancestors to its sentences' targets). More label sets without a sentence than ``max_missing``
     allows (a fraction below 1, else a count) raise
     :class:`~tagger.errors.IncompleteCorpusError` and record nothing; LLM sentences are cached by
     (label set, prompt version, model) in the workspace, so the rerun requests only those missing.
@@ -41,12 +43,13 @@ def run_generate_text(workspace: "Workspace", n_sentences: int = N_SENTENCES, se
 
     with Catalog.for_job(workspace.catalog, "generate-text") as cat:
         labels, synonyms = _labels_and_synonyms(cat)
+        parents = cat.active_hierarchy()
         gen = generator_from_config(labels, synonyms, llm_config=llm_config, cache_dir=workspace.llm_cache,
                                     seed=seed)
         try:
             corpus, how = update_corpus(cat.corpora() if incremental else [],
                                         lambda cid: TextCorpus.load(workspace.text_dir(cid)), labels, synonyms,
-                                        gen, n_sentences, seed, max_missing=max_missing)
+                                        gen, n_sentences, seed, max_missing=max_missing, parents=parents)
         finally:
             getattr(gen, "close", lambda: None)()
         out = workspace.text_dir(corpus.corpus_id)

@@ -1,4 +1,11 @@
-"""Text corpora for text-only training: sampled label sets, their sentences and multi-hot labels."""
+"""Text corpora for text-only training: sampled label sets, their sentences and multi-hot labels.
+
+A corpus built for a label hierarchy records it in its config (``parents``: child -> parents among
+its labels), so its id changes with the hierarchy. Its stored label matrix holds the label sets the
+sentences were written for; :meth:`TextCorpus.targets` adds every label's ancestors (a sentence
+about a car is also about a vehicle), and training uses that. Keeping the written sets lets a
+changed hierarchy reuse every sentence: only the config and the targets change.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -16,6 +23,7 @@ import pyarrow.parquet as pq
 
 from .. import ids
 from ..errors import ConfigError, DatasetError, IncompleteCorpusError, TextGenerationError
+from ..method.hierarchy import ParentMap, expand_label_matrix, normalise_parents
 from .base import GenerationStats, SentenceGenerator
 from .labelsets import label_matrix, sample_label_sets
 from .llm import LLMConfig, LLMGenerator
@@ -39,6 +47,20 @@ def content_id(config: Mapping[str, Any], sentences: Sequence[str], sources: Seq
     h.update(repr(m.shape).encode())
     h.update(m.tobytes())
     return ids.content_id({"config": config, "content": h.hexdigest()})
+
+
+def corpus_parents(config: Mapping[str, Any] | None) -> dict[str, tuple[str, ...]]:
+    """The label hierarchy a corpus was built for (child -> parents; empty for none)."""
+    raw = config.get("parents") if isinstance(config, Mapping) else None
+    return normalise_parents(raw if isinstance(raw, Mapping) else None)
+
+
+def parents_config(parents: ParentMap | None, labels: Sequence[str]) -> dict[str, Any]:
+    """``{"parents": ...}`` for a corpus config: the edges among ``labels`` in a stable form, or
+    nothing at all without a hierarchy (so a corpus without one keeps the id it always had)."""
+    known = set(labels)
+    norm = normalise_parents({c: [p for p in ps if p in known] for c, ps in (parents or {}).items() if c in known})
+    return {"parents": {c: list(ps) for c, ps in norm.items()}} if norm else {}
 
 
 def allowed_missing(max_missing: float, n: int) -> int:
@@ -110,6 +132,12 @@ class TextCorpus:
     def __len__(self) -> int:
         return len(self.sentences)
 
+    def targets(self) -> np.ndarray:
+        """The training targets: the label matrix with each row's ancestors set too (the
+        hierarchy in ``config["parents"]``); the label matrix itself without a hierarchy."""
+        parents = corpus_parents(self.config)
+        return expand_label_matrix(self.label_matrix, self.class_names, parents) if parents else self.label_matrix
+
     def save(self, directory: str | Path) -> Path:
         """Write ``sentences.parquet``, ``label_matrix.npy`` and (last) ``corpus.json``, each atomically."""
         from ..store.atomic import atomic_open, atomic_write_text  # lazily: tagger.store loads faiss
@@ -151,13 +179,14 @@ class TextCorpus:
 
 def corpus_config(vocab: Vocabulary, n_sentences: int, generator: SentenceGenerator, seed: int,
                   max_labels: int, include_templates: bool, n_photo_copies: int,
-                  templates: Sequence[str]) -> dict[str, Any]:
+                  templates: Sequence[str], parents: ParentMap | None = None) -> dict[str, Any]:
     """The JSON-able description of a corpus build; with the content it makes the corpus id."""
     ident = generator.identity() if hasattr(generator, "identity") else {"kind": type(generator).__name__}
     return {"format": CORPUS_FORMAT, "vocab": vocab.to_dict(), "n_sentences": n_sentences,
             "seed": seed, "max_labels": max_labels, "include_templates": include_templates,
             "n_photo_copies": n_photo_copies if include_templates else 0,
-            "templates": list(templates) if include_templates else [], "generator": ident}
+            "templates": list(templates) if include_templates else [], "generator": ident,
+            **parents_config(parents, vocab.labels)}
 
 
 def keep_valid(vocab: Vocabulary, label_sets: Sequence[Sequence[str]], generated: Sequence[str | None],
@@ -182,17 +211,19 @@ def build_corpus(labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | 
                  n_sentences: int, generator: SentenceGenerator, seed: int, *,
                  max_labels: int = 5, include_templates: bool = True, n_photo_copies: int = 9,
                  templates: Sequence[str] = PROMPT_TEMPLATES,
-                 plurals: Mapping[str, str] | None = None, max_missing: float = 0) -> TextCorpus:
+                 plurals: Mapping[str, str] | None = None, max_missing: float = 0,
+                 parents: ParentMap | None = None) -> TextCorpus:
     """Sample ``n_sentences`` label sets, describe each with ``generator`` and add templates.
 
     The sampled set is the label vector. Label sets the generator dropped (``None``) and
     sentences that do not mention all their labels are left out; when there are more of them
     than ``max_missing`` allows (see :func:`allowed_missing`) this raises
     :class:`~tagger.errors.IncompleteCorpusError`, else ``config["shortfall"]`` records them.
+    ``parents`` (child -> parents) is recorded in the config; see :meth:`TextCorpus.targets`.
     """
     vocab = Vocabulary.create(labels, synonyms, plurals)
     config = corpus_config(vocab, n_sentences, generator, seed, max_labels, include_templates,
-                           n_photo_copies, templates)
+                           n_photo_copies, templates, parents)
     label_sets = sample_label_sets(vocab.labels, n_sentences, seed, max_labels)
     generated = generator.generate(label_sets)
     if len(generated) != len(label_sets):

@@ -5,7 +5,9 @@ label row is remapped to the new class order); sentences that name a retired lab
 and so are generated sentences that name a label whose synonyms changed (they are written again).
 Each added or changed label gets as many new label sets as an old label had on average, each set holding the
 new label plus up to ``max_labels - 1`` others drawn uniformly; only those sets go to the
-generator. Template sentences are added for the new labels.
+generator. Template sentences are added for the new labels. A changed label hierarchy (the
+``parents`` a corpus records) makes a new corpus of the same sentences under the new hierarchy:
+nothing is generated for it, but its id, and so the classifier trained on it, change.
 
 :func:`update_corpus` decides, from the recorded corpora, whether a corpus built with the same
 settings (sentence count, seed, generator) can be reused, extended or repaired, or a new one
@@ -20,8 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from ..method.hierarchy import ParentMap
 from .base import SentenceGenerator
-from .corpus import TextCorpus, build_corpus, content_id, keep_valid, missing_label_sets, require_complete
+from .corpus import (
+    TextCorpus, build_corpus, content_id, corpus_parents, keep_valid, missing_label_sets, parents_config,
+    require_complete,
+)
 from .labelsets import label_matrix
 from .templates import template_sentences
 from .vocab import Vocabulary
@@ -60,6 +66,13 @@ def synonyms_changed(config: Mapping, vocab: Vocabulary) -> list[str]:
             if lab in known and old.get(lab, ()) != tuple(vocab.synonyms.get(lab, ()))]
 
 
+def parents_changed(config: Mapping, labels: Sequence[str], parents: ParentMap | None) -> list[str]:
+    """Labels whose parents (among ``labels``) differ from those a corpus config records."""
+    old = corpus_parents(config)
+    new = corpus_parents(parents_config(parents, labels))
+    return sorted(c for c in (set(old) | set(new)) & set(labels) if old.get(c, ()) != new.get(c, ()))
+
+
 def _kept_rows(prev: TextCorpus, labels: Sequence[str],
                changed: Sequence[str] = ()) -> tuple[list[int], list[tuple[str, ...]]]:
     active, stale = set(labels), set(changed)
@@ -76,8 +89,9 @@ def _kept_rows(prev: TextCorpus, labels: Sequence[str],
 
 def extend_corpus(prev: TextCorpus, labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None,
                   generator: SentenceGenerator, seed: int, *, max_labels: int = 5,
-                  n_photo_copies: int = 9, max_missing: float = 0) -> TextCorpus:
-    """The corpus of ``labels`` built from ``prev`` plus sentences for new label sets only.
+                  n_photo_copies: int = 9, max_missing: float = 0, parents: ParentMap | None = None) -> TextCorpus:
+    """The corpus of ``labels`` built from ``prev`` plus sentences for new label sets only, recording
+    the hierarchy ``parents`` (child -> parents).
 
     New label sets left without a valid sentence count against ``max_missing`` as in
     :func:`~tagger.text.corpus.build_corpus`.
@@ -106,11 +120,12 @@ def extend_corpus(prev: TextCorpus, labels: Sequence[str], synonyms: Mapping[str
         sources.append("template")
     config = {"extends": prev.corpus_id, "labels": list(vocab.labels), "vocab": vocab.to_dict(), "seed": seed,
               "n_sentences": prev.config.get("n_sentences"), "per_label": per_label,
-              "generator": generator.identity(), "shortfall": shortfall}
+              "generator": generator.identity(), "shortfall": shortfall, **parents_config(parents, vocab.labels)}
     matrix = label_matrix(sets, vocab.labels)
     corpus_id = content_id(config, sentences, sources, matrix)
     stats = {"kept_from_previous": len(rows), "new_label_sets": len(asked), "new_sentences": kept_new,
-             "added_labels": added, "retired_labels": retired, "synonyms_changed": changed}
+             "added_labels": added, "retired_labels": retired, "synonyms_changed": changed,
+             "parents_changed": parents_changed(prev.config, vocab.labels, parents)}
     logger.info("extended corpus %s -> %s: %s", prev.corpus_id, corpus_id, stats)
     return TextCorpus(sentences, matrix, vocab.labels, corpus_id, sources, config, stats)
 
@@ -129,30 +144,35 @@ def corpus_settings(config: Mapping[str, Any], configs: Mapping[str, Mapping[str
 def update_corpus(records: Sequence[Mapping[str, Any]], load: Callable[[str], TextCorpus],
                   labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None,
                   generator: SentenceGenerator, n_sentences: int, seed: int, *,
-                  max_missing: float = 0) -> tuple[TextCorpus, str]:
+                  max_missing: float = 0, parents: ParentMap | None = None) -> tuple[TextCorpus, str]:
     """The corpus of ``labels`` for these settings and how it was had.
 
     ``records`` are the recorded corpora oldest first (``corpus_id`` and ``config``), ``load``
     reads one by id. The newest made with the same sentence count, seed and generator is
     ``"reused"`` when its vocabulary is the current one and it lacks nothing, ``"repaired"`` (its
     last step done again, so only the label sets it lacks are requested) when it lacks
-    sentences, and ``"extended"`` when the vocabulary changed (keeping any shortfall it accepted);
-    without one a corpus is ``"built"``.
+    sentences, and ``"extended"`` when the vocabulary or the hierarchy ``parents`` changed (keeping
+    any shortfall it accepted); without one a corpus is ``"built"``.
     """
     configs = {r["corpus_id"]: r.get("config") or {} for r in records}
     want = {"n_sentences": n_sentences, "seed": seed, "generator": generator.identity()}
     same = [r["corpus_id"] for r in records if corpus_settings(configs[r["corpus_id"]], configs) == want]
     if not same:
-        return build_corpus(labels, synonyms, n_sentences, generator, seed, max_missing=max_missing), "built"
+        return build_corpus(labels, synonyms, n_sentences, generator, seed, max_missing=max_missing,
+                            parents=parents), "built"
     prev = load(same[-1])
     vocab = Vocabulary.create(labels, synonyms)
-    if list(prev.class_names) != list(vocab.labels) or synonyms_changed(prev.config, vocab):
-        return extend_corpus(prev, labels, synonyms, generator, seed, max_missing=max_missing), "extended"
+    if list(prev.class_names) != list(vocab.labels) or synonyms_changed(prev.config, vocab) \
+            or parents_changed(prev.config, vocab.labels, parents):
+        return extend_corpus(prev, labels, synonyms, generator, seed, max_missing=max_missing,
+                             parents=parents), "extended"
     lacking = missing_label_sets(prev)
     if not lacking:
         return prev, "reused"
     logger.info("corpus %s lacks %d label sets: generating them", prev.corpus_id, lacking)
     parent = prev.config.get("extends")
     if parent:
-        return extend_corpus(load(parent), labels, synonyms, generator, seed, max_missing=max_missing), "repaired"
-    return build_corpus(labels, synonyms, n_sentences, generator, seed, max_missing=max_missing), "repaired"
+        return extend_corpus(load(parent), labels, synonyms, generator, seed, max_missing=max_missing,
+                             parents=parents), "repaired"
+    return build_corpus(labels, synonyms, n_sentences, generator, seed, max_missing=max_missing,
+                        parents=parents), "repaired"
