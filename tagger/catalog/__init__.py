@@ -16,17 +16,19 @@ import logging
 
 from .base import SEALED_CONFIG
 from .decisions import DecisionsMixin, check_threshold
+from .hierarchy import HierarchyMixin
 from .images import ImagesMixin, records_table
 from .joblock import JOB_LOCK_WAIT, JobLock, job_driver, job_lock_path
 from .migrations import apply_migrations, default_schema_dir, load_migrations
 from .readonly import check_read_only
+from .review import ReviewMixin
 from .runs import RUN_STATUSES, Run, RunsMixin
 from .vocab import Label, VocabMixin
 
 logger = logging.getLogger(__name__)
 
 
-class Catalog(ImagesMixin, VocabMixin, RunsMixin, DecisionsMixin):
+class Catalog(ImagesMixin, VocabMixin, RunsMixin, DecisionsMixin, HierarchyMixin, ReviewMixin):
     """The workspace catalog. Open with ``Catalog.open(path, read_only=False)``; use as a
     context manager or call ``close()``. Writer methods raise CatalogError on a read-only one."""
 

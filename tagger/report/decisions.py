@@ -1,0 +1,69 @@
+"""Files of review decisions: a CSV of ``uri,label,decision`` rows, or the JSON file the report's
+review queue downloads (``{"format": "tagger-review", "version": 1, "run": N, "decisions": [...]}``,
+each decision ``{"uri", "label", "decision"}``)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["FILE_FORMAT", "decisions_document", "read_decisions"]
+
+FILE_FORMAT = "tagger-review"
+_COLUMNS = ("uri", "label", "decision")
+
+
+def decisions_document(run_id: int | None, decisions: list[dict[str, str]]) -> dict[str, Any]:
+    """The JSON document of some decisions, as the report's review queue writes it."""
+    return {"format": FILE_FORMAT, "version": 1, "run": run_id,
+            "decisions": [{k: d[k] for k in _COLUMNS} for d in decisions]}
+
+
+def _from_json(path: Path, text: str) -> list[tuple[str, str, str]]:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"decisions file {path} is not valid JSON: {e}") from e
+    items = doc.get("decisions") if isinstance(doc, dict) else doc
+    if isinstance(doc, dict) and doc.get("format", FILE_FORMAT) != FILE_FORMAT:
+        raise ConfigError(f"decisions file {path} has format {doc.get('format')!r}, expected {FILE_FORMAT!r}")
+    if not isinstance(items, list):
+        raise ConfigError(f"decisions file {path} holds no list of decisions")
+    out = []
+    for k, item in enumerate(items, 1):
+        if not isinstance(item, dict) or any(not isinstance(item.get(c), str) for c in _COLUMNS):
+            raise ConfigError(f"decisions file {path}: decision {k} needs string fields uri, label and decision")
+        out.append((item["uri"], item["label"], item["decision"]))
+    return out
+
+
+def _from_csv(path: Path, text: str) -> list[tuple[str, str, str]]:
+    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    if rows and [c.strip().lower() for c in rows[0]][:3] == list(_COLUMNS):
+        rows = rows[1:]
+    out = []
+    for k, row in enumerate(rows, 1):
+        if len(row) != 3:
+            raise ConfigError(f"decisions file {path}: row {k} has {len(row)} column(s), expected uri,label,decision")
+        out.append((row[0], row[1], row[2]))
+    return out
+
+
+def read_decisions(path: str | os.PathLike) -> tuple[list[tuple[str, str, str]], str]:
+    """``(uri, label, decision)`` rows of a decisions file and its kind (``csv`` or ``report``).
+    A ``.json`` file (or one starting with ``{`` or ``[``) is read as JSON, anything else as CSV."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read decisions file {p}: {getattr(e, 'strerror', None) or e}") from e
+    is_json = p.suffix.lower() == ".json" or text.lstrip()[:1] in ("{", "[")
+    rows = _from_json(p, text) if is_json else _from_csv(p, text)
+    if not rows:
+        raise ConfigError(f"decisions file {p} holds no decision")
+    return rows, "report" if is_json else "csv"

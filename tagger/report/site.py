@@ -1,0 +1,223 @@
+"""Build the static report of a tag run: ``index.html`` (overview), a page per label, ``review.html``
+(the needs-review queue) and, against an older run, ``diff.html``; pages are jinja2 templates, charts
+inline SVG, thumbnails small JPEGs copied from the workspace's cache. Every page is opened from disk."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from ..catalog import report as q
+from ..catalog.diff import run_diff
+from ..errors import ConfigError
+from .charts import bar_chart, column_chart, score_histogram
+from .decisions import FILE_FORMAT
+from .thumbs import ThumbnailCache
+
+if TYPE_CHECKING:
+    from ..catalog import Catalog, Run
+
+__all__ = ["MARKER", "ReportConfig", "build_report"]
+
+logger = logging.getLogger(__name__)
+
+#: The file that marks a folder as a report (a rebuild replaces such a folder, and no other).
+MARKER = ".tagger-report"
+_PER_IMAGE_BINS = 12  # positives-per-image columns; the last gathers the rest
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Size knobs: thumbnails per page, score histogram bins, error rows listed."""
+
+    max_images: int = 24
+    bins: int = 30
+    max_errors: int = 50
+
+    def __post_init__(self) -> None:
+        if self.max_images < 1 or self.bins < 1 or self.max_errors < 0:
+            raise ConfigError("report sizes must be positive (max_images >= 1)")
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:40] or "label"
+
+
+def _prepare(out: Path) -> Path:
+    """An empty site folder at ``out``: a previous report there is replaced, any other content refused."""
+    if out.exists():
+        if not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists()):
+            raise ConfigError(f"--out {out} exists and is not a tagger report: give a new or empty folder")
+        shutil.rmtree(out)
+    try:
+        (out / "thumbs").mkdir(parents=True)
+        (out / "assets").mkdir()
+        (out / MARKER).write_text("a tagger report: `tagger report` replaces this folder\n")
+    except OSError as e:
+        raise ConfigError(f"cannot write the report to {out}: {e.strerror or e}") from e
+    return out
+
+
+def _cache_dir(ws_root: Path, site: Path) -> Path:
+    """The workspace's thumbnail cache, or the site's own folder where the workspace is read-only."""
+    cache = Path(ws_root) / "thumbnails"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return site / "thumbs"
+    return cache if os.access(cache, os.W_OK) else site / "thumbs"
+
+
+@dataclass
+class _Site:
+    """What the pages share while the report is built: templates, thumbnails and the search index."""
+
+    cat: "Catalog"
+    run: "Run"
+    out: Path
+    cfg: ReportConfig
+    cache: ThumbnailCache
+    env: Environment
+    common: dict[str, Any]
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pages: list[str] = field(default_factory=list)
+
+    def card(self, row: dict[str, Any], page: str, title: str) -> dict[str, Any]:
+        """An image row as a page shows it, its thumbnail placed in the site and indexed for search."""
+        name = PurePosixPath(str(row["uri"])).name or str(row["uri"])
+        thumb = self.cache.place(row["uri"], row["content_hash"], self.out / "thumbs")
+        entry = self.files.setdefault(row["uri"], {"name": name, "pages": {}})
+        entry["pages"].setdefault(page, title)
+        return {**row, "name": name, "thumb": f"thumbs/{thumb}" if thumb else None}
+
+    def render(self, template: str, page: str, name: str, title: str, **ctx: Any) -> None:
+        html = self.env.get_template(template).render(title=title, page=page, **self.common, **ctx)
+        (self.out / name).write_text(html, encoding="utf-8")
+        self.pages.append(name)
+
+
+def _overview(site: _Site, labels: list[dict[str, Any]]) -> None:
+    cat, run = site.cat, site.run
+    totals = q.run_totals(cat, run.run_id)
+    n_errors, errors = q.error_images(cat, site.cfg.max_errors)
+    per_image = q.positives_per_image(cat, run.run_id)
+    cols = [(str(k), n) for k, n in per_image if k < _PER_IMAGE_BINS - 1]
+    rest = sum(n for k, n in per_image if k >= _PER_IMAGE_BINS - 1)
+    if rest:
+        cols.append((f"{_PER_IMAGE_BINS - 1}+", rest))
+    clf = cat.get_classifier(run.classifier_id) if run.classifier_id else None
+    tag_cfg = (run.config or {}).get("tag") or {}
+    rule = tag_cfg.get("decision", "standardized")
+    rule = f"per-image standardised score >= {tag_cfg.get('threshold', 1.0)}" if rule == "standardized" else \
+        f"per-label thresholds ({rule})"
+    site.render("overview.html", "overview", "index.html", "Overview", labels=labels, totals=totals, rule=rule,
+                head=f"text-only CoMC, corpus {clf['corpus_id']}" if clf and clf.get("corpus_id") else None,
+                reviewed=sum(r["reviewed"] for r in labels), n_errors=n_errors, errors=errors,
+                label_chart=bar_chart([(r["label"], r["positives"], r["page"]) for r in labels], "positives per label"),
+                image_chart=column_chart(cols, "images by number of positive labels"))
+
+
+def _label_page(site: _Site, row: dict[str, Any]) -> None:
+    cat, run_id, n = site.cat, site.run.run_id, site.cfg.max_images
+    near = n // 4 if row["threshold"] is not None else 0
+    title = f"Label {row['label']}"
+
+    def cards(which: str, limit: int) -> list[dict[str, Any]]:
+        if limit <= 0:
+            return []
+        rows = q.label_images(cat, run_id, row["label"], which, limit, row["threshold"])
+        return [site.card(r, row["page"], title) for r in rows]
+    hist = q.label_histogram(cat, run_id, row["label"], site.cfg.bins)
+    site.render("label.html", "label", row["page"], title, row=row,
+                histogram=score_histogram(hist, row["threshold"], f"scores of {row['label']}") if hist else None,
+                top=cards("top", n - 2 * near), above=cards("above", near), below=cards("below", near))
+
+
+def _review_page(site: _Site) -> None:
+    rows = q.review_queue(site.cat, site.run.run_id, site.cfg.max_images)
+    order = "confidence nearest 0.5; without a confidence, score nearest the label's threshold"
+    site.render("review.html", "review", "review.html", "Needs review", order=order, file_format=FILE_FORMAT,
+                queue=[site.card(r, "review.html", "Needs review") for r in rows])
+
+
+def _share(budget: int, keys: list[tuple[str, str]], rows: dict[tuple[str, str], list[Any]]) -> dict[Any, int]:
+    """Split ``budget`` thumbnails over the lists ``keys`` of ``rows`` in turn (one each per round)."""
+    take = {k: 0 for k in keys}
+    while budget > 0:
+        grown = False
+        for k in keys:
+            if budget > 0 and take[k] < len(rows.get(k, ())):
+                take[k] += 1
+                budget -= 1
+                grown = True
+        if not grown:
+            break
+    return take
+
+
+def _diff_page(site: _Site, against: int, pages: dict[str, str]) -> None:
+    diff = run_diff(site.cat, against, site.run.run_id)
+    changed = sorted((r for r in diff["labels"] if r["gained"] or r["lost"]),
+                     key=lambda r: (-(r["gained"] + r["lost"]), r["label"]))
+    shown: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in q.diff_images(site.cat, against, site.run.run_id, site.cfg.max_images):
+        shown.setdefault((r["label"], r["change"]), []).append(r)
+    take = _share(site.cfg.max_images, [(row["label"], c) for row in changed for c in ("gained", "lost")], shown)
+    out = []
+    for row in changed:
+        lists = {f"{c}_images": [site.card(r, "diff.html", f"Diff with run {against}")
+                                 for r in shown.get((row["label"], c), [])[:take[row["label"], c]]]
+                 for c in ("gained", "lost")}
+        out.append({**row, "page": pages.get(row["label"]), **lists})
+    site.render("diff.html", "diff", "diff.html", f"Run {against} → run {site.run.run_id}", diff=diff, changed=out)
+
+
+def _write_assets(site: _Site, labels: list[dict[str, Any]]) -> None:
+    folder = resources.files("tagger.report") / "templates" / "assets"
+    for name in ("style.css", "report.js"):
+        (site.out / "assets" / name).write_text((folder / name).read_text(encoding="utf-8"), encoding="utf-8")
+    index = {"labels": [[r["label"], r["page"], r["positives"]] for r in labels],
+             "files": [[f["name"], uri, sorted(f["pages"].items())] for uri, f in sorted(site.files.items())]}
+    text = json.dumps(index, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+    (site.out / "assets" / "search-index.js").write_text(f"window.TAGGER_INDEX = {text};\n", encoding="utf-8")
+
+
+def build_report(cat: "Catalog", ws_root: str | os.PathLike, out: str | os.PathLike, *, run_id: int | None = None,
+                 against: int | None = None, cfg: ReportConfig | None = None) -> dict[str, Any]:
+    """Write the report of run ``run_id`` (default: the current one) into ``out``, with a diff page
+    against run ``against``; thumbnails are cached under ``<ws_root>/thumbnails``. Returns a summary."""
+    t0, cfg = time.time(), cfg or ReportConfig()
+    run = cat.tag_run(run_id)
+    if against is not None:
+        cat.tag_run(against)  # unknown or pruned: refused before anything is written
+    site_dir = _prepare(Path(out))
+    env = Environment(loader=PackageLoader("tagger.report", "templates"), undefined=StrictUndefined,
+                      autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+    env.filters["when"] = lambda t: t.strftime("%Y-%m-%d %H:%M:%S UTC") if t is not None else "-"
+    common = {"run": run, "against": against, "diff_page": against is not None, "max_images": cfg.max_images,
+              "built": time.strftime("%Y-%m-%d %H:%M")}
+    site = _Site(cat, run, site_dir, cfg, ThumbnailCache(_cache_dir(Path(ws_root), site_dir)), env, common)
+    labels = q.label_summary(cat, run.run_id)
+    for k, row in enumerate(labels):
+        row["page"] = f"label-{k:03d}-{_slug(row['label'])}.html"
+    _overview(site, labels)
+    for row in labels:
+        _label_page(site, row)
+    _review_page(site)
+    if against is not None:
+        _diff_page(site, against, {r["label"]: r["page"] for r in labels})
+    _write_assets(site, labels)
+    size = sum(p.stat().st_size for p in site_dir.rglob("*") if p.is_file())
+    logger.info("report of run %d in %s: %d pages, %d bytes", run.run_id, site_dir, len(site.pages), size)
+    return {"run": run.run_id, "against": against, "out": str(site_dir), "pages": len(site.pages),
+            "thumbnails": len(list((site_dir / "thumbs").iterdir())), "thumbnails_made": site.cache.made,
+            "no_preview": site.cache.failed, "bytes": size, "seconds": round(time.time() - t0, 2)}
