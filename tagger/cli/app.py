@@ -21,11 +21,13 @@ from ..pipeline.tag import TagConfig
 from ..pipeline.text import N_SENTENCES
 from .catalog import labels_app, runs_app, sql_cmd
 from .options import (
-    DEFAULT_WORKSPACE, JOB_WAIT, CalibrateWithOpt, CrashAfterOpt, DecisionOpt, DecisionRule, DecodeCpusOpt,
-    EncodeCpusOpt, JsonOpt, MaxMissingOpt, ModelOpt, NSentencesOpt, PartitionSizeOpt, PretrainedOpt, WaitOpt,
-    SourceOpt, WorkspaceOpt, emit_rows, fail, finite, finite_non_negative, job_scope, one_source, output_format,
-    print_summary, report_calibration, reported, workspace_at,
+    DEFAULT_WORKSPACE, JOB_WAIT, AnnotationsOpt, CalibrateWithOpt, CrashAfterOpt, DecisionOpt, DecisionRule,
+    DecodeCpusOpt, EncodeCpusOpt, HeadKind, HeadOpt, JsonOpt, MaxMissingOpt, ModelOpt, NSentencesOpt,
+    PartitionSizeOpt, PretrainedOpt, SourceOpt, WaitOpt, WorkspaceOpt, emit_rows, fail, finite,
+    finite_non_negative, job_scope, one_source, output_format, print_summary, report_calibration, reported,
+    workspace_at,
 )
+from .review import export_cmd, report_cmd, review_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Tag image collections with labels nobody annotated.")
@@ -125,16 +127,19 @@ def train(
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     corpus_id: Annotated[Optional[str], typer.Option(help="text corpus to train on (default: the newest)")] = None,
+    head: HeadOpt = HeadKind.COMC,
+    annotations: AnnotationsOpt = None,
     wait: WaitOpt = JOB_WAIT,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train the text-only classifier (and its memory banks) for the workspace's model."""
-    from ..pipeline.train import run_train
+    """Train the text-only classifier (and its memory banks) for the workspace's model, or with
+    --annotations a head that learns from labelled images too; the next tag run uses it."""
+    from ..pipeline.heads import run_train_head
     with reported():
         ws = workspace_at(workspace)
         name, weights = ws.model(model, pretrained)
         with job_scope(ws, "train", wait):
-            summary = run_train(ws, name, weights, corpus_id)
+            summary = run_train_head(ws, name, weights, head.value, annotations, corpus_id)
     print_summary(f"classifier {summary['classifier_id']}", summary, as_json)
 
 
@@ -152,7 +157,7 @@ def tag(
     top_k: Annotated[int, typer.Option(min=1, help=(
         "the K best-scoring labels kept per image; positive labels beyond the K are kept too, so an "
         "image may get more than K tags"))] = TagConfig.top_k,
-    decision: DecisionOpt = DecisionRule.MIXTURE,
+    decision: DecisionOpt = DecisionRule.ANCHORED,
     threshold: Annotated[float, typer.Option(callback=finite,
         help="--decision standardized: positive when the per-image standardised score reaches this")] = TagConfig.threshold,
     calibrate_with: CalibrateWithOpt = None,
@@ -193,7 +198,7 @@ def nightly(
         "tag runs kept, the current one included; older runs lose their tags and their runs/<id>/ "
         "files"))] = NightlyConfig.keep_runs,
     max_missing: MaxMissingOpt = NightlyConfig.max_missing,
-    decision: DecisionOpt = DecisionRule.MIXTURE,
+    decision: DecisionOpt = DecisionRule.ANCHORED,
     calibrate_with: CalibrateWithOpt = None,
     partition_size: PartitionSizeOpt = EncodeConfig.partition_size,
     encode_cpus: EncodeCpusOpt = EncodeConfig.encode_cpus,
@@ -258,17 +263,37 @@ def search(
 app.command("sql")(sql_cmd)
 app.add_typer(labels_app, name="labels")
 app.add_typer(runs_app, name="runs")
+app.add_typer(review_app, name="review")
+app.command("export")(export_cmd)
+app.command("report")(report_cmd)
 
 
 # -- evaluation --------------------------------------------------------------------------------
+def _eval_seen_unseen(clip, dataset: str, split: str, head: str, n: int, n_train: int) -> dict:
+    """ZSL / GZSL metrics of ``head`` on the toy world's fixed seen/unseen split, flattened."""
+    from ..evaluate.seen_unseen import evaluate_seen_unseen
+    if split != "seen-unseen":
+        raise ConfigError(f"--split must be seen-unseen, got {split!r}")
+    if dataset != "toy":
+        raise ConfigError(f"--split seen-unseen trains on the toy world's train scenes: use --dataset toy, "
+                          f"not {dataset}")
+    out = evaluate_seen_unseen(clip, head, n=n, n_train=n_train)
+    return {f"{task}_{k}": v for task, m in out.items() for k, v in m.items()}
+
+
 @app.command("eval")
 def eval_cmd(
     dataset: str = typer.Option("toy", help="toy | toy-small | voc2007 | coco2014 | nuswide"),
     model: str = typer.Option("toy-vit", help="open_clip model name"),
     pretrained: Optional[str] = typer.Option(None, help="hub tag or local checkpoint (toy models: shipped weights)"),
-    head: str = typer.Option("zsclip", help="zsclip | zsclip-ensemble | zsclip-std | zsclip-ensemble-std | linprobe | comc"),
+    head: str = typer.Option("zsclip", help=(
+        "zsclip | zsclip-ensemble | zsclip-std | zsclip-ensemble-std | linprobe | comc; with --split "
+        "seen-unseen: zsclip | comc | ovml | mkt | clip-decoder | comc-fewshot")),
     root: Optional[Path] = typer.Option(None, help="dataset root directory (real benchmarks)"),
     n: int = typer.Option(2000, help="number of toy scenes"),
+    split: Optional[str] = typer.Option(None, help=(
+        "seen-unseen: train on the toy train scenes' seen labels, report ZSL (unseen labels) and GZSL (all)")),
+    n_train: int = typer.Option(3000, min=1, help="--split seen-unseen: toy train scenes the heads learn from"),
     device: Optional[str] = typer.Option(None, help="cpu | cuda"),
     as_json: bool = typer.Option(False, "--json", help="end with one JSON line of the metrics"),
 ) -> None:
@@ -282,8 +307,11 @@ def eval_cmd(
     try:
         clip = load_clip(model, pretrained, device=device)
         kw = {"n": n} if dataset.startswith("toy") else {}
-        ds = open_dataset(dataset, root=str(root) if root else None, **kw)
-        metrics = evaluate(clip, ds, head)
+        if split is not None:
+            metrics = _eval_seen_unseen(clip, dataset, split, head, n, n_train)
+        else:
+            ds = open_dataset(dataset, root=str(root) if root else None, **kw)
+            metrics = evaluate(clip, ds, head)
     except (TaggerError, ValueError) as e:
         _fail(e)
         return

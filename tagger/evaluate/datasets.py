@@ -212,6 +212,69 @@ def read_nuswide(root: str | Path) -> EvalDataset:
                        info={"root": str(root), "n_listed": len(paths), "n_missing": n_missing})
 
 
+def _image_key(path: str) -> str:
+    """``<folder>/<file>`` of a NUS-WIDE image path (lists differ in their prefix and separator)."""
+    parts = path.replace("\\", "/").split("/")
+    return "/".join(parts[-2:]).lower()
+
+
+def _nus_tag_rows(path: Path, rows: list[int], n_tags: int) -> np.ndarray:
+    """The requested rows of ``AllTags1k.txt`` (one 0/1 row of the tag list per image)."""
+    wanted = {r: k for k, r in enumerate(rows)}
+    out = np.zeros((len(rows), n_tags), np.uint8)
+    for r, line in enumerate(_read_lines(path, "nuswide")):
+        if r in wanted:
+            values = line.split()
+            if len(values) != n_tags:
+                raise DatasetError(f"nuswide: {path}:{r + 1} has {len(values)} values, the tag list {n_tags}")
+            out[wanted[r]] = np.asarray(values, np.int64) == 1
+    return out
+
+
+def read_nuswide_zsl(root: str | Path, split: str = "test") -> EvalDataset:
+    """NUS-WIDE in the zero-shot layout: the tags of ``NUS_WID_Tags/TagList1k.txt`` that are not
+    among the 81 concepts of ``Concepts81.txt`` are the seen labels (925 for the released files),
+    the 81 concepts are the unseen ones.
+
+    Seen labels come from ``NUS_WID_Tags/AllTags1k.txt`` (rows aligned with
+    ``ImageList/Imagelist.txt``), unseen ones from ``TrainTestLabels/Labels_<c>_<Split>.txt``
+    (aligned with ``ImageList/<Split>Imagelist.txt``). Columns are seen then unseen;
+    ``info["label_split"]`` is the :class:`~tagger.evaluate.splits.LabelSplit`. Images missing on
+    disk are dropped, as in :func:`read_nuswide`.
+    """
+    from .splits import LabelSplit
+    if split not in ("train", "test"):
+        raise DatasetError(f"nuswide: split must be train or test, got {split!r}")
+    root, cap = Path(root), split.capitalize()
+    concepts = _read_lines(root / "Concepts81.txt", "nuswide")
+    tags = _read_lines(root / "NUS_WID_Tags" / "TagList1k.txt", "nuswide")
+    seen = [t for t in tags if t not in set(concepts)]
+    rel_paths = _read_lines(root / "ImageList" / f"{cap}Imagelist.txt", "nuswide")
+    row_of = {_image_key(p): r for r, p in enumerate(_read_lines(root / "ImageList" / "Imagelist.txt", "nuswide"))}
+    missing = [p for p in rel_paths if _image_key(p) not in row_of]
+    if missing:
+        raise DatasetError(f"nuswide: {len(missing)} images of {cap}Imagelist.txt are not in Imagelist.txt, "
+                           f"e.g. {missing[0]}")
+    all_tags = _nus_tag_rows(root / "NUS_WID_Tags" / "AllTags1k.txt", [row_of[_image_key(p)] for p in rel_paths],
+                             len(tags))
+    seen_y = all_tags[:, [tags.index(t) for t in seen]]
+    label_dir = root / "TrainTestLabels"
+    unseen_y = [_read_nus_labels(label_dir / f"Labels_{c}_{cap}.txt", len(rel_paths)) for c in concepts]
+    labels = np.concatenate([seen_y, np.stack(unseen_y, 1) if unseen_y else seen_y[:, :0]], axis=1)
+    flickr = _require(root / "Flickr", "nuswide")
+    paths = [flickr / p.replace("\\", "/") for p in rel_paths]
+    keep = np.array([q.is_file() for q in paths], dtype=bool)
+    if (~keep).any():
+        logger.warning("nuswide: %d of %d %s images are missing on disk and were dropped", int((~keep).sum()),
+                       len(paths), split)
+    label_split = LabelSplit(seen=tuple(range(len(seen))), unseen=tuple(range(len(seen), len(seen) + len(concepts))))
+    logger.info("nuswide zsl %s: %d images, %d seen + %d unseen labels", split, int(keep.sum()), len(seen),
+                len(concepts))
+    return EvalDataset("nuswide-zsl", seen + concepts, [str(q) for q, k in zip(paths, keep) if k], labels[keep],
+                       info={"root": str(root), "split": split, "label_split": label_split,
+                             "n_listed": len(paths), "n_missing": int((~keep).sum())})
+
+
 # ---------------------------------------------------------------- toy world
 
 def read_toy(n: int = 2000, split: str = "test", small_only: bool = False, start: int = 0) -> EvalDataset:
@@ -233,7 +296,7 @@ def read_toy(n: int = 2000, split: str = "test", small_only: bool = False, start
 
 # ---------------------------------------------------------------- dispatch
 
-DATASETS: tuple[str, ...] = ("voc2007", "coco2014", "nuswide", "toy", "toy-small")
+DATASETS: tuple[str, ...] = ("voc2007", "coco2014", "nuswide", "nuswide-zsl", "toy", "toy-small")
 
 
 def open_dataset(name: str, root: str | Path | None = None, **kw: Any) -> EvalDataset:
@@ -242,7 +305,8 @@ def open_dataset(name: str, root: str | Path | None = None, **kw: Any) -> EvalDa
         if root is not None:
             logger.debug("%s: ignoring root=%s", name, root)
         return read_toy(small_only=(name == "toy-small"), **kw)
-    readers = {"voc2007": read_voc2007, "coco2014": read_coco2014, "nuswide": read_nuswide}
+    readers = {"voc2007": read_voc2007, "coco2014": read_coco2014, "nuswide": read_nuswide,
+               "nuswide-zsl": read_nuswide_zsl}
     if name not in readers:
         raise DatasetError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
     if root is None:

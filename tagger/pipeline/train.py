@@ -1,9 +1,14 @@
-"""The train stage: embed a corpus's sentences with CLIP's text tower and fit the text-only classifier."""
+"""The train stage: embed a corpus's sentences with CLIP's text tower and fit the text-only classifier.
+
+The classifier learns from the corpus's targets (:meth:`~tagger.text.TextCorpus.targets`): with a
+label hierarchy recorded in the corpus, a sentence about a label counts as being about each of its
+ancestors too, so "vehicle" is learnt from sentences about cars as well as its own.
+"""
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 from ..ids import short_sha256
@@ -71,7 +76,8 @@ def run_train(workspace: "Workspace", model: str, pretrained: str | None = None,
         if not (out / "score_config.json").exists():
             emb, n_new = corpus_embeddings(workspace, clip, corpus)
             logger.info("corpus %s: %d sentences, %d embedded now", corpus_id, len(emb), n_new)
-            m = fit_comc(clip, corpus.class_names, None, cfg, corpus=corpus, embeddings=emb)
+            m = fit_comc(clip, corpus.class_names, None, cfg, corpus=replace(corpus, label_matrix=corpus.targets()),
+                         embeddings=emb)
             tmp = out.with_name(out.name + ".tmp")
             save_comc(m, tmp)
             tmp.replace(out) if not out.exists() else None

@@ -1,0 +1,98 @@
+"""`tagger train --head ... --annotations FILE` on a small workspace (local Ray): each image-trained
+head and few-shot CoMC train on the stored embeddings of the annotated images and the next tag run
+uses them; bad annotation files are one error line; the CoMC head still needs no annotation."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tagger.catalog import Catalog
+from tagger.cli import app
+from tagger.toyworld.export import export_scenes
+
+pytestmark = pytest.mark.ray
+runner = CliRunner()
+LABELS = ("circle", "square", "star", "triangle", "heart")
+
+
+def invoke(*args: str) -> dict:
+    """Run a verb with --json; its summary (the last JSON line)."""
+    out = runner.invoke(app, [*args, "--json"], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")][-1]
+
+
+def one_error_line(args: list[str], needle: str) -> str:
+    out = runner.invoke(app, args, catch_exceptions=False)
+    assert out.exit_code == 2, out.output
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], out.stderr
+    return lines[0]
+
+
+def write_annotations(path: Path, truth: dict[str, list[str]], extra: dict[str, list[str]] | None = None) -> Path:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["uri", "labels"])
+        for uri, labels in {**truth, **(extra or {})}.items():
+            w.writerow([uri, ";".join(n for n in labels if n in LABELS or n == "not-a-label")])
+    return path
+
+
+@pytest.fixture(scope="module")
+def workspace(local_ray, random_checkpoint, tmp_path_factory) -> tuple[str, dict[str, list[str]], Path]:
+    root = tmp_path_factory.mktemp("heads")
+    images, ws = root / "images", str(root / "ws")
+    truth = export_scenes(images, 12)
+    runner.invoke(app, ["labels", "add", *LABELS, "-w", ws], catch_exceptions=False)
+    invoke("encode", str(images), "-w", ws, "--model", "toy-rn", "--pretrained", str(random_checkpoint("toy-rn")),
+           "--num-gpus", "0")
+    labelled = dict(list(truth.items())[:8])  # the other 4 images are only tagged
+    return ws, labelled, write_annotations(root / "annotations.csv", labelled)
+
+
+def test_bad_annotations_are_one_error_line(workspace, tmp_path) -> None:
+    ws, labelled, _ = workspace
+    bad_label = write_annotations(tmp_path / "a.csv", labelled, {next(iter(labelled)): ["not-a-label"]})
+    one_error_line(["train", "-w", ws, "--head", "ovml", "--annotations", str(bad_label)], "not-a-label")
+    bad_uri = write_annotations(tmp_path / "b.csv", labelled, {"/nowhere/x.jpg": ["circle"]})
+    one_error_line(["train", "-w", ws, "--head", "mkt", "--annotations", str(bad_uri)], "/nowhere/x.jpg")
+    one_error_line(["train", "-w", ws, "--head", "clip-decoder"], "--annotations")
+    one_error_line(["train", "-w", ws, "--head", "ovml", "--annotations", str(tmp_path / "none.csv")], "not found")
+
+
+@pytest.mark.parametrize("head", ["ovml", "mkt", "clip-decoder"])
+def test_an_image_trained_head_tags_the_workspace(workspace, head: str) -> None:
+    ws, _, annotations = workspace
+    trained = invoke("train", "-w", ws, "--head", head, "--annotations", str(annotations))
+    assert trained["head"] == head and trained["images"] == 8 and trained["labels"] == len(LABELS)
+    with Catalog.open(Path(ws) / "catalog.duckdb", read_only=True) as cat:
+        rec = cat.classifiers()[-1]
+    assert rec["classifier_id"] == trained["classifier_id"] and rec["config"]["head"] == head
+    assert rec["config"]["data_id"]
+    tagged = invoke("tag", "-w", ws)
+    assert tagged["n_images"] == 12
+    with Catalog.open(Path(ws) / "catalog.duckdb", read_only=True) as cat:
+        run = cat.get_run(tagged["run_id"])
+        assert run.classifier_id == trained["classifier_id"]
+        labels = {r[0] for r in cat.query("SELECT DISTINCT label FROM current_tags")}
+    assert labels <= set(LABELS) and labels
+
+
+def test_comc_without_and_with_annotations(workspace) -> None:
+    ws, _, annotations = workspace
+    invoke("generate-text", "-w", ws, "--n-sentences", "200")
+    text = invoke("train", "-w", ws)
+    assert text["head"] == "comc"
+    few = invoke("train", "-w", ws, "--head", "comc", "--annotations", str(annotations))
+    assert few["base_classifier_id"] == text["classifier_id"] and few["classifier_id"] != text["classifier_id"]
+    assert few["images"] == 8
+    tagged = invoke("tag", "-w", ws)
+    with Catalog.open(Path(ws) / "catalog.duckdb", read_only=True) as cat:
+        assert cat.get_run(tagged["run_id"]).classifier_id == few["classifier_id"]
+        assert cat.get_classifier(few["classifier_id"])["config"]["head"] == "comc-fewshot"
+    assert tagged["n_images"] == 12
