@@ -264,6 +264,11 @@ def test_prototypes_follow_the_formula() -> None:
         np.testing.assert_allclose(out[c], w[c] + 0.5 * np.linalg.norm(w[c]) * proto / np.linalg.norm(proto),
                                    rtol=1e-5)
     np.testing.assert_allclose(out[2], w[2], rtol=1e-6)  # no labelled image: unchanged
+    shrunk = prototype_weights(w, x, y, 0.5, shrinkage=3.0)  # label 0 has 3 images, label 1 has 3
+    for c in range(2):
+        proto = x[y[:, c]].mean(0) - mean
+        step = 0.5 * 3 / (3 + 3.0) * np.linalg.norm(w[c]) * proto / np.linalg.norm(proto)
+        np.testing.assert_allclose(shrunk[c], w[c] + step, rtol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["prototype", "finetune", "both"])

@@ -62,6 +62,7 @@ def test_bad_annotations_are_one_error_line(workspace, tmp_path) -> None:
     bad_uri = write_annotations(tmp_path / "b.csv", labelled, {"/nowhere/x.jpg": ["circle"]})
     one_error_line(["train", "-w", ws, "--head", "mkt", "--annotations", str(bad_uri)], "/nowhere/x.jpg")
     one_error_line(["train", "-w", ws, "--head", "clip-decoder"], "--annotations")
+    one_error_line(["train", "-w", ws, "--head", "clip-decoder", "--reviewed"], "no labelled image")
     one_error_line(["train", "-w", ws, "--head", "ovml", "--annotations", str(tmp_path / "none.csv")], "not found")
 
 
@@ -96,3 +97,46 @@ def test_comc_without_and_with_annotations(workspace) -> None:
         assert cat.get_run(tagged["run_id"]).classifier_id == few["classifier_id"]
         assert cat.get_classifier(few["classifier_id"])["config"]["head"] == "comc-fewshot"
     assert tagged["n_images"] == 12
+
+
+def test_reviewed_tags_train_a_head(workspace) -> None:
+    """`train --reviewed` learns from the images people reviewed: their tags after the decisions."""
+    ws, labelled, annotations = workspace
+    invoke("tag", "-w", ws)
+    uris = sorted(labelled)[:3]
+    for uri, verb in zip(uris, ("accept", "accept", "reject")):
+        out = runner.invoke(app, ["review", verb, uri, "star", "-w", ws], catch_exceptions=False)
+        assert out.exit_code == 0, out.output
+    only = invoke("train", "-w", ws, "--head", "mkt", "--reviewed")
+    assert only["images"] == 3 and only["head"] == "mkt"
+    both = invoke("train", "-w", ws, "--head", "mkt", "--reviewed", "--annotations", str(annotations))
+    assert both["images"] == len(labelled) and both["classifier_id"] != only["classifier_id"]
+    with Catalog.open(Path(ws) / "catalog.duckdb", read_only=True) as cat:
+        assert "star" in cat.get_classifier(only["classifier_id"])["config"]["seen"]
+        cat_ids = dict(cat.query("SELECT uri, image_id FROM images"))
+        assert cat.reviewed_labels()[cat_ids[uris[0]]].count("star") == 1
+        assert "star" not in cat.reviewed_labels()[cat_ids[uris[2]]]
+
+
+def test_nightly_keeps_the_head_in_use(workspace) -> None:
+    """After a label is added, the nightly job tags with the same kind of head: an image-trained
+    head relabelled (same module, the new label scored by name), few-shot CoMC refitted on the new
+    corpus from the images it learnt from."""
+    ws, _, annotations = workspace
+    db = Path(ws) / "catalog.duckdb"
+    for head, added in (("ovml", "diamond"), ("comc", "hexagon")):
+        trained = invoke("train", "-w", ws, "--head", head, "--annotations", str(annotations))
+        invoke("tag", "-w", ws)
+        runner.invoke(app, ["labels", "add", added, "-w", ws], catch_exceptions=False)
+        night = invoke("nightly", "-w", ws, "--n-sentences", "200")
+        with Catalog.open(db, read_only=True) as cat:
+            rec = cat.get_classifier(night["classifier"])
+            assert cat.get_run(night["run_id"]).classifier_id == night["classifier"]
+        assert added in rec["labels"] and night["classifier"] != trained["classifier_id"]
+        if head == "ovml":
+            assert rec["config"]["head"] == "ovml" and rec["config"]["relabelled_from"] == trained["classifier_id"]
+            assert added not in rec["config"]["seen"] and rec["corpus_id"] is None
+        else:
+            assert rec["config"]["head"] == "comc-fewshot" and rec["config"]["base"] != trained["base_classifier_id"]
+            assert rec["config"]["data_id"]
+        runner.invoke(app, ["labels", "retire", added, "-w", ws], catch_exceptions=False)

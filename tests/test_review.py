@@ -76,6 +76,18 @@ def test_accept_and_reject_change_the_current_run_with_provenance(ws):
     assert len(invoke("review", "list", "-w", str(ws), "--json").stdout.splitlines()) == 2
 
 
+def test_reviewed_images_become_training_labels(ws):
+    """An image a person reviewed is labelled by its current positive tags, decisions applied; an
+    image nobody reviewed is not a training image."""
+    assert invoke("review", "reject", "/img/0.jpg", "cat", "-w", str(ws)).exit_code == 0
+    assert invoke("review", "accept", "/img/1.jpg", "dog", "-w", str(ws)).exit_code == 0
+    assert invoke("review", "accept", "/img/2.jpg", "bird", "-w", str(ws)).exit_code == 0
+    with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
+        uri = dict(cat.query("SELECT image_id, uri FROM images"))
+        got = {uri[i]: labels for i, labels in cat.reviewed_labels().items()}
+    assert got == {"/img/0.jpg": [], "/img/1.jpg": ["dog"], "/img/2.jpg": ["bird", "dog"]}
+
+
 @pytest.mark.parametrize("args, message", [
     (("accept", "/img/9.jpg", "cat"), "unknown image '/img/9.jpg'"),
     (("reject", "/img/0.jpg", "cow"), "unknown label 'cow'"),

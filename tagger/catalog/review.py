@@ -33,6 +33,17 @@ UPDATE tags SET positive = (d.decision = 'accept'), provenance = 'person'
 FROM review_decisions AS d
 WHERE tags.run_id = $run AND tags.image_id = d.image_id AND tags.label = d.label
 """
+_REVIEWED_LABELS_SQL = """
+WITH reviewed AS (SELECT DISTINCT image_id FROM review_decisions),
+positive AS (
+    SELECT image_id, label FROM current_tags WHERE positive
+    UNION
+    SELECT image_id, label FROM review_decisions WHERE decision = 'accept'
+)
+SELECT r.image_id, list(p.label ORDER BY p.label) FILTER (WHERE p.label IS NOT NULL)
+FROM reviewed AS r LEFT JOIN positive AS p ON p.image_id = r.image_id
+GROUP BY r.image_id ORDER BY r.image_id
+"""
 _ACCEPTED_MISSING_SQL = """
 SELECT d.image_id, d.label FROM review_decisions AS d
 WHERE d.decision = 'accept'
@@ -122,6 +133,12 @@ class ReviewMixin(CatalogBase):
             "SELECT count(*), md5(coalesce(string_agg(image_id || chr(31) || label || chr(31) || decision, "
             "chr(30) ORDER BY image_id, label), '')) FROM review_decisions")[0]
         return f"{int(n)}:{digest[:16]}" if n else None
+
+    def reviewed_labels(self) -> dict[int, list[str]]:
+        """Labels of every image a person reviewed, as training labels: the current run's positive
+        tags of the image (decisions already applied: rejected ones are off) and its accepted
+        labels. image_id -> sorted labels (possibly none)."""
+        return {int(i): sorted(labs or []) for i, labs in self.query(_REVIEWED_LABELS_SQL)}
 
     # -- applying them ---------------------------------------------------------------------------
     def accepted_missing(self, run_id: int) -> list[tuple[int, str]]:

@@ -168,7 +168,8 @@ class VocabMixin(CatalogBase):
     def add_classifier(self, classifier_id: str, *, model_id: str, labels: Sequence[str],
                        corpus_id: str | None = None, config: Mapping[str, Any] | None = None,
                        metrics: Mapping[str, Any] | None = None, path: str | None = None) -> None:
-        """Record a trained classifier (re-adding the same id updates it)."""
+        """Record a trained classifier (re-adding the same id updates it and makes it the newest, as
+        training it again means to use it)."""
         with self._transaction("add classifier") as con:
             con.execute("""
                 INSERT INTO classifiers (classifier_id, corpus_id, model_id, labels, config, metrics,
@@ -176,7 +177,7 @@ class VocabMixin(CatalogBase):
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (classifier_id) DO UPDATE SET corpus_id = excluded.corpus_id,
                     model_id = excluded.model_id, labels = excluded.labels, config = excluded.config,
-                    metrics = excluded.metrics, path = excluded.path""",
+                    metrics = excluded.metrics, path = excluded.path, created_at = excluded.created_at""",
                         [classifier_id, corpus_id, model_id, list(labels), to_json(config),
                          to_json(metrics), path, self._now()])
 

@@ -26,7 +26,8 @@ from ..ids import short_sha256
 if TYPE_CHECKING:
     from ..workspace import Workspace
 
-__all__ = ["HeadModel", "LabelledImages", "labelled_images", "load_model", "run_train_head"]
+__all__ = ["HeadModel", "LabelledImages", "fewshot_from_file", "labelled_ids", "labelled_images", "load_model",
+           "run_train_head", "save_classifier"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,15 +109,31 @@ def _embeddings(cat, root: str, model_id: str, image_ids: list[int]) -> tuple[li
     return ids, np.concatenate(gs), np.concatenate(ps)
 
 
-def labelled_images(cat, root: str, path, model_id: str, vocabulary: list[str]) -> LabelledImages:
-    """Read an annotation file and gather its images' stored embeddings; ConfigError for a label
-    outside ``vocabulary``, a URI not in the catalog, or an image not encoded with ``model_id``."""
+def labelled_ids(cat, annotations, reviewed: bool, model_id: str, vocabulary: list[str]) -> dict[int, list[str]]:
+    """image_id -> labels from an annotation file and/or the images people reviewed in the catalog
+    (:meth:`~tagger.catalog.review.ReviewMixin.reviewed_labels`; a file's labels win for an image in
+    both). ConfigError for a label outside ``vocabulary``, a URI not in the catalog or not encoded
+    with ``model_id``, or no labelled image at all."""
     from .calibration import read_labelled_file
-    labelled = read_labelled_file(path)
-    unknown = sorted({n for v in labelled.values() for n in v} - set(vocabulary))
-    if unknown:
-        raise ConfigError(f"annotations {path}: label(s) not in the vocabulary: {', '.join(unknown[:10])}")
-    by_id = _resolve(cat, path, labelled, model_id)
+    by_id: dict[int, list[str]] = {}
+    if reviewed:
+        encoded = {i for i, _ in cat.shards_of(model_id, list(cat.reviewed_labels()))}
+        by_id = {i: [n for n in v if n in vocabulary] for i, v in cat.reviewed_labels().items() if i in encoded}
+    if annotations is not None:
+        labelled = read_labelled_file(annotations)
+        unknown = sorted({n for v in labelled.values() for n in v} - set(vocabulary))
+        if unknown:
+            raise ConfigError(f"annotations {annotations}: label(s) not in the vocabulary: {', '.join(unknown[:10])}")
+        by_id.update(_resolve(cat, annotations, labelled, model_id))
+    if not by_id:
+        raise ConfigError("no labelled image: give --annotations FILE, or review some tags first "
+                          "(`tagger review accept|reject`, `tagger review import`) and use --reviewed")
+    return by_id
+
+
+def labelled_images(cat, root: str, by_id: dict[int, list[str]], model_id: str,
+                    vocabulary: list[str]) -> LabelledImages:
+    """The stored embeddings of labelled images (image_id -> labels) and their label matrix."""
     ids, g, p = _embeddings(cat, root, model_id, sorted(by_id))
     col = {n: j for j, n in enumerate(vocabulary)}
     y = np.zeros((len(ids), len(vocabulary)), bool)
@@ -126,7 +143,8 @@ def labelled_images(cat, root: str, path, model_id: str, vocabulary: list[str]) 
     return LabelledImages(ids, g, p, y, data_id)
 
 
-def _save(workspace: "Workspace", cat, classifier_id: str, save, **record: Any) -> None:
+def save_classifier(workspace: "Workspace", cat, classifier_id: str, save, **record: Any) -> None:
+    """Write a classifier directory with ``save(dir)`` (atomically, once) and record it in the catalog."""
     out = workspace.classifier_dir(classifier_id)
     if not out.exists():
         tmp = out.with_name(out.name + ".tmp")
@@ -135,59 +153,95 @@ def _save(workspace: "Workspace", cat, classifier_id: str, save, **record: Any) 
     cat.add_classifier(classifier_id, path=workspace.relative(out), **record)
 
 
-def _fewshot(workspace: "Workspace", model: str, pretrained: str | None, annotations, corpus_id: str | None,
-             ) -> dict[str, Any]:
-    """Few-shot CoMC: train (or reuse) the text classifier, then update it with the annotated images."""
+def _fewshot_fit(workspace: "Workspace", base_id: str, by_id: dict[int, list[str]]) -> dict[str, Any]:
+    """Few-shot CoMC from the text classifier ``base_id`` and labelled images (image id -> labels;
+    labels outside the classifier's are dropped). The images and labels are kept beside the result."""
     from ..catalog import Catalog
     from ..method.comc import load_comc, save_comc
     from ..method.heads import FewShotConfig, fit_fewshot
-    from .train import run_train
-    base_id = run_train(workspace, model, pretrained, corpus_id)["classifier_id"]
+    from .retrain import LABELLED_FILE
     cfg = FewShotConfig()
     with Catalog.for_job(workspace.catalog, "train") as cat:
         rec = cat.get_classifier(base_id)
         base = load_comc(workspace.classifier_dir(base_id))
-        data = labelled_images(cat, str(workspace.root), annotations, rec["model_id"], base.labels)
-        cid = short_sha256(json.dumps([base_id, data.data_id, asdict(cfg)]))
-        model_ = fit_fewshot(base, data.global_, data.labels, cfg)
-        _save(workspace, cat, cid, lambda d: save_comc(model_, d), model_id=rec["model_id"], labels=base.labels,
-              corpus_id=rec["corpus_id"], config={**(rec["config"] or {}), "head": "comc-fewshot", "base": base_id,
-                                                  "data_id": data.data_id, "fewshot": asdict(cfg)})
-    return {"classifier_id": cid, "head": "comc", "base_classifier_id": base_id, "images": len(data.image_ids),
+        known = set(base.labels)
+        by_id = {i: sorted(set(v) & known) for i, v in by_id.items()}
+        ids, g, _ = _embeddings(cat, str(workspace.root), rec["model_id"], sorted(by_id))
+        col = {n: j for j, n in enumerate(base.labels)}
+        y = np.zeros((len(ids), len(base.labels)), bool)
+        for r, image_id in enumerate(ids):
+            y[r, [col[n] for n in by_id[image_id]]] = True
+        data_id = short_sha256(json.dumps([rec["model_id"], sorted((i, by_id[i]) for i in ids)]))
+        cid = short_sha256(json.dumps([base_id, data_id, asdict(cfg)]))
+        model_ = fit_fewshot(base, g, y, cfg)
+        labelled = json.dumps({"images": [[i, by_id[i]] for i in ids]})
+
+        def save(d) -> None:
+            save_comc(model_, d)
+            (d / LABELLED_FILE).write_text(labelled)
+        save_classifier(workspace, cat, cid, save, model_id=rec["model_id"], labels=base.labels,
+                        corpus_id=rec["corpus_id"], config={**(rec["config"] or {}), "head": "comc-fewshot",
+                                                            "base": base_id, "data_id": data_id,
+                                                            "fewshot": asdict(cfg)})
+    return {"classifier_id": cid, "head": "comc", "base_classifier_id": base_id, "images": len(ids),
             "labels": len(base.labels), "model_id": rec["model_id"]}
+
+
+def _fewshot(workspace: "Workspace", model: str, pretrained: str | None, annotations, reviewed: bool,
+             corpus_id: str | None) -> dict[str, Any]:
+    """Few-shot CoMC: train (or reuse) the text classifier, then update it with the labelled images."""
+    from ..catalog import Catalog
+    from .train import run_train
+    base_id = run_train(workspace, model, pretrained, corpus_id)["classifier_id"]
+    with Catalog.for_job(workspace.catalog, "train") as cat:
+        rec = cat.get_classifier(base_id)
+        by_id = labelled_ids(cat, annotations, reviewed, rec["model_id"], list(rec["labels"]))
+    return _fewshot_fit(workspace, base_id, by_id)
+
+
+def fewshot_from_file(workspace: "Workspace", model: str, pretrained: str | None, labelled_json,
+                      corpus_id: str | None) -> dict[str, Any]:
+    """Few-shot CoMC on a new corpus from the labelled images a previous one kept (``labelled.json``)."""
+    from .train import run_train
+    base_id = run_train(workspace, model, pretrained, corpus_id)["classifier_id"]
+    images = json.loads(open(labelled_json).read())["images"]
+    return _fewshot_fit(workspace, base_id, {int(i): list(v) for i, v in images})
 
 
 def run_train_head(workspace: "Workspace", model: str, pretrained: str | None = None, head: str = "ovml",
                    annotations: str | os.PathLike[str] | None = None, corpus_id: str | None = None,
-                   cfg: Any = None) -> dict[str, Any]:
-    """Train ``head`` on the annotated images' stored embeddings and record it as the newest classifier."""
+                   cfg: Any = None, reviewed: bool = False) -> dict[str, Any]:
+    """Train ``head`` on the stored embeddings of the images labelled by ``annotations`` and/or by
+    people's reviews (``reviewed``) and record it as the newest classifier."""
     from ..catalog import Catalog
     from ..method.heads import IMAGE_HEADS, fit_head
     from ..method.zeroshot import SINGLE_PROMPT, class_embeddings
     from ..models import load_clip
     if head == "comc":
-        if annotations is None:
+        if annotations is None and not reviewed:
             from .train import run_train
             return {**run_train(workspace, model, pretrained, corpus_id), "head": "comc"}
-        return _fewshot(workspace, model, pretrained, annotations, corpus_id)
+        return _fewshot(workspace, model, pretrained, annotations, reviewed, corpus_id)
     if head not in IMAGE_HEADS:
         raise ConfigError(f"unknown head {head!r}; choose from comc, {', '.join(IMAGE_HEADS)}")
-    if annotations is None:
-        raise ConfigError(f"--head {head} learns from labelled images: give --annotations FILE")
+    if annotations is None and not reviewed:
+        raise ConfigError(f"--head {head} learns from labelled images: give --annotations FILE and/or "
+                          f"--reviewed (the images people reviewed)")
     with Catalog.for_job(workspace.catalog, "train") as cat:
         vocab = cat.active_labels()
         if not vocab:
             raise ConfigError("no active labels: add some with `tagger labels add` first")
         clip = load_clip(model, pretrained)
-        data = labelled_images(cat, str(workspace.root), annotations, clip.model_id, vocab)
+        by_id = labelled_ids(cat, annotations, reviewed, clip.model_id, vocab)
+        data = labelled_images(cat, str(workspace.root), by_id, clip.model_id, vocab)
         seen = [int(j) for j in np.flatnonzero(data.labels.any(0))]
         emb = class_embeddings(clip, vocab, SINGLE_PROMPT)
         fitted = fit_head(head, data.global_, data.patches, data.labels[:, seen], emb, seen=seen, labels=vocab,
                           cfg=cfg, data_id=data.data_id)
         cid = short_sha256(json.dumps([clip.model_id, head, data.data_id, vocab, asdict(fitted.config)]))
-        _save(workspace, cat, cid, fitted.save, model_id=clip.model_id, labels=vocab, corpus_id=None,
-              config={"head": head, head: asdict(fitted.config), "data_id": data.data_id,
-                      "seen": [vocab[j] for j in seen]})
+        save_classifier(workspace, cat, cid, fitted.save, model_id=clip.model_id, labels=vocab, corpus_id=None,
+                        config={"head": head, head: asdict(fitted.config), "data_id": data.data_id,
+                                "seen": [vocab[j] for j in seen]})
     logger.info("trained %s head %s on %d images (%d seen of %d labels)", head, cid, len(data.image_ids),
                 len(seen), len(vocab))
     return {"classifier_id": cid, "head": head, "images": len(data.image_ids), "labels": len(vocab),

@@ -7,7 +7,8 @@ same tags as an uninterrupted run:
 2. ``text``    the corpus of the active labels, reusing every still-valid sentence and asking the
                generator only for label sets that contain a new label (changed label parents make
                a new corpus of the same sentences, so the classifier is retrained);
-3. ``train``   the classifier (content-addressed: same corpus and config -> same classifier);
+3. ``train``   the classifier (content-addressed: same corpus and config -> same classifier), or
+               the image-trained head in use, kept and relabelled (:mod:`tagger.pipeline.retrain`);
 4. ``tag``     every image from stored global embeddings and PQ patch codes into a new run
                (per-shard Parquet files; a rerun resumes the unfinished run);
 5. ``switch``  ``current_tags`` to the new run in one transaction;
@@ -27,7 +28,7 @@ from ..errors import SimulatedCrash
 from .encode import EncodeConfig, run_encode
 from .tag import TagConfig, run_tag
 from .text import N_SENTENCES, run_generate_text
-from .train import run_train
+from .retrain import run_nightly_train
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -110,7 +111,7 @@ def run_nightly(workspace: "Workspace", source: str | None, encode_cfg: EncodeCo
     timings["text"] = time.time() - t
     _crash("text", crash_at)
     t = time.time()
-    trained = run_train(workspace, encode_cfg.model, encode_cfg.pretrained, text["corpus_id"])
+    trained = run_nightly_train(workspace, encode_cfg.model, encode_cfg.pretrained, text["corpus_id"])
     timings["train"] = time.time() - t
     _crash("train", crash_at)
     t = time.time()
