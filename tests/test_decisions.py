@@ -112,9 +112,13 @@ def anchored_world(n: int = 6000, seed: int = 0):
     return s, y, ["a", "b", "c", "d"], anchors
 
 
+# the rule with its components where anchored_world puts them (the shipped anchors are chosen on val)
+WORLD_CFG = DecisionConfig(neg_anchor=0.4, pos_anchor=0.9, anchor_sd=0.15)
+
+
 def test_anchored_rule_finds_each_labels_share_and_skips_absent_and_unlearned_labels():
     s, y, labels, anchors = anchored_world()
-    d = fit_anchored(s, labels, anchors)
+    d = fit_anchored(s, labels, anchors, WORLD_CFG)
     assert d.present.tolist() == [True, True, False, False]
     np.testing.assert_allclose(d.prior[:2], y[:, :2].mean(0), atol=0.01)
     pos = d.positive(s)
@@ -135,8 +139,8 @@ def test_anchored_rule_finds_each_labels_share_and_skips_absent_and_unlearned_la
 def test_anchored_rule_is_unchanged_by_calibrating_the_scores():
     s, y, labels, anchors = anchored_world(seed=3)
     mean, std = s.mean(0), s.std(0)
-    a = fit_anchored(s, labels, anchors).positive(s)
-    b = fit_anchored((s - mean) / std, labels, anchors.rescaled(mean, std)).positive((s - mean) / std)
+    a = fit_anchored(s, labels, anchors, WORLD_CFG).positive(s)
+    b = fit_anchored((s - mean) / std, labels, anchors.rescaled(mean, std), WORLD_CFG).positive((s - mean) / std)
     assert (a == b).mean() > 0.9999
 
 
