@@ -4,6 +4,7 @@
     embeddings/<model_id>/<shard>/...      encoder output shards (atomic, done-markers)
     indexes/<model_id>/{global,patches}.*  FAISS global index and PQ patch store
     text/<corpus_id>/...                   text corpora (sentences + label sets, text embeddings)
+    text/prompts-<model_id>.npz            CLIP text embeddings of class prompts (reused by later trains)
     classifiers/<classifier_id>/...        trained text-only classifiers + memory banks
     runs/<run_id>/tags-*.parquet           tag shards of a run (the driver loads them)
     cache/llm/                             LLM sentence cache
@@ -53,6 +54,10 @@ class Workspace:
     def text_embeddings(self, corpus_id: str, model_id: str) -> Path:
         """The cached CLIP text embeddings of corpus ``corpus_id``'s sentences under ``model_id``."""
         return self.text_dir(corpus_id) / f"embeddings-{model_id}.npy"
+
+    def prompt_embeddings(self, model_id: str) -> Path:
+        """The cached CLIP text embeddings of class prompts under ``model_id``."""
+        return self.root / "text" / f"prompts-{model_id}.npz"
 
     def classifier_dir(self, classifier_id: str) -> Path:
         return self.root / "classifiers" / classifier_id

@@ -322,3 +322,13 @@ def test_second_writer_gets_clear_error(path):
         proc.communicate("done\n", timeout=60)
     with Catalog.open(path) as c:  # released once the other writer is gone
         assert c.query("SELECT 1") == [(1,)]
+
+
+def test_the_memory_limit_comes_from_the_environment(tmp_path, monkeypatch):
+    from tagger.errors import ConfigError
+    monkeypatch.setenv("TAGGER_CATALOG_MEMORY", "300MB")
+    with Catalog.open(tmp_path / "m.duckdb") as cat:
+        assert cat.query("SELECT current_setting('memory_limit')")[0][0] == "286.1 MiB"  # 300 MB in MiB
+    monkeypatch.setenv("TAGGER_CATALOG_MEMORY", "lots")
+    with pytest.raises(ConfigError, match="TAGGER_CATALOG_MEMORY"):
+        Catalog.open(tmp_path / "m.duckdb")

@@ -1,6 +1,7 @@
 """Bad input to the job verbs is one `error:` line (exit 2), never a traceback: a missing or
 garbage checkpoint on the tag path (CLI and job entry point), a manifest that is not UTF-8, an
-unknown --classifier-id, a workspace the user cannot write, and non-finite float options."""
+unknown --classifier-id, a workspace the user cannot write, non-finite float options and a
+--node-resource that names no custom resource; a relative checkpoint reaches the actors absolute."""
 from __future__ import annotations
 
 import json
@@ -162,3 +163,28 @@ def test_job_entry_points_refuse_an_unknown_classifier_and_non_finite_values(ws,
             main(["--workspace", str(ws), option, "nan"])
         assert exc.value.code == 2
         assert "nan is not a finite number" in capsys.readouterr().err  # the CLI verb's own check
+
+
+@pytest.mark.parametrize("verb", ["encode", "tag", "nightly"])
+@pytest.mark.parametrize("name", ["GPU", "CPU", "node:10.0.0.5", " gpu_node", ""])
+def test_node_resource_must_name_a_custom_resource(ws, verb, name):
+    out = invoke(verb, "-w", str(ws), "--node-resource", name)
+    text = " ".join(out.output.replace("\u2502", " ").split())
+    assert out.exit_code == 2 and "Invalid value for '--node-resource'" in text, out.output
+    assert not (ws / "workspace.json").exists()  # refused before the model is recorded
+    with pytest.raises(ConfigError, match="node resource"):
+        EncodeConfig(node_resource=name)
+
+
+def test_encode_hands_its_actors_an_absolute_checkpoint(tmp_path, monkeypatch):
+    """A checkpoint given relative to the driver's directory (nightly passes --pretrained as given)
+    is made absolute before the encoder actors get it: on a cluster they run in other directories."""
+    from tagger.models import registry
+    from tagger.pipeline.encode import run_encode
+    seen = []
+    monkeypatch.setattr(registry, "check_model", lambda name, pretrained=None: seen.append(pretrained))
+    (tmp_path / "ckpt.pt").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    run_encode(Workspace.at(tmp_path / "ws"), None, EncodeConfig(pretrained="ckpt.pt"), progress=False)
+    assert seen == [str(tmp_path / "ckpt.pt")]
+    assert registry.absolute_checkpoint("laion2b_s34b_b79k") == "laion2b_s34b_b79k"

@@ -28,6 +28,21 @@ def test_ranking_loss_matches_brute_force(seed):
     assert got == pytest.approx(_brute_ranking(s, y, 1.0), rel=1e-9)
 
 
+
+def test_ranking_loss_pairs_only_positives_with_the_same_value_and_gradient():
+    rng = np.random.default_rng(3)
+    y = torch.zeros(9, 40, dtype=torch.float64)
+    for b in range(8):  # the last row has no positive label
+        y[b, rng.choice(40, size=1 + b % 4, replace=False)] = 1
+    s1 = torch.tensor(rng.normal(size=(9, 40)), requires_grad=True)
+    s2 = s1.detach().clone().requires_grad_(True)
+    all_pairs = (torch.relu(1.0 - s2[:, :, None] + s2[:, None, :]) * y[:, :, None] * (1 - y)[:, None, :]).sum() / 9
+    got = ranking_loss(s1, y, margin=1.0, chunk=4)
+    got.backward()
+    all_pairs.backward()
+    assert got.item() == pytest.approx(all_pairs.item(), rel=1e-12)
+    torch.testing.assert_close(s1.grad, s2.grad)
+
 def _unit(x):
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 

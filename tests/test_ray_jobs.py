@@ -2,42 +2,32 @@
 then check the tags in the DuckDB catalog against the toy ground truth."""
 from __future__ import annotations
 
-import json
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from raytools import ENV
+from raytools import ENV, free_port, submit, wait_for_job_server
 
 from tagger.catalog import Catalog
 from tagger.evaluate.catalog_eval import score_current_tags
 from tagger.toyworld import LABEL_SYNONYMS, LABELS
 
 pytestmark = pytest.mark.ray
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     """A Ray head on 127.0.0.1 started with `ray start --head`, stopped afterwards."""
-    port, dash = _free_port(), _free_port()
+    port, dash = free_port(), free_port()
     env = ENV
     subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
                     "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "2",
                     # own agent port: a Ray left behind by a killed process may hold the default one
-                    "--dashboard-agent-listen-port", str(_free_port()),
+                    "--dashboard-agent-listen-port", str(free_port()),
                     "--disable-usage-stats"], check=True, env=env, capture_output=True, timeout=180)
     address = f"http://127.0.0.1:{dash}"
     try:
@@ -45,36 +35,6 @@ def ray_head(tmp_path_factory):
         yield address
     finally:
         subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
-
-
-def wait_for_job_server(address: str, timeout_s: float = 120) -> None:
-    """`ray start` returns before the job agent accepts jobs: submit a no-op until one succeeds."""
-    deadline = time.time() + timeout_s
-    while True:
-        out = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", address, "--", "true"],
-                             capture_output=True, text=True, timeout=120, env=ENV)
-        if out.returncode == 0:
-            return
-        if time.time() > deadline:
-            raise RuntimeError(f"Ray job server at {address} never became ready: {out.stderr[-500:]}")
-        time.sleep(2)
-
-
-def submit(address: str, *args: str, ok: bool = True) -> dict:
-    """`ray job submit` a job module and return its JSON summary (last stdout line); with
-    ``ok=False`` the job must fail (a crash test) and nothing is returned."""
-    runtime_env = json.dumps({"working_dir": str(REPO),
-                              "excludes": [".venv", ".git", "tests", "bench", "*.duckdb", "workspace*"]})
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--runtime-env-json", runtime_env,
-           "--", sys.executable, "-m", *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=ENV)
-    if not ok:
-        assert out.returncode != 0 and "succeeded" not in (out.stdout + out.stderr).lower(), out.stdout[-3000:]
-        return {}
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "succeeded" in (out.stdout + out.stderr).lower(), out.stdout[-3000:]
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-    return json.loads(lines[-1])
 
 
 @pytest.fixture(scope="module")

@@ -108,6 +108,21 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_memory_mapped_load_searches_alike_and_refuses_changes(tmp_path: Path) -> None:
+    gi = GlobalIndex(D)
+    gi.add(np.arange(40) + 7, _vectors(40))
+    gi.save(tmp_path / "g.faiss")
+    mapped = GlobalIndex.load(tmp_path / "g.faiss", mmap=True)
+    q = _vectors(3, seed=8)
+    for a, b in zip(gi.search(q, 5), mapped.search(q, 5)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(mapped.reconstruct(np.array([9, 7])), gi.reconstruct(np.array([9, 7])))
+    for change in (lambda: mapped.add(np.array([100]), _vectors(1)), lambda: mapped.remove(np.array([7]))):
+        with pytest.raises(StoreError, match="memory-mapped"):
+            change()
+    assert GlobalIndex.load(tmp_path / "g.faiss").ntotal == 40
+
+
 def test_crash_mid_save_leaves_old_file_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "g.faiss"
     gi = GlobalIndex(D)

@@ -210,11 +210,28 @@ def test_memory_mapped_load_decodes_like_a_full_load(cfg: IndexConfig, tmp_path:
     np.testing.assert_array_equal(full.decode(some), store.decode(some))
     with pytest.raises(StoreError, match="memory-mapped"):
         mapped.add(ids[:1], _patches(1))
-    with pytest.raises(StoreError, match="memory-mapped"):
-        mapped.search(_unit(_patches(1)[0]), 2)
+    q = _unit(_patches(1)[0])
+    for a, b in zip(mapped.search(q, 4), store.search(q, 4)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     full.add(np.array([10**6]), _patches(1, seed=5))  # a full load stays writable and saves again
     full.save(path)
     assert PatchStore.load(path, mmap=True).n_images == N + 1
+
+
+def test_a_memory_mapped_store_searches_slice_by_slice_like_a_loaded_one(pq_store, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from tagger.store import patches as patches_module
+
+    store, _, x = pq_store
+    store.save(tmp_path / "patches.tgp")
+    mapped = PatchStore.load(tmp_path / "patches.tgp", mmap=True)
+    monkeypatch.setattr(patches_module, "SEARCH_SLICE_ROWS", 5 * P + 4)  # slices cut images in two
+    q = _unit(x[[3, 70, 140], 2].astype(np.float32))
+    for k in (1, 7, N + 5):
+        (s1, i1, p1), (s2, i2, p2) = mapped.search(q, k), store.search(q, k)
+        np.testing.assert_allclose(s1, s2, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(i1, i2)
+        np.testing.assert_array_equal(p1, p2)
 
 
 def test_version_1_files_still_load(pq_store, tmp_path: Path) -> None:

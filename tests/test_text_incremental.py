@@ -105,3 +105,33 @@ def test_training_embeds_only_sentences_the_parent_corpus_did_not_have(tmp_path)
     assert 0 < n_b == len(set(b.sentences) - set(a.sentences))
     fresh = clip.encode_text(list(b.sentences[:40]) + list(b.sentences[-40:]))
     np.testing.assert_allclose(np.concatenate([emb_b[:40], emb_b[-40:]]), fresh, atol=1e-5)
+
+
+class _CountingClip:
+    """A stand-in text tower: a fixed vector per text, and the texts it was asked to embed."""
+
+    model_id = "fake"
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def encode_text(self, texts, batch_size: int = 512) -> np.ndarray:
+        self.asked += list(texts)
+        return np.array([[len(t), sum(map(ord, t)) % 97, 1.0] for t in texts], np.float32).reshape(-1, 3)
+
+
+def test_class_prompts_are_embedded_once_per_workspace(tmp_path):
+    from tagger.method.zeroshot import ENSEMBLE_PROMPTS, class_embeddings
+    from tagger.pipeline.train import TextMemo
+
+    path = tmp_path / "text" / "prompts-fake.npz"
+    clip = _CountingClip()
+    first = class_embeddings(TextMemo(clip, path), ["cat", "dog"], ENSEMBLE_PROMPTS)
+    assert len(clip.asked) == 2 * len(ENSEMBLE_PROMPTS) and path.exists()
+    clip.asked.clear()
+    again = class_embeddings(TextMemo(clip, path), ["cat", "dog", "owl"], ENSEMBLE_PROMPTS)
+    assert clip.asked == [t.format("owl") for t in ENSEMBLE_PROMPTS]  # only the new label's prompts
+    np.testing.assert_array_equal(again[:2], first)
+    np.testing.assert_array_equal(again, class_embeddings(_CountingClip(), ["cat", "dog", "owl"], ENSEMBLE_PROMPTS))
+    path.write_bytes(b"not an npz")  # an unreadable cache is rebuilt, not an error
+    assert TextMemo(clip, path).known == {}

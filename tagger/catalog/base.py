@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
-from ..errors import CatalogError, CatalogLockedError, ExternalAccessError
+from ..errors import CatalogError, CatalogLockedError, ConfigError, ExternalAccessError
 from .joblock import JobLock, job_wait
 from .migrations import apply_migrations, applied_migrations, pending_migrations, utcnow
 from .readonly import check_read_only
@@ -25,6 +25,10 @@ logger = logging.getLogger(__name__)
 _C = TypeVar("_C", bound="CatalogBase")
 _LOCK_HOLDER = re.compile(r"held in (.*?) \(PID (\d+)\)")
 _READER_HINT = "would be able to open this database in read-only mode"
+#: DuckDB ``memory_limit`` of every catalog connection (e.g. ``1GB``); beyond it sorts, such as a
+#: run's tag load, spill to disk. Unset: DuckDB's default (80 % of the machine's memory).
+MEMORY_ENV = "TAGGER_CATALOG_MEMORY"
+_MEMORY = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B|[KMGT]|B)$", re.IGNORECASE)
 
 #: DuckDB settings of a connection that may run untrusted SQL: no file but the catalog itself,
 #: no network, no extension installed or loaded, no persistent secret, and no ``SET`` to undo it.
@@ -105,6 +109,14 @@ def _connect_waiting(path: str, read_only: bool, config: dict[str, Any],
             delay = min(delay * 2, 0.25)
 
 
+def memory_limit() -> str | None:
+    """``$TAGGER_CATALOG_MEMORY`` when set (ConfigError unless it reads like ``512MB`` or ``2GiB``)."""
+    raw = os.environ.get(MEMORY_ENV, "").strip()
+    if raw and not _MEMORY.match(raw):
+        raise ConfigError(f"${MEMORY_ENV} must be an amount of memory such as 512MB or 2GB, got {raw!r}")
+    return raw or None
+
+
 def _query_error(e: duckdb.Error) -> CatalogError:
     """The named error for a failed statement: ExternalAccessError when a sealed connection refused it."""
     msg = str(e)
@@ -167,7 +179,8 @@ class CatalogBase:
         reach a URL, install or load an extension, or ``SET`` any of this back; for a SQL
         endpoint serving untrusted users. ``wait`` retries for up to that many seconds while
         another process holds the file (at this open, and with ``hold=False`` at every call).
-        ``hold=False`` connects only for each call (see the class). Raises CatalogLockedError
+        ``hold=False`` connects only for each call (see the class). ``$TAGGER_CATALOG_MEMORY`` bounds
+        DuckDB's memory (:data:`MEMORY_ENV`). Raises CatalogLockedError
         (naming the holder: reader or writer, and its PID) when the file stays held,
         CatalogError when a read-only open finds no catalog or an unmigrated one.
         """
@@ -175,6 +188,9 @@ class CatalogBase:
         config: dict[str, Any] = {}
         if threads:
             config["threads"] = int(threads)
+        memory = memory_limit()
+        if memory:
+            config["memory_limit"] = memory
         if not external_access:
             config.update(SEALED_CONFIG)
         if spath != ":memory:":

@@ -22,8 +22,8 @@ from ..pipeline.text import N_SENTENCES
 from .catalog import labels_app, runs_app, sql_cmd
 from .options import (
     DEFAULT_WORKSPACE, JOB_WAIT, AnnotationsOpt, CalibrateWithOpt, CrashAfterOpt, DecisionOpt, DecisionRule,
-    DecodeCpusOpt, EncodeCpusOpt, HeadKind, HeadOpt, JsonOpt, MaxMissingOpt, ModelOpt, NSentencesOpt,
-    PartitionSizeOpt, PretrainedOpt, SourceOpt, WaitOpt, WorkspaceOpt, emit_rows, fail, finite,
+    DecodeCpusOpt, EncodeCpusOpt, HeadKind, HeadOpt, JsonOpt, MaxMissingOpt, ModelOpt, NodeResourceOpt,
+    NSentencesOpt, PartitionSizeOpt, PretrainedOpt, SourceOpt, WaitOpt, WorkspaceOpt, emit_rows, fail, finite,
     finite_non_negative, job_scope, one_source, output_format, print_summary, report_calibration, reported,
     workspace_at,
 )
@@ -40,11 +40,6 @@ def _fail(e: Exception) -> None:
 def print_metrics(title: str, metrics: dict) -> None:
     """Print a metrics dict as a two-column table."""
     print_summary(title, metrics)
-
-
-def _checkpoint(pretrained: str | None) -> str | None:
-    """A local checkpoint path made absolute (it is stored in the workspace settings)."""
-    return os.path.abspath(pretrained) if pretrained and os.path.isfile(pretrained) else pretrained
 
 
 def _check_tag_inputs(ws, name: str, weights: str | None, classifier_id: str | None, wait: float) -> None:
@@ -79,6 +74,7 @@ def encode(
         callback=finite_non_negative, help="GPUs per encoder actor (default: 1 if any)")] = None,
     encode_cpus: EncodeCpusOpt = EncodeConfig.encode_cpus,
     decode_cpus: DecodeCpusOpt = EncodeConfig.decode_cpus,
+    node_resource: NodeResourceOpt = None,
     wait: WaitOpt = JOB_WAIT,
     as_json: JsonOpt = False,
     crash_after: CrashAfterOpt = None,
@@ -87,14 +83,16 @@ def encode(
 
     Runs on the Ray cluster of $RAY_ADDRESS, or starts a local one for the call.
     """
+    from ..models.registry import absolute_checkpoint
     from ..pipeline.encode import run_encode
     with reported():
         ws = workspace_at(workspace, create=False)  # nothing is written before the model is checked
-        name, weights = ws.model(model, _checkpoint(pretrained))
+        name, weights = ws.model(model, absolute_checkpoint(pretrained))
         ws.update_settings(model=name, pretrained=weights)  # checks the model, then records it
         cfg = EncodeConfig(model=name, pretrained=weights, partition_size=partition_size, batch_size=batch_size,
                            concurrency=concurrency, decode_concurrency=decode_concurrency,
-                           num_gpus=num_gpus, encode_cpus=encode_cpus, decode_cpus=decode_cpus)
+                           num_gpus=num_gpus, encode_cpus=encode_cpus, decode_cpus=decode_cpus,
+                           node_resource=node_resource)
         with job_scope(ws, "encode", wait):
             summary = run_encode(ws, one_source(source, source_opt), cfg, crash_after=crash_after, progress=True)
     print_summary(f"encode {summary['model_id']}", summary, as_json)
@@ -129,17 +127,19 @@ def train(
     corpus_id: Annotated[Optional[str], typer.Option(help="text corpus to train on (default: the newest)")] = None,
     head: HeadOpt = HeadKind.COMC,
     annotations: AnnotationsOpt = None,
+    reviewed: Annotated[bool, typer.Option("--reviewed", help=(
+        "learn from the images people reviewed too (their tags after the review decisions)"))] = False,
     wait: WaitOpt = JOB_WAIT,
     as_json: JsonOpt = False,
 ) -> None:
     """Train the text-only classifier (and its memory banks) for the workspace's model, or with
-    --annotations a head that learns from labelled images too; the next tag run uses it."""
+    --annotations and/or --reviewed a head that learns from labelled images too; the next tag run uses it."""
     from ..pipeline.heads import run_train_head
     with reported():
         ws = workspace_at(workspace)
         name, weights = ws.model(model, pretrained)
         with job_scope(ws, "train", wait):
-            summary = run_train_head(ws, name, weights, head.value, annotations, corpus_id)
+            summary = run_train_head(ws, name, weights, head.value, annotations, corpus_id, reviewed=reviewed)
     print_summary(f"classifier {summary['classifier_id']}", summary, as_json)
 
 
@@ -166,6 +166,7 @@ def tag(
     patch_source: Annotated[PatchSource, typer.Option(
         help="pq: the compressed patch store; raw: the fp16 patches in the shards")] = PatchSource.PQ,
     concurrency: Annotated[int, typer.Option(min=1, help="tagging actors")] = TagConfig.concurrency,
+    node_resource: NodeResourceOpt = None,
     no_current: Annotated[bool, typer.Option("--no-current", help="load the run without making it current")] = False,
     wait: WaitOpt = JOB_WAIT,
     as_json: JsonOpt = False,
@@ -178,7 +179,7 @@ def tag(
         name, weights = ws.model(model, pretrained)
         _check_tag_inputs(ws, name, weights, classifier_id, wait)
         cfg = TagConfig(top_k=top_k, decision=decision.value, threshold=threshold, patch_source=patch_source.value,
-                        concurrency=concurrency, calibrate=not no_calibrate)
+                        concurrency=concurrency, calibrate=not no_calibrate, node_resource=node_resource)
         with job_scope(ws, "tag", wait):
             summary = run_tag(ws, ws.model_id(name, weights), cfg, classifier_id, make_current=not no_current,
                               crash_after=crash_after, calibrate_with=calibrate_with)
@@ -203,6 +204,7 @@ def nightly(
     partition_size: PartitionSizeOpt = EncodeConfig.partition_size,
     encode_cpus: EncodeCpusOpt = EncodeConfig.encode_cpus,
     decode_cpus: DecodeCpusOpt = EncodeConfig.decode_cpus,
+    node_resource: NodeResourceOpt = None,
     wait: WaitOpt = JOB_WAIT,
     as_json: JsonOpt = False,
     crash_at: Annotated[Optional[str], typer.Option(hidden=True, help=(
@@ -216,9 +218,9 @@ def nightly(
         ws = workspace_at(workspace)
         name, weights = ws.model(model, pretrained)
         enc = EncodeConfig(model=name, pretrained=weights, partition_size=partition_size, num_gpus=None,
-                           encode_cpus=encode_cpus, decode_cpus=decode_cpus)
+                           encode_cpus=encode_cpus, decode_cpus=decode_cpus, node_resource=node_resource)
         cfg = NightlyConfig(n_sentences=n_sentences, keep_runs=keep_runs, max_missing=max_missing,
-                            tag=TagConfig(decision=decision.value))
+                            tag=TagConfig(decision=decision.value, node_resource=node_resource))
         with job_scope(ws, "nightly", wait):
             summary = run_nightly(ws, one_source(source, source_opt), enc, cfg, crash_at=crash_at,
                                   calibrate_with=calibrate_with)

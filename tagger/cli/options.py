@@ -87,6 +87,16 @@ def finite_non_negative(value: float | None) -> float | None:
     return value
 
 
+def node_resource_name(value: str | None) -> str | None:
+    """Option callback refusing what cannot name a custom Ray resource (``GPU``, an empty name)."""
+    from ..pipeline.raycluster import check_node_resource
+    try:
+        check_node_resource(value)
+    except TaggerError as e:
+        raise typer.BadParameter(str(e)) from None
+    return value
+
+
 #: Default ``--wait`` of the quick verbs (sql, runs, labels): rides out a job's short write.
 QUICK_WAIT = 10.0
 #: Default ``--wait`` of the job verbs (encode, tag, nightly, ...): a long query may be reading.
@@ -215,6 +225,10 @@ NSentencesOpt = Annotated[int, typer.Option(min=1, help=(
 MaxMissingOpt = Annotated[float, typer.Option(callback=finite_non_negative, help=(
     "label sets allowed to end without a sentence: a fraction below 1 (0.01 = 1 %) or a count; "
     "beyond it the run fails and saves nothing, a rerun requests only the missing ones"))]
+NodeResourceOpt = Annotated[Optional[str], typer.Option(
+    "--node-resource", metavar="NAME", callback=node_resource_name, help=(
+        "keep the encoder and tagging actors on the Ray nodes offering custom resource NAME "
+        "(ray start --resources '{\"NAME\": 1}'), e.g. the GPU nodes"))]
 CrashAfterOpt = Annotated[Optional[int], typer.Option(hidden=True, help="tests: crash after N batches")]
 SourceOpt = Annotated[Optional[str], typer.Option(
     "--source", help="the same as the SOURCE argument (the form the Ray jobs' manifests use)")]

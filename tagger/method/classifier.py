@@ -73,13 +73,18 @@ class TextClassifier:
 
 
 def ranking_loss(scores: torch.Tensor, targets: torch.Tensor, margin: float = 1.0, chunk: int = 64) -> torch.Tensor:
-    """mean_b sum_{p in pos(b)} sum_{n in neg(b)} max(0, margin - s_p + s_n)."""
+    """mean_b sum_{p in pos(b)} sum_{n in neg(b)} max(0, margin - s_p + s_n), each pair weighted by
+    y_p (1 - y_n). Only each row's positive labels are paired with every label ([b, k, C] for k
+    positives at most, not [b, C, C]), so the cost grows with C, not C squared."""
     total = scores.new_zeros(())
     for i in range(0, scores.shape[0], chunk):
         s, y = scores[i:i + chunk], targets[i:i + chunk]
-        diff = margin - s[:, :, None] + s[:, None, :]  # [b, p, n]
-        mask = y[:, :, None] * (1 - y[:, None, :])
-        total = total + (torch.relu(diff) * mask).sum()
+        k = int((y > 0).sum(1).max()) if len(y) else 0
+        if k == 0:
+            continue
+        w, pos = torch.topk(y, k, dim=1)  # rows with fewer positives pad with weight 0
+        diff = margin - s.gather(1, pos)[:, :, None] + s[:, None, :]  # [b, k, C]
+        total = total + (torch.relu(diff) * (w[:, :, None] * (1 - y)[:, None, :])).sum()
     return total / scores.shape[0]
 
 

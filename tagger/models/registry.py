@@ -71,6 +71,12 @@ def model_id_for(name: str, pretrained: str | None = None) -> str:
     return re.sub(r"[^A-Za-z0-9._@+=-]", "_", f"{name}@{tag}")
 
 
+def absolute_checkpoint(pretrained: str | None) -> str | None:
+    """A local checkpoint path made absolute (a Ray worker does not share the driver's current
+    directory, and the workspace settings outlive it); hub tags and None unchanged."""
+    return os.path.abspath(pretrained) if pretrained and os.path.isfile(pretrained) else pretrained
+
+
 def shipped_models() -> list[str]:
     """Names of the models whose configs ship with the project."""
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))

@@ -9,7 +9,8 @@ probed for their hash and size, not decoded or encoded again (:func:`mark_reusab
 Both stages are callables over a batch dict and drop into Ray Data ``map_batches``:
 ``DecodePartitions`` (from :mod:`tagger.pipeline.decode`, which never imports torch, so its workers start
 fast) on CPU, ``EncodePartitions`` as actors (model loaded once, on a GPU
-when present).
+when present), which ``EncodeConfig.node_resource`` can keep on the nodes offering that custom
+resource (:func:`~tagger.pipeline.raycluster.placement`).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .decode import DecodePartitions
+from .raycluster import check_node_resource
 from ..errors import ConfigError, SimulatedCrash
 from ..store.shards import exists_done, load_shard, model_dir, shard_name_for, write_shard
 
@@ -48,8 +50,10 @@ class EncodeConfig:
     global_mode: str = "standard"
     dense_mode: str = "value"
     max_pixels: int = 100_000_000
+    node_resource: str | None = None  # custom Ray resource the encoder actors need (None: any node)
 
     def __post_init__(self) -> None:
+        check_node_resource(self.node_resource)
         for name in ("decode_cpus", "encode_cpus", "num_gpus"):
             value = getattr(self, name)
             if value is not None and (not math.isfinite(value) or value < 0):
@@ -170,11 +174,12 @@ def run_encode(workspace: "Workspace", source: str | None, cfg: EncodeConfig, *,
 
     from ..catalog import Catalog
     from ..store.updates import update_indexes
-    from ..models.registry import check_model, model_id_for
+    from ..models.registry import absolute_checkpoint, check_model, model_id_for
     from ..models.preprocess import pixel_spec
-    from .raycluster import gpus_available, ray_session
+    from .raycluster import gpus_available, placement, ray_session
 
     t0 = time.time()
+    cfg = replace(cfg, pretrained=absolute_checkpoint(cfg.pretrained))  # the actors run elsewhere
     check_model(cfg.model, cfg.pretrained)  # a clear error here, not a dead actor later
     model_id = model_id_for(cfg.model, cfg.pretrained)
     root = str(workspace.root)
@@ -194,7 +199,7 @@ def run_encode(workspace: "Workspace", source: str | None, cfg: EncodeConfig, *,
                                     concurrency=cfg.decode_concurrency, num_cpus=cfg.decode_cpus)
                 ds = ds.map_batches(EncodePartitions, fn_constructor_args=(cfg, root, model_id), batch_size=1,
                                     concurrency=cfg.concurrency, num_gpus=cfg.num_gpus,
-                                    num_cpus=0 if cfg.num_gpus else cfg.encode_cpus)
+                                    num_cpus=0 if cfg.num_gpus else cfg.encode_cpus, **placement(cfg.node_resource))
                 bar = tqdm(total=sum(len(p["image_ids"]) for p in parts), unit="img", disable=not progress,
                            desc=f"encode {cfg.model}")
                 for k, row in enumerate(ds.iter_rows()):

@@ -6,6 +6,9 @@ bounded by ``$TAGGER_RAY_CONNECT_TIMEOUT`` seconds (default 30), so an unreachab
 authentication, version mismatch) is one ClusterError too. A local Ray started here removes its
 session folder (logs, sockets, spilled objects under ``$RAY_TMPDIR/ray``) when the call ends,
 unless ``$TAGGER_RAY_KEEP_SESSION`` is set; a cluster's folders are never touched.
+
+:func:`placement` pins a stage's actors to the nodes that offer a custom resource
+(``ray start --resources '{"gpu_node": 1}'``), e.g. the encoders and taggers to the GPU nodes.
 """
 from __future__ import annotations
 
@@ -25,6 +28,9 @@ CONNECT_TIMEOUT_ENV = "TAGGER_RAY_CONNECT_TIMEOUT"
 KEEP_SESSION_ENV = "TAGGER_RAY_KEEP_SESSION"
 DEFAULT_CONNECT_TIMEOUT = 30.0
 _LOCAL = ("local", "")
+#: What one pinned actor takes of its node's custom resource: any number of them fit one node.
+NODE_RESOURCE_SHARE = 0.01
+_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 
 
 def connect_timeout() -> float:
@@ -153,3 +159,26 @@ def gpus_available() -> float:
     """GPUs in the connected cluster (0 when none)."""
     import ray
     return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+def check_node_resource(name: str | None) -> None:
+    """Raise ConfigError unless ``name`` (when given) can name a custom Ray resource."""
+    if name is None:
+        return
+    if not name.strip() or name != name.strip():
+        raise ConfigError(f"node resource must be a non-empty name without surrounding spaces, got {name!r}")
+    if name in _BUILTIN_RESOURCES or name.startswith("node:"):
+        raise ConfigError(f"node resource must be a custom resource (ray start --resources), not Ray's own {name!r}")
+
+
+def placement(name: str | None) -> dict[str, Any]:
+    """Ray options that keep a stage's actors on the nodes offering custom resource ``name`` (none:
+    anywhere). Warns when no node of the connected cluster offers it yet: the actors wait for one
+    (an autoscaler may start it), so a misspelt name shows in the log, not only as a stall."""
+    if name is None:
+        return {}
+    import ray
+    if ray.cluster_resources().get(name, 0.0) <= 0:
+        logger.warning("no node of the Ray cluster offers resource %r yet: the actors pinned to it wait for "
+                       "one (ray start --resources '{\"%s\": 1}')", name, name)
+    return {"resources": {name: NODE_RESOURCE_SHARE}}

@@ -47,9 +47,9 @@ def _raw_search(root: Path, model_id: str, query: np.ndarray, k: int,
     if not path.exists():
         raise StoreError(f"no {level} index for model {model_id} at {path}: run `tagger encode` first")
     if level == "global":
-        scores, ids = GlobalIndex.load(path, _index_config(path.parent)).search(query, k)
+        scores, ids = GlobalIndex.load(path, _index_config(path.parent), mmap=True).search(query, k)
         return scores[0], ids[0], None
-    scores, ids, patches = PatchStore.load(path).search(query, k)
+    scores, ids, patches = PatchStore.load(path, mmap=True).search(query, k)
     return scores[0], ids[0], patches[0]
 
 

@@ -30,6 +30,7 @@ from ..method.decisions import DecisionConfig, Decisions, TextAnchors, fit_ancho
 from ..method.hierarchy import Hierarchy
 from ..method.zeroshot import standardize
 from .calibration import LABELLED_MIN_IMAGES, DecisionInputs, decision_inputs, decision_rows, decisions_from_rows
+from .raycluster import check_node_resource
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -53,8 +54,10 @@ class TagConfig:
     patch_source: str = "pq"  # "pq" (compressed store) | "raw" (fp16 patches in the shards)
     concurrency: int = 1
     num_gpus: float = 0.0
+    node_resource: str | None = None  # custom Ray resource the tagging actors need (None: any node)
 
     def __post_init__(self) -> None:
+        check_node_resource(self.node_resource)
         if self.decision not in DECISION_RULES:
             raise ConfigError(f"decision must be one of {DECISION_RULES}, got {self.decision!r}")
         if self.calibration_images < 1:
@@ -121,8 +124,8 @@ def fit_run_decisions(sample: np.ndarray, labels: list[str], cfg: TagConfig, inp
     without them is decided by the mixture rule. Returns the decisions in their stored precision
     and the labels the labelled set re-fitted."""
     if cfg.decision == "anchored" and anchors is None:
-        logger.warning("the classifier carries no text anchors (trained by an earlier version): "
-                       "deciding by the mixture rule; train it again for anchored decisions")
+        logger.warning("the model carries no text anchors (an image-trained head, or a classifier trained "
+                       "by an earlier version): deciding by the mixture rule")
     if cfg.decision == "anchored" and anchors is not None:
         d = fit_anchored(sample, labels, anchors, cfg.decisions, overrides=inputs.pinned)
     else:
@@ -240,7 +243,8 @@ def _resume_or_start(cat, model_id: str, classifier_id: str, labels: list[str], 
     otherwise start a new one. Pins and the labelled set are inputs too. Every other run still
     'running' was left by a process that ended (this job holds the job lock), so it is marked
     failed. The label hierarchy is an input too. Returns (run_id, status)."""
-    config = {"tag": cfg.to_dict(), "shards": shards_key, "decision_inputs": inputs_key, "hierarchy": hierarchy_key}
+    tag = {k: v for k, v in cfg.to_dict().items() if k != "node_resource"}  # where actors run changes no tag
+    config = {"tag": tag, "shards": shards_key, "decision_inputs": inputs_key, "hierarchy": hierarchy_key}
     config["review"] = cat.review_key()  # people's accept / reject decisions are inputs too
     for run in reversed(cat.runs(kind="tag")):
         same = run.model_id == model_id and run.classifier_id == classifier_id \
@@ -313,12 +317,13 @@ def _decide(cat, run_id: int, scorer: ShardScorer | None, model_id: str, shards:
 def _tag_all(root: str, model_id: str, clf_path: str, run_dir: Path, cfg: TagConfig, shards: list[str],
              stats, decisions: Decisions | None, crash_after: int | None, hierarchy: Hierarchy | None = None) -> None:
     """Write every shard's tag file with Ray actors (files already written are kept)."""
-    from .raycluster import ray_session
+    from .raycluster import placement, ray_session
     with ray_session() as ray:
         ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=max(1, len(shards)))
         ds = ds.map_batches(TagShards, fn_constructor_args=(root, model_id, clf_path, str(run_dir), cfg, stats,
                                                             decisions, hierarchy),
-                            batch_size=1, concurrency=cfg.concurrency, num_gpus=cfg.num_gpus)
+                            batch_size=1, concurrency=cfg.concurrency, num_gpus=cfg.num_gpus,
+                            **placement(cfg.node_resource))
         for k, _ in enumerate(ds.iter_rows()):
             if crash_after is not None and k + 1 >= crash_after:
                 raise SimulatedCrash(f"tag: crash after {k + 1} shards")

@@ -3,6 +3,10 @@
 The classifier learns from the corpus's targets (:meth:`~tagger.text.TextCorpus.targets`): with a
 label hierarchy recorded in the corpus, a sentence about a label counts as being about each of its
 ancestors too, so "vehicle" is learnt from sentences about cars as well as its own.
+
+Text embeddings are kept in the workspace: a corpus's sentences next to the corpus, the class
+prompts of the memory banks (17 per label) in one file per model (:class:`TextMemo`), so a nightly
+run that adds a few labels embeds the new sentences and the new labels' prompts only.
 """
 from __future__ import annotations
 
@@ -17,9 +21,58 @@ from ..store.atomic import atomic_open
 if TYPE_CHECKING:
     from ..workspace import Workspace
 
-__all__ = ["corpus_embeddings", "run_train"]
+__all__ = ["TextMemo", "corpus_embeddings", "read_text_embeddings", "run_train",
+           "write_text_embeddings"]
 
 logger = logging.getLogger(__name__)
+
+
+def read_text_embeddings(path) -> dict[str, Any]:
+    """Text -> embedding from a file of :func:`write_text_embeddings` (empty when missing or unreadable)."""
+    import numpy as np
+
+    try:
+        with np.load(path) as f:
+            return dict(zip(f["texts"].tolist(), f["emb"].astype(np.float32)))
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def write_text_embeddings(path, known: dict[str, Any]) -> None:
+    """Write text -> embedding to ``path`` (``.npz``, atomically)."""
+    import numpy as np
+
+    texts = list(known)
+    emb = np.stack([known[t] for t in texts]).astype(np.float32) if texts else np.zeros((0, 0), np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path) as fh:
+        np.savez(fh, texts=np.asarray(texts, dtype=str), emb=emb)
+
+
+class TextMemo:
+    """``clip`` whose ``encode_text`` embeds only texts it has not embedded before under its model,
+    and keeps every embedding in ``path`` for later runs. ``n_embedded`` counts the new ones."""
+
+    def __init__(self, clip, path) -> None:
+        self.clip, self.path = clip, path
+        self.known = read_text_embeddings(path)
+        self.n_embedded = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.clip, name)
+
+    def encode_text(self, texts, batch_size: int = 512):
+        import numpy as np
+
+        texts = list(texts)
+        todo = [t for t in dict.fromkeys(texts) if t not in self.known]
+        if todo:
+            self.known.update(zip(todo, self.clip.encode_text(todo, batch_size)))
+            write_text_embeddings(self.path, self.known)
+            self.n_embedded += len(todo)
+        if not texts:
+            return self.clip.encode_text([])
+        return np.stack([self.known[t] for t in texts]).astype(np.float32)
 
 
 def corpus_embeddings(workspace: "Workspace", clip, corpus) -> tuple[Any, int]:
@@ -53,11 +106,13 @@ def corpus_embeddings(workspace: "Workspace", clip, corpus) -> tuple[Any, int]:
 
 
 def run_train(workspace: "Workspace", model: str, pretrained: str | None = None, corpus_id: str | None = None,
-              cfg=None) -> dict[str, Any]:
-    """Train the text-only classifier (and its memory banks) for ``model`` on a corpus."""
+              cfg=None, *, clip=None) -> dict[str, Any]:
+    """Train the text-only classifier (and its memory banks) for ``model`` on a corpus.
+
+    ``clip`` is a text tower to use instead of loading ``model`` (anything with ``model_id`` and
+    ``encode_text``, such as a loaded :class:`~tagger.models.ClipModel`)."""
     from ..catalog import Catalog
     from ..method.comc import ComcConfig, fit_comc, save_comc
-    from ..models import load_clip
     from ..text import TextCorpus
 
     cfg = cfg or ComcConfig()
@@ -69,15 +124,20 @@ def run_train(workspace: "Workspace", model: str, pretrained: str | None = None,
                 raise ConfigError("no text corpus yet: run generate-text first")
             corpus_id = corpora[-1]["corpus_id"]
         corpus = TextCorpus.load(workspace.text_dir(corpus_id))
-        clip = load_clip(model, pretrained)
+        if clip is None:
+            from ..models import load_clip
+            clip = load_clip(model, pretrained)
         ident = json.dumps([clip.model_id, corpus_id, asdict(cfg.train), asdict(cfg.score), cfg.memory_size])
         classifier_id = short_sha256(ident)
         out = workspace.classifier_dir(classifier_id)
         if not (out / "score_config.json").exists():
             emb, n_new = corpus_embeddings(workspace, clip, corpus)
             logger.info("corpus %s: %d sentences, %d embedded now", corpus_id, len(emb), n_new)
-            m = fit_comc(clip, corpus.class_names, None, cfg, corpus=replace(corpus, label_matrix=corpus.targets()),
+            memo = TextMemo(clip, workspace.prompt_embeddings(clip.model_id))
+            m = fit_comc(memo, corpus.class_names, None, cfg, corpus=replace(corpus, label_matrix=corpus.targets()),
                          embeddings=emb)
+            logger.info("class prompts: %d embedded now, %d reused", memo.n_embedded,
+                        len(memo.known) - memo.n_embedded)
             tmp = out.with_name(out.name + ".tmp")
             save_comc(m, tmp)
             tmp.replace(out) if not out.exists() else None

@@ -70,6 +70,12 @@ class GlobalIndex:
         # > 0: an exact stand-in held because the configured factory needs this many training
         # vectors (set by build_global_index; the index state records it)
         self.provisional_until = 0
+        self.read_only = False  # loaded memory-mapped: search and reconstruct only
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StoreError("this global index was opened memory-mapped (search only); load it without "
+                             "mmap to change it")
 
     @property
     def ntotal(self) -> int:
@@ -83,6 +89,7 @@ class GlobalIndex:
 
     def train(self, vecs: np.ndarray) -> None:
         """Train the index (IVF centroids, codebooks) on sample vectors."""
+        self._writable()
         x = as_matrix(vecs, self.dim, self.cfg.normalize)
         train_checked(self.index, x, f"global factory {self.cfg.global_factory!r}")
         self._device = None
@@ -109,6 +116,7 @@ class GlobalIndex:
 
         The presence check reads all stored ids (O(ntotal)); add in large batches.
         """
+        self._writable()
         ids = as_ids(ids)
         x = as_matrix(vecs, self.dim, self.cfg.normalize)
         if x.shape[0] != ids.size:
@@ -122,11 +130,13 @@ class GlobalIndex:
 
     def _add_new(self, ids: np.ndarray, x: np.ndarray) -> None:
         """Add ids known to be absent (no presence check)."""
+        self._writable()
         self.index.add_with_ids(x, ids)
         self._device = None
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ``ids`` (absent ones are ignored); returns how many were removed."""
+        self._writable()
         ids = as_ids(ids, unique=False)
         if ids.size == 0 or self.ntotal == 0:
             return 0
@@ -176,16 +186,21 @@ class GlobalIndex:
         logger.info("saved global index (%d vectors) to %s", self.ntotal, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], cfg: IndexConfig | None = None) -> GlobalIndex:
+    def load(cls, path: str | os.PathLike[str], cfg: IndexConfig | None = None, *,
+             mmap: bool = False) -> GlobalIndex:
         """Read a file written by :meth:`save`; ``cfg`` supplies normalize/nprobe/use_gpu.
 
-        Without ``cfg`` the defaults apply, with the metric taken from the file.
+        Without ``cfg`` the defaults apply, with the metric taken from the file. With ``mmap`` the
+        vectors of a flat index stay in the file, memory-mapped (FAISS's ``IO_FLAG_MMAP_IFC``), so a
+        search reads them from the page cache instead of a private copy; such an index is read-only.
         """
-        index = faiss.read_index(os.fspath(path))
+        index = faiss.read_index(os.fspath(path), faiss.IO_FLAG_MMAP_IFC if mmap else 0)
         if cfg is None:
             metric = "ip" if index.metric_type == faiss.METRIC_INNER_PRODUCT else "l2"
             cfg = IndexConfig(metric=metric)
-        return cls(int(index.d), cfg, index=index)
+        gi = cls(int(index.d), cfg, index=index)
+        gi.read_only = mmap
+        return gi
 
 
 def build_global_index(root: str | os.PathLike[str], model_id: str,

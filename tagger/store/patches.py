@@ -38,6 +38,9 @@ from tagger.store.vectors import as_ids, as_matrix
 
 logger = logging.getLogger(__name__)
 
+#: Code rows a memory-mapped store searches at a time (16 MB of 16-byte PQ codes).
+SEARCH_SLICE_ROWS = 1 << 20
+
 
 def patch_ids(image_ids: np.ndarray, patches_per_image: int) -> np.ndarray:
     """Logical patch ids ``image_id * P + patch`` as int64 [n, P]."""
@@ -151,8 +154,8 @@ class PatchStore:
 
     def _writable(self) -> None:
         if self._mapped is not None:
-            raise StoreError("this patch store was opened memory-mapped (decode only); load it without "
-                             "mmap to add or search")
+            raise StoreError("this patch store was opened memory-mapped (decode and search only); load it "
+                             "without mmap to add")
 
     def _check_patches(self, ids: np.ndarray, patches: np.ndarray) -> np.ndarray:
         arr = np.asarray(patches)
@@ -244,21 +247,24 @@ class PatchStore:
         All three are [nq, k]; missing slots hold score NaN and ids -1. The scan asks FAISS for
         the best ``k * P`` patches, which always contain the best patch of each of the top-k
         images (at most ``(k-1) * P`` patches can outrank it), so the aggregation is exact
-        with respect to the stored codes.
+        with respect to the stored codes. A memory-mapped store is scanned a slice of
+        ``SEARCH_SLICE_ROWS`` codes at a time (same results; memory bounded by one slice).
         """
         if k < 1:
             raise StoreError(f"k must be >= 1, got {k}")
-        self._writable()
         q = as_matrix(queries, self.dim, self.cfg.normalize, name="queries")
         pp = self.patches_per_image
-        kk = min(k * pp, int(self.index.ntotal))
+        kk = min(k * pp, int(self.codes.shape[0]))
         scores = np.full((q.shape[0], k), np.nan, dtype=np.float32)
         img = np.full((q.shape[0], k), -1, dtype=np.int64)
         patch = np.full((q.shape[0], k), -1, dtype=np.int64)
         if kk == 0:
             return scores, img, patch
-        index = self.index if kk > GPU_MAX_K else self._search_index()
-        dist, rows = index.search(q, kk)
+        if self._mapped is not None:
+            dist, rows = self._scan_mapped(q, kk)
+        else:
+            index = self.index if kk > GPU_MAX_K else self._search_index()
+            dist, rows = index.search(q, kk)
         for qi in range(q.shape[0]):
             valid = rows[qi] >= 0
             r, d = rows[qi][valid], dist[qi][valid]
@@ -268,6 +274,19 @@ class PatchStore:
             m = best.size
             scores[qi, :m], img[qi, :m], patch[qi, :m] = d[best], self.image_ids[pos[best]], r[best] % pp
         return scores, img, patch
+
+    def _scan_mapped(self, q: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``kk`` code rows per query (scores, rows; best first) over the memory-mapped codes, each
+        slice appended to an empty copy of the codec and searched, the results merged in a heap."""
+        codes = self._mapped
+        heap = faiss.ResultHeap(q.shape[0], kk, keep_max=self.index.metric_type == faiss.METRIC_INNER_PRODUCT)
+        for start in range(0, codes.shape[0], SEARCH_SLICE_ROWS):
+            part = faiss.clone_index(self.index)
+            _append_codes(part, codes[start:start + SEARCH_SLICE_ROWS])
+            dist, rows = part.search(q, min(kk, int(part.ntotal)))
+            heap.add_result(dist, np.where(rows >= 0, rows + start, -1))
+        heap.finalize()
+        return heap.D, heap.I
 
     def _search_index(self) -> faiss.Index:
         if self._device is None:
@@ -298,7 +317,7 @@ class PatchStore:
         """Read a file written by :meth:`save` (config included); optionally override use_gpu.
 
         With ``mmap`` the codes stay on disk, memory-mapped, and only the codec is in memory: the
-        store can decode (what tagging needs) but not add or search.
+        store can decode (what tagging needs) and search (a slice at a time) but not add.
         """
         header, image_ids, index, codes = read_patch_file(path, mmap=mmap)
         cfg = IndexConfig.from_dict(header["config"])

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 MAGIC = b"TGPATCH2"
 MAGIC_V1 = b"TGPATCH1"
 ALIGN = 64
+WRITE_CHUNK = 64 << 20  # bytes of codes per write
 
 
 def _codes_offset(head_len: int, n_images: int) -> int:
@@ -61,8 +62,16 @@ def write_patch_file(path: str | os.PathLike[str], header: dict[str, Any], image
         fh.write(blob)
         fh.write(ids.tobytes())
         fh.write(b"\0" * (head["codes_offset"] - (len(MAGIC) + 8 + len(blob) + 8 * ids.size)))
-        fh.write(np.ascontiguousarray(codes, dtype=np.uint8).tobytes())
+        _write_rows(fh, codes)
         faiss.write_index(codec, faiss.PyCallbackIOWriter(fh.write))
+
+
+def _write_rows(fh, codes: np.ndarray) -> None:
+    """Write ``codes`` (uint8 rows, possibly memory-mapped) in slices of about WRITE_CHUNK bytes, so
+    that saving a large store never holds a second copy of all its codes."""
+    rows = max(1, WRITE_CHUNK // max(1, int(np.prod(codes.shape[1:], dtype=np.int64))))
+    for start in range(0, len(codes), rows):
+        fh.write(np.ascontiguousarray(codes[start:start + rows], dtype=np.uint8).reshape(-1))
 
 
 def read_patch_file(path: str | os.PathLike[str], *, mmap: bool = False

@@ -144,15 +144,26 @@ def update_indexes(root: str | os.PathLike[str], model_id: str, cfg: IndexConfig
         provisional = {name: store.provisional_until for name, store in (("global", gi), ("patches", ps))
                        if store.provisional_until}
     t0 = time.time()
-    gi.save(g_path)
-    ps.save(p_path)
-    (directory / "index_config.json").write_text(cfg.to_json())
-    atomic_write_bytes(directory / STATE_FILE, json.dumps({
-        "format": STATE_FORMAT, "config": cfg.to_dict(), "shards": shards, "n_images": int(gi.ntotal),
-        "patches_per_image": ps.patches_per_image, "trained_on_images": int(trained),
-        "provisional": provisional}).encode())
+    save_indexes(root, model_id, gi, ps, cfg, shards, trained_on_images=trained, provisional=provisional)
     logger.info("indexes for %s (%s, %d new shards): %d global, %d images of patches", model_id, mode,
                 len(new), gi.ntotal, ps.n_images)
     return {"indexed": int(gi.ntotal), "mode": mode, "new_shards": len(new), "provisional": sorted(provisional),
             "global_build_s": round(t_global, 2), "patch_build_s": round(t_patch, 2),
             "save_s": round(time.time() - t0, 2), "patch_bytes_per_image": ps.bytes_per_image()}
+
+
+def save_indexes(root: str | os.PathLike[str], model_id: str, gi: GlobalIndex, ps: PatchStore, cfg: IndexConfig,
+                 shards: list[str], *, trained_on_images: int, provisional: dict[str, int] | None = None) -> None:
+    """Save both stores of ``model_id`` and then, last, the index state saying they hold ``shards``
+    (built with ``cfg``, the codec trained on ``trained_on_images`` images), so that the next
+    :func:`update_indexes` extends them or finds them unchanged."""
+    g_path, p_path = index_paths(root, model_id)
+    directory = g_path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    gi.save(g_path)
+    ps.save(p_path)
+    (directory / "index_config.json").write_text(cfg.to_json())
+    atomic_write_bytes(directory / STATE_FILE, json.dumps({
+        "format": STATE_FORMAT, "config": cfg.to_dict(), "shards": list(shards), "n_images": int(gi.ntotal),
+        "patches_per_image": ps.patches_per_image, "trained_on_images": int(trained_on_images),
+        "provisional": dict(provisional or {})}).encode())
