@@ -13,7 +13,7 @@ partition is recorded, model load included), ``marginal_img_s`` N over the diffe
 runs' ``encode_s`` (fixed costs cancel), ``end_to_end_img_s`` adds the index update.
 Decode: the project's decoder (PIL decode, resize, centre crop to 224 px, uint8) on one core and
 on a process pool of every core, against ``torchvision.io.decode_jpeg`` on the device in batches
-followed by the same resize and crop there (files read beforehand; JPEGs at --decode-size px).
+followed by the same bicubic resize and crop there (files read beforehand; JPEGs at --decode-size px).
 Tag: ``bench/tag.py`` as it is (its scoring is numpy on the CPU cores) and the same multiplies in
 torch on the device (fp32), the figure a device scoring path would reach.
 The summary goes to ``<out>/gpu.json`` after every part (a part that fails records its error and
@@ -31,6 +31,7 @@ import tempfile
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -135,7 +136,8 @@ def device_decode(data: list[bytes], device: str, batch: int, size: int = 224) -
     t = time.perf_counter()
     for i in range(0, len(tensors), batch):
         imgs = decode_jpeg(tensors[i:i + batch], mode=ImageReadMode.RGB, device=device)
-        out = torch.stack([F.center_crop(F.resize(im, size, antialias=True), size) for im in imgs])
+        out = torch.stack([F.center_crop(F.resize(im, size, F.InterpolationMode.BICUBIC, antialias=True), size)
+                           for im in imgs])
         assert out.shape[1:] == (3, size, size)
     sync()
     return time.perf_counter() - t
@@ -210,7 +212,7 @@ def run_parts(a: argparse.Namespace, summary: dict, save) -> None:
         t = time.perf_counter()
         files = make_jpegs(tmp / "jpeg", 2 * a.n, a.size, a.unique)
         summary["jpeg_setup_s"] = round(time.perf_counter() - t, 1)
-        with ray_session():
+        with ray_session() if a.models else nullcontext():
             for model in a.models:
                 part(summary, f"encode {model}", lambda: encode_part(tmp, files, model, a), save)
         part(summary, "decode", lambda: decode_part(tmp, a), save)
@@ -254,7 +256,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", help="cuda | cpu (a dry run)")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-out")))
-    p.add_argument("--models", nargs="+", default=["ViT-B-32", "ViT-B-16"])
+    p.add_argument("--models", nargs="*", default=["ViT-B-32", "ViT-B-16"], help="encode models (none: skip)")
     p.add_argument("--n", type=int, default=8192, help="images of the smaller encode run (the larger has 2N)")
     p.add_argument("--unique", type=int, default=1024, help="distinct JPEG files (the rest are links)")
     p.add_argument("--size", type=int, default=256, help="side of the encoded JPEG files")
