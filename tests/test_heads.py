@@ -73,15 +73,15 @@ def ovml_features(m: OvmlModule, p: torch.Tensor, t: torch.Tensor, heads: int, t
     o = torch.zeros(len(p), len(t), D)
     dh = D // heads
     for i in range(len(p)):
-        keys, vals = lin(m.k, p[i]), lin(m.v, p[i])
+        keys, vals = lin(m.attn.k, p[i]), lin(m.attn.v, p[i])
         for j in range(len(t)):
-            q = lin(m.q, t[j])
+            q = lin(m.attn.q, t[j])
             parts = []
             for h in range(heads):
                 sl = slice(h * dh, (h + 1) * dh)
                 w = torch.softmax(torch.stack([q[sl] @ keys[r, sl] / temp for r in range(len(p[i]))]), 0)
                 parts.append(sum(w[r] * vals[r, sl] for r in range(len(p[i]))))
-            o[i, j] = lin(m.o, torch.cat(parts))
+            o[i, j] = lin(m.attn.o, torch.cat(parts))
     return o
 
 
@@ -143,12 +143,12 @@ def layer_norm(x: torch.Tensor, ln: torch.nn.LayerNorm) -> torch.Tensor:
 def decoder_logit(m: ClipDecoderModule, g_i, p_i, t_c, temp: float, heads: int) -> torch.Tensor:
     q = lin(m.shared, t_c)
     tokens = [lin(m.shared, g_i)] + [lin(m.shared, p_i[r]) for r in range(len(p_i))]
-    qq, dh, parts = lin(m.wq, q), D // heads, []
+    qq, dh, parts = lin(m.attn.q, q), D // heads, []
     for h in range(heads):
         sl = slice(h * dh, (h + 1) * dh)
-        w = torch.softmax(torch.stack([qq[sl] @ lin(m.wk, tok)[sl] / temp for tok in tokens]), 0)
-        parts.append(sum(w[r] * lin(m.wv, tok)[sl] for r, tok in enumerate(tokens)))
-    x = layer_norm(q + lin(m.wo, torch.cat(parts)), m.ln1)
+        w = torch.softmax(torch.stack([qq[sl] @ lin(m.attn.k, tok)[sl] / temp for tok in tokens]), 0)
+        parts.append(sum(w[r] * lin(m.attn.v, tok)[sl] for r, tok in enumerate(tokens)))
+    x = layer_norm(q + lin(m.attn.o, torch.cat(parts)), m.ln1)
     ffn = lin(m.ffn[2], torch.relu(lin(m.ffn[0], x)))
     h_c = layer_norm(x + ffn, m.ln2)
     return m.cfg.logit_scale * unit(lin(m.scorer, h_c)) @ t_c + m.bias

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ...errors import ConfigError
 
-__all__ = ["FitConfig", "HeadModule", "ImageHead", "fit_head", "identity_linear", "is_head_dir", "load_head",
+__all__ = ["FitConfig", "HeadModule", "ImageHead", "LabelAttention", "fit_head", "identity_linear", "is_head_dir", "load_head",
            "register_head", "softplus_ranking", "train_module", "zero_linear"]
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,27 @@ def identity_linear(d: int, bias: bool = True) -> torch.nn.Linear:
         if bias:
             lin.bias.zero_()
     return lin
+
+
+class LabelAttention(torch.nn.Module):
+    """Multi-head cross-attention of label queries over image tokens, its four projections starting
+    as the identity: ``(t (L, d), tokens (n, T, d), temperature) -> (n, L, d)``."""
+
+    def __init__(self, d: int, n_heads: int) -> None:
+        super().__init__()
+        if d % n_heads:
+            raise ValueError(f"dimension {d} is not divisible by {n_heads} heads")
+        self.n_heads = n_heads
+        self.q, self.k, self.v, self.o = (identity_linear(d) for _ in range(4))
+
+    def forward(self, t: torch.Tensor, tokens: torch.Tensor, temp: float) -> torch.Tensor:
+        n, num_t, d = tokens.shape
+        h = self.n_heads
+        q = self.q(t).view(len(t), h, d // h)
+        k = self.k(tokens).view(n, num_t, h, d // h)
+        v = self.v(tokens).view(n, num_t, h, d // h)
+        attn = torch.softmax(torch.einsum("lhe,nthe->nlht", q, k) / temp, dim=-1)
+        return self.o(torch.einsum("nlht,nthe->nlhe", attn, v).reshape(n, len(t), d))
 
 
 def zero_linear(d_in: int, d_out: int, bias: bool = True) -> torch.nn.Linear:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .base import FitConfig, HeadModule, identity_linear, register_head, zero_linear
+from .base import FitConfig, HeadModule, LabelAttention, identity_linear, register_head, zero_linear
 
 __all__ = ["ClipDecoderConfig", "ClipDecoderModule", "asymmetric_loss", "clip_contrastive"]
 
@@ -79,11 +79,9 @@ class ClipDecoderModule(HeadModule):
 
     def __init__(self, cfg: ClipDecoderConfig, d: int) -> None:
         super().__init__()
-        if d % cfg.n_heads:
-            raise ValueError(f"dimension {d} is not divisible by {cfg.n_heads} heads")
         self.cfg = cfg
         self.shared = identity_linear(d)
-        self.wq, self.wk, self.wv, self.wo = (identity_linear(d) for _ in range(4))
+        self.attn = LabelAttention(d, cfg.n_heads)
         self.ln1, self.ln2 = torch.nn.LayerNorm(d), torch.nn.LayerNorm(d)
         self.ffn = torch.nn.Sequential(torch.nn.Linear(d, cfg.ffn_mult * d), torch.nn.ReLU(),
                                        zero_linear(cfg.ffn_mult * d, d))
@@ -94,14 +92,7 @@ class ClipDecoderModule(HeadModule):
         """Decoder outputs (n, L, D) for labels ``t`` over the image tokens [g; p]."""
         q = self.shared(t)  # (L, D)
         m = self.shared(torch.cat([g[:, None, :], p], dim=1))  # (n, T, D)
-        n, num_t, d = m.shape
-        h = self.cfg.n_heads
-        qh = self.wq(q).view(len(q), h, d // h)
-        kh = self.wk(m).view(n, num_t, h, d // h)
-        vh = self.wv(m).view(n, num_t, h, d // h)
-        attn = torch.softmax(torch.einsum("lhe,nthe->nlht", qh, kh) / self.cfg.attn_temp, dim=-1)
-        out = self.wo(torch.einsum("nlht,nthe->nlhe", attn, vh).reshape(n, len(q), d))
-        x = self.ln1(q[None] + out)
+        x = self.ln1(q[None] + self.attn(q, m, self.cfg.attn_temp))
         return self.ln2(x + self.ffn(x))
 
     def forward(self, g: torch.Tensor, p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

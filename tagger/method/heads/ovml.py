@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .base import FitConfig, HeadModule, identity_linear, register_head, softplus_ranking
+from .base import FitConfig, HeadModule, LabelAttention, register_head, softplus_ranking
 
 __all__ = ["OvmlConfig", "OvmlModule", "supervised_contrastive"]
 
@@ -79,21 +79,13 @@ class OvmlModule(HeadModule):
 
     def __init__(self, cfg: OvmlConfig, d: int) -> None:
         super().__init__()
-        if d % cfg.n_heads:
-            raise ValueError(f"dimension {d} is not divisible by {cfg.n_heads} heads")
         self.cfg = cfg
-        self.q, self.k, self.v, self.o = (identity_linear(d) for _ in range(4))
+        self.attn = LabelAttention(d, cfg.n_heads)
         self.proj = torch.nn.Linear(d, cfg.d_z)
 
     def class_features(self, p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Class-specific features O (n, L, d) of patches ``p`` (n, P, d) for labels ``t`` (L, d)."""
-        n, num_p, d = p.shape
-        h = self.cfg.n_heads
-        q = self.q(t).view(len(t), h, d // h)
-        k = self.k(p).view(n, num_p, h, d // h)
-        v = self.v(p).view(n, num_p, h, d // h)
-        attn = torch.softmax(torch.einsum("lhe,nphe->nlhp", q, k) / self.cfg.attn_temp, dim=-1)
-        return self.o(torch.einsum("nlhp,nphe->nlhe", attn, v).reshape(n, len(t), d))
+        return self.attn(t, p, self.cfg.attn_temp)
 
     def forward(self, g: torch.Tensor, p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Test-time scores: class features interpolated with the global feature, against t."""
