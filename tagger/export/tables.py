@@ -7,6 +7,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -29,9 +30,11 @@ EXPORT_SCHEMA = pa.schema([
 TABLE_FORMATS = ("csv", "jsonl", "parquet")
 
 
-class _Csv:
-    def __init__(self, fh: BinaryIO) -> None:
-        self.w = pacsv.CSVWriter(fh, EXPORT_SCHEMA)
+class _Arrow:
+    """One of pyarrow's batch writers (CSV, Parquet) over the export schema."""
+
+    def __init__(self, fh: BinaryIO, writer: Any) -> None:
+        self.w = writer(fh, EXPORT_SCHEMA)
 
     def write(self, batch: pa.RecordBatch) -> None:
         self.w.write_batch(batch)
@@ -59,18 +62,8 @@ class _Jsonl:
         pass
 
 
-class _Parquet:
-    def __init__(self, fh: BinaryIO) -> None:
-        self.w = pq.ParquetWriter(fh, EXPORT_SCHEMA)
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        self.w.write_batch(batch)
-
-    def close(self) -> None:
-        self.w.close()
-
-
-_WRITERS = {"csv": _Csv, "jsonl": _Jsonl, "parquet": _Parquet}
+_WRITERS = {"csv": partial(_Arrow, writer=pacsv.CSVWriter), "jsonl": _Jsonl,
+            "parquet": partial(_Arrow, writer=pq.ParquetWriter)}
 
 
 def write_table_export(batches: Iterable[pa.RecordBatch], fmt: str, out: str | os.PathLike) -> dict[str, Any]:
