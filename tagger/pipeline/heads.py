@@ -87,8 +87,10 @@ def _resolve(cat, path, labelled: dict[str, list[str]], model_id: str) -> dict[i
     return {int(ids[u]): labelled[u] for u in labelled}
 
 
-def _embeddings(cat, root: str, model_id: str, image_ids: list[int]) -> tuple[list[int], np.ndarray, np.ndarray | None]:
-    """Global and patch embeddings of ``image_ids`` from their shards (patch store if a shard has none)."""
+def _embeddings(cat, root: str, model_id: str, image_ids: list[int],
+                patches: bool = True) -> tuple[list[int], np.ndarray, np.ndarray | None]:
+    """Global and (unless ``patches`` is False) patch embeddings of ``image_ids`` from their shards
+    (the patch store where a shard keeps none)."""
     from ..store import PatchStore, index_paths, load_shard, model_dir
     by_shard: dict[str, list[int]] = {}
     for image_id, shard in cat.shards_of(model_id, image_ids):
@@ -101,12 +103,14 @@ def _embeddings(cat, root: str, model_id: str, image_ids: list[int]) -> tuple[li
         rows = [where[i] for i in by_shard[name] if i in where]
         ids += [int(shard.ids[k]) for k in rows]
         gs.append(np.asarray(shard.global_vecs[rows], np.float32))
+        if not patches:
+            continue
         if shard.patches is not None:
             ps.append(np.asarray(shard.patches[rows], np.float32))
         else:
             store = store or PatchStore.load(index_paths(root, model_id)[1], mmap=True)
             ps.append(store.decode(np.asarray([int(shard.ids[k]) for k in rows])))
-    return ids, np.concatenate(gs), np.concatenate(ps)
+    return ids, np.concatenate(gs), np.concatenate(ps) if ps else None
 
 
 def labelled_ids(cat, annotations, reviewed: bool, model_id: str, vocabulary: list[str]) -> dict[int, list[str]]:
@@ -117,8 +121,9 @@ def labelled_ids(cat, annotations, reviewed: bool, model_id: str, vocabulary: li
     from .calibration import read_labelled_file
     by_id: dict[int, list[str]] = {}
     if reviewed:
-        encoded = {i for i, _ in cat.shards_of(model_id, list(cat.reviewed_labels()))}
-        by_id = {i: [n for n in v if n in vocabulary] for i, v in cat.reviewed_labels().items() if i in encoded}
+        reviewed_by_id = cat.reviewed_labels()
+        encoded = {i for i, _ in cat.shards_of(model_id, list(reviewed_by_id))}
+        by_id = {i: [n for n in v if n in vocabulary] for i, v in reviewed_by_id.items() if i in encoded}
     if annotations is not None:
         labelled = read_labelled_file(annotations)
         unknown = sorted({n for v in labelled.values() for n in v} - set(vocabulary))
@@ -132,9 +137,9 @@ def labelled_ids(cat, annotations, reviewed: bool, model_id: str, vocabulary: li
 
 
 def labelled_images(cat, root: str, by_id: dict[int, list[str]], model_id: str,
-                    vocabulary: list[str]) -> LabelledImages:
+                    vocabulary: list[str], patches: bool = True) -> LabelledImages:
     """The stored embeddings of labelled images (image_id -> labels) and their label matrix."""
-    ids, g, p = _embeddings(cat, root, model_id, sorted(by_id))
+    ids, g, p = _embeddings(cat, root, model_id, sorted(by_id), patches)
     col = {n: j for j, n in enumerate(vocabulary)}
     y = np.zeros((len(ids), len(vocabulary)), bool)
     for r, image_id in enumerate(ids):
@@ -166,24 +171,19 @@ def _fewshot_fit(workspace: "Workspace", base_id: str, by_id: dict[int, list[str
         base = load_comc(workspace.classifier_dir(base_id))
         known = set(base.labels)
         by_id = {i: sorted(set(v) & known) for i, v in by_id.items()}
-        ids, g, _ = _embeddings(cat, str(workspace.root), rec["model_id"], sorted(by_id))
-        col = {n: j for j, n in enumerate(base.labels)}
-        y = np.zeros((len(ids), len(base.labels)), bool)
-        for r, image_id in enumerate(ids):
-            y[r, [col[n] for n in by_id[image_id]]] = True
-        data_id = short_sha256(json.dumps([rec["model_id"], sorted((i, by_id[i]) for i in ids)]))
-        cid = short_sha256(json.dumps([base_id, data_id, asdict(cfg)]))
-        model_ = fit_fewshot(base, g, y, cfg)
-        labelled = json.dumps({"images": [[i, by_id[i]] for i in ids]})
+        data = labelled_images(cat, str(workspace.root), by_id, rec["model_id"], base.labels, patches=False)
+        cid = short_sha256(json.dumps([base_id, data.data_id, asdict(cfg)]))
+        model_ = fit_fewshot(base, data.global_, data.labels, cfg)
+        labelled = json.dumps({"images": [[i, by_id[i]] for i in data.image_ids]})
 
         def save(d) -> None:
             save_comc(model_, d)
             (d / LABELLED_FILE).write_text(labelled)
         save_classifier(workspace, cat, cid, save, model_id=rec["model_id"], labels=base.labels,
                         corpus_id=rec["corpus_id"], config={**(rec["config"] or {}), "head": "comc-fewshot",
-                                                            "base": base_id, "data_id": data_id,
+                                                            "base": base_id, "data_id": data.data_id,
                                                             "fewshot": asdict(cfg)})
-    return {"classifier_id": cid, "head": "comc", "base_classifier_id": base_id, "images": len(ids),
+    return {"classifier_id": cid, "head": "comc", "base_classifier_id": base_id, "images": len(data.image_ids),
             "labels": len(base.labels), "model_id": rec["model_id"]}
 
 
