@@ -4,7 +4,7 @@
 #            cosine cycle of 1,500 at half the rate); stage 2, contrastive from there.
 #   toy-vit: stage 1 distils the shipped toy-rn's image tower, global and dense (patch) features, while
 #            learning the same labels, from a sine-cosine start of its position table (3,000 steps, then a
-#            second cosine cycle of 2,500 at half the rate); stage 2, contrastive.
+#            second cosine cycle of 2,500 at half the rate and a third at a quarter); stage 2, contrastive.
 # Usage: scripts/train_toy_models.sh [toy-rn|toy-vit ...] (default: both, side by side; toy-vit's teacher
 # is the toy-rn in tagger/models/weights, so ship toy-rn first when retraining both).
 # Extra arguments after -- go to every stage
@@ -38,9 +38,12 @@ vit_labels()      { stage toy-vit labels "$RUNS/toy-vit-distill2" --steps 3000 -
                         --pos-init sincos "$@" &&
                     stage toy-vit labels "$RUNS/toy-vit-distill3" --steps 2500 --warmup 50 --lr 5e-4 \
                         --teacher-model toy-rn --teacher-weights tagger/models/weights/toy-rn.pt \
-                        --dense-distill-weight 1 --init-from "$RUNS/toy-vit-distill2/toy-vit.pt" "$@"; }
-vit_contrastive() { stage toy-vit contrastive "$RUNS/toy-vit-contrastive2" --steps 1200 --lock-image-steps 300 \
-                        --image-lr-scale 0.1 --init-from "$RUNS/toy-vit-distill3/toy-vit.pt" "$@"; }
+                        --dense-distill-weight 1 --init-from "$RUNS/toy-vit-distill2/toy-vit.pt" "$@" &&
+                    stage toy-vit labels "$RUNS/toy-vit-distill4" --steps 2500 --warmup 50 --lr 2.5e-4 \
+                        --teacher-model toy-rn --teacher-weights tagger/models/weights/toy-rn.pt \
+                        --dense-distill-weight 1 --init-from "$RUNS/toy-vit-distill3/toy-vit.pt" "$@"; }
+vit_contrastive() { stage toy-vit contrastive "$RUNS/toy-vit-contrastive3" --steps 1200 --lock-image-steps 300 \
+                        --image-lr-scale 0.1 --init-from "$RUNS/toy-vit-distill4/toy-vit.pt" "$@"; }
 
 mkdir -p "$RUNS"
 want() { [[ " ${models[*]} " == *" $1 "* ]]; }
@@ -49,6 +52,6 @@ if want toy-rn; then (rn_labels "$@" && rn_contrastive "$@") & pids+=($!); fi
 if want toy-vit; then (vit_labels "$@" && vit_contrastive "$@") & pids+=($!); fi
 for p in "${pids[@]}"; do wait "$p"; done
 for m in "${models[@]}"; do
-  d=$RUNS/$m-contrastive2
+  d=$RUNS/$m-contrastive2; [ "$m" = toy-vit ] && d=$RUNS/$m-contrastive3
   echo "$m: weights in $d; ship with: cp $d/$m.{pt,json} tagger/models/weights/"
 done

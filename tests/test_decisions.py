@@ -1,6 +1,8 @@
 """Per-label decisions without labels: mixtures over a score sample, absent labels, overrides."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -134,6 +136,22 @@ def test_anchored_rule_finds_each_labels_share_and_skips_absent_and_unlearned_la
     bins = np.minimum((c * 10).astype(int), 9)
     ece = sum(abs(c[bins == b].mean() - truth[bins == b].mean()) * (bins == b).mean() for b in set(bins))
     assert ece < 0.02
+
+
+def test_anchored_rule_does_not_tag_a_label_whose_positives_are_only_its_bulks_tail():
+    """An absent label whose image scores spread far wider than its text gap (sd 0.45 gaps): its
+    upper tail passes the anchored crossing unless the tail-share test holds it back."""
+    rng = np.random.default_rng(1)
+    s, y, labels, anchors = anchored_world()
+    wide = anchors.neg_mean[0] + 3.0 * (0.4 + 0.45 * rng.normal(size=len(s)))
+    s = np.column_stack([s[:, :2], wide])
+    anchors = TextAnchors(*(np.asarray(v)[[0, 1, 0]] for v in (anchors.neg_mean, anchors.pos_mean,
+                                                             anchors.neg_sd, anchors.pos_sd)))
+    ungated = fit_anchored(s, labels[:3], anchors, replace(WORLD_CFG, max_tail_share=np.inf))
+    assert ungated.present[2] and ungated.positive(s)[:, 2].mean() > 0.05
+    gated = fit_anchored(s, labels[:3], anchors, WORLD_CFG)
+    assert gated.present.tolist() == [True, True, False] and gated.positive(s)[:, 2].sum() == 0
+    np.testing.assert_array_equal(gated.positive(s)[:, :2], ungated.positive(s)[:, :2])
 
 
 def test_anchored_rule_is_unchanged_by_calibrating_the_scores():

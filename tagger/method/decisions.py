@@ -9,7 +9,11 @@ constants absorb the image-text modality gap and are chosen on the toy validatio
 only the label's prior, its share of positive images, is fitted to the corpus by EM. A label absent
 from the corpus gets a prior near zero, so (almost) no positives; a label whose sentences the
 classifier cannot tell apart from the rest (``min_text_separation``) carries no signal and is never
-tagged.
+tagged. The positives must also stand out from the label's own negatives on the images: the share
+of images at or above the label's threshold that the bulk's Gaussian tail alone would put there
+(the bulk read robustly from the median and the 10th percentile of its image scores) may be at most
+``max_tail_share``. A label absent from the corpus whose scores merely spread wider than its text
+scale (its upper tail crosses the threshold) fails that test and is not tagged.
 
 The earlier rule (:func:`fit_decisions`, ``--decision mixture``) fits both components to the corpus.
 Each label's scores over a corpus sample are modelled as a two-component Gaussian mixture: a
@@ -29,6 +33,7 @@ label's fit (:func:`fit_from_labels`).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -39,6 +44,7 @@ __all__ = ["DecisionConfig", "Decisions", "TextAnchors", "fit_anchored", "fit_de
 logger = logging.getLogger(__name__)
 
 _LOG_SQRT_2PI = 0.5 * np.log(2 * np.pi)
+_Z90 = 1.2815516  # the 90th percentile of a standard normal: (median - 10th percentile) / sd
 
 
 @dataclass(frozen=True)
@@ -56,10 +62,11 @@ class DecisionConfig:
     # the anchored rule: components placed on each label's text scale (0 = text negatives' mean,
     # 1 = text positives' mean); only the prior is fitted to the corpus. Chosen on val scenes
     # (toy-rn, 20 world labels + 200 absent ones) by bench/decisions.py --tune
-    neg_anchor: float = 0.3
-    pos_anchor: float = 1.2
+    neg_anchor: float = 0.4
+    pos_anchor: float = 1.1
     anchor_sd: float = 0.1
     min_text_separation: float = 2.0  # (text pos mean - text neg mean) / pooled sd: below, never tagged
+    max_tail_share: float = 0.8  # share of the images above threshold the bulk's own tail may explain
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -192,11 +199,26 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
         logit = _log_ratio(x, mu0, sd, mu1, sd, prior)
         r = 1.0 / (1.0 + np.exp(-np.clip(logit, -60, 60)))
         prior = np.clip((r * c).sum(0) / n, 1e-6, 1 - 1e-6)  # fixed components: any share is allowed
-    present = learned & (prior * n >= cfg.min_positives)
-    logger.info("decisions: %d of %d labels present in a sample of %d images (%d not learned from text)",
-                int(present.sum()), len(labels), n, int((~learned).sum()))
+    stands_out = _tail_share(x, c, _crossings(mu0, sd, mu1, sd, prior, cfg.cutoff)) <= cfg.max_tail_share
+    present = learned & stands_out & (prior * n >= cfg.min_positives)
+    logger.info("decisions: %d of %d labels present in a sample of %d images (%d not learned from text, "
+                "%d whose positives do not stand out from their bulk)", int(present.sum()), len(labels), n,
+                int((~learned).sum()), int((learned & ~stands_out).sum()))
     return Decisions(list(labels), mu0, sd.copy(), mu1, sd.copy(), prior, present, cfg.cutoff,
                      dict(overrides or {}))
+
+
+def _tail_share(x: np.ndarray, c: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """Per label, (share of the bulk's Gaussian above ``threshold``) / (share of the sample there),
+    from binned scores; the bulk's centre is the median and its sd (median - 10th percentile) / z90.
+    Above 1 the tail alone explains every image over the threshold; inf when none is over it."""
+    med = _quantile(x, c, 0.5)
+    sd = np.maximum((med - _quantile(x, c, 0.1)) / _Z90, 1e-12)
+    z = (threshold - med) / sd
+    expected = 0.5 * np.vectorize(math.erfc, otypes=[np.float64])(z / math.sqrt(2.0))
+    observed = (c * (x >= threshold)).sum(0) / np.maximum(c.sum(0), 1e-12)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(observed > 0, expected / observed, np.inf)
 
 
 def _log_ratio(s, mu0, sd0, mu1, sd1, prior):
