@@ -102,7 +102,9 @@ def fewshot_curve(comc, test: SeenUnseenData, shots: list[int], seeds: int,
     """mAP over all labels on test with k train images per label, for the val-chosen prototype
     update and for each mode at its shipped defaults."""
     configs = {"prototype (chosen on val)": tuned, **{m: FewShotConfig(mode=m) for m in ("prototype", "finetune", "both")}}
-    return {name: {k: round(fewshot_map(comc, test, k, seeds, cfg), 2) for k in shots} for name, cfg in configs.items()}
+    base = round(fewshot_map(comc, test, 0, seeds, tuned), 2)  # 0 shots: the text classifier, whatever the mode
+    return {name: {k: base if k == 0 else round(fewshot_map(comc, test, k, seeds, cfg), 2) for k in shots}
+            for name, cfg in configs.items()}
 
 
 def evaluate_model(name: str, args) -> dict:

@@ -16,6 +16,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ConfigError
 from ..ids import short_sha256
 
 if TYPE_CHECKING:
@@ -36,8 +37,10 @@ def head_in_use(cat, model_id: str) -> dict[str, Any] | None:
         rec = cat.get_classifier(run.classifier_id)
         if rec is not None and rec["model_id"] == model_id:
             return rec
-    found = [c for c in cat.classifiers() if c["model_id"] == model_id]
-    return found[-1] if found else None
+    try:
+        return cat.latest_classifier(model_id)
+    except ConfigError:
+        return None
 
 
 def _relabel(workspace: "Workspace", rec: dict[str, Any], model: str, pretrained: str | None) -> dict[str, Any]:
