@@ -3,8 +3,8 @@
     python bench/seen_unseen.py [--models toy-rn toy-vit] [--n 2000] [--n-train 3000] [--n-val 1000]
 
 Split: tagger.evaluate.seen_unseen.TOY_UNSEEN unseen (5 labels), the other 15 seen. Image-trained
-heads learn from the train scenes' seen labels; rows are scored on test scenes; every knob (OVML's
-test-time interpolation, each fusion weight) is chosen on val scenes by the mean of ZSL and GZSL
+heads learn from the train scenes' seen labels; rows are scored on test scenes; every knob (OVML's and
+CLIP-Decoder's test-time interpolation, each fusion weight) is chosen on val scenes by the mean of ZSL and GZSL
 mAP. Rows: zero-shot CLIP, CoMC text only, OVML, MKT, CLIP-Decoder, few-shot CoMC (16 train images
 per seen label), and CoMC's text classifier fused with each image-trained head. Columns: ZSL and
 GZSL mAP, F1@3, F1@5. Then the few-shot curve of CoMC with every label novel (k train images per
@@ -61,12 +61,12 @@ def image_heads(val: SeenUnseenData, test: SeenUnseenData, knobs: dict) -> dict[
     for kind in IMAGE_HEADS:
         t0 = time.time()
         head = fit_head(kind, tr.global_, patches(tr), tr.labels[:, seen], test.label_emb, seen=seen)
-        if kind == "ovml":
-            cfg = head.module.cfg
+        cfg = head.module.cfg
+        if hasattr(cfg, "interp"):  # OVML and CLIP-Decoder: the test-time mix with CLIP's feature
             best = max((0.0, 0.25, 0.5, 0.75, 1.0), key=lambda lam: val_key(
                 _with_cfg(head, replace(cfg, interp=lam)).scores(val.test.global_, patches(val.test)), val))
             head.module.cfg = replace(cfg, interp=best)
-            knobs["ovml_interp"] = best
+            knobs[f"{kind}_interp"] = best
         out[kind] = both(lambda s: head.scores(s.global_, patches(s)), val, test)
         knobs[f"{kind}_fit_s"] = round(time.time() - t0, 1)
     return out

@@ -140,7 +140,7 @@ def layer_norm(x: torch.Tensor, ln: torch.nn.LayerNorm) -> torch.Tensor:
     return (x - mu) / torch.sqrt(var + ln.eps) * ln.weight + ln.bias
 
 
-def decoder_logit(m: ClipDecoderModule, g_i, p_i, t_c, temp: float, heads: int) -> torch.Tensor:
+def decoder_h(m: ClipDecoderModule, g_i, p_i, t_c, temp: float, heads: int) -> torch.Tensor:
     q = lin(m.shared, t_c)
     tokens = [lin(m.shared, g_i)] + [lin(m.shared, p_i[r]) for r in range(len(p_i))]
     qq, dh, parts = lin(m.attn.q, q), D // heads, []
@@ -150,8 +150,11 @@ def decoder_logit(m: ClipDecoderModule, g_i, p_i, t_c, temp: float, heads: int) 
         parts.append(sum(w[r] * lin(m.attn.v, tok)[sl] for r, tok in enumerate(tokens)))
     x = layer_norm(q + lin(m.attn.o, torch.cat(parts)), m.ln1)
     ffn = lin(m.ffn[2], torch.relu(lin(m.ffn[0], x)))
-    h_c = layer_norm(x + ffn, m.ln2)
-    return m.cfg.logit_scale * unit(lin(m.scorer, h_c)) @ t_c + m.bias
+    return layer_norm(x + ffn, m.ln2)
+
+
+def decoder_logit(m: ClipDecoderModule, g_i, p_i, t_c, temp: float, heads: int) -> torch.Tensor:
+    return m.cfg.logit_scale * unit(lin(m.scorer, decoder_h(m, g_i, p_i, t_c, temp, heads))) @ t_c + m.bias
 
 
 def asl_formula(logits: torch.Tensor, y: torch.Tensor, gn: float, gp: float, clip: float) -> float:
@@ -174,7 +177,12 @@ def test_clip_decoder_forward_and_loss_match_the_formula(toy) -> None:
     with torch.no_grad():
         expect = torch.stack([torch.stack([decoder_logit(m, g[i], p[i], t[c], 0.5, 2) for c in range(L)])
                               for i in range(N)])
-        assert torch.allclose(m(g, p, t), expect, atol=1e-4)
+        assert torch.allclose(m.logits(g, p, t), expect, atol=1e-4)
+        # test time: each output mixed with the global feature at cfg.interp before the cosine
+        mixed = torch.stack([torch.stack([
+            4.0 * ((1 - cfg.interp) * unit(lin(m.scorer, decoder_h(m, g[i], p[i], t[c], 0.5, 2)))
+                   + cfg.interp * g[i]) @ t[c] + m.bias for c in range(L)]) for i in range(N)])
+        assert cfg.interp > 0 and torch.allclose(m(g, p, t), mixed, atol=1e-4)
         u = [unit(lin(m.shared, g[i])) for i in range(N)]
         v = [unit(sum(lin(m.shared, t[c]) for c in range(L) if y[i, c]) / y[i].sum()) for i in range(N)]
         sim = [[float(u[i] @ v[k]) / 0.2 for k in range(N)] for i in range(N)]

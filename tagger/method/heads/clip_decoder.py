@@ -23,6 +23,11 @@ Choices where the summary is open: the backbone is frozen CLIP (the paper uses T
 features); W, W_q, W_k, W_v, W_o start as the identity (D = d) and the FFN's output layer at
 zero, so the untrained layer is a text-guided attention pool of CLIP's own tokens; C is a
 temperature (0.05) instead of sqrt(D / h), since the tokens are unit-norm; alpha = beta = 1.
+At test time each query's output is mixed with CLIP's own image feature before the scorer's
+cosine, as OVML interpolates its class-specific features: logit_c = scale * <(1 - lam)
+normalise(W_s h_c) + lam g, t_c> + b, lam = ``interp`` (0 in training; at 1 the ranking of each
+label is zero-shot CLIP's). A decoder trained on a few seen labels can drift from CLIP's alignment
+on the unseen ones; the mix keeps it.
 """
 from __future__ import annotations
 
@@ -53,6 +58,7 @@ class ClipDecoderConfig:
     gamma_neg: float = 4.0
     gamma_pos: float = 0.0
     asl_clip: float = 0.05
+    interp: float = 0.25  # test time: weight of CLIP's global feature mixed into each query's output
     fit: FitConfig = field(default_factory=FitConfig)
 
 
@@ -95,13 +101,20 @@ class ClipDecoderModule(HeadModule):
         x = self.ln1(q[None] + self.attn(q, m, self.cfg.attn_temp))
         return self.ln2(x + self.ffn(x))
 
-    def forward(self, g: torch.Tensor, p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def logits(self, g: torch.Tensor, p: torch.Tensor, t: torch.Tensor, interp: float = 0.0) -> torch.Tensor:
+        """Per-query logits (n, L), the outputs mixed with the global feature ``g`` at weight ``interp``."""
         h = F.normalize(self.scorer(self.class_embeddings(g, p, t)), dim=-1)
+        if interp:
+            h = (1 - interp) * h + interp * g[:, None, :]
         return self.cfg.logit_scale * torch.einsum("nld,ld->nl", h, t) + self.bias
+
+    def forward(self, g: torch.Tensor, p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Test-time scores (``cfg.interp`` applied)."""
+        return self.logits(g, p, t, self.cfg.interp)
 
     def loss(self, g: torch.Tensor, p: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
-        cls = asymmetric_loss(self(g, p, t), y, cfg.gamma_neg, cfg.gamma_pos, cfg.asl_clip)
+        cls = asymmetric_loss(self.logits(g, p, t), y, cfg.gamma_neg, cfg.gamma_pos, cfg.asl_clip)
         has = y.sum(1) > 0
         if has.sum() < 2:
             return cfg.beta * cls
