@@ -17,6 +17,8 @@ Stages, in this order, on one local Ray started before the clock (2 CPUs by defa
                image is re-tagged and the run switched
   nightly-tag  the re-tag inside that nightly alone (its image-dependent part; memory: the nightly's)
   diff         ``run_diff`` of the first run against the nightly one
+  index-update ``update_indexes`` after an encode added one shard of 512 images (with patches): the
+               global index is extended in memory, the patch store on disk (its codes streamed)
 
 Each size runs in a fresh interpreter of its own. For every stage the table gives seconds per
 10^4 images and the peak RSS of the driver and of the largest Ray worker, sampled every 0.1 s over
@@ -47,9 +49,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from synthetic import SyntheticConfig, build_workspace, concepts, extend_vocabulary
+from synthetic import SyntheticConfig, build_workspace, concepts, extend_vocabulary, geometry
 
-STAGES = ("build", "tag", "load", "fit", "search-global", "search-patch", "nightly", "nightly-tag", "diff")
+STAGES = ("build", "tag", "load", "fit", "search-global", "search-patch", "nightly", "nightly-tag", "diff",
+          "index-update")
+UPDATE_IMAGES = 512  # images an encode adds to the workspace in the index-update stage
 AIM_TIME, AIM_RSS = 1.2, 1.5
 
 
@@ -144,6 +148,30 @@ def stage_search(ws, model_id: str, level: str, query: np.ndarray, repeat: int =
     return {"hits": len(hits[-1]), "repeat": repeat}
 
 
+def stage_index_update(ws, model_id: str, shard: str) -> dict[str, Any]:
+    """The index stage of an encode that added the shard ``shard`` to a built workspace."""
+    from tagger.store.updates import update_indexes
+    out = update_indexes(ws.root, model_id)
+    if out.get("mode") != "incremental" or out.get("new_shards") != 1:
+        raise RuntimeError(f"expected an incremental update of one shard, got {out}")
+    return {k: out[k] for k in ("mode", "indexed", "global_build_s", "patch_build_s", "save_s")}
+
+
+def new_shard(ws, model_id: str, model: str, n: int, seed: int = 7) -> str:
+    """A done shard of ``n`` images after the workspace's last id, with patches of ``model``'s geometry."""
+    from tagger.store import shard_name_for, write_shard
+
+    dim, patches = geometry(model)
+    first = max(int(np.load(p / "ids.npy", mmap_mode="r")[-1]) for p in (ws.root / "embeddings" / model_id).iterdir()
+                if (p / "ids.npy").exists()) + 1
+    ids = np.arange(first, first + n, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    name = shard_name_for(ids)
+    write_shard(ws.root, model_id, name, ids, rng.standard_normal((n, dim), np.float32),
+                rng.standard_normal((n, patches, dim), np.float32).astype(np.float16))
+    return name
+
+
 def _progress(n: int, name: str, figures: dict[str, Any]) -> None:
     """One JSON line per finished stage on stderr (what a run cut short still tells)."""
     print(json.dumps({"progress": n, "stage": name, **figures}), file=sys.stderr, flush=True)
@@ -174,6 +202,10 @@ def run_stages(ws, built: dict[str, Any], a: argparse.Namespace, sampler: TreeSa
         _progress(n, f"search-{level}", stage)
     if not a.skip_nightly:
         out.update(nightly_stages(ws, built, tagged["run_id"], a, sampler))
+    shard = new_shard(ws, model_id, built["config"]["model"], UPDATE_IMAGES)  # last: its images are not in the catalog
+    with sampler.stage(out.setdefault("index-update", {})):
+        out["index-update"]["result"] = stage_index_update(ws, model_id, shard)
+    _progress(n, "index-update", out["index-update"])
     return out
 
 

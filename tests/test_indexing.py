@@ -9,6 +9,7 @@ import faiss
 import numpy as np
 import pytest
 
+from tagger.store import updates
 from tagger.store.updates import STATE_FILE, update_indexes
 from tagger.store import IndexConfig, index_paths, model_dir, shard_name_for, write_shard
 from tagger.store.global_index import GlobalIndex
@@ -43,14 +44,15 @@ def ws(tmp_path: Path) -> Workspace:
 
 
 
-def update_killed_after_the_global_save(ws, cfg, monkeypatch) -> None:
-    """An index update killed between saving the global index and saving the patch store."""
-    def killed(self, path):
-        raise KeyboardInterrupt("killed after the global index was saved")
+def update_killed_at(ws, cfg, monkeypatch, owner, name: str) -> None:
+    """An index update killed when it reaches ``owner.name`` (a store's save, the state write)."""
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt(f"killed at {name}")
     with monkeypatch.context() as m:
-        m.setattr(PatchStore, "save", killed)
+        m.setattr(owner, name, killed)
         with pytest.raises(KeyboardInterrupt):
             update_indexes(ws.root, MODEL, cfg)
+
 
 def test_incremental_update_reuses_the_codec_and_reads_only_new_shards(ws):
     g_path, p_path = index_paths(ws.root, MODEL)
@@ -97,8 +99,15 @@ def test_config_change_or_removed_shard_rebuilds(ws):
     assert out["mode"] == "rebuild" and out["indexed"] == 100
 
 
-@pytest.mark.parametrize(("n_new", "mode"), [(50, "incremental"), (150, "rebuild")])
-def test_killed_between_saves_then_rerun_equals_a_clean_run(ws, tmp_path, monkeypatch, n_new, mode):
+# an incremental update writes the extended patch file first, then the global index; a rebuild
+# saves the global index first; both write the state last
+KILL_POINTS = {"incremental": [(GlobalIndex, "save"), (updates, "atomic_write_bytes")],
+               "rebuild": [(PatchStore, "save"), (updates, "atomic_write_bytes")]}
+
+
+@pytest.mark.parametrize(("n_new", "mode", "kill"), [(50, "incremental", 0), (50, "incremental", 1),
+                                                     (150, "rebuild", 0), (150, "rebuild", 1)])
+def test_killed_between_saves_then_rerun_equals_a_clean_run(ws, tmp_path, monkeypatch, n_new, mode, kill):
     cfg = IndexConfig(patch_bytes=8, train_size=600, use_gpu=False)  # 100 images: 400 < 600 vectors
     update_indexes(ws.root, MODEL, cfg)
     clean = Workspace.at(tmp_path / "clean")
@@ -107,7 +116,7 @@ def test_killed_between_saves_then_rerun_equals_a_clean_run(ws, tmp_path, monkey
         add_shard(w, 101, n_new, seed=2)
     assert update_indexes(clean.root, MODEL, cfg)["mode"] == mode
 
-    update_killed_after_the_global_save(ws, cfg, monkeypatch)
+    update_killed_at(ws, cfg, monkeypatch, *KILL_POINTS[mode][kill])
     update_indexes(ws.root, MODEL, cfg)
     assert files(ws) == files(clean)
 
@@ -140,8 +149,7 @@ def test_small_corpus_is_kept_exact_until_each_configured_layout_can_train(tmp_p
     assert PatchStore.load(p_path).code_size == 4 * D
 
     add_shard(ws, 60, 10, seed=4)  # 69 x 4 = 276: the PQ codec trains now
-
-    update_killed_after_the_global_save(ws, cfg, monkeypatch)
+    update_killed_at(ws, cfg, monkeypatch, PatchStore, "save")
     out = update_indexes(ws.root, MODEL, cfg)
     assert out["mode"] == "rebuild" and out["provisional"] == [] and out["indexed"] == 69
     store = PatchStore.load(p_path)

@@ -266,3 +266,29 @@ def test_too_few_vectors_for_the_codec_give_an_exact_stand_in(tmp_path: Path) ->
     assert isinstance(faiss.downcast_index(enough.index), faiss.IndexPQ)
     with pytest.raises(StoreError, match="at least 256 training vectors"):
         PatchStore(D, P, cfg).train(x[:20].reshape(-1, D))
+
+
+@pytest.mark.parametrize("cfg", [PQ, FLAT], ids=["pq", "flat"])
+def test_extending_the_file_on_disk_equals_adding_in_memory_and_saving(cfg: IndexConfig, tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    """Replaced ids stay in place (a later batch wins), new ids are appended in order of first
+    appearance; the old codes are streamed in blocks smaller than one image's rows apart."""
+    from tagger.store import patchfile
+    store, ids, _ = _store(cfg, n=60)
+    path, ref = tmp_path / "disk.tgp", tmp_path / "memory.tgp"
+    store.save(path)
+    a_ids = np.concatenate([ids[5:15], [10_001, 10_002, 10_003]])
+    b_ids = np.array([10_002, int(ids[40]), 10_004])
+    a, b = _patches(len(a_ids), seed=11), _patches(len(b_ids), seed=12)
+    memory = PatchStore.load(path)
+    memory.add(a_ids, a)
+    memory.add(b_ids, b)
+    memory.save(ref)
+    monkeypatch.setattr(patchfile, "WRITE_CHUNK", 5 * P * store.code_size)  # blocks of 5 images
+    assert patchfile.extend_patch_file(path, [(a_ids, a), (b_ids, b)], cfg.normalize) == 64
+    assert path.read_bytes() == ref.read_bytes()
+    with pytest.raises(StoreError, match="patches must be"):
+        patchfile.extend_patch_file(path, [(np.array([1]), _patches(2))], cfg.normalize)
+    with pytest.raises(StoreError, match="duplicates"):
+        patchfile.extend_patch_file(path, [(np.array([1, 1]), _patches(2))], cfg.normalize)
+    assert path.read_bytes() == ref.read_bytes()  # a refused batch leaves the file as it was

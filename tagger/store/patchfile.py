@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import struct
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import faiss
@@ -30,6 +31,7 @@ import numpy as np
 
 from tagger.errors import StoreError
 from tagger.store.atomic import atomic_open
+from tagger.store.vectors import as_ids, as_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,12 @@ def _codes_offset(head_len: int, n_images: int) -> int:
 def write_patch_file(path: str | os.PathLike[str], header: dict[str, Any], image_ids: np.ndarray,
                      codec: faiss.Index, codes: np.ndarray) -> None:
     """Write header, ids, ``codes`` (uint8 [rows, code_size]) and the code-less ``codec`` atomically."""
+    _write(path, header, image_ids, codec, [codes])
+
+
+def _write(path: str | os.PathLike[str], header: dict[str, Any], image_ids: np.ndarray, codec: faiss.Index,
+           code_parts: Iterable[np.ndarray]) -> None:
+    """:func:`write_patch_file` with the codes given as consecutive row blocks (written as they come)."""
     ids = np.ascontiguousarray(image_ids, dtype="<i8")
     head = dict(header, codes_offset=0)
     # the offset depends on the header's length, which depends on the offset's digits: iterate
@@ -62,8 +70,63 @@ def write_patch_file(path: str | os.PathLike[str], header: dict[str, Any], image
         fh.write(blob)
         fh.write(ids.tobytes())
         fh.write(b"\0" * (head["codes_offset"] - (len(MAGIC) + 8 + len(blob) + 8 * ids.size)))
-        _write_rows(fh, codes)
+        for codes in code_parts:
+            _write_rows(fh, codes)
         faiss.write_index(codec, faiss.PyCallbackIOWriter(fh.write))
+
+
+def extend_patch_file(path: str | os.PathLike[str], batches: Iterable[tuple[np.ndarray, np.ndarray]],
+                      normalize: bool) -> int:
+    """Add images to a saved store without loading it: each ``(image_ids, patches [n, P, d])`` batch
+    is encoded with the file's codec; ids already stored are replaced in place, new ones appended in
+    order of first appearance (a later batch wins), as :meth:`PatchStore.add` does in memory.
+
+    The old codes are streamed from a memory map into the new file, so memory grows with the batches
+    added, not with the store. Returns the number of images in the new file."""
+    header, old_ids, codec, codes = read_patch_file(path, mmap=True)
+    if codes is None:
+        raise StoreError(f"{path}: a version-1 patch file cannot be extended on disk")
+    pp, dim = int(header["patches_per_image"]), int(header["dim"])
+    order = np.argsort(old_ids, kind="stable")
+    replaced: dict[int, np.ndarray] = {}  # storage position -> codes [P, code_size]
+    added: dict[int, np.ndarray] = {}  # new id -> codes, in order of first appearance
+    for ids, patches in batches:
+        ids = as_ids(ids)
+        if np.shape(patches) != (ids.size, pp, dim):
+            raise StoreError(f"patches must be [{ids.size}, {pp}, {dim}], got {np.shape(patches)}")
+        enc = codec.sa_encode(as_matrix(np.asarray(patches).reshape(-1, dim), dim, normalize,
+                                        name="patch vectors")).reshape(ids.size, pp, -1)
+        at = np.minimum(np.searchsorted(old_ids[order], ids), max(old_ids.size - 1, 0))
+        known = (old_ids[order][at] == ids) if old_ids.size else np.zeros(ids.size, bool)
+        for k, i in enumerate(ids.tolist()):
+            if known[k]:
+                replaced[int(order[at[k]])] = enc[k]
+            else:
+                added[i] = enc[k]
+    new_ids = np.fromiter(added, np.int64, len(added))
+    header = dict(header, n_images=int(old_ids.size + new_ids.size))
+    header.pop("codes_offset", None)
+    _write(path, header, np.concatenate([old_ids, new_ids]), codec,
+           _with_replacements(codes, replaced, pp, list(added.values())))
+    return int(header["n_images"])
+
+
+def _with_replacements(codes: np.ndarray, replaced: dict[int, np.ndarray], pp: int,
+                       appended: list[np.ndarray]) -> Iterator[np.ndarray]:
+    """The stored codes in row blocks with ``replaced`` images' rows swapped in, then ``appended``."""
+    rows = max(pp, (WRITE_CHUNK // max(1, codes.shape[1])) // pp * pp)
+    hits = np.array(sorted(replaced), np.int64)
+    for start in range(0, len(codes), rows):
+        block = codes[start:start + rows]
+        first, last = start // pp, (start + len(block)) // pp
+        inside = hits[(hits >= first) & (hits < last)]
+        if inside.size:
+            block = np.array(block)
+            for pos in inside.tolist():
+                block[(pos - first) * pp:(pos - first + 1) * pp] = replaced[pos]
+        yield block
+    if appended:
+        yield np.concatenate(appended).reshape(-1, codes.shape[1])
 
 
 def _write_rows(fh, codes: np.ndarray) -> None:

@@ -34,6 +34,7 @@ from . import IndexConfig, build_global_index, build_patch_store, index_paths, l
 from .atomic import atomic_write_bytes
 from .global_index import GlobalIndex
 from .patches import PatchStore
+from .patchfile import extend_patch_file, read_patch_file
 from .shards import Shard, load_shard, model_dir
 
 logger = logging.getLogger(__name__)
@@ -67,13 +68,26 @@ def _needs_rebuild(state: dict[str, Any] | None, cfg: IndexConfig, shards: list[
     return None
 
 
-def _load_stores(g_path: Path, p_path: Path, cfg: IndexConfig) -> tuple[GlobalIndex, PatchStore] | None:
-    """Both saved stores, or None when either cannot be read."""
+def _extend_saved(g_path: Path, p_path: Path, cfg: IndexConfig, shards: list[Shard]
+                  ) -> tuple[GlobalIndex, PatchStore, float, float] | None:
+    """Add the new shards' rows to the saved stores: the global index in memory, the patch store on
+    disk (streamed, never loaded whole). None when either saved file cannot be read (rebuild)."""
+    for shard in shards:
+        if shard.patches is None:
+            raise StoreError(f"shard {shard.name} holds no patch embeddings")
     try:
-        return GlobalIndex.load(g_path, cfg), PatchStore.load(p_path)
+        gi = GlobalIndex.load(g_path, cfg)
+        if read_patch_file(p_path, mmap=True)[3] is None:  # readable, and a version extended on disk
+            raise StoreError("a version-1 patch file")
     except Exception as e:  # a missing or unreadable file means: rebuild
         logger.warning("cannot reuse the saved indexes (%s); rebuilding", e)
         return None
+    t0 = time.time()
+    for shard in shards:
+        gi.add(shard.ids, shard.global_vecs)
+    t1 = time.time()
+    extend_patch_file(p_path, ((s.ids, s.patches) for s in shards), cfg.normalize)
+    return gi, PatchStore.load(p_path, mmap=True), t1 - t0, time.time() - t1
 
 
 def _readable_patch_store(g_path: Path, p_path: Path) -> PatchStore | None:
@@ -85,20 +99,6 @@ def _readable_patch_store(g_path: Path, p_path: Path) -> PatchStore | None:
     except Exception as e:  # a missing or unreadable file means: rebuild
         logger.warning("cannot reuse the saved indexes (%s); rebuilding", e)
         return None
-
-
-def _extend(gi: GlobalIndex, ps: PatchStore, shards: list[Shard]) -> tuple[float, float]:
-    """Add each shard's rows to both stores (ids already stored are replaced); seconds for each."""
-    t_global = t_patch = 0.0
-    for shard in shards:
-        if shard.patches is None:
-            raise StoreError(f"shard {shard.name} holds no patch embeddings")
-        t0 = time.time()
-        gi.add(shard.ids, shard.global_vecs)
-        t1 = time.time()
-        ps.add(shard.ids, shard.patches)
-        t_global, t_patch = t_global + t1 - t0, t_patch + time.time() - t1
-    return t_global, t_patch
 
 
 def update_indexes(root: str | os.PathLike[str], model_id: str, cfg: IndexConfig | None = None, *,
@@ -127,10 +127,9 @@ def update_indexes(root: str | os.PathLike[str], model_id: str, cfg: IndexConfig
             return {"indexed": state["n_images"], "mode": "unchanged", "new_shards": 0,  # type: ignore[index]
                     "provisional": sorted(state.get("provisional", {})),  # type: ignore[union-attr]
                     "global_build_s": 0.0, "patch_build_s": 0.0, "patch_bytes_per_image": mapped.bytes_per_image()}
-    stores = _load_stores(g_path, p_path, cfg) if why is None else None
-    if stores is not None:
-        gi, ps = stores
-        t_global, t_patch = _extend(gi, ps, new)
+    extended = _extend_saved(g_path, p_path, cfg, new) if why is None else None
+    if extended is not None:
+        gi, ps, t_global, t_patch = extended
         mode, trained = "incremental", state["trained_on_images"]  # type: ignore[index]
         provisional = dict(state.get("provisional", {}))  # type: ignore[union-attr]
     else:
@@ -144,7 +143,8 @@ def update_indexes(root: str | os.PathLike[str], model_id: str, cfg: IndexConfig
         provisional = {name: store.provisional_until for name, store in (("global", gi), ("patches", ps))
                        if store.provisional_until}
     t0 = time.time()
-    save_indexes(root, model_id, gi, ps, cfg, shards, trained_on_images=trained, provisional=provisional)
+    save_indexes(root, model_id, gi, None if mode == "incremental" else ps, cfg, shards, trained_on_images=trained,
+                 provisional=provisional, patches_per_image=ps.patches_per_image)
     logger.info("indexes for %s (%s, %d new shards): %d global, %d images of patches", model_id, mode,
                 len(new), gi.ntotal, ps.n_images)
     return {"indexed": int(gi.ntotal), "mode": mode, "new_shards": len(new), "provisional": sorted(provisional),
@@ -152,18 +152,22 @@ def update_indexes(root: str | os.PathLike[str], model_id: str, cfg: IndexConfig
             "save_s": round(time.time() - t0, 2), "patch_bytes_per_image": ps.bytes_per_image()}
 
 
-def save_indexes(root: str | os.PathLike[str], model_id: str, gi: GlobalIndex, ps: PatchStore, cfg: IndexConfig,
-                 shards: list[str], *, trained_on_images: int, provisional: dict[str, int] | None = None) -> None:
-    """Save both stores of ``model_id`` and then, last, the index state saying they hold ``shards``
-    (built with ``cfg``, the codec trained on ``trained_on_images`` images), so that the next
-    :func:`update_indexes` extends them or finds them unchanged."""
+def save_indexes(root: str | os.PathLike[str], model_id: str, gi: GlobalIndex, ps: PatchStore | None,
+                 cfg: IndexConfig, shards: list[str], *, trained_on_images: int,
+                 provisional: dict[str, int] | None = None, patches_per_image: int | None = None) -> None:
+    """Save both stores of ``model_id`` (``ps`` None: the patch file is already written) and then,
+    last, the index state saying they hold ``shards`` (built with ``cfg``, the codec trained on
+    ``trained_on_images`` images), so that the next :func:`update_indexes` extends them or finds them
+    unchanged."""
     g_path, p_path = index_paths(root, model_id)
     directory = g_path.parent
     directory.mkdir(parents=True, exist_ok=True)
     gi.save(g_path)
-    ps.save(p_path)
+    if ps is not None:
+        ps.save(p_path)
+        patches_per_image = ps.patches_per_image
     (directory / "index_config.json").write_text(cfg.to_json())
     atomic_write_bytes(directory / STATE_FILE, json.dumps({
         "format": STATE_FORMAT, "config": cfg.to_dict(), "shards": list(shards), "n_images": int(gi.ntotal),
-        "patches_per_image": ps.patches_per_image, "trained_on_images": int(trained_on_images),
+        "patches_per_image": patches_per_image, "trained_on_images": int(trained_on_images),
         "provisional": dict(provisional or {})}).encode())
