@@ -39,6 +39,7 @@ MAGIC = b"TGPATCH2"
 MAGIC_V1 = b"TGPATCH1"
 ALIGN = 64
 WRITE_CHUNK = 64 << 20  # bytes of codes per write
+ENCODE_IMAGES = 32  # images encoded at a time when a saved store is extended
 
 
 def _codes_offset(head_len: int, n_images: int) -> int:
@@ -94,8 +95,8 @@ def extend_patch_file(path: str | os.PathLike[str], batches: Iterable[tuple[np.n
         ids = as_ids(ids)
         if np.shape(patches) != (ids.size, pp, dim):
             raise StoreError(f"patches must be [{ids.size}, {pp}, {dim}], got {np.shape(patches)}")
-        enc = codec.sa_encode(as_matrix(np.asarray(patches).reshape(-1, dim), dim, normalize,
-                                        name="patch vectors")).reshape(ids.size, pp, -1)
+        enc = np.concatenate([_encode(codec, patches[i:i + ENCODE_IMAGES], dim, normalize)
+                              for i in range(0, ids.size, ENCODE_IMAGES)]).reshape(ids.size, pp, -1)
         at = np.minimum(np.searchsorted(old_ids[order], ids), max(old_ids.size - 1, 0))
         known = (old_ids[order][at] == ids) if old_ids.size else np.zeros(ids.size, bool)
         for k, i in enumerate(ids.tolist()):
@@ -109,6 +110,11 @@ def extend_patch_file(path: str | os.PathLike[str], batches: Iterable[tuple[np.n
     _write(path, header, np.concatenate([old_ids, new_ids]), codec,
            _with_replacements(codes, replaced, pp, list(added.values())))
     return int(header["n_images"])
+
+
+def _encode(codec: faiss.Index, patches: np.ndarray, dim: int, normalize: bool) -> np.ndarray:
+    """Codes of a block of images' patches (encoding a block at a time bounds FAISS's work buffers)."""
+    return codec.sa_encode(as_matrix(np.asarray(patches).reshape(-1, dim), dim, normalize, name="patch vectors"))
 
 
 def _with_replacements(codes: np.ndarray, replaced: dict[int, np.ndarray], pp: int,
