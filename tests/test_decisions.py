@@ -138,20 +138,28 @@ def test_anchored_rule_finds_each_labels_share_and_skips_absent_and_unlearned_la
     assert ece < 0.02
 
 
-def test_anchored_rule_does_not_tag_a_label_whose_positives_are_only_its_bulks_tail():
+def test_anchored_rule_does_not_tag_a_weakly_learnt_label_whose_positives_are_only_its_bulks_tail():
     """An absent label whose image scores spread far wider than its text gap (sd 0.45 gaps): its
-    upper tail passes the anchored crossing unless the tail-share test holds it back."""
+    upper tail passes the anchored crossing. When the text side separates it only weakly (2.5 pooled
+    sds, below ``corroborate_below``) the tail-share test holds it back; learnt well, it is trusted."""
     rng = np.random.default_rng(1)
     s, y, labels, anchors = anchored_world()
     wide = anchors.neg_mean[0] + 3.0 * (0.4 + 0.45 * rng.normal(size=len(s)))
     s = np.column_stack([s[:, :2], wide])
-    anchors = TextAnchors(*(np.asarray(v)[[0, 1, 0]] for v in (anchors.neg_mean, anchors.pos_mean,
-                                                             anchors.neg_sd, anchors.pos_sd)))
-    ungated = fit_anchored(s, labels[:3], anchors, replace(WORLD_CFG, max_tail_share=np.inf))
+
+    def with_third(text_sd: float) -> TextAnchors:
+        return TextAnchors(anchors.neg_mean[[0, 1, 0]], anchors.pos_mean[[0, 1, 0]],
+                           np.r_[anchors.neg_sd[:2], text_sd], np.r_[anchors.pos_sd[:2], text_sd])
+
+    weak = with_third(1.2)  # separation 3 / 1.2 = 2.5
+    assert weak.separation()[2] == pytest.approx(2.5)
+    ungated = fit_anchored(s, labels[:3], weak, replace(WORLD_CFG, max_tail_share=np.inf))
     assert ungated.present[2] and ungated.positive(s)[:, 2].mean() > 0.05
-    gated = fit_anchored(s, labels[:3], anchors, WORLD_CFG)
+    gated = fit_anchored(s, labels[:3], weak, WORLD_CFG)
     assert gated.present.tolist() == [True, True, False] and gated.positive(s)[:, 2].sum() == 0
     np.testing.assert_array_equal(gated.positive(s)[:, :2], ungated.positive(s)[:, :2])
+    trusted = fit_anchored(s, labels[:3], with_third(0.3), WORLD_CFG)  # separation 10
+    assert trusted.present.tolist() == [True, True, True]
 
 
 def test_anchored_rule_is_unchanged_by_calibrating_the_scores():
