@@ -71,6 +71,10 @@ def test_jobs_submitted_to_ray_head_tag_the_corpus(ray_head, trained, toy_folder
     base_rate = 100 * np.mean([len(v) for v in truth.values()]) / len(LABELS)
     # well above chance (measured: 25.2 against a base rate of 14.4 with toy-vit on this folder)
     assert res["mAP"] > base_rate + 8, res
+    with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
+        n_pos = cat.query("SELECT count(*) FROM current_tags WHERE positive")[0][0]
+    assert res["positives_per_image"] == pytest.approx(n_pos / len(truth))
+    assert 0 < res["positive_precision"] <= 1 and 0 < res["positive_recall"] <= 1, res
 
 
 def decisions_and_tags(ws: Path) -> tuple[list[tuple], list[tuple]]:

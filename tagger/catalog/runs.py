@@ -168,6 +168,10 @@ class RunsMixin(CatalogBase):
         """``(uri, label, score)`` of every tag the current run kept."""
         return [(u, lab, float(s)) for u, lab, s in self.query("SELECT uri, label, score FROM current_tags")]
 
+    def current_positives(self) -> list[tuple[str, str]]:
+        """``(uri, label)`` of every positive tag of the current run."""
+        return [(u, lab) for u, lab in self.query("SELECT uri, label FROM current_tags WHERE positive")]
+
     def run_image_count(self, run_id: int) -> int:
         """Distinct images with at least one tag in run ``run_id``."""
         return int(self.query("SELECT count(DISTINCT image_id) FROM tags WHERE run_id = ?", [run_id])[0][0])

@@ -16,6 +16,7 @@ def score_current_tags(catalog_path: str | Path, truth: dict[str, list[str]]) ->
     with Catalog.open(catalog_path, read_only=True) as cat:
         rows = cat.current_scores()
         labels = cat.active_labels()
+        positives = cat.current_positives()
     uris = sorted(truth)
     pos = {u: i for i, u in enumerate(uris)}
     col = {lab: j for j, lab in enumerate(labels)}
@@ -26,7 +27,18 @@ def score_current_tags(catalog_path: str | Path, truth: dict[str, list[str]]) ->
     y = np.array([[lab in truth[u] for lab in labels] for u in uris], np.uint8)
     out = summarize(scores, y)
     out["images_tagged"] = len({u for u, _, _ in rows if u in pos})
+    out.update(decision_stats(positives, truth))
     return out
+
+
+def decision_stats(positives: list[tuple[str, str]], truth: dict[str, list[str]]) -> dict:
+    """How the run's positive tags compare with the truth: per image counts, micro precision/recall."""
+    pred = {(u, lab) for u, lab in positives if u in truth}
+    true = {(u, lab) for u, labs in truth.items() for lab in labs}
+    hit = len(pred & true)
+    return {"positives_per_image": len(pred) / max(len(truth), 1), "truth_per_image": len(true) / max(len(truth), 1),
+            "positive_precision": hit / max(len(pred), 1), "positive_recall": hit / max(len(true), 1),
+            "labels_with_positives": len({lab for _, lab in pred})}
 
 
 def main() -> None:
