@@ -148,8 +148,8 @@ def stage_search(ws, model_id: str, level: str, query: np.ndarray, repeat: int =
     return {"hits": len(hits[-1]), "repeat": repeat}
 
 
-def stage_index_update(ws, model_id: str, shard: str) -> dict[str, Any]:
-    """The index stage of an encode that added the shard ``shard`` to a built workspace."""
+def stage_index_update(ws, model_id: str) -> dict[str, Any]:
+    """The index stage of an encode that added one shard (:func:`new_shard`) to a built workspace."""
     from tagger.store.updates import update_indexes
     out = update_indexes(ws.root, model_id)
     if out.get("mode") != "incremental" or out.get("new_shards") != 1:
@@ -202,9 +202,9 @@ def run_stages(ws, built: dict[str, Any], a: argparse.Namespace, sampler: TreeSa
         _progress(n, f"search-{level}", stage)
     if not a.skip_nightly:
         out.update(nightly_stages(ws, built, tagged["run_id"], a, sampler))
-    shard = new_shard(ws, model_id, built["config"]["model"], UPDATE_IMAGES)  # last: its images are not in the catalog
+    new_shard(ws, model_id, built["config"]["model"], UPDATE_IMAGES)  # last: its images are not in the catalog
     with sampler.stage(out.setdefault("index-update", {})):
-        out["index-update"]["result"] = stage_index_update(ws, model_id, shard)
+        out["index-update"]["result"] = stage_index_update(ws, model_id)
     _progress(n, "index-update", out["index-update"])
     return out
 

@@ -191,7 +191,8 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
     if s.ndim != 2 or s.shape[1] != len(labels) or len(anchors.neg_mean) != len(labels):
         raise ValueError(f"scores must be (n_images, {len(labels)}) with anchors for each label, got {s.shape}")
     n = s.shape[0]
-    learned = anchors.separation() >= cfg.min_text_separation
+    separation = anchors.separation()
+    learned = separation >= cfg.min_text_separation
     gap = np.where(learned, anchors.pos_mean - anchors.neg_mean, 1.0)
     base = np.where(learned, anchors.neg_mean, 0.0)
     mu0, mu1 = base + cfg.neg_anchor * gap, base + cfg.pos_anchor * gap
@@ -203,7 +204,7 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
         r = 1.0 / (1.0 + np.exp(-np.clip(logit, -60, 60)))
         prior = np.clip((r * c).sum(0) / n, 1e-6, 1 - 1e-6)  # fixed components: any share is allowed
     stands_out = _tail_share(x, c, _crossings(mu0, sd, mu1, sd, prior, cfg.cutoff)) <= cfg.max_tail_share
-    stands_out |= anchors.separation() >= cfg.corroborate_below
+    stands_out |= separation >= cfg.corroborate_below
     present = learned & stands_out & (prior * n >= cfg.min_positives)
     logger.info("decisions: %d of %d labels present in a sample of %d images (%d not learned from text, "
                 "%d whose positives do not stand out from their bulk)", int(present.sum()), len(labels), n,

@@ -89,6 +89,7 @@ def extend_patch_file(path: str | os.PathLike[str], batches: Iterable[tuple[np.n
         raise StoreError(f"{path}: a version-1 patch file cannot be extended on disk")
     pp, dim = int(header["patches_per_image"]), int(header["dim"])
     order = np.argsort(old_ids, kind="stable")
+    sorted_ids = old_ids[order]
     replaced: dict[int, np.ndarray] = {}  # storage position -> codes [P, code_size]
     added: dict[int, np.ndarray] = {}  # new id -> codes, in order of first appearance
     for ids, patches in batches:
@@ -97,16 +98,15 @@ def extend_patch_file(path: str | os.PathLike[str], batches: Iterable[tuple[np.n
             raise StoreError(f"patches must be [{ids.size}, {pp}, {dim}], got {np.shape(patches)}")
         enc = np.concatenate([_encode(codec, patches[i:i + ENCODE_IMAGES], dim, normalize)
                               for i in range(0, ids.size, ENCODE_IMAGES)]).reshape(ids.size, pp, -1)
-        at = np.minimum(np.searchsorted(old_ids[order], ids), max(old_ids.size - 1, 0))
-        known = (old_ids[order][at] == ids) if old_ids.size else np.zeros(ids.size, bool)
+        at = np.minimum(np.searchsorted(sorted_ids, ids), max(old_ids.size - 1, 0))
+        known = (sorted_ids[at] == ids) if old_ids.size else np.zeros(ids.size, bool)
         for k, i in enumerate(ids.tolist()):
             if known[k]:
                 replaced[int(order[at[k]])] = enc[k]
             else:
                 added[i] = enc[k]
     new_ids = np.fromiter(added, np.int64, len(added))
-    header = dict(header, n_images=int(old_ids.size + new_ids.size))
-    header.pop("codes_offset", None)
+    header = dict(header, n_images=int(old_ids.size + new_ids.size))  # _write sets codes_offset anew
     _write(path, header, np.concatenate([old_ids, new_ids]), codec,
            _with_replacements(codes, replaced, pp, list(added.values())))
     return int(header["n_images"])
