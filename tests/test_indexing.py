@@ -99,9 +99,9 @@ def test_config_change_or_removed_shard_rebuilds(ws):
     assert out["mode"] == "rebuild" and out["indexed"] == 100
 
 
-# an incremental update writes the extended patch file first, then the global index; a rebuild
+# an incremental update extends the global index file first, then the patch file; a rebuild
 # saves the global index first; both write the state last
-KILL_POINTS = {"incremental": [(GlobalIndex, "save"), (updates, "atomic_write_bytes")],
+KILL_POINTS = {"incremental": [(updates, "extend_patch_file"), (updates, "atomic_write_bytes")],
                "rebuild": [(PatchStore, "save"), (updates, "atomic_write_bytes")]}
 
 

@@ -186,3 +186,58 @@ def test_too_few_vectors_for_an_ivf_give_an_exact_stand_in(tmp_path: Path) -> No
     np.testing.assert_allclose(scores, want_scores, atol=1e-5)
     with pytest.raises(StoreError, match="at least 16 training vectors"):
         GlobalIndex(D, cfg).train(x)
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_extending_the_file_on_disk_equals_adding_in_memory_and_saving(metric: str, tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    """Ids already stored (old or added by an earlier batch) are removed and the batch appended, as
+    successive adds do; the old vectors are streamed in blocks of a few rows."""
+    from tagger.store import globalfile
+    cfg = IndexConfig(metric=metric, use_gpu=False)
+    x, ids = _vectors(60), np.arange(60, dtype=np.int64) * 3 + 1
+    gi = GlobalIndex(D, cfg)
+    gi.add(ids, x)
+    path, ref = tmp_path / "disk.faiss", tmp_path / "memory.faiss"
+    gi.save(path)
+    a_ids = np.concatenate([ids[5:9], [10_001, 10_002, 10_003]])
+    b_ids = np.array([10_002, int(ids[40]), 10_004])
+    a, b = _vectors(len(a_ids), seed=11), _vectors(len(b_ids), seed=12)
+    memory = GlobalIndex.load(path, cfg)
+    memory.add(a_ids, a)
+    memory.add(b_ids, b)
+    memory.save(ref)
+    monkeypatch.setattr(globalfile, "WRITE_ROWS", 7)
+    assert globalfile.extend_global_file(path, [(a_ids, a), (b_ids, b)], cfg.normalize) == 64
+    assert path.read_bytes() == ref.read_bytes()
+    loaded = GlobalIndex.load(path, cfg)
+    assert np.array_equal(loaded.ids()[-3:], b_ids)
+    np.testing.assert_allclose(loaded.reconstruct(b_ids), _unit(b) if cfg.normalize else b, atol=1e-6)
+
+
+def test_extending_an_empty_file_and_refusing_bad_batches(tmp_path: Path) -> None:
+    from tagger.store.globalfile import extend_global_file
+    cfg = IndexConfig(use_gpu=False)
+    path = tmp_path / "g.faiss"
+    GlobalIndex(D, cfg).save(path)
+    assert extend_global_file(path, [(np.array([4, 2]), _vectors(2))], cfg.normalize) == 2
+    assert np.array_equal(GlobalIndex.load(path, cfg).ids(), [4, 2])
+    before = path.read_bytes()
+    with pytest.raises(StoreError):
+        extend_global_file(path, [(np.array([1, 1]), _vectors(2))], cfg.normalize)
+    with pytest.raises(StoreError, match="3 ids for 2 vectors"):
+        extend_global_file(path, [(np.array([7, 8, 9]), _vectors(2))], cfg.normalize)
+    assert path.read_bytes() == before  # a refused batch leaves the file as it was
+
+
+def test_a_file_of_another_kind_is_left_to_the_in_memory_path(tmp_path: Path) -> None:
+    from tagger.store.globalfile import extend_global_file
+    cfg = IndexConfig(global_factory="IVF4,Flat", use_gpu=False)
+    gi = GlobalIndex(D, cfg)
+    gi.train(_vectors(200))
+    gi.add(np.arange(50), _vectors(50))
+    path = tmp_path / "ivf.faiss"
+    gi.save(path)
+    before = path.read_bytes()
+    assert extend_global_file(path, [(np.array([99]), _vectors(1))], cfg.normalize) is None
+    assert path.read_bytes() == before

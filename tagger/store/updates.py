@@ -3,7 +3,10 @@
 Updates are incremental. ``index_state.json`` (written last, atomically) records the shards both
 stores hold, the config they were built with and how many images the codec was trained on. A
 later update reads only the shards that are new since then and adds them (ids already stored are
-replaced in place), reusing the trained codec, so encoding a few new images costs a few images.
+replaced in place), reusing the trained codec, so encoding a few new images costs a few images. Both saved files are
+extended on disk, the stored rows streamed from a memory map (the exact global index by
+:mod:`.globalfile`, the patch store by :mod:`.patchfile`), so an update's memory grows with the
+new shards, not with the corpus.
 
 A full, deterministic rebuild from every done shard (ascending image id, seeded codec training)
 happens when there is no state (first build), the config changed, a shard disappeared, the saved
@@ -33,6 +36,7 @@ from ..errors import StoreError
 from . import IndexConfig, build_global_index, build_patch_store, index_paths, list_done_shards
 from .atomic import atomic_write_bytes
 from .global_index import GlobalIndex
+from .globalfile import extend_global_file
 from .patches import PatchStore
 from .patchfile import extend_patch_file, read_patch_file
 from .shards import Shard, load_shard, model_dir
@@ -69,25 +73,31 @@ def _needs_rebuild(state: dict[str, Any] | None, cfg: IndexConfig, shards: list[
 
 
 def _extend_saved(g_path: Path, p_path: Path, cfg: IndexConfig, shards: list[Shard]
-                  ) -> tuple[GlobalIndex, PatchStore, float, float] | None:
-    """Add the new shards' rows to the saved stores: the global index in memory, the patch store on
-    disk (streamed, never loaded whole). None when either saved file cannot be read (rebuild)."""
+                  ) -> tuple[GlobalIndex | None, int, PatchStore, float, float] | None:
+    """Add the new shards' rows to the saved stores on disk, streamed, never loaded whole: the
+    global index when it is exact (``IDMap2,Flat``; other kinds are loaded and extended in memory,
+    returned for saving) and the patch store. Returns ``(index or None, its vector count, patch
+    store, seconds global, seconds patches)``; None when either saved file cannot be read (rebuild)."""
     for shard in shards:
         if shard.patches is None:
             raise StoreError(f"shard {shard.name} holds no patch embeddings")
     try:
-        gi = GlobalIndex.load(g_path, cfg)
+        faiss.read_index(str(g_path), faiss.IO_FLAG_MMAP_IFC)
         if read_patch_file(p_path, mmap=True)[3] is None:  # readable, and a version extended on disk
             raise StoreError("a version-1 patch file")
     except Exception as e:  # a missing or unreadable file means: rebuild
         logger.warning("cannot reuse the saved indexes (%s); rebuilding", e)
         return None
     t0 = time.time()
-    for shard in shards:
-        gi.add(shard.ids, shard.global_vecs)
+    gi, n_global = None, extend_global_file(g_path, ((s.ids, s.global_vecs) for s in shards), cfg.normalize)
+    if n_global is None:
+        gi = GlobalIndex.load(g_path, cfg)
+        for shard in shards:
+            gi.add(shard.ids, shard.global_vecs)
+        n_global = gi.ntotal
     t1 = time.time()
     extend_patch_file(p_path, ((s.ids, s.patches) for s in shards), cfg.normalize)
-    return gi, PatchStore.load(p_path, mmap=True), t1 - t0, time.time() - t1
+    return gi, n_global, PatchStore.load(p_path, mmap=True), t1 - t0, time.time() - t1
 
 
 def _readable_patch_store(g_path: Path, p_path: Path) -> PatchStore | None:
@@ -129,7 +139,7 @@ def update_indexes(root: str | os.PathLike[str], model_id: str, cfg: IndexConfig
                     "global_build_s": 0.0, "patch_build_s": 0.0, "patch_bytes_per_image": mapped.bytes_per_image()}
     extended = _extend_saved(g_path, p_path, cfg, new) if why is None else None
     if extended is not None:
-        gi, ps, t_global, t_patch = extended
+        gi, n_global, ps, t_global, t_patch = extended
         mode, trained = "incremental", state["trained_on_images"]  # type: ignore[index]
         provisional = dict(state.get("provisional", {}))  # type: ignore[union-attr]
     else:
@@ -139,35 +149,42 @@ def update_indexes(root: str | os.PathLike[str], model_id: str, cfg: IndexConfig
         t1 = time.time()
         ps = build_patch_store(root, model_id, cfg)
         t_global, t_patch = t1 - t0, time.time() - t1
+        n_global = gi.ntotal
         mode, trained = "rebuild", gi.ntotal
         provisional = {name: store.provisional_until for name, store in (("global", gi), ("patches", ps))
                        if store.provisional_until}
     t0 = time.time()
     save_indexes(root, model_id, gi, None if mode == "incremental" else ps, cfg, shards, trained_on_images=trained,
-                 provisional=provisional, patches_per_image=ps.patches_per_image)
+                 provisional=provisional, patches_per_image=ps.patches_per_image, n_images=n_global)
     logger.info("indexes for %s (%s, %d new shards): %d global, %d images of patches", model_id, mode,
-                len(new), gi.ntotal, ps.n_images)
-    return {"indexed": int(gi.ntotal), "mode": mode, "new_shards": len(new), "provisional": sorted(provisional),
+                len(new), n_global, ps.n_images)
+    return {"indexed": int(n_global), "mode": mode, "new_shards": len(new), "provisional": sorted(provisional),
             "global_build_s": round(t_global, 2), "patch_build_s": round(t_patch, 2),
             "save_s": round(time.time() - t0, 2), "patch_bytes_per_image": ps.bytes_per_image()}
 
 
-def save_indexes(root: str | os.PathLike[str], model_id: str, gi: GlobalIndex, ps: PatchStore | None,
+def save_indexes(root: str | os.PathLike[str], model_id: str, gi: GlobalIndex | None, ps: PatchStore | None,
                  cfg: IndexConfig, shards: list[str], *, trained_on_images: int,
-                 provisional: dict[str, int] | None = None, patches_per_image: int | None = None) -> None:
-    """Save both stores of ``model_id`` (``ps`` None: the patch file is already written) and then,
-    last, the index state saying they hold ``shards`` (built with ``cfg``, the codec trained on
-    ``trained_on_images`` images), so that the next :func:`update_indexes` extends them or finds them
-    unchanged."""
+                 provisional: dict[str, int] | None = None, patches_per_image: int | None = None,
+                 n_images: int | None = None) -> None:
+    """Save both stores of ``model_id`` (``gi`` or ``ps`` None: that file is already written; then
+    ``n_images`` or ``patches_per_image`` say what it holds) and then, last, the index state saying
+    they hold ``shards`` (built with ``cfg``, the codec trained on ``trained_on_images`` images), so
+    that the next :func:`update_indexes` extends them or finds them unchanged."""
     g_path, p_path = index_paths(root, model_id)
     directory = g_path.parent
     directory.mkdir(parents=True, exist_ok=True)
-    gi.save(g_path)
+    if gi is not None:
+        gi.save(g_path)
+        n_images = gi.ntotal
     if ps is not None:
         ps.save(p_path)
         patches_per_image = ps.patches_per_image
+    if n_images is None or patches_per_image is None:
+        raise StoreError("save_indexes needs the global index or its vector count, and the patch store or its "
+                         "patches per image")
     (directory / "index_config.json").write_text(cfg.to_json())
     atomic_write_bytes(directory / STATE_FILE, json.dumps({
-        "format": STATE_FORMAT, "config": cfg.to_dict(), "shards": list(shards), "n_images": int(gi.ntotal),
+        "format": STATE_FORMAT, "config": cfg.to_dict(), "shards": list(shards), "n_images": int(n_images),
         "patches_per_image": patches_per_image, "trained_on_images": int(trained_on_images),
         "provisional": dict(provisional or {})}).encode())
