@@ -4,16 +4,18 @@
 
 For each model: CoMC scores of the test split (and val, for --tune), then the ways to mark
 positives: the per-image standardised rule (threshold 1.0 on the calibrated score), the per-label
-mixture fit on the scores alone, and the anchored rule, the default (components on the classifier's
-text scale, prior fitted on the scores; both in ``tagger.method.decisions``, fitted as a tag run does
+mixture fit on the scores alone, and the anchored rule, the default (positives on the classifier's
+text scale, negatives and prior fitted on the scores; both in ``tagger.method.decisions``, fitted as a tag run does
 on its corpus), against an oracle that picks each label's best-F1 threshold on the test labels
 themselves. Also: a corpus from which four world labels are withheld (scenes showing them dropped). Reported:
 micro/macro-F1 and their share of the oracle's, positives per image against the truth (mean
 absolute error, overall and by object count), the confidence column's expected calibration error
 (10 bins), and, with ``--absent`` labels that never occur in the world added to the vocabulary,
 positives per image from those labels. Then the fit's time and peak memory at 1,000 and 10,000
-labels. ``--tune`` first searches the anchored rule's knobs on val scenes (n/2, with the absent labels
-in the vocabulary) and evaluates the test split with the best of them. Ends with a JSON line.
+labels. ``--tune`` first searches the anchored rule's knobs on each model's val scenes (n/2, with the
+absent labels in the vocabulary) and evaluates the test split with the best of them; ``--tune-only``
+searches val alone and prints the one setting best over all the models given (the shipped defaults
+come from ``--tune-only --n 1000`` over toy-rn and toy-vit). Ends with a JSON line.
 """
 from __future__ import annotations
 
@@ -129,7 +131,7 @@ def evaluate_model(name: str, n: int, n_absent: int, dcfg: DecisionConfig, tune:
     tuned = None
     if tune and n_absent:
         labels, big = comc_with_absent(clip, n_absent)
-        tuned = tune_on_val(clip, big, labels, model, max(1, n // 2))
+        tuned = tune_on_val(val_data(clip, big, labels, model, max(1, n // 2)))
         dcfg = replace(dcfg, **{x: tuned["best"][x] for x in KNOBS})
     test = embed_dataset(clip, read_toy(n=n, split="test"))
     y = test.labels.astype(bool)
@@ -201,30 +203,57 @@ def _val_row(val: dict, cfg: DecisionConfig) -> dict:
             "positives_per_image": round(float(pred20.sum(1).mean()), 2)}
 
 
-def tune_on_val(clip, big, labels: list[str], model, n: int) -> dict:
-    """The anchored rule's knobs on val scenes: as a vocabulary of the world's labels plus absent ones
-    meets the corpus (a positive of an absent label is a false positive), and with the world's own
-    20-label classifier (whose weaker text separations a gate must not mistake for absent labels).
-    First the anchors (gates at their defaults), then the gates with those anchors."""
+def val_data(clip, big, labels: list[str], model, n: int) -> dict:
+    """Val scenes scored two ways: by ``big`` (the world's labels plus absent ones: a positive of an
+    absent label is a false positive) and by the world's own 20-label ``model`` (whose weaker text
+    separations a gate must not mistake for absent labels)."""
     ds = embed_dataset(clip, read_toy(n=n, split="val"))
     k, y20 = len(LABELS), ds.labels.astype(bool)
     y = np.zeros((len(y20), len(labels)), bool)
     y[:, :k] = y20
-    val = {"big": (big.scores(ds.global_, ds.patches.astype("float32")), y, labels, big),
-           "world": (model.scores(ds.global_, ds.patches.astype("float32")), y20, model)}
+    return {"big": (big.scores(ds.global_, ds.patches.astype("float32")), y, labels, big),
+            "world": (model.scores(ds.global_, ds.patches.astype("float32")), y20, model)}
+
+
+def anchor_grid(val: dict) -> list[dict]:
+    """The positives' anchor and sd on val (gates at their defaults), best first."""
+    grid = [_val_row(val, replace(DecisionConfig(), pos_anchor=pos, anchor_sd=sd))
+            for pos in (0.8, 0.9, 1.0, 1.1, 1.2) for sd in (0.08, 0.1, 0.12, 0.15, 0.2)]
+    return sorted(grid, key=lambda r: -r["objective"])
+
+
+def gate_grid(val: dict, anchored: DecisionConfig) -> list[dict]:
+    """The gates on val with the anchors of ``anchored``, best first (ties: fewer absent positives,
+    then nearest the defaults)."""
     dflt = DecisionConfig()
-    grid = [_val_row(val, replace(dflt, neg_anchor=neg, pos_anchor=pos, anchor_sd=sd))
-            for neg in (0.3, 0.4, 0.5, 0.6) for pos in (0.8, 0.9, 1.0, 1.1, 1.2) for sd in (0.1, 0.15, 0.2)]
-    grid.sort(key=lambda r: -r["objective"])
-    anchored = replace(dflt, **{x: grid[0][x] for x in ("neg_anchor", "pos_anchor", "anchor_sd")})
     gates = [_val_row(val, replace(anchored, max_tail_share=w, corroborate_below=c, min_text_separation=t))
              for w in (0.8, 0.9, 1.0, float("inf")) for c in (2.5, 3.0, 3.5, float("inf")) for t in (2.0, 2.5)]
-    near = lambda r: sum(abs(r[x] - getattr(dflt, x)) for x in KNOBS[3:])  # noqa: E731  ties: nearest the defaults
-    gates.sort(key=lambda r: (-r["objective"], r["absent_positives_per_image"], near(r)))
-    default = _val_row(val, dflt)
-    return {"best": gates[0], "default": default, "top5_anchors": grid[:5], "gates": gates,
+    near = lambda r: sum(abs(r[x] - getattr(dflt, x)) for x in KNOBS[3:])  # noqa: E731
+    return sorted(gates, key=lambda r: (-r["objective"], r["absent_positives_per_image"], near(r)))
+
+
+def tune_on_val(val: dict, anchors: dict | None = None) -> dict:
+    """The anchored rule's knobs on one model's val scenes: first the anchors (or the ones given),
+    then the gates with those anchors."""
+    grid = anchor_grid(val)
+    best = anchors or grid[0]
+    gates = gate_grid(val, replace(DecisionConfig(), **{x: best[x] for x in ("pos_anchor", "anchor_sd")}))
+    default = _val_row(val, DecisionConfig())
+    return {"best": gates[0], "default": default, "anchors": grid, "gates": gates,
             "default_is_best": all(default[x] == gates[0][x] for x in KNOBS),
-            "truth_positives_per_image": round(float(y20.sum(1).mean()), 2)}
+            "truth_positives_per_image": round(float(val["world"][1].sum(1).mean()), 2)}
+
+
+def shared_best(grids: list[list[dict]]) -> dict:
+    """The knob setting with the highest objective summed over several models' val grids."""
+    key = lambda r: tuple(r[x] for x in KNOBS)  # noqa: E731
+    totals: dict[tuple, float] = {}
+    for grid in grids:
+        for r in grid:
+            totals[key(r)] = totals.get(key(r), 0.0) + r["objective"]
+    best = max((k for k in totals if all(k in {key(r) for r in g} for g in grids)), key=lambda k: totals[k])
+    return {**dict(zip(KNOBS, best)), "objective_sum": round(totals[best], 1),
+            "per_model": [next(r for r in g if key(r) == best) for g in grids]}
 
 
 def fit_cost(n_labels: int, n_images: int = 4096, seed: int = 0) -> dict:
@@ -250,6 +279,26 @@ def fit_cost(n_labels: int, n_images: int = 4096, seed: int = 0) -> dict:
     return out
 
 
+def tune_only(a: argparse.Namespace) -> None:
+    """Each model's knobs on its val scenes, then one setting for all of them (the shipped defaults):
+    the anchors with the best objective summed over the models, then the gates with those anchors."""
+    vals = {}
+    for name in a.models:
+        clip = load_clip(name, device="cpu")
+        labels, big = comc_with_absent(clip, a.absent)
+        vals[name] = val_data(clip, big, labels, fit_comc(clip, LABELS, LABEL_SYNONYMS, ComcConfig()), a.n)
+    tuned = {name: tune_on_val(val) for name, val in vals.items()}
+    for name, r in tuned.items():
+        print(f"{name}: best on val {r['best']}\n  default {r['default']}\n  truth positives/image "
+              f"{r['truth_positives_per_image']}")
+    shared = {"anchors": shared_best([r["anchors"] for r in tuned.values()])}
+    shared["gates"] = shared_best([tune_on_val(val, shared["anchors"])["gates"] for val in vals.values()])
+    for part, r in shared.items():
+        print(f"best {part} over all models on val: {r}")
+    print(json.dumps({"bench": "decisions-tune", "n_val": a.n, "n_absent": a.absent, "results": tuned,
+                      "shared": shared}))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["toy-rn", "toy-vit"])
@@ -261,16 +310,7 @@ def main() -> None:
     a = p.parse_args()
     dcfg = DecisionConfig()
     if a.tune_only:
-        tuned = {}
-        for name in a.models:
-            clip = load_clip(name, device="cpu")
-            labels, big = comc_with_absent(clip, a.absent)
-            model = fit_comc(clip, LABELS, LABEL_SYNONYMS, ComcConfig())
-            tuned[name] = tune_on_val(clip, big, labels, model, a.n)
-        for name, r in tuned.items():
-            print(f"{name}: best on val {r['best']}\n  default {r['default']}\n  truth positives/image "
-                  f"{r['truth_positives_per_image']}")
-        print(json.dumps({"bench": "decisions-tune", "n_val": a.n, "n_absent": a.absent, "results": tuned}))
+        tune_only(a)
         return
     out = {name: evaluate_model(name, a.n, a.absent, dcfg, a.tune) for name in a.models}
     for name, res in out.items():

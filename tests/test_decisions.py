@@ -97,7 +97,7 @@ def test_ten_thousand_labels_fit_in_one_pass():
     assert d.present.mean() < 0.01 and len(d.thresholds()) == 10_000
 
 
-# --- the anchored rule: components on each label's text scale, prior fitted to the corpus ---
+# --- the anchored rule: positives on each label's text scale, negatives and prior fitted ---
 
 def anchored_world(n: int = 6000, seed: int = 0):
     """Scores of four labels on their own text scales (text negatives at ``neg``, positives at
@@ -133,6 +133,25 @@ def test_anchored_rule_finds_each_labels_share_and_skips_absent_and_unlearned_la
         anchors.neg_mean + 0.9 * (anchors.pos_mean - anchors.neg_mean)
     assert np.all((lo[:2] < t[:2]) & (t[:2] < hi[:2])) and np.isinf(t[2:]).all()
     c, truth = d.confidence(s)[:, :2].ravel(), y[:, :2].ravel()
+    bins = np.minimum((c * 10).astype(int), 9)
+    ece = sum(abs(c[bins == b].mean() - truth[bins == b].mean()) * (bins == b).mean() for b in set(bins))
+    assert ece < 0.02
+
+
+def test_anchored_rule_fits_the_negatives_to_the_corpus():
+    """Images without a label need not sit where the start says (``neg_anchor``): here they sit at
+    0.1 of the gap with sd 0.25 (the positives at the anchor, 0.9, sd 0.15). The negatives' mean and
+    sd are fitted to the corpus, so the prior, the threshold and the confidence follow them."""
+    rng = np.random.default_rng(5)
+    n, neg, gap = 8000, np.array([-1.0, 2.0]), np.array([3.0, 0.5])
+    y = rng.random((n, 2)) < [0.3, 0.1]
+    s = neg + gap * np.where(y, 0.9 + 0.15 * rng.normal(size=y.shape), 0.1 + 0.25 * rng.normal(size=y.shape))
+    anchors = TextAnchors(neg, neg + gap, np.array([0.3, 0.05]), np.array([0.3, 0.05]))
+    d = fit_anchored(s, ["a", "b"], anchors, WORLD_CFG)  # negatives start at 0.4 with sd 0.15
+    np.testing.assert_allclose((d.mu0 - neg) / gap, 0.1, atol=0.02)
+    np.testing.assert_allclose(d.sd0 / gap, 0.25, atol=0.02)
+    np.testing.assert_allclose(d.prior, y.mean(0), atol=0.015)
+    c, truth = d.confidence(s).ravel(), y.ravel()
     bins = np.minimum((c * 10).astype(int), 9)
     ece = sum(abs(c[bins == b].mean() - truth[bins == b].mean()) * (bins == b).mean() for b in set(bins))
     assert ece < 0.02

@@ -3,10 +3,11 @@
 The default rule (:func:`fit_anchored`) anchors each label on its text side. The text classifier
 knows, for every label, how it scores the sentences of its own corpus that are about the label and
 those that are not (:class:`TextAnchors`). Image scores of the label are modelled as two Gaussian
-components placed on that scale -- negatives at ``neg_anchor``, positives at ``pos_anchor`` of the way
-from the text negatives' mean to the text positives' mean, each with sd ``anchor_sd`` of that gap (the
-constants absorb the image-text modality gap and are chosen on the toy validation split) -- and
-only the label's prior, its share of positive images, is fitted to the corpus by EM. A label absent
+components: the positives held at ``pos_anchor`` of the way from the text negatives' mean to the
+text positives' mean, with sd ``anchor_sd`` of that gap (the constants absorb the image-text
+modality gap and are chosen on the toy validation split), and the negatives -- the bulk, which
+every corpus has plenty of -- fitted to the corpus by EM together with the label's prior, its share
+of positive images (the negatives start at ``neg_anchor`` on the same scale). A label absent
 from the corpus gets a prior near zero, so (almost) no positives; a label whose sentences the
 classifier cannot tell apart from the rest (``min_text_separation``) carries no signal and is never
 tagged. A label the text side separates only weakly (below ``corroborate_below``) must also be
@@ -60,13 +61,13 @@ class DecisionConfig:
     iterations: int = 60
     bins: int = 256  # each label's sample is binned: EM cost does not grow with the sample
     sd_floor: float = 0.05  # component sd never below this fraction of the label's overall sd
-    # the anchored rule: components placed on each label's text scale (0 = text negatives' mean,
-    # 1 = text positives' mean); only the prior is fitted to the corpus. These and the gates below
-    # are chosen on val scenes (toy-rn: 20 world labels + 200 absent ones, and the world's own
-    # 20-label classifier) by bench/decisions.py --tune
-    neg_anchor: float = 0.3
-    pos_anchor: float = 1.2
-    anchor_sd: float = 0.1
+    # the anchored rule: positives placed on each label's text scale (0 = text negatives' mean,
+    # 1 = text positives' mean); the negatives and the prior are fitted to the corpus. These and the
+    # gates below are chosen on val scenes (toy-rn and toy-vit: 20 world labels + 200 absent ones,
+    # and the world's own 20-label classifier) by bench/decisions.py --tune
+    neg_anchor: float = 0.3  # where the negatives' fit starts
+    pos_anchor: float = 1.1
+    anchor_sd: float = 0.2
     min_text_separation: float = 2.0  # (text pos mean - text neg mean) / pooled sd: below, never tagged
     max_tail_share: float = 0.8  # share of the images above threshold the bulk's own tail may explain ...
     corroborate_below: float = 3.0  # ... checked for labels whose text separation is below this
@@ -196,21 +197,29 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
     gap = np.where(learned, anchors.pos_mean - anchors.neg_mean, 1.0)
     base = np.where(learned, anchors.neg_mean, 0.0)
     mu0, mu1 = base + cfg.neg_anchor * gap, base + cfg.pos_anchor * gap
-    sd = np.full(len(labels), cfg.anchor_sd) * gap
-    x, c, _ = _histogram(s, cfg.bins)
-    prior = np.full(len(labels), 0.1)
-    for _ in range(cfg.iterations):
-        logit = _log_ratio(x, mu0, sd, mu1, sd, prior)
-        r = 1.0 / (1.0 + np.exp(-np.clip(logit, -60, 60)))
-        prior = np.clip((r * c).sum(0) / n, 1e-6, 1 - 1e-6)  # fixed components: any share is allowed
-    stands_out = _tail_share(x, c, _crossings(mu0, sd, mu1, sd, prior, cfg.cutoff)) <= cfg.max_tail_share
+    sd1 = np.full(len(labels), cfg.anchor_sd) * gap
+    x, c, width = _histogram(s, cfg.bins)
+    mu0, sd0, prior = _fit_bulk(x, c, n, width, mu0, sd1.copy(), mu1, sd1, cfg.iterations)
+    stands_out = _tail_share(x, c, _crossings(mu0, sd0, mu1, sd1, prior, cfg.cutoff)) <= cfg.max_tail_share
     stands_out |= separation >= cfg.corroborate_below
     present = learned & stands_out & (prior * n >= cfg.min_positives)
     logger.info("decisions: %d of %d labels present in a sample of %d images (%d not learned from text, "
                 "%d whose positives do not stand out from their bulk)", int(present.sum()), len(labels), n,
                 int((~learned).sum()), int((learned & ~stands_out).sum()))
-    return Decisions(list(labels), mu0, sd.copy(), mu1, sd.copy(), prior, present, cfg.cutoff,
-                     dict(overrides or {}))
+    return Decisions(list(labels), mu0, sd0, mu1, sd1, prior, present, cfg.cutoff, dict(overrides or {}))
+
+
+def _fit_bulk(x, c, n, width, mu0, sd0, mu1, sd1, iterations: int):
+    """EM on binned scores with the positive component held at its anchors: the prior and the
+    negative component (mean, sd with the bins' own width added back) follow the corpus."""
+    prior = np.full(x.shape[1], 0.1)
+    for _ in range(iterations):
+        r = 1.0 / (1.0 + np.exp(-np.clip(_log_ratio(x, mu0, sd0, mu1, sd1, prior), -60, 60)))
+        prior = np.clip((r * c).sum(0) / n, 1e-6, 1 - 1e-6)  # any share is allowed
+        neg = (1.0 - r) * c
+        mu0, sd0 = _moments(x, neg, np.maximum(width, 1e-9))
+        sd0 = np.sqrt(sd0 ** 2 + width ** 2 / 12)
+    return mu0, sd0, prior
 
 
 def _tail_share(x: np.ndarray, c: np.ndarray, threshold: np.ndarray) -> np.ndarray:
