@@ -232,12 +232,11 @@ def gate_grid(val: dict, anchored: DecisionConfig) -> list[dict]:
     return sorted(gates, key=lambda r: (-r["objective"], r["absent_positives_per_image"], near(r)))
 
 
-def tune_on_val(val: dict, anchors: dict | None = None) -> dict:
-    """The anchored rule's knobs on one model's val scenes: first the anchors (or the ones given),
-    then the gates with those anchors."""
+def tune_on_val(val: dict) -> dict:
+    """The anchored rule's knobs on one model's val scenes: first the anchors, then the gates with
+    those anchors."""
     grid = anchor_grid(val)
-    best = anchors or grid[0]
-    gates = gate_grid(val, replace(DecisionConfig(), **{x: best[x] for x in ("pos_anchor", "anchor_sd")}))
+    gates = gate_grid(val, replace(DecisionConfig(), **{x: grid[0][x] for x in ("pos_anchor", "anchor_sd")}))
     default = _val_row(val, DecisionConfig())
     return {"best": gates[0], "default": default, "anchors": grid, "gates": gates,
             "default_is_best": all(default[x] == gates[0][x] for x in KNOBS),
@@ -292,7 +291,8 @@ def tune_only(a: argparse.Namespace) -> None:
         print(f"{name}: best on val {r['best']}\n  default {r['default']}\n  truth positives/image "
               f"{r['truth_positives_per_image']}")
     shared = {"anchors": shared_best([r["anchors"] for r in tuned.values()])}
-    shared["gates"] = shared_best([tune_on_val(val, shared["anchors"])["gates"] for val in vals.values()])
+    anchored = replace(DecisionConfig(), **{x: shared["anchors"][x] for x in ("pos_anchor", "anchor_sd")})
+    shared["gates"] = shared_best([gate_grid(val, anchored) for val in vals.values()])
     for part, r in shared.items():
         print(f"best {part} over all models on val: {r}")
     print(json.dumps({"bench": "decisions-tune", "n_val": a.n, "n_absent": a.absent, "results": tuned,

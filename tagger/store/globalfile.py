@@ -93,8 +93,9 @@ def extend_global_file(path: str | os.PathLike[str], batches: Iterable[tuple[np.
         for k, i in enumerate(ids.tolist()):
             added.pop(i, None)
             added[i] = x[k]
-    keep = ~np.isin(old_ids, np.fromiter(added, np.int64, len(added)))
-    new_ids = np.concatenate([old_ids[keep], np.fromiter(added, np.int64, len(added))])
+    added_ids = np.fromiter(added, np.int64, len(added))
+    keep = ~np.isin(old_ids, added_ids)
+    new_ids = np.concatenate([old_ids[keep], added_ids])
     total = int(new_ids.size)
     old = np.memmap(path, np.float32, "r", layout.vectors_at, (layout.n, layout.dim)) if layout.n else None
     with atomic_open(path) as fh:
