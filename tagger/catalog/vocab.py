@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import logging
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from ..errors import CatalogError, ConfigError
+from ..text.vocab import name_problem
 from .base import CatalogBase, from_json, to_json
+
+__all__ = ["MAX_LABEL_LENGTH", "Label", "VocabMixin", "clean_label"]
 
 logger = logging.getLogger(__name__)
 MAX_LABEL_LENGTH = 100  # characters of a label or synonym (they go into prompts and sentences)
@@ -33,15 +35,17 @@ class Label:
 
 def clean_label(name: Any, what: str = "label") -> str:
     """A label name (or synonym) with surrounding whitespace removed; refuses non-strings, empty
-    names, control characters (newlines, tabs) and names over MAX_LABEL_LENGTH characters."""
+    names, names over MAX_LABEL_LENGTH characters and the characters :func:`~tagger.text.vocab.name_problem`
+    names (control characters such as newlines and tabs, non-characters such as U+FFFE,
+    bidirectional overrides such as U+202E, and ``|``)."""
     if not isinstance(name, str):
         raise CatalogError(f"{what} names must be strings, got {type(name).__name__}: {name!r}")
     out = name.strip()
     if not out:
         raise CatalogError(f"{what} names must not be empty")
-    bad = next((c for c in out if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
-    if bad is not None:
-        raise CatalogError(f"{what} {out[:40]!r} holds a control character ({bad!r}): one line of text, no tabs")
+    problem = name_problem(out)
+    if problem:
+        raise CatalogError(f"{what} {out[:40]!r} {problem}")
     if len(out) > MAX_LABEL_LENGTH:
         raise CatalogError(f"{what} {out[:40] + '...'!r} is {len(out)} characters long; at most "
                            f"{MAX_LABEL_LENGTH} allowed")

@@ -3,13 +3,22 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from ..errors import ConfigError
 
+__all__ = ["Vocabulary", "mentions", "mentions_all", "name_problem", "plural"]
+
 logger = logging.getLogger(__name__)
+
+#: Characters that change how text around them is displayed (bidirectional embeddings, overrides,
+#: isolates and marks): a label holding one can read differently from what it is.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+#: ``|`` separates the levels of a hierarchical keyword (``lr:hierarchicalSubject``) in photo tools.
+HIERARCHY_SEPARATOR = "|"
 
 # Irregular nouns that come up in common label sets; everything else uses the simple rules.
 _IRREGULAR_PLURALS: dict[str, str] = {
@@ -18,6 +27,30 @@ _IRREGULAR_PLURALS: dict[str, str] = {
     "sheep": "sheep", "deer": "deer", "fish": "fish", "knife": "knives",
     "leaf": "leaves", "shelf": "shelves", "wolf": "wolves", "scarf": "scarves",
 }
+
+
+def _is_noncharacter(c: str) -> bool:
+    code = ord(c)
+    return 0xFDD0 <= code <= 0xFDEF or (code & 0xFFFE) == 0xFFFE
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a label or synonym (None when it can): it holds a control character
+    (C0, C1, line or paragraph separator), a surrogate, a Unicode non-character (U+FFFE, U+FFFF...),
+    a bidirectional control (e.g. U+202E, which flips how the label reads) or ``|`` (a hierarchy
+    level in photo tools). Such characters cannot be written to XML or would change the label's
+    meaning in the tools that read the tags."""
+    for c in name:
+        cat = unicodedata.category(c)
+        if c == HIERARCHY_SEPARATOR:
+            return "holds '|', which photo tools read as a hierarchy level (use a parent label instead)"
+        if cat in ("Cc", "Zl", "Zp"):
+            return f"holds a control character (U+{ord(c):04X}): one line of text, no newline or tab"
+        if cat == "Cs" or _is_noncharacter(c):
+            return f"holds U+{ord(c):04X}, which is not a character (no text format can hold it)"
+        if c in BIDI_CONTROLS:
+            return f"holds the bidirectional control U+{ord(c):04X}, which changes how the label reads"
+    return None
 
 
 def plural(phrase: str, overrides: Mapping[str, str] | None = None) -> str:
@@ -100,13 +133,17 @@ class Vocabulary:
                 why = "twice" if other == lab else f"and {other!r} (they differ only by case)"
                 raise ConfigError(f"duplicate labels in the vocabulary: {lab!r} {why}")
             folded[lab.casefold()] = lab
-            if any(c in lab for c in "\n\r\t"):
-                raise ConfigError(f"label {lab!r} holds a newline or tab")
+            problem = name_problem(lab)
+            if problem:
+                raise ConfigError(f"label {lab!r} {problem}")
         given = synonyms or {}
         syn = {k: tuple(str(s) for s in given[k]) for k in labs if k in given}
         if len(syn) < len(given):
             logger.debug("ignoring synonyms of %d label(s) outside the vocabulary", len(given) - len(syn))
         for term in (*labs, *(s for v in syn.values() for s in v)):
+            problem = name_problem(term)
+            if problem:
+                raise ConfigError(f"label or synonym {term!r} {problem}")
             _term_pattern(term)
         return cls(labs, syn, dict(plurals or {}))
 
