@@ -168,3 +168,24 @@ def test_pixel_spec_crop_equals_torchvision_and_decode_imports_no_torch():
             "model_id_for('toy-vit'); pixel_spec('toy-vit'); pixel_spec('ViT-B-32')\n"
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_size_cap_and_special_files_are_error_rows(files, tmp_path):
+    """A file over the cap is not read, nor is a FIFO (it would block) or a device: each is an error row."""
+    import os
+    good = files["good.jpg"]
+    size = os.path.getsize(good)
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+    batch = {"image_id": np.arange(3, dtype=np.int64),
+             "uri": np.array([good, str(tmp_path / "pipe.jpg"), str(tmp_path / "zero.jpg")])}
+    out = Decoder(size=SIZE, max_bytes=size)(batch)
+    assert list(out["status"]) == ["ok", "error", "error"], list(out["error"])
+    assert "not a regular file (FIFO)" in out["error"][1] and "character device" in out["error"][2]
+    small = Decoder(size=SIZE, max_bytes=size - 1)
+    out = small(_batch(files, ["good.jpg"]))
+    assert out["status"][0] == "error" and f"{size} bytes, over the per-image limit of {size - 1}" in out["error"][0]
+    with open(good, "rb") as f:  # bytes handed in (a bytes column) are held to the cap too
+        data = f.read()
+    row = small.decode(good, data)
+    assert row["status"] == "error" and "over the per-image limit" in row["error"]

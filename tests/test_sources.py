@@ -174,3 +174,68 @@ def test_nothing_skipped_is_reported_as_nothing(tmp_path, caplog):
         listing = scan_images(tmp_path / "imgs")
     assert listing.n_skipped == 0 and not listing.skipped and listing.skipped_text() == ""
     assert "file(s)" not in caplog.text and "WARNING" not in caplog.text
+
+
+# -- special files: only regular files are read ----------------------------------------------------
+@pytest.fixture
+def special(tmp_path):
+    """A folder with a good image, a FIFO named pipe.jpg, a link to /dev/zero, a link to the good
+    image, a broken link and a socket, all with image names."""
+    import socket
+    import tempfile
+    root = tmp_path / "src"
+    root.mkdir()
+    (root / "good.jpg").write_bytes(b"good")
+    os.mkfifo(root / "pipe.jpg")
+    (root / "x.jpg").symlink_to("/dev/zero")
+    (root / "alias.jpg").symlink_to(root / "good.jpg")
+    (root / "gone.png").symlink_to(root / "missing.png")
+    short = tempfile.mkdtemp(prefix="ts", dir="/tmp")  # a socket path must be short
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(os.path.join(short, "s.jpg"))
+    (root / "sock.jpg").symlink_to(os.path.join(short, "s.jpg"))
+    yield root
+    sock.close()
+    import shutil
+    shutil.rmtree(short, ignore_errors=True)
+
+
+def test_special_files_are_skipped_with_their_reason(special):
+    listing = scan_images(special)
+    assert listing.images.column("uri").to_pylist() == [str(special / "alias.jpg"), str(special / "good.jpg")]
+    assert dict(listing.skipped) == {"not a regular file (FIFO)": 1, "not a regular file (character device)": 1,
+                                     "not a regular file (socket)": 1, "broken link": 1}
+    assert "1 not a regular file (FIFO)" in listing.skipped_text()
+    glob = scan_images(str(special / "*.jpg"))
+    assert glob.images.num_rows == 2 and glob.skipped["not a regular file (FIFO)"] == 1
+    with pytest.raises(SourceError, match=r"not a regular file \(FIFO\)"):
+        scan_images(special / "pipe.jpg")
+
+
+def test_read_bytes_refuses_special_files_without_blocking(special):
+    """Opening a FIFO with no writer would block for ever, and /dev/zero never ends: both are refused."""
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        for name, kind in (("pipe.jpg", "FIFO"), ("x.jpg", "character device")):
+            with pytest.raises(SourceError, match=rf"not a regular file \({kind}\)"):
+                pool.submit(read_bytes, str(special / name), 1024).result(timeout=30)
+    assert read_bytes(str(special / "alias.jpg")) == b"good"  # a link to a regular file is followed
+
+
+def test_size_cap(tmp_path, monkeypatch):
+    from tagger.errors import ConfigError
+    from tagger.pipeline.sources import DEFAULT_MAX_IMAGE_BYTES, max_image_bytes
+    p = tmp_path / "big.jpg"
+    p.write_bytes(b"x" * 1000)
+    assert read_bytes(str(p), 1000) == b"x" * 1000
+    with pytest.raises(SourceError, match="1000 bytes, over the per-image limit of 999 bytes"):
+        read_bytes(str(p), 999)
+    monkeypatch.delenv("TAGGER_MAX_IMAGE_BYTES", raising=False)
+    assert max_image_bytes() == DEFAULT_MAX_IMAGE_BYTES
+    for raw, value in (("1234", 1234), ("2KB", 2000), ("2KiB", 2048), ("1.5 GiB", 3 * 2**29), ("512MB", 512 * 10**6)):
+        monkeypatch.setenv("TAGGER_MAX_IMAGE_BYTES", raw)
+        assert max_image_bytes() == value, raw
+    for raw in ("lots", "-5", "0", "1 XB"):
+        monkeypatch.setenv("TAGGER_MAX_IMAGE_BYTES", raw)
+        with pytest.raises(ConfigError, match="TAGGER_MAX_IMAGE_BYTES"):
+            max_image_bytes()

@@ -9,6 +9,7 @@ as it is), and the pixel limit is checked per image.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -20,7 +21,11 @@ from PIL import Image, ImageOps
 
 from ..models import pixels
 from ..models.pixels import PixelSpec
-from .sources import read_bytes
+from ..errors import SourceError
+from .sources import max_image_bytes, read_bytes
+
+__all__ = ["DEFAULT_MAX_PIXELS", "DecodePartitions", "Decoder", "decode_one", "probe_one", "resize_center_crop",
+           "to_rgb"]
 
 logger = logging.getLogger(__name__)
 
@@ -187,18 +192,21 @@ class Decoder:
     ``height`` are the header's when it could be read, on error rows too (the catalog keeps no size
     for an error row). A ``bytes``
     column, when present (e.g. ``ray.data.read_binary_files``), is used instead of reading
-    ``uri`` and is dropped from the output unless ``keep_bytes``.
+    ``uri`` and is dropped from the output unless ``keep_bytes``. A file over ``max_bytes`` (default
+    :func:`~tagger.pipeline.sources.max_image_bytes`), or one that is not a regular file, is an
+    error row and is not read.
     """
 
     def __init__(self, preprocess: Callable[[Image.Image], Any] | None = None, size: int = DEFAULT_SIZE,
-                 *, max_pixels: int = DEFAULT_MAX_PIXELS, read: Callable[[str], bytes] = read_bytes,
-                 keep_bytes: bool = False) -> None:
-        if size <= 0 or max_pixels <= 0:
-            raise ValueError("size and max_pixels must be positive")
+                 *, max_pixels: int = DEFAULT_MAX_PIXELS, read: Callable[[str], bytes] | None = None,
+                 keep_bytes: bool = False, max_bytes: int | None = None) -> None:
+        if size <= 0 or max_pixels <= 0 or (max_bytes is not None and max_bytes <= 0):
+            raise ValueError("size, max_pixels and max_bytes must be positive")
         self.preprocess = preprocess
         self.size = int(size)
         self.max_pixels = int(max_pixels)
-        self.read = read
+        self.max_bytes = int(max_bytes) if max_bytes is not None else max_image_bytes()
+        self.read = read if read is not None else functools.partial(read_bytes, max_bytes=self.max_bytes)
         self.keep_bytes = keep_bytes
         self._template: np.ndarray | None = None
 
@@ -221,12 +229,17 @@ class Decoder:
     def _read(self, uri: str, data: bytes | None, row: dict[str, Any]) -> bytes | None:
         """``data``, or the bytes of ``uri``; None (with the row's error set) when unreadable."""
         if data is not None:
+            if len(data) > self.max_bytes:
+                row["error"] = f"read failed: {uri} is {len(data)} bytes, over the per-image limit of {self.max_bytes}"
+                return None
             return bytes(data)
         try:
             return self.read(uri)
+        except SourceError as e:
+            row["error"] = f"read failed: {e}"
         except Exception as e:
             row["error"] = f"read failed: {_describe(e)}"
-            return None
+        return None
 
     def _row(self) -> dict[str, Any]:
         return {"pixels": self.template, "content_hash": "", "width": 0, "height": 0, "status": "error",
@@ -305,10 +318,12 @@ class DecodePartitions:
     """Ray Data stage: each row is a partition (``partition``, ``image_ids``, ``uris``, optionally
     ``reuse_ids``); decode its images to uint8 CHW pixels for ``spec`` (errors kept as rows). The
     ``reuse_ids`` (images of the partition's shard, written before a crash) are only probed, not
-    decoded: their pixels are not needed again. Needs no torch."""
+    decoded: their pixels are not needed again. ``max_bytes`` caps each file read (default:
+    :func:`~tagger.pipeline.sources.max_image_bytes` where the stage runs). Needs no torch."""
 
-    def __init__(self, spec: PixelSpec, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-        self.decoder = Decoder(preprocess=spec.to_uint8, size=spec.image_size, max_pixels=max_pixels)
+    def __init__(self, spec: PixelSpec, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None) -> None:
+        self.decoder = Decoder(preprocess=spec.to_uint8, size=spec.image_size, max_pixels=max_pixels,
+                               max_bytes=max_bytes)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out: dict[str, list] = {k: [] for k in ("partition", "image_ids", "pixels", "status", "error",

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .decode import DecodePartitions
+from .sources import max_image_bytes
 from .raycluster import check_node_resource
 from ..errors import ConfigError, SimulatedCrash
 from ..store.shards import exists_done, load_shard, model_dir, shard_name_for, write_shard
@@ -195,7 +196,8 @@ def run_encode(workspace: "Workspace", source: str | None, cfg: EncodeConfig, *,
                     logger.info("encoder actors get %s GPU each", cfg.num_gpus)
                 ds = ray.data.from_items(parts, override_num_blocks=len(parts))
                 spec = pixel_spec(cfg.model, cfg.pretrained)
-                ds = ds.map_batches(DecodePartitions, fn_constructor_args=(spec, cfg.max_pixels), batch_size=1,
+                ds = ds.map_batches(DecodePartitions, fn_constructor_args=(spec, cfg.max_pixels, max_image_bytes()),
+                                    batch_size=1,
                                     concurrency=cfg.decode_concurrency, num_cpus=cfg.decode_cpus)
                 ds = ds.map_batches(EncodePartitions, fn_constructor_args=(cfg, root, model_id), batch_size=1,
                                     concurrency=cfg.concurrency, num_gpus=cfg.num_gpus,

@@ -3,12 +3,19 @@
 Local files are named by absolute paths (``file://`` URIs are converted), so that one file has
 one URI and thus one ``image_id``. Other schemes (``s3://``, ``gs://``…) go through fsspec,
 imported only when needed.
+
+Only regular files are read: a FIFO, device or socket with an image name (or a link to one) is
+skipped when listing, with its kind in the reasons, and refused when read (it could hang or never
+end); a link is followed only to a regular file. One image is read whole, up to a size cap
+(:func:`max_image_bytes`, ``$TAGGER_MAX_IMAGE_BYTES``): a larger file is an error, not a read.
 """
 from __future__ import annotations
 
 import glob as globlib
 import logging
 import os
+import re
+import stat
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -18,9 +25,19 @@ from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 
-from ..errors import SourceError
+from ..errors import ConfigError, SourceError
+
+__all__ = ["IMAGE_EXTENSIONS", "MAX_IMAGE_BYTES_ENV", "Listing", "is_image_name", "list_image_records",
+           "list_images", "max_image_bytes", "normalize_uri", "read_bytes", "scan_images", "to_local_path"]
 
 logger = logging.getLogger(__name__)
+
+#: Largest image file read, in bytes (``$TAGGER_MAX_IMAGE_BYTES``; units such as ``512MB`` or ``1GiB``).
+MAX_IMAGE_BYTES_ENV = "TAGGER_MAX_IMAGE_BYTES"
+DEFAULT_MAX_IMAGE_BYTES = 256 * 2**20
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
+_KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+          (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder"))
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 TEXT_MANIFEST_EXTENSIONS = (".txt", ".lst", ".list", ".urls")
@@ -32,6 +49,38 @@ _GLOB_CHARS = set("*?[")
 def is_image_name(name: str) -> bool:
     """True when ``name`` ends in an image extension (case-insensitive)."""
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def max_image_bytes() -> int:
+    """The per-image size cap: ``$TAGGER_MAX_IMAGE_BYTES`` (bytes, or e.g. ``512MB``, ``1GiB``), default 256 MiB."""
+    raw = os.environ.get(MAX_IMAGE_BYTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_IMAGE_BYTES
+    m = _SIZE.match(raw)
+    if not m:
+        raise ConfigError(f"${MAX_IMAGE_BYTES_ENV} must be a size such as 268435456, 512MB or 1GiB, got {raw!r}")
+    base = 1024 if m.group(3) or not m.group(2) else 1000
+    value = int(float(m.group(1)) * base ** " KMGT".index(m.group(2).upper() or " "))
+    if value < 1:
+        raise ConfigError(f"${MAX_IMAGE_BYTES_ENV} must be at least 1 byte, got {raw!r}")
+    return value
+
+
+def _file_kind(mode: int) -> str:
+    """``"FIFO"``, ``"character device"``... for a file mode that is not a regular file's."""
+    return next((name for test, name in _KINDS if test(mode)), "special file")
+
+
+def _not_regular(path: str) -> str | None:
+    """Why the file at ``path`` (links followed) is not read: its kind, or a broken link; None for a
+    regular file or one that cannot be examined (reading it then fails as an error row)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "broken link" if os.path.islink(path) else None
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) else f"not a regular file ({_file_kind(mode)})"
 
 
 def _scheme(uri: str) -> str:
@@ -112,7 +161,11 @@ def _walk_local(root: str, include_hidden: bool, follow_links: bool,
                 skipped[_skip_reason(name)] += 1
             else:
                 path = os.path.join(dirpath, name)
-                out.append((path, _local_stat(path)))
+                why = _not_regular(path)
+                if why:
+                    skipped[why] += 1
+                else:
+                    out.append((path, _local_stat(path)))
     return out
 
 
@@ -120,12 +173,13 @@ def _glob_local(pattern: str, include_hidden: bool, skipped: Counter) -> list[tu
     kwargs = {"include_hidden": True} if include_hidden and sys.version_info >= (3, 11) else {}
     out = []
     for path in globlib.glob(pattern, recursive=True, **kwargs):
-        if not os.path.isfile(path):
+        if os.path.isdir(path):
             continue
-        if is_image_name(path):
-            out.append((os.path.abspath(path), _local_stat(path)))
+        why = _not_regular(path) if is_image_name(path) else _skip_reason(path)
+        if why:
+            skipped[why] += 1
         else:
-            skipped[_skip_reason(path)] += 1
+            out.append((os.path.abspath(path), _local_stat(path)))
     return out
 
 
@@ -235,7 +289,8 @@ def scan_images(source: str | os.PathLike, *, include_hidden: bool = False,
     case), a glob (``**`` allowed), a text manifest (``.txt``: one URI per line, ``#`` comments;
     relative paths are taken from the manifest's folder), a Parquet manifest (column ``uri`` or
     ``path``, optional ``size``), each local, ``file://`` or remote (fsspec). Hidden files and
-    folders are skipped unless ``include_hidden``. Manifests report the sizes they hold (else
+    folders are skipped unless ``include_hidden``; so are files that are not regular (FIFOs,
+    devices, sockets, also behind a link) and broken links, each kind counted with its reason. Manifests report the sizes they hold (else
     null). A missing source or a manifest that is not UTF-8 raises SourceError; an empty one
     gives an empty table (and a warning saying what was skipped).
     """
@@ -255,6 +310,9 @@ def scan_images(source: str | os.PathLike, *, include_hidden: bool = False,
             items = _glob_local(local, include_hidden, skipped)
         elif os.path.isfile(local) and is_image_name(local):
             items = [(local, _local_stat(local))]
+        elif os.path.lexists(local) and _not_regular(local):
+            raise SourceError(f"image source {src}: {_not_regular(local)}; give a folder, a glob, a manifest "
+                              "or an image file")
         else:
             raise SourceError(f"image source {src} not found (expected a folder, a glob, "
                               f"a .txt or .parquet manifest, or an image file)")
@@ -281,20 +339,50 @@ def list_image_records(source: str | os.PathLike, **kwargs) -> list[tuple[str, i
     return list(zip(t.column("uri").to_pylist(), t.column("size").to_pylist()))
 
 
-def read_bytes(uri: str) -> bytes:
+def _over_cap(uri: str, size: int, cap: int) -> SourceError:
+    return SourceError(f"{uri} is {size} bytes, over the per-image limit of {cap} bytes "
+                       f"(${MAX_IMAGE_BYTES_ENV})")
+
+
+def _read_local(uri: str, path: str, cap: int | None) -> bytes:
+    """A regular local file's bytes; opened without blocking, so a FIFO or device is refused, not read."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise SourceError(f"cannot read {uri}: {e.strerror or type(e).__name__}") from e
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or (cap is not None and st.st_size > cap):
+        os.close(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceError(f"cannot read {uri}: not a regular file ({_file_kind(st.st_mode)})")
+        raise _over_cap(uri, st.st_size, cap)
+    with open(fd, "rb", closefd=True) as f:
+        try:
+            data = f.read() if cap is None else f.read(cap + 1)
+        except OSError as e:
+            raise SourceError(f"cannot read {uri}: {e.strerror or type(e).__name__}") from e
+    if cap is not None and len(data) > cap:  # it grew while being read
+        raise _over_cap(uri, len(data), cap)
+    return data
+
+
+def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
     """Read a whole file given as a local path, ``file://`` URI or fsspec URI.
 
-    Raises SourceError (with the URI and the reason) when it cannot be read.
+    Only a regular file is read (a local FIFO, device or socket is refused without blocking), and
+    at most ``max_bytes`` (None: no cap). Raises SourceError (with the URI and the reason) when it
+    cannot be read or is larger than the cap.
     """
     local = to_local_path(uri)
     if local is not None:
-        try:
-            return Path(local).read_bytes()
-        except OSError as e:
-            raise SourceError(f"cannot read {uri}: {e.strerror or type(e).__name__}") from e
+        return _read_local(uri, local, max_bytes)
     fs, path = _filesystem(uri)
     try:
         with fs.open(path, "rb") as f:
-            return f.read()
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
     except Exception as e:  # remote backends raise their own error types
         raise SourceError(f"cannot read {uri}: {type(e).__name__}: {e}") from e
+    if max_bytes is not None and len(data) > max_bytes:
+        raise _over_cap(uri, len(data), max_bytes)
+    return data
