@@ -1,6 +1,7 @@
 """`tagger export`: CSV, JSON lines and Parquet tables equal the catalog's rows (provenance included),
 a large run's export streams (memory flat from 10,000 to 100,000 tags), and XMP sidecars read back
-with a real XMP reader (exiftool) carry flat and hierarchical keywords and keep a pre-existing field."""
+with a real XMP reader (exiftool) carry flat and hierarchical keywords and keep a person's fields.
+The merge itself is tested in test_xmp_merge.py, hostile targets in test_hostile_paths.py."""
 from __future__ import annotations
 
 import csv
@@ -111,11 +112,11 @@ MEASURE = """
 import json, resource, sys, tracemalloc
 import pyarrow as pa
 from tagger.catalog import Catalog
-from tagger.export import export_run
+from tagger.export import ExportOptions, export_run
 with Catalog.open(sys.argv[1], read_only=True) as cat:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tracemalloc.start()
-    rows = export_run(cat, sys.argv[2], out=sys.argv[3])["rows"]
+    rows = export_run(cat, sys.argv[2], options=ExportOptions(out=sys.argv[3]))["rows"]
     peak = tracemalloc.get_traced_memory()[1]
 print(json.dumps({"rows": rows, "python": peak, "arrow": pa.default_memory_pool().max_memory(),
                   "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss}))
@@ -171,7 +172,10 @@ def photos(tmp_path) -> tuple[Path, Path, list[str]]:
     return root, folder, uris
 
 
-@pytest.mark.skipif(EXIFTOOL is None, reason="exiftool (Debian: libimage-exiftool-perl) is not installed")
+NEEDS_EXIFTOOL = pytest.mark.skipif(EXIFTOOL is None, reason="exiftool (Debian: libimage-exiftool-perl) is not installed")
+
+
+@NEEDS_EXIFTOOL
 def test_xmp_sidecars_read_back_with_exiftool_and_keep_other_fields(photos):
     root, folder, uris = photos
     (folder / "a.jpg.xmp").write_text(RATED, encoding="utf-8")
@@ -180,45 +184,77 @@ def test_xmp_sidecars_read_back_with_exiftool_and_keep_other_fields(photos):
     assert json.loads(out.stdout.splitlines()[-1])["written"] == 3
     a, b = exif(folder / "a.jpg.xmp"), exif(folder / "b.png.xmp")
     assert a["Rating"] == 4 and a["Title"] == "Sunset"  # kept
-    assert sorted(as_list(a["Subject"])) == ["circle", "shape", "star"]  # the stale keyword is replaced
+    assert sorted(as_list(a["Subject"])) == ["circle", "shape", "stale keyword", "star"]  # a person's stays
     assert sorted(as_list(a["HierarchicalSubject"])) == ["shape", "shape|circle", "shape|star"]
     assert sorted(as_list(b["Subject"])) == ["circle", "star"]
     assert sorted(as_list(b["HierarchicalSubject"])) == ["shape|circle", "shape|star"]
-    # a rejected tag leaves the sidecar at the next export; the rating still stays
+    # a rejected tag leaves the sidecar at the next export; the rating and the person's keyword stay
     assert invoke("review", "reject", uris[0], "star", "-w", str(root)).exit_code == 0
     assert invoke("export", "-f", "xmp", "-w", str(root)).exit_code == 0
     a = exif(folder / "a.jpg.xmp")
-    assert sorted(as_list(a["Subject"])) == ["circle", "shape"] and a["Rating"] == 4
+    assert sorted(as_list(a["Subject"])) == ["circle", "shape", "stale keyword"] and a["Rating"] == 4
+    assert "shape|star" not in as_list(a["HierarchicalSubject"])
 
 
-@pytest.mark.skipif(EXIFTOOL is None, reason="exiftool (Debian: libimage-exiftool-perl) is not installed")
-def test_xmp_into_a_mirror_folder_and_an_unreadable_sidecar_is_kept(photos, tmp_path):
+@NEEDS_EXIFTOOL
+def test_xmp_into_a_mirror_folder_relative_to_the_source_root(photos, tmp_path):
     root, folder, uris = photos
     mirror = tmp_path / "mirror"
     (folder / "c.jpg.xmp").write_text("this is not xml")
-    out = invoke("export", "-f", "xmp", "--mirror", str(mirror), "-w", str(root))
+    out = invoke("export", "-f", "xmp", "--mirror", str(mirror), "-w", str(root), "--json")
     assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout.splitlines()[-1])["source_root"] == str(folder)
     assert not (folder / "a.jpg.xmp").exists()
-    sidecar = mirror / Path(uris[0]).relative_to("/").parent / "a.jpg.xmp"
-    assert sorted(as_list(exif(sidecar)["Subject"])) == ["circle", "shape", "star"]
+    assert sorted(as_list(exif(mirror / "a.jpg.xmp")["Subject"])) == ["circle", "shape", "star"]
+    assert sorted(p.name for p in mirror.iterdir()) == [".tagger-mirror.json", "a.jpg.xmp", "b.png.xmp", "c.jpg.xmp"]
+    # a later image in a sub-folder keeps the layout the mirror recorded
+    (folder / "2024").mkdir()
+    (folder / "2024" / "d.jpg").write_bytes(b"x")
+    with Catalog.open(root / "catalog.duckdb") as cat:
+        (new_id,) = cat.register_images([str(folder / "2024" / "d.jpg")])
+        run = cat.current_run()
+        cat.query("INSERT INTO tags (run_id, image_id, label, score, positive) VALUES (?, ?, 'star', 1, true)",
+                  [run, int(new_id)])
+    assert invoke("export", "-f", "xmp", "--mirror", str(mirror), "-w", str(root)).exit_code == 0
+    assert as_list(exif(mirror / "2024" / "d.jpg.xmp")["Subject"]) == ["star"]
+    assert (mirror / "a.jpg.xmp").exists() and not (mirror / "photos").exists()
     out = invoke("export", "-f", "xmp", "-w", str(root))  # beside: c.jpg.xmp cannot be parsed
     assert out.exit_code == 2 and "1 sidecar(s) not written" in out.stderr and "c.jpg.xmp" in out.stderr
     assert (folder / "c.jpg.xmp").read_text() == "this is not xml"
     assert (folder / "a.jpg.xmp").exists()
 
 
+@NEEDS_EXIFTOOL
+def test_sidecar_naming_and_a_root_for_the_machine_keywords(photos):
+    root, folder, uris = photos
+    out = invoke("export", "-f", "xmp", "--sidecar-name", "photo.xmp", "--root", "auto", "-w", str(root))
+    assert out.exit_code == 0, out.output
+    assert sorted(p.name for p in folder.iterdir()) == ["a.jpg", "a.xmp", "b.png", "b.xmp", "c.jpg", "c.xmp"]
+    a = exif(folder / "a.xmp")
+    assert sorted(as_list(a["HierarchicalSubject"])) == ["auto|shape", "auto|shape|circle", "auto|shape|star"]
+    assert sorted(as_list(a["Subject"])) == ["circle", "shape", "star"]  # flat keywords stay the labels
+    bad = invoke("export", "-f", "xmp", "--root", "a|b", "-w", str(root))
+    assert bad.exit_code == 2 and "--root" in bad.stderr and bad.stderr.count("\n") == 1
+
+
 def test_sidecar_paths_and_hierarchical_keywords(tmp_path):
     from tagger.export import label_paths, merge_sidecar, sidecar_path
     assert sidecar_path("/photos/a.jpg") == Path("/photos/a.jpg.xmp")
+    assert sidecar_path("/photos/a.jpg", "photo.xmp") == Path("/photos/a.xmp")
+    assert sidecar_path("/photos/.hidden", "photo.xmp") == Path("/photos/.hidden.xmp")
     assert sidecar_path("file:///photos/b%20c.png") == Path("/photos/b c.png.xmp")
     assert sidecar_path("s3://bucket/x/y.jpg") is None  # remote: only into a mirror
-    assert sidecar_path("s3://bucket/x/y.jpg", tmp_path) == tmp_path / "s3" / "bucket" / "x" / "y.jpg.xmp"
-    assert sidecar_path("/photos/a.jpg", tmp_path) == tmp_path / "photos" / "a.jpg.xmp"
+    assert sidecar_path("s3://bucket/x/y.jpg", mirror=tmp_path) == tmp_path / "s3" / "bucket" / "x" / "y.jpg.xmp"
+    assert sidecar_path("/photos/a.jpg", mirror=tmp_path) == tmp_path / "photos" / "a.jpg.xmp"
+    assert sidecar_path("/photos/2024/a.jpg", mirror=tmp_path, source_root="/photos") == tmp_path / "2024" / "a.jpg.xmp"
+    assert sidecar_path("/other/a.jpg", mirror=tmp_path, source_root="/photos") is None
     parents = {"star": ["shape", "symbol"], "shape": ["thing"]}
     assert label_paths("star", parents) == ["symbol|star", "thing|shape|star"]
+    assert label_paths("star", parents, "auto") == ["auto|symbol|star", "auto|thing|shape|star"]
     assert label_paths("moon", parents) == ["moon"]
+    assert label_paths("a|b", {}) == []  # never read as a hierarchy
     with pytest.raises(ValueError, match="not XML"):
-        merge_sidecar(b"<unclosed", ["star"], ["star"])
+        merge_sidecar(b"<unclosed", ["star"])
     with pytest.raises(ValueError, match="rdf:RDF"):
-        merge_sidecar(b"<a/>", ["star"], ["star"])
-    assert b"<dc:subject>" not in merge_sidecar(merge_sidecar(None, ["star"], ["star"]), [], [])
+        merge_sidecar(b"<a/>", ["star"])
+    assert b"<dc:subject>" not in merge_sidecar(merge_sidecar(None, ["star"]).data, []).data

@@ -27,7 +27,9 @@ from .options import (
     finite_non_negative, job_scope, one_source, output_format, print_summary, report_calibration, reported,
     workspace_at,
 )
-from .review import export_cmd, report_cmd, review_app
+from .export import register as register_export
+from .report import report_cmd
+from .review import review_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Tag image collections with labels nobody annotated.")
@@ -266,7 +268,7 @@ app.command("sql")(sql_cmd)
 app.add_typer(labels_app, name="labels")
 app.add_typer(runs_app, name="runs")
 app.add_typer(review_app, name="review")
-app.command("export")(export_cmd)
+register_export(app)  # export, import-keywords
 app.command("report")(report_cmd)
 
 

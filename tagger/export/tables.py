@@ -16,7 +16,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError
-from ..store.atomic import atomic_open
+from ..targets import os_reason, write_atomically
 
 __all__ = ["EXPORT_SCHEMA", "TABLE_FORMATS", "write_table_export"]
 
@@ -68,22 +68,27 @@ _WRITERS = {"csv": partial(_Arrow, writer=pacsv.CSVWriter), "jsonl": _Jsonl,
 
 def write_table_export(batches: Iterable[pa.RecordBatch], fmt: str, out: str | os.PathLike) -> dict[str, Any]:
     """Write tag ``batches`` (columns of :data:`EXPORT_SCHEMA`) to ``out`` in ``fmt``, one batch at a
-    time; the file appears only once complete. Returns ``{"format", "path", "rows"}``."""
+    time; the file appears only once complete (its folder must exist; the caller checks the target
+    with :func:`tagger.targets.check_out_file`). Returns ``{"format", "path", "rows"}``; an
+    unwritable target raises ConfigError."""
     if fmt not in _WRITERS:
         raise ConfigError(f"table export format must be one of {TABLE_FORMATS}, got {fmt!r}")
     path, rows = Path(out), 0
     if path.is_dir():
         raise ConfigError(f"--out {path} is a folder; give a file name for a {fmt} export")
-    with atomic_open(path) as fh:
-        writer = _WRITERS[fmt](fh)
-        try:
-            for batch in batches:
-                batch = pa.RecordBatch.from_arrays(
-                    [batch.column(n).cast(EXPORT_SCHEMA.field(n).type) for n in EXPORT_SCHEMA.names],
-                    schema=EXPORT_SCHEMA)
-                writer.write(batch)
-                rows += batch.num_rows
-        finally:
-            writer.close()
+    try:
+        with write_atomically(path) as fh:
+            writer = _WRITERS[fmt](fh)
+            try:
+                for batch in batches:
+                    batch = pa.RecordBatch.from_arrays(
+                        [batch.column(n).cast(EXPORT_SCHEMA.field(n).type) for n in EXPORT_SCHEMA.names],
+                        schema=EXPORT_SCHEMA)
+                    writer.write(batch)
+                    rows += batch.num_rows
+            finally:
+                writer.close()
+    except OSError as e:
+        raise ConfigError(f"cannot write --out {path}: {os_reason(e)}") from e
     logger.info("exported %d tags to %s (%s)", rows, path, fmt)
     return {"format": fmt, "path": str(path), "rows": rows}

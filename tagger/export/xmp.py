@@ -1,157 +1,133 @@
-"""XMP sidecars with a run's keywords, as photo tools read them: ``dc:subject`` (flat keywords) and
-``lr:hierarchicalSubject`` (each label's path from its root ancestor, joined with ``|``).
+"""Merge a run's positive labels into an XMP sidecar without touching what a person wrote.
 
-A sidecar is ``<image file name>.xmp`` beside the image (``photo.jpg`` -> ``photo.jpg.xmp``), or the
-same path under a mirror folder for sources that cannot be written. An existing sidecar is parsed
-as XML and only those two bags are replaced: every other field (rating, title, ...) is kept.
+Photo tools read keywords from ``dc:subject`` (flat), ``lr:hierarchicalSubject`` (paths joined
+with ``|``: Lightroom, darktable, digiKam) and ``digiKam:TagsList`` (the same paths joined with
+``/``; digiKam reads it first when it exists). :func:`merge_sidecar` adds each positive label to
+those lists, records in the sidecar what it added (:mod:`tagger.export.record`), and takes out only
+items it added itself that are no longer positive. An item a person already had is never recorded
+as tagger's, so it is never removed; a machine keyword a person deleted is not written again.
+``TagsList`` is only edited where it exists (making one would hide a person's hierarchical keywords
+from digiKam). A label whose name XML 1.0 cannot hold (U+FFFE ...) is not written; a label holding
+``|`` (``/`` for TagsList) is written as a flat keyword only, never as a hierarchy.
 """
 from __future__ import annotations
 
-import io
 import logging
-import os
-import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path, PurePosixPath
-from typing import Any
-from urllib.parse import unquote, urlparse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from ..pipeline.sources import to_local_path
-from ..store.atomic import atomic_open
+from .record import Entry, Record, read_record, write_record
+from .xmpdoc import XmpDoc, qname, xml_unsafe
 
-__all__ = ["NAMESPACES", "label_paths", "merge_sidecar", "sidecar_path", "write_sidecars"]
+__all__ = ["MachineTag", "MergeResult", "label_paths", "merge_sidecar"]
 
 logger = logging.getLogger(__name__)
 
-NAMESPACES = {
-    "x": "adobe:ns:meta/",
-    "rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#",
-    "dc": "http://purl.org/dc/elements/1.1/",
-    "lr": "http://ns.adobe.com/lightroom/1.0/",
-}
-_RDF = "{%s}" % NAMESPACES["rdf"]
-_REPLACED = ("{%s}subject" % NAMESPACES["dc"], "{%s}hierarchicalSubject" % NAMESPACES["lr"])
-_PACKET_BEGIN = '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
-_PACKET_END = '\n<?xpacket end="w"?>\n'
+SUBJECT, HIERARCHY, TAGS_LIST = qname("dc", "subject"), qname("lr", "hierarchicalSubject"), qname("digiKam", "TagsList")
 _MAX_PATHS = 16  # hierarchical paths written per label (several parents multiply them)
 
 
-def label_paths(label: str, parents: Mapping[str, Sequence[str]]) -> list[str]:
-    """``label``'s paths from each root ancestor, ``root|...|label`` (just ``label`` without parents)."""
+class MachineTag(NamedTuple):
+    """A positive tag of a run, as it goes into a sidecar."""
+
+    label: str
+    confidence: float | None = None
+    provenance: str = "model"
+
+
+@dataclass
+class MergeResult:
+    data: bytes
+    added: list[str] = field(default_factory=list)     # labels newly written
+    removed: list[str] = field(default_factory=list)   # labels taken out (no longer positive)
+    refused: list[str] = field(default_factory=list)   # labels XML cannot hold
+    declined: list[str] = field(default_factory=list)  # labels a person deleted
+
+
+def label_paths(label: str, parents: Mapping[str, Sequence[str]], root: str | None = None) -> list[str]:
+    """``label``'s paths from each root ancestor, ``root|...|label`` (just ``label`` without parents),
+    under ``root`` when given; none when a name on the way holds ``|``."""
     out: list[str] = []
 
     def walk(node: str, below: list[str]) -> None:
         ups = [p for p in parents.get(node, ()) if p not in below]
         if not ups or len(below) > 32:
-            out.append("|".join([node, *below]))
+            out.append([node, *below])
             return
         for p in ups:
             if len(out) < _MAX_PATHS:
                 walk(p, [node, *below])
     walk(label, [])
-    return sorted(dict.fromkeys(out))
+    head = [root] if root else []
+    return sorted({"|".join(head + names) for names in out if not any("|" in n for n in head + names)})
 
 
-def sidecar_path(uri: str, mirror: str | os.PathLike | None = None) -> Path | None:
-    """Where ``uri``'s sidecar goes: beside a local file, or under ``mirror`` (local and remote URIs
-    keep their path there). None for a remote URI without a mirror."""
-    local = to_local_path(uri)
-    if mirror is None:
-        return Path(local + ".xmp") if local is not None else None
-    if local is not None:
-        parts = Path(local).parts[1:]  # without the root (or drive)
-    else:
-        parsed = urlparse(uri)
-        parts = (parsed.scheme, parsed.netloc, *PurePosixPath(unquote(parsed.path)).parts[1:])
-    return Path(mirror, *parts).with_name(parts[-1] + ".xmp")
+def _tags_form(path: str) -> str | None:
+    parts = path.split("|")
+    return None if any("/" in p for p in parts) else "/".join(parts)
 
 
-def _register_prefixes(data: bytes) -> None:
-    """Serialize with the document's own prefixes (and the standard ones) instead of ns0, ns1..."""
-    pairs = list(NAMESPACES.items())
-    for _, (prefix, uri) in ET.iterparse(io.BytesIO(data), events=("start-ns",)):
-        pairs.append((prefix, uri))
-    for prefix, uri in pairs:
-        if prefix:
-            try:
-                ET.register_namespace(prefix, uri)
-            except ValueError:  # a reserved name (ns0 ...): ElementTree picks one
-                pass
+def _owned(desired: Sequence[str], before: Sequence[str], have: set[str]) -> tuple[tuple[str, ...], list[str]]:
+    """Of the ``desired`` items: those tagger owns (it added them before, or adds them now) and
+    those to add (absent from the list ``have``, which then holds them all)."""
+    owned = tuple(x for x in desired if x in before or x not in have)
+    add = [x for x in desired if x not in have]
+    have.update(desired)
+    return owned, add
 
 
-def _skeleton() -> ET.Element:
-    root = ET.Element("{%s}xmpmeta" % NAMESPACES["x"])
-    rdf = ET.SubElement(root, _RDF + "RDF")
-    ET.SubElement(rdf, _RDF + "Description", {_RDF + "about": ""})
-    return root
+def _machine_tag(t: MachineTag | str | tuple) -> MachineTag:
+    return t if isinstance(t, MachineTag) else MachineTag(t) if isinstance(t, str) else MachineTag(*t)
 
 
-def _bag(parent: ET.Element, tag: str, items: Iterable[str]) -> None:
-    bag = ET.SubElement(ET.SubElement(parent, tag), _RDF + "Bag")
-    for item in items:
-        ET.SubElement(bag, _RDF + "li").text = item
-
-
-def merge_sidecar(existing: bytes | None, keywords: Sequence[str], hierarchical: Sequence[str]) -> bytes:
-    """The sidecar ``existing`` (or a new one) with its ``dc:subject`` and ``lr:hierarchicalSubject``
-    bags replaced (removed when empty); ValueError when ``existing`` is not an XMP document."""
-    if existing and existing.strip():
-        try:
-            root = ET.fromstring(existing)
-        except ET.ParseError as e:
-            raise ValueError(f"not XML: {e}") from e
-        _register_prefixes(existing)
-    else:
-        _register_prefixes(b"<x/>")
-        root = _skeleton()
-    rdf = root if root.tag == _RDF + "RDF" else root.find(f".//{_RDF}RDF")
-    if rdf is None:
-        raise ValueError("no rdf:RDF element: not an XMP document")
-    descriptions = rdf.findall(_RDF + "Description")
-    for d in descriptions:
-        for child in [c for c in d if c.tag in _REPLACED]:
-            d.remove(child)
-        for name in [a for a in d.attrib if a in _REPLACED]:
-            del d.attrib[name]
-    target = descriptions[0] if descriptions else ET.SubElement(rdf, _RDF + "Description", {_RDF + "about": ""})
-    if keywords:
-        _bag(target, _REPLACED[0], keywords)
-    if hierarchical:
-        _bag(target, _REPLACED[1], hierarchical)
-    ET.indent(root, space=" ")
-    return (_PACKET_BEGIN + ET.tostring(root, encoding="unicode") + _PACKET_END).encode("utf-8")
-
-
-def _write_one(target: Path, labels: Sequence[str], parents: Mapping[str, Sequence[str]]) -> bool:
-    """Write or update one sidecar; False (nothing written) for an image without labels or sidecar."""
-    existing = target.read_bytes() if target.is_file() else None
-    if existing is None and not labels:
-        return False
-    paths = sorted({p for lab in labels for p in label_paths(lab, parents)}) if parents else list(labels)
-    data = merge_sidecar(existing, list(labels), paths)
-    with atomic_open(target) as fh:
-        fh.write(data)
-    return True
-
-
-def write_sidecars(images: Iterable[tuple[str, Sequence[str]]], *, mirror: str | os.PathLike | None = None,
-                   parents: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
-    """Write (or update) the sidecar of each ``(uri, positive labels)``. Returns counts: ``written``,
-    ``no_labels`` (images without a positive label or a sidecar: none made), ``remote`` (remote URIs
-    skipped for want of a mirror), ``failed`` and ``first_error``."""
-    out: dict[str, Any] = {"written": 0, "no_labels": 0, "remote": 0, "failed": 0, "first_error": None}
-    for uri, labels in images:
-        target = sidecar_path(uri, mirror)
-        if target is None:
-            out["remote"] += 1
+def merge_sidecar(existing: bytes | None, tags: Sequence[MachineTag | str], *, run: int | None = None,
+                  parents: Mapping[str, Sequence[str]] | None = None, root: str | None = None) -> MergeResult:
+    """``existing`` (or a new sidecar) with ``tags`` merged in (see the module). ValueError when
+    ``existing`` is not an XMP document."""
+    doc = XmpDoc(existing)
+    prior = read_record(doc)
+    have = {t: set(doc.items(t)) for t in (SUBJECT, HIERARCHY, TAGS_LIST)}
+    tags_list = doc.has(TAGS_LIST)
+    declined = set(prior.declined) | {e.label for e in prior.entries.values() if e.label not in have[SUBJECT]}
+    wanted = {t.label: t for t in map(_machine_tag, tags)}
+    keep = {k: e for k, e in prior.entries.items() if k in wanted and k not in declined}
+    drop = [e for k, e in prior.entries.items() if k not in keep]
+    res = MergeResult(b"", removed=sorted(e.label for e in drop if e.label not in declined),
+                      declined=sorted(k for k in wanted if k in declined))
+    gone: dict[str, set[str]] = {SUBJECT: set(), HIERARCHY: set(), TAGS_LIST: set()}
+    for e in drop:
+        gone[SUBJECT].update([e.keyword] if e.keyword else [])
+        gone[HIERARCHY].update(e.paths)
+        gone[TAGS_LIST].update(e.tags)
+    plans = {}
+    for label in sorted(set(wanted) - declined):
+        if xml_unsafe(label) is not None:
+            res.refused.append(label)
             continue
-        try:
-            written = _write_one(target, labels, parents or {})
-        except (OSError, ValueError) as e:
-            out["failed"] += 1
-            if out["first_error"] is None:
-                out["first_error"] = f"{target}: {getattr(e, 'strerror', None) or e}"
-            logger.warning("cannot write sidecar %s: %s", target, e)
-            continue
-        out["written" if written else "no_labels"] += 1
-    return out
+        paths = label_paths(label, parents or {}, root)
+        forms = [f for f in map(_tags_form, paths) if f] if tags_list else []
+        old = keep.get(label)
+        if old is not None:  # items written for an older hierarchy or root go
+            gone[HIERARCHY].update(set(old.paths) - set(paths))
+            gone[TAGS_LIST].update(set(old.tags) - set(forms))
+        plans[label] = (old, paths, forms)
+    for prop, items in gone.items():
+        doc.edit_list(prop, items, [])
+        have[prop] -= items
+    record = Record(declined=declined)
+    for label, (old, paths, forms) in plans.items():
+        kw, add_kw = _owned([label], [old.keyword] if old and old.keyword else [], have[SUBJECT])
+        own_paths, add_paths = _owned(paths, old.paths if old else (), have[HIERARCHY])
+        own_tags, add_tags = _owned(forms, old.tags if old else (), have[TAGS_LIST])
+        doc.edit_list(SUBJECT, (), add_kw)
+        doc.edit_list(HIERARCHY, (), add_paths)
+        doc.edit_list(TAGS_LIST, (), add_tags)
+        tag = wanted[label]
+        record.entries[label] = Entry(label, kw[0] if kw else None, own_paths, own_tags, tag.confidence,
+                                      tag.provenance, run)
+        if old is None:
+            res.added.append(label)
+    write_record(doc, record)
+    res.data = doc.to_bytes()
+    return res

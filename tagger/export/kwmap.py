@@ -1,0 +1,163 @@
+"""Map a person's keywords to the workspace's labels, and write the labelled images.
+
+A keyword maps through, in order: the user's mapping file (CSV ``keyword,label``; the keyword a flat
+one or a ``|`` path, matched exactly then case-folded; an empty label or ``-`` ignores it), the
+label names, then label names and synonyms case-folded. Every name on a hierarchical path is tried
+(``animals|dog`` gives ``dog``, and ``animals`` where it is a label), and a mapped label brings its
+ancestors in the label hierarchy. The output is a CSV of ``uri,label,decision`` rows (decision
+``accept``), which ``tagger tag --calibrate-with``, ``tagger train --annotations`` and ``tagger
+review import`` all read.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..targets import os_reason, write_atomically
+from .keywords import Keywords
+
+__all__ = ["KeywordMap", "import_keywords", "read_mapping", "write_labelled"]
+
+logger = logging.getLogger(__name__)
+
+IGNORE = ""
+
+
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFC", text).strip().casefold()
+
+
+def read_mapping(path: str | Path, vocabulary: Iterable[str]) -> dict[str, str]:
+    """keyword -> label (or :data:`IGNORE`) of a mapping file; ConfigError for an unreadable file,
+    a malformed row or a label not in ``vocabulary``."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read mapping file {p}: {getattr(e, 'strerror', None) or e}") from e
+    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    if rows and [c.strip().lower() for c in rows[0]][:2] == ["keyword", "label"]:
+        rows = rows[1:]
+    known, out = set(vocabulary), {}
+    for k, row in enumerate(rows, 1):
+        if len(row) != 2 or not row[0].strip():
+            raise ConfigError(f"mapping file {p}: row {k} must be keyword,label (an empty label ignores the keyword)")
+        label = row[1].strip()
+        label = IGNORE if label in ("", "-") else label
+        if label and label not in known:
+            raise ConfigError(f"mapping file {p}: row {k} maps to {label!r}, not an active label")
+        out[row[0].strip()] = label
+    return out
+
+
+class KeywordMap:
+    """Keywords -> labels for one vocabulary (``labels``: name -> synonyms; ``parents``: hierarchy)."""
+
+    def __init__(self, labels: Mapping[str, Sequence[str]], parents: Mapping[str, Sequence[str]] | None = None,
+                 mapping: Mapping[str, str] | None = None) -> None:
+        self.labels = set(labels)
+        self.parents = parents or {}
+        self.user = dict(mapping or {})
+        self.user_folded = {_fold(k): v for k, v in self.user.items()}
+        self.folded: dict[str, str] = {}
+        for name, synonyms in labels.items():
+            for s in synonyms or ():
+                self.folded.setdefault(_fold(s), name)
+        for name in labels:  # a label's own name wins over another's synonym
+            self.folded[_fold(name)] = name
+
+    def one(self, keyword: str) -> str | None:
+        """The label of one keyword or path text; :data:`IGNORE` for an ignored one; None if unmapped."""
+        for table, key in ((self.user, keyword), (self.user_folded, _fold(keyword))):
+            if key in table:
+                return table[key]
+        if keyword in self.labels:
+            return keyword
+        return self.folded.get(_fold(keyword))
+
+    def _with_ancestors(self, labels: set[str]) -> set[str]:
+        out, todo = set(labels), list(labels)
+        while todo:
+            for p in self.parents.get(todo.pop(), ()):
+                if p not in out and p in self.labels:
+                    out.add(p)
+                    todo.append(p)
+        return out
+
+    def labels_of(self, kw: Keywords, unmapped: Counter | None = None) -> list[str]:
+        """The labels ``kw`` maps to (ancestors included); the unmapped keywords counted in ``unmapped``."""
+        found: set[str] = set()
+        missed: set[str] = set()
+        covered = {name for path in kw.paths for name in path}
+        for path in sorted(kw.paths):
+            whole = self.one("|".join(path))
+            hits = {whole} if whole is not None else {self.one(name) for name in path} - {None}
+            found |= hits
+            if not hits:
+                missed.add("|".join(path))
+        for word in sorted(kw.flat):
+            label = self.one(word)
+            if label is not None:
+                found.add(label)
+            elif word not in covered:
+                missed.add(word)
+        if unmapped is not None:
+            unmapped.update(missed)
+        return sorted(self._with_ancestors({f for f in found if f}))
+
+
+def write_labelled(path: Path, rows: Sequence[tuple[str, Sequence[str]]]) -> int:
+    """Write ``(uri, labels)`` as ``uri,label,decision`` CSV rows (atomically); the number of rows."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["uri", "label", "decision"])
+    n = 0
+    for uri, labels in rows:
+        for label in labels:
+            w.writerow([uri, label, "accept"])
+            n += 1
+    try:
+        with write_atomically(path) as fh:
+            fh.write(buf.getvalue().encode("utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot write --out {path}: {os_reason(e)}") from e
+    return n
+
+
+def import_keywords(cat, *, under: str | None = None, mapping_file: str | Path | None = None,
+                    embedded: bool = True, top_unmapped: int = 50) -> tuple[list[tuple[str, list[str]]], dict]:
+    """Read the keywords of the catalog's local images (those below ``under``) and map them to the
+    active labels. Returns ``(uri, labels)`` of the images with a mapped label, and a summary
+    (images read, with keywords, labelled; label counts; the unmapped keywords by images)."""
+    from ..catalog.keywords import image_uris, vocabulary
+    from .keywords import image_keywords
+    labels, parents = vocabulary(cat)
+    if not labels:
+        raise ConfigError("the workspace has no active label: add labels first (tagger labels add)")
+    kmap = KeywordMap(labels, parents, read_mapping(mapping_file, labels) if mapping_file is not None else None)
+    uris = image_uris(cat, under)
+    if not uris:
+        raise ConfigError(f"no registered local image{' below ' + under if under else ''}: encode the photos first")
+    unmapped: Counter = Counter()
+    per_label: Counter = Counter()
+    errors: list[str] = []
+    rows, with_keywords = [], 0
+    for uri, kw in image_keywords(uris, embedded=embedded, errors=errors):
+        if not kw:
+            continue
+        with_keywords += 1
+        found = kmap.labels_of(kw, unmapped)
+        if found:
+            rows.append((uri, found))
+            per_label.update(found)
+    summary = {"images": len(uris), "with_keywords": with_keywords, "labelled": len(rows),
+               "tags": sum(len(f) for _, f in rows), "labels": dict(per_label.most_common()),
+               "unmapped_keywords": len(unmapped), "unmapped": dict(unmapped.most_common(top_unmapped)),
+               "unreadable_sidecars": len(errors), "first_error": errors[0] if errors else None}
+    return rows, summary

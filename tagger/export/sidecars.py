@@ -1,0 +1,218 @@
+"""Where sidecars go and how each is written safely.
+
+A sidecar is named ``photo.jpg.xmp`` (darktable, digiKam) or ``photo.xmp`` (Lightroom Classic and
+Capture One, for raw files), beside the image or under a mirror folder at the image's path
+relative to the source root. Each is read, merged (:func:`~tagger.export.xmp.merge_sidecar`),
+written to a hidden temp file beside it, flushed, checked again (a sidecar another program changed
+since it was read is left alone and reported) and renamed over the old one: a kill at any point
+leaves the old sidecar or the complete new one. An unchanged sidecar is not rewritten.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import stat
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from ..errors import SimulatedCrash
+from ..pipeline.sources import to_local_path
+from ..targets import TMP_PREFIX, os_reason, temp_name, workspace_owned
+from .xmp import MachineTag, merge_sidecar
+from .xmpdoc import MAX_SIDECAR_BYTES
+
+__all__ = ["NAMINGS", "SidecarChanged", "SidecarPlan", "read_sidecar", "sidecar_path", "write_sidecars"]
+
+logger = logging.getLogger(__name__)
+
+#: Sidecar names: ``photo.jpg.xmp`` keeps the image's extension, ``photo.xmp`` replaces it.
+NAMINGS = ("photo.jpg.xmp", "photo.xmp")
+_STALE_TMP = re.compile(re.escape(TMP_PREFIX) + r".+\.xmp\.(\d+)\.[0-9a-f]{8}$")
+
+
+class SidecarChanged(Exception):
+    """The sidecar changed on disk between its read and its replacement."""
+
+
+@dataclass(frozen=True)
+class SidecarPlan:
+    """Where the sidecars of a run go: ``naming`` (:data:`NAMINGS`), beside the images or under
+    ``mirror`` at their paths relative to ``source_root``, never onto a workspace's own files."""
+
+    naming: str = NAMINGS[0]
+    mirror: Path | None = None
+    source_root: str | None = None
+    workspace: Path | None = None
+    parents: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    root_label: str | None = None
+
+
+def _name(file_name: str, naming: str) -> str:
+    if naming == "photo.xmp":
+        stem, dot, _ = file_name.rpartition(".")
+        return (stem if dot and stem else file_name) + ".xmp"
+    return file_name + ".xmp"
+
+
+def sidecar_path(uri: str, naming: str = NAMINGS[0], mirror: str | os.PathLike | None = None,
+                 source_root: str | None = None) -> Path | None:
+    """Where ``uri``'s sidecar goes: beside a local file, or under ``mirror`` at its path relative to
+    ``source_root`` (remote URIs as ``scheme/host/path``). None for a remote URI without a mirror
+    or a local one outside ``source_root``."""
+    local = to_local_path(uri)
+    if mirror is None:
+        return None if local is None else Path(local).with_name(_name(Path(local).name, naming))
+    if local is not None:
+        rel = os.path.relpath(local, source_root) if source_root else local.lstrip("/")
+        if rel.startswith(".."):
+            return None
+        parts: tuple[str, ...] = Path(rel).parts
+    else:
+        parsed = urlparse(uri)
+        parts = (parsed.scheme, parsed.netloc, *PurePosixPath(unquote(parsed.path)).parts[1:])
+    return Path(mirror, *parts[:-1], _name(parts[-1], naming))
+
+
+def read_sidecar(target: Path) -> tuple[bytes | None, tuple | None]:
+    """The sidecar's bytes and identity (None, None when absent); ValueError for a non-regular file."""
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        return None, None
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError("not a regular file: left alone")
+    if st.st_size > MAX_SIDECAR_BYTES:
+        raise ValueError(f"larger than {MAX_SIDECAR_BYTES >> 20} MiB: not a sidecar")
+    with open(target, "rb") as fh:
+        data = fh.read(MAX_SIDECAR_BYTES + 1)
+    return data, (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
+
+
+def _replace(target: Path, data: bytes, before: bytes | None, ident: tuple | None, crash: bool) -> None:
+    """Write ``data`` beside ``target`` and rename it over, unless ``target`` changed since read."""
+    tmp = temp_name(target)
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if ident is not None:
+            os.chmod(tmp, stat.S_IMODE(ident[3]))
+        if crash:
+            raise SimulatedCrash(f"export: crash before renaming {tmp.name}")
+        now, now_ident = read_sidecar(target)
+        if (now, now_ident) != (before, ident):
+            raise SidecarChanged("changed by another program while exporting: left as it is")
+        os.replace(tmp, target)
+    except Exception:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _clean_stale(folder: Path, seen: set[Path]) -> None:
+    """Remove temp files a killed export left in ``folder`` (their process is gone), once per folder."""
+    if folder in seen:
+        return
+    seen.add(folder)
+    with contextlib.suppress(OSError), os.scandir(folder) as it:
+        for entry in it:
+            m = _STALE_TMP.match(entry.name)
+            if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+class _Writer:
+    """Counts and state of one export's sidecar writes."""
+
+    def __init__(self, plan: SidecarPlan, run: int | None, crash_after: int | None) -> None:
+        self.plan, self.run, self.crash_after = plan, run, crash_after
+        self.out: dict[str, Any] = {"written": 0, "unchanged": 0, "no_labels": 0, "remote": 0, "outside_root": 0,
+                                    "name_clash": 0, "missing_images": 0, "changed_meanwhile": 0, "failed": 0, "labels_added": 0,
+                                    "labels_removed": 0, "labels_declined": 0, "refused_labels": [],
+                                    "first_error": None}
+        self.targets: set[Path] = set()
+        self.folders: set[Path] = set()
+
+    def error(self, key: str, target: Path, why: str) -> None:
+        self.out[key] += 1
+        if self.out["first_error"] is None:
+            self.out["first_error"] = f"{target}: {why}"
+        logger.warning("sidecar %s: %s", target, why)
+
+    def target_of(self, uri: str) -> Path | None:
+        p = self.plan
+        target = sidecar_path(uri, p.naming, p.mirror, p.source_root)
+        if target is None:
+            self.out["remote" if to_local_path(uri) is None else "outside_root"] += 1
+            return None
+        if target in self.targets:  # photo.jpg and photo.png share photo.xmp: the first image keeps it
+            self.error("name_clash", target, f"also the sidecar of another image; written for that one only ({uri})")
+            return None
+        self.targets.add(target)
+        return target
+
+    def one(self, uri: str, tags: Sequence[MachineTag]) -> None:
+        target = self.target_of(uri)
+        if target is None:
+            return
+        real = Path(os.path.realpath(target))
+        try:
+            if self.plan.workspace is not None and workspace_owned(real, self.plan.workspace):
+                raise ValueError("a file of the workspace: left alone")
+            before, ident = read_sidecar(real)
+            if before is None and not tags:
+                self.out["no_labels"] += 1
+                return
+            res = merge_sidecar(before, tags, run=self.run, parents=self.plan.parents, root=self.plan.root_label)
+            self.out["refused_labels"].extend(x for x in res.refused if x not in self.out["refused_labels"])
+            if res.data == before:
+                self.out["unchanged"] += 1
+                return
+            if self.plan.mirror is not None:  # folders below the mirror folder only
+                real.parent.mkdir(parents=True, exist_ok=True)
+            elif not os.path.lexists(to_local_path(uri) or ""):
+                self.out["missing_images"] += 1
+                return
+            _clean_stale(real.parent, self.folders)
+            crash = self.crash_after is not None and self.out["written"] >= self.crash_after
+            _replace(real, res.data, before, ident, crash)
+        except SidecarChanged as e:
+            return self.error("changed_meanwhile", target, str(e))
+        except OSError as e:
+            return self.error("failed", target, os_reason(e))
+        except ValueError as e:
+            return self.error("failed", target, str(e))
+        self.out["written"] += 1
+        for key, items in (("labels_added", res.added), ("labels_removed", res.removed),
+                           ("labels_declined", res.declined)):
+            self.out[key] += len(items)
+
+
+def write_sidecars(images: Iterable[tuple[str, Sequence[MachineTag]]], plan: SidecarPlan, *, run: int | None = None,
+                   crash_after: int | None = None) -> dict[str, Any]:
+    """Write (merge into) the sidecar of each ``(uri, positive tags)``. Returns counts: ``written``,
+    ``unchanged``, ``no_labels`` (no positive label and no sidecar: none made), ``remote`` (no mirror),
+    ``outside_root``, ``name_clash``, ``changed_meanwhile``, ``failed`` with ``first_error``, the
+    labels added, removed and declined, and ``refused_labels`` (names XML cannot hold).
+    ``crash_after`` (tests) stops the process like a kill, the next sidecar's temp file written."""
+    w = _Writer(plan, run, crash_after)
+    for uri, tags in images:
+        w.one(uri, tags)
+    return w.out

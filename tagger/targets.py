@@ -1,0 +1,147 @@
+"""Safe output targets for the verbs that write files outside the workspace (``export --out``,
+``export --mirror``, ``report --out``, ``import-keywords --out``).
+
+A target is refused, with one :class:`~tagger.errors.ConfigError` line, when it lies inside the
+workspace (the catalog, ``workspace.json``, an index ...), when it exists and is not a regular file
+(a folder, a device, a FIFO, a socket), when it exists and ``force`` was not given, or when its
+folder is missing (nothing creates folders it was not asked to) or not writable. Files are written
+with :func:`write_atomically`: a temp file in the same folder, flushed, then renamed over the target.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import ConfigError
+
+__all__ = ["WORKSPACE_OWNED", "check_out_dir", "check_out_file", "inside", "os_reason", "temp_name",
+           "workspace_owned", "write_atomically"]
+
+logger = logging.getLogger(__name__)
+
+#: Top-level entries of a workspace that belong to tagger (a sidecar or export never lands there).
+WORKSPACE_OWNED = ("catalog.duckdb", "workspace.json", "embeddings", "indexes", "text", "classifiers", "runs",
+                   "cache", "thumbnails", "report")
+#: Prefix of the temp files written beside a target (hidden, so photo tools skip them).
+TMP_PREFIX = ".tagger-tmp-"
+
+
+def os_reason(e: OSError) -> str:
+    """A short reason for an OSError (``permission denied``), without the traceback's repr."""
+    return (e.strerror or type(e).__name__).lower()
+
+
+def _resolved(path: Path) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
+
+
+def inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """Whether ``path`` (symbolic links followed) is ``root`` or lies below it."""
+    return _resolved(Path(path)).is_relative_to(_resolved(Path(root)))
+
+
+def workspace_owned(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """Whether ``path`` is one of the workspace's own files or folders (or below one), catalog
+    companions (``catalog.duckdb.wal``, ``catalog.duckdb.tmp/``) included."""
+    p, r = _resolved(Path(path)), _resolved(Path(root))
+    if not p.is_relative_to(r) or p == r:
+        return p == r
+    top = p.relative_to(r).parts[0]
+    return top in WORKSPACE_OWNED or top.startswith("catalog.duckdb")
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def check_out_file(path: str | os.PathLike, workspace: str | os.PathLike | None, *, force: bool = False,
+                   option: str = "--out") -> Path:
+    """``path`` made absolute once it is safe to write (see the module's rules); ConfigError otherwise."""
+    p = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+    if workspace is not None and inside(p, workspace):
+        raise ConfigError(f"{option} {p} is inside the workspace {workspace}: write exports outside it")
+    try:
+        st = os.stat(p)  # follows a link: the file that would be replaced
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise ConfigError(f"cannot write {option} {p}: {os_reason(e)}") from e
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{option} {p} is {_kind(st.st_mode)}: give the name of a regular file")
+    if st is not None and not force:
+        raise ConfigError(f"{option} {p} exists: give --force to replace it, or another name")
+    _check_folder(p.parent, option, p)
+    return p
+
+
+def _check_folder(folder: Path, option: str, target: Path) -> None:
+    if not folder.is_dir():
+        raise ConfigError(f"cannot write {option} {target}: folder {folder} does not exist (it is not created)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {option} {target}: folder {folder} is not writable")
+
+
+def check_out_dir(path: str | os.PathLike, workspace: str | os.PathLike | None, *, option: str = "--mirror",
+                  create: bool = True) -> Path:
+    """The folder ``path`` (absolute), made when missing and ``create`` (its parent must exist: no
+    folders above it are made), outside the workspace and writable; ConfigError otherwise."""
+    p = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+    if workspace is not None and inside(p, workspace):
+        raise ConfigError(f"{option} {p} is inside the workspace {workspace}: give a folder outside it")
+    if os.path.lexists(p) and not p.is_dir():
+        kind = _kind(os.stat(p).st_mode) if p.exists() else "a broken link"
+        raise ConfigError(f"{option} {p} is {kind}: give a folder")
+    if not p.exists():
+        _check_folder(p.parent, option, p)
+        if create:
+            try:
+                p.mkdir()
+            except OSError as e:
+                raise ConfigError(f"cannot create {option} {p}: {os_reason(e)}") from e
+        return p
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write into {option} {p}: the folder is not writable")
+    return p
+
+
+def temp_name(target: Path) -> Path:
+    """A hidden, unique temp name beside ``target`` (same file system: the rename is atomic)."""
+    return target.with_name(f"{TMP_PREFIX}{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def write_atomically(target: Path) -> Iterator[BinaryIO]:
+    """A binary handle on a temp file beside ``target``; on a clean exit it is flushed and renamed
+    over ``target``, else removed (``target`` untouched). The folder must exist (none is made)."""
+    tmp = temp_name(target)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(target.parent)
