@@ -131,18 +131,57 @@ def train(
     annotations: AnnotationsOpt = None,
     reviewed: Annotated[bool, typer.Option("--reviewed", help=(
         "learn from the images people reviewed too (their tags after the review decisions)"))] = False,
+    force: Annotated[bool, typer.Option("--force", help=(
+        "keep the new head even when it does not validate better than the text-only head"))] = False,
     wait: WaitOpt = JOB_WAIT,
     as_json: JsonOpt = False,
 ) -> None:
     """Train the text-only classifier (and its memory banks) for the workspace's model, or with
-    --annotations and/or --reviewed a head that learns from labelled images too; the next tag run uses it."""
+    --annotations and/or --reviewed a head that learns from labelled images too.
+
+    A head is fitted on part of the labelled images and validated against the text-only head on
+    the rest (the table printed); the next tag run uses it only when it validates better (or with
+    --force), else the text-only head. `tagger heads use text` goes back to the text-only head.
+    """
+    from ..pipeline.guard import format_table
     from ..pipeline.heads import run_train_head
     with reported():
         ws = workspace_at(workspace)
         name, weights = ws.model(model, pretrained)
         with job_scope(ws, "train", wait):
-            summary = run_train_head(ws, name, weights, head.value, annotations, corpus_id, reviewed=reviewed)
+            summary = run_train_head(ws, name, weights, head.value, annotations, corpus_id, reviewed=reviewed,
+                                     force=force)
+    if "verdict" in summary and not as_json:
+        for line in format_table(summary["validation"]) if summary["validation"] else []:
+            typer.echo(line)
+        typer.echo(summary["verdict"])
+        summary = {k: v for k, v in summary.items() if k != "validation"}
     print_summary(f"classifier {summary['classifier_id']}", summary, as_json)
+
+
+heads_app = typer.Typer(no_args_is_help=True, help="Choose the head the next tag run uses.")
+
+
+@heads_app.command("use")
+def heads_use(
+    which: Annotated[str, typer.Argument(help="text (the newest text-only classifier) or a classifier id")],
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    wait: WaitOpt = JOB_WAIT,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make the next tag run (and the nightly job) use the text-only head, or classifier WHICH."""
+    from ..pipeline.heads import use_head
+    with reported():
+        ws = workspace_at(workspace, create=False)
+        name, weights = ws.model(model, pretrained)
+        with job_scope(ws, "train", wait):
+            summary = use_head(ws, ws.model_id(name, weights), which)
+    print_summary(f"next tag run uses {summary['classifier_id']} ({summary['head']})", summary, as_json)
+
+
+app.add_typer(heads_app, name="heads")
 
 
 class PatchSource(str, Enum):
@@ -238,21 +277,32 @@ class Level(str, Enum):
 
 @app.command()
 def search(
-    text: Annotated[str, typer.Argument(help="what to look for, in words")],
+    text: Annotated[Optional[str], typer.Argument(help="what to look for, in words")] = None,
+    like: Annotated[Optional[str], typer.Option(
+        "--like", help="find images like this one: an encoded image's URI or path, or a new image file")] = None,
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="number of results")] = 10,
     level: Annotated[Level, typer.Option(
         help="global: whole-image embedding; patch: best-matching patch")] = Level.GLOBAL,
+    exact: Annotated[bool, typer.Option(
+        "--exact", help="search the exact global index even where an approximate one is kept")] = False,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     device: Annotated[Optional[str], typer.Option(help="cpu | cuda (default: a GPU when present)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Find the images closest to TEXT in the FAISS global index or the patch store."""
-    from ..pipeline.search import search_text
+    """Find the images closest to TEXT (or to the image --like) in the global index or the patch store."""
+    from ..pipeline.search import search_like, search_text
     with reported():
-        hits = search_text(workspace_at(workspace, create=False), text, k, level.value, model=model,
-                           pretrained=pretrained, device=device)
+        if (text is None) == (like is None):
+            raise ConfigError("give either TEXT or --like IMAGE (one of them)")
+        ws = workspace_at(workspace, create=False)
+        if like is not None:
+            hits = search_like(ws, like, k, level.value, model=model, pretrained=pretrained, device=device,
+                               exact=exact)
+        else:
+            hits = search_text(ws, text or "", k, level.value, model=model, pretrained=pretrained, device=device,
+                               exact=exact)
     rows: list[tuple[Any, ...]]
     if level is Level.PATCH:
         cols = ("rank", "score", "image_id", "patch", "uri")
@@ -260,7 +310,8 @@ def search(
     else:
         cols = ("rank", "score", "image_id", "uri")
         rows = [(h.rank, h.score, h.image_id, h.uri) for h in hits]
-    emit_rows(cols, rows, output_format(as_json), title=f"{text!r} ({level.value})")
+    query = f"like {like}" if like is not None else repr(text)
+    emit_rows(cols, rows, output_format(as_json), title=f"{query} ({level.value})")
 
 
 # -- catalog verbs -----------------------------------------------------------------------------

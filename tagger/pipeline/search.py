@@ -39,15 +39,23 @@ def _index_config(directory: Path):
     return IndexConfig.from_json(path.read_text()) if path.exists() else None
 
 
-def _raw_search(root: Path, model_id: str, query: np.ndarray, k: int,
-                level: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _raw_search(root: Path, model_id: str, query: np.ndarray, k: int, level: str,
+                exact: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One query's (scores, ids, patches or None). The global level searches the approximate index
+    when one is in step with the exact one (and ``exact`` is not asked), else the exact index."""
     from ..store import GlobalIndex, PatchStore, index_paths
+    from ..store.annsync import load_ann
     g_path, p_path = index_paths(root, model_id)
     path = g_path if level == "global" else p_path
     if not path.exists():
         raise StoreError(f"no {level} index for model {model_id} at {path}: run `tagger encode` first")
     if level == "global":
-        scores, ids = GlobalIndex.load(path, _index_config(path.parent), mmap=True).search(query, k)
+        cfg = _index_config(path.parent)
+        ann = None if exact else load_ann(path)
+        if ann is not None:
+            scores, ids = ann.search(query, k, use_gpu=cfg.use_gpu if cfg else True)
+        else:
+            scores, ids = GlobalIndex.load(path, cfg, mmap=True).search(query, k)
         return scores[0], ids[0], None
     scores, ids, patches = PatchStore.load(path, mmap=True).search(query, k)
     return scores[0], ids[0], patches[0]
@@ -76,11 +84,11 @@ def _with_uris(workspace: "Workspace", hits: list[Hit], catalog) -> list[Hit]:
 
 
 def search_vector(workspace: "Workspace", model_id: str, query: np.ndarray, k: int = 10, level: str = "global", *,
-                  catalog=None, with_uris: bool = True) -> list[Hit]:
+                  catalog=None, with_uris: bool = True, exact: bool = False) -> list[Hit]:
     """Top-``k`` images for one query vector, best first.
 
-    ``level="global"`` ranks images by their global embedding; ``"patch"`` by their best patch
-    (``Hit.patch``). URIs come from ``catalog`` when given, else from the workspace catalog
+    ``level="global"`` ranks images by their global embedding (the approximate index when the corpus
+    has one, unless ``exact``); ``"patch"`` by their best patch (``Hit.patch``). URIs come from ``catalog`` when given, else from the workspace catalog
     opened read-only. Raises StoreError when the indexes are not built yet.
     """
     if level not in LEVELS:
@@ -90,7 +98,7 @@ def search_vector(workspace: "Workspace", model_id: str, query: np.ndarray, k: i
     q = np.asarray(query, np.float32)
     if q.ndim != 1:
         raise ConfigError(f"search_vector takes one query vector, got shape {q.shape}")
-    scores, ids, patches = _raw_search(workspace.root, model_id, q[None, :], k, level)
+    scores, ids, patches = _raw_search(workspace.root, model_id, q[None, :], k, level, exact)
     valid = np.flatnonzero(ids >= 0)  # missing slots (k > stored images) hold id -1
     hits = [Hit(rank=r + 1, score=float(scores[i]), image_id=int(ids[i]),
                 patch=None if patches is None else int(patches[i]))
@@ -99,7 +107,8 @@ def search_vector(workspace: "Workspace", model_id: str, query: np.ndarray, k: i
 
 
 def search_text(workspace: "Workspace", text: str, k: int = 10, level: str = "global", *, model: str | None = None,
-                pretrained: str | None = None, device: str | None = None, catalog=None) -> list[Hit]:
+                pretrained: str | None = None, device: str | None = None, catalog=None,
+                exact: bool = False) -> list[Hit]:
     """Encode ``text`` with the workspace's model (or ``model``/``pretrained``) and search."""
     from ..models import load_clip
     if not text.strip():
@@ -108,4 +117,60 @@ def search_text(workspace: "Workspace", text: str, k: int = 10, level: str = "gl
     clip = load_clip(name, weights, device=device)
     q = clip.encode_text([text])[0]
     logger.info("searching %s (%s level) for %r", clip.model_id, level, text)
-    return search_vector(workspace, clip.model_id, q, k, level, catalog=catalog)
+    return search_vector(workspace, clip.model_id, q, k, level, catalog=catalog, exact=exact)
+
+
+def encode_image_file(path: str, model: str, pretrained: str | None, device: str | None = None) -> np.ndarray:
+    """The global embedding (float32 [d]) of one image file, decoded and encoded as ``tagger encode``
+    does (same preprocessing and features)."""
+    from ..errors import SourceError
+    from ..models.preprocess import pixel_spec
+    from ..models.registry import model_id_for
+    from .decode import Decoder
+    from .encode import EncodeConfig, EncodePartitions
+    spec = pixel_spec(model, pretrained)
+    row = Decoder(preprocess=spec.to_uint8, size=spec.image_size).decode(path)
+    if row["status"] != "ok":
+        raise SourceError(f"cannot use {path} as a query image: {row['error']}")
+    encoder = EncodePartitions(EncodeConfig(model=model, pretrained=pretrained, device=device), "",
+                               model_id_for(model, pretrained))
+    g, _ = encoder.embed(np.asarray(row["pixels"])[None])
+    return g[0].astype(np.float32)
+
+
+def like_vector(workspace: "Workspace", like: str, model_id: str, model: str, pretrained: str | None,
+                device: str | None = None) -> tuple[np.ndarray, int | None]:
+    """The query of ``--like``: (global embedding, image id or None). An image the catalog knows by
+    ``like`` (a URI or a path, normalised as sources are) and that is encoded gives its stored vector;
+    otherwise a readable local file is encoded now."""
+    from ..catalog import Catalog
+    from ..errors import SourceError
+    from ..store import GlobalIndex, index_paths
+    from .sources import normalize_uri, to_local_path
+    uri = normalize_uri(like)
+    image_id = None
+    if workspace.catalog.exists():
+        with Catalog.open(workspace.catalog, read_only=True) as cat:
+            image_id = cat.image_ids([uri]).get(uri)
+    g_path = index_paths(workspace.root, model_id)[0]
+    if image_id is not None and g_path.exists():
+        gi = GlobalIndex.load(g_path, _index_config(g_path.parent), mmap=True)
+        if gi.contains(np.array([image_id]))[0]:
+            return gi.reconstruct(np.array([image_id]))[0], image_id
+    local = to_local_path(uri)
+    if local is None or not Path(local).is_file():
+        raise SourceError(f"{like} is neither an encoded image of this workspace nor a readable image file")
+    logger.info("encoding %s to search for images like it", local)
+    return encode_image_file(local, model, pretrained, device), image_id
+
+
+def search_like(workspace: "Workspace", like: str, k: int = 10, level: str = "global", *, model: str | None = None,
+                pretrained: str | None = None, device: str | None = None, catalog=None,
+                exact: bool = False) -> list[Hit]:
+    """Images like the image ``like`` (its global embedding as the query), best first: the image itself
+    (when stored) and its near-duplicates come first. At the patch level, images with a patch close to
+    the query image's global embedding."""
+    from ..models.registry import model_id_for
+    name, weights = workspace.model(model, pretrained)
+    q, _ = like_vector(workspace, like, model_id_for(name, weights), name, weights, device)
+    return search_vector(workspace, model_id_for(name, weights), q, k, level, catalog=catalog, exact=exact)

@@ -28,7 +28,7 @@ from tagger.errors import StoreError
 from tagger.store.atomic import atomic_open
 from tagger.store.vectors import as_ids, as_matrix
 
-__all__ = ["extend_global_file"]
+__all__ = ["extend_global_file", "mapped_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,3 +110,17 @@ def extend_global_file(path: str | os.PathLike[str], batches: Iterable[tuple[np.
         fh.write(new_ids.astype("<i8").tobytes())
     del old
     return total
+
+
+def mapped_rows(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """(ids, vectors as a read-only memory map [n, d], FAISS metric) of a saved ``IDMap2,Flat`` file,
+    or None when the file is another kind: what approximate builds and near-duplicate scans read."""
+    path = os.fspath(path)
+    layout = _layout(path)
+    if layout is None:
+        return None
+    ids = np.fromfile(path, dtype="<i8", count=layout.n, offset=layout.ids_at).astype(np.int64)
+    if layout.n == 0:
+        return ids, np.empty((0, layout.dim), np.float32), layout.metric
+    vecs = np.memmap(path, np.float32, "r", layout.vectors_at, (layout.n, layout.dim))
+    return ids, vecs, layout.metric

@@ -17,6 +17,10 @@ vectors, an IVF ``nlist`` vectors) gets an exact, uncompressed stand-in; the sta
 vectors the configured layout needs (``provisional``) and the first update that reaches that
 count rebuilds with it.
 
+The approximate global index (``global.ann``, :mod:`.ann`) follows the exact one: after the stores
+are saved and before the state, :func:`~.annsync.sync_ann` adds the new rows to its lists, or
+rebuilds it from the exact file when the corpus outgrew its layout (or when the stores were rebuilt).
+
 Crash safety: the decision (extend or rebuild) depends only on the state, the config and the
 shard list, and re-applying the same new shards to a store that already holds them gives the same
 store, so a run killed between the saves and rerun ends with the same files as a clean run.
@@ -34,6 +38,8 @@ import faiss
 
 from ..errors import StoreError
 from . import IndexConfig, build_global_index, build_patch_store, index_paths, list_done_shards
+from .ann import AnnConfig
+from .annsync import sync_ann
 from .atomic import atomic_write_bytes
 from .global_index import GlobalIndex
 from .globalfile import extend_global_file
@@ -112,12 +118,13 @@ def _readable_patch_store(g_path: Path, p_path: Path) -> PatchStore | None:
 
 
 def update_indexes(root: str | os.PathLike[str], model_id: str, cfg: IndexConfig | None = None, *,
-                   rebuild: bool = False) -> dict[str, Any]:
+                   rebuild: bool = False, ann: AnnConfig | None = None) -> dict[str, Any]:
     """Bring both stores of ``model_id`` under workspace ``root`` up to date with its done shards,
-    and save them atomically.
+    and save them atomically; then the approximate global index (:mod:`.annsync`, configured by
+    ``ann``), and last the state.
 
     Returns counts and timings; ``mode`` is ``unchanged``, ``incremental`` or ``rebuild``
-    (``rebuild=True`` forces the latter).
+    (``rebuild=True`` forces the latter), ``ann_mode`` what was done to the approximate index.
     """
     cfg = cfg or IndexConfig()
     root = str(root)
@@ -134,9 +141,11 @@ def update_indexes(root: str | os.PathLike[str], model_id: str, cfg: IndexConfig
     if why is None and not new:
         mapped = _readable_patch_store(g_path, p_path)
         if mapped is not None:
+            approx = sync_ann(g_path, None, ann, normalize=cfg.normalize, use_gpu=cfg.use_gpu)
             return {"indexed": state["n_images"], "mode": "unchanged", "new_shards": 0,  # type: ignore[index]
                     "provisional": sorted(state.get("provisional", {})),  # type: ignore[union-attr]
-                    "global_build_s": 0.0, "patch_build_s": 0.0, "patch_bytes_per_image": mapped.bytes_per_image()}
+                    "global_build_s": 0.0, "patch_build_s": 0.0, "patch_bytes_per_image": mapped.bytes_per_image(),
+                    **approx}
     extended = _extend_saved(g_path, p_path, cfg, new) if why is None else None
     if extended is not None:
         gi, n_global, ps, t_global, t_patch = extended
@@ -154,13 +163,17 @@ def update_indexes(root: str | os.PathLike[str], model_id: str, cfg: IndexConfig
         provisional = {name: store.provisional_until for name, store in (("global", gi), ("patches", ps))
                        if store.provisional_until}
     t0 = time.time()
-    save_indexes(root, model_id, gi, None if mode == "incremental" else ps, cfg, shards, trained_on_images=trained,
-                 provisional=provisional, patches_per_image=ps.patches_per_image, n_images=n_global)
+    n_global, pp = _save_stores(g_path, p_path, gi, None if mode == "incremental" else ps, n_global,
+                                ps.patches_per_image)
+    added = ((s.ids, s.global_vecs) for s in new) if mode == "incremental" else None
+    approx = sync_ann(g_path, added, ann, normalize=cfg.normalize, use_gpu=cfg.use_gpu, rebuild=mode == "rebuild")
+    _write_state(directory, cfg, shards, trained_on_images=trained, provisional=provisional, patches_per_image=pp,
+                 n_images=n_global)
     logger.info("indexes for %s (%s, %d new shards): %d global, %d images of patches", model_id, mode,
                 len(new), n_global, ps.n_images)
     return {"indexed": int(n_global), "mode": mode, "new_shards": len(new), "provisional": sorted(provisional),
             "global_build_s": round(t_global, 2), "patch_build_s": round(t_patch, 2),
-            "save_s": round(time.time() - t0, 2), "patch_bytes_per_image": ps.bytes_per_image()}
+            "save_s": round(time.time() - t0, 2), "patch_bytes_per_image": ps.bytes_per_image(), **approx}
 
 
 def save_indexes(root: str | os.PathLike[str], model_id: str, gi: GlobalIndex | None, ps: PatchStore | None,
@@ -170,10 +183,17 @@ def save_indexes(root: str | os.PathLike[str], model_id: str, gi: GlobalIndex | 
     """Save both stores of ``model_id`` (``gi`` or ``ps`` None: that file is already written; then
     ``n_images`` or ``patches_per_image`` say what it holds) and then, last, the index state saying
     they hold ``shards`` (built with ``cfg``, the codec trained on ``trained_on_images`` images), so
-    that the next :func:`update_indexes` extends them or finds them unchanged."""
+    that the next :func:`update_indexes` extends them or finds them unchanged (and builds the
+    approximate global index if the corpus calls for one)."""
     g_path, p_path = index_paths(root, model_id)
-    directory = g_path.parent
-    directory.mkdir(parents=True, exist_ok=True)
+    n_images, pp = _save_stores(g_path, p_path, gi, ps, n_images, patches_per_image)
+    _write_state(g_path.parent, cfg, shards, trained_on_images=trained_on_images, provisional=provisional,
+                 patches_per_image=pp, n_images=n_images)
+
+
+def _save_stores(g_path: Path, p_path: Path, gi: GlobalIndex | None, ps: PatchStore | None,
+                 n_images: int | None, patches_per_image: int | None) -> tuple[int, int]:
+    g_path.parent.mkdir(parents=True, exist_ok=True)
     if gi is not None:
         gi.save(g_path)
         n_images = gi.ntotal
@@ -183,6 +203,11 @@ def save_indexes(root: str | os.PathLike[str], model_id: str, gi: GlobalIndex | 
     if n_images is None or patches_per_image is None:
         raise StoreError("save_indexes needs the global index or its vector count, and the patch store or its "
                          "patches per image")
+    return int(n_images), int(patches_per_image)
+
+
+def _write_state(directory: Path, cfg: IndexConfig, shards: list[str], *, trained_on_images: int,
+                 provisional: dict[str, int] | None, patches_per_image: int, n_images: int) -> None:
     (directory / "index_config.json").write_text(cfg.to_json())
     atomic_write_bytes(directory / STATE_FILE, json.dumps({
         "format": STATE_FORMAT, "config": cfg.to_dict(), "shards": list(shards), "n_images": int(n_images),
