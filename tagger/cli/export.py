@@ -53,13 +53,13 @@ def export_cmd(
         "field kept); csv, jsonl, parquet: one row per tag"))],
     run: RunOpt = None,
     out: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", dir_okay=False, help=(
+        "--out", "-o", help=(
             "table formats: a new file outside the workspace (default: tags-run<N>.<format>); its folder must "
             "exist"))] = None,
     force: ForceOpt = False,
     positive_only: Annotated[bool, typer.Option("--positive-only", help="table formats: positive tags only")] = False,
     mirror: Annotated[Optional[Path], typer.Option(
-        "--mirror", file_okay=False, help=(
+        "--mirror", help=(
             "xmp: write the sidecars under this folder (made if its parent exists) at each image's path "
             "relative to the source root, instead of beside the images"))] = None,
     source_root: Annotated[Optional[Path], typer.Option(

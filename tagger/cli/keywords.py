@@ -24,7 +24,7 @@ def import_keywords_cmd(
             "CSV of keyword,label rows (a keyword or a places|Paris path; an empty label ignores the keyword), "
             "tried before the label names"))] = None,
     out: Annotated[Path, typer.Option(
-        "--out", "-o", dir_okay=False, help=(
+        "--out", "-o", help=(
             "the labelled images, uri,label,decision rows: a new file outside the workspace"))] = DEFAULT_OUT,
     force: Annotated[bool, typer.Option("--force", help="replace an existing --out file")] = False,
     no_embedded: Annotated[bool, typer.Option(

@@ -31,7 +31,7 @@ def report_cmd(
     against: Annotated[Optional[int], typer.Option(
         "--against", help="also a diff page: what changed from this older run to RUN")] = None,
     out: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", file_okay=False, help=(
+        "--out", "-o", help=(
             "the site's folder outside the workspace: new (its parent must exist), empty, or an earlier "
             "report (default: <workspace>/report)"))] = None,
     max_images: Annotated[int, typer.Option(

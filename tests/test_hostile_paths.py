@@ -1,0 +1,135 @@
+"""Nothing a user types as an export target destroys a workspace or hangs: `export --out`,
+`export --mirror`, `report --out` and `import-keywords --out` refuse the catalog, workspace.json, an
+index file, a device node, a FIFO, an existing file (unless --force), a missing folder (never made),
+and end in one `error:` line for an unwritable one; the workspace stays usable throughout."""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tagger.catalog import Catalog
+from xmpcases import invoke, tag_run
+
+LABELS = ["circle", "star"]
+
+
+@pytest.fixture
+def ws(tmp_path) -> Path:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (photos / name).write_bytes(b"x")
+    root = tmp_path / "ws"
+    tag_run(root, {str(photos / "a.jpg"): {"star"}, str(photos / "b.jpg"): {"circle"}}, LABELS)
+    (root / "workspace.json").write_text('{"model": "toy-vit"}')
+    index = root / "indexes" / "m" / "global.faiss"
+    index.parent.mkdir(parents=True)
+    index.write_bytes(b"FAISS index bytes")
+    return root
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def one_error(res, *needles: str) -> None:
+    assert res.exit_code == 2, res.output
+    assert res.stderr.startswith("error:") and res.stderr.count("\n") == 1, res.stderr
+    assert "Traceback" not in res.output
+    for needle in needles:
+        assert needle in res.stderr, res.stderr
+
+
+def _usable(root: Path) -> None:
+    with Catalog.open(root / "catalog.duckdb", read_only=True) as cat:
+        assert cat.current_run() is not None
+    res = invoke("sql", "-w", str(root), "SELECT count(*) AS n FROM current_tags", "--json")
+    assert res.exit_code == 0 and '"n": 4' in res.stdout, res.output
+
+
+@pytest.mark.parametrize("target", ["catalog.duckdb", "workspace.json", "indexes/m/global.faiss", "new.csv", "."])
+def test_export_out_inside_the_workspace_is_refused(ws, target):
+    before = _snapshot(ws)
+    for extra in ((), ("--force",)):
+        one_error(invoke("export", "-f", "csv", "--out", str(ws / target), "-w", str(ws), *extra),
+                  "inside the workspace")
+    assert _snapshot(ws) == before
+    _usable(ws)
+
+
+def test_a_device_node_is_never_replaced(ws):
+    for extra in ((), ("--force",)):
+        one_error(invoke("export", "-f", "jsonl", "--out", "/dev/null", "-w", str(ws), *extra), "character device")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_a_fifo_is_refused_without_hanging(ws, tmp_path):
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    out = subprocess.run([sys.executable, "-m", "tagger.cli", "export", "-f", "csv", "--out", str(fifo), "-w", str(ws),
+                          "--force"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "a FIFO" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    # a FIFO where a sidecar goes is left alone, the other sidecar written
+    side = ws.parent / "photos" / "a.jpg.xmp"
+    os.mkfifo(side)
+    out = subprocess.run([sys.executable, "-m", "tagger.cli", "export", "-f", "xmp", "-w", str(ws)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "not a regular file" in out.stderr, out.stderr
+    assert stat.S_ISFIFO(os.stat(side).st_mode) and (ws.parent / "photos" / "b.jpg.xmp").is_file()
+
+
+def test_an_existing_file_needs_force(ws, tmp_path):
+    target = tmp_path / "tags.csv"
+    target.write_text("my own file\n")
+    one_error(invoke("export", "-f", "csv", "--out", str(target), "-w", str(ws)), "exists", "--force")
+    assert target.read_text() == "my own file\n"
+    res = invoke("export", "-f", "csv", "--out", str(target), "-w", str(ws), "--force")
+    assert res.exit_code == 0, res.output
+    assert target.read_text().startswith('"uri","run","label"')
+
+
+def test_missing_folders_are_never_made(ws, tmp_path):
+    one_error(invoke("export", "-f", "csv", "--out", str(tmp_path / "no" / "such" / "t.csv"), "-w", str(ws)),
+              "does not exist")
+    one_error(invoke("export", "-f", "xmp", "--mirror", str(tmp_path / "no" / "mirror"), "-w", str(ws)),
+              "does not exist")
+    one_error(invoke("report", "--out", str(tmp_path / "no" / "site"), "-w", str(ws)), "does not exist")
+    assert not (tmp_path / "no").exists()
+    res = invoke("export", "-f", "xmp", "--mirror", str(tmp_path / "mirror"), "-w", str(ws))  # asked for: made
+    assert res.exit_code == 0 and (tmp_path / "mirror" / "a.jpg.xmp").is_file(), res.output
+
+
+def test_mirror_and_report_inside_the_workspace_are_refused(ws, tmp_path):
+    before = _snapshot(ws)
+    one_error(invoke("export", "-f", "xmp", "--mirror", str(ws / "indexes"), "-w", str(ws)), "inside the workspace")
+    one_error(invoke("export", "-f", "xmp", "--mirror", str(ws), "-w", str(ws)), "inside the workspace")
+    one_error(invoke("report", "--out", str(ws / "indexes"), "-w", str(ws)), "inside the workspace")
+    one_error(invoke("report", "--out", str(ws / "catalog.duckdb"), "-w", str(ws)), "inside the workspace")
+    one_error(invoke("report", "--out", "/dev/null", "-w", str(ws)), "character device")
+    one_error(invoke("import-keywords", "--out", str(ws / "catalog.duckdb"), "-w", str(ws), "--force"),
+              "inside the workspace")
+    assert _snapshot(ws) == before
+    _usable(ws)
+
+
+def test_an_unwritable_target_is_one_error_line(ws, tmp_path):
+    if os.geteuid() == 0:  # root writes through folder permissions; sysfs refuses even root
+        folder = Path("/sys")
+    else:
+        folder = tmp_path / "locked"
+        folder.mkdir()
+        folder.chmod(0o500)
+    try:
+        one_error(invoke("export", "-f", "parquet", "--out", str(folder / "t.parquet"), "-w", str(ws)),
+                  str(folder))
+        one_error(invoke("export", "-f", "xmp", "--mirror", str(folder / "mirror"), "-w", str(ws)), str(folder))
+    finally:
+        if folder != Path("/sys"):
+            folder.chmod(0o700)
+    _usable(ws)
