@@ -38,6 +38,10 @@ class ExternalAccessError(ReadOnlyQueryError):
     """A query on the read-only SQL interface tried to reach files, the network, extensions or settings."""
 
 
+class QueryLimitError(CatalogError):
+    """A query on the read-only SQL interface ran past its time, memory or temp-space limit."""
+
+
 class JobLockedError(CatalogLockedError):
     """Another job driver (encode, tag, nightly, ...) is running on the same catalog."""
 

@@ -163,3 +163,103 @@ def test_ordinary_queries_keep_working(world):
     assert out.exit_code == 0 and '"name": "current_tags"' in out.stdout
     assert _files(world["root"]) == before
     assert not (world["home"] / ".duckdb").exists()
+
+
+# -- the catalog's own files, settings and limits ----------------------------------------------------
+def _catalog_file_statements(world) -> list[str]:
+    cat = world["ws"] / "catalog.duckdb"
+    tmp = world["ws"] / "catalog.duckdb.tmp"
+    return [
+        f"SELECT * FROM read_csv('{tmp}/planted.csv')",            # DuckDB's default temp folder
+        f"SELECT * FROM '{tmp}/planted.csv'",
+        f"SELECT * FROM read_text('{tmp}/planted.csv')",
+        f"SELECT content FROM read_blob('{cat}')",                   # the catalog's raw bytes
+        f"SELECT * FROM read_text('{cat}')",
+        f"SELECT * FROM \"read_blob\"('{cat}')",
+        f"SELECT * FROM read_blob('{cat}.wal')",
+        f"SELECT * FROM query('SELECT * FROM read_bl' || 'ob(''{cat}'')')",
+        f"SELECT * FROM query_table('{cat}')",
+        f"DESCRIBE SELECT * FROM read_blob('{cat}')",
+        f"EXPLAIN ANALYZE SELECT content FROM read_blob('{cat}')",
+    ]
+
+
+def test_the_catalogs_own_files_are_out_of_reach(world):
+    tmp = world["ws"] / "catalog.duckdb.tmp"
+    tmp.mkdir()
+    (tmp / "planted.csv").write_text(f"token\n{SECRET}\n")
+    for statement in _catalog_file_statements(world):
+        out = sql(world, statement, "--json")
+        assert out.exit_code == 2, f"{statement}: {out.output}"
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: refused"), (statement, out.stderr)
+        assert SECRET not in out.output and "DUCK" not in out.output, statement
+    out = sql(world, f"SELECT * FROM '{world['ws'] / 'catalog.duckdb'}'")  # the catalog named as a table
+    assert out.exit_code == 2 and len(out.stderr.strip().splitlines()) == 1 and "DUCK" not in out.output
+
+
+SETTINGS = ["secret_directory", "home_directory", "temp_directory", "extension_directory",
+            "allowed_directories"]
+
+
+@pytest.mark.parametrize("statement", [
+    *(f"SELECT current_setting('{name}') AS v" for name in SETTINGS),
+    "SELECT current_setting('temp_' || 'directory') AS v",
+    "SELECT * FROM duckdb_settings()",
+    "SELECT value FROM duckdb_settings() WHERE name = 'secret_directory'",
+    "SELECT * FROM duckdb_temporary_files()",
+    "SELECT * FROM duckdb_extensions()",
+    "SELECT * FROM duckdb_secrets()",
+    "SELECT * FROM which_secret('s3://x', 's3')",
+])
+def test_settings_that_reveal_the_environment_are_not_readable(world, statement):
+    out = sql(world, statement, "--json")
+    assert out.exit_code == 2, out.output
+    assert out.stderr.startswith("error: refused") and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert str(world["home"]) not in out.output and "/root" not in out.output
+
+
+def test_pivot_and_harmless_settings_are_queries(world):
+    for statement, expected in {
+        "PIVOT current_tags ON label USING max(score) GROUP BY uri ORDER BY uri": '"moon": null, "star": 0.89',
+        "SELECT * FROM (PIVOT current_tags ON label USING count(*) GROUP BY uri) ORDER BY uri": '"moon": 0',
+        "PIVOT current_tags ON label IN ('star') USING max(score) GROUP BY uri ORDER BY uri": '"star": 0.89',
+        "SELECT current_setting('threads') > 0 AS t": '"t": true',
+        "SELECT count(*) AS n FROM range(10)": '"n": 10',
+    }.items():
+        out = sql(world, statement, "--json")
+        assert out.exit_code == 0 and expected in out.stdout, (statement, out.output)
+    out = sql(world, "PIVOT current_tags ON label USING max(score); SELECT 1")
+    assert out.exit_code == 2 and "one statement" in out.stderr
+
+
+def test_time_limit_stops_a_slow_query(world, monkeypatch):
+    import time
+    slow = "SELECT count(*) FROM range(1000000000000)"
+    t = time.monotonic()
+    out = sql(world, slow, "--timeout", "1")
+    assert out.exit_code == 2 and time.monotonic() - t < 120  # generous: without the limit it runs for hours
+    assert out.stderr.strip() == ("error: query stopped after its time limit of 1 s (--timeout SECONDS or "
+                                  "$TAGGER_SQL_TIMEOUT; 0: no limit)")
+    monkeypatch.setenv("TAGGER_SQL_TIMEOUT", "0.5")
+    out = sql(world, slow)
+    assert out.exit_code == 2 and "time limit of 0.5 s" in out.stderr
+    monkeypatch.setenv("TAGGER_SQL_TIMEOUT", "soon")
+    out = sql(world, "SELECT 1")
+    assert out.exit_code == 2 and "TAGGER_SQL_TIMEOUT must be a number" in out.stderr
+    assert sql(world, "SELECT 1", "--timeout", "-1").exit_code == 2
+
+
+def test_memory_and_temp_space_limits(world, monkeypatch):
+    import tempfile
+    before = set(Path(tempfile.gettempdir()).glob("tagger-sql-*"))
+    monkeypatch.setenv("TAGGER_SQL_MEMORY", "30MB")
+    out = sql(world, "SELECT length(list(i)) AS n FROM range(40000000) t(i)")
+    assert out.exit_code == 2 and "more than its 30MB of memory ($TAGGER_SQL_MEMORY)" in out.stderr, out.output
+    monkeypatch.setenv("TAGGER_SQL_TEMP", "10MB")
+    out = sql(world, "SELECT i FROM range(40000000) t(i) ORDER BY hash(i) LIMIT 1 OFFSET 1000000")
+    assert out.exit_code == 2 and "more than its 10MB of temp space ($TAGGER_SQL_TEMP)" in out.stderr, out.output
+    monkeypatch.setenv("TAGGER_SQL_MEMORY", "lots")
+    assert "TAGGER_SQL_MEMORY must be an amount" in sql(world, "SELECT 1").stderr
+    assert set(Path(tempfile.gettempdir()).glob("tagger-sql-*")) == before  # each call's temp folder is removed
+    assert not (world["ws"] / "catalog.duckdb.tmp").exists()

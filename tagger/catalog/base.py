@@ -171,7 +171,8 @@ class CatalogBase:
     @classmethod
     def open(cls: type[_C], path: str | os.PathLike, read_only: bool = False, *,
              schema_dir: str | os.PathLike | None = None, threads: int | None = None,
-             external_access: bool = True, wait: float = 0.0, hold: bool = True) -> _C:
+             external_access: bool = True, wait: float = 0.0, hold: bool = True,
+             settings: dict[str, Any] | None = None) -> _C:
         """Open (and when writable, create and migrate) the catalog at ``path``.
 
         ``external_access=False`` seals the connection (:data:`SEALED_CONFIG`): SQL cannot read
@@ -180,7 +181,7 @@ class CatalogBase:
         endpoint serving untrusted users. ``wait`` retries for up to that many seconds while
         another process holds the file (at this open, and with ``hold=False`` at every call).
         ``hold=False`` connects only for each call (see the class). ``$TAGGER_CATALOG_MEMORY`` bounds
-        DuckDB's memory (:data:`MEMORY_ENV`). Raises CatalogLockedError
+        DuckDB's memory (:data:`MEMORY_ENV`); ``settings`` adds DuckDB settings, applied last. Raises CatalogLockedError
         (naming the holder: reader or writer, and its PID) when the file stays held,
         CatalogError when a read-only open finds no catalog or an unmigrated one.
         """
@@ -193,6 +194,7 @@ class CatalogBase:
             config["memory_limit"] = memory
         if not external_access:
             config.update(SEALED_CONFIG)
+        config.update(settings or {})
         if spath != ":memory:":
             p = Path(spath)
             if read_only and not p.exists():

@@ -8,9 +8,11 @@ import typer
 
 from ..catalog.readonly import SCHEMA_OVERVIEW_SQL
 from .options import (
-    DEFAULT_WORKSPACE, QUICK_WAIT, CsvOpt, JsonOpt, WaitOpt, WorkspaceOpt, console, emit_rows, fail, open_catalog,
-    output_format, reported,
+    DEFAULT_WORKSPACE, QUICK_WAIT, CsvOpt, JsonOpt, WaitOpt, WorkspaceOpt, console, emit_rows, fail, finite_non_negative,
+    open_catalog, output_format, reported, workspace_at,
 )
+
+__all__ = ["labels_app", "runs_app", "sql_cmd"]
 
 ParentOpt = Annotated[Optional[list[str]], typer.Option(
     "--parent", "-p", metavar="PARENT",
@@ -26,18 +28,27 @@ def sql_cmd(
     schema: Annotated[bool, typer.Option("--schema", help="list the tables and views with their columns")] = False,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     wait: WaitOpt = QUICK_WAIT,
+    timeout: Annotated[Optional[float], typer.Option(
+        "--timeout", metavar="SECONDS", callback=finite_non_negative, help=(
+            "stop the query after this long (default $TAGGER_SQL_TIMEOUT or 60; 0: no limit), so that it never "
+            "holds the catalog long enough to stall a job"))] = None,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
 ) -> None:
     """Run a read-only SQL query on the catalog (e.g. over the current_tags view).
 
-    The query sees the catalog's tables and views only: no other file, URL or extension.
+    The query sees the catalog's tables and views only: no other file, URL, extension or setting; it
+    is stopped at its time limit, and at its memory and temp-space limits ($TAGGER_SQL_MEMORY,
+    $TAGGER_SQL_TEMP, 1GB each by default).
     """
+    from ..catalog.sealed import SqlLimits, open_sealed
     fmt = output_format(as_json, as_csv)
     if schema == (query is not None):
         fail("give either a QUERY or --schema")
-    with reported(), open_catalog(workspace, read_only=True, wait=wait) as cat:
-        table = cat.safe_query_arrow(SCHEMA_OVERVIEW_SQL if schema else query)
+    with reported():
+        limits = SqlLimits.from_env(timeout)
+        with open_sealed(workspace_at(workspace, create=False).catalog, limits, wait=wait) as session:
+            table = session.query(SCHEMA_OVERVIEW_SQL if schema else query)
     emit_rows(table.column_names, [tuple(r.values()) for r in table.to_pylist()], fmt)
 
 

@@ -1,0 +1,182 @@
+"""The limits of the read-only SQL interface (``tagger sql``): a query may take some time, memory
+and temp space, and no more, so that an ad-hoc query never holds the catalog long enough to stall a
+job, nor fills the memory or the disk.
+
+:func:`open_sealed` opens the catalog read-only and sealed (no other file, URL or extension) with a
+memory limit, a temp-space limit and a private temp folder of its own (made for the call, removed
+after it; the catalog's ``catalog.duckdb.tmp`` is not reachable), whose path stands in for every
+folder setting, so that no setting names a folder of the machine. :meth:`SealedSession.query` checks
+one statement (:mod:`tagger.catalog.readonly`) and runs it under the time limit.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow as pa
+
+from ..errors import CatalogError, ConfigError, QueryLimitError
+from .base import SEALED_CONFIG
+from .readonly import check_names, check_plan, check_read_only, explained_statement
+
+if TYPE_CHECKING:
+    from . import Catalog
+
+__all__ = ["SQL_MEMORY_ENV", "SQL_TEMP_ENV", "SQL_TIMEOUT_ENV", "SealedSession", "SqlLimits", "open_sealed"]
+
+logger = logging.getLogger(__name__)
+
+SQL_TIMEOUT_ENV = "TAGGER_SQL_TIMEOUT"
+SQL_MEMORY_ENV = "TAGGER_SQL_MEMORY"
+SQL_TEMP_ENV = "TAGGER_SQL_TEMP"
+_AMOUNT = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B|[KMGT]|B)$", re.IGNORECASE)
+
+
+def _amount(env: str, default: str) -> str:
+    raw = os.environ.get(env, "").strip() or default
+    if not _AMOUNT.match(raw):
+        raise ConfigError(f"${env} must be an amount such as 512MB or 2GB, got {raw!r}")
+    return raw
+
+
+@dataclass(frozen=True)
+class SqlLimits:
+    """What one query may use: seconds (0: no time limit), memory and temp space (DuckDB amounts)."""
+
+    timeout_s: float = 60.0
+    memory: str = "1GB"
+    temp: str = "1GB"
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.timeout_s) or self.timeout_s < 0:
+            raise ConfigError(f"the SQL time limit must be a number of seconds >= 0, got {self.timeout_s}")
+
+    @classmethod
+    def from_env(cls, timeout_s: float | None = None) -> "SqlLimits":
+        """Limits from ``timeout_s`` or ``$TAGGER_SQL_TIMEOUT``, ``$TAGGER_SQL_MEMORY``, ``$TAGGER_SQL_TEMP``."""
+        if timeout_s is None:
+            raw = os.environ.get(SQL_TIMEOUT_ENV, "").strip()
+            try:
+                timeout_s = float(raw) if raw else cls.timeout_s
+            except ValueError:
+                raise ConfigError(f"${SQL_TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
+        return cls(float(timeout_s), _amount(SQL_MEMORY_ENV, cls.memory), _amount(SQL_TEMP_ENV, cls.temp))
+
+    def settings(self, private: str) -> dict[str, Any]:
+        """DuckDB settings of the sealed connection, its folders all inside ``private``."""
+        return {"memory_limit": self.memory, "max_temp_directory_size": self.temp, "temp_directory": private,
+                "home_directory": private, "secret_directory": os.path.join(private, "secrets"),
+                "extension_directory": os.path.join(private, "extensions")}
+
+
+@dataclass
+class SealedSession:
+    """A sealed, limited read-only catalog (:func:`open_sealed`) and the private folder of its connection."""
+
+    catalog: "Catalog"
+    limits: SqlLimits
+    private: str
+
+    def query(self, sql: str) -> pa.Table:
+        """Check ``sql`` and run it, stopped after ``limits.timeout_s`` seconds (QueryLimitError);
+        the checks count towards the time too."""
+        return _run(self, sql)
+
+
+@contextmanager
+def open_sealed(path: str | os.PathLike, limits: SqlLimits, *, wait: float = 0.0) -> Iterator[SealedSession]:
+    """The catalog at ``path``, read-only, sealed and limited by ``limits``; its private temp folder is
+    removed when the block ends."""
+    from . import Catalog
+    private = tempfile.mkdtemp(prefix="tagger-sql-")
+    try:
+        # the folders are set when connecting, the seal right after (DuckDB refuses a folder setting once
+        # external access is off, and applies connect-time settings in no fixed order)
+        with Catalog.open(path, read_only=True, wait=wait, settings=limits.settings(private)) as cat:
+            _seal(cat.con)
+            yield SealedSession(cat, limits, private)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _seal(con: duckdb.DuckDBPyConnection) -> None:
+    """Apply :data:`~tagger.catalog.base.SEALED_CONFIG` to an open connection, the lock last."""
+    items = sorted(SEALED_CONFIG.items(), key=lambda kv: kv[0] == "lock_configuration")
+    for name, value in items:
+        literal = str(value).lower() if isinstance(value, bool) else "'" + str(value).replace("'", "''") + "'"
+        con.execute(f"SET {name} = {literal}")
+    if con.execute("SELECT current_setting('enable_external_access')").fetchone()[0] is not False:
+        raise CatalogError("could not seal the SQL connection")
+
+
+def _table_functions(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
+    return frozenset(r[0].lower() for r in con.execute(
+        "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type = 'table'").fetchall())
+
+
+def _limit_error(e: BaseException, limits: SqlLimits) -> QueryLimitError | None:
+    """The QueryLimitError for a DuckDB error that a memory or temp-space limit caused (None otherwise)."""
+    text = str(e)
+    if "max_temp_directory_size" in text or "temp directory" in text.lower():
+        return QueryLimitError(f"query stopped: it needed more than its {limits.temp} of temp space "
+                               f"(${SQL_TEMP_ENV})")
+    if isinstance(e, duckdb.OutOfMemoryException) or "Out of Memory" in text:
+        return QueryLimitError(f"query stopped: it needed more than its {limits.memory} of memory "
+                               f"(${SQL_MEMORY_ENV}); aggregate more, or select fewer rows or columns")
+    return None
+
+
+def _checked(session: SealedSession, sql: str) -> str:
+    """``sql`` when it is one read-only statement that reads only the catalog (ReadOnlyQueryError else)."""
+    check_read_only(sql)
+    con = session.catalog.con
+    functions = _table_functions(con)
+    check_names(sql, functions)
+    inner = explained_statement(sql)
+    if not sql.lstrip().lower().startswith("pragma"):
+        check_plan(con, inner if inner is not None else sql, functions, session.private)
+    return sql
+
+
+def _run(session: SealedSession, sql: str) -> pa.Table:
+    cat, limits = session.catalog, session.limits
+    con = cat.con
+    fired = threading.Event()
+
+    def stop() -> None:
+        fired.set()
+        con.interrupt()
+
+    timer = threading.Timer(limits.timeout_s, stop) if limits.timeout_s > 0 else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        checked = _checked(session, sql)
+        if fired.is_set():
+            raise duckdb.InterruptException("interrupted between the checks and the query")
+        return cat.query_arrow(checked)
+    except (CatalogError, duckdb.Error) as e:
+        if fired.is_set():
+            raise QueryLimitError(f"query stopped after its time limit of {limits.timeout_s:g} s "
+                                  f"(--timeout SECONDS or ${SQL_TIMEOUT_ENV}; 0: no limit)") from e
+        cause = e.__cause__ if isinstance(e, CatalogError) and e.__cause__ is not None else e
+        limited = _limit_error(cause, limits)
+        if limited is not None:
+            raise limited from e
+        if isinstance(e, duckdb.Error):
+            raise CatalogError(f"query failed: {e}") from e
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
