@@ -118,7 +118,7 @@ def test_encode_on_a_read_only_workspace():
 def test_encode_of_an_empty_source_says_so(tmp_path, caplog):
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "scan.heic").write_bytes(b"x")
+    (docs / "scan.cr2").write_bytes(b"x")  # a raw camera file: not listed
     (docs / "notes.txt").write_text("x")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty.txt").write_text("# nothing yet\n")
@@ -133,7 +133,7 @@ def test_encode_of_an_empty_source_says_so(tmp_path, caplog):
         assert summary["warning"].startswith(f"no images in {source}"), summary
         assert f"no images in {source}" in caplog.text
     assert summary_of(invoke("encode", str(docs), "-w", ws, "--json"))["skipped_why"] == \
-        "1 with extension .heic, 1 with extension .txt"
+        "1 with extension .cr2, 1 with extension .txt"
 
 
 def summary_of(out) -> dict:

@@ -5,7 +5,9 @@
 ``probe_one`` reads only what the catalog records of it (hash, displayed size), for images whose
 embeddings are already stored.
 No global PIL setting is changed: truncated files are errors (``LOAD_TRUNCATED_IMAGES`` stays
-as it is), and the pixel limit is checked per image.
+as it is), and the pixel limit is checked per image. HEIC/HEIF files open through pillow-heif's
+PIL plugin (registered when this module is imported, if pillow-heif is installed); AVIF through
+Pillow's own plugin (Pillow 11.3 or later).
 """
 from __future__ import annotations
 
@@ -29,6 +31,19 @@ __all__ = ["DEFAULT_MAX_PIXELS", "DecodePartitions", "Decoder", "decode_one", "p
 
 logger = logging.getLogger(__name__)
 
+
+def _register_heif() -> bool:
+    """Let PIL open HEIC/HEIF files (pillow-heif); False when pillow-heif is not installed."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        logger.debug("pillow-heif is not installed: HEIC/HEIF files become error rows")
+        return False
+    register_heif_opener()
+    return True
+
+
+HEIF_SUPPORTED = _register_heif()
 DEFAULT_MAX_PIXELS = 100_000_000
 DEFAULT_SIZE = 224
 _WHITE = (255, 255, 255)

@@ -39,7 +39,10 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
 _KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
           (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder"))
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+#: What a folder listing takes for an image (any case). HEIC/HEIF (phones) decode through pillow-heif,
+#: AVIF through Pillow itself; raw camera files are not listed.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
+                              ".heic", ".heif", ".avif"})
 TEXT_MANIFEST_EXTENSIONS = (".txt", ".lst", ".list", ".urls")
 PARQUET_EXTENSIONS = (".parquet", ".pq")
 SCHEMA = pa.schema([("uri", pa.string()), ("size", pa.int64())])
@@ -285,8 +288,8 @@ def scan_images(source: str | os.PathLike, *, include_hidden: bool = False,
                 follow_links: bool = False) -> Listing:
     """List the images of ``source``, counting the files passed over (by extension, hidden).
 
-    ``source`` is a folder (searched recursively for jpg/jpeg/png/webp/bmp/gif/tif/tiff, any
-    case), a glob (``**`` allowed), a text manifest (``.txt``: one URI per line, ``#`` comments;
+    ``source`` is a folder (searched recursively for jpg/jpeg/png/webp/bmp/gif/tif/tiff/heic/heif/avif,
+    any case), a glob (``**`` allowed), a text manifest (``.txt``: one URI per line, ``#`` comments;
     relative paths are taken from the manifest's folder), a Parquet manifest (column ``uri`` or
     ``path``, optional ``size``), each local, ``file://`` or remote (fsspec). Hidden files and
     folders are skipped unless ``include_hidden``; so are files that are not regular (FIFOs,
