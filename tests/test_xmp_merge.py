@@ -96,6 +96,15 @@ def test_exporting_the_same_run_again_changes_no_byte(library):
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sidecars} == data
 
 
+def test_a_sidecar_without_machine_keywords_is_left_as_its_tool_wrote_it(library):
+    root, forms = library
+    tag_run(root, {str(p): set() for p in forms.values()}, LABELS)  # no positive anywhere
+    sidecars = [Path(f"{p}.xmp") for p in forms.values()]
+    data = {p: p.read_bytes() for p in sidecars}
+    assert _export(root)["unchanged"] == 3
+    assert {p: p.read_bytes() for p in sidecars} == data
+
+
 def test_a_keyword_the_person_deleted_is_not_written_again(library):
     root, forms = library
     _export(root)

@@ -112,9 +112,11 @@ def merge_sidecar(existing: bytes | None, tags: Sequence[MachineTag | str], *, r
             gone[HIERARCHY].update(set(old.paths) - set(paths))
             gone[TAGS_LIST].update(set(old.tags) - set(forms))
         plans[label] = (old, paths, forms)
+    edits = 0
     for prop, items in gone.items():
         doc.edit_list(prop, items, [])
         have[prop] -= items
+        edits += len(items)
     record = Record(declined=declined)
     for label, (old, paths, forms) in plans.items():
         kw, add_kw = _owned([label], [old.keyword] if old and old.keyword else [], have[SUBJECT])
@@ -123,11 +125,16 @@ def merge_sidecar(existing: bytes | None, tags: Sequence[MachineTag | str], *, r
         doc.edit_list(SUBJECT, (), add_kw)
         doc.edit_list(HIERARCHY, (), add_paths)
         doc.edit_list(TAGS_LIST, (), add_tags)
+        edits += len(add_kw) + len(add_paths) + len(add_tags)
         tag = wanted[label]
-        record.entries[label] = Entry(label, kw[0] if kw else None, own_paths, own_tags, tag.confidence,
+        confidence = None if tag.confidence is None else round(float(tag.confidence), 4)
+        record.entries[label] = Entry(label, kw[0] if kw else None, own_paths, own_tags, confidence,
                                       tag.provenance, run)
         if old is None:
             res.added.append(label)
+    if existing and not edits and record == prior:  # nothing to change: the file stays as its tool wrote it
+        res.data = existing
+        return res
     write_record(doc, record)
     res.data = doc.to_bytes()
     return res

@@ -1,0 +1,115 @@
+"""`tagger import-keywords`: a person's keywords in sidecars (both names) and embedded XMP / IPTC
+(written here with exiftool) map to labels exactly, case-folded, through synonyms, hierarchy paths
+and a mapping file; tagger's own keywords are left out; unmapped keywords are counted; the file it
+writes is read by --calibrate-with, --annotations and `review import`."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tagger.catalog import Catalog
+from tagger.export.keywords import Keywords
+from tagger.export.kwmap import KeywordMap
+from tagger.pipeline.calibration import read_labelled_file
+from tagger.report.decisions import read_decisions
+from tagger.workspace import Workspace
+from xmpcases import DIGIKAM, EXIFTOOL, invoke, tag_run
+
+pytestmark = pytest.mark.skipif(EXIFTOOL is None, reason="exiftool (Debian: libimage-exiftool-perl) is not installed")
+LABELS = ["circle", "shape", "star", "tree", "sun"]
+
+
+def test_the_keyword_map_rules():
+    kmap = KeywordMap({lab: [] for lab in LABELS} | {"car": ["automobile"]}, {"star": ["shape"], "circle": ["shape"]},
+                      {"Sonne": "sun", "places|Paris": "", "Baum": "tree"})
+    assert kmap.one("star") == "star" and kmap.one("STAR") == "star" and kmap.one("Automobile") == "car"
+    assert kmap.one("sonne") == "sun" and kmap.one("places|Paris") == "" and kmap.one("holiday") is None
+    unmapped: dict = {}
+    from collections import Counter
+    unmapped = Counter()
+    kw = Keywords({"Star", "holiday", "Paris", "Baum"}, {("places", "Paris"), ("objects", "round", "Circle"),
+                                                        ("events", "wedding")})
+    assert kmap.labels_of(kw, unmapped) == ["circle", "shape", "star", "tree"]  # ancestors of star and circle
+    assert unmapped == Counter({"holiday": 1, "events|wedding": 1})  # Paris: under an ignored path
+
+
+def _jpeg(path: Path) -> Path:
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(path)
+    return path
+
+
+@pytest.fixture
+def library(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    a, b, c, d, e = (_jpeg(folder / f"{n}.jpg") for n in "abcde")
+    Path(f"{a}.xmp").write_text(DIGIKAM.replace("<rdf:li>holiday</rdf:li>", "<rdf:li>Star</rdf:li>"
+                                                "<rdf:li>holiday</rdf:li>"), encoding="utf-8")
+    subprocess.run([EXIFTOOL, "-q", "-overwrite_original", "-IPTC:Keywords=Tree", "-IPTC:Keywords=holiday",
+                    "-XMP-dc:Subject=circle", str(b)], check=True, timeout=60)
+    (folder / "c.xmp").write_text(  # Lightroom's name, a hierarchical keyword only
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description rdf:about="" xmlns:lr="http://ns.adobe.com/lightroom/1.0/"><lr:hierarchicalSubject>'
+        '<rdf:Bag><rdf:li>objects|round|circle</rdf:li></rdf:Bag></lr:hierarchicalSubject></rdf:Description>'
+        '</rdf:RDF></x:xmpmeta>', encoding="utf-8")
+    Path(f"{e}.xmp").write_text(DIGIKAM.replace("holiday", "Sonne"), encoding="utf-8")
+    root = tmp_path / "ws"
+    tag_run(root, {str(d): {"star"}, str(a): set(), str(b): set(), str(c): set(), str(e): set()}, LABELS)
+    with Catalog.open(Workspace.at(root).catalog) as cat:
+        cat.add_parents(["star", "circle"], ["shape"])
+    # tagger's own keywords (d's sidecar only has them) are no person's keywords
+    assert invoke("export", "-f", "xmp", "-w", str(root)).exit_code == 0
+    assert Path(f"{d}.xmp").is_file()
+    mapping = tmp_path / "map.csv"
+    mapping.write_text("keyword,label\nSonne,sun\nplaces|Paris,\n", encoding="utf-8")
+    return root, folder, mapping
+
+
+def _rows(path: Path) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    with path.open() as fh:
+        for row in csv.DictReader(fh):
+            assert row["decision"] == "accept"
+            out.setdefault(Path(row["uri"]).name, []).append(row["label"])
+    return out
+
+
+def test_import_keywords_maps_sidecars_and_embedded_metadata(library, tmp_path):
+    root, folder, mapping = library
+    out = tmp_path / "labelled.csv"
+    res = invoke("import-keywords", "-w", str(root), "--map", str(mapping), "--out", str(out), "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout.splitlines()[-1])
+    assert _rows(out) == {"a.jpg": ["shape", "star"], "b.jpg": ["circle", "shape", "tree"],
+                          "c.jpg": ["circle", "shape"], "e.jpg": ["sun"]}
+    assert summary["images"] == 5 and summary["with_keywords"] == 4 and summary["labelled"] == 4
+    assert summary["unmapped"] == {"family": 2, "holiday": 2}  # places|Paris ignored by the map
+    assert summary["labels"]["shape"] == 3
+    # the same file is a labelled set, annotations and review decisions
+    assert read_labelled_file(out)[str(folder / "b.jpg")] == ["circle", "shape", "tree"]
+    rows, _ = read_decisions(out)
+    assert (str(folder / "a.jpg"), "star", "accept") in rows
+    res = invoke("review", "import", str(out), "-w", str(root), "--json")
+    assert res.exit_code == 0, res.output
+    # without the map, without embedded metadata: fewer labels, the unmapped listed
+    res = invoke("import-keywords", "-w", str(root), "--out", str(out), "--force", "--no-embedded", "--json")
+    assert res.exit_code == 0, res.output
+    assert "b.jpg" not in _rows(out) and "e.jpg" not in _rows(out)
+    assert json.loads(res.stdout.splitlines()[-1])["unmapped"]["places|Paris"] == 2
+
+
+def test_import_keywords_errors_are_one_line(library, tmp_path):
+    root, folder, mapping = library
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Sonne,moon\n", encoding="utf-8")
+    for args, needle in [(("--map", str(bad)), "not an active label"),
+                         (("--map", str(tmp_path / "none.csv")), "cannot read mapping file"),
+                         ((str(tmp_path / "elsewhere"),), "no registered local image")]:
+        res = invoke("import-keywords", "-w", str(root), "--out", str(tmp_path / "o.csv"), *args)
+        assert res.exit_code == 2 and needle in res.stderr and res.stderr.count("\n") == 1, res.output
+        assert not (tmp_path / "o.csv").exists()
