@@ -133,3 +133,20 @@ def test_an_unwritable_target_is_one_error_line(ws, tmp_path):
         if folder != Path("/sys"):
             folder.chmod(0o700)
     _usable(ws)
+
+
+def test_a_label_xml_cannot_hold_never_breaks_a_sidecar(ws):
+    """U+FFFE in a tag's label (however it got into the catalog): the sidecar stays valid XML, the label
+    is named in a warning, and every later export still reads the sidecar."""
+    from xmpcases import EXIFTOOL, as_set, exif
+    with Catalog.open(ws / "catalog.duckdb") as cat:
+        run = cat.current_run()
+        cat.query("INSERT INTO tags (run_id, image_id, label, score, positive) SELECT ?, image_id, ?, 1, true "
+                  "FROM images WHERE uri LIKE '%a.jpg'", [run, "bad\ufffe"])
+    side = ws.parent / "photos" / "a.jpg.xmp"
+    for _ in range(2):
+        res = invoke("export", "-f", "xmp", "-w", str(ws))
+        assert res.exit_code == 0 and "XML cannot hold" in res.stderr, res.output
+        assert "\ufffe" not in side.read_text(encoding="utf-8")
+    if EXIFTOOL:
+        assert as_set(exif(side)["Subject"]) == {"star"}

@@ -117,13 +117,14 @@ def test_a_keyword_the_person_deleted_is_not_written_again(library):
 
 
 def test_names_xml_cannot_hold_are_refused_and_pipes_are_not_a_hierarchy(tmp_path):
-    res = merge_sidecar(None, [MachineTag("bad\ufffename"), MachineTag("a|b"), MachineTag("star")], run=1,
-                        parents={"star": ["a|b"]})
+    res = merge_sidecar(None, [MachineTag("bad\ufffename"), MachineTag("a|b"), MachineTag("star"),
+                               MachineTag("moon")], run=1, parents={"star": ["a|b"], "moon": ["x\x01"]})
     assert res.refused == ["bad\ufffename"] and "\ufffe" not in res.data.decode("utf-8")
+    assert "\x01" not in res.data.decode("utf-8")  # nor a parent's name XML cannot hold
     path = tmp_path / "x.jpg.xmp"
     path.write_bytes(res.data)
     got = exif(path)
-    assert as_set(got["Subject"]) == {"a|b", "star"}
+    assert as_set(got["Subject"]) == {"a|b", "moon", "star"}
     assert "HierarchicalSubject" not in got  # neither "a|b" nor "a|b|star" would read as the names they are
 
 

@@ -17,6 +17,7 @@ from ..targets import check_out_dir, check_out_file, write_atomically
 from .sidecars import NAMINGS, SidecarPlan, sidecar_path, write_sidecars
 from .tables import EXPORT_SCHEMA, TABLE_FORMATS, write_table_export
 from .xmp import MachineTag, label_paths, merge_sidecar
+from .xmpdoc import xml_unsafe
 
 if TYPE_CHECKING:
     from ..catalog import Catalog
@@ -85,8 +86,9 @@ def _export_xmp(cat: "Catalog", run_id: int, opts: ExportOptions) -> dict[str, A
     if opts.naming not in NAMINGS:
         raise ConfigError(f"--sidecar-name must be one of {', '.join(NAMINGS)}, got {opts.naming!r}")
     if opts.root_label is not None and (not opts.root_label.strip() or "|" in opts.root_label
-                                        or "/" in opts.root_label):
-        raise ConfigError(f"--root must be a non-empty name without '|' or '/', got {opts.root_label!r}")
+                                        or "/" in opts.root_label or xml_unsafe(opts.root_label)):
+        raise ConfigError(f"--root must be a non-empty name without '|', '/' or characters XML cannot hold, "
+                          f"got {opts.root_label!r}")
     if opts.source_root is not None and opts.mirror is None:
         raise ConfigError("--source-root is for --mirror DIR")
     mirror = root = None

@@ -105,7 +105,7 @@ def merge_sidecar(existing: bytes | None, tags: Sequence[MachineTag | str], *, r
         if xml_unsafe(label) is not None:
             res.refused.append(label)
             continue
-        paths = label_paths(label, parents or {}, root)
+        paths = [p for p in label_paths(label, parents or {}, root) if xml_unsafe(p) is None]
         forms = [f for f in map(_tags_form, paths) if f] if tags_list else []
         old = keep.get(label)
         if old is not None:  # items written for an older hierarchy or root go
