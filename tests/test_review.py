@@ -131,6 +131,60 @@ def test_the_review_key_changes_with_the_decisions(ws):
         assert first is not None and cat.review_key() not in (None, first)
 
 
+def test_an_accept_the_run_did_not_keep_shows_at_once_and_a_reject_removes_it(ws, tmp_path):
+    """`/img/2.jpg` has no `cat` row in the current run (the run kept only its top tags): an accept adds
+    it to current_tags and to an export at once, unscored, with provenance 'person'; a reject then
+    takes it off at once."""
+    assert ("/img/2.jpg", "cat") not in current(ws)
+    out = invoke("review", "accept", "/img/2.jpg", "cat", "-w", str(ws), "--json")
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout.splitlines()[-1])
+    assert summary["applied"] == 1 and "pending" not in summary, summary
+    assert current(ws)[("/img/2.jpg", "cat")] == (True, "person")
+    with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
+        assert cat.query("SELECT score, rank FROM current_tags WHERE uri = '/img/2.jpg' AND label = 'cat'") == \
+            [(None, None)]
+        assert dict(cat.query("SELECT label, n_pos FROM current_label_counts"))["cat"] == 2
+        run = cat.current_run()
+        exported = {(r["uri"], r["label"]) for b in cat.tag_batches(run, positive_only=True) for r in b.to_pylist()}
+        keywords = {r["uri"]: r["labels"] for b in cat.keyword_batches(run) for r in b.to_pylist()}
+    assert ("/img/2.jpg", "cat") in exported and keywords["/img/2.jpg"] == ["dog", "cat"]
+    assert invoke("review", "reject", "/img/2.jpg", "cat", "-w", str(ws)).exit_code == 0
+    assert current(ws)[("/img/2.jpg", "cat")] == (False, "person")
+    with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
+        assert dict(cat.query("SELECT label, n_pos FROM current_label_counts"))["cat"] == 1
+
+
+def test_decisions_that_cannot_apply_are_refused_or_reported(ws):
+    with Catalog.open(ws / "catalog.duckdb") as cat:
+        ids = [int(i) for i in cat.register_images(["/img/broken.jpg", "/img/new.jpg"])]
+        cat.update_images(pa.table({"image_id": pa.array(ids[:1], pa.int64()), "status": ["error"],
+                                    "error": ["not an image (PIL cannot identify it)"]}))
+        cat.add_labels(["fish"])  # added after the current run
+        cat.retire_labels(["bird"])
+        before = cat.review_decisions()
+    for args, message in [
+        (("accept", "/img/broken.jpg", "cat"), "image '/img/broken.jpg' could not be decoded (not an image"),
+        (("accept", "/img/0.jpg", "bird"), "label 'bird' is retired"),
+        (("accept", "", "star"), "empty image URI"),
+        (("reject", "  ", "cat"), "empty image URI"),
+    ]:
+        out = invoke("review", *args, "-w", str(ws))
+        assert out.exit_code == 2 and out.stderr.startswith("error: ") and message in out.stderr, (args, out.output)
+        assert out.stderr.count("\n") == 1
+    with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
+        assert cat.review_decisions() == before  # nothing stored
+    # stored, but the current run does not cover them: said so, with the reason
+    out = invoke("review", "accept", "/img/new.jpg", "cat", "-w", str(ws), "--json")
+    summary = json.loads(out.stdout.splitlines()[-1])
+    assert out.exit_code == 0 and summary["applied"] == 0 and summary["pending"] == 1, summary
+    assert "1 of images run 1 did not tag" in summary["pending_why"] and "next tag run" in summary["pending_why"]
+    out = invoke("review", "accept", "/img/0.jpg", "fish", "-w", str(ws), "--json")
+    summary = json.loads(out.stdout.splitlines()[-1])
+    assert summary["pending"] == 1 and "1 of labels run 1 was made without" in summary["pending_why"], summary
+    assert ("/img/0.jpg", "fish") not in current(ws)
+
+
 # -- a real nightly run ----------------------------------------------------------------------------
 def _nightly(ws: Path, source: Path) -> dict:
     from raytools import ENV
@@ -163,7 +217,7 @@ def test_decisions_survive_a_nightly_run(tmp_path):
     assert invoke("review", "reject", *rejected, "-w", str(ws)).exit_code == 0
     assert invoke("review", "accept", *accepted, "--who", "ann", "-w", str(ws)).exit_code == 0
     assert current(ws)[rejected] == (False, "person")  # at once in the current run
-    assert accepted not in current(ws)  # added by the next run, with the model's score
+    assert current(ws)[accepted] == (True, "person")  # at once too, unscored until the next run scores it
 
     second = _nightly(ws, images)
     assert second["run_id"] != first["run_id"]  # the decisions are inputs of the run

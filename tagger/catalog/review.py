@@ -4,7 +4,11 @@ the streaming reads of a run's tags that exports use.
 A decision is stored once per (image, label), the latest winning. :meth:`ReviewMixin.apply_review`
 writes the decisions into a run's ``tags`` rows: a rejected tag gets ``positive = false``, an
 accepted one ``positive = true`` (added with the model's score when the run did not keep it), and
-both ``provenance = 'person'``; every other row keeps the default ``'model'``.
+both ``provenance = 'person'``; every other row keeps the default ``'model'``. Recording a decision
+applies it to the current run at once: an accepted tag that run did not keep is added without a
+score (``score`` NULL) until a tag run scores it. A decision that cannot apply is refused (an image
+that could not be decoded, a retired label) or reported with its reason (an image or label the
+current run does not cover yet: the next tag run applies it).
 """
 from __future__ import annotations
 
@@ -53,11 +57,43 @@ WHERE d.decision = 'accept'
                   AND t.label = d.label)
 ORDER BY d.image_id, d.label
 """
+# Accepted pairs of images and labels the current run covers but has no row for: added unscored.
+_INSERT_UNSCORED_SQL = """
+INSERT INTO tags (run_id, image_id, label, score, rank, positive, confidence, provenance)
+SELECT $run, d.image_id, d.label, NULL, NULL, true, NULL, 'person' FROM review_decisions AS d
+WHERE d.decision = 'accept'
+  AND list_contains((SELECT labels FROM runs WHERE run_id = $run), d.label)
+  AND EXISTS (SELECT 1 FROM tags AS t WHERE t.run_id = $run AND t.image_id = d.image_id)
+  AND NOT EXISTS (SELECT 1 FROM tags AS t WHERE t.run_id = $run AND t.image_id = d.image_id
+                  AND t.label = d.label)
+"""
+# Of some decisions, those the current run does not cover: its image has no tag in the run, or the
+# run was made without its label.
+_UNCOVERED_SQL = """
+SELECT d.image_id, d.label,
+       NOT EXISTS (SELECT 1 FROM tags AS t WHERE t.run_id = $run AND t.image_id = d.image_id) AS no_image,
+       NOT list_contains((SELECT labels FROM runs WHERE run_id = $run), d.label) AS no_label
+FROM review_decisions AS d JOIN _review_pairs AS p ON p.image_id = d.image_id AND p.label = d.label
+WHERE NOT EXISTS (SELECT 1 FROM tags AS t WHERE t.run_id = $run AND t.image_id = d.image_id AND t.label = d.label)
+  AND (d.decision = 'accept' OR NOT EXISTS (SELECT 1 FROM tags AS t WHERE t.run_id = $run
+                                            AND t.image_id = d.image_id))
+"""
 _COUNTS_SQL = """
 INSERT INTO run_label_counts
 SELECT run_id, label, count(*), count(*) FILTER (WHERE positive) FROM tags WHERE run_id = $run
 GROUP BY run_id, label
 """
+
+
+def _pending_text(run_id: int | None, pending: list[tuple[int, str, bool, bool]]) -> str:
+    """Why decisions did not change the current run, e.g. ``"2 of images the current run (3) did not tag"``."""
+    if run_id is None:
+        return f"{len(pending)} with no current run: the first tag run applies them"
+    no_image = sum(a for _, _, a, _ in pending)
+    no_label = sum(b and not a for _, _, a, b in pending)
+    parts = [f"{no_image} of images run {run_id} did not tag (encoded after it, or not yet)"] if no_image else []
+    parts += [f"{no_label} of labels run {run_id} was made without"] if no_label else []
+    return "; ".join(parts) + ": the next tag run applies them"
 
 
 def _reader(con, sql: str, params: dict[str, Any], batch_rows: int) -> pa.RecordBatchReader:
@@ -72,8 +108,11 @@ class ReviewMixin(CatalogBase):
     # -- decisions ---------------------------------------------------------------------------------
     def record_decisions(self, rows: Sequence[tuple[str, str, str]], *, who: str, source: str) -> dict[str, Any]:
         """Store ``(uri, label, decision)`` rows (decision ``accept`` or ``reject``; a later row for
-        the same pair wins) and write them into the current run's tags. Unknown URIs or labels, or a
-        bad decision, raise CatalogError naming the first offender and store nothing. Returns counts."""
+        the same pair wins) and write them into the current run's tags at once. Unknown URIs or
+        labels, retired labels, images that could not be decoded, or a bad decision raise CatalogError
+        naming the first offender and store nothing. Returns counts: ``applied`` (tags the current
+        run changed or gained), and ``pending`` with ``pending_why`` for decisions the current run
+        does not cover (the next tag run applies them)."""
         if source not in REVIEW_SOURCES:
             raise CatalogError(f"review source must be one of {REVIEW_SOURCES}, got {source!r}")
         who = (who or "").strip()
@@ -81,13 +120,7 @@ class ReviewMixin(CatalogBase):
             raise CatalogError("a review decision needs a reviewer name (--who)")
         clean = self._check_decisions(rows)
         with self._transaction("record review decisions") as con:
-            ids = dict(con.execute("SELECT uri, image_id FROM images WHERE uri IN (SELECT unnest(?))",
-                                   [sorted({u for u, _, _ in clean})]).fetchall())
-            unknown = [u for u, _, _ in clean if u not in ids]
-            if unknown:
-                more = f" (and {len(set(unknown)) - 1} more)" if len(set(unknown)) > 1 else ""
-                raise CatalogError(f"unknown image {unknown[0]!r}{more}: not in the catalog (URIs as "
-                                   "`tagger sql \"SELECT uri FROM images\"` lists them)")
+            ids = self._decided_images(con, clean)
             latest = {(int(ids[u]), lab): d for u, lab, d in clean}
             now = self._now()
             con.executemany(
@@ -97,26 +130,66 @@ class ReviewMixin(CatalogBase):
                 "source = excluded.source",
                 [[i, lab, d, who, now, source] for (i, lab), d in latest.items()])
         current = self.current_run()
-        applied = self.apply_review(current) if current is not None else 0
+        applied = self.apply_review(current, unscored=True) if current is not None else 0
+        pending = self._uncovered(current, list(latest)) if current is not None else list(latest)
         n_acc = sum(d == "accept" for d in latest.values())
         logger.info("recorded %d review decision(s) by %s", len(latest), who)
-        return {"decisions": len(latest), "accepted": n_acc, "rejected": len(latest) - n_acc,
-                "current_run": current, "applied": applied}
+        out = {"decisions": len(latest), "accepted": n_acc, "rejected": len(latest) - n_acc,
+               "current_run": current, "applied": applied}
+        if pending:
+            out["pending"] = len(pending)
+            out["pending_why"] = _pending_text(current, pending)
+        return out
+
+    @staticmethod
+    def _decided_images(con, clean: list[tuple[str, str, str]]) -> dict[str, int]:
+        """uri -> image_id of the decisions' images; CatalogError for an unknown image or one that
+        could not be decoded (it has no tags to decide on)."""
+        found = con.execute("SELECT uri, image_id, status, error FROM images WHERE uri IN (SELECT unnest(?))",
+                            [sorted({u for u, _, _ in clean})]).fetchall()
+        ids = {u: i for u, i, _, _ in found}
+        unknown = [u for u, _, _ in clean if u not in ids]
+        if unknown:
+            more = f" (and {len(set(unknown)) - 1} more)" if len(set(unknown)) > 1 else ""
+            raise CatalogError(f"unknown image {unknown[0]!r}{more}: not in the catalog (URIs as "
+                               "`tagger sql \"SELECT uri FROM images\"` lists them)")
+        broken = sorted((u, e) for u, _, status, e in found if status == "error")
+        if broken:
+            more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+            raise CatalogError(f"image {broken[0][0]!r}{more} could not be decoded ({broken[0][1] or 'error'}): "
+                               "it has no tags to accept or reject")
+        return {u: int(i) for u, i in ids.items()}
+
+    def _uncovered(self, run_id: int, pairs: list[tuple[int, str]]) -> list[tuple[int, str, bool, bool]]:
+        """Of the decided ``pairs``, those run ``run_id`` does not cover: (image_id, label, the run has
+        no tag of the image, the run was made without the label)."""
+        table = pa.table({"image_id": pa.array([i for i, _ in pairs], pa.int64()),
+                          "label": pa.array([lab for _, lab in pairs], pa.string())})
+        with self._connected() as con:
+            con.register("_review_pairs", table)
+            try:
+                rows = con.execute(_UNCOVERED_SQL, {"run": int(run_id)}).fetchall()
+            finally:
+                con.unregister("_review_pairs")
+        return [(int(i), str(lab), bool(a), bool(b)) for i, lab, a, b in rows]
 
     def _check_decisions(self, rows: Sequence[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
-        """Rows stripped and checked: known labels, ``accept``/``reject`` (CatalogError otherwise)."""
+        """Rows stripped and checked: a URI, an active label, ``accept``/``reject`` (CatalogError otherwise)."""
         if not rows:
             raise CatalogError("no review decision given")
-        known = {n for (n,) in self.query("SELECT name FROM labels")}
+        known = dict(self.query("SELECT name, retired_at IS NOT NULL FROM labels"))
         out = []
         for uri, label, decision in rows:
             uri, label, decision = str(uri or "").strip(), str(label or "").strip(), str(decision or "").strip()
+            if not uri:
+                raise CatalogError(f"empty image URI in a decision for label {label!r}")
             if decision.lower() not in DECISIONS:
                 raise CatalogError(f"decision must be accept or reject, got {decision!r} (for {uri} {label})")
             if label not in known:
                 raise CatalogError(f"unknown label {label!r} (`tagger labels list` shows the vocabulary)")
-            if not uri:
-                raise CatalogError(f"empty image URI in a decision for label {label!r}")
+            if known[label]:
+                raise CatalogError(f"label {label!r} is retired: no run tags it (`tagger labels add {label}` "
+                                   "re-activates it)")
             out.append((uri, label, decision.lower()))
         return out
 
@@ -145,18 +218,21 @@ class ReviewMixin(CatalogBase):
         """Accepted (image_id, label) pairs of the run's images and labels that the run has no row for."""
         return [(int(i), str(lab)) for i, lab in self.query(_ACCEPTED_MISSING_SQL, {"run": int(run_id)})]
 
-    def apply_review(self, run_id: int, scored: pa.Table | None = None) -> int:
+    def apply_review(self, run_id: int, scored: pa.Table | None = None, *, unscored: bool = False) -> int:
         """Write the decisions into run ``run_id``'s tags, in one transaction; return the rows marked.
 
         ``scored`` (columns ``image_id, label, score`` and optionally ``confidence``) holds the model's
-        scores of accepted pairs the run did not keep: those are added as positive 'person' rows (an
-        accepted pair without a score there stays absent). Per-label counts and ``n_tags`` follow.
+        scores of accepted pairs the run did not keep: those are added as positive 'person' rows. With
+        ``unscored``, accepted pairs still missing (of the run's images and labels) are added without a
+        score; otherwise they stay absent. Per-label counts and ``n_tags`` follow.
         """
         run_id = int(run_id)
         with self._transaction(f"apply review decisions to run {run_id}") as con:
             n = con.execute(_APPLY_SQL, {"run": run_id}).fetchone()[0]
             if scored is not None and scored.num_rows:
                 n += self._insert_accepted(con, run_id, scored)
+            if unscored:
+                n += con.execute(_INSERT_UNSCORED_SQL, {"run": run_id}).fetchone()[0]
             con.execute("DELETE FROM run_label_counts WHERE run_id = $run", {"run": run_id})
             con.execute(_COUNTS_SQL, {"run": run_id})
             con.execute("UPDATE runs SET n_tags = (SELECT count(*) FROM tags WHERE run_id = $run) "

@@ -32,9 +32,10 @@ def _who(name: str | None) -> str:
 
 
 def _uri(text: str) -> str:
-    """A URI as the catalog stores it (local paths absolute)."""
+    """A URI as the catalog stores it (local paths absolute); an empty one stays empty (and is refused
+    as such, not taken for the working directory)."""
     from ..pipeline.sources import normalize_uri
-    return normalize_uri(text)
+    return normalize_uri(text) if str(text or "").strip() else ""
 
 
 def _record(workspace: Path, rows: list[tuple[str, str, str]], who: str | None, source: str, wait: float,
