@@ -38,7 +38,7 @@ from tagger.store.gpu import GPU_MAX_K, num_gpus, to_gpu_if_available
 from tagger.store.vectors import as_ids, as_matrix
 
 __all__ = ["FAMILIES", "AnnConfig", "AnnIndex", "Exact", "Layout", "ann_path", "build_ann", "choose_layout",
-           "exact_knn", "read_meta", "recall_at", "search_with", "tune_nprobe"]
+           "exact_knn", "nprobe_steps", "read_meta", "recall_at", "search_with", "tune_nprobe"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class AnnConfig:
     """How the approximate global index is chosen, built and tuned (frozen; defaults measured in
     docs/search.md)."""
 
-    exact_upto: int = 50_000  # up to this many images, search stays exact (no approximate index)
+    exact_upto: int = 20_000  # up to this many images, search stays exact (no approximate index)
     memory_budget: int = 4 << 30  # bytes the approximate index may take in memory
     lists_per_sqrt: float = 2.0  # nlist ~ lists_per_sqrt * sqrt(n), rounded to a power of two
     min_lists: int = 256
@@ -72,7 +72,7 @@ class AnnConfig:
     recall_target: float = 0.95
     k: int = 10  # recall@k is what is tuned
     tune_queries: int = 500
-    tune_noise: float = 0.5  # a tuning query is a stored vector plus noise of this norm, renormalised
+    tune_noise: float = 1.0  # a tuning query is a stored vector plus noise of this norm, renormalised
     seed: int = 1234
     families: tuple[tuple[str, str, float, int], ...] = FAMILIES
 
@@ -196,9 +196,9 @@ def search_with(index: faiss.Index, q: np.ndarray, k: int, rerank: int = 1,
     return exact.rerank(q, cand, k)
 
 
-def _nprobe_steps(nlist: int) -> list[int]:
-    steps = sorted({s for p in range(0, 20) for s in (1 << p, 3 << p >> 1) if 1 <= s <= nlist})
-    return steps
+def nprobe_steps(nlist: int) -> list[int]:
+    """The nprobe values tuning tries, ascending: 1, 2, 3, 4, 6, 8, 12, ... up to ``nlist``."""
+    return sorted({s for p in range(0, 20) for s in (1 << p, 3 << p >> 1) if 1 <= s <= nlist})
 
 
 def tune_nprobe(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, cfg: AnnConfig, rerank: int = 1,
@@ -217,7 +217,7 @@ def tune_nprobe(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, cfg: A
     k = min(cfg.k, n)
     _, truth = exact_knn(q, vectors, ids, k, index.metric_type)
     best = (ivf.nlist, 0.0)
-    for nprobe in _nprobe_steps(ivf.nlist):
+    for nprobe in nprobe_steps(ivf.nlist):
         ivf.nprobe = nprobe
         recall = recall_at(search_with(index, q, k, rerank, exact)[1], truth)
         best = (nprobe, recall)

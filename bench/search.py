@@ -1,0 +1,223 @@
+"""Search at scale: the approximate global index against exact search, and the patch store's scan.
+
+    nice -n 10 python bench/search.py [--sizes 100000,1000000] [--queries 1000] [--dedup]
+
+Prints one JSON line. For each size N, a synthetic ViT-B/16-shaped corpus (512-d unit vectors, low
+intrinsic dimension: a common direction, 4,096 clusters in a 48-d subspace, plus full-dimensional
+noise; a query's best match has cosine ~0.77, a random pair ~0.43) is written as the exact global index
+(``IDMap2,Flat``, the file an index update keeps), then, through the same code an index update runs
+(:func:`tagger.store.annsync.sync_ann`):
+
+* build: the layout :func:`choose_layout` picks for N, k-means training, adding, nprobe tuning (s);
+* recall@10 against exact search on held-out queries never stored ("image" queries: new points of the
+  corpus distribution; "text" queries: those moved by a common offset of norm 1, as CLIP's text
+  embeddings sit apart from its image embeddings, and by noise of norm 1), and query latency p50/p99 of single queries, one FAISS thread, text already
+  embedded; the exact search's latency (memory-mapped file, as ``--exact`` searches) beside it;
+* memory (the approximate index's bytes in memory: its file size) and size on disk of both files;
+* incremental add: 1,000 new images added to the exact file and then to the approximate index (s);
+* projection to 10^8 images: the layout chosen there and its memory, build and query time scaled from
+  the largest measured size (build ~ N, query ~ the vectors scanned: nprobe * N / nlist).
+
+Then the patch store: a PQ16x8 store of 196 codes per image (codes drawn at random from a trained
+codec: the scan cost does not depend on their values) searched exhaustively, as ``--level patch`` does.
+``--dedup`` adds the near-duplicate threshold measurement (bench/dedup.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from tagger.store import GlobalIndex, IndexConfig, PatchStore
+from tagger.store.ann import AnnConfig, nprobe_steps, choose_layout, exact_knn, recall_at
+from tagger.store.annsync import load_ann, sync_ann
+from tagger.store.globalfile import extend_global_file, mapped_rows
+
+DIM, LATENT, CLUSTERS, PATCHES = 512, 48, 4096, 196
+ADD = 1000
+CHUNK = 100_000
+
+
+class Corpus:
+    """The synthetic distribution: seeded, generated a chunk at a time."""
+
+    def __init__(self, seed: int = 0) -> None:
+        g = np.random.default_rng(seed)
+        self.basis = np.linalg.qr(g.standard_normal((DIM, LATENT)))[0].T.astype(np.float32)
+        mean = g.standard_normal(DIM).astype(np.float32)
+        self.mean = 1.2 * np.sqrt(LATENT) * mean / np.linalg.norm(mean)
+        self.centers = g.standard_normal((CLUSTERS, LATENT)).astype(np.float32)
+        self.seed = seed
+
+    def draw(self, n: int, part: int) -> np.ndarray:
+        r = np.random.default_rng([self.seed, part])
+        z = self.centers[r.integers(0, CLUSTERS, n)] + 0.5 * r.standard_normal((n, LATENT), dtype=np.float32)
+        x = self.mean + z @ self.basis + 0.25 * r.standard_normal((n, DIM), dtype=np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def text_like(x: np.ndarray, seed: int) -> np.ndarray:
+    """Text-like queries: a common offset of norm 1 (the gap between CLIP's text and image embeddings)
+    plus noise of norm 1 per query, on the unit image vectors ``x``."""
+    rng = np.random.default_rng(seed)
+    gap = rng.standard_normal(DIM).astype(np.float32)
+    noise = rng.standard_normal(x.shape).astype(np.float32)
+    q = x + gap / np.linalg.norm(gap) + noise / np.linalg.norm(noise, axis=1, keepdims=True)
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+def write_exact(path: Path, corpus: Corpus, n: int) -> float:
+    t0 = time.perf_counter()
+    gi = GlobalIndex(DIM, IndexConfig())
+    for k, start in enumerate(range(0, n, CHUNK)):
+        m = min(CHUNK, n - start)
+        gi._add_new(np.arange(start, start + m, dtype=np.int64), corpus.draw(m, k))
+    gi.save(path)
+    return time.perf_counter() - t0
+
+
+def latencies(search, queries: np.ndarray) -> dict[str, float]:
+    times = []
+    for q in queries:
+        t0 = time.perf_counter()
+        search(q[None, :])
+        times.append(time.perf_counter() - t0)
+    ms = np.array(times) * 1000
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3)}
+
+
+def measure(n: int, n_queries: int, work: Path, cfg: AnnConfig) -> dict[str, Any]:
+    corpus = Corpus()
+    g_path = work / f"global-{n}.faiss"
+    out: dict[str, Any] = {"n": n, "write_exact_s": round(write_exact(g_path, corpus, n), 1)}
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    built = sync_ann(g_path, None, cfg, use_gpu=False)
+    out["build_s"] = round(time.perf_counter() - t0, 1)
+    out["layout"] = built.get("ann_factory")
+    ann = load_ann(g_path)
+    ids, vecs, metric = mapped_rows(g_path)  # type: ignore[misc]
+    image_q = corpus.draw(n_queries, 10**6)
+    sets = {"image": image_q, "text": text_like(image_q, 1)}
+    out["peak_rss_gb"] = round(max(rss0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 2**20, 2)
+    out["disk_mb"] = {"exact": round(g_path.stat().st_size / 2**20, 1)}
+    if ann is not None:
+        out.update(nprobe=ann.nprobe, nlist=ann.meta["nlist"], rerank=ann.meta["rerank"],
+                   tuned_recall=ann.meta["tuned_recall"], train_s=ann.meta["train_s"], add_s=ann.meta["add_s"],
+                   tune_s=ann.meta["tune_s"])
+        out["disk_mb"]["approx"] = round((g_path.with_name("global.ann")).stat().st_size / 2**20, 1)
+        out["memory_mb"] = out["disk_mb"]["approx"]
+    exact = GlobalIndex.load(g_path, IndexConfig(use_gpu=False), mmap=True)
+    for name, q in sets.items():
+        _, truth = exact_knn(q, vecs, ids, 10, metric)
+        row: dict[str, Any] = {"exact": latencies(lambda x: exact.search(x, 10), q[:min(50, len(q))])}
+        if ann is not None:
+            got = np.concatenate([ann.search(q[i:i + 1], 10, use_gpu=False)[1] for i in range(len(q))])
+            row["recall@10"] = round(recall_at(got, truth), 4)
+            row["approx"] = latencies(lambda x: ann.search(x, 10, use_gpu=False), q)
+            if row["recall@10"] < cfg.recall_target:
+                row["at_target"] = at_target(ann, q, truth, cfg.recall_target)
+        out[name] = row
+    del exact, vecs
+    out["incremental"] = incremental(g_path, corpus, n, cfg) if ann is not None else None
+    for p in (g_path, g_path.with_name("global.ann")):
+        p.unlink(missing_ok=True)
+    return out
+
+
+def at_target(ann, q: np.ndarray, truth: np.ndarray, target: float) -> dict[str, Any]:
+    """The smallest nprobe that reaches ``target`` on these queries, and its latency (then restored)."""
+    ivf = faiss.extract_index_ivf(ann.index)
+    tuned, row = ivf.nprobe, {}
+    for nprobe in nprobe_steps(ivf.nlist):
+        if nprobe <= tuned:
+            continue
+        ivf.nprobe = nprobe
+        got = np.concatenate([ann.search(q[i:i + 1], 10, use_gpu=False)[1] for i in range(len(q))])
+        row = {"nprobe": nprobe, "recall@10": round(recall_at(got, truth), 4)}
+        if row["recall@10"] >= target:
+            row.update(latencies(lambda x: ann.search(x, 10, use_gpu=False), q))
+            break
+    ivf.nprobe = tuned
+    return row
+
+
+def incremental(g_path: Path, corpus: Corpus, n: int, cfg: AnnConfig) -> dict[str, float]:
+    new_ids = np.arange(10**9, 10**9 + ADD, dtype=np.int64)
+    x = corpus.draw(ADD, 2 * 10**6)
+    t0 = time.perf_counter()
+    extend_global_file(g_path, [(new_ids, x)], True)
+    t1 = time.perf_counter()
+    done = sync_ann(g_path, [(new_ids, x)], cfg, use_gpu=False)
+    t2 = time.perf_counter()
+    ann = load_ann(g_path)
+    found = float(np.mean(ann.search(x[:100], 1, use_gpu=False)[1][:, 0] == new_ids[:100]))  # type: ignore[union-attr]
+    return {"images": ADD, "exact_s": round(t1 - t0, 2), "approx_s": round(t2 - t1, 2), "mode": done["ann_mode"],
+            "new_found_first": found}
+
+
+def patch_store(n_images: int, n_queries: int = 5) -> dict[str, Any]:
+    """Exhaustive scan of a PQ16x8 store of ``n_images`` x 196 codes: one query's latency."""
+    rng = np.random.default_rng(3)
+    store = PatchStore(DIM, PATCHES, IndexConfig(use_gpu=False))
+    store.train(Corpus(5).draw(10_000, 0))
+    codes = rng.integers(0, 256, (n_images * PATCHES, store.code_size), dtype=np.uint8)
+    mapped = PatchStore(DIM, PATCHES, store.cfg, index=store.index, image_ids=np.arange(n_images),
+                        mapped_codes=codes, codec=store.index)
+    q = Corpus(5).draw(n_queries, 1)
+    lat = latencies(lambda x: mapped.search(x, 10), q)
+    return {"images": n_images, "codes_mb": round(codes.nbytes / 2**20, 1), **lat}
+
+
+def project(largest: dict[str, Any], cfg: AnnConfig, target: int = 10**8) -> dict[str, Any]:
+    layout = choose_layout(target, DIM, cfg)
+    n = largest["n"]
+    scanned_now = largest["nprobe"] * n / largest["nlist"]
+    scanned_then = largest["nprobe"] * target / layout.nlist
+    p50 = largest["image"]["approx"]["p50_ms"] * scanned_then / scanned_now
+    return {"n": target, "layout": layout.factory, "memory_gb": round(layout.est_bytes / 2**30, 1),
+            "exact_file_gb": round(target * (4 * DIM + 8) / 2**30, 1),
+            "build_h_2cores": round(largest["build_s"] * target / n / 3600, 1),
+            "p50_ms_if_nprobe_kept": round(p50, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="100000,1000000")
+    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--patch-sizes", default="10000,100000")
+    p.add_argument("--work", default=None, help="scratch folder (default: a temp folder)")
+    p.add_argument("--dedup", action="store_true", help="also measure the near-duplicate threshold")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    faiss.omp_set_num_threads(1)
+    cfg = AnnConfig()
+    out: dict[str, Any] = {"bench": "search", "cpus": os.cpu_count(), "faiss_threads": 1, "global": []}
+    with tempfile.TemporaryDirectory(dir=a.work) as tmp:
+        for n in [int(s) for s in a.sizes.split(",") if s]:
+            out["global"].append(measure(n, a.queries, Path(tmp), cfg))
+            print(json.dumps(out["global"][-1]), file=sys.stderr, flush=True)
+    measured = [g for g in out["global"] if "nprobe" in g]
+    if measured:
+        out["projection"] = project(measured[-1], cfg)
+    out["patch"] = [patch_store(int(s)) for s in a.patch_sizes.split(",") if s]
+    if a.dedup:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from dedup import measure_threshold  # bench/dedup.py
+        out["dedup"] = measure_threshold()
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
