@@ -62,6 +62,15 @@ def test_export_out_inside_the_workspace_is_refused(ws, target):
     _usable(ws)
 
 
+def test_a_link_into_the_workspace_is_refused(ws, tmp_path):
+    link = tmp_path / "innocent.csv"
+    link.symlink_to(ws / "catalog.duckdb")
+    before = _snapshot(ws)
+    one_error(invoke("export", "-f", "csv", "--out", str(link), "-w", str(ws), "--force"), "inside the workspace")
+    assert _snapshot(ws) == before and link.is_symlink()
+    _usable(ws)
+
+
 def test_a_device_node_is_never_replaced(ws):
     for extra in ((), ("--force",)):
         one_error(invoke("export", "-f", "jsonl", "--out", "/dev/null", "-w", str(ws), *extra), "character device")

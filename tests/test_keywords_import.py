@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 import subprocess
 from pathlib import Path
 
@@ -29,9 +30,7 @@ def test_the_keyword_map_rules():
                       {"Sonne": "sun", "places|Paris": "", "Baum": "tree"})
     assert kmap.one("star") == "star" and kmap.one("STAR") == "star" and kmap.one("Automobile") == "car"
     assert kmap.one("sonne") == "sun" and kmap.one("places|Paris") == "" and kmap.one("holiday") is None
-    unmapped: dict = {}
-    from collections import Counter
-    unmapped = Counter()
+    unmapped: Counter = Counter()
     kw = Keywords({"Star", "holiday", "Paris", "Baum"}, {("places", "Paris"), ("objects", "round", "Circle"),
                                                         ("events", "wedding")})
     assert kmap.labels_of(kw, unmapped) == ["circle", "shape", "star", "tree"]  # ancestors of star and circle
