@@ -71,6 +71,8 @@ def test_token_auth_refusal_is_one_line(images, tmp_path, monkeypatch):
         head.listen()
         monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{head.getsockname()[1]}")
         monkeypatch.setattr(ray, "init", refuse)
+        # a real head answers the gRPC handshake; this stand-in only listens
+        monkeypatch.setattr("tagger.pipeline.raycluster._grpc_ready", lambda *args: True)
         out = runner.invoke(app, ["encode", str(images), "-w", str(tmp_path / "ws")], catch_exceptions=False)
     assert out.exit_code == 2, out.output
     lines = out.stderr.strip().splitlines()

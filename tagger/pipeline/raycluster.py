@@ -1,9 +1,13 @@
 """Joining a Ray cluster (or starting a local one) from library code; ray is imported lazily.
 
-A cluster address (``address`` or ``$RAY_ADDRESS``) is probed with a plain TCP connect first,
-bounded by ``$TAGGER_RAY_CONNECT_TIMEOUT`` seconds (default 30), so an unreachable cluster is one
-:class:`~tagger.errors.ClusterError` instead of a long hang; a refused connection (token
-authentication, version mismatch) is one ClusterError too. A local Ray started here removes its
+A cluster address (``address`` or ``$RAY_ADDRESS``) is probed before Ray joins it, within
+``$TAGGER_RAY_CONNECT_TIMEOUT`` seconds (default 30) in all: a TCP connect, then a gRPC handshake (a
+Ray head's GCS and Ray Client ports speak gRPC), so a closed port, a dead head, a listener that
+never answers or an HTTP server (the dashboard's address, which ``ray job submit`` takes) is one
+:class:`~tagger.errors.ClusterError` instead of a hang; an ``http://`` address is refused with the
+form to use. A refused connection (token authentication, version mismatch) is one ClusterError
+too. While Ray joins, SIGTERM and SIGINT end the process at once, and a join that still hangs ends
+it after :data:`JOIN_GRACE` more seconds, each with one ``error:`` line. A local Ray started here removes its
 session folder (logs, sockets, spilled objects under ``$RAY_TMPDIR/ray``) when the call ends,
 unless ``$TAGGER_RAY_KEEP_SESSION`` is set; a cluster's folders are never touched.
 
@@ -16,17 +20,30 @@ import logging
 import math
 import os
 import shutil
+import select
+import signal
 import socket
-from contextlib import contextmanager
+import sys
+import threading
+import time
+from contextlib import contextmanager, nullcontext
 from typing import Any, Iterator
 
 from ..errors import ClusterError, ConfigError
+
+__all__ = ["CONNECT_TIMEOUT_ENV", "JOIN_GRACE", "check_address", "check_node_resource", "connect_timeout",
+           "gpus_available", "host_port", "placement", "probe_cluster", "ray_session", "remove_session_dir"]
 
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_ENV = "TAGGER_RAY_CONNECT_TIMEOUT"
 KEEP_SESSION_ENV = "TAGGER_RAY_KEEP_SESSION"
 DEFAULT_CONNECT_TIMEOUT = 30.0
+#: Seconds ``ray.init`` may take to join a probed cluster beyond the connect timeout before the process
+#: ends with one error line (a join blocked inside Ray's C++ client cannot be interrupted otherwise).
+JOIN_GRACE = 60.0
+JOIN_EXIT_CODE = 2
+_HTTP_SCHEMES = ("http", "https")
 _LOCAL = ("local", "")
 #: What one pinned actor takes of its node's custom resource: any number of them fit one node.
 NODE_RESOURCE_SHARE = 0.01
@@ -66,20 +83,71 @@ def host_port(address: str) -> tuple[str, int] | None:
         raise ConfigError(f"Ray address {address!r} has no valid port") from None
 
 
+def _hint(address: str) -> str:
+    return (f"check $RAY_ADDRESS (unset it to run on a local Ray) or raise ${CONNECT_TIMEOUT_ENV}; a head's "
+            f"address is HOST:6379 (or ray://HOST:10001)")
+
+
+def check_address(address: str) -> None:
+    """Refuse the dashboard's ``http(s)://HOST:PORT`` form (what ``ray job submit`` takes) with the
+    address forms commands join (ClusterError)."""
+    scheme, sep, rest = address.strip().partition("://")
+    if sep and scheme.lower() in _HTTP_SCHEMES:
+        host = rest.split("/", 1)[0].rpartition(":")[0] or rest.split("/", 1)[0] or "HOST"
+        raise ClusterError(
+            f"RAY_ADDRESS {address} is a dashboard address, which `ray job submit` takes; tagger commands join "
+            f"the cluster itself: set RAY_ADDRESS={host}:6379 (or ray://{host}:10001), or submit the verb as a "
+            "job: ray job submit -- python -m jobs.<verb>")
+
+
+def _speaks_http(target: tuple[str, int], timeout: float) -> bool:
+    """Whether the listener at ``target`` answers an HTTP/1.0 request as an HTTP server."""
+    try:
+        with socket.create_connection(target, timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+            return s.recv(5) == b"HTTP/"
+    except OSError:
+        return False
+
+
+def _grpc_ready(target: tuple[str, int], timeout: float) -> bool:
+    """Whether a gRPC (HTTP/2) handshake with ``target`` completes within ``timeout`` seconds."""
+    import grpc
+    host, port = target
+    channel = grpc.insecure_channel(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+        return True
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        channel.close()
+
+
 def probe_cluster(address: str, timeout: float | None = None) -> None:
-    """Raise ClusterError unless a TCP connection to ``address`` opens within ``timeout`` seconds."""
+    """Raise ClusterError unless ``address`` accepts a TCP connection and a gRPC handshake (as a Ray
+    head's GCS or Ray Client port does) within ``timeout`` seconds in all."""
+    check_address(address)
     target = host_port(address)
     if target is None:
         return
     timeout = connect_timeout() if timeout is None else timeout
+    deadline = time.monotonic() + timeout
     try:
         with socket.create_connection(target, timeout=timeout):
             pass
     except OSError as e:
         why = "no answer" if isinstance(e, socket.timeout) else (e.strerror or type(e).__name__)
-        raise ClusterError(
-            f"cannot reach the Ray cluster at {address} within {timeout:g} s ({why}); check $RAY_ADDRESS "
-            f"(unset it to run on a local Ray) or raise ${CONNECT_TIMEOUT_ENV}") from e
+        raise ClusterError(f"cannot reach the Ray cluster at {address} within {timeout:g} s ({why}); "
+                           f"{_hint(address)}") from e
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return  # a TLS cluster's handshake needs its certificates: Ray checks it
+    if not _grpc_ready(target, max(0.1, deadline - time.monotonic())):
+        what = ("an HTTP server (a dashboard's port?), not a Ray head" if _speaks_http(target, 2.0)
+                else "something that accepts connections but does not answer as a Ray head")
+        raise ClusterError(f"the Ray cluster at {address} did not answer within {timeout:g} s: it is {what}; "
+                           f"{_hint(address)}")
 
 
 def _refused(address: str, e: BaseException) -> ClusterError:
@@ -123,11 +191,57 @@ def _init(ray: Any, address: str | None, num_cpus: int | None) -> None:
     try:
         # "local" starts a Ray of our own even when another one runs on this machine (a plain
         # ray.init() would join it): a command without $RAY_ADDRESS never lands on a stray cluster
-        ray.init(address=address or "local", ignore_reinit_error=True, **kw)
-    except (ConnectionError, TimeoutError, RuntimeError, ray.exceptions.RayError) as e:
+        with _join_guard(address) if address else nullcontext():
+            ray.init(address=address or "local", ignore_reinit_error=True, **kw)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError, ray.exceptions.RayError) as e:
         if not address:
             raise
         raise _refused(address, e) from e
+
+
+def _give_up(message: str, code: int) -> None:
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    os._exit(code)
+
+
+@contextmanager
+def _join_guard(address: str) -> Iterator[None]:
+    """Bound ``ray.init`` joining ``address``: after the connect timeout plus :data:`JOIN_GRACE`
+    seconds, or at SIGTERM / SIGINT (which Ray's own handler cannot serve while its client blocks),
+    the process ends with one error line. Signals are seen through a wakeup fd, so this works while
+    the main thread is blocked inside Ray."""
+    limit = connect_timeout() + JOIN_GRACE
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.set_wakeup_fd(w, warn_on_full_buffer=False) if main else None
+    done = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + limit
+        while not done.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                _give_up(f"joining the Ray cluster at {address} did not finish within {limit:g} s; "
+                         f"{_hint(address)}", JOIN_EXIT_CODE)
+            if select.select([r], [], [], min(left, 0.2))[0]:
+                for signum in os.read(r, 64):
+                    if signum in (signal.SIGTERM, signal.SIGINT) and not done.is_set():
+                        _give_up(f"stopped by {signal.Signals(signum).name} while joining the Ray cluster at "
+                                 f"{address}", 128 + signum)
+
+    watcher = threading.Thread(target=watch, name="ray-join-guard", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+        if main:
+            signal.set_wakeup_fd(old)
+        os.close(r)
+        os.close(w)
 
 
 @contextmanager
