@@ -196,12 +196,35 @@ def test_text_anchors_from_a_corpus_and_their_round_trip():
     y[:, 2] = False  # no sentence about the third label
     a = text_anchors(x, w, y, chunk=64)
     s = x @ w.T
-    np.testing.assert_allclose(a.pos_mean[:2], [s[y[:, j], j].mean() for j in range(2)])
+    for j in range(2):  # each label: the reading (mean and sd, or median and upper-half sd) separating it more
+        p, q = s[y[:, j], j], s[~y[:, j], j]
+        readings = [(p.mean(), p.std()), (np.median(p), np.quantile(p, 0.8413447) - np.median(p))]
+        sep = [(m - q.mean()) / np.sqrt(0.5 * (q.std() ** 2 + v ** 2)) for m, v in readings]
+        np.testing.assert_allclose((a.pos_mean[j], a.pos_sd[j]), readings[int(np.argmax(sep))])
     np.testing.assert_allclose(a.neg_sd, [s[~y[:, j], j].std() for j in range(3)])
     assert np.isnan(a.pos_mean[2]) and a.separation()[2] == 0.0
     b = TextAnchors.from_dict(a.to_dict())
     np.testing.assert_allclose(b.neg_mean, a.neg_mean, atol=1e-6)
     assert np.isnan(b.pos_mean[2])
+
+
+def test_text_positives_are_read_robustly_past_unreadable_sentences():
+    """A minority of a label's sentences that score low (a synonym the text tower does not know)
+    barely moves its positives' anchor, so its separation stays where the readable ones put it."""
+    rng = np.random.default_rng(1)
+    n = 4000
+    y = np.zeros((n, 1), bool)
+    y[: n // 2, 0] = True
+    clean = np.where(y[:, 0], 3.0, 0.0) + rng.normal(0, 0.5, n)
+    noisy = clean.copy()
+    unread = y[:, 0] & (rng.random(n) < 0.2)
+    noisy[unread] = rng.normal(0.5, 0.5, unread.sum())
+    w = np.ones((1, 1))
+    a, b = text_anchors(clean[:, None], w, y), text_anchors(noisy[:, None], w, y)
+    assert b.separation()[0] > 0.75 * a.separation()[0]
+    mean_sep = (noisy[y[:, 0]].mean() - noisy[~y[:, 0]].mean()) / np.sqrt(
+        0.5 * (noisy[y[:, 0]].var() + noisy[~y[:, 0]].var()))
+    assert b.separation()[0] > 1.3 * mean_sep  # what mean and sd would have said
 
 
 def test_a_trained_classifier_carries_its_anchors(tmp_path):

@@ -12,7 +12,8 @@ from .vocab import clean_label
 
 logger = logging.getLogger(__name__)
 
-THRESHOLD_COLUMNS = ("label", "threshold", "present", "source", "mu0", "sd0", "mu1", "sd1", "prior")
+THRESHOLD_COLUMNS = ("label", "threshold", "present", "source", "mu0", "sd0", "mu1", "sd1", "prior", "reason",
+                     "text_separation")
 THRESHOLD_SOURCES = ("fit", "labelled", "pinned")
 
 
@@ -27,6 +28,19 @@ def check_threshold(value: Any) -> float | None:
     if not math.isfinite(out):
         raise CatalogError(f"threshold must be a finite number, got {value!r}")
     return out
+
+
+def present_state(present: bool | None, positives: int, by_person: int = 0) -> tuple[str, str | None]:
+    """How a label's decision reads beside its positives: ``(present, source)`` in words. A label
+    judged absent whose positives come from its children says ``via children`` (source
+    ``children``), never "no" beside positives; ``-`` without a stored decision."""
+    if present is None:
+        return "-", None
+    if present:
+        return "yes", None
+    if positives > by_person:
+        return "via children", "children"
+    return ("no, accepted by a person" if positives else "no"), None
 
 
 class DecisionsMixin(CatalogBase):

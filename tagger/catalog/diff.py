@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import CatalogError
+from .flips import decision_flips
 
 # Positive (image_id, label) pairs of run A and run B; per label: positives in each run, pairs
 # only in B (gained) and pairs only in A (lost).
@@ -29,7 +30,8 @@ def run_diff(catalog, a: int, b: int) -> dict[str, Any]:
     Returns ``{"a", "b", "labels_added", "labels_removed", "gained", "lost", "labels"}`` where
     ``labels_added``/``labels_removed`` compare the runs' label lists, ``gained``/``lost`` count
     positive (image_id, label) pairs present only in ``b``/only in ``a``, and ``labels`` holds one
-    dict per label positive in either run: ``label, a_positive, b_positive, gained, lost``.
+    dict per label positive in either run: ``label, a_positive, b_positive, gained, lost``;
+    ``flips`` lists the labels whose decision flipped, with the reason (:mod:`.flips`).
     Works on a writable or a read-only catalog; unknown or pruned runs raise CatalogError.
     """
     run_a, run_b = catalog.get_run(a), catalog.get_run(b)
@@ -49,4 +51,5 @@ def run_diff(catalog, a: int, b: int) -> dict[str, Any]:
         "gained": sum(r["gained"] for r in per_label),
         "lost": sum(r["lost"] for r in per_label),
         "labels": per_label,
+        "flips": decision_flips(catalog, run_a.run_id, run_b.run_id),
     }

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .decisions import present_state
+
 __all__ = ["IMAGE_COLUMNS", "diff_images", "error_images", "label_histogram", "label_images",
            "label_summary", "positives_per_image", "review_queue", "run_totals"]
 
@@ -29,18 +31,23 @@ def run_totals(catalog, run_id: int) -> dict[str, int]:
 
 def label_summary(catalog, run_id: int) -> list[dict[str, Any]]:
     """One row per label of the run, in its label order: ``label, tags, positives, threshold,
-    present, source, reviewed`` (threshold, present and source None without stored decisions)."""
+    present, source, reviewed, reason, state`` (threshold, present, source and reason None without
+    stored decisions; ``state`` is the decision in words, e.g. "via children")."""
     rows = catalog.query(
         "WITH names AS (SELECT unnest(labels) AS label, generate_subscripts(labels, 1) AS pos FROM runs "
         "WHERE run_id = $run), reviewed AS (SELECT label, count(*) AS n FROM tags WHERE run_id = $run "
         "AND provenance = 'person' GROUP BY label) "
         "SELECT n.label, coalesce(c.n, 0), coalesce(c.n_pos, 0), h.threshold, h.present, h.source, "
-        "coalesce(r.n, 0) FROM names AS n "
+        "coalesce(r.n, 0), h.reason FROM names AS n "
         "LEFT JOIN run_label_counts AS c ON c.run_id = $run AND c.label = n.label "
         "LEFT JOIN run_thresholds AS h ON h.run_id = $run AND h.label = n.label "
         "LEFT JOIN reviewed AS r ON r.label = n.label ORDER BY n.pos", {"run": int(run_id)})
-    cols = ("label", "tags", "positives", "threshold", "present", "source", "reviewed")
-    return [dict(zip(cols, r)) for r in rows]
+    cols = ("label", "tags", "positives", "threshold", "present", "source", "reviewed", "reason")
+    out = [dict(zip(cols, r)) for r in rows]
+    for r in out:
+        r["state"], raised = present_state(r["present"], r["positives"], r["reviewed"])
+        r["source"] = raised or r["source"]
+    return out
 
 
 def positives_per_image(catalog, run_id: int) -> list[tuple[int, int]]:

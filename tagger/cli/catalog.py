@@ -9,7 +9,7 @@ import typer
 from ..catalog.readonly import SCHEMA_OVERVIEW_SQL
 from .options import (
     DEFAULT_WORKSPACE, QUICK_WAIT, CsvOpt, JsonOpt, WaitOpt, WorkspaceOpt, console, emit_rows, fail, finite_non_negative,
-    open_catalog, output_format, reported, workspace_at,
+    open_catalog, output_format, print_flips, reported, workspace_at,
 )
 
 __all__ = ["labels_app", "runs_app", "sql_cmd"]
@@ -254,3 +254,4 @@ def runs_diff(
             for r in diff["labels"]]
     emit_rows(("label", f"positive in {a}", f"positive in {b}", "gained", "lost"), rows,
               title=f"positive tags: +{diff['gained']} / -{diff['lost']}")
+    print_flips(diff["flips"], a)

@@ -210,9 +210,24 @@ def print_summary(title: str, summary: dict[str, Any], as_json: bool = False) ->
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right", overflow="fold")
+    flips = summary.get("flips") or []
     for k, v in summary.items():
+        if k == "flips":
+            v = len(v or [])
         table.add_row(str(k), _cell(f"{v:.2f}" if isinstance(v, float) else v))
     console.print(table)
+    print_flips(flips, summary.get("flips_against") or summary.get("previous_run"))
+
+
+def print_flips(flips: list[dict[str, Any]], against: Any = None) -> None:
+    """The labels whose decision flipped, one line each with its reason (nothing when none did)."""
+    from ..catalog.flips import flip_lines
+    if not flips:
+        return
+    console.print(f"{len(flips)} label(s) whose decision changed" + (f" from run {against}" if against else "") + ":",
+                  markup=False)
+    for line in flip_lines(flips):
+        console.print(f"  {line}", markup=False)
 
 
 # -- options of the job verbs, shared with ``jobs/`` (which run these same commands) ------------------

@@ -40,6 +40,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .anchors import TextAnchors, text_anchors
+
 __all__ = ["DecisionConfig", "Decisions", "TextAnchors", "fit_anchored", "fit_decisions", "fit_from_labels",
            "text_anchors"]
 
@@ -68,7 +70,9 @@ class DecisionConfig:
     neg_anchor: float = 0.3  # where the negatives' fit starts
     pos_anchor: float = 1.1
     anchor_sd: float = 0.2
-    min_text_separation: float = 2.0  # (text pos mean - text neg mean) / pooled sd: below, never tagged
+    neg_sd_shift: float = 0.0  # positives lowered by this many text-negative sds (confusable labels)
+    min_text_separation: float = 2.0  # (text pos mean - text neg mean) / pooled sd: below, the images decide
+    min_text_signal: float = 2.0  # below this separation the text carries no signal: never tagged
     max_tail_share: float = 0.8  # share of the images above threshold the bulk's own tail may explain ...
     corroborate_below: float = 3.0  # ... checked for labels whose text separation is below this
 
@@ -89,6 +93,12 @@ class Decisions:
     present: np.ndarray
     cutoff: float = 0.5
     overrides: dict[str, float] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)  # per label, in words: why present or absent
+    text_separation: np.ndarray | None = None  # per label, when the rule read the text side
+
+    def reason(self, j: int) -> str:
+        """Why label ``j`` is decided as it is (empty when the rule gave no reason)."""
+        return self.reasons[j] if j < len(self.reasons) else ""
 
     def confidence(self, scores: np.ndarray) -> np.ndarray:
         """P(positive | score) per (image, label), in [0, 1]; ~0 for labels judged absent."""
@@ -117,76 +127,29 @@ class Decisions:
         return {"labels": list(self.labels), "cutoff": self.cutoff, "overrides": dict(self.overrides),
                 **{k: np.asarray(getattr(self, k), np.float64).round(6).tolist()
                    for k in ("mu0", "sd0", "mu1", "sd1", "prior")},
-                "present": [bool(x) for x in self.present],
+                "present": [bool(x) for x in self.present], "reasons": list(self.reasons),
+                "text_separation": None if self.text_separation is None else
+                [round(float(x), 4) for x in self.text_separation],
                 "thresholds": [None if not np.isfinite(x) else round(float(x), 6) for x in t]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Decisions":
         arr = {k: np.asarray(d[k], np.float64) for k in ("mu0", "sd0", "mu1", "sd1", "prior")}
+        sep = d.get("text_separation")
         return cls(list(d["labels"]), present=np.asarray(d["present"], bool), cutoff=float(d["cutoff"]),
-                   overrides={k: float(v) for k, v in d.get("overrides", {}).items()}, **arr)
-
-
-@dataclass(frozen=True)
-class TextAnchors:
-    """Each label's classifier scores on its own text corpus: the mean and sd over sentences about
-    the label (``pos_*``) and over the other sentences (``neg_*``)."""
-
-    neg_mean: np.ndarray
-    pos_mean: np.ndarray
-    neg_sd: np.ndarray
-    pos_sd: np.ndarray
-
-    def separation(self) -> np.ndarray:
-        """How far apart the label's text positives and negatives sit, in pooled sds (0 if unknown)."""
-        pooled = np.sqrt(0.5 * (self.neg_sd ** 2 + self.pos_sd ** 2))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sep = (self.pos_mean - self.neg_mean) / pooled
-        return np.where(np.isfinite(sep), sep, 0.0)
-
-    def rescaled(self, mean: np.ndarray, std: np.ndarray) -> "TextAnchors":
-        """The anchors in the units of scores calibrated as ``(score - mean) / std``."""
-        m, sd = np.asarray(mean, np.float64), np.asarray(std, np.float64)
-        return TextAnchors((self.neg_mean - m) / sd, (self.pos_mean - m) / sd, self.neg_sd / sd, self.pos_sd / sd)
-
-    def to_dict(self) -> dict:
-        return {k: [None if not np.isfinite(x) else round(float(x), 6) for x in getattr(self, k)]
-                for k in ("neg_mean", "pos_mean", "neg_sd", "pos_sd")}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TextAnchors":
-        return cls(*(np.asarray([np.nan if x is None else x for x in d[k]], np.float64)
-                     for k in ("neg_mean", "pos_mean", "neg_sd", "pos_sd")))
-
-
-def text_anchors(embeddings: np.ndarray, weight: np.ndarray, label_matrix: np.ndarray,
-                 chunk: int = 4096) -> TextAnchors:
-    """:class:`TextAnchors` of a linear classifier ``weight`` ``(L, d)`` from its corpus: sentence
-    embeddings ``(n, d)`` and their multi-hot labels ``(n, L)``, scored a chunk of sentences at a time
-    (memory stays ``chunk x L`` at any vocabulary size). NaN where a label has no such sentences."""
-    x, y = np.asarray(embeddings), np.asarray(label_matrix)
-    if len(x) != len(y) or y.shape[1] != len(weight):
-        raise ValueError(f"{len(x)} embeddings, label matrix {y.shape}, {len(weight)} classifier rows")
-    w = np.asarray(weight, np.float64)
-    sums = np.zeros((3, 2, len(w)))  # (count, sum, sum of squares) x (negatives, positives) x labels
-    for i in range(0, len(x), chunk):
-        s = np.asarray(x[i:i + chunk], np.float64) @ w.T
-        pos = np.asarray(y[i:i + chunk], bool)
-        for k, mask in enumerate((~pos, pos)):
-            sums[0, k] += mask.sum(0)
-            sums[1, k] += np.where(mask, s, 0.0).sum(0)
-            sums[2, k] += np.where(mask, s * s, 0.0).sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = sums[1] / sums[0]
-        sd = np.sqrt(np.maximum(sums[2] / sums[0] - mean ** 2, 0.0))
-    mean, sd = np.where(sums[0] > 0, mean, np.nan), np.where(sums[0] > 1, sd, np.nan)
-    return TextAnchors(mean[0], mean[1], sd[0], sd[1])
+                   overrides={k: float(v) for k, v in d.get("overrides", {}).items()},
+                   reasons=list(d.get("reasons") or []),
+                   text_separation=None if sep is None else np.asarray(sep, np.float64), **arr)
 
 
 def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cfg: DecisionConfig | None = None,
                  overrides: dict[str, float] | None = None) -> Decisions:
     """Each label's decision from its text anchors, with its prior fitted to a ``(n, L)`` corpus
-    sample by EM (components held fixed; binned, so the cost does not grow with the sample)."""
+    sample by EM (components held fixed; binned, so the cost does not grow with the sample).
+
+    A label the text side separates weakly (below ``min_text_separation``, e.g. after synonyms the
+    text tower does not know) is decided by its images instead: present when the mixture rule finds
+    a second group in its scores that stands out from its bulk's tail. Each label gets a reason."""
     cfg = cfg or DecisionConfig()
     s = np.asarray(scores, np.float64)
     if s.ndim != 2 or s.shape[1] != len(labels) or len(anchors.neg_mean) != len(labels):
@@ -196,17 +159,59 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
     learned = separation >= cfg.min_text_separation
     gap = np.where(learned, anchors.pos_mean - anchors.neg_mean, 1.0)
     base = np.where(learned, anchors.neg_mean, 0.0)
-    mu0, mu1 = base + cfg.neg_anchor * gap, base + cfg.pos_anchor * gap
+    spread = np.where(learned & np.isfinite(anchors.neg_sd), anchors.neg_sd, 0.0)
+    mu0, mu1 = base + cfg.neg_anchor * gap, base + cfg.pos_anchor * gap - cfg.neg_sd_shift * spread
     sd1 = np.full(len(labels), cfg.anchor_sd) * gap
     x, c, width = _histogram(s, cfg.bins)
     mu0, sd0, prior = _fit_bulk(x, c, n, width, mu0, sd1.copy(), mu1, sd1, cfg.iterations)
-    stands_out = _tail_share(x, c, _crossings(mu0, sd0, mu1, sd1, prior, cfg.cutoff)) <= cfg.max_tail_share
-    stands_out |= separation >= cfg.corroborate_below
-    present = learned & stands_out & (prior * n >= cfg.min_positives)
+    weak = ~learned & (separation >= cfg.min_text_signal)
+    image_sep = np.zeros(len(labels))
+    if weak.any():  # the images decide where the text is weak: the mixture rule on those columns
+        floor = np.maximum(cfg.sd_floor * np.maximum(s[:, weak].std(0), 1e-9), width[weak])
+        comps, image_sep[weak], grouped = _mixture(x[:, weak], c[:, weak], s[:, weak], floor, cfg)
+        for arr, value in zip((mu0, sd0, mu1, sd1, prior), comps):
+            arr[weak] = value
+        learned = learned | (weak & _scatter(weak, grouped))
+    tail = _tail_share(x, c, _crossings(mu0, sd0, mu1, sd1, prior, cfg.cutoff))
+    stands_out = (tail <= cfg.max_tail_share) | (separation >= cfg.corroborate_below)
+    enough = prior * n >= cfg.min_positives
+    present = learned & stands_out & enough
+    reasons = _reasons(separation, image_sep, weak, learned, stands_out, enough, prior * n, tail, cfg)
     logger.info("decisions: %d of %d labels present in a sample of %d images (%d not learned from text, "
-                "%d whose positives do not stand out from their bulk)", int(present.sum()), len(labels), n,
-                int((~learned).sum()), int((learned & ~stands_out).sum()))
-    return Decisions(list(labels), mu0, sd0, mu1, sd1, prior, present, cfg.cutoff, dict(overrides or {}))
+                "%d of them shown by the images; %d whose positives do not stand out from their bulk)",
+                int(present.sum()), len(labels), n, int((separation < cfg.min_text_separation).sum()),
+                int((weak & present).sum()), int((learned & ~stands_out).sum()))
+    return Decisions(list(labels), mu0, sd0, mu1, sd1, prior, present, cfg.cutoff, dict(overrides or {}),
+                     reasons, separation)
+
+
+def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+    out = np.zeros(mask.shape, bool)
+    out[mask] = values
+    return out
+
+
+def _reasons(separation, image_sep, weak, learned, stands_out, enough, expected, tail,
+             cfg: DecisionConfig) -> list[str]:
+    """Each label's decision in words (the first gate it fails, or what made it present)."""
+    out = []
+    for j in range(len(separation)):
+        text = f"text separation {separation[j]:.2f}"
+        if separation[j] < cfg.min_text_signal:
+            out.append(f"{text} < {cfg.min_text_signal:g}: the classifier did not learn it from text")
+        elif weak[j] and not learned[j]:
+            out.append(f"{text} < {cfg.min_text_separation:g} and the images show no second group")
+        elif not enough[j]:
+            out.append(f"about {expected[j]:.1f} positive images < {cfg.min_positives:g}: not in the corpus")
+        elif not stands_out[j]:
+            out.append(f"positives do not stand out from the bulk's tail (tail share {tail[j]:.2f} > "
+                       f"{cfg.max_tail_share:g})")
+        elif weak[j]:
+            out.append(f"{text} < {cfg.min_text_separation:g}, but the images show a second group "
+                       f"(separation {image_sep[j]:.1f}): present")
+        else:
+            out.append(f"{text}: present, about {expected[j]:.0f} positive images")
+    return out
 
 
 def _fit_bulk(x, c, n, width, mu0, sd0, mu1, sd1, iterations: int):
@@ -313,6 +318,19 @@ def _mad(x: np.ndarray, c: np.ndarray, med: np.ndarray) -> np.ndarray:
     return _quantile(dev[order, cols], c[order, cols], 0.5)
 
 
+def _mixture(x: np.ndarray, c: np.ndarray, s: np.ndarray, floor: np.ndarray, cfg: DecisionConfig):
+    """Two-component EM on binned columns: ``((mu0, sd0, mu1, sd1, prior), separation, present)``,
+    present where the second group is separated, populated and better than one Gaussian."""
+    n = s.shape[0]
+    mu0, sd0, mu1, sd1, prior = _em(x, c, n, floor, cfg)
+    sep = (mu1 - mu0) / np.sqrt(0.5 * (sd0 ** 2 + sd1 ** 2))
+    mix = np.logaddexp(np.log1p(-prior) + _log_normal(x, mu0, sd0), np.log(prior) + _log_normal(x, mu1, sd1))
+    gain = (c * mix).sum(0) - (c * _log_normal(x, s.mean(0), np.maximum(s.std(0), 1e-12))).sum(0)
+    present = (sep >= cfg.min_separation) & (prior * n >= cfg.min_positives) & \
+        (gain >= cfg.min_gain * np.log(max(n, 2)))
+    return (mu0, sd0, mu1, sd1, prior), sep, present
+
+
 def fit_decisions(scores: np.ndarray, labels: list[str], cfg: DecisionConfig | None = None,
                   overrides: dict[str, float] | None = None) -> Decisions:
     """Fit every label's mixture on a ``(n_images, n_labels)`` score sample (deterministic).
@@ -326,14 +344,11 @@ def fit_decisions(scores: np.ndarray, labels: list[str], cfg: DecisionConfig | N
     n = s.shape[0]
     x, c, width = _histogram(s, cfg.bins)
     floor = np.maximum(cfg.sd_floor * np.maximum(s.std(0), 1e-9), width)
-    mu0, sd0, mu1, sd1, prior = _em(x, c, n, floor, cfg)
-    sep = (mu1 - mu0) / np.sqrt(0.5 * (sd0 ** 2 + sd1 ** 2))
-    mix = np.logaddexp(np.log1p(-prior) + _log_normal(x, mu0, sd0), np.log(prior) + _log_normal(x, mu1, sd1))
-    gain = (c * mix).sum(0) - (c * _log_normal(x, s.mean(0), np.maximum(s.std(0), 1e-12))).sum(0)
-    present = (sep >= cfg.min_separation) & (prior * n >= cfg.min_positives) & \
-        (gain >= cfg.min_gain * np.log(max(n, 2)))
+    (mu0, sd0, mu1, sd1, prior), sep, present = _mixture(x, c, s, floor, cfg)
+    reasons = [f"images: second group separated by {v:.1f}" + (": present" if p else f", not present")
+               for v, p in zip(sep, present)]
     logger.info("decisions: %d of %d labels present in a sample of %d images", int(present.sum()), len(labels), n)
-    return Decisions(list(labels), mu0, sd0, mu1, sd1, prior, present, cfg.cutoff, dict(overrides or {}))
+    return Decisions(list(labels), mu0, sd0, mu1, sd1, prior, present, cfg.cutoff, dict(overrides or {}), reasons)
 
 
 def fit_from_labels(decisions: Decisions, scores: np.ndarray, truth: np.ndarray,
@@ -345,8 +360,9 @@ def fit_from_labels(decisions: Decisions, scores: np.ndarray, truth: np.ndarray,
     corpus's label frequencies), or taken from the labelled set when no corpus sample is given.
     The other labels keep their unsupervised fit."""
     s, y = np.asarray(scores, np.float64), np.asarray(truth, bool)
-    out = Decisions(**{**decisions.__dict__, **{k: np.array(getattr(decisions, k), copy=True)
-                                               for k in ("mu0", "sd0", "mu1", "sd1", "prior", "present")}})
+    out = Decisions(**{**decisions.__dict__, "reasons": list(decisions.reasons),
+                       **{k: np.array(getattr(decisions, k), copy=True)
+                          for k in ("mu0", "sd0", "mu1", "sd1", "prior", "present")}})
     for j in range(len(decisions.labels)):
         pos, neg = s[y[:, j], j], s[~y[:, j], j]
         if len(pos) < min_images or len(neg) < min_images:
@@ -361,4 +377,6 @@ def fit_from_labels(decisions: Decisions, scores: np.ndarray, truth: np.ndarray,
                 logit = _log_ratio(c, out.mu0[j], out.sd0[j], out.mu1[j], out.sd1[j], out.prior[j])
                 out.prior[j] = np.clip(np.mean(1.0 / (1.0 + np.exp(-np.clip(logit, -60, 60)))), 1e-4, 0.999)
         out.present[j] = True
+        if len(out.reasons) == len(decisions.labels):
+            out.reasons[j] = f"fitted from labelled images ({len(pos)} with the label, {len(neg)} without)"
     return out

@@ -123,8 +123,11 @@ def decision_rows(d: Decisions, labelled: set[str]) -> list[dict[str, Any]]:
     rows = []
     for j, name in enumerate(d.labels):
         source = "pinned" if name in d.overrides else "labelled" if name in labelled else "fit"
+        sep = d.text_separation[j] if d.text_separation is not None else np.nan
+        reason = "threshold pinned by a person" if source == "pinned" else d.reason(j) or None
         rows.append({"label": name, "threshold": None if t[j] == np.inf else float(t[j]),
-                     "present": bool(d.present[j]), "source": source,
+                     "present": bool(d.present[j]), "source": source, "reason": reason,
+                     "text_separation": float(sep) if np.isfinite(sep) else None,
                      **{k: float(getattr(d, k)[j]) for k in ("mu0", "sd0", "mu1", "sd1", "prior")}})
     return rows
 
@@ -134,5 +137,7 @@ def decisions_from_rows(rows: list[dict[str, Any]], labels: list[str], cutoff: f
     by = {r["label"]: r for r in rows}
     arr = {k: np.asarray([by[n][k] for n in labels], np.float64) for k in ("mu0", "sd0", "mu1", "sd1", "prior")}
     pins = {n: float(by[n]["threshold"]) for n in labels if by[n]["source"] == "pinned"}
+    seps = [by[n].get("text_separation") for n in labels]
     return Decisions(list(labels), present=np.asarray([by[n]["present"] for n in labels], bool), cutoff=cutoff,
-                     overrides=pins, **arr)
+                     overrides=pins, reasons=[by[n].get("reason") or "" for n in labels],
+                     text_separation=None if any(x is None for x in seps) else np.asarray(seps, np.float64), **arr)

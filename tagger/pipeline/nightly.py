@@ -129,6 +129,6 @@ def run_nightly(workspace: "Workspace", source: str | None, encode_cfg: EncodeCo
         _crash("prune", crash_at)
     return {"encoded": enc["encoded"], "errors": enc["errors"], "vocabulary": diff,
             "corpus": text["corpus_id"], "text_stats": text["stats"], "classifier": trained["classifier_id"],
-            "run_id": tag["run_id"], "previous_run": previous, "pruned": pruned,
+            "run_id": tag["run_id"], "previous_run": previous, "pruned": pruned, "flips": tag.get("flips", []),
             "timings": {k: round(v, 2) for k, v in timings.items()},
             **({"calibration": tag["calibration"]} if "calibration" in tag else {})}

@@ -340,6 +340,7 @@ def run_tag(workspace: "Workspace", model_id: str, cfg: TagConfig | None = None,
 
     from .calibration import record_labelled_set
     from ..catalog import Catalog
+    from ..catalog.flips import decision_flips
     from ..store import list_done_shards
 
     cfg = cfg or TagConfig()
@@ -378,8 +379,10 @@ def run_tag(workspace: "Workspace", model_id: str, cfg: TagConfig | None = None,
         n_images = cat.run_image_count(run_id)
         cat.finish_run(run_id, n_images=n_images, timings={"tag_s": round(t_tag, 2),
                                                           "total_s": round(time.time() - t0, 2)})
+        previous = cat.current_run()
+        flips = decision_flips(cat, previous, run_id) if previous not in (None, run_id) else []
         if make_current:
             cat.set_current(run_id)
     n_pos = int(decisions.present.sum()) if decisions is not None else None
     return {"run_id": run_id, "n_tags": n, "n_images": n_images, "tag_s": round(t_tag, 2),
-            "decision": cfg.decision, "labels_present": n_pos, **extra}
+            "decision": cfg.decision, "labels_present": n_pos, "flips": flips, "flips_against": previous, **extra}

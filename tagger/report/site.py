@@ -18,6 +18,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from ..catalog import report as q
 from ..catalog.diff import run_diff
+from ..catalog.flips import decision_flips, previous_tag_run
+from ..catalog.runs import head_label
 from ..errors import ConfigError
 from .charts import bar_chart, column_chart, score_histogram
 from .decisions import FILE_FORMAT
@@ -90,6 +92,7 @@ class _Site:
     common: dict[str, Any]
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     pages: list[str] = field(default_factory=list)
+    flips: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> its flip from the run before
 
     def card(self, row: dict[str, Any], page: str, title: str) -> dict[str, Any]:
         """An image row as a page shows it, its thumbnail placed in the site and indexed for search."""
@@ -120,7 +123,7 @@ def _overview(site: _Site, labels: list[dict[str, Any]]) -> None:
     rule = f"per-image standardised score >= {tag_cfg.get('threshold', 1.0)}" if rule == "standardized" else \
         f"per-label thresholds ({rule})"
     site.render("overview.html", "overview", "index.html", "Overview", labels=labels, totals=totals, rule=rule,
-                head=f"text-only CoMC, corpus {clf['corpus_id']}" if clf and clf.get("corpus_id") else None,
+                head=f"head {head_label(clf['config'])}, corpus {clf['corpus_id'] or '-'}" if clf else None,
                 reviewed=sum(r["reviewed"] for r in labels), n_errors=n_errors, errors=errors,
                 label_chart=bar_chart([(r["label"], r["positives"], r["page"]) for r in labels], "positives per label"),
                 image_chart=column_chart(cols, "images by number of positive labels"))
@@ -137,7 +140,7 @@ def _label_page(site: _Site, row: dict[str, Any]) -> None:
         rows = q.label_images(cat, run_id, row["label"], which, limit, row["threshold"])
         return [site.card(r, row["page"], title) for r in rows]
     hist = q.label_histogram(cat, run_id, row["label"], site.cfg.bins)
-    site.render("label.html", "label", row["page"], title, row=row,
+    site.render("label.html", "label", row["page"], title, row=row, flip=site.flips.get(row["label"]),
                 histogram=score_histogram(hist, row["threshold"], f"scores of {row['label']}") if hist else None,
                 top=cards("top", n - 2 * near), above=cards("above", near), below=cards("below", near))
 
@@ -206,6 +209,10 @@ def build_report(cat: "Catalog", ws_root: str | os.PathLike, out: str | os.PathL
     common = {"run": run, "against": against, "diff_page": against is not None, "max_images": cfg.max_images,
               "built": time.strftime("%Y-%m-%d %H:%M")}
     site = _Site(cat, run, site_dir, cfg, ThumbnailCache(_cache_dir(Path(ws_root), site_dir)), env, common)
+    flips_against = against if against is not None else previous_tag_run(cat, run.run_id)
+    flips = decision_flips(cat, flips_against, run.run_id) if flips_against is not None else []
+    site.common.update(flips=flips, flips_against=flips_against)
+    site.flips = {f["label"]: f for f in flips}
     labels = q.label_summary(cat, run.run_id)
     for k, row in enumerate(labels):
         row["page"] = f"label-{k:03d}-{_slug(row['label'])}.html"

@@ -1,0 +1,106 @@
+"""Labels whose decision flips between two tag runs, each with the reason in words.
+
+A flip is a label of both runs that is present in one and absent in the other, or whose positive
+tags changed by more than half. The reason comes from the newer run's stored decision (e.g. "text
+separation 1.81 < 2 and the images show no second group") and from what changed between the runs'
+classifiers: the label's synonyms or parents, the head, or a retrain.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FLIP_SHARE", "decision_flips", "flip_lines", "previous_tag_run"]
+
+FLIP_SHARE = 0.5  # positives changing by more than this share of the older run's count is a flip
+
+
+def _corpus_config(catalog, classifier_id: str | None) -> tuple[dict[str, Any], str]:
+    """The config of the corpus a classifier learnt from (synonyms under ``vocab``, the hierarchy
+    under ``parents``), and the classifier's head."""
+    clf = catalog.get_classifier(classifier_id) if classifier_id else None
+    if clf is None:
+        return {}, "-"
+    head = catalog.classifier_heads().get(classifier_id, "-")
+    corpus = next((c for c in catalog.corpora() if c["corpus_id"] == clf.get("corpus_id")), None)
+    config = (corpus or {}).get("config")
+    return (dict(config) if isinstance(config, Mapping) else {}), head
+
+
+def _part(config: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    vocab = config.get("vocab") if key == "synonyms" else config
+    value = vocab.get(key) if isinstance(vocab, Mapping) else None
+    return value if isinstance(value, Mapping) else {}
+
+
+def _changes(label: str, old: tuple[Mapping, str], new: tuple[Mapping, str]) -> list[str]:
+    """What changed for ``label`` between two classifiers, in words."""
+    out = []
+    if old[0] and new[0]:
+        for key, words in (("synonyms", "after its synonyms changed"), ("parents", "after its parents changed")):
+            if sorted(_part(old[0], key).get(label) or []) != sorted(_part(new[0], key).get(label) or []):
+                out.append(words)
+    if old[1] != new[1]:
+        out.append(f"head {old[1]} -> {new[1]}")
+    return out
+
+
+def _flip_reason(a: Mapping[str, Any], b: Mapping[str, Any], changes: list[str]) -> str:
+    parts = []
+    if a["present"] and not b["present"]:
+        parts.append(f"now absent: {b.get('reason') or 'judged absent'}")
+    elif b["present"] and not a["present"]:
+        parts.append(f"now present: {b.get('reason') or 'judged present'}")
+    else:
+        ta, tb = a.get("threshold"), b.get("threshold")
+        moved = f"threshold {ta:.3g} -> {tb:.3g}" if ta is not None and tb is not None else "threshold changed"
+        parts.append(f"positives {a['positives']} -> {b['positives']} ({moved})")
+    sa, sb = a.get("text_separation"), b.get("text_separation")
+    if sa is not None and sb is not None and abs(sa - sb) >= 0.25:
+        parts.append(f"text separation {sa:.2f} -> {sb:.2f}")
+    return "; ".join(parts + changes)
+
+
+def decision_flips(catalog, a: int, b: int) -> list[dict[str, Any]]:
+    """Labels of both runs ``a`` (older) and ``b`` whose decision flips, in ``b``'s label order:
+    ``label, before_present, after_present, before_positives, after_positives, reason``. Runs
+    without stored decisions (the standardised rule) have none."""
+    rows_a = {r["label"]: r for r in catalog.run_thresholds(a)}
+    rows_b = catalog.run_thresholds(b)
+    if not rows_a or not rows_b:
+        return []
+    run_a, run_b = catalog.get_run(a), catalog.get_run(b)
+    old, new = _corpus_config(catalog, run_a.classifier_id), _corpus_config(catalog, run_b.classifier_id)
+    out = []
+    for rb in rows_b:
+        ra = rows_a.get(rb["label"])
+        if ra is None:
+            continue
+        na, nb = int(ra["positives"]), int(rb["positives"])
+        flipped = bool(ra["present"]) != bool(rb["present"]) and (na > 0 or nb > 0)
+        if not (flipped or abs(nb - na) > FLIP_SHARE * max(na, 1)):
+            continue
+        out.append({"label": rb["label"], "before_present": bool(ra["present"]), "after_present": bool(rb["present"]),
+                    "before_positives": na, "after_positives": nb,
+                    "reason": _flip_reason(ra, rb, _changes(rb["label"], old, new))})
+    return out
+
+
+def flip_lines(flips: list[Mapping[str, Any]], limit: int = 20) -> list[str]:
+    """One line per flip for a summary (at most ``limit``, then a count of the rest)."""
+    lines = [f"{f['label']}: {f['before_positives']} -> {f['after_positives']} positives ({f['reason']})"
+             for f in flips[:limit]]
+    if len(flips) > limit:
+        lines.append(f"... and {len(flips) - limit} more (tagger runs diff)")
+    return lines
+
+
+def previous_tag_run(catalog, run_id: int) -> int | None:
+    """The newest finished, unpruned tag run before ``run_id`` (what it replaced), or None."""
+    done = ("loaded", "current", "superseded")
+    earlier = [r.run_id for r in catalog.runs(kind="tag")
+               if r.run_id < run_id and r.status in done and r.pruned_at is None]
+    return earlier[-1] if earlier else None

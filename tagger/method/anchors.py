@@ -1,0 +1,105 @@
+"""What the text side says about each label: how the text classifier scores its own corpus.
+
+:class:`TextAnchors` holds, per label, where the sentences about it and the other sentences score
+(mean and sd of each). The anchored decision rule (:mod:`tagger.method.decisions`) places each
+label's image positives on that scale, and reads the separation of the two as how well the label
+was learnt from text.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["TextAnchors", "text_anchors"]
+
+logger = logging.getLogger(__name__)
+
+_Q84 = 0.8413447  # a standard normal's share below +1 sd
+
+
+@dataclass(frozen=True)
+class TextAnchors:
+    """Each label's classifier scores on its own text corpus: the mean and sd over sentences about
+    the label (``pos_*``) and over the other sentences (``neg_*``)."""
+
+    neg_mean: np.ndarray
+    pos_mean: np.ndarray
+    neg_sd: np.ndarray
+    pos_sd: np.ndarray
+
+    def separation(self) -> np.ndarray:
+        """How far apart the label's text positives and negatives sit, in pooled sds (0 if unknown)."""
+        pooled = np.sqrt(0.5 * (self.neg_sd ** 2 + self.pos_sd ** 2))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sep = (self.pos_mean - self.neg_mean) / pooled
+        return np.where(np.isfinite(sep), sep, 0.0)
+
+    def rescaled(self, mean: np.ndarray, std: np.ndarray) -> "TextAnchors":
+        """The anchors in the units of scores calibrated as ``(score - mean) / std``."""
+        m, sd = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+        return TextAnchors((self.neg_mean - m) / sd, (self.pos_mean - m) / sd, self.neg_sd / sd, self.pos_sd / sd)
+
+    def to_dict(self) -> dict:
+        return {k: [None if not np.isfinite(x) else round(float(x), 6) for x in getattr(self, k)]
+                for k in ("neg_mean", "pos_mean", "neg_sd", "pos_sd")}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TextAnchors":
+        return cls(*(np.asarray([np.nan if x is None else x for x in d[k]], np.float64)
+                     for k in ("neg_mean", "pos_mean", "neg_sd", "pos_sd")))
+
+
+def text_anchors(embeddings: np.ndarray, weight: np.ndarray, label_matrix: np.ndarray,
+                 chunk: int = 4096) -> TextAnchors:
+    """:class:`TextAnchors` of a linear classifier ``weight`` ``(L, d)`` from its corpus: sentence
+    embeddings ``(n, d)`` and their multi-hot labels ``(n, L)``, scored a chunk of sentences at a time
+    (memory stays ``chunk x L`` plus one score per positive sentence). The negatives are read by
+    mean and sd; the positives two ways, by mean and sd and robustly (median, upper-half sd), and
+    each label keeps the reading that separates it better: a minority of sentences the text tower
+    cannot read (a synonym it does not know) scores low and would otherwise drag a well-learnt
+    label under the gates. NaN where a label has no such sentences."""
+    x, y = np.asarray(embeddings), np.asarray(label_matrix)
+    if len(x) != len(y) or y.shape[1] != len(weight):
+        raise ValueError(f"{len(x)} embeddings, label matrix {y.shape}, {len(weight)} classifier rows")
+    w = np.asarray(weight, np.float64)
+    sums = np.zeros((3, 2, len(w)))  # (count, sum, sum of squares) x (negatives, positives) x labels
+    pos_label, pos_score = [], []
+    for i in range(0, len(x), chunk):
+        s = np.asarray(x[i:i + chunk], np.float64) @ w.T
+        pos = np.asarray(y[i:i + chunk], bool)
+        for k, mask in enumerate((~pos, pos)):
+            sums[0, k] += mask.sum(0)
+            sums[1, k] += np.where(mask, s, 0.0).sum(0)
+            sums[2, k] += np.where(mask, s * s, 0.0).sum(0)
+        rows, cols = np.nonzero(pos)
+        pos_label.append(cols)
+        pos_score.append(s[rows, cols])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums[1] / sums[0]
+        sd = np.sqrt(np.maximum(sums[2] / sums[0] - mean ** 2, 0.0))
+    mean, sd = np.where(sums[0] > 0, mean, np.nan), np.where(sums[0] > 1, sd, np.nan)
+    plain = TextAnchors(mean[0], mean[1], sd[0], sd[1])
+    med, upper = _robust_by_label(np.concatenate(pos_label or [np.zeros(0, int)]),
+                                  np.concatenate(pos_score or [np.zeros(0)]), len(w))
+    robust = TextAnchors(mean[0], med, sd[0], upper)
+    better = robust.separation() > plain.separation()
+    return TextAnchors(mean[0], np.where(better, med, mean[1]), sd[0], np.where(better, upper, sd[1]))
+
+
+def _robust_by_label(label: np.ndarray, score: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per label, the median of its scores and the spread of their upper half in sds (84th
+    percentile - median): scores the text tower cannot read sit low and move neither (NaN: too few)."""
+    mean, sd = np.full(n_labels, np.nan), np.full(n_labels, np.nan)
+    order = np.argsort(label, kind="stable")
+    label, score = label[order], score[order]
+    bounds = np.searchsorted(label, np.arange(n_labels + 1))
+    for j in np.flatnonzero(np.diff(bounds) > 0):
+        med, upper = np.quantile(score[bounds[j]:bounds[j + 1]], (0.5, _Q84))
+        mean[j] = med
+        if bounds[j + 1] - bounds[j] > 1:
+            sd[j] = upper - med
+    return mean, sd
+
+

@@ -1,0 +1,135 @@
+"""Decisions under change, in the catalog: each label's decision is stored with its reason, a label
+whose decision flips between two runs is listed with the reason in words (and what changed: its
+synonyms, its parents, the head), and a parent raised only by its children says so."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from tagger.catalog import Catalog
+from tagger.catalog.decisions import present_state
+from tagger.catalog.diff import run_diff
+from tagger.catalog.flips import decision_flips, flip_lines, previous_tag_run
+from tagger.catalog.report import label_summary
+from tagger.cli import app
+from tagger.method.decisions import TextAnchors, fit_anchored
+from tagger.pipeline.calibration import decision_rows, decisions_from_rows
+from tagger.workspace import Workspace
+
+LABELS = ["circle", "square", "star"]
+runner = CliRunner()
+
+
+def scores(n: int = 800, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.random((n, 3)) < 0.2
+    return (rng.normal(0.0, 0.3, (n, 3)) + 1.0 * y).astype(np.float32), y
+
+
+def anchors(sep_star: float) -> TextAnchors:
+    """Text anchors whose third label is separated by ``sep_star`` pooled sds (the others by 5)."""
+    ones = np.ones(3)
+    pos = np.array([1.0, 1.0, 0.2 * sep_star])
+    return TextAnchors(0 * ones, pos, np.array([0.2, 0.2, 0.2]), np.array([0.2, 0.2, 0.2]))
+
+
+@pytest.fixture
+def ws(tmp_path):
+    return tmp_path / "ws"
+
+
+@pytest.fixture
+def cat(ws):
+    with Catalog.open(Workspace.at(ws).catalog) as c:
+        c.add_labels(LABELS)
+        c.register_images([f"/i/{k}.jpg" for k in range(800)])
+        yield c
+
+
+def tag_run(cat, tmp_path, d, s: np.ndarray, classifier: str | None = None, pos: np.ndarray | None = None) -> int:
+    """A loaded tag run with decisions ``d`` and its positives on scores ``s`` (or ``pos``)."""
+    run = cat.start_run("tag", labels=LABELS, classifier_id=classifier)
+    cat.save_run_thresholds(run, decision_rows(d, set()))
+    pos = d.positive(s) if pos is None else pos
+    r, c = np.nonzero(pos)
+    path = tmp_path / f"tags-{run}.parquet"
+    pq.write_table(pa.table({"image_id": (r + 1).astype(np.int64), "label": np.asarray(LABELS)[c].tolist(),
+                             "score": s[r, c], "positive": np.ones(len(r), bool)}), path)
+    cat.load_tags(run, [path])
+    cat.finish_run(run, n_images=len(s))
+    cat.set_current(run)
+    return run
+
+
+def test_each_decision_carries_its_reason_and_survives_a_resume(cat):
+    s, _ = scores()
+    d = fit_anchored(s, LABELS, anchors(5.0))
+    assert d.present.all()
+    assert all("present" in r for r in d.reasons)
+    weak = fit_anchored(s, LABELS, anchors(0.5))
+    assert not weak.present[2] and "did not learn it from text" in weak.reason(2)
+    run = cat.start_run("tag", labels=LABELS)
+    cat.save_run_thresholds(run, decision_rows(weak, set()))
+    stored = cat.run_thresholds(run)
+    assert stored[2]["reason"] == weak.reason(2) and stored[2]["text_separation"] == pytest.approx(0.5)
+    again = decisions_from_rows(stored, LABELS, weak.cutoff)
+    assert again.reasons == weak.reasons
+
+
+def test_a_flip_is_listed_with_its_reason_by_runs_diff(cat, ws, tmp_path):
+    s, _ = scores()
+    a = tag_run(cat, tmp_path, fit_anchored(s, LABELS, anchors(5.0)), s)
+    b = tag_run(cat, tmp_path, fit_anchored(s, LABELS, anchors(0.5)), s)
+    flips = decision_flips(cat, a, b)
+    assert [f["label"] for f in flips] == ["star"]
+    f = flips[0]
+    assert f["before_present"] and not f["after_present"] and f["after_positives"] == 0
+    assert "now absent" in f["reason"] and "text separation 5.00 -> 0.50" in f["reason"]
+    assert run_diff(cat, a, b)["flips"] == flips
+    assert previous_tag_run(cat, b) == a
+    assert "star: " in flip_lines(flips)[0]
+    cat.close()
+    out = runner.invoke(app, ["runs", "diff", str(a), str(b), "--workspace", str(ws)])
+    assert out.exit_code == 0, out.output
+    assert "whose decision changed" in out.output and "now absent" in out.output
+
+
+def test_no_flip_when_nothing_changed_and_a_halved_label_is_a_flip(cat, tmp_path):
+    s, _ = scores()
+    d = fit_anchored(s, LABELS, anchors(5.0))
+    a, b = tag_run(cat, tmp_path, d, s), tag_run(cat, tmp_path, d, s)
+    assert decision_flips(cat, a, b) == []
+    d.overrides = {"circle": float(np.quantile(s[:, 0], 0.97))}  # a pin far above: most positives gone
+    c = tag_run(cat, tmp_path, d, s)
+    flips = decision_flips(cat, b, c)
+    assert [f["label"] for f in flips] == ["circle"]
+    assert flips[0]["before_present"] and flips[0]["after_present"] and "threshold" in flips[0]["reason"]
+
+
+def test_a_synonym_change_is_named_in_the_reason(cat, tmp_path):
+    s, _ = scores()
+    for cid, syn in (("c1", {"star": ["starburst"]}), ("c2", {"star": ["starburst", "six-sided shape"]})):
+        cat.add_corpus(cid, 10, labels=LABELS, config={"vocab": {"labels": LABELS, "synonyms": syn}})
+        cat.add_classifier(f"k{cid}", model_id="m", labels=LABELS, corpus_id=cid)
+    a = tag_run(cat, tmp_path, fit_anchored(s, LABELS, anchors(5.0)), s, "kc1")
+    b = tag_run(cat, tmp_path, fit_anchored(s, LABELS, anchors(0.5)), s, "kc2")
+    (flip,) = decision_flips(cat, a, b)
+    assert flip["label"] == "star" and "after its synonyms changed" in flip["reason"]
+
+
+def test_a_parent_raised_by_its_children_never_reads_absent(cat, tmp_path):
+    assert present_state(False, 12, 0) == ("via children", "children")
+    assert present_state(False, 0, 0) == ("no", None)
+    assert present_state(False, 2, 2)[0].startswith("no, accepted")
+    assert present_state(True, 5, 0) == ("yes", None)
+    s, _ = scores()
+    d = fit_anchored(s, LABELS, anchors(5.0))
+    raised = d.positive(s)
+    d.present[1] = False  # "square" judged absent itself, its tags raised by children
+    run = tag_run(cat, tmp_path, d, s, pos=raised)
+    rows = {r["label"]: r for r in label_summary(cat, run)}
+    assert rows["square"]["positives"] > 0 and rows["square"]["state"] == "via children"
+    assert rows["square"]["source"] == "children" and rows["circle"]["state"] == "yes"
