@@ -25,6 +25,16 @@ _REQUIRED_TAG_COLUMNS = ("image_id", "label", "score")
 _TAG_COLUMNS = "run_id, image_id, label, score, rank, positive, confidence"
 
 
+def head_label(config: Mapping[str, Any] | None) -> str:
+    """How runs and reports name a classifier's head: ``text`` (the text-only CoMC classifier),
+    ``ovml``, ``mkt``, ``clip-decoder`` or ``comc-fewshot`` (guarded by the text-only head), with
+    ``(unguarded)`` for an image-trained head an earlier version saved without the guard."""
+    head = (config or {}).get("head")
+    if not head or head == "comc":
+        return "text"
+    return head if (config or {}).get("guard") or head == "comc-fewshot" else f"{head} (unguarded)"
+
+
 @dataclass(frozen=True)
 class Run:
     """One row of ``runs``."""
@@ -73,6 +83,11 @@ class RunsMixin(CatalogBase):
                          list(labels) if labels is not None else None, to_json(config)])
         logger.info("started %s run %d", kind, run_id)
         return run_id
+
+    def classifier_heads(self) -> dict[str, str]:
+        """classifier_id -> its :func:`head_label`, for every recorded classifier."""
+        rows = self.query("SELECT classifier_id, config FROM classifiers")
+        return {cid: head_label(from_json(config)) for cid, config in rows}
 
     def get_run(self, run_id: int) -> Run:
         """One run; CatalogError if unknown."""

@@ -197,10 +197,11 @@ def runs_list(
     """List runs, oldest first (the current run has status 'current'; a failed run gives its error,
     e.g. a run whose process was killed is marked failed, abandoned, when the next tag job starts)."""
     with reported(), open_catalog(workspace, read_only=True, wait=wait) as cat:
-        runs, current = cat.runs(kind), cat.current_run()
+        runs, current, heads = cat.runs(kind), cat.current_run(), cat.classifier_heads()
     rows = [(r.run_id, r.kind, r.status + (" (pruned)" if r.pruned_at else ""), r.started_at, r.finished_at,
-             r.model_id, r.classifier_id, r.n_images, r.n_tags, len(r.labels or []), r.error) for r in runs]
-    cols = ("run_id", "kind", "status", "started_at", "finished_at", "model_id", "classifier_id", "n_images",
+             r.model_id, heads.get(r.classifier_id) if r.classifier_id else None, r.classifier_id, r.n_images,
+             r.n_tags, len(r.labels or []), r.error) for r in runs]
+    cols = ("run_id", "kind", "status", "started_at", "finished_at", "model_id", "head", "classifier_id", "n_images",
             "n_tags", "n_labels", "error")
     emit_rows(cols, rows, output_format(as_json), title=f"{len(rows)} run(s); current: {current or '-'}")
 
@@ -218,7 +219,8 @@ def runs_show(
         run_id = run_id if run_id is not None else cat.current_run()
         if run_id is None:
             fail("no current run: give a RUN_ID")
-        run, rows = cat.get_run(run_id), cat.run_thresholds(run_id)
+        run, rows, heads = cat.get_run(run_id), cat.run_thresholds(run_id), cat.classifier_heads()
+    head = f"; head {heads.get(run.classifier_id, '-')} (classifier {run.classifier_id})" if run.classifier_id else ""
     tag_cfg = (run.config or {}).get("tag") or {}
     rule = tag_cfg.get("decision", "standardized")
     if rule == "standardized":
@@ -226,6 +228,7 @@ def runs_show(
     else:
         n_present = sum(bool(r["present"]) for r in rows)
         title = f"run {run_id} ({run.status}): per-label thresholds, {n_present} of {len(rows)} labels present"
+    title += head
     cols = ("label", "threshold", "present", "source", "positives")
     emit_rows(cols, [tuple(r[c] for c in cols) for r in rows], output_format(as_json), title=title)
 

@@ -1,14 +1,18 @@
-"""Heads that learn from labelled images: train one from an annotation file, load whichever head a
-classifier directory holds.
+"""Heads that learn from labelled images: train one from annotations behind the guard, load whichever
+model a classifier directory holds.
 
 Training reads the annotated images' **stored** embeddings (global and raw patches from their
-shards; no image is decoded), the CLIP text embedding of every active label ("a photo of a
-{label}."), and fits the head (:mod:`tagger.method.heads`). Labels with at least one annotated
-image are the seen labels; the others are tagged from their names alone. ``--head comc`` with
-annotations is few-shot CoMC: the text-trained classifier of the newest corpus, updated with the
-annotated images. The result is recorded like the CoMC classifier (config, labels, model, data
-id) with its kind under ``config["head"]``; being the newest classifier of the model, the next tag
-run uses it.
+shards; no image is decoded). Every head goes through the same guard (:mod:`.guard`): the text-only
+CoMC classifier of the newest corpus is trained (or reused) first; a seeded, stratified part of the
+annotations is held out; the head (OVML, MKT, CLIP-Decoder over the CLIP text embeddings of the
+text classifier's labels, or few-shot CoMC: the text classifier updated with the images) is fitted
+on the rest and wrapped with the text-only head
+(:class:`~tagger.method.heads.guarded.GuardedModel`): it scores only the labels the held-out images
+can judge, every other label keeps the text head's column and anchors. The wrapped model is
+validated against the text-only head on the held-out images, recorded, and kept (made the newest
+classifier of the model, which the next tag run uses) only when it validates better, unless
+``force``; otherwise the text-only classifier stays the newest. The fitted head is kept as it is
+(not refitted on every annotation): its held-out images are what its labels are decided from.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,16 +31,16 @@ from ..ids import short_sha256
 if TYPE_CHECKING:
     from ..workspace import Workspace
 
-__all__ = ["HeadModel", "LabelledImages", "fewshot_from_file", "labelled_ids", "labelled_images", "load_model",
-           "run_train_head", "save_classifier"]
+__all__ = ["HeadModel", "LabelledImages", "fewshot_from_file", "head_decision_inputs", "labelled_ids",
+           "labelled_images", "load_model", "make_newest", "run_train_head", "save_classifier", "use_head"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class HeadModel:
-    """An image-trained head as the tag stage sees a classifier: ``labels``, ``scores(g, p)`` and
-    text anchors (none: such a head has no text corpus, so its runs decide by the mixture rule)."""
+    """An image-trained head saved without the guard (by an earlier version) as the tag stage sees a
+    classifier: ``labels``, ``scores(g, p)`` and no text anchors (its runs decide by the mixture rule)."""
 
     head: Any
     anchors: None = None
@@ -53,9 +58,13 @@ class HeadModel:
 
 
 def load_model(directory: str | os.PathLike[str]):
-    """The model in a classifier directory: an image-trained head, or a CoMC classifier."""
+    """The model in a classifier directory: a guarded head (its text model is the sibling classifier
+    directory it names), an unguarded image-trained head, or a CoMC classifier."""
     from ..method.comc import load_comc
     from ..method.heads import is_head_dir, load_head
+    from ..method.heads.guarded import is_guarded_dir, load_guarded
+    if is_guarded_dir(directory):
+        return load_guarded(directory, lambda ref: load_comc(Path(directory).parent / ref))
     return HeadModel(load_head(directory)) if is_head_dir(directory) else load_comc(directory)
 
 
@@ -187,62 +196,144 @@ def _fewshot_fit(workspace: "Workspace", base_id: str, by_id: dict[int, list[str
             "labels": len(base.labels), "model_id": rec["model_id"]}
 
 
-def _fewshot(workspace: "Workspace", model: str, pretrained: str | None, annotations, reviewed: bool,
-             corpus_id: str | None) -> dict[str, Any]:
-    """Few-shot CoMC: train (or reuse) the text classifier, then update it with the labelled images."""
-    from ..catalog import Catalog
-    from .train import run_train
-    base_id = run_train(workspace, model, pretrained, corpus_id)["classifier_id"]
-    with Catalog.for_job(workspace.catalog, "train") as cat:
-        rec = cat.get_classifier(base_id)
-        by_id = labelled_ids(cat, annotations, reviewed, rec["model_id"], list(rec["labels"]))
-    return _fewshot_fit(workspace, base_id, by_id)
-
-
 def fewshot_from_file(workspace: "Workspace", model: str, pretrained: str | None, labelled_json,
                       corpus_id: str | None) -> dict[str, Any]:
-    """Few-shot CoMC on a new corpus from the labelled images a previous one kept (``labelled.json``)."""
+    """Few-shot CoMC (unguarded, as an earlier version trained it) on a new corpus from the labelled
+    images a previous one kept (``labelled.json``)."""
     from .train import run_train
     base_id = run_train(workspace, model, pretrained, corpus_id)["classifier_id"]
     images = json.loads(open(labelled_json).read())["images"]
     return _fewshot_fit(workspace, base_id, {int(i): list(v) for i, v in images})
 
 
-def run_train_head(workspace: "Workspace", model: str, pretrained: str | None = None, head: str = "ovml",
-                   annotations: str | os.PathLike[str] | None = None, corpus_id: str | None = None,
-                   cfg: Any = None, reviewed: bool = False) -> dict[str, Any]:
-    """Train ``head`` on the stored embeddings of the images labelled by ``annotations`` and/or by
-    people's reviews (``reviewed``) and record it as the newest classifier."""
-    from ..catalog import Catalog
-    from ..method.heads import IMAGE_HEADS, fit_head
+
+
+def make_newest(cat, rec: dict[str, Any]) -> None:
+    """Record classifier ``rec`` again, so that it is the newest of its model (the next tag run uses it)."""
+    cat.add_classifier(rec["classifier_id"], model_id=rec["model_id"], labels=rec["labels"], corpus_id=rec["corpus_id"],
+                       config=rec["config"], metrics=rec["metrics"], path=rec["path"])
+
+
+def _fit(kind: str, base, clip, labels: list[str], data: LabelledImages, rows: np.ndarray, cfg: Any):
+    """The head of ``kind`` fitted on the labelled images ``rows`` (few-shot: ``base`` updated)."""
+    from ..method.heads import FewShotConfig, fit_fewshot, fit_head
     from ..method.zeroshot import SINGLE_PROMPT, class_embeddings
-    from ..models import load_clip
-    if head == "comc":
-        if annotations is None and not reviewed:
-            from .train import run_train
-            return {**run_train(workspace, model, pretrained, corpus_id), "head": "comc"}
-        return _fewshot(workspace, model, pretrained, annotations, reviewed, corpus_id)
-    if head not in IMAGE_HEADS:
+    y = data.labels[rows]
+    if kind == "comc-fewshot":
+        return fit_fewshot(base, data.global_[rows], y, cfg or FewShotConfig())
+    seen = [int(j) for j in np.flatnonzero(y.any(0))]
+    if not seen:
+        raise ConfigError("no annotated label left to train on after holding out the validation images")
+    emb = class_embeddings(clip, labels, SINGLE_PROMPT)
+    return fit_head(kind, data.global_[rows], None if data.patches is None else data.patches[rows], y[:, seen], emb,
+                    seen=seen, labels=labels, cfg=cfg, data_id=data.data_id)
+
+
+def _check_head(head: str, annotations, reviewed: bool) -> str:
+    """The guarded kind of ``head`` (``comc`` with images is few-shot CoMC); ConfigError when unusable."""
+    from ..method.heads import IMAGE_HEADS
+    if head not in ("comc", *IMAGE_HEADS):
         raise ConfigError(f"unknown head {head!r}; choose from comc, {', '.join(IMAGE_HEADS)}")
-    if annotations is None and not reviewed:
+    if head != "comc" and annotations is None and not reviewed:
         raise ConfigError(f"--head {head} learns from labelled images: give --annotations FILE and/or "
                           f"--reviewed (the images people reviewed)")
+    return "comc-fewshot" if head == "comc" else head
+
+
+def run_train_head(workspace: "Workspace", model: str, pretrained: str | None = None, head: str = "ovml",
+                   annotations: str | os.PathLike[str] | None = None, corpus_id: str | None = None,
+                   cfg: Any = None, reviewed: bool = False, force: bool = False,
+                   guard: Any = None) -> dict[str, Any]:
+    """Train ``head`` on the stored embeddings of the images labelled by ``annotations`` and/or by
+    people's reviews (``reviewed``) behind the guard (module doc); ``comc`` without either trains the
+    text-only classifier. Returns the summary with the validation table and the verdict."""
+    from ..catalog import Catalog
+    from ..method.comc import load_comc
+    from ..method.heads.guarded import GuardConfig, GuardedModel, heldout_split, image_columns
+    from ..models import load_clip
+    from .guard import validate_in_workspace, verdict
+    from .train import run_train
+    if head == "comc" and annotations is None and not reviewed:
+        return {**run_train(workspace, model, pretrained, corpus_id), "head": "comc"}
+    kind, gcfg = _check_head(head, annotations, reviewed), guard or GuardConfig()
+    base_id = run_train(workspace, model, pretrained, corpus_id)["classifier_id"]
     with Catalog.for_job(workspace.catalog, "train") as cat:
-        vocab = cat.active_labels()
-        if not vocab:
-            raise ConfigError("no active labels: add some with `tagger labels add` first")
-        clip = load_clip(model, pretrained)
-        by_id = labelled_ids(cat, annotations, reviewed, clip.model_id, vocab)
-        data = labelled_images(cat, str(workspace.root), by_id, clip.model_id, vocab)
-        seen = [int(j) for j in np.flatnonzero(data.labels.any(0))]
-        emb = class_embeddings(clip, vocab, SINGLE_PROMPT)
-        fitted = fit_head(head, data.global_, data.patches, data.labels[:, seen], emb, seen=seen, labels=vocab,
-                          cfg=cfg, data_id=data.data_id)
-        cid = short_sha256(json.dumps([clip.model_id, head, data.data_id, vocab, asdict(fitted.config)]))
-        save_classifier(workspace, cat, cid, fitted.save, model_id=clip.model_id, labels=vocab, corpus_id=None,
-                        config={"head": head, head: asdict(fitted.config), "data_id": data.data_id,
-                                "seen": [vocab[j] for j in seen]})
-    logger.info("trained %s head %s on %d images (%d seen of %d labels)", head, cid, len(data.image_ids),
-                len(seen), len(vocab))
-    return {"classifier_id": cid, "head": head, "images": len(data.image_ids), "labels": len(vocab),
-            "seen_labels": len(seen), "model_id": clip.model_id}
+        rec = cat.get_classifier(base_id)
+        labels, base = list(rec["labels"]), load_comc(workspace.classifier_dir(base_id))
+        by_id = labelled_ids(cat, annotations, reviewed, rec["model_id"], labels)
+        data = labelled_images(cat, str(workspace.root), by_id, rec["model_id"], labels, patches=kind != "comc-fewshot")
+        train, held = heldout_split(data.labels, gcfg.heldout, gcfg.seed)
+        clip = load_clip(model, pretrained) if kind != "comc-fewshot" else None
+        fitted = _fit(kind, base, clip, labels, data, train, cfg)
+        heldout = {data.image_ids[i]: sorted(by_id[data.image_ids[i]]) for i in held}
+        cols = image_columns(data.labels[train], data.labels[held], gcfg.min_positives)
+        guarded = GuardedModel(kind, base, fitted, [labels[j] for j in cols], heldout,
+                               {"train": [[data.image_ids[i], sorted(by_id[data.image_ids[i]])] for i in train]})
+        head_cfg = asdict(fitted.config) if kind != "comc-fewshot" else asdict(cfg or _fewshot_cfg())
+        cid = short_sha256(json.dumps([base_id, kind, data.data_id, head_cfg, gcfg.to_dict()]))
+        out = workspace.classifier_dir(cid)
+        if not out.exists():
+            tmp = out.with_name(out.name + ".tmp")
+            guarded.save(tmp, base_id)
+            tmp.replace(out)
+        table = None
+        if len(held) >= gcfg.min_heldout_images:
+            table = validate_in_workspace(workspace, cat, rec["model_id"], workspace.classifier_dir(base_id), out,
+                                          heldout, [n for j, n in enumerate(labels) if data.labels[:, j].any()],
+                                          ("text-only comc", f"{kind} (guarded)"), gcfg)
+        keep, why = verdict(table, force, gcfg.min_heldout_images)
+        config = {"head": kind, kind: head_cfg, "data_id": data.data_id, "seen": guarded.image_labels,
+                  "guard": {"text": base_id, "config": gcfg.to_dict(), "validation": table, "kept": keep,
+                            "verdict": why, "heldout_images": len(held), "train_images": len(train)}}
+        cat.add_classifier(cid, model_id=rec["model_id"], labels=labels, corpus_id=rec["corpus_id"], config=config,
+                           path=workspace.relative(out))
+        if not keep:
+            make_newest(cat, rec)
+    logger.info("%s head %s on %d images (%d held out): %s", kind, cid, len(data.image_ids), len(held), why)
+    return {"classifier_id": cid, "head": kind, "kept": keep, "classifier_in_use": cid if keep else base_id,
+            "text_classifier_id": base_id, "images": len(data.image_ids),
+            "heldout_images": len(held), "labels": len(labels), "head_labels": len(cols), "model_id": rec["model_id"],
+            "validation": table, "verdict": why}
+
+
+def _fewshot_cfg():
+    from ..method.heads import FewShotConfig
+    return FewShotConfig()
+
+
+def head_decision_inputs(workspace: "Workspace", clf: dict[str, Any], inputs):
+    """A tag run's decision inputs with the held-out images of a guarded head added to the labelled
+    set (labels among the head's own only): its labels are decided from them."""
+    from dataclasses import replace
+
+    from ..method.heads.guarded import GUARD_FILE
+    path = workspace.classifier_dir(clf["classifier_id"]) / GUARD_FILE
+    if inputs is None or not path.is_file():
+        return inputs
+    meta = json.loads(path.read_text())
+    mine = set(meta["image_labels"])
+    labelled = {int(i): list(v) for i, v in inputs.labelled.items()}
+    for i, names in meta["heldout"]:
+        labelled[int(i)] = sorted(set(labelled.get(int(i), [])) | (set(names) & mine))
+    return replace(inputs, labelled=labelled)
+
+
+def use_head(workspace: "Workspace", model_id: str, which: str) -> dict[str, Any]:
+    """Make classifier ``which`` (an id, or ``text``: the newest text-only classifier) the newest of
+    ``model_id``, so that the next tag run (and the nightly job) uses it."""
+    from ..catalog import Catalog
+    with Catalog.for_job(workspace.catalog, "train") as cat:
+        mine = [c for c in cat.classifiers() if c["model_id"] == model_id]
+        if which == "text":
+            found = [c for c in mine if not (c["config"] or {}).get("head")]
+            if not found:
+                raise ConfigError(f"no text-only classifier for {model_id}: run `tagger train` first")
+            rec = found[-1]
+        else:
+            rec = next((c for c in mine if c["classifier_id"] == which), None)
+            if rec is None:
+                known = ", ".join(c["classifier_id"] for c in mine[-5:]) or "none"
+                raise ConfigError(f"unknown classifier {which!r} for {model_id} (known: {known})")
+        make_newest(cat, rec)
+    return {"classifier_id": rec["classifier_id"], "head": (rec["config"] or {}).get("head") or "comc",
+            "model_id": model_id}

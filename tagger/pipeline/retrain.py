@@ -1,14 +1,21 @@
 """The nightly job's train step: keep whichever kind of head the workspace tags with.
 
 - A text-trained CoMC classifier (or none yet): train CoMC on the new corpus (:func:`run_train`).
-- An image-trained head (OVML, MKT, CLIP-Decoder): the head scores any label through its text
+- A guarded head (every head ``tagger train`` fits now): the text-only classifier is trained on the
+  new corpus and the head is carried over onto its labels: an image-trained head relabelled (below),
+  few-shot CoMC updated again from the base of the new corpus with the images it learnt from. The
+  head keeps scoring its own labels that are still active, decided from the same held-out images;
+  every other label, added ones included, is scored by the new text classifier. The head is not
+  validated again.
+- An image-trained head saved without the guard (OVML, MKT, CLIP-Decoder): the head scores any label through its text
   embedding, so the same module is kept and only its label set changes: the active vocabulary's
   text embeddings replace the old ones (added labels are tagged by name, retired ones dropped).
   No image is read and nothing is retrained; the result is a new classifier id.
 - Few-shot CoMC: the text classifier is trained on the new corpus, then updated again with the
   labelled images the previous few-shot classifier learnt from (kept in its directory as
   ``labelled.json``), their retired labels dropped.
-The head in use is the current run's classifier (the newest of the model when there is no run).
+The head in use is the model's newest classifier: the one the next ``tagger tag`` uses (``tagger heads
+use`` changes it).
 """
 from __future__ import annotations
 
@@ -30,13 +37,7 @@ LABELLED_FILE = "labelled.json"  # image ids and label names a few-shot classifi
 
 
 def head_in_use(cat, model_id: str) -> dict[str, Any] | None:
-    """The classifier record the workspace tags with: the current run's, else the model's newest."""
-    current = cat.current_run()
-    run = cat.get_run(current) if current is not None else None
-    if run is not None and run.classifier_id:
-        rec = cat.get_classifier(run.classifier_id)
-        if rec is not None and rec["model_id"] == model_id:
-            return rec
+    """The classifier record the workspace tags with: the model's newest (None before any)."""
     try:
         return cat.latest_classifier(model_id)
     except ConfigError:
@@ -75,9 +76,61 @@ def run_nightly_train(workspace: "Workspace", model: str, pretrained: str | None
     with Catalog.for_job(workspace.catalog, "train") as cat:
         rec = head_in_use(cat, model_id_for(model, pretrained))
     kind = ((rec or {}).get("config") or {}).get("head", "comc")
+    if rec is not None and (rec["config"] or {}).get("guard"):
+        return _carry_guarded(workspace, rec, model, pretrained, corpus_id)
     if kind in ("ovml", "mkt", "clip-decoder"):
         return _relabel(workspace, rec, model, pretrained)
     labelled = workspace.classifier_dir(rec["classifier_id"]) / LABELLED_FILE if rec else None
     if kind == "comc-fewshot" and labelled is not None and labelled.is_file():
         return fewshot_from_file(workspace, model, pretrained, labelled, corpus_id)
     return {**run_train(workspace, model, pretrained, corpus_id), "head": "comc"}
+
+
+def _carried_head(workspace: "Workspace", cat, old, base, model: str, pretrained: str | None):
+    """The head of the guarded model ``old`` over the labels of the text model ``base``."""
+    from ..method.heads import ImageHead, fit_fewshot
+    from ..method.zeroshot import SINGLE_PROMPT, class_embeddings
+    from ..models import load_clip
+    from .heads import labelled_images
+    labels = base.labels
+    if isinstance(old.head, ImageHead):
+        h = old.head
+        emb = class_embeddings(load_clip(model, pretrained), labels, SINGLE_PROMPT)
+        return ImageHead(h.kind, h.config, h.module, labels, emb, [s for s in h.seen if s in labels], h.data_id,
+                         h.metrics)
+    by_id = {int(i): [n for n in v if n in set(labels)] for i, v in old.meta.get("train", [])}
+    data = labelled_images(cat, str(workspace.root), by_id, base.classifier.model_id, labels, patches=False)
+    return fit_fewshot(base, data.global_, data.labels)
+
+
+def _carry_guarded(workspace: "Workspace", rec: dict[str, Any], model: str, pretrained: str | None,
+                   corpus_id: str) -> dict[str, Any]:
+    """The guarded head of ``rec`` over the text classifier trained on ``corpus_id``, as a new classifier."""
+    from ..catalog import Catalog
+    from ..method.comc import load_comc
+    from ..method.heads.guarded import GuardedModel
+    from .heads import load_model
+    from .train import run_train
+    base_id = run_train(workspace, model, pretrained, corpus_id)["classifier_id"]
+    with Catalog.for_job(workspace.catalog, "train") as cat:
+        base_rec = cat.get_classifier(base_id)
+        base = load_comc(workspace.classifier_dir(base_id))
+        old = load_model(workspace.classifier_dir(rec["classifier_id"]))
+        labels = set(base.labels)
+        cid = short_sha256(json.dumps([rec["classifier_id"], base_id]))
+        out = workspace.classifier_dir(cid)
+        kept = [n for n in old.image_labels if n in labels]
+        if not out.exists():
+            head = _carried_head(workspace, cat, old, base, model, pretrained)
+            heldout = {i: [n for n in v if n in labels] for i, v in old.heldout.items()}
+            meta = {k: v for k, v in old.meta.items() if k != "text"}
+            tmp = out.with_name(out.name + ".tmp")
+            GuardedModel(old.kind, base, head, kept, heldout, meta).save(tmp, base_id)
+            tmp.replace(out)
+        config = {**rec["config"], "seen": kept, "relabelled_from": rec["classifier_id"],
+                  "guard": {**rec["config"]["guard"], "text": base_id}}
+        cat.add_classifier(cid, model_id=rec["model_id"], labels=list(base.labels), corpus_id=base_rec["corpus_id"],
+                           config=config, path=workspace.relative(out))
+    logger.info("nightly: %s head %s carried over onto text classifier %s as %s (%d labels scored by the head)",
+                old.kind, rec["classifier_id"], base_id, cid, len(kept))
+    return {"classifier_id": cid, "head": old.kind}

@@ -339,6 +339,7 @@ def run_tag(workspace: "Workspace", model_id: str, cfg: TagConfig | None = None,
     import time
 
     from .calibration import record_labelled_set
+    from .heads import head_decision_inputs
     from ..catalog import Catalog
     from ..catalog.flips import decision_flips
     from ..store import list_done_shards
@@ -355,6 +356,7 @@ def run_tag(workspace: "Workspace", model_id: str, cfg: TagConfig | None = None,
         report = record_labelled_set(cat, calibrate_with, model_id, labels) if calibrate_with else None
         shards = list_done_shards(root, model_id)
         inputs = decision_inputs(cat, labels) if cfg.decision != "standardized" else None
+        inputs = head_decision_inputs(workspace, clf, inputs)  # a guarded head's labels: from its held-out images
         hierarchy = Hierarchy.build(labels, cat.active_hierarchy())
         run_id, status = _resume_or_start(cat, model_id, clf["classifier_id"], labels, cfg, _shards_key(shards),
                                           inputs.key() if inputs else None, hierarchy.key)

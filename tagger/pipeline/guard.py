@@ -1,0 +1,135 @@
+"""The guard every trained head goes through: validated on held-out annotations against the text-only head.
+
+``tagger train --head ... --annotations F`` holds out a seeded, stratified part of the annotated
+images (:func:`~tagger.method.heads.guarded.heldout_split`), fits the head on the rest and wraps it
+with the text-only CoMC head (:class:`~tagger.method.heads.guarded.GuardedModel`). Both are then
+scored and decided on the held-out images as a tag run would decide them: each model's scores of
+the corpus's calibration sample give the per-label statistics and the decisions (anchored rule,
+pinned thresholds applied); the guarded model's own labels are decided from held-out images, cross-
+fitted over folds so that no image judges a decision it helped to fit. The table has, per head, the
+mAP and the micro precision, recall and F1 of positives over the labels the annotations show. The
+new head is kept only when its F1 beats the text-only head's (or with ``force``).
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..evaluate.metrics import mean_average_precision
+from ..method.decisions import Decisions, TextAnchors
+from ..method.heads.guarded import GuardConfig
+from .calibration import DecisionInputs
+from .tag import TagConfig, apply_statistics, fit_run_decisions, label_statistics
+
+if TYPE_CHECKING:
+    from ..workspace import Workspace
+
+__all__ = ["TABLE_COLUMNS", "decide_like_tag", "format_table", "validate", "validate_in_workspace", "verdict"]
+
+logger = logging.getLogger(__name__)
+
+TABLE_COLUMNS = ("head", "mAP", "F1", "precision", "recall")
+
+
+def decide_like_tag(sample: np.ndarray, labels: list[str], anchors: TextAnchors | None,
+                    pins: dict[str, float] | None = None, labelled: tuple[np.ndarray, np.ndarray] | None = None,
+                    cfg: TagConfig | None = None) -> tuple[Any, Decisions]:
+    """(statistics, decisions) a tag run fits from raw corpus scores ``sample`` with the model's raw
+    ``anchors``, the user's ``pins`` and raw ``labelled`` (scores, truth)."""
+    cfg = cfg or TagConfig()
+    stats = label_statistics(sample) if cfg.calibrate else None
+    a = anchors if anchors is None or stats is None else anchors.rescaled(*(np.asarray(v, np.float64) for v in stats))
+    lab = None if labelled is None else (apply_statistics(labelled[0], stats), labelled[1])
+    d, _ = fit_run_decisions(apply_statistics(sample, stats), labels, cfg, DecisionInputs(dict(pins or {}), {}),
+                             lab, a)
+    return stats, d
+
+
+def _metrics(name: str, scores: np.ndarray, pred: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    tp, npred, ntrue = int((pred & y).sum()), int(pred.sum()), int(y.sum())
+    p, r = tp / max(1, npred), tp / max(1, ntrue)
+    return {"head": name, "mAP": round(mean_average_precision(scores, y), 2),
+            "F1": round(100 * 2 * tp / max(1, npred + ntrue), 2), "precision": round(100 * p, 2),
+            "recall": round(100 * r, 2), "positives": npred}
+
+
+def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
+    return [f for f in np.array_split(np.random.default_rng(seed).permutation(n), min(k, n)) if len(f)]
+
+
+def validate(labels: list[str], y_held: np.ndarray, eval_cols: np.ndarray, text: tuple, head: tuple,
+             image_cols: np.ndarray, names: tuple[str, str] = ("text", "head"), pins: dict[str, float] | None = None,
+             cfg: GuardConfig | None = None, tag_cfg: TagConfig | None = None) -> dict[str, Any]:
+    """The validation table. ``text`` and ``head`` are each (raw calibration sample, raw held-out
+    scores, raw anchors or None); ``y_held`` the held-out truth over ``labels``; ``eval_cols`` the
+    labels evaluated; ``image_cols`` the head's labels, decided from the other held-out folds."""
+    cfg = cfg or GuardConfig()
+    y = np.asarray(y_held, bool)
+    stats, d = decide_like_tag(text[0], labels, text[2], pins, cfg=tag_cfg)
+    pred_text = d.positive(apply_statistics(text[1], stats))
+    pred_head = np.zeros_like(y)
+    y_lab = np.zeros_like(y)
+    y_lab[:, image_cols] = y[:, image_cols]
+    for rows in _folds(len(y), cfg.folds, cfg.seed):
+        rest = np.setdiff1d(np.arange(len(y)), rows)
+        lab = (head[1][rest], y_lab[rest]) if len(image_cols) else None
+        stats_h, d_h = decide_like_tag(head[0], labels, head[2], pins, lab, tag_cfg)
+        pred_head[rows] = d_h.positive(apply_statistics(head[1][rows], stats_h))
+    cols = np.asarray(eval_cols, np.int64)
+    rows = [_metrics(names[0], text[1][:, cols], pred_text[:, cols], y[:, cols]),
+            _metrics(names[1], head[1][:, cols], pred_head[:, cols], y[:, cols])]
+    return {"rows": rows, "images": int(len(y)), "labels_evaluated": int(len(cols)),
+            "head_labels": int(len(image_cols))}
+
+
+def verdict(table: dict[str, Any] | None, force: bool, min_images: int) -> tuple[bool, str]:
+    """(keep the new head, why): kept when its F1 on the held-out images beats the text-only head's."""
+    if table is None:
+        why = f"too few annotated images to validate it (fewer than {min_images} held out)"
+        return (True, f"kept (--force) although {why}") if force else \
+            (False, f"text-only head kept: {why}; annotate more images or give --force")
+    text, head = table["rows"]
+    if head["F1"] > text["F1"]:
+        return True, f"{head['head']} kept: F1 {head['F1']:.1f} > {text['F1']:.1f} of the text-only head"
+    why = f"F1 {head['F1']:.1f} <= {text['F1']:.1f} of the text-only head on {table['images']} held-out images"
+    return (True, f"{head['head']} kept (--force) although {why}") if force else \
+        (False, f"text-only head kept: {head['head']} is not better ({why}); --force keeps it")
+
+
+def format_table(table: dict[str, Any]) -> list[str]:
+    """The table as text lines (what ``tagger train`` prints)."""
+    out = [f"validation on {table['images']} held-out annotated images, {table['labels_evaluated']} labels "
+           f"({table['head_labels']} scored by the new head, the others by the text-only head):",
+           f"  {'head':28s} {'mAP':>6s} {'F1':>6s} {'precision':>9s} {'recall':>6s}"]
+    out += [f"  {r['head']:28s} {r['mAP']:6.1f} {r['F1']:6.1f} {r['precision']:9.1f} {r['recall']:6.1f}"
+            for r in table["rows"]]
+    return out
+
+
+def validate_in_workspace(workspace: "Workspace", cat, model_id: str, text_dir, head_dir,
+                          heldout: dict[int, list[str]], eval_labels: list[str], names: tuple[str, str],
+                          cfg: GuardConfig) -> dict[str, Any]:
+    """:func:`validate` on a workspace: both classifier directories scored as the tag stage scores
+    them (calibration sample of the stored shards, held-out images from theirs)."""
+    from ..store import list_done_shards
+    from .tag import ShardScorer
+    tag_cfg = TagConfig()
+    shards = list_done_shards(str(workspace.root), model_id)
+    by_shard: dict[str, list[int]] = {}
+    for image_id, shard in cat.shards_of(model_id, sorted(heldout)):
+        by_shard.setdefault(shard, []).append(image_id)
+    parts = []
+    for d in (text_dir, head_dir):
+        scorer = ShardScorer(str(workspace.root), model_id, str(d), tag_cfg)
+        ids, held = scorer.scores_of(by_shard)
+        parts.append((scorer.calibration_sample(shards), held, scorer.model.classifier.anchors, ids, scorer.model))
+    labels, model = list(parts[1][4].labels), parts[1][4]
+    col = {n: j for j, n in enumerate(labels)}
+    y = np.zeros((len(parts[1][3]), len(labels)), bool)
+    for r, image_id in enumerate(parts[1][3]):
+        y[r, [col[n] for n in heldout[image_id] if n in col]] = True
+    pins = {k: v for k, v in cat.pinned_thresholds().items() if k in col}
+    eval_cols = np.asarray([col[n] for n in eval_labels if n in col], np.int64)
+    return validate(labels, y, eval_cols, parts[0][:3], parts[1][:3], model.image_cols, names, pins, cfg, tag_cfg)
