@@ -121,6 +121,9 @@ def test_mirror_and_report_inside_the_workspace_are_refused(ws, tmp_path):
     one_error(invoke("report", "--out", str(ws / "indexes"), "-w", str(ws)), "inside the workspace")
     one_error(invoke("report", "--out", str(ws / "catalog.duckdb"), "-w", str(ws)), "inside the workspace")
     one_error(invoke("report", "--out", "/dev/null", "-w", str(ws)), "character device")
+    (tmp_path / "notes.txt").write_text("mine")
+    one_error(invoke("report", "--out", str(tmp_path / "notes.txt"), "-w", str(ws)), "is a file: give a folder")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
     one_error(invoke("import-keywords", "--out", str(ws / "catalog.duckdb"), "-w", str(ws), "--force"),
               "inside the workspace")
     assert _snapshot(ws) == before

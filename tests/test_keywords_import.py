@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import sys
 from collections import Counter
 import subprocess
 from pathlib import Path
@@ -100,6 +102,19 @@ def test_import_keywords_maps_sidecars_and_embedded_metadata(library, tmp_path):
     assert res.exit_code == 0, res.output
     assert "b.jpg" not in _rows(out) and "e.jpg" not in _rows(out)
     assert json.loads(res.stdout.splitlines()[-1])["unmapped"]["places|Paris"] == 2
+
+
+def test_special_files_never_block_the_import(library, tmp_path):
+    root, folder, mapping = library
+    (folder / "b.jpg").unlink()
+    os.mkfifo(folder / "b.jpg")  # the registered image is now a FIFO
+    os.mkfifo(folder / "c.jpg.xmp")  # and a FIFO where a sidecar would be
+    out = subprocess.run([sys.executable, "-m", "tagger.cli", "import-keywords", "-w", str(root), "--out",
+                          str(tmp_path / "l.csv"), "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.splitlines()[-1])
+    assert summary["unreadable_sidecars"] == 1 and "c.jpg.xmp" in summary["first_error"]
+    assert "b.jpg" not in _rows(tmp_path / "l.csv") and "c.jpg" in _rows(tmp_path / "l.csv")
 
 
 def test_import_keywords_errors_are_one_line(library, tmp_path):

@@ -96,11 +96,12 @@ def _exiftool_batch(exiftool: str, paths: list[str]) -> dict[str, Keywords]:
 
 
 def embedded_keywords(paths: list[str], exiftool: str | None = None) -> dict[str, Keywords]:
-    """Path -> keywords embedded in the file (XMP, IPTC), through exiftool in batches; empty when
-    exiftool is not installed."""
+    """Path -> keywords embedded in the file (XMP, IPTC), through exiftool in batches, for the regular
+    files among ``paths``; empty when exiftool is not installed."""
     exiftool = exiftool or shutil.which("exiftool")
     if exiftool is None:
         return {}
+    paths = [p for p in paths if os.path.isfile(p)]  # regular files only: a FIFO would block the reader
     out: dict[str, Keywords] = {}
     for i in range(0, len(paths), EXIFTOOL_BATCH):
         out.update(_exiftool_batch(exiftool, paths[i:i + EXIFTOOL_BATCH]))
