@@ -314,6 +314,43 @@ def search(
     emit_rows(cols, rows, output_format(as_json), title=f"{query} ({level.value})")
 
 
+@app.command()
+def dedup(
+    threshold: Annotated[Optional[float], typer.Option(
+        help="cosine similarity of the global embeddings from which two images are candidates "
+             "[default: measured, 0.65]")] = None,
+    pixel_threshold: Annotated[Optional[float], typer.Option(
+        help="colour-histogram overlap (0-1) that confirms a candidate pair [default: measured, 0.6]")] = None,
+    verify: Annotated[bool, typer.Option(
+        "--verify/--no-verify", help="confirm candidates from the images' pixels (reads candidate images)")] = True,
+    rescan: Annotated[bool, typer.Option(help="compare every image again, not only the new ones")] = False,
+    show: Annotated[int, typer.Option(min=0, help="groups to list (largest first)")] = 20,
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    wait: WaitOpt = JOB_WAIT,
+    as_json: JsonOpt = False,
+) -> None:
+    """Group near-duplicate images (re-encodes, resizes, small crops, mirror images) into the catalog's
+    near_duplicates table; later runs compare only new images."""
+    from ..catalog import Catalog
+    from ..catalog.duplicates import duplicate_groups
+    from ..pipeline.dedup import DedupConfig, run_dedup
+    with reported():
+        given = {"threshold": threshold, "pixel_threshold": pixel_threshold}
+        cfg = DedupConfig(verify=verify, **{k: v for k, v in given.items() if v is not None})
+        ws = workspace_at(workspace, create=False)
+        with job_scope(ws, "dedup", wait):
+            summary = run_dedup(ws, cfg, model=model, pretrained=pretrained, rescan=rescan)
+        with Catalog.open(ws.catalog, read_only=True) as cat:
+            groups = duplicate_groups(cat, summary["model_id"], show) if show else []
+    print_summary("near-duplicates", {**summary, "largest_groups": groups} if as_json else summary, as_json)
+    if groups and not as_json:
+        emit_rows(("group_id", "images", "min_similarity", "uris"),
+                  [(g["group_id"], g["images"], g["min_similarity"], g["uris"]) for g in groups], "table",
+                  title="near-duplicate groups")
+
+
 # -- catalog verbs -----------------------------------------------------------------------------
 app.command("sql")(sql_cmd)
 app.add_typer(labels_app, name="labels")

@@ -120,22 +120,27 @@ def search_text(workspace: "Workspace", text: str, k: int = 10, level: str = "gl
     return search_vector(workspace, clip.model_id, q, k, level, catalog=catalog, exact=exact)
 
 
-def encode_image_file(path: str, model: str, pretrained: str | None, device: str | None = None) -> np.ndarray:
-    """The global embedding (float32 [d]) of one image file, decoded and encoded as ``tagger encode``
-    does (same preprocessing and features)."""
+def encode_image_files(paths: list[str], model: str, pretrained: str | None,
+                       device: str | None = None) -> np.ndarray:
+    """Global embeddings (float32 [n, d]) of image files, decoded and encoded as ``tagger encode`` does
+    (same preprocessing and features). A file that cannot be decoded raises SourceError."""
     from ..errors import SourceError
     from ..models.preprocess import pixel_spec
     from ..models.registry import model_id_for
     from .decode import Decoder
     from .encode import EncodeConfig, EncodePartitions
     spec = pixel_spec(model, pretrained)
-    row = Decoder(preprocess=spec.to_uint8, size=spec.image_size).decode(path)
-    if row["status"] != "ok":
-        raise SourceError(f"cannot use {path} as a query image: {row['error']}")
+    decoder = Decoder(preprocess=spec.to_uint8, size=spec.image_size)
+    pixels = []
+    for path in paths:
+        row = decoder.decode(path)
+        if row["status"] != "ok":
+            raise SourceError(f"cannot use {path} as a query image: {row['error']}")
+        pixels.append(np.asarray(row["pixels"]))
     encoder = EncodePartitions(EncodeConfig(model=model, pretrained=pretrained, device=device), "",
                                model_id_for(model, pretrained))
-    g, _ = encoder.embed(np.asarray(row["pixels"])[None])
-    return g[0].astype(np.float32)
+    g, _ = encoder.embed(np.stack(pixels))
+    return g.astype(np.float32)
 
 
 def like_vector(workspace: "Workspace", like: str, model_id: str, model: str, pretrained: str | None,
@@ -161,7 +166,7 @@ def like_vector(workspace: "Workspace", like: str, model_id: str, model: str, pr
     if local is None or not Path(local).is_file():
         raise SourceError(f"{like} is neither an encoded image of this workspace nor a readable image file")
     logger.info("encoding %s to search for images like it", local)
-    return encode_image_file(local, model, pretrained, device), image_id
+    return encode_image_files([local], model, pretrained, device)[0], image_id
 
 
 def search_like(workspace: "Workspace", like: str, k: int = 10, level: str = "global", *, model: str | None = None,

@@ -72,7 +72,7 @@ class AnnConfig:
     recall_target: float = 0.95
     k: int = 10  # recall@k is what is tuned
     tune_queries: int = 500
-    tune_noise: float = 1.0  # a tuning query is a stored vector plus noise of this norm, renormalised
+    tune_noise: float = 1.5  # a tuning query is a stored vector plus noise of this norm, renormalised
     seed: int = 1234
     families: tuple[tuple[str, str, float, int], ...] = FAMILIES
 
