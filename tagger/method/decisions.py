@@ -244,6 +244,9 @@ def _log_ratio(s, mu0, sd0, mu1, sd1, prior):
     """log P(pos, s) - log P(neg, s) for Gaussian components (broadcast over labels), made
     non-decreasing in ``s``: beyond the vertex of the quadratic (unequal sds) it stays flat, so a
     higher score never lowers the confidence."""
+    # a degenerate fit (a spread of 0 or a prior of 0 or 1, e.g. from one image) stays finite
+    sd0, sd1 = np.maximum(sd0, _SD_FLOOR), np.maximum(sd1, _SD_FLOOR)
+    prior = np.clip(prior, _PRIOR_FLOOR, 1.0 - _PRIOR_FLOOR)
     with np.errstate(divide="ignore", invalid="ignore"):
         a1, a0 = 1.0 / sd1 ** 2, 1.0 / sd0 ** 2
         vertex = (mu1 * a1 - mu0 * a0) / (a1 - a0)
@@ -252,6 +255,10 @@ def _log_ratio(s, mu0, sd0, mu1, sd1, prior):
     l1 = np.log(prior) - np.log(sd1) - 0.5 * ((s - mu1) / sd1) ** 2
     l0 = np.log1p(-prior) - np.log(sd0) - 0.5 * ((s - mu0) / sd0) ** 2
     return l1 - l0
+
+
+_SD_FLOOR = 1e-6
+_PRIOR_FLOOR = 1e-12
 
 
 def _crossings(mu0, sd0, mu1, sd1, prior, cutoff: float) -> np.ndarray:
