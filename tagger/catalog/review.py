@@ -27,7 +27,7 @@ __all__ = ["DECISIONS", "REVIEW_SOURCES", "TAG_EXPORT_COLUMNS", "ReviewMixin"]
 logger = logging.getLogger(__name__)
 
 DECISIONS = ("accept", "reject")
-REVIEW_SOURCES = ("cli", "csv", "report")
+REVIEW_SOURCES = ("cli", "csv", "report", "app")
 #: Columns of :meth:`ReviewMixin.tag_batches`, in order.
 TAG_EXPORT_COLUMNS = ("uri", "run", "label", "score", "confidence", "positive", "provenance")
 

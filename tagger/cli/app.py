@@ -357,6 +357,7 @@ app.add_typer(labels_app, name="labels")
 app.add_typer(runs_app, name="runs")
 app.add_typer(review_app, name="review")
 register_export(app)  # export, import-keywords
+__import__("tagger.cli.serve", fromlist=["register"]).register(app)  # serve
 app.command("report")(report_cmd)
 
 
