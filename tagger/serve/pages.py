@@ -129,7 +129,7 @@ def image(app: "Serve", request: Request, image_id: int) -> dict[str, Any]:
         tags = browse.image_tags(cat, run.run_id if run else None, image_id)
         undo = undo_count(cat, image_id)
     near, why = [], None
-    if info["status"] == "ok":
+    if info["status"] != "error":
         try:
             near = [h for h in app.searcher.like(image_id, app.cfg.neighbours + 1) if h[0] != image_id]
         except TaggerError as e:
