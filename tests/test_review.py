@@ -232,3 +232,17 @@ def test_decisions_survive_a_nightly_run(tmp_path):
     assert math.isfinite(score) and rank is None and (conf is None or 0 <= conf <= 1)
     assert n_pos == n_sql  # the run's counts include the decisions
     assert sum(prov == "person" for _, prov in after.values()) == 2
+
+
+def test_an_unscored_accept_shows_in_the_report_and_the_eval_reads(ws, tmp_path):
+    """The report's pages and the catalog evaluation read a run holding a person's unscored accept."""
+    from tagger.evaluate.catalog_eval import score_current_tags
+    from tagger.report.site import ReportConfig, build_report
+    assert invoke("review", "accept", "/img/2.jpg", "cat", "-w", str(ws)).exit_code == 0
+    with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
+        summary = build_report(cat, ws, tmp_path / "report", cfg=ReportConfig(max_images=4))
+    assert summary["pages"] >= 3
+    page = next((tmp_path / "report").glob("label-*-cat.html")).read_text()
+    assert "not scored · person" in page
+    truth = {f"/img/{n}.jpg": ["cat"] for n in range(4)}
+    assert score_current_tags(ws / "catalog.duckdb", truth)["images_tagged"] == 4

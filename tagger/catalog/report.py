@@ -93,7 +93,7 @@ def label_histogram(catalog, run_id: int, label: str, bins: int) -> dict[str, An
     pos, other = [0] * bins, [0] * bins
     for b, positive, n in catalog.query(
             "SELECT least(CAST(floor((score - $lo) / $w) AS INTEGER), $last), positive, count(*) FROM tags "
-            "WHERE run_id = $run AND label = $label GROUP BY ALL", {**params, "lo": lo, "w": width, "last": bins - 1}):
+            "WHERE run_id = $run AND label = $label AND score IS NOT NULL GROUP BY ALL", {**params, "lo": lo, "w": width, "last": bins - 1}):
         (pos if positive else other)[int(b)] += int(n)
     return {"lo": lo, "hi": hi if hi > lo else lo + 1.0, "positive": pos, "other": other}
 

@@ -180,8 +180,10 @@ class RunsMixin(CatalogBase):
         return self.get_run(run_id)
 
     def current_scores(self) -> list[tuple[str, str, float]]:
-        """``(uri, label, score)`` of every tag the current run kept."""
-        return [(u, lab, float(s)) for u, lab, s in self.query("SELECT uri, label, score FROM current_tags")]
+        """``(uri, label, score)`` of every tag the current run kept and scored (a person's accept the
+        run did not keep has no score until the next run)."""
+        return [(u, lab, float(s)) for u, lab, s in self.query(
+            "SELECT uri, label, score FROM current_tags WHERE score IS NOT NULL")]
 
     def current_positives(self) -> list[tuple[str, str]]:
         """``(uri, label)`` of every positive tag of the current run."""
