@@ -30,17 +30,21 @@ ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"
 
 
 def encode_into(ws: Workspace, paths: list[str]) -> np.ndarray:
-    """Register ``paths`` and write their toy-vit embeddings as one shard and the indexes."""
+    """Register ``paths``, write their toy-vit embeddings as one shard and the indexes, and record them
+    as encoded (as an encode run does)."""
     from tagger.models.preprocess import pixel_spec
     from tagger.pipeline.decode import Decoder
     model_id = model_id_for(MODEL)
     spec = pixel_spec(MODEL, None)
     decoder = Decoder(preprocess=spec.to_uint8, size=spec.image_size)
-    pixels = np.stack([decoder.decode(p)["pixels"] for p in paths])
+    rows = [decoder.decode(p) for p in paths]
+    pixels = np.stack([r["pixels"] for r in rows])
     g, patches = EncodePartitions(EncodeConfig(model=MODEL, device="cpu"), str(ws.root), model_id).embed(pixels)
     with Catalog.open(ws.catalog) as cat:
         ids = cat.register_images(paths)
-    write_shard(ws.root, model_id, shard_name_for(ids), ids, g, patches)
+        shard = shard_name_for(ids)
+        write_shard(ws.root, model_id, shard, ids, g, patches)
+        cat.record_encodings(ids, model_id, [str(r["content_hash"]) for r in rows], shard)
     update_indexes(ws.root, model_id)
     return np.asarray(ids)
 

@@ -124,6 +124,7 @@ def run_nightly(workspace: "Workspace", source: str | None, encode_cfg: EncodeCo
         previous = cat.current_run()
         if previous != tag["run_id"]:
             cat.set_current(tag["run_id"])
+        cat.apply_review(tag["run_id"], unscored=True)  # decisions recorded while the run was made
         _crash("switch", crash_at)
         pruned = prune_runs(workspace, cat, cfg.keep_runs)
         _crash("prune", crash_at)
