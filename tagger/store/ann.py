@@ -38,7 +38,7 @@ from tagger.store.gpu import GPU_MAX_K, num_gpus, to_gpu_if_available
 from tagger.store.vectors import as_ids, as_matrix
 
 __all__ = ["FAMILIES", "AnnConfig", "AnnIndex", "Exact", "Layout", "ann_path", "build_ann", "choose_layout",
-           "exact_knn", "nprobe_steps", "read_meta", "recall_at", "search_with", "tune_nprobe"]
+           "exact_knn", "nprobe_steps", "read_header", "read_meta", "recall_at", "search_with", "tune_nprobe"]
 
 logger = logging.getLogger(__name__)
 
@@ -292,12 +292,13 @@ class AnnIndex:
     def load(cls, path: str | os.PathLike[str], exact: Exact | None = None) -> AnnIndex:
         """Read a file :meth:`save` wrote; ``exact`` (the stored vectors) serves the re-ranking."""
         with open(path, "rb") as fh:
-            meta = _read_header(fh, path)
+            meta = read_header(fh, path)
             index = faiss.read_index(faiss.PyCallbackIOReader(fh.read, 1 << 24))
         return cls(index, meta, exact)
 
 
-def _read_header(fh, path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_header(fh, path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON header of an open approximate index file (positioned at its start; left after it)."""
     if fh.read(len(MAGIC)) != MAGIC:
         raise StoreError(f"{path} is not an approximate index file")
     (size,) = struct.unpack("<Q", fh.read(8))
@@ -311,7 +312,7 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The header of the approximate index at ``path``, or None when it is missing or unreadable."""
     try:
         with open(path, "rb") as fh:
-            return _read_header(fh, path)
+            return read_header(fh, path)
     except (OSError, ValueError, StoreError, struct.error):
         return None
 
