@@ -15,7 +15,8 @@ the guarded head, and the head the guard keeps (must never be worse than text-on
 0.01, i.e. 1 point); absent-label positives per image under every head (must be <= 0.05), and, for
 contrast, under the head alone (unguarded, decided as a head without text anchors was: mixture
 rule; few-shot CoMC with its base's anchors). ``run(models, ...)`` returns everything; the
-``__main__`` prints one JSON line. ``--quick``: one model, 200 test scenes, sizes 50 and 200.
+``__main__`` prints one JSON line. ``--quick``: one model, 500 test scenes, sizes 50 and 200, a tenth
+of the text corpus.
 """
 from __future__ import annotations
 
@@ -25,8 +26,11 @@ import os
 import sys
 import time
 
+from dataclasses import replace
+
 import numpy as np
 
+from tagger.method.comc import ComcConfig, fit_comc
 from tagger.evaluate.datasets import read_toy
 from tagger.evaluate.harness import embed_dataset
 from tagger.evaluate.seen_unseen import TOY_UNSEEN
@@ -37,7 +41,7 @@ from tagger.method.zeroshot import SINGLE_PROMPT, class_embeddings
 from tagger.models import load_clip
 from tagger.pipeline.guard import decide_like_tag, validate, verdict
 from tagger.pipeline.tag import apply_statistics
-from tagger.toyworld import LABELS
+from tagger.toyworld import LABEL_SYNONYMS, LABELS
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling benchmarks (decisions.py)
 HEADS = (*IMAGE_HEADS, "comc-fewshot")
@@ -82,15 +86,17 @@ def one_case(kind: str, size: int, ctx: dict, gcfg: GuardConfig) -> dict:
     t0 = time.time()
     train, held = heldout_split(y, gcfg.heldout, gcfg.seed)
     head = _fit(kind, text, ctx["emb"], labels, g[train], p[train], y[train])
-    cols = image_columns(y[train], y[held], gcfg.min_positives)
-    guarded = GuardedModel(kind, text, head, [labels[j] for j in cols])
+    cands = image_columns(y[train], y[held], gcfg.min_positives)
+    candidate = GuardedModel(kind, text, head, [labels[j] for j in cands])
+    text_held = text.scores(g[held], p[held])
+    table = validate(labels, y[held], np.flatnonzero(y.any(0)),
+                     (ctx["text_test"], text_held, text.classifier.anchors),
+                     (candidate.scores(test.global_, _patches(test)), candidate.scores(g[held], p[held])), cands,
+                     ("text-only", kind), cfg=gcfg) if len(cands) else None
+    guarded = GuardedModel(kind, text, head, [labels[j] for j in (table or {}).get("head_labels", [])])
+    cols = guarded.image_cols
+    keep, why = verdict(table if len(held) >= gcfg.min_heldout_images else None, False, gcfg.min_heldout_images)
     gm_test, gm_held = guarded.scores(test.global_, _patches(test)), guarded.scores(g[held], p[held])
-    table = None
-    if len(held) >= gcfg.min_heldout_images:
-        table = validate(labels, y[held], np.flatnonzero(y.any(0)),
-                         (ctx["text_test"], text.scores(g[held], p[held]), text.classifier.anchors),
-                         (gm_test, gm_held, guarded.anchors), cols, ("text-only", kind), cfg=gcfg)
-    keep, why = verdict(table, False, gcfg.min_heldout_images)
     y_lab = np.zeros_like(y[held])
     y_lab[:, cols] = y[held][:, cols]
     stats, d = decide_like_tag(gm_test, labels, guarded.anchors, labelled=(gm_held, y_lab) if len(cols) else None)
@@ -108,12 +114,24 @@ def one_case(kind: str, size: int, ctx: dict, gcfg: GuardConfig) -> dict:
             "fit_s": round(time.time() - t0, 1)}
 
 
-def evaluate_model(name: str, sizes: list[int], n: int, n_absent: int, gcfg: GuardConfig) -> dict:
-    """Every head and annotation size on one toy model."""
+def text_head(clip, n_absent: int, quick: bool):
+    """(labels, text-only CoMC head) of the world's labels plus ``n_absent`` absent ones: bench/decisions.py's;
+    ``quick``: a tenth of its sentences."""
     from decisions import comc_with_absent
+    if not quick:
+        return comc_with_absent(clip, n_absent)
+    from decisions import ABSENT
+    labels = list(LABELS) + ABSENT[:n_absent]
+    cfg = replace(ComcConfig(), n_sentences=100 * len(labels), memory_size=20000)
+    return labels, fit_comc(clip, labels, LABEL_SYNONYMS, cfg)
+
+
+def evaluate_model(name: str, sizes: list[int], n: int, n_absent: int, gcfg: GuardConfig, quick: bool = False,
+                   text: tuple | None = None) -> dict:
+    """Every head and annotation size on one toy model (``text``: its (labels, text head) if already fitted)."""
     clip = load_clip(name, device="cpu")
     t0 = time.time()
-    labels, text = comc_with_absent(clip, n_absent)
+    labels, text = text or text_head(clip, n_absent, quick)
     test = embed_dataset(clip, read_toy(n=n, split="test"))
     train = embed_dataset(clip, read_toy(n=max(sizes), split="train"))
     y_train = _padded(train.labels, len(labels))
@@ -133,13 +151,14 @@ def evaluate_model(name: str, sizes: list[int], n: int, n_absent: int, gcfg: Gua
 
 
 def run(models=("toy-rn", "toy-vit"), sizes=(50, 200, 1000), n: int = 2000, n_absent: int = 200,
-        quick: bool = False, guard: GuardConfig | None = None) -> dict:
+        quick: bool = False, guard: GuardConfig | None = None, text_heads: dict | None = None) -> dict:
     """The guard on every head, model and annotation size (module doc); ``quick``: the first model,
-    200 test scenes, the two smaller sizes."""
+    500 test scenes, the two smaller sizes, a smaller text corpus. ``text_heads``: model name ->
+    (labels, text-only CoMC head over the world's and the absent labels), to reuse ones already fitted."""
     if quick:
-        models, sizes, n = list(models)[:1], [s for s in sizes if s <= 200] or list(sizes)[:1], min(n, 200)
+        models, sizes, n = list(models)[:1], [s for s in sizes if s <= 200] or list(sizes)[:1], min(n, 500)
     gcfg = guard or GuardConfig()
-    results = {m: evaluate_model(m, list(sizes), n, n_absent, gcfg) for m in models}
+    results = {m: evaluate_model(m, list(sizes), n, n_absent, gcfg, quick, (text_heads or {}).get(m)) for m in models}
     return {"bench": "heads_guard", "sizes": list(sizes), "n_test": n, "n_absent": n_absent, "guard": gcfg.to_dict(),
             "max_loss": MAX_LOSS, "max_absent": MAX_ABSENT, "results": results,
             "ok": all(r["ok"] for r in results.values())}

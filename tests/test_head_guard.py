@@ -10,7 +10,8 @@ from tagger.method.classifier import TextClassifier
 from tagger.method.comc import ComcModel
 from tagger.method.decisions import text_anchors
 from tagger.method.heads import FitConfig, OvmlConfig, fit_fewshot, fit_head
-from tagger.method.heads.guarded import GuardConfig, GuardedModel, heldout_split, image_columns, load_guarded
+from tagger.method.heads.guarded import (GuardConfig, GuardedModel, head_columns, heldout_split, image_columns,
+                                         load_guarded, roc_auc)
 from tagger.method.mapping import MemoryBank
 from tagger.method.scoring import ScoreConfig
 from tagger.pipeline.guard import validate, verdict
@@ -63,6 +64,18 @@ def test_image_columns_need_held_out_positives_and_negatives() -> None:
     assert image_columns(y_tr, y_he, 3).tolist() == [0]
 
 
+def test_roc_auc_and_the_columns_a_head_may_score() -> None:
+    y = np.array([[1, 1], [1, 0], [0, 1], [0, 0], [1, 1], [0, 0]], bool)
+    s = np.array([[0.9, 0.5], [0.8, 0.5], [0.1, 0.5], [0.2, 0.5], [0.7, 0.5], [0.3, 0.5]])
+    assert np.allclose(roc_auc(s, y), [1.0, 0.5])  # ties count half
+    rng = np.random.default_rng(0)
+    y = rng.random((60, 3)) < 0.4
+    good, text = y + 0.1 * rng.normal(size=y.shape), y + 0.8 * rng.normal(size=y.shape)
+    head = np.stack([good[:, 0], rng.normal(size=60), text[:, 2] - 2 * y[:, 2]], 1)  # ranks well, random, worse
+    assert head_columns(head, text, y, np.arange(3), GuardConfig()).tolist() == [0]
+    assert head_columns(head, text, y, np.asarray([1, 2]), GuardConfig()).tolist() == []
+
+
 @pytest.mark.parametrize("kind", ["ovml", "comc-fewshot"])
 def test_guarded_scores_mix_columns_and_round_trip(kind: str, tmp_path) -> None:
     g, y, t = world(120)
@@ -91,7 +104,7 @@ def _table(head: np.ndarray, text: ComcModel, g, y, corpus, held) -> dict:
     hs = ts.copy()
     hs[:, cols] = head[:, cols]
     return validate(text.labels, y[held], np.flatnonzero(y.any(0)), (ts[corpus], ts[held], text.classifier.anchors),
-                    (hs[corpus], hs[held], text.classifier.anchors), cols, ("text", "head"), cfg=GuardConfig())
+                    (hs[corpus], hs[held]), cols, ("text", "head"), cfg=GuardConfig())
 
 
 def test_validation_keeps_a_better_head_and_refuses_a_worse_one() -> None:
@@ -102,10 +115,10 @@ def test_validation_keeps_a_better_head_and_refuses_a_worse_one() -> None:
     good = y.astype(np.float32) + 0.05 * rng.normal(size=y.shape)  # a head that sees the truth
     table = _table(good, text, g, y, corpus, held)
     assert table["rows"][1]["F1"] > table["rows"][0]["F1"] and table["images"] == 200
-    assert verdict(table, False, 10)[0]
+    assert table["head_labels"] == [0, 1, 2, 3] and verdict(table, False, 10)[0]
     noise = rng.normal(size=y.shape).astype(np.float32)  # a head that learnt nothing
     table = _table(noise, text, g, y, corpus, held)
     keep, why = verdict(table, False, 10)
-    assert not keep and "text-only head kept" in why
+    assert not keep and "text-only head kept" in why and table["head_labels"] == []
     assert verdict(table, True, 10)[0]
     assert not verdict(None, False, 10)[0] and verdict(None, True, 10)[0]

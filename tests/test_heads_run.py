@@ -1,6 +1,7 @@
 """`tagger train --head ... --annotations FILE` on a small workspace (local Ray): each image-trained
-head and few-shot CoMC train on the stored embeddings of the annotated images and the next tag run
-uses them; bad annotation files are one error line; the CoMC head still needs no annotation."""
+head and few-shot CoMC train on the stored embeddings of the annotated images, too few to validate
+against the text-only head (which stays in use) unless --force, and then the next tag run uses
+them; bad annotation files are one error line; the CoMC head still needs no annotation."""
 from __future__ import annotations
 
 import csv
@@ -51,6 +52,7 @@ def workspace(local_ray, random_checkpoint, tmp_path_factory) -> tuple[str, dict
     runner.invoke(app, ["labels", "add", *LABELS, "-w", ws], catch_exceptions=False)
     invoke("encode", str(images), "-w", ws, "--model", "toy-rn", "--pretrained", str(random_checkpoint("toy-rn")),
            "--num-gpus", "0")
+    invoke("generate-text", "-w", ws, "--n-sentences", "200")  # the text-only head every head is checked against
     labelled = dict(list(truth.items())[:8])  # the other 4 images are only tagged
     return ws, labelled, write_annotations(root / "annotations.csv", labelled)
 
@@ -69,12 +71,17 @@ def test_bad_annotations_are_one_error_line(workspace, tmp_path) -> None:
 @pytest.mark.parametrize("head", ["ovml", "mkt", "clip-decoder"])
 def test_an_image_trained_head_tags_the_workspace(workspace, head: str) -> None:
     ws, _, annotations = workspace
-    trained = invoke("train", "-w", ws, "--head", head, "--annotations", str(annotations))
+    refused = invoke("train", "-w", ws, "--head", head, "--annotations", str(annotations))
+    assert not refused["kept"] and refused["validation"] is None and "too few" in refused["verdict"]
+    with Catalog.open(Path(ws) / "catalog.duckdb", read_only=True) as cat:
+        assert cat.classifiers()[-1]["classifier_id"] == refused["text_classifier_id"]
+    trained = invoke("train", "-w", ws, "--head", head, "--annotations", str(annotations), "--force")
     assert trained["head"] == head and trained["images"] == 8 and trained["labels"] == len(LABELS)
+    assert trained["kept"] and 0 < trained["heldout_images"] < trained["images"]
     with Catalog.open(Path(ws) / "catalog.duckdb", read_only=True) as cat:
         rec = cat.classifiers()[-1]
     assert rec["classifier_id"] == trained["classifier_id"] and rec["config"]["head"] == head
-    assert rec["config"]["data_id"]
+    assert rec["config"]["data_id"] and rec["config"]["guard"]["text"] == trained["text_classifier_id"]
     tagged = invoke("tag", "-w", ws)
     assert tagged["n_images"] == 12
     with Catalog.open(Path(ws) / "catalog.duckdb", read_only=True) as cat:
@@ -86,11 +93,10 @@ def test_an_image_trained_head_tags_the_workspace(workspace, head: str) -> None:
 
 def test_comc_without_and_with_annotations(workspace) -> None:
     ws, _, annotations = workspace
-    invoke("generate-text", "-w", ws, "--n-sentences", "200")
     text = invoke("train", "-w", ws)
     assert text["head"] == "comc"
-    few = invoke("train", "-w", ws, "--head", "comc", "--annotations", str(annotations))
-    assert few["base_classifier_id"] == text["classifier_id"] and few["classifier_id"] != text["classifier_id"]
+    few = invoke("train", "-w", ws, "--head", "comc", "--annotations", str(annotations), "--force")
+    assert few["text_classifier_id"] == text["classifier_id"] and few["classifier_id"] != text["classifier_id"]
     assert few["images"] == 8
     tagged = invoke("tag", "-w", ws)
     with Catalog.open(Path(ws) / "catalog.duckdb", read_only=True) as cat:
@@ -107,36 +113,33 @@ def test_reviewed_tags_train_a_head(workspace) -> None:
     for uri, verb in zip(uris, ("accept", "accept", "reject")):
         out = runner.invoke(app, ["review", verb, uri, "star", "-w", ws], catch_exceptions=False)
         assert out.exit_code == 0, out.output
-    only = invoke("train", "-w", ws, "--head", "mkt", "--reviewed")
+    only = invoke("train", "-w", ws, "--head", "mkt", "--reviewed", "--force")
     assert only["images"] == 3 and only["head"] == "mkt"
-    both = invoke("train", "-w", ws, "--head", "mkt", "--reviewed", "--annotations", str(annotations))
+    both = invoke("train", "-w", ws, "--head", "mkt", "--reviewed", "--annotations", str(annotations), "--force")
     assert both["images"] == len(labelled) and both["classifier_id"] != only["classifier_id"]
     with Catalog.open(Path(ws) / "catalog.duckdb", read_only=True) as cat:
-        assert "star" in cat.get_classifier(only["classifier_id"])["config"]["seen"]
         cat_ids = dict(cat.query("SELECT uri, image_id FROM images"))
         assert cat.reviewed_labels()[cat_ids[uris[0]]].count("star") == 1
         assert "star" not in cat.reviewed_labels()[cat_ids[uris[2]]]
 
 
 def test_nightly_keeps_the_head_in_use(workspace) -> None:
-    """After a label is added, the nightly job tags with the same kind of head: an image-trained
-    head relabelled (same module, the new label scored by name), few-shot CoMC refitted on the new
-    corpus from the images it learnt from."""
+    """After a label is added, the nightly job tags with the same kind of head: the text-only head
+    trained on the new corpus, the guarded head carried over onto it (the new label scored by the
+    text head), for an image-trained head and for few-shot CoMC."""
     ws, _, annotations = workspace
     db = Path(ws) / "catalog.duckdb"
     for head, added in (("ovml", "diamond"), ("comc", "hexagon")):
-        trained = invoke("train", "-w", ws, "--head", head, "--annotations", str(annotations))
+        trained = invoke("train", "-w", ws, "--head", head, "--annotations", str(annotations), "--force")
         invoke("tag", "-w", ws)
         runner.invoke(app, ["labels", "add", added, "-w", ws], catch_exceptions=False)
         night = invoke("nightly", "-w", ws, "--n-sentences", "200")
         with Catalog.open(db, read_only=True) as cat:
             rec = cat.get_classifier(night["classifier"])
             assert cat.get_run(night["run_id"]).classifier_id == night["classifier"]
+            text = cat.get_classifier(rec["config"]["guard"]["text"])
         assert added in rec["labels"] and night["classifier"] != trained["classifier_id"]
-        if head == "ovml":
-            assert rec["config"]["head"] == "ovml" and rec["config"]["relabelled_from"] == trained["classifier_id"]
-            assert added not in rec["config"]["seen"] and rec["corpus_id"] is None
-        else:
-            assert rec["config"]["head"] == "comc-fewshot" and rec["config"]["base"] != trained["base_classifier_id"]
-            assert rec["config"]["data_id"]
+        assert rec["config"]["head"] == trained["head"] and rec["config"]["relabelled_from"] == trained["classifier_id"]
+        assert added not in rec["config"]["seen"] and added in text["labels"]
+        assert rec["config"]["guard"]["text"] != trained["text_classifier_id"]
         runner.invoke(app, ["labels", "retire", added, "-w", ws], catch_exceptions=False)

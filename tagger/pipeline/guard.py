@@ -19,7 +19,7 @@ import numpy as np
 
 from ..evaluate.metrics import mean_average_precision
 from ..method.decisions import Decisions, TextAnchors
-from ..method.heads.guarded import GuardConfig
+from ..method.heads.guarded import GuardConfig, head_columns, masked_anchors
 from .calibration import DecisionInputs
 from .tag import TagConfig, apply_statistics, fit_run_decisions, label_statistics
 
@@ -59,29 +59,39 @@ def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
     return [f for f in np.array_split(np.random.default_rng(seed).permutation(n), min(k, n)) if len(f)]
 
 
+def _composite(text: np.ndarray, head: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    out = np.array(text, np.float32, copy=True)
+    out[:, cols] = np.asarray(head)[:, cols]
+    return out
+
+
 def validate(labels: list[str], y_held: np.ndarray, eval_cols: np.ndarray, text: tuple, head: tuple,
-             image_cols: np.ndarray, names: tuple[str, str] = ("text", "head"), pins: dict[str, float] | None = None,
+             candidates: np.ndarray, names: tuple[str, str] = ("text", "head"), pins: dict[str, float] | None = None,
              cfg: GuardConfig | None = None, tag_cfg: TagConfig | None = None) -> dict[str, Any]:
-    """The validation table. ``text`` and ``head`` are each (raw calibration sample, raw held-out
-    scores, raw anchors or None); ``y_held`` the held-out truth over ``labels``; ``eval_cols`` the
-    labels evaluated; ``image_cols`` the head's labels, decided from the other held-out folds."""
+    """The validation table. ``text`` is (raw calibration sample, raw held-out scores, raw anchors or
+    None); ``head`` (raw sample, raw held-out scores) with the head's own scores at ``candidates``.
+    Per fold of the held-out images, the labels the head scores are chosen
+    (:func:`~tagger.method.heads.guarded.head_columns`) and decided from the other folds, and the
+    fold is predicted; ``head_labels`` are the labels chosen on every held-out image."""
     cfg = cfg or GuardConfig()
     y = np.asarray(y_held, bool)
     stats, d = decide_like_tag(text[0], labels, text[2], pins, cfg=tag_cfg)
     pred_text = d.positive(apply_statistics(text[1], stats))
     pred_head = np.zeros_like(y)
-    y_lab = np.zeros_like(y)
-    y_lab[:, image_cols] = y[:, image_cols]
     for rows in _folds(len(y), cfg.folds, cfg.seed):
         rest = np.setdiff1d(np.arange(len(y)), rows)
-        lab = (head[1][rest], y_lab[rest]) if len(image_cols) else None
-        stats_h, d_h = decide_like_tag(head[0], labels, head[2], pins, lab, tag_cfg)
-        pred_head[rows] = d_h.positive(apply_statistics(head[1][rows], stats_h))
-    cols = np.asarray(eval_cols, np.int64)
-    rows = [_metrics(names[0], text[1][:, cols], pred_text[:, cols], y[:, cols]),
-            _metrics(names[1], head[1][:, cols], pred_head[:, cols], y[:, cols])]
-    return {"rows": rows, "images": int(len(y)), "labels_evaluated": int(len(cols)),
-            "head_labels": int(len(image_cols))}
+        cols = head_columns(head[1][rest], text[1][rest], y[rest], candidates, cfg)
+        held = _composite(text[1], head[1], cols)
+        y_lab = np.zeros_like(y)
+        y_lab[:, cols] = y[:, cols]
+        stats_h, d_h = decide_like_tag(_composite(text[0], head[0], cols), labels, masked_anchors(text[2], cols), pins,
+                                       (held[rest], y_lab[rest]) if len(cols) else None, tag_cfg)
+        pred_head[rows] = d_h.positive(apply_statistics(held[rows], stats_h))
+    final = head_columns(head[1], text[1], y, candidates, cfg)
+    e = np.asarray(eval_cols, np.int64)
+    rows = [_metrics(names[0], text[1][:, e], pred_text[:, e], y[:, e]),
+            _metrics(names[1], _composite(text[1], head[1], final)[:, e], pred_head[:, e], y[:, e])]
+    return {"rows": rows, "images": int(len(y)), "labels_evaluated": int(len(e)), "head_labels": final.tolist()}
 
 
 def verdict(table: dict[str, Any] | None, force: bool, min_images: int) -> tuple[bool, str]:
@@ -101,7 +111,7 @@ def verdict(table: dict[str, Any] | None, force: bool, min_images: int) -> tuple
 def format_table(table: dict[str, Any]) -> list[str]:
     """The table as text lines (what ``tagger train`` prints)."""
     out = [f"validation on {table['images']} held-out annotated images, {table['labels_evaluated']} labels "
-           f"({table['head_labels']} scored by the new head, the others by the text-only head):",
+           f"({len(table['head_labels'])} scored by the new head, the others by the text-only head):",
            f"  {'head':28s} {'mAP':>6s} {'F1':>6s} {'precision':>9s} {'recall':>6s}"]
     out += [f"  {r['head']:28s} {r['mAP']:6.1f} {r['F1']:6.1f} {r['precision']:9.1f} {r['recall']:6.1f}"
             for r in table["rows"]]
@@ -111,8 +121,9 @@ def format_table(table: dict[str, Any]) -> list[str]:
 def validate_in_workspace(workspace: "Workspace", cat, model_id: str, text_dir, head_dir,
                           heldout: dict[int, list[str]], eval_labels: list[str], names: tuple[str, str],
                           cfg: GuardConfig) -> dict[str, Any]:
-    """:func:`validate` on a workspace: both classifier directories scored as the tag stage scores
-    them (calibration sample of the stored shards, held-out images from theirs)."""
+    """:func:`validate` on a workspace: the text classifier and the guarded head in ``head_dir`` (its
+    image labels are the candidates) scored as the tag stage scores them (calibration sample of the
+    stored shards, held-out images from theirs)."""
     from ..store import list_done_shards
     from .tag import ShardScorer
     tag_cfg = TagConfig()
@@ -120,16 +131,15 @@ def validate_in_workspace(workspace: "Workspace", cat, model_id: str, text_dir, 
     by_shard: dict[str, list[int]] = {}
     for image_id, shard in cat.shards_of(model_id, sorted(heldout)):
         by_shard.setdefault(shard, []).append(image_id)
-    parts = []
-    for d in (text_dir, head_dir):
-        scorer = ShardScorer(str(workspace.root), model_id, str(d), tag_cfg)
-        ids, held = scorer.scores_of(by_shard)
-        parts.append((scorer.calibration_sample(shards), held, scorer.model.classifier.anchors, ids, scorer.model))
-    labels, model = list(parts[1][4].labels), parts[1][4]
+    text, head = (ShardScorer(str(workspace.root), model_id, str(d), tag_cfg) for d in (text_dir, head_dir))
+    ids, text_held = text.scores_of(by_shard)
+    _, head_held = head.scores_of(by_shard)
+    labels = list(head.model.labels)
     col = {n: j for j, n in enumerate(labels)}
-    y = np.zeros((len(parts[1][3]), len(labels)), bool)
-    for r, image_id in enumerate(parts[1][3]):
+    y = np.zeros((len(ids), len(labels)), bool)
+    for r, image_id in enumerate(ids):
         y[r, [col[n] for n in heldout[image_id] if n in col]] = True
     pins = {k: v for k, v in cat.pinned_thresholds().items() if k in col}
     eval_cols = np.asarray([col[n] for n in eval_labels if n in col], np.int64)
-    return validate(labels, y, eval_cols, parts[0][:3], parts[1][:3], model.image_cols, names, pins, cfg, tag_cfg)
+    return validate(labels, y, eval_cols, (text.calibration_sample(shards), text_held, text.model.classifier.anchors),
+                    (head.calibration_sample(shards), head_held), head.model.image_cols, names, pins, cfg, tag_cfg)

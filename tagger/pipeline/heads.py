@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -266,21 +267,21 @@ def run_train_head(workspace: "Workspace", model: str, pretrained: str | None = 
         clip = load_clip(model, pretrained) if kind != "comc-fewshot" else None
         fitted = _fit(kind, base, clip, labels, data, train, cfg)
         heldout = {data.image_ids[i]: sorted(by_id[data.image_ids[i]]) for i in held}
-        cols = image_columns(data.labels[train], data.labels[held], gcfg.min_positives)
-        guarded = GuardedModel(kind, base, fitted, [labels[j] for j in cols], heldout,
-                               {"train": [[data.image_ids[i], sorted(by_id[data.image_ids[i]])] for i in train]})
+        meta = {"train": [[data.image_ids[i], sorted(by_id[data.image_ids[i]])] for i in train]}
+        cands = [labels[j] for j in image_columns(data.labels[train], data.labels[held], gcfg.min_positives)]
         head_cfg = asdict(fitted.config) if kind != "comc-fewshot" else asdict(cfg or _fewshot_cfg())
         cid = short_sha256(json.dumps([base_id, kind, data.data_id, head_cfg, gcfg.to_dict()]))
         out = workspace.classifier_dir(cid)
-        if not out.exists():
-            tmp = out.with_name(out.name + ".tmp")
-            guarded.save(tmp, base_id)
-            tmp.replace(out)
-        table = None
-        if len(held) >= gcfg.min_heldout_images:
-            table = validate_in_workspace(workspace, cat, rec["model_id"], workspace.classifier_dir(base_id), out,
-                                          heldout, [n for j, n in enumerate(labels) if data.labels[:, j].any()],
-                                          ("text-only comc", f"{kind} (guarded)"), gcfg)
+        tmp = out.with_name(out.name + ".tmp")
+        GuardedModel(kind, base, fitted, cands, heldout, meta).save(tmp, base_id)  # every candidate label
+        table = validate_in_workspace(workspace, cat, rec["model_id"], workspace.classifier_dir(base_id), tmp,
+                                      heldout, [n for j, n in enumerate(labels) if data.labels[:, j].any()],
+                                      ("text-only comc", f"{kind} (guarded)"), gcfg) if cands else None
+        guarded = GuardedModel(kind, base, fitted, [labels[j] for j in (table or {}).get("head_labels", [])],
+                               heldout, meta)
+        guarded.save(tmp, base_id)  # the labels the head scores better than the text head
+        shutil.rmtree(tmp) if out.exists() else tmp.replace(out)  # the same inputs fit the same model
+        table = table if len(held) >= gcfg.min_heldout_images else None
         keep, why = verdict(table, force, gcfg.min_heldout_images)
         config = {"head": kind, kind: head_cfg, "data_id": data.data_id, "seen": guarded.image_labels,
                   "guard": {"text": base_id, "config": gcfg.to_dict(), "validation": table, "kept": keep,
@@ -291,8 +292,8 @@ def run_train_head(workspace: "Workspace", model: str, pretrained: str | None = 
             make_newest(cat, rec)
     logger.info("%s head %s on %d images (%d held out): %s", kind, cid, len(data.image_ids), len(held), why)
     return {"classifier_id": cid, "head": kind, "kept": keep, "classifier_in_use": cid if keep else base_id,
-            "text_classifier_id": base_id, "images": len(data.image_ids),
-            "heldout_images": len(held), "labels": len(labels), "head_labels": len(cols), "model_id": rec["model_id"],
+            "text_classifier_id": base_id, "images": len(data.image_ids), "heldout_images": len(held),
+            "labels": len(labels), "head_labels": len(guarded.image_cols), "model_id": rec["model_id"],
             "validation": table, "verdict": why}
 
 

@@ -5,10 +5,12 @@ its text anchors.
 An image-trained head has no text corpus, so alone it carries no text anchors and a tag run would
 decide its labels by the mixture rule, which tags labels absent from the corpus. Wrapped here, a
 label is scored by the head only when the held-out part of the annotations shows it on at least
-``min_positives`` images (and misses it on as many); the tag run then decides such a label from
-those held-out images (their scores and truth), and decides every other label by the anchored
-rule on the text head's own scale: a label with no annotated image keeps the absent-label
-protection of the text-only head whichever head was trained.
+``min_positives`` images (and misses it on as many) and the head ranks those images at least as
+well as the text head does, and well in itself (ROC AUC ``min_auc``: a head that learnt nothing
+about a label does not get it); the tag run then decides such a label from those held-out images
+(their scores and truth), and decides every other label by the anchored rule on the text head's
+own scale: a label with no annotated image keeps the absent-label protection of the text-only head
+whichever head was trained.
 
 Pure math over arrays: the text model, the head, the split of the annotations and the held-out
 images they are decided from; the workspace side lives in :mod:`tagger.pipeline.guard`.
@@ -27,8 +29,8 @@ from ..comc import ComcModel
 from ..anchors import TextAnchors
 from .base import ImageHead, is_head_dir, load_head
 
-__all__ = ["GUARD_FILE", "GuardConfig", "GuardedModel", "heldout_split", "image_columns", "is_guarded_dir",
-           "load_guarded"]
+__all__ = ["GUARD_FILE", "GuardConfig", "GuardedModel", "head_columns", "heldout_split", "image_columns",
+           "is_guarded_dir", "load_guarded", "masked_anchors", "roc_auc"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ class GuardConfig:
     seed: int = 0  # of the split
     min_heldout_images: int = 10  # fewer held-out images: the head cannot be validated
     min_positives: int = 3  # held-out positives (and negatives) a label needs to be scored by the head
+    min_auc: float = 0.8  # ... and the head's ROC AUC on them (at least the text head's too)
     folds: int = 5  # validation: labelled decisions cross-fitted over this many folds of the held-out images
 
     def __post_init__(self) -> None:
@@ -77,11 +80,50 @@ def heldout_split(y: np.ndarray, share: float, seed: int = 0) -> tuple[np.ndarra
 
 
 def image_columns(y_train: np.ndarray, y_held: np.ndarray, min_positives: int) -> np.ndarray:
-    """Labels (column indices) the head may score: seen in training, with at least ``min_positives``
-    held-out positives and as many held-out negatives to decide them from."""
+    """Candidate labels (column indices) for the head: seen in training, with at least
+    ``min_positives`` held-out positives and as many held-out negatives to decide them from."""
     y_train, y_held = np.asarray(y_train, bool), np.asarray(y_held, bool)
     ok = y_train.any(0) & (y_held.sum(0) >= min_positives) & ((~y_held).sum(0) >= min_positives)
     return np.flatnonzero(ok)
+
+
+def roc_auc(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per column, the ROC AUC of ``scores`` (n, L) against ``truth`` (ties averaged; NaN without
+    positives or negatives)."""
+    s, y = np.asarray(scores, np.float64), np.asarray(truth, bool)
+    out = np.full(s.shape[1], np.nan)
+    for j in range(s.shape[1]):
+        n_pos, n_neg = int(y[:, j].sum()), int((~y[:, j]).sum())
+        if n_pos and n_neg:
+            _, inv, counts = np.unique(s[:, j], return_inverse=True, return_counts=True)
+            ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inv]
+            out[j] = (ranks[y[:, j]].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    return out
+
+
+def head_columns(head: np.ndarray, text: np.ndarray, y: np.ndarray, candidates: np.ndarray,
+                 cfg: "GuardConfig") -> np.ndarray:
+    """The ``candidates`` the head may score, judged on labelled images: their scores by the head and
+    by the text head and their truth ``y``. A label needs ``min_positives`` positives and negatives,
+    and the head's ROC AUC at least ``min_auc`` and at least the text head's."""
+    c = np.asarray(candidates, np.int64)
+    if not len(c):
+        return c
+    y = np.asarray(y, bool)[:, c]
+    enough = (y.sum(0) >= cfg.min_positives) & ((~y).sum(0) >= cfg.min_positives)
+    a_head, a_text = roc_auc(np.asarray(head)[:, c], y), roc_auc(np.asarray(text)[:, c], y)
+    return c[enough & (a_head >= cfg.min_auc) & (a_head >= a_text)]
+
+
+def masked_anchors(anchors: TextAnchors | None, cols: np.ndarray) -> TextAnchors | None:
+    """``anchors`` with NaN at ``cols`` (labels a head scores: no text scale for them)."""
+    if anchors is None:
+        return None
+    parts = [np.array(x, np.float64, copy=True) for x in (anchors.neg_mean, anchors.pos_mean, anchors.neg_sd,
+                                                          anchors.pos_sd)]
+    for x in parts:
+        x[np.asarray(cols, np.int64)] = np.nan
+    return TextAnchors(*parts)
 
 
 class GuardedModel:
@@ -118,13 +160,7 @@ class GuardedModel:
 
     @property
     def anchors(self) -> TextAnchors | None:
-        a = self.text.classifier.anchors
-        if a is None:
-            return None
-        parts = [np.array(x, np.float64, copy=True) for x in (a.neg_mean, a.pos_mean, a.neg_sd, a.pos_sd)]
-        for x in parts:
-            x[self.image_cols] = np.nan
-        return TextAnchors(*parts)
+        return masked_anchors(self.text.classifier.anchors, self.image_cols)
 
     def decision_labelled(self) -> dict[int, list[str]]:
         """The held-out images with their labels among the head's: what its labels are decided from."""
