@@ -263,3 +263,13 @@ def test_memory_and_temp_space_limits(world, monkeypatch):
     assert "TAGGER_SQL_MEMORY must be an amount" in sql(world, "SELECT 1").stderr
     assert set(Path(tempfile.gettempdir()).glob("tagger-sql-*")) == before  # each call's temp folder is removed
     assert not (world["ws"] / "catalog.duckdb.tmp").exists()
+
+
+def test_names_are_checked_as_calls_only(world):
+    """A column or alias may be called `query` or `glob`; a call of either is refused, comments or not."""
+    out = sql(world, "SELECT name AS query, 1 AS glob FROM labels ORDER BY 1 LIMIT 1", "--json")
+    assert out.exit_code == 0 and '"query": "moon"' in out.stdout, out.output
+    cat = world["ws"] / "catalog.duckdb"
+    for statement in (f"SELECT * FROM read_text /* c */ ('{cat}')", "SELECT current_setting -- c\n('home_directory')"):
+        out = sql(world, statement)
+        assert out.exit_code == 2 and out.stderr.startswith("error: refused"), (statement, out.output)

@@ -65,7 +65,7 @@ def _parse(sql: str) -> list:
 
 
 def _tokens(sql: str) -> list[tuple[str, str]]:
-    """``(type, text)`` of each token of ``sql`` (DuckDB's tokenizer); identifiers lose their quotes."""
+    """``(type, text)`` of each token of ``sql`` but comments (DuckDB's tokenizer); identifiers lose their quotes."""
     found = duckdb.tokenize(sql)
     ends = [start for start, _ in found[1:]] + [len(sql)]
     out = []
@@ -74,7 +74,8 @@ def _tokens(sql: str) -> list[tuple[str, str]]:
         name = str(kind).rsplit(".", 1)[-1]
         if name == "identifier" and len(text) > 1 and text[0] == text[-1] == '"':
             text = text[1:-1].replace('""', '"')
-        out.append((name, text))
+        if name != "comment":
+            out.append((name, text))
     return out
 
 
@@ -154,8 +155,8 @@ def check_names(sql: str, table_functions: frozenset[str]) -> None:
     tokens = _tokens(sql)
     for at, (kind, text) in enumerate(tokens):
         name = text.lower()
-        if kind not in ("identifier", "keyword"):
-            continue
+        if kind not in ("identifier", "keyword") or at + 1 >= len(tokens) or tokens[at + 1][1] != "(":
+            continue  # only a call names a function: a column or alias may be called `query`
         if name in _DYNAMIC or (name in table_functions and name not in SAFE_TABLE_FUNCTIONS):
             raise ExternalAccessError(f"{_REFUSED}; {name}() is not available here")
         why = _setting_refusal(tokens, at) if name == "current_setting" else None
