@@ -4,7 +4,6 @@ renditions (looked up by image id in the catalog, never by a path from the reque
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
@@ -61,8 +60,7 @@ class Serve:
         self.ws = Workspace(Path(cfg.workspace).expanduser().resolve())
         self.catalog = CatalogAccess(self.ws, cfg.wait)
         self.searcher = Searcher(self.ws, cfg.model, cfg.pretrained, cfg.device)
-        self._private = tempfile.TemporaryDirectory(prefix="tagger-serve-")
-        self.renditions = Renditions(self.ws, Path(self._private.name))
+        self.renditions = Renditions(self.ws)
         self.csrf = new_token()
         self.env = Environment(loader=ChoiceLoader([PackageLoader("tagger.serve", "templates"),
                                                     PackageLoader("tagger.report", "templates")]),

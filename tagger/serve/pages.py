@@ -188,5 +188,9 @@ def review(app: "Serve", request: Request) -> dict[str, Any]:
         run = app.current(cat)
         total, rows = browse.review_page(cat, run.run_id, (page - 1) * size, size)
     back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    note = None
+    params = request.query_params
+    if params.get("done") in ("accept", "reject") and params.get("image", "").isdigit() and params.get("label"):
+        note = {"decision": params["done"], "image_id": int(params["image"]), "label": params["label"]}
     return {"template": "queue.html", "page": "review", "title": "Needs review", "run": run, "queue": rows,
-            "paging": _pager(request, page, total, size), "back": back}
+            "paging": _pager(request, page, total, size), "back": back, "note": note}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -137,17 +138,17 @@ class Renditions:
     """Thumbnails and page-size previews of catalogued images (cached under the workspace's
     ``thumbnails/``, or a private folder when the workspace cannot be written)."""
 
-    def __init__(self, ws: "Workspace", fallback: Path) -> None:
+    def __init__(self, ws: "Workspace") -> None:
         base = ws.root / "thumbnails"
         try:
-            base.mkdir(parents=True, exist_ok=True)
-            (base / "preview").mkdir(exist_ok=True)
-            writable = os.access(base, os.W_OK)
+            (base / "preview").mkdir(parents=True, exist_ok=True)
+            writable = os.access(base, os.W_OK) and os.access(base / "preview", os.W_OK)
         except OSError:
             writable = False
-        if not writable:
-            base = fallback
-            (base / "preview").mkdir(parents=True, exist_ok=True)
+        if not writable:  # a read-only workspace: a private folder, removed with the process
+            self._private = tempfile.TemporaryDirectory(prefix="tagger-serve-")
+            base = Path(self._private.name)
+            (base / "preview").mkdir()
         self.thumbs = ThumbnailCache(base)
         self.previews = ThumbnailCache(base / "preview", size=PREVIEW_SIZE)
         self._lock = threading.Lock()
