@@ -196,12 +196,12 @@ def test_text_anchors_from_a_corpus_and_their_round_trip():
     y[:, 2] = False  # no sentence about the third label
     a = text_anchors(x, w, y, chunk=64)
     s = x @ w.T
-    for j in range(2):  # each label: the reading (mean and sd, or median and upper-half sd) separating it more
+    np.testing.assert_allclose(a.pos_mean[:2], [s[y[:, j], j].mean() for j in range(2)])
+    for j in range(2):  # the separation: the better of mean and sd, and median and upper-half sd
         p, q = s[y[:, j], j], s[~y[:, j], j]
         readings = [(p.mean(), p.std()), (np.median(p), np.quantile(p, 0.8413447) - np.median(p))]
         sep = [(m - q.mean()) / np.sqrt(0.5 * (q.std() ** 2 + v ** 2)) for m, v in readings]
-        np.testing.assert_allclose((a.pos_mean[j], a.pos_sd[j]), readings[int(np.argmax(sep))])
-    np.testing.assert_allclose(a.neg_sd, [s[~y[:, j], j].std() for j in range(3)])
+        assert a.separation()[j] == pytest.approx(max(sep))
     assert np.isnan(a.pos_mean[2]) and a.separation()[2] == 0.0
     b = TextAnchors.from_dict(a.to_dict())
     np.testing.assert_allclose(b.neg_mean, a.neg_mean, atol=1e-6)

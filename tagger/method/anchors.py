@@ -22,33 +22,43 @@ _Q84 = 0.8413447  # a standard normal's share below +1 sd
 @dataclass(frozen=True)
 class TextAnchors:
     """Each label's classifier scores on its own text corpus: the mean and sd over sentences about
-    the label (``pos_*``) and over the other sentences (``neg_*``)."""
+    the label (``pos_*``) and over the other sentences (``neg_*``); ``robust_separation`` the
+    separation read from the positives' median and upper-half spread instead (None: not read)."""
 
     neg_mean: np.ndarray
     pos_mean: np.ndarray
     neg_sd: np.ndarray
     pos_sd: np.ndarray
+    robust_separation: np.ndarray | None = None
 
     def separation(self) -> np.ndarray:
-        """How far apart the label's text positives and negatives sit, in pooled sds (0 if unknown)."""
+        """How far apart the label's text positives and negatives sit, in pooled sds (0 if unknown):
+        the better of the plain and the robust reading."""
         pooled = np.sqrt(0.5 * (self.neg_sd ** 2 + self.pos_sd ** 2))
         with np.errstate(divide="ignore", invalid="ignore"):
             sep = (self.pos_mean - self.neg_mean) / pooled
-        return np.where(np.isfinite(sep), sep, 0.0)
+        sep = np.where(np.isfinite(sep), sep, 0.0)
+        if self.robust_separation is not None:
+            sep = np.maximum(sep, np.where(np.isfinite(self.robust_separation), self.robust_separation, 0.0))
+        return sep
 
     def rescaled(self, mean: np.ndarray, std: np.ndarray) -> "TextAnchors":
-        """The anchors in the units of scores calibrated as ``(score - mean) / std``."""
+        """The anchors in the units of scores calibrated as ``(score - mean) / std`` (separations,
+        in sds, do not change)."""
         m, sd = np.asarray(mean, np.float64), np.asarray(std, np.float64)
-        return TextAnchors((self.neg_mean - m) / sd, (self.pos_mean - m) / sd, self.neg_sd / sd, self.pos_sd / sd)
+        return TextAnchors((self.neg_mean - m) / sd, (self.pos_mean - m) / sd, self.neg_sd / sd, self.pos_sd / sd,
+                           self.robust_separation)
 
     def to_dict(self) -> dict:
-        return {k: [None if not np.isfinite(x) else round(float(x), 6) for x in getattr(self, k)]
-                for k in ("neg_mean", "pos_mean", "neg_sd", "pos_sd")}
+        keys = ("neg_mean", "pos_mean", "neg_sd", "pos_sd") + (("robust_separation",) if
+                                                                self.robust_separation is not None else ())
+        return {k: [None if not np.isfinite(x) else round(float(x), 6) for x in getattr(self, k)] for k in keys}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TextAnchors":
-        return cls(*(np.asarray([np.nan if x is None else x for x in d[k]], np.float64)
-                     for k in ("neg_mean", "pos_mean", "neg_sd", "pos_sd")))
+        arr = {k: np.asarray([np.nan if x is None else x for x in d[k]], np.float64)
+               for k in ("neg_mean", "pos_mean", "neg_sd", "pos_sd", "robust_separation") if k in d}
+        return cls(**arr)
 
 
 def text_anchors(embeddings: np.ndarray, weight: np.ndarray, label_matrix: np.ndarray,
@@ -56,10 +66,10 @@ def text_anchors(embeddings: np.ndarray, weight: np.ndarray, label_matrix: np.nd
     """:class:`TextAnchors` of a linear classifier ``weight`` ``(L, d)`` from its corpus: sentence
     embeddings ``(n, d)`` and their multi-hot labels ``(n, L)``, scored a chunk of sentences at a time
     (memory stays ``chunk x L`` plus one score per positive sentence). The negatives are read by
-    mean and sd; the positives two ways, by mean and sd and robustly (median, upper-half sd), and
-    each label keeps the reading that separates it better: a minority of sentences the text tower
+    mean and sd, and so are the positives; their separation is also read robustly (median,
+    upper-half sd), and the gates use the better reading: a minority of sentences the text tower
     cannot read (a synonym it does not know) scores low and would otherwise drag a well-learnt
-    label under the gates. NaN where a label has no such sentences."""
+    label under them. NaN where a label has no such sentences."""
     x, y = np.asarray(embeddings), np.asarray(label_matrix)
     if len(x) != len(y) or y.shape[1] != len(weight):
         raise ValueError(f"{len(x)} embeddings, label matrix {y.shape}, {len(weight)} classifier rows")
@@ -80,12 +90,9 @@ def text_anchors(embeddings: np.ndarray, weight: np.ndarray, label_matrix: np.nd
         mean = sums[1] / sums[0]
         sd = np.sqrt(np.maximum(sums[2] / sums[0] - mean ** 2, 0.0))
     mean, sd = np.where(sums[0] > 0, mean, np.nan), np.where(sums[0] > 1, sd, np.nan)
-    plain = TextAnchors(mean[0], mean[1], sd[0], sd[1])
     med, upper = _robust_by_label(np.concatenate(pos_label or [np.zeros(0, int)]),
                                   np.concatenate(pos_score or [np.zeros(0)]), len(w))
-    robust = TextAnchors(mean[0], med, sd[0], upper)
-    better = robust.separation() > plain.separation()
-    return TextAnchors(mean[0], np.where(better, med, mean[1]), sd[0], np.where(better, upper, sd[1]))
+    return TextAnchors(mean[0], mean[1], sd[0], sd[1], TextAnchors(mean[0], med, sd[0], upper).separation())
 
 
 def _robust_by_label(label: np.ndarray, score: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
