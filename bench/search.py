@@ -198,11 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patch-sizes", default="10000,100000")
     p.add_argument("--work", default=None, help="scratch folder (default: a temp folder)")
     p.add_argument("--dedup", action="store_true", help="also measure the near-duplicate threshold")
+    p.add_argument("--memory-budget-mb", type=int, default=None,
+                   help="the approximate index's memory budget (default: AnnConfig's); small forces PQ")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     faiss.omp_set_num_threads(1)
-    cfg = AnnConfig()
-    out: dict[str, Any] = {"bench": "search", "cpus": os.cpu_count(), "faiss_threads": 1, "global": []}
+    cfg = AnnConfig() if a.memory_budget_mb is None else AnnConfig(memory_budget=a.memory_budget_mb << 20)
+    out: dict[str, Any] = {"bench": "search", "memory_budget_mb": cfg.memory_budget >> 20, "cpus": os.cpu_count(), "faiss_threads": 1, "global": []}
     with tempfile.TemporaryDirectory(dir=a.work) as tmp:
         for n in [int(s) for s in a.sizes.split(",") if s]:
             out["global"].append(measure(n, a.queries, Path(tmp), cfg))

@@ -318,7 +318,7 @@ def search(
 def dedup(
     threshold: Annotated[Optional[float], typer.Option(
         help="cosine similarity of the global embeddings from which two images are candidates "
-             "[default: measured, 0.65]")] = None,
+             "[default: measured, 0.66]")] = None,
     pixel_threshold: Annotated[Optional[float], typer.Option(
         help="colour-histogram overlap (0-1) that confirms a candidate pair [default: measured, 0.6]")] = None,
     verify: Annotated[bool, typer.Option(

@@ -46,7 +46,7 @@ HIST_SIDE, HIST_LEVELS = 64, 6
 class DedupConfig:
     """Thresholds of a scan (defaults measured for toy-vit in docs/search.md)."""
 
-    threshold: float = 0.65  # cosine of the global embeddings: candidates
+    threshold: float = 0.66  # cosine of the global embeddings: candidates
     pixel_threshold: float = 0.6  # colour-histogram intersection: confirmation
     verify: bool = True
     k: int = 16  # neighbours of each image looked at
