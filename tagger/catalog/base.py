@@ -198,7 +198,8 @@ class CatalogBase:
         if spath != ":memory:":
             p = Path(spath)
             if read_only and not p.exists():
-                raise CatalogError(f"no catalog at {spath}; open it writable once to create it")
+                raise CatalogError(f"no catalog at {spath}: nothing is registered there yet; start with "
+                                  f"`tagger encode SOURCE -w {p.parent}` (or `tagger labels add --toy -w {p.parent}`)")
             if not read_only:
                 p.parent.mkdir(parents=True, exist_ok=True)
         wait = max(0.0, float(wait))

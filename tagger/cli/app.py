@@ -358,6 +358,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(review_app, name="review")
 register_export(app)  # export, import-keywords
 __import__("tagger.cli.serve", fromlist=["register"]).register(app)  # serve
+__import__("tagger.cli.status", fromlist=["register"]).register(app)  # status, --version
 app.command("report")(report_cmd)
 
 

@@ -1,0 +1,93 @@
+"""`tagger status` (what a workspace holds: images, errors, labels, the current run and its head, the
+newest tag run, a job running now, disk used) and `tagger --version`."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .options import (
+    DEFAULT_WORKSPACE, QUICK_WAIT, JsonOpt, WaitOpt, WorkspaceOpt, fail, open_catalog, print_summary, reported,
+    workspace_at,
+)
+
+__all__ = ["register", "status_cmd"]
+
+
+def _disk_bytes(root: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _running_job(catalog: Path) -> str | None:
+    """What the job lock names while a job holds it (None: no job runs)."""
+    import fcntl
+
+    from ..catalog import job_lock_path
+    path = job_lock_path(catalog)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 400, 0).decode("utf-8", "replace").strip() or "a job"
+    finally:
+        os.close(fd)
+    return None
+
+
+def status_cmd(
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    wait: WaitOpt = QUICK_WAIT,
+    as_json: JsonOpt = False,
+) -> None:
+    """What the workspace holds: images (encoded, pending, errors), labels, decisions, the current run and
+    its head, the newest tag run, a job running now, and disk used."""
+    from ..catalog.status import catalog_status
+    ws = workspace_at(workspace, create=False)
+    if not ws.catalog.exists():
+        fail(f"no workspace at {ws.root} yet: start with `tagger labels add --toy -w {ws.root}` or "
+             f"`tagger encode SOURCE -w {ws.root}`")
+    with reported(), open_catalog(ws.root, read_only=True, wait=wait) as cat:
+        summary: dict[str, Any] = {"workspace": str(ws.root), "model": ws.model()[0], **catalog_status(cat)}
+    summary["job_running"] = _running_job(ws.catalog)
+    summary["disk_used"] = _size(_disk_bytes(ws.root))
+    print_summary("status", summary, as_json)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+        typer.echo(f"tagger {__version__}")
+        raise typer.Exit()
+
+
+def _main(
+    version: Annotated[Optional[bool], typer.Option(
+        "--version", callback=_version, is_eager=True, help="print the version and exit")] = None,
+) -> None:
+    """Tag image collections with labels nobody annotated."""
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``status`` and ``--version`` to the CLI."""
+    app.command("status")(status_cmd)
+    app.callback()(_main)
