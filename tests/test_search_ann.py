@@ -182,33 +182,3 @@ def test_search_vector_uses_the_approximate_index_unless_exact(tmp_path: Path, m
     assert [h.image_id for h in exact] == exact_top(db, ids, q[None], 10)[0].tolist()
     assert len({h.image_id for h in approx} & {h.image_id for h in exact}) >= 8
 
-
-def test_shards_searched_by_ray_actors_merge_to_the_whole_index(tmp_path: Path, local_ray) -> None:
-    from tagger.pipeline.shardsearch import ShardedSearch
-    from tagger.store.annshards import merge_topk, shards_in_step, write_shards
-    add_shards(tmp_path, 0, 3000, seed=12)
-    update_indexes(tmp_path, MODEL, ann=ANN)
-    g_path = index_paths(tmp_path, MODEL)[0]
-    paths = write_shards(g_path, 3)
-    assert len(paths) == 3 and shards_in_step(g_path)
-    whole = load_ann(g_path)
-    q = clustered(50, seed=13)
-    sharded = ShardedSearch(g_path)
-    try:
-        assert sharded.ntotal == whole.ntotal == 3000
-        scores, got = sharded.search(q, 10)
-    finally:
-        sharded.close()
-    ids, db = corpus(tmp_path)
-    truth = exact_top(db, ids, q, 10)
-    want_scores, want = whole.search(q, 10, use_gpu=False)
-    assert recall_at(got, truth) >= recall_at(want, truth) >= ANN.recall_target
-    agree = np.isclose(scores[:, 0], want_scores[:, 0], atol=1e-5)
-    assert agree.mean() >= 0.95 and (np.diff(scores, axis=1) <= 1e-6).all()  # merged best first
-    whole.meta["rerank"] = 1  # without re-ranking the shards hold exactly the whole index's candidates
-    parts = [AnnIndex.load(p) for p in paths]
-    merged = merge_topk([p.search(q, 10, use_gpu=False) for p in parts], 10)[1]
-    np.testing.assert_array_equal(np.sort(merged, axis=1), np.sort(whole.index.search(q, 10)[1], axis=1))
-    add_shards(tmp_path, 20_000, 10, seed=14)
-    update_indexes(tmp_path, MODEL, ann=ANN)
-    assert not shards_in_step(g_path)  # the index moved on: the split is stale
