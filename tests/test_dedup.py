@@ -113,6 +113,8 @@ def test_like_finds_the_image_then_its_near_duplicates(dup_ws) -> None:
     assert [h["uri"] for h in hits][0] == original and hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
     same = {p for p, s in zip(paths, scene_of) if s == scene_of[5]}
     assert len({h["uri"] for h in hits} & same) >= 4
+    exact = cli(ws, "search", "--like", original, "-k", "5", "--exact")  # this corpus is exact anyway
+    assert [h["uri"] for h in exact] == [h["uri"] for h in hits]
 
 
 def test_like_encodes_a_new_file_on_the_fly(dup_ws, tmp_path: Path) -> None:
