@@ -1,6 +1,7 @@
 """Every head behind the same guard, on held-out toy scenes of both toy models.
 
-    python bench/heads_guard.py [--models toy-rn toy-vit] [--sizes 50 200 1000] [--n 2000] [--absent 200] [--quick]
+    python bench/heads_guard.py [--models toy-rn toy-vit] [--sizes 50 200 1000] [--n 2000] [--absent 200]
+                                [--per-label N] [--quick]
 
 For each model: the text-only CoMC head over the world's 20 labels plus ``--absent`` labels that
 occur in no scene (``bench/decisions.py``'s nouns, via its ``comc_with_absent``), and the test
@@ -114,24 +115,23 @@ def one_case(kind: str, size: int, ctx: dict, gcfg: GuardConfig) -> dict:
             "fit_s": round(time.time() - t0, 1)}
 
 
-def text_head(clip, n_absent: int, quick: bool):
-    """(labels, text-only CoMC head) of the world's labels plus ``n_absent`` absent ones: bench/decisions.py's;
-    ``quick``: a tenth of its sentences."""
-    from decisions import comc_with_absent
-    if not quick:
+def text_head(clip, n_absent: int, per_label: int | None = None):
+    """(labels, text-only CoMC head) of the world's labels plus ``n_absent`` absent ones: bench/decisions.py's
+    (1,000 sentences per label), or with ``per_label`` sentences per label."""
+    from decisions import ABSENT, comc_with_absent
+    if per_label is None:
         return comc_with_absent(clip, n_absent)
-    from decisions import ABSENT
     labels = list(LABELS) + ABSENT[:n_absent]
-    cfg = replace(ComcConfig(), n_sentences=100 * len(labels), memory_size=20000)
+    cfg = replace(ComcConfig(), n_sentences=per_label * len(labels), memory_size=20000)
     return labels, fit_comc(clip, labels, LABEL_SYNONYMS, cfg)
 
 
-def evaluate_model(name: str, sizes: list[int], n: int, n_absent: int, gcfg: GuardConfig, quick: bool = False,
-                   text: tuple | None = None) -> dict:
+def evaluate_model(name: str, sizes: list[int], n: int, n_absent: int, gcfg: GuardConfig,
+                   per_label: int | None = None, text: tuple | None = None) -> dict:
     """Every head and annotation size on one toy model (``text``: its (labels, text head) if already fitted)."""
     clip = load_clip(name, device="cpu")
     t0 = time.time()
-    labels, text = text or text_head(clip, n_absent, quick)
+    labels, text = text or text_head(clip, n_absent, per_label)
     test = embed_dataset(clip, read_toy(n=n, split="test"))
     train = embed_dataset(clip, read_toy(n=max(sizes), split="train"))
     y_train = _padded(train.labels, len(labels))
@@ -151,15 +151,20 @@ def evaluate_model(name: str, sizes: list[int], n: int, n_absent: int, gcfg: Gua
 
 
 def run(models=("toy-rn", "toy-vit"), sizes=(50, 200, 1000), n: int = 2000, n_absent: int = 200,
-        quick: bool = False, guard: GuardConfig | None = None, text_heads: dict | None = None) -> dict:
-    """The guard on every head, model and annotation size (module doc); ``quick``: the first model,
-    500 test scenes, the two smaller sizes, a smaller text corpus. ``text_heads``: model name ->
-    (labels, text-only CoMC head over the world's and the absent labels), to reuse ones already fitted."""
+        quick: bool = False, guard: GuardConfig | None = None, text_heads: dict | None = None,
+        per_label: int | None = None) -> dict:
+    """The guard on every head, model and annotation size (module doc). ``quick``: the first model,
+    500 test scenes, the two smaller sizes, 100 sentences per label. ``text_heads``: model name ->
+    (labels, text-only CoMC head over the world's and the absent labels), to reuse ones already
+    fitted; ``per_label``: sentences per label of the text heads fitted here (default: bench/decisions.py's)."""
     if quick:
         models, sizes, n = list(models)[:1], [s for s in sizes if s <= 200] or list(sizes)[:1], min(n, 500)
+        per_label = per_label or 100
     gcfg = guard or GuardConfig()
-    results = {m: evaluate_model(m, list(sizes), n, n_absent, gcfg, quick, (text_heads or {}).get(m)) for m in models}
+    results = {m: evaluate_model(m, list(sizes), n, n_absent, gcfg, per_label, (text_heads or {}).get(m))
+               for m in models}
     return {"bench": "heads_guard", "sizes": list(sizes), "n_test": n, "n_absent": n_absent, "guard": gcfg.to_dict(),
+            "sentences_per_label": per_label or 1000,
             "max_loss": MAX_LOSS, "max_absent": MAX_ABSENT, "results": results,
             "ok": all(r["ok"] for r in results.values())}
 
@@ -184,9 +189,10 @@ def main() -> None:
     p.add_argument("--sizes", nargs="+", type=int, default=[50, 200, 1000])
     p.add_argument("--n", type=int, default=2000, help="test scenes")
     p.add_argument("--absent", type=int, default=200)
+    p.add_argument("--per-label", type=int, default=None, help="sentences per label of the text heads")
     p.add_argument("--quick", action="store_true")
     a = p.parse_args()
-    out = run(a.models, a.sizes, a.n, a.absent, a.quick)
+    out = run(a.models, a.sizes, a.n, a.absent, a.quick, per_label=a.per_label)
     print_report(out)
     print(json.dumps(out))
 

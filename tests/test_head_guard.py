@@ -14,7 +14,8 @@ from tagger.method.heads.guarded import (GuardConfig, GuardedModel, head_columns
                                          load_guarded, roc_auc)
 from tagger.method.mapping import MemoryBank
 from tagger.method.scoring import ScoreConfig
-from tagger.pipeline.guard import validate, verdict
+from tagger.pipeline.guard import decide_like_tag, validate, verdict
+from tagger.pipeline.tag import apply_statistics
 
 D, L = 16, 6
 
@@ -122,3 +123,24 @@ def test_validation_keeps_a_better_head_and_refuses_a_worse_one() -> None:
     assert not keep and "text-only head kept" in why and table["head_labels"] == []
     assert verdict(table, True, 10)[0]
     assert not verdict(None, False, 10)[0] and verdict(None, True, 10)[0]
+
+
+def test_labels_the_head_does_not_score_are_decided_exactly_as_under_the_text_head() -> None:
+    """So a label with no annotated image (here l5, which no image shows) keeps the text-only head's
+    absent-label protection under every head."""
+    g, y, t = world(500, seed=2)
+    text = text_model(t)
+    head = fit_head("ovml", g[:300], None, y[:300, :4], t, seen=[0, 1, 2, 3], labels=text.labels,
+                    cfg=OvmlConfig(fit=FitConfig(epochs=3)))
+    m = GuardedModel("ovml", text, head, ["l0", "l2"])
+    corpus, held = g[300:], g[:100]
+    stats_t, d_t = decide_like_tag(text.scores(corpus, None), text.labels, text.classifier.anchors)
+    truth = np.zeros((100, L), bool)
+    truth[:, [0, 2]] = y[:100, [0, 2]]
+    s = m.scores(corpus, None)
+    stats_g, d_g = decide_like_tag(s, text.labels, m.anchors, labelled=(m.scores(held, None), truth))
+    pred_t = d_t.positive(apply_statistics(text.scores(corpus, None), stats_t))
+    pred_g = d_g.positive(apply_statistics(s, stats_g))
+    others = [1, 3, 4, 5]
+    assert np.array_equal(pred_t[:, others], pred_g[:, others])
+    assert not pred_g[:, 5].any() and pred_g[:, [0, 2]].any()

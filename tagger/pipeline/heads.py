@@ -280,7 +280,10 @@ def run_train_head(workspace: "Workspace", model: str, pretrained: str | None = 
         guarded = GuardedModel(kind, base, fitted, [labels[j] for j in (table or {}).get("head_labels", [])],
                                heldout, meta)
         guarded.save(tmp, base_id)  # the labels the head scores better than the text head
-        shutil.rmtree(tmp) if out.exists() else tmp.replace(out)  # the same inputs fit the same model
+        if out.exists():  # trained before from the same inputs: the same model
+            shutil.rmtree(tmp)
+        else:
+            tmp.replace(out)
         table = table if len(held) >= gcfg.min_heldout_images else None
         keep, why = verdict(table, force, gcfg.min_heldout_images)
         config = {"head": kind, kind: head_cfg, "data_id": data.data_id, "seen": guarded.image_labels,

@@ -182,7 +182,10 @@ class GuardedModel:
         text model for :func:`load_guarded` (the workspace passes its classifier id)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        self.head.save(d / IMAGE_DIR) if isinstance(self.head, ImageHead) else self.head.classifier.save(d / IMAGE_DIR)
+        if isinstance(self.head, ImageHead):
+            self.head.save(d / IMAGE_DIR)
+        else:  # few-shot CoMC: its classifier; the memory banks are the text model's
+            self.head.classifier.save(d / IMAGE_DIR)
         meta = {**self.meta, "kind": self.kind, "text": text_ref, "image_labels": self.image_labels,
                 "heldout": sorted([i, sorted(v)] for i, v in self.heldout.items())}
         tmp = d / (GUARD_FILE + ".tmp")
