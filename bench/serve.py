@@ -10,6 +10,7 @@ run keeps each image's top 5 labels and every positive. A real ``tagger serve`` 
 model loaded at start: ViT-B-16, open_clip's random initialisation, on the CPU) is then asked, one
 request at a time:
 
+* ``overview``: the overview page (run totals, per-label counts and charts);
 * ``label``: a random label's page at a random page among its first 20, half of them with a
   confidence filter (48 images per page);
 * ``image``: a random image's page (its tags, and its 12 neighbours from the global index);
@@ -117,6 +118,7 @@ def measure(ws: Workspace, labels: list[str], n_images: int, requests: int, seed
             ids = [i for i, in cat.query("SELECT image_id FROM images USING SAMPLE 500 ROWS")]
         words = ["red", "small", "bright", "old", "round"]
         kinds = {
+            "overview": lambda: "/",
             "label": lambda: f"/label/{rng.choice(labels)}?page={rng.randint(1, 20)}"
                              + ("&min_conf=0.5" if rng.random() < 0.5 else ""),
             "image": lambda: f"/image/{rng.choice(ids)}",

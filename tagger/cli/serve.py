@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..errors import TaggerError
 from .options import DEFAULT_WORKSPACE, ModelOpt, PretrainedOpt, WorkspaceOpt, fail, reported, workspace_at
 from .review import WhoOpt, _who
 
@@ -54,7 +55,7 @@ def serve_cmd(
         if preload:
             try:
                 app.state.serve.searcher.clip()
-            except Exception as e:  # the pages work without it; search says why
+            except (TaggerError, OSError, RuntimeError) as e:  # the pages work without it; search says why
                 logger.warning("search model not loaded: %s", e)
     sock = _listen(host, port)
     bound = sock.getsockname()[1]

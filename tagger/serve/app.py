@@ -79,12 +79,10 @@ class Serve:
             return None
         return cat.tag_run(run_id)
 
-    def cards(self, hits: list[tuple[int, float]]) -> list[dict[str, Any]]:
-        """Search hits as the cards pages show: image_id, uri, score."""
-        if not hits:
-            return []
-        with self.catalog.read() as cat:
-            uris = cat.uris_of([i for i, _ in hits])
+    @staticmethod
+    def cards(cat, hits: list[tuple[int, float]]) -> list[dict[str, Any]]:
+        """Search hits as the cards pages show (image_id, uri, score), URIs read from ``cat``."""
+        uris = cat.uris_of([i for i, _ in hits]) if hits else {}
         return [{"image_id": i, "uri": uris[i], "score": s} for i, s in hits if i in uris]
 
     def render(self, ctx: dict[str, Any], status: int = 200) -> HTMLResponse:

@@ -121,6 +121,12 @@ def label(app: "Serve", request: Request, name: str) -> dict[str, Any]:
 
 
 def image(app: "Serve", request: Request, image_id: int) -> dict[str, Any]:
+    near: list[tuple[int, float]] = []
+    why = None
+    try:
+        near = [h for h in app.searcher.like(image_id, app.cfg.neighbours + 1) if h[0] != image_id]
+    except TaggerError as e:  # not encoded (yet), or no index
+        why = str(e)
     with app.catalog.read() as cat:
         run = app.current(cat, required=False)
         info = browse.image_info(cat, image_id)
@@ -128,15 +134,10 @@ def image(app: "Serve", request: Request, image_id: int) -> dict[str, Any]:
             raise LookupError(f"no image {image_id} in the catalog")
         tags = browse.image_tags(cat, run.run_id if run else None, image_id)
         undo = undo_count(cat, image_id)
-    near, why = [], None
-    if info["status"] != "error":
-        try:
-            near = [h for h in app.searcher.like(image_id, app.cfg.neighbours + 1) if h[0] != image_id]
-        except TaggerError as e:
-            why = str(e)
+        cards = app.cards(cat, near[:app.cfg.neighbours])
     return {"template": "image.html", "page": "image", "title": info["uri"].rsplit("/", 1)[-1], "run": run,
-            "info": info, "tags": tags, "undo": undo, "near": app.cards(near[:app.cfg.neighbours]), "near_why": why,
-            "back": str(request.url.path)}
+            "info": info, "tags": tags, "undo": undo, "near": cards, "near_why": why if info["status"] != "error"
+            else None, "back": str(request.url.path)}
 
 
 def search(app: "Serve", request: Request) -> dict[str, Any]:
@@ -144,7 +145,6 @@ def search(app: "Serve", request: Request) -> dict[str, Any]:
     like = request.query_params.get("like", "").strip()
     k = _int(request, "k", app.cfg.page_size, 1, 500)
     hits: list[tuple[int, float]] = []
-    labels: list[str] = []
     query = None
     if like:
         try:
@@ -154,14 +154,13 @@ def search(app: "Serve", request: Request) -> dict[str, Any]:
         hits, query = app.searcher.like(like_id, k), f"images like image {like_id}"
     elif text:
         hits, query = app.searcher.text(text, k), repr(text)
-        with app.catalog.read() as cat:
-            run = app.current(cat, required=False)
-            names = list(run.labels or []) if run else []
-        labels = [n for n in names if text.lower() in n.lower()]
     with app.catalog.read() as cat:
         run = app.current(cat, required=False)
+        results = app.cards(cat, hits)
+    names = list(run.labels or []) if run and text and not like else []
+    labels = [n for n in names if text.lower() in n.lower()]
     return {"template": "search.html", "page": "search", "title": f"Search {query}" if query else "Search",
-            "run": run, "text": text, "like": like, "query": query, "results": app.cards(hits),
+            "run": run, "text": text, "like": like, "query": query, "results": results,
             "labels": [(n, label_url(n)) for n in labels]}
 
 
