@@ -21,6 +21,7 @@ from tagger.evaluate.harness import embed_dataset, image_text_retrieval, linprob
 from tagger.evaluate.metrics import summarize
 from tagger.models import load_clip
 from tagger.method.scoring import ScoreConfig
+from tagger.text import comc_corpus
 from tagger.toyworld import LABEL_SYNONYMS, LABELS
 
 
@@ -55,7 +56,7 @@ def evaluate_model(name: str, n: int, n_small: int) -> dict:
         add(row, head(clip, test), head(clip, small))
     cfg = ComcConfig()
     t0 = time.time()
-    model = fit_comc(clip, LABELS, LABEL_SYNONYMS, cfg)
+    model = fit_comc(clip, LABELS, LABEL_SYNONYMS, cfg, corpus=comc_corpus(LABELS, LABEL_SYNONYMS, cfg))
     fit_s = time.time() - t0
     for row, sc in ablation_rows(cfg.score):
         add(row, model.scores(test.global_, test.patches.astype("float32"), sc),

@@ -26,6 +26,7 @@ from tagger.evaluate.splits import zsl_gzsl_metrics
 from tagger.method.comc import ComcConfig, fit_comc
 from tagger.method.heads import IMAGE_HEADS, FewShotConfig, fit_fewshot, fit_head, sample_shots
 from tagger.models import load_clip
+from tagger.text import comc_corpus
 from tagger.toyworld import LABEL_SYNONYMS
 
 COLUMNS = ("mAP", "F1@3", "F1@5")
@@ -113,7 +114,9 @@ def evaluate_model(name: str, args) -> dict:
     val = load_seen_unseen(clip, args.n_val, args.n_train, "val")
     knobs: dict = {}
     t0 = time.time()
-    comc = fit_comc(clip, test.test.class_names, LABEL_SYNONYMS, ComcConfig(n_sentences=args.n_sentences))
+    comc_cfg = ComcConfig(n_sentences=args.n_sentences)
+    names = test.test.class_names
+    comc = fit_comc(clip, names, LABEL_SYNONYMS, comc_cfg, corpus=comc_corpus(names, LABEL_SYNONYMS, comc_cfg))
     knobs["comc_fit_s"] = round(time.time() - t0, 1)
     scores = {"zero-shot CLIP": both(lambda s: s.global_ @ test.label_emb.T, val, test),
               "CoMC (text only)": both(lambda s: comc.scores(s.global_, patches(s)), val, test)}

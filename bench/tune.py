@@ -21,6 +21,7 @@ from tagger.evaluate.harness import embed_dataset
 from tagger.evaluate.metrics import mean_average_precision
 from tagger.models import load_clip
 from tagger.method.scoring import ScoreConfig
+from tagger.text import comc_corpus
 from tagger.pipeline.tag import TagConfig, label_statistics, positive_mask
 from tagger.toyworld import LABEL_SYNONYMS, LABELS
 
@@ -53,7 +54,7 @@ def grid_scores(name: str, n: int) -> tuple[list[tuple[float, ScoreConfig]], tup
     """Val mAP of every grid setting for one model, plus what the threshold search needs."""
     clip = load_clip(name, device="cpu")
     val = embed_dataset(clip, read_toy(n=n, split="val"))
-    model = fit_comc(clip, LABELS, LABEL_SYNONYMS, ComcConfig())
+    model = fit_comc(clip, LABELS, LABEL_SYNONYMS, ComcConfig(), corpus=comc_corpus(LABELS, LABEL_SYNONYMS))
     patches = val.patches.astype("float32")
     results = []
     for values in itertools.product(*GRID.values()):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write_bytes
 from .errors import WorkspaceError
 
 __all__ = ["DEFAULT_MODEL", "Workspace"]
@@ -96,7 +97,6 @@ class Workspace:
             from .models.registry import check_model
             check_model(s.get("model", DEFAULT_MODEL), s.get("pretrained"))
         try:
-            from .store.atomic import atomic_write_bytes  # lazily: the store package pulls in FAISS
             atomic_write_bytes(self.settings_path, json.dumps(s, indent=2).encode("utf-8"))
         except OSError as e:
             raise _not_writable(self.root, e) from e

@@ -1,4 +1,5 @@
-"""The package's layers hold: what each layer may import, and the jobs accept exactly the CLI's options."""
+"""The package's layers hold: a table of what each layer may import, enforced for every layer (each rule
+shown able to fail), SQL only in the catalog, and the jobs accept exactly the CLI's options."""
 from __future__ import annotations
 
 import ast
@@ -42,6 +43,129 @@ def files_under(folder: str) -> list[Path]:
     return sorted((PKG / folder).rglob("*.py")) if folder else sorted(PKG.rglob("*.py"))
 
 
+# --- the layer table -------------------------------------------------------------------------
+#: The ground floor: modules every layer may import; among themselves they import only what is listed.
+GROUND = ("errors", "ids", "atomic", "uris", "targets")
+
+#: What each layer (a sub-package or a top-level module of ``tagger``) may import besides itself and
+#: the ground floor. ``tagger`` is the package root (the public API), which may import every layer.
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "ids": set(),
+    "atomic": {"errors"},
+    "uris": set(),
+    "targets": {"errors", "atomic"},
+    "method": set(GROUND),
+    "models": set(GROUND),
+    "store": set(GROUND),
+    "text": {*GROUND, "method"},
+    "catalog": {*GROUND, "method", "text"},
+    "toyworld": {*GROUND, "method", "models", "store"},
+    "evaluate": {*GROUND, "method", "models", "text", "store", "catalog", "toyworld"},
+    "workspace": {*GROUND, "models"},
+    "pipeline": {*GROUND, "method", "models", "text", "store", "catalog", "evaluate", "workspace"},
+    "report": {*GROUND, "method", "store", "catalog"},
+    "export": {*GROUND, "method", "store", "catalog"},
+    "serve": {*GROUND, "method", "models", "text", "store", "catalog", "pipeline", "report", "export",
+              "workspace"},
+    "cli": {*GROUND, "method", "models", "text", "store", "catalog", "toyworld", "evaluate", "workspace",
+            "pipeline", "report", "export", "serve", "tagger"},
+    "tagger": {*GROUND, "method", "models", "text", "store", "catalog", "toyworld", "evaluate", "workspace",
+               "pipeline", "report", "export", "serve", "cli"},
+}
+LAYERS = tuple(ALLOWED)
+
+#: Imports the table forbids that the code still makes: (file under tagger/, layer imported) -> why.
+#: Each is checked to still exist, so one that is fixed must leave this list.
+KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
+    # fit_comc without corpus= builds an offline corpus for callers not yet passing one:
+    # bench/decisions.py, bench/changes.py (lead), bench/heads_guard.py (heads),
+    # tests/test_decisions_edits.py. Remove once they pass corpus=tagger.text.comc_corpus(...).
+    ("method/comc.py", "text"): "fit_comc's corpus-less fallback",
+}
+
+
+def layer_of(module: str) -> str | None:
+    """The layer of a ``tagger.*`` module name (None for other packages; ``tagger`` for the root's own
+    attributes, such as ``tagger.__version__``)."""
+    parts = module.split(".")
+    if parts[0] != "tagger" or len(parts) == 1:
+        return None  # not ours, or the root package, which any submodule import loads anyway
+    return parts[1] if parts[1] in ALLOWED else "tagger"
+
+
+def file_layer(path: Path) -> str:
+    parts = path.relative_to(PKG).with_suffix("").parts
+    return "tagger" if parts == ("__init__",) else parts[0]
+
+
+def layer_violations(path: Path, layer: str, package: str | None = None) -> list[str]:
+    """The imports of ``path`` (a module of ``layer``) that the table forbids, as ``'<layer>: <module>'``."""
+    allowed = ALLOWED[layer] | {layer}
+    return sorted(f"{layer_of(m)}: {m}" for m in imports_of(path, package)
+                  if layer_of(m) is not None and layer_of(m) not in allowed)
+
+
+def test_the_table_names_every_layer_of_the_package() -> None:
+    present = {file_layer(f) for f in files_under("")}
+    assert present == set(ALLOWED), f"add {present - set(ALLOWED)} to the table, drop {set(ALLOWED) - present}"
+    for layer, allowed in ALLOWED.items():
+        assert allowed <= set(ALLOWED), (layer, allowed - set(ALLOWED))
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_each_layer_imports_only_what_the_table_allows(layer: str) -> None:
+    found = []
+    for f in files_under(""):
+        if file_layer(f) != layer:
+            continue
+        rel = str(f.relative_to(PKG))
+        found += [f"{rel} imports {v}" for v in layer_violations(f, layer)
+                  if (rel, v.split(":")[0]) not in KNOWN_EXCEPTIONS]
+    assert found == []
+
+
+def test_every_known_exception_still_exists() -> None:
+    """An exception that was fixed leaves the list (so the rule is enforced again)."""
+    for (rel, target), why in KNOWN_EXCEPTIONS.items():
+        path = PKG / rel
+        assert path.is_file(), (rel, why)
+        assert any(v.startswith(f"{target}:") for v in layer_violations(path, file_layer(path))), (rel, target, why)
+
+
+def _probe_package(layer: str) -> str:
+    """The package a probe module of ``layer`` sits in (ground-floor and root modules sit in ``tagger``)."""
+    return f"tagger.{layer}" if layer in ("method", "models", "text", "store", "catalog", "toyworld", "evaluate",
+                                          "pipeline", "report", "export", "serve", "cli") else "tagger"
+
+
+def _probe_import(layer: str, target: str, package: str) -> str:
+    """A function-level relative import of ``target`` as written from ``package``."""
+    dots = "." * len(package.split("."))
+    return f"from {dots}{target} import something" if target != "tagger" else f"from {dots} import __version__"
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_each_rule_can_fail(layer: str, tmp_path: Path) -> None:
+    """A probe module of ``layer`` importing every layer: exactly the forbidden ones are reported."""
+    package = _probe_package(layer)
+    probe = tmp_path / "probe.py"
+    body = "\n".join(f"    {_probe_import(layer, t, package)}" for t in LAYERS if t != layer)
+    probe.write_text(f'"""Probe."""\nimport numpy\n\n\ndef f():\n{body}\n')
+    reported = {v.split(":")[0] for v in layer_violations(probe, layer, package=package)}
+    assert reported == set(LAYERS) - ALLOWED[layer] - {layer}
+
+
+def test_the_checker_sees_lazy_relative_and_absolute_imports(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text("import numpy\nimport tagger.pipeline.tag\n\ndef f():\n    from ..catalog import Catalog\n"
+                     "    from .. import workspace\n    import ray.data\n")
+    assert layer_violations(probe, "method", package="tagger.method") == [
+        "catalog: tagger.catalog", "catalog: tagger.catalog.Catalog", "pipeline: tagger.pipeline.tag",
+        "workspace: tagger.workspace"]
+    assert offenders([probe], ("ray",), package="tagger.method") == ["probe.py imports ray.data"]
+
+
 def offenders(files: list[Path], forbidden: tuple[str, ...], package: str | None = None) -> list[str]:
     out = []
     for f in files:
@@ -51,27 +175,18 @@ def offenders(files: list[Path], forbidden: tuple[str, ...], package: str | None
     return out
 
 
-LOWER_FORBIDDEN = ("tagger.catalog", "tagger.workspace", "tagger.pipeline", "tagger.cli", "ray")
-
-
-@pytest.mark.parametrize("layer", ["method", "store"])
-def test_method_and_store_know_no_catalog_workspace_or_ray(layer: str) -> None:
-    assert files_under(layer), f"tagger/{layer}/ is empty"
-    assert offenders(files_under(layer), LOWER_FORBIDDEN) == []
-
-
 def test_only_the_pipeline_imports_ray_and_nothing_imports_jobs() -> None:
     outside = [f for f in files_under("") if "pipeline" not in f.relative_to(PKG).parts]
     assert offenders(outside, ("ray",)) == []
     assert offenders(files_under(""), ("jobs",)) == []
 
 
-def test_the_checker_sees_lazy_and_relative_imports(tmp_path: Path) -> None:
-    """The rule above can fail: a function-level relative import of the catalog is caught."""
+def test_the_ray_and_jobs_rules_can_fail(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
-    probe.write_text("import numpy\n\ndef f():\n    from ..catalog import Catalog\n    import ray.data\n")
-    assert offenders([probe], LOWER_FORBIDDEN, package="tagger.method") == [
-        "probe.py imports ray.data", "probe.py imports tagger.catalog", "probe.py imports tagger.catalog.Catalog"]
+    probe.write_text("def f():\n    import ray\n    from jobs.tag import main\n")
+    assert offenders([probe], ("ray",), package="tagger.cli") == ["probe.py imports ray"]
+    assert offenders([probe], ("jobs",), package="tagger.cli") == ["probe.py imports jobs.tag",
+                                                                  "probe.py imports jobs.tag.main"]
 
 
 def test_every_module_opens_with_a_docstring() -> None:
@@ -135,18 +250,51 @@ _SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|WITH)\s",
 _SQL_BODY = re.compile(r"\b(FROM|INTO|TABLE|SET|AS)\b")
 
 
-def test_every_sql_statement_lives_in_the_catalog() -> None:
-    """No string literal outside ``tagger/catalog/`` starts like a SQL statement (docstrings aside)."""
+def _string_text(node: ast.AST) -> str | None:
+    """The text of a string literal, an f-string (each ``{...}`` as ``{}``) or a ``+`` of them; else None."""
+    if isinstance(node, ast.Constant):
+        return node.value if isinstance(node.value, str) else None
+    if isinstance(node, ast.JoinedStr):
+        return "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _string_text(node.left), _string_text(node.right)
+        if left is not None or right is not None:
+            return (left if left is not None else "{}") + (right if right is not None else "{}")
+    return None
+
+
+def sql_strings(path: Path) -> list[int]:
+    """Lines of ``path`` where a string (plain, f-string or concatenated; docstrings aside) starts
+    like a SQL statement."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    inner = {id(c) for n in ast.walk(tree) if isinstance(n, (ast.JoinedStr, ast.BinOp)) for c in ast.walk(n)
+             if c is not n}
     found = []
-    for f in files_under(""):
-        if "catalog" in f.relative_to(PKG).parts[:1]:
+    for node in ast.walk(tree):
+        if id(node) in docstrings or id(node) in inner:
             continue
-        tree = ast.parse(f.read_text())
-        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
-                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
-                      and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
-        for node in ast.walk(tree):
-            if (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
-                    and _SQL.match(node.value) and _SQL_BODY.search(node.value)):
-                found.append(f"{f.relative_to(ROOT)}:{node.lineno}")
+        text = _string_text(node)
+        if text is not None and _SQL.match(text) and _SQL_BODY.search(text):
+            found.append(node.lineno)
+    return found
+
+
+def test_every_sql_statement_lives_in_the_catalog() -> None:
+    """No string outside ``tagger/catalog/`` starts like a SQL statement."""
+    found = [f"{f.relative_to(ROOT)}:{line}" for f in files_under("")
+             if "catalog" not in f.relative_to(PKG).parts[:1] for line in sql_strings(f)]
     assert found == []
+
+
+def test_the_sql_check_sees_plain_f_and_concatenated_strings(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text('"""SELECT x FROM docstrings is prose."""\n'
+                     'a = "SELECT * FROM images"\n'
+                     'b = f"SELECT {cols} FROM {table}"\n'
+                     'c = "DELETE " + "FROM t WHERE id = ?"\n'
+                     'd = f"selected {n} from the list"\n'
+                     'e = "UPDATE " + name + " SET x = 1"\n')
+    assert sql_strings(probe) == [2, 3, 4, 6]

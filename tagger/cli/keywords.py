@@ -38,7 +38,7 @@ def import_keywords_cmd(
     --calibrate-with FILE`, `tagger train --annotations FILE` and `tagger review import FILE` read it.
     Keywords tagger wrote itself are left out; the unmapped ones are listed with their image counts."""
     from ..export.kwmap import import_keywords, write_labelled
-    from ..pipeline.sources import to_local_path
+    from ..uris import to_local_path
     from ..targets import check_out_file
     ws = workspace_at(workspace, create=False)
     with reported():

@@ -34,7 +34,7 @@ def _who(name: str | None) -> str:
 def _uri(text: str) -> str:
     """A URI as the catalog stores it (local paths absolute); an empty one stays empty (and is refused
     as such, not taken for the working directory)."""
-    from ..pipeline.sources import normalize_uri
+    from ..uris import normalize_uri
     return normalize_uri(text) if str(text or "").strip() else ""
 
 

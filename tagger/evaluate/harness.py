@@ -14,7 +14,7 @@ import torch
 from ..ids import short_sha256
 from ..models.dense import FeatureConfig, image_features
 from ..method.zeroshot import ENSEMBLE_PROMPTS, SINGLE_PROMPT, class_embeddings, zero_shot_scores
-from ..store.atomic import atomic_open
+from ..atomic import atomic_open
 from .metrics import summarize
 
 logger = logging.getLogger(__name__)

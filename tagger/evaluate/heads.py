@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..method.comc import ComcConfig, fit_comc
+from ..text import comc_corpus
 from ..toyworld.vocab import LABEL_SYNONYMS
 
 logger = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ def comc_head(cfg: ComcConfig | None = None) -> Callable[..., np.ndarray]:
     ``synonyms`` given to the head win; else the toy world's synonyms of the classes are used.
     """
     def score(clip, test, synonyms=None, **_: object) -> np.ndarray:
-        model = fit_comc(clip, test.class_names, synonyms or toy_synonyms(test.class_names), cfg)
+        synonyms = synonyms or toy_synonyms(test.class_names)
+        model = fit_comc(clip, test.class_names, synonyms, cfg, corpus=comc_corpus(test.class_names, synonyms, cfg))
         return model.scores(test.global_, test.patches.astype(np.float32))
     return score

@@ -76,8 +76,11 @@ def _image_head(kind: str, data: SeenUnseenData, cfg=None) -> np.ndarray:
 
 def _comc(clip, data: SeenUnseenData, comc_cfg=None):
     from ..method.comc import fit_comc
+    from ..text import comc_corpus
     from .heads import toy_synonyms
-    return fit_comc(clip, data.test.class_names, toy_synonyms(data.test.class_names), comc_cfg)
+    names = data.test.class_names
+    synonyms = toy_synonyms(names)
+    return fit_comc(clip, names, synonyms, comc_cfg, corpus=comc_corpus(names, synonyms, comc_cfg))
 
 
 def _fewshot(clip, data: SeenUnseenData, shots: int = 16, seed: int = 0, base=None, cfg=None) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from ..errors import SimulatedCrash
-from ..pipeline.sources import to_local_path
+from ..uris import to_local_path
 from ..targets import TMP_PREFIX, os_reason, temp_name, workspace_owned
 from .xmp import MachineTag, merge_sidecar
 from .xmpdoc import MAX_SIDECAR_BYTES

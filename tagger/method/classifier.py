@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import atomic_write_text
 from .decisions import TextAnchors, text_anchors
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,6 @@ class TextClassifier:
 
     def save(self, directory: str | Path) -> Path:
         """Write ``weight.npy`` and then ``classifier.json`` (atomically) into ``directory``."""
-        from ..store.atomic import atomic_write_text  # lazily: tagger.store loads faiss
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         np.save(d / "weight.npy", self.weight.astype(np.float32))

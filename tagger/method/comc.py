@@ -1,8 +1,9 @@
 """The CoMC model: fit on text for a set of class names, score images, save and load it.
 
 Fitting runs text corpus -> text embeddings -> classifier + memory banks; the stages live in their
-own modules (``tagger.text`` for corpora, ``classifier``, ``mapping``, ``scoring``) and this one
-glues them. Saving and loading stay here, beside the model they write.
+own modules (``classifier``, ``mapping``, ``scoring``) and this one glues them. The corpus comes
+from the caller (:func:`tagger.text.comc_corpus` builds the offline one a config asks for): the
+text layer sits above this one. Saving and loading stay here, beside the model they write.
 Synonyms come from the caller (the evaluation side passes the toy world's); nothing here knows a
 dataset.
 """
@@ -75,16 +76,17 @@ def build_memories(clip, class_names: Sequence[str], sentence_emb: np.ndarray | 
 
 def fit_comc(clip, class_names: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None = None,
              cfg: ComcConfig | None = None, generator=None, corpus=None, embeddings=None) -> ComcModel:
-    """Generate (or take) a text corpus, embed it with CLIP's text tower (unless its
-    ``embeddings`` are given, row-aligned with the sentences), train, build memories."""
-    from ..text import OfflineGenerator, Vocabulary, build_corpus
+    """Embed ``corpus`` with CLIP's text tower (unless its ``embeddings`` are given, row-aligned with
+    the sentences), train, build memories.
 
+    Give ``corpus`` (:func:`tagger.text.comc_corpus` builds one for ``class_names``, ``synonyms``
+    and ``cfg``); without it one is built here, from ``generator`` or offline, for the callers that
+    still rely on that (a known exception to the layer table in ``tests/test_layers.py``).
+    """
     cfg = cfg or ComcConfig()
     if corpus is None:
-        vocab = Vocabulary.create(list(class_names), synonyms or {})
-        generator = generator or OfflineGenerator(vocab, seed=cfg.text_seed)
-        corpus = build_corpus(list(class_names), synonyms or {}, cfg.n_sentences, generator, seed=cfg.text_seed,
-                              max_labels=cfg.max_labels, include_templates=cfg.include_templates)
+        from ..text.corpus import comc_corpus  # known exception: method sits below text
+        corpus = comc_corpus(class_names, synonyms, cfg, generator)
     emb = clip.encode_text(list(corpus.sentences)) if embeddings is None else np.asarray(embeddings, np.float32)
     if emb.shape[0] != len(corpus.sentences):
         raise ValueError(f"{emb.shape[0]} embeddings for {len(corpus.sentences)} sentences")

@@ -1,7 +1,7 @@
 """Image sources: list the images of a folder, a glob, a manifest or an object-store prefix.
 
-Local files are named by absolute paths (``file://`` URIs are converted), so that one file has
-one URI and thus one ``image_id``. Other schemes (``s3://``, ``gs://``…) go through fsspec,
+Local files are named by absolute paths (``file://`` URIs are converted by :mod:`tagger.uris`), so
+that one file has one URI and thus one ``image_id``. Other schemes (``s3://``, ``gs://``…) go through fsspec,
 imported only when needed.
 
 Only regular files are read: a FIFO, device or socket with an image name (or a link to one) is
@@ -21,11 +21,13 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import pyarrow as pa
 
 from ..errors import ConfigError, SourceError
+from ..uris import normalize_uri, to_local_path
+from ..uris import scheme as _scheme
 
 __all__ = ["IMAGE_EXTENSIONS", "MAX_IMAGE_BYTES_ENV", "Listing", "is_image_name", "list_image_records",
            "list_images", "max_image_bytes", "normalize_uri", "read_bytes", "scan_images", "to_local_path"]
@@ -84,36 +86,6 @@ def _not_regular(path: str) -> str | None:
     except OSError:
         return None
     return None if stat.S_ISREG(mode) else f"not a regular file ({_file_kind(mode)})"
-
-
-def _scheme(uri: str) -> str:
-    p = urlparse(uri)
-    # a one-letter scheme is a Windows drive, not a URL
-    return p.scheme.lower() if len(p.scheme) > 1 else ""
-
-
-def to_local_path(uri: str) -> str | None:
-    """Absolute local path for a plain path or ``file://`` URI; None for remote URIs."""
-    scheme = _scheme(uri)
-    if scheme == "file":
-        p = urlparse(uri)
-        path = unquote(p.path)
-        if p.netloc and p.netloc != "localhost":
-            path = f"//{p.netloc}{path}"
-        return os.path.abspath(path)
-    if scheme:
-        return None
-    return os.path.abspath(os.path.expanduser(uri))
-
-
-def normalize_uri(uri: str, base: str | None = None) -> str:
-    """Canonical form of one URI: absolute path for local files (relative ones taken from
-    ``base``), the URI unchanged for remote schemes."""
-    uri = uri.strip()
-    if not _scheme(uri) and base is not None and not os.path.isabs(os.path.expanduser(uri)):
-        uri = os.path.join(base, uri)
-    local = to_local_path(uri)
-    return local if local is not None else uri
 
 
 @dataclass

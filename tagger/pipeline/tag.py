@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..atomic import atomic_open
 from ..errors import ConfigError, SimulatedCrash
 from ..ids import short_sha256
 from ..method.decisions import DecisionConfig, Decisions, TextAnchors, fit_anchored, fit_decisions, fit_from_labels
@@ -141,7 +142,6 @@ def fit_run_decisions(sample: np.ndarray, labels: list[str], cfg: TagConfig, inp
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     """Write ``table`` to ``path`` as Parquet, atomically (a reader never sees half a file)."""
-    from ..store.atomic import atomic_open
     with atomic_open(path) as fh:
         pq.write_table(table, fh)
 

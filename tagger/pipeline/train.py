@@ -16,7 +16,7 @@ from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 from ..ids import short_sha256
-from ..store.atomic import atomic_open
+from ..atomic import atomic_open
 
 if TYPE_CHECKING:
     from ..workspace import Workspace

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from ..pipeline.sources import to_local_path
-from ..store.atomic import atomic_open
+from ..uris import to_local_path
+from ..atomic import atomic_open
 
 __all__ = ["THUMB_SIZE", "ThumbnailCache"]
 

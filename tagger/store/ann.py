@@ -32,7 +32,7 @@ import faiss
 import numpy as np
 
 from tagger.errors import ConfigError, StoreError
-from tagger.store.atomic import atomic_open
+from tagger.atomic import atomic_open
 from tagger.store.codec import min_train_vectors
 from tagger.store.gpu import GPU_MAX_K, num_gpus, to_gpu_if_available
 from tagger.store.vectors import as_ids, as_matrix

@@ -25,7 +25,7 @@ import numpy as np
 
 from tagger.errors import StoreError
 from tagger.store.ann import AnnIndex, ann_path, read_meta
-from tagger.store.atomic import atomic_write_bytes
+from tagger.atomic import atomic_write_bytes
 
 __all__ = ["merge_topk", "shard_paths", "shards_dir", "shards_in_step", "write_shards"]
 

@@ -8,7 +8,7 @@ import faiss
 import numpy as np
 
 from tagger.errors import ConfigError, StoreError, UnknownIdError
-from tagger.store.atomic import atomic_open
+from tagger.atomic import atomic_open
 from tagger.store.codec import flat_stand_in, min_train_vectors, train_checked
 from tagger.store.config import IndexConfig
 from tagger.store.gpu import GPU_MAX_K, to_gpu_if_available

@@ -25,7 +25,7 @@ import faiss
 import numpy as np
 
 from tagger.errors import StoreError
-from tagger.store.atomic import atomic_open
+from tagger.atomic import atomic_open
 from tagger.store.vectors import as_ids, as_matrix
 
 __all__ = ["extend_global_file", "mapped_rows"]

@@ -30,7 +30,7 @@ import faiss
 import numpy as np
 
 from tagger.errors import StoreError
-from tagger.store.atomic import atomic_open
+from tagger.atomic import atomic_open
 from tagger.store.vectors import as_ids, as_matrix
 
 logger = logging.getLogger(__name__)

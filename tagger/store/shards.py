@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from tagger.errors import ShardError, SimulatedCrash
-from tagger.store.atomic import TMP_PREFIX, atomic_write_bytes, fsync_dir, temp_sibling
+from tagger.atomic import TMP_PREFIX, atomic_write_bytes, fsync_dir, temp_sibling
 
 logger = logging.getLogger(__name__)
 

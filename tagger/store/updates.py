@@ -40,7 +40,7 @@ from ..errors import StoreError
 from . import IndexConfig, build_global_index, build_patch_store, index_paths, list_done_shards
 from .ann import AnnConfig
 from .annsync import sync_ann
-from .atomic import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 from .global_index import GlobalIndex
 from .globalfile import extend_global_file
 from .patches import PatchStore

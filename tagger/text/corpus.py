@@ -15,13 +15,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import ids
+from ..atomic import atomic_open, atomic_write_text
 from ..errors import ConfigError, DatasetError, IncompleteCorpusError, TextGenerationError
 from ..method.hierarchy import ParentMap, expand_label_matrix, normalise_parents
 from .base import GenerationStats, SentenceGenerator
@@ -30,6 +31,9 @@ from .llm import LLMConfig, LLMGenerator
 from .offline import OfflineGenerator
 from .templates import PROMPT_TEMPLATES, template_sentences
 from .vocab import Vocabulary
+
+if TYPE_CHECKING:
+    from ..method.comc import ComcConfig
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +144,6 @@ class TextCorpus:
 
     def save(self, directory: str | Path) -> Path:
         """Write ``sentences.parquet``, ``label_matrix.npy`` and (last) ``corpus.json``, each atomically."""
-        from ..store.atomic import atomic_open, atomic_write_text  # lazily: tagger.store loads faiss
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         table = pa.table({"sentence": pa.array(self.sentences, pa.string()),
@@ -205,6 +208,19 @@ def keep_valid(vocab: Vocabulary, label_sets: Sequence[Sequence[str]], generated
             sentences.append(text)
             kept.append(labs)
     return sentences, kept, missing, rejected
+
+
+def comc_corpus(class_names: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None = None,
+                cfg: ComcConfig | None = None, generator: SentenceGenerator | None = None) -> TextCorpus:
+    """The corpus a CoMC config asks for: ``cfg.n_sentences`` sentences about ``class_names`` from
+    ``generator`` (offline, seeded with ``cfg.text_seed``, when None), plus the prompt templates."""
+    if cfg is None:
+        from ..method.comc import ComcConfig  # lazily: it loads torch
+        cfg = ComcConfig()
+    names = list(class_names)
+    generator = generator or OfflineGenerator(Vocabulary.create(names, synonyms or {}), seed=cfg.text_seed)
+    return build_corpus(names, synonyms or {}, cfg.n_sentences, generator, seed=cfg.text_seed,
+                        max_labels=cfg.max_labels, include_templates=cfg.include_templates)
 
 
 def build_corpus(labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None,

@@ -29,7 +29,7 @@ from open_clip.loss import ClipLoss
 
 from ..models import registry
 from ..models.preprocess import pixel_spec
-from ..store.atomic import atomic_open
+from ..atomic import atomic_open
 from .captions import make_caption, mentioned_labels
 from .distill import distill_loss, teacher_targets
 from .render import RenderedSplit, render_split
@@ -220,7 +220,7 @@ def _encode_images(model, spec, pixels: np.ndarray, device: str) -> torch.Tensor
 def evaluate_clip(model, model_name: str, tokenizer, val: RenderedSplit, seed: int = 99, device: str = "cpu",
                   head: torch.nn.Module | None = None) -> dict[str, float]:
     """Image->text R@1 over held-out pairs and zero-shot mAP with one prompt (and the labels head's mAP)."""
-    from ..evaluate.metrics import mean_average_precision
+    from ..method.metrics import mean_average_precision
     from ..method.zeroshot import standardize
 
     was_training = model.training

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ..models import registry
 from ..models.dense import FeatureConfig, grid_size, image_features, train_features
 from ..models.preprocess import pixel_spec
-from ..store.atomic import atomic_open
+from ..atomic import atomic_open
 from .render import render_split
 
 __all__ = ["TeacherTargets", "distill_loss", "teacher_targets"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..ids import short_sha256
-from ..store.atomic import atomic_open
+from ..atomic import atomic_open
 from .scenes import Scene, SceneConfig, make_scene
 
 __all__ = ["RenderedSplit", "render_split"]

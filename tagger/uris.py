@@ -1,0 +1,42 @@
+"""URI helpers every layer uses: a URI's scheme, and the local path of a plain path or ``file://`` URI.
+
+Local files are named by absolute paths (``file://`` URIs are converted), so that one file has one
+URI and thus one ``image_id``; any other scheme (``s3://``, ``gs://``...) is remote. This module
+imports nothing of the package.
+"""
+from __future__ import annotations
+
+import os
+from urllib.parse import unquote, urlparse
+
+__all__ = ["normalize_uri", "scheme", "to_local_path"]
+
+
+def scheme(uri: str) -> str:
+    """The lower-case scheme of ``uri`` ("" for a plain path; a one-letter scheme is a Windows drive)."""
+    p = urlparse(uri)
+    return p.scheme.lower() if len(p.scheme) > 1 else ""
+
+
+def to_local_path(uri: str) -> str | None:
+    """Absolute local path for a plain path or ``file://`` URI; None for remote URIs."""
+    kind = scheme(uri)
+    if kind == "file":
+        p = urlparse(uri)
+        path = unquote(p.path)
+        if p.netloc and p.netloc != "localhost":
+            path = f"//{p.netloc}{path}"
+        return os.path.abspath(path)
+    if kind:
+        return None
+    return os.path.abspath(os.path.expanduser(uri))
+
+
+def normalize_uri(uri: str, base: str | None = None) -> str:
+    """Canonical form of one URI: absolute path for local files (relative ones taken from
+    ``base``), the URI unchanged for remote schemes."""
+    uri = uri.strip()
+    if not scheme(uri) and base is not None and not os.path.isabs(os.path.expanduser(uri)):
+        uri = os.path.join(base, uri)
+    local = to_local_path(uri)
+    return local if local is not None else uri
