@@ -15,7 +15,10 @@ positives per image from those labels. Then the fit's time and peak memory at 1,
 labels. ``--tune`` first searches the anchored rule's knobs on each model's val scenes (n/2, with the
 absent labels in the vocabulary) and evaluates the test split with the best of them; ``--tune-only``
 searches val alone and prints the one setting best over all the models given (the shipped defaults
-come from ``--tune-only --n 1000`` over toy-rn and toy-vit). Ends with a JSON line.
+come from ``--tune-only --n 1000`` over toy-rn and toy-vit). Then the section of changes
+(``bench/changes.py``, skipped with ``--no-changes``): per-label F1 against each label's oracle,
+vocabulary edits (unknown-word synonyms, parents, a label retired and re-added) and absence on five
+drawn noun lists. Ends with a JSON line.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from changes import evaluate as evaluate_changes, summary_lines as change_lines
 from tagger.method.comc import ComcConfig, fit_comc
 from tagger.method.decisions import DecisionConfig, TextAnchors, fit_anchored, fit_decisions
 from tagger.evaluate.datasets import read_toy
@@ -120,7 +124,8 @@ def comc_with_absent(clip, n_absent: int):
     return labels, fit_comc(clip, labels, LABEL_SYNONYMS, cfg)
 
 
-KNOBS = ("neg_anchor", "pos_anchor", "anchor_sd", "max_tail_share", "corroborate_below", "min_text_separation")
+KNOBS = ("neg_anchor", "pos_anchor", "anchor_sd", "neg_sd_shift", "max_tail_share", "corroborate_below",
+         "min_text_separation")
 
 
 def evaluate_model(name: str, n: int, n_absent: int, dcfg: DecisionConfig, tune: bool) -> dict:
@@ -216,9 +221,9 @@ def val_data(clip, big, labels: list[str], model, n: int) -> dict:
 
 
 def anchor_grid(val: dict) -> list[dict]:
-    """The positives' anchor and sd on val (gates at their defaults), best first."""
-    grid = [_val_row(val, replace(DecisionConfig(), pos_anchor=pos, anchor_sd=sd))
-            for pos in (0.8, 0.9, 1.0, 1.1, 1.2) for sd in (0.08, 0.1, 0.12, 0.15, 0.2)]
+    """The positives' anchor, sd and shift on val (gates at their defaults), best first."""
+    grid = [_val_row(val, replace(DecisionConfig(), pos_anchor=pos, anchor_sd=sd, neg_sd_shift=shift))
+            for pos in (1.0, 1.1, 1.15, 1.2, 1.25) for sd in (0.15, 0.2, 0.25) for shift in (0.0, 0.3, 0.5, 0.7)]
     return sorted(grid, key=lambda r: -r["objective"])
 
 
@@ -228,7 +233,7 @@ def gate_grid(val: dict, anchored: DecisionConfig) -> list[dict]:
     dflt = DecisionConfig()
     gates = [_val_row(val, replace(anchored, max_tail_share=w, corroborate_below=c, min_text_separation=t))
              for w in (0.8, 0.9, 1.0, float("inf")) for c in (2.5, 3.0, 3.5, float("inf")) for t in (2.0, 2.5)]
-    near = lambda r: sum(abs(r[x] - getattr(dflt, x)) for x in KNOBS[3:])  # noqa: E731
+    near = lambda r: sum(abs(r[x] - getattr(dflt, x)) for x in KNOBS[4:])  # noqa: E731
     return sorted(gates, key=lambda r: (-r["objective"], r["absent_positives_per_image"], near(r)))
 
 
@@ -236,7 +241,7 @@ def tune_on_val(val: dict) -> dict:
     """The anchored rule's knobs on one model's val scenes: first the anchors, then the gates with
     those anchors."""
     grid = anchor_grid(val)
-    gates = gate_grid(val, replace(DecisionConfig(), **{x: grid[0][x] for x in ("pos_anchor", "anchor_sd")}))
+    gates = gate_grid(val, replace(DecisionConfig(), **{x: grid[0][x] for x in ("pos_anchor", "anchor_sd", "neg_sd_shift")}))
     default = _val_row(val, DecisionConfig())
     return {"best": gates[0], "default": default, "anchors": grid, "gates": gates,
             "default_is_best": all(default[x] == gates[0][x] for x in KNOBS),
@@ -291,7 +296,7 @@ def tune_only(a: argparse.Namespace) -> None:
         print(f"{name}: best on val {r['best']}\n  default {r['default']}\n  truth positives/image "
               f"{r['truth_positives_per_image']}")
     shared = {"anchors": shared_best([r["anchors"] for r in tuned.values()])}
-    anchored = replace(DecisionConfig(), **{x: shared["anchors"][x] for x in ("pos_anchor", "anchor_sd")})
+    anchored = replace(DecisionConfig(), **{x: shared["anchors"][x] for x in ("pos_anchor", "anchor_sd", "neg_sd_shift")})
     shared["gates"] = shared_best([gate_grid(val, anchored) for val in vals.values()])
     for part, r in shared.items():
         print(f"best {part} over all models on val: {r}")
@@ -307,6 +312,8 @@ def main() -> None:
     p.add_argument("--tune", action="store_true")
     p.add_argument("--tune-only", action="store_true", help="only the search on val (no test split, no scale)")
     p.add_argument("--scale", nargs="*", type=int, default=[1000, 10000])
+    p.add_argument("--no-changes", action="store_true", help="skip the section of changes (bench/changes.py)")
+    p.add_argument("--lists", type=int, default=5, help="noun lists of the absence part of the changes")
     a = p.parse_args()
     dcfg = DecisionConfig()
     if a.tune_only:
@@ -341,7 +348,11 @@ def main() -> None:
             r = row[rule]
             print(f"{rule} fit at {row['labels']:,} labels x {row['images']:,} images: {r['fit_s']} s, "
                   f"peak {r['peak_MB']} MB (input {row['input_MB']} MB), {r['present']} present")
-    print(json.dumps({"bench": "decisions", "n_test": a.n, "config": dcfg.to_dict(), "results": out, "scale": scale}))
+    changes = {} if a.no_changes else {name: evaluate_changes(name, a.n, a.lists, dcfg) for name in a.models}
+    for name, r in changes.items():
+        print("\n".join(change_lines(name, r)))
+    print(json.dumps({"bench": "decisions", "n_test": a.n, "config": dcfg.to_dict(), "results": out, "scale": scale,
+                      "changes": changes}))
 
 
 if __name__ == "__main__":

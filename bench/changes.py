@@ -1,0 +1,227 @@
+"""Decisions under the changes people make, on held-out toy scenes (the section of changes of
+``bench/decisions.py``; also runs alone).
+
+    python bench/changes.py [--models toy-rn toy-vit] [--n 2000] [--lists 5] [--quick]
+
+- **per label**: each world label's F1 under the anchored rule against the F1 of its own oracle
+  threshold (the best on the test truth), the worst and the mean, and positives per image against
+  the truth;
+- **edits**: the vocabulary edited as a user would -- synonyms made of words the text tower does not
+  know added to 5 labels (drawn), parents added (``shape`` over every world label, ``polygon`` over
+  the polygons), one label retired and then re-added; the corpus follows each edit incrementally as
+  the nightly does. Per world label, the share of its true positives lost against the unedited
+  vocabulary (worst over labels), and every label whose decision flips, with its reason;
+- **absence**: five disjoint lists of 200 ordinary nouns, drawn from a word list (wonderwords'
+  noun list, words sharing a BPE token with the toy world's captions left out, since the toy text
+  tower reads those) before measuring, each added to the 20 world labels: absent positives per image
+  and the largest share of images any one absent label is positive on, at 800 images and at
+  the whole test split; the worst list is what counts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from importlib import resources
+
+import numpy as np
+
+from tagger.evaluate.datasets import read_toy
+from tagger.evaluate.harness import embed_dataset
+from tagger.method.comc import ComcConfig, fit_comc
+from tagger.method.decisions import DecisionConfig, fit_anchored
+from tagger.models import load_clip
+from tagger.text import OfflineGenerator, Vocabulary, build_corpus
+from tagger.text.incremental import extend_corpus
+from tagger.toyworld import LABEL_SYNONYMS, LABELS
+
+LIST_SEED = 20261205  # fixed before anything was measured
+EDIT_SEED = 7
+POLYGONS = ("square", "triangle", "diamond", "hexagon", "pentagon")
+
+
+def world_words() -> set[str]:
+    """Every word the toy captions use: labels, synonyms, colours, backgrounds, sizes, templates."""
+    from tagger.toyworld import captions
+    from tagger.toyworld.vocab import BACKGROUNDS, COLOURS
+    words = set(LABELS) | {s for v in LABEL_SYNONYMS.values() for s in v} | set(COLOURS) | set(BACKGROUNDS)
+    words |= {w for v in captions._BG_WORDS.values() for w in v} | {w for v in captions._SIZE_WORDS.values() for w in v}
+    return words | {w.strip(".,!:{}") for t in captions._TEMPLATES for w in t.split()}
+
+
+def ordinary_nouns() -> list[str]:
+    """The word list's nouns (3 to 12 letters) that share no BPE token with the toy world's words."""
+    import open_clip
+    tok = open_clip.get_tokenizer("RN50")
+    special = {0, 49406, 49407}
+
+    def tokens(w: str) -> set[int]:
+        return {int(i) for i in tok([w])[0].tolist()} - special
+    known = set().union(*(tokens(w) for w in world_words()))
+    raw = resources.files("wonderwords.assets").joinpath("nounlist.txt").read_text().split()
+    nouns = sorted({w.lower() for w in raw if w.isalpha() and 3 <= len(w) <= 12})
+    return [w for w in nouns if not tokens(w) & known]
+
+
+def noun_lists(n_lists: int = 5, size: int = 200, seed: int = LIST_SEED) -> list[list[str]]:
+    """``n_lists`` disjoint lists of ``size`` nouns, drawn with a fixed seed."""
+    nouns = ordinary_nouns()
+    order = np.random.default_rng(seed).permutation(len(nouns))
+    return [[nouns[i] for i in order[k * size:(k + 1) * size]] for k in range(n_lists)]
+
+
+def oracle_f1(s: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per label, the F1 at its best threshold on the truth."""
+    out = np.zeros(y.shape[1])
+    for j in range(y.shape[1]):
+        order = np.argsort(-s[:, j], kind="stable")
+        tp = np.cumsum(y[order, j])
+        out[j] = (2 * tp / (np.arange(1, len(order) + 1) + y[:, j].sum())).max() if y[:, j].any() else 0.0
+    return out
+
+
+def per_label_report(pred: np.ndarray, s: np.ndarray, y: np.ndarray, labels: list[str]) -> dict:
+    tp, npred, ntrue = (pred & y).sum(0), pred.sum(0), y.sum(0)
+    f1 = 2 * tp / np.maximum(1, npred + ntrue)
+    ratio = f1 / np.maximum(oracle_f1(s, y), 1e-9)
+    worst = int(np.argmin(ratio))
+    return {"worst_label": labels[worst], "worst_vs_oracle": round(float(ratio[worst]), 3),
+            "mean_vs_oracle": round(float(ratio.mean()), 3),
+            "positives_per_image": round(float(npred.sum() / len(y)), 3),
+            "truth_per_image": round(float(ntrue.sum() / len(y)), 3),
+            "positives_vs_truth": round(float(npred.sum() / max(1, ntrue.sum())), 3),
+            "per_label": {labels[j]: {"vs_oracle": round(float(ratio[j]), 3),
+                                      "recall": round(float(tp[j] / max(1, ntrue[j])), 3),
+                                      "precision": round(float(tp[j] / max(1, npred[j])), 3)}
+                          for j in range(len(labels))}}
+
+
+def _corpus_model(clip, corpus):
+    return fit_comc(clip, corpus.class_names, None, ComcConfig(),
+                    corpus=replace(corpus, label_matrix=corpus.targets()))
+
+
+def _decide(model, test, dcfg: DecisionConfig):
+    s = model.scores(test.global_, test.patches.astype("float32"))
+    return s, fit_anchored(s, model.labels, model.classifier.anchors, dcfg)
+
+
+def edited_vocabulary(seed: int = EDIT_SEED) -> dict:
+    """The user's edit: unknown-word synonyms for 5 drawn labels, parents, a retired label."""
+    rng = np.random.default_rng(seed)
+    pool = [noun for lst in noun_lists(8) for noun in lst][1000:]  # words none of the absence lists use
+    pick = [pool[i] for i in rng.permutation(len(pool))[:15]]
+    edited = [LABELS[i] for i in rng.choice(len(LABELS), 5, replace=False)]
+    synonyms = {k: list(v) for k, v in LABEL_SYNONYMS.items()}
+    for k, lab in enumerate(edited):
+        synonyms[lab] += [f"{pick[3 * k]} {pick[3 * k + 1]}", pick[3 * k + 2]]
+    retired = next(lab for lab in np.asarray(LABELS)[rng.permutation(len(LABELS))] if lab not in edited)
+    parents = {lab: ["shape"] for lab in LABELS} | {lab: ["polygon"] for lab in POLYGONS} | {"polygon": ["shape"]}
+    return {"edited": edited, "synonyms": synonyms, "retired": str(retired), "parents": parents}
+
+
+def edit_report(clip, test, dcfg: DecisionConfig) -> dict:
+    """True positives each world label keeps through the edits, and the flips with their reasons."""
+    cfg, y = ComcConfig(), test.labels.astype(bool)
+    vocab = Vocabulary.create(list(LABELS), LABEL_SYNONYMS)
+    base = build_corpus(list(LABELS), LABEL_SYNONYMS, cfg.n_sentences, OfflineGenerator(vocab, seed=cfg.text_seed),
+                        seed=cfg.text_seed, max_labels=cfg.max_labels, include_templates=cfg.include_templates)
+    e = edited_vocabulary()
+    steps = {"base": base}
+    edited = [x for x in LABELS if x != e["retired"]] + ["shape", "polygon"]
+    parents = {c: p for c, p in e["parents"].items() if c in edited}
+
+    def extend(prev, labels):
+        gen = OfflineGenerator(Vocabulary.create(labels, e["synonyms"]), seed=cfg.text_seed)
+        return extend_corpus(prev, labels, e["synonyms"], gen, cfg.text_seed, max_labels=cfg.max_labels,
+                             parents={c: p for c, p in parents.items() if c in labels})
+    steps["edited"] = extend(base, edited)
+    steps["re-added"] = extend(steps["edited"], [*edited, e["retired"]])
+    decided = {k: _decide(_corpus_model(clip, c), test, dcfg) for k, c in steps.items()}
+    out = {"edit": {k: e[k] for k in ("edited", "retired")}, "steps": {}}
+    s0, d0 = decided["base"]
+    tp0 = (d0.positive(s0) & y).sum(0)
+    for step in ("edited", "re-added"):
+        s, d = decided[step]
+        col = {lab: j for j, lab in enumerate(d.labels)}
+        pred = d.positive(s)
+        lost, flips = {}, []
+        for j, lab in enumerate(LABELS):
+            if lab not in col:
+                continue
+            k = col[lab]
+            tp = int((pred[:, k] & y[:, j]).sum())
+            lost[lab] = round(1 - tp / max(1, tp0[j]), 3)
+            if bool(d0.present[j]) != bool(d.present[k]) or abs(tp - tp0[j]) > 0.5 * max(tp0[j], 1):
+                flips.append({"label": lab, "reason": d.reason(k), "true_positives": [int(tp0[j]), tp]})
+        worst = max(lost, key=lost.get)
+        out["steps"][step] = {"worst_label": worst, "worst_true_positives_lost": lost[worst], "lost": lost,
+                              "flips": flips, "flips_without_reason": sum(not f["reason"] for f in flips)}
+    return out
+
+
+def absence_report(clip, test, lists: list[list[str]], sizes: tuple[int, ...], dcfg: DecisionConfig) -> dict:
+    """Absent positives per image on each noun list (the worst list counts)."""
+    per_label = ComcConfig().n_sentences // len(LABELS)
+    rows = []
+    for k, nouns in enumerate(lists):
+        labels = list(LABELS) + nouns
+        cfg = replace(ComcConfig(), n_sentences=per_label * len(labels), memory_size=20000)
+        model = fit_comc(clip, labels, LABEL_SYNONYMS, cfg)
+        s = model.scores(test.global_, test.patches.astype("float32"))
+        for n in sizes:
+            d = fit_anchored(s[:n], labels, model.classifier.anchors, dcfg)
+            pred = d.positive(s[:n])[:, len(LABELS):]
+            share = pred.mean(0)
+            rows.append({"list": k, "images": int(min(n, len(s))),
+                         "absent_positives_per_image": round(float(pred.sum(1).mean()), 4),
+                         "max_share_one_label": round(float(share.max()), 4),
+                         "worst_label": nouns[int(share.argmax())], "absent_labels_tagged": int(pred.any(0).sum())})
+    worst = max(rows, key=lambda r: (r["absent_positives_per_image"], r["max_share_one_label"]))
+    return {"lists": len(lists), "first_words": [lst[:5] for lst in lists], "rows": rows, "worst": worst,
+            "worst_max_share": max(r["max_share_one_label"] for r in rows)}
+
+
+def evaluate(name: str, n: int, n_lists: int, dcfg: DecisionConfig) -> dict:
+    clip = load_clip(name, device="cpu")
+    test = embed_dataset(clip, read_toy(n=n, split="test"))
+    t0 = time.time()
+    model = fit_comc(clip, LABELS, LABEL_SYNONYMS, ComcConfig())
+    s, d = _decide(model, test, dcfg)
+    out = {"per_label": per_label_report(d.positive(s), s, test.labels.astype(bool), list(LABELS))}
+    out["edits"] = edit_report(clip, test, dcfg)
+    out["absence"] = absence_report(clip, test, noun_lists(n_lists), (800, n), dcfg)
+    out["seconds"] = round(time.time() - t0, 1)
+    return out
+
+
+def summary_lines(name: str, r: dict) -> list[str]:
+    p, a = r["per_label"], r["absence"]["worst"]
+    lines = [f"{name}: per label vs oracle F1: worst {p['worst_vs_oracle']} ({p['worst_label']}), mean "
+             f"{p['mean_vs_oracle']}; positives/image {p['positives_per_image']} vs truth {p['truth_per_image']}"]
+    for step, e in r["edits"]["steps"].items():
+        lines.append(f"  {step}: worst true positives lost {e['worst_true_positives_lost']} ({e['worst_label']}), "
+                     f"{len(e['flips'])} flip(s), {e['flips_without_reason']} without a reason")
+    lines.append(f"  absence, worst of {r['absence']['lists']} noun lists: {a['absent_positives_per_image']} absent "
+                 f"positives/image (list {a['list']}, {a['images']} images); largest one-label share "
+                 f"{r['absence']['worst_max_share']}")
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["toy-rn", "toy-vit"])
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--lists", type=int, default=5)
+    p.add_argument("--quick", action="store_true", help="a smoke run: 400 scenes, one noun list")
+    a = p.parse_args()
+    n, lists = (400, 1) if a.quick else (a.n, a.lists)
+    out = {name: evaluate(name, n, lists, DecisionConfig()) for name in a.models}
+    for name, r in out.items():
+        print("\n".join(summary_lines(name, r)))
+    print(json.dumps({"bench": "decisions-changes", "n_test": n, "results": out}))
+
+
+if __name__ == "__main__":
+    main()
