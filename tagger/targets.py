@@ -5,31 +5,25 @@ A target is refused, with one :class:`~tagger.errors.ConfigError` line, when it 
 workspace (the catalog, ``workspace.json``, an index ...), when it exists and is not a regular file
 (a folder, a device, a FIFO, a socket), when it exists and ``force`` was not given, or when its
 folder is missing (nothing creates folders it was not asked to) or not writable. Files are written
-with :func:`write_atomically`: a temp file in the same folder, flushed, then renamed over the target.
+with :func:`tagger.atomic.atomic_open` (``parents=False``): a temp file in the same folder, flushed,
+then renamed over the target.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import stat
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from .errors import ConfigError
 
-__all__ = ["WORKSPACE_OWNED", "check_out_dir", "check_out_file", "inside", "os_reason", "temp_name",
-           "workspace_owned", "write_atomically"]
+__all__ = ["WORKSPACE_OWNED", "check_out_dir", "check_out_file", "inside", "os_reason", "workspace_owned"]
 
 logger = logging.getLogger(__name__)
 
 #: Top-level entries of a workspace that belong to tagger (a sidecar or export never lands there).
 WORKSPACE_OWNED = ("catalog.duckdb", "workspace.json", "embeddings", "indexes", "text", "classifiers", "runs",
                    "cache", "thumbnails", "report")
-#: Prefix of the temp files written beside a target (hidden, so photo tools skip them).
-TMP_PREFIX = ".tagger-tmp-"
 
 
 def os_reason(e: OSError) -> str:
@@ -112,36 +106,3 @@ def check_out_dir(path: str | os.PathLike, workspace: str | os.PathLike | None, 
     if not os.access(p, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot write into {option} {p}: the folder is not writable")
     return p
-
-
-def temp_name(target: Path) -> Path:
-    """A hidden, unique temp name beside ``target`` (same file system: the rename is atomic)."""
-    return target.with_name(f"{TMP_PREFIX}{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def write_atomically(target: Path) -> Iterator[BinaryIO]:
-    """A binary handle on a temp file beside ``target``; on a clean exit it is flushed and renamed
-    over ``target``, else removed (``target`` untouched). The folder must exist (none is made)."""
-    tmp = temp_name(target)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(target.parent)

@@ -13,6 +13,7 @@ import faiss
 import numpy as np
 import pytest
 
+from tagger.atomic import TMP_PREFIX
 from tagger.store import GlobalIndex, IndexConfig, index_paths, write_shards
 from tagger.store.ann import AnnConfig, AnnIndex, ann_path, choose_layout, read_meta, recall_at
 from tagger.store.annsync import load_ann, sync_ann
@@ -153,7 +154,7 @@ def test_kill_during_a_build_leaves_the_old_index_usable(tmp_path: Path) -> None
                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         assert proc.stdout.readline().strip() == "writing"
-        assert any(p.name.startswith(".tmp-global.ann") for p in g_path.parent.iterdir())
+        assert any(p.name.startswith(TMP_PREFIX + "global.ann") for p in g_path.parent.iterdir())
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)

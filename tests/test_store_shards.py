@@ -9,6 +9,7 @@ import faiss
 import numpy as np
 import pytest
 
+from tagger.atomic import TMP_PREFIX
 from tagger.errors import ConfigError, ShardError
 from tagger.store import (
     IndexConfig,
@@ -172,7 +173,7 @@ def test_crash_then_resume_equals_clean_run(tmp_path: Path) -> None:
         write_shards(tmp_path / "a", "m", parts, crash_at=2)
     directory = model_dir(tmp_path / "a", "m")
     assert len(list_done_shards(tmp_path / "a", "m")) == 2
-    assert any(e.name.startswith(".tmp-") for e in directory.iterdir())
+    assert any(e.name.startswith(TMP_PREFIX) for e in directory.iterdir())
     assert build_global_index(tmp_path / "a", "m", CFG).ntotal == 60  # half-written not read
     names = write_shards(tmp_path / "a", "m", parts)
     clean = write_shards(tmp_path / "b", "m", parts)

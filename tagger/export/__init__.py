@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..atomic import atomic_open
 from ..errors import ConfigError
-from ..targets import check_out_dir, check_out_file, write_atomically
+from ..targets import check_out_dir, check_out_file
 from .sidecars import NAMINGS, SidecarPlan, sidecar_path, write_sidecars
 from .tables import EXPORT_SCHEMA, TABLE_FORMATS, write_table_export
 from .xmp import MachineTag, label_paths, merge_sidecar
@@ -75,7 +76,7 @@ def _mirror_root(cat: "Catalog", run_id: int, mirror: Path, given: str | os.Path
     root = os.path.abspath(os.fspath(given)) if given is not None else recorded or run_common_folder(cat, run_id)
     if root is not None and root != recorded:
         try:
-            with write_atomically(marker) as fh:
+            with atomic_open(marker, parents=False) as fh:
                 fh.write(json.dumps({"source_root": root}, indent=1).encode("utf-8"))
         except OSError as e:
             raise ConfigError(f"cannot write into --mirror {mirror}: {(e.strerror or str(e)).lower()}") from e

@@ -18,8 +18,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from ..atomic import atomic_open
 from ..errors import ConfigError
-from ..targets import os_reason, write_atomically
+from ..targets import os_reason
 from .keywords import Keywords
 
 __all__ = ["KeywordMap", "import_keywords", "read_mapping", "write_labelled"]
@@ -123,7 +124,7 @@ def write_labelled(path: Path, rows: Sequence[tuple[str, Sequence[str]]]) -> int
             w.writerow([uri, label, "accept"])
             n += 1
     try:
-        with write_atomically(path) as fh:
+        with atomic_open(path, parents=False) as fh:
             fh.write(buf.getvalue().encode("utf-8"))
     except OSError as e:
         raise ConfigError(f"cannot write --out {path}: {os_reason(e)}") from e

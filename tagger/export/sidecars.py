@@ -20,9 +20,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from ..atomic import TMP_PREFIX, atomic_open
 from ..errors import SimulatedCrash
+from ..targets import os_reason, workspace_owned
 from ..uris import to_local_path
-from ..targets import TMP_PREFIX, os_reason, temp_name, workspace_owned
 from .xmp import MachineTag, merge_sidecar
 from .xmpdoc import MAX_SIDECAR_BYTES
 
@@ -95,24 +96,15 @@ def read_sidecar(target: Path) -> tuple[bytes | None, tuple | None]:
 
 def _replace(target: Path, data: bytes, before: bytes | None, ident: tuple | None, crash: bool) -> None:
     """Write ``data`` beside ``target`` and rename it over, unless ``target`` changed since read."""
-    tmp = temp_name(target)
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if ident is not None:
-            os.chmod(tmp, stat.S_IMODE(ident[3]))
+    def unchanged(tmp: Path) -> None:
         if crash:
             raise SimulatedCrash(f"export: crash before renaming {tmp.name}")
-        now, now_ident = read_sidecar(target)
-        if (now, now_ident) != (before, ident):
+        if read_sidecar(target) != (before, ident):
             raise SidecarChanged("changed by another program while exporting: left as it is")
-        os.replace(tmp, target)
-    except Exception:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+
+    mode = None if ident is None else stat.S_IMODE(ident[3])
+    with atomic_open(target, parents=False, mode=mode, before_replace=unchanged) as fh:
+        fh.write(data)
 
 
 def _clean_stale(folder: Path, seen: set[Path]) -> None:

@@ -15,8 +15,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from ..atomic import atomic_open
 from ..errors import ConfigError
-from ..targets import os_reason, write_atomically
+from ..targets import os_reason
 
 __all__ = ["EXPORT_SCHEMA", "TABLE_FORMATS", "write_table_export"]
 
@@ -77,7 +78,7 @@ def write_table_export(batches: Iterable[pa.RecordBatch], fmt: str, out: str | o
     if path.is_dir():
         raise ConfigError(f"--out {path} is a folder; give a file name for a {fmt} export")
     try:
-        with write_atomically(path) as fh:
+        with atomic_open(path, parents=False) as fh:
             writer = _WRITERS[fmt](fh)
             try:
                 for batch in batches:

@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_write_text
 from .mapping import MemoryBank
 from .scoring import ScoreConfig, comc_scores
 from .classifier import TextClassifier, TrainConfig, train_classifier
@@ -104,7 +105,7 @@ def save_comc(model: ComcModel, directory) -> None:
     model.classifier.save(d)
     for kind, bank in model.memories.items():
         bank.save(d / f"memory-{kind}.npy")
-    (d / "score_config.json").write_text(json.dumps(model.score.to_dict(), indent=2))
+    atomic_write_text(d / "score_config.json", json.dumps(model.score.to_dict(), indent=2))
 
 
 def load_comc(directory) -> ComcModel:

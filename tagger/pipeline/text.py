@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ..atomic import atomic_dir
+
 if TYPE_CHECKING:
     from ..workspace import Workspace
 
@@ -54,7 +56,8 @@ def run_generate_text(workspace: "Workspace", n_sentences: int = N_SENTENCES, se
             getattr(gen, "close", lambda: None)()
         out = workspace.text_dir(corpus.corpus_id)
         if not (out / "corpus.json").exists():
-            corpus.save(out)
+            with atomic_dir(out) as tmp:  # a folder a killed run left half-written is replaced
+                corpus.save(tmp)
         cat.add_corpus(corpus.corpus_id, len(corpus.sentences), labels=labels, path=workspace.relative(out),
                        config=corpus.config)
     missing = missing_label_sets(corpus)

@@ -16,7 +16,7 @@ from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 from ..ids import short_sha256
-from ..atomic import atomic_open
+from ..atomic import atomic_dir, atomic_open
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -138,9 +138,8 @@ def run_train(workspace: "Workspace", model: str, pretrained: str | None = None,
                          embeddings=emb)
             logger.info("class prompts: %d embedded now, %d reused", memo.n_embedded,
                         len(memo.known) - memo.n_embedded)
-            tmp = out.with_name(out.name + ".tmp")
-            save_comc(m, tmp)
-            tmp.replace(out) if not out.exists() else None
+            with atomic_dir(out, replace=False) as tmp:  # a concurrent train of the same id keeps its own
+                save_comc(m, tmp)
         cat.add_classifier(classifier_id, model_id=clip.model_id, labels=list(corpus.class_names),
                            corpus_id=corpus_id, config={"train": asdict(cfg.train), "score": asdict(cfg.score)},
                            path=workspace.relative(out))

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -20,6 +19,7 @@ from ..catalog import report as q
 from ..catalog.diff import run_diff
 from ..catalog.flips import decision_flips, previous_tag_run
 from ..catalog.runs import head_label
+from ..atomic import atomic_dir
 from ..errors import ConfigError
 from .charts import bar_chart, column_chart, score_histogram
 from .decisions import FILE_FORMAT
@@ -54,19 +54,25 @@ def _slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:40] or "label"
 
 
-def _prepare(out: Path) -> Path:
-    """An empty site folder at ``out``: a previous report there is replaced, any other content refused."""
-    if out.exists():
-        if not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists()):
-            raise ConfigError(f"--out {out} exists and is not a tagger report: give a new or empty folder")
-        shutil.rmtree(out)
-    try:
-        (out / "thumbs").mkdir(parents=True)
-        (out / "assets").mkdir()
-        (out / MARKER).write_text("a tagger report: `tagger report` replaces this folder\n")
-    except OSError as e:
-        raise ConfigError(f"cannot write the report to {out}: {e.strerror or e}") from e
+def _check_out(out: Path) -> Path:
+    """``out`` once a report may go there: new, empty or an earlier report (any other content is
+    refused), in a folder where the new one can be built beside it and renamed into place."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists())):
+        raise ConfigError(f"--out {out} exists and is not a tagger report: give a new or empty folder")
+    if out.parent.is_dir() and not os.access(out.parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write the report to {out}: its folder {out.parent} is not writable")
     return out
+
+
+def _prepare(site: Path) -> Path:
+    """The site's sub-folders and marker, in the (temp) folder ``site`` the report is built in."""
+    try:
+        (site / "thumbs").mkdir()
+        (site / "assets").mkdir()
+        (site / MARKER).write_text("a tagger report: `tagger report` replaces this folder\n")
+    except OSError as e:
+        raise ConfigError(f"cannot write the report to {site}: {e.strerror or e}") from e
+    return site
 
 
 def _cache_dir(ws_root: Path, site: Path) -> Path:
@@ -197,18 +203,33 @@ def _write_assets(site: _Site, labels: list[dict[str, Any]]) -> None:
 def build_report(cat: "Catalog", ws_root: str | os.PathLike, out: str | os.PathLike, *, run_id: int | None = None,
                  against: int | None = None, cfg: ReportConfig | None = None) -> dict[str, Any]:
     """Write the report of run ``run_id`` (default: the current one) into ``out``, with a diff page
-    against run ``against``; thumbnails are cached under ``<ws_root>/thumbnails``. Returns a summary."""
+    against run ``against``; thumbnails are cached under ``<ws_root>/thumbnails``. Returns a summary.
+
+    The site is built beside ``out`` and renamed into place once complete: an earlier report there
+    stays whole until then, and a failed build leaves it as it was."""
     t0, cfg = time.time(), cfg or ReportConfig()
     run = cat.tag_run(run_id)
     if against is not None:
         cat.tag_run(against)  # unknown or pruned: refused before anything is written
-    site_dir = _prepare(Path(out))
+    out = _check_out(Path(out))
+    with atomic_dir(out) as tmp:
+        pages, made, failed = _build(cat, run, _prepare(tmp), Path(ws_root), against, cfg)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    logger.info("report of run %d in %s: %d pages, %d bytes", run.run_id, out, pages, size)
+    return {"run": run.run_id, "against": against, "out": str(out), "pages": pages,
+            "thumbnails": len(list((out / "thumbs").iterdir())), "thumbnails_made": made,
+            "no_preview": failed, "bytes": size, "seconds": round(time.time() - t0, 2)}
+
+
+def _build(cat: "Catalog", run: "Run", site_dir: Path, ws_root: Path, against: int | None,
+           cfg: ReportConfig) -> tuple[int, int, int]:
+    """Fill ``site_dir`` with the pages of ``run``; returns (pages, thumbnails made, without preview)."""
     env = Environment(loader=PackageLoader("tagger.report", "templates"), undefined=StrictUndefined,
                       autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
     env.filters["when"] = lambda t: t.strftime("%Y-%m-%d %H:%M:%S UTC") if t is not None else "-"
     common = {"run": run, "against": against, "diff_page": against is not None, "max_images": cfg.max_images,
               "built": time.strftime("%Y-%m-%d %H:%M")}
-    site = _Site(cat, run, site_dir, cfg, ThumbnailCache(_cache_dir(Path(ws_root), site_dir)), env, common)
+    site = _Site(cat, run, site_dir, cfg, ThumbnailCache(_cache_dir(ws_root, site_dir)), env, common)
     flips_against = against if against is not None else previous_tag_run(cat, run.run_id)
     flips = decision_flips(cat, flips_against, run.run_id) if flips_against is not None else []
     site.common.update(flips=flips, flips_against=flips_against)
@@ -223,8 +244,4 @@ def build_report(cat: "Catalog", ws_root: str | os.PathLike, out: str | os.PathL
     if against is not None:
         _diff_page(site, against, {r["label"]: r["page"] for r in labels})
     _write_assets(site, labels)
-    size = sum(p.stat().st_size for p in site_dir.rglob("*") if p.is_file())
-    logger.info("report of run %d in %s: %d pages, %d bytes", run.run_id, site_dir, len(site.pages), size)
-    return {"run": run.run_id, "against": against, "out": str(site_dir), "pages": len(site.pages),
-            "thumbnails": len(list((site_dir / "thumbs").iterdir())), "thumbnails_made": site.cache.made,
-            "no_preview": site.cache.failed, "bytes": size, "seconds": round(time.time() - t0, 2)}
+    return len(site.pages), site.cache.made, site.cache.failed

@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +26,14 @@ from typing import Any
 import numpy as np
 
 from tagger.errors import ShardError, SimulatedCrash
-from tagger.atomic import TMP_PREFIX, atomic_write_bytes, fsync_dir, temp_sibling
+from tagger.atomic import TMP_PREFIX, atomic_write_bytes, commit_dir, temp_name
 
 logger = logging.getLogger(__name__)
 
 DONE_MARKER = "_DONE"
 META_FILE = "meta.json"
-TRASH_PREFIX = ".trash-"
+#: Temp and trash prefixes of earlier versions, still cleaned by :func:`remove_stale_temp`.
+LEGACY_PREFIXES = (".tmp-", ".trash-")
 SHARD_FORMAT = 1
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=-]*$")
 
@@ -130,42 +130,15 @@ def _validate(ids: np.ndarray, global_vecs: np.ndarray,
     return g, p.astype(np.float16, copy=False)
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with open(path, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def _fill_temp(tmp: Path, meta: dict[str, Any], ids: np.ndarray, g: np.ndarray,
                p: np.ndarray | None) -> None:
+    """Write a shard's files into the temp folder ``tmp`` (:func:`~tagger.atomic.commit_dir` fsyncs them)."""
     tmp.mkdir(parents=True)
-    _save_npy(tmp / "ids.npy", ids)
-    _save_npy(tmp / "global.npy", g)
+    np.save(tmp / "ids.npy", np.ascontiguousarray(ids), allow_pickle=False)
+    np.save(tmp / "global.npy", np.ascontiguousarray(g), allow_pickle=False)
     if p is not None:
-        _save_npy(tmp / "patches.npy", p)
-    atomic_write_bytes(tmp / META_FILE, json.dumps(meta, sort_keys=True).encode())
-
-
-def _commit(tmp: Path, final: Path) -> bool:
-    """Rename ``tmp`` to ``final``, moving a stale (unmarked or replaced) ``final`` aside first.
-
-    Returns False when a concurrent writer committed the same shard first.
-    """
-    trash = final.with_name(f"{TRASH_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}")
-    if final.exists():
-        os.replace(final, trash)
-    try:
-        os.rename(tmp, final)
-    except OSError:
-        if (final / DONE_MARKER).is_file():
-            shutil.rmtree(tmp, ignore_errors=True)
-            return False
-        raise
-    finally:
-        shutil.rmtree(trash, ignore_errors=True)
-    fsync_dir(final.parent)
-    return True
+        np.save(tmp / "patches.npy", np.ascontiguousarray(p), allow_pickle=False)
+    (tmp / META_FILE).write_text(json.dumps(meta, sort_keys=True))
 
 
 def write_shard(root: str | os.PathLike[str], model_id: str, shard_name: str,
@@ -189,7 +162,7 @@ def write_shard(root: str | os.PathLike[str], model_id: str, shard_name: str,
     meta = {"format": SHARD_FORMAT, "model_id": model_id, "shard": shard_name, "n": int(ids.size),
             "dim": int(g.shape[1]), "patches_per_image": None if p is None else int(p.shape[1]),
             "global_dtype": str(g.dtype), "ids_sha1": ids_sha1}
-    tmp = temp_sibling(final)
+    tmp = temp_name(final)
     try:
         _fill_temp(tmp, meta, ids, g, p)
         if _before_commit is not None:
@@ -199,7 +172,7 @@ def write_shard(root: str | os.PathLike[str], model_id: str, shard_name: str,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if _commit(tmp, final):
+    if commit_dir(tmp, final):  # a stale (unmarked or replaced) one is moved aside first
         atomic_write_bytes(final / DONE_MARKER, json.dumps({"ids_sha1": ids_sha1}).encode())
         logger.debug("wrote shard %s/%s (%d images)", model_id, shard_name, ids.size)
     return final
@@ -296,7 +269,7 @@ def remove_stale_temp(root: str | os.PathLike[str], model_id: str, *,
         return 0
     cutoff, removed = time.time() - older_than_s, 0
     for entry in directory.iterdir():
-        if entry.name.startswith((TMP_PREFIX, TRASH_PREFIX)) and entry.stat().st_mtime < cutoff:
+        if entry.name.startswith((TMP_PREFIX, *LEGACY_PREFIXES)) and entry.stat().st_mtime < cutoff:
             shutil.rmtree(entry, ignore_errors=True)
             removed += 1
     return removed

@@ -40,7 +40,7 @@ from ..errors import StoreError
 from . import IndexConfig, build_global_index, build_patch_store, index_paths, list_done_shards
 from .ann import AnnConfig
 from .annsync import sync_ann
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_write_bytes, atomic_write_text
 from .global_index import GlobalIndex
 from .globalfile import extend_global_file
 from .patches import PatchStore
@@ -208,7 +208,7 @@ def _save_stores(g_path: Path, p_path: Path, gi: GlobalIndex | None, ps: PatchSt
 
 def _write_state(directory: Path, cfg: IndexConfig, shards: list[str], *, trained_on_images: int,
                  provisional: dict[str, int] | None, patches_per_image: int, n_images: int) -> None:
-    (directory / "index_config.json").write_text(cfg.to_json())
+    atomic_write_text(directory / "index_config.json", cfg.to_json())
     atomic_write_bytes(directory / STATE_FILE, json.dumps({
         "format": STATE_FORMAT, "config": cfg.to_dict(), "shards": list(shards), "n_images": int(n_images),
         "patches_per_image": patches_per_image, "trained_on_images": int(trained_on_images),
