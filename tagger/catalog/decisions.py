@@ -76,14 +76,18 @@ class DecisionsMixin(CatalogBase):
                                 f"VALUES ({', '.join(['?'] * (len(THRESHOLD_COLUMNS) + 1))})", values)
 
     def run_thresholds(self, run_id: int) -> list[dict[str, Any]]:
-        """A run's stored decisions in the run's label order, each with ``positives`` (its positive tags)."""
+        """A run's stored decisions in the run's label order, each with ``positives`` (its positive tags)
+        and ``by_person`` (those a person's review decided)."""
         rows = self.query(
-            f"SELECT {', '.join('t.' + c for c in THRESHOLD_COLUMNS)}, coalesce(c.n_pos, 0) "
+            f"WITH people AS (SELECT label, count(*) AS n FROM tags WHERE run_id = $run AND positive "
+            f"AND provenance = 'person' GROUP BY label) "
+            f"SELECT {', '.join('t.' + c for c in THRESHOLD_COLUMNS)}, coalesce(c.n_pos, 0), coalesce(p.n, 0) "
             "FROM run_thresholds AS t JOIN runs AS r ON r.run_id = t.run_id "
             "LEFT JOIN run_label_counts AS c ON c.run_id = t.run_id AND c.label = t.label "
-            "WHERE t.run_id = ? ORDER BY coalesce(list_position(r.labels, t.label), 1 << 30), t.label",
-            [int(run_id)])
-        return [dict(zip((*THRESHOLD_COLUMNS, "positives"), r)) for r in rows]
+            "LEFT JOIN people AS p ON p.label = t.label "
+            "WHERE t.run_id = $run ORDER BY coalesce(list_position(r.labels, t.label), 1 << 30), t.label",
+            {"run": int(run_id)})
+        return [dict(zip((*THRESHOLD_COLUMNS, "positives", "by_person"), r)) for r in rows]
 
     def set_calibration_images(self, labelled: Mapping[int, Sequence[str]]) -> int:
         """Replace the labelled calibration set (image_id -> its labels; others count as absent)."""

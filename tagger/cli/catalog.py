@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..catalog.decisions import present_state
 from ..catalog.readonly import SCHEMA_OVERVIEW_SQL
 from .options import (
     DEFAULT_WORKSPACE, QUICK_WAIT, CsvOpt, JsonOpt, WaitOpt, WorkspaceOpt, console, emit_rows, fail, finite_non_negative,
@@ -229,8 +230,14 @@ def runs_show(
         n_present = sum(bool(r["present"]) for r in rows)
         title = f"run {run_id} ({run.status}): per-label thresholds, {n_present} of {len(rows)} labels present"
     title += head
-    cols = ("label", "threshold", "present", "source", "positives")
-    emit_rows(cols, [tuple(r[c] for c in cols) for r in rows], output_format(as_json), title=title)
+    fmt = output_format(as_json)
+    for r in rows:  # a parent raised only by its children reads so, never "absent" beside positives
+        state, raised = present_state(r["present"], int(r["positives"]), int(r.get("by_person") or 0))
+        r["source"] = raised or r["source"]
+        if fmt == "table":
+            r["present"] = state
+    cols = ("label", "threshold", "present", "source", "positives", "reason")
+    emit_rows(cols, [tuple(r.get(c) for c in cols) for r in rows], fmt, title=title)
 
 
 @runs_app.command("diff")
