@@ -179,6 +179,8 @@ def test_dockerfile():
     assert re.search(r"^ARG PYTHON_VERSION=3\.11$", text, re.M)
     assert re.search(r"pip uninstall -y faiss-cpu\s*\\?\s*&& pip install faiss-gpu\b", text)
     assert "ray[default,data]" in text and "pip install ." in text
+    copied = set(re.findall(r"^COPY\s+(\S+)\s", text, re.M))
+    assert {"tagger", "jobs", "schemas"} <= copied  # every folder pyproject.toml builds from
     assert re.search(r"^WORKDIR /app$", text, re.M)
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users and users[-1] not in ("root", "0")

@@ -32,7 +32,7 @@ from tagger.pipeline.tag import TagConfig, _resume_or_start
 from tagger.store.shards import write_shard
 from tagger.workspace import Workspace
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "tagger" / "catalog" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 README = Path(__file__).resolve().parents[1] / "README.md"
 MODEL = "m"
 

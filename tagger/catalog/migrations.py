@@ -1,4 +1,5 @@
-"""Apply the DDL files of ``tagger/catalog/schemas/`` in order, each in one transaction, recorded in a table."""
+"""Apply the DDL files of the top-level ``schemas/`` folder in order, each in one transaction, recorded
+in a table. The wheel ships that folder as ``tagger/schemas/``; a checkout reads it where it is."""
 from __future__ import annotations
 
 import hashlib
@@ -44,11 +45,14 @@ def utcnow() -> datetime:
 
 
 def default_schema_dir() -> Path:
-    """``$TAGGER_SCHEMA_DIR`` if set, else the ``schemas/`` folder shipped inside this package."""
+    """``$TAGGER_SCHEMA_DIR`` if set, else the ``schemas/`` folder: ``tagger/schemas/`` where the package
+    is installed from a wheel, the top-level ``schemas/`` beside ``tagger/`` in a checkout."""
     env = os.environ.get(SCHEMA_DIR_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent / "schemas"
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "schemas"
+    return installed if installed.is_dir() else package.parent / "schemas"
 
 
 def load_migrations(schema_dir: str | os.PathLike | None = None) -> list[Migration]:
