@@ -9,5 +9,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first, pinned to the release this project is tested with
 .venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+# the test extra: pytest and what the tests drive, jsonschema, and mypy (the type check of .ci/run)
 .venv/bin/python -m pip install -q -e '.[test]'
 echo "set-up done: $(.venv/bin/python -c 'import torch, open_clip, faiss, duckdb, ray; print("torch", torch.__version__, "open_clip", open_clip.__version__, "faiss", faiss.__version__, "duckdb", duckdb.__version__, "ray", ray.__version__)')"

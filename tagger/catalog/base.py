@@ -129,6 +129,14 @@ def _query_error(e: duckdb.Error) -> CatalogError:
     return CatalogError(f"query failed: {e}")
 
 
+def first_row(cur: duckdb.DuckDBPyConnection) -> tuple:
+    """The first row of an executed statement that always returns one (a count, a max, a setting)."""
+    row = cur.fetchone()
+    if row is None:
+        raise CatalogError("the catalog returned no row where one is always returned")
+    return row
+
+
 def to_json(value: Any) -> str | None:
     """Serialise a config/metrics/timings value for a JSON column."""
     return None if value is None else json.dumps(value, sort_keys=True, default=str)

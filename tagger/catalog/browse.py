@@ -28,7 +28,8 @@ class LabelFilter:
     positive_only: bool = False
 
     def where(self) -> tuple[str, dict[str, Any]]:
-        parts, params = [], {}
+        parts: list[str] = []
+        params: dict[str, Any] = {}
         if self.min_conf is not None:
             parts.append("t.confidence >= $min_conf")
             params["min_conf"] = float(self.min_conf)

@@ -68,7 +68,7 @@ class DecisionsMixin(CatalogBase):
         values = [[int(run_id), *(r.get(k) for k in THRESHOLD_COLUMNS)] for r in rows]
         bad = {v[4] for v in values} - set(THRESHOLD_SOURCES)
         if bad:
-            raise CatalogError(f"threshold source(s) {sorted(bad)} not among {THRESHOLD_SOURCES}")
+            raise CatalogError(f"threshold source(s) {sorted(bad, key=str)} not among {THRESHOLD_SOURCES}")
         with self._transaction(f"save thresholds of run {run_id}") as con:
             con.execute("DELETE FROM run_thresholds WHERE run_id = ?", [int(run_id)])
             if values:

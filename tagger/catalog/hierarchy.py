@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 from ..errors import CatalogError
 from ..method.hierarchy import active_parents, cycle_with
@@ -36,6 +40,13 @@ def _refuse_cycles(edges: dict[str, list[str]], new: Sequence[tuple[str, str]]) 
 class HierarchyMixin(CatalogBase):
     """Parents of labels: add, remove, list, and the hierarchy among the active labels (uses the
     label methods of :class:`~tagger.catalog.vocab.VocabMixin`, which the Catalog class also has)."""
+
+    if TYPE_CHECKING:  # from VocabMixin, beside this one in Catalog
+        def active_labels(self) -> list[str]: ...
+
+        def add_labels(self, names: Sequence[str],
+                       synonyms: Mapping[str, Sequence[str]] | Sequence[Sequence[str] | None] | None = None,
+                       ) -> list[int]: ...
 
     def label_parents(self) -> dict[str, list[str]]:
         """Every stored edge as child -> parents (in the order they were added), retired labels included."""

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import CatalogError
-from .base import CatalogBase
+from .base import CatalogBase, first_row
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +118,8 @@ class ImagesMixin(CatalogBase):
                 con.execute("CREATE OR REPLACE TEMP TABLE _reg AS SELECT * FROM _incoming "
                             "QUALIFY row_number() OVER (PARTITION BY uri ORDER BY _row DESC) = 1")
                 con.execute(_UPDATE_EXISTING, [now])
-                next_id = int(con.execute(
-                    "SELECT CAST(value AS BIGINT) FROM settings WHERE key = 'next_image_id'").fetchone()[0])
+                next_id = int(first_row(con.execute(
+                    "SELECT CAST(value AS BIGINT) FROM settings WHERE key = 'next_image_id'"))[0])
                 con.execute(_UPSERT_NEW, [next_id, now, now])
                 con.execute("UPDATE settings SET value = CAST(greatest(?, (SELECT coalesce(max(image_id), 0) + 1 "
                             "FROM images)) AS VARCHAR) WHERE key = 'next_image_id'", [next_id])
@@ -158,8 +158,8 @@ class ImagesMixin(CatalogBase):
                         updated_at = ?
                     FROM (SELECT * FROM _upd QUALIFY row_number() OVER (PARTITION BY image_id) = 1) AS u
                     WHERE i.image_id = u.image_id""", [self._now()])
-                n = con.execute("SELECT count(*) FROM images WHERE image_id IN (SELECT image_id FROM _upd)"
-                                ).fetchone()[0]
+                n = first_row(con.execute(
+                    "SELECT count(*) FROM images WHERE image_id IN (SELECT image_id FROM _upd)"))[0]
             finally:
                 self._unregister("_upd")
         return int(n)

@@ -35,7 +35,7 @@ def run_common_folder(cat, run_id: int) -> str | None:
     rows = cat.query("SELECT min(i.uri), max(i.uri) FROM images AS i WHERE i.uri LIKE '/%' AND i.image_id IN "
                      "(SELECT image_id FROM tags WHERE run_id = ?)", [int(run_id)])
     lo, hi = rows[0] if rows else (None, None)
-    if lo is None:
+    if lo is None or hi is None:
         return None
     return os.path.commonpath([os.path.dirname(lo), os.path.dirname(hi)])
 

@@ -193,7 +193,8 @@ def check_plan(con: duckdb.DuckDBPyConnection, sql: str, table_functions: frozen
         except ValueError:
             continue
         for node in nodes:
-            extra = node.get("extra_info") if isinstance(node.get("extra_info"), dict) else {}
+            extra = node.get("extra_info")
+            extra = extra if isinstance(extra, dict) else {}
             for name in (str(node.get("name", "")), str(extra.get("Function", ""))):
                 low = name.lower()
                 if low in table_functions and low not in SAFE_TABLE_FUNCTIONS:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from ..errors import CatalogError
-from .base import CatalogBase
+from .base import CatalogBase, first_row
 from .runs import Run
 
 __all__ = ["DECISIONS", "REVIEW_SOURCES", "TAG_EXPORT_COLUMNS", "ReviewMixin"]
@@ -85,8 +85,9 @@ GROUP BY run_id, label
 """
 
 
-def _pending_text(run_id: int | None, pending: list[tuple[int, str, bool, bool]]) -> str:
-    """Why decisions did not change the current run, e.g. ``"2 of images the current run (3) did not tag"``."""
+def _pending_text(run_id: int | None, pending: Sequence[tuple]) -> str:
+    """Why decisions did not change the current run, e.g. ``"2 of images the current run (3) did not tag"``
+    (``pending``: (image_id, label, no tag of the image, made without the label), or bare pairs without a run)."""
     if run_id is None:
         return f"{len(pending)} with no current run: the first tag run applies them"
     no_image = sum(a for _, _, a, _ in pending)
@@ -104,6 +105,11 @@ def _reader(con, sql: str, params: dict[str, Any], batch_rows: int) -> pa.Record
 
 class ReviewMixin(CatalogBase):
     """Review decisions, their application to runs, and batched reads of a run's tags."""
+
+    if TYPE_CHECKING:  # from RunsMixin, beside this one in Catalog
+        def current_run(self) -> int | None: ...
+
+        def get_run(self, run_id: int) -> Run: ...
 
     # -- decisions ---------------------------------------------------------------------------------
     def record_decisions(self, rows: Sequence[tuple[str, str, str]], *, who: str, source: str) -> dict[str, Any]:
@@ -134,7 +140,7 @@ class ReviewMixin(CatalogBase):
         pending = self._uncovered(current, list(latest)) if current is not None else list(latest)
         n_acc = sum(d == "accept" for d in latest.values())
         logger.info("recorded %d review decision(s) by %s", len(latest), who)
-        out = {"decisions": len(latest), "accepted": n_acc, "rejected": len(latest) - n_acc,
+        out: dict[str, Any] = {"decisions": len(latest), "accepted": n_acc, "rejected": len(latest) - n_acc,
                "current_run": current, "applied": applied}
         if pending:
             out["pending"] = len(pending)
@@ -228,11 +234,11 @@ class ReviewMixin(CatalogBase):
         """
         run_id = int(run_id)
         with self._transaction(f"apply review decisions to run {run_id}") as con:
-            n = con.execute(_APPLY_SQL, {"run": run_id}).fetchone()[0]
+            n = first_row(con.execute(_APPLY_SQL, {"run": run_id}))[0]
             if scored is not None and scored.num_rows:
                 n += self._insert_accepted(con, run_id, scored)
             if unscored:
-                n += con.execute(_INSERT_UNSCORED_SQL, {"run": run_id}).fetchone()[0]
+                n += first_row(con.execute(_INSERT_UNSCORED_SQL, {"run": run_id}))[0]
             con.execute("DELETE FROM run_label_counts WHERE run_id = $run", {"run": run_id})
             con.execute(_COUNTS_SQL, {"run": run_id})
             con.execute("UPDATE runs SET n_tags = (SELECT count(*) FROM tags WHERE run_id = $run) "

@@ -11,7 +11,7 @@ from typing import Any
 import duckdb
 
 from ..errors import CatalogError
-from .base import CatalogBase, from_json, to_json
+from .base import CatalogBase, first_row, from_json, to_json
 from .joblock import holds_job_lock
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class RunsMixin(CatalogBase):
                   config: Mapping[str, Any] | None = None) -> int:
         """Create a run in status 'running'; return its run_id (increasing integers)."""
         with self._transaction("start run") as con:
-            run_id = int(con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM runs").fetchone()[0])
+            run_id = int(first_row(con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM runs"))[0])
             con.execute("INSERT INTO runs (run_id, kind, status, started_at, model_id, classifier_id, "
                         "labels, config) VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
                         [run_id, kind, self._now(), model_id, classifier_id,
@@ -137,8 +137,8 @@ class RunsMixin(CatalogBase):
             if paths:
                 con.execute(f"INSERT INTO tags ({_TAG_COLUMNS}) {self._tag_select(con, paths)} "
                             "ORDER BY label, score DESC, image_id", [run.run_id, paths])
-            n_tags, n_images = con.execute("SELECT count(*), count(DISTINCT image_id) FROM tags "
-                                           "WHERE run_id = ?", [run.run_id]).fetchone()
+            n_tags, n_images = first_row(con.execute(
+                "SELECT count(*), count(DISTINCT image_id) FROM tags WHERE run_id = ?", [run.run_id]))
             con.execute("DELETE FROM run_label_counts WHERE run_id = ?", [run.run_id])
             con.execute("INSERT INTO run_label_counts SELECT run_id, label, count(*), count(*) FILTER "
                         "(WHERE positive) FROM tags WHERE run_id = ? GROUP BY run_id, label", [run.run_id])
@@ -153,9 +153,9 @@ class RunsMixin(CatalogBase):
 
     @staticmethod
     def _validate_tags(con: duckdb.DuckDBPyConnection, run_id: int) -> None:
-        unknown = con.execute("SELECT count(*), min(t.image_id) FROM tags AS t WHERE t.run_id = ? AND NOT "
-                              "EXISTS (SELECT 1 FROM images AS i WHERE i.image_id = t.image_id)",
-                              [run_id]).fetchone()
+        unknown = first_row(con.execute(
+            "SELECT count(*), min(t.image_id) FROM tags AS t WHERE t.run_id = ? AND NOT "
+            "EXISTS (SELECT 1 FROM images AS i WHERE i.image_id = t.image_id)", [run_id]))
         if unknown[0]:
             raise CatalogError(f"{unknown[0]} tag rows name unknown image ids (e.g. {unknown[1]})")
         dup = con.execute("SELECT image_id, label FROM tags WHERE run_id = ? GROUP BY image_id, label "
@@ -206,7 +206,7 @@ class RunsMixin(CatalogBase):
             raise CatalogError(f"run {run_id} is {run.status}{' (pruned)' if run.pruned_at else ''}; "
                                "only a loaded run can become current")
         with self._transaction(f"set current run {run_id}") as con:
-            prev = con.execute("SELECT run_id FROM current_run").fetchone()[0]
+            prev = first_row(con.execute("SELECT run_id FROM current_run"))[0]
             con.execute("UPDATE runs SET status = 'superseded' WHERE status = 'current' AND run_id <> ?",
                         [run.run_id])
             con.execute("UPDATE runs SET status = 'current' WHERE run_id = ?", [run.run_id])
@@ -243,7 +243,7 @@ class RunsMixin(CatalogBase):
         if keep < 1:
             raise CatalogError("prune_runs: keep must be >= 1 (the current run counts)")
         with self._transaction("prune runs") as con:
-            has_current = con.execute("SELECT run_id FROM current_run").fetchone()[0] is not None
+            has_current = first_row(con.execute("SELECT run_id FROM current_run"))[0] is not None
             victims = [int(r[0]) for r in con.execute(
                 "SELECT run_id FROM runs WHERE status = 'superseded' AND pruned_at IS NULL "
                 "ORDER BY run_id DESC OFFSET ?", [int(keep) - int(has_current)]).fetchall()]

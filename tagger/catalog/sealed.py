@@ -26,7 +26,7 @@ import duckdb
 import pyarrow as pa
 
 from ..errors import CatalogError, ConfigError, QueryLimitError
-from .base import SEALED_CONFIG
+from .base import SEALED_CONFIG, first_row
 from .readonly import check_names, check_plan, check_read_only, explained_statement
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def _seal(con: duckdb.DuckDBPyConnection) -> None:
     for name, value in items:
         literal = str(value).lower() if isinstance(value, bool) else "'" + str(value).replace("'", "''") + "'"
         con.execute(f"SET {name} = {literal}")
-    if con.execute("SELECT current_setting('enable_external_access')").fetchone()[0] is not False:
+    if first_row(con.execute("SELECT current_setting('enable_external_access')"))[0] is not False:
         raise CatalogError("could not seal the SQL connection")
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import CatalogError, ConfigError
 from ..text.vocab import name_problem
-from .base import CatalogBase, from_json, to_json
+from .base import CatalogBase, first_row, from_json, to_json
 
 __all__ = ["MAX_LABEL_LENGTH", "Label", "VocabMixin", "clean_label"]
 
@@ -106,7 +106,7 @@ class VocabMixin(CatalogBase):
             for name, syn in zip(clean, syns):
                 row = con.execute("SELECT label_id FROM labels WHERE name = ?", [name]).fetchone()
                 if row is None:
-                    label_id = int(con.execute("SELECT coalesce(max(label_id), 0) + 1 FROM labels").fetchone()[0])
+                    label_id = int(first_row(con.execute("SELECT coalesce(max(label_id), 0) + 1 FROM labels"))[0])
                     con.execute("INSERT INTO labels (label_id, name, synonyms, added_at, retired_at) "
                                 "VALUES (?, ?, ?, ?, NULL)", [label_id, name, syn or [], now])
                 else:
@@ -132,8 +132,8 @@ class VocabMixin(CatalogBase):
             if unknown:
                 raise CatalogError(f"retire labels: unknown label(s) {unknown!r}")
             for name in dict.fromkeys(clean):
-                n += int(con.execute("UPDATE labels SET retired_at = ? WHERE name = ? AND retired_at IS NULL",
-                                     [now, name]).fetchone()[0])
+                n += int(first_row(con.execute(
+                    "UPDATE labels SET retired_at = ? WHERE name = ? AND retired_at IS NULL", [now, name]))[0])
         return n
 
     def active_labels(self) -> list[str]:

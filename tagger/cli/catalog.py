@@ -49,7 +49,7 @@ def sql_cmd(
     with reported():
         limits = SqlLimits.from_env(timeout)
         with open_sealed(workspace_at(workspace, create=False).catalog, limits, wait=wait) as session:
-            table = session.query(SCHEMA_OVERVIEW_SQL if schema else query)
+            table = session.query(SCHEMA_OVERVIEW_SQL if schema or query is None else query)
     emit_rows(table.column_names, [tuple(r.values()) for r in table.to_pylist()], fmt)
 
 
@@ -128,7 +128,7 @@ def _threshold_value(text: str | None, clear: bool) -> float | None:
     """``--threshold X`` / ``--threshold none`` / ``--clear`` -> a finite threshold or None (unpin)."""
     if clear and text is not None:
         fail("give either --threshold X (none unpins) or --clear")
-    if clear or text.strip().lower() in ("none", "null", ""):
+    if clear or text is None or text.strip().lower() in ("none", "null", ""):
         return None
     try:
         value = float(text)

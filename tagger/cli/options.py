@@ -5,7 +5,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from enum import Enum
@@ -219,7 +219,7 @@ def print_summary(title: str, summary: dict[str, Any], as_json: bool = False) ->
     print_flips(flips, summary.get("flips_against") or summary.get("previous_run"))
 
 
-def print_flips(flips: list[dict[str, Any]], against: Any = None) -> None:
+def print_flips(flips: list[Mapping[str, Any]], against: Any = None) -> None:
     """The labels whose decision flipped, one line each with its reason (nothing when none did)."""
     from ..catalog.flips import flip_lines
     if not flips:

@@ -98,7 +98,7 @@ class KeywordMap:
         covered = {name for path in kw.paths for name in path}
         for path in sorted(kw.paths):
             whole = self.one("|".join(path))
-            hits = {whole} if whole is not None else {self.one(name) for name in path} - {None}
+            hits = {whole} if whole is not None else {h for name in path if (h := self.one(name)) is not None}
             found |= hits
             if not hits:
                 missed.add("|".join(path))

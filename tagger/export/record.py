@@ -18,7 +18,9 @@ deleted after tagger wrote it: they are not written again.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .xmpdoc import XmpDoc, bag, li_items, li_resource, qname, structs, text_element
 
@@ -27,6 +29,7 @@ __all__ = ["Entry", "Record", "RECORD_TAGS", "read_record", "write_record"]
 _T = {n: qname("tagger", n) for n in ("machineTags", "declined", "label", "keyword", "paths", "tags", "confidence",
                                       "provenance", "run")}
 RECORD_TAGS = (_T["machineTags"], _T["declined"])
+_N = TypeVar("_N", int, float)
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ def _text(node: ET.Element, name: str) -> str | None:
     return (v.text or "").strip() or None
 
 
-def _number(text: str | None, kind: type) -> float | int | None:
+def _number(text: str | None, kind: Callable[[str], _N]) -> _N | None:
     try:
         return kind(text) if text is not None else None
     except ValueError:

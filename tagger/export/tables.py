@@ -6,7 +6,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -63,7 +63,7 @@ class _Jsonl:
         pass
 
 
-_WRITERS = {"csv": partial(_Arrow, writer=pacsv.CSVWriter), "jsonl": _Jsonl,
+_WRITERS: dict[str, Callable[[BinaryIO], Any]] = {"csv": partial(_Arrow, writer=pacsv.CSVWriter), "jsonl": _Jsonl,
             "parquet": partial(_Arrow, writer=pq.ParquetWriter)}
 
 

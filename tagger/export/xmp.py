@@ -48,7 +48,7 @@ class MergeResult:
 def label_paths(label: str, parents: Mapping[str, Sequence[str]], root: str | None = None) -> list[str]:
     """``label``'s paths from each root ancestor, ``root|...|label`` (just ``label`` without parents),
     under ``root`` when given; none when a name on the way holds ``|``."""
-    out: list[str] = []
+    out: list[list[str]] = []
 
     def walk(node: str, below: list[str]) -> None:
         ups = [p for p in parents.get(node, ()) if p not in below]

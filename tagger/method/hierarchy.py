@@ -56,8 +56,8 @@ def _path_up(parents: ParentMap, start: str, goal: str) -> list[str] | None:
         for node in frontier:
             if node == goal:
                 path = [node]
-                while prev[path[-1]] is not None:
-                    path.append(prev[path[-1]])
+                while (up := prev[path[-1]]) is not None:
+                    path.append(up)
                 return path[::-1]
             for p in parents.get(node, ()):
                 if p not in prev:
@@ -123,7 +123,7 @@ def active_parents(parents: ParentMap, active: Collection[str]) -> dict[str, tup
             memo[cur] = frozenset(q for p in parents.get(cur, ()) for q in ((p,) if p in act else memo[p]))
         return memo[node]
 
-    return normalise_parents({c: nearest(c) for c in parents if c in act})
+    return normalise_parents({c: tuple(nearest(c)) for c in parents if c in act})
 
 
 @dataclass(frozen=True)

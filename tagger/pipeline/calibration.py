@@ -80,7 +80,7 @@ def record_labelled_set(cat, path: str | os.PathLike, model_id: str, vocabulary:
     encoded = {i for i, _ in cat.shards_of(model_id, [i for i in ids.values() if i is not None])}
     unknown_uris = sorted(u for u, i in ids.items() if i is None)
     not_encoded = sorted(u for u, i in ids.items() if i is not None and i not in encoded)
-    keep = {int(ids[u]): labelled[u] for u in labelled if ids[u] in encoded}
+    keep = {int(i): labelled[u] for u in labelled if (i := ids[u]) is not None and i in encoded}
     if unknown_uris:
         logger.warning("%d URI(s) of %s are not in the catalog, e.g. %s", len(unknown_uris), path, unknown_uris[0])
     if not keep:

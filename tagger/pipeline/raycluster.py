@@ -238,7 +238,7 @@ def _join_guard(address: str) -> Iterator[None]:
     finally:
         done.set()
         watcher.join()
-        if main:
+        if old is not None:
             signal.set_wakeup_fd(old)
         os.close(r)
         os.close(w)

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -145,7 +146,7 @@ def _walk_local(root: str, include_hidden: bool, follow_links: bool,
 
 
 def _glob_local(pattern: str, include_hidden: bool, skipped: Counter) -> list[tuple[str, int | None]]:
-    kwargs = {"include_hidden": True} if include_hidden and sys.version_info >= (3, 11) else {}
+    kwargs: dict[str, Any] = {"include_hidden": True} if include_hidden and sys.version_info >= (3, 11) else {}
     out = []
     for path in globlib.glob(pattern, recursive=True, **kwargs):
         if os.path.isdir(path):
@@ -194,7 +195,7 @@ def _list_remote(uri: str, skipped: Counter) -> list[tuple[str, int | None]]:
 
 
 def _manifest_lines(text: str, base: str | None) -> list[tuple[str, int | None]]:
-    out = []
+    out: list[tuple[str, int | None]] = []
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
@@ -314,7 +315,7 @@ def list_image_records(source: str | os.PathLike, **kwargs) -> list[tuple[str, i
     return list(zip(t.column("uri").to_pylist(), t.column("size").to_pylist()))
 
 
-def _over_cap(uri: str, size: int, cap: int) -> SourceError:
+def _over_cap(uri: str, size: int, cap: int | None) -> SourceError:
     return SourceError(f"{uri} is {size} bytes, over the per-image limit of {cap} bytes "
                        f"(${MAX_IMAGE_BYTES_ENV})")
 

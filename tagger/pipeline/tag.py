@@ -280,7 +280,8 @@ def _apply_review(cat, run_id: int, scorer: ShardScorer | None, model_id: str, l
     by_shard: dict[str, list[int]] = {}
     for image_id, shard in cat.shards_of(model_id, sorted({i for i, _ in missing})) if missing else []:
         by_shard.setdefault(shard, []).append(image_id)
-    ids, raw = scorer.scores_of(by_shard) if by_shard else ([], np.zeros((0, len(labels)), np.float32))
+    no_scores: tuple[list[int], np.ndarray] = ([], np.zeros((0, len(labels)), np.float32))
+    ids, raw = scorer.scores_of(by_shard) if by_shard and scorer is not None else no_scores
     s = apply_statistics(raw, stats)
     conf = decisions.confidence(s) if decisions is not None else np.full(s.shape, np.nan, np.float32)
     row, col = {i: k for k, i in enumerate(ids)}, {n: j for j, n in enumerate(labels)}

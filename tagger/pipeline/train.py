@@ -91,7 +91,7 @@ def corpus_embeddings(workspace: "Workspace", clip, corpus) -> tuple[Any, int]:
     known: dict[str, Any] = {}
     parent = (corpus.config or {}).get("extends")
     parent_file = workspace.text_embeddings(parent, clip.model_id) if parent else None
-    if parent_file is not None and parent_file.exists():
+    if parent and parent_file is not None and parent_file.exists():
         from ..text import TextCorpus
         prev = TextCorpus.load(workspace.text_dir(parent))
         prev_emb = np.load(parent_file)

@@ -41,9 +41,9 @@ class ThumbnailCache:
         if local is None:  # remote sources are not fetched for a report
             return False
         try:
-            with Image.open(local) as im:
-                im.draft("RGB", (self.size, self.size))  # JPEG: decode at a reduced scale
-                im = ImageOps.exif_transpose(im)
+            with Image.open(local) as src:
+                src.draft("RGB", (self.size, self.size))  # JPEG: decode at a reduced scale
+                im = ImageOps.exif_transpose(src)
                 im.thumbnail((self.size, self.size))
                 if im.mode not in ("RGB", "L"):
                     im = im.convert("RGB")

@@ -279,6 +279,8 @@ class PatchStore:
         """Best ``kk`` code rows per query (scores, rows; best first) over the memory-mapped codes, each
         slice appended to an empty copy of the codec and searched, the results merged in a heap."""
         codes = self._mapped
+        if codes is None:
+            raise StoreError("only a memory-mapped store is scanned slice by slice")
         heap = faiss.ResultHeap(q.shape[0], kk, keep_max=self.index.metric_type == faiss.METRIC_INNER_PRODUCT)
         for start in range(0, codes.shape[0], SEARCH_SLICE_ROWS):
             part = faiss.clone_index(self.index)
@@ -323,7 +325,8 @@ class PatchStore:
         cfg = IndexConfig.from_dict(header["config"])
         if use_gpu is not None:
             cfg = dataclasses.replace(cfg, use_gpu=use_gpu)
-        codec, mapped = (index, None) if codes is not None else (None, None)
+        mapped: np.ndarray | None = None
+        codec = index if codes is not None else None
         if codes is not None and mmap:
             mapped = codes
         elif codes is not None:  # a full load: the codes go into a copy of the (empty) codec

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -234,7 +234,7 @@ def load_shard(path: str | os.PathLike[str], *, mmap: bool = True) -> Shard:
     path = Path(path)
     if not (path / DONE_MARKER).is_file():
         raise ShardError(f"{path} is not a done shard (no {DONE_MARKER})")
-    mode = "r" if mmap else None
+    mode: Literal["r"] | None = "r" if mmap else None
     try:
         meta = json.loads((path / META_FILE).read_text())
         ids = np.load(path / "ids.npy", mmap_mode=mode, allow_pickle=False)

@@ -36,11 +36,11 @@ from typing import Any
 
 import faiss
 
+from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import StoreError
 from . import IndexConfig, build_global_index, build_patch_store, index_paths, list_done_shards
 from .ann import AnnConfig
 from .annsync import sync_ann
-from ..atomic import atomic_write_bytes, atomic_write_text
 from .global_index import GlobalIndex
 from .globalfile import extend_global_file
 from .patches import PatchStore
@@ -102,8 +102,15 @@ def _extend_saved(g_path: Path, p_path: Path, cfg: IndexConfig, shards: list[Sha
             gi.add(shard.ids, shard.global_vecs)
         n_global = gi.ntotal
     t1 = time.time()
-    extend_patch_file(p_path, ((s.ids, s.patches) for s in shards), cfg.normalize)
+    extend_patch_file(p_path, (_with_patches(s) for s in shards), cfg.normalize)
     return gi, n_global, PatchStore.load(p_path, mmap=True), t1 - t0, time.time() - t1
+
+
+def _with_patches(shard: Shard) -> tuple[Any, Any]:
+    """A shard's (ids, patches) for the patch store; StoreError for a shard stored without patches."""
+    if shard.patches is None:
+        raise StoreError(f"shard {shard.name} has no patch vectors: the patch store needs them")
+    return shard.ids, shard.patches
 
 
 def _readable_patch_store(g_path: Path, p_path: Path) -> PatchStore | None:

@@ -112,7 +112,7 @@ def extend_corpus(prev: TextCorpus, labels: Sequence[str], synonyms: Mapping[str
                                  max_missing)
     kept_new = len(new)
     sentences.extend(new)
-    sets.extend(new_sets)
+    sets.extend(tuple(s) for s in new_sets)
     sources.extend("generated" for _ in new)
     for text, c in template_sentences(added, n_photo_copies):
         sentences.append(text)

@@ -212,9 +212,9 @@ class LLMGenerator:
             while not queue.empty():
                 i = queue.get_nowait()
                 labs = list(label_sets[i])
-                out[i] = await self._generate_one(client, labs, state)
-                if out[i] is not None and self.cache is not None:
-                    self.cache.add(labs, cfg.prompt_version, cfg.model, out[i])
+                out[i] = sentence = await self._generate_one(client, labs, state)
+                if sentence is not None and self.cache is not None:
+                    self.cache.add(labs, cfg.prompt_version, cfg.model, sentence)
                 done += 1
                 if done % every == 0:
                     logger.info("LLM generation %d/%d: %s", done, len(pending), state.stats.to_dict())

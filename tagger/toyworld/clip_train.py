@@ -31,7 +31,7 @@ from ..models import registry
 from ..models.preprocess import pixel_spec
 from ..atomic import atomic_open
 from .captions import make_caption, mentioned_labels
-from .distill import distill_loss, teacher_targets
+from .distill import TeacherTargets, distill_loss, teacher_targets
 from .render import RenderedSplit, render_split
 from .scenes import SceneConfig
 from .vocab import LABELS
@@ -87,8 +87,9 @@ class _Run:
             self.init_sha = registry.sha256_file(Path(cfg.init_from))
         self.opt = torch.optim.AdamW(self._groups(), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.step, self.history, self.elapsed = 0, [], 0.0
-        self.targets = None  # distill.TeacherTargets, when distilling
+        self.step, self.elapsed = 0, 0.0
+        self.history: list[dict] = []
+        self.targets: TeacherTargets | None = None  # when distilling
 
     def _groups(self) -> list[dict]:
         cfg = self.cfg
@@ -188,8 +189,9 @@ def _step(run: _Run, loss_fn, tokenizer, x: torch.Tensor, scenes: list, rng: np.
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.device.startswith("cuda")):
         if cfg.stage == "labels":
             y = torch.from_numpy(np.stack([mentioned_labels(s, rng) for s in scenes])).float().to(cfg.device)
-            if target is None:
-                emb, dist = model.visual(x).float(), 0.0
+            dist: float | torch.Tensor = 0.0
+            if target is None or run.targets is None:
+                emb = model.visual(x).float()
             else:
                 dist, emb = distill_loss(model, x, *target, run.targets.grid, cfg.dense_distill_weight)
                 emb = emb.float()

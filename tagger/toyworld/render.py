@@ -47,7 +47,7 @@ def _render_range(args: tuple) -> tuple[np.ndarray, list[Scene]]:
     for k, i in enumerate(range(start, stop)):
         s = make_scene(i, split, cfg)
         pixels[k] = spec.to_uint8(s.image)
-        s.image = None  # metadata only
+        s.image = None  # type: ignore[assignment]  # metadata only: the pixels are kept apart
         scenes.append(s)
     return pixels, scenes
 
