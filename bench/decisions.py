@@ -30,7 +30,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from changes import evaluate as evaluate_changes, summary_lines as change_lines
+from changes import evaluate as evaluate_changes, named, summary_lines as change_lines
 from tagger.method.comc import ComcConfig, fit_comc
 from tagger.method.decisions import DecisionConfig, TextAnchors, fit_anchored, fit_decisions
 from tagger.evaluate.datasets import read_toy
@@ -108,12 +108,12 @@ RULES = ("standardised rule", "per-label mixture", "anchored")
 WITHHELD = ("star", "key", "ring", "moon")  # world labels the classifier knows, left out of a corpus
 
 
-def decide(rule: str, s: np.ndarray, labels: list[str], model, dcfg: DecisionConfig):
+def decide(rule: str, s: np.ndarray, labels: list[str], model, dcfg: DecisionConfig, top1=None):
     """(positives, confidence or None) of one rule on raw scores ``s``."""
     if rule == "standardised rule":
         return today_rule(s), None
     d = fit_decisions(s, labels, dcfg) if rule == "per-label mixture" else \
-        fit_anchored(s, labels, model.classifier.anchors, dcfg)
+        fit_anchored(s, labels, model.classifier.anchors, dcfg, zeroshot_top1=top1)
     return d.positive(s), d.confidence(s)
 
 
@@ -141,14 +141,15 @@ def evaluate_model(name: str, n: int, n_absent: int, dcfg: DecisionConfig, tune:
     test = embed_dataset(clip, read_toy(n=n, split="test"))
     y = test.labels.astype(bool)
     s = model.scores(test.global_, test.patches.astype("float32"))
+    top1 = named(model, test.global_)
     best = f1(oracle(s, y), y)
     res = {"oracle": {"micro_F1": round(best[0], 1), "macro_F1": round(best[1], 1)}}
     for rule in RULES:
-        pred, conf = decide(rule, s, list(LABELS), model, dcfg)
+        pred, conf = decide(rule, s, list(LABELS), model, dcfg, top1)
         res[rule] = rule_report(pred, y, best)
         if conf is not None:
             res[rule]["ECE"] = round(ece(conf, y), 4)
-    res["withheld"] = withheld_report(s, y, model, dcfg)
+    res["withheld"] = withheld_report(s, y, model, dcfg, top1)
     if n_absent:
         if tuned is None:
             labels, big = comc_with_absent(clip, n_absent)
@@ -159,14 +160,14 @@ def evaluate_model(name: str, n: int, n_absent: int, dcfg: DecisionConfig, tune:
     return res
 
 
-def withheld_report(s: np.ndarray, y: np.ndarray, model, dcfg: DecisionConfig) -> dict:
+def withheld_report(s: np.ndarray, y: np.ndarray, model, dcfg: DecisionConfig, top1=None) -> dict:
     """A corpus without any scene of the ``WITHHELD`` labels (which the classifier knows): positives
     per image those labels still get."""
     cols = [LABELS.index(w) for w in WITHHELD]
     keep = ~y[:, cols].any(1)
     out = {"labels": list(WITHHELD), "images": int(keep.sum())}
     for rule in RULES:
-        pred, _ = decide(rule, s[keep], list(LABELS), model, dcfg)
+        pred, _ = decide(rule, s[keep], list(LABELS), model, dcfg, None if top1 is None else top1[keep])
         out[rule] = {"withheld_positives_per_image": round(float(pred[:, cols].sum(1).mean()), 3),
                      "withheld_labels_tagged": int(pred[:, cols].any(0).sum())}
     return out
@@ -174,13 +175,14 @@ def withheld_report(s: np.ndarray, y: np.ndarray, model, dcfg: DecisionConfig) -
 
 def absent_report(model, labels: list[str], test, y: np.ndarray, dcfg: DecisionConfig) -> dict:
     s = model.scores(test.global_, test.patches.astype("float32"))
+    top1 = named(model, test.global_)
     k = len(LABELS)
     sep = model.classifier.anchors.separation()
     out = {"n_absent_labels": len(labels) - k,
            "absent_not_learned_from_text": int((sep[k:] < dcfg.min_text_separation).sum()),
            "world_not_learned_from_text": int((sep[:k] < dcfg.min_text_separation).sum())}
     for rule in RULES:
-        pred, _ = decide(rule, s, labels, model, dcfg)
+        pred, _ = decide(rule, s, labels, model, dcfg, top1)
         mi, ma = f1(pred[:, :k], y)
         out[rule] = {"absent_positives_per_image": round(float(pred[:, k:].sum(1).mean()), 3),
                      "absent_labels_tagged": int(pred[:, k:].any(0).sum()),
@@ -192,11 +194,11 @@ def _val_row(val: dict, cfg: DecisionConfig) -> dict:
     """One knob setting on val: micro-F1 over the world's labels plus the absent ones (classifier of
     all of them) and world macro-F1 of the world's own classifier; the objective is their sum."""
     k = len(LABELS)
-    s, y, labels, big = val["big"]
-    d = fit_anchored(s, labels, big.classifier.anchors, cfg)
+    s, y, labels, big, top1 = val["big"]
+    d = fit_anchored(s, labels, big.classifier.anchors, cfg, zeroshot_top1=top1)
     pred = d.positive(s)
-    s20, y20, model = val["world"]
-    d20 = fit_anchored(s20, list(LABELS), model.classifier.anchors, cfg)
+    s20, y20, model, top1_20 = val["world"]
+    d20 = fit_anchored(s20, list(LABELS), model.classifier.anchors, cfg, zeroshot_top1=top1_20)
     pred20 = d20.positive(s20)
     micro, macro = round(f1(pred, y)[0], 1), round(f1(pred20, y20)[1], 1)
     return {**{x: getattr(cfg, x) for x in KNOBS}, "objective": round(micro + macro, 1),
@@ -216,8 +218,8 @@ def val_data(clip, big, labels: list[str], model, n: int) -> dict:
     k, y20 = len(LABELS), ds.labels.astype(bool)
     y = np.zeros((len(y20), len(labels)), bool)
     y[:, :k] = y20
-    return {"big": (big.scores(ds.global_, ds.patches.astype("float32")), y, labels, big),
-            "world": (model.scores(ds.global_, ds.patches.astype("float32")), y20, model)}
+    return {"big": (big.scores(ds.global_, ds.patches.astype("float32")), y, labels, big, named(big, ds.global_)),
+            "world": (model.scores(ds.global_, ds.patches.astype("float32")), y20, model, named(model, ds.global_))}
 
 
 def anchor_grid(val: dict) -> list[dict]:

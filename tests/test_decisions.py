@@ -115,7 +115,7 @@ def anchored_world(n: int = 6000, seed: int = 0):
 
 
 # the rule with its components where anchored_world puts them (the shipped anchors are chosen on val)
-WORLD_CFG = DecisionConfig(neg_anchor=0.4, pos_anchor=0.9, anchor_sd=0.15)
+WORLD_CFG = DecisionConfig(neg_anchor=0.4, pos_anchor=0.9, anchor_sd=0.15, neg_sd_shift=0.0)
 
 
 def test_anchored_rule_finds_each_labels_share_and_skips_absent_and_unlearned_labels():
@@ -240,3 +240,36 @@ def test_a_trained_classifier_carries_its_anchors(tmp_path):
     clf.save(tmp_path / "clf")
     again = TextClassifier.load(tmp_path / "clf")
     np.testing.assert_allclose(again.anchors.pos_mean, clf.anchors.pos_mean, atol=1e-5)
+
+
+def _named_corpus(n: int = 1200, seed: int = 3):
+    """Scores of a real label (its images form a second group) and of a label whose scores merely echo
+    the real one (its 'positives' are the real label's images); each image's best zero-shot name."""
+    rng = np.random.default_rng(seed)
+    y = rng.random(n) < 0.2
+    real = rng.normal(0.0, 0.3, n) + 1.2 * y
+    echo = real + rng.normal(0.0, 0.05, n)
+    top1 = np.where(y & (rng.random(n) < 0.6), 0, 2)  # the real label's images mostly match its name
+    return np.c_[real, echo, rng.normal(0.0, 0.3, n)], y, top1
+
+
+def test_zero_shot_names_corroborate_labels_and_refuse_echoes():
+    s, y, top1 = _named_corpus()
+    anchors = TextAnchors(np.zeros(3), np.full(3, 1.2), np.full(3, 0.2), np.full(3, 0.2))
+    without = fit_anchored(s, ["real", "echo", "other"], anchors)
+    assert without.present[0] and without.present[1]  # the text side alone cannot tell the echo apart
+    d = fit_anchored(s, ["real", "echo", "other"], anchors, zeroshot_top1=top1)
+    assert d.present[0] and not d.present[1]
+    assert "best match of only 0 %" in d.reason(1)
+    with pytest.raises(ValueError, match="one label index per sample image"):
+        fit_anchored(s, ["real", "echo", "other"], anchors, zeroshot_top1=top1[:10])
+
+
+def test_a_label_the_text_barely_learnt_is_kept_when_its_images_and_name_agree():
+    s, y, top1 = _named_corpus()
+    weak = TextAnchors(np.zeros(3), np.array([0.3, 0.3, 1.2]), np.full(3, 0.2), np.full(3, 0.2))  # separation 1.5
+    assert not fit_anchored(s, ["real", "echo", "other"], weak).present[0]  # without names: vetoed by the text
+    d = fit_anchored(s, ["real", "echo", "other"], weak, zeroshot_top1=top1)
+    assert d.present[0] and "second group" in d.reason(0) and not d.present[1]
+    tp = (d.positive(s)[:, 0] & y).sum()
+    assert tp >= 0.8 * y.sum()

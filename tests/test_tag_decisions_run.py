@@ -104,6 +104,11 @@ def test_pinned_threshold_applied_by_tag_and_still_after_nightly(ws):
     assert (after["star"]["threshold"], after["star"]["source"]) == (5.0, "pinned")
     listed = {r["name"]: r["threshold"] for r in rows("labels", "list", "-w", str(ws))}
     assert listed["circle"] == pin and listed["star"] == 5.0  # the pins outlive the nightly run
+    # star pinned out of reach lost its positives: the nightly and `runs diff` list it, with the reason
+    (flip,) = [f for f in night["flips"] if f["label"] == "star"]
+    assert flip["before_positives"] > 0 == flip["after_positives"] and "threshold" in flip["reason"]
+    diff = invoke("runs", "diff", str(pinned["run_id"]), str(night["run_id"]), "-w", str(ws))
+    assert [f for f in diff["flips"] if f["label"] == "star"] == [flip]
 
 
 def test_calibration_file_changes_the_thresholds_it_covers_and_reports_unknown_uris(ws, trained, tmp_path):

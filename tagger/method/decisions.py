@@ -68,13 +68,16 @@ class DecisionConfig:
     # gates below are chosen on val scenes (toy-rn and toy-vit: 20 world labels + 200 absent ones,
     # and the world's own 20-label classifier) by bench/decisions.py --tune
     neg_anchor: float = 0.3  # where the negatives' fit starts
-    pos_anchor: float = 1.1
+    pos_anchor: float = 1.15
     anchor_sd: float = 0.2
-    neg_sd_shift: float = 0.0  # positives lowered by this many text-negative sds (confusable labels)
+    neg_sd_shift: float = 0.3  # positives lowered by this many text-negative sds (confusable labels)
     min_text_separation: float = 2.0  # (text pos mean - text neg mean) / pooled sd: below, the images decide
-    min_text_signal: float = 2.0  # below this separation the text carries no signal: never tagged
+    min_text_signal: float = 1.0  # below this separation the text carries no signal: never tagged
     max_tail_share: float = 0.8  # share of the images above threshold the bulk's own tail may explain ...
     corroborate_below: float = 3.0  # ... checked for labels whose text separation is below this
+    # with the sample's zero-shot matches, every label must be its positive images' best matching name
+    # (CLIP's prompt of the label ranks first among the labels) on at least this share of them
+    min_zeroshot_share: float = 0.12
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -143,13 +146,17 @@ class Decisions:
 
 
 def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cfg: DecisionConfig | None = None,
-                 overrides: dict[str, float] | None = None) -> Decisions:
+                 overrides: dict[str, float] | None = None, zeroshot_top1: np.ndarray | None = None) -> Decisions:
     """Each label's decision from its text anchors, with its prior fitted to a ``(n, L)`` corpus
     sample by EM (components held fixed; binned, so the cost does not grow with the sample).
 
-    A label the text side separates weakly (below ``min_text_separation``, e.g. after synonyms the
-    text tower does not know) is decided by its images instead: present when the mixture rule finds
-    a second group in its scores that stands out from its bulk's tail. Each label gets a reason."""
+    A label must be corroborated by the images: with ``zeroshot_top1`` (per sample image, the label
+    whose CLIP prompt matches it best) by its name, the best match of at least
+    ``min_zeroshot_share`` of its positive images; without it, a label the text side separates only
+    weakly by the bulk's tail test. A label the text side separates too weakly to anchor (below
+    ``min_text_separation``, e.g. after synonyms the text tower does not know) is decided by its
+    images instead: present when the mixture rule finds a second group in its scores that its name
+    matches (``zeroshot_top1`` needed). Each label gets a reason."""
     cfg = cfg or DecisionConfig()
     s = np.asarray(scores, np.float64)
     if s.ndim != 2 or s.shape[1] != len(labels) or len(anchors.neg_mean) != len(labels):
@@ -164,7 +171,7 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
     sd1 = np.full(len(labels), cfg.anchor_sd) * gap
     x, c, width = _histogram(s, cfg.bins)
     mu0, sd0, prior = _fit_bulk(x, c, n, width, mu0, sd1.copy(), mu1, sd1, cfg.iterations)
-    weak = ~learned & (separation >= cfg.min_text_signal)
+    weak = ~learned & (separation >= cfg.min_text_signal) & (zeroshot_top1 is not None)
     image_sep = np.zeros(len(labels))
     if weak.any():  # the images decide where the text is weak: the mixture rule on those columns
         floor = np.maximum(cfg.sd_floor * np.maximum(s[:, weak].std(0), 1e-9), width[weak])
@@ -172,17 +179,39 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
         for arr, value in zip((mu0, sd0, mu1, sd1, prior), comps):
             arr[weak] = value
         learned = learned | (weak & _scatter(weak, grouped))
-    tail = _tail_share(x, c, _crossings(mu0, sd0, mu1, sd1, prior, cfg.cutoff))
-    stands_out = (tail <= cfg.max_tail_share) | (separation >= cfg.corroborate_below)
+    threshold = _crossings(mu0, sd0, mu1, sd1, prior, cfg.cutoff)
+    named = _zeroshot_share(s, threshold, zeroshot_top1)
+    if named is None:
+        tail = _tail_share(x, c, threshold)
+        stands_out = (tail <= cfg.max_tail_share) | (separation >= cfg.corroborate_below)
+    else:
+        tail = named
+        stands_out = named >= cfg.min_zeroshot_share
     enough = prior * n >= cfg.min_positives
     present = learned & stands_out & enough
-    reasons = _reasons(separation, image_sep, weak, learned, stands_out, enough, prior * n, tail, cfg)
+    reasons = _reasons(separation, image_sep, weak, learned, stands_out, enough, prior * n, tail, cfg,
+                       named is not None)
     logger.info("decisions: %d of %d labels present in a sample of %d images (%d not learned from text, "
-                "%d of them shown by the images; %d whose positives do not stand out from their bulk)",
+                "%d of them shown by the images; %d not corroborated by the images)",
                 int(present.sum()), len(labels), n, int((separation < cfg.min_text_separation).sum()),
                 int((weak & present).sum()), int((learned & ~stands_out).sum()))
     return Decisions(list(labels), mu0, sd0, mu1, sd1, prior, present, cfg.cutoff, dict(overrides or {}),
                      reasons, separation)
+
+
+def _zeroshot_share(s: np.ndarray, threshold: np.ndarray, top1: np.ndarray | None) -> np.ndarray | None:
+    """Per label, the share of the sample images at or over its threshold whose best zero-shot
+    match is the label itself (None without zero-shot matches; 0 where no image is over)."""
+    if top1 is None:
+        return None
+    top1 = np.asarray(top1, np.int64)
+    if top1.shape != (s.shape[0],):
+        raise ValueError(f"zeroshot_top1 must hold one label index per sample image, got {top1.shape}")
+    above = s >= threshold[None, :]
+    own = np.zeros(s.shape[1])
+    hits = above[np.arange(len(top1)), np.clip(top1, 0, s.shape[1] - 1)] & (top1 >= 0) & (top1 < s.shape[1])
+    np.add.at(own, top1[hits], 1.0)
+    return own / np.maximum(above.sum(0), 1)
 
 
 def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -192,23 +221,26 @@ def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _reasons(separation, image_sep, weak, learned, stands_out, enough, expected, tail,
-             cfg: DecisionConfig) -> list[str]:
+             cfg: DecisionConfig, named: bool = False) -> list[str]:
     """Each label's decision in words (the first gate it fails, or what made it present)."""
     out = []
     for j in range(len(separation)):
         text = f"text separation {separation[j]:.2f}"
-        if separation[j] < cfg.min_text_signal:
-            out.append(f"{text} < {cfg.min_text_signal:g}: the classifier did not learn it from text")
+        if separation[j] < cfg.min_text_separation and not weak[j]:
+            out.append(f"{text} < {cfg.min_text_separation:g}: the classifier did not learn it from text")
         elif weak[j] and not learned[j]:
             out.append(f"{text} < {cfg.min_text_separation:g} and the images show no second group")
         elif not enough[j]:
             out.append(f"about {expected[j]:.1f} positive images < {cfg.min_positives:g}: not in the corpus")
+        elif not stands_out[j] and named:
+            out.append(f"its name is the best match of only {100 * tail[j]:.0f} % of its images "
+                       f"(< {100 * cfg.min_zeroshot_share:.0f} %): the images do not corroborate it")
         elif not stands_out[j]:
             out.append(f"positives do not stand out from the bulk's tail (tail share {tail[j]:.2f} > "
                        f"{cfg.max_tail_share:g})")
         elif weak[j]:
             out.append(f"{text} < {cfg.min_text_separation:g}, but the images show a second group "
-                       f"(separation {image_sep[j]:.1f}): present")
+                       f"(separation {image_sep[j]:.1f}) that its name matches: present")
         else:
             out.append(f"{text}: present, about {expected[j]:.0f} positive images")
     return out

@@ -118,17 +118,19 @@ def tag_rows(image_ids: np.ndarray, scores: np.ndarray, labels: list[str], cfg: 
 
 def fit_run_decisions(sample: np.ndarray, labels: list[str], cfg: TagConfig, inputs: DecisionInputs,
                       labelled: tuple[np.ndarray, np.ndarray] | None = None,
-                      anchors: TextAnchors | None = None) -> tuple[Decisions, set[str]]:
+                      anchors: TextAnchors | None = None,
+                      zeroshot_top1: np.ndarray | None = None) -> tuple[Decisions, set[str]]:
     """Each label's decision on the (calibrated) corpus sample, pins applied, labels with enough
     labelled images re-fitted from them (``labelled``: their scores and multi-hot truth). The
     anchored rule needs the classifier's ``anchors`` in the sample's units; a classifier saved
-    without them is decided by the mixture rule. Returns the decisions in their stored precision
-    and the labels the labelled set re-fitted."""
+    without them is decided by the mixture rule; ``zeroshot_top1`` (each sample image's best
+    matching label name) lets it corroborate weakly learnt labels by their names. Returns the
+    decisions in their stored precision and the labels the labelled set re-fitted."""
     if cfg.decision == "anchored" and anchors is None:
         logger.warning("the model carries no text anchors (an image-trained head, or a classifier trained "
                        "by an earlier version): deciding by the mixture rule")
     if cfg.decision == "anchored" and anchors is not None:
-        d = fit_anchored(sample, labels, anchors, cfg.decisions, overrides=inputs.pinned)
+        d = fit_anchored(sample, labels, anchors, cfg.decisions, overrides=inputs.pinned, zeroshot_top1=zeroshot_top1)
     else:
         d = fit_decisions(sample, labels, cfg.decisions, overrides=inputs.pinned)
     refit: set[str] = set()
@@ -144,6 +146,16 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     """Write ``table`` to ``path`` as Parquet, atomically (a reader never sees half a file)."""
     with atomic_open(path) as fh:
         pq.write_table(table, fh)
+
+
+def prompt_vectors(model) -> np.ndarray | None:
+    """The class-prompt embeddings a model carries, one per label in its order (CoMC's prompt memory,
+    or that of a guarded head's text model); None for a model without them."""
+    for m in (model, getattr(model, "text", None)):
+        memories = getattr(m, "memories", None) or {}
+        if "prompts" in memories and len(memories["prompts"].vectors) == len(model.labels):
+            return np.asarray(memories["prompts"].vectors, np.float32)
+    return None
 
 
 class ShardScorer:
@@ -185,6 +197,21 @@ class ShardScorer:
             parts.append(self.scores(self.load(name))[: self.cfg.calibration_images - n])
             n += len(parts[-1])
         return np.concatenate(parts)
+
+    def zeroshot_top1(self, shards: list[str]) -> np.ndarray | None:
+        """For the images of :meth:`calibration_sample`, the label whose CLIP prompt matches each best
+        (None for a model without class prompts)."""
+        prompts = prompt_vectors(self.model)
+        if prompts is None:
+            return None
+        parts, n = [], 0
+        for name in sorted(shards):
+            if n >= self.cfg.calibration_images:
+                break
+            g = np.asarray(self.load(name).global_vecs, np.float32)[: self.cfg.calibration_images - n]
+            parts.append((g @ prompts.T).argmax(1))
+            n += len(parts[-1])
+        return np.concatenate(parts) if parts else None
 
     def label_stats(self, shards: list[str]) -> tuple[list[float], list[float]]:
         """Per-label mean and std of the scores of the calibration sample."""
@@ -310,7 +337,7 @@ def _decide(cat, run_id: int, scorer: ShardScorer | None, model_id: str, shards:
         return stats, decisions_from_rows(stored, labels, cfg.decisions.cutoff)
     d, refit = fit_run_decisions(apply_statistics(sample, stats), labels, cfg, inputs,
                                  _labelled_scores(cat, scorer, model_id, inputs, labels, stats),
-                                 scorer.anchors(stats))
+                                 scorer.anchors(stats), scorer.zeroshot_top1(shards))
     cat.save_run_thresholds(run_id, decision_rows(d, refit))
     return stats, d
 
