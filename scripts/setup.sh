@@ -11,4 +11,5 @@ fi
 .venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 # the test extra: pytest and what the tests drive, jsonschema, and mypy (the type check of .ci/run)
 .venv/bin/python -m pip install -q -e '.[test]'
+bash scripts/system_deps.sh
 echo "set-up done: $(.venv/bin/python -c 'import torch, open_clip, faiss, duckdb, ray; print("torch", torch.__version__, "open_clip", open_clip.__version__, "faiss", faiss.__version__, "duckdb", duckdb.__version__, "ray", ray.__version__)')"
