@@ -85,6 +85,11 @@ def test_an_image_head_on_200_annotations_tags_no_absent_label(trained, ws, tmp_
     assert "text-only comc" in out and "ovml (guarded)" in out and "kept" in out
     head_id = newest(ws)
     assert head_id != text_id
+    bad = write(tmp_path / "bad.csv", {**annotated, "/nowhere/x.png": ["circle"]})
+    out = runner.invoke(app, ["train", "-w", str(ws), "--head", "mkt", "--annotations", str(bad)],
+                        catch_exceptions=False)
+    assert out.exit_code == 2 and "/nowhere/x.png" in out.stderr
+    assert newest(ws) == head_id  # a failed train leaves the head in use alone
     tagged = invoke("tag", "-w", str(ws))
     with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
         assert cat.get_run(tagged["run_id"]).classifier_id == head_id

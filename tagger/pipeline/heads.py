@@ -247,16 +247,36 @@ def run_train_head(workspace: "Workspace", model: str, pretrained: str | None = 
                    guard: Any = None) -> dict[str, Any]:
     """Train ``head`` on the stored embeddings of the images labelled by ``annotations`` and/or by
     people's reviews (``reviewed``) behind the guard (module doc); ``comc`` without either trains the
-    text-only classifier. Returns the summary with the validation table and the verdict."""
+    text-only classifier. Returns the summary with the validation table and the verdict. A failure
+    (a bad annotation file, say) leaves the classifier the next tag run uses as it was."""
     from ..catalog import Catalog
-    from ..method.comc import load_comc
-    from ..method.heads.guarded import GuardConfig, GuardedModel, heldout_split, image_columns
-    from ..models import load_clip
-    from .guard import validate_in_workspace, verdict
+    from ..method.heads.guarded import GuardConfig
+    from ..models.registry import model_id_for
+    from .retrain import head_in_use
     from .train import run_train
     if head == "comc" and annotations is None and not reviewed:
         return {**run_train(workspace, model, pretrained, corpus_id), "head": "comc"}
     kind, gcfg = _check_head(head, annotations, reviewed), guard or GuardConfig()
+    with Catalog.for_job(workspace.catalog, "train") as cat:
+        before = head_in_use(cat, model_id_for(model, pretrained))
+    try:
+        return _train_guarded(workspace, model, pretrained, kind, annotations, reviewed, corpus_id, cfg, force, gcfg)
+    except Exception:
+        if before is not None:
+            with Catalog.for_job(workspace.catalog, "train") as cat:
+                make_newest(cat, before)
+        raise
+
+
+def _train_guarded(workspace: "Workspace", model: str, pretrained: str | None, kind: str, annotations, reviewed: bool,
+                   corpus_id: str | None, cfg: Any, force: bool, gcfg) -> dict[str, Any]:
+    """:func:`run_train_head` for a head of ``kind`` (steps in the module doc)."""
+    from ..catalog import Catalog
+    from ..method.comc import load_comc
+    from ..method.heads.guarded import GuardedModel, heldout_split, image_columns
+    from ..models import load_clip
+    from .guard import validate_in_workspace, verdict
+    from .train import run_train
     base_id = run_train(workspace, model, pretrained, corpus_id)["classifier_id"]
     with Catalog.for_job(workspace.catalog, "train") as cat:
         rec = cat.get_classifier(base_id)
