@@ -34,8 +34,11 @@ def invoke(*args: str, env: dict[str, str] | None = None):
     return runner.invoke(app, list(args), env=env, catch_exceptions=False)
 
 
-def json_lines(output: str) -> list[dict]:
-    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+def json_rows(output: str) -> list[dict]:
+    """The rows a listing verb prints with ``--json``: one JSON array."""
+    rows = json.loads(output)
+    assert isinstance(rows, list), output
+    return rows
 
 
 @pytest.fixture
@@ -113,7 +116,7 @@ def test_sql_select_json_csv_and_table(ws):
     q = "SELECT name, synonyms FROM labels ORDER BY label_id"
     out = invoke("sql", q, "-w", str(ws), "--json")
     assert out.exit_code == 0, out.output
-    assert json_lines(out.stdout) == [{"name": "cat", "synonyms": ["kitten"]}, {"name": "dog", "synonyms": []}]
+    assert json_rows(out.stdout) == [{"name": "cat", "synonyms": ["kitten"]}, {"name": "dog", "synonyms": []}]
     out = invoke("sql", "SELECT label_id, name FROM labels ORDER BY 1", "-w", str(ws), "--csv")
     assert list(csv.reader(io.StringIO(out.stdout))) == [["label_id", "name"], ["1", "cat"], ["2", "dog"]]
     out = invoke("sql", q, "-w", str(ws))
@@ -122,7 +125,7 @@ def test_sql_select_json_csv_and_table(ws):
 
 def test_sql_schema_and_usage_errors(ws, tmp_path):
     out = invoke("sql", "--schema", "-w", str(ws), "--json")
-    rows = {r["name"]: r for r in json_lines(out.stdout)}
+    rows = {r["name"]: r for r in json_rows(out.stdout)}
     assert rows["current_tags"]["type"] == "view" and "positive BOOLEAN" in rows["tags"]["columns"]
     assert invoke("sql", "-w", str(ws)).exit_code == 2  # neither a query nor --schema
     assert invoke("sql", "SELECT 1", "-w", str(ws), "--json", "--csv").exit_code == 2
@@ -137,19 +140,19 @@ def test_labels_add_list_retire_round_trip(tmp_path):
     ws = str(tmp_path / "ws")
     out = invoke("labels", "add", *NASTY, "plain", "-s", f"{NASTY[0]}=smile", "-s", f"{NASTY[0]}=Käse", "-w", ws)
     assert out.exit_code == 0, out.output
-    listed = json_lines(invoke("labels", "list", "-w", ws, "--json").stdout)
+    listed = json_rows(invoke("labels", "list", "-w", ws, "--json").stdout)
     assert [r["name"] for r in listed] == NASTY + ["plain"]
     assert listed[0]["synonyms"] == ["smile", "Käse"] and listed[1]["synonyms"] == []
     assert invoke("labels", "retire", NASTY[0], NASTY[2], "-w", ws).exit_code == 0
     env = {"TAGGER_WORKSPACE": ws}  # the environment variable picks the workspace
-    active = [r["name"] for r in json_lines(invoke("labels", "list", "--json", env=env).stdout)]
+    active = [r["name"] for r in json_rows(invoke("labels", "list", "--json", env=env).stdout)]
     assert active == [NASTY[1], "plain"]
-    every = json_lines(invoke("labels", "list", "--all", "--json", env=env).stdout)
+    every = json_rows(invoke("labels", "list", "--all", "--json", env=env).stdout)
     assert [r["status"] for r in every] == ["retired", "active", "retired", "active"]
     table = invoke("labels", "list", "--all", env=env).stdout
     assert all(name in table for name in NASTY)
     assert invoke("labels", "add", NASTY[0], "-w", ws).exit_code == 0  # re-activated
-    assert NASTY[0] in [r["name"] for r in json_lines(invoke("labels", "list", "--json", env=env).stdout)]
+    assert NASTY[0] in [r["name"] for r in json_rows(invoke("labels", "list", "--json", env=env).stdout)]
 
 
 def test_labels_errors_and_toy(tmp_path):
@@ -206,7 +209,7 @@ def test_run_diff_counts(two_runs):
 
 def test_runs_cli_list_and_diff(two_runs):
     root, a, b = two_runs
-    runs = json_lines(invoke("runs", "list", "-w", str(root), "--json").stdout)
+    runs = json_rows(invoke("runs", "list", "-w", str(root), "--json").stdout)
     assert [(r["run_id"], r["status"], r["n_tags"]) for r in runs] == [(a, "loaded", 5), (b, "current", 6)]
     out = invoke("runs", "diff", str(b), str(a), "-w", str(root), "--json")
     d = json.loads(out.stdout)
@@ -279,7 +282,7 @@ def test_search_cli(search_ws):
     root, model_id, ids, g = search_ws
     out = invoke("search", "a red circle", "-k", "4", "-w", str(root), "--device", "cpu", "--json")
     assert out.exit_code == 0, out.output
-    rows = json_lines(out.stdout)
+    rows = json_rows(out.stdout)
     assert len(rows) == 4 and set(r["image_id"] for r in rows) <= set(ids.tolist())
     assert all(r["uri"] == f"/photos/{ids.tolist().index(r['image_id']):03d}.jpg" for r in rows)
     s = Workspace.at(root).settings()

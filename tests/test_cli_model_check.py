@@ -3,6 +3,7 @@
 with the workspace's model. The check reads config files and checkpoint headers only (no torch)."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -83,7 +84,7 @@ def test_bad_model_or_weights_are_refused_before_anything_is_written(ws, tmp_pat
     # the workspace still works with its own model: a search, and an encode with nothing new
     out = invoke("search", "a red circle", "-k", "3", "-w", str(ws.root), "--device", "cpu", "--json")
     assert out.exit_code == 0, out.output
-    assert len([line for line in out.stdout.splitlines() if line.startswith("{")]) == 3
+    assert len(json.loads(out.stdout)) == 3
     out = invoke("encode", "-w", str(ws.root), "--json")
     assert out.exit_code == 0, out.output
     summary = [line for line in out.stdout.splitlines() if line.startswith("{")][-1]

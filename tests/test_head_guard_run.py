@@ -73,7 +73,7 @@ def newest(ws: Path) -> str:
 
 
 def run_head(ws: Path, run_id: int) -> str:
-    return next(r["head"] for r in map(json.loads, run("runs", "list", "-w", str(ws), "--json").splitlines())
+    return next(r["head"] for r in json.loads(run("runs", "list", "-w", str(ws), "--json"))
                 if r["run_id"] == run_id)
 
 

@@ -224,7 +224,7 @@ def invoke(*args: str):
 
 def listed(ws: str) -> dict[str, dict]:
     out = invoke("labels", "list", "--all", "-w", ws, "--json")
-    return {r["name"]: r for r in (json.loads(line) for line in out.stdout.splitlines() if line.startswith("{"))}
+    return {r["name"]: r for r in json.loads(out.stdout)}
 
 
 def one_error_line(out, needle: str) -> None:

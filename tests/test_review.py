@@ -68,12 +68,12 @@ def test_accept_and_reject_change_the_current_run_with_provenance(ws):
         assert counts == {"cat": 1, "dog": 1}
         who = cat.query("SELECT who, source FROM reviews WHERE label = 'cat' ORDER BY uri")
     assert who[0] == ("ann", "cli") and who[1][1] == "cli" and who[1][0]
-    listed = [json.loads(x) for x in invoke("review", "list", "-w", str(ws), "--json").stdout.splitlines()]
+    listed = json.loads(invoke("review", "list", "-w", str(ws), "--json").stdout)
     assert [(r["uri"], r["decision"]) for r in listed] == [("/img/0.jpg", "reject"), ("/img/1.jpg", "accept")]
     # a later decision on the same pair replaces the earlier one
     assert invoke("review", "accept", "/img/0.jpg", "cat", "-w", str(ws)).exit_code == 0
     assert current(ws)[("/img/0.jpg", "cat")] == (True, "person")
-    assert len(invoke("review", "list", "-w", str(ws), "--json").stdout.splitlines()) == 2
+    assert len(json.loads(invoke("review", "list", "-w", str(ws), "--json").stdout)) == 2
 
 
 def test_reviewed_images_become_training_labels(ws):

@@ -116,7 +116,7 @@ def test_a_killed_run_is_marked_failed_when_a_later_tag_job_starts(ws):
     assert run.status == "failed" and run.finished_at is not None
     assert run.error == "abandoned: the process that ran it ended"
     out = CliRunner().invoke(app, ["runs", "list", "-w", str(ws.root), "--json"], catch_exceptions=False)
-    listed = {r["run_id"]: r for r in map(json.loads, out.stdout.splitlines())}
+    listed = {r["run_id"]: r for r in json.loads(out.stdout)}
     assert (listed[killed]["status"], listed[killed]["error"]) == ("failed", run.error)
     assert listed[new]["status"] == "running"
     with Catalog.open(ws.catalog) as cat, pytest.raises(CatalogError, match="job lock"):

@@ -52,7 +52,7 @@ def test_five_images_encode_tag_and_search_then_the_codec_trains(local_ray, chec
     for level in ("global", "patch"):
         out = runner.invoke(app, ["search", "a red circle", "-k", "3", "--level", level, "-w", ws, "--device",
                                   "cpu", "--json"], catch_exceptions=False)
-        assert out.exit_code == 0 and sum(line.startswith("{") for line in out.stdout.splitlines()) == 3
+        assert out.exit_code == 0 and len(json.loads(out.stdout)) == 3
 
     export_scenes(images, 15, start=5)  # 20 images x 16 patches = 320 vectors: PQ trains now
     enc = invoke("encode", str(images), "-w", ws)

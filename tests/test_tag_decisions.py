@@ -180,7 +180,7 @@ def test_labels_set_cli(cat, ws):
     out = run("set", "hexagon", "--threshold", "1")
     assert out.exit_code == 2 and "unknown label" in out.stderr
     assert run("set", "star").exit_code == 2  # neither --threshold nor --clear
-    listed = {r["name"]: r["threshold"] for r in map(json.loads, run("list", "--json").stdout.splitlines())}
+    listed = {r["name"]: r["threshold"] for r in json.loads(run("list", "--json").stdout)}
     assert listed == {"circle": None, "square": None, "star": 1.5, "absent": None}
     assert run("set", "star", "--threshold", "none").exit_code == 0
     run("set", "circle", "--threshold", "-0.25")

@@ -22,8 +22,8 @@ from ..pipeline.text import N_SENTENCES
 from .catalog import labels_app, runs_app, sql_cmd
 from .options import (
     DEFAULT_WORKSPACE, JOB_WAIT, AnnotationsOpt, CalibrateWithOpt, CrashAfterOpt, DecisionOpt, DecisionRule,
-    DecodeCpusOpt, EncodeCpusOpt, HeadKind, HeadOpt, JsonOpt, MaxMissingOpt, ModelOpt, NodeResourceOpt,
-    NSentencesOpt, PartitionSizeOpt, PretrainedOpt, SourceOpt, WaitOpt, WorkspaceOpt, emit_rows, fail, finite,
+    DecodeCpusOpt, EncodeCpusOpt, HeadKind, HeadOpt, JsonOpt, MaxMissingOpt, ModelOpt, NlOpt, NodeResourceOpt,
+    NSentencesOpt, PartitionSizeOpt, PretrainedOpt, RowsJsonOpt, SourceOpt, WaitOpt, WorkspaceOpt, emit_rows, fail, finite,
     finite_non_negative, job_scope, one_source, output_format, print_summary, report_calibration, reported,
     workspace_at,
 )
@@ -289,7 +289,8 @@ def search(
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     device: Annotated[Optional[str], typer.Option(help="cpu | cuda (default: a GPU when present)")] = None,
-    as_json: JsonOpt = False,
+    as_json: RowsJsonOpt = False,
+    as_nl: NlOpt = False,
 ) -> None:
     """Find the images closest to TEXT (or to the image --like) in the global index or the patch store."""
     from ..pipeline.search import search_like, search_text
@@ -311,7 +312,7 @@ def search(
         cols = ("rank", "score", "image_id", "uri")
         rows = [(h.rank, h.score, h.image_id, h.uri) for h in hits]
     query = f"like {like}" if like is not None else repr(text)
-    emit_rows(cols, rows, output_format(as_json), title=f"{query} ({level.value})")
+    emit_rows(cols, rows, output_format(as_json, nl=as_nl), title=f"{query} ({level.value})")
 
 
 @app.command()
@@ -389,11 +390,9 @@ def eval_cmd(
         "seen-unseen: train on the toy train scenes' seen labels, report ZSL (unseen labels) and GZSL (all)")),
     n_train: int = typer.Option(3000, min=1, help="--split seen-unseen: toy train scenes the heads learn from"),
     device: Optional[str] = typer.Option(None, help="cpu | cuda"),
-    as_json: bool = typer.Option(False, "--json", help="end with one JSON line of the metrics"),
+    as_json: bool = typer.Option(False, "--json", help="print the metrics as one JSON object (one line)"),
 ) -> None:
     """Evaluate a tagging head on a labelled dataset (mAP, P/R/F1 at top-3 and top-5)."""
-    import json
-
     from ..evaluate.datasets import open_dataset
     from ..evaluate.harness import evaluate
     from ..models import load_clip
@@ -410,9 +409,7 @@ def eval_cmd(
         _fail(e)
         return
     metrics = {"dataset": dataset, "model": model, "head": head, **metrics}
-    print_metrics(f"{head} on {dataset} ({model})", metrics)
-    if as_json:
-        print(json.dumps(metrics))
+    print_summary(f"{head} on {dataset} ({model})", metrics, as_json)
 
 
 def main(argv: list[str] | None = None, *, verb: str | None = None, prog_name: str | None = None,

@@ -9,7 +9,7 @@ import typer
 from ..catalog.decisions import present_state
 from ..catalog.readonly import SCHEMA_OVERVIEW_SQL
 from .options import (
-    DEFAULT_WORKSPACE, QUICK_WAIT, CsvOpt, JsonOpt, WaitOpt, WorkspaceOpt, console, emit_rows, fail, finite_non_negative,
+    DEFAULT_WORKSPACE, QUICK_WAIT, CsvOpt, JsonOpt, NlOpt, RowsJsonOpt, WaitOpt, WorkspaceOpt, console, emit_rows, fail, finite_non_negative,
     open_catalog, output_format, print_flips, reported, workspace_at,
 )
 
@@ -33,7 +33,8 @@ def sql_cmd(
         "--timeout", metavar="SECONDS", callback=finite_non_negative, help=(
             "stop the query after this long (default $TAGGER_SQL_TIMEOUT or 60; 0: no limit), so that it never "
             "holds the catalog long enough to stall a job"))] = None,
-    as_json: JsonOpt = False,
+    as_json: RowsJsonOpt = False,
+    as_nl: NlOpt = False,
     as_csv: CsvOpt = False,
 ) -> None:
     """Run a read-only SQL query on the catalog (e.g. over the current_tags view).
@@ -43,7 +44,7 @@ def sql_cmd(
     $TAGGER_SQL_TEMP, 1GB each by default).
     """
     from ..catalog.sealed import SqlLimits, open_sealed
-    fmt = output_format(as_json, as_csv)
+    fmt = output_format(as_json, as_csv, nl=as_nl)
     if schema == (query is not None):
         fail("give either a QUERY or --schema")
     with reported():
@@ -108,12 +109,13 @@ def labels_list(
     include_all: Annotated[bool, typer.Option("--all", help="include retired labels")] = False,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     wait: WaitOpt = QUICK_WAIT,
-    as_json: JsonOpt = False,
+    as_json: RowsJsonOpt = False,
+    as_nl: NlOpt = False,
 ) -> None:
     """List the active labels (--all: retired ones too) with their synonyms and parents."""
     with reported(), open_catalog(workspace, read_only=True, wait=wait) as cat:
         labels, parents = cat.list_labels(include_retired=include_all), cat.label_parents()
-    fmt = output_format(as_json)
+    fmt = output_format(as_json, nl=as_nl)
     pins = fmt != "table" or any(lab.threshold is not None for lab in labels)  # the table shows pins when any
     ups = fmt != "table" or any(lab.name in parents for lab in labels)  # and parents when any
     rows = [(lab.label_id, lab.name, lab.synonyms, *((parents.get(lab.name, []),) if ups else ()),
@@ -193,7 +195,8 @@ def runs_list(
     kind: Annotated[Optional[str], typer.Option(help="only runs of this kind (e.g. tag)")] = None,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     wait: WaitOpt = QUICK_WAIT,
-    as_json: JsonOpt = False,
+    as_json: RowsJsonOpt = False,
+    as_nl: NlOpt = False,
 ) -> None:
     """List runs, oldest first (the current run has status 'current'; a failed run gives its error,
     e.g. a run whose process was killed is marked failed, abandoned, when the next tag job starts)."""
@@ -204,7 +207,7 @@ def runs_list(
              r.n_tags, len(r.labels or []), r.error) for r in runs]
     cols = ("run_id", "kind", "status", "started_at", "finished_at", "model_id", "head", "classifier_id", "n_images",
             "n_tags", "n_labels", "error")
-    emit_rows(cols, rows, output_format(as_json), title=f"{len(rows)} run(s); current: {current or '-'}")
+    emit_rows(cols, rows, output_format(as_json, nl=as_nl), title=f"{len(rows)} run(s); current: {current or '-'}")
 
 
 @runs_app.command("show")
@@ -212,7 +215,8 @@ def runs_show(
     run_id: Annotated[Optional[int], typer.Argument(help="the run (default: the current one)")] = None,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     wait: WaitOpt = QUICK_WAIT,
-    as_json: JsonOpt = False,
+    as_json: RowsJsonOpt = False,
+    as_nl: NlOpt = False,
 ) -> None:
     """A run's decisions: per label its threshold (on the score column), whether the corpus fit
     found it present, where the threshold came from (fit, labelled, pinned) and its positives."""
@@ -230,7 +234,7 @@ def runs_show(
         n_present = sum(bool(r["present"]) for r in rows)
         title = f"run {run_id} ({run.status}): per-label thresholds, {n_present} of {len(rows)} labels present"
     title += head
-    fmt = output_format(as_json)
+    fmt = output_format(as_json, nl=as_nl)
     for r in rows:  # a parent raised only by its children reads so, never "absent" beside positives
         state, raised = present_state(r["present"], int(r["positives"]), int(r.get("by_person") or 0))
         r["source"] = raised or r["source"]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -32,7 +33,9 @@ WorkspaceOpt = Annotated[Path, typer.Option(
     help="workspace directory (default: $TAGGER_WORKSPACE, else ./workspace)")]
 ModelOpt = Annotated[Optional[str], typer.Option(help="open_clip model name (default: the workspace's)")]
 PretrainedOpt = Annotated[Optional[str], typer.Option(help="hub tag or local checkpoint path")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the summary as one JSON object (one line)")]
+RowsJsonOpt = Annotated[bool, typer.Option("--json", help="print the rows as a JSON array of objects")]
+NlOpt = Annotated[bool, typer.Option("--nl", help="print the rows as JSON lines: one object per line")]
 CsvOpt = Annotated[bool, typer.Option("--csv", help="print CSV (with a header row) instead of a table")]
 
 
@@ -151,11 +154,32 @@ def job_scope(ws: Workspace, job: str, wait: float) -> Iterator[None]:
         yield
 
 
-def output_format(as_json: bool, as_csv: bool = False) -> str:
-    """``table``, ``json`` or ``csv`` from the two flags (both at once is an error)."""
-    if as_json and as_csv:
-        fail("choose one of --json and --csv")
-    return "json" if as_json else "csv" if as_csv else "table"
+def output_format(as_json: bool, as_csv: bool = False, *, nl: bool = False) -> str:
+    """``table``, ``json`` (an array), ``nl`` (JSON lines) or ``csv`` from the flags.
+
+    ``--nl`` alone or with ``--json`` gives JSON lines; ``--csv`` with either JSON flag is an error.
+    """
+    if as_csv and (as_json or nl):
+        fail("choose one of --json, --nl and --csv")
+    return "nl" if nl else "json" if as_json else "csv" if as_csv else "table"
+
+
+def _words(value: Any, limit: int = 8) -> str:
+    """A nested value in words: ``k=v, ...`` for a mapping, ``a, b, ... (+N more)`` for a list."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_words(v, limit)}" for k, v in value.items()) or "-"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = list(value)
+        if any(isinstance(v, Mapping) for v in items):
+            shown = "; ".join(_words(v, limit) for v in items[:limit])
+        else:
+            shown = ", ".join(_words(v, limit) for v in items[:limit])
+        return (shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")) or "-"
+    if isinstance(value, float):
+        return f"{value:g}" if math.isfinite(value) else str(value)
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
+    return "-" if value is None else str(value)
 
 
 def _cell(value: Any) -> Text:
@@ -165,22 +189,50 @@ def _cell(value: Any) -> Text:
         return Text(f"{value:.4f}")
     if isinstance(value, datetime):
         return Text(value.isoformat(sep=" ", timespec="seconds"))
-    if isinstance(value, (list, tuple)):
-        return Text(", ".join(map(str, value)))
+    if isinstance(value, (list, tuple, set, frozenset, Mapping)):
+        return Text(_words(value, limit=10**6))
     return Text(str(value))
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN and infinity as null (JSON has no such numbers); the rest as ``json`` writes it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def print_table(table: Table) -> None:
+    """Print a rich table: fitted to a terminal, at its full width when piped (never squeezed)."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    wide = Console(file=console.file, width=100_000, highlight=False, color_system=None)
+    width = Measurement.get(wide, wide.options, table).maximum
+    Console(file=console.file, width=max(width, 20), highlight=False, color_system=None).print(table)
 
 
 def emit_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table",
               title: str | None = None) -> None:
-    """Print rows as a rich table, JSON lines (one object per row) or CSV with a header."""
-    if fmt == "json":
-        for row in rows:
-            typer.echo(json.dumps(dict(zip(columns, row)), default=str, ensure_ascii=False))
+    """Print rows as a rich table, a JSON array (``json``), JSON lines (``nl``) or CSV with a header.
+
+    The array holds one row per line (``[{...},\n {...}]``), so it is read whole or line by line.
+    """
+    if fmt in ("json", "nl"):
+        objects = [_json({c: _jsonable(v) for c, v in zip(columns, row)}) for row in rows]
+        if fmt == "nl":
+            typer.echo("".join(f"{o}\n" for o in objects), nl=False)
+        else:
+            typer.echo("[" + ",\n ".join(objects) + "]")
     elif fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows([["" if v is None else v for v in row] for row in rows])
+        writer.writerows([["" if v is None else _words(v, limit=10**6) if isinstance(v, (list, tuple, Mapping))
+                           else v for v in row] for row in rows])
         typer.echo(buf.getvalue(), nl=False)
     else:
         table = Table(title=title)
@@ -188,7 +240,7 @@ def emit_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = 
             table.add_column(name, overflow="fold")
         for row in rows:
             table.add_row(*(_cell(v) for v in row))
-        console.print(table)
+        print_table(table)
 
 
 def report_calibration(summary: dict[str, Any]) -> None:
@@ -203,9 +255,10 @@ def report_calibration(summary: dict[str, Any]) -> None:
 
 
 def print_summary(title: str, summary: dict[str, Any], as_json: bool = False) -> None:
-    """Print a job summary as a two-column table, or as one JSON line."""
+    """Print a job summary as a two-column table (nested values in words), or as one JSON object on
+    one line (the form the Ray jobs print)."""
     if as_json:
-        typer.echo(json.dumps(summary, default=str, ensure_ascii=False))
+        typer.echo(_json(summary))
         return
     table = Table(title=title)
     table.add_column("metric")
@@ -215,7 +268,7 @@ def print_summary(title: str, summary: dict[str, Any], as_json: bool = False) ->
         if k == "flips":
             v = len(v or [])
         table.add_row(str(k), _cell(f"{v:.2f}" if isinstance(v, float) else v))
-    console.print(table)
+    print_table(table)
     print_flips(flips, summary.get("flips_against") or summary.get("previous_run"))
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .options import (
-    DEFAULT_WORKSPACE, QUICK_WAIT, JsonOpt, WaitOpt, WorkspaceOpt, emit_rows, open_catalog, output_format,
+    DEFAULT_WORKSPACE, QUICK_WAIT, JsonOpt, NlOpt, RowsJsonOpt, WaitOpt, WorkspaceOpt, emit_rows, open_catalog, output_format,
     print_summary, reported,
 )
 
@@ -84,10 +84,11 @@ def review_import(
 def review_list(
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     wait: WaitOpt = QUICK_WAIT,
-    as_json: JsonOpt = False,
+    as_json: RowsJsonOpt = False,
+    as_nl: NlOpt = False,
 ) -> None:
     """List the stored decisions, oldest first (the latest decision of an image and label wins)."""
     with reported(), open_catalog(workspace, read_only=True, wait=wait) as cat:
         rows = cat.review_decisions()
     cols = ("uri", "label", "decision", "who", "decided_at", "source")
-    emit_rows(cols, [tuple(r[c] for c in cols) for r in rows], output_format(as_json), title=f"{len(rows)} decision(s)")
+    emit_rows(cols, [tuple(r[c] for c in cols) for r in rows], output_format(as_json, nl=as_nl), title=f"{len(rows)} decision(s)")
