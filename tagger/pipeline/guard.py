@@ -89,9 +89,9 @@ def validate(labels: list[str], y_held: np.ndarray, eval_cols: np.ndarray, text:
         pred_head[rows] = d_h.positive(apply_statistics(held[rows], stats_h))
     final = head_columns(head[1], text[1], y, candidates, cfg)
     e = np.asarray(eval_cols, np.int64)
-    rows = [_metrics(names[0], text[1][:, e], pred_text[:, e], y[:, e]),
-            _metrics(names[1], _composite(text[1], head[1], final)[:, e], pred_head[:, e], y[:, e])]
-    return {"rows": rows, "images": int(len(y)), "labels_evaluated": int(len(e)), "head_labels": final.tolist()}
+    table = [_metrics(names[0], text[1][:, e], pred_text[:, e], y[:, e]),
+             _metrics(names[1], _composite(text[1], head[1], final)[:, e], pred_head[:, e], y[:, e])]
+    return {"rows": table, "images": int(len(y)), "labels_evaluated": int(len(e)), "head_labels": final.tolist()}
 
 
 def verdict(table: dict[str, Any] | None, force: bool, min_images: int) -> tuple[bool, str]:

@@ -64,9 +64,10 @@ def load_model(directory: str | os.PathLike[str]):
     from ..method.comc import load_comc
     from ..method.heads import is_head_dir, load_head
     from ..method.heads.guarded import is_guarded_dir, load_guarded
-    if is_guarded_dir(directory):
-        return load_guarded(directory, lambda ref: load_comc(Path(directory).parent / ref))
-    return HeadModel(load_head(directory)) if is_head_dir(directory) else load_comc(directory)
+    d = Path(directory)
+    if is_guarded_dir(d):
+        return load_guarded(d, lambda ref: load_comc(d.parent / ref))
+    return HeadModel(load_head(d)) if is_head_dir(d) else load_comc(d)
 
 
 @dataclass
@@ -84,17 +85,18 @@ def _resolve(cat, path, labelled: dict[str, list[str]], model_id: str) -> dict[i
     """image_id -> labels of the annotated URIs; ConfigError naming unknown or unencoded URIs."""
     variants = {u: {u, os.path.abspath(os.path.expanduser(u))} for u in labelled}
     known = cat.image_ids(sorted({v for vs in variants.values() for v in vs}))
-    ids = {u: next((known[v] for v in sorted(vs) if v in known), None) for u, vs in variants.items()}
-    unknown = sorted(u for u, i in ids.items() if i is None)
+    found = {u: next((known[v] for v in sorted(vs) if v in known), None) for u, vs in variants.items()}
+    unknown = sorted(u for u, i in found.items() if i is None)
     if unknown:
         raise ConfigError(f"annotations {path}: {len(unknown)} image URI(s) not in the catalog "
                           f"(encode them first), e.g. {unknown[0]!r}")
-    encoded = {i for i, _ in cat.shards_of(model_id, [int(i) for i in ids.values()])}
+    ids = {u: int(i) for u, i in found.items() if i is not None}
+    encoded = {i for i, _ in cat.shards_of(model_id, list(ids.values()))}
     missing = sorted(u for u, i in ids.items() if i not in encoded)
     if missing:
         raise ConfigError(f"annotations {path}: {len(missing)} image(s) not encoded with {model_id}, "
                           f"e.g. {missing[0]!r}")
-    return {int(ids[u]): labelled[u] for u in labelled}
+    return {ids[u]: labelled[u] for u in labelled}
 
 
 def _embeddings(cat, root: str, model_id: str, image_ids: list[int],
@@ -158,6 +160,13 @@ def labelled_images(cat, root: str, by_id: dict[int, list[str]], model_id: str,
     return LabelledImages(ids, g, p, y, data_id)
 
 
+def _classifier(cat, classifier_id: str) -> dict[str, Any]:
+    rec = cat.get_classifier(classifier_id)
+    if rec is None:
+        raise ConfigError(f"unknown classifier {classifier_id!r}")
+    return rec
+
+
 def save_classifier(workspace: "Workspace", cat, classifier_id: str, save, **record: Any) -> None:
     """Write a classifier directory with ``save(dir)`` (atomically, once) and record it in the catalog."""
     out = workspace.classifier_dir(classifier_id)
@@ -177,7 +186,7 @@ def _fewshot_fit(workspace: "Workspace", base_id: str, by_id: dict[int, list[str
     from .retrain import LABELLED_FILE
     cfg = FewShotConfig()
     with Catalog.for_job(workspace.catalog, "train") as cat:
-        rec = cat.get_classifier(base_id)
+        rec = _classifier(cat, base_id)
         base = load_comc(workspace.classifier_dir(base_id))
         known = set(base.labels)
         by_id = {i: sorted(set(v) & known) for i, v in by_id.items()}
@@ -279,7 +288,7 @@ def _train_guarded(workspace: "Workspace", model: str, pretrained: str | None, k
     from .train import run_train
     base_id = run_train(workspace, model, pretrained, corpus_id)["classifier_id"]
     with Catalog.for_job(workspace.catalog, "train") as cat:
-        rec = cat.get_classifier(base_id)
+        rec = _classifier(cat, base_id)
         labels, base = list(rec["labels"]), load_comc(workspace.classifier_dir(base_id))
         by_id = labelled_ids(cat, annotations, reviewed, rec["model_id"], labels)
         data = labelled_images(cat, str(workspace.root), by_id, rec["model_id"], labels, patches=kind != "comc-fewshot")
@@ -348,6 +357,7 @@ def use_head(workspace: "Workspace", model_id: str, which: str) -> dict[str, Any
     from ..catalog import Catalog
     with Catalog.for_job(workspace.catalog, "train") as cat:
         mine = [c for c in cat.classifiers() if c["model_id"] == model_id]
+        rec: dict[str, Any] | None
         if which == "text":
             found = [c for c in mine if not (c["config"] or {}).get("head")]
             if not found:

@@ -78,7 +78,7 @@ def run_nightly_train(workspace: "Workspace", model: str, pretrained: str | None
     kind = ((rec or {}).get("config") or {}).get("head", "comc")
     if rec is not None and (rec["config"] or {}).get("guard"):
         return _carry_guarded(workspace, rec, model, pretrained, corpus_id)
-    if kind in ("ovml", "mkt", "clip-decoder"):
+    if rec is not None and kind in ("ovml", "mkt", "clip-decoder"):
         return _relabel(workspace, rec, model, pretrained)
     labelled = workspace.classifier_dir(rec["classifier_id"]) / LABELLED_FILE if rec else None
     if kind == "comc-fewshot" and labelled is not None and labelled.is_file():
@@ -113,7 +113,7 @@ def _carry_guarded(workspace: "Workspace", rec: dict[str, Any], model: str, pret
     from .train import run_train
     base_id = run_train(workspace, model, pretrained, corpus_id)["classifier_id"]
     with Catalog.for_job(workspace.catalog, "train") as cat:
-        base_rec = cat.get_classifier(base_id)
+        base_rec = cat.get_classifier(base_id) or {}
         base = load_comc(workspace.classifier_dir(base_id))
         old = load_model(workspace.classifier_dir(rec["classifier_id"]))
         labels = set(base.labels)
@@ -129,7 +129,7 @@ def _carry_guarded(workspace: "Workspace", rec: dict[str, Any], model: str, pret
             tmp.replace(out)
         config = {**rec["config"], "seen": kept, "relabelled_from": rec["classifier_id"],
                   "guard": {**rec["config"]["guard"], "text": base_id}}
-        cat.add_classifier(cid, model_id=rec["model_id"], labels=list(base.labels), corpus_id=base_rec["corpus_id"],
+        cat.add_classifier(cid, model_id=rec["model_id"], labels=list(base.labels), corpus_id=base_rec.get("corpus_id"),
                            config=config, path=workspace.relative(out))
     logger.info("nightly: %s head %s carried over onto text classifier %s as %s (%d labels scored by the head)",
                 old.kind, rec["classifier_id"], base_id, cid, len(kept))
