@@ -30,6 +30,7 @@ from .options import (
 from .export import register as register_export
 from .report import report_cmd
 from .review import review_app
+from .status import quiet_warnings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Tag image collections with labels nobody annotated.")
@@ -359,7 +360,8 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(review_app, name="review")
 register_export(app)  # export, import-keywords
 __import__("tagger.cli.serve", fromlist=["register"]).register(app)  # serve
-__import__("tagger.cli.status", fromlist=["register"]).register(app)  # status, --version
+__import__("tagger.cli.status", fromlist=["register"]).register(app)  # status, --version, -v
+__import__("tagger.cli.init", fromlist=["register"]).register(app)  # init
 app.command("report")(report_cmd)
 
 
@@ -421,6 +423,8 @@ def main(argv: list[str] | None = None, *, verb: str | None = None, prog_name: s
     """
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
                         if log_level < logging.WARNING else "%(levelname)s %(name)s: %(message)s")
+    if log_level >= logging.WARNING:
+        quiet_warnings()  # -v turns them back on
     command = typer.main.get_command(app)
     if verb is not None:
         command = command.commands[verb]  # type: ignore[attr-defined]

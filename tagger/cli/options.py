@@ -267,7 +267,8 @@ def print_summary(title: str, summary: dict[str, Any], as_json: bool = False) ->
     for k, v in summary.items():
         if k == "flips":
             v = len(v or [])
-        table.add_row(str(k), _cell(f"{v:.2f}" if isinstance(v, float) else v))
+        nested = isinstance(v, (list, tuple, set, frozenset, Mapping))
+        table.add_row(str(k), _cell(f"{v:.2f}" if isinstance(v, float) else _words(v) if nested else v))
     print_table(table)
     print_flips(flips, summary.get("flips_against") or summary.get("previous_run"))
 

@@ -2,7 +2,9 @@
 newest tag run, a job running now, disk used) and `tagger --version`."""
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -13,7 +15,7 @@ from .options import (
     workspace_at,
 )
 
-__all__ = ["register", "status_cmd"]
+__all__ = ["quiet_warnings", "register", "status_cmd"]
 
 
 def _disk_bytes(root: Path) -> int:
@@ -80,11 +82,23 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def quiet_warnings() -> None:
+    """Hide deprecation and future-change notices (the libraries', Ray's) unless ``-v`` is given."""
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
 def _main(
     version: Annotated[Optional[bool], typer.Option(
         "--version", callback=_version, is_eager=True, help="print the version and exit")] = None,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="show progress logs, Ray's own logs and warnings, and deprecation notices")] = False,
 ) -> None:
     """Tag image collections with labels nobody annotated."""
+    if verbose:
+        logging.getLogger().setLevel(logging.INFO)
+        for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+            warnings.filterwarnings("default", category=category)
 
 
 def register(app: typer.Typer) -> None:

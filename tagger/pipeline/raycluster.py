@@ -180,12 +180,19 @@ def remove_session_dir(path: str) -> None:
     logger.debug("removed Ray session folder %s", path)
 
 
+def _quiet() -> bool:
+    """Ray's own INFO logs and warnings are hidden unless this process logs at INFO (``-v``, the jobs)."""
+    return not logger.isEnabledFor(logging.INFO)
+
+
 def _init(ray: Any, address: str | None, num_cpus: int | None) -> None:
+    kw: dict[str, Any] = {"log_to_driver": False}
+    if _quiet():
+        kw["logging_level"] = logging.ERROR
     if address:
         probe_cluster(address)
-        kw: dict[str, Any] = {"log_to_driver": False}
     else:
-        kw = {"log_to_driver": False, "include_dashboard": False}
+        kw["include_dashboard"] = False
         if num_cpus:
             kw["num_cpus"] = num_cpus
     try:
@@ -260,6 +267,9 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
             session = _own_session_dir()
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
+        if _quiet():
+            for name in ("ray", "ray.data"):
+                logging.getLogger(name).setLevel(logging.ERROR)
     try:
         yield ray
     finally:

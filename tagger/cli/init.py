@@ -1,0 +1,77 @@
+"""`tagger init [WS]`: create a workspace (its catalog and workspace.json) and name the next command."""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ..errors import WorkspaceError
+from .options import (
+    DEFAULT_WORKSPACE, ModelOpt, PretrainedOpt, WorkspaceOpt, console, open_catalog, print_summary, reported,
+    workspace_at,
+)
+
+__all__ = ["init_cmd", "register"]
+
+
+def _next_commands(root: Path) -> list[tuple[str, str]]:
+    """The commands that follow, each with a note."""
+    ws = shlex.quote(str(root))
+    return [(f"tagger labels add --toy -w {ws}", f"or: tagger labels add NAME... -w {ws}"),
+            (f"tagger encode SOURCE -w {ws}", "SOURCE: a folder, glob or manifest of images")]
+
+
+def _check_target(root: Path) -> bool:
+    """True when ``root`` already is a workspace; a file, or a folder holding other files, is refused."""
+    if root.exists() and not root.is_dir():
+        raise WorkspaceError(f"{root} is a file, not a folder: give a new or empty folder")
+    if (root / "catalog.duckdb").exists():
+        return True
+    if root.is_dir() and any(root.iterdir()):
+        raise WorkspaceError(f"{root} holds files but no catalog: give a new or empty folder for the workspace "
+                             f"(images are added with `tagger encode SOURCE`, they do not go inside it)")
+    return False
+
+
+def init_cmd(
+    ws_arg: Annotated[Optional[Path], typer.Argument(
+        metavar="[WS]", file_okay=False, help="the workspace folder to create (default: --workspace)")] = None,
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as one JSON object (one line)")] = False,
+) -> None:
+    """Create a workspace (its catalog and workspace.json, with the model it will use) and print the
+    next command; an existing workspace is left as it is."""
+    root = (ws_arg if ws_arg is not None else workspace).expanduser().resolve()
+    with reported():
+        existed = _check_target(root)
+        ws = workspace_at(root, create=False)
+        if existed and (model or pretrained):
+            raise WorkspaceError(f"{root} already is a workspace (model {ws.model()[0]}): its model changes "
+                                 f"with `tagger encode --model NAME -w {shlex.quote(str(root))}`")
+        if not existed:
+            from ..models.registry import absolute_checkpoint, check_model
+            name, weights = ws.model(model, absolute_checkpoint(pretrained))
+            check_model(name, weights)  # a bad model is refused before anything is created
+            ws = workspace_at(root)
+            with open_catalog(root, read_only=False):
+                pass
+            ws.update_settings(model=name, pretrained=weights)
+    summary: dict[str, Any] = {"workspace": str(root), "created": not existed, "model": ws.model()[0],
+                               "next": [c for c, _ in _next_commands(root)]}
+    if as_json:
+        print_summary("init", summary, True)
+        return
+    console.print(f"{'created' if not existed else 'already'} a workspace at {root} (model {summary['model']})"
+                  + ("" if not existed else "; nothing changed"), markup=False, soft_wrap=True)
+    console.print("next:", markup=False, soft_wrap=True)
+    for command, note in _next_commands(root):
+        console.print(f"  {command}   ({note})", markup=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``init`` to the CLI."""
+    app.command("init")(init_cmd)

@@ -1,0 +1,166 @@
+"""The CLI's habits: one --json convention (an array for rows, --nl for JSON lines, one object for a
+summary), tables that stay whole when piped, summaries in words, `tagger init`, quiet Ray unless -v."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from raytools import ENV, REPO
+from tagger.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``tagger ARGS`` in a subprocess whose stdout is a pipe, not a terminal."""
+    return subprocess.run([sys.executable, "-m", "tagger.cli", *args], capture_output=True, text=True,
+                          timeout=300, cwd=REPO, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def ws(tmp_path) -> Path:
+    root = tmp_path / "ws"
+    assert invoke("init", str(root)).exit_code == 0
+    out = invoke("labels", "add", "--toy", "-p", "shape", "-w", str(root))
+    assert out.exit_code == 0, out.output
+    return root
+
+
+ROW_VERBS = [("labels", "list", "--all"), ("sql", "SELECT name, synonyms FROM labels ORDER BY name"),
+             ("runs", "list"), ("review", "list")]
+
+
+@pytest.mark.parametrize("verb", ROW_VERBS, ids=lambda v: " ".join(v[:2]))
+def test_row_verbs_print_an_array_with_json_and_lines_with_nl(ws, verb):
+    as_array = invoke(*verb, "-w", str(ws), "--json")
+    assert as_array.exit_code == 0, as_array.output
+    rows = json.loads(as_array.stdout)
+    assert isinstance(rows, list) and all(isinstance(r, dict) for r in rows)
+    as_lines = invoke(*verb, "-w", str(ws), "--nl")
+    assert as_lines.exit_code == 0, as_lines.output
+    lines = as_lines.stdout.splitlines()
+    assert [json.loads(line) for line in lines] == rows
+    assert len(as_array.stdout.splitlines()) == max(len(rows), 1)  # the array: one row per line
+    if verb[0] in ("labels", "sql"):
+        names = {r["name"] for r in rows}
+        assert {"circle", "shape"} <= names and len(rows) == 21  # the toy vocabulary and its parent
+    both = invoke(*verb, "-w", str(ws), "--json", "--nl")
+    assert both.exit_code == 0 and both.stdout == as_lines.stdout
+
+
+def test_nl_with_csv_is_one_error_line(ws):
+    out = invoke("sql", "SELECT 1", "-w", str(ws), "--nl", "--csv")
+    assert out.exit_code == 2 and out.stdout == ""
+    assert out.stderr.startswith("error:") and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_summaries_print_one_json_object_and_words_in_the_table(ws):
+    out = invoke("status", "-w", str(ws), "--json")
+    assert out.exit_code == 0, out.output
+    assert len(out.stdout.splitlines()) == 1 and isinstance(json.loads(out.stdout), dict)
+    from tagger.cli.options import print_summary
+    summary = {"calibration": {"file": "a.csv", "unknown_uris": [f"/img/{i}.jpg" for i in range(12)]},
+               "labels": ["circle", "star"], "groups": [{"id": 1, "n": 2}, {"id": 2, "n": 3}], "score": 0.5}
+    table = cli_render(lambda: print_summary("job", summary))
+    assert "{" not in table and "[" not in table and "'" not in table, table
+    assert "file=a.csv" in table and "unknown_uris=/img/0.jpg" in table and "(+4 more)" in table
+    assert "circle, star" in table and "id=1, n=2; id=2, n=3" in table
+
+
+def cli_render(fn) -> str:
+    result = runner.invoke(_one_shot(fn), [])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def _one_shot(fn):
+    import typer
+    one = typer.Typer()
+    one.command()(lambda: fn())
+    return one
+
+
+def test_piped_tables_are_not_squeezed(ws):
+    """With a narrow COLUMNS and stdout a pipe, each row still prints whole on one line."""
+    out = cli("labels", "list", "-w", str(ws), env={"COLUMNS": "40"})
+    assert out.returncode == 0, out.stderr
+    rows = {line.split("│")[2].strip(): line for line in out.stdout.splitlines() if line.count("│") > 3}
+    assert len(rows) == 21, out.stdout
+    assert "disc, dot, round shape" in rows["circle"] and "active" in rows["circle"] and "shape" in rows["circle"]
+    assert all(len(line) > 40 for line in rows.values())
+
+
+def test_init_creates_a_workspace_and_names_the_next_command(tmp_path):
+    root = tmp_path / "new ws"
+    out = cli("init", str(root))
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in root.iterdir()) == ["catalog.duckdb", "workspace.json"]
+    assert json.loads((root / "workspace.json").read_text())["model"] == "toy-vit"
+    next_line = next(line for line in out.stdout.splitlines() if "tagger labels add" in line)
+    assert f"-w '{root}'" in next_line, out.stdout  # quoted for the shell: the path has a space
+    again = invoke("init", "-w", str(root), "--json")
+    summary = json.loads(again.stdout)
+    assert again.exit_code == 0 and summary["created"] is False and summary["workspace"] == str(root)
+    assert "tagger labels add --toy" in summary["next"][0]
+    assert invoke("labels", "add", "--toy", "-w", str(root)).exit_code == 0
+    before = (root / "workspace.json").read_bytes()
+    out = invoke("init", str(root), "--model", "toy-rnn")  # an existing workspace keeps its model
+    assert out.exit_code == 2 and "already is a workspace" in out.stderr
+    assert (root / "workspace.json").read_bytes() == before
+
+
+def test_init_refuses_a_folder_of_other_files_and_a_bad_model(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"not really")
+    out = invoke("init", str(photos))
+    assert out.exit_code == 2 and out.stderr.startswith("error:") and "holds files" in out.stderr
+    assert [p.name for p in photos.iterdir()] == ["a.jpg"]
+    out = invoke("init", str(tmp_path / "ws"), "--model", "no-such-model")
+    assert out.exit_code == 2 and out.stderr.startswith("error:")
+    assert not (tmp_path / "ws").exists()
+    assert invoke("init", str(photos / "a.jpg")).exit_code == 2
+
+
+def test_verbose_and_version_are_global_options(ws):
+    import logging
+    root = logging.getLogger()
+    level = root.level
+    try:
+        out = invoke("-v", "status", "-w", str(ws))
+        assert out.exit_code == 0 and root.level == logging.INFO, out.output
+    finally:
+        root.setLevel(level)
+    out = invoke("--version")
+    assert out.exit_code == 0 and out.stdout.startswith("tagger ")
+
+
+RAY_SCRIPT = textwrap.dedent("""
+    import logging, sys
+    logging.basicConfig(level=int(sys.argv[1]))
+    from tagger.pipeline.raycluster import ray_session
+    with ray_session(num_cpus=1) as ray:
+        print(sum(r["id"] for r in ray.data.range(10).map_batches(lambda b: b).iter_rows()))
+""")
+
+
+@pytest.mark.ray
+def test_ray_is_quiet_unless_the_process_logs_at_info():
+    import logging
+    quiet, loud = (subprocess.run([sys.executable, "-c", RAY_SCRIPT, str(level)], capture_output=True, text=True,
+                                  timeout=300, cwd=REPO, env=ENV) for level in (logging.WARNING, logging.INFO))
+    assert quiet.returncode == loud.returncode == 0, quiet.stderr + loud.stderr
+    assert quiet.stdout.strip() == loud.stdout.strip() == "45"
+    assert "Started a local Ray instance" in loud.stderr and "Progress bars disabled" in loud.stderr
+    assert quiet.stderr.strip() == "", quiet.stderr
