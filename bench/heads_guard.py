@@ -41,7 +41,7 @@ from tagger.method.heads.guarded import GuardConfig, GuardedModel, heldout_split
 from tagger.method.zeroshot import SINGLE_PROMPT, class_embeddings
 from tagger.models import load_clip
 from tagger.pipeline.guard import decide_like_tag, validate, verdict
-from tagger.pipeline.tag import apply_statistics
+from tagger.pipeline.tag import apply_statistics, prompt_vectors
 from tagger.toyworld import LABEL_SYNONYMS, LABELS
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling benchmarks (decisions.py)
@@ -67,11 +67,11 @@ def _fit(kind: str, text, emb: np.ndarray, labels: list[str], g, p, y):
     return fit_head(kind, g, p, y[:, seen], emb, seen=seen, labels=labels)
 
 
-def _unguarded(kind: str, head, text, labels: list[str], test) -> np.ndarray:
+def _unguarded(kind: str, head, text, labels: list[str], test, ctx_top1: np.ndarray) -> np.ndarray:
     """Positives of the head alone, decided as before the guard (mixture rule without text anchors)."""
     s = head.scores(test.global_, _patches(test))
     if kind == "comc-fewshot":
-        stats, d = decide_like_tag(s, labels, text.classifier.anchors)
+        stats, d = decide_like_tag(s, labels, text.classifier.anchors, zeroshot_top1=ctx_top1)
     else:
         stats = None
         d = fit_decisions(s, labels)
@@ -93,18 +93,19 @@ def one_case(kind: str, size: int, ctx: dict, gcfg: GuardConfig) -> dict:
     table = validate(labels, y[held], np.flatnonzero(y.any(0)),
                      (ctx["text_test"], text_held, text.classifier.anchors),
                      (candidate.scores(test.global_, _patches(test)), candidate.scores(g[held], p[held])), cands,
-                     ("text-only", kind), cfg=gcfg) if len(cands) else None
+                     ("text-only", kind), cfg=gcfg, zeroshot_top1=ctx["top1"]) if len(cands) else None
     guarded = GuardedModel(kind, text, head, [labels[j] for j in (table or {}).get("head_labels", [])])
     cols = guarded.image_cols
     keep, why = verdict(table if len(held) >= gcfg.min_heldout_images else None, False, gcfg.min_heldout_images)
     gm_test, gm_held = guarded.scores(test.global_, _patches(test)), guarded.scores(g[held], p[held])
     y_lab = np.zeros_like(y[held])
     y_lab[:, cols] = y[held][:, cols]
-    stats, d = decide_like_tag(gm_test, labels, guarded.anchors, labelled=(gm_held, y_lab) if len(cols) else None)
+    stats, d = decide_like_tag(gm_test, labels, guarded.anchors, labelled=(gm_held, y_lab) if len(cols) else None,
+                               zeroshot_top1=ctx["top1"])
     pred_guarded = d.positive(apply_statistics(gm_test, stats))
     pred_text = ctx["pred_text"]
     pred_kept = pred_guarded if keep else pred_text
-    raw = _unguarded(kind, head, text, labels, test)
+    raw = _unguarded(kind, head, text, labels, test, ctx["top1"])
     micro = {name: round(f1(pr, y_test)[0], 2) for name, pr in
              (("text", pred_text), ("guarded", pred_guarded), ("kept", pred_kept), ("unguarded", raw))}
     absent = {name: round(float(pr[:, k:].sum(1).mean()), 4) for name, pr in
@@ -139,7 +140,8 @@ def evaluate_model(name: str, sizes: list[int], n: int, n_absent: int, gcfg: Gua
     ctx = {"text": text, "labels": labels, "test": test, "train": train, "y_train": y_train,
            "y_test": _padded(test.labels, len(labels)), "emb": class_embeddings(clip, labels, SINGLE_PROMPT)}
     ctx["text_test"] = text.scores(test.global_, _patches(test))
-    stats, d = decide_like_tag(ctx["text_test"], labels, text.classifier.anchors)
+    ctx["top1"] = (test.global_ @ prompt_vectors(text).T).argmax(1)  # as the tag run corroborates by names
+    stats, d = decide_like_tag(ctx["text_test"], labels, text.classifier.anchors, zeroshot_top1=ctx["top1"])
     ctx["pred_text"] = d.positive(apply_statistics(ctx["text_test"], stats))
     setup_s = round(time.time() - t0, 1)
     cases = [one_case(kind, size, ctx, gcfg) for size in sizes for kind in HEADS]
