@@ -13,6 +13,7 @@ from tagger.evaluate.harness import embed_dataset
 from tagger.method.comc import ComcConfig, fit_comc
 from tagger.method.decisions import fit_anchored
 from tagger.models import load_clip
+from tagger.pipeline.tag import prompt_vectors
 from tagger.toyworld import LABEL_SYNONYMS, LABELS
 
 # words no toy caption uses, so the toy text tower never learnt them
@@ -28,9 +29,12 @@ def scenes():
 
 
 def decide(clip, data, synonyms):
-    model = fit_comc(clip, LABELS, synonyms, replace(ComcConfig(), n_sentences=6000))
+    """Decide as a tag run does: anchors, and each image's best zero-shot match by the class prompts."""
+    model = fit_comc(clip, LABELS, synonyms, ComcConfig())
     s = model.scores(data.global_, data.patches.astype("float32"))
-    return model.classifier.anchors, fit_anchored(s, list(LABELS), model.classifier.anchors), s
+    top1 = (data.global_ @ prompt_vectors(model).T).argmax(1)
+    return model.classifier.anchors, fit_anchored(s, list(LABELS), model.classifier.anchors,
+                                                  zeroshot_top1=top1), s
 
 
 def test_unknown_synonyms_keep_the_labels_their_images_show(scenes):
