@@ -18,7 +18,8 @@ searches val alone and prints the one setting best over all the models given (th
 come from ``--tune-only --n 1000`` over toy-rn and toy-vit). Then the section of changes
 (``bench/changes.py``, skipped with ``--no-changes``): per-label F1 against each label's oracle,
 vocabulary edits (unknown-word synonyms, parents, a label retired and re-added) and absence on five
-drawn noun lists. Ends with a JSON line.
+drawn noun lists, and every image head behind the guard (``bench/heads_guard.py``). Ends with a
+JSON line.
 """
 from __future__ import annotations
 
@@ -316,6 +317,7 @@ def main() -> None:
     p.add_argument("--scale", nargs="*", type=int, default=[1000, 10000])
     p.add_argument("--no-changes", action="store_true", help="skip the section of changes (bench/changes.py)")
     p.add_argument("--lists", type=int, default=5, help="noun lists of the absence part of the changes")
+    p.add_argument("--no-heads", action="store_true", help="skip the heads part of the changes (bench/heads_guard.py)")
     a = p.parse_args()
     dcfg = DecisionConfig()
     if a.tune_only:
@@ -353,6 +355,10 @@ def main() -> None:
     changes = {} if a.no_changes else {name: evaluate_changes(name, a.n, a.lists, dcfg) for name in a.models}
     for name, r in changes.items():
         print("\n".join(change_lines(name, r)))
+    if changes and not a.no_heads:  # every head behind the guard, with absent labels in the vocabulary
+        import heads_guard
+        changes["heads"] = heads_guard.run(a.models, n=a.n, n_absent=a.absent)
+        print(f"heads behind the guard: ok = {changes['heads'].get('ok')}")
     print(json.dumps({"bench": "decisions", "n_test": a.n, "config": dcfg.to_dict(), "results": out, "scale": scale,
                       "changes": changes}))
 
