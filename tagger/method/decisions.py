@@ -113,8 +113,9 @@ class Decisions:
 
     def thresholds(self) -> np.ndarray:
         """Each label's threshold on the raw score (+inf where absent), overrides applied."""
-        t = _crossings(*(np.asarray(a, np.float64) for a in (self.mu0, self.sd0, self.mu1, self.sd1, self.prior)),
-                       self.cutoff)
+        mu0, sd0, mu1, sd1, prior = (np.asarray(a, np.float64) for a in (self.mu0, self.sd0, self.mu1, self.sd1,
+                                                                         self.prior))
+        t = _crossings(mu0, sd0, mu1, sd1, prior, self.cutoff)
         t = np.where(self.present, t, np.inf)
         for j, name in enumerate(self.labels):
             if name in self.overrides:
