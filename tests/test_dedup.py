@@ -63,11 +63,14 @@ def encode_into(ws: Workspace, paths: list[str]) -> np.ndarray:
 
 
 def cli(ws: Workspace, *args: str) -> list[dict]:
-    """The JSON lines a real `tagger` process prints."""
+    """The rows (a JSON array) or the summary (one JSON object) a real `tagger` process prints."""
     out = subprocess.run([sys.executable, "-m", "tagger.cli", *args, "--workspace", str(ws.root), "--json"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
-    return [json.loads(line) for line in out.stdout.strip().splitlines() if line.startswith("{")]
+    text = out.stdout.strip()
+    if text.startswith("["):  # rows: one JSON array
+        return json.loads(text)
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
 @pytest.fixture(scope="module")
