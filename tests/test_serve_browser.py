@@ -103,14 +103,20 @@ def test_label_paged_with_a_confidence_filter(app):
     box = driver.find_element(By.NAME, "min_conf")
     box.clear()
     box.send_keys("0.4")
-    driver.find_element(By.CSS_SELECTOR, "form.filters button").click()
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def follow(element) -> None:  # click, then wait until the next page replaced this one
+        element.click()
+        WebDriverWait(driver, 60).until(EC.staleness_of(element))
+    follow(driver.find_element(By.CSS_SELECTOR, "form.filters button"))
     seen = []
     while True:
         seen += [int(c.get_attribute("data-image")) for c in driver.find_elements(By.CSS_SELECTOR, ".images figure.card")]
         nxt = driver.find_elements(By.CSS_SELECTOR, 'section.images a[rel="next"]')
         if not nxt:
             break
-        nxt[0].click()
+        follow(nxt[0])
     expected = [i for i, in sql(ws, "SELECT image_id FROM current_tags WHERE label = 'square' AND confidence >= 0.4 "
                                     "ORDER BY score DESC, uri")]
     assert seen == expected and len(expected) > 5
