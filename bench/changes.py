@@ -105,15 +105,21 @@ def _corpus_model(clip, corpus):
                     corpus=replace(corpus, label_matrix=corpus.targets()))
 
 
-def named(model, g: np.ndarray) -> np.ndarray | None:
-    """Each image's best-matching label name, as a tag run gives the anchored rule."""
+def named(model, g: np.ndarray, parents: set[str] | frozenset[str] = frozenset()) -> np.ndarray | None:
+    """Each image's best-matching label name among the labels that are no label's parent, as a tag
+    run gives the anchored rule."""
     prompts = prompt_vectors(model)
-    return None if prompts is None else (np.asarray(g, np.float32) @ prompts.T).argmax(1)
+    if prompts is None:
+        return None
+    match = np.asarray(g, np.float32) @ prompts.T
+    match[:, [name in parents for name in model.labels]] = -np.inf
+    return match.argmax(1)
 
 
-def _decide(model, test, dcfg: DecisionConfig):
+def _decide(model, test, dcfg: DecisionConfig, parents: frozenset[str] = frozenset()):
     s = model.scores(test.global_, test.patches.astype("float32"))
-    return s, fit_anchored(s, model.labels, model.classifier.anchors, dcfg, zeroshot_top1=named(model, test.global_))
+    top1 = named(model, test.global_, parents)
+    return s, fit_anchored(s, model.labels, model.classifier.anchors, dcfg, zeroshot_top1=top1)
 
 
 def edited_vocabulary(seed: int = EDIT_SEED) -> dict:
@@ -147,7 +153,8 @@ def edit_report(clip, test, dcfg: DecisionConfig) -> dict:
                              parents={c: p for c, p in parents.items() if c in labels})
     steps["edited"] = extend(base, edited)
     steps["re-added"] = extend(steps["edited"], [*edited, e["retired"]])
-    decided = {k: _decide(_corpus_model(clip, c), test, dcfg) for k, c in steps.items()}
+    above = frozenset(p for ps in parents.values() for p in ps)
+    decided = {k: _decide(_corpus_model(clip, c), test, dcfg, above) for k, c in steps.items()}
     out = {"edit": {k: e[k] for k in ("edited", "retired")}, "steps": {}}
     s0, d0 = decided["base"]
     tp0 = (d0.positive(s0) & y).sum(0)

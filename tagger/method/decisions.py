@@ -77,7 +77,7 @@ class DecisionConfig:
     corroborate_below: float = 3.0  # ... checked for labels whose text separation is below this
     # with the sample's zero-shot matches, every label must be its positive images' best matching name
     # (CLIP's prompt of the label ranks first among the labels) on at least this share of them
-    min_zeroshot_share: float = 0.12
+    min_zeroshot_share: float = 0.10
 
     def to_dict(self) -> dict:
         return asdict(self)

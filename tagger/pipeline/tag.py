@@ -198,18 +198,22 @@ class ShardScorer:
             n += len(parts[-1])
         return np.concatenate(parts)
 
-    def zeroshot_top1(self, shards: list[str]) -> np.ndarray | None:
+    def zeroshot_top1(self, shards: list[str], parents: set[str] | frozenset[str] = frozenset()) -> np.ndarray | None:
         """For the images of :meth:`calibration_sample`, the label whose CLIP prompt matches each best
-        (None for a model without class prompts)."""
+        among the labels that are no other label's parent (a parent's name matches its children's
+        images too, and is raised by them); None for a model without class prompts."""
         prompts = prompt_vectors(self.model)
         if prompts is None:
             return None
+        others = np.array([name in parents for name in self.model.labels], bool)
         parts, n = [], 0
         for name in sorted(shards):
             if n >= self.cfg.calibration_images:
                 break
             g = np.asarray(self.load(name).global_vecs, np.float32)[: self.cfg.calibration_images - n]
-            parts.append((g @ prompts.T).argmax(1))
+            match = g @ prompts.T
+            match[:, others] = -np.inf  # a parent never wins: its name matches its children's images too
+            parts.append(match.argmax(1))
             n += len(parts[-1])
         return np.concatenate(parts) if parts else None
 
@@ -321,6 +325,11 @@ def _apply_review(cat, run_id: int, scorer: ShardScorer | None, model_id: str, l
     return scored.num_rows
 
 
+def _parent_labels(cat) -> set[str]:
+    """The active labels that are some active label's parent."""
+    return {p for ps in cat.active_hierarchy().values() for p in ps}
+
+
 def _decide(cat, run_id: int, scorer: ShardScorer | None, model_id: str, shards: list[str], labels: list[str],
             inputs: DecisionInputs | None) -> tuple[Any, Decisions | None]:
     """The run's label statistics and decisions (None: the standardized rule). Decisions stored
@@ -337,7 +346,7 @@ def _decide(cat, run_id: int, scorer: ShardScorer | None, model_id: str, shards:
         return stats, decisions_from_rows(stored, labels, cfg.decisions.cutoff)
     d, refit = fit_run_decisions(apply_statistics(sample, stats), labels, cfg, inputs,
                                  _labelled_scores(cat, scorer, model_id, inputs, labels, stats),
-                                 scorer.anchors(stats), scorer.zeroshot_top1(shards))
+                                 scorer.anchors(stats), scorer.zeroshot_top1(shards, _parent_labels(cat)))
     cat.save_run_thresholds(run_id, decision_rows(d, refit))
     return stats, d
 
