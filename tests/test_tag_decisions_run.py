@@ -30,7 +30,8 @@ def invoke(*args: str) -> dict:
 
 
 def rows(*args: str) -> list[dict]:
-    out = runner.invoke(app, [*args, "--json"], catch_exceptions=False)
+    """A row-listing verb's rows (``--nl``: one JSON object a line)."""
+    out = runner.invoke(app, [*args, "--nl"], catch_exceptions=False)
     assert out.exit_code == 0, out.output
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
