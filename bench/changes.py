@@ -33,6 +33,7 @@ from tagger.evaluate.datasets import read_toy
 from tagger.evaluate.harness import embed_dataset
 from tagger.method.comc import ComcConfig, fit_comc
 from tagger.method.decisions import DecisionConfig, fit_anchored
+from tagger.method.zeroshot import best_matches
 from tagger.models import load_clip
 from tagger.pipeline.tag import prompt_vectors
 from tagger.text import OfflineGenerator, Vocabulary, build_corpus
@@ -109,11 +110,7 @@ def named(model, g: np.ndarray, parents: set[str] | frozenset[str] = frozenset()
     """Each image's best-matching label name among the labels that are no label's parent, as a tag
     run gives the anchored rule."""
     prompts = prompt_vectors(model)
-    if prompts is None:
-        return None
-    match = np.asarray(g, np.float32) @ prompts.T
-    match[:, [name in parents for name in model.labels]] = -np.inf
-    return match.argmax(1)
+    return None if prompts is None else best_matches(g, prompts, np.array([x in parents for x in model.labels], bool))
 
 
 def _decide(model, test, dcfg: DecisionConfig, parents: frozenset[str] = frozenset()):

@@ -46,3 +46,11 @@ def zero_shot_scores(image_emb: np.ndarray, class_emb: np.ndarray, standardise: 
     """Cosine scores of unit-norm image embeddings against class embeddings."""
     s = image_emb @ class_emb.T
     return standardize(s) if standardise else s
+
+
+def best_matches(image_emb: np.ndarray, class_emb: np.ndarray, excluded: np.ndarray | None = None) -> np.ndarray:
+    """Each image's best-matching class (its index), the classes marked in ``excluded`` left out."""
+    s = np.asarray(image_emb, np.float32) @ np.asarray(class_emb, np.float32).T
+    if excluded is not None:
+        s[:, np.asarray(excluded, bool)] = -np.inf
+    return s.argmax(1)

@@ -29,7 +29,7 @@ from ..errors import ConfigError, SimulatedCrash
 from ..ids import short_sha256
 from ..method.decisions import DecisionConfig, Decisions, TextAnchors, fit_anchored, fit_decisions, fit_from_labels
 from ..method.hierarchy import Hierarchy
-from ..method.zeroshot import standardize
+from ..method.zeroshot import best_matches, standardize
 from .calibration import LABELLED_MIN_IMAGES, DecisionInputs, decision_inputs, decision_rows, decisions_from_rows
 from .raycluster import check_node_resource
 
@@ -187,35 +187,49 @@ class ShardScorer:
         a = self.model.classifier.anchors
         return a if a is None or stats is None else a.rescaled(*(np.asarray(v, np.float64) for v in stats))
 
-    def calibration_sample(self, shards: list[str]) -> np.ndarray:
-        """Raw scores of the first ``calibration_images`` images in shard-name order (deterministic
-        for a shard list, so a rerun fits the same statistics and decisions)."""
-        parts, n = [], 0
+    def _sample_shards(self, shards: list[str]):
+        """The shards of the calibration sample, each with how many of its images the sample takes:
+        the first ``calibration_images`` images in shard-name order (deterministic for a shard list,
+        so a rerun fits the same statistics and decisions)."""
+        n = 0
         for name in sorted(shards):
             if n >= self.cfg.calibration_images:
-                break
-            parts.append(self.scores(self.load(name))[: self.cfg.calibration_images - n])
-            n += len(parts[-1])
-        return np.concatenate(parts)
+                return
+            shard = self.load(name)
+            k = min(len(shard.ids), self.cfg.calibration_images - n)
+            yield shard, k
+            n += k
+
+    def _names(self, parents: set[str] | frozenset[str]):
+        """``(prompts, excluded)`` for naming images: the model's class prompts, and its labels that
+        are some label's parent (a parent's name matches its children's images too, and is raised by
+        them, so it never wins); None for a model without class prompts."""
+        prompts = prompt_vectors(self.model)
+        return None if prompts is None else (prompts, np.array([x in parents for x in self.model.labels], bool))
+
+    def sample(self, shards: list[str], parents: set[str] | frozenset[str] = frozenset()
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw scores of the calibration sample and, for the same images, the label whose CLIP prompt
+        matches each best (None without class prompts); each shard is read once."""
+        names = self._names(parents)
+        scores, best = [], []
+        for shard, k in self._sample_shards(shards):
+            scores.append(self.scores(shard)[:k])
+            if names is not None:
+                best.append(best_matches(np.asarray(shard.global_vecs)[:k], *names))
+        return np.concatenate(scores), (np.concatenate(best) if names is not None and best else None)
+
+    def calibration_sample(self, shards: list[str]) -> np.ndarray:
+        """Raw scores of the calibration sample (see :meth:`_sample_shards`)."""
+        return self.sample(shards)[0]
 
     def zeroshot_top1(self, shards: list[str], parents: set[str] | frozenset[str] = frozenset()) -> np.ndarray | None:
-        """For the images of :meth:`calibration_sample`, the label whose CLIP prompt matches each best
-        among the labels that are no other label's parent (a parent's name matches its children's
-        images too, and is raised by them); None for a model without class prompts."""
-        prompts = prompt_vectors(self.model)
-        if prompts is None:
+        """The best-matching label of each calibration-sample image, without scoring the images."""
+        names = self._names(parents)
+        if names is None:
             return None
-        others = np.array([name in parents for name in self.model.labels], bool)
-        parts, n = [], 0
-        for name in sorted(shards):
-            if n >= self.cfg.calibration_images:
-                break
-            g = np.asarray(self.load(name).global_vecs, np.float32)[: self.cfg.calibration_images - n]
-            match = g @ prompts.T
-            match[:, others] = -np.inf  # a parent never wins: its name matches its children's images too
-            parts.append(match.argmax(1))
-            n += len(parts[-1])
-        return np.concatenate(parts) if parts else None
+        best = [best_matches(np.asarray(shard.global_vecs)[:k], *names) for shard, k in self._sample_shards(shards)]
+        return np.concatenate(best) if best else None
 
     def label_stats(self, shards: list[str]) -> tuple[list[float], list[float]]:
         """Per-label mean and std of the scores of the calibration sample."""
@@ -337,7 +351,7 @@ def _decide(cat, run_id: int, scorer: ShardScorer | None, model_id: str, shards:
     if scorer is None or (inputs is None and not scorer.cfg.calibrate):
         return None, None
     cfg = scorer.cfg
-    sample = scorer.calibration_sample(shards)
+    sample, named = scorer.sample(shards, _parent_labels(cat))
     stats = label_statistics(sample) if cfg.calibrate else None
     if inputs is None:
         return stats, None
@@ -346,7 +360,7 @@ def _decide(cat, run_id: int, scorer: ShardScorer | None, model_id: str, shards:
         return stats, decisions_from_rows(stored, labels, cfg.decisions.cutoff)
     d, refit = fit_run_decisions(apply_statistics(sample, stats), labels, cfg, inputs,
                                  _labelled_scores(cat, scorer, model_id, inputs, labels, stats),
-                                 scorer.anchors(stats), scorer.zeroshot_top1(shards, _parent_labels(cat)))
+                                 scorer.anchors(stats), named)
     cat.save_run_thresholds(run_id, decision_rows(d, refit))
     return stats, d
 
