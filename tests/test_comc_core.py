@@ -1,4 +1,6 @@
 """Ranking loss, cross-modal mapping and classifier training against direct formulas."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -174,10 +176,10 @@ def test_label_calibration_lets_an_offset_label_rank_and_is_order_independent():
             self.cfg, self.stats, self.decisions = cfg, stats, None
 
         def load(self, name):
-            return name
+            return SimpleNamespace(name=name, ids=np.arange(len(raw[name])))
 
         def scores(self, shard):
-            return raw[shard]
+            return raw[shard.name]
 
     cfg = TagConfig(top_k=1, calibration_images=100)
     stats = Fake(cfg).label_stats(["s2", "s0", "s1", "s3"])
@@ -185,8 +187,8 @@ def test_label_calibration_lets_an_offset_label_rank_and_is_order_independent():
     both = np.concatenate([raw["s0"], raw["s1"]])
     np.testing.assert_allclose(stats[0], both.mean(0), rtol=1e-5, atol=1e-6)
     labels = ["a", "b", "c", "d"]
-    plain = tag_rows(np.arange(50), Fake(cfg).calibrated("s3"), labels, cfg).to_pydict()
-    calibrated = tag_rows(np.arange(50), Fake(cfg, stats).calibrated("s3"), labels, cfg).to_pydict()
+    plain = tag_rows(np.arange(50), Fake(cfg).calibrated(Fake(cfg).load("s3")), labels, cfg).to_pydict()
+    calibrated = tag_rows(np.arange(50), Fake(cfg, stats).calibrated(Fake(cfg).load("s3")), labels, cfg).to_pydict()
     top = lambda rows: {l for l, r in zip(rows["label"], rows["rank"]) if r == 1}
     assert "d" not in top(plain) and "d" in top(calibrated)
     assert isinstance(Fake(cfg), ShardScorer)

@@ -220,8 +220,9 @@ class ShardScorer:
         return np.concatenate(scores), (np.concatenate(best) if names is not None and best else None)
 
     def calibration_sample(self, shards: list[str]) -> np.ndarray:
-        """Raw scores of the calibration sample (see :meth:`_sample_shards`)."""
-        return self.sample(shards)[0]
+        """Raw scores of the calibration sample (see :meth:`_sample_shards`), without naming images."""
+        parts = [self.scores(shard)[:k] for shard, k in self._sample_shards(shards)]
+        return np.concatenate(parts)
 
     def zeroshot_top1(self, shards: list[str], parents: set[str] | frozenset[str] = frozenset()) -> np.ndarray | None:
         """The best-matching label of each calibration-sample image, without scoring the images."""
