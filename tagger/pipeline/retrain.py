@@ -23,6 +23,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ..atomic import atomic_dir
 from ..errors import ConfigError
 from ..ids import short_sha256
 
@@ -124,9 +125,8 @@ def _carry_guarded(workspace: "Workspace", rec: dict[str, Any], model: str, pret
             head = _carried_head(workspace, cat, old, base, model, pretrained)
             heldout = {i: [n for n in v if n in labels] for i, v in old.heldout.items()}
             meta = {k: v for k, v in old.meta.items() if k != "text"}
-            tmp = out.with_name(out.name + ".tmp")
-            GuardedModel(old.kind, base, head, kept, heldout, meta).save(tmp, base_id)
-            tmp.replace(out)
+            with atomic_dir(out, replace=False) as tmp:
+                GuardedModel(old.kind, base, head, kept, heldout, meta).save(tmp, base_id)
         config = {**rec["config"], "seen": kept, "relabelled_from": rec["classifier_id"],
                   "guard": {**rec["config"]["guard"], "text": base_id}}
         cat.add_classifier(cid, model_id=rec["model_id"], labels=list(base.labels), corpus_id=base_rec.get("corpus_id"),
