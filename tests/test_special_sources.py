@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -30,6 +31,9 @@ def test_encode_skips_a_fifo_and_a_device_link_and_caps_sizes(tmp_path):
     out = subprocess.run([sys.executable, "-m", "tagger.cli", "encode", str(src), "-w", str(ws), "--json"],
                          capture_output=True, text=True, timeout=420, env=env)  # generous: hanging is the failure
     assert out.returncode == 0, out.stderr[-3000:]
+    # piped: the progress is plain sentences on stderr, not a redrawn bar
+    assert re.search(r"^encode \S+: \d+ / \d+ images \(100 %\) in \d+ s$", out.stderr, re.M), out.stderr[-2000:]
+    assert "\r" not in out.stderr
     summary = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
     assert "1 not a regular file (FIFO)" in summary["skipped_why"], summary
     assert "1 not a regular file (character device)" in summary["skipped_why"], summary

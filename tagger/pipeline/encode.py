@@ -171,12 +171,11 @@ def run_encode(workspace: "Workspace", source: str | None, cfg: EncodeConfig, *,
     """
     import time
 
-    from tqdm import tqdm
-
     from ..catalog import Catalog
     from ..store.updates import update_indexes
     from ..models.registry import absolute_checkpoint, check_model, model_id_for
     from ..models.preprocess import pixel_spec
+    from .progress import Progress
     from .raycluster import gpus_available, placement, ray_session
 
     t0 = time.time()
@@ -202,15 +201,14 @@ def run_encode(workspace: "Workspace", source: str | None, cfg: EncodeConfig, *,
                 ds = ds.map_batches(EncodePartitions, fn_constructor_args=(cfg, root, model_id), batch_size=1,
                                     concurrency=cfg.concurrency, num_gpus=cfg.num_gpus,
                                     num_cpus=0 if cfg.num_gpus else cfg.encode_cpus, **placement(cfg.node_resource))
-                bar = tqdm(total=sum(len(p["image_ids"]) for p in parts), unit="img", disable=not progress,
-                           desc=f"encode {cfg.model}")
-                for k, row in enumerate(ds.iter_rows()):
-                    ok, err = _record(cat, row, model_id)
-                    n_ok, n_err = n_ok + ok, n_err + err
-                    bar.update(ok + err)
-                    if crash_after is not None and k + 1 >= crash_after:
-                        raise SimulatedCrash(f"encode: crash after {k + 1} partitions")
-                bar.close()
+                with Progress(sum(len(p["image_ids"]) for p in parts), f"encode {cfg.model}", "image",
+                              enabled=progress) as bar:
+                    for k, row in enumerate(ds.iter_rows()):
+                        ok, err = _record(cat, row, model_id)
+                        n_ok, n_err = n_ok + ok, n_err + err
+                        bar.update(ok + err)
+                        if crash_after is not None and k + 1 >= crash_after:
+                            raise SimulatedCrash(f"encode: crash after {k + 1} partitions")
         t_enc = time.time() - t0
         stats = update_indexes(workspace.root, model_id)
     return {"model_id": model_id, **listed, "partitions": len(parts), "reused_shards": n_reused,
