@@ -1,13 +1,24 @@
-"""A workspace: one directory that holds everything a deployment owns.
+"""A workspace: one directory that holds everything a deployment owns, and the one place its paths
+are built (every other module asks a :class:`Workspace` for a path; ``tests/test_ownership.py`` fails
+on a workspace name spelled anywhere else).
 
-    catalog.duckdb                         the DuckDB catalog (one writer: the job driver)
-    embeddings/<model_id>/<shard>/...      encoder output shards (atomic, done-markers)
-    indexes/<model_id>/{global,patches}.*  FAISS global index and PQ patch store
-    text/<corpus_id>/...                   text corpora (sentences + label sets, text embeddings)
-    text/prompts-<model_id>.npz            CLIP text embeddings of class prompts (reused by later trains)
-    classifiers/<classifier_id>/...        trained text-only classifiers + memory banks
-    runs/<run_id>/tags-*.parquet           tag shards of a run (the driver loads them)
-    cache/llm/                             LLM sentence cache
+    catalog.duckdb                         the DuckDB catalog (one writer: the job driver)      catalog
+    workspace.json                         settings: the model and weights the workspace uses   settings_path
+    embeddings/<model_id>/<shard>/...      encoder output shards (atomic, done-markers)         embeddings_dir()
+    indexes/<model_id>/{global,patches}.*  FAISS global index and PQ patch store                index_dir()
+    text/<corpus_id>/...                   text corpora (sentences + label sets, text embeddings) text_dir()
+    text/prompts-<model_id>.npz            CLIP text embeddings of class prompts                prompt_embeddings()
+    classifiers/<classifier_id>/...        trained classifiers and heads (+ memory banks)       classifier_dir()
+    runs/<run_id>/tags-<shard>.parquet     tag shards of a run (the driver loads them)          run_dir(), tag_file()
+    cache/llm/                             LLM sentence cache                                   llm_cache
+    thumbnails/                            thumbnails and previews (report, serve)              thumbnails_dir
+    report/                                the default folder of ``tagger report``              report_dir
+
+The files inside a per-model or per-id folder are the formats of the layer that writes them (a shard's
+``ids.npy``, an index's header, a classifier's ``head.json``). The workspace records its model's name
+and weights (:meth:`Workspace.model`); turning them into a model id and checking them is
+:mod:`tagger.models.registry`'s (``model_id_for``, ``check_model``, ``record_model``). This module is on
+the ground floor: it imports only the atomic writer and the errors, so every layer may ask it for a path.
 """
 from __future__ import annotations
 
@@ -20,10 +31,25 @@ from typing import Any
 from .atomic import atomic_write_bytes
 from .errors import WorkspaceError
 
-__all__ = ["DEFAULT_MODEL", "Workspace"]
+__all__ = ["CATALOG_FILE", "CLASSIFIERS_DIR", "DEFAULT_MODEL", "EMBEDDINGS_DIR", "INDEXES_DIR", "OWNED", "REPORT_DIR",
+           "RUNS_DIR", "SETTINGS_FILE", "TEXT_DIR", "THUMBNAILS_DIR", "Workspace"]
 
 #: The model of a workspace that was never told one: the shipped toy ViT.
 DEFAULT_MODEL = "toy-vit"
+
+CATALOG_FILE = "catalog.duckdb"
+SETTINGS_FILE = "workspace.json"
+EMBEDDINGS_DIR = "embeddings"
+INDEXES_DIR = "indexes"
+TEXT_DIR = "text"
+CLASSIFIERS_DIR = "classifiers"
+RUNS_DIR = "runs"
+CACHE_DIR = "cache"
+THUMBNAILS_DIR = "thumbnails"
+REPORT_DIR = "report"
+#: Every top-level entry of a workspace that belongs to tagger (a sidecar or export never lands there).
+OWNED = (CATALOG_FILE, SETTINGS_FILE, EMBEDDINGS_DIR, INDEXES_DIR, TEXT_DIR, CLASSIFIERS_DIR, RUNS_DIR, CACHE_DIR,
+         THUMBNAILS_DIR, REPORT_DIR)
 
 
 def _not_writable(root: Path, e: OSError) -> WorkspaceError:
@@ -47,10 +73,18 @@ class Workspace:
 
     @property
     def catalog(self) -> Path:
-        return self.root / "catalog.duckdb"
+        return self.root / CATALOG_FILE
+
+    def embeddings_dir(self, model_id: str) -> Path:
+        """The folder of ``model_id``'s encoder shards."""
+        return self.root / EMBEDDINGS_DIR / model_id
+
+    def index_dir(self, model_id: str) -> Path:
+        """The folder of ``model_id``'s global index and patch store."""
+        return self.root / INDEXES_DIR / model_id
 
     def text_dir(self, corpus_id: str) -> Path:
-        return self.root / "text" / corpus_id
+        return self.root / TEXT_DIR / corpus_id
 
     def text_embeddings(self, corpus_id: str, model_id: str) -> Path:
         """The cached CLIP text embeddings of corpus ``corpus_id``'s sentences under ``model_id``."""
@@ -58,13 +92,28 @@ class Workspace:
 
     def prompt_embeddings(self, model_id: str) -> Path:
         """The cached CLIP text embeddings of class prompts under ``model_id``."""
-        return self.root / "text" / f"prompts-{model_id}.npz"
+        return self.root / TEXT_DIR / f"prompts-{model_id}.npz"
 
     def classifier_dir(self, classifier_id: str) -> Path:
-        return self.root / "classifiers" / classifier_id
+        return self.root / CLASSIFIERS_DIR / classifier_id
 
     def run_dir(self, run_id: str) -> Path:
-        return self.root / "runs" / run_id
+        return self.root / RUNS_DIR / run_id
+
+    @staticmethod
+    def tag_file(run_dir: str | Path, shard: str) -> Path:
+        """The tags of one shard in a run's folder (:meth:`run_dir`): ``tags-<shard>.parquet``."""
+        return Path(run_dir) / f"tags-{shard}.parquet"
+
+    @property
+    def thumbnails_dir(self) -> Path:
+        """The thumbnail and preview cache the report and the browser share."""
+        return self.root / THUMBNAILS_DIR
+
+    @property
+    def report_dir(self) -> Path:
+        """Where ``tagger report`` writes its site unless told another folder."""
+        return self.root / REPORT_DIR
 
     def relative(self, path: str | Path) -> str:
         """``path`` as the catalog records it: relative to the workspace root when inside it (so a
@@ -74,11 +123,11 @@ class Workspace:
 
     @property
     def llm_cache(self) -> Path:
-        return self.root / "cache" / "llm"
+        return self.root / CACHE_DIR / "llm"
 
     @property
     def settings_path(self) -> Path:
-        return self.root / "workspace.json"
+        return self.root / SETTINGS_FILE
 
     def settings(self) -> dict[str, Any]:
         """Workspace-wide settings (model name and weights), written by the first encode."""
@@ -88,14 +137,9 @@ class Workspace:
     def update_settings(self, **kw: Any) -> dict[str, Any]:
         """Merge ``kw`` into the settings and write them atomically (creating the workspace).
 
-        A model (``model``, ``pretrained``) is checked first, without loading it
-        (:func:`~tagger.models.registry.check_model`), so a bad one is refused with
-        :class:`~tagger.errors.ModelLoadError` and never recorded.
+        A model is recorded through :func:`tagger.models.registry.record_model`, which checks it first.
         """
         s = {**self.settings(), **kw}
-        if "model" in kw or "pretrained" in kw:
-            from .models.registry import check_model
-            check_model(s.get("model", DEFAULT_MODEL), s.get("pretrained"))
         try:
             atomic_write_bytes(self.settings_path, json.dumps(s, indent=2).encode("utf-8"))
         except OSError as e:
@@ -121,8 +165,3 @@ class Workspace:
         if name:
             return name, pretrained
         return s.get("model", DEFAULT_MODEL), pretrained or s.get("pretrained")
-
-    def model_id(self, name: str | None = None, pretrained: str | None = None) -> str:
-        """The id under which the model of :meth:`model` keeps its shards, indexes and classifiers."""
-        from .models.registry import model_id_for
-        return model_id_for(*self.model(name, pretrained))

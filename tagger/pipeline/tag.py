@@ -18,7 +18,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -30,11 +30,9 @@ from ..ids import short_sha256
 from ..method.decisions import DecisionConfig, Decisions, TextAnchors, fit_anchored, fit_decisions, fit_from_labels
 from ..method.hierarchy import Hierarchy
 from ..method.zeroshot import best_matches, standardize
+from ..workspace import Workspace
 from .calibration import LABELLED_MIN_IMAGES, DecisionInputs, decision_inputs, decision_rows, decisions_from_rows
 from .raycluster import check_node_resource
-
-if TYPE_CHECKING:
-    from ..workspace import Workspace
 
 logger = logging.getLogger(__name__)
 DECISION_RULES = ("anchored", "mixture", "standardized")
@@ -266,7 +264,7 @@ class TagShards(ShardScorer):
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n_tags = []
         for name in batch["shard"]:
-            out = self.run_dir / f"tags-{name}.parquet"
+            out = Workspace.tag_file(self.run_dir, name)
             if out.exists():
                 n_tags.append(pq.ParquetFile(out).metadata.num_rows)
                 continue
@@ -427,7 +425,7 @@ def run_tag(workspace: "Workspace", model_id: str, cfg: TagConfig | None = None,
         _tag_all(root, model_id, clf_dir, run_dir, cfg, shards, stats, decisions, crash_after,
                  None if hierarchy.empty else hierarchy)
         t_tag = time.time() - t0
-        paths = [run_dir / f"tags-{s}.parquet" for s in shards]
+        paths = [workspace.tag_file(run_dir, s) for s in shards]
         n = cat.load_tags(run_id, paths) if paths else 0
         n += _apply_review(cat, run_id, scorer, model_id, labels, stats, decisions)
         n_images = cat.run_image_count(run_id)
