@@ -19,13 +19,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..atomic import atomic_dir
 from ..errors import ConfigError
 from ..ids import short_sha256
 
@@ -171,9 +171,8 @@ def save_classifier(workspace: "Workspace", cat, classifier_id: str, save, **rec
     """Write a classifier directory with ``save(dir)`` (atomically, once) and record it in the catalog."""
     out = workspace.classifier_dir(classifier_id)
     if not out.exists():
-        tmp = out.with_name(out.name + ".tmp")
-        save(tmp)
-        tmp.replace(out)
+        with atomic_dir(out, replace=False) as tmp:  # a concurrent save of the same id keeps its own
+            save(tmp)
     cat.add_classifier(classifier_id, path=workspace.relative(out), **record)
 
 
@@ -301,18 +300,14 @@ def _train_guarded(workspace: "Workspace", model: str, pretrained: str | None, k
         head_cfg = asdict(fitted.config) if kind != "comc-fewshot" else asdict(cfg or _fewshot_cfg())
         cid = short_sha256(json.dumps([base_id, kind, data.data_id, head_cfg, gcfg.to_dict()]))
         out = workspace.classifier_dir(cid)
-        tmp = out.with_name(out.name + ".tmp")
-        GuardedModel(kind, base, fitted, cands, heldout, meta).save(tmp, base_id)  # every candidate label
-        table = validate_in_workspace(workspace, cat, rec["model_id"], workspace.classifier_dir(base_id), tmp,
-                                      heldout, [n for j, n in enumerate(labels) if data.labels[:, j].any()],
-                                      ("text-only comc", f"{kind} (guarded)"), gcfg) if cands else None
-        guarded = GuardedModel(kind, base, fitted, [labels[j] for j in (table or {}).get("head_labels", [])],
-                               heldout, meta)
-        guarded.save(tmp, base_id)  # the labels the head scores better than the text head
-        if out.exists():  # trained before from the same inputs: the same model
-            shutil.rmtree(tmp)
-        else:
-            tmp.replace(out)
+        with atomic_dir(out, replace=False) as tmp:  # trained before from the same inputs: the same model
+            GuardedModel(kind, base, fitted, cands, heldout, meta).save(tmp, base_id)  # every candidate label
+            table = validate_in_workspace(workspace, cat, rec["model_id"], workspace.classifier_dir(base_id), tmp,
+                                          heldout, [n for j, n in enumerate(labels) if data.labels[:, j].any()],
+                                          ("text-only comc", f"{kind} (guarded)"), gcfg) if cands else None
+            guarded = GuardedModel(kind, base, fitted, [labels[j] for j in (table or {}).get("head_labels", [])],
+                                   heldout, meta)
+            guarded.save(tmp, base_id)  # the labels the head scores better than the text head
         table = table if len(held) >= gcfg.min_heldout_images else None
         keep, why = verdict(table, force, gcfg.min_heldout_images)
         config = {"head": kind, kind: head_cfg, "data_id": data.data_id, "seen": guarded.image_labels,

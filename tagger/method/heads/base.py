@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...atomic import atomic_write_text
 from ...errors import ConfigError
 
 __all__ = ["FitConfig", "HeadModule", "ImageHead", "LabelAttention", "fit_head", "identity_linear", "is_head_dir", "load_head",
@@ -186,9 +187,7 @@ class ImageHead:
         np.save(d / LABEL_EMB_FILE, self.label_emb)
         meta = {"kind": self.kind, "config": _config_dict(self.config), "labels": self.labels, "seen": self.seen,
                 "data_id": self.data_id, "dim": int(self.label_emb.shape[1]), "metrics": self.metrics}
-        tmp = d / (HEAD_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=2))
-        tmp.replace(d / HEAD_FILE)
+        atomic_write_text(d / HEAD_FILE, json.dumps(meta, indent=2))
         return d
 
 

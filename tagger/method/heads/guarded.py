@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ...atomic import atomic_write_text
 from ..comc import ComcModel
 from ..anchors import TextAnchors
 from .base import ImageHead, is_head_dir, load_head
@@ -188,9 +189,7 @@ class GuardedModel:
             self.head.classifier.save(d / IMAGE_DIR)
         meta = {**self.meta, "kind": self.kind, "text": text_ref, "image_labels": self.image_labels,
                 "heldout": sorted([i, sorted(v)] for i, v in self.heldout.items())}
-        tmp = d / (GUARD_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=1))
-        tmp.replace(d / GUARD_FILE)
+        atomic_write_text(d / GUARD_FILE, json.dumps(meta, indent=1))
         return d
 
 
