@@ -7,7 +7,7 @@ The verbs a Python user calls, each the same driver as the ``tagger`` command's 
     tagger.encode(ws, "photos/", tagger.EncodeConfig(model="toy-rn"))
     tagger.generate_text(ws)                    # after ``tagger labels add ...``
     tagger.train(ws, "toy-rn")
-    tagger.tag(ws, ws.model_id("toy-rn"))
+    tagger.tag(ws, tagger.models.resolve.workspace_model_id(ws, "toy-rn"))
     with tagger.Catalog.open(ws.catalog, read_only=True) as cat:
         cat.safe_query("SELECT uri, label FROM current_tags WHERE positive")
 

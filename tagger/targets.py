@@ -16,14 +16,14 @@ import stat
 from pathlib import Path
 
 from .errors import ConfigError
+from .workspace import CATALOG_FILE, OWNED
 
 __all__ = ["WORKSPACE_OWNED", "check_out_dir", "check_out_file", "inside", "os_reason", "workspace_owned"]
 
 logger = logging.getLogger(__name__)
 
 #: Top-level entries of a workspace that belong to tagger (a sidecar or export never lands there).
-WORKSPACE_OWNED = ("catalog.duckdb", "workspace.json", "embeddings", "indexes", "text", "classifiers", "runs",
-                   "cache", "thumbnails", "report")
+WORKSPACE_OWNED = OWNED
 
 
 def os_reason(e: OSError) -> str:
@@ -47,7 +47,7 @@ def workspace_owned(path: str | os.PathLike, root: str | os.PathLike) -> bool:
     if not p.is_relative_to(r) or p == r:
         return p == r
     top = p.relative_to(r).parts[0]
-    return top in WORKSPACE_OWNED or top.startswith("catalog.duckdb")
+    return top in WORKSPACE_OWNED or top.startswith(CATALOG_FILE)
 
 
 def _kind(mode: int) -> str:

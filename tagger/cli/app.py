@@ -87,11 +87,12 @@ def encode(
     Runs on the Ray cluster of $RAY_ADDRESS, or starts a local one for the call.
     """
     from ..models.registry import absolute_checkpoint
+    from ..models.resolve import record_model
     from ..pipeline.encode import run_encode
     with reported():
         ws = workspace_at(workspace, create=False)  # nothing is written before the model is checked
         name, weights = ws.model(model, absolute_checkpoint(pretrained))
-        ws.update_settings(model=name, pretrained=weights)  # checks the model, then records it
+        record_model(ws, name, weights)  # checks the model, then records it
         cfg = EncodeConfig(model=name, pretrained=weights, partition_size=partition_size, batch_size=batch_size,
                            concurrency=concurrency, decode_concurrency=decode_concurrency,
                            num_gpus=num_gpus, encode_cpus=encode_cpus, decode_cpus=decode_cpus,
@@ -173,12 +174,12 @@ def heads_use(
     as_json: JsonOpt = False,
 ) -> None:
     """Make the next tag run (and the nightly job) use the text-only head, or classifier WHICH."""
+    from ..models.resolve import workspace_model_id
     from ..pipeline.heads import use_head
     with reported():
         ws = workspace_at(workspace, create=False)
-        name, weights = ws.model(model, pretrained)
         with job_scope(ws, "train", wait):
-            summary = use_head(ws, ws.model_id(name, weights), which)
+            summary = use_head(ws, workspace_model_id(ws, model, pretrained), which)
     print_summary(f"next tag run uses {summary['classifier_id']} ({summary['head']})", summary, as_json)
 
 
@@ -215,6 +216,7 @@ def tag(
     crash_after: CrashAfterOpt = None,
 ) -> None:
     """Tag every encoded image from its stored embeddings into a new run, and make it current."""
+    from ..models.resolve import workspace_model_id
     from ..pipeline.tag import run_tag
     with reported():
         ws = workspace_at(workspace)
@@ -223,7 +225,7 @@ def tag(
         cfg = TagConfig(top_k=top_k, decision=decision.value, threshold=threshold, patch_source=patch_source.value,
                         concurrency=concurrency, calibrate=not no_calibrate, node_resource=node_resource)
         with job_scope(ws, "tag", wait):
-            summary = run_tag(ws, ws.model_id(name, weights), cfg, classifier_id, make_current=not no_current,
+            summary = run_tag(ws, workspace_model_id(ws, name, weights), cfg, classifier_id, make_current=not no_current,
                               crash_after=crash_after, calibrate_with=calibrate_with)
     report_calibration(summary)
     print_summary(f"run {summary['run_id']}", summary, as_json)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import WorkspaceError
+from ..workspace import Workspace
 from .options import (
     DEFAULT_WORKSPACE, ModelOpt, PretrainedOpt, WorkspaceOpt, console, open_catalog, print_summary, reported,
     workspace_at,
@@ -27,7 +28,7 @@ def _check_target(root: Path) -> bool:
     """True when ``root`` already is a workspace; a file, or a folder holding other files, is refused."""
     if root.exists() and not root.is_dir():
         raise WorkspaceError(f"{root} is a file, not a folder: give a new or empty folder")
-    if (root / "catalog.duckdb").exists():
+    if Workspace(root).catalog.exists():
         return True
     if root.is_dir() and any(root.iterdir()):
         raise WorkspaceError(f"{root} holds files but no catalog: give a new or empty folder for the workspace "

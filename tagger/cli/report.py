@@ -20,7 +20,8 @@ def _site_folder(out: Path | None, ws_root: Path) -> Path:
     """The report's folder: ``<workspace>/report``, or ``out`` checked as an export target (outside
     the workspace, a folder or nothing yet, its parent existing and writable)."""
     from ..targets import check_out_dir
-    default = ws_root / "report"
+    from ..workspace import Workspace
+    default = Workspace(ws_root).report_dir
     if out is None or Path(os.path.abspath(out)) == default:
         return default
     return check_out_dir(out, ws_root, option="--out", create=False)

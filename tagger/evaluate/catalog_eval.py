@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..workspace import Workspace
 from .metrics import summarize
 
 
@@ -43,7 +44,7 @@ def decision_stats(positives: list[tuple[str, str]], truth: dict[str, list[str]]
 
 def main() -> None:
     ws, truth_path = sys.argv[1], sys.argv[2]
-    res = score_current_tags(Path(ws) / "catalog.duckdb", json.loads(Path(truth_path).read_text()))
+    res = score_current_tags(Workspace(Path(ws)).catalog, json.loads(Path(truth_path).read_text()))
     print(" ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items()))
     print(json.dumps(res))
 

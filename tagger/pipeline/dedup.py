@@ -109,6 +109,7 @@ def run_dedup(workspace: "Workspace", cfg: DedupConfig | None = None, *, model: 
     """Update the near-duplicate groups of the workspace's model; returns counts and seconds."""
     from ..catalog import Catalog
     from ..catalog.duplicates import dedup_state, group_counts, group_rows, write_groups
+    from ..models.resolve import workspace_model_id
     from ..store import index_paths
     from ..store.ann import Exact
     from ..store.annsync import load_ann
@@ -116,7 +117,7 @@ def run_dedup(workspace: "Workspace", cfg: DedupConfig | None = None, *, model: 
     from ..store.globalfile import mapped_rows
     cfg = cfg or DedupConfig()
     t0 = time.time()
-    model_id = workspace.model_id(model, pretrained)
+    model_id = workspace_model_id(workspace, model, pretrained)
     g_path = index_paths(workspace.root, model_id)[0]
     rows = mapped_rows(g_path) if g_path.exists() else None
     if rows is None:

@@ -21,6 +21,7 @@ from ..catalog.flips import decision_flips, previous_tag_run
 from ..catalog.runs import head_label
 from ..atomic import atomic_dir
 from ..errors import ConfigError
+from ..workspace import Workspace
 from .charts import bar_chart, column_chart, score_histogram
 from .decisions import FILE_FORMAT
 from .thumbs import ThumbnailCache
@@ -77,7 +78,7 @@ def _prepare(site: Path) -> Path:
 
 def _cache_dir(ws_root: Path, site: Path) -> Path:
     """The workspace's thumbnail cache, or the site's own folder where the workspace is read-only."""
-    cache = Path(ws_root) / "thumbnails"
+    cache = Workspace(Path(ws_root)).thumbnails_dir
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError:

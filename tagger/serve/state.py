@@ -139,7 +139,7 @@ class Renditions:
     ``thumbnails/``, or a private folder when the workspace cannot be written)."""
 
     def __init__(self, ws: "Workspace") -> None:
-        base = ws.root / "thumbnails"
+        base = ws.thumbnails_dir
         try:
             (base / "preview").mkdir(parents=True, exist_ok=True)
             writable = os.access(base, os.W_OK) and os.access(base / "preview", os.W_OK)

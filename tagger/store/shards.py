@@ -27,6 +27,7 @@ import numpy as np
 
 from tagger.errors import ShardError, SimulatedCrash
 from tagger.atomic import TMP_PREFIX, atomic_write_bytes, commit_dir, temp_name
+from tagger.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +75,8 @@ def _check_name(kind: str, name: str) -> str:
 
 
 def model_dir(root: str | os.PathLike[str], model_id: str) -> Path:
-    """Directory holding every shard of ``model_id``."""
-    return Path(root) / "embeddings" / _check_name("model_id", model_id)
+    """Directory holding every shard of ``model_id`` (:meth:`~tagger.workspace.Workspace.embeddings_dir`)."""
+    return Workspace(Path(root)).embeddings_dir(_check_name("model_id", model_id))
 
 
 def index_paths(root: str | os.PathLike[str], model_id: str) -> tuple[Path, Path]:
@@ -84,7 +85,7 @@ def index_paths(root: str | os.PathLike[str], model_id: str) -> tuple[Path, Path
     ``global.faiss`` is a plain FAISS index file; ``patches.tgp`` is the patch store container
     of :mod:`tagger.store.patchfile` (ids, the raw codes, then the trained FAISS codec).
     """
-    directory = Path(root) / "indexes" / _check_name("model_id", model_id)
+    directory = Workspace(Path(root)).index_dir(_check_name("model_id", model_id))
     return directory / "global.faiss", directory / "patches.tgp"
 
 
