@@ -175,7 +175,7 @@ def heads_use(
 ) -> None:
     """Make the next tag run (and the nightly job) use the text-only head, or classifier WHICH."""
     from ..models.resolve import workspace_model_id
-    from ..pipeline.heads import use_head
+    from ..pipeline.classifiers import use_head
     with reported():
         ws = workspace_at(workspace, create=False)
         with job_scope(ws, "train", wait):

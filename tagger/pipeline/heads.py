@@ -1,5 +1,5 @@
-"""Heads that learn from labelled images: train one from annotations behind the guard, load whichever
-model a classifier directory holds.
+"""Heads that learn from labelled images: train one from annotations behind the guard (loading and
+saving a classifier folder, and the head in use, are :mod:`.classifiers`').
 
 Training reads the annotated images' **stored** embeddings (global and raw patches from their
 shards; no image is decoded). Every head goes through the same guard (:mod:`.guard`): the text-only
@@ -20,7 +20,6 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,46 +27,14 @@ import numpy as np
 from ..atomic import atomic_dir
 from ..errors import ConfigError
 from ..ids import short_sha256
+from .classifiers import LABELLED_FILE, classifier_record, head_in_use, make_newest, save_classifier
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
 
-__all__ = ["HeadModel", "LabelledImages", "fewshot_from_file", "head_decision_inputs", "labelled_ids",
-           "labelled_images", "load_model", "make_newest", "run_train_head", "save_classifier", "use_head"]
+__all__ = ["LabelledImages", "fewshot_from_file", "labelled_ids", "labelled_images", "run_train_head"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class HeadModel:
-    """An image-trained head saved without the guard (by an earlier version) as the tag stage sees a
-    classifier: ``labels``, ``scores(g, p)`` and no text anchors (its runs decide by the mixture rule)."""
-
-    head: Any
-    anchors: None = None
-
-    @property
-    def labels(self) -> list[str]:
-        return self.head.labels
-
-    @property
-    def classifier(self) -> "HeadModel":
-        return self
-
-    def scores(self, g: np.ndarray, p: np.ndarray | None) -> np.ndarray:
-        return self.head.scores(g, p)
-
-
-def load_model(directory: str | os.PathLike[str]):
-    """The model in a classifier directory: a guarded head (its text model is the sibling classifier
-    directory it names), an unguarded image-trained head, or a CoMC classifier."""
-    from ..method.comc import load_comc
-    from ..method.heads import is_head_dir, load_head
-    from ..method.heads.guarded import is_guarded_dir, load_guarded
-    d = Path(directory)
-    if is_guarded_dir(d):
-        return load_guarded(d, lambda ref: load_comc(d.parent / ref))
-    return HeadModel(load_head(d)) if is_head_dir(d) else load_comc(d)
 
 
 @dataclass
@@ -160,32 +127,15 @@ def labelled_images(cat, root: str, by_id: dict[int, list[str]], model_id: str,
     return LabelledImages(ids, g, p, y, data_id)
 
 
-def _classifier(cat, classifier_id: str) -> dict[str, Any]:
-    rec = cat.get_classifier(classifier_id)
-    if rec is None:
-        raise ConfigError(f"unknown classifier {classifier_id!r}")
-    return rec
-
-
-def save_classifier(workspace: "Workspace", cat, classifier_id: str, save, **record: Any) -> None:
-    """Write a classifier directory with ``save(dir)`` (atomically, once) and record it in the catalog."""
-    out = workspace.classifier_dir(classifier_id)
-    if not out.exists():
-        with atomic_dir(out, replace=False) as tmp:  # a concurrent save of the same id keeps its own
-            save(tmp)
-    cat.add_classifier(classifier_id, path=workspace.relative(out), **record)
-
-
 def _fewshot_fit(workspace: "Workspace", base_id: str, by_id: dict[int, list[str]]) -> dict[str, Any]:
     """Few-shot CoMC from the text classifier ``base_id`` and labelled images (image id -> labels;
     labels outside the classifier's are dropped). The images and labels are kept beside the result."""
     from ..catalog import Catalog
     from ..method.comc import load_comc, save_comc
     from ..method.heads import FewShotConfig, fit_fewshot
-    from .retrain import LABELLED_FILE
     cfg = FewShotConfig()
     with Catalog.for_job(workspace.catalog, "train") as cat:
-        rec = _classifier(cat, base_id)
+        rec = classifier_record(cat, base_id)
         base = load_comc(workspace.classifier_dir(base_id))
         known = set(base.labels)
         by_id = {i: sorted(set(v) & known) for i, v in by_id.items()}
@@ -213,14 +163,6 @@ def fewshot_from_file(workspace: "Workspace", model: str, pretrained: str | None
     base_id = run_train(workspace, model, pretrained, corpus_id)["classifier_id"]
     images = json.loads(open(labelled_json).read())["images"]
     return _fewshot_fit(workspace, base_id, {int(i): list(v) for i, v in images})
-
-
-
-
-def make_newest(cat, rec: dict[str, Any]) -> None:
-    """Record classifier ``rec`` again, so that it is the newest of its model (the next tag run uses it)."""
-    cat.add_classifier(rec["classifier_id"], model_id=rec["model_id"], labels=rec["labels"], corpus_id=rec["corpus_id"],
-                       config=rec["config"], metrics=rec["metrics"], path=rec["path"])
 
 
 def _fit(kind: str, base, clip, labels: list[str], data: LabelledImages, rows: np.ndarray, cfg: Any):
@@ -260,7 +202,6 @@ def run_train_head(workspace: "Workspace", model: str, pretrained: str | None = 
     from ..catalog import Catalog
     from ..method.heads.guarded import GuardConfig
     from ..models.registry import model_id_for
-    from .retrain import head_in_use
     from .train import run_train
     if head == "comc" and annotations is None and not reviewed:
         return {**run_train(workspace, model, pretrained, corpus_id), "head": "comc"}
@@ -287,7 +228,7 @@ def _train_guarded(workspace: "Workspace", model: str, pretrained: str | None, k
     from .train import run_train
     base_id = run_train(workspace, model, pretrained, corpus_id)["classifier_id"]
     with Catalog.for_job(workspace.catalog, "train") as cat:
-        rec = _classifier(cat, base_id)
+        rec = classifier_record(cat, base_id)
         labels, base = list(rec["labels"]), load_comc(workspace.classifier_dir(base_id))
         by_id = labelled_ids(cat, annotations, reviewed, rec["model_id"], labels)
         data = labelled_images(cat, str(workspace.root), by_id, rec["model_id"], labels, patches=kind != "comc-fewshot")
@@ -329,40 +270,3 @@ def _fewshot_cfg():
     return FewShotConfig()
 
 
-def head_decision_inputs(workspace: "Workspace", clf: dict[str, Any], inputs):
-    """A tag run's decision inputs with the held-out images of a guarded head added to the labelled
-    set (labels among the head's own only): its labels are decided from them."""
-    from dataclasses import replace
-
-    from ..method.heads.guarded import GUARD_FILE
-    path = workspace.classifier_dir(clf["classifier_id"]) / GUARD_FILE
-    if inputs is None or not path.is_file():
-        return inputs
-    meta = json.loads(path.read_text())
-    mine = set(meta["image_labels"])
-    labelled = {int(i): list(v) for i, v in inputs.labelled.items()}
-    for i, names in meta["heldout"]:
-        labelled[int(i)] = sorted(set(labelled.get(int(i), [])) | (set(names) & mine))
-    return replace(inputs, labelled=labelled)
-
-
-def use_head(workspace: "Workspace", model_id: str, which: str) -> dict[str, Any]:
-    """Make classifier ``which`` (an id, or ``text``: the newest text-only classifier) the newest of
-    ``model_id``, so that the next tag run (and the nightly job) uses it."""
-    from ..catalog import Catalog
-    with Catalog.for_job(workspace.catalog, "train") as cat:
-        mine = [c for c in cat.classifiers() if c["model_id"] == model_id]
-        rec: dict[str, Any] | None
-        if which == "text":
-            found = [c for c in mine if not (c["config"] or {}).get("head")]
-            if not found:
-                raise ConfigError(f"no text-only classifier for {model_id}: run `tagger train` first")
-            rec = found[-1]
-        else:
-            rec = next((c for c in mine if c["classifier_id"] == which), None)
-            if rec is None:
-                known = ", ".join(c["classifier_id"] for c in mine[-5:]) or "none"
-                raise ConfigError(f"unknown classifier {which!r} for {model_id} (known: {known})")
-        make_newest(cat, rec)
-    return {"classifier_id": rec["classifier_id"], "head": (rec["config"] or {}).get("head") or "comc",
-            "model_id": model_id}

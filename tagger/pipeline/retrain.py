@@ -24,8 +24,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..atomic import atomic_dir
-from ..errors import ConfigError
 from ..ids import short_sha256
+from .classifiers import LABELLED_FILE, head_in_use
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -34,15 +34,6 @@ __all__ = ["LABELLED_FILE", "head_in_use", "run_nightly_train"]
 
 logger = logging.getLogger(__name__)
 
-LABELLED_FILE = "labelled.json"  # image ids and label names a few-shot classifier learnt from
-
-
-def head_in_use(cat, model_id: str) -> dict[str, Any] | None:
-    """The classifier record the workspace tags with: the model's newest (None before any)."""
-    try:
-        return cat.latest_classifier(model_id)
-    except ConfigError:
-        return None
 
 
 def _relabel(workspace: "Workspace", rec: dict[str, Any], model: str, pretrained: str | None) -> dict[str, Any]:
@@ -51,7 +42,7 @@ def _relabel(workspace: "Workspace", rec: dict[str, Any], model: str, pretrained
     from ..method.heads import ImageHead, load_head
     from ..method.zeroshot import SINGLE_PROMPT, class_embeddings
     from ..models import load_clip
-    from .heads import save_classifier
+    from .classifiers import save_classifier
     old = load_head(workspace.classifier_dir(rec["classifier_id"]))
     with Catalog.for_job(workspace.catalog, "train") as cat:
         vocab = cat.active_labels()
@@ -110,7 +101,7 @@ def _carry_guarded(workspace: "Workspace", rec: dict[str, Any], model: str, pret
     from ..catalog import Catalog
     from ..method.comc import load_comc
     from ..method.heads.guarded import GuardedModel
-    from .heads import load_model
+    from .classifiers import load_model
     from .train import run_train
     base_id = run_train(workspace, model, pretrained, corpus_id)["classifier_id"]
     with Catalog.for_job(workspace.catalog, "train") as cat:

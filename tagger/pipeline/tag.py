@@ -161,7 +161,7 @@ class ShardScorer:
 
     def __init__(self, root: str, model_id: str, classifier_dir: str, cfg: TagConfig) -> None:
         from ..store import PatchStore, index_paths
-        from .heads import load_model  # a CoMC classifier or an image-trained head
+        from .classifiers import load_model  # a CoMC classifier or an image-trained head
         self.root, self.model_id, self.cfg = root, model_id, cfg
         self.model = load_model(classifier_dir)
         # memory-mapped: each tag worker keeps only the codec, and reads the codes of its shards
@@ -389,7 +389,7 @@ def run_tag(workspace: "Workspace", model_id: str, cfg: TagConfig | None = None,
     import time
 
     from .calibration import record_labelled_set
-    from .heads import head_decision_inputs
+    from .classifiers import head_decision_inputs
     from ..catalog import Catalog
     from ..catalog.flips import decision_flips
     from ..store import list_done_shards
