@@ -1,12 +1,19 @@
 """Quality ablation on held-out toy-world scenes, for both toy models.
 
     python bench/quality.py [--n 2000] [--n-small 500] [--models toy-vit toy-rn]
+    python bench/quality.py --vocab large [--labels 10000] [--n-sentences N] [--split val]
 
 Rows: zero-shot CLIP (one prompt, ensemble, + standardisation); CoMC global only; + mapping with
 each memory variant; + local; + standardisation; the full method with the shipped defaults
 (``ScoreConfig()``, chosen on val by bench/tune.py) and without its mapping or local branch; and
 the supervised linear-probe ceiling. Columns: mAP and F1@3 on the test split, and mAP on the small-object
 subset. Ends with one JSON line of the whole table.
+
+``--vocab large`` scores the 305 labels with exact truth of :mod:`tagger.toyworld.large` (objects,
+backgrounds, colour- and size-object compounds; compounds have their object as parent) instead of
+the 20 objects; ``--labels N`` adds distractor words up to N labels in all, which every head and
+the CoMC corpus and memory carry, while mAP is taken over the labels with truth. Text embeddings
+are kept under the harness cache (``<cache>/text/``) so reruns and sweeps embed each text once.
 """
 from __future__ import annotations
 
@@ -40,7 +47,11 @@ def ablation_rows(default: ScoreConfig) -> list[tuple[str, ScoreConfig]]:
     return rows
 
 
-def evaluate_model(name: str, n: int, n_small: int) -> dict:
+def evaluate_model(name: str, n: int, n_small: int, vocab: str = "toy", n_labels: int | None = None,
+                   n_sentences: int | None = None, split: str = "test") -> dict:
+    if vocab == "large":
+        from large_vocab import evaluate_large  # bench/ is the script's folder
+        return evaluate_large(name, n, n_small, n_labels, n_sentences, split)
     clip = load_clip(name, device="cpu")
     test = embed_dataset(clip, read_toy(n=n, split="test"))
     small = embed_dataset(clip, read_toy(n=n_small, split="test", small_only=True))
@@ -73,7 +84,11 @@ def evaluate_model(name: str, n: int, n_small: int) -> dict:
 
 
 def print_table(name: str, res: dict) -> None:
-    print(f"\n{name}  (image->text R@1 on 1000 held-out pairs: {res['i2t_R@1']:.1f}%)")
+    if "i2t_R@1" in res:
+        print(f"\n{name}  (image->text R@1 on 1000 held-out pairs: {res['i2t_R@1']:.1f}%)")
+    else:
+        print(f"\n{name}  ({res['labels_with_truth']} labels with truth, {res['labels']} in all, "
+              f"{res['split']} split)")
     print(f"| {'method':40s} | {'mAP':>6s} | {'F1@3':>6s} | {'mAP small':>9s} |")
     print(f"|{'-' * 42}|{'-' * 8}|{'-' * 8}|{'-' * 11}|")
     for row, m in res["rows"].items():
@@ -85,12 +100,21 @@ def main() -> None:
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--n-small", type=int, default=500)
     p.add_argument("--models", nargs="+", default=["toy-vit", "toy-rn"])
+    p.add_argument("--vocab", choices=("toy", "large"), default="toy",
+                   help="toy: the 20 objects; large: 305 labels with truth (tagger/toyworld/large.py)")
+    p.add_argument("--labels", type=int, default=None, help="with --vocab large: distractors up to this many labels")
+    p.add_argument("--n-sentences", type=int, default=None, help="with --vocab large: corpus label sets")
+    p.add_argument("--split", choices=("val", "test"), default="test", help="with --vocab large")
     a = p.parse_args()
+    if a.vocab == "toy" and (a.labels or a.n_sentences or a.split != "test"):
+        p.error("--labels, --n-sentences and --split go with --vocab large")
     out = {}
     for name in a.models:
-        out[name] = evaluate_model(name, a.n, a.n_small)
+        out[name] = evaluate_model(name, a.n, a.n_small, a.vocab, a.labels, a.n_sentences, a.split)
         print_table(name, out[name])
-    print(json.dumps({"bench": "quality", "n_test": a.n, "n_small": a.n_small, "results": out}))
+    extra = {} if a.vocab == "toy" else {"vocab": "large", "split": a.split, "labels": a.labels,
+                                         "n_sentences": a.n_sentences}
+    print(json.dumps({"bench": "quality", "n_test": a.n, "n_small": a.n_small, **extra, "results": out}))
 
 
 if __name__ == "__main__":

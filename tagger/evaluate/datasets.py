@@ -277,21 +277,37 @@ def read_nuswide_zsl(root: str | Path, split: str = "test") -> EvalDataset:
 
 # ---------------------------------------------------------------- toy world
 
-def read_toy(n: int = 2000, split: str = "test", small_only: bool = False, start: int = 0) -> EvalDataset:
-    """Scenes ``start .. start+n-1`` of toy-world ``split``; ``small_only`` uses :data:`SMALL_OBJECTS`."""
+TOY_VOCABS: tuple[str, ...] = ("toy", "large")
+
+
+def read_toy(n: int = 2000, split: str = "test", small_only: bool = False, start: int = 0,
+             vocab: str = "toy") -> EvalDataset:
+    """Scenes ``start .. start+n-1`` of toy-world ``split``; ``small_only`` uses :data:`SMALL_OBJECTS`.
+
+    ``vocab="toy"`` labels the 20 objects; ``"large"`` the 305 labels with truth of
+    :mod:`tagger.toyworld.large` (objects, backgrounds, colour- and size-object compounds). The
+    images, and so their cached embeddings, are the same for both.
+    """
     if n < 0 or start < 0:
         raise DatasetError(f"toy: n and start must be non-negative, got n={n}, start={start}")
+    if vocab not in TOY_VOCABS:
+        raise DatasetError(f"toy: unknown vocabulary {vocab!r}; expected one of {', '.join(TOY_VOCABS)}")
+    from ..toyworld.large import large_truth, truth_labels
+    class_names = list(TOY_LABELS) if vocab == "toy" else list(truth_labels()[0])
+    truth = (lambda s: s.labels) if vocab == "toy" else large_truth
     cfg = SMALL_OBJECTS if small_only else SceneConfig()
     indices = range(start, start + n)
     try:
-        labels = np.stack([make_scene(i, split, cfg).labels for i in indices]) if n else \
-            np.zeros((0, len(TOY_LABELS)), np.uint8)
+        labels = np.stack([truth(make_scene(i, split, cfg)) for i in indices]) if n else \
+            np.zeros((0, len(class_names)), np.uint8)
     except ValueError as e:  # unknown split
         raise DatasetError(f"toy: {e}") from e
     items = [f"{TOY_PREFIX}:{split}:{i}" for i in indices]
     name = "toy-small" if small_only else "toy"
-    return EvalDataset(name, list(TOY_LABELS), items, labels, scene_config=cfg,
-                       info={"split": split, "start": start})
+    info: dict[str, Any] = {"split": split, "start": start}
+    if vocab != "toy":
+        info["vocab"] = vocab
+    return EvalDataset(name, class_names, items, labels, scene_config=cfg, info=info)
 
 
 # ---------------------------------------------------------------- dispatch

@@ -103,12 +103,13 @@ def fit_linear_probe(x: np.ndarray, y: np.ndarray, epochs: int = 300, lr: float 
     return lin.weight.detach().numpy() * 10, lin.bias.detach().numpy()
 
 
-def linprobe_head(n_train: int = 4000) -> Callable:
-    """Supervised ceiling: a linear probe trained on labelled toy *train* scenes."""
+def linprobe_head(n_train: int = 4000, vocab: str = "toy") -> Callable:
+    """Supervised ceiling: a linear probe trained on labelled toy *train* scenes (labels of the toy
+    vocabulary ``vocab``, see :func:`~tagger.evaluate.datasets.read_toy`)."""
     def score(clip, test: EmbeddedSet, fcfg: FeatureConfig | None = None,
               cache_dir: str | os.PathLike[str] | None = None, **_: object) -> np.ndarray:
         from .datasets import read_toy
-        train = embed_dataset(clip, read_toy(n=n_train, split="train"), fcfg, cache_dir=cache_dir)
+        train = embed_dataset(clip, read_toy(n=n_train, split="train", vocab=vocab), fcfg, cache_dir=cache_dir)
         if list(train.class_names) != list(test.class_names):
             raise ValueError("the linear probe is only defined on the toy world (train labels needed)")
         w, b = fit_linear_probe(train.global_, train.labels)

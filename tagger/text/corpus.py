@@ -192,6 +192,11 @@ def corpus_config(vocab: Vocabulary, n_sentences: int, generator: SentenceGenera
             **parents_config(parents, vocab.labels)}
 
 
+def vocab_names(vocab: Vocabulary) -> set[str]:
+    """Every label and synonym of ``vocab``, casefolded (what a template must not name by accident)."""
+    return {n.casefold() for lab in vocab.labels for n in vocab.names(lab)}
+
+
 def keep_valid(vocab: Vocabulary, label_sets: Sequence[Sequence[str]], generated: Sequence[str | None],
                ) -> tuple[list[str], list[Sequence[str]], int, int]:
     """Sentences that name every label of their set, those sets, and the counts of label sets
@@ -255,7 +260,7 @@ def build_corpus(labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | 
     n_kept = len(sentences)
     sources = ["generated"] * n_kept
     if include_templates:
-        pairs = template_sentences(vocab.labels, n_photo_copies, templates)
+        pairs = template_sentences(vocab.labels, n_photo_copies, templates, vocab_names(vocab))
         sentences.extend(s for s, _ in pairs)
         kept_sets.extend((c,) for _, c in pairs)
         sources.extend("template" for _ in pairs)

@@ -26,7 +26,7 @@ from ..method.hierarchy import ParentMap
 from .base import SentenceGenerator
 from .corpus import (
     TextCorpus, build_corpus, content_id, corpus_parents, keep_valid, missing_label_sets, parents_config,
-    require_complete,
+    require_complete, vocab_names,
 )
 from .labelsets import label_matrix
 from .templates import template_sentences
@@ -114,7 +114,7 @@ def extend_corpus(prev: TextCorpus, labels: Sequence[str], synonyms: Mapping[str
     sentences.extend(new)
     sets.extend(tuple(s) for s in new_sets)
     sources.extend("generated" for _ in new)
-    for text, c in template_sentences(added, n_photo_copies):
+    for text, c in template_sentences(added, n_photo_copies, names=vocab_names(vocab)):
         sentences.append(text)
         sets.append((c,))
         sources.append("template")

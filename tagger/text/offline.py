@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ _QUALITIES = ("clear", "blurry", "bright", "dim", "colorful", "candid", "sharp",
 _ADJECTIVES = ("red", "blue", "green", "yellow", "white", "black", "brown", "orange", "pink",
                "purple", "grey", "small", "large", "tiny", "big", "little", "old", "shiny",
                "bright", "dark", "striped", "plain", "colorful", "faded")
+_ADJECTIVE_SET = frozenset(_ADJECTIVES)
 _COUNTS = ("two", "three", "four", "a few", "several", "some", "a couple of", "a pair of", "many")
 _SCENES = ("on a wooden table", "in a sunny park", "against a plain wall", "on a busy street",
            "in a cozy living room", "on a white background", "in the grass", "at the beach",
@@ -66,6 +68,16 @@ _SINGLE_FRAMES = (
 )
 
 
+def generator_words() -> frozenset[str]:
+    """Every word this grammar and the template sentences write around the labels (lower case):
+    a label made of one of them would be named by sentences not about it."""
+    from .templates import PHOTO_TEMPLATE, PROMPT_TEMPLATES
+    texts = (*_STYLES, *_QUALITIES, *_ADJECTIVES, *_COUNTS, *_SCENES, *_LIST_FRAMES, *_PAIR_FRAMES,
+             *_SINGLE_FRAMES, *PROMPT_TEMPLATES, PHOTO_TEMPLATE, "and with as well")
+    words = re.sub(r"\{[a-z_0-9]*\}", " ", " ".join(texts).lower())
+    return frozenset(w for w in re.split(r"[^a-z0-9']+", words) if w)
+
+
 def _article(text: str) -> str:
     return "an" if text[:1].lower() in "aeiou" else "a"
 
@@ -94,6 +106,7 @@ class OfflineGenerator:
         self.synonym_prob = synonym_prob
         self.plural_prob = plural_prob
         self.adjective_prob = adjective_prob
+        self._names: set[str] | None = None  # every label and synonym, casefolded (built on first use)
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "offline", "grammar": GRAMMAR_VERSION, "seed": self.seed,
@@ -116,10 +129,16 @@ class OfflineGenerator:
         return _capitalise(f"a photo of {_join([f'{_article(x)} {x}' for x in labs], rng)}.")
 
     def _phrase(self, label: str, rng: random.Random) -> tuple[str, bool]:
-        """A noun phrase for one label and whether it is plural."""
+        """A noun phrase for one label and whether it is plural.
+
+        The adjective is left out (after the same draws) when the name already starts with one, or
+        when adjective and name would name another label ("red" + "hexagon" is the label "red
+        hexagon"): the sentence would be about a label its set does not hold."""
         names = self.vocab.names(label)
         name = rng.choice(names[1:]) if len(names) > 1 and rng.random() < self.synonym_prob else label
         adj = rng.choice(_ADJECTIVES) + " " if rng.random() < self.adjective_prob else ""
+        if adj and self._clashes(adj + name):
+            adj = ""
         if rng.random() < self.plural_prob:
             return f"{rng.choice(_COUNTS)} {adj}{self.vocab.plural(name)}", True
         det = rng.choice(("a", "a", "a", "the", "one"))
@@ -127,6 +146,14 @@ class OfflineGenerator:
         if det == "a":
             det = _article(body)
         return f"{det} {body}", False
+
+    def _clashes(self, phrase: str) -> bool:
+        """Whether ``adjective name`` is the name of a label, or the name has several words and
+        starts with an adjective of the grammar ("red hexagon", "small star")."""
+        if self._names is None:
+            self._names = {n.casefold() for lab in self.vocab.labels for n in self.vocab.names(lab)}
+        head, _, tail = phrase.partition(" ")[2].partition(" ")
+        return bool(tail) and head.lower() in _ADJECTIVE_SET or phrase.casefold() in self._names
 
     def _compose(self, labels: list[str], rng: random.Random) -> str:
         order = labels[:]

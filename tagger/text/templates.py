@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +77,45 @@ PROMPT_TEMPLATES: tuple[str, ...] = (
 )
 
 
+def _modifier(template: str) -> str:
+    """The word right before the slot (``small`` in ``"a photo of a small {}."``), lower case."""
+    words = template.split("{}", 1)[0].split()
+    return words[-1].lower() if words else ""
+
+
+def _names_a_label(template: str, known: Collection[str], longest: int = 4) -> bool:
+    """Whether the template's own words (the slot left out) hold a name of ``known`` (casefolded):
+    ``"a photo of a {} on a plain background."`` names ``plain background`` when that is a label."""
+    for part in template.casefold().split("{}"):
+        words = [w.strip(".,!?:;") for w in part.split()]
+        for i in range(len(words)):
+            for j in range(i + 1, min(len(words), i + longest) + 1):
+                if " ".join(words[i:j]) in known:
+                    return True
+    return False
+
+
 def template_sentences(class_names: Sequence[str], n_photo_copies: int = 9,
-                       templates: Sequence[str] = PROMPT_TEMPLATES) -> list[tuple[str, str]]:
-    """``(sentence, class)`` pairs: per class, ``n_photo_copies`` x ``"a photo of a {c}."`` then the templates."""
+                       templates: Sequence[str] = PROMPT_TEMPLATES,
+                       names: Collection[str] = ()) -> list[tuple[str, str]]:
+    """``(sentence, class)`` pairs: per class, ``n_photo_copies`` x ``"a photo of a {c}."`` then the templates.
+
+    ``names`` are the vocabulary's labels and synonyms (casefolded): a template whose word before
+    the slot makes the class another label's name (``"a photo of a small {}."`` for ``star`` when
+    ``small star`` is a label) is left out for that class, as is one that puts a second such word
+    before a class that already starts with it; a template whose own words name a label is left
+    out for every class. Without ``names`` every template is kept.
+    """
+    known = {n.casefold() for n in names}
+    firsts = {n.split(" ", 1)[0] for n in known if " " in n}
+    templates = [t for t in templates if not _names_a_label(t, known)] if known else list(templates)
     out: list[tuple[str, str]] = []
     for c in class_names:
         out.extend((PHOTO_TEMPLATE.format(c), c) for _ in range(n_photo_copies))
-        out.extend((t.format(c), c) for t in templates)
+        lead = c.split(" ", 1)[0].casefold() if " " in c else ""
+        for t in templates:
+            mod = _modifier(t)
+            if known and (f"{mod} {c.casefold()}" in known or (lead in firsts and mod in firsts)):
+                continue
+            out.append((t.format(c), c))
     return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .scenes import Scene
-from .vocab import LABEL_SYNONYMS, LABELS, plural
+from .vocab import BIG_ABOVE, LABEL_SYNONYMS, LABELS, SMALL_BELOW, plural
 
 _TEMPLATES = (
     "a photo of {objs}.",
@@ -95,7 +95,7 @@ def make_caption(scene: Scene, rng: np.random.Generator) -> str:
         a = scene.area(o)
         size_word = None
         if rng.random() < 0.3:
-            key = "small" if a < 0.04 else "big" if a > 0.12 else None
+            key = "small" if a < SMALL_BELOW else "big" if a > BIG_ABOVE else None
             if key:
                 words = _SIZE_WORDS[key]
                 size_word = words[int(rng.integers(len(words)))]

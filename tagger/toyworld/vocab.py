@@ -50,6 +50,10 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 
 BACKGROUNDS: tuple[str, ...] = ("plain", "gradient", "stripes", "checks", "speckles")
 
+# Captions call an object "small" below this fraction of the image and "big" above the other.
+SMALL_BELOW = 0.04
+BIG_ABOVE = 0.12
+
 
 def plural(name: str) -> str:
     """Plural form of a label or synonym, as the toy captions use it.

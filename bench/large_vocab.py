@@ -1,0 +1,98 @@
+"""The large toy vocabulary in ``bench/quality.py --vocab large`` (also imported by bench/text_scale.py).
+
+305 labels with exact truth (:mod:`tagger.toyworld.large`), optionally with distractor words up to
+any vocabulary size: zero-shot CLIP, the CoMC ablation ladder and the linear-probe ceiling, mAP over
+the labels with truth. The CoMC corpus is the offline one the 20-label benchmark uses
+(``ComcConfig()``: 20,000 label sets plus the prompt templates), built for the whole vocabulary with
+its hierarchy (a red hexagon is a hexagon), trained on its targets as the train stage does.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from tagger.evaluate.datasets import read_toy
+from tagger.evaluate.harness import cache_root, embed_dataset, linprobe_head
+from tagger.evaluate.metrics import summarize
+from tagger.ids import short_sha256
+from tagger.method.comc import ComcConfig, fit_comc
+from tagger.method.zeroshot import ENSEMBLE_PROMPTS, SINGLE_PROMPT, class_embeddings, zero_shot_scores
+from tagger.models import load_clip
+from tagger.pipeline.train import TextMemo
+from tagger.text import OfflineGenerator, TextCorpus, Vocabulary, build_corpus
+from tagger.text.offline import generator_words
+from tagger.toyworld.large import LargeVocab, large_vocabulary
+
+__all__ = ["evaluate_large", "fit_large", "large_corpus", "text_memo", "vocab_of"]
+
+PROBE = "Supervised linear probe (ceiling)"
+
+
+def vocab_of(n_labels: int | None) -> LargeVocab:
+    """The large vocabulary with distractors up to ``n_labels`` (none of the generator's words)."""
+    return large_vocabulary(n_labels, exclude=generator_words())
+
+
+def text_memo(clip) -> TextMemo:
+    """``clip`` whose text embeddings are kept in the harness cache, one file per model."""
+    return TextMemo(clip, cache_root() / "text" / f"{short_sha256(clip.model_id, 16)}.npz")
+
+
+def large_corpus(vocab: LargeVocab, cfg: ComcConfig, n_sentences: int | None = None) -> TextCorpus:
+    """The offline corpus of ``cfg`` (``n_sentences`` label sets when given) for the whole vocabulary."""
+    gen = OfflineGenerator(Vocabulary.create(vocab.labels, vocab.synonyms), seed=cfg.text_seed)
+    return build_corpus(vocab.labels, vocab.synonyms, n_sentences or cfg.n_sentences, gen, seed=cfg.text_seed,
+                        max_labels=cfg.max_labels, include_templates=cfg.include_templates, parents=vocab.parents)
+
+
+def fit_large(clip, vocab: LargeVocab, cfg: ComcConfig, n_sentences: int | None = None):
+    """CoMC fitted on :func:`large_corpus` (targets with ancestors); returns (model, corpus)."""
+    corpus = large_corpus(vocab, cfg, n_sentences)
+    emb = clip.encode_text(corpus.sentences)
+    model = fit_comc(clip, vocab.labels, vocab.synonyms, cfg, corpus=replace(corpus, label_matrix=corpus.targets()),
+                     embeddings=emb)
+    return model, corpus
+
+
+def evaluate_large(name: str, n: int, n_small: int, n_labels: int | None = None, n_sentences: int | None = None,
+                   split: str = "test") -> dict:
+    """The quality table of one model on the large vocabulary (mAP over the labels with truth)."""
+    from quality import ablation_rows  # bench/ is the script's folder
+
+    vocab = vocab_of(n_labels)
+    clip = text_memo(load_clip(name, device="cpu"))
+    test = embed_dataset(clip, read_toy(n=n, split=split, vocab="large"))
+    small = embed_dataset(clip, read_toy(n=n_small, split=split, small_only=True, vocab="large"))
+    t = vocab.n_truth
+    table: dict[str, dict] = {}
+
+    def add(row: str, scores_test: np.ndarray, scores_small: np.ndarray) -> None:
+        m, ms = summarize(scores_test[:, :t], test.labels), summarize(scores_small[:, :t], small.labels)
+        table[row] = {"mAP": round(m["mAP"], 2), "F1@3": round(m["F1@3"], 2), "mAP_small": round(ms["mAP"], 2)}
+        table[row]["labels_with_positives"] = m["n_classes_with_positives"]
+
+    for row, prompts, std in (("ZS-CLIP (1 prompt)", SINGLE_PROMPT, False),
+                              ("ZS-CLIP (ensemble)", ENSEMBLE_PROMPTS, False),
+                              ("ZS-CLIP (ensemble + standardisation)", ENSEMBLE_PROMPTS, True)):
+        cls = class_embeddings(clip, vocab.labels, prompts)
+        add(row, zero_shot_scores(test.global_, cls, std), zero_shot_scores(small.global_, cls, std))
+    cfg = ComcConfig()
+    t0 = time.time()
+    model, corpus = fit_large(clip, vocab, cfg, n_sentences)
+    fit_s = time.time() - t0
+    for row, sc in ablation_rows(cfg.score):
+        add(row, model.scores(test.global_, test.patches.astype("float32"), sc),
+            model.scores(small.global_, small.patches.astype("float32"), sc))
+    probe = linprobe_head(vocab="large")
+    add(PROBE, probe(clip, test), probe(clip, small))
+    summary = {"ceiling_mAP": table[PROBE]["mAP"], "ceiling_mAP_small": table[PROBE]["mAP_small"],
+               "zs_1prompt_mAP": table["ZS-CLIP (1 prompt)"]["mAP"],
+               "full_mAP": table["full CoMC (shipped defaults)"]["mAP"]}
+    summary["full_over_ceiling"] = round(summary["full_mAP"] / max(summary["ceiling_mAP"], 1e-9), 3)
+    return {"summary": summary, "rows": table, "labels": len(vocab.labels),
+            "labels_with_truth": table[PROBE]["labels_with_positives"], "split": split,
+            "corpus_sentences": len(corpus), "generated_sentences": corpus.stats["kept"],
+            "comc_fit_s": round(fit_s, 1)}
+
