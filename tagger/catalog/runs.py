@@ -20,7 +20,9 @@ logger = logging.getLogger(__name__)
 ABANDONED = "abandoned: the process that ran it ended"
 RUN_STATUSES = ("running", "loaded", "current", "failed", "superseded")
 _RUN_COLUMNS = ("run_id", "kind", "status", "started_at", "finished_at", "model_id", "classifier_id",
-                "n_images", "n_tags", "config", "timings", "labels", "error", "pruned_at")
+                "n_images", "n_tags", "config", "timings", "labels", "error", "pruned_at", "mode", "base_run")
+#: How a tag run was made (``runs.mode``): every label scored, or only the changed ones (the rest carried over).
+RUN_MODES = ("full", "incremental")
 _REQUIRED_TAG_COLUMNS = ("image_id", "label", "score")
 _TAG_COLUMNS = "run_id, image_id, label, score, rank, positive, confidence"
 
@@ -33,6 +35,16 @@ def head_label(config: Mapping[str, Any] | None) -> str:
     if not head or head == "comc":
         return "text"
     return head if (config or {}).get("guard") or head == "comc-fewshot" else f"{head} (unguarded)"
+
+
+def run_mode(run: "Run") -> str | None:
+    """How ``runs list`` / ``runs show`` name a tag run's mode: ``full``, or ``incremental from run N``
+    (a tag run recorded before modes were is full; other kinds have none)."""
+    if run.kind != "tag":
+        return None
+    if run.mode == "incremental":
+        return f"incremental from run {run.base_run}" if run.base_run is not None else "incremental"
+    return "full"
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,8 @@ class Run:
     labels: list[str] | None
     error: str | None
     pruned_at: datetime | None
+    mode: str | None = None  # RUN_MODES; None: a run made before modes were recorded
+    base_run: int | None = None  # an incremental run: the run its other labels were carried over from
 
 
 def _run(row: tuple) -> Run:
@@ -73,14 +87,18 @@ class RunsMixin(CatalogBase):
 
     def start_run(self, kind: str = "tag", *, model_id: str | None = None,
                   classifier_id: str | None = None, labels: Sequence[str] | None = None,
-                  config: Mapping[str, Any] | None = None) -> int:
-        """Create a run in status 'running'; return its run_id (increasing integers)."""
+                  config: Mapping[str, Any] | None = None, mode: str | None = None,
+                  base_run: int | None = None) -> int:
+        """Create a run in status 'running'; return its run_id (increasing integers). ``mode`` (one of
+        :data:`RUN_MODES`) and ``base_run`` record how a tag run is made."""
+        if mode is not None and mode not in RUN_MODES:
+            raise CatalogError(f"run mode must be one of {RUN_MODES}, got {mode!r}")
         with self._transaction("start run") as con:
             run_id = int(first_row(con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM runs"))[0])
             con.execute("INSERT INTO runs (run_id, kind, status, started_at, model_id, classifier_id, "
-                        "labels, config) VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
+                        "labels, config, mode, base_run) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
                         [run_id, kind, self._now(), model_id, classifier_id,
-                         list(labels) if labels is not None else None, to_json(config)])
+                         list(labels) if labels is not None else None, to_json(config), mode, base_run])
         logger.info("started %s run %d", kind, run_id)
         return run_id
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import CRASH_EXIT_CODE, ConfigError, SimulatedCrash, TaggerError
+from ..method.headkinds import image_heads
 from ..pipeline.encode import EncodeConfig
 from ..pipeline.nightly import CRASH_POINTS, NightlyConfig
 from ..pipeline.tag import TagConfig
@@ -129,7 +130,7 @@ def train(
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     corpus_id: Annotated[Optional[str], typer.Option(help="text corpus to train on (default: the newest)")] = None,
-    head: HeadOpt = HeadKind.COMC,
+    head: HeadOpt = HeadKind("comc"),
     annotations: AnnotationsOpt = None,
     reviewed: Annotated[bool, typer.Option("--reviewed", help=(
         "learn from the images people reviewed too (their tags after the review decisions)"))] = False,
@@ -251,10 +252,14 @@ def nightly(
     node_resource: NodeResourceOpt = None,
     wait: WaitOpt = JOB_WAIT,
     as_json: JsonOpt = False,
+    full: Annotated[bool, typer.Option("--full", help=(
+        "retrain and re-tag every label even after a small label change (otherwise only the changed labels "
+        "are trained and tagged, the others carried over from the current run)"))] = False,
     crash_at: Annotated[Optional[str], typer.Option(hidden=True, help=(
         "tests: die inside a long stage (STAGE:mid) or right after a stage"))] = None,
 ) -> None:
-    """Encode new images, follow label changes, retrain, re-tag everything, switch current_tags."""
+    """Encode new images, follow label changes, retrain, re-tag, switch current_tags (only the changed
+    labels after a small label change; docs/jobs.md)."""
     from ..pipeline.nightly import run_nightly
     with reported():
         if crash_at is not None and crash_at not in CRASH_POINTS:
@@ -264,7 +269,7 @@ def nightly(
         enc = EncodeConfig(model=name, pretrained=weights, partition_size=partition_size, num_gpus=None,
                            encode_cpus=encode_cpus, decode_cpus=decode_cpus, node_resource=node_resource)
         cfg = NightlyConfig(n_sentences=n_sentences, keep_runs=keep_runs, max_missing=max_missing,
-                            tag=TagConfig(decision=decision.value, node_resource=node_resource))
+                            tag=TagConfig(decision=decision.value, node_resource=node_resource), full=full)
         with job_scope(ws, "nightly", wait):
             summary = run_nightly(ws, one_source(source, source_opt), enc, cfg, crash_at=crash_at,
                                   calibrate_with=calibrate_with)
@@ -387,7 +392,7 @@ def eval_cmd(
     pretrained: Optional[str] = typer.Option(None, help="hub tag or local checkpoint (toy models: shipped weights)"),
     head: str = typer.Option("zsclip", help=(
         "zsclip | zsclip-ensemble | zsclip-std | zsclip-ensemble-std | linprobe | comc; with --split "
-        "seen-unseen: zsclip | comc | ovml | mkt | clip-decoder | comc-fewshot")),
+        f"seen-unseen: zsclip | comc | {' | '.join(image_heads())} | comc-fewshot")),
     root: Optional[Path] = typer.Option(None, help="dataset root directory (real benchmarks)"),
     n: int = typer.Option(2000, help="number of toy scenes"),
     split: Optional[str] = typer.Option(None, help=(

@@ -8,6 +8,7 @@ import typer
 
 from ..catalog.decisions import present_state
 from ..catalog.readonly import SCHEMA_OVERVIEW_SQL
+from ..catalog.runs import run_mode
 from .options import (
     DEFAULT_WORKSPACE, QUICK_WAIT, CsvOpt, JsonOpt, NlOpt, RowsJsonOpt, WaitOpt, WorkspaceOpt, console, emit_rows, fail, finite_non_negative,
     open_catalog, output_format, print_flips, reported, workspace_at,
@@ -203,10 +204,10 @@ def runs_list(
     with reported(), open_catalog(workspace, read_only=True, wait=wait) as cat:
         runs, current, heads = cat.runs(kind), cat.current_run(), cat.classifier_heads()
     rows = [(r.run_id, r.kind, r.status + (" (pruned)" if r.pruned_at else ""), r.started_at, r.finished_at,
-             r.model_id, heads.get(r.classifier_id) if r.classifier_id else None, r.classifier_id, r.n_images,
-             r.n_tags, len(r.labels or []), r.error) for r in runs]
-    cols = ("run_id", "kind", "status", "started_at", "finished_at", "model_id", "head", "classifier_id", "n_images",
-            "n_tags", "n_labels", "error")
+             r.model_id, heads.get(r.classifier_id) if r.classifier_id else None, r.classifier_id,
+             run_mode(r), r.n_images, r.n_tags, len(r.labels or []), r.error) for r in runs]
+    cols = ("run_id", "kind", "status", "started_at", "finished_at", "model_id", "head", "classifier_id", "mode",
+            "n_images", "n_tags", "n_labels", "error")
     emit_rows(cols, rows, output_format(as_json, nl=as_nl), title=f"{len(rows)} run(s); current: {current or '-'}")
 
 
@@ -233,7 +234,7 @@ def runs_show(
     else:
         n_present = sum(bool(r["present"]) for r in rows)
         title = f"run {run_id} ({run.status}): per-label thresholds, {n_present} of {len(rows)} labels present"
-    title += head
+    title += head + (f"; mode {run_mode(run)}" if run.kind == "tag" else "")
     fmt = output_format(as_json, nl=as_nl)
     for r in rows:  # a parent raised only by its children reads so, never "absent" beside positives
         state, raised = present_state(r["present"], int(r["positives"]), int(r.get("by_person") or 0))

@@ -19,6 +19,8 @@ import torch
 from ..atomic import atomic_write_text
 from .decisions import TextAnchors, text_anchors
 
+__all__ = ["TextClassifier", "TrainConfig", "lr_at", "ranking_loss", "train_classifier", "train_rows"]
+
 logger = logging.getLogger(__name__)
 
 
@@ -128,3 +130,55 @@ def train_classifier(text_emb: np.ndarray, label_matrix: np.ndarray, labels: lis
     weight = head.weight.detach().numpy().copy()
     anchors = text_anchors(text_emb, weight, label_matrix)
     return TextClassifier(weight, list(labels), model_id, corpus_id, cfg, {"loss_per_epoch": losses}, anchors)
+
+
+def _row_sample(y: np.ndarray, new: np.ndarray, others_per_positive: int, min_others: int, seed: int) -> np.ndarray:
+    """The sentences frozen-row training learns from: every sentence about a new label, and a seeded
+    sample of the others (the new rows' negatives), ``others_per_positive`` per positive sentence."""
+    pos = np.flatnonzero(y[:, new].any(1)) if len(new) else np.zeros(0, np.int64)
+    rest = np.setdiff1d(np.arange(len(y)), pos)
+    k = min(len(rest), max(min_others, others_per_positive * len(pos)))
+    picked = np.random.default_rng(seed).choice(rest, size=k, replace=False) if k else rest[:0]
+    return np.sort(np.concatenate([pos, picked]))
+
+
+def train_rows(text_emb: np.ndarray, label_matrix: np.ndarray, frozen: np.ndarray, new: list[int],
+               cfg: TrainConfig | None = None, *, others_per_positive: int = 8,
+               min_others: int = 4096) -> tuple[np.ndarray, dict]:
+    """Train only the classifier rows of the columns ``new`` of ``label_matrix`` against the frozen
+    rows of the other columns (``frozen``, their rows in column order, the new ones left out): the
+    same ranking loss, noise and schedule as :func:`train_classifier`, on every sentence about a new
+    label plus a sample of the others. Returns the new rows ``(len(new), d)`` and metrics."""
+    cfg = cfg or TrainConfig()
+    y_all = np.asarray(label_matrix, np.float32)
+    n_cols = y_all.shape[1]
+    new_idx = np.asarray(sorted(new), np.int64)
+    old_idx = np.setdiff1d(np.arange(n_cols), new_idx)
+    if len(frozen) != len(old_idx) or len(text_emb) != len(y_all):
+        raise ValueError(f"{len(frozen)} frozen rows for {len(old_idx)} kept columns, "
+                         f"{len(text_emb)} embeddings for {len(y_all)} label rows")
+    rows = _row_sample(y_all, new_idx, others_per_positive, min_others, cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    x = torch.from_numpy(np.asarray(text_emb, np.float32)[rows])
+    y = torch.from_numpy(y_all[rows][:, np.concatenate([old_idx, new_idx])])  # frozen columns first
+    fixed = torch.from_numpy(np.asarray(frozen, np.float32))
+    head = torch.nn.Linear(x.shape[1], len(new_idx), bias=False)
+    opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n, losses = len(x), []
+    bs = min(cfg.batch_size, n)
+    for epoch in range(cfg.epochs if len(new_idx) and n else 0):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(epoch, cfg)
+        perm, run = torch.randperm(n, generator=g), 0.0
+        for i in range(0, n - bs + 1, bs):
+            z = x[perm[i:i + bs]] + cfg.noise_std * torch.randn(bs, x.shape[1], generator=g)
+            loss = ranking_loss(torch.cat([z @ fixed.T, head(z)], 1), y[perm[i:i + bs]], cfg.margin)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            run += loss.item()
+        losses.append(run / max(1, n // bs))
+    logger.info("trained %d classifier rows against %d frozen ones on %d of %d sentences", len(new_idx),
+                len(old_idx), n, len(y_all))
+    return head.weight.detach().numpy().copy(), {"loss_per_epoch": losses, "sentences": int(n)}

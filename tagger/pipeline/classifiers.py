@@ -60,9 +60,12 @@ def load_model(directory: str | os.PathLike[str]):
     """The model in a classifier directory: a guarded head (its text model is the sibling classifier
     directory it names), an unguarded image-trained head, or a CoMC classifier."""
     from ..method.comc import load_comc
+    from ..method.extend import ExtendedModel, is_extended_dir
     from ..method.heads import is_head_dir, load_head
     from ..method.heads.guarded import is_guarded_dir, load_guarded
     d = Path(directory)
+    if is_extended_dir(d):  # a CoMC model extended by the incremental nightly
+        return ExtendedModel.load(d, load_model)
     if is_guarded_dir(d):
         return load_guarded(d, lambda ref: load_comc(d.parent / ref))
     return HeadModel(load_head(d)) if is_head_dir(d) else load_comc(d)

@@ -14,20 +14,35 @@ same tags as an uninterrupted run:
 5. ``switch``  ``current_tags`` to the new run in one transaction;
 6. ``prune``   old runs beyond the retention setting (``keep_runs`` counts the current run): their
                tags in the catalog, then their ``runs/<id>/`` folders.
+
+Mode. A small vocabulary change makes an *incremental* nightly (:mod:`tagger.pipeline.increment`):
+``train`` trains only the rows of the added labels (and of those whose synonyms changed) against the
+frozen current classifier, and ``tag`` scores and decides only those labels, carrying every other
+label's tags and decisions over from the current run. Everything else makes a *full* one, as above:
+``full=True`` (``tagger nightly --full``), no current run, no label changed, more than
+``max_changed`` (10 %) of the current run's labels added, retired or with changed synonyms, a changed
+text model, changed label parents or a changed label with parents or children, another head in use
+than the current run's text-only classifier, changed tag settings, pins or labelled set, the
+per-image decision rule, or a current run that kept no calibration statistics. The run records its
+mode (``runs.mode``, ``base_run``); the choice is kept until the job ends, so a killed nightly
+resumes in the mode it started in.
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..catalog.joblock import job_driver
 from ..errors import SimulatedCrash
+from ..ids import short_sha256
 from .encode import EncodeConfig, run_encode
 from .tag import TagConfig, run_tag
 from .text import N_SENTENCES, run_generate_text
+from .increment import run_increment_tag, train_increment
 from .retrain import run_nightly_train
 
 if TYPE_CHECKING:
@@ -36,6 +51,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 STAGES = ("encode", "text", "train", "tag", "switch", "prune")
 # where tests may kill the job: inside the two long stages (after their first partition) and after each stage
+PLAN_DIR, PLAN_FILE = "nightly", "plan.json"  # under runs/: the mode a started nightly chose
 CRASH_POINTS = ("encode:mid", "encode", "text", "train", "tag:mid", "tag", "switch", "prune")
 
 
@@ -46,6 +62,8 @@ class NightlyConfig:
     keep_runs: int = 5  # tag runs kept (the current one included)
     max_missing: float = 0  # label sets allowed without a sentence (a fraction below 1, else a count)
     tag: TagConfig = TagConfig()
+    full: bool = False  # always retrain and re-tag every label
+    max_changed: float = 0.1  # an incremental nightly needs at most this share of the labels changed
 
 
 def vocabulary_diff(cat) -> dict[str, list[str]]:
@@ -68,6 +86,82 @@ def vocabulary_diff(cat) -> dict[str, list[str]]:
         moved = [x for x in parents_changed(corpus["config"] or {}, now, cat.active_hierarchy()) if x in before]
     return {"added": [x for x in now if x not in before], "retired": sorted(before - set(now)),
             "synonyms_changed": changed, "parents_changed": moved}
+
+
+def _full_reason(cat, diff: dict[str, list[str]], cfg: NightlyConfig, model_id: str, run, head) -> str | None:
+    """Why this nightly must retrain and re-tag every label (None: the change is small enough)."""
+    from .tag import _tag_settings
+    before = set(run.labels or [])
+    changed = diff["added"] + diff["retired"] + diff["synonyms_changed"]
+    touched = set(diff["added"]) | set(diff["synonyms_changed"])
+    edges = cat.active_hierarchy()
+    pins = {k: v for k, v in cat.pinned_thresholds().items() if k in before - touched}
+    old_pins = {k: v for k, v in (((run.config or {}).get("decision_inputs") or {}).get("pinned") or {}).items()
+                if k in before - touched}
+    labelled = ((run.config or {}).get("decision_inputs") or {}).get("labelled")
+    from .calibration import decision_inputs
+    checks = [
+        (cfg.full, "a full retrain was asked for"),
+        (run.model_id != model_id, "the text model changed"),
+        (not changed, "no label changed"),
+        (len(changed) > cfg.max_changed * len(before),
+         f"{len(changed)} of {len(before)} labels changed (more than {cfg.max_changed:.0%})"),
+        (bool(diff["parents_changed"]), "label parents changed"),
+        (any(c in touched or set(ps) & touched for c, ps in edges.items()), "a changed label has parents or children"),
+        (head is None or head["classifier_id"] != run.classifier_id and
+         (head.get("config") or {}).get("extends") != run.classifier_id, "another classifier is in use"),
+        (head is not None and (((head.get("config") or {}).get("head") or "comc") != "comc"
+                               or (head.get("config") or {}).get("guard")), "the head in use is not text-only"),
+        (cfg.tag.decision == "standardized", "the standardized rule decides per image over every label"),
+        (((run.config or {}).get("tag") or {}) != _tag_settings(cfg.tag), "the tag settings changed"),
+        (pins != old_pins or decision_inputs(cat, []).key()["labelled"] != labelled, "pins or the labelled set changed"),
+    ]
+    return next((why for bad, why in checks if bad), None)
+
+
+def choose_mode(workspace: "Workspace", cat, diff: dict[str, list[str]], cfg: NightlyConfig,
+                model_id: str) -> dict[str, Any]:
+    """``{"mode", "reason", "base_run"}`` of this nightly (module docstring)."""
+    from .classifiers import head_in_use
+    from .tag import read_label_stats
+    current = cat.current_run()
+    if current is None:
+        return {"mode": "full", "reason": "no current run", "base_run": None}
+    run = cat.get_run(current)
+    why = _full_reason(cat, diff, cfg, model_id, run, head_in_use(cat, model_id))
+    if why is None and read_label_stats(workspace.run_dir(str(current))) is None:
+        why = "the current run kept no calibration statistics"
+    if why is not None:
+        return {"mode": "full", "reason": why, "base_run": None}
+    n = len(diff["added"]) + len(diff["retired"]) + len(diff["synonyms_changed"])
+    return {"mode": "incremental", "reason": f"{n} of {len(run.labels or [])} labels changed",
+            "base_run": current, "classifier": run.classifier_id}
+
+
+def _plan(workspace: "Workspace", cat, cfg: NightlyConfig, model_id: str) -> dict[str, Any]:
+    """This nightly's vocabulary diff and mode: those a killed nightly chose, when the vocabulary and
+    settings are still the same, else chosen now and kept (:func:`end_plan` forgets them)."""
+    from ..atomic import atomic_write_text
+    key = short_sha256(json.dumps([[(x.name, sorted(x.synonyms or [])) for x in cat.list_labels(include_retired=False)],
+                                   cat.active_hierarchy(), model_id, asdict(cfg)], sort_keys=True, default=str))
+    path = workspace.run_dir(PLAN_DIR) / PLAN_FILE
+    try:
+        plan = json.loads(path.read_text())
+        if plan.get("key") == key:
+            logger.info("nightly: resuming the %s nightly a killed job started", plan["mode"]["mode"])
+            return plan
+    except (OSError, ValueError):
+        pass
+    diff = vocabulary_diff(cat)
+    plan = {"key": key, "diff": diff, "mode": choose_mode(workspace, cat, diff, cfg, model_id)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(plan))
+    return plan
+
+
+def end_plan(workspace: "Workspace") -> None:
+    """Forget the kept plan: the nightly ended."""
+    (workspace.run_dir(PLAN_DIR) / PLAN_FILE).unlink(missing_ok=True)
 
 
 def prune_runs(workspace: "Workspace", cat, keep: int) -> list[int]:
@@ -98,26 +192,39 @@ def run_nightly(workspace: "Workspace", source: str | None, encode_cfg: EncodeCo
     from ..models.registry import model_id_for
 
     cfg = cfg or NightlyConfig()
+    if calibrate_with is not None and not cfg.full:  # a new labelled set changes every label's decisions
+        cfg = replace(cfg, full=True)
     timings: dict[str, float] = {}
     t = time.time()
     enc = run_encode(workspace, source, encode_cfg, progress=False,
                      crash_after=1 if crash_at == "encode:mid" else None)
     timings["encode"] = time.time() - t
     _crash("encode", crash_at)
+    model_id = model_id_for(encode_cfg.model, encode_cfg.pretrained)
     with Catalog.for_job(workspace.catalog, "nightly") as cat:
-        diff = vocabulary_diff(cat)
+        plan = _plan(workspace, cat, cfg, model_id)
+    diff, mode = plan["diff"], plan["mode"]
+    logger.info("nightly: %s (%s)", mode["mode"], mode["reason"])
     t = time.time()
     text = run_generate_text(workspace, cfg.n_sentences, cfg.seed, max_missing=cfg.max_missing)
     timings["text"] = time.time() - t
     _crash("text", crash_at)
     t = time.time()
-    trained = run_nightly_train(workspace, encode_cfg.model, encode_cfg.pretrained, text["corpus_id"])
+    if mode["mode"] == "incremental":
+        trained = train_increment(workspace, encode_cfg.model, encode_cfg.pretrained, text["corpus_id"],
+                                  mode["classifier"], diff["synonyms_changed"])
+    else:
+        trained = run_nightly_train(workspace, encode_cfg.model, encode_cfg.pretrained, text["corpus_id"])
     timings["train"] = time.time() - t
     _crash("train", crash_at)
     t = time.time()
-    model_id = model_id_for(encode_cfg.model, encode_cfg.pretrained)
-    tag = run_tag(workspace, model_id, cfg.tag, trained["classifier_id"], make_current=False,
-                  crash_after=1 if crash_at == "tag:mid" else None, calibrate_with=calibrate_with)
+    tag_crash = 1 if crash_at == "tag:mid" else None
+    if mode["mode"] == "incremental":
+        tag = run_increment_tag(workspace, model_id, cfg.tag, trained["classifier_id"], mode["base_run"],
+                                crash_after=tag_crash)
+    else:
+        tag = run_tag(workspace, model_id, cfg.tag, trained["classifier_id"], make_current=False,
+                      crash_after=tag_crash, calibrate_with=calibrate_with)
     timings["tag"] = time.time() - t
     _crash("tag", crash_at)
     with Catalog.for_job(workspace.catalog, "nightly") as cat:
@@ -128,8 +235,9 @@ def run_nightly(workspace: "Workspace", source: str | None, encode_cfg: EncodeCo
         _crash("switch", crash_at)
         pruned = prune_runs(workspace, cat, cfg.keep_runs)
         _crash("prune", crash_at)
-    return {"encoded": enc["encoded"], "errors": enc["errors"], "vocabulary": diff,
-            "corpus": text["corpus_id"], "text_stats": text["stats"], "classifier": trained["classifier_id"],
-            "run_id": tag["run_id"], "previous_run": previous, "pruned": pruned, "flips": tag.get("flips", []),
-            "timings": {k: round(v, 2) for k, v in timings.items()},
+    end_plan(workspace)
+    return {"encoded": enc["encoded"], "errors": enc["errors"], "vocabulary": diff, "mode": mode["mode"],
+            "mode_reason": mode["reason"], "corpus": text["corpus_id"], "text_stats": text["stats"],
+            "classifier": trained["classifier_id"], "run_id": tag["run_id"], "previous_run": previous,
+            "pruned": pruned, "flips": tag.get("flips", []), "timings": {k: round(v, 2) for k, v in timings.items()},
             **({"calibration": tag["calibration"]} if "calibration" in tag else {})}

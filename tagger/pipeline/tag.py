@@ -14,6 +14,7 @@ done. The driver loads all files into DuckDB in one transaction and only then sw
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -29,13 +30,19 @@ from ..errors import ConfigError, SimulatedCrash
 from ..ids import short_sha256
 from ..method.decisions import DecisionConfig, Decisions, TextAnchors, fit_anchored, fit_decisions, fit_from_labels
 from ..method.hierarchy import Hierarchy
-from ..method.zeroshot import best_matches, standardize
+from ..method.zeroshot import standardize
 from ..workspace import Workspace
 from .calibration import LABELLED_MIN_IMAGES, DecisionInputs, decision_inputs, decision_rows, decisions_from_rows
 from .raycluster import check_node_resource
+from .scorer import ShardScorer, apply_statistics, label_statistics, load_scoring_model, prompt_vectors
+
+__all__ = ["DECISION_RULES", "ShardScorer", "TagConfig", "TagShards", "apply_statistics", "fit_run_decisions",
+           "label_statistics", "load_scoring_model", "positive_mask", "prompt_vectors", "read_label_stats", "run_tag",
+           "tag_all", "tag_rows", "write_label_stats", "write_parquet_atomic"]
 
 logger = logging.getLogger(__name__)
 DECISION_RULES = ("anchored", "mixture", "standardized")
+LABEL_STATS_FILE = "label_stats.json"  # in a run's folder: its calibration, per label
 
 
 @dataclass(frozen=True)
@@ -66,23 +73,9 @@ class TagConfig:
         return asdict(self)
 
 
-def label_statistics(scores: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-label mean and std (floored) of a score matrix: the calibration of a tag run."""
-    s = np.asarray(scores, np.float64)
-    return s.mean(0).tolist(), np.maximum(s.std(0), 1e-6).tolist()
-
-
 def positive_mask(scores: np.ndarray, threshold: float) -> np.ndarray:
     """Positive tags by the "standardized" rule: the per-image standardised score reaches ``threshold``."""
     return standardize(scores) >= threshold
-
-
-def apply_statistics(scores: np.ndarray, stats: tuple[list[float], list[float]] | None) -> np.ndarray:
-    """Scores z-scored per label with a run's statistics (unchanged without)."""
-    if stats is None:
-        return np.asarray(scores, np.float32)
-    mean, std = (np.asarray(v, np.float32) for v in stats)
-    return (np.asarray(scores, np.float32) - mean) / std
 
 
 def tag_rows(image_ids: np.ndarray, scores: np.ndarray, labels: list[str], cfg: TagConfig,
@@ -146,108 +139,6 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
         pq.write_table(table, fh)
 
 
-def prompt_vectors(model) -> np.ndarray | None:
-    """The class-prompt embeddings a model carries, one per label in its order (CoMC's prompt memory,
-    or that of a guarded head's text model); None for a model without them."""
-    for m in (model, getattr(model, "text", None)):
-        memories = getattr(m, "memories", None) or {}
-        if "prompts" in memories and len(memories["prompts"].vectors) == len(model.labels):
-            return np.asarray(memories["prompts"].vectors, np.float32)
-    return None
-
-
-class ShardScorer:
-    """Scores the images of a stored shard with a trained classifier (global + patches)."""
-
-    def __init__(self, root: str, model_id: str, classifier_dir: str, cfg: TagConfig) -> None:
-        from ..store import PatchStore, index_paths
-        from .classifiers import load_model  # a CoMC classifier or an image-trained head
-        self.root, self.model_id, self.cfg = root, model_id, cfg
-        self.model = load_model(classifier_dir)
-        # memory-mapped: each tag worker keeps only the codec, and reads the codes of its shards
-        self.patches = PatchStore.load(index_paths(root, model_id)[1], mmap=True) if cfg.patch_source == "pq" \
-            else None
-
-    def load(self, name: str):
-        from ..store import load_shard, model_dir
-        return load_shard(model_dir(self.root, self.model_id) / str(name))
-
-    def scores(self, shard) -> np.ndarray:
-        g = np.asarray(shard.global_vecs, np.float32)
-        if self.patches is not None:
-            p = self.patches.decode(np.asarray(shard.ids))
-        else:
-            p = np.asarray(shard.patches, np.float32)
-        return self.model.scores(g, p)
-
-    def anchors(self, stats: tuple[list[float], list[float]] | None) -> TextAnchors | None:
-        """The classifier's text anchors in the units of scores calibrated with ``stats``."""
-        a = self.model.classifier.anchors
-        return a if a is None or stats is None else a.rescaled(*(np.asarray(v, np.float64) for v in stats))
-
-    def _sample_shards(self, shards: list[str]):
-        """The shards of the calibration sample, each with how many of its images the sample takes:
-        the first ``calibration_images`` images in shard-name order (deterministic for a shard list,
-        so a rerun fits the same statistics and decisions)."""
-        n = 0
-        for name in sorted(shards):
-            if n >= self.cfg.calibration_images:
-                return
-            shard = self.load(name)
-            k = min(len(shard.ids), self.cfg.calibration_images - n)
-            yield shard, k
-            n += k
-
-    def _names(self, parents: set[str] | frozenset[str]):
-        """``(prompts, excluded)`` for naming images: the model's class prompts, and its labels that
-        are some label's parent (a parent's name matches its children's images too, and is raised by
-        them, so it never wins); None for a model without class prompts."""
-        prompts = prompt_vectors(self.model)
-        return None if prompts is None else (prompts, np.array([x in parents for x in self.model.labels], bool))
-
-    def sample(self, shards: list[str], parents: set[str] | frozenset[str] = frozenset()
-               ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Raw scores of the calibration sample and, for the same images, the label whose CLIP prompt
-        matches each best (None without class prompts); each shard is read once."""
-        names = self._names(parents)
-        scores, best = [], []
-        for shard, k in self._sample_shards(shards):
-            scores.append(self.scores(shard)[:k])
-            if names is not None:
-                best.append(best_matches(np.asarray(shard.global_vecs)[:k], *names))
-        return np.concatenate(scores), (np.concatenate(best) if names is not None and best else None)
-
-    def calibration_sample(self, shards: list[str]) -> np.ndarray:
-        """Raw scores of the calibration sample (see :meth:`_sample_shards`), without naming images."""
-        parts = [self.scores(shard)[:k] for shard, k in self._sample_shards(shards)]
-        return np.concatenate(parts)
-
-    def zeroshot_top1(self, shards: list[str], parents: set[str] | frozenset[str] = frozenset()) -> np.ndarray | None:
-        """The best-matching label of each calibration-sample image, without scoring the images."""
-        names = self._names(parents)
-        if names is None:
-            return None
-        best = [best_matches(np.asarray(shard.global_vecs)[:k], *names) for shard, k in self._sample_shards(shards)]
-        return np.concatenate(best) if best else None
-
-    def label_stats(self, shards: list[str]) -> tuple[list[float], list[float]]:
-        """Per-label mean and std of the scores of the calibration sample."""
-        return label_statistics(self.calibration_sample(shards))
-
-    def scores_of(self, by_shard: dict[str, list[int]]) -> tuple[list[int], np.ndarray]:
-        """Raw scores of some images, given the shard holding each: (image ids, scores) by shard name."""
-        ids, parts = [], []
-        for name in sorted(by_shard):
-            shard = self.load(name)
-            where = {int(i): k for k, i in enumerate(np.asarray(shard.ids))}
-            rows = [where[i] for i in by_shard[name] if i in where]
-            if rows:
-                ids += [int(np.asarray(shard.ids)[k]) for k in rows]
-                parts.append(self.scores(shard)[rows])
-        n_labels = len(self.model.labels)
-        return ids, np.concatenate(parts) if parts else np.zeros((0, n_labels), np.float32)
-
-
 class TagShards(ShardScorer):
     """Actor stage: rows are shard names; writes ``tags-<shard>.parquet`` for each into the run dir."""
 
@@ -276,31 +167,53 @@ class TagShards(ShardScorer):
         return {"shard": batch["shard"], "n_tags": np.asarray(n_tags, np.int64)}
 
 
+def write_label_stats(run_dir: Path, labels: list[str], stats: tuple[list[float], list[float]]) -> None:
+    """Keep a run's calibration (each label's mean and sd over the sample) beside its tag files: an
+    incremental run carries the kept labels' over from it."""
+    from ..atomic import atomic_write_text
+    atomic_write_text(Path(run_dir) / LABEL_STATS_FILE, json.dumps({"labels": list(labels), "mean": stats[0],
+                                                                    "std": stats[1]}))
+
+
+def read_label_stats(run_dir: Path) -> dict[str, tuple[float, float]] | None:
+    """Label -> (mean, sd) of a run's calibration (None: the run kept none)."""
+    try:
+        d = json.loads((Path(run_dir) / LABEL_STATS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return {n: (float(m), float(s)) for n, m, s in zip(d["labels"], d["mean"], d["std"])}
+
+
 def _shards_key(shards: list[str]) -> str:
     return f"{len(shards)}:" + short_sha256("\n".join(sorted(shards)))
 
 
+def _tag_settings(cfg: TagConfig) -> dict[str, Any]:
+    """The tag settings a run records (where actors run changes no tag)."""
+    return {k: v for k, v in cfg.to_dict().items() if k != "node_resource"}
+
+
 def _resume_or_start(cat, model_id: str, classifier_id: str, labels: list[str], cfg: TagConfig,
                      shards_key: str, inputs_key: dict[str, Any] | None, hierarchy_key: str | None = None,
-                     ) -> tuple[int, str]:
+                     *, mode: str = "full", base_run: int | None = None) -> tuple[int, str]:
     """Resume the newest run with the same inputs (unfinished, or loaded but not yet superseded);
     otherwise start a new one. Pins and the labelled set are inputs too. Every other run still
     'running' was left by a process that ended (this job holds the job lock), so it is marked
-    failed. The label hierarchy is an input too. Returns (run_id, status)."""
-    tag = {k: v for k, v in cfg.to_dict().items() if k != "node_resource"}  # where actors run changes no tag
-    config = {"tag": tag, "shards": shards_key, "decision_inputs": inputs_key, "hierarchy": hierarchy_key}
+    failed. The label hierarchy is an input too, and so are the run's mode and the run an incremental
+    run carries labels over from. Returns (run_id, status)."""
+    config = {"tag": _tag_settings(cfg), "shards": shards_key, "decision_inputs": inputs_key, "hierarchy": hierarchy_key}
     config["review"] = cat.review_key()  # people's accept / reject decisions are inputs too
     for run in reversed(cat.runs(kind="tag")):
-        same = run.model_id == model_id and run.classifier_id == classifier_id \
-            and all((run.config or {}).get(k) == v for k, v in config.items())
+        same = run.model_id == model_id and run.classifier_id == classifier_id and (run.mode or "full") == mode \
+            and run.base_run == base_run and all((run.config or {}).get(k) == v for k, v in config.items())
         if same and run.status in ("running", "loaded", "current"):
             cat.abandon_runs(keep=run.run_id)
             return run.run_id, run.status
         if same:
             break
     cat.abandon_runs()
-    return cat.start_run("tag", model_id=model_id, classifier_id=classifier_id, labels=labels, config=config), \
-        "running"
+    return cat.start_run("tag", model_id=model_id, classifier_id=classifier_id, labels=labels, config=config,
+                         mode=mode, base_run=base_run), "running"
 
 
 def _labelled_scores(cat, scorer: ShardScorer, model_id: str, inputs: DecisionInputs, labels: list[str],
@@ -364,16 +277,14 @@ def _decide(cat, run_id: int, scorer: ShardScorer | None, model_id: str, shards:
     return stats, d
 
 
-def _tag_all(root: str, model_id: str, clf_path: str, run_dir: Path, cfg: TagConfig, shards: list[str],
-             stats, decisions: Decisions | None, crash_after: int | None, hierarchy: Hierarchy | None = None) -> None:
-    """Write every shard's tag file with Ray actors (files already written are kept)."""
+def tag_all(actor: type, args: tuple, cfg: TagConfig, shards: list[str], crash_after: int | None) -> None:
+    """Write every shard's tag file with Ray actors of class ``actor`` built from ``args`` (files
+    already written are kept)."""
     from .raycluster import placement, ray_session
     with ray_session() as ray:
         ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=max(1, len(shards)))
-        ds = ds.map_batches(TagShards, fn_constructor_args=(root, model_id, clf_path, str(run_dir), cfg, stats,
-                                                            decisions, hierarchy),
-                            batch_size=1, concurrency=cfg.concurrency, num_gpus=cfg.num_gpus,
-                            **placement(cfg.node_resource))
+        ds = ds.map_batches(actor, fn_constructor_args=args, batch_size=1, concurrency=cfg.concurrency,
+                            num_gpus=cfg.num_gpus, **placement(cfg.node_resource))
         for k, _ in enumerate(ds.iter_rows()):
             if crash_after is not None and k + 1 >= crash_after:
                 raise SimulatedCrash(f"tag: crash after {k + 1} shards")
@@ -422,8 +333,10 @@ def run_tag(workspace: "Workspace", model_id: str, cfg: TagConfig | None = None,
         clf_dir = str(workspace.classifier_dir(clf["classifier_id"]))  # not the stored path: it may have moved
         scorer = ShardScorer(root, model_id, clf_dir, cfg) if shards else None
         stats, decisions = _decide(cat, run_id, scorer, model_id, shards, labels, inputs)
-        _tag_all(root, model_id, clf_dir, run_dir, cfg, shards, stats, decisions, crash_after,
-                 None if hierarchy.empty else hierarchy)
+        if stats is not None:
+            write_label_stats(run_dir, labels, stats)
+        tag_all(TagShards, (root, model_id, clf_dir, str(run_dir), cfg, stats, decisions,
+                            None if hierarchy.empty else hierarchy), cfg, shards, crash_after)
         t_tag = time.time() - t0
         paths = [workspace.tag_file(run_dir, s) for s in shards]
         n = cat.load_tags(run_id, paths) if paths else 0

@@ -1,0 +1,148 @@
+"""A trained CoMC model extended by a few labels without retraining it: the incremental nightly's model.
+
+:class:`ExtendedModel` keeps a base model (a CoMC model, or an extended one) frozen and adds the rows
+of new labels (trained against the frozen ones, :func:`tagger.method.classifier.train_rows`). Its
+labels are the base labels it keeps (retired ones and those whose row was retrained are left out)
+followed by the new ones. The base labels' columns are the base model's scores, unchanged; the new
+columns are scored by CoMC with the patch branch's memory readout taken from the image's global
+embedding (one readout per image instead of one per patch):
+
+    global_j = alpha * g . w_j + (1 - alpha) * u(g) . w_j
+    local_j  = alpha * max_p (p . w_j) + (1 - alpha) * u(g) . w_j
+    score_j  = (1 - lw) * global_j + lw * local_j
+
+with u(g) the mapping's unit-norm readout of g over the model's memory (the kept base labels' prompts
+and the new labels'). ``max_p (p . w_j)`` needs no decoded patch: :func:`pq_patch_max` reads it from
+the PQ codes with one lookup table per new label. The new columns then cost one memory readout and
+a few table lookups per image, whatever the number of base labels.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..atomic import atomic_write_text
+from .anchors import TextAnchors
+from .classifier import TextClassifier
+from .mapping import MemoryBank, attend
+from .scoring import ScoreConfig, fuse
+
+__all__ = ["EXTENDS_FILE", "ExtendedModel", "is_extended_dir", "pq_patch_max"]
+
+logger = logging.getLogger(__name__)
+
+EXTENDS_FILE = "extends.json"
+_ROWS_DIR = "rows"
+
+
+def is_extended_dir(directory: str | Path) -> bool:
+    """Whether ``directory`` holds an :class:`ExtendedModel`."""
+    return (Path(directory) / EXTENDS_FILE).is_file()
+
+
+def pq_patch_max(codes: np.ndarray, centroids: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``max_p (p . w_j)`` of PQ-coded patches without decoding them: codes ``(n, P, M)`` (uint8),
+    the codebooks ``(M, ksub, dsub)`` and rows ``(C, M * dsub)`` -> ``(n, C)``."""
+    n, num_p, m = codes.shape
+    w = np.asarray(weight, np.float32).reshape(len(weight), m, -1)
+    lut = np.einsum("mkd,cmd->mkc", np.asarray(centroids, np.float32), w)  # (M, ksub, C)
+    flat = codes.reshape(n * num_p, m)
+    acc = np.zeros((n * num_p, len(weight)), np.float32)
+    for k in range(m):
+        acc += lut[k][flat[:, k]]
+    return acc.reshape(n, num_p, -1).max(axis=1) if n else np.zeros((0, len(weight)), np.float32)
+
+
+def _merged_anchors(a: TextAnchors | None, b: TextAnchors | None, keep: np.ndarray) -> TextAnchors | None:
+    if a is None or b is None:
+        return None
+    robust = None if a.robust_separation is None or b.robust_separation is None else \
+        np.concatenate([a.robust_separation[keep], b.robust_separation])
+    return TextAnchors(*(np.concatenate([getattr(a, k)[keep], getattr(b, k)])
+                         for k in ("neg_mean", "pos_mean", "neg_sd", "pos_sd")), robust)
+
+
+@dataclass
+class ExtendedModel:
+    """A frozen base model, the base labels kept, and the rows (and class prompts) of new labels."""
+
+    base: Any  # ComcModel or ExtendedModel: .labels, .scores(g, p), .memories, .classifier
+    kept: list[str]
+    rows: TextClassifier  # the new labels' rows, their text anchors included
+    prompts: dict[str, np.ndarray]  # prompt memory kind -> the new labels' prompt embeddings
+    score: ScoreConfig
+
+    def __post_init__(self) -> None:
+        where = {n: j for j, n in enumerate(self.base.labels)}
+        missing = [n for n in self.kept if n not in where]
+        if missing:
+            raise ValueError(f"kept labels {missing[:5]} are not labels of the base model")
+        self.kept_idx = np.asarray([where[n] for n in self.kept], np.int64)
+        self.memories: dict[str, MemoryBank] = {}
+        for kind, bank in self.base.memories.items():
+            if kind in self.prompts:  # one prompt row per label: the kept ones, then the new ones
+                self.memories[kind] = MemoryBank(np.concatenate([bank.vectors[self.kept_idx], self.prompts[kind]]),
+                                                 bank.kind)
+            else:
+                self.memories[kind] = bank
+        self.classifier = TextClassifier(np.concatenate([self.base.classifier.weight[self.kept_idx],
+                                                         self.rows.weight]), self.labels, self.rows.model_id,
+                                         self.rows.corpus_id, self.rows.config, self.rows.metrics,
+                                         _merged_anchors(self.base.classifier.anchors, self.rows.anchors,
+                                                         self.kept_idx))
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.kept) + list(self.rows.labels)
+
+    @property
+    def new_labels(self) -> list[str]:
+        return list(self.rows.labels)
+
+    def memory(self) -> MemoryBank | None:
+        return None if self.score.memory == "none" else self.memories[self.score.memory]
+
+    def new_scores(self, g: np.ndarray, patch_max: np.ndarray | None) -> np.ndarray:
+        """The new labels' scores from global embeddings ``(n, d)`` and ``max_p (p . w_j)`` ``(n, N)``."""
+        cfg, w = self.score, self.rows.weight
+        g = np.asarray(g, np.float32)
+        direct = g @ w.T
+        mem = self.memory()
+        if mem is None or cfg.alpha >= 1.0:
+            readout = np.zeros_like(direct)
+            alpha = 1.0
+        else:
+            readout, alpha = attend(g, mem, cfg.tau, cfg.topk) @ w.T, cfg.alpha
+        gs = alpha * direct + (1 - alpha) * readout
+        ls = alpha * patch_max + (1 - alpha) * readout if patch_max is not None and cfg.use_local else None
+        return fuse(gs, ls, cfg).astype(np.float32)
+
+    def scores(self, g: np.ndarray, p: np.ndarray | None) -> np.ndarray:
+        """Scores of every label: the base model's kept columns, then the new ones (patches decoded)."""
+        old = np.asarray(self.base.scores(g, p), np.float32)[:, self.kept_idx]
+        pm = None if p is None else (np.asarray(p, np.float32) @ self.rows.weight.T).max(axis=1)
+        return np.concatenate([old, self.new_scores(g, pm)], axis=1)
+
+    def save(self, directory: str | Path, base_ref: str) -> None:
+        """Write the new rows, their prompts and ``extends.json`` (last) into ``directory``; ``base_ref``
+        names the base model's directory relative to this one's parent."""
+        d = Path(directory)
+        self.rows.save(d / _ROWS_DIR)
+        for kind, vectors in self.prompts.items():
+            np.save(d / f"prompts-{kind}.npy", np.asarray(vectors, np.float32))
+        atomic_write_text(d / EXTENDS_FILE, json.dumps({"base": base_ref, "kept": self.kept,
+                                                        "score": self.score.to_dict()}, indent=2))
+
+    @classmethod
+    def load(cls, directory: str | Path, load_base: Callable[[Path], Any]) -> "ExtendedModel":
+        """Read what :meth:`save` wrote; ``load_base`` loads the base model from its directory."""
+        d = Path(directory)
+        meta = json.loads((d / EXTENDS_FILE).read_text())
+        prompts = {p.stem[len("prompts-"):]: np.load(p) for p in sorted(d.glob("prompts-*.npy"))}
+        return cls(load_base(d.parent / meta["base"]), list(meta["kept"]), TextClassifier.load(d / _ROWS_DIR),
+                   prompts, ScoreConfig(**meta["score"]))

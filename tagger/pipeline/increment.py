@@ -1,0 +1,262 @@
+"""The incremental nightly: train and tag only the labels that changed, carry the rest over.
+
+- :func:`train_increment`: the current run's classifier kept frozen; the rows of the added labels
+  (and of those whose synonyms changed) trained against it on the new corpus
+  (:func:`tagger.method.classifier.train_rows`), with their class prompts, as an
+  :class:`~tagger.method.extend.ExtendedModel` (content-addressed, recorded as a classifier).
+- :func:`run_increment_tag`: a new tag run (mode ``incremental``, ``base_run`` the current run). Only
+  the new labels are calibrated (their mean and sd over the same sample) and decided; the kept labels'
+  statistics and decisions are the base run's. Each shard the base run tagged keeps the base run's
+  tags of the kept labels (scores, positives, confidences unchanged; ranks moved down by the new
+  labels that score above them) and gains the new labels' tags (each image's positives and those in
+  its top-k); retired labels and those retrained are dropped. A shard the base run did not tag (new
+  images) is tagged in full with the kept labels scored by the base model, so every image of the run
+  is decided alike. The rank of a new label's tag below an image's top-k counts the base run's kept
+  tags above it (a lower bound).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..errors import ConfigError
+from ..ids import short_sha256
+from ..method.decisions import Decisions
+from ..workspace import Workspace
+from .calibration import DecisionInputs, decision_inputs, decision_rows, decisions_from_rows
+from .scorer import ShardScorer, apply_statistics, label_statistics
+from .tag import (TagConfig, TagShards, _apply_review, _parent_labels, _resume_or_start, _shards_key,
+                  fit_run_decisions, read_label_stats, tag_all, tag_rows, write_label_stats, write_parquet_atomic)
+
+if TYPE_CHECKING:
+    from ..method.extend import ExtendedModel
+
+__all__ = ["carry_rows", "run_increment_tag", "train_increment"]
+
+logger = logging.getLogger(__name__)
+
+
+def train_increment(workspace: Workspace, model: str, pretrained: str | None, corpus_id: str, base_id: str,
+                    retrain: list[str]) -> dict[str, Any]:
+    """Extend the classifier ``base_id`` to the labels of corpus ``corpus_id``: new rows for the labels
+    it lacks and for ``retrain`` (changed synonyms), the others frozen; labels no longer in the corpus
+    dropped. Returns the classifier id and the labels trained."""
+    from ..catalog import Catalog
+    from ..method.anchors import text_anchors
+    from ..method.classifier import TextClassifier, TrainConfig, train_rows
+    from ..method.extend import ExtendedModel
+    from ..method.zeroshot import ENSEMBLE_PROMPTS, SINGLE_PROMPT, class_embeddings
+    from ..models import load_clip
+    from ..text import TextCorpus
+    from .classifiers import load_model
+    from .train import TextMemo, corpus_embeddings
+    from ..atomic import atomic_dir
+
+    corpus = TextCorpus.load(workspace.text_dir(corpus_id))
+    base = load_model(workspace.classifier_dir(base_id))
+    names, frozen_set = list(corpus.class_names), set(base.labels) - set(retrain)
+    kept = [n for n in names if n in frozen_set]
+    new = [n for n in names if n not in frozen_set]
+    cfg = TrainConfig(**{k: v for k, v in asdict(base.classifier.config).items()})
+    cid = short_sha256(json.dumps(["extend", base_id, corpus_id, asdict(cfg), kept, new]))
+    out = workspace.classifier_dir(cid)
+    with Catalog.for_job(workspace.catalog, "train") as cat:
+        rec = cat.get_classifier(base_id) or {}
+        if not out.exists():
+            clip = load_clip(model, pretrained)
+            emb, n_new = corpus_embeddings(workspace, clip, corpus)
+            y = corpus.targets()
+            where = {n: j for j, n in enumerate(base.labels)}
+            frozen = base.classifier.weight[[where[n] for n in kept]]
+            cols = [names.index(n) for n in new]
+            rows, metrics = train_rows(emb, y, frozen, cols, cfg)
+            anchors = text_anchors(emb, rows, y[:, cols])
+            memo = TextMemo(clip, workspace.prompt_embeddings(clip.model_id))
+            templates = {"prompts": SINGLE_PROMPT, "prompts-ensemble": ENSEMBLE_PROMPTS}
+            prompts = {k: class_embeddings(memo, new, t) if new else np.zeros((0, rows.shape[1]), np.float32)
+                       for k, t in templates.items() if k in base.memories}
+            ext = ExtendedModel(base, kept, TextClassifier(rows, new, clip.model_id, corpus_id, cfg,
+                                                           {**metrics, "new_sentences_embedded": n_new}, anchors),
+                                prompts, base.score)
+            with atomic_dir(out, replace=False) as tmp:
+                ext.save(tmp, base_id)
+        config = {**(rec.get("config") or {}), "head": "comc", "extends": base_id, "trained": new}
+        cat.add_classifier(cid, model_id=rec.get("model_id"), labels=kept + new, corpus_id=corpus_id,
+                           config=config, path=workspace.relative(out))
+    logger.info("nightly: classifier %s extended as %s: %d label rows trained, %d kept frozen", base_id, cid,
+                len(new), len(kept))
+    return {"classifier_id": cid, "head": "comc", "trained_labels": new}
+
+
+def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    order = np.argsort(ids, kind="stable")
+    return order[np.searchsorted(ids, wanted, sorter=order)]
+
+
+def carry_rows(carried: pa.Table, image_ids: np.ndarray, scores: np.ndarray, labels: list[str],
+               decisions: Decisions, top_k: int) -> pa.Table:
+    """A shard's tags: the base run's ``carried`` rows (their ranks moved down by the new labels that
+    score above them) and the rows of the new ``labels`` (calibrated ``scores`` ``(n, N)``) that are
+    positive or in the image's top-k."""
+    ids = np.asarray(image_ids, np.int64)
+    c_img = _positions(ids, np.asarray(carried.column("image_id").to_numpy(), np.int64)) if carried.num_rows \
+        else np.zeros(0, np.int64)
+    c_score = np.asarray(carried.column("score").to_numpy(zero_copy_only=False), np.float32)
+    c_rank = np.asarray(carried.column("rank").to_numpy(zero_copy_only=False), np.int64)
+    above_new = (scores[c_img] > c_score[:, None]).sum(1)
+    slots = np.bincount(c_img, minlength=len(ids)).max(initial=0)
+    dense = np.full((len(ids), max(1, slots)), -np.inf, np.float32)  # each image's carried scores
+    order = np.argsort(c_img, kind="stable")
+    starts = np.searchsorted(c_img[order], np.arange(len(ids)))
+    dense[c_img[order], np.arange(len(order)) - starts[c_img[order]]] = c_score[order]
+    rank = 1 + (dense[:, None, :] > scores[:, :, None]).sum(2) + (scores[:, None, :] > scores[:, :, None]).sum(2)
+    positive, conf = decisions.positive(scores), decisions.confidence(scores)
+    r, c = np.nonzero(positive | (rank <= top_k))
+    new = pa.table({"image_id": pa.array(ids[r]), "label": pa.array(np.asarray(labels, object)[c].tolist(), pa.string()),
+                    "score": pa.array(scores[r, c].astype(np.float32)), "rank": pa.array(rank[r, c].astype(np.int16)),
+                    "positive": pa.array(positive[r, c]), "confidence": pa.array(conf[r, c], pa.float32())})
+    old = pa.table({"image_id": carried.column("image_id").cast(pa.int64()), "label": carried.column("label"),
+                    "score": pa.array(c_score), "rank": pa.array((c_rank + above_new).astype(np.int16)),
+                    "positive": carried.column("positive"), "confidence": carried.column("confidence").cast(pa.float32())})
+    return pa.concat_tables([old, new])
+
+
+class ExtendShards(TagShards):
+    """Actor stage of an incremental run: per shard, the base run's tags of the kept labels plus the
+    new labels' tags, or (a shard the base run did not tag) every label's tags."""
+
+    def __init__(self, root: str, model_id: str, classifier_dir: str, run_dir: str, cfg: TagConfig, stats,
+                 decisions: Decisions, base_dir: str, new_stats, new_decisions: Decisions, hierarchy=None) -> None:
+        super().__init__(root, model_id, classifier_dir, run_dir, cfg, stats, decisions, hierarchy)
+        self.base_dir, self.new_stats, self.new_decisions = Path(base_dir), new_stats, new_decisions
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n_tags = []
+        model: "ExtendedModel" = self.model
+        for name in batch["shard"]:
+            out, base = Workspace.tag_file(self.run_dir, name), Workspace.tag_file(self.base_dir, name)
+            if out.exists():
+                n_tags.append(pq.ParquetFile(out).metadata.num_rows)
+                continue
+            shard = self.load(name)
+            if base.exists():
+                old = pq.read_table(base)
+                old = old.filter(pc.is_in(old.column("label"), pa.array(model.kept, pa.string())))
+                table = carry_rows(old, shard.ids, apply_statistics(self.new_scores(shard), self.new_stats),
+                                   model.new_labels, self.new_decisions, self.cfg.top_k)
+            else:
+                table = tag_rows(shard.ids, self.calibrated(shard), model.labels, self.cfg, self.decisions,
+                                 self.hierarchy)
+            write_parquet_atomic(table, out)
+            n_tags.append(table.num_rows)
+        return {"shard": batch["shard"], "n_tags": np.asarray(n_tags, np.int64)}
+
+
+def _new_sample(scorer: ShardScorer, shards: list[str]) -> np.ndarray:
+    """Raw new-label scores of the calibration sample (the same images a full run samples)."""
+    parts = [scorer.new_scores(shard)[:k] for shard, k in scorer._sample_shards(shards)]
+    return np.concatenate(parts) if parts else np.zeros((0, len(scorer.model.new_labels)), np.float32)
+
+
+def _decide_new(cat, run_id: int, base_run: int, scorer: ShardScorer, shards: list[str], labels: list[str],
+                inputs: DecisionInputs) -> tuple[Any, Decisions]:
+    """The new labels' statistics and decisions, fitted on their columns of the calibration sample;
+    the run's stored decisions are the base run's for the kept labels plus these (a resumed run
+    reuses them)."""
+    model = scorer.model
+    new, n_kept = model.new_labels, len(model.kept)
+    sample = _new_sample(scorer, shards)
+    stats = label_statistics(sample) if len(sample) else ([0.0] * len(new), [1.0] * len(new))
+    stored = cat.run_thresholds(run_id)
+    if stored and {r["label"] for r in stored} == set(labels):
+        return stats, decisions_from_rows([r for r in stored if r["label"] in set(new)], new, scorer.cfg.decisions.cutoff)
+    kept_rows = [r for r in cat.run_thresholds(base_run) if r["label"] in set(model.kept)]
+    mean, std = (np.asarray(v, np.float64) for v in stats)
+    anchors = model.rows.anchors.rescaled(mean, std) if model.rows.anchors is not None else None
+    top1 = scorer.zeroshot_top1(shards, _parent_labels(cat))
+    top1 = None if top1 is None else np.where(top1 >= n_kept, top1 - n_kept, -1)
+    mine = DecisionInputs({k: v for k, v in inputs.pinned.items() if k in set(new)}, inputs.labelled)
+    d, refit = fit_run_decisions(apply_statistics(sample, stats), new, scorer.cfg, mine,
+                                 _labelled_new(cat, scorer, mine, new, stats), anchors, top1)
+    cat.save_run_thresholds(run_id, kept_rows + decision_rows(d, refit))
+    return stats, d
+
+
+def _labelled_new(cat, scorer: ShardScorer, inputs: DecisionInputs, new: list[str], stats):
+    """Calibrated new-label scores and truth of the labelled images (None without any)."""
+    if not inputs.labelled:
+        return None
+    by_shard: dict[str, list[int]] = {}
+    for image_id, shard in cat.shards_of(scorer.model_id, sorted(inputs.labelled)):
+        by_shard.setdefault(shard, []).append(image_id)
+    ids, parts = [], []
+    for name in sorted(by_shard):
+        shard = scorer.load(name)
+        rows = np.flatnonzero(np.isin(np.asarray(shard.ids), by_shard[name]))
+        ids += [int(i) for i in np.asarray(shard.ids)[rows]]
+        parts.append(scorer.new_scores(shard)[rows])
+    scores = np.concatenate(parts) if parts else np.zeros((0, len(new)), np.float32)
+    return apply_statistics(scores, stats), inputs.truth(ids, new)
+
+
+def run_increment_tag(workspace: Workspace, model_id: str, cfg: TagConfig, classifier_id: str, base_run: int,
+                      *, crash_after: int | None = None) -> dict[str, Any]:
+    """Tag into a new incremental run from the extended classifier ``classifier_id`` and the run
+    ``base_run`` (module docstring); load it without making it current. A rerun resumes it."""
+    from ..catalog import Catalog
+    from ..catalog.flips import decision_flips
+    from ..method.hierarchy import Hierarchy
+    from ..store import list_done_shards
+
+    t0, root = time.time(), str(workspace.root)
+    base_dir = workspace.run_dir(str(base_run))
+    base_stats = read_label_stats(base_dir)
+    if base_stats is None or cfg.decision == "standardized":
+        raise ConfigError(f"run {base_run} keeps no calibration statistics, or the rule decides per image: "
+                          "an incremental run needs both per label")
+    with Catalog.for_job(workspace.catalog, "tag") as cat:
+        labels = list((cat.get_classifier(classifier_id) or {})["labels"])
+        shards = list_done_shards(root, model_id)
+        inputs = decision_inputs(cat, labels)
+        hierarchy = Hierarchy.build(labels, cat.active_hierarchy())
+        run_id, status = _resume_or_start(cat, model_id, classifier_id, labels, cfg, _shards_key(shards),
+                                          inputs.key(), hierarchy.key, mode="incremental", base_run=base_run)
+        if status != "running":
+            cat.apply_review(run_id)
+            run = cat.get_run(run_id)
+            return {"run_id": run_id, "n_tags": run.n_tags, "n_images": run.n_images, "tag_s": 0.0,
+                    "mode": "incremental", "base_run": base_run}
+        run_dir = workspace.run_dir(str(run_id))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        clf_dir = str(workspace.classifier_dir(classifier_id))
+        scorer = ShardScorer(root, model_id, clf_dir, cfg)
+        model: "ExtendedModel" = scorer.model
+        new_stats, new_d = _decide_new(cat, run_id, base_run, scorer, shards, labels, inputs)
+        stats = ([base_stats[n][0] for n in model.kept] + list(new_stats[0]),
+                 [base_stats[n][1] for n in model.kept] + list(new_stats[1]))
+        write_label_stats(run_dir, labels, stats)
+        decisions = decisions_from_rows(cat.run_thresholds(run_id), labels, cfg.decisions.cutoff)
+        tag_all(ExtendShards, (root, model_id, clf_dir, str(run_dir), cfg, stats, decisions, str(base_dir),
+                               new_stats, new_d, None if hierarchy.empty else hierarchy), cfg, shards, crash_after)
+        t_tag = time.time() - t0
+        n = cat.load_tags(run_id, [workspace.tag_file(run_dir, s) for s in shards]) if shards else 0
+        n += _apply_review(cat, run_id, scorer, model_id, labels, stats, decisions)
+        n_images = cat.run_image_count(run_id)
+        cat.finish_run(run_id, n_images=n_images, timings={"tag_s": round(t_tag, 2),
+                                                          "total_s": round(time.time() - t0, 2)})
+        previous = cat.current_run()
+        flips = decision_flips(cat, previous, run_id) if previous not in (None, run_id) else []
+    logger.info("incremental run %d from run %d: %d labels scored and decided, %d carried over", run_id, base_run,
+                len(model.new_labels), len(model.kept))
+    return {"run_id": run_id, "n_tags": n, "n_images": n_images, "tag_s": round(t_tag, 2), "decision": cfg.decision,
+            "labels_present": int(decisions.present.sum()), "flips": flips, "flips_against": previous,
+            "mode": "incremental", "base_run": base_run, "scored_labels": model.new_labels}

@@ -1,0 +1,175 @@
+"""Scoring stored shards with a trained classifier: the tag stage's scorer and its calibration.
+
+:class:`ShardScorer` reads a shard's global embeddings from its shard file and its patches from the
+PQ patch store (or the raw fp16 patches in the shard), and scores them with the classifier of a
+directory: a CoMC model, an image-trained head, or a CoMC model extended by new labels
+(:class:`~tagger.method.extend.ExtendedModel`), whose new columns it can score alone from the PQ
+codes without decoding a patch (:meth:`ShardScorer.new_scores`). Calibration (a label's mean and sd
+over a sample of the corpus) and the zero-shot naming of the sample's images live here too.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..method.decisions import TextAnchors
+from ..method.zeroshot import best_matches
+
+if TYPE_CHECKING:
+    from .tag import TagConfig
+
+__all__ = ["ShardScorer", "apply_statistics", "label_statistics", "load_scoring_model", "prompt_vectors"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_scoring_model(directory: str | Path) -> Any:
+    """The model of a classifier directory (:func:`tagger.pipeline.classifiers.load_model`): CoMC,
+    CoMC extended by new labels, or an image-trained head."""
+    from .classifiers import load_model
+    return load_model(directory)
+
+
+def label_statistics(scores: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-label mean and std (floored) of a score matrix: the calibration of a tag run."""
+    s = np.asarray(scores, np.float64)
+    return s.mean(0).tolist(), np.maximum(s.std(0), 1e-6).tolist()
+
+
+def apply_statistics(scores: np.ndarray, stats: tuple[list[float], list[float]] | None) -> np.ndarray:
+    """Scores z-scored per label with a run's statistics (unchanged without)."""
+    if stats is None:
+        return np.asarray(scores, np.float32)
+    mean, std = (np.asarray(v, np.float32) for v in stats)
+    return (np.asarray(scores, np.float32) - mean) / std
+
+
+def prompt_vectors(model) -> np.ndarray | None:
+    """The class-prompt embeddings a model carries, one per label in its order (CoMC's prompt memory,
+    or that of a guarded head's text model); None for a model without them."""
+    for m in (model, getattr(model, "text", None)):
+        memories = getattr(m, "memories", None) or {}
+        if "prompts" in memories and len(memories["prompts"].vectors) == len(model.labels):
+            return np.asarray(memories["prompts"].vectors, np.float32)
+    return None
+
+
+class ShardScorer:
+    """Scores the images of a stored shard with a trained classifier (global + patches)."""
+
+    def __init__(self, root: str, model_id: str, classifier_dir: str, cfg: "TagConfig") -> None:
+        from ..store import PatchStore, index_paths
+        self.root, self.model_id, self.cfg = root, model_id, cfg
+        self.model = load_scoring_model(classifier_dir)  # CoMC, extended CoMC or an image head
+        # memory-mapped: each tag worker keeps only the codec, and reads the codes of its shards
+        self.patches = PatchStore.load(index_paths(root, model_id)[1], mmap=True) if cfg.patch_source == "pq" \
+            else None
+
+    def load(self, name: str):
+        from ..store import load_shard, model_dir
+        return load_shard(model_dir(self.root, self.model_id) / str(name))
+
+    def scores(self, shard) -> np.ndarray:
+        g = np.asarray(shard.global_vecs, np.float32)
+        if self.patches is not None:
+            p = self.patches.decode(np.asarray(shard.ids))
+        else:
+            p = np.asarray(shard.patches, np.float32)
+        return self.model.scores(g, p)
+
+    def _codebooks(self) -> np.ndarray | None:
+        """The PQ codebooks ``(M, 256, dsub)`` when patches come from a plain 8-bit PQ store, else None."""
+        if not hasattr(self, "_books"):
+            import faiss
+            idx = faiss.downcast_index(self.patches.index) if self.patches is not None else None
+            ok = isinstance(idx, faiss.IndexPQ) and idx.pq.nbits == 8
+            self._books = faiss.vector_to_array(idx.pq.centroids).reshape(idx.pq.M, idx.pq.ksub, idx.pq.dsub) \
+                if ok else None
+        return self._books
+
+    def new_scores(self, shard) -> np.ndarray:
+        """Raw scores of an extended model's new labels for a shard's images; from a PQ store no patch
+        is decoded (:func:`~tagger.method.extend.pq_patch_max`)."""
+        from ..method.extend import pq_patch_max
+        w = self.model.rows.weight
+        books = self._codebooks()
+        if books is not None:
+            pp = self.patches.patches_per_image
+            pos = self.patches.positions(np.asarray(shard.ids))
+            codes = np.asarray(self.patches.codes[(pos[:, None] * pp + np.arange(pp)).ravel()])
+            patch_max = pq_patch_max(codes.reshape(len(pos), pp, -1), books, w)
+        else:
+            p = self.patches.decode(np.asarray(shard.ids)) if self.patches is not None else \
+                np.asarray(shard.patches, np.float32)
+            patch_max = (p @ w.T).max(axis=1)
+        return self.model.new_scores(np.asarray(shard.global_vecs, np.float32), patch_max)
+
+    def anchors(self, stats: tuple[list[float], list[float]] | None) -> TextAnchors | None:
+        """The classifier's text anchors in the units of scores calibrated with ``stats``."""
+        a = self.model.classifier.anchors
+        return a if a is None or stats is None else a.rescaled(*(np.asarray(v, np.float64) for v in stats))
+
+    def _sample_shards(self, shards: list[str]):
+        """The shards of the calibration sample, each with how many of its images the sample takes:
+        the first ``calibration_images`` images in shard-name order (deterministic for a shard list,
+        so a rerun fits the same statistics and decisions)."""
+        n = 0
+        for name in sorted(shards):
+            if n >= self.cfg.calibration_images:
+                return
+            shard = self.load(name)
+            k = min(len(shard.ids), self.cfg.calibration_images - n)
+            yield shard, k
+            n += k
+
+    def _names(self, parents: set[str] | frozenset[str]):
+        """``(prompts, excluded)`` for naming images: the model's class prompts, and its labels that
+        are some label's parent (a parent's name matches its children's images too, and is raised by
+        them, so it never wins); None for a model without class prompts."""
+        prompts = prompt_vectors(self.model)
+        return None if prompts is None else (prompts, np.array([x in parents for x in self.model.labels], bool))
+
+    def sample(self, shards: list[str], parents: set[str] | frozenset[str] = frozenset()
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw scores of the calibration sample and, for the same images, the label whose CLIP prompt
+        matches each best (None without class prompts); each shard is read once."""
+        names = self._names(parents)
+        scores, best = [], []
+        for shard, k in self._sample_shards(shards):
+            scores.append(self.scores(shard)[:k])
+            if names is not None:
+                best.append(best_matches(np.asarray(shard.global_vecs)[:k], *names))
+        return np.concatenate(scores), (np.concatenate(best) if names is not None and best else None)
+
+    def calibration_sample(self, shards: list[str]) -> np.ndarray:
+        """Raw scores of the calibration sample (see :meth:`_sample_shards`), without naming images."""
+        parts = [self.scores(shard)[:k] for shard, k in self._sample_shards(shards)]
+        return np.concatenate(parts)
+
+    def zeroshot_top1(self, shards: list[str], parents: set[str] | frozenset[str] = frozenset()) -> np.ndarray | None:
+        """The best-matching label of each calibration-sample image, without scoring the images."""
+        names = self._names(parents)
+        if names is None:
+            return None
+        best = [best_matches(np.asarray(shard.global_vecs)[:k], *names) for shard, k in self._sample_shards(shards)]
+        return np.concatenate(best) if best else None
+
+    def label_stats(self, shards: list[str]) -> tuple[list[float], list[float]]:
+        """Per-label mean and std of the scores of the calibration sample."""
+        return label_statistics(self.calibration_sample(shards))
+
+    def scores_of(self, by_shard: dict[str, list[int]]) -> tuple[list[int], np.ndarray]:
+        """Raw scores of some images, given the shard holding each: (image ids, scores) by shard name."""
+        ids, parts = [], []
+        for name in sorted(by_shard):
+            shard = self.load(name)
+            where = {int(i): k for k, i in enumerate(np.asarray(shard.ids))}
+            rows = [where[i] for i in by_shard[name] if i in where]
+            if rows:
+                ids += [int(np.asarray(shard.ids)[k]) for k in rows]
+                parts.append(self.scores(shard)[rows])
+        n_labels = len(self.model.labels)
+        return ids, np.concatenate(parts) if parts else np.zeros((0, n_labels), np.float32)
