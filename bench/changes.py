@@ -32,6 +32,7 @@ import numpy as np
 from tagger.evaluate.datasets import read_toy
 from tagger.evaluate.harness import embed_dataset
 from tagger.method.comc import ComcConfig, fit_comc
+from tagger.text.comcfit import fit_comc_generated
 from tagger.method.decisions import DecisionConfig, fit_anchored
 from tagger.method.zeroshot import best_matches
 from tagger.models import load_clip
@@ -185,7 +186,7 @@ def absence_report(clip, test, lists: list[list[str]], sizes: tuple[int, ...], d
     for k, nouns in enumerate(lists):
         labels = list(LABELS) + nouns
         cfg = replace(ComcConfig(), n_sentences=per_label * len(labels), memory_size=20000)
-        model = fit_comc(clip, labels, LABEL_SYNONYMS, cfg)
+        model = fit_comc_generated(clip, labels, LABEL_SYNONYMS, cfg)
         s = model.scores(test.global_, test.patches.astype("float32"))
         top1 = named(model, test.global_)
         for n in sizes:
@@ -205,7 +206,7 @@ def evaluate(name: str, n: int, n_lists: int, dcfg: DecisionConfig) -> dict:
     clip = load_clip(name, device="cpu")
     test = embed_dataset(clip, read_toy(n=n, split="test"))
     t0 = time.time()
-    model = fit_comc(clip, LABELS, LABEL_SYNONYMS, ComcConfig())
+    model = fit_comc_generated(clip, LABELS, LABEL_SYNONYMS, ComcConfig())
     s, d = _decide(model, test, dcfg)
     out = {"per_label": per_label_report(d.positive(s), s, test.labels.astype(bool), list(LABELS))}
     out["edits"] = edit_report(clip, test, dcfg)

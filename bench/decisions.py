@@ -32,7 +32,8 @@ from dataclasses import replace
 import numpy as np
 
 from changes import evaluate as evaluate_changes, named, summary_lines as change_lines
-from tagger.method.comc import ComcConfig, fit_comc
+from tagger.method.comc import ComcConfig
+from tagger.text.comcfit import fit_comc_generated
 from tagger.method.decisions import DecisionConfig, TextAnchors, fit_anchored, fit_decisions
 from tagger.evaluate.datasets import read_toy
 from tagger.evaluate.harness import embed_dataset
@@ -122,7 +123,7 @@ def comc_with_absent(clip, n_absent: int):
     labels = list(LABELS) + ABSENT[:n_absent]
     per_label = ComcConfig().n_sentences // len(LABELS)
     cfg = replace(ComcConfig(), n_sentences=per_label * len(labels), memory_size=20000)
-    return labels, fit_comc(clip, labels, LABEL_SYNONYMS, cfg)
+    return labels, fit_comc_generated(clip, labels, LABEL_SYNONYMS, cfg)
 
 
 KNOBS = ("neg_anchor", "pos_anchor", "anchor_sd", "neg_sd_shift", "max_tail_share", "corroborate_below",
@@ -133,7 +134,7 @@ def evaluate_model(name: str, n: int, n_absent: int, dcfg: DecisionConfig, tune:
     """Every report for one model; with ``tune`` the anchored rule's knobs are searched on val first
     and the test reports use the best of them."""
     clip = load_clip(name, device="cpu")
-    model = fit_comc(clip, LABELS, LABEL_SYNONYMS, ComcConfig())
+    model = fit_comc_generated(clip, LABELS, LABEL_SYNONYMS, ComcConfig())
     tuned = None
     if tune and n_absent:
         labels, big = comc_with_absent(clip, n_absent)
@@ -293,7 +294,7 @@ def tune_only(a: argparse.Namespace) -> None:
     for name in a.models:
         clip = load_clip(name, device="cpu")
         labels, big = comc_with_absent(clip, a.absent)
-        vals[name] = val_data(clip, big, labels, fit_comc(clip, LABELS, LABEL_SYNONYMS, ComcConfig()), a.n)
+        vals[name] = val_data(clip, big, labels, fit_comc_generated(clip, LABELS, LABEL_SYNONYMS, ComcConfig()), a.n)
     tuned = {name: tune_on_val(val) for name, val in vals.items()}
     for name, r in tuned.items():
         print(f"{name}: best on val {r['best']}\n  default {r['default']}\n  truth positives/image "

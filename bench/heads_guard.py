@@ -31,7 +31,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from tagger.method.comc import ComcConfig, fit_comc
+from tagger.method.comc import ComcConfig
+from tagger.text.comcfit import fit_comc_generated
 from tagger.evaluate.datasets import read_toy
 from tagger.evaluate.harness import embed_dataset
 from tagger.evaluate.seen_unseen import TOY_UNSEEN
@@ -124,7 +125,7 @@ def text_head(clip, n_absent: int, per_label: int | None = None):
         return comc_with_absent(clip, n_absent)
     labels = list(LABELS) + ABSENT[:n_absent]
     cfg = replace(ComcConfig(), n_sentences=per_label * len(labels), memory_size=20000)
-    return labels, fit_comc(clip, labels, LABEL_SYNONYMS, cfg)
+    return labels, fit_comc_generated(clip, labels, LABEL_SYNONYMS, cfg)
 
 
 def evaluate_model(name: str, sizes: list[int], n: int, n_absent: int, gcfg: GuardConfig,

@@ -10,7 +10,8 @@ import pytest
 
 from tagger.evaluate.datasets import read_toy
 from tagger.evaluate.harness import embed_dataset
-from tagger.method.comc import ComcConfig, fit_comc
+from tagger.method.comc import ComcConfig
+from tagger.text.comcfit import fit_comc_generated
 from tagger.method.decisions import fit_anchored
 from tagger.models import load_clip
 from tagger.pipeline.tag import prompt_vectors
@@ -30,7 +31,7 @@ def scenes():
 
 def decide(clip, data, synonyms):
     """Decide as a tag run does: anchors, and each image's best zero-shot match by the class prompts."""
-    model = fit_comc(clip, LABELS, synonyms, ComcConfig())
+    model = fit_comc_generated(clip, LABELS, synonyms, ComcConfig())
     s = model.scores(data.global_, data.patches.astype("float32"))
     top1 = (data.global_ @ prompt_vectors(model).T).argmax(1)
     return model.classifier.anchors, fit_anchored(s, list(LABELS), model.classifier.anchors,

@@ -77,12 +77,7 @@ LAYERS = tuple(ALLOWED)
 
 #: Imports the table forbids that the code still makes: (file under tagger/, layer imported) -> why.
 #: Each is checked to still exist, so one that is fixed must leave this list.
-KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
-    # fit_comc without corpus= builds an offline corpus for callers not yet passing one:
-    # bench/decisions.py, bench/changes.py (lead), bench/heads_guard.py (heads),
-    # tests/test_decisions_edits.py. Remove once they pass corpus=tagger.text.comc_corpus(...).
-    ("method/comc.py", "text"): "fit_comc's corpus-less fallback",
-}
+KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 
 def layer_of(module: str) -> str | None:
@@ -164,6 +159,110 @@ def test_the_checker_sees_lazy_relative_and_absolute_imports(tmp_path: Path) -> 
         "catalog: tagger.catalog", "catalog: tagger.catalog.Catalog", "pipeline: tagger.pipeline.tag",
         "report: tagger.report"]
     assert offenders([probe], ("ray",), package="tagger.method") == ["probe.py imports ray.data"]
+
+
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    """Ids of the nodes under ``if TYPE_CHECKING:`` (imports for annotations only, never run)."""
+    return {id(c) for n in ast.walk(tree) if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)
+            for b in n.body for c in ast.walk(b)}
+
+
+def module_edges(path: Path, modules: set[str], package: str | None = None) -> set[str]:
+    """The modules of ``modules`` that ``path`` imports when it runs (at the top or in a function; not
+    under ``TYPE_CHECKING``): ``from pkg import sub`` is an edge to ``pkg.sub`` when that is a module."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    if package is None:
+        package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    skip = _type_checking_nodes(tree)
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                parts = a.name.split(".")
+                found.update(m for m in (".".join(parts[:k]) for k in range(len(parts), 0, -1)) if m in modules)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            for a in node.names:
+                found.add(f"{mod}.{a.name}" if f"{mod}.{a.name}" in modules else mod)
+    return found & modules
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of ``graph`` (module -> modules it imports): its strongly connected components
+    of more than one module, each sorted (Tarjan's algorithm, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            v, children = work[-1]
+            w = next(children, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(sorted(graph.get(w, ())))))
+                elif w in on_stack:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1:
+                    cycles.append(sorted(comp))
+    return sorted(cycles)
+
+
+#: Import circles the code still has: each must still exist (so a fixed one leaves the list).
+KNOWN_CYCLES: list[list[str]] = []
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    """No circle of imports among the package's modules (within a layer too: the table cannot see those)."""
+    files = files_under("")
+    modules = {module_name(f) for f in files}
+    graph = {module_name(f): module_edges(f, modules) - {module_name(f)} for f in files}
+    cycles = import_cycles(graph)
+    assert [c for c in cycles if c not in KNOWN_CYCLES] == []
+    assert [c for c in KNOWN_CYCLES if c not in cycles] == [], "a known cycle is gone: drop it from KNOWN_CYCLES"
+
+
+def test_the_cycle_check_can_fail(tmp_path: Path) -> None:
+    """Two probe pipeline modules that import each other (one lazily) are a circle; a TYPE_CHECKING
+    import and a one-way import are not."""
+    a, b, c = tmp_path / "a.py", tmp_path / "b.py", tmp_path / "c.py"
+    a.write_text("from .b import run\n")
+    b.write_text("def run():\n    from . import a\n")
+    c.write_text("from typing import TYPE_CHECKING\nfrom .a import x\nif TYPE_CHECKING:\n    from .d import y\n")
+    (tmp_path / "d.py").write_text("from .c import z\n")
+    modules = {f"tagger.pipeline.{n}" for n in "abcd"}
+    graph = {f"tagger.pipeline.{f.stem}": module_edges(f, modules, package="tagger.pipeline")
+             for f in (a, b, c, tmp_path / "d.py")}
+    assert graph["tagger.pipeline.c"] == {"tagger.pipeline.a"}
+    assert import_cycles(graph) == [["tagger.pipeline.a", "tagger.pipeline.b"]]
 
 
 def offenders(files: list[Path], forbidden: tuple[str, ...], package: str | None = None) -> list[str]:

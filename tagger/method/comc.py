@@ -22,6 +22,8 @@ from .scoring import ScoreConfig, comc_scores
 from .classifier import TextClassifier, TrainConfig, train_classifier
 from .zeroshot import ENSEMBLE_PROMPTS, SINGLE_PROMPT, class_embeddings
 
+__all__ = ["ComcConfig", "ComcModel", "build_memories", "fit_comc", "load_comc", "save_comc"]
+
 logger = logging.getLogger(__name__)
 
 
@@ -76,18 +78,15 @@ def build_memories(clip, class_names: Sequence[str], sentence_emb: np.ndarray | 
 
 
 def fit_comc(clip, class_names: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None = None,
-             cfg: ComcConfig | None = None, generator=None, corpus=None, embeddings=None) -> ComcModel:
+             cfg: ComcConfig | None = None, *, corpus, embeddings=None) -> ComcModel:
     """Embed ``corpus`` with CLIP's text tower (unless its ``embeddings`` are given, row-aligned with
     the sentences), train, build memories.
 
-    Give ``corpus`` (:func:`tagger.text.comc_corpus` builds one for ``class_names``, ``synonyms``
-    and ``cfg``); without it one is built here, from ``generator`` or offline, for the callers that
-    still rely on that (a known exception to the layer table in ``tests/test_layers.py``).
+    The corpus comes from the text layer above this one (:func:`tagger.text.comc_corpus` builds the one
+    ``cfg`` asks for; :func:`tagger.text.comcfit.fit_comc_generated` builds it and calls this).
+    ``synonyms`` are the corpus's own (it was built with them); nothing here reads them again.
     """
     cfg = cfg or ComcConfig()
-    if corpus is None:
-        from ..text.corpus import comc_corpus  # known exception: method sits below text
-        corpus = comc_corpus(class_names, synonyms, cfg, generator)
     emb = clip.encode_text(list(corpus.sentences)) if embeddings is None else np.asarray(embeddings, np.float32)
     if emb.shape[0] != len(corpus.sentences):
         raise ValueError(f"{emb.shape[0]} embeddings for {len(corpus.sentences)} sentences")

@@ -1,0 +1,21 @@
+"""CoMC fitted on the corpus its config asks for: the text layer builds the corpus
+(:func:`~tagger.text.corpus.comc_corpus`) and hands it to :func:`tagger.method.comc.fit_comc`, which sits
+below this layer and takes a corpus rather than building one."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+from .base import SentenceGenerator
+from .corpus import comc_corpus
+
+if TYPE_CHECKING:
+    from ..method.comc import ComcConfig, ComcModel
+
+__all__ = ["fit_comc_generated"]
+
+
+def fit_comc_generated(clip, class_names: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None = None,
+                       cfg: "ComcConfig | None" = None, generator: SentenceGenerator | None = None) -> "ComcModel":
+    """CoMC for ``class_names`` on ``cfg``'s corpus from ``generator`` (offline, seeded, when None)."""
+    from ..method.comc import fit_comc  # lazily: it loads torch
+    return fit_comc(clip, class_names, synonyms, cfg, corpus=comc_corpus(class_names, synonyms, cfg, generator))
