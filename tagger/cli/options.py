@@ -57,18 +57,27 @@ CalibrateWithOpt = Annotated[Optional[Path], typer.Option(
          "catalog's labelled set, which this and every later run calibrates thresholds from")]
 
 
-class HeadKind(str, Enum):
-    """Which head ``train`` fits (``comc`` needs no labelled image; the others learn from them)."""
-
-    COMC = "comc"
-    OVML = "ovml"
-    MKT = "mkt"
-    CLIP_DECODER = "clip-decoder"
+def _head_kind_enum() -> Any:
+    """The ``--head`` choices: the registry's heads (:mod:`tagger.method.headkinds`), read once when
+    the CLI is imported."""
+    from ..method.headkinds import train_heads
+    return Enum("HeadKind", {k.upper().replace("-", "_"): k for k in train_heads()}, type=str)
 
 
-HeadOpt = Annotated[HeadKind, typer.Option(
-    help="comc: the text-only classifier (with --annotations: improved few-shot from those images); "
-         "ovml | mkt | clip-decoder: learn from the annotated images and tag every label from its name")]
+def _head_help() -> str:
+    from ..method.headkinds import TEXT_HEAD, image_heads, spec
+    return "; ".join([f"{TEXT_HEAD}: the text-only classifier (with --annotations: improved few-shot from those images)",
+                      *(f"{k}: {spec(k).summary}" for k in image_heads())]) + (
+        "; an image head learns from the annotated images and tags every label from its name")
+
+
+if TYPE_CHECKING:
+    class HeadKind(str, Enum):
+        """Which head ``train`` fits; its members come from the registry when the module runs."""
+else:
+    #: Which head ``train`` fits (``comc`` needs no labelled image; the others learn from them).
+    HeadKind = _head_kind_enum()
+HeadOpt = Annotated[HeadKind, typer.Option(help=_head_help())]
 AnnotationsOpt = Annotated[Optional[Path], typer.Option(
     "--annotations", dir_okay=False, metavar="FILE",
     help="CSV or Parquet of image URIs and their labels (columns uri and label or labels); the images "

@@ -17,18 +17,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..method.headkinds import FEWSHOT_HEAD, TEXT_HEAD, image_heads
 from ..method.zeroshot import SINGLE_PROMPT, class_embeddings
 from .harness import EmbeddedSet, embed_dataset
 from .splits import LabelSplit, split_from_names, zsl_gzsl_metrics
 
-__all__ = ["SEEN_UNSEEN_HEADS", "TOY_UNSEEN", "SeenUnseenData", "evaluate_seen_unseen", "fuse_scores",
-           "load_seen_unseen", "seen_unseen_scores", "toy_split"]
+__all__ = ["TOY_UNSEEN", "SeenUnseenData", "evaluate_seen_unseen", "fuse_scores", "load_seen_unseen",
+           "seen_unseen_heads", "seen_unseen_scores", "toy_split"]
 
 logger = logging.getLogger(__name__)
 
 TOY_UNSEEN: tuple[str, ...] = ("triangle", "ring", "moon", "tree", "key")
-SEEN_UNSEEN_HEADS: tuple[str, ...] = ("zsclip", "comc", "ovml", "mkt", "clip-decoder", "comc-fewshot")
 
+
+def seen_unseen_heads() -> tuple[str, ...]:
+    """The heads the seen/unseen split evaluates: zero-shot CLIP, CoMC, every registered image head
+    (:mod:`tagger.method.headkinds`) and few-shot CoMC."""
+    return ("zsclip", TEXT_HEAD, *image_heads(), FEWSHOT_HEAD)
 
 @dataclass
 class SeenUnseenData:
@@ -95,19 +100,19 @@ def _fewshot(clip, data: SeenUnseenData, shots: int = 16, seed: int = 0, base=No
 
 
 def seen_unseen_scores(clip, head: str, data: SeenUnseenData, **kw: object) -> np.ndarray:
-    """Scores (n_test, L) of ``head`` (one of :data:`SEEN_UNSEEN_HEADS`) trained on seen labels."""
+    """Scores (n_test, L) of ``head`` (one of :func:`seen_unseen_heads`) trained on seen labels."""
     test = data.test
     runners: dict[str, Callable[[], np.ndarray]] = {
         "zsclip": lambda: test.global_ @ data.label_emb.T,
-        "comc": lambda: _comc(clip, data).scores(test.global_, test.patches.astype(np.float32)),
-        "comc-fewshot": lambda: _fewshot(clip, data, **kw),  # type: ignore[arg-type]
+        TEXT_HEAD: lambda: _comc(clip, data).scores(test.global_, test.patches.astype(np.float32)),
+        FEWSHOT_HEAD: lambda: _fewshot(clip, data, **kw),  # type: ignore[arg-type]
     }
     if head in runners:
         return runners[head]()
-    if head in ("ovml", "mkt", "clip-decoder"):
+    if head in image_heads():
         return _image_head(head, data, kw.get("cfg"))
     from ..errors import ConfigError
-    raise ConfigError(f"unknown seen/unseen head {head!r}; choose from {', '.join(SEEN_UNSEEN_HEADS)}")
+    raise ConfigError(f"unknown seen/unseen head {head!r}; choose from {', '.join(seen_unseen_heads())}")
 
 
 def evaluate_seen_unseen(clip, head: str, n: int = 2000, n_train: int = 3000,

@@ -182,16 +182,16 @@ def _fit(kind: str, base, clip, labels: list[str], data: LabelledImages, rows: n
 
 def _check_head(head: str, annotations, reviewed: bool) -> str:
     """The guarded kind of ``head`` (``comc`` with images is few-shot CoMC); ConfigError when unusable."""
-    from ..method.heads import IMAGE_HEADS
-    if head not in ("comc", *IMAGE_HEADS):
-        raise ConfigError(f"unknown head {head!r}; choose from comc, {', '.join(IMAGE_HEADS)}")
-    if head != "comc" and annotations is None and not reviewed:
+    from ..method.headkinds import FEWSHOT_HEAD, TEXT_HEAD, train_heads
+    if head not in train_heads():
+        raise ConfigError(f"unknown head {head!r}; choose from {', '.join(train_heads())}")
+    if head != TEXT_HEAD and annotations is None and not reviewed:
         raise ConfigError(f"--head {head} learns from labelled images: give --annotations FILE and/or "
                           f"--reviewed (the images people reviewed)")
-    return "comc-fewshot" if head == "comc" else head
+    return FEWSHOT_HEAD if head == TEXT_HEAD else head
 
 
-def run_train_head(workspace: "Workspace", model: str, pretrained: str | None = None, head: str = "ovml",
+def run_train_head(workspace: "Workspace", model: str, pretrained: str | None = None, head: str = "comc",
                    annotations: str | os.PathLike[str] | None = None, corpus_id: str | None = None,
                    cfg: Any = None, reviewed: bool = False, force: bool = False,
                    guard: Any = None) -> dict[str, Any]:

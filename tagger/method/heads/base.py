@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ...atomic import atomic_write_text
 from ...errors import ConfigError
+from ..headkinds import head_classes, register_head
 
 __all__ = ["FitConfig", "HeadModule", "ImageHead", "LabelAttention", "fit_head", "identity_linear", "is_head_dir", "load_head",
            "register_head", "softplus_ranking", "train_module", "zero_linear"]
@@ -51,14 +52,6 @@ class HeadModule(torch.nn.Module):
 
     def loss(self, g: torch.Tensor, p: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
-
-
-_REGISTRY: dict[str, tuple[type, type]] = {}
-
-
-def register_head(kind: str, config_cls: type, module_cls: type) -> None:
-    """Make a head kind known to :func:`fit_head` and :func:`load_head`."""
-    _REGISTRY[kind] = (config_cls, module_cls)
 
 
 def identity_linear(d: int, bias: bool = True) -> torch.nn.Linear:
@@ -211,9 +204,10 @@ def load_head(directory: str | Path) -> ImageHead:
     """Load what :meth:`ImageHead.save` wrote."""
     d = Path(directory)
     meta = json.loads((d / HEAD_FILE).read_text())
-    if meta["kind"] not in _REGISTRY:
-        raise ConfigError(f"{d}: unknown head kind {meta['kind']!r}; known: {sorted(_REGISTRY)}")
-    config_cls, module_cls = _REGISTRY[meta["kind"]]
+    try:
+        config_cls, module_cls = head_classes(meta["kind"])
+    except ConfigError as e:
+        raise ConfigError(f"{d}: {e}") from None
     cfg = _config_from(config_cls, meta["config"])
     module = module_cls(cfg, int(meta["dim"]))
     module.load_state_dict(torch.load(d / WEIGHTS_FILE, weights_only=True))
@@ -231,9 +225,7 @@ def fit_head(kind: str, g: np.ndarray, p: np.ndarray | None, label_matrix: np.nd
     has one column per seen label, ``label_emb[seen[j]]`` for column j (``seen`` defaults to the
     first L_seen labels). ``labels`` names the L labels (default ``label0``, ...).
     """
-    if kind not in _REGISTRY:
-        raise ConfigError(f"unknown head {kind!r}; choose from {sorted(_REGISTRY)}")
-    config_cls, module_cls = _REGISTRY[kind]
+    config_cls, module_cls = head_classes(kind)
     cfg = cfg or config_cls()
     y = np.asarray(label_matrix, np.float32)
     emb = np.asarray(label_emb, np.float32)
