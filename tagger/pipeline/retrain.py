@@ -62,6 +62,7 @@ def _relabel(workspace: "Workspace", rec: dict[str, Any], model: str, pretrained
 def run_nightly_train(workspace: "Workspace", model: str, pretrained: str | None, corpus_id: str) -> dict[str, Any]:
     """Train (or relabel) the kind of head the workspace tags with, on the corpus ``corpus_id``."""
     from ..catalog import Catalog
+    from ..method.headkinds import image_heads
     from ..models.registry import model_id_for
     from .heads import fewshot_from_file
     from .train import run_train
@@ -70,7 +71,7 @@ def run_nightly_train(workspace: "Workspace", model: str, pretrained: str | None
     kind = ((rec or {}).get("config") or {}).get("head", "comc")
     if rec is not None and (rec["config"] or {}).get("guard"):
         return _carry_guarded(workspace, rec, model, pretrained, corpus_id)
-    if rec is not None and kind in ("ovml", "mkt", "clip-decoder"):
+    if rec is not None and kind in image_heads():
         return _relabel(workspace, rec, model, pretrained)
     labelled = workspace.classifier_dir(rec["classifier_id"]) / LABELLED_FILE if rec else None
     if kind == "comc-fewshot" and labelled is not None and labelled.is_file():
