@@ -41,8 +41,8 @@ def _index_config(directory: Path):
 
 def _raw_search(root: Path, model_id: str, query: np.ndarray, k: int, level: str,
                 exact: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """One query's (scores, ids, patches or None). The global level searches the approximate index
-    when one is in step with the exact one (and ``exact`` is not asked), else the exact index."""
+    """One query's (scores, ids, patches or None). Each level searches its approximate index when one
+    is in step with the exact store (and ``exact`` is not asked), else the exact index or the scan."""
     from ..store import GlobalIndex, PatchStore, index_paths
     from ..store.annsync import load_ann
     g_path, p_path = index_paths(root, model_id)
@@ -57,7 +57,10 @@ def _raw_search(root: Path, model_id: str, query: np.ndarray, k: int, level: str
         else:
             scores, ids = GlobalIndex.load(path, cfg, mmap=True).search(query, k)
         return scores[0], ids[0], None
-    scores, ids, patches = PatchStore.load(path, mmap=True).search(query, k)
+    from ..store.patchannsync import load_patch_ann
+    patch_ann = None if exact else load_patch_ann(path)
+    searcher = patch_ann if patch_ann is not None else PatchStore.load(path, mmap=True)
+    scores, ids, patches = searcher.search(query, k)
     return scores[0], ids[0], patches[0]
 
 

@@ -35,12 +35,15 @@ from pathlib import Path
 from typing import Any
 
 import faiss
+import numpy as np
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import StoreError
 from . import IndexConfig, build_global_index, build_patch_store, index_paths, list_done_shards
 from .ann import AnnConfig
 from .annsync import sync_ann
+from .patchann import PatchAnnConfig
+from .patchannsync import sync_patch_ann
 from .global_index import GlobalIndex
 from .globalfile import extend_global_file
 from .patches import PatchStore
@@ -125,7 +128,8 @@ def _readable_patch_store(g_path: Path, p_path: Path) -> PatchStore | None:
 
 
 def update_indexes(root: str | os.PathLike[str], model_id: str, cfg: IndexConfig | None = None, *,
-                   rebuild: bool = False, ann: AnnConfig | None = None) -> dict[str, Any]:
+                   rebuild: bool = False, ann: AnnConfig | None = None,
+                   patch_ann: PatchAnnConfig | None = None) -> dict[str, Any]:
     """Bring both stores of ``model_id`` under workspace ``root`` up to date with its done shards,
     and save them atomically; then the approximate global index (:mod:`.annsync`, configured by
     ``ann``), and last the state.
@@ -149,6 +153,7 @@ def update_indexes(root: str | os.PathLike[str], model_id: str, cfg: IndexConfig
         mapped = _readable_patch_store(g_path, p_path)
         if mapped is not None:
             approx = sync_ann(g_path, None, ann, normalize=cfg.normalize, use_gpu=cfg.use_gpu)
+            approx.update(sync_patch_ann(p_path, None, patch_ann))
             return {"indexed": state["n_images"], "mode": "unchanged", "new_shards": 0,  # type: ignore[index]
                     "provisional": sorted(state.get("provisional", {})),  # type: ignore[union-attr]
                     "global_build_s": 0.0, "patch_build_s": 0.0, "patch_bytes_per_image": mapped.bytes_per_image(),
@@ -174,6 +179,8 @@ def update_indexes(root: str | os.PathLike[str], model_id: str, cfg: IndexConfig
                                 ps.patches_per_image)
     added = ((s.ids, s.global_vecs) for s in new) if mode == "incremental" else None
     approx = sync_ann(g_path, added, ann, normalize=cfg.normalize, use_gpu=cfg.use_gpu, rebuild=mode == "rebuild")
+    new_ids = np.concatenate([s.ids for s in new]) if mode == "incremental" and new else None
+    approx.update(sync_patch_ann(p_path, new_ids, patch_ann, rebuild=mode == "rebuild"))
     _write_state(directory, cfg, shards, trained_on_images=trained, provisional=provisional, patches_per_image=pp,
                  n_images=n_global)
     logger.info("indexes for %s (%s, %d new shards): %d global, %d images of patches", model_id, mode,
