@@ -1,0 +1,139 @@
+"""The parts of the incremental nightly, without Ray: frozen-row training, the extended model's
+scores, scoring patches from PQ codes, carrying a run's tags over, and the runs' recorded mode."""
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tagger.catalog import Catalog
+from tagger.catalog.runs import run_mode
+from tagger.errors import CatalogError
+from tagger.evaluate.metrics import per_class_ap
+from tagger.method.classifier import TrainConfig, train_classifier, train_rows
+from tagger.method.comc import ComcModel
+from tagger.method.decisions import Decisions
+from tagger.method.extend import ExtendedModel, pq_patch_max
+from tagger.method.mapping import MemoryBank
+from tagger.method.scoring import ScoreConfig
+from tagger.pipeline.increment import carry_rows
+from tagger.pipeline.tag import TagConfig, tag_rows
+
+D, C = 32, 12
+
+
+def corpus(seed: int = 0, n: int = 3000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sentences about 1-3 of C labels: the sum of their label vectors (the same for every seed)
+    plus noise, unit-normed."""
+    protos = np.random.default_rng(0).standard_normal((C, D)).astype(np.float32)
+    rng = np.random.default_rng(seed + 1)
+    y = np.zeros((n, C), np.float32)
+    for i in range(n):
+        y[i, rng.choice(C, rng.integers(1, 4), replace=False)] = 1
+    x = y @ protos + 2.0 * rng.standard_normal((n, D)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), y, protos
+
+
+def test_new_rows_trained_against_frozen_ones_rank_like_a_full_retrain():
+    x, y, _ = corpus()
+    cfg = TrainConfig(epochs=20, batch_size=128, lr=1e-2)
+    old = train_classifier(x, y[:, :-2], [f"l{i}" for i in range(C - 2)], "m", "c", cfg)
+    frozen = old.weight.copy()
+    rows, metrics = train_rows(x, y, frozen, [C - 2, C - 1], cfg, others_per_positive=1, min_others=1000)
+    full = train_classifier(x, y, [f"l{i}" for i in range(C)], "m", "c", cfg)
+    test_x, test_y, _ = corpus(seed=1, n=600)  # fresh sentences about the same labels
+    inc = np.concatenate([frozen, rows])
+    ap_inc = per_class_ap(test_x @ inc.T, test_y.astype(np.uint8))[-2:]
+    ap_full = per_class_ap(test_x @ full.weight.T, test_y.astype(np.uint8))[-2:]
+    assert np.array_equal(frozen, old.weight)  # the old rows were not touched
+    assert rows.shape == (2, D) and metrics["sentences"] < len(x)
+    assert np.all(ap_inc > ap_full - 0.06) and np.all(ap_inc > 0.6), (ap_inc, ap_full)
+
+
+def test_frozen_row_training_refuses_rows_that_do_not_fit():
+    x, y, _ = corpus(n=200)
+    with pytest.raises(ValueError, match="frozen rows"):
+        train_rows(x, y, np.zeros((3, D), np.float32), [C - 1])
+
+
+def _comc(rng, labels: list[str]) -> ComcModel:
+    from tagger.method.classifier import TextClassifier
+    w = rng.standard_normal((len(labels), D)).astype(np.float32)
+    prompts = rng.standard_normal((len(labels), D)).astype(np.float32)
+    return ComcModel(TextClassifier(w, labels, "m", "c"), {"prompts": MemoryBank(prompts)}, ScoreConfig())
+
+
+def test_extended_model_keeps_base_columns_and_scores_new_ones_from_one_readout(tmp_path):
+    from tagger.method.classifier import TextClassifier
+    rng = np.random.default_rng(1)
+    base = _comc(rng, ["a", "b", "c", "d"])
+    rows = TextClassifier(rng.standard_normal((2, D)).astype(np.float32), ["e", "f"], "m", "c")
+    ext = ExtendedModel(base, ["a", "c", "d"], rows, {"prompts": rng.standard_normal((2, D)).astype(np.float32)},
+                        base.score)
+    g, p = rng.standard_normal((5, D)).astype(np.float32), rng.standard_normal((5, 7, D)).astype(np.float32)
+    s = ext.scores(g, p)
+    assert ext.labels == ["a", "c", "d", "e", "f"] and s.shape == (5, 5)
+    np.testing.assert_allclose(s[:, :3], base.scores(g, p)[:, [0, 2, 3]], rtol=1e-5)
+    # with the mapping off the new columns are exactly CoMC's: (1 - w) g.w + w max_p p.w
+    plain = ExtendedModel(base, ["a"], rows, {}, ScoreConfig(alpha=1.0))
+    want = 0.5 * g @ rows.weight.T + 0.5 * (p @ rows.weight.T).max(1)
+    np.testing.assert_allclose(plain.scores(g, p)[:, 1:], want, rtol=1e-5, atol=1e-5)
+    assert len(ext.memories["prompts"].vectors) == len(ext.labels)  # one prompt per label, kept ones first
+    ext.save(tmp_path / "ext", "../base")
+    loaded = ExtendedModel.load(tmp_path / "ext", lambda _: base)
+    np.testing.assert_allclose(loaded.scores(g, p), s, rtol=1e-6)
+    with pytest.raises(ValueError, match="not labels of the base"):
+        ExtendedModel(base, ["zz"], rows, {}, base.score)
+
+
+def test_patch_scores_from_pq_codes_match_decoded_patches():
+    rng = np.random.default_rng(2)
+    pq = faiss.index_factory(D, "PQ8x8")
+    pq.train(rng.standard_normal((4000, D)).astype(np.float32))
+    codes = pq.sa_encode(rng.standard_normal((6 * 9, D)).astype(np.float32))
+    w = rng.standard_normal((3, D)).astype(np.float32)
+    books = faiss.vector_to_array(pq.pq.centroids).reshape(8, 256, D // 8)
+    want = (pq.sa_decode(codes) @ w.T).reshape(6, 9, 3).max(1)
+    np.testing.assert_allclose(pq_patch_max(codes.reshape(6, 9, 8), books, w), want, rtol=1e-4, atol=1e-4)
+
+
+def _decisions(labels: list[str], threshold: float) -> Decisions:
+    n = len(labels)
+    return Decisions(labels, np.full(n, threshold - 1.0), np.ones(n), np.full(n, threshold + 1.0), np.ones(n),
+                     np.full(n, 0.5), np.ones(n, bool), 0.5)
+
+
+def test_carried_tags_stay_and_new_labels_join_the_ranking():
+    rng = np.random.default_rng(3)
+    ids = np.arange(10, 30, dtype=np.int64)
+    scores = rng.standard_normal((20, 8)).astype(np.float32)
+    old, new = [f"o{i}" for i in range(6)], ["n0", "n1"]
+    cfg = TagConfig(top_k=3)
+    carried = tag_rows(ids, scores[:, :6], old, cfg, _decisions(old, 1.5))
+    table = carry_rows(carried, ids[::-1].copy(), scores[::-1, 6:].copy(), new, _decisions(new, 1.5), 3)
+    full = tag_rows(ids, scores, old + new, cfg, _decisions(old + new, 1.5))
+    rows = {(r["image_id"], r["label"]): r for r in table.to_pylist()}
+    for r in carried.to_pylist():  # every carried tag is still there, only its rank can grow
+        got = rows[(r["image_id"], r["label"])]
+        assert (got["score"], got["positive"], got["confidence"]) == (r["score"], r["positive"], r["confidence"])
+        assert got["rank"] >= r["rank"]
+    for r in full.to_pylist():  # the full ranking's tags are all there, those in the top-k at the same rank
+        got = rows[(r["image_id"], r["label"])]
+        assert got["positive"] == r["positive"]
+        if r["rank"] <= 3:
+            assert got["rank"] == r["rank"]
+    assert len({(r["image_id"], r["label"]) for r in table.to_pylist()}) == table.num_rows
+
+
+def test_runs_record_their_mode(tmp_path):
+    with Catalog.open(tmp_path / "catalog.duckdb") as cat:
+        full = cat.start_run("tag", labels=["a"], mode="full")
+        inc = cat.start_run("tag", labels=["a", "b"], mode="incremental", base_run=full)
+        old = cat.start_run("tag", labels=["a"])
+        with pytest.raises(CatalogError, match="mode"):
+            cat.start_run("tag", mode="partial")
+        runs = {r.run_id: r for r in cat.runs()}
+    assert (runs[inc].mode, runs[inc].base_run) == ("incremental", full)
+    assert [run_mode(runs[i]) for i in (full, inc, old)] == ["full", f"incremental from run {full}", "full"]
+    assert pa is not None
