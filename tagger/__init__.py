@@ -1,13 +1,14 @@
 """tagger: tag very large image collections with labels nobody annotated.
 
-The verbs a Python user calls, each the same driver as the ``tagger`` command's verb::
+The verbs a Python user calls, each the stage the ``tagger`` command's verb runs, in one shape
+(``verb(ws, [input,] cfg=None, *, model=None, pretrained=None, ...)``, :mod:`tagger.api`)::
 
     import tagger
     ws = tagger.Workspace.at("ws")
-    tagger.encode(ws, "photos/", tagger.EncodeConfig(model="toy-rn"))
-    tagger.generate_text(ws)                    # after ``tagger labels add ...``
-    tagger.train(ws, "toy-rn")
-    tagger.tag(ws, tagger.models.resolve.workspace_model_id(ws, "toy-rn"))
+    tagger.encode(ws, "photos/", model="toy-rn")     # the workspace's model from now on
+    tagger.generate_text(ws)                         # after ``tagger labels add ...``
+    tagger.train(ws)                                 # head="ovml", annotations="a.csv": an image head
+    tagger.tag(ws, tagger.TagConfig(top_k=5))
     with tagger.Catalog.open(ws.catalog, read_only=True) as cat:
         cat.safe_query("SELECT uri, label FROM current_tags WHERE positive")
 
@@ -26,11 +27,11 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "EncodeConfig": ("tagger.pipeline.encode", "EncodeConfig"),
     "TagConfig": ("tagger.pipeline.tag", "TagConfig"),
     "NightlyConfig": ("tagger.pipeline.nightly", "NightlyConfig"),
-    "encode": ("tagger.pipeline.encode", "run_encode"),
+    "encode": ("tagger.api", "encode"),
     "generate_text": ("tagger.pipeline.text", "run_generate_text"),
-    "train": ("tagger.pipeline.train", "run_train"),
-    "tag": ("tagger.pipeline.tag", "run_tag"),
-    "nightly": ("tagger.pipeline.nightly", "run_nightly"),
+    "train": ("tagger.api", "train"),
+    "tag": ("tagger.api", "tag"),
+    "nightly": ("tagger.api", "nightly"),
     "search": ("tagger.pipeline.search", "search_text"),
     "load_clip": ("tagger.models", "load_clip"),
     "TaggerError": ("tagger.errors", "TaggerError"),

@@ -87,9 +87,9 @@ def encode(
 
     Runs on the Ray cluster of $RAY_ADDRESS, or starts a local one for the call.
     """
+    from .. import api
     from ..models.registry import absolute_checkpoint
     from ..models.resolve import record_model
-    from ..pipeline.encode import run_encode
     with reported():
         ws = workspace_at(workspace, create=False)  # nothing is written before the model is checked
         name, weights = ws.model(model, absolute_checkpoint(pretrained))
@@ -99,7 +99,7 @@ def encode(
                            num_gpus=num_gpus, encode_cpus=encode_cpus, decode_cpus=decode_cpus,
                            node_resource=node_resource)
         with job_scope(ws, "encode", wait):
-            summary = run_encode(ws, one_source(source, source_opt), cfg, crash_after=crash_after, progress=True)
+            summary = api.encode(ws, one_source(source, source_opt), cfg, crash_after=crash_after, progress=True)
     print_summary(f"encode {summary['model_id']}", summary, as_json)
 
 
@@ -146,14 +146,13 @@ def train(
     the rest (the table printed); the next tag run uses it only when it validates better (or with
     --force), else the text-only head. `tagger heads use text` goes back to the text-only head.
     """
+    from .. import api
     from ..pipeline.guard import format_table
-    from ..pipeline.heads import run_train_head
     with reported():
         ws = workspace_at(workspace)
-        name, weights = ws.model(model, pretrained)
         with job_scope(ws, "train", wait):
-            summary = run_train_head(ws, name, weights, head.value, annotations, corpus_id, reviewed=reviewed,
-                                     force=force)
+            summary = api.train(ws, model=model, pretrained=pretrained, head=head.value, annotations=annotations,
+                                corpus_id=corpus_id, reviewed=reviewed, force=force)
     if "verdict" in summary and not as_json:
         for line in format_table(summary["validation"]) if summary["validation"] else []:
             typer.echo(line)
@@ -217,8 +216,7 @@ def tag(
     crash_after: CrashAfterOpt = None,
 ) -> None:
     """Tag every encoded image from its stored embeddings into a new run, and make it current."""
-    from ..models.resolve import workspace_model_id
-    from ..pipeline.tag import run_tag
+    from .. import api
     with reported():
         ws = workspace_at(workspace)
         name, weights = ws.model(model, pretrained)
@@ -226,8 +224,8 @@ def tag(
         cfg = TagConfig(top_k=top_k, decision=decision.value, threshold=threshold, patch_source=patch_source.value,
                         concurrency=concurrency, calibrate=not no_calibrate, node_resource=node_resource)
         with job_scope(ws, "tag", wait):
-            summary = run_tag(ws, workspace_model_id(ws, name, weights), cfg, classifier_id, make_current=not no_current,
-                              crash_after=crash_after, calibrate_with=calibrate_with)
+            summary = api.tag(ws, cfg, model=name, pretrained=weights, classifier_id=classifier_id,
+                              make_current=not no_current, crash_after=crash_after, calibrate_with=calibrate_with)
     report_calibration(summary)
     print_summary(f"run {summary['run_id']}", summary, as_json)
 
@@ -260,7 +258,7 @@ def nightly(
 ) -> None:
     """Encode new images, follow label changes, retrain, re-tag, switch current_tags (only the changed
     labels after a small label change; docs/jobs.md)."""
-    from ..pipeline.nightly import run_nightly
+    from .. import api
     with reported():
         if crash_at is not None and crash_at not in CRASH_POINTS:
             raise ConfigError(f"--crash-at must be one of {', '.join(CRASH_POINTS)}")
@@ -271,7 +269,7 @@ def nightly(
         cfg = NightlyConfig(n_sentences=n_sentences, keep_runs=keep_runs, max_missing=max_missing,
                             tag=TagConfig(decision=decision.value, node_resource=node_resource), full=full)
         with job_scope(ws, "nightly", wait):
-            summary = run_nightly(ws, one_source(source, source_opt), enc, cfg, crash_at=crash_at,
+            summary = api.nightly(ws, one_source(source, source_opt), cfg, encode_cfg=enc, crash_at=crash_at,
                                   calibrate_with=calibrate_with)
     report_calibration(summary)
     print_summary(f"nightly run {summary['run_id']}", summary, as_json)
