@@ -42,8 +42,12 @@ from tagger.store import GlobalIndex, IndexConfig, PatchStore
 from tagger.store.ann import AnnConfig, nprobe_steps, choose_layout, exact_knn, recall_at
 from tagger.store.annsync import load_ann, sync_ann
 from tagger.store.globalfile import extend_global_file, mapped_rows
+from tagger.store.patchann import PatchAnnConfig, choose_patch_layout
+from tagger.store.patchannsync import load_patch_ann, patch_ann_path, sync_patch_ann
+from tagger.store.patchfile import extend_patch_file
 
 DIM, LATENT, CLUSTERS, PATCHES = 512, 48, 4096, 196
+POOL = 1 << 17
 ADD = 1000
 CHUNK = 100_000
 
@@ -166,17 +170,92 @@ def incremental(g_path: Path, corpus: Corpus, n: int, cfg: AnnConfig) -> dict[st
             "new_found_first": found}
 
 
-def patch_store(n_images: int, n_queries: int = 5) -> dict[str, Any]:
-    """Exhaustive scan of a PQ16x8 store of ``n_images`` x 196 codes: one query's latency."""
-    rng = np.random.default_rng(3)
+def patch_codes(n_images: int, seed: int = 5) -> tuple[PatchStore, np.ndarray]:
+    """A trained PQ16x8 codec and ``n_images`` x 196 structured codes: a pool of 2^17 corpus vectors with
+    their clusters is encoded; an image shows 8 clusters (objects), each patch is a pool vector of one of
+    them with half its 16 sub-codes taken from another pool vector of the same cluster (so patches are
+    distinct, clustered, and their codes are what the codec gives real vectors)."""
+    c, rng = Corpus(seed), np.random.default_rng([seed, 1])
+    labels = np.sort(rng.integers(0, CLUSTERS, POOL))
+    z = c.centers[labels] + 0.5 * rng.standard_normal((POOL, LATENT), dtype=np.float32)
+    x = c.mean + z @ c.basis + 0.25 * rng.standard_normal((POOL, DIM), dtype=np.float32)
+    pool = x / np.linalg.norm(x, axis=1, keepdims=True)
     store = PatchStore(DIM, PATCHES, IndexConfig(use_gpu=False))
-    store.train(Corpus(5).draw(10_000, 0))
-    codes = rng.integers(0, 256, (n_images * PATCHES, store.code_size), dtype=np.uint8)
-    mapped = PatchStore(DIM, PATCHES, store.cfg, index=store.index, image_ids=np.arange(n_images),
-                        mapped_codes=codes, codec=store.index)
-    q = Corpus(5).draw(n_queries, 1)
-    lat = latencies(lambda x: mapped.search(x, 10), q)
-    return {"images": n_images, "codes_mb": round(codes.nbytes / 2**20, 1), **lat}
+    store.train(pool[:16384])
+    pool_codes = store.index.sa_encode(pool)
+    first, count = np.searchsorted(labels, np.arange(CLUSTERS)), np.maximum(np.bincount(labels, minlength=CLUSTERS), 1)
+    codes = np.empty((n_images * PATCHES, store.code_size), np.uint8)
+    step = 10_000
+    for s in range(0, n_images, step):
+        m = min(step, n_images - s)
+        objects = rng.integers(0, CLUSTERS, (m, 8))
+        cl = np.take_along_axis(objects, rng.integers(0, 8, (m, PATCHES)), 1).ravel()
+        a = first[cl] + rng.integers(0, 1 << 30, cl.size) % count[cl]
+        b = first[cl] + rng.integers(0, 1 << 30, cl.size) % count[cl]
+        part = pool_codes[a]
+        mix = rng.random(part.shape) < 0.5
+        part[mix] = pool_codes[b][mix]
+        codes[s * PATCHES:(s + m) * PATCHES] = part
+    return store, codes
+
+
+def patch_measure(n_images: int, n_queries: int, work: Path, cfg: PatchAnnConfig) -> dict[str, Any]:
+    """The patch store of ``n_images``: its exhaustive scan, and the approximate index built, searched
+    and extended through :func:`sync_patch_ann` as an index update does."""
+    trained, codes = patch_codes(n_images)
+    p_path = work / f"patches-{n_images}.tgp"
+    PatchStore(DIM, PATCHES, trained.cfg, index=trained.index, image_ids=np.arange(n_images),
+               mapped_codes=codes, codec=trained.index).save(p_path)
+    del codes
+    out: dict[str, Any] = {"images": n_images, "patches": n_images * PATCHES,
+                           "codes_mb": round(p_path.stat().st_size / 2**20, 1)}
+    t0 = time.perf_counter()
+    built = sync_patch_ann(p_path, None, cfg)
+    out.update(build_s=round(time.perf_counter() - t0, 1), layout=built["patch_ann_layout"])
+    store, ann = PatchStore.load(p_path, mmap=True), load_patch_ann(p_path)
+    image_q = Corpus(5).draw(n_queries, 10**6)
+    for name, q in {"image": image_q, "text": text_like(image_q, 1)}.items():
+        row: dict[str, Any] = {"exact": latencies(lambda x: store.search(x, 10), q[:min(20, len(q))])}
+        if ann is not None:
+            truth = store.search(q, 10)[1]
+            row["recall@10"] = round(recall_at(ann.search(q, 10)[1], truth), 4)
+            row["approx"] = latencies(lambda x: ann.search(x, 10), q)
+        out[name] = row
+    if ann is not None:
+        out.update({k: ann.meta[k] for k in ("nlist", "nprobe", "tuned_recall", "train_s", "add_s", "tune_s")})
+        out["disk_mb"] = out["memory_mb"] = round(patch_ann_path(p_path).stat().st_size / 2**20, 1)
+        out["incremental"] = patch_incremental(p_path, cfg)
+    for p in (p_path, patch_ann_path(p_path)):
+        p.unlink(missing_ok=True)
+    return out
+
+
+def patch_incremental(p_path: Path, cfg: PatchAnnConfig, n: int = 100) -> dict[str, Any]:
+    """``n`` new images (patches near stored ones): extend the store file, then the index."""
+    ids = np.arange(10**9, 10**9 + n, dtype=np.int64)
+    x = Corpus(5).draw(n * PATCHES, 3 * 10**6).reshape(n, PATCHES, DIM)
+    t0 = time.perf_counter()
+    extend_patch_file(p_path, [(ids, x)], True)
+    t1 = time.perf_counter()
+    done = sync_patch_ann(p_path, ids, cfg)
+    t2 = time.perf_counter()
+    ann = load_patch_ann(p_path)
+    found = float(np.mean(ann.search(x[:, 0], 1)[1][:, 0] == ids)) if ann is not None else 0.0
+    return {"images": n, "store_s": round(t1 - t0, 2), "approx_s": round(t2 - t1, 2), "mode": done["patch_ann_mode"],
+            "new_found_first": found}
+
+
+def project_patch(largest: dict[str, Any], cfg: PatchAnnConfig, target: int) -> dict[str, Any]:
+    """The patch layout at ``target`` images, with build and query time scaled from ``largest``."""
+    layout = choose_patch_layout(target, PATCHES, 16, True, cfg)
+    n, scale = largest["images"], target / largest["images"]
+    scanned_now = largest["nprobe"] / largest["nlist"]
+    scanned_then = largest["nprobe"] / layout.nlist if not layout.exact else 1.0
+    return {"images": target, "layout": layout.name, "lists_gb": round(layout.est_bytes / 2**30, 1),
+            "reason": layout.reason or None,
+            "build_min_2cores": round(largest["build_s"] * scale / 60, 1),
+            "p50_ms_if_nprobe_kept": round(largest["image"]["approx"]["p50_ms"] * scale * scanned_then / scanned_now, 1),
+            "exact_p50_ms": round(largest["image"]["exact"]["p50_ms"] * scale, 0), "from_images": n}
 
 
 def project(largest: dict[str, Any], cfg: AnnConfig, target: int = 10**8) -> dict[str, Any]:
@@ -196,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="100000,1000000")
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--patch-sizes", default="10000,100000")
+    p.add_argument("--patch-queries", type=int, default=100)
     p.add_argument("--work", default=None, help="scratch folder (default: a temp folder)")
     p.add_argument("--dedup", action="store_true", help="also measure the near-duplicate threshold")
     p.add_argument("--memory-budget-mb", type=int, default=None,
@@ -212,7 +292,16 @@ def main(argv: list[str] | None = None) -> int:
     measured = [g for g in out["global"] if "nprobe" in g]
     if measured:
         out["projection"] = project(measured[-1], cfg)
-    out["patch"] = [patch_store(int(s)) for s in a.patch_sizes.split(",") if s]
+    pcfg = PatchAnnConfig()
+    out["patch"] = []
+    with tempfile.TemporaryDirectory(dir=a.work) as tmp:
+        for n in [int(s) for s in a.patch_sizes.split(",") if s]:
+            out["patch"].append(patch_measure(n, a.patch_queries, Path(tmp), pcfg))
+            print(json.dumps(out["patch"][-1]), file=sys.stderr, flush=True)
+    patch_measured = [m for m in out["patch"] if "nprobe" in m]
+    if patch_measured:
+        out["patch_projection"] = [project_patch(patch_measured[-1], pcfg, t) for t in (10**6, 10**8)
+                                   if t > patch_measured[-1]["images"]]
     if a.dedup:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from dedup import measure_threshold  # bench/dedup.py
