@@ -1,29 +1,36 @@
-"""Per-image marginal cost of a nightly re-tag against a full re-encode, projected to a large corpus.
+"""Per-image marginal cost of a nightly against a full re-encode, projected to a large corpus.
 
-    python bench/nightly.py [--model ViT-B-16] [--n-encode 64] [--n-tag 2048] [--labels 80 1000]
+    python bench/nightly.py [--model ViT-B-16] [--n-encode 64] [--n-tag 2048] [--labels 1000 10000] [--add 10]
+    python bench/nightly.py --toy-change [--n 1000] [--labels 1000 10000]  # mAP: incremental vs full retrain
     python bench/nightly.py --toy [--n 1000]    # toy world: end-to-end ratio and the mAP cost of PQ
 
 Re-encode: toy scenes saved as JPEG at --size px, encoded by ``run_encode`` (decode, global and
 patch features, shards, catalog, FAISS stores) into fresh workspaces of N and 2N images, with the
-model's random weights (``pretrained=None``). Re-tag: the 2N workspace grown to --n-tag images,
-then to twice that (extra images are links to the same JPEG files, their stored embeddings copies
-of the encoded ones, registered from a manifest as the nightly registers new images). At each size
-``run_nightly`` runs with that manifest as its source, after --add labels were added, so both nights
-extend the corpus (offline generator, --n-sentences label sets), embed its new sentences and the
-new labels' class prompts with the text tower, train the classifier and tag every image. The
-setup's labels start with a corpus whose text embeddings, and those of their class prompts, are
-random unit vectors (untimed: the text tower has random weights too).
+model's random weights (``pretrained=None``). Nightlies: copies of the 2N workspace grown to --n-tag
+images and to twice that (extra images are links to the same JPEG files, their stored embeddings
+copies of the encoded ones, registered from a manifest as the nightly registers new images). In each,
+--labels made-up labels start with a corpus whose text embeddings, and those of their class prompts,
+are random unit vectors (untimed: the text tower has random weights too); then
+
+- ``full`` (label counts in --full-labels): a timed nightly with no run before it trains the
+  classifier on that corpus and tags every image with every label. Other label counts get the same
+  starting run untimed, from a classifier with random rows (training 10,000 labels on 2 CPUs takes
+  hours; the weights are random anyway);
+- ``incremental``: --add labels are added and a timed nightly runs; it picks the incremental mode
+  (10 of 1,000 labels is 1 %), extends the corpus (offline generator, --n-sentences label sets),
+  embeds its new sentences and the new labels' prompts, trains only the new rows and scores and
+  decides only the new columns, carrying the rest over.
 
 Marginal cost per image = (cost at 2N - cost at N) / N; fixed cost = cost at N - N x marginal, on
 two clocks: wall seconds, and CPU seconds of this process and its descendants (Ray's processes and
 workers, sampled in a thread), which stays meaningful on a shared, busy machine; ``ratio`` uses CPU
-seconds and ``ratio_wall`` wall seconds. For the re-tag, the cost is the nightly's less its text
-and train stages (metered around their calls: image-independent, they count in full as fixed cost).
-The calibration sample is min(--n-tag, 4096) images in both nights,
-so it cancels; the projection adds the rest of the default 4,096-image sample at the marginal
+seconds and ``ratio_wall`` wall seconds. A nightly's text and train stages are metered around their
+calls and count in full as fixed cost. The calibration sample is min(--n-tag, 4096) images in both
+nights, so it cancels; the projection adds the rest of the default 4,096-image sample at the marginal
 rate. Ray starts once, before any clock (its start is reported apart), and an untimed encode of 4
 images warms its workers first. The projection at --project images is (fixed + images x
-marginal) of the nightly over the same of the re-encode, per label count. Ends with one JSON line.
+marginal) of the nightly over the same of the re-encode, per mode and label count. Ends with one
+JSON line. The quality side (``--toy-change``) is in ``bench/nightly_toy.py``.
 """
 from __future__ import annotations
 
@@ -40,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from encode import make_images
+from nightly_toy import change_main, toy_main
 from tagger.catalog import Catalog
 from tagger.models.registry import model_id_for
 from tagger.pipeline.encode import EncodeConfig, register_source, run_encode
@@ -50,8 +58,8 @@ from tagger.store import list_done_shards, load_shard, model_dir, shard_name_for
 from tagger.store.updates import update_indexes
 from tagger.workspace import Workspace
 
-AIM, MOONSHOT = 1 / 20, 1 / 100
-TEXT_TRAIN = ("run_generate_text", "run_nightly_train", "run_train")  # the nightly's image-independent stages
+AIM_INCREMENTAL, AIM_FULL = 1 / 1000, 1 / 100  # of a re-encode, projected to --project images
+TEXT_TRAIN = ("run_generate_text", "run_nightly_train", "run_train", "train_increment")  # the nightly's image-independent stages
 
 
 def label_names(n: int) -> list[str]:
@@ -214,6 +222,34 @@ def seed_vocabulary(ws: Workspace, model_id: str, names: list[str], n_sentences:
     write_text_embeddings(ws.prompt_embeddings(model_id), dict(zip(prompts, unit_rows(rng, len(prompts), dim))))
 
 
+def random_classifier(ws: Workspace, model_id: str, names: list[str], dim: int) -> str:
+    """A CoMC classifier over ``names`` with random rows and the seeded class prompts as its memory,
+    recorded as trained (timing only: the model has random weights anyway)."""
+    from dataclasses import asdict
+
+    from tagger.method.classifier import TextClassifier, TrainConfig
+    from tagger.method.comc import ComcModel, save_comc
+    from tagger.method.mapping import MemoryBank
+    from tagger.method.scoring import ScoreConfig
+    from tagger.method.zeroshot import ENSEMBLE_PROMPTS
+    from tagger.pipeline.train import read_text_embeddings
+
+    with Catalog.open(ws.catalog) as cat:
+        corpus_id = cat.corpora()[-1]["corpus_id"]
+    known = read_text_embeddings(ws.prompt_embeddings(model_id))
+    single = np.stack([known[ENSEMBLE_PROMPTS[0].format(n)] for n in names])
+    ensemble = np.stack([np.mean([known[t.format(n)] for t in ENSEMBLE_PROMPTS], 0) for n in names])
+    clf = TextClassifier(unit_rows(np.random.default_rng(1), len(names), dim), names, model_id, corpus_id)
+    cid = f"random-{len(names)}"
+    save_comc(ComcModel(clf, {"prompts": MemoryBank(single), "prompts-ensemble": MemoryBank(ensemble)},
+                        ScoreConfig()), ws.classifier_dir(cid))
+    with Catalog.open(ws.catalog) as cat:
+        cat.add_classifier(cid, model_id=model_id, labels=names, corpus_id=corpus_id,
+                           config={"train": asdict(TrainConfig()), "score": asdict(ScoreConfig())},
+                           path=ws.relative(ws.classifier_dir(cid)))
+    return cid
+
+
 def nightly_once(ws: Workspace, source: Path, a: argparse.Namespace, cal: int) -> dict:
     """One timed nightly run: wall and CPU seconds in all, and those of its text and train stages."""
     import tagger.pipeline.nightly as nightly_module
@@ -226,34 +262,51 @@ def nightly_once(ws: Workspace, source: Path, a: argparse.Namespace, cal: int) -
         run = cat.get_run(out["run_id"])
     return {"s": wall, "cpu_s": cpu, "rest_s": wall - text_train["s"], "rest_cpu_s": cpu - text_train["cpu_s"],
             "text_train_s": text_train["s"], "text_train_cpu_s": text_train["cpu_s"], "stages": out["timings"],
-            "n_tags": run.n_tags, "n_images": run.n_images, "labels": len(run.labels or []),
+            "n_tags": run.n_tags, "n_images": run.n_images, "labels": len(run.labels or []), "mode": out["mode"],
             "new_sentences": out["text_stats"].get("new_sentences", 0)}
 
 
-def retag_costs(tmp: Path, src: Workspace, labels: int, a: argparse.Namespace) -> dict:
-    """Two nightly runs, each adding --add labels, on --n-tag then twice as many images."""
-    model_id = model_id_for(a.model)
-    grower = Grower(src, tmp / f"retag-{labels}", model_id)
-    names = label_names(labels)
-    seed_vocabulary(grower.ws, model_id, names[:labels - 2 * a.add], a.n_sentences, grower.g.shape[1])
-    cal, runs = min(a.n_tag, TagConfig.calibration_images), []
-    for k, n in enumerate((a.n_tag, 2 * a.n_tag)):
-        grower.grow(n)
-        with Catalog.open(grower.ws.catalog) as cat:
-            cat.add_labels(names[labels - (2 - k) * a.add:labels - (1 - k) * a.add])
-        runs.append(nightly_once(grower.ws, grower.manifest, a, cal))
+def _summary(a: argparse.Namespace, runs: list[dict], cal: int) -> dict:
+    """Marginal and fixed costs of two timed nightlies (at --n-tag and twice as many images)."""
     cost = marginal(a.n_tag, [r["rest_s"] for r in runs], [r["rest_cpu_s"] for r in runs])
     cost["fixed_s"] += runs[0]["text_train_s"]
     cost["fixed_cpu_s"] += runs[0]["text_train_cpu_s"]
     tag_s = [r["stages"]["tag"] for r in runs]
-    out = {"n": [a.n_tag, 2 * a.n_tag], "labels": [r["labels"] for r in runs], **cost,
+    out = {"n": [a.n_tag, 2 * a.n_tag], "labels": [r["labels"] for r in runs], "mode": runs[0]["mode"], **cost,
            "marginal_tag_stage_s": (tag_s[1] - tag_s[0]) / a.n_tag, "stages": [r["stages"] for r in runs],
            "calibration_images": cal, "tags_per_image": runs[1]["n_tags"] / max(1, runs[1]["n_images"]),
            "new_sentences": [r["new_sentences"] for r in runs]}
     for key in ("total_s", "total_cpu_s", "text_train_s", "text_train_cpu_s"):
         out[key] = [r[key.replace("total_", "")] for r in runs]
-    shutil.rmtree(grower.ws.root)  # GBs of copied shards at ViT-B/16 size
-    shutil.rmtree(grower.links)
+    return out
+
+
+def retag_costs(tmp: Path, src: Workspace, labels: int, a: argparse.Namespace) -> dict[str, dict]:
+    """At --n-tag and twice as many images: a full nightly at ``labels`` labels (timed when ``labels``
+    is in --full-labels; else the same run made untimed by tagging with a random classifier), then
+    +--add labels, timed (incremental: the mode the nightly picks)."""
+    from tagger.pipeline.tag import run_tag
+    model_id = model_id_for(a.model)
+    names = label_names(labels + a.add)
+    cal = min(a.n_tag, TagConfig.calibration_images)
+    full, inc = [], []
+    for n in (a.n_tag, 2 * a.n_tag):
+        grower = Grower(src, tmp / f"retag-{labels}-{n}", model_id)
+        grower.grow(n)
+        seed_vocabulary(grower.ws, model_id, names[:labels], a.n_sentences, grower.g.shape[1])
+        if labels in a.full_labels:
+            full.append(nightly_once(grower.ws, grower.manifest, a, cal))
+        else:
+            cid = random_classifier(grower.ws, model_id, names[:labels], grower.g.shape[1])
+            run_tag(grower.ws, model_id, TagConfig(calibration_images=cal), cid)
+        with Catalog.open(grower.ws.catalog) as cat:
+            cat.add_labels(names[labels:])
+        inc.append(nightly_once(grower.ws, grower.manifest, a, cal))
+        shutil.rmtree(grower.ws.root)  # GBs of copied shards at ViT-B/16 size
+        shutil.rmtree(grower.links)
+    out = {"incremental": _summary(a, inc, cal)}
+    if full:
+        out["full"] = _summary(a, full, cal)
     return out
 
 
@@ -266,29 +319,36 @@ def project(images: float, enc: dict, tag: dict, clock: str = "") -> float:
     return nightly / (max(0.0, enc[f]) + images * enc[m])
 
 
-def report(a: argparse.Namespace, ray_s: float, enc: dict, tags: dict[int, dict], bench_s: float) -> None:
+def report(a: argparse.Namespace, ray_s: float, enc: dict, tags: dict[int, dict[str, dict]], bench_s: float) -> None:
     print(f"model {a.model} (random weights), JPEG {a.size} px, Ray start {ray_s:.1f} s (not counted)")
-    print(f"{'part':<18} | {'images':>11} | {'wall s':>13} | {'CPU s':>13} | {'marginal s/img':>15} | "
+    print(f"{'part':<26} | {'images':>11} | {'wall s':>13} | {'CPU s':>13} | {'marginal s/img':>15} | "
           f"{'fixed s':>11}")
-    rows = [("re-encode", enc)] + [(f"re-tag {k} labels", v) for k, v in tags.items()]
+    rows = [("re-encode", enc)] + [(f"{mode} {k}" + (f" +{a.add}" if mode == "incremental" else ""), v)
+                                   for k, modes in tags.items() for mode, v in modes.items()]
     for name, r in rows:
-        print(f"{name:<18} | {r['n'][0]:>5}/{r['n'][1]:<5} | {r['s'][0]:>6.1f}/{r['s'][1]:<6.1f} | "
+        print(f"{name:<26} | {r['n'][0]:>5}/{r['n'][1]:<5} | {r['s'][0]:>6.1f}/{r['s'][1]:<6.1f} | "
               f"{r['cpu_s'][0]:>6.1f}/{r['cpu_s'][1]:<6.1f} | {r['marginal_s']:>6.4f} {r['marginal_cpu_s']:>6.4f}cpu "
               f"| {r['fixed_s']:>5.1f} {r['fixed_cpu_s']:>5.1f}")
-    ratios, walls = {}, {}
-    for k, r in tags.items():
-        ratios[str(k)], walls[str(k)] = project(a.project, enc, r, "cpu_"), project(a.project, enc, r)
-        print(f"{k} labels: stages (wall s) {r['stages'][0]} / {r['stages'][1]}; {r['tags_per_image']:.1f} tags per "
-              f"image; marginal nightly/re-encode {r['marginal_cpu_s'] / enc['marginal_cpu_s']:.5f} CPU, "
-              f"{r['marginal_s'] / enc['marginal_s']:.5f} wall; projected at {a.project:,.0f} images: "
-              f"1/{1 / ratios[str(k)]:.0f} CPU, 1/{1 / walls[str(k)]:.0f} wall")
-    print(f"aim <= 1/{1 / AIM:.0f}, moonshot <= 1/{1 / MOONSHOT:.0f}; bench took {bench_s:.0f} s")
+    ratios: dict[str, dict[str, float]] = {}
+    walls: dict[str, dict[str, float]] = {}
+    for k, modes in tags.items():
+        for mode, r in modes.items():
+            ratios.setdefault(mode, {})[str(k)] = project(a.project, enc, r, "cpu_")
+            walls.setdefault(mode, {})[str(k)] = project(a.project, enc, r)
+            print(f"{mode} nightly at {k} labels: stages (wall s) {r['stages'][0]} / {r['stages'][1]}; "
+                  f"{r['tags_per_image']:.1f} tags per image; marginal nightly/re-encode "
+                  f"{r['marginal_cpu_s'] / enc['marginal_cpu_s']:.5f} CPU; projected at {a.project:,.0f} images: "
+                  f"1/{1 / ratios[mode][str(k)]:.0f} CPU, 1/{1 / walls[mode][str(k)]:.0f} wall")
+    print(f"aims: incremental <= 1/{1 / AIM_INCREMENTAL:.0f}, full at 1,000 labels <= 1/{1 / AIM_FULL:.0f}; "
+          f"bench took {bench_s:.0f} s")
     rnd = lambda d: {k: round(v, 6) if isinstance(v, float) else v for k, v in d.items()}
     print(json.dumps({"bench": "nightly", "model": a.model, "size": a.size, "ray_start_s": round(ray_s, 2),
-                      "encode": rnd(enc), "retag": {str(k): rnd(v) for k, v in tags.items()},
-                      "projected_images": a.project, "ratio": {k: round(v, 6) for k, v in ratios.items()},
-                      "ratio_wall": {k: round(v, 6) for k, v in walls.items()},
-                      "aim": AIM, "moonshot": MOONSHOT, "bench_s": round(bench_s, 1)}))
+                      "added": a.add, "encode": rnd(enc),
+                      "retag": {str(k): {m: rnd(v) for m, v in modes.items()} for k, modes in tags.items()},
+                      "projected_images": a.project,
+                      "ratio": {m: {k: round(v, 7) for k, v in r.items()} for m, r in ratios.items()},
+                      "ratio_wall": {m: {k: round(v, 7) for k, v in r.items()} for m, r in walls.items()},
+                      "aim_incremental": AIM_INCREMENTAL, "aim_full": AIM_FULL, "bench_s": round(bench_s, 1)}))
 
 
 def marginal_main(a: argparse.Namespace) -> None:
@@ -307,72 +367,33 @@ def marginal_main(a: argparse.Namespace) -> None:
     report(a, ray_s, enc, tags, time.perf_counter() - t0)
 
 
-def toy_main(a: argparse.Namespace) -> None:
-    """Toy world: a nightly re-tag against a full re-encode end to end, and the mAP cost of PQ patches."""
-    from tagger.evaluate.catalog_eval import score_current_tags
-    from tagger.pipeline.tag import run_tag
-    from tagger.pipeline.text import run_generate_text
-    from tagger.pipeline.train import run_train
-    from tagger.toyworld import LABEL_SYNONYMS, LABELS
-    from tagger.toyworld.export import export_scenes
-
-    def add_labels(ws: Workspace, names: list[str]) -> None:
-        with Catalog.open(ws.catalog) as cat:
-            cat.add_labels(names, {n: list(LABEL_SYNONYMS[n]) for n in names})
-
-    tmp = Path(tempfile.mkdtemp(prefix="tagger-bench-"))
-    truth = export_scenes(tmp / "images", a.n)
-    cfg = EncodeConfig(model=a.toy_model, partition_size=256)
-    model_id = model_id_for(a.toy_model)
-    with ray_session():
-        ws = Workspace.at(tmp / "ws")
-        add_labels(ws, list(LABELS[:12]))
-        run_encode(ws, str(tmp / "images"), cfg, progress=False)
-        run_generate_text(ws, 20000)
-        run_train(ws, a.toy_model)
-        run_tag(ws, model_id)
-        add_labels(ws, list(LABELS[12:]))
-        t = time.time()
-        night = run_nightly(ws, str(tmp / "images"), cfg, NightlyConfig())
-        nightly_s = time.time() - t
-        pq_metrics = score_current_tags(ws.catalog, truth)
-        run_tag(ws, model_id, TagConfig(patch_source="raw"), night["classifier"])
-        raw_metrics = score_current_tags(ws.catalog, truth)
-        t = time.time()
-        run_encode(Workspace.at(tmp / "ws-reencode"), str(tmp / "images"), cfg, progress=False)
-        reencode_s = time.time() - t
-    shutil.rmtree(tmp, ignore_errors=True)
-    out = {"bench": "nightly-toy", "images": a.n, "model": a.toy_model, "full_reencode_s": round(reencode_s, 2),
-           "nightly_retag_s": round(nightly_s, 2), "nightly_stage_s": night["timings"],
-           "ratio_nightly_over_reencode": round(nightly_s / reencode_s, 3),
-           "mAP_pq_patches": round(pq_metrics["mAP"], 2), "mAP_raw_patches": round(raw_metrics["mAP"], 2),
-           "mAP_cost_of_pq": round(raw_metrics["mAP"] - pq_metrics["mAP"], 2)}
-    print(f"nightly re-tag {nightly_s:.1f}s vs full re-encode {reencode_s:.1f}s "
-          f"-> ratio {out['ratio_nightly_over_reencode']:.3f}")
-    print(f"mAP from PQ patch codes {out['mAP_pq_patches']:.2f} vs raw patches {out['mAP_raw_patches']:.2f}")
-    print(json.dumps(out))
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="ViT-B-16", help="open_clip architecture, random weights")
     p.add_argument("--size", type=int, default=224, help="side of the JPEG files")
     p.add_argument("--n-encode", type=int, default=64, help="images of the smaller re-encode (the larger has 2N)")
     p.add_argument("--n-tag", type=int, default=2048, help="images of the smaller re-tag (the larger has 2N)")
-    p.add_argument("--labels", type=int, nargs="+", default=[80, 1000], help="label counts of the re-tags")
-    p.add_argument("--add", type=int, default=2, help="labels each nightly run adds")
+    p.add_argument("--labels", type=int, nargs="+", default=[1000, 10000], help="label counts before the change")
+    p.add_argument("--full-labels", type=int, nargs="*", default=[1000],
+                   help="label counts whose full nightly is timed too (the others start from an untimed run)")
+    p.add_argument("--add", type=int, default=10, help="labels the timed incremental nightly adds")
     p.add_argument("--n-sentences", type=int, default=2000, help="label sets of the text corpus")
     p.add_argument("--partition-size", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--project", type=float, default=1e6, help="corpus size of the projected ratio")
     p.add_argument("--toy", action="store_true", help="the toy-world comparison and the mAP cost of PQ instead")
-    p.add_argument("--n", type=int, default=1000, help="--toy: images")
-    p.add_argument("--toy-model", default="toy-vit", help="--toy: model")
+    p.add_argument("--toy-change", action="store_true",
+                   help="the toy world's mAP after +10 labels to each --labels: incremental against full retrain")
+    p.add_argument("--n", type=int, default=1000, help="--toy, --toy-change: images")
+    p.add_argument("--toy-model", default="toy-vit", help="--toy, --toy-change: model")
+    p.add_argument("--toy-sentences", type=int, default=20000, help="--toy-change: label sets of the corpus")
     a = p.parse_args()
     if a.toy:
         toy_main(a)
-    elif a.n_tag < 2 * a.n_encode or not 0 < 2 * a.add < min(a.labels):
-        p.error("--n-tag must be at least 2 x --n-encode, and 0 < 2 x --add < every --labels")
+    elif a.toy_change:
+        change_main(a)
+    elif a.n_tag < 2 * a.n_encode or not 0 < a.add < min(a.labels):
+        p.error("--n-tag must be at least 2 x --n-encode, and 0 < --add < every --labels")
     else:
         marginal_main(a)
 

@@ -1,0 +1,119 @@
+"""The incremental nightly on the toy world: adding a label to 19 trains and tags only that label,
+keeps every other label's tags as the current run has them, records its mode, and a nightly killed
+anywhere reruns to the same tags as an uninterrupted one (one Ray for the module, the kills raised
+in-process at the nightly's crash points)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from raytools import ENV
+
+from tagger.catalog import Catalog
+from tagger.errors import SimulatedCrash
+from tagger.pipeline.encode import EncodeConfig
+from tagger.pipeline.nightly import CRASH_POINTS, NightlyConfig, run_nightly
+from tagger.pipeline.raycluster import ray_session
+from tagger.toyworld import LABEL_SYNONYMS, LABELS
+from tagger.toyworld.export import export_scenes
+from tagger.workspace import Workspace
+
+pytestmark = pytest.mark.ray
+FIRST, NEW = list(LABELS[:19]), LABELS[19]
+ENC = EncodeConfig(model="toy-vit", partition_size=16)
+CFG = NightlyConfig(n_sentences=3000)
+TAG_COLS = "i.uri, t.label, t.score, t.positive, t.confidence"
+
+
+def tags(ws: Path, run_id: int) -> list[tuple]:
+    with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
+        return cat.query(f"SELECT {TAG_COLS}, t.rank FROM tags AS t JOIN images AS i USING (image_id) "
+                         "WHERE t.run_id = ? ORDER BY 1, 2", [run_id])
+
+
+def current(ws: Path) -> list[tuple]:
+    with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
+        return cat.query("SELECT uri, label, score, rank, positive, confidence FROM current_tags ORDER BY 1, 2")
+
+
+@pytest.fixture(scope="module")
+def ray():
+    with ray_session() as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+def based(ray, tmp_path_factory) -> tuple[Path, int]:
+    """A workspace tagged in full with 19 toy labels, then given the 20th; returns it and its run."""
+    root = tmp_path_factory.mktemp("incremental")
+    export_scenes(root / "images", 48)
+    ws = Workspace.at(root / "ws")
+    with Catalog.open(ws.catalog) as cat:
+        cat.add_labels(FIRST, {n: list(LABEL_SYNONYMS[n]) for n in FIRST})
+    first = run_nightly(ws, str(root / "images"), ENC, CFG)
+    assert first["mode"] == "full"
+    with Catalog.open(ws.catalog) as cat:
+        cat.add_labels([NEW], {NEW: list(LABEL_SYNONYMS[NEW])})
+    return ws.root, first["run_id"]
+
+
+def test_incremental_nightly_keeps_the_old_labels_tags_and_records_its_mode(based, tmp_path):
+    src, base = based
+    ws = tmp_path / "ws"
+    shutil.copytree(src, ws)
+    out = run_nightly(Workspace.at(ws), None, ENC, CFG)
+    assert (out["mode"], out["vocabulary"]["added"]) == ("incremental", [NEW])
+    before, after = tags(ws, base), tags(ws, out["run_id"])
+    assert [r[:5] for r in after if r[1] != NEW] == [r[:5] for r in before]  # same tags, scores, decisions
+    ranks = {r[:2]: r[5] for r in before}
+    assert all(r[5] >= ranks[r[:2]] for r in after if r[1] != NEW)
+    assert any(r[1] == NEW for r in after)
+    with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
+        run = cat.get_run(out["run_id"])
+        stored = {r["label"]: r for r in cat.run_thresholds(out["run_id"])}
+        kept = {r["label"]: r for r in cat.run_thresholds(base)}
+    assert (run.mode, run.base_run, run.status) == ("incremental", base, "current")
+    assert set(stored) == set(FIRST) | {NEW}
+    assert all(stored[n]["threshold"] == kept[n]["threshold"] for n in FIRST)
+    listed = subprocess.run([sys.executable, "-m", "tagger.cli", "runs", "list", "-w", str(ws), "--json"],
+                            capture_output=True, text=True, timeout=300, env=ENV)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    modes = {r["run_id"]: r["mode"] for r in json.loads(listed.stdout)}
+    assert modes == {base: "full", out["run_id"]: f"incremental from run {base}"}
+
+
+def test_full_flag_retrains_every_label(based, tmp_path):
+    src, base = based
+    ws = tmp_path / "ws"
+    shutil.copytree(src, ws)
+    out = run_nightly(Workspace.at(ws), None, ENC, NightlyConfig(n_sentences=3000, full=True))
+    with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
+        run = cat.get_run(out["run_id"])
+    assert (out["mode"], run.mode, run.base_run) == ("full", "full", None)
+    assert out["mode_reason"] == "a full retrain was asked for"
+
+
+def test_incremental_nightly_killed_anywhere_reruns_to_the_same_tags(based, tmp_path):
+    """New images arrive too: their shards are tagged in full, the old ones carried over."""
+    src, _ = based
+    more = tmp_path / "more"
+    export_scenes(more, 16, start=48)
+    clean, crashed = tmp_path / "clean", tmp_path / "crashed"
+    shutil.copytree(src, clean)
+    shutil.copytree(src, crashed)
+    want = run_nightly(Workspace.at(clean), str(more), ENC, CFG)
+    assert want["mode"] == "incremental" and want["encoded"] == 16
+    for point in CRASH_POINTS:
+        with pytest.raises(SimulatedCrash):
+            run_nightly(Workspace.at(crashed), str(more), ENC, CFG, crash_at=point)
+    got = run_nightly(Workspace.at(crashed), str(more), ENC, CFG)
+    assert current(crashed) == current(clean)
+    assert len({r[0] for r in current(crashed)}) == 48 + 16
+    with Catalog.open(crashed / "catalog.duckdb", read_only=True) as cat:
+        runs = cat.runs(kind="tag")
+    assert [r.status for r in runs].count("current") == 1 and "running" not in [r.status for r in runs]
+    assert cat is not None and runs[-1].run_id == got["run_id"] and runs[-1].mode == "incremental"
