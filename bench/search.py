@@ -41,10 +41,10 @@ import numpy as np
 from tagger.store import GlobalIndex, IndexConfig, PatchStore
 from tagger.store.ann import AnnConfig, nprobe_steps, choose_layout, exact_knn, recall_at
 from tagger.store.annsync import load_ann, sync_ann
-from tagger.store.globalfile import extend_global_file, mapped_rows
+from tagger.store.global_index_file import extend_global_file, mapped_rows
 from tagger.store.patchann import PatchAnnConfig, choose_patch_layout
 from tagger.store.patchannsync import load_patch_ann, patch_ann_path, sync_patch_ann
-from tagger.store.patchfile import extend_patch_file
+from tagger.store.patch_store_file import extend_patch_file
 
 DIM, LATENT, CLUSTERS, PATCHES = 512, 48, 4096, 196
 POOL = 1 << 17

@@ -43,7 +43,7 @@ from synthetic import SyntheticConfig, build_workspace, concepts, geometry, voca
 from tagger.catalog import Catalog  # noqa: E402
 from tagger.models.registry import model_id_for  # noqa: E402
 from tagger.store import index_paths  # noqa: E402
-from tagger.store.globalfile import mapped_rows  # noqa: E402
+from tagger.store.global_index_file import mapped_rows  # noqa: E402
 from tagger.workspace import Workspace  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

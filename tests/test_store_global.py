@@ -193,7 +193,7 @@ def test_extending_the_file_on_disk_equals_adding_in_memory_and_saving(metric: s
                                                                       monkeypatch) -> None:
     """Ids already stored (old or added by an earlier batch) are removed and the batch appended, as
     successive adds do; the old vectors are streamed in blocks of a few rows."""
-    from tagger.store import globalfile
+    from tagger.store import global_index_file as globalfile
     cfg = IndexConfig(metric=metric, use_gpu=False)
     x, ids = _vectors(60), np.arange(60, dtype=np.int64) * 3 + 1
     gi = GlobalIndex(D, cfg)
@@ -216,7 +216,7 @@ def test_extending_the_file_on_disk_equals_adding_in_memory_and_saving(metric: s
 
 
 def test_extending_an_empty_file_and_refusing_bad_batches(tmp_path: Path) -> None:
-    from tagger.store.globalfile import extend_global_file
+    from tagger.store.global_index_file import extend_global_file
     cfg = IndexConfig(use_gpu=False)
     path = tmp_path / "g.faiss"
     GlobalIndex(D, cfg).save(path)
@@ -231,7 +231,7 @@ def test_extending_an_empty_file_and_refusing_bad_batches(tmp_path: Path) -> Non
 
 
 def test_a_file_of_another_kind_is_left_to_the_in_memory_path(tmp_path: Path) -> None:
-    from tagger.store.globalfile import extend_global_file
+    from tagger.store.global_index_file import extend_global_file
     cfg = IndexConfig(global_factory="IVF4,Flat", use_gpu=False)
     gi = GlobalIndex(D, cfg)
     gi.train(_vectors(200))

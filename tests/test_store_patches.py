@@ -273,7 +273,7 @@ def test_extending_the_file_on_disk_equals_adding_in_memory_and_saving(cfg: Inde
                                                                       monkeypatch) -> None:
     """Replaced ids stay in place (a later batch wins), new ids are appended in order of first
     appearance; the old codes are streamed in blocks smaller than one image's rows apart."""
-    from tagger.store import patchfile
+    from tagger.store import patch_store_file as patchfile
     store, ids, _ = _store(cfg, n=60)
     path, ref = tmp_path / "disk.tgp", tmp_path / "memory.tgp"
     store.save(path)

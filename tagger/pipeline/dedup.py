@@ -114,7 +114,7 @@ def run_dedup(workspace: "Workspace", cfg: DedupConfig | None = None, *, model: 
     from ..store.ann import Exact
     from ..store.annsync import load_ann
     from ..store.dedup import merge_groups, near_pairs
-    from ..store.globalfile import mapped_rows
+    from ..store.global_index_file import mapped_rows
     cfg = cfg or DedupConfig()
     t0 = time.time()
     model_id = workspace_model_id(workspace, model, pretrained)

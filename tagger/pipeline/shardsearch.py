@@ -25,7 +25,7 @@ class ShardSearcher:
 
     def __init__(self, shard_path: str, global_path: str) -> None:
         from ..store.ann import AnnIndex, Exact
-        from ..store.globalfile import mapped_rows
+        from ..store.global_index_file import mapped_rows
         rows = mapped_rows(global_path)
         self.ann = AnnIndex.load(shard_path)
         if rows is not None and int(self.ann.meta.get("rerank", 1)) > 1:

@@ -23,7 +23,7 @@ from .shards import (
     write_shard,
     write_shards,
 )
-from .shardset import ShardSet
+from .shard_table import ShardSet
 
 __all__ = [
     "GlobalIndex",

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from tagger.store.ann import AnnConfig, AnnIndex, Exact, ann_path, build_ann, choose_layout, read_meta
-from tagger.store.globalfile import mapped_rows
+from tagger.store.global_index_file import mapped_rows
 
 __all__ = ["load_ann", "sync_ann"]
 

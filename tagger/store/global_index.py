@@ -12,7 +12,7 @@ from tagger.atomic import atomic_open
 from tagger.store.codec import flat_stand_in, min_train_vectors, train_checked
 from tagger.store.config import IndexConfig
 from tagger.store.gpu import GPU_MAX_K, to_gpu_if_available
-from tagger.store.shardset import ShardSet
+from tagger.store.shard_table import ShardSet
 from tagger.store.vectors import as_ids, as_matrix
 
 logger = logging.getLogger(__name__)

@@ -32,8 +32,8 @@ from tagger.errors import ConfigError, StoreError, UnknownIdError
 from tagger.store.codec import flat_stand_in, min_train_vectors, train_checked
 from tagger.store.config import IndexConfig
 from tagger.store.gpu import GPU_MAX_K, to_gpu_if_available
-from tagger.store.patchfile import read_patch_file, write_patch_file
-from tagger.store.shardset import ShardSet
+from tagger.store.patch_store_file import read_patch_file, write_patch_file
+from tagger.store.shard_table import ShardSet
 from tagger.store.vectors import as_ids, as_matrix
 
 logger = logging.getLogger(__name__)
@@ -297,7 +297,7 @@ class PatchStore:
 
     # ----- persistence ---------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the store to one file atomically (format in :mod:`tagger.store.patchfile`)."""
+        """Write the store to one file atomically (format in :mod:`tagger.store.patch_store_file`)."""
         header = {"dim": self.dim, "patches_per_image": self.patches_per_image,
                   "n_images": self.n_images, "code_size": self.code_size,
                   "config": self.cfg.to_dict()}

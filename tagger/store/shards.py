@@ -83,7 +83,7 @@ def index_paths(root: str | os.PathLike[str], model_id: str) -> tuple[Path, Path
     """Workspace locations of the built stores: ``indexes/<model_id>/{global.faiss,patches.tgp}``.
 
     ``global.faiss`` is a plain FAISS index file; ``patches.tgp`` is the patch store container
-    of :mod:`tagger.store.patchfile` (ids, the raw codes, then the trained FAISS codec).
+    of :mod:`tagger.store.patch_store_file` (ids, the raw codes, then the trained FAISS codec).
     """
     directory = Workspace(Path(root)).index_dir(_check_name("model_id", model_id))
     return directory / "global.faiss", directory / "patches.tgp"

@@ -5,7 +5,7 @@ stores hold, the config they were built with and how many images the codec was t
 later update reads only the shards that are new since then and adds them (ids already stored are
 replaced in place), reusing the trained codec, so encoding a few new images costs a few images. Both saved files are
 extended on disk, the stored rows streamed from a memory map (the exact global index by
-:mod:`.globalfile`, the patch store by :mod:`.patchfile`), so an update's memory grows with the
+:mod:`.global_index_file`, the patch store by :mod:`.patch_store_file`), so an update's memory grows with the
 new shards, not with the corpus.
 
 A full, deterministic rebuild from every done shard (ascending image id, seeded codec training)
@@ -45,9 +45,9 @@ from .annsync import sync_ann
 from .patchann import PatchAnnConfig
 from .patchannsync import sync_patch_ann
 from .global_index import GlobalIndex
-from .globalfile import extend_global_file
+from .global_index_file import extend_global_file
 from .patches import PatchStore
-from .patchfile import extend_patch_file, read_patch_file
+from .patch_store_file import extend_patch_file, read_patch_file
 from .shards import Shard, load_shard, model_dir
 
 logger = logging.getLogger(__name__)
