@@ -290,7 +290,11 @@ def search(
     level: Annotated[Level, typer.Option(
         help="global: whole-image embedding; patch: best-matching patch")] = Level.GLOBAL,
     exact: Annotated[bool, typer.Option(
-        "--exact", help="search the exact global index even where an approximate one is kept")] = False,
+        "--exact", help="search the exact global index or scan every patch even where an approximate index "
+                        "is kept")] = False,
+    shards: Annotated[Optional[int], typer.Option(
+        min=1, help="search the approximate global index split in N shards, one Ray actor each (split first "
+                    "when needed)")] = None,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
@@ -306,10 +310,10 @@ def search(
         ws = workspace_at(workspace, create=False)
         if like is not None:
             hits = search_like(ws, like, k, level.value, model=model, pretrained=pretrained, device=device,
-                               exact=exact)
+                               exact=exact, shards=shards)
         else:
             hits = search_text(ws, text or "", k, level.value, model=model, pretrained=pretrained, device=device,
-                               exact=exact)
+                               exact=exact, shards=shards)
     rows: list[tuple[Any, ...]]
     if level is Level.PATCH:
         cols = ("rank", "score", "image_id", "patch", "uri")

@@ -40,7 +40,7 @@ def _index_config(directory: Path):
 
 
 def _raw_search(root: Path, model_id: str, query: np.ndarray, k: int, level: str,
-                exact: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+                exact: bool = False, shards: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """One query's (scores, ids, patches or None). Each level searches its approximate index when one
     is in step with the exact store (and ``exact`` is not asked), else the exact index or the scan."""
     from ..store import GlobalIndex, PatchStore, index_paths
@@ -49,6 +49,8 @@ def _raw_search(root: Path, model_id: str, query: np.ndarray, k: int, level: str
     path = g_path if level == "global" else p_path
     if not path.exists():
         raise StoreError(f"no {level} index for model {model_id} at {path}: run `tagger encode` first")
+    if shards is not None:
+        return _sharded(path, query, k, level, exact, shards)
     if level == "global":
         cfg = _index_config(path.parent)
         ann = None if exact else load_ann(path)
@@ -62,6 +64,20 @@ def _raw_search(root: Path, model_id: str, query: np.ndarray, k: int, level: str
     searcher = patch_ann if patch_ann is not None else PatchStore.load(path, mmap=True)
     scores, ids, patches = searcher.search(query, k)
     return scores[0], ids[0], patches[0]
+
+
+def _sharded(path: Path, query: np.ndarray, k: int, level: str, exact: bool,
+             shards: int) -> tuple[np.ndarray, np.ndarray, None]:
+    """The global level over the approximate index split in ``shards`` (:mod:`.shardsearch`)."""
+    from ..store.annsync import load_ann
+    from .shardsearch import search_sharded
+    if level != "global" or exact:
+        raise ConfigError("--shards searches the approximate global index: not with --level patch or --exact")
+    if load_ann(path) is None:
+        raise StoreError(f"no approximate global index in step beside {path} to split (a small corpus is "
+                         "searched exactly; run `tagger encode` to update the indexes)")
+    scores, ids = search_sharded(path, query, k, shards)
+    return scores[0], ids[0], None
 
 
 def image_uris(catalog, image_ids: list[int]) -> dict[int, str]:
@@ -87,11 +103,13 @@ def _with_uris(workspace: "Workspace", hits: list[Hit], catalog) -> list[Hit]:
 
 
 def search_vector(workspace: "Workspace", model_id: str, query: np.ndarray, k: int = 10, level: str = "global", *,
-                  catalog=None, with_uris: bool = True, exact: bool = False) -> list[Hit]:
+                  catalog=None, with_uris: bool = True, exact: bool = False,
+                  shards: int | None = None) -> list[Hit]:
     """Top-``k`` images for one query vector, best first.
 
     ``level="global"`` ranks images by their global embedding (the approximate index when the corpus
-    has one, unless ``exact``); ``"patch"`` by their best patch (``Hit.patch``). URIs come from ``catalog`` when given, else from the workspace catalog
+    has one, unless ``exact``; split in ``shards`` searched by Ray actors when given); ``"patch"`` by their
+    best patch (``Hit.patch``; the approximate patch index when there is one, unless ``exact``). URIs come from ``catalog`` when given, else from the workspace catalog
     opened read-only. Raises StoreError when the indexes are not built yet.
     """
     if level not in LEVELS:
@@ -101,7 +119,7 @@ def search_vector(workspace: "Workspace", model_id: str, query: np.ndarray, k: i
     q = np.asarray(query, np.float32)
     if q.ndim != 1:
         raise ConfigError(f"search_vector takes one query vector, got shape {q.shape}")
-    scores, ids, patches = _raw_search(workspace.root, model_id, q[None, :], k, level, exact)
+    scores, ids, patches = _raw_search(workspace.root, model_id, q[None, :], k, level, exact, shards)
     valid = np.flatnonzero(ids >= 0)  # missing slots (k > stored images) hold id -1
     hits = [Hit(rank=r + 1, score=float(scores[i]), image_id=int(ids[i]),
                 patch=None if patches is None else int(patches[i]))
@@ -111,7 +129,7 @@ def search_vector(workspace: "Workspace", model_id: str, query: np.ndarray, k: i
 
 def search_text(workspace: "Workspace", text: str, k: int = 10, level: str = "global", *, model: str | None = None,
                 pretrained: str | None = None, device: str | None = None, catalog=None,
-                exact: bool = False) -> list[Hit]:
+                exact: bool = False, shards: int | None = None) -> list[Hit]:
     """Encode ``text`` with the workspace's model (or ``model``/``pretrained``) and search."""
     from ..models import load_clip
     if not text.strip():
@@ -120,7 +138,7 @@ def search_text(workspace: "Workspace", text: str, k: int = 10, level: str = "gl
     clip = load_clip(name, weights, device=device)
     q = clip.encode_text([text])[0]
     logger.info("searching %s (%s level) for %r", clip.model_id, level, text)
-    return search_vector(workspace, clip.model_id, q, k, level, catalog=catalog, exact=exact)
+    return search_vector(workspace, clip.model_id, q, k, level, catalog=catalog, exact=exact, shards=shards)
 
 
 def encode_image_files(paths: list[str], model: str, pretrained: str | None,
@@ -174,11 +192,12 @@ def like_vector(workspace: "Workspace", like: str, model_id: str, model: str, pr
 
 def search_like(workspace: "Workspace", like: str, k: int = 10, level: str = "global", *, model: str | None = None,
                 pretrained: str | None = None, device: str | None = None, catalog=None,
-                exact: bool = False) -> list[Hit]:
+                exact: bool = False, shards: int | None = None) -> list[Hit]:
     """Images like the image ``like`` (its global embedding as the query), best first: the image itself
     (when stored) and its near-duplicates come first. At the patch level, images with a patch close to
     the query image's global embedding."""
     from ..models.registry import model_id_for
     name, weights = workspace.model(model, pretrained)
     q, _ = like_vector(workspace, like, model_id_for(name, weights), name, weights, device)
-    return search_vector(workspace, model_id_for(name, weights), q, k, level, catalog=catalog, exact=exact)
+    return search_vector(workspace, model_id_for(name, weights), q, k, level, catalog=catalog, exact=exact,
+                         shards=shards)

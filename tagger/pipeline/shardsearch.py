@@ -4,6 +4,8 @@
 its shard and memory-mapping the exact file for re-ranking (so the workspace must be on a file system
 every node sees); a query goes to every actor at once and their top-k are merged by score. Actors can
 be pinned to nodes offering a custom Ray resource (``node_resource``, as encode's are).
+:func:`search_sharded` is what ``tagger search --shards N`` runs: split when the split is missing, stale
+or of another count, then one sharded search in a Ray session.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import numpy as np
 
 from ..errors import StoreError
 
-__all__ = ["ShardSearcher", "ShardedSearch"]
+__all__ = ["ShardSearcher", "ShardedSearch", "search_sharded"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,3 +80,23 @@ class ShardedSearch:
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []
+
+
+def search_sharded(global_path: str | os.PathLike[str], queries: np.ndarray, k: int, shards: int, *,
+                   node_resource: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` (scores, ids) of ``queries`` over the approximate index beside ``global_path`` split in
+    ``shards``: the split is (re)written first when it is missing, stale or of another count; the
+    search runs on the connected Ray cluster (or a local one) and its actors end with it."""
+    from ..store.annshards import shard_paths, shards_in_step, write_shards
+    from .raycluster import ray_session
+    if shards < 1:
+        raise StoreError(f"shards must be >= 1, got {shards}")
+    if len(shard_paths(global_path)) != shards or not shards_in_step(global_path):
+        logger.info("splitting the approximate index beside %s into %d shards", global_path, shards)
+        write_shards(global_path, shards)
+    with ray_session():
+        sharded = ShardedSearch(global_path, node_resource=node_resource)
+        try:
+            return sharded.search(queries, k)
+        finally:
+            sharded.close()
