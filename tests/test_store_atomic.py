@@ -30,11 +30,6 @@ def test_text_and_bytes_replace_the_target(tmp_path: Path) -> None:
     assert _temps(path.parent) == []
 
 
-def test_the_store_keeps_its_old_import_path() -> None:
-    import tagger.store.atomic as old
-    assert old.atomic_open is atomic_open and old.commit_dir is commit_dir and old.TMP_PREFIX == TMP_PREFIX
-
-
 def test_a_failed_body_keeps_the_old_content_and_no_temp_file(tmp_path: Path) -> None:
     path = tmp_path / "m.npy"
     with atomic_open(path) as fh:
