@@ -48,12 +48,14 @@ def _encode_config(ws: Workspace, cfg: "EncodeConfig | None", model: str | None,
 
 def encode(ws: Workspace, source: str | None, cfg: "EncodeConfig | None" = None, *, model: str | None = None,
            pretrained: str | None = None, crash_after: int | None = None, progress: bool = False) -> dict[str, Any]:
-    """Register ``source``'s images (None: only the pending ones), encode them and update the indexes; the
-    model is checked, then recorded as the workspace's (``tagger encode``)."""
+    """Register ``source``'s images (None: only the pending ones), encode them and update the indexes; a
+    model other than the workspace's is checked, then recorded as the workspace's (``tagger encode``,
+    which records it before taking the job lock)."""
     from .models.resolve import record_model
     from .pipeline.encode import run_encode
     cfg = _encode_config(ws, cfg, model, pretrained)
-    record_model(ws, cfg.model, cfg.pretrained)
+    if ws.settings().get("model") != cfg.model or ws.settings().get("pretrained") != cfg.pretrained:
+        record_model(ws, cfg.model, cfg.pretrained)
     return run_encode(ws, source, cfg, crash_after=crash_after, progress=progress)
 
 

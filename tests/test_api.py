@@ -87,3 +87,17 @@ def test_the_verbs_share_one_shape() -> None:
         assert "cfg" in names and params["cfg"].default is None
         assert params["model"].kind is inspect.Parameter.KEYWORD_ONLY and params["model"].default is None
         assert params["pretrained"].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_python_encode_records_a_checked_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tagger.errors import ModelLoadError
+    calls = _record(monkeypatch, "encode")
+    ws = Workspace.at(tmp_path / "ws")
+    tagger.encode(ws, "photos/", model="toy-rn")
+    assert ws.settings()["model"] == "toy-rn" and calls[0][0][1].model == "toy-rn"
+    tagger.encode(ws, None)  # no model given: the workspace's
+    assert calls[1][0][1].model == "toy-rn"
+    before = ws.settings_path.read_bytes()
+    with pytest.raises(ModelLoadError, match="unknown model 'toy-rnn'"):
+        tagger.encode(ws, "photos/", model="toy-rnn")
+    assert ws.settings_path.read_bytes() == before and len(calls) == 2
