@@ -56,7 +56,7 @@ ALLOWED: dict[str, set[str]] = {
     "uris": set(),
     "workspace": {"errors", "atomic"},
     "targets": {"errors", "atomic", "workspace"},
-    "method": set(GROUND),
+    "method": set(GROUND) - {"workspace", "targets"},  # pure math: knows no workspace and no output file
     "models": set(GROUND),
     "store": set(GROUND),
     "text": {*GROUND, "method"},
