@@ -1,21 +1,25 @@
 """Tagging throughput from stored embeddings against the matrix-multiply roofline of the same shapes.
 
-    python bench/tag.py [--n 256] [--dim 512] [--patches 196] [--labels 80 1000] [--repeat 5]
+    python bench/tag.py [--n 256] [--dim 512] [--patches 196] [--labels 80 1000 10000] [--repeat 5]
 
 Inputs are random fp32 unit vectors shaped like ViT-B/16 output (d=512, P=196 patches per image),
 a random classifier (C labels) and a random memory bank (K rows, default K=C as the "prompts"
-memory). The measured path is ``tagger.method.scoring.comc_scores`` with the default ScoreConfig: mapping
-of the global and every patch embedding onto the memory, classification, max over patches,
-fusion and per-image standardisation. The roofline is the time of the bare matrix multiplies
-that path cannot avoid, timed in the same process: ``v @ M.T`` and ``a @ M`` of the mapping and
-``v' @ W.T`` of the classifier, for the global and the patch rows. ``fraction`` =
-roofline time / comc time (1.0 = no overhead beyond the multiplies). When K and C are small next
-to d, ``comc_scores`` folds the mapping into the classifier (``tagger.method.mapping.mapped_scores``) and
-never forms the mapped vectors, doing fewer multiplies than this roofline, so fractions near or
-above 1 are possible there. Decoding the patches of the
-same images from a PQ patch store (``PatchStore.decode``) is timed separately, in memory and
-from a memory-mapped file (as the tag workers open it). Repetitions are
-interleaved and the median is kept. Ends with one JSON line.
+memory). The measured path is ``tagger.method.scoring.comc_scores`` with the default ScoreConfig
+(the same one at every label count): mapping of the global and every patch embedding onto the
+memory, classification (of the patches: only each image's ``patch_labels`` best labels by global
+score), max over patches and fusion. It is timed again as the exact path
+(``ScoreConfig(patch_labels=None)``: every patch scored against every label). The roofline is the
+time of the bare matrix multiplies of the exact path, timed in the same process: ``v @ M.T`` and
+``a @ M`` of the mapping and ``v' @ W.T`` of the classifier, for the global and the patch rows.
+``fraction`` = roofline time / default time and ``fraction_exact`` = roofline time / exact time
+(1.0 = no overhead beyond the multiplies). The default path skips most of the patch classifier
+(``P * (C - patch_labels) * d`` multiply-adds per image), and when K and C are small next to d
+``comc_scores`` folds the mapping into the classifier (``tagger.method.mapping.mapped_scores``),
+so fractions above 1 are possible. Decoding the patches of the same images from a PQ patch
+store (``PatchStore.decode``) is timed separately, in memory and from a memory-mapped file (as the
+tag workers open it). Repetitions are interleaved and the median is kept. The quality of the
+default against the exact path is measured on the toy world by ``bench/tag_quality.py``. Ends
+with one JSON line.
 """
 from __future__ import annotations
 
@@ -24,11 +28,12 @@ import json
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from tagger.method.mapping import MemoryBank, cross_modal_map
+from tagger.method.mapping import MemoryBank
 from tagger.method.scoring import ScoreConfig, comc_scores
 from tagger.store import IndexConfig, PatchStore
 
@@ -65,25 +70,25 @@ def timed(fn, *args) -> float:
 
 
 def bench_labels(g: np.ndarray, p: np.ndarray, c: int, k: int, repeat: int, seed: int) -> dict:
-    """Median comc_scores time, roofline time and mapping-only time for C labels, K memory rows."""
+    """Median comc_scores time (default and exact ScoreConfig) and roofline time for C labels, K memory rows."""
     rng = np.random.default_rng(seed)
     n, num_p, d = p.shape
     w, mem = unit(rng, c, d), MemoryBank(unit(rng, k, d))
-    cfg = ScoreConfig()
+    cfg, exact = ScoreConfig(), replace(ScoreConfig(), patch_labels=None)
     flat = p.reshape(n * num_p, d)
     bufs = buffers({"g": n, "p": n * num_p}, k, c, d, rng)
-    comc_scores(g, p, w, mem, cfg)  # warm-up
+    comc_scores(g[:2], p[:2], w, mem, cfg)  # warm-up
     roofline(g, flat, w, mem.vectors, bufs)
-    comc, roof, mapping = [], [], []
+    comc, roof, exact_s = [], [], []
     for _ in range(repeat):
         comc.append(timed(comc_scores, g, p, w, mem, cfg))
         roof.append(roofline(g, flat, w, mem.vectors, bufs))
-        mapping.append(timed(cross_modal_map, flat, mem, cfg.tau, cfg.alpha, cfg.topk))
-    comc_s, roof_s = statistics.median(comc), statistics.median(roof)
+        exact_s.append(timed(comc_scores, g, p, w, mem, exact))
+    comc_s, roof_s, ex_s = statistics.median(comc), statistics.median(roof), statistics.median(exact_s)
     flops = 2 * (n + n * num_p) * d * (2 * k + c)
-    return {"labels": c, "memory_rows": k, "comc_s": comc_s, "roofline_s": roof_s,
-            "map_patches_s": statistics.median(mapping), "img_s": n / comc_s,
-            "fraction": roof_s / comc_s, "roofline_gflops": flops / roof_s / 1e9}
+    return {"labels": c, "memory_rows": k, "comc_s": comc_s, "roofline_s": roof_s, "exact_s": ex_s,
+            "img_s": n / comc_s, "fraction": roof_s / comc_s, "fraction_exact": roof_s / ex_s,
+            "roofline_gflops": flops / roof_s / 1e9}
 
 
 def bench_pq_decode(p: np.ndarray, patch_bytes: int, train: int, repeat: int, seed: int) -> dict:
@@ -111,7 +116,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=256, help="images per call (a tag shard holds 256)")
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--patches", type=int, default=196)
-    ap.add_argument("--labels", type=int, nargs="+", default=[80, 1000])
+    ap.add_argument("--labels", type=int, nargs="+", default=[80, 1000, 10000])
     ap.add_argument("--memory-rows", type=int, default=0, help="K (0: as many as labels)")
     ap.add_argument("--patch-bytes", type=int, default=16, help="PQ code bytes per patch")
     ap.add_argument("--pq-train", type=int, default=20000, help="patch vectors to train PQ on")
@@ -122,17 +127,20 @@ def main() -> None:
     g, p = unit(rng, a.n, a.dim), unit(rng, a.n, a.patches, a.dim)
     rows = [bench_labels(g, p, c, a.memory_rows or c, a.repeat, a.seed + c) for c in a.labels]
     dec = bench_pq_decode(p, a.patch_bytes, a.pq_train, a.repeat, a.seed)
-    print(f"{a.n} images, d={a.dim}, P={a.patches}, fp32; median of {a.repeat}")
-    print(f"{'labels':>6} | {'K':>5} | {'comc s':>7} | {'roof s':>7} | {'fraction':>8} | "
-          f"{'img/s':>7} | {'map s':>6} | {'GFLOP/s':>7} | {'PQ dec/comc':>11}")
+    print(f"{a.n} images, d={a.dim}, P={a.patches}, fp32; median of {a.repeat}; {ScoreConfig()}")
+    print(f"{'labels':>6} | {'K':>5} | {'comc s':>7} | {'roof s':>7} | {'fraction':>8} | {'exact s':>7} | "
+          f"{'exact fr':>8} | {'img/s':>7} | {'GFLOP/s':>7} | {'PQ dec/comc':>11}")
     for r in rows:
         print(f"{r['labels']:>6} | {r['memory_rows']:>5} | {r['comc_s']:>7.3f} | {r['roofline_s']:>7.3f} | "
-              f"{r['fraction']:>8.2f} | {r['img_s']:>7.0f} | {r['map_patches_s']:>6.3f} | "
+              f"{r['fraction']:>8.2f} | {r['exact_s']:>7.3f} | {r['fraction_exact']:>8.2f} | {r['img_s']:>7.0f} | "
               f"{r['roofline_gflops']:>7.1f} | {dec['decode_s'] / r['comc_s']:>11.2f}")
     print(f"PQ{dec['patch_bytes']} decode of {a.n} x {a.patches} patches: {dec['decode_s']:.3f} s "
           f"({dec['img_s']:.0f} img/s); memory-mapped store, as tag workers open it: {dec['mmap_decode_s']:.3f} s")
     print(json.dumps({"bench": "tag", "n": a.n, "dim": a.dim, "patches": a.patches,
+                      "score_config": ScoreConfig().to_dict(),
                       "ratio": {str(r["labels"]): round(r["fraction"], 3) for r in rows},
+                      "ratio_exact": {str(r["labels"]): round(r["fraction_exact"], 3) for r in rows},
+                      "exact_s": {str(r["labels"]): round(r["exact_s"], 4) for r in rows},
                       "img_s": {str(r["labels"]): round(r["img_s"], 1) for r in rows},
                       "comc_s": {str(r["labels"]): round(r["comc_s"], 4) for r in rows},
                       "roofline_s": {str(r["labels"]): round(r["roofline_s"], 4) for r in rows},

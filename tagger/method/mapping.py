@@ -23,6 +23,7 @@ class MemoryBank:
     vectors: np.ndarray  # (K, d) float32
     kind: str = "prompts"  # "prompts" | "sentences"
     _index: object = None
+    _scaled: tuple[float, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         v = np.asarray(self.vectors, np.float32)
@@ -40,6 +41,12 @@ class MemoryBank:
             idx.add(self.vectors)
             self._index = idx
         return self._index
+
+    def scaled(self, tau: float) -> np.ndarray:
+        """``vectors / tau`` (kept for the last tau): the attention logits come out of one product."""
+        if self._scaled is None or self._scaled[0] != tau:
+            self._scaled = (tau, self.vectors * np.float32(1.0 / tau))
+        return self._scaled[1]
 
     def save(self, path: str | Path) -> None:
         np.save(Path(path), self.vectors)
@@ -67,9 +74,10 @@ def attend(v: np.ndarray, memory: MemoryBank, tau: float, topk: int | None = Non
     """Unit-norm attention readout u of each row of v (shape (n, d)) over the memory."""
     v = np.ascontiguousarray(v, np.float32)
     if topk is None or topk >= memory.size:
-        logits = v @ memory.vectors.T
-        logits *= np.float32(1.0 / tau)
-        u = _softmax_(logits) @ memory.vectors
+        logits = v @ memory.scaled(tau).T
+        logits -= logits.max(axis=-1, keepdims=True)
+        # softmax numerators only: dividing by their sum scales u, which is normalised below
+        u = np.exp(logits, out=logits) @ memory.vectors
     else:
         sims, idx = memory.index().search(v, topk)
         sims *= np.float32(1.0 / tau)
