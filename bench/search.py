@@ -18,8 +18,12 @@ noise; a query's best match has cosine ~0.77, a random pair ~0.43) is written as
 * projection to 10^8 images: the layout chosen there and its memory, build and query time scaled from
   the largest measured size (build ~ N, query ~ the vectors scanned: nprobe * N / nlist).
 
-Then the patch store: a PQ16x8 store of 196 codes per image (codes drawn at random from a trained
-codec: the scan cost does not depend on their values) searched exhaustively, as ``--level patch`` does.
+Then the patch store (``--patch-sizes``): a PQ16x8 store of 196 structured codes per image (a pool of
+corpus vectors encoded by a trained codec; an image shows 8 clusters, each patch mixes two pool codes of
+one cluster), written as an index update writes it, its approximate index built through
+:func:`tagger.store.patchannsync.sync_patch_ann`; recall@10 of images (by their best patch) against the
+exhaustive scan for image and text queries, p50/p99 of both, build (train + add + tune), memory and
+disk, an incremental add of 100 images, and a projection to 10^6 and 10^8 images.
 ``--dedup`` adds the near-duplicate threshold measurement (bench/dedup.py).
 """
 from __future__ import annotations
