@@ -63,9 +63,10 @@ TEXT_TRAIN = ("run_generate_text", "run_nightly_train", "run_train", "train_incr
 
 
 def label_names(n: int) -> list[str]:
-    """``n`` distinct made-up words (three syllables), the same for every call."""
+    """``n`` distinct made-up words (three syllables, a fourth from the 4,901st on), the same for every call."""
     syl = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
-    return [syl[i % 70] + syl[i // 70 % 70] + syl[(7 * i + 3) % 70] for i in range(n)]
+    return [syl[i % 70] + syl[i // 70 % 70] + syl[(7 * i + 3) % 70] + (syl[i // 4900 % 70] if i >= 4900 else "")
+            for i in range(n)]
 
 
 def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

@@ -150,7 +150,7 @@ def train_rows(text_emb: np.ndarray, label_matrix: np.ndarray, frozen: np.ndarra
     same ranking loss, noise and schedule as :func:`train_classifier`, on every sentence about a new
     label plus a sample of the others. Returns the new rows ``(len(new), d)`` and metrics."""
     cfg = cfg or TrainConfig()
-    y_all = np.asarray(label_matrix, np.float32)
+    y_all = np.asarray(label_matrix)  # converted to float for the sampled sentences only (it can be large)
     n_cols = y_all.shape[1]
     new_idx = np.asarray(sorted(new), np.int64)
     old_idx = np.setdiff1d(np.arange(n_cols), new_idx)
@@ -161,7 +161,7 @@ def train_rows(text_emb: np.ndarray, label_matrix: np.ndarray, frozen: np.ndarra
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     x = torch.from_numpy(np.asarray(text_emb, np.float32)[rows])
-    y = torch.from_numpy(y_all[rows][:, np.concatenate([old_idx, new_idx])])  # frozen columns first
+    y = torch.from_numpy(y_all[rows][:, np.concatenate([old_idx, new_idx])].astype(np.float32))  # frozen first
     fixed = torch.from_numpy(np.asarray(frozen, np.float32))
     head = torch.nn.Linear(x.shape[1], len(new_idx), bias=False)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -63,8 +63,8 @@ def _merged_anchors(a: TextAnchors | None, b: TextAnchors | None, keep: np.ndarr
         return None
     robust = None if a.robust_separation is None or b.robust_separation is None else \
         np.concatenate([a.robust_separation[keep], b.robust_separation])
-    return TextAnchors(*(np.concatenate([getattr(a, k)[keep], getattr(b, k)])
-                         for k in ("neg_mean", "pos_mean", "neg_sd", "pos_sd")), robust)
+    both = {k: np.concatenate([getattr(a, k)[keep], getattr(b, k)]) for k in ("neg_mean", "pos_mean", "neg_sd", "pos_sd")}
+    return TextAnchors(both["neg_mean"], both["pos_mean"], both["neg_sd"], both["pos_sd"], robust)
 
 
 @dataclass

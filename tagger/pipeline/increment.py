@@ -90,7 +90,7 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
             with atomic_dir(out, replace=False) as tmp:
                 ext.save(tmp, base_id)
         config = {**(rec.get("config") or {}), "head": "comc", "extends": base_id, "trained": new}
-        cat.add_classifier(cid, model_id=rec.get("model_id"), labels=kept + new, corpus_id=corpus_id,
+        cat.add_classifier(cid, model_id=str(rec.get("model_id") or base.classifier.model_id), labels=kept + new, corpus_id=corpus_id,
                            config=config, path=workspace.relative(out))
     logger.info("nightly: classifier %s extended as %s: %d label rows trained, %d kept frozen", base_id, cid,
                 len(new), len(kept))

@@ -85,9 +85,10 @@ class ShardScorer:
         if not hasattr(self, "_books"):
             import faiss
             idx = faiss.downcast_index(self.patches.index) if self.patches is not None else None
-            ok = isinstance(idx, faiss.IndexPQ) and idx.pq.nbits == 8
-            self._books = faiss.vector_to_array(idx.pq.centroids).reshape(idx.pq.M, idx.pq.ksub, idx.pq.dsub) \
-                if ok else None
+            self._books = None
+            if isinstance(idx, faiss.IndexPQ) and idx.pq.nbits == 8:
+                pq = idx.pq
+                self._books = faiss.vector_to_array(pq.centroids).reshape(pq.M, pq.ksub, pq.dsub)
         return self._books
 
     def new_scores(self, shard) -> np.ndarray:
@@ -95,11 +96,11 @@ class ShardScorer:
         is decoded (:func:`~tagger.method.extend.pq_patch_max`)."""
         from ..method.extend import pq_patch_max
         w = self.model.rows.weight
-        books = self._codebooks()
-        if books is not None:
-            pp = self.patches.patches_per_image
-            pos = self.patches.positions(np.asarray(shard.ids))
-            codes = np.asarray(self.patches.codes[(pos[:, None] * pp + np.arange(pp)).ravel()])
+        books, store = self._codebooks(), self.patches
+        if books is not None and store is not None:
+            pp = store.patches_per_image
+            pos = store.positions(np.asarray(shard.ids))
+            codes = np.asarray(store.codes[(pos[:, None] * pp + np.arange(pp)).ravel()])
             patch_max = pq_patch_max(codes.reshape(len(pos), pp, -1), books, w)
         else:
             p = self.patches.decode(np.asarray(shard.ids)) if self.patches is not None else \
