@@ -1,4 +1,7 @@
-"""The large toy vocabulary in ``bench/quality.py --vocab large`` (also imported by bench/text_scale.py).
+"""The large toy vocabulary in ``bench/quality.py --vocab large`` (also imported by bench/text_scale.py),
+and the sentences-per-label sweep when run alone:
+
+    python bench/large_vocab.py [--counts 2500 5000 10000 20000 40000] [--models toy-rn toy-vit] [--split val]
 
 305 labels with exact truth (:mod:`tagger.toyworld.large`), optionally with distractor words up to
 any vocabulary size: zero-shot CLIP, the CoMC ablation ladder and the linear-probe ceiling, mAP over
@@ -8,6 +11,8 @@ its hierarchy (a red hexagon is a hexagon), trained on its targets as the train 
 """
 from __future__ import annotations
 
+import argparse
+import json
 import time
 from dataclasses import replace
 
@@ -96,3 +101,41 @@ def evaluate_large(name: str, n: int, n_small: int, n_labels: int | None = None,
             "corpus_sentences": len(corpus), "generated_sentences": corpus.stats["kept"],
             "comc_fit_s": round(fit_s, 1)}
 
+
+
+def sweep(name: str, counts: list[int], n: int, split: str, n_labels: int | None) -> list[dict]:
+    """Full CoMC (shipped defaults) mAP over the labels with truth for each corpus size."""
+    vocab = vocab_of(n_labels)
+    clip = text_memo(load_clip(name, device="cpu"))
+    data = embed_dataset(clip, read_toy(n=n, split=split, vocab="large"))
+    t = vocab.n_truth
+    ceiling = summarize(linprobe_head(vocab="large")(clip, data), data.labels)["mAP"]
+    rows = []
+    for count in counts:
+        t0 = time.time()
+        model, corpus = fit_large(clip, vocab, ComcConfig(), count)
+        gen = corpus.label_matrix[np.array([s == "generated" for s in corpus.sources])]
+        m = summarize(model.scores(data.global_, data.patches.astype("float32"))[:, :t], data.labels)["mAP"]
+        rows.append({"model": name, "split": split, "labels": len(vocab.labels), "n_sentences": count,
+                     "sentences_per_label": round(float(gen.sum(0).mean()), 1), "full_mAP": round(m, 2),
+                     "ceiling_mAP": round(ceiling, 2), "over_ceiling": round(m / ceiling, 3),
+                     "fit_s": round(time.time() - t0, 1)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="Sentences per label needed on the large toy vocabulary: "
+                                "full CoMC mAP against the ceiling for several corpus sizes (one JSON line each).")
+    p.add_argument("--counts", type=int, nargs="+", default=[2500, 5000, 10000, 20000, 40000])
+    p.add_argument("--models", nargs="+", default=["toy-rn", "toy-vit"])
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--split", choices=("val", "test"), default="val")
+    p.add_argument("--labels", type=int, default=None, help="distractors up to this many labels")
+    a = p.parse_args()
+    out = [r for name in a.models for r in sweep(name, a.counts, a.n, a.split, a.labels)]
+    print(json.dumps({"bench": "sentences_per_label", "results": out}))
+
+
+if __name__ == "__main__":
+    main()

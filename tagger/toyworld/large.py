@@ -122,10 +122,9 @@ def _clean_words() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(nouns, adjectives) of the word list sharing no BPE token with :func:`world_words`."""
     import open_clip
     tok = open_clip.get_tokenizer("RN50")  # the BPE the toy models' text towers read
-    special = {0, 49406, 49407}
 
     def tokens(w: str) -> set[int]:
-        return {int(i) for i in tok([w])[0].tolist()} - special
+        return set(tok.encode(w))
     known = set().union(*(tokens(w) for w in world_words()))
     nouns = tuple(w for w in _word_list("nounlist.txt") if not tokens(w) & known)
     adjectives = tuple(w for w in _word_list("adjectivelist.txt") if not tokens(w) & known and w not in nouns)
