@@ -9,13 +9,11 @@ import logging
 import os
 import sys
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from ..errors import CRASH_EXIT_CODE, ConfigError, SimulatedCrash, TaggerError
-from ..method.headkinds import image_heads
+from ..errors import CRASH_EXIT_CODE, ConfigError, SimulatedCrash
 from ..pipeline.encode import EncodeConfig
 from ..pipeline.nightly import CRASH_POINTS, NightlyConfig
 from ..pipeline.tag import TagConfig
@@ -24,7 +22,7 @@ from .catalog import labels_app, runs_app, sql_cmd
 from .options import (
     DEFAULT_WORKSPACE, JOB_WAIT, AnnotationsOpt, CalibrateWithOpt, CrashAfterOpt, DecisionOpt, DecisionRule,
     DecodeCpusOpt, EncodeCpusOpt, HeadKind, HeadOpt, JsonOpt, MaxMissingOpt, ModelOpt, NlOpt, NodeResourceOpt,
-    NSentencesOpt, PartitionSizeOpt, PretrainedOpt, RowsJsonOpt, SourceOpt, WaitOpt, WorkspaceOpt, emit_rows, fail, finite,
+    NSentencesOpt, PartitionSizeOpt, PretrainedOpt, RowsJsonOpt, SourceOpt, WaitOpt, WorkspaceOpt, emit_rows, finite,
     finite_non_negative, job_scope, one_source, output_format, print_summary, report_calibration, reported,
     workspace_at,
 )
@@ -35,15 +33,6 @@ from .status import quiet_warnings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Tag image collections with labels nobody annotated.")
-
-
-def _fail(e: Exception) -> None:
-    fail(e)
-
-
-def print_metrics(title: str, metrics: dict) -> None:
-    """Print a metrics dict as a two-column table."""
-    print_summary(title, metrics)
 
 
 def _check_tag_inputs(ws, name: str, weights: str | None, classifier_id: str | None, wait: float) -> None:
@@ -372,55 +361,7 @@ __import__("tagger.cli.serve", fromlist=["register"]).register(app)  # serve
 __import__("tagger.cli.status", fromlist=["register"]).register(app)  # status, --version, -v
 __import__("tagger.cli.init", fromlist=["register"]).register(app)  # init
 app.command("report")(report_cmd)
-
-
-# -- evaluation --------------------------------------------------------------------------------
-def _eval_seen_unseen(clip, dataset: str, split: str, head: str, n: int, n_train: int) -> dict:
-    """ZSL / GZSL metrics of ``head`` on the toy world's fixed seen/unseen split, flattened."""
-    from ..evaluate.seen_unseen import evaluate_seen_unseen
-    if split != "seen-unseen":
-        raise ConfigError(f"--split must be seen-unseen, got {split!r}")
-    if dataset != "toy":
-        raise ConfigError(f"--split seen-unseen trains on the toy world's train scenes: use --dataset toy, "
-                          f"not {dataset}")
-    out = evaluate_seen_unseen(clip, head, n=n, n_train=n_train)
-    return {f"{task}_{k}": v for task, m in out.items() for k, v in m.items()}
-
-
-@app.command("eval")
-def eval_cmd(
-    dataset: str = typer.Option("toy", help="toy | toy-small | voc2007 | coco2014 | nuswide"),
-    model: str = typer.Option("toy-vit", help="open_clip model name"),
-    pretrained: Optional[str] = typer.Option(None, help="hub tag or local checkpoint (toy models: shipped weights)"),
-    head: str = typer.Option("zsclip", help=(
-        "zsclip | zsclip-ensemble | zsclip-std | zsclip-ensemble-std | linprobe | comc; with --split "
-        f"seen-unseen: zsclip | comc | {' | '.join(image_heads())} | comc-fewshot")),
-    root: Optional[Path] = typer.Option(None, help="dataset root directory (real benchmarks)"),
-    n: int = typer.Option(2000, help="number of toy scenes"),
-    split: Optional[str] = typer.Option(None, help=(
-        "seen-unseen: train on the toy train scenes' seen labels, report ZSL (unseen labels) and GZSL (all)")),
-    n_train: int = typer.Option(3000, min=1, help="--split seen-unseen: toy train scenes the heads learn from"),
-    device: Optional[str] = typer.Option(None, help="cpu | cuda"),
-    as_json: bool = typer.Option(False, "--json", help="print the metrics as one JSON object (one line)"),
-) -> None:
-    """Evaluate a tagging head on a labelled dataset (mAP, P/R/F1 at top-3 and top-5)."""
-    from ..evaluate.datasets import open_dataset
-    from ..evaluate.harness import evaluate
-    from ..models import load_clip
-
-    try:
-        clip = load_clip(model, pretrained, device=device)
-        kw = {"n": n} if dataset.startswith("toy") else {}
-        if split is not None:
-            metrics = _eval_seen_unseen(clip, dataset, split, head, n, n_train)
-        else:
-            ds = open_dataset(dataset, root=str(root) if root else None, **kw)
-            metrics = evaluate(clip, ds, head)
-    except (TaggerError, ValueError) as e:
-        _fail(e)
-        return
-    metrics = {"dataset": dataset, "model": model, "head": head, **metrics}
-    print_summary(f"{head} on {dataset} ({model})", metrics, as_json)
+__import__("tagger.cli.evaluate", fromlist=["register"]).register(app)  # eval
 
 
 def main(argv: list[str] | None = None, *, verb: str | None = None, prog_name: str | None = None,
