@@ -87,6 +87,23 @@ def test_extended_model_keeps_base_columns_and_scores_new_ones_from_one_readout(
         ExtendedModel(base, ["zz"], rows, {}, base.score)
 
 
+def test_patches_attending_over_every_row_score_new_labels_as_comc_does():
+    from tagger.method.classifier import TextClassifier
+    from tagger.method.scoring import comc_scores
+    rng = np.random.default_rng(4)
+    base = _comc(rng, ["a", "b", "c", "d", "e", "f"])
+    rows = TextClassifier(rng.standard_normal((2, D)).astype(np.float32), ["g", "h"], "m", "c")
+    prompts = {"prompts": rng.standard_normal((2, D)).astype(np.float32)}
+    g, p = rng.standard_normal((4, D)).astype(np.float32), rng.standard_normal((4, 9, D)).astype(np.float32)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    p /= np.linalg.norm(p, axis=2, keepdims=True)
+    every = ExtendedModel(base, base.labels, rows, prompts, ScoreConfig(tau=0.1), patch_rows=10)
+    want = comc_scores(g, p, rows.weight, every.memory(), every.score)
+    np.testing.assert_allclose(every.scores(g, p)[:, -2:], want, rtol=1e-4, atol=1e-5)
+    few = ExtendedModel(base, base.labels, rows, prompts, ScoreConfig(tau=0.1), patch_rows=1)
+    assert not np.allclose(few.scores(g, p)[:, -2:], want, atol=1e-5)  # fewer rows: another readout
+
+
 def test_patch_scores_from_pq_codes_match_decoded_patches():
     rng = np.random.default_rng(2)
     pq = faiss.index_factory(D, "PQ8x8")

@@ -76,6 +76,7 @@ class ExtendedModel:
     rows: TextClassifier  # the new labels' rows, their text anchors included
     prompts: dict[str, np.ndarray]  # prompt memory kind -> the new labels' prompt embeddings
     score: ScoreConfig
+    patch_rows: int = 0  # > 0: each patch attends over this many memory rows (module docstring)
 
     def __post_init__(self) -> None:
         where = {n: j for j, n in enumerate(self.base.labels)}
@@ -107,8 +108,9 @@ class ExtendedModel:
     def memory(self) -> MemoryBank | None:
         return None if self.score.memory == "none" else self.memories[self.score.memory]
 
-    def new_scores(self, g: np.ndarray, patch_max: np.ndarray | None) -> np.ndarray:
-        """The new labels' scores from global embeddings ``(n, d)`` and ``max_p (p . w_j)`` ``(n, N)``."""
+    def new_scores(self, g: np.ndarray, patch_max: np.ndarray | None, local_mapped: bool = False) -> np.ndarray:
+        """The new labels' scores from global embeddings ``(n, d)`` and ``max_p (p . w_j)`` ``(n, N)``
+        (``local_mapped``: ``patch_max`` is already the mapped local branch, :meth:`patch_scores`)."""
         cfg, w = self.score, self.rows.weight
         g = np.asarray(g, np.float32)
         direct = g @ w.T
@@ -119,14 +121,47 @@ class ExtendedModel:
         else:
             readout, alpha = attend(g, mem, cfg.tau, cfg.topk) @ w.T, cfg.alpha
         gs = alpha * direct + (1 - alpha) * readout
-        ls = alpha * patch_max + (1 - alpha) * readout if patch_max is not None and cfg.use_local else None
+        ls = None if patch_max is None or not cfg.use_local else \
+            patch_max if local_mapped else alpha * patch_max + (1 - alpha) * readout
         return fuse(gs, ls, cfg).astype(np.float32)
+
+    def patch_scores(self, g: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """The local branch of the new labels with each patch attending over a few memory rows: the
+        ``patch_rows`` rows the image's global embedding attends to most, and the new labels' prompts.
+        Decoded patches ``(n, P, d)`` -> ``(n, N)``."""
+        cfg, w, mem = self.score, self.rows.weight, self.memory()
+        p = np.asarray(p, np.float32)
+        direct = p @ w.T  # (n, P, N)
+        if mem is None or cfg.alpha >= 1.0:
+            return direct.max(axis=1)
+        m = mem.vectors
+        forced = np.arange(len(self.kept), len(m)) if self.score.memory in self.prompts else np.zeros(0, np.int64)
+        logits = np.asarray(g, np.float32) @ m.T
+        logits[:, forced] = np.inf
+        r = min(len(m), self.patch_rows + len(forced))
+        rows = np.argpartition(-logits, r - 1, axis=1)[:, :r]
+        mr = m[rows]  # (n, r, d)
+        att = np.matmul(p, mr.transpose(0, 2, 1)) * np.float32(1.0 / cfg.tau)  # (n, P, r)
+        att -= att.max(axis=2, keepdims=True)
+        np.exp(att, out=att)
+        att /= att.sum(axis=2, keepdims=True)
+        num = np.matmul(att, np.matmul(mr, w.T))  # (n, P, N)
+        norm = np.sqrt(np.einsum("npk,npk->np", np.matmul(att, np.matmul(mr, mr.transpose(0, 2, 1))), att))
+        mapped = cfg.alpha * direct + (1 - cfg.alpha) * num / np.maximum(norm, 1e-12)[..., None]
+        return mapped.max(axis=1)
+
+    def new_scores_decoded(self, g: np.ndarray, p: np.ndarray | None) -> np.ndarray:
+        """The new labels' scores from decoded patches (the patch branch as ``patch_rows`` says)."""
+        if p is None:
+            return self.new_scores(g, None)
+        if self.patch_rows > 0:
+            return self.new_scores(g, self.patch_scores(g, p), local_mapped=True)
+        return self.new_scores(g, (np.asarray(p, np.float32) @ self.rows.weight.T).max(axis=1))
 
     def scores(self, g: np.ndarray, p: np.ndarray | None) -> np.ndarray:
         """Scores of every label: the base model's kept columns, then the new ones (patches decoded)."""
         old = np.asarray(self.base.scores(g, p), np.float32)[:, self.kept_idx]
-        pm = None if p is None else (np.asarray(p, np.float32) @ self.rows.weight.T).max(axis=1)
-        return np.concatenate([old, self.new_scores(g, pm)], axis=1)
+        return np.concatenate([old, self.new_scores_decoded(g, p)], axis=1)
 
     def save(self, directory: str | Path, base_ref: str) -> None:
         """Write the new rows, their prompts and ``extends.json`` (last) into ``directory``; ``base_ref``
@@ -135,8 +170,8 @@ class ExtendedModel:
         self.rows.save(d / _ROWS_DIR)
         for kind, vectors in self.prompts.items():
             np.save(d / f"prompts-{kind}.npy", np.asarray(vectors, np.float32))
-        atomic_write_text(d / EXTENDS_FILE, json.dumps({"base": base_ref, "kept": self.kept,
-                                                        "score": self.score.to_dict()}, indent=2))
+        atomic_write_text(d / EXTENDS_FILE, json.dumps({"base": base_ref, "kept": self.kept, "score": self.score.to_dict(),
+                                                        "patch_rows": self.patch_rows}, indent=2))
 
     @classmethod
     def load(cls, directory: str | Path, load_base: Callable[[Path], Any]) -> "ExtendedModel":
@@ -145,4 +180,4 @@ class ExtendedModel:
         meta = json.loads((d / EXTENDS_FILE).read_text())
         prompts = {p.stem[len("prompts-"):]: np.load(p) for p in sorted(d.glob("prompts-*.npy"))}
         return cls(load_base(d.parent / meta["base"]), list(meta["kept"]), TextClassifier.load(d / _ROWS_DIR),
-                   prompts, ScoreConfig(**meta["score"]))
+                   prompts, ScoreConfig(**meta["score"]), int(meta.get("patch_rows", 0)))

@@ -44,6 +44,11 @@ __all__ = ["carry_rows", "run_increment_tag", "train_increment"]
 
 logger = logging.getLogger(__name__)
 
+#: Memory rows each patch of an image attends to for the new labels besides their prompts: those the
+#: image's global embedding attends to most (toy world, 30 -> 40 labels: new-label mAP 87.38 with 4
+#: rows, 87.36 with every row, 85.00 with the global readout alone; full retrain 87.44).
+PATCH_ROWS = 4
+
 
 def train_increment(workspace: Workspace, model: str, pretrained: str | None, corpus_id: str, base_id: str,
                     retrain: list[str]) -> dict[str, Any]:
@@ -67,7 +72,7 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     kept = [n for n in names if n in frozen_set]
     new = [n for n in names if n not in frozen_set]
     cfg = TrainConfig(**{k: v for k, v in asdict(base.classifier.config).items()})
-    cid = short_sha256(json.dumps(["extend", base_id, corpus_id, asdict(cfg), kept, new]))
+    cid = short_sha256(json.dumps(["extend", base_id, corpus_id, asdict(cfg), kept, new, PATCH_ROWS]))
     out = workspace.classifier_dir(cid)
     with Catalog.for_job(workspace.catalog, "train") as cat:
         rec = cat.get_classifier(base_id) or {}
@@ -86,7 +91,7 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
                        for k, t in templates.items() if k in base.memories}
             ext = ExtendedModel(base, kept, TextClassifier(rows, new, clip.model_id, corpus_id, cfg,
                                                            {**metrics, "new_sentences_embedded": n_new}, anchors),
-                                prompts, base.score)
+                                prompts, base.score, PATCH_ROWS)
             with atomic_dir(out, replace=False) as tmp:
                 ext.save(tmp, base_id)
         config = {**(rec.get("config") or {}), "head": "comc", "extends": base_id, "trained": new}

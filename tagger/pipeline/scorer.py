@@ -97,6 +97,9 @@ class ShardScorer:
         from ..method.extend import pq_patch_max
         w = self.model.rows.weight
         books, store = self._codebooks(), self.patches
+        if self.model.patch_rows > 0:  # each patch attends over a few memory rows: patches decoded
+            p = store.decode(np.asarray(shard.ids)) if store is not None else np.asarray(shard.patches, np.float32)
+            return self.model.new_scores_decoded(np.asarray(shard.global_vecs, np.float32), p)
         if books is not None and store is not None:
             pp = store.patches_per_image
             pos = store.positions(np.asarray(shard.ids))
