@@ -86,3 +86,18 @@ def test_templates_and_sentences_name_only_their_labels_and_ancestors():
     filtered = {s for s, _ in template_sentences(["star"], 1, names=["star", "small star", "plain background"])}
     assert "a photo of a small star." not in filtered and "a photo of a star on a plain background." not in filtered
     assert len(filtered) < len(plain)
+
+
+def test_extending_with_a_compound_makes_old_sentences_naming_it_positives():
+    from tagger.text.incremental import extend_corpus
+    first = ["star", "circle"]
+    prev = build_corpus(first, {}, 100, OfflineGenerator(Vocabulary.create(first), seed=0), seed=0)
+    assert "a photo of a small star." in prev.sentences
+    grown = ["star", "circle", "small star"]
+    new = extend_corpus(prev, grown, {}, OfflineGenerator(Vocabulary.create(grown), seed=0), seed=0,
+                        parents={"small star": ("star",)})
+    for text, row in zip(new.sentences, new.label_matrix):
+        if mentions(text, "small star"):
+            assert row[grown.index("small star")] == 1, text
+    assert "a photo of a small circle." in new.sentences and "a photo of a small star." in new.sentences
+    assert new.stats["kept_from_previous"] == len(prev)  # nothing dropped

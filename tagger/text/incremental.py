@@ -1,7 +1,8 @@
 """Grow a corpus when the vocabulary changes, paying only for label sets that are new.
 
 Every sentence of the previous corpus whose labels are all still active is kept as it is (its
-label row is remapped to the new class order); sentences that name a retired label are dropped,
+label row is remapped to the new class order, and gains each added label it names: "one small
+star" is about ``small star`` once that is a label); sentences that name a retired label are dropped,
 and so are generated sentences that name a label whose synonyms changed (they are written again).
 Each added or changed label gets as many new label sets as an old label had on average, each set holding the
 new label plus up to ``max_labels - 1`` others drawn uniformly; only those sets go to the
@@ -30,7 +31,7 @@ from .corpus import (
 )
 from .labelsets import label_matrix
 from .templates import template_sentences
-from .vocab import Vocabulary
+from .vocab import Vocabulary, mentions
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,25 @@ def parents_changed(config: Mapping, labels: Sequence[str], parents: ParentMap |
     return sorted(c for c in (set(old) | set(new)) & set(labels) if old.get(c, ()) != new.get(c, ()))
 
 
+def _with_named(vocab: Vocabulary, sentences: Sequence[str], sets: list[tuple[str, ...]],
+                added: Sequence[str]) -> list[tuple[str, ...]]:
+    """``sets`` with each added label that its kept sentence names ("one small star" once ``small
+    star`` is a label): the sentence is about it, so it is a positive, not a negative, for it."""
+    if not added:
+        return sets
+    words = {lab: {n.split()[0].casefold() for n in vocab.names(lab)} for lab in added}
+    out = []
+    for text, labs in zip(sentences, sets):
+        low = text.casefold()
+        extra = tuple(lab for lab in added if lab not in labs and any(w in low for w in words[lab])
+                      and mentions(text, lab, vocab.synonyms))
+        out.append(labs + extra)
+    n = sum(len(b) > len(a) for a, b in zip(sets, out))
+    if n:
+        logger.info("%d kept sentences name an added label: it joins their label sets", n)
+    return out
+
+
 def _kept_rows(prev: TextCorpus, labels: Sequence[str],
                changed: Sequence[str] = ()) -> tuple[list[int], list[tuple[str, ...]]]:
     active, stale = set(labels), set(changed)
@@ -101,6 +121,7 @@ def extend_corpus(prev: TextCorpus, labels: Sequence[str], synonyms: Mapping[str
     retired = [lab for lab in prev.class_names if lab not in vocab.labels]
     changed = synonyms_changed(prev.config, vocab)
     rows, sets = _kept_rows(prev, vocab.labels, changed)
+    sets = _with_named(vocab, [prev.sentences[i] for i in rows], sets, added)
     sentences = [prev.sentences[i] for i in rows]
     sources = [prev.sources[i] for i in rows]
     n_gen = sum(1 for s in prev.sources if s == "generated")
