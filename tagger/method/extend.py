@@ -3,18 +3,16 @@
 :class:`ExtendedModel` keeps a base model (a CoMC model, or an extended one) frozen and adds the rows
 of new labels (trained against the frozen ones, :func:`tagger.method.classifier.train_rows`). Its
 labels are the base labels it keeps (retired ones and those whose row was retrained are left out)
-followed by the new ones. The base labels' columns are the base model's scores, unchanged; the new
-columns are scored by CoMC with the patch branch's memory readout taken from the image's global
-embedding (one readout per image instead of one per patch):
+followed by the new ones. The base labels' columns are the base model's scores, unchanged. The new
+columns are CoMC's scores with the patch branch's memory attention narrowed: the global branch maps
+the image embedding over the whole memory (the kept labels' prompts and the new labels'), and each
+patch attends only over the new labels' prompts and the ``patch_rows`` rows the image's global
+embedding attends to most (with every row this is CoMC exactly). The new columns then cost one
+memory readout per image and a small attention per patch, whatever the number of base labels.
 
-    global_j = alpha * g . w_j + (1 - alpha) * u(g) . w_j
-    local_j  = alpha * max_p (p . w_j) + (1 - alpha) * u(g) . w_j
-    score_j  = (1 - lw) * global_j + lw * local_j
-
-with u(g) the mapping's unit-norm readout of g over the model's memory (the kept base labels' prompts
-and the new labels'). ``max_p (p . w_j)`` needs no decoded patch: :func:`pq_patch_max` reads it from
-the PQ codes with one lookup table per new label. The new columns then cost one memory readout and
-a few table lookups per image, whatever the number of base labels.
+With ``patch_rows = 0`` the patches' readout is the image's global one, and the local branch reads
+``max_p (p . w_j)`` from the PQ codes with one lookup table per new label
+(:func:`pq_patch_max`, no patch decoded): cheaper, and on the toy world 2.4 mAP points lower.
 """
 from __future__ import annotations
 
