@@ -178,15 +178,20 @@ def edit_report(clip, test, dcfg: DecisionConfig) -> dict:
 SENTENCES_PER_LABEL = 200  # label sets per label in the absence corpora (44,000 for 220 labels)
 
 
+def noun_classifier(clip, nouns: list[str], per_label: int = SENTENCES_PER_LABEL):
+    """(labels, CoMC) of the 20 world labels plus ``nouns``, ``per_label`` label sets per label."""
+    labels = list(LABELS) + list(nouns)
+    cfg = replace(ComcConfig(), n_sentences=per_label * len(labels), memory_size=20000)
+    return labels, fit_comc_generated(clip, labels, LABEL_SYNONYMS, cfg)
+
+
 def absence_report(clip, test, lists: list[list[str]], sizes: tuple[int, ...], dcfg: DecisionConfig,
                    per_label: int = SENTENCES_PER_LABEL) -> dict:
     """Absent positives per image on each noun list (the worst list counts); each list's classifier
     learns from ``per_label`` label sets per label."""
     rows = []
     for k, nouns in enumerate(lists):
-        labels = list(LABELS) + nouns
-        cfg = replace(ComcConfig(), n_sentences=per_label * len(labels), memory_size=20000)
-        model = fit_comc_generated(clip, labels, LABEL_SYNONYMS, cfg)
+        labels, model = noun_classifier(clip, nouns, per_label)
         s = model.scores(test.global_, test.patches.astype("float32"))
         top1 = named(model, test.global_)
         for n in sizes:

@@ -14,8 +14,9 @@ absolute error, overall and by object count), the confidence column's expected c
 positives per image from those labels. Then the fit's time and peak memory at 1,000 and 10,000
 labels. ``--tune`` first searches the anchored rule's knobs on each model's val scenes (n/2, with the
 absent labels in the vocabulary) and evaluates the test split with the best of them; ``--tune-only``
-searches val alone and prints the one setting best over all the models given (the shipped defaults
-come from ``--tune-only --n 1000`` over toy-rn and toy-vit). Then the section of changes
+searches val alone, with the first drawn noun list of ``bench/changes.py`` as the absent labels, and
+prints the one setting best over all the models given (the shipped defaults come from ``--tune-only
+--n 1000`` over toy-rn and toy-vit, and ``bench/changes.py``'s edits on val). Then the section of changes
 (``bench/changes.py``, skipped with ``--no-changes``): per-label F1 against each label's oracle,
 vocabulary edits (unknown-word synonyms, parents, a label retired and re-added) and absence on five
 drawn noun lists, and every image head behind the guard (``bench/heads_guard.py``). Ends with a
@@ -31,7 +32,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from changes import evaluate as evaluate_changes, named, summary_lines as change_lines
+from changes import evaluate as evaluate_changes, named, noun_classifier, noun_lists, summary_lines as change_lines
 from tagger.method.comc import ComcConfig
 from tagger.text.comcfit import fit_comc_generated
 from tagger.method.decisions import DecisionConfig, TextAnchors, fit_anchored, fit_decisions
@@ -127,12 +128,14 @@ def comc_with_absent(clip, n_absent: int):
 
 
 KNOBS = ("neg_anchor", "pos_anchor", "anchor_sd", "neg_sd_shift", "max_tail_share", "corroborate_below",
-         "min_text_separation")
+         "min_text_separation", "min_name_ratio")
 
 
-def evaluate_model(name: str, n: int, n_absent: int, dcfg: DecisionConfig, tune: bool) -> dict:
+def evaluate_model(name: str, n: int, n_absent: int, dcfg: DecisionConfig, tune: bool,
+                   fitted: dict | None = None) -> dict:
     """Every report for one model; with ``tune`` the anchored rule's knobs are searched on val first
-    and the test reports use the best of them."""
+    and the test reports use the best of them. ``fitted`` (model name -> (labels, CoMC with the
+    absent labels)) keeps the classifier with the absent labels for the heads part."""
     clip = load_clip(name, device="cpu")
     model = fit_comc_generated(clip, LABELS, LABEL_SYNONYMS, ComcConfig())
     tuned = None
@@ -156,6 +159,8 @@ def evaluate_model(name: str, n: int, n_absent: int, dcfg: DecisionConfig, tune:
         if tuned is None:
             labels, big = comc_with_absent(clip, n_absent)
         res["absent"] = absent_report(big, labels, test, y, dcfg)
+        if fitted is not None:
+            fitted[name] = (labels, big)
     if tuned is not None:
         res["tune"] = tuned
     res["config"] = dcfg.to_dict()
@@ -235,8 +240,9 @@ def gate_grid(val: dict, anchored: DecisionConfig) -> list[dict]:
     """The gates on val with the anchors of ``anchored``, best first (ties: fewer absent positives,
     then nearest the defaults)."""
     dflt = DecisionConfig()
-    gates = [_val_row(val, replace(anchored, max_tail_share=w, corroborate_below=c, min_text_separation=t))
-             for w in (0.8, 0.9, 1.0, float("inf")) for c in (2.5, 3.0, 3.5, float("inf")) for t in (2.0, 2.5)]
+    gates = [_val_row(val, replace(anchored, max_tail_share=w, corroborate_below=c, min_text_separation=t,
+                                   min_name_ratio=r))
+             for w in (0.8, 1.0) for c in (2.5, 3.0, float("inf")) for t in (2.0, 2.5) for r in (0.25, 0.35, 0.5)]
     near = lambda r: sum(abs(r[x] - getattr(dflt, x)) for x in KNOBS[4:])  # noqa: E731
     return sorted(gates, key=lambda r: (-r["objective"], r["absent_positives_per_image"], near(r)))
 
@@ -289,11 +295,13 @@ def fit_cost(n_labels: int, n_images: int = 4096, seed: int = 0) -> dict:
 
 def tune_only(a: argparse.Namespace) -> None:
     """Each model's knobs on its val scenes, then one setting for all of them (the shipped defaults):
-    the anchors with the best objective summed over the models, then the gates with those anchors."""
+    the anchors with the best objective summed over the models, then the gates with those anchors.
+    The absent labels are the first noun list of bench/changes.py (drawn from a word list, not picked
+    by hand), with its corpus (200 label sets per label)."""
     vals = {}
     for name in a.models:
         clip = load_clip(name, device="cpu")
-        labels, big = comc_with_absent(clip, a.absent)
+        labels, big = noun_classifier(clip, noun_lists(1)[0])  # absent labels: the first drawn noun list
         vals[name] = val_data(clip, big, labels, fit_comc_generated(clip, LABELS, LABEL_SYNONYMS, ComcConfig()), a.n)
     tuned = {name: tune_on_val(val) for name, val in vals.items()}
     for name, r in tuned.items():
@@ -324,7 +332,8 @@ def main() -> None:
     if a.tune_only:
         tune_only(a)
         return
-    out = {name: evaluate_model(name, a.n, a.absent, dcfg, a.tune) for name in a.models}
+    text_heads: dict = {}
+    out = {name: evaluate_model(name, a.n, a.absent, dcfg, a.tune, text_heads) for name in a.models}
     for name, res in out.items():
         print(f"\n{name}: oracle micro/macro-F1 {res['oracle']['micro_F1']} / {res['oracle']['macro_F1']}")
         for rule in RULES:
@@ -358,7 +367,7 @@ def main() -> None:
         print("\n".join(change_lines(name, r)))
     if changes and not a.no_heads:  # every head behind the guard, with absent labels in the vocabulary
         import heads_guard
-        changes["heads"] = heads_guard.run(a.models, n=a.n, n_absent=a.absent)
+        changes["heads"] = heads_guard.run(a.models, n=a.n, n_absent=a.absent, text_heads=text_heads)
         print(f"heads behind the guard: ok = {changes['heads'].get('ok')}")
     print(json.dumps({"bench": "decisions", "n_test": a.n, "config": dcfg.to_dict(), "results": out, "scale": scale,
                       "changes": changes}))

@@ -75,9 +75,10 @@ class DecisionConfig:
     min_text_signal: float = 1.0  # below this separation the text carries no signal: never tagged
     max_tail_share: float = 0.8  # share of the images above threshold the bulk's own tail may explain ...
     corroborate_below: float = 3.0  # ... checked for labels whose text separation is below this
-    # with the sample's zero-shot matches, every label must be its positive images' best matching name
-    # (CLIP's prompt of the label ranks first among the labels) on at least this share of them
-    min_zeroshot_share: float = 0.10
+    # with the sample's zero-shot matches, a label's name (CLIP's prompt of the label ranks first among
+    # the labels) must be the best match of its positive images at least this many times as often as
+    # the most frequent other name among them
+    min_name_ratio: float = 0.35
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -152,8 +153,11 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
     sample by EM (components held fixed; binned, so the cost does not grow with the sample).
 
     A label must be corroborated by the images: with ``zeroshot_top1`` (per sample image, the label
-    whose CLIP prompt matches it best) by its name, the best match of at least
-    ``min_zeroshot_share`` of its positive images; without it, a label the text side separates only
+    whose CLIP prompt matches it best) by its name: among its positive images, its name must be the
+    best match at least ``min_name_ratio`` times as often as the most frequent other name (a word
+    that merely echoes another label's scores is named after that label on its images; a label
+    confused with another, pentagon with hexagon, shares its images' names with it, but holds its
+    own); without them, a label the text side separates only
     weakly by the bulk's tail test. A label the text side separates too weakly to anchor (below
     ``min_text_separation``, e.g. after synonyms the text tower does not know) is decided by its
     images instead: present when the mixture rule finds a second group in its scores that its name
@@ -181,17 +185,17 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
             arr[weak] = value
         learned = learned | (weak & _scatter(weak, grouped))
     threshold = _crossings(mu0, sd0, mu1, sd1, prior, cfg.cutoff)
-    named = _zeroshot_share(s, threshold, zeroshot_top1)
-    if named is None:
+    names = _name_counts(s, threshold, zeroshot_top1)
+    if names is None:
         tail = _tail_share(x, c, threshold)
         stands_out = (tail <= cfg.max_tail_share) | (separation >= cfg.corroborate_below)
-    else:
-        tail = named
-        stands_out = named >= cfg.min_zeroshot_share
+    else:  # its name against the most frequent other name among its images
+        tail = names[1] / np.maximum(names[2], 1.0)
+        stands_out = tail >= cfg.min_name_ratio
     enough = prior * n >= cfg.min_positives
     present = learned & stands_out & enough
     reasons = _reasons(separation, image_sep, weak, learned, stands_out, enough, prior * n, tail, cfg,
-                       named is not None)
+                       _name_words(names, labels, tail, cfg))
     logger.info("decisions: %d of %d labels present in a sample of %d images (%d not learned from text, "
                 "%d of them shown by the images; %d not corroborated by the images)",
                 int(present.sum()), len(labels), n, int((separation < cfg.min_text_separation).sum()),
@@ -200,19 +204,30 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
                      reasons, separation)
 
 
-def _zeroshot_share(s: np.ndarray, threshold: np.ndarray, top1: np.ndarray | None) -> np.ndarray | None:
-    """Per label, the share of the sample images at or over its threshold whose best zero-shot
-    match is the label itself (None without zero-shot matches; 0 where no image is over)."""
+def _name_counts(s: np.ndarray, threshold: np.ndarray, top1: np.ndarray | None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per label, among the sample images at or over its threshold: how many there are, how many
+    have the label's own name as their best zero-shot match, and the most frequent other name (its
+    count and index, -1 if none). None without zero-shot matches. Counted as sparse (label, name)
+    pairs: memory grows with the images over thresholds, not with the labels squared."""
     if top1 is None:
         return None
     top1 = np.asarray(top1, np.int64)
-    if top1.shape != (s.shape[0],):
+    n, L = s.shape
+    if top1.shape != (n,):
         raise ValueError(f"zeroshot_top1 must hold one label index per sample image, got {top1.shape}")
     above = s >= threshold[None, :]
-    own = np.zeros(s.shape[1])
-    hits = above[np.arange(len(top1)), np.clip(top1, 0, s.shape[1] - 1)] & (top1 >= 0) & (top1 < s.shape[1])
-    np.add.at(own, top1[hits], 1.0)
-    return own / np.maximum(above.sum(0), 1)
+    rows, cols = np.nonzero(above & ((top1 >= 0) & (top1 < L))[:, None])
+    pairs, count = np.unique(cols * L + top1[rows], return_counts=True)
+    label, name = np.divmod(pairs, L)
+    own, rival, rival_count = np.zeros(L), np.full(L, -1), np.zeros(L)
+    mine = label == name
+    own[label[mine]] = count[mine]
+    order = np.lexsort((-count[~mine], label[~mine]))  # per label, its most frequent other name first
+    lab, nam, cnt = label[~mine][order], name[~mine][order], count[~mine][order]
+    first = np.r_[True, lab[1:] != lab[:-1]] if len(lab) else np.zeros(0, bool)
+    rival[lab[first]], rival_count[lab[first]] = nam[first], cnt[first]
+    return above.sum(0).astype(np.float64), own, rival_count, rival
 
 
 def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -222,7 +237,7 @@ def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _reasons(separation, image_sep, weak, learned, stands_out, enough, expected, tail,
-             cfg: DecisionConfig, named: bool = False) -> list[str]:
+             cfg: DecisionConfig, named: list[str] | None = None) -> list[str]:
     """Each label's decision in words (the first gate it fails, or what made it present)."""
     out = []
     for j in range(len(separation)):
@@ -233,9 +248,8 @@ def _reasons(separation, image_sep, weak, learned, stands_out, enough, expected,
             out.append(f"{text} < {cfg.min_text_separation:g} and the images show no second group")
         elif not enough[j]:
             out.append(f"about {expected[j]:.1f} positive images < {cfg.min_positives:g}: not in the corpus")
-        elif not stands_out[j] and named:
-            out.append(f"its name is the best match of only {100 * tail[j]:.0f} % of its images "
-                       f"(< {100 * cfg.min_zeroshot_share:.0f} %): the images do not corroborate it")
+        elif not stands_out[j] and named is not None:
+            out.append(f"{named[j]}: the images do not corroborate it")
         elif not stands_out[j]:
             out.append(f"positives do not stand out from the bulk's tail (tail share {tail[j]:.2f} > "
                        f"{cfg.max_tail_share:g})")
@@ -245,6 +259,18 @@ def _reasons(separation, image_sep, weak, learned, stands_out, enough, expected,
         else:
             out.append(f"{text}: present, about {expected[j]:.0f} positive images")
     return out
+
+
+def _name_words(names, labels: list[str], ratio: np.ndarray, cfg: DecisionConfig) -> list[str] | None:
+    """Per label, how its images name it, in words (None without zero-shot matches)."""
+    if names is None:
+        return None
+    m, own, other, rival = names
+    return ["no sample image reaches its threshold" if not m[j] else
+            f"its name is the best match of {int(own[j])} of its {int(m[j])} images, "
+            + (f"'{labels[rival[j]]}' of {int(other[j])}" if rival[j] >= 0 else "no other name of any")
+            + f" ({ratio[j]:.2f} {'<' if ratio[j] < cfg.min_name_ratio else '>='} {cfg.min_name_ratio:g} times as often)"
+            for j in range(len(labels))]
 
 
 def _fit_bulk(x, c, n, width, mu0, sd0, mu1, sd1, iterations: int):

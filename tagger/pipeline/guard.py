@@ -125,7 +125,8 @@ def validate_in_workspace(workspace: "Workspace", cat, model_id: str, text_dir, 
                           cfg: GuardConfig) -> dict[str, Any]:
     """:func:`validate` on a workspace: the text classifier and the guarded head in ``head_dir`` (its
     image labels are the candidates) scored as the tag stage scores them (calibration sample of the
-    stored shards, held-out images from theirs)."""
+    stored shards, held-out images from theirs; the sample's images named among the labels that are
+    no label's parent)."""
     from ..store import list_done_shards
     from .tag import ShardScorer
     tag_cfg = TagConfig()
@@ -143,6 +144,7 @@ def validate_in_workspace(workspace: "Workspace", cat, model_id: str, text_dir, 
         y[r, [col[n] for n in heldout[image_id] if n in col]] = True
     pins = {k: v for k, v in cat.pinned_thresholds().items() if k in col}
     eval_cols = np.asarray([col[n] for n in eval_labels if n in col], np.int64)
+    parents = {p for ps in cat.active_hierarchy().values() for p in ps}  # named as the tag run names images
     return validate(labels, y, eval_cols, (text.calibration_sample(shards), text_held, text.model.classifier.anchors),
                     (head.calibration_sample(shards), head_held), head.model.image_cols, names, pins, cfg, tag_cfg,
-                    text.zeroshot_top1(shards))
+                    text.zeroshot_top1(shards, parents))
