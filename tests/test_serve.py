@@ -28,6 +28,7 @@ def served(tmp_path_factory):
     ws, truth, uris = make_workspace(tmp_path_factory.mktemp("serve"), n=24, runs=2)
     app = create_app(ServeConfig(workspace=ws.root, page_size=PAGE, who="tester"))
     with TestClient(app, base_url="http://127.0.0.1") as client:
+        assert app.state.serve.warmed.wait(120)  # its read-only open ends before the tests open the catalog
         yield ws, truth, uris, client, app
 
 
@@ -109,6 +110,30 @@ def test_decisions_are_written_at_once_and_undone(served):
     assert counts == sql(ws, "SELECT count(*) FROM current_tags WHERE label = 'star' AND positive")[0][0]
     r = client.post("/undo", data={"csrf": token, "image_id": image_id, "label": "star"})
     assert r.status_code == 400 and "no decision" in r.text
+
+
+def test_the_overview_counts_follow_decisions_from_the_app_and_from_elsewhere(served):
+    """The overview's run totals are read once per state of the run (a full pass over its tags), and
+    read again after any decision: the app's own, and one another process stores."""
+    ws, _, uris, client, _ = served
+
+    def shown() -> tuple[int, int]:
+        html = client.get("/").text
+        return int(re.search(r'data-count="positives">(\d+)<', html).group(1)), html.count("images by number")
+
+    def truth() -> int:
+        return sql(ws, "SELECT count(*) FROM current_tags WHERE positive")[0][0]
+
+    before = truth()
+    assert shown() == (before, 1)
+    image_id = sorted(uris)[9]
+    label = next(lab for lab, pos in sql(ws, "SELECT label, positive FROM current_tags WHERE image_id = ? "
+                                             "ORDER BY label", [image_id]) if not pos)
+    client.post("/decide", data={"csrf": csrf_of(client), "image_id": image_id, "label": label, "decision": "accept"})
+    assert truth() == before + 1 and shown()[0] == before + 1
+    with Catalog.open(ws.catalog) as cat:  # as `tagger review` does, in another process
+        cat.record_decisions([(uris[image_id], label, "reject")], who="cli", source="cli")
+    assert truth() == before and shown()[0] == before
 
 
 def test_an_accept_the_run_did_not_keep_is_added_and_undo_removes_it(served):

@@ -8,7 +8,7 @@ from typing import Any
 from .decisions import present_state
 
 __all__ = ["IMAGE_COLUMNS", "diff_images", "error_images", "label_histogram", "label_images",
-           "label_summary", "positives_per_image", "review_queue", "run_totals"]
+           "label_summary", "positives_per_image", "review_queue", "run_shape", "run_stamp", "run_totals"]
 
 #: Columns of every image row these reads return.
 IMAGE_COLUMNS = ("image_id", "uri", "content_hash", "label", "score", "confidence", "positive", "provenance")
@@ -20,13 +20,32 @@ def _rows(catalog, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(zip(IMAGE_COLUMNS, r)) for r in catalog.query(sql, params)]
 
 
+def run_shape(catalog, run_id: int) -> tuple[dict[str, int], list[tuple[int, int]]]:
+    """The run's totals (tags, positive tags, tagged images, images with a positive tag) and its
+    ``(positives, images)`` histogram (how many tagged images carry 0, 1, 2, ... positive tags),
+    from one pass over the run's tags."""
+    hist = [(int(k), int(n), int(t)) for k, n, t in catalog.query(
+        "SELECT k, count(*), sum(n) FROM (SELECT count(*) FILTER (WHERE positive) AS k, count(*) AS n FROM tags "
+        "WHERE run_id = $run GROUP BY image_id) GROUP BY k ORDER BY k", {"run": int(run_id)})]
+    totals = {"tags": sum(t for _, _, t in hist), "positives": sum(k * n for k, n, _ in hist),
+              "images": sum(n for _, n, _ in hist), "images_with_positives": sum(n for k, n, _ in hist if k)}
+    return totals, [(k, n) for k, n, _ in hist]
+
+
+def run_stamp(catalog, run_id: int) -> tuple:
+    """A cheap value that changes whenever the run's tags can have changed since it was loaded (its
+    label counts, the stored review decisions and their undo log): a key for caching
+    :func:`run_shape` of a run, which is otherwise immutable."""
+    return (int(run_id), *catalog.query(
+        "SELECT (SELECT count(*) || '/' || coalesce(sum(n), 0) || '/' || coalesce(sum(n_pos), 0) FROM run_label_counts "
+        "WHERE run_id = $run), (SELECT count(*) || '/' || coalesce(max(decided_at)::VARCHAR, '') "
+        "FROM review_decisions), (SELECT count(*) || '/' || coalesce(max(seq), 0) FROM review_undo)",
+        {"run": int(run_id)})[0])
+
+
 def run_totals(catalog, run_id: int) -> dict[str, int]:
     """Tags, positive tags, tagged images and images with a positive tag in the run."""
-    n_tags, n_pos, n_images, n_images_pos = catalog.query(
-        "SELECT count(*), count(*) FILTER (WHERE positive), count(DISTINCT image_id), "
-        "count(DISTINCT image_id) FILTER (WHERE positive) FROM tags WHERE run_id = $run", {"run": int(run_id)})[0]
-    return {"tags": int(n_tags), "positives": int(n_pos), "images": int(n_images),
-            "images_with_positives": int(n_images_pos)}
+    return run_shape(catalog, run_id)[0]
 
 
 def label_summary(catalog, run_id: int) -> list[dict[str, Any]]:
@@ -52,9 +71,7 @@ def label_summary(catalog, run_id: int) -> list[dict[str, Any]]:
 
 def positives_per_image(catalog, run_id: int) -> list[tuple[int, int]]:
     """``(positives, images)``: how many tagged images carry 0, 1, 2, ... positive tags."""
-    return [(int(k), int(n)) for k, n in catalog.query(
-        "SELECT k, count(*) FROM (SELECT image_id, count(*) FILTER (WHERE positive) AS k FROM tags "
-        "WHERE run_id = $run GROUP BY image_id) GROUP BY k ORDER BY k", {"run": int(run_id)})]
+    return run_shape(catalog, run_id)[1]
 
 
 def error_images(catalog, limit: int) -> tuple[int, list[tuple[str, str | None]]]:

@@ -73,9 +73,8 @@ def overview(app: "Serve", request: Request) -> dict[str, Any]:
     with app.catalog.read() as cat:
         run = app.current(cat)
         labels = q.label_summary(cat, run.run_id)
-        totals = q.run_totals(cat, run.run_id)
+        totals, per_image = app.run_shape(cat, run.run_id)
         n_errors, errors = q.error_images(cat, 50)
-        per_image = q.positives_per_image(cat, run.run_id)
         clf = cat.get_classifier(run.classifier_id) if run.classifier_id else None
         against = previous_tag_run(cat, run.run_id)
         flips = decision_flips(cat, against, run.run_id) if against is not None else []
