@@ -10,10 +10,12 @@ every corpus has plenty of -- fitted to the corpus by EM together with the label
 of positive images (the negatives start at ``neg_anchor`` on the same scale). A label absent
 from the corpus gets a prior near zero, so (almost) no positives; a label whose sentences the
 classifier cannot tell apart from the rest (``min_text_separation``) carries no signal and is never
-tagged. A label the text side separates only weakly (below ``corroborate_below``) must also be
-corroborated by the images: the share of images at or above its threshold that its bulk's Gaussian
-tail alone would put there (the bulk read robustly from the median and the 10th percentile of its
-image scores) may be at most ``max_tail_share``. A word the text tower half knows, absent from the
+tagged. Every label must be corroborated by the images: given each sample image's best zero-shot
+match, its name must be the best match of its positive images at least ``min_name_ratio`` times as
+often as the most frequent other name. Without zero-shot matches, a label the text side separates
+only weakly (below ``corroborate_below``) must pass the tail test: the share of images at or above
+its threshold that its bulk's Gaussian tail alone would put there (the bulk read robustly from the
+median and the 10th percentile of its image scores) may be at most ``max_tail_share``. A word the text tower half knows, absent from the
 corpus, whose image scores merely spread wider than its text scale fails that test and is not
 tagged; a label learnt well from text is trusted on its anchors.
 
