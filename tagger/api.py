@@ -47,7 +47,7 @@ def _encode_config(ws: Workspace, cfg: "EncodeConfig | None", model: str | None,
 
 
 def encode(ws: Workspace, source: str | None, cfg: "EncodeConfig | None" = None, *, model: str | None = None,
-           pretrained: str | None = None, crash_after: int | None = None, progress: bool = False) -> dict[str, Any]:
+           pretrained: str | None = None, crash_after: int | None = None, progress: bool | None = None) -> dict[str, Any]:
     """Register ``source``'s images (None: only the pending ones), encode them and update the indexes; a
     model other than the workspace's is checked, then recorded as the workspace's (``tagger encode``,
     which records it before taking the job lock)."""

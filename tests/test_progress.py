@@ -10,7 +10,7 @@ from tagger.pipeline.progress import Progress
 
 def test_plain_lines_when_not_a_terminal():
     out = io.StringIO()
-    with Progress(3000, "encode toy-rn", "image", stream=out, every_s=0.0) as bar:
+    with Progress(3000, "encode toy-rn", "image", stream=out, every_s=0.0, enabled=True) as bar:
         bar.update(1200)
         bar.update(1800)
     lines = out.getvalue().splitlines()
@@ -23,7 +23,7 @@ def test_plain_lines_when_not_a_terminal():
 def test_lines_are_spaced_by_the_interval_and_a_failed_loop_has_no_final_line():
     out = io.StringIO()
     try:
-        with Progress(10, "tag", "shard", stream=out, every_s=3600.0) as bar:
+        with Progress(10, "tag", "shard", stream=out, every_s=3600.0, enabled=True) as bar:
             for _ in range(5):
                 bar.update()
             raise KeyboardInterrupt
@@ -35,7 +35,7 @@ def test_lines_are_spaced_by_the_interval_and_a_failed_loop_has_no_final_line():
 
 def test_a_terminal_gets_a_bar_and_disabled_shows_nothing():
     tty = io.StringIO()
-    with Progress(4, "tag", "shard", stream=tty, tty=True) as bar:
+    with Progress(4, "tag", "shard", stream=tty, tty=True, enabled=True) as bar:
         bar.update(4)
     assert "\r" in tty.getvalue() and "4/4" in tty.getvalue() and "shards" in tty.getvalue()
     quiet = io.StringIO()
@@ -43,3 +43,20 @@ def test_a_terminal_gets_a_bar_and_disabled_shows_nothing():
         bar.update(4)
     assert quiet.getvalue() == ""
     assert Progress(1, "x", "image").line().startswith("x: 0 / 1 image (0 %)")
+
+
+def test_unset_follows_the_process_switch_that_the_cli_turns_on():
+    from tagger.pipeline import progress
+    was = progress._SHOWN
+    try:
+        progress.show_progress(False)
+        out = io.StringIO()
+        with Progress(2, "tag", "shard", stream=out, every_s=0.0) as bar:
+            bar.update(2)
+        assert out.getvalue() == ""
+        progress.show_progress(True)
+        with Progress(2, "tag", "shard", stream=out, every_s=0.0) as bar:
+            bar.update(2)
+        assert out.getvalue().startswith("tag: 2 / 2 shards (100 %) in ")
+    finally:
+        progress.show_progress(was)

@@ -5,6 +5,7 @@ large enough the next encode switches the patch store to its PQ codec."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -45,8 +46,11 @@ def test_five_images_encode_tag_and_search_then_the_codec_trains(local_ray, chec
 
     invoke("generate-text", "-w", ws, "--n-sentences", "200")
     invoke("train", "-w", ws)
-    tagged = invoke("tag", "-w", ws)
+    out = runner.invoke(app, ["tag", "-w", ws, "--json"], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    tagged = json.loads(out.stdout.splitlines()[-1])
     assert tagged["n_images"] == 5
+    assert re.search(r"^tag: 1 / 1 shard \(100 %\) in \d+ s$", out.stderr, re.M), out.stderr  # progress, not a bar
     with Catalog.open(Path(ws) / "catalog.duckdb", read_only=True) as cat:
         assert cat.query("SELECT count(DISTINCT image_id) FROM current_tags")[0][0] == 5
     for level in ("global", "patch"):

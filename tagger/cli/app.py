@@ -88,7 +88,7 @@ def encode(
                            num_gpus=num_gpus, encode_cpus=encode_cpus, decode_cpus=decode_cpus,
                            node_resource=node_resource)
         with job_scope(ws, "encode", wait):
-            summary = api.encode(ws, one_source(source, source_opt), cfg, crash_after=crash_after, progress=True)
+            summary = api.encode(ws, one_source(source, source_opt), cfg, crash_after=crash_after)
     print_summary(f"encode {summary['model_id']}", summary, as_json)
 
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..pipeline.progress import show_progress
 from .options import (
     DEFAULT_WORKSPACE, QUICK_WAIT, JsonOpt, WaitOpt, WorkspaceOpt, fail, open_catalog, print_summary, reported,
     workspace_at,
@@ -95,6 +96,7 @@ def _main(
         "--verbose", "-v", help="show progress logs, Ray's own logs and warnings, and deprecation notices")] = False,
 ) -> None:
     """Tag image collections with labels nobody annotated."""
+    show_progress(True)  # encode, tag and nightly: a bar on a terminal, plain lines in a log
     if verbose:
         logging.getLogger().setLevel(logging.INFO)
         for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):

@@ -163,7 +163,7 @@ def _record(catalog, row: dict[str, Any], model_id: str) -> tuple[int, int]:
 
 
 def run_encode(workspace: "Workspace", source: str | None, cfg: EncodeConfig, *, crash_after: int | None = None,
-               progress: bool = True) -> dict[str, Any]:
+               progress: bool | None = None) -> dict[str, Any]:
     """Register ``source``'s images, encode every pending one into shards, then update the indexes.
 
     Runs on the connected Ray cluster (or a local one). ``crash_after`` raises

@@ -196,7 +196,7 @@ def run_nightly(workspace: "Workspace", source: str | None, encode_cfg: EncodeCo
         cfg = replace(cfg, full=True)
     timings: dict[str, float] = {}
     t = time.time()
-    enc = run_encode(workspace, source, encode_cfg, progress=False,
+    enc = run_encode(workspace, source, encode_cfg,
                      crash_after=1 if crash_at == "encode:mid" else None)
     timings["encode"] = time.time() - t
     _crash("encode", crash_at)

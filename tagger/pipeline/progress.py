@@ -10,7 +10,16 @@ import sys
 import time
 from typing import IO, Any
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "show_progress"]
+
+_SHOWN = False
+
+
+def show_progress(on: bool = True) -> None:
+    """Whether the stages' drivers show their progress when a call does not say (the CLI, and so every
+    job, turns it on; a library caller stays quiet unless it asks)."""
+    global _SHOWN
+    _SHOWN = bool(on)
 
 
 def _duration(seconds: float) -> str:
@@ -23,16 +32,18 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    """Counts ``unit`` (plural: ``units``) up to ``total``; ``enabled=False`` shows nothing.
+    """Counts ``unit`` (plural: ``units``) up to ``total``; ``enabled=False`` shows nothing, None
+    follows :func:`show_progress`.
 
     Used as a context manager; ``update(n)`` after each batch. On a terminal it is a tqdm bar;
     otherwise :meth:`line` sentences go to ``stream`` (standard error by default)."""
 
-    def __init__(self, total: int, desc: str, unit: str, *, units: str | None = None, enabled: bool = True,
+    def __init__(self, total: int, desc: str, unit: str, *, units: str | None = None, enabled: bool | None = None,
                  stream: IO[str] | None = None, every_s: float = 30.0, tty: bool | None = None) -> None:
         self.total, self.desc, self.unit, self.units = int(total), desc, unit, units or unit + "s"
         self.stream = stream if stream is not None else sys.stderr
-        self.enabled, self.every_s, self.done = enabled and total > 0, every_s, 0
+        self.enabled = (_SHOWN if enabled is None else enabled) and total > 0
+        self.every_s, self.done = every_s, 0
         self.t0 = self._last = time.monotonic()
         self._bar: Any = None
         is_tty = tty if tty is not None else bool(getattr(self.stream, "isatty", lambda: False)())

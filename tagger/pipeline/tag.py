@@ -280,14 +280,17 @@ def _decide(cat, run_id: int, scorer: ShardScorer | None, model_id: str, shards:
 def tag_all(actor: type, args: tuple, cfg: TagConfig, shards: list[str], crash_after: int | None) -> None:
     """Write every shard's tag file with Ray actors of class ``actor`` built from ``args`` (files
     already written are kept)."""
+    from .progress import Progress
     from .raycluster import placement, ray_session
     with ray_session() as ray:
         ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=max(1, len(shards)))
         ds = ds.map_batches(actor, fn_constructor_args=args, batch_size=1, concurrency=cfg.concurrency,
                             num_gpus=cfg.num_gpus, **placement(cfg.node_resource))
-        for k, _ in enumerate(ds.iter_rows()):
-            if crash_after is not None and k + 1 >= crash_after:
-                raise SimulatedCrash(f"tag: crash after {k + 1} shards")
+        with Progress(len(shards), "tag", "shard") as bar:
+            for k, _ in enumerate(ds.iter_rows()):
+                bar.update()
+                if crash_after is not None and k + 1 >= crash_after:
+                    raise SimulatedCrash(f"tag: crash after {k + 1} shards")
 
 
 def run_tag(workspace: "Workspace", model_id: str, cfg: TagConfig | None = None, classifier_id: str | None = None,
