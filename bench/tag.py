@@ -45,12 +45,12 @@ def unit(rng: np.random.Generator, *shape: int) -> np.ndarray:
 
 def roofline(g: np.ndarray, flat: np.ndarray, w: np.ndarray, mem: np.ndarray, bufs: dict) -> float:
     """Seconds of the bare multiplies of comc_scores, into preallocated outputs."""
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     for name, v in (("g", g), ("p", flat)):
         np.matmul(v, mem.T, out=bufs[name + "_sim"])  # attention logits
         np.matmul(bufs[name + "_att"], mem, out=bufs[name + "_read"])  # memory read-out
         np.matmul(v, w.T, out=bufs[name + "_score"])  # classifier
-    return time.perf_counter() - t0
+    return CLOCK() - t0
 
 
 def buffers(rows: dict[str, int], k: int, c: int, d: int, rng: np.random.Generator) -> dict:
@@ -63,10 +63,13 @@ def buffers(rows: dict[str, int], k: int, c: int, d: int, rng: np.random.Generat
     return out
 
 
+CLOCK = time.perf_counter  # --clock cpu: time.process_time (CPU seconds of this process, all threads)
+
+
 def timed(fn, *args) -> float:
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     fn(*args)
-    return time.perf_counter() - t0
+    return CLOCK() - t0
 
 
 def bench_labels(g: np.ndarray, p: np.ndarray, c: int, k: int, repeat: int, seed: int) -> dict:
@@ -122,12 +125,21 @@ def main() -> None:
     ap.add_argument("--pq-train", type=int, default=20000, help="patch vectors to train PQ on")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="BLAS threads (0: the library's default)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: CPU seconds of the process (steadier on a shared machine; use with --threads 1)")
     a = ap.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if a.clock == "cpu" else time.perf_counter
+    if a.threads:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(a.threads)
     rng = np.random.default_rng(a.seed)
     g, p = unit(rng, a.n, a.dim), unit(rng, a.n, a.patches, a.dim)
     rows = [bench_labels(g, p, c, a.memory_rows or c, a.repeat, a.seed + c) for c in a.labels]
     dec = bench_pq_decode(p, a.patch_bytes, a.pq_train, a.repeat, a.seed)
-    print(f"{a.n} images, d={a.dim}, P={a.patches}, fp32; median of {a.repeat}; {ScoreConfig()}")
+    print(f"{a.n} images, d={a.dim}, P={a.patches}, fp32; median of {a.repeat}; {a.clock} clock, "
+          f"{a.threads or 'default'} BLAS threads; {ScoreConfig()}")
     print(f"{'labels':>6} | {'K':>5} | {'comc s':>7} | {'roof s':>7} | {'fraction':>8} | {'exact s':>7} | "
           f"{'exact fr':>8} | {'img/s':>7} | {'GFLOP/s':>7} | {'PQ dec/comc':>11}")
     for r in rows:
@@ -136,7 +148,8 @@ def main() -> None:
               f"{r['roofline_gflops']:>7.1f} | {dec['decode_s'] / r['comc_s']:>11.2f}")
     print(f"PQ{dec['patch_bytes']} decode of {a.n} x {a.patches} patches: {dec['decode_s']:.3f} s "
           f"({dec['img_s']:.0f} img/s); memory-mapped store, as tag workers open it: {dec['mmap_decode_s']:.3f} s")
-    print(json.dumps({"bench": "tag", "n": a.n, "dim": a.dim, "patches": a.patches,
+    print(json.dumps({"bench": "tag", "n": a.n, "dim": a.dim, "patches": a.patches, "clock": a.clock,
+                      "threads": a.threads or None,
                       "score_config": ScoreConfig().to_dict(),
                       "ratio": {str(r["labels"]): round(r["fraction"], 3) for r in rows},
                       "ratio_exact": {str(r["labels"]): round(r["fraction_exact"], 3) for r in rows},

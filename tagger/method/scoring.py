@@ -29,8 +29,10 @@ class ScoreConfig:
     use_local: bool = True
     standardize: bool = False  # per-image z-score of the fused scores
     # Patch scoring pruned to each image's best labels by global score (None = every label, the
-    # exact path); the other labels' local score is estimated (see pruned_local_scores).
-    patch_labels: int | None = None
+    # exact path); the other labels' local score is estimated (see pruned_local_scores). At 128 the
+    # toy benchmark's 20 labels are all scored exactly; bench/tag_quality.py measures smaller k and
+    # the large vocabulary, bench/tag.py the speed (docs/method.md, "Scoring at many labels").
+    patch_labels: int | None = 128
 
     def __post_init__(self) -> None:
         if self.patch_labels is not None and self.patch_labels < 1:
