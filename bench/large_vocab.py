@@ -20,7 +20,7 @@ import numpy as np
 
 from tagger.evaluate.datasets import read_toy
 from tagger.evaluate.harness import cache_root, embed_dataset, linprobe_head
-from tagger.evaluate.metrics import summarize
+from tagger.evaluate.metrics import per_class_ap, summarize
 from tagger.ids import short_sha256
 from tagger.method.comc import ComcConfig, fit_comc
 from tagger.method.zeroshot import ENSEMBLE_PROMPTS, SINGLE_PROMPT, class_embeddings, zero_shot_scores
@@ -28,6 +28,7 @@ from tagger.models import load_clip
 from tagger.pipeline.train import TextMemo
 from tagger.text import OfflineGenerator, TextCorpus, Vocabulary, build_corpus
 from tagger.text.offline import generator_words
+from tagger.toyworld import LABELS
 from tagger.toyworld.large import LargeVocab, large_vocabulary
 
 __all__ = ["evaluate_large", "fit_large", "large_corpus", "text_memo", "vocab_of"]
@@ -61,9 +62,21 @@ def fit_large(clip, vocab: LargeVocab, cfg: ComcConfig, n_sentences: int | None 
     return model, corpus
 
 
+def label_groups(vocab: LargeVocab) -> dict[str, tuple[int, int]]:
+    """Column ranges of the kinds of labels with truth (objects, backgrounds, colour and size compounds)."""
+    kinds = ["objects" if i < len(LABELS) else "backgrounds" if lab.endswith(" background") else
+             "sizes" if lab.split(" ", 1)[0] in ("small", "big") else "colours" for i, lab in enumerate(vocab.truth)]
+    out: dict[str, tuple[int, int]] = {}
+    for i, k in enumerate(kinds):
+        a, _ = out.get(k, (i, i))
+        out[k] = (a, i + 1)
+    return out
+
+
 def evaluate_large(name: str, n: int, n_small: int, n_labels: int | None = None, n_sentences: int | None = None,
-                   split: str = "test") -> dict:
-    """The quality table of one model on the large vocabulary (mAP over the labels with truth)."""
+                   split: str = "test", quick: bool = False) -> dict:
+    """The quality table of one model on the large vocabulary (mAP over the labels with truth);
+    ``quick`` keeps the rows of the summary only (zero-shot, CoMC global and full, the ceiling)."""
     from quality import ablation_rows  # bench/ is the script's folder
 
     vocab = vocab_of(n_labels)
@@ -72,22 +85,30 @@ def evaluate_large(name: str, n: int, n_small: int, n_labels: int | None = None,
     small = embed_dataset(clip, read_toy(n=n_small, split=split, small_only=True, vocab="large"))
     t = vocab.n_truth
     table: dict[str, dict] = {}
+    groups = label_groups(vocab)
 
     def add(row: str, scores_test: np.ndarray, scores_small: np.ndarray) -> None:
         m, ms = summarize(scores_test[:, :t], test.labels), summarize(scores_small[:, :t], small.labels)
         table[row] = {"mAP": round(m["mAP"], 2), "F1@3": round(m["F1@3"], 2), "mAP_small": round(ms["mAP"], 2)}
         table[row]["labels_with_positives"] = m["n_classes_with_positives"]
+        ap = per_class_ap(scores_test[:, :t], test.labels)
+        table[row]["groups"] = {g: round(float(100 * np.nanmean(ap[a:b])), 1) for g, (a, b) in groups.items()}
 
     for row, prompts, std in (("ZS-CLIP (1 prompt)", SINGLE_PROMPT, False),
                               ("ZS-CLIP (ensemble)", ENSEMBLE_PROMPTS, False),
                               ("ZS-CLIP (ensemble + standardisation)", ENSEMBLE_PROMPTS, True)):
+        if quick and row == "ZS-CLIP (ensemble)":
+            continue
         cls = class_embeddings(clip, vocab.labels, prompts)
         add(row, zero_shot_scores(test.global_, cls, std), zero_shot_scores(small.global_, cls, std))
     cfg = ComcConfig()
     t0 = time.time()
     model, corpus = fit_large(clip, vocab, cfg, n_sentences)
     fit_s = time.time() - t0
-    for row, sc in ablation_rows(cfg.score):
+    rows = ablation_rows(cfg.score)
+    if quick:
+        rows = [(r, sc) for r, sc in rows if r.startswith(("full CoMC (shipped", "CoMC global only"))]
+    for row, sc in rows:
         add(row, model.scores(test.global_, test.patches.astype("float32"), sc),
             model.scores(small.global_, small.patches.astype("float32"), sc))
     probe = linprobe_head(vocab="large")

@@ -48,10 +48,10 @@ def ablation_rows(default: ScoreConfig) -> list[tuple[str, ScoreConfig]]:
 
 
 def evaluate_model(name: str, n: int, n_small: int, vocab: str = "toy", n_labels: int | None = None,
-                   n_sentences: int | None = None, split: str = "test") -> dict:
+                   n_sentences: int | None = None, split: str = "test", quick: bool = False) -> dict:
     if vocab == "large":
         from large_vocab import evaluate_large  # bench/ is the script's folder
-        return evaluate_large(name, n, n_small, n_labels, n_sentences, split)
+        return evaluate_large(name, n, n_small, n_labels, n_sentences, split, quick)
     clip = load_clip(name, device="cpu")
     test = embed_dataset(clip, read_toy(n=n, split="test"))
     small = embed_dataset(clip, read_toy(n=n_small, split="test", small_only=True))
@@ -93,6 +93,9 @@ def print_table(name: str, res: dict) -> None:
     print(f"|{'-' * 42}|{'-' * 8}|{'-' * 8}|{'-' * 11}|")
     for row, m in res["rows"].items():
         print(f"| {row:40s} | {m['mAP']:6.1f} | {m['F1@3']:6.1f} | {m['mAP_small']:9.1f} |")
+    for row, m in res["rows"].items():
+        if "groups" in m:
+            print(f"  {row}: mAP by kind " + ", ".join(f"{k} {v:.1f}" for k, v in m["groups"].items()))
 
 
 def main() -> None:
@@ -105,12 +108,13 @@ def main() -> None:
     p.add_argument("--labels", type=int, default=None, help="with --vocab large: distractors up to this many labels")
     p.add_argument("--n-sentences", type=int, default=None, help="with --vocab large: corpus label sets")
     p.add_argument("--split", choices=("val", "test"), default="test", help="with --vocab large")
+    p.add_argument("--quick", action="store_true", help="with --vocab large: the summary's rows only")
     a = p.parse_args()
-    if a.vocab == "toy" and (a.labels or a.n_sentences or a.split != "test"):
-        p.error("--labels, --n-sentences and --split go with --vocab large")
+    if a.vocab == "toy" and (a.labels or a.n_sentences or a.split != "test" or a.quick):
+        p.error("--labels, --n-sentences, --split and --quick go with --vocab large")
     out = {}
     for name in a.models:
-        out[name] = evaluate_model(name, a.n, a.n_small, a.vocab, a.labels, a.n_sentences, a.split)
+        out[name] = evaluate_model(name, a.n, a.n_small, a.vocab, a.labels, a.n_sentences, a.split, a.quick)
         print_table(name, out[name])
     extra = {} if a.vocab == "toy" else {"vocab": "large", "split": a.split, "labels": a.labels,
                                          "n_sentences": a.n_sentences}

@@ -62,7 +62,9 @@ def child(a: argparse.Namespace) -> None:
         res = run_train(ws, a.model)
         out = {"classifier_id": res["classifier_id"], "labels": res["labels"]}
     out["wall_s"] = round(time.time() - t0, 1)
-    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    out["cpu_s"] = round(use.ru_utime + use.ru_stime, 1)  # the shared machine's wall time is not this step's
+    out["peak_rss_mb"] = round(use.ru_maxrss / 1024, 1)
     print(json.dumps(out))
 
 
