@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .anchors import TextAnchors, text_anchors
+from .names import name_counts, name_words
 
 __all__ = ["DecisionConfig", "Decisions", "TextAnchors", "fit_anchored", "fit_decisions", "fit_from_labels",
            "text_anchors"]
@@ -187,7 +188,7 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
             arr[weak] = value
         learned = learned | (weak & _scatter(weak, grouped))
     threshold = _crossings(mu0, sd0, mu1, sd1, prior, cfg.cutoff)
-    names = _name_counts(s, threshold, zeroshot_top1)
+    names = name_counts(s, threshold, zeroshot_top1)
     if names is None:
         tail = _tail_share(x, c, threshold)
         stands_out = (tail <= cfg.max_tail_share) | (separation >= cfg.corroborate_below)
@@ -197,39 +198,13 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
     enough = prior * n >= cfg.min_positives
     present = learned & stands_out & enough
     reasons = _reasons(separation, image_sep, weak, learned, stands_out, enough, prior * n, tail, cfg,
-                       _name_words(names, labels, tail, cfg))
+                       name_words(names, labels, tail, cfg.min_name_ratio))
     logger.info("decisions: %d of %d labels present in a sample of %d images (%d not learned from text, "
                 "%d of them shown by the images; %d not corroborated by the images)",
                 int(present.sum()), len(labels), n, int((separation < cfg.min_text_separation).sum()),
                 int((weak & present).sum()), int((learned & ~stands_out).sum()))
     return Decisions(list(labels), mu0, sd0, mu1, sd1, prior, present, cfg.cutoff, dict(overrides or {}),
                      reasons, separation)
-
-
-def _name_counts(s: np.ndarray, threshold: np.ndarray, top1: np.ndarray | None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """Per label, among the sample images at or over its threshold: how many there are, how many
-    have the label's own name as their best zero-shot match, and the most frequent other name (its
-    count and index, -1 if none). None without zero-shot matches. Counted as sparse (label, name)
-    pairs: memory grows with the images over thresholds, not with the labels squared."""
-    if top1 is None:
-        return None
-    top1 = np.asarray(top1, np.int64)
-    n, L = s.shape
-    if top1.shape != (n,):
-        raise ValueError(f"zeroshot_top1 must hold one label index per sample image, got {top1.shape}")
-    above = s >= threshold[None, :]
-    rows, cols = np.nonzero(above & ((top1 >= 0) & (top1 < L))[:, None])
-    pairs, count = np.unique(cols * L + top1[rows], return_counts=True)
-    label, name = np.divmod(pairs, L)
-    own, rival, rival_count = np.zeros(L), np.full(L, -1), np.zeros(L)
-    mine = label == name
-    own[label[mine]] = count[mine]
-    order = np.lexsort((-count[~mine], label[~mine]))  # per label, its most frequent other name first
-    lab, nam, cnt = label[~mine][order], name[~mine][order], count[~mine][order]
-    first = np.r_[True, lab[1:] != lab[:-1]] if len(lab) else np.zeros(0, bool)
-    rival[lab[first]], rival_count[lab[first]] = nam[first], cnt[first]
-    return above.sum(0).astype(np.float64), own, rival_count, rival
 
 
 def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -261,18 +236,6 @@ def _reasons(separation, image_sep, weak, learned, stands_out, enough, expected,
         else:
             out.append(f"{text}: present, about {expected[j]:.0f} positive images")
     return out
-
-
-def _name_words(names, labels: list[str], ratio: np.ndarray, cfg: DecisionConfig) -> list[str] | None:
-    """Per label, how its images name it, in words (None without zero-shot matches)."""
-    if names is None:
-        return None
-    m, own, other, rival = names
-    return ["no sample image reaches its threshold" if not m[j] else
-            f"its name is the best match of {int(own[j])} of its {int(m[j])} images, "
-            + (f"'{labels[rival[j]]}' of {int(other[j])}" if rival[j] >= 0 else "no other name of any")
-            + f" ({ratio[j]:.2f} {'<' if ratio[j] < cfg.min_name_ratio else '>='} {cfg.min_name_ratio:g} times as often)"
-            for j in range(len(labels))]
 
 
 def _fit_bulk(x, c, n, width, mu0, sd0, mu1, sd1, iterations: int):

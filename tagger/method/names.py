@@ -1,0 +1,50 @@
+"""Corroboration by names: how the images that pass a label's threshold are named by zero-shot CLIP.
+
+Each sample image's best zero-shot match (the label whose class prompt is closest) is counted per
+label among the images over its threshold: its own name against the most frequent other one. The
+anchored decision rule (:mod:`tagger.method.decisions`) keeps a label only when its own name holds
+its own against that rival.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["name_counts", "name_words"]
+
+
+def name_counts(s: np.ndarray, threshold: np.ndarray, top1: np.ndarray | None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per label, among the sample images at or over its threshold: how many there are, how many
+    have the label's own name as their best zero-shot match, and the most frequent other name (its
+    count and index, -1 if none). None without zero-shot matches. Counted as sparse (label, name)
+    pairs: memory grows with the images over thresholds, not with the labels squared."""
+    if top1 is None:
+        return None
+    top1 = np.asarray(top1, np.int64)
+    n, L = s.shape
+    if top1.shape != (n,):
+        raise ValueError(f"zeroshot_top1 must hold one label index per sample image, got {top1.shape}")
+    above = s >= threshold[None, :]
+    rows, cols = np.nonzero(above & ((top1 >= 0) & (top1 < L))[:, None])
+    pairs, count = np.unique(cols * L + top1[rows], return_counts=True)
+    label, name = np.divmod(pairs, L)
+    own, rival, rival_count = np.zeros(L), np.full(L, -1), np.zeros(L)
+    mine = label == name
+    own[label[mine]] = count[mine]
+    order = np.lexsort((-count[~mine], label[~mine]))  # per label, its most frequent other name first
+    lab, nam, cnt = label[~mine][order], name[~mine][order], count[~mine][order]
+    first = np.r_[True, lab[1:] != lab[:-1]] if len(lab) else np.zeros(0, bool)
+    rival[lab[first]], rival_count[lab[first]] = nam[first], cnt[first]
+    return above.sum(0).astype(np.float64), own, rival_count, rival
+
+
+def name_words(names, labels: list[str], ratio: np.ndarray, min_ratio: float) -> list[str] | None:
+    """Per label, how its images name it, in words (None without zero-shot matches)."""
+    if names is None:
+        return None
+    m, own, other, rival = names
+    return ["no sample image reaches its threshold" if not m[j] else
+            f"its name is the best match of {int(own[j])} of its {int(m[j])} images, "
+            + (f"'{labels[rival[j]]}' of {int(other[j])}" if rival[j] >= 0 else "no other name of any")
+            + f" ({ratio[j]:.2f} {'<' if ratio[j] < min_ratio else '>='} {min_ratio:g} times as often)"
+            for j in range(len(labels))]
