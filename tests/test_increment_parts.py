@@ -113,6 +113,16 @@ def test_patch_scores_from_pq_codes_match_decoded_patches():
     books = faiss.vector_to_array(pq.pq.centroids).reshape(8, 256, D // 8)
     want = (pq.sa_decode(codes) @ w.T).reshape(6, 9, 3).max(1)
     np.testing.assert_allclose(pq_patch_max(codes.reshape(6, 9, 8), books, w), want, rtol=1e-4, atol=1e-4)
+    # the mapped patch branch read from the codes equals the one of the decoded patches
+    base = _comc(rng, ["a", "b", "c", "d", "e", "f"])
+    from tagger.method.classifier import TextClassifier
+    rows = TextClassifier(w[:2], ["g", "h"], "m", "c")
+    ext = ExtendedModel(base, base.labels, rows, {"prompts": rng.standard_normal((2, D)).astype(np.float32)},
+                        ScoreConfig(tau=0.1), patch_rows=3)
+    g = rng.standard_normal((6, D)).astype(np.float32)
+    decoded = pq.sa_decode(codes).reshape(6, 9, D)
+    np.testing.assert_allclose(ext.patch_scores_pq(g, codes.reshape(6, 9, 8), books), ext.patch_scores(g, decoded),
+                               rtol=1e-3, atol=1e-4)
 
 
 def _decisions(labels: list[str], threshold: float) -> Decisions:

@@ -43,9 +43,9 @@ def is_extended_dir(directory: str | Path) -> bool:
     return (Path(directory) / EXTENDS_FILE).is_file()
 
 
-def pq_patch_max(codes: np.ndarray, centroids: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """``max_p (p . w_j)`` of PQ-coded patches without decoding them: codes ``(n, P, M)`` (uint8),
-    the codebooks ``(M, ksub, dsub)`` and rows ``(C, M * dsub)`` -> ``(n, C)``."""
+def pq_products(codes: np.ndarray, centroids: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``p . w_j`` of PQ-coded patches without decoding them: codes ``(n, P, M)`` (uint8), the
+    codebooks ``(M, ksub, dsub)`` and rows ``(C, M * dsub)`` -> ``(n, P, C)``, one lookup table per row."""
     n, num_p, m = codes.shape
     w = np.asarray(weight, np.float32).reshape(len(weight), m, -1)
     lut = np.einsum("mkd,cmd->mkc", np.asarray(centroids, np.float32), w)  # (M, ksub, C)
@@ -53,7 +53,27 @@ def pq_patch_max(codes: np.ndarray, centroids: np.ndarray, weight: np.ndarray) -
     acc = np.zeros((n * num_p, len(weight)), np.float32)
     for k in range(m):
         acc += lut[k][flat[:, k]]
-    return acc.reshape(n, num_p, -1).max(axis=1) if n else np.zeros((0, len(weight)), np.float32)
+    return acc.reshape(n, num_p, len(weight))
+
+
+def pq_image_products(codes: np.ndarray, centroids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``p . r`` for each image's own rows: codes ``(n, P, M)``, codebooks ``(M, ksub, dsub)``, rows
+    ``(n, R, M * dsub)`` -> ``(n, P, R)``, one small lookup table per image and row."""
+    n, num_p, m = codes.shape
+    r = np.asarray(rows, np.float32).reshape(n, rows.shape[1], m, -1)
+    out = np.zeros((n, num_p, rows.shape[1]), np.float32)
+    at = np.arange(n)[:, None]
+    for k in range(m):
+        lut = np.matmul(np.asarray(centroids[k], np.float32)[None], r[:, :, k, :].transpose(0, 2, 1))  # (n, ksub, R)
+        out += lut[at, codes[:, :, k]]
+    return out
+
+
+def pq_patch_max(codes: np.ndarray, centroids: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``max_p (p . w_j)`` of PQ-coded patches (:func:`pq_products`) -> ``(n, C)``."""
+    if not len(codes):
+        return np.zeros((0, len(weight)), np.float32)
+    return pq_products(codes, centroids, weight).max(axis=1)
 
 
 def _merged_anchors(a: TextAnchors | None, b: TextAnchors | None, keep: np.ndarray) -> TextAnchors | None:
@@ -123,23 +143,38 @@ class ExtendedModel:
             patch_max if local_mapped else alpha * patch_max + (1 - alpha) * readout
         return fuse(gs, ls, cfg).astype(np.float32)
 
-    def patch_scores(self, g: np.ndarray, p: np.ndarray) -> np.ndarray:
-        """The local branch of the new labels with each patch attending over a few memory rows: the
-        ``patch_rows`` rows the image's global embedding attends to most, and the new labels' prompts.
-        Decoded patches ``(n, P, d)`` -> ``(n, N)``."""
-        cfg, w, mem = self.score, self.rows.weight, self.memory()
-        p = np.asarray(p, np.float32)
-        direct = p @ w.T  # (n, P, N)
-        if mem is None or cfg.alpha >= 1.0:
-            return direct.max(axis=1)
-        m = mem.vectors
+    def _patch_memory(self, g: np.ndarray) -> np.ndarray:
+        """Each image's memory rows for its patches ``(n, r, d)``: the ``patch_rows`` rows its global
+        embedding attends to most, and the new labels' prompts."""
+        m = self.memories[self.score.memory].vectors
         forced = np.arange(len(self.kept), len(m)) if self.score.memory in self.prompts else np.zeros(0, np.int64)
         logits = np.asarray(g, np.float32) @ m.T
         logits[:, forced] = np.inf
         r = min(len(m), self.patch_rows + len(forced))
-        rows = np.argpartition(-logits, r - 1, axis=1)[:, :r]
-        mr = m[rows]  # (n, r, d)
-        att = np.matmul(p, mr.transpose(0, 2, 1)) * np.float32(1.0 / cfg.tau)  # (n, P, r)
+        return m[np.argpartition(-logits, r - 1, axis=1)[:, :r]]
+
+    def patch_scores(self, g: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """The local branch of the new labels with each patch attending over a few memory rows
+        (:meth:`_patch_memory`). Decoded patches ``(n, P, d)`` -> ``(n, N)``."""
+        p = np.asarray(p, np.float32)
+        if self.memory() is None or self.score.alpha >= 1.0:
+            return (p @ self.rows.weight.T).max(axis=1)
+        mr = self._patch_memory(g)
+        return self._mapped_max(p @ self.rows.weight.T, np.matmul(p, mr.transpose(0, 2, 1)), mr)
+
+    def patch_scores_pq(self, g: np.ndarray, codes: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+        """:meth:`patch_scores` from PQ codes ``(n, P, M)`` and codebooks, no patch decoded."""
+        direct = pq_products(codes, centroids, self.rows.weight)
+        if self.memory() is None or self.score.alpha >= 1.0:
+            return direct.max(axis=1)
+        mr = self._patch_memory(g)
+        return self._mapped_max(direct, pq_image_products(codes, centroids, mr), mr)
+
+    def _mapped_max(self, direct: np.ndarray, att: np.ndarray, mr: np.ndarray) -> np.ndarray:
+        """``max_p`` of the mapped patch scores from ``p . w`` ``(n, P, N)``, ``p . m`` ``(n, P, r)``
+        and the rows ``mr``."""
+        cfg, w = self.score, self.rows.weight
+        att = att * np.float32(1.0 / cfg.tau)
         att -= att.max(axis=2, keepdims=True)
         np.exp(att, out=att)
         att /= att.sum(axis=2, keepdims=True)

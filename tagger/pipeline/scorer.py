@@ -97,14 +97,17 @@ class ShardScorer:
         from ..method.extend import pq_patch_max
         w = self.model.rows.weight
         books, store = self._codebooks(), self.patches
-        if self.model.patch_rows > 0:  # each patch attends over a few memory rows: patches decoded
-            p = store.decode(np.asarray(shard.ids)) if store is not None else np.asarray(shard.patches, np.float32)
-            return self.model.new_scores_decoded(np.asarray(shard.global_vecs, np.float32), p)
+        g = np.asarray(shard.global_vecs, np.float32)
         if books is not None and store is not None:
             pp = store.patches_per_image
             pos = store.positions(np.asarray(shard.ids))
-            codes = np.asarray(store.codes[(pos[:, None] * pp + np.arange(pp)).ravel()])
-            patch_max = pq_patch_max(codes.reshape(len(pos), pp, -1), books, w)
+            codes = np.asarray(store.codes[(pos[:, None] * pp + np.arange(pp)).ravel()]).reshape(len(pos), pp, -1)
+            if self.model.patch_rows > 0:  # each patch attends over a few memory rows, read from the codes
+                return self.model.new_scores(g, self.model.patch_scores_pq(g, codes, books), local_mapped=True)
+            patch_max = pq_patch_max(codes, books, w)
+        elif self.model.patch_rows > 0:
+            p = store.decode(np.asarray(shard.ids)) if store is not None else np.asarray(shard.patches, np.float32)
+            return self.model.new_scores_decoded(g, p)
         else:
             p = self.patches.decode(np.asarray(shard.ids)) if self.patches is not None else \
                 np.asarray(shard.patches, np.float32)
