@@ -72,10 +72,13 @@ def train(ws: Workspace, cfg: Any = None, *, model: str | None = None, pretraine
 def tag(ws: Workspace, cfg: "TagConfig | None" = None, *, model: str | None = None, pretrained: str | None = None,
         classifier_id: str | None = None, make_current: bool = True, crash_after: int | None = None,
         calibrate_with: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Tag every encoded image into a new run and make it current (``tagger tag``)."""
-    from .models.resolve import workspace_model_id
+    """Tag every encoded image into a new run and make it current (``tagger tag``). The model is
+    checked here (a bad one: ModelLoadError) and the classifier by the stage, before any work."""
+    from .models.registry import check_model, model_id_for
     from .pipeline.tag import run_tag
-    return run_tag(ws, workspace_model_id(ws, model, pretrained), cfg, classifier_id, make_current=make_current,
+    name, weights = ws.model(model, pretrained)
+    check_model(name, weights)
+    return run_tag(ws, model_id_for(name, weights), cfg, classifier_id, make_current=make_current,
                    crash_after=crash_after, calibrate_with=calibrate_with)
 
 

@@ -50,7 +50,6 @@ def test_the_python_tag_and_the_cli_tag_run_one_stage(tmp_path: Path, monkeypatc
     from tagger.models.registry import model_id_for
     from tagger.pipeline.tag import TagConfig
     calls = _record(monkeypatch, "tag")
-    monkeypatch.setattr(importlib.import_module("tagger.cli.app"), "_check_tag_inputs", lambda *a: None)  # no classifier in this workspace
     ws = Workspace.at(tmp_path / "ws")
     tagger.tag(ws, TagConfig(top_k=4), model="toy-rn")
     out = CliRunner().invoke(app, ["tag", "-w", str(ws.root), "--model", "toy-rn", "--top-k", "4", "--json"])
@@ -60,6 +59,21 @@ def test_the_python_tag_and_the_cli_tag_run_one_stage(tmp_path: Path, monkeypatc
     assert args_api[0] == args_cli[0] == model_id_for("toy-rn")  # the model id, resolved the same way
     assert args_api[1].top_k == args_cli[1].top_k == 4
     assert kw_api == kw_cli
+
+
+def test_the_tag_checks_run_once_at_the_seam_for_both_callers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad model is refused by the API (so the Python call and the CLI alike) before the stage runs."""
+    from tagger.errors import ModelLoadError
+    calls = _record(monkeypatch, "tag")
+    ws = Workspace.at(tmp_path / "ws")
+    missing = tmp_path / "missing.pt"
+    with pytest.raises(ModelLoadError, match="checkpoint file not found"):
+        tagger.tag(ws, model="toy-rn", pretrained=str(missing))
+    out = CliRunner().invoke(app, ["tag", "-w", str(ws.root), "--model", "toy-rn", "--pretrained", str(missing)])
+    assert out.exit_code == 2 and "checkpoint file not found" in out.output
+    assert calls == []
+    cli_tag = next(n for n in ast.parse(APP.read_text()).body if isinstance(n, ast.FunctionDef) and n.name == "tag")
+    assert "check_model" not in ast.unparse(cli_tag)  # the CLI leaves the check to the API
 
 
 @pytest.mark.parametrize("verb", sorted(api.STAGES))

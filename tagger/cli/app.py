@@ -35,20 +35,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Tag image collections with labels nobody annotated.")
 
 
-def _check_tag_inputs(ws, name: str, weights: str | None, classifier_id: str | None, wait: float) -> None:
-    """Refuse a bad model or an unknown ``--classifier-id`` before the job starts."""
-    from ..catalog import Catalog
-    from ..models.registry import check_model
-    check_model(name, weights)
-    if classifier_id is None:
-        return
-    with Catalog.open(ws.catalog, read_only=True, wait=wait) as cat:
-        known = [c["classifier_id"] for c in cat.classifiers()]
-    if classifier_id not in known:
-        hint = f"known: {', '.join(known[-5:])}" if known else "none trained yet: run train first"
-        raise ConfigError(f"unknown classifier {classifier_id!r} ({hint})")
-
-
 # -- pipeline verbs ----------------------------------------------------------------------------
 @app.command()
 def encode(
@@ -209,7 +195,6 @@ def tag(
     with reported():
         ws = workspace_at(workspace)
         name, weights = ws.model(model, pretrained)
-        _check_tag_inputs(ws, name, weights, classifier_id, wait)
         cfg = TagConfig(top_k=top_k, decision=decision.value, threshold=threshold, patch_source=patch_source.value,
                         concurrency=concurrency, calibrate=not no_calibrate, node_resource=node_resource)
         with job_scope(ws, "tag", wait):

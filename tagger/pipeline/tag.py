@@ -314,8 +314,9 @@ def run_tag(workspace: "Workspace", model_id: str, cfg: TagConfig | None = None,
     with Catalog.for_job(workspace.catalog, "tag") as cat:
         clf = cat.get_classifier(classifier_id) if classifier_id else cat.latest_classifier(model_id)
         if clf is None:
-            raise ConfigError(f"unknown classifier {classifier_id!r}: `tagger runs list` and the catalog's "
-                              "classifiers table list the trained ones")
+            known = [c["classifier_id"] for c in cat.classifiers()]
+            hint = f"known: {', '.join(known[-5:])}" if known else "none trained yet: run `tagger train` first"
+            raise ConfigError(f"unknown classifier {classifier_id!r} ({hint})")
         labels = list(clf["labels"])
         report = record_labelled_set(cat, calibrate_with, model_id, labels) if calibrate_with else None
         shards = list_done_shards(root, model_id)
