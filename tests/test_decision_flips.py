@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tagger.catalog import Catalog
-from tagger.catalog.decisions import present_state
+from tagger.catalog.thresholds import present_state
 from tagger.catalog.diff import run_diff
 from tagger.catalog.flips import decision_flips, flip_lines, previous_tag_run
 from tagger.catalog.report import label_summary

@@ -19,7 +19,7 @@ from tagger.catalog import Catalog
 from tagger.export.keywords import Keywords
 from tagger.export.kwmap import KeywordMap
 from tagger.pipeline.calibration import read_labelled_file
-from tagger.report.decisions import read_decisions
+from tagger.report.review_file import read_decisions
 from tagger.workspace import Workspace
 from xmpcases import DIGIKAM, EXIFTOOL, invoke, tag_run
 

@@ -125,7 +125,7 @@ def test_labelled_images_examples(tmp_path: Path) -> None:
 
 
 def test_review_decisions_examples_and_what_the_report_writes() -> None:
-    from tagger.report.decisions import decisions_document, read_decisions
+    from tagger.report.review_file import decisions_document, read_decisions
     for path, rows in ((EXAMPLES / "decisions.csv", csv_rows(EXAMPLES / "decisions.csv")),
                        (EXAMPLES / "decisions-no-header.csv",
                         csv_rows(EXAMPLES / "decisions-no-header.csv", ("uri", "label", "decision")))):

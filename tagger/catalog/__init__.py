@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 
 from .base import SEALED_CONFIG
-from .decisions import DecisionsMixin, check_threshold
+from .thresholds import DecisionsMixin, check_threshold
 from .hierarchy import HierarchyMixin
 from .images import ImagesMixin, records_table
 from .joblock import JOB_LOCK_WAIT, JobLock, job_driver, job_lock_path

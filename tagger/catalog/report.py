@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .decisions import present_state
+from .thresholds import present_state
 
 __all__ = ["IMAGE_COLUMNS", "diff_images", "error_images", "label_histogram", "label_images",
            "label_summary", "positives_per_image", "review_queue", "run_shape", "run_stamp", "run_totals"]

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..catalog.decisions import present_state
+from ..catalog.thresholds import present_state
 from ..catalog.readonly import SCHEMA_OVERVIEW_SQL
 from ..catalog.runs import run_mode
 from .options import (

@@ -74,7 +74,7 @@ def review_import(
     as_json: JsonOpt = False,
 ) -> None:
     """Record every decision of FILE (all or none: an unknown image or label stores nothing)."""
-    from ..report.decisions import read_decisions
+    from ..report.review_file import read_decisions
     with reported():
         rows, source = read_decisions(file)
     _record(workspace, rows, who, source, wait, as_json)

@@ -2,6 +2,6 @@
 the catalog and opened straight from disk; and the files of review decisions it hands back."""
 from __future__ import annotations
 
-from .decisions import FILE_FORMAT, decisions_document, read_decisions
+from .review_file import FILE_FORMAT, decisions_document, read_decisions
 
 __all__ = ["FILE_FORMAT", "decisions_document", "read_decisions"]

@@ -23,7 +23,7 @@ from ..atomic import atomic_dir
 from ..errors import ConfigError
 from ..workspace import Workspace
 from .charts import bar_chart, column_chart, score_histogram
-from .decisions import FILE_FORMAT
+from .review_file import FILE_FORMAT
 from .thumbs import ThumbnailCache
 
 if TYPE_CHECKING:
