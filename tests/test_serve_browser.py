@@ -52,10 +52,22 @@ def row_state(driver, label: str) -> tuple[str, str, str]:
     return row.get_attribute("data-positive"), row.get_attribute("data-provenance"), row.get_attribute("data-decision")
 
 
+def navigate(driver, act) -> None:
+    """Do ``act`` (a click, a key press) that loads another page, and wait until that page has replaced
+    this one and finished loading (on a busy machine the old page can still be there right after)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+    old = driver.find_element(By.TAG_NAME, "html")
+    act()
+    WebDriverWait(driver, 60).until(EC.staleness_of(old))
+    WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def click(driver, label: str, action: str) -> None:
     from selenium.webdriver.common.by import By
-    driver.find_element(By.CSS_SELECTOR, f'#tags tr[data-label="{label}"] button.{action}').click()
-    assert driver.execute_script("return document.readyState") == "complete"
+    button = driver.find_element(By.CSS_SELECTOR, f'#tags tr[data-label="{label}"] button.{action}')
+    navigate(driver, button.click)
 
 
 def test_accept_reject_reload_undo(app):
@@ -83,14 +95,14 @@ def test_search_by_words_then_by_image(app):
     ws, truth, uris, base, driver = app
     visit(driver, base + "/")
     box = driver.find_element(By.ID, "search")
-    box.send_keys("a star", Keys.ENTER)
+    navigate(driver, lambda: box.send_keys("a star", Keys.ENTER))
     cards = driver.find_elements(By.CSS_SELECTOR, "#results figure.card")
     assert len(cards) == 5 and "search" in driver.current_url
     first = int(cards[0].get_attribute("data-image"))
     assert "star" in truth[uris[first]]
-    cards[0].find_element(By.CSS_SELECTOR, "a").click()
+    navigate(driver, cards[0].find_element(By.CSS_SELECTOR, "a").click)
     assert driver.current_url.endswith(f"/image/{first}")
-    driver.find_element(By.LINK_TEXT, "More like this").click()
+    navigate(driver, driver.find_element(By.LINK_TEXT, "More like this").click)
     like = [int(c.get_attribute("data-image")) for c in driver.find_elements(By.CSS_SELECTOR, "#results figure.card")]
     assert like[0] == first and len(like) == 5
 
@@ -99,7 +111,7 @@ def test_label_paged_with_a_confidence_filter(app):
     from selenium.webdriver.common.by import By
     ws, _, _, base, driver = app
     visit(driver, base + "/")
-    driver.find_element(By.CSS_SELECTOR, 'table.labels tr[data-label="square"] a').click()
+    navigate(driver, driver.find_element(By.CSS_SELECTOR, 'table.labels tr[data-label="square"] a').click)
     box = driver.find_element(By.NAME, "min_conf")
     box.clear()
     box.send_keys("0.4")
