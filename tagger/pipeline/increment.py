@@ -34,8 +34,8 @@ from ..method.decisions import Decisions
 from ..workspace import Workspace
 from .calibration import DecisionInputs, decision_inputs, decision_rows, decisions_from_rows
 from .scorer import ShardScorer, apply_statistics, label_statistics
-from .tag import (TagConfig, TagShards, _apply_review, _parent_labels, _resume_or_start, _shards_key,
-                  fit_run_decisions, read_label_stats, tag_all, tag_rows, write_label_stats, write_parquet_atomic)
+from .tag import (TagConfig, TagShards, _parent_labels, _resume_or_start, _shards_key,
+                  fit_run_decisions, load_run, read_label_stats, tag_all, tag_rows, write_label_stats, write_parquet_atomic)
 
 if TYPE_CHECKING:
     from ..method.extend import ExtendedModel
@@ -218,7 +218,6 @@ def run_increment_tag(workspace: Workspace, model_id: str, cfg: TagConfig, class
     """Tag into a new incremental run from the extended classifier ``classifier_id`` and the run
     ``base_run`` (module docstring); load it without making it current. A rerun resumes it."""
     from ..catalog import Catalog
-    from ..catalog.flips import decision_flips
     from ..method.hierarchy import Hierarchy
     from ..store import list_done_shards
 
@@ -253,13 +252,8 @@ def run_increment_tag(workspace: Workspace, model_id: str, cfg: TagConfig, class
         tag_all(ExtendShards, (root, model_id, clf_dir, str(run_dir), cfg, stats, decisions, str(base_dir),
                                new_stats, new_d, None if hierarchy.empty else hierarchy), cfg, shards, crash_after)
         t_tag = time.time() - t0
-        n = cat.load_tags(run_id, [workspace.tag_file(run_dir, s) for s in shards]) if shards else 0
-        n += _apply_review(cat, run_id, scorer, model_id, labels, stats, decisions)
-        n_images = cat.run_image_count(run_id)
-        cat.finish_run(run_id, n_images=n_images, timings={"tag_s": round(t_tag, 2),
-                                                          "total_s": round(time.time() - t0, 2)})
-        previous = cat.current_run()
-        flips = decision_flips(cat, previous, run_id) if previous not in (None, run_id) else []
+        n, n_images, previous, flips = load_run(cat, workspace, run_id, run_dir, shards, scorer, model_id, labels,
+                                                stats, decisions, t0, t_tag)
     logger.info("incremental run %d from run %d: %d labels scored and decided, %d carried over", run_id, base_run,
                 len(model.new_labels), len(model.kept))
     return {"run_id": run_id, "n_tags": n, "n_images": n_images, "tag_s": round(t_tag, 2), "decision": cfg.decision,

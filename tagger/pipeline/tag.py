@@ -293,6 +293,25 @@ def tag_all(actor: type, args: tuple, cfg: TagConfig, shards: list[str], crash_a
                     raise SimulatedCrash(f"tag: crash after {k + 1} shards")
 
 
+def load_run(cat, workspace: "Workspace", run_id: int, run_dir: Path, shards: list[str], scorer: ShardScorer | None,
+             model_id: str, labels: list[str], stats, decisions: Decisions | None, t0: float, t_tag: float
+             ) -> tuple[int, int, int | None, list[dict[str, Any]]]:
+    """Load a run's tag files, apply the review decisions, finish it, and list the labels whose
+    decision flipped against the current run: ``(tags, images, current run, flips)``."""
+    import time
+
+    from ..catalog.flips import decision_flips
+    paths = [workspace.tag_file(run_dir, s) for s in shards]
+    n = cat.load_tags(run_id, paths) if paths else 0
+    n += _apply_review(cat, run_id, scorer, model_id, labels, stats, decisions)
+    n_images = cat.run_image_count(run_id)
+    cat.finish_run(run_id, n_images=n_images, timings={"tag_s": round(t_tag, 2),
+                                                      "total_s": round(time.time() - t0, 2)})
+    previous = cat.current_run()
+    flips = decision_flips(cat, previous, run_id) if previous not in (None, run_id) else []
+    return n, n_images, previous, flips
+
+
 def run_tag(workspace: "Workspace", model_id: str, cfg: TagConfig | None = None, classifier_id: str | None = None,
             *, make_current: bool = True, crash_after: int | None = None,
             calibrate_with: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -305,7 +324,6 @@ def run_tag(workspace: "Workspace", model_id: str, cfg: TagConfig | None = None,
     from .calibration import record_labelled_set
     from .classifiers import head_decision_inputs
     from ..catalog import Catalog
-    from ..catalog.flips import decision_flips
     from ..store import list_done_shards
 
     cfg = cfg or TagConfig()
@@ -342,14 +360,8 @@ def run_tag(workspace: "Workspace", model_id: str, cfg: TagConfig | None = None,
         tag_all(TagShards, (root, model_id, clf_dir, str(run_dir), cfg, stats, decisions,
                             None if hierarchy.empty else hierarchy), cfg, shards, crash_after)
         t_tag = time.time() - t0
-        paths = [workspace.tag_file(run_dir, s) for s in shards]
-        n = cat.load_tags(run_id, paths) if paths else 0
-        n += _apply_review(cat, run_id, scorer, model_id, labels, stats, decisions)
-        n_images = cat.run_image_count(run_id)
-        cat.finish_run(run_id, n_images=n_images, timings={"tag_s": round(t_tag, 2),
-                                                          "total_s": round(time.time() - t0, 2)})
-        previous = cat.current_run()
-        flips = decision_flips(cat, previous, run_id) if previous not in (None, run_id) else []
+        n, n_images, previous, flips = load_run(cat, workspace, run_id, run_dir, shards, scorer, model_id, labels,
+                                                stats, decisions, t0, t_tag)
         if make_current:
             cat.set_current(run_id)
     n_pos = int(decisions.present.sum()) if decisions is not None else None
