@@ -8,7 +8,7 @@ from typing import Any
 from .thresholds import present_state
 
 __all__ = ["IMAGE_COLUMNS", "diff_images", "error_images", "label_histogram", "label_images",
-           "label_summary", "positives_per_image", "review_queue", "run_shape", "run_stamp", "run_totals"]
+           "label_summary", "review_queue", "run_shape", "run_stamp"]
 
 #: Columns of every image row these reads return.
 IMAGE_COLUMNS = ("image_id", "uri", "content_hash", "label", "score", "confidence", "positive", "provenance")
@@ -43,11 +43,6 @@ def run_stamp(catalog, run_id: int) -> tuple:
         {"run": int(run_id)})[0])
 
 
-def run_totals(catalog, run_id: int) -> dict[str, int]:
-    """Tags, positive tags, tagged images and images with a positive tag in the run."""
-    return run_shape(catalog, run_id)[0]
-
-
 def label_summary(catalog, run_id: int) -> list[dict[str, Any]]:
     """One row per label of the run, in its label order: ``label, tags, positives, threshold,
     present, source, reviewed, reason, state`` (threshold, present, source and reason None without
@@ -67,11 +62,6 @@ def label_summary(catalog, run_id: int) -> list[dict[str, Any]]:
         r["state"], raised = present_state(r["present"], r["positives"], r["reviewed"])
         r["source"] = raised or r["source"]
     return out
-
-
-def positives_per_image(catalog, run_id: int) -> list[tuple[int, int]]:
-    """``(positives, images)``: how many tagged images carry 0, 1, 2, ... positive tags."""
-    return run_shape(catalog, run_id)[1]
 
 
 def error_images(catalog, limit: int) -> tuple[int, list[tuple[str, str | None]]]:

@@ -117,9 +117,8 @@ class _Site:
 
 def _overview(site: _Site, labels: list[dict[str, Any]]) -> None:
     cat, run = site.cat, site.run
-    totals = q.run_totals(cat, run.run_id)
+    totals, per_image = q.run_shape(cat, run.run_id)  # one pass over the run's tags for both
     n_errors, errors = q.error_images(cat, site.cfg.max_errors)
-    per_image = q.positives_per_image(cat, run.run_id)
     cols = [(str(k), n) for k, n in per_image if k < _PER_IMAGE_BINS - 1]
     rest = sum(n for k, n in per_image if k >= _PER_IMAGE_BINS - 1)
     if rest:
