@@ -17,7 +17,10 @@ only weakly (below ``corroborate_below``) must pass the tail test: the share of 
 its threshold that its bulk's Gaussian tail alone would put there (the bulk read robustly from the
 median and the 10th percentile of its image scores) may be at most ``max_tail_share``. A word the text tower half knows, absent from the
 corpus, whose image scores merely spread wider than its text scale fails that test and is not
-tagged; a label learnt well from text is trusted on its anchors.
+tagged; a label learnt well from text is trusted on its anchors. Each label is tagged where its
+posterior reaches half the best F1 its fit expects (:mod:`tagger.method.cutoffs`): the threshold that
+maximises its expected F1, so labels the classifier confuses with others (lower, overlapping scores)
+are not under-tagged; the confidence column stays the posterior.
 
 The earlier rule (:func:`fit_decisions`, ``--decision mixture``) fits both components to the corpus.
 Each label's scores over a corpus sample are modelled as a two-component Gaussian mixture: a
@@ -38,11 +41,12 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from .anchors import TextAnchors, text_anchors
+from .cutoffs import f1_cutoffs
 from .names import name_counts, name_words
 
 __all__ = ["DecisionConfig", "Decisions", "TextAnchors", "fit_anchored", "fit_decisions", "fit_from_labels",
@@ -58,7 +62,12 @@ _Z90 = 1.2815516  # the 90th percentile of a standard normal: (median - 10th per
 class DecisionConfig:
     """How thresholds are fitted (defaults chosen on the toy validation split)."""
 
-    cutoff: float = 0.5  # posterior P(positive | score) at which a tag becomes positive
+    cutoff: float = 0.5  # posterior P(positive | score) at which a tag becomes positive (rule "posterior")
+    # the anchored rule's cutoffs -- "f1": each label's cutoff is half the best F1 its fit expects (the
+    # expected-F1-optimal threshold, :mod:`tagger.method.cutoffs`), at least ``min_cutoff``;
+    # "posterior": every label at ``cutoff`` (the mixture rule always uses ``cutoff``)
+    cutoff_rule: str = "f1"
+    min_cutoff: float = 0.25
     min_separation: float = 2.5  # (mu1 - mu0) / pooled sd for a label to count as present
     min_positives: float = 3.0  # expected positives in the sample for a label to count as present
     min_gain: float = 3.0  # the mixture must beat one Gaussian by this many nats per ln(n): structure, not noise
@@ -102,6 +111,22 @@ class Decisions:
     overrides: dict[str, float] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)  # per label, in words: why present or absent
     text_separation: np.ndarray | None = None  # per label, when the rule read the text side
+    cutoff_rule: str = "posterior"  # "f1": per-label cutoffs from the fit (see DecisionConfig)
+    min_cutoff: float = 0.0
+
+    def cutoffs(self) -> np.ndarray:
+        """Each label's posterior cutoff: ``cutoff`` for all, or (rule "f1") half its best expected F1."""
+        if self.cutoff_rule == "posterior":
+            return np.full(len(self.labels), float(self.cutoff))
+        if self.cutoff_rule != "f1":
+            raise ValueError(f"unknown cutoff rule {self.cutoff_rule!r} (f1 or posterior)")
+        params = tuple(np.asarray(getattr(self, k), np.float64) for k in ("mu0", "sd0", "mu1", "sd1", "prior"))
+        key = b"".join(a.tobytes() for a in params) + str(self.min_cutoff).encode()
+        cached = self.__dict__.get("_cutoff_cache")
+        if cached is None or cached[0] != key:  # thresholds() runs per batch: the grid once per fit
+            cached = (key, f1_cutoffs(*params, floor=self.min_cutoff))
+            self.__dict__["_cutoff_cache"] = cached
+        return cached[1]
 
     def reason(self, j: int) -> str:
         """Why label ``j`` is decided as it is (empty when the rule gave no reason)."""
@@ -119,7 +144,7 @@ class Decisions:
         """Each label's threshold on the raw score (+inf where absent), overrides applied."""
         mu0, sd0, mu1, sd1, prior = (np.asarray(a, np.float64) for a in (self.mu0, self.sd0, self.mu1, self.sd1,
                                                                          self.prior))
-        t = _crossings(mu0, sd0, mu1, sd1, prior, self.cutoff)
+        t = _crossings(mu0, sd0, mu1, sd1, prior, self.cutoffs())
         t = np.where(self.present, t, np.inf)
         for j, name in enumerate(self.labels):
             if name in self.overrides:
@@ -132,7 +157,8 @@ class Decisions:
 
     def to_dict(self) -> dict:
         t = self.thresholds()
-        return {"labels": list(self.labels), "cutoff": self.cutoff, "overrides": dict(self.overrides),
+        return {"labels": list(self.labels), "cutoff": self.cutoff, "cutoff_rule": self.cutoff_rule,
+                "min_cutoff": self.min_cutoff, "overrides": dict(self.overrides),
                 **{k: np.asarray(getattr(self, k), np.float64).round(6).tolist()
                    for k in ("mu0", "sd0", "mu1", "sd1", "prior")},
                 "present": [bool(x) for x in self.present], "reasons": list(self.reasons),
@@ -145,6 +171,7 @@ class Decisions:
         arr = {k: np.asarray(d[k], np.float64) for k in ("mu0", "sd0", "mu1", "sd1", "prior")}
         sep = d.get("text_separation")
         return cls(list(d["labels"]), present=np.asarray(d["present"], bool), cutoff=float(d["cutoff"]),
+                   cutoff_rule=str(d.get("cutoff_rule", "posterior")), min_cutoff=float(d.get("min_cutoff", 0.0)),
                    overrides={k: float(v) for k, v in d.get("overrides", {}).items()},
                    reasons=list(d.get("reasons") or []),
                    text_separation=None if sep is None else np.asarray(sep, np.float64), **arr)
@@ -187,7 +214,9 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
         for arr, value in zip((mu0, sd0, mu1, sd1, prior), comps):
             arr[weak] = value
         learned = learned | (weak & _scatter(weak, grouped))
-    threshold = _crossings(mu0, sd0, mu1, sd1, prior, cfg.cutoff)
+    rule = Decisions(list(labels), mu0, sd0, mu1, sd1, prior, np.ones(len(labels), bool), cfg.cutoff,
+                     cutoff_rule=cfg.cutoff_rule, min_cutoff=cfg.min_cutoff)
+    threshold = rule.thresholds()
     names = name_counts(s, threshold, zeroshot_top1)
     if names is None:
         tail = _tail_share(x, c, threshold)
@@ -204,7 +233,7 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
                 int(present.sum()), len(labels), n, int((separation < cfg.min_text_separation).sum()),
                 int((weak & present).sum()), int((learned & ~stands_out).sum()))
     return Decisions(list(labels), mu0, sd0, mu1, sd1, prior, present, cfg.cutoff, dict(overrides or {}),
-                     reasons, separation)
+                     reasons, separation, cfg.cutoff_rule, cfg.min_cutoff)
 
 
 def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -379,6 +408,9 @@ def fit_decisions(scores: np.ndarray, labels: list[str], cfg: DecisionConfig | N
     reasons = [f"images: second group separated by {v:.1f}" + (": present" if p else f", not present")
                for v, p in zip(sep, present)]
     logger.info("decisions: %d of %d labels present in a sample of %d images", int(present.sum()), len(labels), n)
+    # every label at ``cutoff``: this rule's positive component is fitted to the tail of the scores, and
+    # for a rare label it comes out too wide for its expected F1 to be trusted (the F1 cutoff measured
+    # worse on such labels); the anchored rule holds its positives at the text side's anchors
     return Decisions(list(labels), mu0, sd0, mu1, sd1, prior, present, cfg.cutoff, dict(overrides or {}), reasons)
 
 
@@ -391,9 +423,8 @@ def fit_from_labels(decisions: Decisions, scores: np.ndarray, truth: np.ndarray,
     corpus's label frequencies), or taken from the labelled set when no corpus sample is given.
     The other labels keep their unsupervised fit."""
     s, y = np.asarray(scores, np.float64), np.asarray(truth, bool)
-    out = Decisions(**{**decisions.__dict__, "reasons": list(decisions.reasons),
-                       **{k: np.array(getattr(decisions, k), copy=True)
-                          for k in ("mu0", "sd0", "mu1", "sd1", "prior", "present")}})
+    out = replace(decisions, reasons=list(decisions.reasons),
+                  **{k: np.array(getattr(decisions, k), copy=True) for k in ("mu0", "sd0", "mu1", "sd1", "prior", "present")})
     for j in range(len(decisions.labels)):
         pos, neg = s[y[:, j], j], s[~y[:, j], j]
         if len(pos) < min_images or len(neg) < min_images:

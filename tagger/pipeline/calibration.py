@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..ids import short_sha256
-from ..method.decisions import Decisions
+from ..method.decisions import DecisionConfig, Decisions
 
 logger = logging.getLogger(__name__)
 
@@ -132,12 +132,14 @@ def decision_rows(d: Decisions, labelled: set[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def decisions_from_rows(rows: list[dict[str, Any]], labels: list[str], cutoff: float) -> Decisions:
-    """Rebuild a run's Decisions from its stored rows (a resumed run decides as it started)."""
+def decisions_from_rows(rows: list[dict[str, Any]], labels: list[str], cfg: DecisionConfig) -> Decisions:
+    """Rebuild a run's Decisions from its stored rows and its decision config (a resumed run decides
+    as it started)."""
     by = {r["label"]: r for r in rows}
     arr = {k: np.asarray([by[n][k] for n in labels], np.float64) for k in ("mu0", "sd0", "mu1", "sd1", "prior")}
     pins = {n: float(by[n]["threshold"]) for n in labels if by[n]["source"] == "pinned"}
     seps = [by[n].get("text_separation") for n in labels]
-    return Decisions(list(labels), present=np.asarray([by[n]["present"] for n in labels], bool), cutoff=cutoff,
+    return Decisions(list(labels), present=np.asarray([by[n]["present"] for n in labels], bool), cutoff=cfg.cutoff,
+                     cutoff_rule=cfg.cutoff_rule, min_cutoff=cfg.min_cutoff,
                      overrides=pins, reasons=[by[n].get("reason") or "" for n in labels],
                      text_separation=None if any(x is None for x in seps) else np.asarray(seps, np.float64), **arr)

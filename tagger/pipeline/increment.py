@@ -183,7 +183,7 @@ def _decide_new(cat, run_id: int, base_run: int, scorer: ShardScorer, shards: li
     stats = label_statistics(sample) if len(sample) else ([0.0] * len(new), [1.0] * len(new))
     stored = cat.run_thresholds(run_id)
     if stored and {r["label"] for r in stored} == set(labels):
-        return stats, decisions_from_rows([r for r in stored if r["label"] in set(new)], new, scorer.cfg.decisions.cutoff)
+        return stats, decisions_from_rows([r for r in stored if r["label"] in set(new)], new, scorer.cfg.decisions)
     kept_rows = [r for r in cat.run_thresholds(base_run) if r["label"] in set(model.kept)]
     mean, std = (np.asarray(v, np.float64) for v in stats)
     anchors = model.rows.anchors.rescaled(mean, std) if model.rows.anchors is not None else None
@@ -248,7 +248,7 @@ def run_increment_tag(workspace: Workspace, model_id: str, cfg: TagConfig, class
         stats = ([base_stats[n][0] for n in model.kept] + list(new_stats[0]),
                  [base_stats[n][1] for n in model.kept] + list(new_stats[1]))
         write_label_stats(run_dir, labels, stats)
-        decisions = decisions_from_rows(cat.run_thresholds(run_id), labels, cfg.decisions.cutoff)
+        decisions = decisions_from_rows(cat.run_thresholds(run_id), labels, cfg.decisions)
         tag_all(ExtendShards, (root, model_id, clf_dir, str(run_dir), cfg, stats, decisions, str(base_dir),
                                new_stats, new_d, None if hierarchy.empty else hierarchy), cfg, shards, crash_after)
         t_tag = time.time() - t0

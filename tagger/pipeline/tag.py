@@ -269,7 +269,7 @@ def _decide(cat, run_id: int, scorer: ShardScorer | None, model_id: str, shards:
         return stats, None
     stored = cat.run_thresholds(run_id)
     if stored and {r["label"] for r in stored} == set(labels):
-        return stats, decisions_from_rows(stored, labels, cfg.decisions.cutoff)
+        return stats, decisions_from_rows(stored, labels, cfg.decisions)
     d, refit = fit_run_decisions(apply_statistics(sample, stats), labels, cfg, inputs,
                                  _labelled_scores(cat, scorer, model_id, inputs, labels, stats),
                                  scorer.anchors(stats), named)
