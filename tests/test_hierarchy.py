@@ -284,10 +284,10 @@ def _gen(asked: list | None = None):
 def test_corpus_targets_count_a_child_sentence_for_its_ancestors():
     flat = build_corpus(CORPUS_LABELS, LABEL_SYNONYMS, 300, _gen(), seed=0)
     tree = build_corpus(CORPUS_LABELS, LABEL_SYNONYMS, 300, _gen(), seed=0, parents=CORPUS_PARENTS)
-    assert tree.sentences == flat.sentences and np.array_equal(tree.label_matrix, flat.label_matrix)
+    assert tree.sentences == flat.sentences and np.array_equal(tree.label_matrix.toarray(), flat.label_matrix.toarray())
     assert tree.corpus_id != flat.corpus_id and tree.config["parents"] == {"circle": ["shape"], "square": ["shape"]}
-    assert "parents" not in flat.config and np.array_equal(flat.targets(), flat.label_matrix)
-    y, m = tree.targets(), tree.label_matrix
+    assert "parents" not in flat.config and np.array_equal(flat.targets().toarray(), flat.label_matrix.toarray())
+    y, m = tree.targets().toarray(), tree.label_matrix.toarray()
     shape = CORPUS_LABELS.index("shape")
     child_rows = m[:, :2].any(1)
     assert y[child_rows, shape].all() and not m[child_rows, shape].all()
@@ -304,7 +304,7 @@ def test_changed_parents_make_a_new_corpus_of_the_same_sentences():
     assert how == "extended" and asked == []  # nothing generated
     assert tree.corpus_id != flat.corpus_id and tree.config["extends"] == flat.corpus_id
     assert tree.sentences == flat.sentences and tree.stats["parents_changed"] == ["circle", "square"]
-    assert tree.targets()[:, 2].sum() > flat.label_matrix[:, 2].sum()
+    assert tree.targets().toarray()[:, 2].sum() > flat.label_matrix.toarray()[:, 2].sum()
     records.append({"corpus_id": tree.corpus_id, "config": tree.config})
     load = {flat.corpus_id: flat, tree.corpus_id: tree}.__getitem__
     same, how = update_corpus(records, load, CORPUS_LABELS, LABEL_SYNONYMS, _gen(asked), 300, 0,

@@ -162,10 +162,10 @@ def test_build_corpus_labels_are_the_sampled_sets() -> None:
     assert len(corpus) == 50 + n_tpl
     assert corpus.label_matrix.dtype == np.uint8 and corpus.label_matrix.shape == (len(corpus), len(LABELS))
     sets = sample_label_sets(LABELS, 50, seed=4)
-    np.testing.assert_array_equal(corpus.label_matrix[:50], label_matrix(sets, LABELS))
+    np.testing.assert_array_equal(corpus.label_matrix.toarray()[:50], label_matrix(sets, LABELS).toarray())
     assert corpus.sources[:50] == ["generated"] * 50 and set(corpus.sources[50:]) == {"template"}
-    assert (corpus.label_matrix[50:].sum(axis=1) == 1).all()
-    for text, row in zip(corpus.sentences, corpus.label_matrix):
+    assert (corpus.label_matrix.toarray()[50:].sum(axis=1) == 1).all()
+    for text, row in zip(corpus.sentences, corpus.label_matrix.toarray()):
         assert VOCAB.mentions_all(text, [LABELS[j] for j in np.flatnonzero(row)])
     no_tpl = _build(50, seed=4, include_templates=False)
     assert len(no_tpl) == 50 and no_tpl.sentences == corpus.sentences[:50]
@@ -176,7 +176,7 @@ def test_build_corpus_excludes_dropped_and_invalid() -> None:
     sets = sample_label_sets(LABELS, 30, seed=0)
     keep = [i for i in range(30) if i % 3 and i % 5]
     assert len(corpus) == len(keep)
-    np.testing.assert_array_equal(corpus.label_matrix, label_matrix([sets[i] for i in keep], LABELS))
+    np.testing.assert_array_equal(corpus.label_matrix.toarray(), label_matrix([sets[i] for i in keep], LABELS).toarray())
     assert corpus.stats["dropped"] == 10 and corpus.stats["rejected"] == 4
     assert corpus.config["shortfall"] == {"missing": 14, "label_sets": 30, "allowed": 14}
     assert missing_label_sets(corpus) == 14
@@ -230,11 +230,11 @@ class _NoneGen:
 def test_corpus_save_load_round_trip(tmp_path) -> None:  # noqa: ANN001
     corpus = _build(40, seed=1)
     corpus.save(tmp_path / "c")
-    assert {p.name for p in (tmp_path / "c").iterdir()} == {"corpus.json", "sentences.parquet", "label_matrix.npy"}
+    assert {p.name for p in (tmp_path / "c").iterdir()} == {"corpus.json", "sentences.parquet", "label_sets.npz"}
     back = TextCorpus.load(tmp_path / "c")
     assert back.sentences == corpus.sentences and back.sources == corpus.sources
-    np.testing.assert_array_equal(back.label_matrix, corpus.label_matrix)
-    assert back.label_matrix.dtype == np.uint8
+    np.testing.assert_array_equal(back.label_matrix.toarray(), corpus.label_matrix.toarray())
+    assert back.label_matrix.dtype == np.uint8 and back.label_matrix.format == "csr"
     assert back.class_names == corpus.class_names and back.corpus_id == corpus.corpus_id
     assert back.config == corpus.config and back.stats == corpus.stats
 

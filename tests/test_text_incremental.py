@@ -36,12 +36,12 @@ def test_extend_reuses_old_sentences_and_asks_only_for_new_sets():
     kept = [s for s in new.sentences if s in set(prev.sentences)]
     assert len(kept) == new.stats["kept_from_previous"] > 0
     # no kept row names the retired label; every row has at least one label
-    assert new.label_matrix.sum(1).min() >= 1
-    star_rows = prev.label_matrix[:, first.index("star")] == 1
+    assert new.label_matrix.toarray().sum(1).min() >= 1
+    star_rows = prev.label_matrix.toarray()[:, first.index("star")] == 1
     assert not set(np.array(prev.sentences)[star_rows]) & set(kept)
     # label rows follow their sentences: a kept sentence has the same label set as before
-    before = {s: {first[j] for j in np.flatnonzero(r)} for s, r in zip(prev.sentences, prev.label_matrix)}
-    for s, r in zip(new.sentences, new.label_matrix):
+    before = {s: {first[j] for j in np.flatnonzero(r)} for s, r in zip(prev.sentences, prev.label_matrix.toarray())}
+    for s, r in zip(new.sentences, new.label_matrix.toarray()):
         if s in before and before[s] <= set(active):
             assert {active[j] for j in np.flatnonzero(r)} == before[s]
 
@@ -69,12 +69,12 @@ def test_changed_synonyms_rewrite_only_that_labels_sentences():
     assert new.stats["synonyms_changed"] == ["circle"]
     assert gen.asked and all("circle" in s for s in gen.asked)
     circle = labels.index("circle")
-    old_circle = {s for s, r, src in zip(prev.sentences, prev.label_matrix, prev.sources)
+    old_circle = {s for s, r, src in zip(prev.sentences, prev.label_matrix.toarray(), prev.sources)
                   if src == "generated" and r[circle]}
     kept = set(new.sentences[:new.stats["kept_from_previous"]])
     assert old_circle and not old_circle & kept
     # sentences without the label are kept as they were; template rows too
-    others = [s for s, r, src in zip(prev.sentences, prev.label_matrix, prev.sources) if not r[circle]]
+    others = [s for s, r, src in zip(prev.sentences, prev.label_matrix.toarray(), prev.sources) if not r[circle]]
     assert set(others) <= set(new.sentences)
     # the new corpus remembers the new synonyms: extending it again changes nothing
     again = extend_corpus(new, labels, syn, _gen(labels, syn), seed=0)

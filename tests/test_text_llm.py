@@ -189,7 +189,7 @@ def test_build_corpus_with_llm_drops_invalid(server: LLMServer, tmp_path: Path) 
     kept = [s for s in sets if "star" not in s]
     assert 0 < len(kept) < 30 and len(corpus) == len(kept)
     assert corpus.config["shortfall"] == {"missing": 30 - len(kept), "label_sets": 30, "allowed": 27}
-    np.testing.assert_array_equal(corpus.label_matrix, label_matrix(kept, LABELS))
+    np.testing.assert_array_equal(corpus.label_matrix.toarray(), label_matrix(kept, LABELS).toarray())
     assert corpus.stats["dropped"] == 30 - len(kept)
     assert corpus.stats["generator"]["invalid"] == 30 - len(kept)
     assert corpus.config["generator"] == {"kind": "llm", "model": "test-model", "prompt_version": "v1",

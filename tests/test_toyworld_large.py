@@ -75,7 +75,7 @@ def test_templates_and_sentences_name_only_their_labels_and_ancestors():
     parents = {"red star": ("star",), "small star": ("star",)}
     vocab = Vocabulary.create(labels, syn)
     corpus = build_corpus(labels, syn, 400, OfflineGenerator(vocab, seed=0), seed=0, parents=parents)
-    for text, row in zip(corpus.sentences, corpus.label_matrix):
+    for text, row in zip(corpus.sentences, corpus.label_matrix.toarray()):
         held = {labels[j] for j in np.flatnonzero(row)}
         allowed = held | {p for lab in held for p in parents.get(lab, ())}
         named = {lab for lab in labels if mentions(text, lab, syn)}
@@ -96,7 +96,7 @@ def test_extending_with_a_compound_makes_old_sentences_naming_it_positives():
     grown = ["star", "circle", "small star"]
     new = extend_corpus(prev, grown, {}, OfflineGenerator(Vocabulary.create(grown), seed=0), seed=0,
                         parents={"small star": ("star",)})
-    for text, row in zip(new.sentences, new.label_matrix):
+    for text, row in zip(new.sentences, new.label_matrix.toarray()):
         if mentions(text, "small star"):
             assert row[grown.index("small star")] == 1, text
     assert "a photo of a small circle." in new.sentences and "a photo of a small star." in new.sentences

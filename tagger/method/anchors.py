@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .labelrows import LabelRows, block_rows, is_sparse, positions
+
 __all__ = ["TextAnchors", "text_anchors"]
 
 logger = logging.getLogger(__name__)
@@ -61,31 +63,36 @@ class TextAnchors:
         return cls(**arr)
 
 
-def text_anchors(embeddings: np.ndarray, weight: np.ndarray, label_matrix: np.ndarray,
+def text_anchors(embeddings: np.ndarray, weight: np.ndarray, label_matrix: LabelRows,
                  chunk: int = 4096) -> TextAnchors:
     """:class:`TextAnchors` of a linear classifier ``weight`` ``(L, d)`` from its corpus: sentence
-    embeddings ``(n, d)`` and their multi-hot labels ``(n, L)``, scored a chunk of sentences at a time
-    (memory stays ``chunk x L`` plus one score per positive sentence). The negatives are read by
+    embeddings ``(n, d)`` and their multi-hot labels ``(n, L)`` (dense, or sparse as a corpus holds
+    them), scored a chunk of sentences at a time (at most ``chunk`` and about 2 Mi scores: memory
+    stays bounded whatever L, plus one score per positive sentence); the negatives' sums are the
+    chunk's sums less the positives'. The negatives are read by
     mean and sd, and so are the positives; their separation is also read robustly (median,
     upper-half sd), and the gates use the better reading: a minority of sentences the text tower
     cannot read (a synonym it does not know) scores low and would otherwise drag a well-learnt
     label under them. NaN where a label has no such sentences."""
-    x, y = np.asarray(embeddings), np.asarray(label_matrix)
-    if len(x) != len(y) or y.shape[1] != len(weight):
+    x = np.asarray(embeddings)
+    y = label_matrix if is_sparse(label_matrix) else np.asarray(label_matrix)
+    if len(x) != y.shape[0] or y.shape[1] != len(weight):
         raise ValueError(f"{len(x)} embeddings, label matrix {y.shape}, {len(weight)} classifier rows")
     w = np.asarray(weight, np.float64)
-    sums = np.zeros((3, 2, len(w)))  # (count, sum, sum of squares) x (negatives, positives) x labels
+    n_labels = len(w)
+    sums = np.zeros((3, 2, n_labels))  # (count, sum, sum of squares) x (negatives, positives) x labels
     pos_label, pos_score = [], []
+    chunk = min(chunk, block_rows(n_labels, 1 << 21))  # two float64 temporaries of 16 MiB at most
     for i in range(0, len(x), chunk):
         s = np.asarray(x[i:i + chunk], np.float64) @ w.T
-        pos = np.asarray(y[i:i + chunk], bool)
-        for k, mask in enumerate((~pos, pos)):
-            sums[0, k] += mask.sum(0)
-            sums[1, k] += np.where(mask, s, 0.0).sum(0)
-            sums[2, k] += np.where(mask, s * s, 0.0).sum(0)
-        rows, cols = np.nonzero(pos)
+        rows, cols = positions(y, slice(i, i + chunk))
+        score = s[rows, cols]
+        pos = np.stack([np.bincount(cols, minlength=n_labels), np.bincount(cols, score, n_labels),
+                        np.bincount(cols, score * score, n_labels)])
+        sums[:, 1] += pos
+        sums[:, 0] += np.stack([np.full(n_labels, float(len(s))), s.sum(0), (s * s).sum(0)]) - pos
         pos_label.append(cols)
-        pos_score.append(s[rows, cols])
+        pos_score.append(score)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = sums[1] / sums[0]
         sd = np.sqrt(np.maximum(sums[2] / sums[0] - mean ** 2, 0.0))

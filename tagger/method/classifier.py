@@ -4,6 +4,9 @@ Trained with a pairwise ranking loss (margin 1, summed over positive x negative 
 over the batch), Adam with coupled L2 weight decay, one constant warm-up epoch and a cosine
 schedule afterwards. Gaussian noise is added to the unit-norm text embeddings each step and the
 result is not renormalised, which makes the head robust to the image/text modality gap.
+
+The label rows may be sparse (a corpus holds them as CSR): each batch's targets are made dense on
+their own, so memory grows with ``batch x labels``, not ``sentences x labels``.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import torch
 
 from ..atomic import atomic_write_text
 from .decisions import TextAnchors, text_anchors
+from .labelrows import LabelRows, columns_any, dense_rows, is_sparse
 
 __all__ = ["TextClassifier", "TrainConfig", "lr_at", "ranking_loss", "train_classifier", "train_rows"]
 
@@ -97,16 +101,16 @@ def lr_at(epoch: int, cfg: TrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
 
 
-def train_classifier(text_emb: np.ndarray, label_matrix: np.ndarray, labels: list[str], model_id: str,
+def train_classifier(text_emb: np.ndarray, label_matrix: LabelRows, labels: list[str], model_id: str,
                      corpus_id: str, cfg: TrainConfig | None = None) -> TextClassifier:
     """Train the bias-free linear head on (sentence embedding, label set) pairs."""
     cfg = cfg or TrainConfig()
-    if len(text_emb) != len(label_matrix):
-        raise ValueError(f"{len(text_emb)} embeddings but {len(label_matrix)} label rows")
+    y = label_matrix if is_sparse(label_matrix) else np.asarray(label_matrix)
+    if len(text_emb) != y.shape[0]:
+        raise ValueError(f"{len(text_emb)} embeddings but {y.shape[0]} label rows")
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     x = torch.from_numpy(np.asarray(text_emb, np.float32))
-    y = torch.from_numpy(np.asarray(label_matrix, np.float32))
     head = torch.nn.Linear(x.shape[1], y.shape[1], bias=False)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n = len(x)
@@ -120,7 +124,7 @@ def train_classifier(text_emb: np.ndarray, label_matrix: np.ndarray, labels: lis
         for i in range(0, n - bs + 1, bs):  # drop_last
             idx = perm[i:i + bs]
             z = x[idx] + cfg.noise_std * torch.randn(len(idx), x.shape[1], generator=g)
-            loss = ranking_loss(head(z), y[idx], cfg.margin)
+            loss = ranking_loss(head(z), _targets(y, idx), cfg.margin)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -132,17 +136,23 @@ def train_classifier(text_emb: np.ndarray, label_matrix: np.ndarray, labels: lis
     return TextClassifier(weight, list(labels), model_id, corpus_id, cfg, {"loss_per_epoch": losses}, anchors)
 
 
-def _row_sample(y: np.ndarray, new: np.ndarray, others_per_positive: int, min_others: int, seed: int) -> np.ndarray:
+def _targets(y: LabelRows, idx: torch.Tensor, cols: np.ndarray | None = None) -> torch.Tensor:
+    """The float targets of the rows ``idx`` (in that order), of the columns ``cols`` when given."""
+    block = dense_rows(y, idx.numpy(), np.float32)
+    return torch.from_numpy(block if cols is None else np.ascontiguousarray(block[:, cols]))
+
+
+def _row_sample(y: LabelRows, new: np.ndarray, others_per_positive: int, min_others: int, seed: int) -> np.ndarray:
     """The sentences frozen-row training learns from: every sentence about a new label, and a seeded
     sample of the others (the new rows' negatives), ``others_per_positive`` per positive sentence."""
-    pos = np.flatnonzero(y[:, new].any(1)) if len(new) else np.zeros(0, np.int64)
-    rest = np.setdiff1d(np.arange(len(y)), pos)
+    pos = np.flatnonzero(columns_any(y, new)) if len(new) else np.zeros(0, np.int64)
+    rest = np.setdiff1d(np.arange(y.shape[0]), pos)
     k = min(len(rest), max(min_others, others_per_positive * len(pos)))
     picked = np.random.default_rng(seed).choice(rest, size=k, replace=False) if k else rest[:0]
     return np.sort(np.concatenate([pos, picked]))
 
 
-def train_rows(text_emb: np.ndarray, label_matrix: np.ndarray, frozen: np.ndarray, new: list[int],
+def train_rows(text_emb: np.ndarray, label_matrix: LabelRows, frozen: np.ndarray, new: list[int],
                cfg: TrainConfig | None = None, *, others_per_positive: int = 8,
                min_others: int = 4096) -> tuple[np.ndarray, dict]:
     """Train only the classifier rows of the columns ``new`` of ``label_matrix`` against the frozen
@@ -150,18 +160,18 @@ def train_rows(text_emb: np.ndarray, label_matrix: np.ndarray, frozen: np.ndarra
     same ranking loss, noise and schedule as :func:`train_classifier`, on every sentence about a new
     label plus a sample of the others. Returns the new rows ``(len(new), d)`` and metrics."""
     cfg = cfg or TrainConfig()
-    y_all = np.asarray(label_matrix)  # converted to float for the sampled sentences only (it can be large)
+    y_all = label_matrix if is_sparse(label_matrix) else np.asarray(label_matrix)  # dense a batch at a time
     n_cols = y_all.shape[1]
     new_idx = np.asarray(sorted(new), np.int64)
     old_idx = np.setdiff1d(np.arange(n_cols), new_idx)
-    if len(frozen) != len(old_idx) or len(text_emb) != len(y_all):
+    if len(frozen) != len(old_idx) or len(text_emb) != y_all.shape[0]:
         raise ValueError(f"{len(frozen)} frozen rows for {len(old_idx)} kept columns, "
-                         f"{len(text_emb)} embeddings for {len(y_all)} label rows")
+                         f"{len(text_emb)} embeddings for {y_all.shape[0]} label rows")
     rows = _row_sample(y_all, new_idx, others_per_positive, min_others, cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     x = torch.from_numpy(np.asarray(text_emb, np.float32)[rows])
-    y = torch.from_numpy(y_all[rows][:, np.concatenate([old_idx, new_idx])].astype(np.float32))  # frozen first
+    y, cols = y_all[rows], np.concatenate([old_idx, new_idx])  # the targets' columns: frozen first
     fixed = torch.from_numpy(np.asarray(frozen, np.float32))
     head = torch.nn.Linear(x.shape[1], len(new_idx), bias=False)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -173,12 +183,12 @@ def train_rows(text_emb: np.ndarray, label_matrix: np.ndarray, frozen: np.ndarra
         perm, run = torch.randperm(n, generator=g), 0.0
         for i in range(0, n - bs + 1, bs):
             z = x[perm[i:i + bs]] + cfg.noise_std * torch.randn(bs, x.shape[1], generator=g)
-            loss = ranking_loss(torch.cat([z @ fixed.T, head(z)], 1), y[perm[i:i + bs]], cfg.margin)
+            loss = ranking_loss(torch.cat([z @ fixed.T, head(z)], 1), _targets(y, perm[i:i + bs], cols), cfg.margin)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             run += loss.item()
         losses.append(run / max(1, n // bs))
     logger.info("trained %d classifier rows against %d frozen ones on %d of %d sentences", len(new_idx),
-                len(old_idx), n, len(y_all))
+                len(old_idx), n, y_all.shape[0])
     return head.weight.detach().numpy().copy(), {"loss_per_epoch": losses, "sentences": int(n)}

@@ -18,9 +18,11 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..errors import ConfigError
 from ..ids import short_sha256
+from .labelrows import LabelRows, as_csr, block_rows, is_sparse
 
 __all__ = ["Hierarchy", "ParentMap", "active_parents", "cycle_with", "expand_label_matrix", "find_cycle",
            "hierarchy_key", "normalise_parents", "propagate"]
@@ -232,8 +234,30 @@ def propagate(labels: Sequence[str], parents: ParentMap | None, scores: np.ndarr
     return Hierarchy.build(labels, pm).propagate(scores, positive, confidence)
 
 
-def expand_label_matrix(matrix: np.ndarray, class_names: Sequence[str], parents: ParentMap | None) -> np.ndarray:
+def _closure(tree: Hierarchy, n_cols: int) -> sp.csr_array:
+    """``(C, C)`` int32 CSR: row i holds label i and each of its ancestors (the identity lifted,
+    a block of rows at a time)."""
+    step = block_rows(n_cols)
+    blocks = []
+    for i in range(0, n_cols, step):
+        eye = np.zeros((min(step, n_cols - i), n_cols), np.uint8)
+        eye[np.arange(len(eye)), np.arange(i, i + len(eye))] = 1
+        blocks.append(as_csr(tree.lift(eye, 0), np.int32))
+    return as_csr(sp.vstack(blocks, format="csr"), np.int32) if blocks else sp.csr_array((0, 0), dtype=np.int32)
+
+
+def expand_label_matrix(matrix: LabelRows, class_names: Sequence[str], parents: ParentMap | None) -> LabelRows:
     """Multi-hot label rows with every label's ancestors set too (a sentence about a car is also
-    about a vehicle); the dtype is kept."""
-    m = np.asarray(matrix)
-    return Hierarchy.build(class_names, parents).lift(m, 0 if m.dtype != bool else False)
+    about a vehicle); the dtype is kept, and so is sparseness: CSR rows are lifted by one sparse
+    product with the labels' ancestor closure (``C x C``), never made dense."""
+    tree = Hierarchy.build(class_names, parents)
+    if not is_sparse(matrix):
+        m = np.asarray(matrix)
+        return tree.lift(m, 0 if m.dtype != bool else False)
+    m = as_csr(matrix, matrix.dtype)
+    n_cols = len(tree.labels)
+    if m.shape[1] != n_cols:
+        raise ConfigError(f"matrix of shape {m.shape} does not fit {n_cols} labels")
+    out = as_csr(m.astype(np.int32) @ _closure(tree, n_cols), np.int32)
+    out.data[:] = 1
+    return out.astype(m.dtype)

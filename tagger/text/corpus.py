@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import math
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import scipy.sparse as sp
 
 from .. import ids
 from ..atomic import atomic_open, atomic_write_text
 from ..errors import ConfigError, DatasetError, IncompleteCorpusError, TextGenerationError
 from ..method.hierarchy import ParentMap, expand_label_matrix, normalise_parents
+from ..method.labelrows import LabelRows, as_csr, dense_blocks
 from .base import GenerationStats, SentenceGenerator
 from .labelsets import label_matrix, sample_label_sets
 from .llm import LLMConfig, LLMGenerator
@@ -40,16 +43,18 @@ logger = logging.getLogger(__name__)
 CORPUS_FORMAT = 1
 CONFIG_FILE = "corpus.json"
 SENTENCES_FILE = "sentences.parquet"
-LABELS_FILE = "label_matrix.npy"
+LABELS_FILE = "label_sets.npz"  # the label rows, sparse (CSR)
+DENSE_LABELS_FILE = "label_matrix.npy"  # what corpora written before held instead: still read
 
 
 def content_id(config: Mapping[str, Any], sentences: Sequence[str], sources: Sequence[str],
-               matrix: np.ndarray) -> str:
-    """Corpus id from its config and what it holds: sentences, their sources and label rows."""
+               matrix: LabelRows) -> str:
+    """Corpus id from its config and what it holds: sentences, their sources and label rows (hashed
+    as their dense uint8 bytes, a block of rows at a time: the id a dense matrix always had)."""
     h = hashlib.sha256(json.dumps([list(sentences), list(sources)], ensure_ascii=False).encode("utf-8"))
-    m = np.ascontiguousarray(matrix, dtype=np.uint8)
-    h.update(repr(m.shape).encode())
-    h.update(m.tobytes())
+    h.update(repr(tuple(int(x) for x in matrix.shape)).encode())
+    for block in dense_blocks(matrix, np.uint8):
+        h.update(np.ascontiguousarray(block).tobytes())
     return ids.content_id({"config": config, "content": h.hexdigest()})
 
 
@@ -111,12 +116,13 @@ def missing_label_sets(corpus: "TextCorpus") -> int:
 class TextCorpus:
     """Sentences with their multi-hot label rows over ``class_names``.
 
-    ``sources`` tells generated sentences (``"generated"``) from single-label templates
+    ``label_matrix`` is held as a uint8 CSR array (a dense one given is converted): at 10,000
+    labels the dense form would take gigabytes. ``sources`` tells generated sentences (``"generated"``) from single-label templates
     (``"template"``); ``config`` is what the corpus was built from, ``stats`` the generation counters.
     """
 
     sentences: list[str]
-    label_matrix: np.ndarray
+    label_matrix: sp.csr_array
     class_names: tuple[str, ...]
     corpus_id: str
     sources: list[str] = field(default_factory=list)
@@ -126,7 +132,7 @@ class TextCorpus:
     def __post_init__(self) -> None:
         if not self.sources:
             self.sources = ["generated"] * len(self.sentences)
-        m = self.label_matrix
+        self.label_matrix = m = as_csr(self.label_matrix, np.uint8)
         if m.ndim != 2 or m.shape != (len(self.sentences), len(self.class_names)):
             raise DatasetError(f"label matrix shape {m.shape} does not fit "
                                f"{len(self.sentences)} sentences x {len(self.class_names)} classes")
@@ -136,14 +142,14 @@ class TextCorpus:
     def __len__(self) -> int:
         return len(self.sentences)
 
-    def targets(self) -> np.ndarray:
+    def targets(self) -> sp.csr_array:
         """The training targets: the label matrix with each row's ancestors set too (the
-        hierarchy in ``config["parents"]``); the label matrix itself without a hierarchy."""
+        hierarchy in ``config["parents"]``); the label matrix itself without a hierarchy. Sparse."""
         parents = corpus_parents(self.config)
         return expand_label_matrix(self.label_matrix, self.class_names, parents) if parents else self.label_matrix
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``sentences.parquet``, ``label_matrix.npy`` and (last) ``corpus.json``, each atomically."""
+        """Write ``sentences.parquet``, ``label_sets.npz`` and (last) ``corpus.json``, each atomically."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         table = pa.table({"sentence": pa.array(self.sentences, pa.string()),
@@ -151,7 +157,7 @@ class TextCorpus:
         with atomic_open(d / SENTENCES_FILE) as fh:
             pq.write_table(table, fh)
         with atomic_open(d / LABELS_FILE) as fh:
-            np.save(fh, self.label_matrix.astype(np.uint8))
+            sp.save_npz(fh, self.label_matrix, compressed=True)
         meta = {"format": CORPUS_FORMAT, "corpus_id": self.corpus_id,
                 "class_names": list(self.class_names), "n": len(self), "config": self.config,
                 "stats": self.stats}
@@ -161,13 +167,17 @@ class TextCorpus:
 
     @classmethod
     def load(cls, directory: str | Path) -> "TextCorpus":
-        """Read a corpus written by :meth:`save`."""
+        """Read a corpus written by :meth:`save`, or by older versions (a dense ``label_matrix.npy``,
+        read through a memory map a block of rows at a time)."""
         d = Path(directory)
         try:
             meta = json.loads((d / CONFIG_FILE).read_text())
             table = pq.read_table(d / SENTENCES_FILE)
-            matrix = np.load(d / LABELS_FILE, allow_pickle=False)
-        except (OSError, ValueError) as e:
+            if (d / LABELS_FILE).exists() or not (d / DENSE_LABELS_FILE).exists():
+                matrix = sp.load_npz(d / LABELS_FILE)
+            else:
+                matrix = np.load(d / DENSE_LABELS_FILE, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
             raise DatasetError(f"cannot read text corpus in {d}: {e}") from e
         if meta.get("format") != CORPUS_FORMAT:
             raise DatasetError(f"unsupported corpus format {meta.get('format')!r} in {d}")

@@ -21,8 +21,6 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from ..method.hierarchy import ParentMap
 from .base import SentenceGenerator
 from .corpus import (
@@ -97,8 +95,9 @@ def _kept_rows(prev: TextCorpus, labels: Sequence[str],
                changed: Sequence[str] = ()) -> tuple[list[int], list[tuple[str, ...]]]:
     active, stale = set(labels), set(changed)
     rows, sets = [], []
-    for i, row in enumerate(prev.label_matrix):
-        names = tuple(prev.class_names[j] for j in np.flatnonzero(row))
+    m = prev.label_matrix  # canonical CSR: each row's columns in increasing order
+    for i, (lo, hi) in enumerate(zip(m.indptr[:-1].tolist(), m.indptr[1:].tolist())):
+        names = tuple(prev.class_names[j] for j in m.indices[lo:hi].tolist())
         if prev.sources[i] == "generated" and stale & set(names):
             continue
         if names and set(names) <= active:
