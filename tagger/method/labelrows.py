@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from typing import TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import DTypeLike
 
 __all__ = ["LabelRows", "as_csr", "block_rows", "columns_any", "dense_blocks", "dense_rows", "from_index_sets",
            "is_sparse", "positions"]
@@ -20,7 +22,7 @@ __all__ = ["LabelRows", "as_csr", "block_rows", "columns_any", "dense_blocks", "
 logger = logging.getLogger(__name__)
 
 #: Label rows as callers hand them over: a CSR array (a corpus's own) or a dense array.
-LabelRows = sp.csr_array | np.ndarray
+LabelRows: TypeAlias = "sp.csr_array | np.ndarray"
 
 _BLOCK_CELLS = 1 << 22  # cells of one dense block (4 Mi: 4 MiB of uint8, 16 MiB of float32)
 
@@ -35,7 +37,7 @@ def block_rows(n_cols: int, cells: int = _BLOCK_CELLS) -> int:
     return max(1, cells // max(1, n_cols))
 
 
-def as_csr(m: LabelRows, dtype: type = np.uint8) -> sp.csr_array:
+def as_csr(m: LabelRows, dtype: DTypeLike = np.uint8) -> sp.csr_array:
     """``m`` as a canonical CSR array of ``dtype`` (sorted column indices, no stored zeros); a dense
     ``m`` (an ``np.load`` memory map too) is converted a block of rows at a time. A CSR array that is
     already canonical and of ``dtype`` is returned as it is."""
@@ -58,7 +60,7 @@ def as_csr(m: LabelRows, dtype: type = np.uint8) -> sp.csr_array:
     return out
 
 
-def from_index_sets(index_sets: Sequence[Sequence[int]], n_cols: int, dtype: type = np.uint8) -> sp.csr_array:
+def from_index_sets(index_sets: Sequence[Sequence[int]], n_cols: int, dtype: DTypeLike = np.uint8) -> sp.csr_array:
     """Multi-hot CSR rows from each row's column indices (a repeated index counts once)."""
     lengths = np.fromiter((len(s) for s in index_sets), np.int64, len(index_sets))
     cols = np.fromiter((j for s in index_sets for j in s), np.int64, int(lengths.sum()))
@@ -69,14 +71,14 @@ def from_index_sets(index_sets: Sequence[Sequence[int]], n_cols: int, dtype: typ
     return out
 
 
-def dense_rows(m: LabelRows, rows: slice | np.ndarray, dtype: type = np.float32) -> np.ndarray:
+def dense_rows(m: LabelRows, rows: slice | np.ndarray, dtype: DTypeLike = np.float32) -> np.ndarray:
     """The rows ``rows`` (a slice or an index array, in that order) of ``m`` as a dense array."""
-    if sp.issparse(m):
-        return m[rows].toarray().astype(dtype, copy=False)
-    return np.asarray(m[rows], dtype)
+    if isinstance(m, np.ndarray):
+        return np.asarray(m[rows], dtype)
+    return m[rows].toarray().astype(dtype, copy=False)
 
 
-def dense_blocks(m: LabelRows, dtype: type = np.uint8,
+def dense_blocks(m: LabelRows, dtype: DTypeLike = np.uint8,
                  cells: int = _BLOCK_CELLS) -> Iterator[np.ndarray]:
     """``m``'s rows in order as dense blocks of about ``cells`` cells each."""
     step = block_rows(m.shape[1], cells)
@@ -98,7 +100,7 @@ def columns_any(m: LabelRows, cols: np.ndarray) -> np.ndarray:
     """Per row, whether any of the columns ``cols`` is set (bool ``(n,)``)."""
     cols = np.asarray(cols, np.int64)
     if not sp.issparse(m):
-        return np.asarray(m)[:, cols].any(1) if len(cols) else np.zeros(len(m), bool)
+        return np.asarray(np.asarray(m)[:, cols].any(1)) if len(cols) else np.zeros(len(m), bool)
     c = as_csr(m, m.dtype)
     hit = np.isin(c.indices, cols) & (c.data != 0)
     owner = np.repeat(np.arange(c.shape[0]), np.diff(c.indptr))
