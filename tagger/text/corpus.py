@@ -117,8 +117,9 @@ class TextCorpus:
     """Sentences with their multi-hot label rows over ``class_names``.
 
     ``label_matrix`` is held as a uint8 CSR array (a dense one given is converted): at 10,000
-    labels the dense form would take gigabytes. ``sources`` tells generated sentences (``"generated"``) from single-label templates
-    (``"template"``); ``config`` is what the corpus was built from, ``stats`` the generation counters.
+    labels the dense form would take gigabytes. ``sources`` tells generated sentences
+    (``"generated"``) from single-label templates (``"template"``); ``config`` is what the corpus
+    was built from, ``stats`` the generation counters.
     """
 
     sentences: list[str]

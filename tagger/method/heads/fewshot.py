@@ -29,6 +29,7 @@ import torch
 
 from ..classifier import ranking_loss
 from ..comc import ComcModel
+from ..labelrows import dense_rows
 from ..mapping import cross_modal_map
 
 __all__ = ["FewShotConfig", "fit_fewshot", "prototype_weights", "sample_shots"]
@@ -95,7 +96,7 @@ def _finetune(w0: np.ndarray, x: np.ndarray, y: np.ndarray, cfg: FewShotConfig,
             idx = torch.randint(0, len(text[0]), (cfg.text_batch,), generator=g).numpy()
             z = torch.from_numpy(np.asarray(text[0][idx], np.float32))
             z = z + cfg.noise_std * torch.randn(z.shape, generator=g)
-            loss = loss + ranking_loss(z @ w.T, torch.from_numpy(np.asarray(text[1][idx], np.float32)))
+            loss = loss + ranking_loss(z @ w.T, torch.from_numpy(dense_rows(text[1], idx, np.float32)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -105,7 +106,8 @@ def _finetune(w0: np.ndarray, x: np.ndarray, y: np.ndarray, cfg: FewShotConfig,
 def fit_fewshot(base: ComcModel, g: np.ndarray, label_matrix: np.ndarray, cfg: FewShotConfig | None = None,
                 text: tuple[np.ndarray, np.ndarray] | None = None) -> ComcModel:
     """A CoMC model improved with labelled images: global embeddings ``g`` (n, d) and their labels
-    ``label_matrix`` (n, C) over ``base.labels``; ``text`` = optional (sentence embeddings, labels)."""
+    ``label_matrix`` (n, C) over ``base.labels``; ``text`` = optional (sentence embeddings, their
+    labels as dense or sparse rows)."""
     cfg = cfg or FewShotConfig()
     y = np.asarray(label_matrix, bool)
     if y.shape != (len(g), len(base.labels)):
