@@ -14,8 +14,9 @@ nightly does): its requests and time. Train embeds every text once (corpus sente
 the memory banks' class prompts) and fits the classifier; it reports the embedding, the epochs
 and the rest (text anchors, memory banks) apart, so that a run with fewer ``--epochs`` than the
 classifier's 20 projects the full train (``train.projected_*``: measured parts plus the measured
-epoch rate times the epochs left). Label sets default to ``--per-label`` (25) per label, where
-quality stops improving (bench/large_vocab.py); templates add about 69 sentences per label.
+epoch rate times the epochs left). The label sets give each label ``--per-label`` (25) generated
+sentences about it on average (a set holds 3 labels on average: 25 x labels / 3 sets), where
+quality stops improving (docs/benchmarks.md); templates add about 69 sentences per label.
 One JSON line per run, then a table and one summary JSON line.
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+SET_SIZE = 3  # labels in a label set on average: uniform over 1..5
 
 
 def child(a: argparse.Namespace) -> None:
@@ -198,7 +200,8 @@ def main() -> None:
     p.add_argument("--labels", type=int, nargs="+", default=[1000, 10000])
     p.add_argument("--generators", nargs="+", choices=("offline", "llm"), default=["offline", "llm"])
     p.add_argument("--steps", nargs="+", choices=("generate", "train"), default=["generate", "train"])
-    p.add_argument("--per-label", type=int, default=25, help="label sets per label (default 25)")
+    p.add_argument("--per-label", type=int, default=25,
+                   help="generated sentences about each label on average (default 25: 25 x labels / 3 label sets)")
     p.add_argument("--n-sentences", type=int, help="label sets in all (instead of --per-label)")
     p.add_argument("--epochs", type=int, default=20, help="classifier epochs (fewer: the full train is projected)")
     p.add_argument("--train-sample", dest="sample", type=int, default=0,
@@ -221,7 +224,7 @@ def main() -> None:
         for gen in a.generators:
             # train does not depend on the generator: train once per size, with the first one
             steps = [s for s in a.steps if s != "train" or gen == a.generators[0]]
-            count = a.n_sentences if a.n_sentences is not None else a.per_label * n
+            count = a.n_sentences if a.n_sentences is not None else -(-a.per_label * n // SET_SIZE)
             runs.append(one(n, gen, steps, count, a.model, a.timeout, a.cap_gb, a.epochs, a.sample))
             print(json.dumps(runs[-1]), flush=True)
     print(table(runs))
