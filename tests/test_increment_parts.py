@@ -87,6 +87,26 @@ def test_extended_model_keeps_base_columns_and_scores_new_ones_from_one_readout(
         ExtendedModel(base, ["zz"], rows, {}, base.score)
 
 
+def test_extended_model_leaves_out_the_prompt_memories_it_was_not_given():
+    """Only the memory the scores read (and ``prompts``, which names images) gets the new labels'
+    prompts; another per-label memory is left out, not left a row short, and reading it is refused."""
+    from tagger.method.classifier import TextClassifier
+    rng = np.random.default_rng(5)
+    base = _comc(rng, ["a", "b", "c"])
+    base.memories["prompts-ensemble"] = MemoryBank(rng.standard_normal((3, D)).astype(np.float32))
+    base.memories["sentences"] = MemoryBank(rng.standard_normal((11, D)).astype(np.float32))
+    rows = TextClassifier(rng.standard_normal((1, D)).astype(np.float32), ["d"], "m", "c")
+    ext = ExtendedModel(base, ["a", "b", "c"], rows, {"prompts": rng.standard_normal((1, D)).astype(np.float32)},
+                        base.score)
+    assert sorted(ext.memories) == ["prompts", "sentences"]
+    assert len(ext.memories["prompts"].vectors) == 4 and len(ext.memories["sentences"].vectors) == 11
+    g = rng.standard_normal((2, D)).astype(np.float32)
+    assert ext.scores(g, None).shape == (2, 4)
+    wrong = ExtendedModel(base, ["a", "b", "c"], rows, ext.prompts, ScoreConfig(memory="prompts-ensemble"))
+    with pytest.raises(ValueError, match="prompts-ensemble"):
+        wrong.scores(g, None)
+
+
 def test_patches_attending_over_every_row_score_new_labels_as_comc_does():
     from tagger.method.classifier import TextClassifier
     from tagger.method.scoring import comc_scores

@@ -29,12 +29,18 @@ from .anchors import TextAnchors
 from .classifier import TextClassifier
 from .mapping import MemoryBank, attend
 from .scoring import ScoreConfig, fuse
+from .zeroshot import ENSEMBLE_PROMPTS, SINGLE_PROMPT
 
-__all__ = ["EXTENDS_FILE", "ExtendedModel", "is_extended_dir", "pq_patch_max"]
+__all__ = ["EXTENDS_FILE", "PROMPT_TEMPLATES", "ExtendedModel", "is_extended_dir", "pq_patch_max"]
 
 logger = logging.getLogger(__name__)
 
 EXTENDS_FILE = "extends.json"
+
+#: The memories with one class-prompt row per label, and their templates. An extended model carries
+#: those its new labels' prompts were embedded for (the one its scores read, and ``prompts``, which
+#: names images); a per-label memory it was not given is left out rather than left a row short.
+PROMPT_TEMPLATES = {"prompts": SINGLE_PROMPT, "prompts-ensemble": ENSEMBLE_PROMPTS}
 _ROWS_DIR = "rows"
 
 
@@ -107,7 +113,7 @@ class ExtendedModel:
             if kind in self.prompts:  # one prompt row per label: the kept ones, then the new ones
                 self.memories[kind] = MemoryBank(np.concatenate([bank.vectors[self.kept_idx], self.prompts[kind]]),
                                                  bank.kind)
-            else:
+            elif kind not in PROMPT_TEMPLATES:  # not one row per label (sentences): kept as it is
                 self.memories[kind] = bank
         self.classifier = TextClassifier(np.concatenate([self.base.classifier.weight[self.kept_idx],
                                                          self.rows.weight]), self.labels, self.rows.model_id,
@@ -124,7 +130,12 @@ class ExtendedModel:
         return list(self.rows.labels)
 
     def memory(self) -> MemoryBank | None:
-        return None if self.score.memory == "none" else self.memories[self.score.memory]
+        """The memory the scores read (None when they read none)."""
+        if self.score.memory == "none" or self.score.alpha >= 1.0:
+            return None
+        if self.score.memory not in self.memories:
+            raise ValueError(f"the scores read memory {self.score.memory!r}, which this model was not given")
+        return self.memories[self.score.memory]
 
     def new_scores(self, g: np.ndarray, patch_max: np.ndarray | None, local_mapped: bool = False) -> np.ndarray:
         """The new labels' scores from global embeddings ``(n, d)`` and ``max_p (p . w_j)`` ``(n, N)``

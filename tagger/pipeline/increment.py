@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,13 @@ logger = logging.getLogger(__name__)
 #: rows, 87.36 with every row, 85.00 with the global readout alone; full retrain 87.44).
 PATCH_ROWS = 4
 
+#: How the new rows are trained (:func:`tagger.method.classifier.train_rows`): every sentence about a
+#: new label, and a seeded sample of the others, OTHERS_PER_POSITIVE per such sentence and at least
+#: MIN_OTHERS; the base classifier's schedule with ROW_EPOCHS epochs (None: the base's).
+OTHERS_PER_POSITIVE = 2
+MIN_OTHERS = 1024
+ROW_EPOCHS: int | None = None
+
 
 def train_increment(workspace: Workspace, model: str, pretrained: str | None, corpus_id: str, base_id: str,
                     retrain: list[str]) -> dict[str, Any]:
@@ -59,7 +66,8 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     from ..method.anchors import text_anchors
     from ..method.classifier import TextClassifier, TrainConfig, train_rows
     from ..method.extend import ExtendedModel
-    from ..method.zeroshot import ENSEMBLE_PROMPTS, SINGLE_PROMPT, class_embeddings
+    from ..method.extend import PROMPT_TEMPLATES
+    from ..method.zeroshot import class_embeddings
     from ..models import load_clip
     from ..text import TextCorpus
     from .classifiers import load_model
@@ -72,7 +80,10 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     kept = [n for n in names if n in frozen_set]
     new = [n for n in names if n not in frozen_set]
     cfg = TrainConfig(**{k: v for k, v in asdict(base.classifier.config).items()})
-    cid = short_sha256(json.dumps(["extend", base_id, corpus_id, asdict(cfg), kept, new, PATCH_ROWS]))
+    if ROW_EPOCHS is not None:
+        cfg = replace(cfg, epochs=ROW_EPOCHS)
+    sample = {"others_per_positive": OTHERS_PER_POSITIVE, "min_others": MIN_OTHERS}
+    cid = short_sha256(json.dumps(["extend", base_id, corpus_id, asdict(cfg), kept, new, PATCH_ROWS, sample]))
     out = workspace.classifier_dir(cid)
     with Catalog.for_job(workspace.catalog, "train") as cat:
         rec = cat.get_classifier(base_id) or {}
@@ -83,12 +94,13 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
             where = {n: j for j, n in enumerate(base.labels)}
             frozen = base.classifier.weight[[where[n] for n in kept]]
             cols = [names.index(n) for n in new]
-            rows, metrics = train_rows(emb, y, frozen, cols, cfg)
+            rows, metrics = train_rows(emb, y, frozen, cols, cfg, **sample)
             anchors = text_anchors(emb, rows, y[:, cols])
             memo = TextMemo(clip, workspace.prompt_embeddings(clip.model_id))
-            templates = {"prompts": SINGLE_PROMPT, "prompts-ensemble": ENSEMBLE_PROMPTS}
+            templates = {k: t for k, t in PROMPT_TEMPLATES.items() if k in base.memories
+                         and k in ("prompts", base.score.memory)}  # what scoring and naming read
             prompts = {k: class_embeddings(memo, new, t) if new else np.zeros((0, rows.shape[1]), np.float32)
-                       for k, t in templates.items() if k in base.memories}
+                       for k, t in templates.items()}
             ext = ExtendedModel(base, kept, TextClassifier(rows, new, clip.model_id, corpus_id, cfg,
                                                            {**metrics, "new_sentences_embedded": n_new}, anchors),
                                 prompts, base.score, PATCH_ROWS)
