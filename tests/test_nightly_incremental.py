@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from raytools import ENV
 
@@ -18,6 +19,7 @@ from tagger.errors import SimulatedCrash
 from tagger.pipeline.encode import EncodeConfig
 from tagger.pipeline.nightly import CRASH_POINTS, NightlyConfig, run_nightly
 from tagger.pipeline.raycluster import ray_session
+from tagger.text import TextCorpus
 from tagger.toyworld import LABEL_SYNONYMS, LABELS
 from tagger.toyworld.export import export_scenes
 from tagger.workspace import Workspace
@@ -76,9 +78,17 @@ def test_incremental_nightly_keeps_the_old_labels_tags_and_records_its_mode(base
         run = cat.get_run(out["run_id"])
         stored = {r["label"]: r for r in cat.run_thresholds(out["run_id"])}
         kept = {r["label"]: r for r in cat.run_thresholds(base)}
+        clf = ws / cat.get_classifier(out["classifier"])["path"]
     assert (run.mode, run.base_run, run.status) == ("incremental", base, "current")
     assert set(stored) == set(FIRST) | {NEW}
     assert all(stored[n]["threshold"] == kept[n]["threshold"] for n in FIRST)
+    # the new row learnt from the sentences about it and a sample of the others; only the prompts
+    # its scores read were embedded
+    rows = json.loads((clf / "rows" / "classifier.json").read_text())["metrics"]
+    corpus = TextCorpus.load(Workspace.at(ws).text_dir(out["corpus"]))
+    about = int(np.asarray(corpus.targets()[:, corpus.class_names.index(NEW)].sum()))
+    assert 0 < about < rows["sentences"] <= len(corpus.sentences)
+    assert sorted(f.name for f in clf.glob("prompts-*.npy")) == ["prompts-prompts.npy"]
     listed = subprocess.run([sys.executable, "-m", "tagger.cli", "runs", "list", "-w", str(ws), "--json"],
                             capture_output=True, text=True, timeout=300, env=ENV)
     assert listed.returncode == 0, listed.stderr[-2000:]
