@@ -15,7 +15,7 @@ from tagger.catalog.diff import run_diff
 from tagger.catalog.flips import decision_flips, flip_lines, previous_tag_run
 from tagger.catalog.report import label_summary
 from tagger.cli import app
-from tagger.method.decisions import TextAnchors, fit_anchored
+from tagger.method.decisions import DecisionConfig, TextAnchors, fit_anchored
 from tagger.pipeline.calibration import decision_rows, decisions_from_rows
 from tagger.workspace import Workspace
 
@@ -75,7 +75,7 @@ def test_each_decision_carries_its_reason_and_survives_a_resume(cat):
     cat.save_run_thresholds(run, decision_rows(weak, set()))
     stored = cat.run_thresholds(run)
     assert stored[2]["reason"] == weak.reason(2) and stored[2]["text_separation"] == pytest.approx(0.5)
-    again = decisions_from_rows(stored, LABELS, weak.cutoff)
+    again = decisions_from_rows(stored, LABELS, DecisionConfig())
     assert again.reasons == weak.reasons
 
 

@@ -132,7 +132,7 @@ def test_stored_run_thresholds_rebuild_the_same_decisions(cat):
     cat.save_run_thresholds(run, decision_rows(d, set()))
     stored = cat.run_thresholds(run)
     assert [r["label"] for r in stored] == LABELS and stored[2]["source"] == "pinned"
-    again = decisions_from_rows(stored, LABELS, d.cutoff)
+    again = decisions_from_rows(stored, LABELS, TagConfig().decisions)
     np.testing.assert_array_equal(again.thresholds(), d.thresholds())
     np.testing.assert_array_equal(again.confidence(s), d.confidence(s))
 

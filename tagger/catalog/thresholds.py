@@ -13,7 +13,7 @@ from .vocab import clean_label
 logger = logging.getLogger(__name__)
 
 THRESHOLD_COLUMNS = ("label", "threshold", "present", "source", "mu0", "sd0", "mu1", "sd1", "prior", "reason",
-                     "text_separation")
+                     "text_separation", "cutoff")
 THRESHOLD_SOURCES = ("fit", "labelled", "pinned")
 
 

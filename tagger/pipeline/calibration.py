@@ -119,7 +119,7 @@ def decision_inputs(cat, labels: list[str]) -> DecisionInputs:
 
 def decision_rows(d: Decisions, labelled: set[str]) -> list[dict[str, Any]]:
     """One ``run_thresholds`` row per label (``+inf`` -- never positive -- stored as NULL)."""
-    t = d.thresholds()
+    t, cut = d.thresholds(), d.cutoffs()
     rows = []
     for j, name in enumerate(d.labels):
         source = "pinned" if name in d.overrides else "labelled" if name in labelled else "fit"
@@ -127,19 +127,19 @@ def decision_rows(d: Decisions, labelled: set[str]) -> list[dict[str, Any]]:
         reason = "threshold pinned by a person" if source == "pinned" else d.reason(j) or None
         rows.append({"label": name, "threshold": None if t[j] == np.inf else float(t[j]),
                      "present": bool(d.present[j]), "source": source, "reason": reason,
-                     "text_separation": float(sep) if np.isfinite(sep) else None,
+                     "text_separation": float(sep) if np.isfinite(sep) else None, "cutoff": float(cut[j]),
                      **{k: float(getattr(d, k)[j]) for k in ("mu0", "sd0", "mu1", "sd1", "prior")}})
     return rows
 
 
 def decisions_from_rows(rows: list[dict[str, Any]], labels: list[str], cfg: DecisionConfig) -> Decisions:
-    """Rebuild a run's Decisions from its stored rows and its decision config (a resumed run decides
-    as it started)."""
+    """Rebuild a run's Decisions from its stored rows (a resumed run decides as it started: each
+    label at its stored cutoff; rows stored before cutoffs were, at ``cfg.cutoff``)."""
     by = {r["label"]: r for r in rows}
     arr = {k: np.asarray([by[n][k] for n in labels], np.float64) for k in ("mu0", "sd0", "mu1", "sd1", "prior")}
     pins = {n: float(by[n]["threshold"]) for n in labels if by[n]["source"] == "pinned"}
     seps = [by[n].get("text_separation") for n in labels]
     return Decisions(list(labels), present=np.asarray([by[n]["present"] for n in labels], bool), cutoff=cfg.cutoff,
-                     cutoff_rule=cfg.cutoff_rule, min_cutoff=cfg.min_cutoff,
+                     label_cutoffs=np.asarray([by[n].get("cutoff") or cfg.cutoff for n in labels], np.float64),
                      overrides=pins, reasons=[by[n].get("reason") or "" for n in labels],
                      text_separation=None if any(x is None for x in seps) else np.asarray(seps, np.float64), **arr)
