@@ -1,6 +1,6 @@
 """Search at scale: the approximate global index against exact search, and the patch store's scan.
 
-    nice -n 10 python bench/search.py [--sizes 100000,1000000] [--queries 1000] [--dedup]
+    nice -n 10 python bench/search.py [--sizes 100000,1000000] [--queries 1000] [--patch-sizes 10000,100000] [--dedup]
 
 Prints one JSON line. For each size N, a synthetic ViT-B/16-shaped corpus (512-d unit vectors, low
 intrinsic dimension: a common direction, 4,096 clusters in a 48-d subspace, plus full-dimensional
@@ -95,13 +95,17 @@ def write_exact(path: Path, corpus: Corpus, n: int) -> float:
 
 
 def latencies(search, queries: np.ndarray) -> dict[str, float]:
-    times = []
+    """Wall-clock p50/p99 of single queries, and the p50 of this thread's CPU time (what a query costs
+    on a shared machine, where the wall clock also counts other jobs' turns)."""
+    times, cpu = [], []
     for q in queries:
-        t0 = time.perf_counter()
+        c0, t0 = time.thread_time(), time.perf_counter()
         search(q[None, :])
         times.append(time.perf_counter() - t0)
+        cpu.append(time.thread_time() - c0)
     ms = np.array(times) * 1000
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3)}
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
+            "cpu_p50_ms": round(float(np.percentile(np.array(cpu) * 1000, 50)), 3)}
 
 
 def measure(n: int, n_queries: int, work: Path, cfg: AnnConfig) -> dict[str, Any]:
@@ -226,12 +230,44 @@ def patch_measure(n_images: int, n_queries: int, work: Path, cfg: PatchAnnConfig
             row["approx"] = latencies(lambda x: ann.search(x, 10), q)
         out[name] = row
     if ann is not None:
+        out["profile"] = {name: patch_profile(ann, q[:min(30, len(q))]) for name, q in
+                          {"image": image_q, "text": text_like(image_q, 1)}.items()}
         out.update({k: ann.meta[k] for k in ("nlist", "nprobe", "tuned_recall", "train_s", "add_s", "tune_s")})
         out["disk_mb"] = out["memory_mb"] = round(patch_ann_path(p_path).stat().st_size / 2**20, 1)
         out["incremental"] = patch_incremental(p_path, cfg)
     for p in (p_path, patch_ann_path(p_path)):
         p.unlink(missing_ok=True)
     return out
+
+
+def patch_profile(ann, queries: np.ndarray) -> dict[str, Any]:
+    """Where a patch query's time goes (median CPU ms of single queries): the coarse quantizer alone, the
+    list scan for the k * P patches the search asks for and for 10, the aggregation to images; the codes
+    scanned (share of the corpus); how many best patches hold 10 distinct images."""
+    index, pp = ann.index, ann.patches_per_image
+    sizes = np.array([index.invlists.list_size(i) for i in range(index.nlist)])
+
+    def cpu_ms(fn) -> float:
+        times = []
+        for q in queries:
+            c0 = time.thread_time()
+            fn(q[None, :])
+            times.append(time.thread_time() - c0)
+        return round(float(np.median(times)) * 1000, 3)
+
+    _, lists = index.quantizer.search(queries, index.nprobe)
+    _, ids = index.search(queries, 10 * pp)
+    need = []
+    for row in ids:
+        im = row[row >= 0] // pp
+        _, first = np.unique(im, return_index=True)
+        need.append(int(np.sort(first)[min(9, first.size - 1)]) + 1)
+    agg = ids[0]
+    return {"search_ms": cpu_ms(lambda x: ann.search(x, 10)), "coarse_ms": cpu_ms(lambda x: index.quantizer.search(x, index.nprobe)),
+            "scan_k_pp_ms": cpu_ms(lambda x: index.search(x, 10 * pp)), "scan_k10_ms": cpu_ms(lambda x: index.search(x, 10)),
+            "aggregate_ms": cpu_ms(lambda x: np.unique(np.divmod(agg[agg >= 0], pp)[0], return_index=True)),
+            "codes_scanned_share": round(float(np.median(sizes[lists].sum(1))) / max(int(index.ntotal), 1), 4),
+            "patches_for_10_images_p50_max": [int(np.median(need)), max(need)]}
 
 
 def patch_incremental(p_path: Path, cfg: PatchAnnConfig, n: int = 100) -> dict[str, Any]:

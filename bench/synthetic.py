@@ -52,7 +52,9 @@ from tagger.catalog import Catalog, JobLock
 from tagger.models.registry import model_config, model_id_for
 from tagger.pipeline.text import run_generate_text
 from tagger.pipeline.train import run_train
-from tagger.store import IndexConfig, PatchStore, build_global_index, shard_name_for, write_shard
+from tagger.store import IndexConfig, PatchStore, build_global_index, index_paths, shard_name_for, write_shard
+from tagger.store.annsync import sync_ann
+from tagger.store.patchannsync import sync_patch_ann
 from tagger.store.codec import min_train_vectors
 from tagger.store.updates import save_indexes
 from tagger.workspace import Workspace
@@ -85,6 +87,7 @@ class SyntheticConfig:
     n_sentences: int = 2000  # label sets of the text corpus
     seed: int = 0
     model: str = MODEL
+    approx_indexes: bool = True  # build the approximate global and patch indexes, as an encode does
 
     def __post_init__(self) -> None:
         for name in ("n_images", "labels", "labels_per_image", "partition_size", "n_sentences"):
@@ -261,6 +264,12 @@ def _fill(ws: Workspace, model_id: str, table: np.ndarray, cfg: SyntheticConfig,
                        codec=codec.index)
     save_indexes(ws.root, model_id, gi, store, index_cfg, shards, trained_on_images=int(ids.size))
     t["indexes_s"] = time.perf_counter() - t1
+    if cfg.approx_indexes:  # what an encode's index update builds after saving the stores (exact when small)
+        t2 = time.perf_counter()
+        g_path, p_path = index_paths(ws.root, model_id)
+        sync_ann(g_path, None, normalize=index_cfg.normalize, use_gpu=index_cfg.use_gpu)
+        sync_patch_ann(p_path, None)
+        t["approx_indexes_s"] = time.perf_counter() - t2
     return ids, shards, t
 
 
