@@ -184,3 +184,14 @@ def test_runs_record_their_mode(tmp_path):
     assert (runs[inc].mode, runs[inc].base_run) == ("incremental", full)
     assert [run_mode(runs[i]) for i in (full, inc, old)] == ["full", f"incremental from run {full}", "full"]
     assert pa is not None
+
+
+def test_torch_threads_limits_the_block_and_restores_the_count():
+    import torch
+    from tagger.pipeline.increment import torch_threads
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError):
+        with torch_threads(1):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
