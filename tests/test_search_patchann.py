@@ -197,3 +197,20 @@ def test_patch_search_uses_the_approximate_index_unless_exact(tmp_path: Path, mo
     assert calls == [1]
     assert [h.image_id for h in exact] == scan(tmp_path, q[None])[0].tolist()
     assert len({h.image_id for h in approx} & {h.image_id for h in exact}) >= 8
+
+
+def test_probe_alternates_the_l2_and_the_scaled_lists(tmp_path: Path) -> None:
+    add_images(tmp_path, 0, 1500, seed=13)
+    update(tmp_path)
+    p_path = index_paths(tmp_path, MODEL)[1]
+    ann = load_patch_ann(p_path)
+    assert ann is not None and ann.meta["config"]["coarse_scale"] == PANN.coarse_scale != 1.0
+    q = clustered(30, seed=14)
+    lists, _ = ann.probe(q)
+    plain = ann.index.quantizer.search(q, ann.nprobe)[1]  # L2 in the PCA space, as FAISS probes
+    assert (lists[:, 0] == plain[:, 0]).all()  # a query's nearest list by L2 is always probed
+    assert all(len(set(row.tolist())) == ann.nprobe for row in lists)
+    ann.meta["config"]["coarse_scale"] = 1.0  # no scale: exactly FAISS's own probe and search
+    np.testing.assert_array_equal(ann.probe(q)[0], plain)
+    _, ids = ann.index.search(q, 10 * P)
+    assert [i for i in ids[0] // P if i >= 0][0] == ann.search(q[:1], 1)[1][0, 0]
