@@ -16,6 +16,8 @@ exhaustive scan (linear in the corpus: 0.3 s at 10^5 images of 196 patches). Abo
 * **Layout by size and memory** (:func:`choose_patch_layout`): exact up to ``exact_upto`` images or when
   the codec is not a plain 8-bit PQ; else ``nlist`` ~ ``lists_per_sqrt * sqrt(patches)`` (power of two),
   and exact again when the lists (code + 8-byte id per patch) would pass ``memory_budget``.
+* **Probing** (:meth:`PatchAnn.probe`): lists are taken alternately by L2 to the query's PCA coordinates
+  and to those coordinates times ``coarse_scale``, which suits text queries (off the patches' manifold).
 * **nprobe tuned** at each build to recall@k (images, by their best patch) against the exhaustive
   scan on held-out queries: stored patches moved by noise and renormalised.
 
