@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 __all__ = ["expected_best_f1", "f1_cutoffs"]
 
@@ -24,7 +25,7 @@ def _survival(t: torch.Tensor, mu: torch.Tensor, sd: torch.Tensor) -> torch.Tens
     return torch.special.ndtr((mu - t) / sd)
 
 
-def expected_best_f1(mu0, sd0, mu1, sd1, prior) -> np.ndarray:
+def expected_best_f1(mu0: ArrayLike, sd0: ArrayLike, mu1: ArrayLike, sd1: ArrayLike, prior: ArrayLike) -> np.ndarray:
     """Per label, the best F1 a threshold can reach if its scores follow the fitted mixture:
     ``F(t) = 2 pi S1(t) / (pi S1(t) + (1 - pi) S0(t) + pi)``, S the components' survival functions,
     maximised over a grid spanning both components."""
@@ -41,7 +42,8 @@ def expected_best_f1(mu0, sd0, mu1, sd1, prior) -> np.ndarray:
     return f.max(0).values.numpy()
 
 
-def f1_cutoffs(mu0, sd0, mu1, sd1, prior, floor: float = 0.0) -> np.ndarray:
+def f1_cutoffs(mu0: ArrayLike, sd0: ArrayLike, mu1: ArrayLike, sd1: ArrayLike, prior: ArrayLike,
+               floor: float = 0.0) -> np.ndarray:
     """Per label, the posterior cutoff that maximises its expected F1: half its best expected F1,
     never below ``floor``."""
     return np.maximum(0.5 * expected_best_f1(mu0, sd0, mu1, sd1, prior), floor)

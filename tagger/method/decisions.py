@@ -125,11 +125,12 @@ class Decisions:
             return np.full(len(self.labels), float(self.cutoff))
         if self.cutoff_rule != "f1":
             raise ValueError(f"unknown cutoff rule {self.cutoff_rule!r} (f1 or posterior)")
-        params = tuple(np.asarray(getattr(self, k), np.float64) for k in ("mu0", "sd0", "mu1", "sd1", "prior"))
-        key = b"".join(a.tobytes() for a in params) + str(self.min_cutoff).encode()
+        mu0, sd0, mu1, sd1, prior = (np.asarray(getattr(self, k), np.float64)
+                                     for k in ("mu0", "sd0", "mu1", "sd1", "prior"))
+        key = b"".join(a.tobytes() for a in (mu0, sd0, mu1, sd1, prior)) + str(self.min_cutoff).encode()
         cached = self.__dict__.get("_cutoff_cache")
         if cached is None or cached[0] != key:  # thresholds() runs per batch: the grid once per fit
-            cached = (key, f1_cutoffs(*params, floor=self.min_cutoff))
+            cached = (key, f1_cutoffs(mu0, sd0, mu1, sd1, prior, floor=self.min_cutoff))
             self.__dict__["_cutoff_cache"] = cached
         return cached[1]
 
@@ -322,7 +323,7 @@ _SD_FLOOR = 1e-6
 _PRIOR_FLOOR = 1e-12
 
 
-def _crossings(mu0, sd0, mu1, sd1, prior, cutoff: float) -> np.ndarray:
+def _crossings(mu0, sd0, mu1, sd1, prior, cutoff: float | np.ndarray) -> np.ndarray:
     """Per label, the lowest score where P(positive | s) reaches ``cutoff`` (vectorised bisection on
     the monotone log ratio; -inf when every score qualifies, +inf when none does)."""
     target = np.log(cutoff / (1 - cutoff))
@@ -431,8 +432,11 @@ def fit_from_labels(decisions: Decisions, scores: np.ndarray, truth: np.ndarray,
     corpus's label frequencies), or taken from the labelled set when no corpus sample is given.
     The other labels keep their unsupervised fit."""
     s, y = np.asarray(scores, np.float64), np.asarray(truth, bool)
-    out = replace(decisions, reasons=list(decisions.reasons),
-                  **{k: np.array(getattr(decisions, k), copy=True) for k in ("mu0", "sd0", "mu1", "sd1", "prior", "present")})
+    def copied(a: np.ndarray) -> np.ndarray:
+        return np.array(a, copy=True)
+    out = replace(decisions, reasons=list(decisions.reasons), mu0=copied(decisions.mu0), sd0=copied(decisions.sd0),
+                  mu1=copied(decisions.mu1), sd1=copied(decisions.sd1), prior=copied(decisions.prior),
+                  present=copied(decisions.present))
     for j in range(len(decisions.labels)):
         pos, neg = s[y[:, j], j], s[~y[:, j], j]
         if len(pos) < min_images or len(neg) < min_images:
