@@ -114,25 +114,14 @@ class Decisions:
     text_separation: np.ndarray | None = None  # per label, when the rule read the text side
     cutoff_rule: str = "posterior"  # "f1": per-label cutoffs from the fit (see DecisionConfig)
     min_cutoff: float = 0.0
-    label_cutoffs: np.ndarray | None = None  # per label, as stored by a run: used as they are
+    label_cutoffs: np.ndarray | None = None  # per label, as the fit computed them or a run stored them
 
     def cutoffs(self) -> np.ndarray:
-        """Each label's posterior cutoff: as stored, ``cutoff`` for all, or (rule "f1") half its best
-        expected F1."""
+        """Each label's posterior cutoff: as fitted or stored (``label_cutoffs``), else by the rule."""
         if self.label_cutoffs is not None:
             return np.asarray(self.label_cutoffs, np.float64)
-        if self.cutoff_rule == "posterior":
-            return np.full(len(self.labels), float(self.cutoff))
-        if self.cutoff_rule != "f1":
-            raise ValueError(f"unknown cutoff rule {self.cutoff_rule!r} (f1 or posterior)")
-        mu0, sd0, mu1, sd1, prior = (np.asarray(getattr(self, k), np.float64)
-                                     for k in ("mu0", "sd0", "mu1", "sd1", "prior"))
-        key = b"".join(a.tobytes() for a in (mu0, sd0, mu1, sd1, prior)) + str(self.min_cutoff).encode()
-        cached = self.__dict__.get("_cutoff_cache")
-        if cached is None or cached[0] != key:  # thresholds() runs per batch: the grid once per fit
-            cached = (key, f1_cutoffs(mu0, sd0, mu1, sd1, prior, floor=self.min_cutoff))
-            self.__dict__["_cutoff_cache"] = cached
-        return cached[1]
+        return _rule_cutoffs(self.cutoff_rule, self.cutoff, self.min_cutoff, self.mu0, self.sd0, self.mu1, self.sd1,
+                             self.prior)
 
     def reason(self, j: int) -> str:
         """Why label ``j`` is decided as it is (empty when the rule gave no reason)."""
@@ -223,9 +212,8 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
         for arr, value in zip((mu0, sd0, mu1, sd1, prior), comps):
             arr[weak] = value
         learned = learned | (weak & _scatter(weak, grouped))
-    rule = Decisions(list(labels), mu0, sd0, mu1, sd1, prior, np.ones(len(labels), bool), cfg.cutoff,
-                     cutoff_rule=cfg.cutoff_rule, min_cutoff=cfg.min_cutoff)
-    threshold = rule.thresholds()
+    cut = _rule_cutoffs(cfg.cutoff_rule, cfg.cutoff, cfg.min_cutoff, mu0, sd0, mu1, sd1, prior)  # once per fit
+    threshold = _crossings(mu0, sd0, mu1, sd1, prior, cut)
     names = name_counts(s, threshold, zeroshot_top1)
     if names is None:
         tail = _tail_share(x, c, threshold)
@@ -242,7 +230,17 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
                 int(present.sum()), len(labels), n, int((separation < cfg.min_text_separation).sum()),
                 int((weak & present).sum()), int((learned & ~stands_out).sum()))
     return Decisions(list(labels), mu0, sd0, mu1, sd1, prior, present, cfg.cutoff, dict(overrides or {}),
-                     reasons, separation, cfg.cutoff_rule, cfg.min_cutoff)
+                     reasons, separation, cfg.cutoff_rule, cfg.min_cutoff, cut)
+
+
+def _rule_cutoffs(rule: str, cutoff: float, floor: float, mu0, sd0, mu1, sd1, prior) -> np.ndarray:
+    """Per label, the posterior cutoff of ``rule``: "posterior" (``cutoff`` for all) or "f1" (half
+    the best F1 its components expect, at least ``floor``)."""
+    if rule == "posterior":
+        return np.full(len(np.atleast_1d(prior)), float(cutoff))
+    if rule != "f1":
+        raise ValueError(f"unknown cutoff rule {rule!r} (f1 or posterior)")
+    return f1_cutoffs(mu0, sd0, mu1, sd1, prior, floor=floor)
 
 
 def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -453,4 +451,7 @@ def fit_from_labels(decisions: Decisions, scores: np.ndarray, truth: np.ndarray,
         out.present[j] = True
         if len(out.reasons) == len(decisions.labels):
             out.reasons[j] = f"fitted from labelled images ({len(pos)} with the label, {len(neg)} without)"
+    if decisions.label_cutoffs is not None and decisions.cutoff_rule == "f1":  # the re-fitted labels' cutoffs too
+        out.label_cutoffs = _rule_cutoffs(out.cutoff_rule, out.cutoff, out.min_cutoff, out.mu0, out.sd0, out.mu1,
+                                          out.sd1, out.prior)
     return out

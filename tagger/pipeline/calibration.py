@@ -140,7 +140,8 @@ def decisions_from_rows(rows: list[dict[str, Any]], labels: list[str], cfg: Deci
     pins = {n: float(by[n]["threshold"]) for n in labels if by[n]["source"] == "pinned"}
     seps = [by[n].get("text_separation") for n in labels]
     return Decisions(list(labels), present=np.asarray([by[n]["present"] for n in labels], bool), cutoff=cfg.cutoff,
-                     label_cutoffs=np.asarray([by[n].get("cutoff") or cfg.cutoff for n in labels], np.float64),
+                     label_cutoffs=np.asarray([cfg.cutoff if by[n].get("cutoff") is None else by[n]["cutoff"]
+                                               for n in labels], np.float64),
                      overrides=pins, reasons=[by[n].get("reason") or "" for n in labels],
                      text_separation=None if any(x is None for x in seps) else np.asarray(seps, np.float64),
                      mu0=arr["mu0"], sd0=arr["sd0"], mu1=arr["mu1"], sd1=arr["sd1"], prior=arr["prior"])
