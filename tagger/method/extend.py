@@ -144,7 +144,7 @@ class ExtendedModel:
         g = np.asarray(g, np.float32)
         direct = g @ w.T
         mem = self.memory()
-        if mem is None or cfg.alpha >= 1.0:
+        if mem is None:  # the scores read no memory (or alpha is 1)
             readout = np.zeros_like(direct)
             alpha = 1.0
         else:
@@ -168,7 +168,7 @@ class ExtendedModel:
         """The local branch of the new labels with each patch attending over a few memory rows
         (:meth:`_patch_memory`). Decoded patches ``(n, P, d)`` -> ``(n, N)``."""
         p = np.asarray(p, np.float32)
-        if self.memory() is None or self.score.alpha >= 1.0:
+        if self.memory() is None:  # the scores read no memory (or alpha is 1)
             return (p @ self.rows.weight.T).max(axis=1)
         mr = self._patch_memory(g)
         return self._mapped_max(p @ self.rows.weight.T, np.matmul(p, mr.transpose(0, 2, 1)), mr)
@@ -176,7 +176,7 @@ class ExtendedModel:
     def patch_scores_pq(self, g: np.ndarray, codes: np.ndarray, centroids: np.ndarray) -> np.ndarray:
         """:meth:`patch_scores` from PQ codes ``(n, P, M)`` and codebooks, no patch decoded."""
         direct = pq_products(codes, centroids, self.rows.weight)
-        if self.memory() is None or self.score.alpha >= 1.0:
+        if self.memory() is None:  # the scores read no memory (or alpha is 1)
             return direct.max(axis=1)
         mr = self._patch_memory(g)
         return self._mapped_max(direct, pq_image_products(codes, centroids, mr), mr)

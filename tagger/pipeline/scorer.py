@@ -104,15 +104,9 @@ class ShardScorer:
             codes = np.asarray(store.codes[(pos[:, None] * pp + np.arange(pp)).ravel()]).reshape(len(pos), pp, -1)
             if self.model.patch_rows > 0:  # each patch attends over a few memory rows, read from the codes
                 return self.model.new_scores(g, self.model.patch_scores_pq(g, codes, books), local_mapped=True)
-            patch_max = pq_patch_max(codes, books, w)
-        elif self.model.patch_rows > 0:
-            p = store.decode(np.asarray(shard.ids)) if store is not None else np.asarray(shard.patches, np.float32)
-            return self.model.new_scores_decoded(g, p)
-        else:
-            p = self.patches.decode(np.asarray(shard.ids)) if self.patches is not None else \
-                np.asarray(shard.patches, np.float32)
-            patch_max = (p @ w.T).max(axis=1)
-        return self.model.new_scores(np.asarray(shard.global_vecs, np.float32), patch_max)
+            return self.model.new_scores(g, pq_patch_max(codes, books, w))
+        p = store.decode(np.asarray(shard.ids)) if store is not None else np.asarray(shard.patches, np.float32)
+        return self.model.new_scores_decoded(g, p)
 
     def anchors(self, stats: tuple[list[float], list[float]] | None) -> TextAnchors | None:
         """The classifier's text anchors in the units of scores calibrated with ``stats``."""
