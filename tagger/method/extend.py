@@ -137,9 +137,17 @@ class ExtendedModel:
             raise ValueError(f"the scores read memory {self.score.memory!r}, which this model was not given")
         return self.memories[self.score.memory]
 
-    def new_scores(self, g: np.ndarray, patch_max: np.ndarray | None, local_mapped: bool = False) -> np.ndarray:
+    def global_logits(self, g: np.ndarray) -> np.ndarray | None:
+        """``g . m`` of global embeddings ``(n, d)`` with every row of the memory the scores read (None
+        when they read none): computed once, read by both branches."""
+        mem = self.memory()
+        return None if mem is None else np.asarray(g, np.float32) @ mem.vectors.T
+
+    def new_scores(self, g: np.ndarray, patch_max: np.ndarray | None, local_mapped: bool = False,
+                   logits: np.ndarray | None = None) -> np.ndarray:
         """The new labels' scores from global embeddings ``(n, d)`` and ``max_p (p . w_j)`` ``(n, N)``
-        (``local_mapped``: ``patch_max`` is already the mapped local branch, :meth:`patch_scores`)."""
+        (``local_mapped``: ``patch_max`` is already the mapped local branch, :meth:`patch_scores`;
+        ``logits``: :meth:`global_logits`, when already computed)."""
         cfg, w = self.score, self.rows.weight
         g = np.asarray(g, np.float32)
         direct = g @ w.T
@@ -148,18 +156,18 @@ class ExtendedModel:
             readout = np.zeros_like(direct)
             alpha = 1.0
         else:
-            readout, alpha = attend(g, mem, cfg.tau, cfg.topk) @ w.T, cfg.alpha
+            readout, alpha = attend(g, mem, cfg.tau, cfg.topk, logits) @ w.T, cfg.alpha
         gs = alpha * direct + (1 - alpha) * readout
         ls = None if patch_max is None or not cfg.use_local else \
             patch_max if local_mapped else alpha * patch_max + (1 - alpha) * readout
         return fuse(gs, ls, cfg).astype(np.float32)
 
-    def _patch_memory(self, g: np.ndarray) -> np.ndarray:
+    def _patch_memory(self, g: np.ndarray, logits: np.ndarray | None = None) -> np.ndarray:
         """Each image's memory rows for its patches ``(n, r, d)``: the ``patch_rows`` rows its global
         embedding attends to most, and the new labels' prompts."""
         m = self.memories[self.score.memory].vectors
         forced = np.arange(len(self.kept), len(m)) if self.score.memory in self.prompts else np.zeros(0, np.int64)
-        logits = np.asarray(g, np.float32) @ m.T
+        logits = np.asarray(g, np.float32) @ m.T if logits is None else logits.copy()
         logits[:, forced] = np.inf
         r = min(len(m), self.patch_rows + len(forced))
         return m[np.argpartition(-logits, r - 1, axis=1)[:, :r]]
@@ -173,12 +181,13 @@ class ExtendedModel:
         mr = self._patch_memory(g)
         return self._mapped_max(p @ self.rows.weight.T, np.matmul(p, mr.transpose(0, 2, 1)), mr)
 
-    def patch_scores_pq(self, g: np.ndarray, codes: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    def patch_scores_pq(self, g: np.ndarray, codes: np.ndarray, centroids: np.ndarray,
+                        logits: np.ndarray | None = None) -> np.ndarray:
         """:meth:`patch_scores` from PQ codes ``(n, P, M)`` and codebooks, no patch decoded."""
         direct = pq_products(codes, centroids, self.rows.weight)
         if self.memory() is None:  # the scores read no memory (or alpha is 1)
             return direct.max(axis=1)
-        mr = self._patch_memory(g)
+        mr = self._patch_memory(g, logits)
         return self._mapped_max(direct, pq_image_products(codes, centroids, mr), mr)
 
     def _mapped_max(self, direct: np.ndarray, att: np.ndarray, mr: np.ndarray) -> np.ndarray:

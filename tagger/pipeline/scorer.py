@@ -103,7 +103,9 @@ class ShardScorer:
             pos = store.positions(np.asarray(shard.ids))
             codes = np.asarray(store.codes[(pos[:, None] * pp + np.arange(pp)).ravel()]).reshape(len(pos), pp, -1)
             if self.model.patch_rows > 0:  # each patch attends over a few memory rows, read from the codes
-                return self.model.new_scores(g, self.model.patch_scores_pq(g, codes, books), local_mapped=True)
+                logits = self.model.global_logits(g)  # one product with the memory for both branches
+                return self.model.new_scores(g, self.model.patch_scores_pq(g, codes, books, logits),
+                                             local_mapped=True, logits=logits)
             return self.model.new_scores(g, pq_patch_max(codes, books, w))
         p = store.decode(np.asarray(shard.ids)) if store is not None else np.asarray(shard.patches, np.float32)
         return self.model.new_scores_decoded(g, p)
