@@ -45,6 +45,17 @@ def test_ranking_loss_pairs_only_positives_with_the_same_value_and_gradient():
     assert got.item() == pytest.approx(all_pairs.item(), rel=1e-12)
     torch.testing.assert_close(s1.grad, s2.grad)
 
+
+def test_ranking_loss_gradient_with_fractional_targets_passes_gradcheck():
+    rng = np.random.default_rng(4)
+    y = torch.zeros(6, 12, dtype=torch.float64)
+    for b in range(6):
+        y[b, rng.choice(12, size=1 + b % 3, replace=False)] = torch.tensor(rng.choice([1.0, 0.5], size=1 + b % 3))
+    s = torch.tensor(rng.normal(size=(6, 12)), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: ranking_loss(t, y, margin=0.7, chunk=4), (s,))
+    all_pairs = (torch.relu(0.7 - s[:, :, None] + s[:, None, :]) * y[:, :, None] * (1 - y)[:, None, :]).sum() / 6
+    assert ranking_loss(s, y, margin=0.7).item() == pytest.approx(all_pairs.item(), rel=1e-12)
+
 def _unit(x):
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
