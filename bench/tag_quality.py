@@ -7,8 +7,8 @@ For each model: CoMC fitted as ``bench/quality.py`` fits it (the 20 toy labels, 
 large`` the 305 labels with truth of ``tagger.toyworld.large``, plus distractors up to ``--labels``),
 the val and test scenes embedded through the evaluation harness (cached), then the mAP (over the
 labels with truth and at least one positive) of ``comc_scores`` with the exact path
-(``patch_labels=None``), with the shipped default ``ScoreConfig()`` and with each
-``--patch-labels`` k, and how often an image's true labels are among its k candidates. A default
+(``patch_labels=None``), with the shipped default ``ScoreConfig()``, with each
+``--patch-labels`` k and with each ``--patch-memory`` r (the default, patches attending over r rows), and how often an image's true labels are among its k candidates. A default
 that does not prune at this vocabulary size says so (``default_prunes``). Ends with one JSON line.
 """
 from __future__ import annotations
@@ -46,8 +46,9 @@ def fit(name: str, vocab: str, n_labels: int | None, n_sentences: int | None):
 
 
 def split_quality(model: ComcModel, g: np.ndarray, p: np.ndarray, y: np.ndarray, truth: int,
-                  ks: list[int]) -> dict:
-    """mAP of the exact path, the default and each k, and the candidates' recall of the true labels."""
+                  ks: list[int], rows: list[int] = ()) -> dict:
+    """mAP of the exact path, the default and each k, and the candidates' recall of the true labels;
+    then the default with the patches attending over each image's ``rows`` memory rows."""
     keep = y.sum(0) > 0
 
     def score(cfg: ScoreConfig) -> float:
@@ -64,6 +65,8 @@ def split_quality(model: ComcModel, g: np.ndarray, p: np.ndarray, y: np.ndarray,
         np.put_along_axis(cand, candidate_labels(gs, k), True, axis=1)
         out[f"k{k}"] = {"delta": round(score(replace(model.score, patch_labels=k)) - out["exact"], 3),
                         "recall": round(float((cand[:, :truth] & pos).sum() / max(pos.sum(), 1)), 4)}
+    for r in rows:
+        out[f"memory{r}"] = {"delta": round(score(replace(default, patch_memory=r)) - out["exact"], 3)}
     return out
 
 
@@ -74,7 +77,8 @@ def evaluate(name: str, a: argparse.Namespace) -> dict:
     for split, n in (("val", a.n_val), ("test", a.n_test)):
         kw = {} if a.vocab == "toy" else {"vocab": "large"}
         data = embed_dataset(clip, read_toy(n=n, split=split, **kw))
-        res[split] = split_quality(model, data.global_, data.patches, data.labels, truth, a.patch_labels)
+        res[split] = split_quality(model, data.global_, data.patches, data.labels, truth, a.patch_labels,
+                                   a.patch_memory)
         print(name, split, json.dumps(res[split]), flush=True)
     return res
 
@@ -88,6 +92,8 @@ def main() -> None:
     ap.add_argument("--n-val", type=int, default=1000)
     ap.add_argument("--n-test", type=int, default=2000)
     ap.add_argument("--patch-labels", type=int, nargs="+", default=[5, 8, 12, 16])
+    ap.add_argument("--patch-memory", type=int, nargs="*", default=[16, 32, 64, 128],
+                    help="memory rows each image's patches attend over (ScoreConfig.patch_memory)")
     a = ap.parse_args()
     if a.vocab == "toy" and (a.labels or a.n_sentences):
         ap.error("--labels and --n-sentences go with --vocab large")

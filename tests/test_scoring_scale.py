@@ -116,3 +116,27 @@ def test_a_saved_score_config_without_the_new_field_loads_with_the_default(tmp_p
     del cfg["patch_labels"]
     (tmp_path / "score_config.json").write_text(json.dumps(cfg))
     assert load_comc(tmp_path).score == ScoreConfig()
+
+
+@pytest.mark.parametrize("rows", [3, 12])
+def test_patches_attend_over_the_rows_their_image_attends_to_most(rows):
+    g, p, w, mem = _data(4)
+    cfg = ScoreConfig(patch_labels=20, patch_memory=rows)
+    got = pruned_local_scores(p, global_scores(g, w, mem, cfg), w, mem, cfg, g=g)
+    gs = global_scores(g, w, mem, cfg)
+    for i in range(len(g)):  # each image's own memory: its global embedding's top rows, by the formula
+        top = np.argsort(-(g[i] @ mem.vectors.T))[:rows]
+        mapped = _mapped_reference(p[i], mem.vectors[top], cfg.tau, cfg.alpha)
+        cand = candidate_labels(gs[i:i + 1], 20)[0]
+        np.testing.assert_allclose(got[i, cand], (mapped @ w[cand].T.astype(np.float64)).max(0), atol=1e-4)
+    whole = pruned_local_scores(p, gs, w, mem, replace(cfg, patch_memory=None), g=g)
+    assert np.abs(got - whole).max() > 1e-3  # fewer rows: other scores
+
+
+def test_patch_memory_at_least_the_memory_is_the_whole_memory():
+    g, p, w, mem = _data(5)
+    base = ScoreConfig(patch_labels=20)
+    np.testing.assert_array_equal(comc_scores(g, p, w, mem, replace(base, patch_memory=mem.size)),
+                                  comc_scores(g, p, w, mem, base))
+    with pytest.raises(ConfigError):
+        ScoreConfig(patch_memory=0)

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import ConfigError
-from .mapping import MemoryBank, cross_modal_map, mapped_scores
+from .mapping import MemoryBank, cross_modal_map, image_memory_rows, map_over_rows, mapped_scores
 from .zeroshot import standardize
 
 __all__ = ["ScoreConfig", "candidate_labels", "comc_scores", "fuse", "global_scores", "local_scores",
@@ -33,8 +33,14 @@ class ScoreConfig:
     # toy benchmark's 20 labels are all scored exactly; bench/tag_quality.py measures smaller k and
     # the large vocabulary, bench/tag.py the speed (docs/method.md, "Scoring at many labels").
     patch_labels: int | None = 128
+    # With pruned patch scoring, each image's patches attend over the ``patch_memory`` memory rows its
+    # global embedding attends to most instead of the whole memory (None: every row). Below that many
+    # rows nothing changes.
+    patch_memory: int | None = None
 
     def __post_init__(self) -> None:
+        if self.patch_memory is not None and self.patch_memory < 1:
+            raise ConfigError(f"patch_memory must be None or at least 1, got {self.patch_memory}")
         if self.patch_labels is not None and self.patch_labels < 1:
             raise ConfigError(f"patch_labels must be None or at least 1, got {self.patch_labels}")
         if self.topk is not None and self.topk < 1:
@@ -62,15 +68,27 @@ def candidate_labels(g_scores: np.ndarray, k: int) -> np.ndarray:
     return np.argpartition(-g_scores, k - 1, axis=1)[:, :k]
 
 
+def _map_patches(p: np.ndarray, g: np.ndarray | None, memory: MemoryBank | None, cfg: ScoreConfig) -> np.ndarray:
+    """Mapped patches ``(n, P, d)``: over the whole memory, or over each image's ``cfg.patch_memory``
+    rows (when the memory has more rows than that and the global embeddings ``g`` are given)."""
+    n, num_p, d = p.shape
+    if memory is None or cfg.alpha >= 1.0 or g is None or cfg.patch_memory is None \
+            or cfg.patch_memory >= memory.size:
+        return cross_modal_map(p.reshape(-1, d), memory, cfg.tau, cfg.alpha, cfg.topk).reshape(n, num_p, d)
+    rows = memory.vectors[image_memory_rows(g, memory, cfg.patch_memory)]
+    return map_over_rows(p, rows, cfg.tau, cfg.alpha)
+
+
 def pruned_local_scores(p: np.ndarray, g_scores: np.ndarray, weight: np.ndarray, memory: MemoryBank | None,
-                        cfg: ScoreConfig, batch_images: int = 32) -> np.ndarray:
+                        cfg: ScoreConfig, batch_images: int = 32, g: np.ndarray | None = None) -> np.ndarray:
     """:func:`local_scores` computed for each image's ``cfg.patch_labels`` best labels by global score.
 
     Those labels (the candidates) get their exact max-over-patches score. Every other label of the
     image gets its global score plus the image's mean (local - global) over its candidates, so a
     pruned label keeps its global rank against the same label in other images. The patches are
     mapped once (the mapping does not depend on the labels); the classifier multiplies only the
-    candidates' rows: ``P * k * d`` multiply-adds per image instead of ``P * C * d``.
+    candidates' rows: ``P * k * d`` multiply-adds per image instead of ``P * C * d``. Given the global
+    embeddings ``g``, the patches attend over each image's ``cfg.patch_memory`` rows (:func:`_map_patches`).
     """
     n, num_p, d = p.shape
     w = np.asarray(weight, np.float32)
@@ -78,8 +96,8 @@ def pruned_local_scores(p: np.ndarray, g_scores: np.ndarray, weight: np.ndarray,
     out = np.empty(g_scores.shape, np.float32)
     for i in range(0, n, batch_images):
         j = min(i + batch_images, n)
-        mapped = cross_modal_map(p[i:j].reshape(-1, d), memory, cfg.tau, cfg.alpha, cfg.topk)
-        loc = np.matmul(mapped.reshape(j - i, num_p, d), w[cand[i:j]].transpose(0, 2, 1)).max(axis=1)
+        mapped = _map_patches(np.asarray(p[i:j], np.float32), None if g is None else g[i:j], memory, cfg)
+        loc = np.matmul(mapped, w[cand[i:j]].transpose(0, 2, 1)).max(axis=1)
         offset = (loc - np.take_along_axis(g_scores[i:j], cand[i:j], axis=1)).mean(axis=1, keepdims=True)
         np.add(g_scores[i:j], offset, out=out[i:j])
         np.put_along_axis(out[i:j], cand[i:j], loc, axis=1)
@@ -100,5 +118,5 @@ def comc_scores(g: np.ndarray, p: np.ndarray | None, weight: np.ndarray, memory:
     if not cfg.use_local or p is None:
         return fuse(gs, None, cfg)
     if cfg.patch_labels is not None and cfg.patch_labels < gs.shape[1]:
-        return fuse(gs, pruned_local_scores(p, gs, weight, memory, cfg), cfg)
+        return fuse(gs, pruned_local_scores(p, gs, weight, memory, cfg, g=np.asarray(g, np.float32)), cfg)
     return fuse(gs, local_scores(p, weight, memory, cfg), cfg)
