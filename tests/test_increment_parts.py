@@ -2,6 +2,8 @@
 scores, scoring patches from PQ codes, carrying a run's tags over, and the runs' recorded mode."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import faiss
 import numpy as np
 import pyarrow as pa
@@ -49,6 +51,21 @@ def test_new_rows_trained_against_frozen_ones_rank_like_a_full_retrain():
     assert np.array_equal(frozen, old.weight)  # the old rows were not touched
     assert rows.shape == (2, D) and metrics["sentences"] < len(x)
     assert np.all(ap_inc > ap_full - 0.06) and np.all(ap_inc > 0.6), (ap_inc, ap_full)
+
+
+def test_a_sample_smaller_than_the_corpus_trains_with_a_scaled_learning_rate():
+    x, y, _ = corpus(n=2000)
+    cfg = TrainConfig(epochs=4, batch_size=128, lr=1e-3)
+    frozen = np.random.default_rng(2).standard_normal((C - 1, D)).astype(np.float32)
+    plain, m1 = train_rows(x, y, frozen, [C - 1], cfg, others_per_positive=1, min_others=100)
+    scaled, m8 = train_rows(x, y, frozen, [C - 1], cfg, others_per_positive=1, min_others=100, max_lr_scale=8)
+    ratio = len(x) / m8["sentences"]  # corpus rows over sample rows: about 2,000 / 330
+    assert m1["lr_scale"] == 1.0 and m8["lr_scale"] == pytest.approx(min(8.0, ratio))
+    assert 1.0 < m8["lr_scale"] <= 8.0
+    init, _ = train_rows(x, y, frozen, [C - 1], replace(cfg, epochs=0), others_per_positive=1, min_others=100)
+    assert np.linalg.norm(scaled - init) > 2 * np.linalg.norm(plain - init)  # the scaled rows moved further
+    _, whole = train_rows(x, y, frozen, [C - 1], cfg, others_per_positive=10**6, max_lr_scale=8)
+    assert whole["lr_scale"] == 1.0  # the sample is the corpus: nothing to make up
 
 
 def test_frozen_row_training_refuses_rows_that_do_not_fit():
