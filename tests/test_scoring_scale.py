@@ -77,7 +77,7 @@ def test_comc_scores_prunes_only_below_the_label_count():
     exact = comc_scores(g, p, w, mem, replace(ScoreConfig(), patch_labels=None))
     same = comc_scores(g, p, w, mem, replace(ScoreConfig(), patch_labels=w.shape[0]))
     np.testing.assert_allclose(same, exact, rtol=1e-6)
-    pruned = comc_scores(g, p, w, mem, replace(ScoreConfig(), patch_labels=10))
+    pruned = comc_scores(g, p, w, mem, replace(ScoreConfig(), patch_labels=10, patch_memory=None))
     cand = np.zeros(exact.shape, bool)
     np.put_along_axis(cand, candidate_labels(global_scores(g, w, mem, ScoreConfig()), 10), True, axis=1)
     np.testing.assert_allclose(pruned[cand], exact[cand], rtol=1e-5, atol=1e-5)
@@ -135,8 +135,12 @@ def test_patches_attend_over_the_rows_their_image_attends_to_most(rows):
 
 def test_patch_memory_at_least_the_memory_is_the_whole_memory():
     g, p, w, mem = _data(5)
-    base = ScoreConfig(patch_labels=20)
+    base = ScoreConfig(patch_labels=20, patch_memory=None)
     np.testing.assert_array_equal(comc_scores(g, p, w, mem, replace(base, patch_memory=mem.size)),
                                   comc_scores(g, p, w, mem, base))
     with pytest.raises(ConfigError):
         ScoreConfig(patch_memory=0)
+    # the default: pruned patches read each image's own rows once the memory has more than that many
+    small = comc_scores(g, p, w, mem, base)
+    assert ScoreConfig().patch_memory is not None and ScoreConfig().patch_memory < mem.size
+    assert np.abs(comc_scores(g, p, w, mem, replace(ScoreConfig(), patch_labels=20)) - small).max() > 1e-4
