@@ -26,6 +26,9 @@ are random unit vectors (untimed: the text tower has random weights too); then
   embeds its new sentences and the new labels' prompts, trains only the new rows and scores and
   decides only the new columns, carrying the rest over.
 
+The nightlies at 2 x --n-tag images run before those at --n-tag: whatever a first run pays once
+(workers started, files first read) lands on the larger corpus, so the marginal is an upper bound
+(run the other way round, on a machine loaded by other jobs, it came out negative).
 Marginal cost per image = (cost at 2N - cost at N) / N; fixed cost = cost at N - N x marginal, on
 two clocks: wall seconds, and CPU seconds of this process and its descendants (Ray's processes and
 workers, sampled in a thread), which stays meaningful on a shared, busy machine; ``ratio`` uses CPU
@@ -307,7 +310,7 @@ def retag_costs(tmp: Path, src: Workspace, labels: int, a: argparse.Namespace) -
     names = label_names(labels + a.add)
     cal = min(a.n_tag, TagConfig.calibration_images)
     full, inc = [], []
-    for n in (a.n_tag, 2 * a.n_tag):
+    for n in (2 * a.n_tag, a.n_tag):  # the larger first: a first run's warm-up lands on it (marginal: upper bound)
         grower = Grower(src, tmp / f"retag-{labels}-{n}", model_id)
         grower.grow(n)
         seed_vocabulary(grower.ws, model_id, names[:labels], a.n_sentences, grower.g.shape[1])
@@ -323,9 +326,9 @@ def retag_costs(tmp: Path, src: Workspace, labels: int, a: argparse.Namespace) -
         inc.append(nightly_once(grower.ws, grower.manifest, a, cal))
         shutil.rmtree(grower.ws.root)  # GBs of copied shards at ViT-B/16 size
         shutil.rmtree(grower.links)
-    out = {"incremental": _summary(a, inc, cal)}
+    out = {"incremental": _summary(a, inc[::-1], cal)}
     if full:
-        out["full"] = _summary(a, full, cal)
+        out["full"] = _summary(a, full[::-1], cal)
     return out
 
 
