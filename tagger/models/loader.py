@@ -127,7 +127,9 @@ def _pool_index(toks: torch.Tensor, pool: str, eos: int | None) -> torch.Tensor:
     """The position open_clip's ``text_global_pool`` reads in each row of ``toks``."""
     if pool == "argmax":
         return toks.argmax(dim=-1)
-    return (toks == eos).int().argmax(dim=-1)
+    if eos is None:
+        raise ValueError("pool type 'eos' needs the EOS token id")
+    return torch.eq(toks, eos).int().argmax(dim=-1)
 
 
 def _encode_cut(tower: Any, toks: torch.Tensor, pool: str, eos: int | None) -> torch.Tensor:

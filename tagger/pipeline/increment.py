@@ -121,7 +121,8 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
             frozen = base.classifier.weight[[where[n] for n in kept]]
             cols = [names.index(n) for n in new]
             with torch_threads(ROW_THREADS):
-                rows, metrics = train_rows(emb, y, frozen, cols, cfg, **sample)
+                rows, metrics = train_rows(emb, y, frozen, cols, cfg, others_per_positive=OTHERS_PER_POSITIVE,
+                                           min_others=MIN_OTHERS, max_lr_scale=MAX_LR_SCALE)
             anchors = text_anchors(emb, rows, y[:, cols])
             memo = TextMemo(clip, workspace.prompt_embeddings(clip.model_id))
             templates = {k: t for k, t in PROMPT_TEMPLATES.items() if k in base.memories
