@@ -115,3 +115,14 @@ def test_fallback_where_trimming_is_not_exact(change, monkeypatch):
     np.testing.assert_allclose(got, want, atol=1e-5)
     # the change matters: the model's full-length result is no longer the causal EOT one
     assert np.allclose(want, causal, atol=1e-4) == (change == "own-encode-text")
+
+
+def test_texts_are_tokenised_a_chunk_at_a_time_in_order(monkeypatch):
+    clip = load_clip("toy-rn", device="cpu")
+    want = _full_length(clip, SENTENCES)
+    widths, sizes, real = _spy_cuts(monkeypatch), [], clip.tokenizer
+    monkeypatch.setattr(clip, "tokenizer", lambda texts: sizes.append(len(texts)) or real(texts))
+    got = clip.encode_text(SENTENCES, batch_size=3, chunk=4)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert sizes == [4, 4, 2]  # never the whole list at once
+    assert len(widths) == 2 + 2 + 1  # each chunk sorted and cut on its own (the whole list: 4 batches)

@@ -58,16 +58,23 @@ class ClipModel:
         return model_id_for(self.name, self.pretrained)
 
     @torch.inference_mode()
-    def encode_text(self, texts: list[str], batch_size: int = 512) -> np.ndarray:
+    def encode_text(self, texts: list[str], batch_size: int = 512, chunk: int = 16384) -> np.ndarray:
         """L2-normalised sentence embeddings (EOT token), float32 numpy of shape (n, d).
 
         Where the text tower is causal and pools the EOT token, texts are embedded in batches of
-        similar token length, each cut after its longest sentence (same result, less padding).
+        similar token length, each cut after its longest sentence (same result, less padding); they
+        are tokenised ``chunk`` texts at a time, so the tokens of a large corpus are never held at once.
         """
         texts = list(texts)
         parts = _trim_parts(self.model)
         if parts is None or not texts:
             return self._encode_text_full(texts, batch_size)
+        step = max(1, chunk)
+        return np.concatenate([self._encode_sorted(texts[i:i + step], batch_size, parts)
+                               for i in range(0, len(texts), step)])
+
+    def _encode_sorted(self, texts: list[str], batch_size: int, parts: tuple[Any, str, int | None]) -> np.ndarray:
+        """``texts`` embedded in batches sorted by token length, each cut after its longest sentence."""
         tower, pool, eos = parts
         toks = self.tokenizer(texts)
         lengths = _pool_index(toks, pool, eos) + 1
