@@ -27,7 +27,7 @@ import numpy as np
 from ..atomic import atomic_write_text
 from .anchors import TextAnchors
 from .classifier import TextClassifier
-from .mapping import MemoryBank, attend
+from .mapping import MemoryBank, attend, image_memory_rows
 from .scoring import ScoreConfig, fuse
 from .zeroshot import ENSEMBLE_PROMPTS, SINGLE_PROMPT
 
@@ -165,12 +165,12 @@ class ExtendedModel:
     def _patch_memory(self, g: np.ndarray, logits: np.ndarray | None = None) -> np.ndarray:
         """Each image's memory rows for its patches ``(n, r, d)``: the ``patch_rows`` rows its global
         embedding attends to most, and the new labels' prompts."""
-        m = self.memories[self.score.memory].vectors
+        bank = self.memories[self.score.memory]
+        m = bank.vectors
         forced = np.arange(len(self.kept), len(m)) if self.score.memory in self.prompts else np.zeros(0, np.int64)
         logits = np.asarray(g, np.float32) @ m.T if logits is None else logits.copy()
         logits[:, forced] = np.inf
-        r = min(len(m), self.patch_rows + len(forced))
-        return m[np.argpartition(-logits, r - 1, axis=1)[:, :r]]
+        return m[image_memory_rows(g, bank, self.patch_rows + len(forced), logits)]
 
     def patch_scores(self, g: np.ndarray, p: np.ndarray) -> np.ndarray:
         """The local branch of the new labels with each patch attending over a few memory rows

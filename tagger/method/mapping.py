@@ -104,9 +104,10 @@ def cross_modal_map(v: np.ndarray, memory: MemoryBank | None, tau: float = 0.01,
     return out.reshape(shape)
 
 
-def image_memory_rows(g: np.ndarray, memory: MemoryBank, rows: int) -> np.ndarray:
-    """Indices ``(n, rows)`` of the memory rows each global embedding (n, d) attends to most."""
-    logits = np.asarray(g, np.float32) @ memory.vectors.T
+def image_memory_rows(g: np.ndarray, memory: MemoryBank, rows: int, logits: np.ndarray | None = None) -> np.ndarray:
+    """Indices ``(n, rows)`` of the memory rows each global embedding (n, d) attends to most
+    (``logits``: ``g @ M^T`` when already computed)."""
+    logits = np.asarray(g, np.float32) @ memory.vectors.T if logits is None else logits
     r = min(rows, memory.size)
     return np.argpartition(-logits, r - 1, axis=1)[:, :r]
 
