@@ -144,3 +144,6 @@ def test_patch_memory_at_least_the_memory_is_the_whole_memory():
     small = comc_scores(g, p, w, mem, base)
     assert ScoreConfig().patch_memory is not None and ScoreConfig().patch_memory < mem.size
     assert np.abs(comc_scores(g, p, w, mem, replace(ScoreConfig(), patch_labels=20)) - small).max() > 1e-4
+    # with topk each patch keeps its own top rows: patch_memory does not apply
+    np.testing.assert_array_equal(comc_scores(g, p, w, mem, replace(base, topk=8, patch_memory=4)),
+                                  comc_scores(g, p, w, mem, replace(base, topk=8)))

@@ -38,6 +38,7 @@ class ScoreConfig:
     # rows nothing changes. Chosen on val (bench/tag_quality.py, large vocabulary with distractors to
     # 1,000 labels, 500 scenes): mAP against the whole memory +0.008 / +0.019 (toy-vit / toy-rn) at 32,
     # within 0.05 from 8 to 256 rows; the patches' mapping costs 2 x 32 x d per patch instead of 2 K d.
+    # Not with ``topk`` (each patch then attends over its own top-k rows, as before).
     patch_memory: int | None = 32
 
     def __post_init__(self) -> None:
@@ -75,7 +76,7 @@ def _map_patches(p: np.ndarray, g: np.ndarray | None, memory: MemoryBank | None,
     rows (when the memory has more rows than that and the global embeddings ``g`` are given)."""
     n, num_p, d = p.shape
     if memory is None or cfg.alpha >= 1.0 or g is None or cfg.patch_memory is None \
-            or cfg.patch_memory >= memory.size:
+            or cfg.patch_memory >= memory.size or cfg.topk is not None:  # topk: each patch its own top rows
         return cross_modal_map(p.reshape(-1, d), memory, cfg.tau, cfg.alpha, cfg.topk).reshape(n, num_p, d)
     rows = memory.vectors[image_memory_rows(g, memory, cfg.patch_memory)]
     return map_over_rows(p, rows, cfg.tau, cfg.alpha)
