@@ -21,7 +21,8 @@ import torch
 
 from ..atomic import atomic_write_text
 from .decisions import TextAnchors, text_anchors
-from .labelrows import LabelRows, columns_any, dense_rows, is_sparse
+from .labelrows import LabelRows, as_csr, columns_any, dense_rows, is_sparse
+from .rowloss import new_rows_loss
 
 __all__ = ["TextClassifier", "TrainConfig", "lr_at", "ranking_loss", "train_classifier", "train_rows"]
 
@@ -156,10 +157,9 @@ def train_classifier(text_emb: np.ndarray, label_matrix: LabelRows, labels: list
     return TextClassifier(weight, list(labels), model_id, corpus_id, cfg, {"loss_per_epoch": losses}, anchors)
 
 
-def _targets(y: LabelRows, idx: torch.Tensor, cols: np.ndarray | None = None) -> torch.Tensor:
-    """The float targets of the rows ``idx`` (in that order), of the columns ``cols`` when given."""
-    block = dense_rows(y, idx.numpy(), np.float32)
-    return torch.from_numpy(block if cols is None else np.ascontiguousarray(block[:, cols]))
+def _targets(y: LabelRows, idx: torch.Tensor) -> torch.Tensor:
+    """The float targets of the rows ``idx`` (in that order)."""
+    return torch.from_numpy(dense_rows(y, idx.numpy(), np.float32))
 
 
 def _row_sample(y: LabelRows, new: np.ndarray, others_per_positive: int, min_others: int, seed: int) -> np.ndarray:
@@ -177,7 +177,9 @@ def train_rows(text_emb: np.ndarray, label_matrix: LabelRows, frozen: np.ndarray
                min_others: int = 4096, max_lr_scale: float = 1.0) -> tuple[np.ndarray, dict]:
     """Train only the classifier rows of the columns ``new`` of ``label_matrix`` against the frozen
     rows of the other columns (``frozen``, their rows in column order, the new ones left out): the
-    same ranking loss, noise and schedule as :func:`train_classifier`, on every sentence about a new
+    same ranking loss (its pairs with a new label, which alone move the new rows:
+    :func:`~tagger.method.rowloss.new_rows_loss`; the losses it reports are theirs), noise and
+    schedule as :func:`train_classifier`, on every sentence about a new
     label plus a sample of the others. The sample takes fewer steps than the whole corpus would; its
     learning rate is multiplied by corpus rows / sample rows, at most ``max_lr_scale``, so the rows
     move about as far as in a full training. Returns the new rows ``(len(new), d)`` and metrics."""
@@ -195,7 +197,7 @@ def train_rows(text_emb: np.ndarray, label_matrix: LabelRows, frozen: np.ndarray
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     x = torch.from_numpy(np.asarray(text_emb, np.float32)[rows])
-    y, cols = y_all[rows], np.concatenate([old_idx, new_idx])  # the targets' columns: frozen first
+    y = as_csr(y_all[rows])
     fixed = torch.from_numpy(np.asarray(frozen, np.float32))
     head = torch.nn.Linear(x.shape[1], len(new_idx), bias=False)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -207,7 +209,7 @@ def train_rows(text_emb: np.ndarray, label_matrix: LabelRows, frozen: np.ndarray
         perm, run = torch.randperm(n, generator=g), 0.0
         for i in range(0, n - bs + 1, bs):
             z = x[perm[i:i + bs]] + cfg.noise_std * torch.randn(bs, x.shape[1], generator=g)
-            loss = ranking_loss(torch.cat([z @ fixed.T, head(z)], 1), _targets(y, perm[i:i + bs], cols), cfg.margin)
+            loss = new_rows_loss(z, head(z), fixed, y[perm[i:i + bs].numpy()], new_idx, cfg.margin)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

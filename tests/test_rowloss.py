@@ -1,0 +1,47 @@
+"""The new rows' loss: the full ranking loss's gradient with respect to the new rows, for less."""
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from tagger.method.classifier import ranking_loss
+from tagger.method.labelrows import from_index_sets
+from tagger.method.rowloss import new_rows_loss
+
+
+def _batch(seed, b=40, n_cols=30, d=8):
+    rng = np.random.default_rng(seed)
+    sets = [rng.choice(n_cols, rng.integers(0, 4), replace=False) for _ in range(b)]
+    return rng, from_index_sets(sets, n_cols), torch.from_numpy(rng.standard_normal((b, d)).astype(np.float32))
+
+
+def _full_grad(z, y, frozen, head, new_cols, margin):
+    old = np.setdiff1d(np.arange(y.shape[1]), new_cols)
+    cols = np.concatenate([old, new_cols])
+    h = head.clone().requires_grad_(True)
+    targets = torch.from_numpy(y.toarray()[:, cols].astype(np.float32))
+    loss = ranking_loss(torch.cat([z @ frozen.T, z @ h.T], 1), targets, margin)
+    loss.backward()
+    return loss, h.grad
+
+
+def test_the_new_rows_gradient_is_the_full_losss():
+    for seed, new_cols in [(0, np.array([3, 17])), (1, np.array([0, 1, 2, 29])), (2, np.array([11]))]:
+        rng, y, z = _batch(seed)
+        frozen = torch.from_numpy(rng.standard_normal((30 - len(new_cols), 8)).astype(np.float32))
+        head = torch.from_numpy(rng.standard_normal((len(new_cols), 8)).astype(np.float32))
+        _, want = _full_grad(z, y, frozen, head, new_cols, 1.0)
+        h = head.clone().requires_grad_(True)
+        new_rows_loss(z, z @ h.T, frozen, y, new_cols, 1.0).backward()
+        assert want.abs().sum() > 0
+        torch.testing.assert_close(h.grad, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_batch_without_new_labels_pushes_new_rows_below_old_positives_only():
+    rng, y, z = _batch(3)
+    y = sp.csr_array(y.toarray() * (np.arange(30) < 25))  # nothing about the new columns 25..29
+    frozen = torch.from_numpy(rng.standard_normal((25, 8)).astype(np.float32))
+    head = torch.from_numpy(rng.standard_normal((5, 8)).astype(np.float32))
+    _, want = _full_grad(z, y, frozen, head, np.arange(25, 30), 1.0)
+    h = head.clone().requires_grad_(True)
+    new_rows_loss(z, z @ h.T, frozen, y, np.arange(25, 30), 1.0).backward()
+    torch.testing.assert_close(h.grad, want, rtol=1e-4, atol=1e-5)
