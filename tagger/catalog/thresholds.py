@@ -6,6 +6,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pyarrow as pa
+
 from ..errors import CatalogError
 from .base import CatalogBase
 from .vocab import clean_label
@@ -69,11 +71,17 @@ class DecisionsMixin(CatalogBase):
         bad = {v[4] for v in values} - set(THRESHOLD_SOURCES)
         if bad:
             raise CatalogError(f"threshold source(s) {sorted(bad, key=str)} not among {THRESHOLD_SOURCES}")
+        table = pa.table({c: pa.array([v[k + 1] for v in values]) for k, c in enumerate(THRESHOLD_COLUMNS)})
+        cols = ", ".join(THRESHOLD_COLUMNS)
         with self._transaction(f"save thresholds of run {run_id}") as con:
             con.execute("DELETE FROM run_thresholds WHERE run_id = ?", [int(run_id)])
-            if values:
-                con.executemany(f"INSERT INTO run_thresholds (run_id, {', '.join(THRESHOLD_COLUMNS)}) "
-                                f"VALUES ({', '.join(['?'] * (len(THRESHOLD_COLUMNS) + 1))})", values)
+            if values:  # one insert from an arrow table: 10,000 labels' rows in milliseconds, not seconds
+                con.register("_thresholds", table)
+                try:
+                    con.execute(f"INSERT INTO run_thresholds (run_id, {cols}) SELECT ?, {cols} FROM _thresholds",
+                                [int(run_id)])
+                finally:
+                    con.unregister("_thresholds")
 
     def run_thresholds(self, run_id: int) -> list[dict[str, Any]]:
         """A run's stored decisions in the run's label order, each with ``positives`` (its positive tags)
@@ -81,11 +89,14 @@ class DecisionsMixin(CatalogBase):
         rows = self.query(
             f"WITH people AS (SELECT label, count(*) AS n FROM tags WHERE run_id = $run AND positive "
             f"AND provenance = 'person' GROUP BY label) "
+            f", ordered AS (SELECT unnest(labels) AS label, generate_subscripts(labels, 1) AS i FROM runs "
+            f"WHERE run_id = $run) "  # the run's label order, joined (a list search per row is quadratic)
             f"SELECT {', '.join('t.' + c for c in THRESHOLD_COLUMNS)}, coalesce(c.n_pos, 0), coalesce(p.n, 0) "
-            "FROM run_thresholds AS t JOIN runs AS r ON r.run_id = t.run_id "
+            "FROM run_thresholds AS t "
             "LEFT JOIN run_label_counts AS c ON c.run_id = t.run_id AND c.label = t.label "
             "LEFT JOIN people AS p ON p.label = t.label "
-            "WHERE t.run_id = $run ORDER BY coalesce(list_position(r.labels, t.label), 1 << 30), t.label",
+            "LEFT JOIN ordered AS o ON o.label = t.label "
+            "WHERE t.run_id = $run ORDER BY coalesce(o.i, 1 << 30), t.label",
             {"run": int(run_id)})
         return [dict(zip((*THRESHOLD_COLUMNS, "positives", "by_person"), r)) for r in rows]
 

@@ -113,7 +113,8 @@ class DecisionInputs:
 
 def decision_inputs(cat, labels: list[str]) -> DecisionInputs:
     """The pins of ``labels`` and the labelled set, as stored in the catalog."""
-    pins = {k: v for k, v in cat.pinned_thresholds().items() if k in set(labels)}
+    wanted = set(labels)
+    pins = {k: v for k, v in cat.pinned_thresholds().items() if k in wanted}
     return DecisionInputs(pins, cat.calibration_images())
 
 

@@ -95,9 +95,10 @@ def _full_reason(cat, diff: dict[str, list[str]], cfg: NightlyConfig, model_id: 
     changed = diff["added"] + diff["retired"] + diff["synonyms_changed"]
     touched = set(diff["added"]) | set(diff["synonyms_changed"])
     edges = cat.active_hierarchy()
-    pins = {k: v for k, v in cat.pinned_thresholds().items() if k in before - touched}
+    untouched = before - touched
+    pins = {k: v for k, v in cat.pinned_thresholds().items() if k in untouched}
     old_pins = {k: v for k, v in (((run.config or {}).get("decision_inputs") or {}).get("pinned") or {}).items()
-                if k in before - touched}
+                if k in untouched}
     labelled = ((run.config or {}).get("decision_inputs") or {}).get("labelled")
     from .calibration import decision_inputs
     checks = [

@@ -88,18 +88,29 @@ def corpus_embeddings(workspace: "Workspace", clip, corpus) -> tuple[Any, int]:
         emb = np.load(path)
         if emb.shape[0] == len(corpus.sentences):
             return emb, 0
-    known: dict[str, Any] = {}
+    row: dict[str, int] = {}  # sentence -> its row of prev_emb
+    prev_emb = np.zeros((0, 0), np.float32)
     parent = (corpus.config or {}).get("extends")
     parent_file = workspace.text_embeddings(parent, clip.model_id) if parent else None
     if parent and parent_file is not None and parent_file.exists():
         from ..text import TextCorpus
         prev = TextCorpus.load(workspace.text_dir(parent))
-        prev_emb = np.load(parent_file)
+        prev_emb = np.load(parent_file, mmap_mode="r")  # rows gathered below, never stacked one by one
         if prev_emb.shape[0] == len(prev.sentences):
-            known = dict(zip(prev.sentences, prev_emb))
-    todo = sorted({s for s in corpus.sentences if s not in known})
-    known.update(zip(todo, clip.encode_text(todo)))
-    emb = np.stack([known[s] for s in corpus.sentences]).astype(np.float32)
+            row = {s: i for i, s in enumerate(prev.sentences)}
+    todo = sorted({s for s in corpus.sentences if s not in row})
+    fresh = np.asarray(clip.encode_text(todo), np.float32)
+    where = {s: i for i, s in enumerate(todo)}
+    take = np.fromiter((row.get(s, -1) for s in corpus.sentences), np.int64, len(corpus.sentences))
+    emb = np.empty((len(take), fresh.shape[1] if len(todo) else prev_emb.shape[1]), np.float32)
+    old = take >= 0
+    m = int(old.sum())
+    if m and old[:m].all() and np.array_equal(take[:m], np.arange(m)):  # the parent's rows, then new ones
+        emb[:m] = prev_emb[:m]
+    elif m:
+        emb[old] = prev_emb[take[old]]
+    if len(todo):
+        emb[~old] = fresh[[where[s] for s in np.asarray(corpus.sentences, object)[~old]]]
     with atomic_open(path) as fh:
         np.save(fh, emb)
     return emb, len(todo)

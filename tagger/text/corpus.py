@@ -47,14 +47,25 @@ LABELS_FILE = "label_sets.npz"  # the label rows, sparse (CSR)
 DENSE_LABELS_FILE = "label_matrix.npy"  # what corpora written before held instead: still read
 
 
+#: Label rows up to this many cells are hashed dense (:func:`content_id`).
+DENSE_HASH_CELLS = 1 << 28
+
+
 def content_id(config: Mapping[str, Any], sentences: Sequence[str], sources: Sequence[str],
                matrix: LabelRows) -> str:
     """Corpus id from its config and what it holds: sentences, their sources and label rows (hashed
-    as their dense uint8 bytes, a block of rows at a time: the id a dense matrix always had)."""
+    as their dense uint8 bytes, a block of rows at a time: the id a dense matrix always had; above
+    :data:`DENSE_HASH_CELLS` cells, as their canonical CSR arrays: 10^4 labels make gigabytes dense)."""
     h = hashlib.sha256(json.dumps([list(sentences), list(sources)], ensure_ascii=False).encode("utf-8"))
     h.update(repr(tuple(int(x) for x in matrix.shape)).encode())
-    for block in dense_blocks(matrix, np.uint8):
-        h.update(np.ascontiguousarray(block).tobytes())
+    if matrix.shape[0] * matrix.shape[1] > DENSE_HASH_CELLS:
+        csr = as_csr(matrix, np.uint8)
+        h.update(b"csr")
+        for part in (csr.indptr.astype(np.int64), csr.indices.astype(np.int64)):
+            h.update(np.ascontiguousarray(part).tobytes())
+    else:
+        for block in dense_blocks(matrix, np.uint8):
+            h.update(np.ascontiguousarray(block).tobytes())
     return ids.content_id({"config": config, "content": h.hexdigest()})
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -79,11 +80,15 @@ def _with_named(vocab: Vocabulary, sentences: Sequence[str], sets: list[tuple[st
     if not added:
         return sets
     words = {lab: {n.split()[0].casefold() for n in vocab.names(lab)} for lab in added}
+    # one search per sentence for any added label's first word; the sentences it finds are checked
+    # label by label (a corpus of 10^4 labels holds hundreds of thousands of sentences)
+    anyword = re.compile("|".join(re.escape(w) for w in sorted({w for ws in words.values() for w in ws})))
     out = []
     for text, labs in zip(sentences, sets):
         low = text.casefold()
-        extra = tuple(lab for lab in added if lab not in labs and any(w in low for w in words[lab])
-                      and mentions(text, lab, vocab.synonyms))
+        extra = () if anyword.search(low) is None else tuple(
+            lab for lab in added if lab not in labs and any(w in low for w in words[lab])
+            and mentions(text, lab, vocab.synonyms))
         out.append(labs + extra)
     n = sum(len(b) > len(a) for a, b in zip(sets, out))
     if n:

@@ -85,15 +85,21 @@ def _word_forms(word: str) -> list[str]:
     return sorted(forms, key=len, reverse=True)
 
 
-@lru_cache(maxsize=4096)
+def _term_words(term: str) -> list[str]:
+    """A term's words, lower-cased (ConfigError when it has none)."""
+    words = [w for w in re.split(r"[\s\-]+", term.strip().lower()) if w]
+    if not words:
+        raise ConfigError(f"empty label or synonym {term!r}")
+    return words
+
+
+@lru_cache(maxsize=1 << 17)  # a vocabulary of 10^4 labels is validated several times per nightly
 def _term_pattern(term: str) -> re.Pattern[str]:
     """Whole-phrase, case-insensitive pattern for a term and its simple plurals.
 
     Words may be separated by spaces, hyphens or nothing (``motor bike`` matches ``motorbike``).
     """
-    words = [w for w in re.split(r"[\s\-]+", term.strip().lower()) if w]
-    if not words:
-        raise ConfigError(f"empty label or synonym {term!r}")
+    words = _term_words(term)
     parts = [re.escape(w) for w in words[:-1]]
     parts.append("(?:" + "|".join(re.escape(f) for f in _word_forms(words[-1])) + ")")
     return re.compile(r"(?<![a-z0-9])" + r"[\s\-]*".join(parts) + r"(?![a-z0-9])", re.IGNORECASE)
@@ -144,7 +150,7 @@ class Vocabulary:
             problem = name_problem(term)
             if problem:
                 raise ConfigError(f"label or synonym {term!r} {problem}")
-            _term_pattern(term)
+            _term_words(term)  # its pattern is compiled when first matched (10^4 labels: seconds)
         return cls(labs, syn, dict(plurals or {}))
 
     def names(self, label: str) -> tuple[str, ...]:
