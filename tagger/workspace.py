@@ -105,6 +105,11 @@ class Workspace:
         """The tags of one shard in a run's folder (:meth:`run_dir`): ``tags-<shard>.parquet``."""
         return Path(run_dir) / f"tags-{shard}.parquet"
 
+    @staticmethod
+    def readout_file(run_dir: str | Path, shard: str) -> Path:
+        """The readout states of one shard's images in a run's folder: ``readout-<shard>.npz``."""
+        return Path(run_dir) / f"readout-{shard}.npz"
+
     @property
     def thumbnails_dir(self) -> Path:
         """The thumbnail and preview cache the report and the browser share."""

@@ -162,6 +162,35 @@ def test_patch_scores_from_pq_codes_match_decoded_patches():
                                rtol=1e-3, atol=1e-4)
 
 
+def test_new_scores_from_the_base_runs_readout_states_equal_those_computed_in_full():
+    """Labels added, one retired: the new columns scored from the base model's states, edited by the
+    changed memory rows, equal those read over the whole memory (global and patch branch), and so
+    does a second extension edited from the first one's states."""
+    from tagger.method.classifier import TextClassifier
+    from tagger.method.readout import readout_state
+    rng = np.random.default_rng(7)
+    names = [f"l{i}" for i in range(40)]
+    base = _comc(rng, names)
+    base.score = ScoreConfig(tau=0.05)
+    pq = faiss.index_factory(D, "PQ8x8")
+    pq.train(rng.standard_normal((4000, D)).astype(np.float32))
+    books = faiss.vector_to_array(pq.pq.centroids).reshape(8, 256, D // 8)
+    g = rng.standard_normal((30, D)).astype(np.float32)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    codes = pq.sa_encode(rng.standard_normal((30 * 5, D)).astype(np.float32)).reshape(30, 5, 8)
+    state = readout_state(g, base.memory().vectors, base.score.tau, rows=8)
+    model = base
+    for step, kept in enumerate([names[1:], None]):  # first retire l0 and add two, then add two more
+        rows = TextClassifier(rng.standard_normal((2, D)).astype(np.float32), [f"n{step}a", f"n{step}b"], "m", "c")
+        prompts = {"prompts": rng.standard_normal((2, D)).astype(np.float32)}
+        ext = ExtendedModel(model, kept or model.labels, rows, prompts, base.score, patch_rows=3)
+        state = ext.readout_state(g, state)
+        full = ext.new_scores(g, ext.patch_scores_pq(g, codes, books), local_mapped=True)
+        edited = ext.new_scores(g, ext.patch_scores_pq(g, codes, books, state=state), local_mapped=True, state=state)
+        np.testing.assert_allclose(edited, full, rtol=1e-4, atol=1e-4)
+        model = ext
+
+
 def _decisions(labels: list[str], threshold: float) -> Decisions:
     n = len(labels)
     return Decisions(labels, np.full(n, threshold - 1.0), np.ones(n), np.full(n, threshold + 1.0), np.ones(n),

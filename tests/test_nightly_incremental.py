@@ -127,3 +127,43 @@ def test_incremental_nightly_killed_anywhere_reruns_to_the_same_tags(based, tmp_
         runs = cat.runs(kind="tag")
     assert [r.status for r in runs].count("current") == 1 and "running" not in [r.status for r in runs]
     assert cat is not None and runs[-1].run_id == got["run_id"] and runs[-1].mode == "incremental"
+
+
+def test_readout_states_kept_by_a_run_give_the_next_nightly_the_same_tags(based, tmp_path):
+    """With readout states kept (``TagConfig.readout_states``) each run writes them beside its tags,
+    and the next nightly (a synonym edit: a row removed and one added) edits them instead of reading
+    the whole memory per image: its tags are those of a nightly that keeps none."""
+    from tagger.pipeline.scorer import ShardScorer
+    from tagger.pipeline.tag import TagConfig
+
+    def cat_model(w: Workspace) -> str:
+        with Catalog.open(w.catalog, read_only=True) as cat:
+            return str(cat.get_run(cat.current_run()).model_id)
+
+    src, _ = based
+    runs = {}
+    for name, keep in (("kept", 0), ("none", None)):
+        ws = tmp_path / name
+        shutil.copytree(src, ws)
+        cfg = NightlyConfig(n_sentences=3000, tag=TagConfig(readout_states=keep))
+        first = run_nightly(Workspace.at(ws), None, ENC, cfg)
+        states = sorted(Workspace.at(ws).run_dir(str(first["run_id"])).glob("readout-*.npz"))
+        tag_files = sorted(Workspace.at(ws).run_dir(str(first["run_id"])).glob("tags-*.parquet"))
+        assert len(states) == (len(tag_files) if keep is not None else 0) and tag_files
+        label = FIRST[2]
+        with Catalog.open(ws / "catalog.duckdb") as cat:
+            cat.add_labels([label], {label: [*LABEL_SYNONYMS[label], f"small {label}"]})
+        second = run_nightly(Workspace.at(ws), None, ENC, cfg)
+        assert second["mode"] == "incremental" and second["vocabulary"]["synonyms_changed"] == [label]
+        runs[name] = tags(ws, second["run_id"])
+        if keep is not None:  # the second run's scorer reads the first run's states (their key matches)
+            w = Workspace.at(ws)
+            with Catalog.open(w.catalog, read_only=True) as cat:
+                clf = w.root / cat.get_classifier(second["classifier"])["path"]
+            scorer = ShardScorer(str(w.root), cat_model(w), str(clf), cfg.tag)
+            scorer.states_from = w.run_dir(str(first["run_id"]))
+            assert all(scorer.base_state(scorer.load(f.name[len("tags-"):-len(".parquet")])) is not None
+                       for f in tag_files)
+    kept, none = runs["kept"], runs["none"]
+    assert [r[:2] + r[3:] for r in kept] == [r[:2] + r[3:] for r in none]
+    np.testing.assert_allclose([r[2] for r in kept], [r[2] for r in none], rtol=1e-5, atol=1e-5)

@@ -28,6 +28,7 @@ from ..atomic import atomic_write_text
 from .anchors import TextAnchors
 from .classifier import TextClassifier
 from .mapping import MemoryBank, attend, image_memory_rows
+from .readout import TOP_ROWS, ReadoutState, edit_state, readout_state
 from .scoring import ScoreConfig, fuse
 from .zeroshot import ENSEMBLE_PROMPTS, SINGLE_PROMPT
 
@@ -49,30 +50,43 @@ def is_extended_dir(directory: str | Path) -> bool:
     return (Path(directory) / EXTENDS_FILE).is_file()
 
 
+def _lookup_sum(codes: np.ndarray, tables: np.ndarray, per_image: bool) -> np.ndarray:
+    """``sum_m tables[m, codes[i, p, m]]`` (``per_image``: ``tables[i, m, ...]``) for codes ``(n, P, M)``
+    and tables ``([n,] M, ksub, C)`` -> ``(n, P, C)``: one summed gather of C floats per patch and
+    sub-quantizer (torch's embedding bag, without a gathered copy per sub-quantizer)."""
+    import torch
+    n, num_p, m = codes.shape
+    ksub, c = tables.shape[-2], tables.shape[-1]
+    at = np.arange(m, dtype=np.int64) * ksub + codes.astype(np.int64)
+    if per_image:
+        at += (np.arange(n, dtype=np.int64) * (m * ksub))[:, None, None]
+    flat = torch.from_numpy(np.ascontiguousarray(tables, np.float32).reshape(-1, c))
+    offsets = torch.arange(0, n * num_p * m, m, dtype=torch.int64)
+    out = torch.nn.functional.embedding_bag(torch.from_numpy(at.reshape(-1)), flat, offsets, mode="sum")
+    return out.numpy().reshape(n, num_p, c)
+
+
 def pq_products(codes: np.ndarray, centroids: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """``p . w_j`` of PQ-coded patches without decoding them: codes ``(n, P, M)`` (uint8), the
     codebooks ``(M, ksub, dsub)`` and rows ``(C, M * dsub)`` -> ``(n, P, C)``, one lookup table per row."""
-    n, num_p, m = codes.shape
+    m = codes.shape[2]
     w = np.asarray(weight, np.float32).reshape(len(weight), m, -1)
     lut = np.einsum("mkd,cmd->mkc", np.asarray(centroids, np.float32), w)  # (M, ksub, C)
-    flat = codes.reshape(n * num_p, m)
-    acc = np.zeros((n * num_p, len(weight)), np.float32)
-    for k in range(m):
-        acc += lut[k][flat[:, k]]
-    return acc.reshape(n, num_p, len(weight))
+    return _lookup_sum(codes, lut, per_image=False)
 
 
 def pq_image_products(codes: np.ndarray, centroids: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``p . r`` for each image's own rows: codes ``(n, P, M)``, codebooks ``(M, ksub, dsub)``, rows
-    ``(n, R, M * dsub)`` -> ``(n, P, R)``, one small lookup table per image and row."""
+    ``(n, R, M * dsub)`` -> ``(n, P, R)``, one small lookup table per image and row (one product per
+    sub-quantizer for all images at once)."""
     n, num_p, m = codes.shape
-    r = np.asarray(rows, np.float32).reshape(n, rows.shape[1], m, -1)
-    out = np.zeros((n, num_p, rows.shape[1]), np.float32)
-    at = np.arange(n)[:, None]
+    r = rows.shape[1]
+    books = np.asarray(centroids, np.float32)
+    sub = np.asarray(rows, np.float32).reshape(n * r, m, -1)
+    lut = np.empty((n, m, books.shape[1], r), np.float32)
     for k in range(m):
-        lut = np.matmul(np.asarray(centroids[k], np.float32)[None], r[:, :, k, :].transpose(0, 2, 1))  # (n, ksub, R)
-        out += lut[at, codes[:, :, k]]
-    return out
+        lut[:, k] = (books[k] @ sub[:, k, :].T).reshape(-1, n, r).transpose(1, 0, 2)
+    return _lookup_sum(codes, lut, per_image=True)
 
 
 def pq_patch_max(codes: np.ndarray, centroids: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -143,11 +157,27 @@ class ExtendedModel:
         mem = self.memory()
         return None if mem is None else np.asarray(g, np.float32) @ mem.vectors.T
 
+    def readout_state(self, g: np.ndarray, base_state: ReadoutState | None = None,
+                      logits: np.ndarray | None = None) -> ReadoutState | None:
+        """Each image's attention over the memory the scores read (None when they read none): edited
+        from ``base_state``, the images' state over the base model's memory, when given (the cost of
+        the changed rows only); else computed in full (``logits``: :meth:`global_logits`)."""
+        mem = self.memory()
+        if mem is None:
+            return None
+        g, kind, tau = np.asarray(g, np.float32), self.score.memory, self.score.tau
+        if base_state is None:
+            return readout_state(g, mem.vectors, tau, TOP_ROWS, logits)
+        if kind not in self.prompts:  # not one row per label: the base's memory, unchanged
+            return base_state
+        return edit_state(base_state, g, self.base.memories[kind].vectors, self.kept_idx, mem.vectors[len(self.kept):],
+                          tau, need=self.patch_rows)
+
     def new_scores(self, g: np.ndarray, patch_max: np.ndarray | None, local_mapped: bool = False,
-                   logits: np.ndarray | None = None) -> np.ndarray:
+                   logits: np.ndarray | None = None, state: ReadoutState | None = None) -> np.ndarray:
         """The new labels' scores from global embeddings ``(n, d)`` and ``max_p (p . w_j)`` ``(n, N)``
         (``local_mapped``: ``patch_max`` is already the mapped local branch, :meth:`patch_scores`;
-        ``logits``: :meth:`global_logits`, when already computed)."""
+        ``logits``: :meth:`global_logits`, or ``state``: :meth:`readout_state`, when already computed)."""
         cfg, w = self.score, self.rows.weight
         g = np.asarray(g, np.float32)
         direct = g @ w.T
@@ -156,21 +186,37 @@ class ExtendedModel:
             readout = np.zeros_like(direct)
             alpha = 1.0
         else:
-            readout, alpha = attend(g, mem, cfg.tau, cfg.topk, logits) @ w.T, cfg.alpha
+            u = state.readout() if state is not None and cfg.topk is None else attend(g, mem, cfg.tau, cfg.topk, logits)
+            readout, alpha = u @ w.T, cfg.alpha
         gs = alpha * direct + (1 - alpha) * readout
         ls = None if patch_max is None or not cfg.use_local else \
             patch_max if local_mapped else alpha * patch_max + (1 - alpha) * readout
         return fuse(gs, ls, cfg).astype(np.float32)
 
-    def _patch_memory(self, g: np.ndarray, logits: np.ndarray | None = None) -> np.ndarray:
-        """Each image's memory rows for its patches ``(n, r, d)``: the ``patch_rows`` rows its global
-        embedding attends to most, and the new labels' prompts."""
+    def _n_forced(self) -> int:
+        """How many memory rows every image's patches attend to: the new labels' prompts."""
+        return len(self.memories[self.score.memory].vectors) - len(self.kept) if self.score.memory in self.prompts else 0
+
+    def _patch_rows(self, g: np.ndarray, logits: np.ndarray | None = None,
+                    state: ReadoutState | None = None) -> np.ndarray:
+        """Each image's memory rows for its patches ``(n, r)``: the ``patch_rows`` rows its global
+        embedding attends to most (from ``state`` where it lists them), and the new labels' prompts."""
         bank = self.memories[self.score.memory]
         m = bank.vectors
         forced = np.arange(len(self.kept), len(m)) if self.score.memory in self.prompts else np.zeros(0, np.int64)
-        logits = np.asarray(g, np.float32) @ m.T if logits is None else logits.copy()
-        logits[:, forced] = np.inf
-        return m[image_memory_rows(g, bank, self.patch_rows + len(forced), logits)]
+        skip, rows = (len(self.kept) if len(forced) else None), min(self.patch_rows, len(m) - len(forced))
+        best = None if state is None or self.score.topk is not None else state.best(rows, skip)
+        if best is None and rows == 0:
+            best = np.zeros((len(g), 0), np.int64)
+        elif best is None:
+            logits = np.asarray(g, np.float32) @ m.T if logits is None else logits.copy()
+            logits[:, forced] = -np.inf
+            best = image_memory_rows(g, bank, rows, logits)
+        return np.concatenate([best, np.broadcast_to(forced, (len(best), len(forced)))], axis=1).astype(np.int64)
+
+    def _patch_memory(self, g: np.ndarray, logits: np.ndarray | None = None) -> np.ndarray:
+        """Each image's memory rows for its patches as vectors ``(n, r, d)`` (:meth:`_patch_rows`)."""
+        return self.memories[self.score.memory].vectors[self._patch_rows(g, logits)]
 
     def patch_scores(self, g: np.ndarray, p: np.ndarray) -> np.ndarray:
         """The local branch of the new labels with each patch attending over a few memory rows
@@ -182,13 +228,20 @@ class ExtendedModel:
         return self._mapped_max(p @ self.rows.weight.T, np.matmul(p, mr.transpose(0, 2, 1)), mr)
 
     def patch_scores_pq(self, g: np.ndarray, codes: np.ndarray, centroids: np.ndarray,
-                        logits: np.ndarray | None = None) -> np.ndarray:
-        """:meth:`patch_scores` from PQ codes ``(n, P, M)`` and codebooks, no patch decoded."""
-        direct = pq_products(codes, centroids, self.rows.weight)
+                        logits: np.ndarray | None = None, state: ReadoutState | None = None) -> np.ndarray:
+        """:meth:`patch_scores` from PQ codes ``(n, P, M)`` and codebooks, no patch decoded: the rows
+        every image shares (the new labels' rows and prompts) read one lookup table each, an image's
+        own memory rows one per image (:func:`pq_image_products`)."""
+        w = self.rows.weight
         if self.memory() is None:  # the scores read no memory (or alpha is 1)
-            return direct.max(axis=1)
-        mr = self._patch_memory(g, logits)
-        return self._mapped_max(direct, pq_image_products(codes, centroids, mr), mr)
+            return pq_products(codes, centroids, w).max(axis=1)
+        idx = self._patch_rows(g, logits, state)
+        vectors = self.memories[self.score.memory].vectors
+        forced = self._n_forced()
+        own = idx.shape[1] - forced
+        shared = pq_products(codes, centroids, np.concatenate([w, vectors[len(vectors) - forced:]]))
+        att = np.concatenate([pq_image_products(codes, centroids, vectors[idx[:, :own]]), shared[:, :, len(w):]], axis=2)
+        return self._mapped_max(shared[:, :, :len(w)], att, vectors[idx])
 
     def _mapped_max(self, direct: np.ndarray, att: np.ndarray, mr: np.ndarray) -> np.ndarray:
         """``max_p`` of the mapped patch scores from ``p . w`` ``(n, P, N)``, ``p . m`` ``(n, P, r)``

@@ -35,6 +35,7 @@ from ..ids import short_sha256
 from ..method.decisions import Decisions
 from ..workspace import Workspace
 from .calibration import DecisionInputs, decision_inputs, decision_rows, decisions_from_rows
+from .readouts import keep_state, save_state
 from .scorer import ShardScorer, apply_statistics, label_statistics
 from .tag import (TagConfig, TagShards, _parent_labels, _resume_or_start, _shards_key,
                   fit_run_decisions, load_run, read_label_stats, tag_all, tag_rows, write_label_stats, write_parquet_atomic)
@@ -183,6 +184,7 @@ class ExtendShards(TagShards):
                  decisions: Decisions, base_dir: str, new_stats, new_decisions: Decisions, hierarchy=None) -> None:
         super().__init__(root, model_id, classifier_dir, run_dir, cfg, stats, decisions, hierarchy)
         self.base_dir, self.new_stats, self.new_decisions = Path(base_dir), new_stats, new_decisions
+        self.states_from = self.base_dir  # the base run's readout states (ShardScorer.base_state)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n_tags = []
@@ -196,11 +198,15 @@ class ExtendShards(TagShards):
             if base.exists():
                 old = pq.read_table(base)
                 old = old.filter(pc.is_in(old.column("label"), pa.array(model.kept, pa.string())))
-                table = carry_rows(old, shard.ids, apply_statistics(self.new_scores(shard), self.new_stats),
+                scores, state = self.new_scores_state(shard)
+                table = carry_rows(old, shard.ids, apply_statistics(scores, self.new_stats),
                                    model.new_labels, self.new_decisions, self.cfg.top_k)
+                if state is not None:
+                    save_state(self.run_dir, name, shard.ids, *state)
             else:
                 table = tag_rows(shard.ids, self.calibrated(shard), model.labels, self.cfg, self.decisions,
                                  self.hierarchy)
+                keep_state(model, self.run_dir, shard, self.cfg.readout_states)
             write_parquet_atomic(table, out)
             n_tags.append(table.num_rows)
         return {"shard": batch["shard"], "n_tags": np.asarray(n_tags, np.int64)}
@@ -219,17 +225,19 @@ def _decide_new(cat, run_id: int, base_run: int, scorer: ShardScorer, shards: li
     reuses them)."""
     model = scorer.model
     new, n_kept = model.new_labels, len(model.kept)
+    new_set = set(new)
     sample = _new_sample(scorer, shards)
     stats = label_statistics(sample) if len(sample) else ([0.0] * len(new), [1.0] * len(new))
     stored = cat.run_thresholds(run_id)
     if stored and {r["label"] for r in stored} == set(labels):
-        return stats, decisions_from_rows([r for r in stored if r["label"] in set(new)], new, scorer.cfg.decisions)
-    kept_rows = [r for r in cat.run_thresholds(base_run) if r["label"] in set(model.kept)]
+        return stats, decisions_from_rows([r for r in stored if r["label"] in new_set], new, scorer.cfg.decisions)
+    kept = set(model.kept)
+    kept_rows = [r for r in cat.run_thresholds(base_run) if r["label"] in kept]
     mean, std = (np.asarray(v, np.float64) for v in stats)
     anchors = model.rows.anchors.rescaled(mean, std) if model.rows.anchors is not None else None
     top1 = scorer.zeroshot_top1(shards, _parent_labels(cat))
     top1 = None if top1 is None else np.where(top1 >= n_kept, top1 - n_kept, -1)
-    mine = DecisionInputs({k: v for k, v in inputs.pinned.items() if k in set(new)}, inputs.labelled)
+    mine = DecisionInputs({k: v for k, v in inputs.pinned.items() if k in new_set}, inputs.labelled)
     d, refit = fit_run_decisions(apply_statistics(sample, stats), new, scorer.cfg, mine,
                                  _labelled_new(cat, scorer, mine, new, stats), anchors, top1)
     cat.save_run_thresholds(run_id, kept_rows + decision_rows(d, refit))
@@ -283,6 +291,7 @@ def run_increment_tag(workspace: Workspace, model_id: str, cfg: TagConfig, class
         run_dir.mkdir(parents=True, exist_ok=True)
         clf_dir = str(workspace.classifier_dir(classifier_id))
         scorer = ShardScorer(root, model_id, clf_dir, cfg)
+        scorer.states_from = base_dir
         model: "ExtendedModel" = scorer.model
         new_stats, new_d = _decide_new(cat, run_id, base_run, scorer, shards, labels, inputs)
         stats = ([base_stats[n][0] for n in model.kept] + list(new_stats[0]),

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..method.decisions import TextAnchors
+from ..method.readout import ReadoutState
+from .readouts import kept_for, load_state, memory_key, scoring_memory
 from ..method.zeroshot import best_matches
 
 if TYPE_CHECKING:
@@ -67,6 +69,8 @@ class ShardScorer:
         # memory-mapped: each tag worker keeps only the codec, and reads the codes of its shards
         self.patches = PatchStore.load(index_paths(root, model_id)[1], mmap=True) if cfg.patch_source == "pq" \
             else None
+        self.states_from: Path | None = None  # a base run's folder, whose readout states the new scores edit
+        self._keys: dict[str, str | None] = {}  # memory keys: "base", "model"
 
     def load(self, name: str):
         from ..store import load_shard, model_dir
@@ -92,23 +96,51 @@ class ShardScorer:
         return self._books
 
     def new_scores(self, shard) -> np.ndarray:
-        """Raw scores of an extended model's new labels for a shard's images; from a PQ store no patch
-        is decoded (:func:`~tagger.method.extend.pq_patch_max`)."""
+        """Raw scores of an extended model's new labels for a shard's images (:meth:`new_scores_state`)."""
+        return self.new_scores_state(shard)[0]
+
+    def base_state(self, shard) -> ReadoutState | None:
+        """The shard's readout states from the base run (``states_from``), when taken over the base
+        model's memory (:mod:`tagger.pipeline.readouts`)."""
+        if self.states_from is None:
+            return None
+        if "base" not in self._keys:
+            mem = scoring_memory(self.model.base)
+            self._keys["base"] = None if mem is None else memory_key(*mem)
+        key = self._keys["base"]
+        return None if key is None else load_state(self.states_from, str(shard.name), shard.ids, key)
+
+    def new_scores_state(self, shard) -> tuple[np.ndarray, tuple[ReadoutState, str] | None]:
+        """Raw scores of an extended model's new labels for a shard's images, and the images' readout
+        states over its memory with their key (None where not kept). From a PQ store no patch is
+        decoded (:func:`~tagger.method.extend.pq_patch_max`); the global readout is edited from the
+        base run's states where it kept them (:meth:`base_state`), else computed in full."""
         from ..method.extend import pq_patch_max
-        w = self.model.rows.weight
+        model = self.model
+        w = model.rows.weight
         books, store = self._codebooks(), self.patches
         g = np.asarray(shard.global_vecs, np.float32)
         if books is not None and store is not None:
             pp = store.patches_per_image
             pos = store.positions(np.asarray(shard.ids))
             codes = np.asarray(store.codes[(pos[:, None] * pp + np.arange(pp)).ravel()]).reshape(len(pos), pp, -1)
-            if self.model.patch_rows > 0:  # each patch attends over a few memory rows, read from the codes
-                logits = self.model.global_logits(g)  # one product with the memory for both branches
-                return self.model.new_scores(g, self.model.patch_scores_pq(g, codes, books, logits),
-                                             local_mapped=True, logits=logits)
-            return self.model.new_scores(g, pq_patch_max(codes, books, w))
+            if model.patch_rows > 0:  # each patch attends over a few memory rows, read from the codes
+                mem = scoring_memory(model)
+                base = self.base_state(shard)
+                logits = model.global_logits(g) if base is None else None  # one product for both branches
+                state = model.readout_state(g, base, logits) if mem is not None else None
+                scores = model.new_scores(g, model.patch_scores_pq(g, codes, books, logits, state),
+                                          local_mapped=True, logits=logits, state=state)
+                keep = state is not None and mem is not None and kept_for(mem, self.cfg.readout_states)
+                return scores, ((state, self._key(mem)) if keep and mem is not None else None)
+            return model.new_scores(g, pq_patch_max(codes, books, w)), None
         p = store.decode(np.asarray(shard.ids)) if store is not None else np.asarray(shard.patches, np.float32)
-        return self.model.new_scores_decoded(g, p)
+        return model.new_scores_decoded(g, p), None
+
+    def _key(self, mem: tuple[np.ndarray, float]) -> str:
+        if self._keys.get("model") is None:
+            self._keys["model"] = memory_key(*mem)
+        return str(self._keys["model"])
 
     def anchors(self, stats: tuple[list[float], list[float]] | None) -> TextAnchors | None:
         """The classifier's text anchors in the units of scores calibrated with ``stats``."""
