@@ -44,6 +44,7 @@ def test_edited_state_matches_a_state_computed_from_scratch(tau, removed, added)
         listed = got.top[i][got.top[i] >= 0]
         assert len(listed) >= 4
         np.testing.assert_array_equal(listed, want.top[i][:len(listed)])
+        np.testing.assert_allclose(got.top_logit[i][:len(listed)], want.top_logit[i][:len(listed)], atol=1e-6)
 
 
 def test_an_image_whose_weight_was_all_on_removed_rows_is_recomputed():
@@ -60,7 +61,8 @@ def test_an_image_whose_weight_was_all_on_removed_rows_is_recomputed():
 
 def test_best_rows_leave_out_forced_rows_and_report_too_few():
     st = ReadoutState(np.zeros(2, np.float32), np.zeros((2, 3), np.float32), np.ones(2, np.float32),
-                      np.array([[5, 1, 7, 2], [0, 9, -1, -1]], np.int32))
+                      np.array([[5, 1, 7, 2], [0, 9, -1, -1]], np.int32),
+                      np.array([[4, 3, 2, 1], [2, 1, -np.inf, -np.inf]], np.float32))
     assert st.best(2, skip_from=5) is None  # the second image lists one row below 5
     np.testing.assert_array_equal(st.best(2), [[5, 1], [0, 9]])
     np.testing.assert_array_equal(st.best(1, skip_from=5), [[1], [0]])

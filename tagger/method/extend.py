@@ -51,15 +51,16 @@ def is_extended_dir(directory: str | Path) -> bool:
 
 
 def _lookup_sum(codes: np.ndarray, tables: np.ndarray, per_image: bool) -> np.ndarray:
-    """``sum_m tables[m, codes[i, p, m]]`` (``per_image``: ``tables[i, m, ...]``) for codes ``(n, P, M)``
-    and tables ``([n,] M, ksub, C)`` -> ``(n, P, C)``: one summed gather of C floats per patch and
-    sub-quantizer (torch's embedding bag, without a gathered copy per sub-quantizer)."""
+    """``sum_m tables[m, codes[i, p, m]]`` (``per_image``: ``tables[m, codes[i, p, m], i]``) for codes
+    ``(n, P, M)`` and tables ``(M, ksub, [n,] C)`` -> ``(n, P, C)``: one summed gather of C floats per
+    patch and sub-quantizer (torch's embedding bag, without a gathered copy per sub-quantizer)."""
     import torch
     n, num_p, m = codes.shape
-    ksub, c = tables.shape[-2], tables.shape[-1]
+    ksub, c = tables.shape[1], tables.shape[-1]
     at = np.arange(m, dtype=np.int64) * ksub + codes.astype(np.int64)
     if per_image:
-        at += (np.arange(n, dtype=np.int64) * (m * ksub))[:, None, None]
+        at *= n
+        at += np.arange(n, dtype=np.int64)[:, None, None]
     flat = torch.from_numpy(np.ascontiguousarray(tables, np.float32).reshape(-1, c))
     offsets = torch.arange(0, n * num_p * m, m, dtype=torch.int64)
     out = torch.nn.functional.embedding_bag(torch.from_numpy(at.reshape(-1)), flat, offsets, mode="sum")
@@ -83,10 +84,10 @@ def pq_image_products(codes: np.ndarray, centroids: np.ndarray, rows: np.ndarray
     r = rows.shape[1]
     books = np.asarray(centroids, np.float32)
     sub = np.asarray(rows, np.float32).reshape(n * r, m, -1)
-    lut = np.empty((n, m, books.shape[1], r), np.float32)
+    lut = np.empty((m, books.shape[1], n * r), np.float32)  # (M, ksub, n, R): no transposed copy
     for k in range(m):
-        lut[:, k] = (books[k] @ sub[:, k, :].T).reshape(-1, n, r).transpose(1, 0, 2)
-    return _lookup_sum(codes, lut, per_image=True)
+        np.matmul(books[k], sub[:, k, :].T, out=lut[k])
+    return _lookup_sum(codes, lut.reshape(m, books.shape[1], n, r), per_image=True)
 
 
 def pq_patch_max(codes: np.ndarray, centroids: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -249,8 +250,7 @@ class ExtendedModel:
         cfg, w = self.score, self.rows.weight
         att = att * np.float32(1.0 / cfg.tau)
         att -= att.max(axis=2, keepdims=True)
-        np.exp(att, out=att)
-        att /= att.sum(axis=2, keepdims=True)
+        np.exp(att, out=att)  # softmax numerators: num / norm does not change with their scale
         num = np.matmul(att, np.matmul(mr, w.T))  # (n, P, N)
         norm = np.sqrt(np.einsum("npk,npk->np", np.matmul(att, np.matmul(mr, mr.transpose(0, 2, 1))), att))
         mapped = cfg.alpha * direct + (1 - cfg.alpha) * num / np.maximum(norm, 1e-12)[..., None]

@@ -46,6 +46,7 @@ class ReadoutState:
     sums: np.ndarray  # (n, d) float32
     weight: np.ndarray  # (n,) float32
     top: np.ndarray  # (n, R) int32, best first, -1 padded
+    top_logit: np.ndarray  # (n, R) float32: v . M_k of the listed rows, -inf padded
 
     def __len__(self) -> int:
         return int(len(self.shift))
@@ -67,20 +68,22 @@ class ReadoutState:
         return None if (top < 0).any() else top
 
     def take(self, rows: np.ndarray) -> "ReadoutState":
-        return ReadoutState(self.shift[rows], self.sums[rows], self.weight[rows], self.top[rows])
+        return ReadoutState(self.shift[rows], self.sums[rows], self.weight[rows], self.top[rows], self.top_logit[rows])
 
     def put(self, rows: np.ndarray, other: "ReadoutState") -> None:
         self.shift[rows], self.sums[rows], self.weight[rows] = other.shift, other.sums, other.weight
-        self.top[rows] = -1
-        self.top[rows, :other.top.shape[1]] = other.top
+        self.top[rows], self.top_logit[rows] = -1, -np.inf
+        self.top[rows, :other.top.shape[1]], self.top_logit[rows, :other.top.shape[1]] = other.top, other.top_logit
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"shift": self.shift, "sums": self.sums, "weight": self.weight, "top": self.top}
+        return {"shift": self.shift, "sums": self.sums, "weight": self.weight, "top": self.top,
+                "top_logit": self.top_logit}
 
     @classmethod
     def from_arrays(cls, a) -> "ReadoutState":
         return cls(np.asarray(a["shift"], np.float32), np.asarray(a["sums"], np.float32),
-                   np.asarray(a["weight"], np.float32), np.asarray(a["top"], np.int32))
+                   np.asarray(a["weight"], np.float32), np.asarray(a["top"], np.int32),
+                   np.asarray(a["top_logit"], np.float32))
 
 
 def readout_state(v: np.ndarray, memory: np.ndarray, tau: float, rows: int = TOP_ROWS,
@@ -95,24 +98,25 @@ def readout_state(v: np.ndarray, memory: np.ndarray, tau: float, rows: int = TOP
         top = np.take_along_axis(top, np.argsort(-np.take_along_axis(lg, top, axis=1), axis=1), axis=1)
     else:
         top = np.zeros((len(lg), 0), np.int64)
+    pad, pad_lg = np.full((len(lg), rows), -1, np.int32), np.full((len(lg), rows), -np.inf, np.float32)
+    pad[:, :r] = top
+    pad_lg[:, :r] = np.take_along_axis(lg, top, axis=1)
     e = lg * np.float32(1.0 / tau)
     shift = e.max(axis=1) if m.shape[0] else np.zeros(len(lg), np.float32)
     e -= shift[:, None]
     np.exp(e, out=e)
-    pad = np.full((len(lg), rows), -1, np.int32)
-    pad[:, :r] = top
-    return ReadoutState(shift.astype(np.float32), e @ m, e.sum(axis=1).astype(np.float32), pad)
+    return ReadoutState(shift.astype(np.float32), e @ m, e.sum(axis=1).astype(np.float32), pad, pad_lg)
 
 
-def _merge_top(v: np.ndarray, state: ReadoutState, remap: np.ndarray, memory: np.ndarray,
-               added_from: int, added_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each image's best rows after the edit, and how many of them are known (module docstring)."""
+def _merge_top(state: ReadoutState, remap: np.ndarray, added_from: int,
+               added_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each image's best rows after the edit, their logits, and how many are known (module docstring)."""
     n, r = state.top.shape
     old = np.where(state.top >= 0, remap[np.maximum(state.top, 0)], -1)
     order = np.argsort(old < 0, axis=1, kind="stable")
     old = np.take_along_axis(old, order, axis=1)  # survivors first, best first
     survivors = (old >= 0).sum(axis=1)
-    old_lg = np.einsum("nd,nrd->nr", v, memory[np.maximum(old, 0)])
+    old_lg = np.take_along_axis(state.top_logit, order, axis=1)
     old_lg[old < 0] = -np.inf
     # a list that held every old row places every added row; else an added row is placed only at or
     # above the last survivor (rows the list left out scored below it), and nowhere without survivors
@@ -125,8 +129,9 @@ def _merge_top(v: np.ndarray, state: ReadoutState, remap: np.ndarray, memory: np
     lg = np.concatenate([old_lg, add_lg], axis=1)
     best = np.argsort(-lg, axis=1, kind="stable")[:, :r]
     top = np.take_along_axis(idx, best, axis=1).astype(np.int32)
-    top[~np.isfinite(np.take_along_axis(lg, best, axis=1))] = -1
-    return top, (top >= 0).sum(axis=1)
+    top_lg = np.take_along_axis(lg, best, axis=1).astype(np.float32)
+    top[~np.isfinite(top_lg)] = -1
+    return top, top_lg, (top >= 0).sum(axis=1)
 
 
 def edit_state(state: ReadoutState, v: np.ndarray, old_memory: np.ndarray, keep: np.ndarray,
@@ -138,15 +143,14 @@ def edit_state(state: ReadoutState, v: np.ndarray, old_memory: np.ndarray, keep:
     old_memory = np.asarray(old_memory, np.float32)
     keep = np.asarray(keep, np.int64)
     added = np.asarray(added, np.float32).reshape(-1, old_memory.shape[1])
-    memory = np.concatenate([old_memory[keep], added])
     remap = np.full(len(old_memory), -1, np.int64)
     remap[keep] = np.arange(len(keep))
     removed = np.flatnonzero(remap < 0)
     scale = np.float32(1.0 / tau)
-    shift, sums, weight = state.shift.copy(), state.sums.copy(), state.weight.copy()
+    shift, sums, weight = state.shift, state.sums, state.weight
     if len(removed):
         w = np.exp(np.minimum((v @ old_memory[removed].T) * scale - shift[:, None], 0.0))
-        sums -= w @ old_memory[removed]
+        sums = sums - w @ old_memory[removed]
         left = weight - w.sum(axis=1)
         bad = left < _MIN_LEFT * weight
         weight = left
@@ -157,14 +161,16 @@ def edit_state(state: ReadoutState, v: np.ndarray, old_memory: np.ndarray, keep:
         new_shift = np.maximum(shift, add_lg.max(axis=1) * scale)
         factor = np.exp(shift - new_shift)
         e = np.exp(add_lg * scale - new_shift[:, None])
-        sums = sums * factor[:, None] + e @ added
+        sums = sums * factor[:, None]
+        sums += e @ added
         weight = weight * factor + e.sum(axis=1)
         shift = new_shift
-    top, known = _merge_top(v, state, remap, memory, len(keep), add_lg)
-    bad |= known < min(need, len(memory))
-    out = ReadoutState(shift.astype(np.float32), sums.astype(np.float32), weight.astype(np.float32), top)
+    top, top_lg, known = _merge_top(state, remap, len(keep), add_lg)
+    bad |= known < min(need, len(keep) + len(added))
+    out = ReadoutState(shift.astype(np.float32), np.array(sums, np.float32), weight.astype(np.float32), top, top_lg)
     if bad.any():
         rows = np.flatnonzero(bad)
+        memory = np.concatenate([old_memory[keep], added])
         out.put(rows, readout_state(v[rows], memory, tau, state.top.shape[1]))
         logger.debug("readout state: %d of %d images recomputed in full", len(rows), len(v))
     return out
