@@ -185,6 +185,7 @@ class ExtendShards(TagShards):
         super().__init__(root, model_id, classifier_dir, run_dir, cfg, stats, decisions, hierarchy)
         self.base_dir, self.new_stats, self.new_decisions = Path(base_dir), new_stats, new_decisions
         self.states_from = self.base_dir  # the base run's readout states (ShardScorer.base_state)
+        self._dropped: pa.Array | None = None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n_tags = []
@@ -197,7 +198,10 @@ class ExtendShards(TagShards):
             shard = self.load(name)
             if base.exists():
                 old = pq.read_table(base)
-                old = old.filter(pc.is_in(old.column("label"), pa.array(model.kept, pa.string())))
+                if self._dropped is None:  # the base labels this run drops (retired, re-trained): a few
+                    self._dropped = pa.array(sorted(set(model.base.labels) - set(model.kept)), pa.string())
+                if len(self._dropped):
+                    old = old.filter(pc.invert(pc.is_in(old.column("label"), self._dropped)))
                 scores, state = self.new_scores_state(shard)
                 table = carry_rows(old, shard.ids, apply_statistics(scores, self.new_stats),
                                    model.new_labels, self.new_decisions, self.cfg.top_k)
