@@ -89,8 +89,8 @@ class DecisionsMixin(CatalogBase):
         rows = self.query(
             f"WITH people AS (SELECT label, count(*) AS n FROM tags WHERE run_id = $run AND positive "
             f"AND provenance = 'person' GROUP BY label) "
-            f", ordered AS (SELECT unnest(labels) AS label, generate_subscripts(labels, 1) AS i FROM runs "
-            f"WHERE run_id = $run) "  # the run's label order, joined (a list search per row is quadratic)
+            f", listed AS (SELECT unnest(labels) AS label, generate_subscripts(labels, 1) AS i FROM runs "
+            f"WHERE run_id = $run), ordered AS (SELECT label, min(i) AS i FROM listed GROUP BY label) "  # the run's label order, joined (a list search per row is quadratic)
             f"SELECT {', '.join('t.' + c for c in THRESHOLD_COLUMNS)}, coalesce(c.n_pos, 0), coalesce(p.n, 0) "
             "FROM run_thresholds AS t "
             "LEFT JOIN run_label_counts AS c ON c.run_id = t.run_id AND c.label = t.label "

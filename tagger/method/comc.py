@@ -18,6 +18,7 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from .mapping import MemoryBank
+from .readout import ReadoutState
 from .scoring import ScoreConfig, comc_scores
 from .classifier import TextClassifier, TrainConfig, train_classifier
 from .zeroshot import ENSEMBLE_PROMPTS, SINGLE_PROMPT, class_embeddings
@@ -56,9 +57,12 @@ class ComcModel:
             raise ValueError(f"memory {kind!r} not built; have {sorted(self.memories)}")
         return self.memories[kind]
 
-    def scores(self, g: np.ndarray, p: np.ndarray | None, score: ScoreConfig | None = None) -> np.ndarray:
+    def scores(self, g: np.ndarray, p: np.ndarray | None, score: ScoreConfig | None = None,
+               state: ReadoutState | None = None) -> np.ndarray:
+        """Scores ``(n, C)``; ``state``: the images' readout state over the scoring memory, when
+        already computed (:mod:`tagger.method.readout`)."""
         cfg = score or self.score
-        return comc_scores(g, p, self.classifier.weight, self.memory(cfg.memory), cfg)
+        return comc_scores(g, p, self.classifier.weight, self.memory(cfg.memory), cfg, state)
 
     @property
     def labels(self) -> list[str]:

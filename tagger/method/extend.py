@@ -82,6 +82,8 @@ def pq_image_products(codes: np.ndarray, centroids: np.ndarray, rows: np.ndarray
     sub-quantizer for all images at once)."""
     n, num_p, m = codes.shape
     r = rows.shape[1]
+    if n == 0 or r == 0:
+        return np.zeros((n, num_p, r), np.float32)
     books = np.asarray(centroids, np.float32)
     sub = np.asarray(rows, np.float32).reshape(n * r, m, -1)
     lut = np.empty((m, books.shape[1], n * r), np.float32)  # (M, ksub, n, R): no transposed copy
@@ -206,13 +208,16 @@ class ExtendedModel:
         m = bank.vectors
         forced = np.arange(len(self.kept), len(m)) if self.score.memory in self.prompts else np.zeros(0, np.int64)
         skip, rows = (len(self.kept) if len(forced) else None), min(self.patch_rows, len(m) - len(forced))
-        best = None if state is None or self.score.topk is not None else state.best(rows, skip)
-        if best is None and rows == 0:
-            best = np.zeros((len(g), 0), np.int64)
-        elif best is None:
-            logits = np.asarray(g, np.float32) @ m.T if logits is None else logits.copy()
-            logits[:, forced] = -np.inf
-            best = image_memory_rows(g, bank, rows, logits)
+        if state is None or self.score.topk is not None:
+            best = np.full((len(g), rows), -1, np.int64)
+        else:
+            best = state.best(rows, skip).astype(np.int64)
+        lacking = np.flatnonzero((best < 0).any(axis=1))  # images whose state lists too few: from logits
+        if len(lacking) and rows:
+            gl = np.asarray(g, np.float32)[lacking]
+            lg = gl @ m.T if logits is None else logits[lacking].copy()
+            lg[:, forced] = -np.inf
+            best[lacking] = image_memory_rows(gl, bank, rows, lg)
         return np.concatenate([best, np.broadcast_to(forced, (len(best), len(forced)))], axis=1).astype(np.int64)
 
     def _patch_memory(self, g: np.ndarray, logits: np.ndarray | None = None) -> np.ndarray:

@@ -7,13 +7,16 @@ is ``u = normalise(sum_k exp(v . M_k / tau) M_k)``. A :class:`ReadoutState` keep
     shift  c = max_k v . M_k / tau
     sums   S = sum_k exp(v . M_k / tau - c) M_k        (d floats)
     weight Z = sum_k exp(v . M_k / tau - c)
+    mass     Z when S was last computed in full, plus every row's term added since (never lowered
+             by a removal: the scale of S's rounding error)
     top    the indices of the rows with the largest v . M_k, best first (-1 pads a shorter list)
 
 so ``u = normalise(S)``. When rows are removed from the memory and others added (labels retired,
 re-trained, added), :func:`edit_state` subtracts the removed rows' terms, adds the new rows' and
 merges the new rows into ``top``: the readout over the edited memory, exact up to rounding, at
 ``2 d`` multiply-adds per changed row and image instead of ``2 K d``. An image is recomputed in full
-where the subtraction would cancel (the removed rows held nearly all its weight) or where too few
+where the subtraction would cancel (what is left is under 1e-3 of its mass, over however many
+edits) or where too few
 of its best rows are known after the edit (``need``).
 
 ``top`` stays exact under edits: rows outside an image's old list scored below every row on it, so
@@ -45,6 +48,7 @@ class ReadoutState:
     shift: np.ndarray  # (n,) float32
     sums: np.ndarray  # (n, d) float32
     weight: np.ndarray  # (n,) float32
+    mass: np.ndarray  # (n,) float32
     top: np.ndarray  # (n, R) int32, best first, -1 padded
     top_logit: np.ndarray  # (n, R) float32: v . M_k of the listed rows, -inf padded
 
@@ -57,32 +61,33 @@ class ReadoutState:
         u /= np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
         return u
 
-    def best(self, rows: int, skip_from: int | None = None) -> np.ndarray | None:
+    def best(self, rows: int, skip_from: int | None = None) -> np.ndarray:
         """Each image's ``rows`` best rows ``(n, rows)``, leaving out rows numbered ``skip_from`` and
-        above; None when some image lists fewer."""
+        above; an image that lists fewer has -1 in their place."""
         top = self.top if skip_from is None else np.where(self.top >= skip_from, -1, self.top)
         if rows > top.shape[1]:
-            return None
+            top = np.concatenate([top, np.full((len(top), rows - top.shape[1]), -1, top.dtype)], axis=1)
         order = np.argsort(top < 0, axis=1, kind="stable")  # the listed rows first, in their order
-        top = np.take_along_axis(top, order, axis=1)[:, :rows]
-        return None if (top < 0).any() else top
+        return np.take_along_axis(top, order, axis=1)[:, :rows]
 
     def take(self, rows: np.ndarray) -> "ReadoutState":
-        return ReadoutState(self.shift[rows], self.sums[rows], self.weight[rows], self.top[rows], self.top_logit[rows])
+        return ReadoutState(self.shift[rows], self.sums[rows], self.weight[rows], self.mass[rows], self.top[rows],
+                            self.top_logit[rows])
 
     def put(self, rows: np.ndarray, other: "ReadoutState") -> None:
         self.shift[rows], self.sums[rows], self.weight[rows] = other.shift, other.sums, other.weight
+        self.mass[rows] = other.mass
         self.top[rows], self.top_logit[rows] = -1, -np.inf
         self.top[rows, :other.top.shape[1]], self.top_logit[rows, :other.top.shape[1]] = other.top, other.top_logit
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"shift": self.shift, "sums": self.sums, "weight": self.weight, "top": self.top,
+        return {"shift": self.shift, "sums": self.sums, "weight": self.weight, "mass": self.mass, "top": self.top,
                 "top_logit": self.top_logit}
 
     @classmethod
     def from_arrays(cls, a) -> "ReadoutState":
         return cls(np.asarray(a["shift"], np.float32), np.asarray(a["sums"], np.float32),
-                   np.asarray(a["weight"], np.float32), np.asarray(a["top"], np.int32),
+                   np.asarray(a["weight"], np.float32), np.asarray(a["mass"], np.float32), np.asarray(a["top"], np.int32),
                    np.asarray(a["top_logit"], np.float32))
 
 
@@ -105,14 +110,15 @@ def readout_state(v: np.ndarray, memory: np.ndarray, tau: float, rows: int = TOP
     shift = e.max(axis=1) if m.shape[0] else np.zeros(len(lg), np.float32)
     e -= shift[:, None]
     np.exp(e, out=e)
-    return ReadoutState(shift.astype(np.float32), e @ m, e.sum(axis=1).astype(np.float32), pad, pad_lg)
+    weight = e.sum(axis=1).astype(np.float32)
+    return ReadoutState(shift.astype(np.float32), e @ m, weight, weight.copy(), pad, pad_lg)
 
 
 def _merge_top(state: ReadoutState, remap: np.ndarray, added_from: int,
                added_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each image's best rows after the edit, their logits, and how many are known (module docstring)."""
     n, r = state.top.shape
-    old = np.where(state.top >= 0, remap[np.maximum(state.top, 0)], -1)
+    old = np.where(state.top >= 0, remap[np.maximum(state.top, 0)], -1) if len(remap) else np.full((n, r), -1)
     order = np.argsort(old < 0, axis=1, kind="stable")
     old = np.take_along_axis(old, order, axis=1)  # survivors first, best first
     survivors = (old >= 0).sum(axis=1)
@@ -147,13 +153,12 @@ def edit_state(state: ReadoutState, v: np.ndarray, old_memory: np.ndarray, keep:
     remap[keep] = np.arange(len(keep))
     removed = np.flatnonzero(remap < 0)
     scale = np.float32(1.0 / tau)
-    shift, sums, weight = state.shift, state.sums, state.weight
+    shift, sums, weight, mass = state.shift, state.sums, state.weight, state.mass
     if len(removed):
         w = np.exp(np.minimum((v @ old_memory[removed].T) * scale - shift[:, None], 0.0))
         sums = sums - w @ old_memory[removed]
-        left = weight - w.sum(axis=1)
-        bad = left < _MIN_LEFT * weight
-        weight = left
+        weight = weight - w.sum(axis=1)
+        bad = weight < _MIN_LEFT * mass  # against the mass, not this edit's start: errors add up over edits
     else:
         bad = np.zeros(len(v), bool)
     add_lg = v @ added.T
@@ -164,10 +169,12 @@ def edit_state(state: ReadoutState, v: np.ndarray, old_memory: np.ndarray, keep:
         sums = sums * factor[:, None]
         sums += e @ added
         weight = weight * factor + e.sum(axis=1)
+        mass = mass * factor + e.sum(axis=1)
         shift = new_shift
     top, top_lg, known = _merge_top(state, remap, len(keep), add_lg)
     bad |= known < min(need, len(keep) + len(added))
-    out = ReadoutState(shift.astype(np.float32), np.array(sums, np.float32), weight.astype(np.float32), top, top_lg)
+    out = ReadoutState(shift.astype(np.float32), np.array(sums, np.float32), weight.astype(np.float32),
+                       mass.astype(np.float32), top, top_lg)
     if bad.any():
         rows = np.flatnonzero(bad)
         memory = np.concatenate([old_memory[keep], added])

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .mapping import MemoryBank, cross_modal_map, image_memory_rows, map_over_rows, mapped_scores
+from .readout import ReadoutState
 from .zeroshot import standardize
 
 __all__ = ["ScoreConfig", "candidate_labels", "comc_scores", "fuse", "global_scores", "local_scores",
@@ -53,9 +54,23 @@ class ScoreConfig:
         return asdict(self)
 
 
-def global_scores(g: np.ndarray, weight: np.ndarray, memory: MemoryBank | None, cfg: ScoreConfig) -> np.ndarray:
-    """Scores of mapped global embeddings: (n, d) -> (n, C)."""
-    return mapped_scores(g, weight, memory, cfg.tau, cfg.alpha, cfg.topk)
+def _reads_state(memory: MemoryBank | None, cfg: ScoreConfig, state: ReadoutState | None) -> bool:
+    """Whether the images' readout ``state`` (over this memory, computed already) stands in for the
+    global readout: a memory read in full (no top-k) with alpha below 1."""
+    return state is not None and memory is not None and cfg.alpha < 1.0 and cfg.topk is None
+
+
+def global_scores(g: np.ndarray, weight: np.ndarray, memory: MemoryBank | None, cfg: ScoreConfig,
+                  state: ReadoutState | None = None) -> np.ndarray:
+    """Scores of mapped global embeddings: (n, d) -> (n, C) (``state``: the images' readout state
+    over ``memory``, when already computed: its readout is used instead of reading the memory again)."""
+    if not _reads_state(memory, cfg, state):
+        return mapped_scores(g, weight, memory, cfg.tau, cfg.alpha, cfg.topk)
+    assert state is not None
+    mapped = state.readout()
+    mapped *= np.float32(1 - cfg.alpha)
+    mapped += np.float32(cfg.alpha) * np.asarray(g, np.float32)
+    return mapped @ np.asarray(weight, np.float32).T
 
 
 def local_scores(p: np.ndarray, weight: np.ndarray, memory: MemoryBank | None, cfg: ScoreConfig) -> np.ndarray:
@@ -71,19 +86,24 @@ def candidate_labels(g_scores: np.ndarray, k: int) -> np.ndarray:
     return np.argpartition(-g_scores, k - 1, axis=1)[:, :k]
 
 
-def _map_patches(p: np.ndarray, g: np.ndarray | None, memory: MemoryBank | None, cfg: ScoreConfig) -> np.ndarray:
+def _map_patches(p: np.ndarray, g: np.ndarray | None, memory: MemoryBank | None, cfg: ScoreConfig,
+                 best: np.ndarray | None = None) -> np.ndarray:
     """Mapped patches ``(n, P, d)``: over the whole memory, or over each image's ``cfg.patch_memory``
-    rows (when the memory has more rows than that and the global embeddings ``g`` are given)."""
+    rows (when the memory has more rows than that and the global embeddings ``g`` are given; ``best``:
+    those rows, when a readout state lists them)."""
     n, num_p, d = p.shape
     if memory is None or cfg.alpha >= 1.0 or g is None or cfg.patch_memory is None \
             or cfg.patch_memory >= memory.size or cfg.topk is not None:  # topk: each patch its own top rows
         return cross_modal_map(p.reshape(-1, d), memory, cfg.tau, cfg.alpha, cfg.topk).reshape(n, num_p, d)
-    rows = memory.vectors[image_memory_rows(g, memory, cfg.patch_memory)]
+    if best is None or (best < 0).any():
+        best = image_memory_rows(g, memory, cfg.patch_memory)
+    rows = memory.vectors[best]
     return map_over_rows(p, rows, cfg.tau, cfg.alpha)
 
 
 def pruned_local_scores(p: np.ndarray, g_scores: np.ndarray, weight: np.ndarray, memory: MemoryBank | None,
-                        cfg: ScoreConfig, batch_images: int = 32, g: np.ndarray | None = None) -> np.ndarray:
+                        cfg: ScoreConfig, batch_images: int = 32, g: np.ndarray | None = None,
+                        best: np.ndarray | None = None) -> np.ndarray:
     """:func:`local_scores` computed for each image's ``cfg.patch_labels`` best labels by global score.
 
     Those labels (the candidates) get their exact max-over-patches score. Every other label of the
@@ -91,7 +111,8 @@ def pruned_local_scores(p: np.ndarray, g_scores: np.ndarray, weight: np.ndarray,
     pruned label keeps its global rank against the same label in other images. The patches are
     mapped once (the mapping does not depend on the labels); the classifier multiplies only the
     candidates' rows: ``P * k * d`` multiply-adds per image instead of ``P * C * d``. Given the global
-    embeddings ``g``, the patches attend over each image's ``cfg.patch_memory`` rows (:func:`_map_patches`).
+    embeddings ``g``, the patches attend over each image's ``cfg.patch_memory`` rows (:func:`_map_patches`;
+    ``best``: those rows from a readout state).
     """
     n, num_p, d = p.shape
     w = np.asarray(weight, np.float32)
@@ -99,7 +120,8 @@ def pruned_local_scores(p: np.ndarray, g_scores: np.ndarray, weight: np.ndarray,
     out = np.empty(g_scores.shape, np.float32)
     for i in range(0, n, batch_images):
         j = min(i + batch_images, n)
-        mapped = _map_patches(np.asarray(p[i:j], np.float32), None if g is None else g[i:j], memory, cfg)
+        mapped = _map_patches(np.asarray(p[i:j], np.float32), None if g is None else g[i:j], memory, cfg,
+                              None if best is None else best[i:j])
         loc = np.matmul(mapped, w[cand[i:j]].transpose(0, 2, 1)).max(axis=1)
         offset = (loc - np.take_along_axis(g_scores[i:j], cand[i:j], axis=1)).mean(axis=1, keepdims=True)
         np.add(g_scores[i:j], offset, out=out[i:j])
@@ -115,11 +137,14 @@ def fuse(g_scores: np.ndarray, l_scores: np.ndarray | None, cfg: ScoreConfig) ->
 
 
 def comc_scores(g: np.ndarray, p: np.ndarray | None, weight: np.ndarray, memory: MemoryBank | None,
-                cfg: ScoreConfig) -> np.ndarray:
-    """Full CoMC scores for a batch of stored embeddings."""
-    gs = global_scores(g, weight, memory, cfg)
+                cfg: ScoreConfig, state: ReadoutState | None = None) -> np.ndarray:
+    """Full CoMC scores for a batch of stored embeddings (``state``: the images' readout state over
+    ``memory``, computed already: the global readout and each image's best rows come from it)."""
+    gs = global_scores(g, weight, memory, cfg, state)
     if not cfg.use_local or p is None:
         return fuse(gs, None, cfg)
     if cfg.patch_labels is not None and cfg.patch_labels < gs.shape[1]:
-        return fuse(gs, pruned_local_scores(p, gs, weight, memory, cfg, g=np.asarray(g, np.float32)), cfg)
+        best = state.best(cfg.patch_memory) if _reads_state(memory, cfg, state) and state is not None \
+            and cfg.patch_memory else None
+        return fuse(gs, pruned_local_scores(p, gs, weight, memory, cfg, g=np.asarray(g, np.float32), best=best), cfg)
     return fuse(gs, local_scores(p, weight, memory, cfg), cfg)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,8 @@ def state_of(model: Any, g: np.ndarray, min_rows: int | None) -> tuple[ReadoutSt
 def save_state(run_dir: str | Path, shard: str, ids: np.ndarray, state: ReadoutState, key: str) -> None:
     """Write a shard's states atomically (before its tag file)."""
     buf = io.BytesIO()
-    np.savez(buf, ids=np.asarray(ids, np.int64), key=np.array(key), **state.to_arrays())
+    arrays: dict[str, Any] = {"ids": np.asarray(ids, np.int64), "key": np.array(key), **state.to_arrays()}
+    np.savez(buf, **arrays)
     atomic_write_bytes(Workspace.readout_file(run_dir, shard), buf.getvalue())
 
 
@@ -76,7 +78,7 @@ def load_state(run_dir: str | Path, shard: str, ids: np.ndarray, key: str) -> Re
             if str(f["key"]) != key or not np.array_equal(f["ids"], np.asarray(ids, np.int64)):
                 return None
             return ReadoutState.from_arrays(f)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         logger.warning("readout states %s unreadable (%s): computing them in full", path, exc)
         return None
 

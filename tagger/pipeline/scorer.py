@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..method.comc import ComcModel
 from ..method.decisions import TextAnchors
 from ..method.readout import ReadoutState
 from .readouts import kept_for, load_state, memory_key, scoring_memory
@@ -76,12 +77,16 @@ class ShardScorer:
         from ..store import load_shard, model_dir
         return load_shard(model_dir(self.root, self.model_id) / str(name))
 
-    def scores(self, shard) -> np.ndarray:
+    def scores(self, shard, state: ReadoutState | None = None) -> np.ndarray:
+        """Raw scores of a shard's images (``state``: their readout state over a CoMC model's scoring
+        memory, when already computed; other models ignore it)."""
         g = np.asarray(shard.global_vecs, np.float32)
         if self.patches is not None:
             p = self.patches.decode(np.asarray(shard.ids))
         else:
             p = np.asarray(shard.patches, np.float32)
+        if state is not None and isinstance(self.model, ComcModel):
+            return self.model.scores(g, p, state=state)
         return self.model.scores(g, p)
 
     def _codebooks(self) -> np.ndarray | None:
@@ -131,8 +136,9 @@ class ShardScorer:
                 state = model.readout_state(g, base, logits) if mem is not None else None
                 scores = model.new_scores(g, model.patch_scores_pq(g, codes, books, logits, state),
                                           local_mapped=True, logits=logits, state=state)
-                keep = state is not None and mem is not None and kept_for(mem, self.cfg.readout_states)
-                return scores, ((state, self._key(mem)) if keep and mem is not None else None)
+                if state is None or mem is None or not kept_for(mem, self.cfg.readout_states):
+                    return scores, None
+                return scores, (state, self._key(mem))
             return model.new_scores(g, pq_patch_max(codes, books, w)), None
         p = store.decode(np.asarray(shard.ids)) if store is not None else np.asarray(shard.patches, np.float32)
         return model.new_scores_decoded(g, p), None

@@ -34,7 +34,7 @@ from ..method.zeroshot import standardize
 from ..workspace import Workspace
 from .calibration import LABELLED_MIN_IMAGES, DecisionInputs, decision_inputs, decision_rows, decisions_from_rows
 from .raycluster import check_node_resource
-from .readouts import keep_state
+from .readouts import save_state, state_of
 from .scorer import ShardScorer, apply_statistics, label_statistics, load_scoring_model, prompt_vectors
 
 __all__ = ["DECISION_RULES", "ShardScorer", "TagConfig", "TagShards", "apply_statistics", "fit_run_decisions",
@@ -154,8 +154,8 @@ class TagShards(ShardScorer):
         self.run_dir = Path(run_dir)
         self.stats, self.decisions, self.hierarchy = stats, decisions, hierarchy
 
-    def calibrated(self, shard) -> np.ndarray:
-        return apply_statistics(self.scores(shard), self.stats)
+    def calibrated(self, shard, state=None) -> np.ndarray:
+        return apply_statistics(self.scores(shard, state), self.stats)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n_tags = []
@@ -165,9 +165,11 @@ class TagShards(ShardScorer):
                 n_tags.append(pq.ParquetFile(out).metadata.num_rows)
                 continue
             shard = self.load(name)
-            table = tag_rows(shard.ids, self.calibrated(shard), self.model.labels, self.cfg, self.decisions,
-                             self.hierarchy)
-            keep_state(self.model, self.run_dir, shard, self.cfg.readout_states)
+            state = state_of(self.model, np.asarray(shard.global_vecs, np.float32), self.cfg.readout_states)
+            table = tag_rows(shard.ids, self.calibrated(shard, None if state is None else state[0]),
+                             self.model.labels, self.cfg, self.decisions, self.hierarchy)
+            if state is not None:  # the readout the scores read, kept for the next incremental nightly
+                save_state(self.run_dir, name, shard.ids, *state)
             write_parquet_atomic(table, out)
             n_tags.append(table.num_rows)
         return {"shard": batch["shard"], "n_tags": np.asarray(n_tags, np.int64)}

@@ -61,7 +61,7 @@ def content_id(config: Mapping[str, Any], sentences: Sequence[str], sources: Seq
     if matrix.shape[0] * matrix.shape[1] > DENSE_HASH_CELLS:
         csr = as_csr(matrix, np.uint8)
         h.update(b"csr")
-        for part in (csr.indptr.astype(np.int64), csr.indices.astype(np.int64)):
+        for part in (csr.indptr.astype(np.int64), csr.indices.astype(np.int64), csr.data.astype(np.uint8)):
             h.update(np.ascontiguousarray(part).tobytes())
     else:
         for block in dense_blocks(matrix, np.uint8):
