@@ -66,6 +66,12 @@ def test_a_sample_smaller_than_the_corpus_trains_with_a_scaled_learning_rate():
     assert np.linalg.norm(scaled - init) > 2 * np.linalg.norm(plain - init)  # the scaled rows moved further
     _, whole = train_rows(x, y, frozen, [C - 1], cfg, others_per_positive=10**6, max_lr_scale=8)
     assert whole["lr_scale"] == 1.0  # the sample is the corpus: nothing to make up
+    # a sample far smaller than the corpus trains for more epochs too: r / epochs_after, at most 3 x
+    longer, mx = train_rows(x, y, frozen, [C - 1], cfg, others_per_positive=1, min_others=100, max_lr_scale=8,
+                            epochs_after=2.0, max_epoch_scale=3.0)
+    assert m8["epochs"] == 4 and mx["epochs"] == round(4 * min(3.0, max(1.0, ratio / 2.0))) > 4
+    assert np.linalg.norm(longer - init) > np.linalg.norm(scaled - init)
+    assert whole["epochs"] == 4
 
 
 def test_frozen_row_training_refuses_rows_that_do_not_fit():

@@ -174,15 +174,18 @@ def _row_sample(y: LabelRows, new: np.ndarray, others_per_positive: int, min_oth
 
 def train_rows(text_emb: np.ndarray, label_matrix: LabelRows, frozen: np.ndarray, new: list[int],
                cfg: TrainConfig | None = None, *, others_per_positive: int = 8,
-               min_others: int = 4096, max_lr_scale: float = 1.0) -> tuple[np.ndarray, dict]:
+               min_others: int = 4096, max_lr_scale: float = 1.0, epochs_after: float | None = None,
+               max_epoch_scale: float = 1.0) -> tuple[np.ndarray, dict]:
     """Train only the classifier rows of the columns ``new`` of ``label_matrix`` against the frozen
     rows of the other columns (``frozen``, their rows in column order, the new ones left out): the
     same ranking loss (its pairs with a new label, which alone move the new rows:
     :func:`~tagger.method.rowloss.new_rows_loss`; the losses it reports are theirs), noise and
     schedule as :func:`train_classifier`, on every sentence about a new
     label plus a sample of the others. The sample takes fewer steps than the whole corpus would; its
-    learning rate is multiplied by corpus rows / sample rows, at most ``max_lr_scale``, so the rows
-    move about as far as in a full training. Returns the new rows ``(len(new), d)`` and metrics."""
+    learning rate is multiplied by the ratio r = corpus rows / sample rows, at most ``max_lr_scale``,
+    and, where r is above ``epochs_after``, its epochs by r / ``epochs_after``, at most
+    ``max_epoch_scale``, so the rows move about as far as in a full training. Returns the new rows
+    ``(len(new), d)`` and metrics."""
     cfg = cfg or TrainConfig()
     y_all = label_matrix if is_sparse(label_matrix) else np.asarray(label_matrix)  # dense a batch at a time
     n_cols = y_all.shape[1]
@@ -192,8 +195,10 @@ def train_rows(text_emb: np.ndarray, label_matrix: LabelRows, frozen: np.ndarray
         raise ValueError(f"{len(frozen)} frozen rows for {len(old_idx)} kept columns, "
                          f"{len(text_emb)} embeddings for {y_all.shape[0]} label rows")
     rows = _row_sample(y_all, new_idx, others_per_positive, min_others, cfg.seed)
-    lr_scale = float(np.clip(y_all.shape[0] / max(1, len(rows)), 1.0, max(1.0, max_lr_scale)))
-    cfg = replace(cfg, lr=cfg.lr * lr_scale)
+    ratio = y_all.shape[0] / max(1, len(rows))
+    lr_scale = float(np.clip(ratio, 1.0, max(1.0, max_lr_scale)))
+    epoch_scale = 1.0 if epochs_after is None else float(np.clip(ratio / epochs_after, 1.0, max(1.0, max_epoch_scale)))
+    cfg = replace(cfg, lr=cfg.lr * lr_scale, epochs=int(round(cfg.epochs * epoch_scale)))
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     x = torch.from_numpy(np.asarray(text_emb, np.float32)[rows])
@@ -217,4 +222,5 @@ def train_rows(text_emb: np.ndarray, label_matrix: LabelRows, frozen: np.ndarray
         losses.append(run / max(1, n // bs))
     logger.info("trained %d classifier rows against %d frozen ones on %d of %d sentences", len(new_idx),
                 len(old_idx), n, y_all.shape[0])
-    return head.weight.detach().numpy().copy(), {"loss_per_epoch": losses, "sentences": int(n), "lr_scale": lr_scale}
+    return head.weight.detach().numpy().copy(), {"loss_per_epoch": losses, "sentences": int(n), "lr_scale": lr_scale,
+                                                 "epochs": cfg.epochs}
