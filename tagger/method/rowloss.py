@@ -1,6 +1,6 @@
 """The ranking loss of new classifier rows trained against frozen ones, at the cost of the new rows.
 
-The classifier's ranking loss (:func:`tagger.method.classifier.ranking_loss`) sums a hinge over every
+The classifier's ranking loss (:func:`tagger.method.ranking.ranking_loss`) sums a hinge over every
 (positive, negative) pair of labels of a sentence. With the old rows frozen, a pair of two old
 labels has no gradient: only the pairs with a new label move the new rows. :func:`new_rows_loss`
 sums exactly those pairs,
@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+from .ranking import PairHinge
 
 __all__ = ["new_rows_loss"]
 
@@ -41,8 +43,6 @@ def new_rows_loss(z: torch.Tensor, new_scores: torch.Tensor, frozen: torch.Tenso
     rows' scores of them; ``frozen`` ``(K, d)``: the old rows, in the order of the old columns of
     ``targets``; ``targets`` ``(b, K + A)``: the batch's multi-hot label rows (CSR, every column);
     ``new_cols``: the new labels' columns of ``targets``, in the order of ``new_scores``."""
-    from .classifier import _PairHinge
-
     b, a = new_scores.shape
     n_cols = targets.shape[1]
     rank = np.full(n_cols, -1, np.int64)
@@ -66,7 +66,7 @@ def new_rows_loss(z: torch.Tensor, new_scores: torch.Tensor, frozen: torch.Tenso
         s = torch.cat([s_pos, new_scores], 1)
         v = torch.cat([torch.zeros(b, k), neg_new], 1)
         at = torch.arange(k).expand(b, k).contiguous()
-        total = total + _PairHinge.apply(s, at, torch.from_numpy(w_old), v, margin)
+        total = total + PairHinge.apply(s, at, torch.from_numpy(w_old), v, margin)
     # new positives against every negative, for the sentences with one
     rows = np.flatnonzero(y_new.any(axis=1))
     for i in range(0, len(rows), _CHUNK):
@@ -79,5 +79,5 @@ def new_rows_loss(z: torch.Tensor, new_scores: torch.Tensor, frozen: torch.Tenso
         neg[torch.from_numpy(where), torch.from_numpy(old_rank[c_of[mine]])] = 0.0
         neg[:, len(old_cols):] = neg_new[rt]
         w, pos = torch.topk(torch.from_numpy(y_new[r]), int(y_new[r].sum(1).max()), dim=1)
-        total = total + _PairHinge.apply(s, (pos + len(old_cols)).contiguous(), w.contiguous(), neg, margin)
+        total = total + PairHinge.apply(s, (pos + len(old_cols)).contiguous(), w.contiguous(), neg, margin)
     return total / b

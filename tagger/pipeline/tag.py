@@ -155,7 +155,8 @@ class TagShards(ShardScorer):
         self.stats, self.decisions, self.hierarchy = stats, decisions, hierarchy
 
     def calibrated(self, shard, state=None) -> np.ndarray:
-        return apply_statistics(self.scores(shard, state), self.stats)
+        raw = self.scores(shard) if state is None else self.scores(shard, state)
+        return apply_statistics(raw, self.stats)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n_tags = []
