@@ -35,7 +35,7 @@ from ..ids import short_sha256
 from ..method.decisions import Decisions
 from ..workspace import Workspace
 from .calibration import DecisionInputs, decision_inputs, decision_rows, decisions_from_rows
-from .readouts import keep_state, save_state
+from .readouts import save_state
 from .scorer import ShardScorer, apply_statistics, label_statistics
 from .tag import (TagConfig, TagShards, _parent_labels, _resume_or_start, _shards_key,
                   fit_run_decisions, load_run, read_label_stats, tag_all, tag_rows, write_label_stats, write_parquet_atomic)
@@ -219,7 +219,9 @@ class ExtendShards(TagShards):
             else:
                 table = tag_rows(shard.ids, self.calibrated(shard), model.labels, self.cfg, self.decisions,
                                  self.hierarchy)
-                keep_state(model, self.run_dir, shard, self.cfg.readout_states)
+                kept = self.full_state(shard.global_vecs)
+                if kept is not None:
+                    save_state(self.run_dir, name, shard.ids, *kept)
             write_parquet_atomic(table, out)
             n_tags.append(table.num_rows)
         return {"shard": batch["shard"], "n_tags": np.asarray(n_tags, np.int64)}

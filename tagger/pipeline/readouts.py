@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from ..method.readout import TOP_ROWS, ReadoutState, readout_state
+from ..method.readout import ReadoutState
 from ..workspace import Workspace
 
-__all__ = ["keep_state", "kept_for", "load_state", "memory_key", "save_state", "scoring_memory", "state_of"]
+__all__ = ["kept_for", "load_state", "memory_key", "save_state", "scoring_memory"]
 
 logger = logging.getLogger(__name__)
+
 
 def scoring_memory(model: Any) -> tuple[np.ndarray, float] | None:
     """The memory rows a CoMC model's (or an extended one's) global readout reads and its temperature;
@@ -48,15 +49,6 @@ def memory_key(vectors: np.ndarray, tau: float) -> str:
 def kept_for(mem: tuple[np.ndarray, float] | None, min_rows: int | None) -> bool:
     """Whether states over this memory are kept (``min_rows``: ``TagConfig.readout_states``)."""
     return mem is not None and min_rows is not None and len(mem[0]) >= min_rows
-
-
-def state_of(model: Any, g: np.ndarray, min_rows: int | None) -> tuple[ReadoutState, str] | None:
-    """The state of global embeddings ``g`` over the model's scoring memory, computed in full, and
-    its key; None when no state is kept for it (:func:`kept_for`)."""
-    mem = scoring_memory(model)
-    if mem is None or not kept_for(mem, min_rows):
-        return None
-    return readout_state(g, mem[0], mem[1], TOP_ROWS), memory_key(*mem)
 
 
 def save_state(run_dir: str | Path, shard: str, ids: np.ndarray, state: ReadoutState, key: str) -> None:
@@ -81,11 +73,3 @@ def load_state(run_dir: str | Path, shard: str, ids: np.ndarray, key: str) -> Re
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         logger.warning("readout states %s unreadable (%s): computing them in full", path, exc)
         return None
-
-
-def keep_state(model: Any, run_dir: str | Path, shard: Any, min_rows: int | None) -> None:
-    """Write the states of a shard's images over the model's scoring memory, computed in full, where
-    they are kept (:func:`kept_for`)."""
-    st = state_of(model, np.asarray(shard.global_vecs, np.float32), min_rows)
-    if st is not None:
-        save_state(run_dir, str(shard.name), shard.ids, *st)

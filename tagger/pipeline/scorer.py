@@ -17,9 +17,9 @@ import numpy as np
 
 from ..method.comc import ComcModel
 from ..method.decisions import TextAnchors
-from ..method.readout import ReadoutState
-from .readouts import kept_for, load_state, memory_key, scoring_memory
+from ..method.readout import TOP_ROWS, ReadoutState, readout_state
 from ..method.zeroshot import best_matches
+from .readouts import kept_for, load_state, memory_key, scoring_memory
 
 if TYPE_CHECKING:
     from .tag import TagConfig
@@ -142,6 +142,14 @@ class ShardScorer:
             return model.new_scores(g, pq_patch_max(codes, books, w)), None
         p = store.decode(np.asarray(shard.ids)) if store is not None else np.asarray(shard.patches, np.float32)
         return model.new_scores_decoded(g, p), None
+
+    def full_state(self, g: np.ndarray) -> tuple[ReadoutState, str] | None:
+        """The readout state of global embeddings ``g`` over the model's scoring memory, computed in
+        full, and its key (computed once per scorer); None where no state is kept."""
+        mem = scoring_memory(self.model)
+        if mem is None or not kept_for(mem, self.cfg.readout_states):
+            return None
+        return readout_state(np.asarray(g, np.float32), mem[0], mem[1], TOP_ROWS), self._key(mem)
 
     def _key(self, mem: tuple[np.ndarray, float]) -> str:
         if self._keys.get("model") is None:

@@ -34,7 +34,7 @@ from ..method.zeroshot import standardize
 from ..workspace import Workspace
 from .calibration import LABELLED_MIN_IMAGES, DecisionInputs, decision_inputs, decision_rows, decisions_from_rows
 from .raycluster import check_node_resource
-from .readouts import save_state, state_of
+from .readouts import save_state
 from .scorer import ShardScorer, apply_statistics, label_statistics, load_scoring_model, prompt_vectors
 
 __all__ = ["DECISION_RULES", "ShardScorer", "TagConfig", "TagShards", "apply_statistics", "fit_run_decisions",
@@ -166,7 +166,7 @@ class TagShards(ShardScorer):
                 n_tags.append(pq.ParquetFile(out).metadata.num_rows)
                 continue
             shard = self.load(name)
-            state = state_of(self.model, np.asarray(shard.global_vecs, np.float32), self.cfg.readout_states)
+            state = self.full_state(shard.global_vecs)
             table = tag_rows(shard.ids, self.calibrated(shard, None if state is None else state[0]),
                              self.model.labels, self.cfg, self.decisions, self.hierarchy)
             if state is not None:  # the readout the scores read, kept for the next incremental nightly
