@@ -5,7 +5,9 @@ knows, for every label, how it scores the sentences of its own corpus that are a
 those that are not (:class:`TextAnchors`). Image scores of the label are modelled as two Gaussian
 components: the positives held at ``pos_anchor`` of the way from the text negatives' mean to the
 text positives' mean, with sd ``anchor_sd`` of that gap (the constants absorb the image-text
-modality gap and are chosen on the toy validation split), and the negatives -- the bulk, which
+modality gap and are chosen on the toy validation split; a larger vocabulary's classifier places
+its images lower, so each fit lowers ``pos_anchor`` to a placement fitted to the corpus,
+:mod:`tagger.method.placement`), and the negatives -- the bulk, which
 every corpus has plenty of -- fitted to the corpus by EM together with the label's prior, its share
 of positive images (the negatives start at ``neg_anchor`` on the same scale). A label absent
 from the corpus gets a prior near zero, so (almost) no positives; a label whose sentences the
@@ -46,15 +48,16 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from .anchors import TextAnchors, text_anchors
+from .binned import fit_bulk, histogram, log_normal, log_ratio, quantile, two_groups
 from .cutoffs import f1_cutoffs
 from .names import name_counts, name_words
+from .placement import corpus_placement
 
 __all__ = ["DecisionConfig", "Decisions", "TextAnchors", "fit_anchored", "fit_decisions", "fit_from_labels",
            "text_anchors"]
 
 logger = logging.getLogger(__name__)
 
-_LOG_SQRT_2PI = 0.5 * np.log(2 * np.pi)
 _Z90 = 1.2815516  # the 90th percentile of a standard normal: (median - 10th percentile) / sd
 
 
@@ -83,6 +86,16 @@ class DecisionConfig:
     pos_anchor: float = 1.15
     anchor_sd: float = 0.2
     neg_sd_shift: float = 0.3  # positives lowered by this many text-negative sds (confusable labels)
+    # pos_anchor is where the positives sit for the world's own 20-label classifier; a larger
+    # vocabulary's classifier places its images lower on the text scales. Each fit estimates the
+    # placement from the labels present at pos_anchor (at least placement_min_labels of them): the
+    # median of their likelihood-best placements on a grid from min_placement in steps of
+    # placement_step, plus placement_margin, never above pos_anchor (:mod:`.placement`; the margin
+    # chosen on val: 220-label vocabularies, both models). None: always pos_anchor
+    placement_margin: float | None = 0.1
+    placement_min_labels: int = 3
+    placement_step: float = 0.05
+    min_placement: float = 0.5
     min_text_separation: float = 2.0  # (text pos mean - text neg mean) / pooled sd: below, the images decide
     min_text_signal: float = 1.0  # below this separation the text carries no signal: never tagged
     max_tail_share: float = 0.8  # share of the images above threshold the bulk's own tail may explain ...
@@ -115,6 +128,7 @@ class Decisions:
     cutoff_rule: str = "posterior"  # "f1": per-label cutoffs from the fit (see DecisionConfig)
     min_cutoff: float = 0.0
     label_cutoffs: np.ndarray | None = None  # per label, as the fit computed them or a run stored them
+    placement: float | None = None  # the anchored rule's placement of the positives on the text scales
 
     def cutoffs(self) -> np.ndarray:
         """Each label's posterior cutoff: as fitted or stored (``label_cutoffs``), else by the rule."""
@@ -130,7 +144,7 @@ class Decisions:
     def confidence(self, scores: np.ndarray) -> np.ndarray:
         """P(positive | score) per (image, label), in [0, 1]; ~0 for labels judged absent."""
         s = np.asarray(scores, np.float64)
-        logit = _log_ratio(s, self.mu0, self.sd0, self.mu1, self.sd1, self.prior)
+        logit = log_ratio(s, self.mu0, self.sd0, self.mu1, self.sd1, self.prior)
         conf = 1.0 / (1.0 + np.exp(-np.clip(logit, -60, 60)))
         conf[:, ~self.present] = np.minimum(conf[:, ~self.present], 1e-3)
         return conf.astype(np.float32)
@@ -161,7 +175,8 @@ class Decisions:
                 "present": [bool(x) for x in self.present], "reasons": list(self.reasons),
                 "text_separation": None if self.text_separation is None else
                 [round(float(x), 4) for x in self.text_separation],
-                "thresholds": [None if not np.isfinite(x) else round(float(x), 6) for x in t]}
+                "thresholds": [None if not np.isfinite(x) else round(float(x), 6) for x in t],
+                "placement": self.placement}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Decisions":
@@ -172,7 +187,8 @@ class Decisions:
                    label_cutoffs=None if d.get("label_cutoffs") is None else np.asarray(d["label_cutoffs"], np.float64),
                    overrides={k: float(v) for k, v in d.get("overrides", {}).items()},
                    reasons=list(d.get("reasons") or []),
-                   text_separation=None if sep is None else np.asarray(sep, np.float64), **arr)
+                   text_separation=None if sep is None else np.asarray(sep, np.float64),
+                   placement=None if d.get("placement") is None else float(d["placement"]), **arr)
 
 
 def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cfg: DecisionConfig | None = None,
@@ -189,21 +205,45 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
     weakly by the bulk's tail test. A label the text side separates too weakly to anchor (below
     ``min_text_separation``, e.g. after synonyms the text tower does not know) is decided by its
     images instead: present when the mixture rule finds a second group in its scores that its name
-    matches (``zeroshot_top1`` needed). Each label gets a reason."""
+    matches (``zeroshot_top1`` needed). Each label gets a reason. The positives are placed at
+    ``pos_anchor`` first; the labels that fit finds present then give the corpus's own placement
+    (:func:`~tagger.method.placement.corpus_placement`), and every label is fitted again there when
+    it is lower (``Decisions.placement`` says where)."""
     cfg = cfg or DecisionConfig()
     s = np.asarray(scores, np.float64)
     if s.ndim != 2 or s.shape[1] != len(labels) or len(anchors.neg_mean) != len(labels):
         raise ValueError(f"scores must be (n_images, {len(labels)}) with anchors for each label, got {s.shape}")
+    binned = histogram(s, cfg.bins)
+    d = _anchored_at(cfg.pos_anchor, s, binned, labels, anchors, cfg, overrides, zeroshot_top1)
+    placement = cfg.pos_anchor
+    firm = d.present & (anchors.separation() >= cfg.min_text_separation)
+    if cfg.placement_margin is not None and firm.sum() >= cfg.placement_min_labels:
+        x, c, width = (a[..., firm] for a in binned)
+        placement = corpus_placement(x, c, s.shape[0], width, anchors.neg_mean[firm],
+                                     anchors.pos_mean[firm] - anchors.neg_mean[firm],
+                                     np.where(np.isfinite(anchors.neg_sd[firm]), anchors.neg_sd[firm], 0.0), cfg)
+        if placement < cfg.pos_anchor:
+            d = _anchored_at(placement, s, binned, labels, anchors, cfg, overrides, zeroshot_top1)
+    d.placement = placement
+    logger.info("decisions: %d of %d labels present in a sample of %d images, positives placed at %.2f of "
+                "the text scale (%d labels placed it)", int(d.present.sum()), len(labels), s.shape[0], placement,
+                int(firm.sum()))
+    return d
+
+
+def _anchored_at(placement: float, s: np.ndarray, binned, labels: list[str], anchors: TextAnchors,
+                 cfg: DecisionConfig, overrides, zeroshot_top1) -> Decisions:
+    """The anchored fit with the positives held at ``placement`` of each label's text scale."""
     n = s.shape[0]
     separation = anchors.separation()
     learned = separation >= cfg.min_text_separation
     gap = np.where(learned, anchors.pos_mean - anchors.neg_mean, 1.0)
     base = np.where(learned, anchors.neg_mean, 0.0)
     spread = np.where(learned & np.isfinite(anchors.neg_sd), anchors.neg_sd, 0.0)
-    mu0, mu1 = base + cfg.neg_anchor * gap, base + cfg.pos_anchor * gap - cfg.neg_sd_shift * spread
+    mu0, mu1 = base + cfg.neg_anchor * gap, base + placement * gap - cfg.neg_sd_shift * spread
     sd1 = np.full(len(labels), cfg.anchor_sd) * gap
-    x, c, width = _histogram(s, cfg.bins)
-    mu0, sd0, prior = _fit_bulk(x, c, n, width, mu0, sd1.copy(), mu1, sd1, cfg.iterations)
+    x, c, width = binned
+    mu0, sd0, prior = fit_bulk(x, c, n, width, mu0, sd1.copy(), mu1, sd1, cfg.iterations)
     weak = ~learned & (separation >= cfg.min_text_signal) & (zeroshot_top1 is not None)
     image_sep = np.zeros(len(labels))
     if weak.any():  # the images decide where the text is weak: the mixture rule on those columns
@@ -225,10 +265,10 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
     present = learned & stands_out & enough
     reasons = _reasons(separation, image_sep, weak, learned, stands_out, enough, prior * n, tail, cfg,
                        name_words(names, labels, tail, cfg.min_name_ratio))
-    logger.info("decisions: %d of %d labels present in a sample of %d images (%d not learned from text, "
-                "%d of them shown by the images; %d not corroborated by the images)",
-                int(present.sum()), len(labels), n, int((separation < cfg.min_text_separation).sum()),
-                int((weak & present).sum()), int((learned & ~stands_out).sum()))
+    logger.debug("placement %.2f: %d present (%d not learned from text, %d of them shown by the images; %d not "
+                 "corroborated by the images)", placement, int(present.sum()),
+                 int((separation < cfg.min_text_separation).sum()), int((weak & present).sum()),
+                 int((learned & ~stands_out).sum()))
     return Decisions(list(labels), mu0, sd0, mu1, sd1, prior, present, cfg.cutoff, dict(overrides or {}),
                      reasons, separation, cfg.cutoff_rule, cfg.min_cutoff, cut)
 
@@ -274,51 +314,17 @@ def _reasons(separation, image_sep, weak, learned, stands_out, enough, expected,
     return out
 
 
-def _fit_bulk(x, c, n, width, mu0, sd0, mu1, sd1, iterations: int):
-    """EM on binned scores with the positive component held at its anchors: the prior and the
-    negative component (mean, sd with the bins' own width added back) follow the corpus."""
-    prior = np.full(x.shape[1], 0.1)
-    for _ in range(iterations):
-        r = 1.0 / (1.0 + np.exp(-np.clip(_log_ratio(x, mu0, sd0, mu1, sd1, prior), -60, 60)))
-        prior = np.clip((r * c).sum(0) / n, 1e-6, 1 - 1e-6)  # any share is allowed
-        neg = (1.0 - r) * c
-        mu0, sd0 = _moments(x, neg, np.maximum(width, 1e-9))
-        sd0 = np.sqrt(sd0 ** 2 + width ** 2 / 12)
-    return mu0, sd0, prior
-
-
 def _tail_share(x: np.ndarray, c: np.ndarray, threshold: np.ndarray) -> np.ndarray:
     """Per label, (share of the bulk's Gaussian above ``threshold``) / (share of the sample there),
     from binned scores; the bulk's centre is the median and its sd (median - 10th percentile) / z90.
     Above 1 the tail alone explains every image over the threshold; inf when none is over it."""
-    med = _quantile(x, c, 0.5)
-    sd = np.maximum((med - _quantile(x, c, 0.1)) / _Z90, 1e-12)
+    med = quantile(x, c, 0.5)
+    sd = np.maximum((med - quantile(x, c, 0.1)) / _Z90, 1e-12)
     z = (threshold - med) / sd
     expected = 0.5 * np.vectorize(math.erfc, otypes=[np.float64])(z / math.sqrt(2.0))
     observed = (c * (x >= threshold)).sum(0) / np.maximum(c.sum(0), 1e-12)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(observed > 0, expected / observed, np.inf)
-
-
-def _log_ratio(s, mu0, sd0, mu1, sd1, prior):
-    """log P(pos, s) - log P(neg, s) for Gaussian components (broadcast over labels), made
-    non-decreasing in ``s``: beyond the vertex of the quadratic (unequal sds) it stays flat, so a
-    higher score never lowers the confidence."""
-    # a degenerate fit (a spread of 0 or a prior of 0 or 1, e.g. from one image) stays finite
-    sd0, sd1 = np.maximum(sd0, _SD_FLOOR), np.maximum(sd1, _SD_FLOOR)
-    prior = np.clip(prior, _PRIOR_FLOOR, 1.0 - _PRIOR_FLOOR)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a1, a0 = 1.0 / sd1 ** 2, 1.0 / sd0 ** 2
-        vertex = (mu1 * a1 - mu0 * a0) / (a1 - a0)
-    s = np.where((sd1 < sd0) & (s > vertex), vertex, s)
-    s = np.where((sd1 > sd0) & (s < vertex), vertex, s)
-    l1 = np.log(prior) - np.log(sd1) - 0.5 * ((s - mu1) / sd1) ** 2
-    l0 = np.log1p(-prior) - np.log(sd0) - 0.5 * ((s - mu0) / sd0) ** 2
-    return l1 - l0
-
-
-_SD_FLOOR = 1e-6
-_PRIOR_FLOOR = 1e-12
 
 
 def _crossings(mu0, sd0, mu1, sd1, prior, cutoff: float | np.ndarray) -> np.ndarray:
@@ -327,7 +333,7 @@ def _crossings(mu0, sd0, mu1, sd1, prior, cutoff: float | np.ndarray) -> np.ndar
     target = np.log(cutoff / (1 - cutoff))
     wide = 10 * np.maximum(sd0, sd1)
     lo, hi = np.minimum(mu0, mu1) - wide, np.maximum(mu0, mu1) + wide
-    f = lambda x: _log_ratio(x, mu0, sd0, mu1, sd1, prior) - target  # noqa: E731
+    f = lambda x: log_ratio(x, mu0, sd0, mu1, sd1, prior) - target  # noqa: E731
     all_in, none_in = f(lo) >= 0, f(hi) < 0
     for _ in range(60):
         mid = 0.5 * (lo + hi)
@@ -336,63 +342,14 @@ def _crossings(mu0, sd0, mu1, sd1, prior, cutoff: float | np.ndarray) -> np.ndar
     return np.where(all_in, -np.inf, np.where(none_in, np.inf, hi))
 
 
-def _histogram(s: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-label histograms of a ``(n, L)`` sample: bin centres and counts ``(bins, L)``, bin widths ``(L,)``."""
-    n, L = s.shape
-    lo, hi = s.min(0), s.max(0)
-    width = np.maximum(hi - lo, 1e-9) / bins
-    idx = np.clip(((s - lo) / width).astype(np.int64), 0, bins - 1)
-    counts = np.bincount((idx * L + np.arange(L)).ravel(), minlength=bins * L).reshape(bins, L).astype(np.float64)
-    return lo + (np.arange(bins)[:, None] + 0.5) * width, counts, width
-
-
-def _quantile(x: np.ndarray, w: np.ndarray, q: float) -> np.ndarray:
-    cdf = np.cumsum(w, 0) / np.maximum(w.sum(0), 1e-12)
-    return x[np.argmax(cdf >= q, axis=0), np.arange(x.shape[1])]
-
-
-def _moments(x: np.ndarray, w: np.ndarray, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    tot = np.maximum(w.sum(0), 1e-12)
-    mu = (w * x).sum(0) / tot
-    return mu, np.maximum(np.sqrt((w * (x - mu) ** 2).sum(0) / tot), floor)
-
-
-def _log_normal(x, m, sd):
-    return -np.log(sd) - 0.5 * ((x - m) / sd) ** 2 - _LOG_SQRT_2PI
-
-
-def _em(x, c, n, floor, cfg: DecisionConfig):
-    """EM on binned scores (centres ``x``, counts ``c``), started from a robust bulk and its upper tail."""
-    med = _quantile(x, c, 0.5)
-    mu0, sd0 = med, np.maximum(1.4826 * _mad(x, c, med), floor)
-    mu1, sd1 = np.maximum(_quantile(x, c, 0.98), mu0 + sd0), sd0.copy()
-    prior = np.full(x.shape[1], 0.05)
-    for _ in range(cfg.iterations):
-        l1 = np.log(prior) + _log_normal(x, mu1, sd1)
-        l0 = np.log1p(-prior) + _log_normal(x, mu0, sd0)
-        r = 1.0 / (1.0 + np.exp(np.clip(l0 - l1, -60, 60)))
-        prior = np.clip((r * c).sum(0) / n, 1.0 / (n + 1), cfg.max_prior)
-        mu1, sd1 = _moments(x, r * c, floor)
-        mu0, sd0 = _moments(x, (1.0 - r) * c, floor)
-        mu1 = np.maximum(mu1, mu0)
-    return mu0, sd0, mu1, sd1, prior
-
-
-def _mad(x: np.ndarray, c: np.ndarray, med: np.ndarray) -> np.ndarray:
-    dev = np.abs(x - med)
-    order = np.argsort(dev, axis=0, kind="stable")
-    cols = np.arange(x.shape[1])
-    return _quantile(dev[order, cols], c[order, cols], 0.5)
-
-
 def _mixture(x: np.ndarray, c: np.ndarray, s: np.ndarray, floor: np.ndarray, cfg: DecisionConfig):
     """Two-component EM on binned columns: ``((mu0, sd0, mu1, sd1, prior), separation, present)``,
     present where the second group is separated, populated and better than one Gaussian."""
     n = s.shape[0]
-    mu0, sd0, mu1, sd1, prior = _em(x, c, n, floor, cfg)
+    mu0, sd0, mu1, sd1, prior = two_groups(x, c, n, floor, cfg.iterations, cfg.max_prior)
     sep = (mu1 - mu0) / np.sqrt(0.5 * (sd0 ** 2 + sd1 ** 2))
-    mix = np.logaddexp(np.log1p(-prior) + _log_normal(x, mu0, sd0), np.log(prior) + _log_normal(x, mu1, sd1))
-    gain = (c * mix).sum(0) - (c * _log_normal(x, s.mean(0), np.maximum(s.std(0), 1e-12))).sum(0)
+    mix = np.logaddexp(np.log1p(-prior) + log_normal(x, mu0, sd0), np.log(prior) + log_normal(x, mu1, sd1))
+    gain = (c * mix).sum(0) - (c * log_normal(x, s.mean(0), np.maximum(s.std(0), 1e-12))).sum(0)
     present = (sep >= cfg.min_separation) & (prior * n >= cfg.min_positives) & \
         (gain >= cfg.min_gain * np.log(max(n, 2)))
     return (mu0, sd0, mu1, sd1, prior), sep, present
@@ -409,7 +366,7 @@ def fit_decisions(scores: np.ndarray, labels: list[str], cfg: DecisionConfig | N
     if s.ndim != 2 or s.shape[1] != len(labels):
         raise ValueError(f"scores must be (n_images, {len(labels)}), got {s.shape}")
     n = s.shape[0]
-    x, c, width = _histogram(s, cfg.bins)
+    x, c, width = histogram(s, cfg.bins)
     floor = np.maximum(cfg.sd_floor * np.maximum(s.std(0), 1e-9), width)
     (mu0, sd0, mu1, sd1, prior), sep, present = _mixture(x, c, s, floor, cfg)
     reasons = [f"images: second group separated by {v:.1f}" + (": present" if p else f", not present")
@@ -446,7 +403,7 @@ def fit_from_labels(decisions: Decisions, scores: np.ndarray, truth: np.ndarray,
         if corpus_scores is not None:
             c = np.asarray(corpus_scores, np.float64)[:, j]
             for _ in range(50):
-                logit = _log_ratio(c, out.mu0[j], out.sd0[j], out.mu1[j], out.sd1[j], out.prior[j])
+                logit = log_ratio(c, out.mu0[j], out.sd0[j], out.mu1[j], out.sd1[j], out.prior[j])
                 out.prior[j] = np.clip(np.mean(1.0 / (1.0 + np.exp(-np.clip(logit, -60, 60)))), 1e-4, 0.999)
         out.present[j] = True
         if len(out.reasons) == len(decisions.labels):

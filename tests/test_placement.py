@@ -1,0 +1,88 @@
+"""The anchored rule's placement of the positives, fitted to the corpus (tagger.method.placement)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from tagger.method.decisions import DecisionConfig, Decisions, TextAnchors, fit_anchored
+from tagger.method.placement import placement_grid
+
+GAP = 4.0
+
+
+def vocabulary(placement: float, n: int = 4000, seed: int = 0):
+    """Eight labels on text scales 0 -> GAP whose images place their positives at ``placement`` of
+    the scale: five plain ones (10 % of the images, bulk well below), two weak ones (positives
+    spread wider, negatives with a long upper tail: a confusable twin) and one absent from the
+    corpus. Returns scores, truth and the text anchors."""
+    rng = np.random.default_rng(seed)
+    L = 8
+    prev = np.array([0.1] * 5 + [0.12, 0.12, 0.0])
+    y = rng.random((n, L)) < prev
+    s = rng.normal(0.2 * GAP, 0.45, (n, L))
+    twin = rng.random((n, 2)) < 0.15  # the weak labels' confusable images
+    s[:, 5:7] += twin * rng.normal(1.1, 0.4, (n, 2))
+    pos_sd = np.array([0.35] * 5 + [0.6, 0.6, 0.35])
+    s = np.where(y, placement * GAP + pos_sd * rng.normal(size=(n, L)), s)
+    anchors = TextAnchors(np.zeros(L), np.full(L, GAP), np.full(L, 0.5), np.full(L, 0.5))
+    return s, y, anchors, [f"l{j}" for j in range(L)]
+
+
+def recall(d: Decisions, s: np.ndarray, y: np.ndarray) -> np.ndarray:
+    pred = d.positive(s)
+    return (pred & y).sum(0) / np.maximum(y.sum(0), 1)
+
+
+def f1(d: Decisions, s: np.ndarray, y: np.ndarray) -> np.ndarray:
+    pred = d.positive(s)
+    return 2 * (pred & y).sum(0) / np.maximum(pred.sum(0) + y.sum(0), 1)
+
+
+def test_low_placement_is_fitted_and_lifts_the_labels_the_fixed_anchor_under_tags():
+    s, y, anchors, labels = vocabulary(0.75)
+    fixed = fit_anchored(s, labels, anchors, replace(DecisionConfig(), placement_margin=None))
+    fitted = fit_anchored(s, labels, anchors, DecisionConfig())
+    assert fixed.placement == DecisionConfig().pos_anchor
+    assert 0.7 <= fitted.placement <= 0.95  # the positives' own placement, plus the margin
+    assert recall(fixed, s, y)[5:7].max() <= 0.4  # the weak labels kept only their surest images
+    assert recall(fitted, s, y)[5:7].min() >= 0.85
+    assert (f1(fitted, s, y)[5:7] >= f1(fixed, s, y)[5:7] + 0.2).all()
+    assert (f1(fitted, s, y)[:5] >= 0.95).all()  # the plain labels stay clean
+    assert not fitted.present[7] and not fitted.positive(s)[:, 7].any()  # the absent label stays absent
+
+
+def test_placement_at_the_anchor_changes_nothing():
+    s, y, anchors, labels = vocabulary(1.15)
+    fixed = fit_anchored(s, labels, anchors, replace(DecisionConfig(), placement_margin=None))
+    fitted = fit_anchored(s, labels, anchors, DecisionConfig())
+    assert fitted.placement == DecisionConfig().pos_anchor
+    np.testing.assert_array_equal(fitted.thresholds(), fixed.thresholds())
+    np.testing.assert_array_equal(fitted.present, fixed.present)
+
+
+def test_too_few_present_labels_keep_the_anchor_and_the_margin_bounds_it():
+    s, y, anchors, labels = vocabulary(0.75)
+    cols = [0, 1, 7]  # two present labels: fewer than placement_min_labels
+    few = fit_anchored(s[:, cols], [labels[j] for j in cols],
+                       TextAnchors(*(a[cols] for a in (anchors.neg_mean, anchors.pos_mean, anchors.neg_sd,
+                                                       anchors.pos_sd))), DecisionConfig())
+    assert few.placement == DecisionConfig().pos_anchor
+    wide = fit_anchored(s, labels, anchors, replace(DecisionConfig(), placement_margin=0.3))
+    narrow = fit_anchored(s, labels, anchors, replace(DecisionConfig(), placement_margin=0.0))
+    assert narrow.placement < wide.placement <= DecisionConfig().pos_anchor
+
+
+def test_placement_travels_with_the_decisions():
+    s, y, anchors, labels = vocabulary(0.75)
+    d = fit_anchored(s, labels, anchors, DecisionConfig())
+    back = Decisions.from_dict(d.to_dict())
+    assert back.placement == d.placement
+    np.testing.assert_allclose(back.thresholds(), d.thresholds(), atol=1e-5)
+    assert Decisions.from_dict({**d.to_dict(), "placement": None}).placement is None
+
+
+def test_placement_grid():
+    np.testing.assert_allclose(placement_grid(0.5, 1.15, 0.05), np.round(np.arange(0.5, 1.151, 0.05), 6))
+    assert placement_grid(0.5, 0.5, 0.05).tolist() == [0.5]
+    assert placement_grid(0.8, 0.5, 0.05).tolist() == [0.5]
