@@ -97,6 +97,10 @@ class Workspace:
     def classifier_dir(self, classifier_id: str) -> Path:
         return self.root / CLASSIFIERS_DIR / classifier_id
 
+    def train_checkpoint(self, classifier_id: str) -> Path:
+        """Where a training in progress keeps its state (gone once the classifier is saved)."""
+        return self.root / CLASSIFIERS_DIR / f"{classifier_id}.training.pt"
+
     def run_dir(self, run_id: str) -> Path:
         return self.root / RUNS_DIR / run_id
 

@@ -10,11 +10,14 @@ their own, so memory grows with ``batch x labels``, not ``sentences x labels``.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +28,7 @@ from .labelrows import LabelRows, as_csr, columns_any, dense_rows, is_sparse
 from .ranking import ranking_loss
 from .rowloss import new_rows_loss
 
-__all__ = ["TextClassifier", "TrainConfig", "lr_at", "ranking_loss", "train_classifier", "train_rows"]
+__all__ = ["TextClassifier", "TrainConfig", "TrainState", "lr_at", "ranking_loss", "train_classifier", "train_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,9 +90,23 @@ def lr_at(epoch: int, cfg: TrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
 
 
+@dataclass
+class TrainState:
+    """Where a training stands after ``epoch`` whole epochs: the head, the optimiser, the random
+    generator and the losses so far. Training resumed from it continues exactly as it would have."""
+
+    epoch: int
+    weight: np.ndarray
+    optimizer: dict[str, Any]
+    generator: Any  # torch.Generator.get_state()
+    losses: list[float]
+
+
 def train_classifier(text_emb: np.ndarray, label_matrix: LabelRows, labels: list[str], model_id: str,
-                     corpus_id: str, cfg: TrainConfig | None = None) -> TextClassifier:
-    """Train the bias-free linear head on (sentence embedding, label set) pairs."""
+                     corpus_id: str, cfg: TrainConfig | None = None, *, resume: TrainState | None = None,
+                     on_epoch: Callable[[TrainState], None] | None = None) -> TextClassifier:
+    """Train the bias-free linear head on (sentence embedding, label set) pairs. ``on_epoch`` is
+    given the state after each epoch (to keep as a checkpoint); ``resume`` continues from one."""
     cfg = cfg or TrainConfig()
     y = label_matrix if is_sparse(label_matrix) else np.asarray(label_matrix)
     if len(text_emb) != y.shape[0]:
@@ -99,10 +116,19 @@ def train_classifier(text_emb: np.ndarray, label_matrix: LabelRows, labels: list
     x = torch.from_numpy(np.asarray(text_emb, np.float32))
     head = torch.nn.Linear(x.shape[1], y.shape[1], bias=False)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    losses: list[float] = []
+    if resume is not None:
+        if resume.weight.shape != tuple(head.weight.shape) or not 0 <= resume.epoch <= cfg.epochs:
+            raise ValueError(f"a training state of {resume.weight.shape} after {resume.epoch} epochs does not "
+                             f"fit a head of {tuple(head.weight.shape)} trained {cfg.epochs} epochs")
+        with torch.no_grad():
+            head.weight.copy_(torch.from_numpy(resume.weight))
+        opt.load_state_dict(resume.optimizer)
+        g.set_state(resume.generator)
+        losses = list(resume.losses)
     n = len(x)
     bs = min(cfg.batch_size, n)
-    losses = []
-    for epoch in range(cfg.epochs):
+    for epoch in range(len(losses), cfg.epochs):
         for group in opt.param_groups:
             group["lr"] = lr_at(epoch, cfg)
         perm = torch.randperm(n, generator=g)
@@ -116,6 +142,9 @@ def train_classifier(text_emb: np.ndarray, label_matrix: LabelRows, labels: list
             opt.step()
             run += loss.item()
         losses.append(run / max(1, n // bs))
+        if on_epoch is not None:
+            on_epoch(TrainState(epoch + 1, head.weight.detach().numpy().copy(), copy.deepcopy(opt.state_dict()),
+                                g.get_state(), list(losses)))
     logger.info("trained text classifier: %d sentences, %d labels, final loss %.3f", n, y.shape[1], losses[-1])
     weight = head.weight.detach().numpy().copy()
     anchors = text_anchors(text_emb, weight, label_matrix)

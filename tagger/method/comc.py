@@ -82,20 +82,21 @@ def build_memories(clip, class_names: Sequence[str], sentence_emb: np.ndarray | 
 
 
 def fit_comc(clip, class_names: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None = None,
-             cfg: ComcConfig | None = None, *, corpus, embeddings=None) -> ComcModel:
+             cfg: ComcConfig | None = None, *, corpus, embeddings=None, resume=None, on_epoch=None) -> ComcModel:
     """Embed ``corpus`` with CLIP's text tower (unless its ``embeddings`` are given, row-aligned with
     the sentences), train, build memories.
 
     The corpus comes from the text layer above this one (:func:`tagger.text.comc_corpus` builds the one
     ``cfg`` asks for; :func:`tagger.text.comcfit.fit_comc_generated` builds it and calls this).
     ``synonyms`` are the corpus's own (it was built with them); nothing here reads them again.
+    ``resume`` and ``on_epoch`` go to :func:`~tagger.method.classifier.train_classifier` (checkpoints).
     """
     cfg = cfg or ComcConfig()
     emb = clip.encode_text(list(corpus.sentences)) if embeddings is None else np.asarray(embeddings, np.float32)
     if emb.shape[0] != len(corpus.sentences):
         raise ValueError(f"{emb.shape[0]} embeddings for {len(corpus.sentences)} sentences")
     clf = train_classifier(emb, corpus.label_matrix, list(corpus.class_names), clip.model_id, corpus.corpus_id,
-                           cfg.train)
+                           cfg.train, resume=resume, on_epoch=on_epoch)
     generated = np.array([src == "generated" for src in corpus.sources], bool)
     memories = build_memories(clip, class_names, emb[generated], cfg.memory_size, cfg.text_seed)
     return ComcModel(clf, memories, cfg.score)

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ..ids import short_sha256
 from ..atomic import atomic_dir, atomic_open
@@ -21,7 +25,7 @@ from ..atomic import atomic_dir, atomic_open
 if TYPE_CHECKING:
     from ..workspace import Workspace
 
-__all__ = ["TextMemo", "corpus_embeddings", "read_text_embeddings", "run_train",
+__all__ = ["TextMemo", "TrainCheckpoint", "corpus_embeddings", "read_text_embeddings", "run_train",
            "write_text_embeddings"]
 
 logger = logging.getLogger(__name__)
@@ -29,7 +33,6 @@ logger = logging.getLogger(__name__)
 
 def read_text_embeddings(path) -> dict[str, Any]:
     """Text -> embedding from a file of :func:`write_text_embeddings` (empty when missing or unreadable)."""
-    import numpy as np
 
     try:
         with np.load(path) as f:
@@ -40,7 +43,6 @@ def read_text_embeddings(path) -> dict[str, Any]:
 
 def write_text_embeddings(path, known: dict[str, Any]) -> None:
     """Write text -> embedding to ``path`` (``.npz``, atomically)."""
-    import numpy as np
 
     texts = list(known)
     emb = np.stack([known[t] for t in texts]).astype(np.float32) if texts else np.zeros((0, 0), np.float32)
@@ -81,7 +83,6 @@ def corpus_embeddings(workspace: "Workspace", clip, corpus) -> tuple[Any, int]:
     Sentences already embedded for the corpus this one extends are taken from its cache, so a
     nightly run embeds (and tokenises) only its new sentences. Returns (embeddings, newly embedded).
     """
-    import numpy as np
 
     path = workspace.text_embeddings(corpus.corpus_id, clip.model_id)
     if path.exists():
@@ -116,6 +117,51 @@ def corpus_embeddings(workspace: "Workspace", clip, corpus) -> tuple[Any, int]:
     return emb, len(todo)
 
 
+#: A training in progress writes its state at most this often (seconds), so a killed train resumes
+#: from its last whole epoch; trainings shorter than this never write one.
+CHECKPOINT_EVERY_S = 60.0
+
+
+class TrainCheckpoint:
+    """A training's state on disk, tied to the classifier it trains (``ident``: model, corpus and
+    configs). A state of another training, or one that does not read, is ignored."""
+
+    def __init__(self, path: Path, ident: str, every_s: float | None = None) -> None:
+        self.path, self.ident = path, ident
+        self.every_s = CHECKPOINT_EVERY_S if every_s is None else every_s
+        self._last = time.monotonic()
+
+    def load(self):
+        import torch
+
+        from ..method.classifier import TrainState
+        if not self.path.exists():
+            return None
+        try:
+            d = torch.load(self.path, weights_only=False)
+            if d.get("ident") != self.ident:
+                return None
+            state = TrainState(int(d["epoch"]), np.asarray(d["weight"], np.float32), d["optimizer"], d["generator"],
+                               [float(x) for x in d["losses"]])
+        except Exception as exc:  # a truncated or foreign file: train from the start
+            logger.warning("ignoring the training state %s (%s)", self.path, exc)
+            return None
+        logger.info("resuming the training from epoch %d (%s)", state.epoch, self.path.name)
+        return state
+
+    def save(self, state) -> None:
+        import torch
+
+        if time.monotonic() - self._last < self.every_s:
+            return
+        with atomic_open(self.path) as fh:
+            torch.save({"ident": self.ident, **asdict(state)}, fh)
+        self._last = time.monotonic()
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def run_train(workspace: "Workspace", model: str, pretrained: str | None = None, corpus_id: str | None = None,
               cfg=None, *, clip=None) -> dict[str, Any]:
     """Train the text-only classifier (and its memory banks) for ``model`` on a corpus.
@@ -145,12 +191,14 @@ def run_train(workspace: "Workspace", model: str, pretrained: str | None = None,
             emb, n_new = corpus_embeddings(workspace, clip, corpus)
             logger.info("corpus %s: %d sentences, %d embedded now", corpus_id, len(emb), n_new)
             memo = TextMemo(clip, workspace.prompt_embeddings(clip.model_id))
+            ckpt = TrainCheckpoint(workspace.train_checkpoint(classifier_id), ident)
             m = fit_comc(memo, corpus.class_names, None, cfg, corpus=replace(corpus, label_matrix=corpus.targets()),
-                         embeddings=emb)
+                         embeddings=emb, resume=ckpt.load(), on_epoch=ckpt.save)
             logger.info("class prompts: %d embedded now, %d reused", memo.n_embedded,
                         len(memo.known) - memo.n_embedded)
             with atomic_dir(out, replace=False) as tmp:  # a concurrent train of the same id keeps its own
                 save_comc(m, tmp)
+            ckpt.remove()
         cat.add_classifier(classifier_id, model_id=clip.model_id, labels=list(corpus.class_names),
                            corpus_id=corpus_id, config={"train": asdict(cfg.train), "score": asdict(cfg.score)},
                            path=workspace.relative(out))
