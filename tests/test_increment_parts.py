@@ -247,3 +247,30 @@ def test_torch_threads_limits_the_block_and_restores_the_count():
             assert torch.get_num_threads() == 1
             raise RuntimeError("inside")
     assert torch.get_num_threads() == before
+
+
+def test_new_labels_take_the_base_runs_placement_read_back_from_its_rows():
+    """With too few new labels to fit a placement, an incremental run's new labels are decided at
+    the placement its base run used, read back from the kept labels' stored components."""
+    from types import SimpleNamespace
+
+    from tagger.method.decisions import DecisionConfig, TextAnchors, fit_anchored
+    from tagger.pipeline.calibration import decision_rows
+    from tagger.pipeline.increment import _base_placement
+
+    rng = np.random.default_rng(3)
+    n, L, gap = 3000, 6, 4.0
+    y = rng.random((n, L)) < 0.1
+    raw = np.where(y, 0.75 * gap + 0.35 * rng.normal(size=(n, L)), rng.normal(0.2 * gap, 0.45, (n, L)))
+    anchors = TextAnchors(np.zeros(L), np.full(L, gap), np.full(L, 0.5), np.full(L, 0.5))
+    mean, std = raw.mean(0), raw.std(0)
+    labels = [f"k{j}" for j in range(L)]
+    d = fit_anchored((raw - mean) / std, labels, anchors.rescaled(mean, std), DecisionConfig())
+    assert d.placement < DecisionConfig().pos_anchor
+    rows = decision_rows(d, set())
+    stats = {name: (float(m), float(s)) for name, m, s in zip(labels, mean, std)}
+    base = SimpleNamespace(labels=["other", *labels], classifier=SimpleNamespace(anchors=TextAnchors(
+        *(np.r_[1.0, a] for a in (anchors.neg_mean, anchors.pos_mean, anchors.neg_sd, anchors.pos_sd)))))
+    scorer = SimpleNamespace(model=SimpleNamespace(base=base), cfg=SimpleNamespace(decisions=DecisionConfig()))
+    assert _base_placement(scorer, rows, stats) == pytest.approx(d.placement, abs=1e-4)
+    assert _base_placement(scorer, [dict(r, present=False) for r in rows], stats) is None

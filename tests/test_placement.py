@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from tagger.method.decisions import DecisionConfig, Decisions, TextAnchors, fit_anchored
 from tagger.method.placement import placement_grid
@@ -86,3 +87,32 @@ def test_placement_grid():
     np.testing.assert_allclose(placement_grid(0.5, 1.15, 0.05), np.round(np.arange(0.5, 1.151, 0.05), 6))
     assert placement_grid(0.5, 0.5, 0.05).tolist() == [0.5]
     assert placement_grid(0.8, 0.5, 0.05).tolist() == [0.5]
+
+
+def test_placement_settings_are_checked():
+    for bad in ({"placement_step": 0.0}, {"placement_min_labels": 0}, {"min_placement": 1.2}):
+        with pytest.raises(ValueError):
+            DecisionConfig(**bad)
+
+
+def test_a_fit_placement_is_read_back_from_its_components_and_can_be_given():
+    from tagger.method.placement import placement_of
+
+    s, y, anchors, labels = vocabulary(0.75)
+    fitted = fit_anchored(s, labels, anchors, DecisionConfig())
+    present = np.flatnonzero(fitted.present)
+    assert placement_of(fitted.mu1[present], anchors.take(present), DecisionConfig()) == \
+        pytest.approx(fitted.placement, abs=1e-9)
+    scaled = anchors.rescaled(np.full(8, 0.5), np.full(8, 2.0))  # the same fit in other units
+    assert placement_of((fitted.mu1[present] - 0.5) / 2.0, scaled.take(present), DecisionConfig()) == \
+        pytest.approx(fitted.placement, abs=1e-9)
+    # two labels only (too few to fit a placement): the given one is taken, else the fixed anchor
+    cols = np.array([5, 6])
+    few = fit_anchored(s[:, cols], [labels[j] for j in cols], anchors.take(cols), DecisionConfig())
+    given = fit_anchored(s[:, cols], [labels[j] for j in cols], anchors.take(cols), DecisionConfig(),
+                         placement=fitted.placement)
+    assert few.placement == DecisionConfig().pos_anchor and given.placement == fitted.placement
+    assert (recall(given, s[:, cols], y[:, cols]) >= 0.85).all() and (recall(few, s[:, cols], y[:, cols]) <= 0.4).all()
+    off = fit_anchored(s[:, cols], [labels[j] for j in cols], anchors.take(cols),
+                       replace(DecisionConfig(), placement_margin=None), placement=fitted.placement)
+    assert off.placement == DecisionConfig().pos_anchor  # placement fitting switched off: fixed

@@ -51,11 +51,12 @@ def test_a_state_of_another_shape_is_refused():
         train_classifier(x, y, [f"l{j}" for j in range(6)], "m", "c", CFG, resume=states[0])
 
 
-def test_run_train_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+def _killed_training(tmp_path, monkeypatch):
+    """A clean toy training and the same one killed after its second epoch (its checkpoint kept)."""
     import tagger.method.classifier as C
     import tagger.pipeline.train as T
     from tagger.catalog import Catalog
-    from tagger.method.comc import ComcConfig, load_comc
+    from tagger.method.comc import ComcConfig
     from tagger.models import load_clip
     from tagger.pipeline.text import run_generate_text
     from tagger.toyworld import LABELS
@@ -86,6 +87,19 @@ def test_run_train_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr("tagger.method.comc.train_classifier", dies_after_two)
     with pytest.raises(Killed):
         T.run_train(killed_ws, "toy-vit", cfg=cfg, clip=clip)
+    monkeypatch.setattr("tagger.method.comc.train_classifier", real)
+    return clean_ws, clean, killed_ws, cfg, clip, real
+
+
+def _weights(ws, classifier_id):
+    from tagger.method.comc import load_comc
+    return load_comc(ws.classifier_dir(classifier_id)).classifier.weight
+
+
+def test_run_train_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    import tagger.pipeline.train as T
+
+    clean_ws, clean, killed_ws, cfg, clip, real = _killed_training(tmp_path, monkeypatch)
     ckpt = killed_ws.train_checkpoint(clean["classifier_id"])
     assert ckpt.exists()
     resumed_from: list[int] = []
@@ -94,9 +108,22 @@ def test_run_train_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     again = T.run_train(killed_ws, "toy-vit", cfg=cfg, clip=clip)
     assert resumed_from == [2] and again["classifier_id"] == clean["classifier_id"]
     assert not ckpt.exists()
-    a = load_comc(clean_ws.classifier_dir(clean["classifier_id"])).classifier.weight
-    b = load_comc(killed_ws.classifier_dir(again["classifier_id"])).classifier.weight
-    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(_weights(clean_ws, clean["classifier_id"]), _weights(killed_ws, again["classifier_id"]))
+
+
+def test_a_checkpoint_that_does_not_fit_is_dropped_and_the_training_starts_over(tmp_path, monkeypatch, caplog):
+    import torch
+
+    import tagger.pipeline.train as T
+
+    clean_ws, clean, killed_ws, cfg, clip, real = _killed_training(tmp_path, monkeypatch)
+    ckpt = killed_ws.train_checkpoint(clean["classifier_id"])
+    d = torch.load(ckpt, weights_only=True)
+    d["weight"] = d["weight"][:3]  # this training's id, a head of another shape (e.g. an older version's)
+    torch.save(d, ckpt)
+    again = T.run_train(killed_ws, "toy-vit", cfg=cfg, clip=clip)
+    assert "does not fit this training" in caplog.text and not ckpt.exists()
+    np.testing.assert_array_equal(_weights(clean_ws, clean["classifier_id"]), _weights(killed_ws, again["classifier_id"]))
 
 
 def test_a_foreign_or_broken_checkpoint_is_ignored(tmp_path):
@@ -111,3 +138,5 @@ def test_a_foreign_or_broken_checkpoint_is_ignored(tmp_path):
     assert TrainCheckpoint(path, "another").load() is None
     path.write_bytes(path.read_bytes()[:100])
     assert TrainCheckpoint(path, "one").load() is None
+    TrainCheckpoint(path, "one", every_s=0.0).save(replace(states[1], losses=states[1].losses[:1]))
+    assert TrainCheckpoint(path, "one").load() is None  # two epochs with one loss: not whole

@@ -51,6 +51,12 @@ class TextAnchors:
         return TextAnchors((self.neg_mean - m) / sd, (self.pos_mean - m) / sd, self.neg_sd / sd, self.pos_sd / sd,
                            self.robust_separation)
 
+    def take(self, cols: np.ndarray) -> "TextAnchors":
+        """The anchors of the labels ``cols`` (indices), in that order."""
+        c = np.asarray(cols, np.int64)
+        return TextAnchors(self.neg_mean[c], self.pos_mean[c], self.neg_sd[c], self.pos_sd[c],
+                           None if self.robust_separation is None else self.robust_separation[c])
+
     def to_dict(self) -> dict:
         keys = ("neg_mean", "pos_mean", "neg_sd", "pos_sd") + (("robust_separation",) if
                                                                 self.robust_separation is not None else ())

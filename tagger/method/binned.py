@@ -26,17 +26,20 @@ def histogram(s: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def quantile(x: np.ndarray, w: np.ndarray, q: float) -> np.ndarray:
+    """Per column, the bin centre ``x`` where the weights ``w`` reach the share ``q``."""
     cdf = np.cumsum(w, 0) / np.maximum(w.sum(0), 1e-12)
     return x[np.argmax(cdf >= q, axis=0), np.arange(x.shape[1])]
 
 
 def moments(x: np.ndarray, w: np.ndarray, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, the weighted mean and sd (at least ``floor``) of the bin centres."""
     tot = np.maximum(w.sum(0), 1e-12)
     mu = (w * x).sum(0) / tot
     return mu, np.maximum(np.sqrt((w * (x - mu) ** 2).sum(0) / tot), floor)
 
 
 def log_normal(x, m, sd):
+    """The log density of N(m, sd) at ``x``."""
     return -np.log(sd) - 0.5 * ((x - m) / sd) ** 2 - _LOG_SQRT_2PI
 
 
@@ -58,6 +61,7 @@ def log_ratio(s, mu0, sd0, mu1, sd1, prior):
 
 
 def mad(x: np.ndarray, c: np.ndarray, med: np.ndarray) -> np.ndarray:
+    """Per column, the median absolute deviation from ``med`` of binned scores."""
     dev = np.abs(x - med)
     order = np.argsort(dev, axis=0, kind="stable")
     cols = np.arange(x.shape[1])

@@ -106,6 +106,12 @@ class DecisionConfig:
     # 0.31; 0.5 is the gap's geometric middle)
     min_name_ratio: float = 0.5
 
+    def __post_init__(self) -> None:
+        if not (self.placement_step > 0 and self.placement_min_labels >= 1 and
+                0 < self.min_placement <= self.pos_anchor):
+            raise ValueError("placement_step must be > 0, placement_min_labels >= 1 and "
+                             "0 < min_placement <= pos_anchor")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -192,7 +198,8 @@ class Decisions:
 
 
 def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cfg: DecisionConfig | None = None,
-                 overrides: dict[str, float] | None = None, zeroshot_top1: np.ndarray | None = None) -> Decisions:
+                 overrides: dict[str, float] | None = None, zeroshot_top1: np.ndarray | None = None,
+                 placement: float | None = None) -> Decisions:
     """Each label's decision from its text anchors, with its prior fitted to a ``(n, L)`` corpus
     sample by EM (components held fixed; binned, so the cost does not grow with the sample).
 
@@ -208,26 +215,32 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
     matches (``zeroshot_top1`` needed). Each label gets a reason. The positives are placed at
     ``pos_anchor`` first; the labels that fit finds present then give the corpus's own placement
     (:func:`~tagger.method.placement.corpus_placement`), and every label is fitted again there when
-    it is lower (``Decisions.placement`` says where)."""
+    it is lower (``Decisions.placement`` says where). With too few such labels, ``placement`` (e.g.
+    the base run's, for the few labels an incremental nightly adds) is taken instead, when given."""
     cfg = cfg or DecisionConfig()
     s = np.asarray(scores, np.float64)
     if s.ndim != 2 or s.shape[1] != len(labels) or len(anchors.neg_mean) != len(labels):
         raise ValueError(f"scores must be (n_images, {len(labels)}) with anchors for each label, got {s.shape}")
     binned = histogram(s, cfg.bins)
     d = _anchored_at(cfg.pos_anchor, s, binned, labels, anchors, cfg, overrides, zeroshot_top1)
-    placement = cfg.pos_anchor
-    firm = d.present & (anchors.separation() >= cfg.min_text_separation)
-    if cfg.placement_margin is not None and firm.sum() >= cfg.placement_min_labels:
+    given, placement = placement, cfg.pos_anchor
+    firm = d.present & (anchors.separation() >= cfg.min_text_separation) & (anchors.pos_mean > anchors.neg_mean)
+    fitted = cfg.placement_margin is not None and firm.sum() >= cfg.placement_min_labels
+    if fitted:
         x, c, width = (a[..., firm] for a in binned)
         placement = corpus_placement(x, c, s.shape[0], width, anchors.neg_mean[firm],
                                      anchors.pos_mean[firm] - anchors.neg_mean[firm],
                                      np.where(np.isfinite(anchors.neg_sd[firm]), anchors.neg_sd[firm], 0.0), cfg)
         if placement < cfg.pos_anchor:
             d = _anchored_at(placement, s, binned, labels, anchors, cfg, overrides, zeroshot_top1)
+    elif cfg.placement_margin is not None and given is not None:
+        placement = float(np.clip(given, cfg.min_placement, cfg.pos_anchor))
+        if placement < cfg.pos_anchor:
+            d = _anchored_at(placement, s, binned, labels, anchors, cfg, overrides, zeroshot_top1)
     d.placement = placement
+    how = f"fitted to {int(firm.sum())} labels" if fitted else "given" if placement != cfg.pos_anchor else "fixed"
     logger.info("decisions: %d of %d labels present in a sample of %d images, positives placed at %.2f of "
-                "the text scale (%d labels placed it)", int(d.present.sum()), len(labels), s.shape[0], placement,
-                int(firm.sum()))
+                "the text scale (%s)", int(d.present.sum()), len(labels), s.shape[0], placement, how)
     return d
 
 

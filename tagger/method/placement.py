@@ -17,7 +17,7 @@ import numpy as np
 
 from .binned import fit_bulk, log_normal
 
-__all__ = ["corpus_placement", "placement_grid"]
+__all__ = ["best_placements", "corpus_placement", "placement_grid", "placement_of"]
 
 
 def placement_grid(lowest: float, highest: float, step: float) -> np.ndarray:
@@ -48,3 +48,16 @@ def corpus_placement(x, c, n: int, width, base, gap, spread, cfg) -> float:
     best = best_placements(x, c, n, width, base, gap, spread, grid, neg_anchor=cfg.neg_anchor,
                            anchor_sd=cfg.anchor_sd, neg_sd_shift=cfg.neg_sd_shift, iterations=cfg.iterations)
     return float(np.clip(np.median(best) + cfg.placement_margin, cfg.min_placement, cfg.pos_anchor))
+
+
+def placement_of(mu1: np.ndarray, anchors, cfg) -> float | None:
+    """The placement a fit used, read back from its labels' positive means ``mu1`` (in the units of
+    ``anchors``): the median over the labels learnt from text; None without any. An incremental
+    nightly that adds too few labels to fit one takes its base run's so."""
+    mu1 = np.asarray(mu1, np.float64)
+    gap = anchors.pos_mean - anchors.neg_mean
+    spread = np.where(np.isfinite(anchors.neg_sd), anchors.neg_sd, 0.0)
+    ok = np.isfinite(mu1) & (gap > 0) & (anchors.separation() >= cfg.min_text_separation)
+    if not ok.any():
+        return None
+    return float(np.median((mu1[ok] - anchors.neg_mean[ok] + cfg.neg_sd_shift * spread[ok]) / gap[ok]))

@@ -234,7 +234,7 @@ def _new_sample(scorer: ShardScorer, shards: list[str]) -> np.ndarray:
 
 
 def _decide_new(cat, run_id: int, base_run: int, scorer: ShardScorer, shards: list[str], labels: list[str],
-                inputs: DecisionInputs) -> tuple[Any, Decisions]:
+                inputs: DecisionInputs, base_stats: dict[str, tuple[float, float]]) -> tuple[Any, Decisions]:
     """The new labels' statistics and decisions, fitted on their columns of the calibration sample;
     the run's stored decisions are the base run's for the kept labels plus these (a resumed run
     reuses them)."""
@@ -254,9 +254,29 @@ def _decide_new(cat, run_id: int, base_run: int, scorer: ShardScorer, shards: li
     top1 = None if top1 is None else np.where(top1 >= n_kept, top1 - n_kept, -1)
     mine = DecisionInputs({k: v for k, v in inputs.pinned.items() if k in new_set}, inputs.labelled)
     d, refit = fit_run_decisions(apply_statistics(sample, stats), new, scorer.cfg, mine,
-                                 _labelled_new(cat, scorer, mine, new, stats), anchors, top1)
+                                 _labelled_new(cat, scorer, mine, new, stats), anchors, top1,
+                                 _base_placement(scorer, kept_rows, base_stats))
     cat.save_run_thresholds(run_id, kept_rows + decision_rows(d, refit))
     return stats, d
+
+
+def _base_placement(scorer: ShardScorer, kept_rows: list[dict[str, Any]],
+                    stats: dict[str, tuple[float, float]]) -> float | None:
+    """Where the base run's anchored decisions placed the positives, read back from its kept labels'
+    stored components (the new labels take it when too few of them fit their own)."""
+    from ..method.placement import placement_of
+
+    base = scorer.model.base
+    anchors = getattr(base.classifier, "anchors", None)
+    rows = [r for r in kept_rows if r["present"] and r["source"] == "fit" and r.get("mu1") is not None
+            and r["label"] in stats]
+    if anchors is None or not rows:
+        return None
+    where = {n: j for j, n in enumerate(base.labels)}
+    cols = np.asarray([where[r["label"]] for r in rows], np.int64)
+    mean, std = (np.asarray([stats[r["label"]][k] for r in rows], np.float64) for k in (0, 1))
+    return placement_of(np.asarray([r["mu1"] for r in rows], np.float64), anchors.take(cols).rescaled(mean, std),
+                        scorer.cfg.decisions)
 
 
 def _labelled_new(cat, scorer: ShardScorer, inputs: DecisionInputs, new: list[str], stats):
@@ -308,7 +328,7 @@ def run_increment_tag(workspace: Workspace, model_id: str, cfg: TagConfig, class
         scorer = ShardScorer(root, model_id, clf_dir, cfg)
         scorer.states_from = base_dir
         model: "ExtendedModel" = scorer.model
-        new_stats, new_d = _decide_new(cat, run_id, base_run, scorer, shards, labels, inputs)
+        new_stats, new_d = _decide_new(cat, run_id, base_run, scorer, shards, labels, inputs, base_stats)
         stats = ([base_stats[n][0] for n in model.kept] + list(new_stats[0]),
                  [base_stats[n][1] for n in model.kept] + list(new_stats[1]))
         write_label_stats(run_dir, labels, stats)

@@ -23,6 +23,7 @@ from ..ids import short_sha256
 from ..atomic import atomic_dir, atomic_open
 
 if TYPE_CHECKING:
+    from ..method.classifier import TrainState
     from ..workspace import Workspace
 
 __all__ = ["TextMemo", "TrainCheckpoint", "corpus_embeddings", "read_text_embeddings", "run_train",
@@ -33,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 def read_text_embeddings(path) -> dict[str, Any]:
     """Text -> embedding from a file of :func:`write_text_embeddings` (empty when missing or unreadable)."""
-
     try:
         with np.load(path) as f:
             return dict(zip(f["texts"].tolist(), f["emb"].astype(np.float32)))
@@ -43,7 +43,6 @@ def read_text_embeddings(path) -> dict[str, Any]:
 
 def write_text_embeddings(path, known: dict[str, Any]) -> None:
     """Write text -> embedding to ``path`` (``.npz``, atomically)."""
-
     texts = list(known)
     emb = np.stack([known[t] for t in texts]).astype(np.float32) if texts else np.zeros((0, 0), np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +82,6 @@ def corpus_embeddings(workspace: "Workspace", clip, corpus) -> tuple[Any, int]:
     Sentences already embedded for the corpus this one extends are taken from its cache, so a
     nightly run embeds (and tokenises) only its new sentences. Returns (embeddings, newly embedded).
     """
-
     path = workspace.text_embeddings(corpus.corpus_id, clip.model_id)
     if path.exists():
         emb = np.load(path)
@@ -131,31 +129,35 @@ class TrainCheckpoint:
         self.every_s = CHECKPOINT_EVERY_S if every_s is None else every_s
         self._last = time.monotonic()
 
-    def load(self):
+    def load(self) -> "TrainState | None":
+        """The kept state when it is this training's and reads whole, else None."""
         import torch
 
         from ..method.classifier import TrainState
         if not self.path.exists():
             return None
         try:
-            d = torch.load(self.path, weights_only=False)
+            d = torch.load(self.path, weights_only=True, map_location="cpu")
             if d.get("ident") != self.ident:
                 return None
-            state = TrainState(int(d["epoch"]), np.asarray(d["weight"], np.float32), d["optimizer"], d["generator"],
+            state = TrainState(int(d["epoch"]), d["weight"].numpy().astype(np.float32), d["optimizer"], d["generator"],
                                [float(x) for x in d["losses"]])
+            if len(state.losses) != state.epoch:
+                raise ValueError(f"{len(state.losses)} losses for {state.epoch} epochs")
         except Exception as exc:  # a truncated or foreign file: train from the start
             logger.warning("ignoring the training state %s (%s)", self.path, exc)
             return None
         logger.info("resuming the training from epoch %d (%s)", state.epoch, self.path.name)
         return state
 
-    def save(self, state) -> None:
+    def save(self, state: "TrainState") -> None:
         import torch
 
         if time.monotonic() - self._last < self.every_s:
             return
         with atomic_open(self.path) as fh:
-            torch.save({"ident": self.ident, **asdict(state)}, fh)
+            torch.save({"ident": self.ident, "epoch": state.epoch, "weight": torch.from_numpy(state.weight),
+                        "optimizer": state.optimizer, "generator": state.generator, "losses": list(state.losses)}, fh)
         self._last = time.monotonic()
 
     def remove(self) -> None:
@@ -192,8 +194,18 @@ def run_train(workspace: "Workspace", model: str, pretrained: str | None = None,
             logger.info("corpus %s: %d sentences, %d embedded now", corpus_id, len(emb), n_new)
             memo = TextMemo(clip, workspace.prompt_embeddings(clip.model_id))
             ckpt = TrainCheckpoint(workspace.train_checkpoint(classifier_id), ident)
-            m = fit_comc(memo, corpus.class_names, None, cfg, corpus=replace(corpus, label_matrix=corpus.targets()),
-                         embeddings=emb, resume=ckpt.load(), on_epoch=ckpt.save)
+            targets = replace(corpus, label_matrix=corpus.targets())
+            resume = ckpt.load()
+            try:
+                m = fit_comc(memo, corpus.class_names, None, cfg, corpus=targets, embeddings=emb, resume=resume,
+                             on_epoch=ckpt.save)
+            except (ValueError, RuntimeError, KeyError) as exc:
+                if resume is None:
+                    raise
+                logger.warning("the training state %s does not fit this training (%s): training from the start",
+                               ckpt.path, exc)
+                ckpt.remove()
+                m = fit_comc(memo, corpus.class_names, None, cfg, corpus=targets, embeddings=emb, on_epoch=ckpt.save)
             logger.info("class prompts: %d embedded now, %d reused", memo.n_embedded,
                         len(memo.known) - memo.n_embedded)
             with atomic_dir(out, replace=False) as tmp:  # a concurrent train of the same id keeps its own
