@@ -1,7 +1,7 @@
 """Per-image marginal cost of a nightly against a full re-encode, projected to a large corpus.
 
     python bench/nightly.py [--model ViT-B-16] [--n-encode 64] [--n-tag 2048] [--labels 1000 10000] [--add 10]
-    python bench/nightly.py --toy-change [--n 1000] [--labels 1000 10000]  # mAP: incremental vs full retrain
+    python bench/nightly.py --toy-change [--n 1000] [--labels 1000 10000] [--work DIR]  # mAP: incremental vs full retrain
     python bench/nightly.py --toy [--n 1000]    # toy world: end-to-end ratio and the mAP cost of PQ
 
 Re-encode: toy scenes saved as JPEG at --size px, encoded by ``run_encode`` (decode, global and
@@ -411,6 +411,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1000, help="--toy, --toy-change: images")
     p.add_argument("--toy-model", default="toy-vit", help="--toy, --toy-change: model")
     p.add_argument("--toy-sentences", type=int, default=20000, help="--toy-change: label sets of the corpus")
+    p.add_argument("--work", default=None,
+                   help="--toy-change: a folder kept after the run; a rerun resumes there, skipping finished steps")
     a = p.parse_args()
     if a.toy:
         toy_main(a)

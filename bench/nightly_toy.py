@@ -48,26 +48,60 @@ def _map(ws: Workspace, truth: dict[str, list[str]], labels: list[str]) -> float
     return round(100 * float(np.nanmean(per_class_ap(s, y))), 2)
 
 
+def _step(root: Path, name: str, run) -> dict:
+    """``run()``'s result, kept in ``root/<name>.json`` once done: a rerun skips finished steps (a
+    killed step reruns and resumes, as every nightly stage and training does)."""
+    done = root / f"{name}.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    out = run()
+    done.write_text(json.dumps(out))
+    return out
+
+
+def _copy_once(src: Path, dst: Path) -> Workspace:
+    """A copy of the workspace ``src`` at ``dst``, made once (a half-made copy is redone)."""
+    if not dst.exists():
+        part = dst.with_name(dst.name + ".part")
+        shutil.rmtree(part, ignore_errors=True)
+        shutil.copytree(src, part)
+        part.rename(dst)
+    return Workspace.at(dst)
+
+
 def change_quality(tmp: Path, truth: dict, images: Path, n_labels: int, a) -> dict:
-    """Full nightly at ``n_labels``, then +10 toy labels: incremental against full retrain."""
+    """Full nightly at ``n_labels``, then +10 toy labels: incremental against full retrain (each
+    step kept in ``tmp`` once done, so a run in a kept ``--work`` folder resumes)."""
     from nightly import label_names  # the distractor words of the marginal bench
     cfg = EncodeConfig(model=a.toy_model, partition_size=256)
     base = Workspace.at(tmp / f"base-{n_labels}")
-    _add(base, KEPT)
-    with Catalog.open(base.catalog) as cat:
-        cat.add_labels(label_names(n_labels - len(KEPT)))
-    t = time.time()
-    run_encode(base, str(images), cfg, progress=False)
-    run_nightly(base, None, cfg, NightlyConfig(n_sentences=a.toy_sentences))
-    out = {"labels_before": n_labels, "labels_added": len(NEW), "base_s": round(time.time() - t, 1)}
-    _add(base, NEW)
-    for mode, full in (("incremental", False), ("full", True)):
-        ws = Workspace.at(shutil.copytree(base.root, tmp / f"{mode}-{n_labels}"))
+
+    def build() -> dict:
         t = time.time()
-        night = run_nightly(ws, None, cfg, NightlyConfig(n_sentences=a.toy_sentences, full=full))
-        out[mode] = {"mode": night["mode"], "s": round(time.time() - t, 1), "stages_s": night["timings"],
-                     "mAP_kept": _map(ws, truth, KEPT), "mAP_new": _map(ws, truth, NEW)}
-        shutil.rmtree(ws.root)
+        if not (tmp / f"labels-{n_labels}.json").exists():
+            _add(base, KEPT)
+            with Catalog.open(base.catalog) as cat:
+                cat.add_labels(label_names(n_labels - len(KEPT)))
+            (tmp / f"labels-{n_labels}.json").write_text("{}")
+        run_encode(base, str(images), cfg, progress=False)
+        run_nightly(base, None, cfg, NightlyConfig(n_sentences=a.toy_sentences))
+        _add(base, NEW)
+        return {"s": round(time.time() - t, 1)}
+
+    out = {"labels_before": n_labels, "labels_added": len(NEW), "base_s": _step(tmp, f"base-{n_labels}", build)["s"]}
+    for mode, full in (("incremental", False), ("full", True)):
+        def night(mode=mode, full=full) -> dict:
+            ws = _copy_once(base.root, tmp / f"{mode}-{n_labels}")
+            t = time.time()
+            night = run_nightly(ws, None, cfg, NightlyConfig(n_sentences=a.toy_sentences, full=full))
+            with Catalog.open(ws.catalog, read_only=True) as cat:
+                present = {r["label"]: r["present"] for r in cat.run_thresholds(night["run_id"])}
+            res = {"mode": night["mode"], "s": round(time.time() - t, 1), "stages_s": night["timings"],
+                   "mAP_kept": _map(ws, truth, KEPT), "mAP_new": _map(ws, truth, NEW),
+                   "new_absent": [n for n in NEW if not present.get(n)]}
+            shutil.rmtree(ws.root)
+            return res
+        out[mode] = _step(tmp, f"{mode}-{n_labels}", night)
     inc, full_ = out["incremental"], out["full"]
     out["delta_kept"] = round(inc["mAP_kept"] - full_["mAP_kept"], 2)
     out["delta_new"] = round(inc["mAP_new"] - full_["mAP_new"], 2)
@@ -76,13 +110,19 @@ def change_quality(tmp: Path, truth: dict, images: Path, n_labels: int, a) -> di
 
 def change_main(a) -> None:
     from tagger.toyworld.export import export_scenes
-    tmp = Path(tempfile.mkdtemp(prefix="tagger-bench-change-"))
+    keep = a.work is not None
+    tmp = Path(a.work) if keep else Path(tempfile.mkdtemp(prefix="tagger-bench-change-"))
+    tmp.mkdir(parents=True, exist_ok=True)
     try:
-        truth = export_scenes(tmp / "images", a.n)
+        if not (tmp / "truth.json").exists():
+            truth = export_scenes(tmp / "images", a.n)
+            (tmp / "truth.json").write_text(json.dumps(truth))
+        truth = json.loads((tmp / "truth.json").read_text())
         with ray_session():
             res = {str(k): change_quality(tmp, truth, tmp / "images", k, a) for k in a.labels}
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     for k, r in res.items():
         print(f"{k} labels +10: kept mAP {r['incremental']['mAP_kept']:.2f} incremental vs {r['full']['mAP_kept']:.2f} "
               f"full ({r['delta_kept']:+.2f}); new mAP {r['incremental']['mAP_new']:.2f} vs {r['full']['mAP_new']:.2f} "
