@@ -231,12 +231,10 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
         placement = corpus_placement(x, c, s.shape[0], width, anchors.neg_mean[firm],
                                      anchors.pos_mean[firm] - anchors.neg_mean[firm],
                                      np.where(np.isfinite(anchors.neg_sd[firm]), anchors.neg_sd[firm], 0.0), cfg)
-        if placement < cfg.pos_anchor:
-            d = _anchored_at(placement, s, binned, labels, anchors, cfg, overrides, zeroshot_top1)
     elif cfg.placement_margin is not None and given is not None:
         placement = float(np.clip(given, cfg.min_placement, cfg.pos_anchor))
-        if placement < cfg.pos_anchor:
-            d = _anchored_at(placement, s, binned, labels, anchors, cfg, overrides, zeroshot_top1)
+    if placement < cfg.pos_anchor:
+        d = _anchored_at(placement, s, binned, labels, anchors, cfg, overrides, zeroshot_top1)
     d.placement = placement
     how = f"fitted to {int(firm.sum())} labels" if fitted else "given" if placement != cfg.pos_anchor else "fixed"
     logger.info("decisions: %d of %d labels present in a sample of %d images, positives placed at %.2f of "
