@@ -6,6 +6,22 @@ import torch
 __all__ = ["PairHinge", "ranking_loss"]
 
 
+def _hinge(s: torch.Tensor, pos: torch.Tensor, margin: float) -> torch.Tensor:
+    """max(0, margin - s_p + s_n) for each row's positives ``pos`` [b, k] and every column: [b, k, C]."""
+    return (s[:, None, :] - (s.gather(1, pos) - margin)[:, :, None]).clamp_(min=0)
+
+
+def _hinge_value(hinge: torch.Tensor, w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return (torch.bmm(hinge, v[:, :, None])[:, :, 0] * w).sum()
+
+
+def _hinge_grad(active: torch.Tensor, pos: torch.Tensor, w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """d/ds of :func:`_hinge_value` given its active pairs (0/1, [b, k, C])."""
+    g = torch.bmm(w[:, None, :], active)[:, 0, :] * v  # d/ds_n: sum_p w_p v_n [active]
+    g.scatter_add_(1, pos, -(w * torch.bmm(active, v[:, :, None])[:, :, 0]))  # d/ds_p
+    return g
+
+
 class PairHinge(torch.autograd.Function):
     """sum_{b,p} w_bp sum_n v_bn max(0, margin - s_bp + s_bn) for scores ``s`` [b, C], each row's
     positive columns ``pos`` [b, k] with weights ``w`` and negative weights ``v`` [b, C]. Its
@@ -13,30 +29,54 @@ class PairHinge(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s, pos, w, v, margin):  # type: ignore[override]
-        hinge = s[:, None, :] - (s.gather(1, pos) - margin)[:, :, None]  # [b, k, C]
-        hinge.clamp_(min=0)
+        hinge = _hinge(s, pos, margin)
         ctx.save_for_backward(hinge, pos, w, v)
-        return (torch.bmm(hinge, v[:, :, None])[:, :, 0] * w).sum()
+        return _hinge_value(hinge, w, v)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         hinge, pos, w, v = ctx.saved_tensors
-        active = (hinge > 0).to(hinge.dtype)
-        g = torch.bmm(w[:, None, :], active)[:, 0, :] * v  # d/ds_n: sum_p w_p v_n [active]
-        g.scatter_add_(1, pos, -(w * torch.bmm(active, v[:, :, None])[:, :, 0]))  # d/ds_p
-        return g * grad, None, None, None, None
+        return _hinge_grad((hinge > 0).to(hinge.dtype), pos, w, v) * grad, None, None, None, None
 
 
 def ranking_loss(scores: torch.Tensor, targets: torch.Tensor, margin: float = 1.0, chunk: int = 64) -> torch.Tensor:
     """mean_b sum_{p in pos(b)} sum_{n in neg(b)} max(0, margin - s_p + s_n), each pair weighted by
-    y_p (1 - y_n). Only each row's positive labels are paired with every label ([b, k, C] for k
+    y_p (1 - y_n). Only each row's positive labels are paired with every label ([chunk, k, C] for k
     positives at most, not [b, C, C]), so the cost grows with C, not C squared."""
-    total = scores.new_zeros(())
-    for i in range(0, scores.shape[0], chunk):
-        s, y = scores[i:i + chunk], targets[i:i + chunk]
-        k = int((y > 0).sum(1).max()) if len(y) else 0
-        if k == 0:
-            continue
-        w, pos = torch.topk(y, k, dim=1)  # rows with fewer positives pad with weight 0
-        total = total + PairHinge.apply(s, pos, w.contiguous(), (1 - y).contiguous(), margin)
-    return total / scores.shape[0]
+    return _RankingLoss.apply(scores, targets, margin, chunk)
+
+
+class _RankingLoss(torch.autograd.Function):
+    """:func:`ranking_loss` over a whole batch, ``chunk`` rows at a time, the rows taken in order of
+    their number of positives (a chunk pads to its largest). The gradient is written into one
+    ``[b, C]`` tensor (autograd would add a zero-filled ``[b, C]`` per chunk's slice) and the
+    hinge's active pairs are recomputed in the backward pass instead of being kept."""
+
+    @staticmethod
+    def forward(ctx, scores, targets, margin, chunk):  # type: ignore[override]
+        total = scores.new_zeros(())
+        counts = torch.count_nonzero(targets > 0, dim=1)
+        order = torch.argsort(counts, stable=True)
+        parts = []
+        for i in range(0, scores.shape[0], chunk):
+            rows = order[i:i + chunk]
+            k = int(counts[rows].max()) if len(rows) else 0
+            if k == 0:
+                continue
+            s, y = scores[rows], targets[rows]
+            w, pos = torch.topk(y, k, dim=1)  # rows with fewer positives pad with weight 0
+            total += _hinge_value(_hinge(s, pos, margin), w, 1 - y)
+            parts.append((rows, pos, w.contiguous()))
+        ctx.save_for_backward(scores, targets)
+        ctx.parts, ctx.margin = parts, margin
+        return total / scores.shape[0]
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        scores, targets = ctx.saved_tensors
+        g = torch.zeros_like(scores)
+        for rows, pos, w in ctx.parts:
+            s = scores[rows]
+            active = (s[:, None, :] > (s.gather(1, pos) - ctx.margin)[:, :, None]).to(s.dtype)
+            g[rows] = _hinge_grad(active, pos, w, 1 - targets[rows])
+        return g.mul_(grad / scores.shape[0]), None, None, None
