@@ -116,3 +116,15 @@ def test_a_fit_placement_is_read_back_from_its_components_and_can_be_given():
     off = fit_anchored(s[:, cols], [labels[j] for j in cols], anchors.take(cols),
                        replace(DecisionConfig(), placement_margin=None), placement=fitted.placement)
     assert off.placement == DecisionConfig().pos_anchor  # placement fitting switched off: fixed
+
+
+def test_text_scale_of_anchors_with_unlearnt_labels_and_unknown_sds():
+    """base, gap and spread as the rule uses them: labels outside the mask get (0, 1, 0), a
+    non-finite sd counts as no spread."""
+    a = TextAnchors(np.array([1.0, -2.0, 0.5]), np.array([3.0, 1.0, 0.5]), np.array([0.4, np.nan, 0.2]),
+                    np.array([0.3, 0.3, 0.3]))
+    base, gap, spread = a.scale()
+    assert base.tolist() == [1.0, -2.0, 0.5] and gap.tolist() == [2.0, 3.0, 0.0]
+    assert spread.tolist() == [0.4, 0.0, 0.2]
+    base, gap, spread = a.scale(np.array([True, True, False]))
+    assert base.tolist() == [1.0, -2.0, 0.0] and gap.tolist() == [2.0, 3.0, 1.0] and spread.tolist() == [0.4, 0.0, 0.0]

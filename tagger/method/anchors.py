@@ -44,6 +44,15 @@ class TextAnchors:
             sep = np.maximum(sep, np.where(np.isfinite(self.robust_separation), self.robust_separation, 0.0))
         return sep
 
+    def scale(self, learned: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each label's text scale: ``(base, gap, spread)`` = the negatives' mean, the positives'
+        mean above it, the negatives' sd (0 where not finite); labels outside ``learned`` get (0, 1, 0)."""
+        base, gap = self.neg_mean, self.pos_mean - self.neg_mean
+        spread = np.where(np.isfinite(self.neg_sd), self.neg_sd, 0.0)
+        if learned is None:
+            return base, gap, spread
+        return np.where(learned, base, 0.0), np.where(learned, gap, 1.0), np.where(learned, spread, 0.0)
+
     def rescaled(self, mean: np.ndarray, std: np.ndarray) -> "TextAnchors":
         """The anchors in the units of scores calibrated as ``(score - mean) / std`` (separations,
         in sds, do not change)."""

@@ -228,9 +228,8 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
     fitted = cfg.placement_margin is not None and firm.sum() >= cfg.placement_min_labels
     if fitted:
         x, c, width = (a[..., firm] for a in binned)
-        placement = corpus_placement(x, c, s.shape[0], width, anchors.neg_mean[firm],
-                                     anchors.pos_mean[firm] - anchors.neg_mean[firm],
-                                     np.where(np.isfinite(anchors.neg_sd[firm]), anchors.neg_sd[firm], 0.0), cfg)
+        base, gap, spread = (a[firm] for a in anchors.scale())
+        placement = corpus_placement(x, c, s.shape[0], width, base, gap, spread, cfg)
     elif cfg.placement_margin is not None and given is not None:
         placement = float(np.clip(given, cfg.min_placement, cfg.pos_anchor))
     if placement < cfg.pos_anchor:
@@ -248,9 +247,7 @@ def _anchored_at(placement: float, s: np.ndarray, binned, labels: list[str], anc
     n = s.shape[0]
     separation = anchors.separation()
     learned = separation >= cfg.min_text_separation
-    gap = np.where(learned, anchors.pos_mean - anchors.neg_mean, 1.0)
-    base = np.where(learned, anchors.neg_mean, 0.0)
-    spread = np.where(learned & np.isfinite(anchors.neg_sd), anchors.neg_sd, 0.0)
+    base, gap, spread = anchors.scale(learned)
     mu0, mu1 = base + cfg.neg_anchor * gap, base + placement * gap - cfg.neg_sd_shift * spread
     sd1 = np.full(len(labels), cfg.anchor_sd) * gap
     x, c, width = binned

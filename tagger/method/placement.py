@@ -55,9 +55,8 @@ def placement_of(mu1: np.ndarray, anchors, cfg) -> float | None:
     ``anchors``): the median over the labels learnt from text; None without any. An incremental
     nightly that adds too few labels to fit one takes its base run's so."""
     mu1 = np.asarray(mu1, np.float64)
-    gap = anchors.pos_mean - anchors.neg_mean
-    spread = np.where(np.isfinite(anchors.neg_sd), anchors.neg_sd, 0.0)
+    base, gap, spread = anchors.scale()
     ok = np.isfinite(mu1) & (gap > 0) & (anchors.separation() >= cfg.min_text_separation)
     if not ok.any():
         return None
-    return float(np.median((mu1[ok] - anchors.neg_mean[ok] + cfg.neg_sd_shift * spread[ok]) / gap[ok]))
+    return float(np.median((mu1[ok] - base[ok] + cfg.neg_sd_shift * spread[ok]) / gap[ok]))
