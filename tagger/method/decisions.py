@@ -91,8 +91,8 @@ class DecisionConfig:
     # placement from the labels present at pos_anchor (at least placement_min_labels of them): the
     # median of their likelihood-best placements on a grid from min_placement in steps of
     # placement_step, plus placement_margin, never above pos_anchor (:mod:`.placement`; the margin
-    # chosen on val: 220-label vocabularies, both models). None: always pos_anchor
-    placement_margin: float | None = 0.1
+    # chosen on val: 220-label vocabularies, both models; docs/decisions.md). None: always pos_anchor
+    placement_margin: float | None = 0.125
     placement_min_labels: int = 3
     placement_step: float = 0.05
     min_placement: float = 0.5
