@@ -11,6 +11,11 @@ def _hinge(s: torch.Tensor, pos: torch.Tensor, margin: float) -> torch.Tensor:
     return (s[:, None, :] - (s.gather(1, pos) - margin)[:, :, None]).clamp_(min=0)
 
 
+def _active(s: torch.Tensor, pos: torch.Tensor, margin: float) -> torch.Tensor:
+    """The pairs where :func:`_hinge` is above 0, as 0/1 in ``s``'s dtype: [b, k, C]."""
+    return (s[:, None, :] > (s.gather(1, pos) - margin)[:, :, None]).to(s.dtype)
+
+
 def _hinge_value(hinge: torch.Tensor, w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return (torch.bmm(hinge, v[:, :, None])[:, :, 0] * w).sum()
 
@@ -60,7 +65,7 @@ class _RankingLoss(torch.autograd.Function):
         parts = []
         for i in range(0, scores.shape[0], chunk):
             rows = order[i:i + chunk]
-            k = int(counts[rows].max()) if len(rows) else 0
+            k = int(counts[rows].max())
             if k == 0:
                 continue
             s, y = scores[rows], targets[rows]
@@ -76,7 +81,5 @@ class _RankingLoss(torch.autograd.Function):
         scores, targets = ctx.saved_tensors
         g = torch.zeros_like(scores)
         for rows, pos, w in ctx.parts:
-            s = scores[rows]
-            active = (s[:, None, :] > (s.gather(1, pos) - ctx.margin)[:, :, None]).to(s.dtype)
-            g[rows] = _hinge_grad(active, pos, w, 1 - targets[rows])
+            g[rows] = _hinge_grad(_active(scores[rows], pos, ctx.margin), pos, w, 1 - targets[rows])
         return g.mul_(grad / scores.shape[0]), None, None, None
