@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tagger.atomic import atomic_write_text
 from tagger.catalog import Catalog
 from tagger.evaluate.metrics import per_class_ap
 from tagger.pipeline.encode import EncodeConfig, run_encode
@@ -55,7 +56,7 @@ def _step(root: Path, name: str, run) -> dict:
     if done.exists():
         return json.loads(done.read_text())
     out = run()
-    done.write_text(json.dumps(out))
+    atomic_write_text(done, json.dumps(out))  # a kill while writing leaves no half-written record
     return out
 
 
@@ -82,7 +83,7 @@ def change_quality(tmp: Path, truth: dict, images: Path, n_labels: int, a) -> di
             _add(base, KEPT)
             with Catalog.open(base.catalog) as cat:
                 cat.add_labels(label_names(n_labels - len(KEPT)))
-            (tmp / f"labels-{n_labels}.json").write_text("{}")
+            atomic_write_text(tmp / f"labels-{n_labels}.json", "{}")
         run_encode(base, str(images), cfg, progress=False)
         run_nightly(base, None, cfg, NightlyConfig(n_sentences=a.toy_sentences))
         _add(base, NEW)
@@ -116,7 +117,7 @@ def change_main(a) -> None:
     try:
         if not (tmp / "truth.json").exists():
             truth = export_scenes(tmp / "images", a.n)
-            (tmp / "truth.json").write_text(json.dumps(truth))
+            atomic_write_text(tmp / "truth.json", json.dumps(truth))
         truth = json.loads((tmp / "truth.json").read_text())
         with ray_session():
             res = {str(k): change_quality(tmp, truth, tmp / "images", k, a) for k in a.labels}
