@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-__all__ = ["expected_best_f1", "f1_cutoffs"]
+__all__ = ["expected_best_f1", "f1_cutoffs", "rule_cutoffs"]
 
 _GRID = 257  # thresholds tried per label; F* is a smooth maximum, so its error is second order
 
@@ -47,3 +47,14 @@ def f1_cutoffs(mu0: ArrayLike, sd0: ArrayLike, mu1: ArrayLike, sd1: ArrayLike, p
     """Per label, the posterior cutoff that maximises its expected F1: half its best expected F1,
     never below ``floor``."""
     return np.maximum(0.5 * expected_best_f1(mu0, sd0, mu1, sd1, prior), floor)
+
+
+def rule_cutoffs(rule: str, cutoff: float, floor: float, mu0: ArrayLike, sd0: ArrayLike, mu1: ArrayLike,
+                 sd1: ArrayLike, prior: ArrayLike) -> np.ndarray:
+    """Per label, the posterior cutoff of ``rule``: "posterior" (``cutoff`` for all) or "f1" (half
+    the best F1 its components expect, at least ``floor``)."""
+    if rule == "posterior":
+        return np.full(len(np.atleast_1d(prior)), float(cutoff))
+    if rule != "f1":
+        raise ValueError(f"unknown cutoff rule {rule!r} (f1 or posterior)")
+    return f1_cutoffs(mu0, sd0, mu1, sd1, prior, floor=floor)

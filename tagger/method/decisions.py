@@ -43,15 +43,16 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from .anchors import TextAnchors, text_anchors
 from .binned import fit_bulk, histogram, log_normal, log_ratio, quantile, two_groups
-from .cutoffs import f1_cutoffs
+from .cutoffs import rule_cutoffs
 from .names import name_counts, name_words
 from .placement import corpus_placement
+from .refit import fit_from_labels
 
 __all__ = ["DecisionConfig", "Decisions", "TextAnchors", "fit_anchored", "fit_decisions", "fit_from_labels",
            "text_anchors"]
@@ -140,7 +141,7 @@ class Decisions:
         """Each label's posterior cutoff: as fitted or stored (``label_cutoffs``), else by the rule."""
         if self.label_cutoffs is not None:
             return np.asarray(self.label_cutoffs, np.float64)
-        return _rule_cutoffs(self.cutoff_rule, self.cutoff, self.min_cutoff, self.mu0, self.sd0, self.mu1, self.sd1,
+        return rule_cutoffs(self.cutoff_rule, self.cutoff, self.min_cutoff, self.mu0, self.sd0, self.mu1, self.sd1,
                              self.prior)
 
     def reason(self, j: int) -> str:
@@ -260,7 +261,7 @@ def _anchored_at(placement: float, s: np.ndarray, binned, labels: list[str], anc
         for arr, value in zip((mu0, sd0, mu1, sd1, prior), comps):
             arr[weak] = value
         learned = learned | (weak & _scatter(weak, grouped))
-    cut = _rule_cutoffs(cfg.cutoff_rule, cfg.cutoff, cfg.min_cutoff, mu0, sd0, mu1, sd1, prior)  # once per fit
+    cut = rule_cutoffs(cfg.cutoff_rule, cfg.cutoff, cfg.min_cutoff, mu0, sd0, mu1, sd1, prior)  # once per fit
     threshold = _crossings(mu0, sd0, mu1, sd1, prior, cut)
     names = name_counts(s, threshold, zeroshot_top1)
     if names is None:
@@ -279,16 +280,6 @@ def _anchored_at(placement: float, s: np.ndarray, binned, labels: list[str], anc
                  int((learned & ~stands_out).sum()))
     return Decisions(list(labels), mu0, sd0, mu1, sd1, prior, present, cfg.cutoff, dict(overrides or {}),
                      reasons, separation, cfg.cutoff_rule, cfg.min_cutoff, cut)
-
-
-def _rule_cutoffs(rule: str, cutoff: float, floor: float, mu0, sd0, mu1, sd1, prior) -> np.ndarray:
-    """Per label, the posterior cutoff of ``rule``: "posterior" (``cutoff`` for all) or "f1" (half
-    the best F1 its components expect, at least ``floor``)."""
-    if rule == "posterior":
-        return np.full(len(np.atleast_1d(prior)), float(cutoff))
-    if rule != "f1":
-        raise ValueError(f"unknown cutoff rule {rule!r} (f1 or posterior)")
-    return f1_cutoffs(mu0, sd0, mu1, sd1, prior, floor=floor)
 
 
 def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -384,39 +375,3 @@ def fit_decisions(scores: np.ndarray, labels: list[str], cfg: DecisionConfig | N
     # for a rare label it comes out too wide for its expected F1 to be trusted (the F1 cutoff measured
     # worse on such labels); the anchored rule holds its positives at the text side's anchors
     return Decisions(list(labels), mu0, sd0, mu1, sd1, prior, present, cfg.cutoff, dict(overrides or {}), reasons)
-
-
-def fit_from_labels(decisions: Decisions, scores: np.ndarray, truth: np.ndarray,
-                    corpus_scores: np.ndarray | None = None, min_images: int = 2) -> Decisions:
-    """Re-fit labels that have labelled images (``truth`` multi-hot over ``decisions.labels``).
-
-    Each such label's two components come from its labelled positives and negatives; its prior is
-    re-estimated on ``corpus_scores`` with the components held fixed (a labelled set rarely has the
-    corpus's label frequencies), or taken from the labelled set when no corpus sample is given.
-    The other labels keep their unsupervised fit."""
-    s, y = np.asarray(scores, np.float64), np.asarray(truth, bool)
-    def copied(a: np.ndarray) -> np.ndarray:
-        return np.array(a, copy=True)
-    out = replace(decisions, reasons=list(decisions.reasons), mu0=copied(decisions.mu0), sd0=copied(decisions.sd0),
-                  mu1=copied(decisions.mu1), sd1=copied(decisions.sd1), prior=copied(decisions.prior),
-                  present=copied(decisions.present))
-    for j in range(len(decisions.labels)):
-        pos, neg = s[y[:, j], j], s[~y[:, j], j]
-        if len(pos) < min_images or len(neg) < min_images:
-            continue
-        floor = 1e-3 + 0.05 * s[:, j].std()
-        out.mu1[j], out.sd1[j] = pos.mean(), max(pos.std(), floor)
-        out.mu0[j], out.sd0[j] = neg.mean(), max(neg.std(), floor)
-        out.prior[j] = np.clip(y[:, j].mean(), 1e-3, 0.999)
-        if corpus_scores is not None:
-            c = np.asarray(corpus_scores, np.float64)[:, j]
-            for _ in range(50):
-                logit = log_ratio(c, out.mu0[j], out.sd0[j], out.mu1[j], out.sd1[j], out.prior[j])
-                out.prior[j] = np.clip(np.mean(1.0 / (1.0 + np.exp(-np.clip(logit, -60, 60)))), 1e-4, 0.999)
-        out.present[j] = True
-        if len(out.reasons) == len(decisions.labels):
-            out.reasons[j] = f"fitted from labelled images ({len(pos)} with the label, {len(neg)} without)"
-    if decisions.label_cutoffs is not None and decisions.cutoff_rule == "f1":  # the re-fitted labels' cutoffs too
-        out.label_cutoffs = _rule_cutoffs(out.cutoff_rule, out.cutoff, out.min_cutoff, out.mu0, out.sd0, out.mu1,
-                                          out.sd1, out.prior)
-    return out
