@@ -89,8 +89,17 @@ def export_cmd(
     print_summary(f"export {fmt.value}", summary, as_json)
     _warn(summary)
     if summary.get("failed"):
-        fail(f"{summary['failed']} sidecar(s) not written, e.g. {summary['first_error']} "
-             "(read-only source? give --mirror DIR)")
+        fail(f"{summary['failed']} sidecar(s) not written (each left as it was), e.g. {summary['first_error']}"
+             + _hint(summary["first_error"]))
+
+
+def _hint(error: str | None) -> str:
+    """What to do about a sidecar that could not be written: a read-only source wants --mirror DIR;
+    a sidecar that is not XMP or not readable is for the person to look at (no hint)."""
+    text = (error or "").lower()
+    if any(k in text for k in ("permission denied", "read-only", "operation not permitted")):
+        return " (read-only source? give --mirror DIR)" if "--mirror" not in text else ""
+    return ""
 
 
 def register(app: typer.Typer) -> None:

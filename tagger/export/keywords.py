@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .record import read_record
-from .sidecars import read_sidecar, sidecar_path
+from .sidecars import existing_sidecar, read_sidecar, sidecar_path
 from .xmp import HIERARCHY, SUBJECT, TAGS_LIST
 from .xmpdoc import XmpDoc
 
@@ -116,7 +116,7 @@ def image_keywords(paths: list[str], *, embedded: bool = True,
     for path in paths:
         kw = Keywords()
         for naming in ("photo.jpg.xmp", "photo.xmp"):
-            side = sidecar_path(path, naming)
+            side = existing_sidecar(sidecar_path(path, naming))
             if side is None or not os.path.lexists(side):
                 continue
             try:

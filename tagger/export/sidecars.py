@@ -24,10 +24,11 @@ from ..atomic import TMP_PREFIX, atomic_open
 from ..errors import SimulatedCrash
 from ..targets import os_reason, workspace_owned
 from ..uris import to_local_path
-from .xmp import MachineTag, merge_sidecar
+from .xmp import MachineTag, MergeResult, merge_sidecar
 from .xmpdoc import MAX_SIDECAR_BYTES
 
-__all__ = ["NAMINGS", "SidecarChanged", "SidecarPlan", "read_sidecar", "sidecar_path", "write_sidecars"]
+__all__ = ["NAMINGS", "SidecarChanged", "SidecarPlan", "existing_sidecar", "read_sidecar", "sidecar_path",
+           "write_sidecars"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,19 +80,56 @@ def sidecar_path(uri: str, naming: str = NAMINGS[0], mirror: str | os.PathLike |
     return Path(mirror, *parts[:-1], _name(parts[-1], naming))
 
 
+def existing_sidecar(target: Path | None) -> Path | None:
+    """``target``, or the sidecar already beside it under the same name with an upper-case extension
+    (``photo.XMP``, as some cameras and Windows tools write it) when only that one exists: merged
+    into where the person's tools read it, never a second sidecar next to it."""
+    if target is None or os.path.lexists(target):
+        return target
+    upper = target.with_name(target.name[:-len(".xmp")] + ".XMP") if target.name.endswith(".xmp") else target
+    return upper if os.path.lexists(upper) else target
+
+
 def read_sidecar(target: Path) -> tuple[bytes | None, tuple | None]:
-    """The sidecar's bytes and identity (None, None when absent); ValueError for a non-regular file."""
+    """The sidecar's bytes and identity (None, None when absent); ValueError for a non-regular file.
+
+    Opened without blocking and checked on the open file, so a FIFO or device put in its place (even
+    between a look and the read) is refused, never waited on."""
     try:
-        st = os.stat(target)
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         return None, None
-    if not stat.S_ISREG(st.st_mode):
-        raise ValueError("not a regular file: left alone")
-    if st.st_size > MAX_SIDECAR_BYTES:
-        raise ValueError(f"larger than {MAX_SIDECAR_BYTES >> 20} MiB: not a sidecar")
-    with open(target, "rb") as fh:
-        data = fh.read(MAX_SIDECAR_BYTES + 1)
-    return data, (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file: left alone")
+        if st.st_size > MAX_SIDECAR_BYTES:
+            raise ValueError(f"larger than {MAX_SIDECAR_BYTES >> 20} MiB: not a sidecar")
+        chunks, size = [], 0
+        while size <= MAX_SIDECAR_BYTES and (chunk := os.read(fd, 1 << 20)):
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks), (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode, st.st_uid, st.st_gid)
+
+
+def _check_writable(target: Path, ident: tuple | None) -> None:
+    """ValueError for an existing sidecar marked read-only (no write permission bit, or not writable
+    by this user): a person's way of saying "leave this file alone", which a rename would bypass."""
+    if ident is not None and (not stat.S_IMODE(ident[3]) & 0o222 or not os.access(target, os.W_OK)):
+        raise ValueError("read-only sidecar: left alone (make it writable, or give --mirror DIR)")
+
+
+def _keep_owner(tmp: Path, ident: tuple | None) -> None:
+    """Give the new sidecar the old one's owner and group where this process may (an export run as
+    root would otherwise leave the person a sidecar their photo tool cannot save)."""
+    if ident is None:
+        return
+    st = os.stat(tmp)
+    if (st.st_uid, st.st_gid) != ident[4:6]:
+        with contextlib.suppress(OSError):
+            os.chown(tmp, ident[4], ident[5])
 
 
 def _replace(target: Path, data: bytes, before: bytes | None, ident: tuple | None, crash: bool) -> None:
@@ -99,6 +137,7 @@ def _replace(target: Path, data: bytes, before: bytes | None, ident: tuple | Non
     def unchanged(tmp: Path) -> None:
         if crash:
             raise SimulatedCrash(f"export: crash before renaming {tmp.name}")
+        _keep_owner(tmp, ident)
         if read_sidecar(target) != (before, ident):
             raise SidecarChanged("changed by another program while exporting: left as it is")
 
@@ -150,7 +189,7 @@ class _Writer:
 
     def target_of(self, uri: str) -> Path | None:
         p = self.plan
-        target = sidecar_path(uri, p.naming, p.mirror, p.source_root)
+        target = existing_sidecar(sidecar_path(uri, p.naming, p.mirror, p.source_root))
         if target is None:
             self.out["remote" if to_local_path(uri) is None else "outside_root"] += 1
             return None
@@ -159,6 +198,17 @@ class _Writer:
             return None
         self.targets.add(target)
         return target
+
+    def merged(self, real: Path, before: bytes | None, tags: Sequence[MachineTag]) -> MergeResult:
+        """``tags`` merged into the sidecar's bytes ``before``; ValueError when it cannot be (not XMP,
+        or any failure of the parser or the merge on a document another program wrote)."""
+        try:
+            return merge_sidecar(before, tags, run=self.run, parents=self.plan.parents, root=self.plan.root_label)
+        except ValueError:
+            raise
+        except Exception as e:  # a document no test foresaw: left alone and reported, never a traceback
+            logger.debug("merging into %s failed", real, exc_info=True)
+            raise ValueError(f"cannot merge into it ({type(e).__name__}: {e}): left alone") from e
 
     def one(self, uri: str, tags: Sequence[MachineTag]) -> None:
         target = self.target_of(uri)
@@ -172,7 +222,9 @@ class _Writer:
             if before is None and not tags:
                 self.out["no_labels"] += 1
                 return
-            res = merge_sidecar(before, tags, run=self.run, parents=self.plan.parents, root=self.plan.root_label)
+            if before is None and os.path.islink(target):  # never create a file where a dangling link points
+                raise ValueError(f"a symbolic link to {real}, which does not exist: left alone")
+            res = self.merged(real, before, tags)
             self.out["refused_labels"].extend(x for x in res.refused if x not in self.out["refused_labels"])
             if res.data == before:
                 self.out["unchanged"] += 1
@@ -182,6 +234,7 @@ class _Writer:
             elif not os.path.lexists(to_local_path(uri) or ""):
                 self.out["missing_images"] += 1
                 return
+            _check_writable(real, ident)
             _clean_stale(real.parent, self.folders)
             crash = self.crash_after is not None and self.out["written"] >= self.crash_after
             _replace(real, res.data, before, ident, crash)

@@ -4,8 +4,9 @@ Photo tools read keywords from ``dc:subject`` (flat), ``lr:hierarchicalSubject``
 with ``|``: Lightroom, darktable, digiKam) and ``digiKam:TagsList`` (the same paths joined with
 ``/``; digiKam reads it first when it exists). :func:`merge_sidecar` adds each positive label to
 those lists, records in the sidecar what it added (:mod:`tagger.export.record`), and takes out only
-items it added itself that are no longer positive. An item a person already had is never recorded
-as tagger's, so it is never removed; a machine keyword a person deleted is not written again.
+items it added itself that are no longer positive. An item a person already had (compared
+Unicode-normalised and case-folded: a person's ``Star`` is the label ``star``) is neither added again
+nor recorded as tagger's, so it is never removed; a machine keyword a person deleted is not written again.
 ``TagsList`` is only edited where it exists (making one would hide a person's hierarchical keywords
 from digiKam). A label whose name XML 1.0 cannot hold (U+FFFE ...) is not written; a label holding
 ``|`` (``/`` for TagsList) is written as a flat keyword only, never as a hierarchy.
@@ -13,8 +14,9 @@ from digiKam). A label whose name XML 1.0 cannot hold (U+FFFE ...) is not writte
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from .record import Entry, Record, read_record, write_record
@@ -25,6 +27,7 @@ __all__ = ["MachineTag", "MergeResult", "label_paths", "merge_sidecar"]
 logger = logging.getLogger(__name__)
 
 SUBJECT, HIERARCHY, TAGS_LIST = qname("dc", "subject"), qname("lr", "hierarchicalSubject"), qname("digiKam", "TagsList")
+LISTS = (SUBJECT, HIERARCHY, TAGS_LIST)
 _MAX_PATHS = 16  # hierarchical paths written per label (several parents multiply them)
 
 
@@ -68,13 +71,32 @@ def _tags_form(path: str) -> str | None:
     return None if any("/" in p for p in parts) else "/".join(parts)
 
 
+def _fold(item: str) -> str:
+    """How keywords are compared: Unicode-normalised (NFC) and case-folded, so a person's ``Star``
+    (or a decomposed ``Zürich`` from macOS) is the label ``star`` (``zürich``) already there."""
+    return unicodedata.normalize("NFC", item).casefold()
+
+
+def _folded(items: Iterable[str]) -> set[str]:
+    return {_fold(x) for x in items}
+
+
 def _owned(desired: Sequence[str], before: Sequence[str], have: set[str]) -> tuple[tuple[str, ...], list[str]]:
     """Of the ``desired`` items: those tagger owns (it added them before, or adds them now) and
-    those to add (absent from the list ``have``, which then holds them all)."""
-    owned = tuple(x for x in desired if x in before or x not in have)
-    add = [x for x in desired if x not in have]
-    have.update(desired)
+    those to add (absent from the list whose folded items, :func:`_fold`, are ``have``; it then holds them all)."""
+    owned = tuple(x for x in desired if x in before or _fold(x) not in have)
+    add = [x for x in desired if _fold(x) not in have]
+    have.update(map(_fold, desired))
     return owned, add
+
+
+def _sane(e: Entry) -> Entry:
+    """Entry ``e`` of a sidecar's record without the items tagger never writes for its label (a
+    keyword other than the label, a path not ending in it): a record edited by hand or by another
+    tool never makes tagger take out a person's keyword."""
+    return replace(e, keyword=e.keyword if e.keyword == e.label else None,
+                   paths=tuple(p for p in e.paths if p.split("|")[-1] == e.label),
+                   tags=tuple(t for t in e.tags if t.split("/")[-1] == e.label))
 
 
 def _machine_tag(t: MachineTag | str | tuple) -> MachineTag:
@@ -87,15 +109,16 @@ def merge_sidecar(existing: bytes | None, tags: Sequence[MachineTag | str], *, r
     ``existing`` is not an XMP document."""
     doc = XmpDoc(existing)
     prior = read_record(doc)
-    have = {t: set(doc.items(t)) for t in (SUBJECT, HIERARCHY, TAGS_LIST)}
+    prior.entries = {k: _sane(e) for k, e in prior.entries.items()}
+    have = {t: _folded(doc.items(t)) for t in LISTS}
     tags_list = doc.has(TAGS_LIST)
-    declined = set(prior.declined) | {e.label for e in prior.entries.values() if e.label not in have[SUBJECT]}
+    declined = set(prior.declined) | {e.label for e in prior.entries.values() if _fold(e.label) not in have[SUBJECT]}
     wanted = {t.label: t for t in map(_machine_tag, tags)}
     keep = {k: e for k, e in prior.entries.items() if k in wanted and k not in declined}
     drop = [e for k, e in prior.entries.items() if k not in keep]
     res = MergeResult(b"", removed=sorted(e.label for e in drop if e.label not in declined),
                       declined=sorted(k for k in wanted if k in declined))
-    gone: dict[str, set[str]] = {SUBJECT: set(), HIERARCHY: set(), TAGS_LIST: set()}
+    gone: dict[str, set[str]] = {t: set() for t in LISTS}
     for e in drop:
         gone[SUBJECT].update([e.keyword] if e.keyword else [])
         gone[HIERARCHY].update(e.paths)
@@ -115,8 +138,8 @@ def merge_sidecar(existing: bytes | None, tags: Sequence[MachineTag | str], *, r
     edits = 0
     for prop, items in gone.items():
         doc.edit_list(prop, items, [])
-        have[prop] -= items
         edits += len(items)
+    have = {t: _folded(doc.items(t)) for t in LISTS}  # what the person keeps (and tagger keeps) after the removal
     record = Record(declined=declined)
     for label, (old, paths, forms) in plans.items():
         kw, add_kw = _owned([label], [old.keyword] if old and old.keyword else [], have[SUBJECT])
@@ -132,7 +155,7 @@ def merge_sidecar(existing: bytes | None, tags: Sequence[MachineTag | str], *, r
                                       tag.provenance, run)
         if old is None:
             res.added.append(label)
-    if existing and not edits and record == prior:  # nothing to change: the file stays as its tool wrote it
+    if existing is not None and not edits and record == prior:  # nothing to change: the file stays as its tool wrote it
         res.data = existing
         return res
     write_record(doc, record)

@@ -1,19 +1,22 @@
 """An XMP document read and written with ElementTree: the lists (``rdf:Bag``, ``rdf:Seq``) of its
-properties edited in place, every other element and attribute kept as it was.
+properties edited in place, every other element, attribute, comment and processing instruction
+inside the packet kept as it was.
 
 A sidecar is refused (ValueError) when it is larger than :data:`MAX_SIDECAR_BYTES`, declares a
-DOCTYPE (no XMP packet does; entity tricks live there), is not XML, or holds no ``rdf:RDF``.
-Serialising the same tree again gives the same bytes, so an unchanged sidecar is never rewritten.
+DOCTYPE or entities (no XMP packet does; entity tricks live there; checked by the XML parser, so in
+any encoding, UTF-16 included), nests elements deeper than :data:`MAX_DEPTH`, is not XML (or in an
+encoding the parser lacks), or holds no ``rdf:RDF``. Any encoding the parser reads is written back as
+UTF-8. Serialising the same tree again gives the same bytes, so an unchanged sidecar is never rewritten.
 """
 from __future__ import annotations
 
-import io
 import re
 import xml.etree.ElementTree as ET
+import xml.parsers.expat as expat
 from collections.abc import Iterable, Sequence
 
-__all__ = ["MAX_SIDECAR_BYTES", "NAMESPACES", "XmpDoc", "bag", "li_items", "li_resource", "qname", "resource",
-           "structs", "text_element", "xml_unsafe"]
+__all__ = ["MAX_DEPTH", "MAX_SIDECAR_BYTES", "NAMESPACES", "XmpDoc", "bag", "li_items", "li_resource", "qname",
+           "resource", "structs", "text_element", "xml_unsafe"]
 
 NAMESPACES = {
     "x": "adobe:ns:meta/",
@@ -24,8 +27,11 @@ NAMESPACES = {
     "tagger": "urn:x-tagger:xmp:1.0#",
 }
 MAX_SIDECAR_BYTES = 32 << 20
+#: Element nesting refused beyond this (XMP packets nest a dozen levels; serialising recurses per level).
+MAX_DEPTH = 256
 _PACKET_BEGIN = '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
 _PACKET_END = '\n<?xpacket end="w"?>\n'
+_BOM8 = b"\xef\xbb\xbf"
 # characters XML 1.0 cannot hold (not even as character references)
 _XML_UNSAFE = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -37,6 +43,7 @@ def qname(prefix: str, name: str) -> str:
 
 _RDF = "{%s}" % NAMESPACES["rdf"]
 _LI, _DESC, _RESOURCE = _RDF + "li", _RDF + "Description", _RDF + "parseType"
+_CONTAINERS = (_RDF + "Bag", _RDF + "Seq", _RDF + "Alt")
 
 
 def xml_unsafe(text: str) -> str | None:
@@ -45,12 +52,52 @@ def xml_unsafe(text: str) -> str | None:
     return m.group(0) if m else None
 
 
-def _register(data: bytes | None) -> None:
+def _trimmed(data: bytes) -> bytes:
+    """``data`` without blank lines before its first tag (an XML declaration must come first)."""
+    body = data[len(_BOM8):] if data.startswith(_BOM8) else data
+    trimmed = body.lstrip(b" \t\r\n")
+    return trimmed if trimmed is not body and trimmed.startswith(b"<") else data
+
+
+class _Refused(ValueError):
+    """A document the XML parser reads, but no XMP sidecar would be."""
+
+
+def _scan(data: bytes) -> list[tuple[str, str]]:
+    """One streaming pass of the XML parser over ``data``: its namespace bindings. ValueError for a
+    DOCTYPE or entity declaration, nesting deeper than :data:`MAX_DEPTH`, or bytes that are not XML."""
+    parser = expat.ParserCreate(namespace_separator=" ")
+    pairs: list[tuple[str, str]] = []
+    depth = [0]
+
+    def start(_name: str, _attrs: object) -> None:
+        depth[0] += 1
+        if depth[0] > MAX_DEPTH:
+            raise _Refused(f"elements nested deeper than {MAX_DEPTH}: not an XMP sidecar")
+
+    def end(_name: str) -> None:
+        depth[0] -= 1
+
+    def declaration(*_args: object) -> None:
+        raise _Refused("declares a DOCTYPE or entities: not an XMP sidecar")
+
+    parser.StartElementHandler, parser.EndElementHandler = start, end
+    parser.StartDoctypeDeclHandler = parser.EntityDeclHandler = declaration
+    parser.StartNamespaceDeclHandler = lambda prefix, uri: pairs.append((prefix or "", uri or ""))
+    try:
+        parser.Parse(data, True)
+    except expat.ExpatError as e:
+        raise ValueError(f"not XML: {e}") from e
+    except _Refused:
+        raise
+    except (LookupError, ValueError) as e:  # an encoding the parser does not know or cannot read
+        raise ValueError(f"in an encoding the XML parser cannot read ({e}): write it as UTF-8") from e
+    return pairs
+
+
+def _register(pairs: Iterable[tuple[str, str]]) -> None:
     """Serialise with the document's own prefixes (and the standard ones), not ns0, ns1 ..."""
-    pairs = list(NAMESPACES.items())
-    if data:
-        pairs += [(p, u) for _, (p, u) in ET.iterparse(io.BytesIO(data), events=("start-ns",))]
-    for prefix, uri in pairs:
+    for prefix, uri in [*NAMESPACES.items(), *pairs]:
         if prefix:
             try:
                 ET.register_namespace(prefix, uri)
@@ -61,13 +108,25 @@ def _register(data: bytes | None) -> None:
 def _parse(data: bytes) -> ET.Element:
     if len(data) > MAX_SIDECAR_BYTES:
         raise ValueError(f"larger than {MAX_SIDECAR_BYTES >> 20} MiB: not a sidecar")
-    if b"<!DOCTYPE" in data[:4096].upper() or b"<!ENTITY" in data.upper():
-        raise ValueError("declares a DOCTYPE or entities: not an XMP sidecar")
+    data = _trimmed(data)
+    _register(_scan(data))
+    parser = ET.XMLParser(target=ET.TreeBuilder(insert_comments=True, insert_pis=True))
     try:
-        _register(data)
-        return ET.fromstring(data)
-    except ET.ParseError as e:
+        parser.feed(data)
+        return parser.close()
+    except (ET.ParseError, LookupError) as e:
         raise ValueError(f"not XML: {e}") from e
+
+
+def _is_element(e: ET.Element) -> bool:
+    """Whether ``e`` is an element (not a comment or processing instruction kept in the tree)."""
+    return isinstance(e.tag, str)
+
+
+def _texts(e: ET.Element) -> list[str]:
+    """The item texts of a list property element (its own text when it holds no list)."""
+    lis = e.findall(f"./*/{_LI}")
+    return [li.text or "" for li in lis] if lis else [] if any(map(_is_element, e)) else [e.text or ""]
 
 
 class XmpDoc:
@@ -77,7 +136,7 @@ class XmpDoc:
         if data and data.strip():
             self.root = _parse(data)
         else:
-            _register(None)
+            _register(())
             self.root = ET.Element(qname("x", "xmpmeta"))
             ET.SubElement(self.root, _RDF + "RDF")
         rdf = self.root if self.root.tag == _RDF + "RDF" else self.root.find(f".//{_RDF}RDF")
@@ -102,44 +161,53 @@ class XmpDoc:
             if tag in d.attrib:
                 out.append(d.attrib[tag])
             for e in d.findall(tag):
-                lis = e.findall(f"./*/{_LI}")
-                out.extend([li.text or "" for li in lis] if lis else [e.text or ""])
+                out.extend(_texts(e))
         return [v.strip() for v in out if v.strip()]
 
     def has(self, tag: str) -> bool:
         return any(tag in d.attrib or d.find(tag) is not None for d in self.descriptions)
 
     def _list_element(self, tag: str, container: str) -> ET.Element:
-        """The list container of ``tag`` (made in the first description when absent; a simple value
-        as an attribute or text becomes the list's first item)."""
+        """The one list container of ``tag``, made in the first description when absent. A simple
+        value (an attribute or text) becomes an item of it, and the items of the same property
+        repeated in other descriptions (readers see only one of them) are moved into it, so every
+        reader sees the person's items and the added ones together. ValueError when ``tag`` holds
+        neither a list nor text (a structure): nothing is changed then."""
+        found = self.elements(tag)
+        lists = [(d, e, c) for d, e in found if (c := _container(e)) is not None]
+        texts = [(d, e) for d, e in found if not any(map(_is_element, e))]
+        if found and not lists and not texts:
+            raise ValueError(f"{_prefixed(tag)} is neither a list nor a text: left alone")
+        if lists:
+            host, inner = lists[0][1], lists[0][2]
+        else:
+            host = texts[0][1] if texts else ET.SubElement(self.descriptions[0], tag)
+            inner = ET.SubElement(host, _RDF + container)
+            _move_text(host, inner)
+        for d, e, c in lists[1:]:
+            _append_new(inner, [(li.text or "").strip() for li in c.findall(_LI)])
+            d.remove(e)
+        for d, e in texts:
+            if e is not host:
+                _append_new(inner, [(e.text or "").strip()])
+                d.remove(e)
         for d in self.descriptions:
             if tag in d.attrib:
-                value = d.attrib.pop(tag)
-                ET.SubElement(ET.SubElement(ET.SubElement(d, tag), _RDF + container), _LI).text = value
-        for _, e in self.elements(tag):
-            inner = next(iter(e), None)
-            if inner is not None and inner.tag in (_RDF + "Bag", _RDF + "Seq", _RDF + "Alt"):
-                return inner
-            if inner is None:
-                text, e.text = (e.text or "").strip(), None
-                inner = ET.SubElement(e, _RDF + container)
-                if text:
-                    ET.SubElement(inner, _LI).text = text
-                return inner
-        return ET.SubElement(ET.SubElement(self.descriptions[0], tag), _RDF + container)
+                _append_new(inner, [d.attrib.pop(tag).strip()])
+        return inner
 
     def edit_list(self, tag: str, remove: Iterable[str], add: Sequence[str], container: str = "Bag") -> None:
         """Remove the items of ``remove`` from list ``tag`` (every occurrence, in every description)
-        and append ``add`` to its first list; a list emptied by the removal is dropped."""
+        and append ``add`` to its list (:meth:`_list_element`); a list emptied by the removal is dropped."""
         drop = set(remove)
         if drop:
             for d, e in self.elements(tag):
-                for inner in list(e):
+                for inner in [c for c in e if c.tag in _CONTAINERS]:
                     for li in [li for li in inner.findall(_LI) if (li.text or "").strip() in drop]:
                         inner.remove(li)
-                    if inner.tag.startswith(_RDF) and not len(inner):
+                    if not inner.findall(_LI):
                         e.remove(inner)
-                if not len(e) and not (e.text or "").strip():
+                if not any(map(_is_element, e)) and not (e.text or "").strip():
                     d.remove(e)
         if add:
             inner = self._list_element(tag, container)
@@ -158,7 +226,37 @@ class XmpDoc:
 
     def to_bytes(self) -> bytes:
         ET.indent(self.root, space=" ")
-        return (_PACKET_BEGIN + ET.tostring(self.root, encoding="unicode") + _PACKET_END).encode("utf-8")
+        text = ET.tostring(self.root, encoding="unicode")
+        # a carriage return in a value (read from &#13;) written as is would read back as a line feed;
+        # nothing else of the serialised text can hold one (attributes are escaped, the markup has none)
+        return (_PACKET_BEGIN + text.replace("\r", "&#13;") + _PACKET_END).encode("utf-8")
+
+
+def _container(e: ET.Element) -> ET.Element | None:
+    """The ``rdf:Bag``, ``rdf:Seq`` or ``rdf:Alt`` of a list property element (None if it holds none)."""
+    return next((c for c in e if c.tag in _CONTAINERS), None)
+
+
+def _prefixed(tag: str) -> str:
+    uri, _, name = tag[1:].partition("}")
+    prefix = next((p for p, u in NAMESPACES.items() if u == uri), uri)
+    return f"{prefix}:{name}"
+
+
+def _move_text(e: ET.Element, inner: ET.Element) -> None:
+    """A simple value's text becomes the first item of the list ``inner`` made inside ``e``."""
+    text, e.text = (e.text or "").strip(), None
+    if text:
+        ET.SubElement(inner, _LI).text = text
+
+
+def _append_new(inner: ET.Element, values: Iterable[str]) -> None:
+    """Append the non-empty ``values`` the list ``inner`` does not hold yet."""
+    have = {(li.text or "").strip() for li in inner.findall(_LI)}
+    for v in values:
+        if v and v not in have:
+            ET.SubElement(inner, _LI).text = v
+            have.add(v)
 
 
 def resource(tag: str) -> ET.Element:
