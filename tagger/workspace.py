@@ -101,6 +101,11 @@ class Workspace:
         """Where a training in progress keeps its state (gone once the classifier is saved)."""
         return self.root / CLASSIFIERS_DIR / f"{classifier_id}.training.pt"
 
+    def training_states(self) -> list[Path]:
+        """The states of trainings in progress or interrupted (:meth:`train_checkpoint`), by name."""
+        folder = self.root / CLASSIFIERS_DIR
+        return sorted(folder.glob("*.training.pt")) if folder.is_dir() else []
+
     def run_dir(self, run_id: str) -> Path:
         return self.root / RUNS_DIR / run_id
 

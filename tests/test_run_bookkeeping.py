@@ -279,3 +279,23 @@ def test_encode_reuses_the_shards_a_crashed_run_left_unrecorded(tmp_path, local_
                          cat.query("SELECT image_id, content_hash, shard FROM encodings ORDER BY image_id")))
     assert snap[0] == snap[1]
     assert (again["encoded"], again["errors"]) == (first["encoded"], first["errors"])
+
+
+# -- pruning deletes the states of trainings not resumed since the oldest kept run ---------------
+def test_pruning_deletes_states_of_abandoned_trainings_only(ws):
+    import os
+    from datetime import timezone
+    from tagger.pipeline.nightly import prune_runs
+    with Catalog.open(ws.catalog) as cat:
+        runs = _tag_runs(ws, cat, 3)
+        stale, recent = ws.train_checkpoint("aaa"), ws.train_checkpoint("bbb")
+        for path in (stale, recent):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"state")
+        started = {r.run_id: r.started_at.replace(tzinfo=timezone.utc) for r in cat.runs(kind="tag")}
+        kept_start = started[runs[1]].timestamp()  # the oldest run keep=2 keeps (naive UTC in the catalog)
+        os.utime(stale, (kept_start - 3600, kept_start - 3600))  # written an hour before the oldest kept run
+        assert ws.training_states() == [stale, recent]
+        assert prune_runs(ws, cat, keep=2) == runs[:1]
+        assert not stale.exists() and recent.exists()
+        assert ws.training_states() == [recent]

@@ -13,7 +13,9 @@ same tags as an uninterrupted run:
                (per-shard Parquet files; a rerun resumes the unfinished run);
 5. ``switch``  ``current_tags`` to the new run in one transaction;
 6. ``prune``   old runs beyond the retention setting (``keep_runs`` counts the current run): their
-               tags in the catalog, then their ``runs/<id>/`` folders.
+               tags in the catalog, then their ``runs/<id>/`` folders; and the states of
+               interrupted trainings not touched since the oldest kept run started (a training
+               whose settings changed is never resumed: its state would stay for good).
 
 Mode. A small vocabulary change makes an *incremental* nightly (:mod:`tagger.pipeline.increment`):
 ``train`` trains only the rows of the added labels (and of those whose synonyms changed) against the
@@ -29,11 +31,13 @@ resumes in the mode it started in.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..catalog.joblock import job_driver
@@ -175,7 +179,30 @@ def prune_runs(workspace: "Workspace", cat, keep: int) -> list[int]:
         if run.pruned_at is not None and folder.exists():
             shutil.rmtree(folder)
             logger.info("deleted the tag files of pruned run %d (%s)", run.run_id, folder)
+    prune_training_states(workspace, cat)
     return pruned
+
+
+def _utc(t: datetime) -> datetime:
+    """A catalog timestamp (naive UTC, the catalog's convention) as an aware one."""
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t
+
+
+def prune_training_states(workspace: "Workspace", cat) -> list[str]:
+    """Delete the states of interrupted trainings last written before the oldest kept tag run
+    started: ``keep_runs`` nightlies have passed without resuming them (the job lock keeps any
+    training from running meanwhile). Returns the file names deleted."""
+    kept = [_utc(r.started_at).timestamp() for r in cat.runs(kind="tag") if r.pruned_at is None]
+    if not kept:
+        return []
+    gone = []
+    for path in workspace.training_states():
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < min(kept):
+                path.unlink()
+                gone.append(path.name)
+                logger.info("deleted the state of an interrupted training not resumed since (%s)", path.name)
+    return gone
 
 
 def _crash(stage: str, crash_at: str | None) -> None:
