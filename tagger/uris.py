@@ -7,7 +7,7 @@ imports nothing of the package.
 from __future__ import annotations
 
 import os
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote_to_bytes, urlparse
 
 __all__ = ["normalize_uri", "scheme", "to_local_path"]
 
@@ -23,7 +23,7 @@ def to_local_path(uri: str) -> str | None:
     kind = scheme(uri)
     if kind == "file":
         p = urlparse(uri)
-        path = unquote(p.path)
+        path = os.fsdecode(unquote_to_bytes(p.path))  # bytes that are not UTF-8 stay the OS's own name
         if p.netloc and p.netloc != "localhost":
             path = f"//{p.netloc}{path}"
         return os.path.abspath(path)

@@ -5,7 +5,8 @@
 ``probe_one`` reads only what the catalog records of it (hash, displayed size), for images whose
 embeddings are already stored.
 No global PIL setting is changed: truncated files are errors (``LOAD_TRUNCATED_IMAGES`` stays
-as it is), and the pixel limit is checked per image. HEIC/HEIF files open through pillow-heif's
+as it is), and the pixel limit is checked per image, from the header, before any pixel is decoded.
+EPS is never opened (PIL would run Ghostscript on it). HEIC/HEIF files open through pillow-heif's
 PIL plugin (registered when this module is imported, if pillow-heif is installed); AVIF through
 Pillow's own plugin (Pillow 11.3 or later).
 """
@@ -26,8 +27,8 @@ from ..models.pixels import PixelSpec
 from ..errors import SourceError
 from .sources import max_image_bytes, read_bytes
 
-__all__ = ["DEFAULT_MAX_PIXELS", "DecodePartitions", "Decoder", "decode_one", "probe_one", "resize_center_crop",
-           "to_rgb"]
+__all__ = ["DEFAULT_MAX_PIXELS", "REFUSED_FORMATS", "DecodePartitions", "Decoder", "clean_error", "decode_one",
+           "probe_one", "resize_center_crop", "to_rgb"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +50,42 @@ DEFAULT_SIZE = 224
 _WHITE = (255, 255, 255)
 _HIGH_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+#: Formats PIL could open that are refused here: EPS is rendered by Ghostscript, an external
+#: PostScript interpreter that runs whatever program the file holds (it can loop for ever).
+REFUSED_FORMATS = frozenset({"EPS"})
+_POSTSCRIPT_MAGIC = (b"%!PS", b"\xc5\xd0\xd3\xc6")
+#: Longest error text kept for a row (a library's message can quote a whole header).
+MAX_ERROR_CHARS = 2000
 
 
 def _describe(e: BaseException) -> str:
     msg = str(e).strip()
-    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+    return clean_error(f"{type(e).__name__}: {msg}" if msg else type(e).__name__)
+
+
+def clean_error(text: str) -> str:
+    """``text`` as an error row can store it: valid UTF-8 (a lone surrogate, as from a file name
+    that is not UTF-8, written as ``\\udcff``), no NUL, at most :data:`MAX_ERROR_CHARS` characters."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 1] + "\u2026"
+
+
+def _open_formats() -> tuple[str, ...]:
+    """Every format PIL (and its registered plugins) can open, less :data:`REFUSED_FORMATS`."""
+    Image.init()
+    return tuple(f for f in Image.ID if f not in REFUSED_FORMATS)
+
+
+def _open(data: bytes) -> Image.Image:
+    """PIL's lazy open of ``data`` (header only), never as a refused format."""
+    return Image.open(io.BytesIO(data), formats=_open_formats())
+
+
+def _unidentified(data: bytes) -> str:
+    """Why PIL identified no format in ``data``."""
+    if data[:64].lstrip()[:4] in _POSTSCRIPT_MAGIC:
+        return "PostScript/EPS is not read (it would need Ghostscript to run the file's program)"
+    return "not an image, or an unsupported or corrupt format (PIL cannot identify it)"
 
 
 def _high_bit_to_l(im: Image.Image) -> Image.Image:
@@ -91,6 +123,10 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation read from the header alone: PIL would decode a whole PNG to look for EXIF
+    after its pixels (which browsers ignore too), before the pixel limit is checked."""
+    if im.format == "PNG" and "exif" not in im.info:
+        return 1
     try:
         return int(im.getexif().get(0x0112, 1) or 1)
     except Exception:  # malformed EXIF is not worth failing the image for
@@ -114,11 +150,11 @@ def decode_one(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     if not data:
         return None, "empty file (0 bytes)", meta
     try:
-        im = Image.open(io.BytesIO(data))
+        im = _open(data)
     except Image.DecompressionBombError as e:
         return None, f"refused as a decompression bomb: {e}", meta
     except Image.UnidentifiedImageError:
-        return None, "not an image, or an unsupported or corrupt format (PIL cannot identify it)", meta
+        return None, _unidentified(data), meta
     except Exception as e:
         return None, f"not a readable image: {_describe(e)}", meta
     try:
@@ -150,8 +186,10 @@ def probe_one(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str
     if not data:
         return "empty file (0 bytes)", meta
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with _open(data) as im:
             _header_meta(im, meta)
+    except Image.UnidentifiedImageError:
+        return _unidentified(data), meta
     except Exception as e:
         return f"not a readable image: {_describe(e)}", meta
     w, h = meta["width"], meta["height"]
@@ -309,6 +347,8 @@ class Decoder:
         out = {k: np.asarray(v) for k, v in batch.items() if self.keep_bytes or k != "bytes"}
         out["pixels"] = (np.stack([r["pixels"] for r in rows]) if rows
                          else np.zeros((0, *self.template.shape), self.template.dtype))
+        for row in rows:
+            row["error"] = clean_error(str(row["error"]))
         for key in ("content_hash", "status", "error"):
             out[key] = np.array([r[key] for r in rows], dtype=object)
         for key in ("width", "height"):
