@@ -167,3 +167,19 @@ def test_readout_states_kept_by_a_run_give_the_next_nightly_the_same_tags(based,
     kept, none = runs["kept"], runs["none"]
     assert [r[:2] + r[3:] for r in kept] == [r[:2] + r[3:] for r in none]
     np.testing.assert_allclose([r[2] for r in kept], [r[2] for r in none], rtol=1e-5, atol=1e-5)
+
+
+def test_a_nightly_that_only_retires_a_label_drops_it_and_keeps_the_rest(based, tmp_path):
+    src, _ = based
+    ws = tmp_path / "ws"
+    shutil.copytree(src, ws)
+    first = run_nightly(Workspace.at(ws), None, ENC, CFG)  # brings the workspace up to date
+    gone = FIRST[0]
+    with Catalog.open(ws / "catalog.duckdb") as cat:
+        assert cat.retire_labels([gone]) == 1
+    out = run_nightly(Workspace.at(ws), None, ENC, CFG)  # trains no row: nothing was added
+    assert out["mode"] == "incremental" and out["run_id"] != first["run_id"]
+    before, after = tags(ws, first["run_id"]), tags(ws, out["run_id"])
+    assert [r[:5] for r in after] == [r[:5] for r in before if r[1] != gone]
+    with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
+        assert cat.get_run(out["run_id"]).status == "current"

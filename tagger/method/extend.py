@@ -71,6 +71,8 @@ def pq_products(codes: np.ndarray, centroids: np.ndarray, weight: np.ndarray) ->
     """``p . w_j`` of PQ-coded patches without decoding them: codes ``(n, P, M)`` (uint8), the
     codebooks ``(M, ksub, dsub)`` and rows ``(C, M * dsub)`` -> ``(n, P, C)``, one lookup table per row."""
     m = codes.shape[2]
+    if len(weight) == 0:  # no rows (a nightly that only retires labels trains none)
+        return np.zeros((*codes.shape[:2], 0), np.float32)
     w = np.asarray(weight, np.float32).reshape(len(weight), m, -1)
     lut = np.einsum("mkd,cmd->mkc", np.asarray(centroids, np.float32), w)  # (M, ksub, C)
     return _lookup_sum(codes, lut, per_image=False)
