@@ -6,12 +6,15 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..catalog import Catalog
 from ..catalog.thresholds import present_state
+from ..catalog.vocab import Label
+from ..errors import CatalogError
 from ..catalog.readonly import SCHEMA_OVERVIEW_SQL
 from ..catalog.runs import run_mode
 from .options import (
-    DEFAULT_WORKSPACE, QUICK_WAIT, CsvOpt, JsonOpt, NlOpt, RowsJsonOpt, WaitOpt, WorkspaceOpt, console, emit_rows, fail, finite_non_negative,
-    open_catalog, output_format, print_flips, reported, workspace_at,
+    DEFAULT_WORKSPACE, QUICK_WAIT, CsvOpt, JsonOpt, NlOpt, RowsJsonOpt, WaitOpt, WorkspaceOpt, console, emit_rows,
+    err_console, fail, finite_non_negative, open_catalog, output_format, print_flips, reported, workspace_at,
 )
 
 __all__ = ["labels_app", "runs_app", "sql_cmd"]
@@ -20,6 +23,8 @@ ParentOpt = Annotated[Optional[list[str]], typer.Option(
     "--parent", "-p", metavar="PARENT",
     help="a parent label (repeatable; added as a label when new): a positive tag of the label makes its "
          "ancestors positive; cycles are refused")]
+
+MAX_WARNINGS = 5  # clash warnings printed per labels command
 
 labels_app = typer.Typer(no_args_is_help=True, help="Manage the label vocabulary (labels are retired, never deleted).")
 runs_app = typer.Typer(no_args_is_help=True, help="Inspect tagging runs and compare them.")
@@ -71,17 +76,64 @@ def _parse_synonyms(pairs: list[str], names: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def _vocab(cat: Catalog) -> dict[str, Label]:
+    """Every stored label by name, retired ones included."""
+    return {lab.name: lab for lab in cat.list_labels(include_retired=True)}
+
+
+def _active(labels: dict[str, Label]) -> set[str]:
+    return {n for n, lab in labels.items() if lab.active}
+
+
+def _print_edits(before: dict[str, Label], after: dict[str, Label], current: int | None,
+                 changed: bool = False) -> None:
+    """Say what an edit did beyond its first line: re-activated labels, synonyms replaced (the next
+    run retrains those labels), a pin kept on a retrained label, and when the change reaches the tags."""
+    for name, lab in after.items():
+        old = before.get(name)
+        moved = old is not None and sorted(old.synonyms) != sorted(lab.synonyms)
+        changed = changed or old is None or old.active != lab.active or moved
+        if old is None or not lab.active or (old.active and old.synonyms == lab.synonyms):
+            continue
+        if old.active and not moved:
+            console.print(f"{name}: synonyms reordered ({', '.join(lab.synonyms)}); nothing to retrain", markup=False)
+            continue
+        if not old.active:
+            console.print(f"{name}: re-activated; synonyms {', '.join(lab.synonyms) or 'none'}", markup=False)
+        else:
+            console.print(f"{name}: synonyms {', '.join(old.synonyms) or 'none'} -> "
+                          f"{', '.join(lab.synonyms) or 'none'}", markup=False)
+        if lab.threshold is not None:
+            console.print(f"{name}: its threshold stays pinned at {lab.threshold:g}, but the next run retrains the "
+                          f"label and its scores may move (`tagger labels set {name!r} --clear` unpins)", markup=False)
+    if changed and current is not None:
+        console.print(f"the next `tagger nightly` applies this (current_tags show run {current} until then)",
+                      markup=False)
+
+
+def _warn_clashes(cat: Catalog, names: list[str]) -> None:
+    """A warning line per name or synonym of ``names`` that reads as a plural of another label's."""
+    seen: set[frozenset[tuple[str, str]]] = set()
+    for clash in cat.term_clashes(names):
+        pair = frozenset({(clash.label, clash.term), (clash.other, clash.other_term)})
+        if pair not in seen and len(seen) < MAX_WARNINGS:
+            seen.add(pair)
+            err_console.print(f"warning: {clash.describe()}", markup=False)
+
+
 @labels_app.command("add")
 def labels_add(
     names: Annotated[Optional[list[str]], typer.Argument(help="label names (quote names with spaces)")] = None,
     synonym: Annotated[Optional[list[str]], typer.Option(
-        "--synonym", "-s", help="NAME=SYNONYM, repeatable; replaces NAME's stored synonyms")] = None,
+        "--synonym", "-s", help="NAME=SYNONYM, repeatable; replaces NAME's stored synonyms (to add or remove "
+                                "one: `tagger labels set NAME --synonym S` / `--no-synonym S`)")] = None,
     toy: Annotated[bool, typer.Option("--toy", help="also add the toy-world vocabulary with its synonyms")] = False,
     parent: ParentOpt = None,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     wait: WaitOpt = QUICK_WAIT,
 ) -> None:
-    """Add labels, or re-activate retired ones (--parent: under parent labels, added when new)."""
+    """Add labels, or re-activate retired ones (--parent: under parent labels, added when new). A name
+    or synonym that another active label already has (any case, or its plural) is refused."""
     names = list(names or [])
     synonyms: dict[str, list[str]] = {}
     if toy:
@@ -93,16 +145,19 @@ def labels_add(
     synonyms.update(_parse_synonyms(list(synonym or []), names))
     parents = list(parent or [])
     with reported(), open_catalog(workspace, read_only=False, wait=wait) as cat:
-        before = set(cat.active_labels())
-        if parents:
-            cat.check_parents(names, parents)  # a cycle is refused before anything is added
-        cat.add_labels(names, synonyms or None)
+        before = _vocab(cat)
+        if parents:  # a cycle or a clashing new parent is refused before anything is added
+            cat.check_parents(names, parents)
+            cat.check_labels(names + [p.strip() for p in parents if p.strip() not in before])
+        cat.add_labels(names, synonyms or None, strict=True)
         if parents:
             cat.add_parents(names, parents)
-        after = set(cat.active_labels())
-    again = len({n.strip() for n in names} & before)
-    console.print(f"added {len(after - before)} label(s)" + (f" ({again} already active)" if again else "")
-                  + f"; {len(after)} active" + (f"; parents: {', '.join(parents)}" if parents else ""), markup=False)
+        after, current = _vocab(cat), cat.current_run()
+        _warn_clashes(cat, names + parents)
+    again, now = len({n.strip() for n in names} & _active(before)), _active(after)
+    console.print(f"added {len(now - _active(before))} label(s)" + (f" ({again} already active)" if again else "")
+                  + f"; {len(now)} active" + (f"; parents: {', '.join(parents)}" if parents else ""), markup=False)
+    _print_edits(before, after, current, changed=bool(parents))
 
 
 @labels_app.command("list")
@@ -116,11 +171,19 @@ def labels_list(
     """List the active labels (--all: retired ones too) with their synonyms and parents."""
     with reported(), open_catalog(workspace, read_only=True, wait=wait) as cat:
         labels, parents = cat.list_labels(include_retired=include_all), cat.label_parents()
+        active = set(cat.active_labels())
     fmt = output_format(as_json, nl=as_nl)
-    pins = fmt != "table" or any(lab.threshold is not None for lab in labels)  # the table shows pins when any
-    ups = fmt != "table" or any(lab.name in parents for lab in labels)  # and parents when any
-    rows = [(lab.label_id, lab.name, lab.synonyms, *((parents.get(lab.name, []),) if ups else ()),
-             "active" if lab.active else "retired", *((lab.threshold,) if pins else ()), lab.added_at,
+    table = fmt == "table"
+    pins = not table or any(lab.threshold is not None for lab in labels)  # the table shows pins when any
+    ups = not table or any(lab.name in parents for lab in labels)  # and parents when any
+
+    def ups_of(name: str) -> list[str]:  # the table marks a retired parent: runs pass over it
+        return [p if not table or p in active else f"{p} (retired)" for p in parents.get(name, [])]
+
+    def pin(t: float | None) -> float | str | None:
+        return t if not table or t is None else f"{t:.6g}"
+    rows = [(lab.label_id, lab.name, lab.synonyms, *((ups_of(lab.name),) if ups else ()),
+             "active" if lab.active else "retired", *((pin(lab.threshold),) if pins else ()), lab.added_at,
              lab.retired_at) for lab in labels]
     cols = ("label_id", "name", "synonyms", *(("parents",) if ups else ()), "status",
             *(("threshold",) if pins else ()), "added_at", "retired_at")
@@ -152,30 +215,64 @@ def labels_set(
     parent: ParentOpt = None,
     no_parent: Annotated[Optional[list[str]], typer.Option(
         "--no-parent", metavar="PARENT", help="unlink a parent of the label (repeatable; the parent label stays)")] = None,
+    synonym: Annotated[Optional[list[str]], typer.Option(
+        "--synonym", "-s", metavar="SYNONYM", help="add a synonym, keeping the others (repeatable); refused when "
+                                                   "another active label has it as its name or synonym")] = None,
+    no_synonym: Annotated[Optional[list[str]], typer.Option(
+        "--no-synonym", metavar="SYNONYM", help="remove a synonym of the label (repeatable)")] = None,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     wait: WaitOpt = QUICK_WAIT,
 ) -> None:
-    """Pin (or unpin) a label's positive threshold for every later run, or link and unlink its parents."""
+    """Pin (or unpin) a label's positive threshold for every later run, link and unlink its parents,
+    add and remove its synonyms; every part is checked before any is made."""
     add, drop = list(parent or []), list(no_parent or [])
-    if threshold is None and not clear and not (add or drop):
-        fail("give --threshold X (none unpins), --clear, --parent PARENT or --no-parent PARENT")
+    syn_add, syn_drop = list(synonym or []), list(no_synonym or [])
+    if threshold is None and not clear and not (add or drop or syn_add or syn_drop):
+        fail("give --threshold X (none unpins), --clear, --parent PARENT, --no-parent PARENT, --synonym S "
+             "or --no-synonym S")
     pin = threshold is not None or clear
     value = _threshold_value(threshold, clear) if pin else None
+    label = name.strip()
     with reported(), open_catalog(workspace, read_only=False, wait=wait) as cat:
-        if add:
-            cat.check_parents(name, add)  # refused before anything changes
+        before = _vocab(cat)
+        _check_set(cat, before, label, add, drop, syn_add, syn_drop)
         if drop:
-            cat.remove_parents(name, drop)
-        before = cat.set_threshold(name, value) if pin else None
+            cat.remove_parents(label, drop)
+        was = cat.set_threshold(label, value) if pin else None
         if add:
-            cat.add_parents(name, add)
-        parents = cat.label_parents().get(name.strip(), [])
+            cat.add_parents(label, add)
+        if syn_add or syn_drop:
+            cat.edit_synonyms(label, syn_add, syn_drop)
+        after, current = _vocab(cat), cat.current_run()
+        _warn_clashes(cat, [label, *add] if syn_add or add else [])
+        parents = cat.label_parents().get(label, [])
     if pin:
-        was = "unpinned" if before is None else f"{before:g}"
         now = "unpinned (fitted per run)" if value is None else f"pinned at {value:g}"
-        console.print(f"{name.strip()}: threshold {now} (was {was})", markup=False)
+        console.print(f"{label}: threshold {now} (was {'unpinned' if was is None else f'{was:g}'})"
+                      + ("" if after[label].active else "; the label is retired"), markup=False)
     if add or drop:
-        console.print(f"{name.strip()}: parents {', '.join(parents) or 'none'}", markup=False)
+        console.print(f"{label}: parents {', '.join(parents) or 'none'}", markup=False)
+    if (syn_add or syn_drop) and before[label].synonyms == after[label].synonyms:
+        console.print(f"{label}: synonyms unchanged ({', '.join(after[label].synonyms) or 'none'})", markup=False)
+    _print_edits(before, after, current, changed=bool(add or drop) or (pin and was != value))
+
+
+def _check_set(cat: Catalog, before: dict[str, Label], label: str, add: list[str], drop: list[str],
+               syn_add: list[str], syn_drop: list[str]) -> None:
+    """Refuse (CatalogError) a `labels set` any part of which would be refused, before any is made."""
+    if label not in before:
+        near = [n for n in before if n.casefold() == label.casefold()]
+        raise CatalogError(f"unknown label {label!r}" + (f" (names are case-sensitive: use {near[0]!r})" if near
+                                                          else " (add it with `tagger labels add`)"))
+    have = cat.label_parents().get(label, [])
+    absent = [p.strip() for p in drop if p.strip() not in have]
+    if absent:
+        raise CatalogError(f"label {label!r} has no parent(s) {absent!r} (it has {have or 'none'})")
+    if add:
+        cat.check_parents(label, add)
+        cat.check_labels([p.strip() for p in add if p.strip() not in before])
+    if syn_add or syn_drop:
+        cat.edit_synonyms(label, syn_add, syn_drop, dry_run=True)
 
 
 @labels_app.command("retire")
@@ -186,8 +283,18 @@ def labels_retire(
 ) -> None:
     """Retire labels: kept for the history of old runs, no longer used by new ones."""
     with reported(), open_catalog(workspace, read_only=False, wait=wait) as cat:
+        before = _vocab(cat)
         n = cat.retire_labels(names)
-    console.print(f"retired {n} label(s)")
+        after, current, edges = _vocab(cat), cat.current_run(), cat.label_parents()
+    gone = len({x.strip() for x in names}) - n
+    console.print(f"retired {n} label(s)" + (f" ({gone} already retired)" if gone else "")
+                  + f"; {len(_active(after))} active", markup=False)
+    for label in sorted(_active(before) - _active(after)):
+        kids = [c for c, ps in edges.items() if label in ps and c in _active(after)]
+        if kids:
+            console.print(f"{label}: was a parent of {', '.join(kids)}; tag runs pass over it while it is retired "
+                          "(the links stay for when it is added again)", markup=False)
+    _print_edits(before, after, current)
 
 
 # -- runs --------------------------------------------------------------------------------------

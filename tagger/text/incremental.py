@@ -57,13 +57,15 @@ def corpus_synonyms(config: Mapping) -> dict[str, tuple[str, ...]] | None:
 
 
 def synonyms_changed(config: Mapping, vocab: Vocabulary) -> list[str]:
-    """Labels of ``vocab`` whose synonyms differ from those in a corpus config (both must know the label)."""
+    """Labels of ``vocab`` whose synonyms differ from those in a corpus config (both must know the
+    label); the order they are listed in is no change (every sentence the corpus holds still names
+    its labels, so nothing needs retraining)."""
     old = corpus_synonyms(config)
     if old is None:
         return []
     known = set((config.get("vocab") or {}).get("labels", ()))
     return [lab for lab in vocab.labels
-            if lab in known and old.get(lab, ()) != tuple(vocab.synonyms.get(lab, ()))]
+            if lab in known and sorted(old.get(lab, ())) != sorted(vocab.synonyms.get(lab, ()))]
 
 
 def parents_changed(config: Mapping, labels: Sequence[str], parents: ParentMap | None) -> list[str]:
@@ -73,13 +75,19 @@ def parents_changed(config: Mapping, labels: Sequence[str], parents: ParentMap |
     return sorted(c for c in (set(old) | set(new)) & set(labels) if old.get(c, ()) != new.get(c, ()))
 
 
+def _first_word(term: str) -> str:
+    """A term's first word as its pattern reads it (``t-shirt`` -> ``t``: a sentence may say ``t shirt``)."""
+    words = [w for w in re.split(r"[\s\-]+", term.casefold()) if w]
+    return words[0] if words else term.strip().casefold()
+
+
 def _with_named(vocab: Vocabulary, sentences: Sequence[str], sets: list[tuple[str, ...]],
                 added: Sequence[str]) -> list[tuple[str, ...]]:
     """``sets`` with each added label that its kept sentence names ("one small star" once ``small
     star`` is a label): the sentence is about it, so it is a positive, not a negative, for it."""
     if not added:
         return sets
-    words = {lab: {n.split()[0].casefold() for n in vocab.names(lab)} for lab in added}
+    words = {lab: {_first_word(n) for n in vocab.names(lab)} for lab in added}
     # one search per sentence for any added label's first word; the sentences it finds are checked
     # label by label (a corpus of 10^4 labels holds hundreds of thousands of sentences)
     anyword = re.compile("|".join(re.escape(w) for w in sorted({w for ws in words.values() for w in ws})))
