@@ -227,3 +227,15 @@ def test_clashes_of_a_large_vocabulary_are_found_quickly():
     assert {(c.label, c.other) for c in found} == {("label00042", "label00043"), ("label00043", "label00042")}
     assert all(c.exact for c in found)
     assert not term_clashes({k: list(v) for k, v in LABEL_SYNONYMS.items()})  # the toy world has none
+
+
+# -- tagging with a classifier that predates the label edits says so ------------------------------
+def test_tag_says_when_the_classifier_is_behind_the_label_edits():
+    from tagger.pipeline.tag import vocabulary_behind
+    assert vocabulary_behind(["circle", "star"], ["circle", "star"]) is None
+    assert vocabulary_behind(["circle", "star"], ["star", "circle"]) is None  # order is no edit
+    msg = vocabulary_behind(["circle", "star"], ["circle", "giraffe"])
+    assert msg is not None and "added since (giraffe)" in msg and "retired label(s) (star)" in msg
+    assert "tagger nightly" in msg
+    many = vocabulary_behind([], [f"l{i}" for i in range(8)])
+    assert many is not None and "8 label(s)" in many and "l4, ..." in many and "l5" not in many

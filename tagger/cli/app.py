@@ -22,8 +22,8 @@ from .catalog import labels_app, runs_app, sql_cmd
 from .options import (
     DEFAULT_WORKSPACE, JOB_WAIT, AnnotationsOpt, CalibrateWithOpt, CrashAfterOpt, DecisionOpt, DecisionRule,
     DecodeCpusOpt, EncodeCpusOpt, HeadKind, HeadOpt, JsonOpt, MaxMissingOpt, ModelOpt, NlOpt, NodeResourceOpt,
-    NSentencesOpt, PartitionSizeOpt, PretrainedOpt, RowsJsonOpt, SourceOpt, WaitOpt, WorkspaceOpt, emit_rows, finite,
-    finite_non_negative, job_scope, one_source, output_format, print_summary, report_calibration, reported,
+    NSentencesOpt, PartitionSizeOpt, PretrainedOpt, RowsJsonOpt, SourceOpt, WaitOpt, WorkspaceOpt, emit_rows,
+    err_console, finite, finite_non_negative, job_scope, one_source, output_format, print_summary, report_calibration, reported,
     workspace_at,
 )
 from .export import register as register_export
@@ -202,6 +202,8 @@ def tag(
                               make_current=not no_current, crash_after=crash_after, calibrate_with=calibrate_with)
     report_calibration(summary)
     print_summary(f"run {summary['run_id']}", summary, as_json)
+    if summary.get("vocabulary_behind"):
+        err_console.print(f"warning: {summary['vocabulary_behind']}", markup=False)
 
 
 @app.command()

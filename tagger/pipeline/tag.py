@@ -324,6 +324,19 @@ def load_run(cat, workspace: "Workspace", run_id: int, run_dir: Path, shards: li
     return n, n_images, previous, flips
 
 
+def vocabulary_behind(trained: list[str], active: list[str]) -> str | None:
+    """What the classifier's labels miss of the active vocabulary, in words (None: in step): tagging
+    with it leaves labels added since untagged and keeps tagging labels retired since."""
+    new, gone = [n for n in active if n not in set(trained)], [n for n in trained if n not in set(active)]
+    if not new and not gone:
+        return None
+    parts = ([f"not trained for {len(new)} label(s) added since ({', '.join(new[:5])}{', ...' if len(new) > 5 else ''})"]
+             if new else []) + ([f"still tags {len(gone)} retired label(s) ({', '.join(gone[:5])}"
+                                 f"{', ...' if len(gone) > 5 else ''})"] if gone else [])
+    return ("the classifier is behind the label edits: " + "; ".join(parts)
+            + ": `tagger nightly` follows them (or generate-text, train, then tag)")
+
+
 def run_tag(workspace: "Workspace", model_id: str, cfg: TagConfig | None = None, classifier_id: str | None = None,
             *, make_current: bool = True, crash_after: int | None = None,
             calibrate_with: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -355,7 +368,11 @@ def run_tag(workspace: "Workspace", model_id: str, cfg: TagConfig | None = None,
         hierarchy = Hierarchy.build(labels, cat.active_hierarchy())
         run_id, status = _resume_or_start(cat, model_id, clf["classifier_id"], labels, cfg, _shards_key(shards),
                                           inputs.key() if inputs else None, hierarchy.key)
-        extra = {"calibration": report} if report else {}
+        extra: dict[str, Any] = {"calibration": report} if report else {}
+        behind = vocabulary_behind(labels, cat.active_labels())
+        if behind:
+            logger.warning("%s", behind)
+            extra["vocabulary_behind"] = behind
         if status != "running":  # already tagged and loaded by an earlier (interrupted) call
             cat.apply_review(run_id)  # idempotent: a run killed right after its load gets them here
             if make_current and status == "loaded":
