@@ -85,7 +85,12 @@ def tag(ws: Workspace, cfg: "TagConfig | None" = None, *, model: str | None = No
 def nightly(ws: Workspace, source: str | None = None, cfg: "NightlyConfig | None" = None, *,
             model: str | None = None, pretrained: str | None = None, encode_cfg: "EncodeConfig | None" = None,
             crash_at: str | None = None, calibrate_with: str | None = None) -> dict[str, Any]:
-    """Encode, follow label edits, retrain, re-tag, switch and prune (``tagger nightly``)."""
+    """Encode, follow label edits, retrain, re-tag, switch and prune (``tagger nightly``); a model other
+    than the workspace's is checked, then recorded as the workspace's, as :func:`encode` does (the next
+    nightly without ``model`` would otherwise encode every image again with the default one)."""
+    from .models.resolve import record_model
     from .pipeline.nightly import run_nightly
-    return run_nightly(ws, source, _encode_config(ws, encode_cfg, model, pretrained), cfg, crash_at=crash_at,
-                       calibrate_with=calibrate_with)
+    enc = _encode_config(ws, encode_cfg, model, pretrained)
+    if ws.settings().get("model") != enc.model or ws.settings().get("pretrained") != enc.pretrained:
+        record_model(ws, enc.model, enc.pretrained)
+    return run_nightly(ws, source, enc, cfg, crash_at=crash_at, calibrate_with=calibrate_with)

@@ -115,3 +115,12 @@ def test_python_encode_records_a_checked_model(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(ModelLoadError, match="unknown model 'toy-rnn'"):
         tagger.encode(ws, "photos/", model="toy-rnn")
     assert ws.settings_path.read_bytes() == before and len(calls) == 2
+
+
+def test_python_nightly_records_the_model_it_encodes_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _record(monkeypatch, "nightly")
+    ws = Workspace.at(tmp_path / "ws")
+    tagger.nightly(ws, "photos/", model="toy-rn")
+    assert ws.settings()["model"] == "toy-rn" and calls[0][0][1].model == "toy-rn"
+    tagger.nightly(ws, None)  # no model given: the workspace's, not the default one
+    assert calls[1][0][1].model == "toy-rn"
