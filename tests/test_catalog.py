@@ -89,6 +89,20 @@ def test_stable_ids_and_incremental_pending(cat):
     assert cat.query("SELECT status, error FROM images WHERE image_id = 4") == [("error", "decode failed: truncated")]
 
 
+def test_an_image_that_could_not_be_read_is_read_again_when_listed_again(cat):
+    ids = cat.register_images([("/d/gone.jpg", None), ("/d/bad.jpg", 10), ("/d/locked.jpg", 12)])
+    cat.mark_errors(list(ids), ["read failed: cannot read /d/gone.jpg: No such file or directory",
+                                "not an image, or an unsupported or corrupt format (PIL cannot identify it)",
+                                "read failed: cannot read /d/locked.jpg: Permission denied"])
+    assert cat.pending_images("m1") == []
+    cat.register_images([("/d/bad.jpg", 10)])  # a file that did not decode, unchanged: stays an error
+    assert cat.pending_images("m1") == []
+    cat.register_images([("/d/gone.jpg", 40), ("/d/bad.jpg", 10), ("/d/locked.jpg", 12)])  # listed again
+    assert [u for _, u in cat.pending_images("m1")] == ["/d/gone.jpg", "/d/locked.jpg"]
+    assert cat.query("SELECT uri, status, error FROM images ORDER BY uri")[0] == \
+        ("/d/bad.jpg", "error", "not an image, or an unsupported or corrupt format (PIL cannot identify it)")
+
+
 def test_ids_never_reused_and_pending_table(cat):
     cat.register_images(["/a.png", "/b.png"])
     cat.query("DELETE FROM images WHERE image_id = 2")  # even if a row vanished

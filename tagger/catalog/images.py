@@ -34,6 +34,11 @@ WHERE NOT EXISTS (SELECT 1 FROM images AS i WHERE i.uri = r.uri)
 _CHANGED = """((r.content_hash IS NOT NULL AND r.content_hash IS DISTINCT FROM i.content_hash)
   OR (r.content_hash IS NULL AND r.bytes IS NOT NULL AND i.bytes IS NOT NULL AND r.bytes <> i.bytes))"""
 
+# an image whose file could not be read (missing, unreadable, a remote that did not answer) is read
+# again when its source lists it again: the file may be there now; one that could not be decoded waits
+# for a change of its file
+_RETRY = "(i.status = 'error' AND starts_with(coalesce(i.error, ''), 'read failed:'))"
+
 _UPDATE_EXISTING = f"""
 UPDATE images AS i SET
     content_hash = CASE WHEN r.content_hash IS NOT NULL THEN r.content_hash
@@ -41,11 +46,11 @@ UPDATE images AS i SET
     bytes = coalesce(r.bytes, i.bytes),
     width = CASE WHEN {_CHANGED} THEN r.width ELSE coalesce(r.width, i.width) END,
     height = CASE WHEN {_CHANGED} THEN r.height ELSE coalesce(r.height, i.height) END,
-    status = CASE WHEN {_CHANGED} THEN 'pending' ELSE i.status END,
-    error = CASE WHEN {_CHANGED} THEN NULL ELSE i.error END,
+    status = CASE WHEN {_CHANGED} OR {_RETRY} THEN 'pending' ELSE i.status END,
+    error = CASE WHEN {_CHANGED} OR {_RETRY} THEN NULL ELSE i.error END,
     updated_at = ?
 FROM _reg AS r
-WHERE i.uri = r.uri AND ({_CHANGED}
+WHERE i.uri = r.uri AND ({_CHANGED} OR {_RETRY}
     OR (r.bytes IS NOT NULL AND i.bytes IS NULL)
     OR (r.width IS NOT NULL AND r.width IS DISTINCT FROM i.width)
     OR (r.height IS NOT NULL AND r.height IS DISTINCT FROM i.height))
@@ -103,7 +108,8 @@ class ImagesMixin(CatalogBase):
 
         New URIs get new ids (never reused) and status 'pending' (not yet encoded); known URIs keep
         theirs. A known URI whose content changed (other hash, or other size when no hash is given)
-        is reset to status 'pending'. The same content under two URIs gets two ids.
+        is reset to status 'pending', and so is one whose file could not be read last time (its error
+        starts ``read failed:``; it may be readable now). The same content under two URIs gets two ids.
         """
         table = records_table(records)
         if table.num_rows == 0:
@@ -167,7 +173,8 @@ class ImagesMixin(CatalogBase):
     def mark_errors(self, image_ids: Sequence[int], errors: str | Sequence[str],
                     content_hashes: Sequence[str | None] | None = None) -> int:
         """Set status 'error' with a message (one for all, or one per image); an error image is
-        not pending until its content changes."""
+        not pending until its content changes, or, when it could not be read (``read failed: ...``),
+        until it is registered again."""
         ids = [int(i) for i in image_ids]
         rows = {"image_id": ids, "status": ["error"] * len(ids),
                 "error": [str(e) for e in _as_list(errors, len(ids), "mark_errors errors")]}
