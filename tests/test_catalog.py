@@ -90,14 +90,15 @@ def test_stable_ids_and_incremental_pending(cat):
 
 
 def test_an_image_that_could_not_be_read_is_read_again_when_listed_again(cat):
-    ids = cat.register_images([("/d/gone.jpg", None), ("/d/bad.jpg", 10), ("/d/locked.jpg", 12)])
+    ids = cat.register_images([("/d/gone.jpg", None), ("/d/bad.jpg", 10), ("/d/locked.jpg", 12), ("/d/big.jpg", 9)])
     cat.mark_errors(list(ids), ["read failed: cannot read /d/gone.jpg: No such file or directory",
                                 "not an image, or an unsupported or corrupt format (PIL cannot identify it)",
-                                "read failed: cannot read /d/locked.jpg: Permission denied"])
+                                "read failed: cannot read /d/locked.jpg: Permission denied",
+                                "read failed: /d/big.jpg is 9 bytes, over the per-image limit of 8 bytes"])
     assert cat.pending_images("m1") == []
     cat.register_images([("/d/bad.jpg", 10)])  # a file that did not decode, unchanged: stays an error
     assert cat.pending_images("m1") == []
-    cat.register_images([("/d/gone.jpg", 40), ("/d/bad.jpg", 10), ("/d/locked.jpg", 12)])  # listed again
+    cat.register_images([("/d/gone.jpg", 40), ("/d/bad.jpg", 10), ("/d/locked.jpg", 12), ("/d/big.jpg", 9)])
     assert [u for _, u in cat.pending_images("m1")] == ["/d/gone.jpg", "/d/locked.jpg"]
     assert cat.query("SELECT uri, status, error FROM images ORDER BY uri")[0] == \
         ("/d/bad.jpg", "error", "not an image, or an unsupported or corrupt format (PIL cannot identify it)")

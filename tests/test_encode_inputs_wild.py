@@ -309,3 +309,15 @@ def test_encode_cli_on_a_wild_folder_then_incrementally(tmp_path):
     with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
         rows = dict(cat.query("SELECT uri, status FROM images"))
     assert rows[sources.local_uri(bad)] == "ok" and rows[str(src / "strip.png")] == "ok"
+
+
+def test_a_name_that_is_not_utf8_is_local_to_the_keyword_and_export_queries(tmp_path):
+    from tagger.catalog import Catalog
+    from tagger.catalog.keywords import image_uris
+    from tagger.uris import normalize_uri
+    odd = sources.local_uri("/p/caf\udce9.jpg")  # the bytes b"caf\xe9.jpg", as os lists them
+    assert odd == "file:///p/caf%E9.jpg" and normalize_uri(odd) == odd  # kept storable, one URI per file
+    with Catalog.open(tmp_path / "c.duckdb") as cat:
+        cat.register_images([("/p/a.jpg", 1), (odd, 2), ("/q/b.jpg", 3), ("s3://b/c.jpg", 4)])
+        assert image_uris(cat) == sorted(["/p/a.jpg", odd, "/q/b.jpg"])
+        assert image_uris(cat, "/p") == sorted(["/p/a.jpg", odd])

@@ -296,6 +296,9 @@ def test_pruning_deletes_states_of_abandoned_trainings_only(ws):
         kept_start = started[runs[1]].timestamp()  # the oldest run keep=2 keeps (naive UTC in the catalog)
         os.utime(stale, (kept_start - 3600, kept_start - 3600))  # written an hour before the oldest kept run
         assert ws.training_states() == [stale, recent]
+        failed = cat.start_run("tag")  # an abandoned run, older than the state: pruning does not count it
+        cat.query("UPDATE runs SET status = 'failed', started_at = started_at - INTERVAL 2 HOUR WHERE run_id = ?",
+                  [failed])
         assert prune_runs(ws, cat, keep=2) == runs[:1]
         assert not stale.exists() and recent.exists()
         assert ws.training_states() == [recent]

@@ -239,3 +239,13 @@ def test_tag_says_when_the_classifier_is_behind_the_label_edits():
     assert "tagger nightly" in msg
     many = vocabulary_behind([], [f"l{i}" for i in range(8)])
     assert many is not None and "8 label(s)" in many and "l4, ..." in many and "l5" not in many
+
+
+def test_a_clash_between_parts_of_one_command_is_refused_before_anything_is_written(ws):
+    before = state(ws)
+    out = invoke(ws, "labels", "add", "dog", "-s", "dog=hound", "--parent", "hound")
+    assert out.exit_code == 2 and "hound" in out.stderr and state(ws) == before
+    assert invoke(ws, "labels", "add", "dog").exit_code == 0
+    before = state(ws)
+    out = invoke(ws, "labels", "set", "dog", "--parent", "hound", "--synonym", "hound")
+    assert out.exit_code == 2 and "hound" in out.stderr and state(ws) == before

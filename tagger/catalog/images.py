@@ -37,7 +37,8 @@ _CHANGED = """((r.content_hash IS NOT NULL AND r.content_hash IS DISTINCT FROM i
 # an image whose file could not be read (missing, unreadable, a remote that did not answer) is read
 # again when its source lists it again: the file may be there now; one that could not be decoded waits
 # for a change of its file
-_RETRY = "(i.status = 'error' AND starts_with(coalesce(i.error, ''), 'read failed:'))"
+_RETRY = ("(i.status = 'error' AND starts_with(coalesce(i.error, ''), 'read failed:') "
+          "AND NOT contains(i.error, 'over the per-image limit'))")  # a file too large waits for a change
 
 _UPDATE_EXISTING = f"""
 UPDATE images AS i SET

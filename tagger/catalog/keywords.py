@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
+from ..uris import to_local_path
 from .review import _reader
 
 __all__ = ["image_uris", "run_common_folder", "sidecar_batches", "vocabulary"]
@@ -34,18 +35,28 @@ def run_common_folder(cat, run_id: int) -> str | None:
     common prefix of the smallest and largest URI, cut at a path separator."""
     rows = cat.query("SELECT min(i.uri), max(i.uri) FROM images AS i WHERE i.uri LIKE '/%' AND i.image_id IN "
                      "(SELECT image_id FROM tags WHERE run_id = ?)", [int(run_id)])
-    lo, hi = rows[0] if rows else (None, None)
-    if lo is None or hi is None:
-        return None
-    return os.path.commonpath([os.path.dirname(lo), os.path.dirname(hi)])
+    ends = [u for u in (rows[0] if rows else ()) if u is not None]
+    ends += _file_uri_paths(cat, "SELECT DISTINCT i.uri FROM images AS i WHERE i.uri LIKE 'file://%' AND i.image_id IN "
+                                 "(SELECT image_id FROM tags WHERE run_id = ?)", [int(run_id)])
+    return os.path.commonpath([os.path.dirname(u) for u in ends]) if ends else None
+
+
+def _file_uri_paths(cat, sql: str, params: list) -> list[str]:
+    """The local paths of the ``file://`` URIs ``sql`` selects (a name that is not UTF-8 is stored so)."""
+    paths = (to_local_path(u) for (u,) in cat.query(sql, params))
+    return [p for p in paths if p is not None]
 
 
 def image_uris(cat, under: str | None = None) -> list[str]:
     """The URIs of the registered local images (those below folder ``under`` when given), sorted."""
     if under is None:
-        return [u for (u,) in cat.query("SELECT uri FROM images WHERE uri LIKE '/%' ORDER BY uri")]
+        return [u for (u,) in cat.query("SELECT uri FROM images WHERE uri LIKE '/%' OR uri LIKE 'file://%' "
+                                        "ORDER BY uri")]
     prefix = under.rstrip("/") + "/"
-    return [u for (u,) in cat.query("SELECT uri FROM images WHERE starts_with(uri, ?) ORDER BY uri", [prefix])]
+    plain = [u for (u,) in cat.query("SELECT uri FROM images WHERE starts_with(uri, ?)", [prefix])]
+    odd = [u for (u,) in cat.query("SELECT uri FROM images WHERE uri LIKE 'file://%'")
+           if (to_local_path(u) or "").startswith(prefix)]
+    return sorted(plain + odd)
 
 
 def vocabulary(cat) -> tuple[dict[str, list[str]], dict[str, tuple[str, ...]]]:

@@ -148,7 +148,7 @@ def labels_add(
         before = _vocab(cat)
         if parents:  # a cycle or a clashing new parent is refused before anything is added
             cat.check_parents(names, parents)
-            cat.check_labels(names + [p.strip() for p in parents if p.strip() not in before])
+            cat.check_labels(names + [p.strip() for p in parents if p.strip() not in before], synonyms or None)
         cat.add_labels(names, synonyms or None, strict=True)
         if parents:
             cat.add_parents(names, parents)
@@ -268,11 +268,12 @@ def _check_set(cat: Catalog, before: dict[str, Label], label: str, add: list[str
     absent = [p.strip() for p in drop if p.strip() not in have]
     if absent:
         raise CatalogError(f"label {label!r} has no parent(s) {absent!r} (it has {have or 'none'})")
-    if add:
-        cat.check_parents(label, add)
-        cat.check_labels([p.strip() for p in add if p.strip() not in before])
+    synonyms = before[label].synonyms
     if syn_add or syn_drop:
-        cat.edit_synonyms(label, syn_add, syn_drop, dry_run=True)
+        synonyms = cat.edit_synonyms(label, syn_add, syn_drop, dry_run=True)[1]
+    if add:  # new parents checked against the label's synonyms as they will be
+        cat.check_parents(label, add)
+        cat.check_labels([label, *(p.strip() for p in add if p.strip() not in before)], {label: synonyms})
 
 
 @labels_app.command("retire")

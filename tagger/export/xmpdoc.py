@@ -1,6 +1,7 @@
 """An XMP document read and written with ElementTree: the lists (``rdf:Bag``, ``rdf:Seq``) of its
 properties edited in place, every other element, attribute, comment and processing instruction
-inside the packet kept as it was.
+inside the root element kept as it was (what lies outside it, padding and a comment before
+``x:xmpmeta``, is not: the packet is written anew around the root).
 
 A sidecar is refused (ValueError) when it is larger than :data:`MAX_SIDECAR_BYTES`, declares a
 DOCTYPE or entities (no XMP packet does; entity tricks live there; checked by the XML parser, so in

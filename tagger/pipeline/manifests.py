@@ -2,8 +2,8 @@
 ``(uri, size)`` pairs for :func:`~tagger.pipeline.sources.scan_images`.
 
 A text manifest is UTF-8 (a BOM allowed), one URI or path per line, ``#`` comments, relative paths
-taken from the manifest's folder; lines end at ``\n`` or ``\r\n`` only (U+2028 and the like are
-in file names). A Parquet manifest has a text column ``uri`` or ``path`` and optionally a numeric
+taken from the manifest's folder; lines end at ``\n``, ``\r\n`` or ``\r`` (not at U+2028 and the like:
+those are in file names). A Parquet manifest has a text column ``uri`` or ``path`` and optionally a numeric
 ``size`` (or ``bytes``); a binary column of image content is never read. Anything else is a
 SourceError that says what is wrong.
 """
@@ -18,7 +18,8 @@ import pyarrow as pa
 from ..errors import SourceError
 from ..uris import normalize_uri, to_local_path
 from ..uris import scheme as _scheme
-from .reading import _filesystem, local_uri, read_bytes
+from ..uris import local_uri
+from .reading import _filesystem, read_bytes
 
 __all__ = ["manifest_base", "parquet_manifest", "text_manifest"]
 

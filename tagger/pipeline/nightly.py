@@ -192,7 +192,8 @@ def prune_training_states(workspace: "Workspace", cat) -> list[str]:
     """Delete the states of interrupted trainings last written before the oldest kept tag run
     started: ``keep_runs`` nightlies have passed without resuming them (the job lock keeps any
     training from running meanwhile). Returns the file names deleted."""
-    kept = [_utc(r.started_at).timestamp() for r in cat.runs(kind="tag") if r.pruned_at is None]
+    kept = [_utc(r.started_at).timestamp() for r in cat.runs(kind="tag")
+            if r.pruned_at is None and r.status in ("current", "superseded")]  # what keep_runs counts
     if not kept:
         return []
     gone = []

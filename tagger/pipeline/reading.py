@@ -14,11 +14,10 @@ import re
 import stat
 import threading
 from typing import Any
-from urllib.parse import quote
 
 from ..errors import ConfigError, SourceError
 from ..uris import scheme as _scheme
-from ..uris import to_local_path
+from ..uris import local_uri, to_local_path
 
 __all__ = ["DEFAULT_MAX_IMAGE_BYTES", "MAX_IMAGE_BYTES_ENV", "REMOTE_READ_TIMEOUT_S", "local_uri", "max_image_bytes",
            "read_bytes"]
@@ -54,16 +53,6 @@ def max_image_bytes() -> int:
 def _file_kind(mode: int) -> str:
     """``"FIFO"``, ``"character device"``... for a file mode that is not a regular file's."""
     return next((name for test, name in _KINDS if test(mode)), "special file")
-
-
-def local_uri(path: str) -> str:
-    """The URI of a local path: the path itself, or, for a name that is not UTF-8 (os keeps its bytes
-    as surrogates, which no catalog string can hold), ``file://`` with those bytes percent-encoded."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return "file://" + quote(os.fsencode(path), safe="/")
-    return path
 
 
 def _filesystem(uri: str):

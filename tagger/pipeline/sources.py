@@ -29,10 +29,11 @@ from ..errors import SourceError
 from ..uris import normalize_uri, to_local_path
 from ..uris import scheme as _scheme
 from .manifests import parquet_manifest, text_manifest
-from .reading import (MAX_IMAGE_BYTES_ENV, REMOTE_READ_TIMEOUT_S, _describe_remote, _file_kind, _filesystem, local_uri,
-                      max_image_bytes, read_bytes)
+from ..uris import local_uri
+from .reading import (DEFAULT_MAX_IMAGE_BYTES, MAX_IMAGE_BYTES_ENV, REMOTE_READ_TIMEOUT_S, _describe_remote, _file_kind,
+                      _filesystem, max_image_bytes, read_bytes)
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_IMAGE_BYTES_ENV", "REMOTE_READ_TIMEOUT_S", "Listing", "is_image_name",
+__all__ = ["DEFAULT_MAX_IMAGE_BYTES", "IMAGE_EXTENSIONS", "MAX_IMAGE_BYTES_ENV", "REMOTE_READ_TIMEOUT_S", "Listing", "is_image_name",
            "list_image_records", "list_images", "local_uri", "max_image_bytes", "normalize_uri",
            "read_bytes", "scan_images", "to_local_path"]
 
