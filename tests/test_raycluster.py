@@ -107,3 +107,16 @@ def test_local_ray_leaves_no_session_folder(tmp_path, monkeypatch):
         assert _sessions(ray_tmp) == before == []
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_a_command_line_that_is_not_utf8_is_one_clear_error_before_ray_starts(monkeypatch):
+    from tagger.errors import ClusterError
+    from tagger.pipeline import raycluster
+
+    class NoRay:
+        def init(self, **kw):  # reaching it would mean Ray was started
+            raise AssertionError("ray.init was called")
+
+    monkeypatch.setattr(sys, "orig_argv", ["tagger", "encode", "/p/nu\udce9"])  # b"/p/nu\xe9", as os passes it
+    with pytest.raises(ClusterError, match=r"not UTF-8 text \(b'/p/nu\\xe9'\).*glob"):
+        raycluster._init(NoRay(), None, None)

@@ -195,6 +195,7 @@ def _init(ray: Any, address: str | None, num_cpus: int | None) -> None:
         kw["include_dashboard"] = False
         if num_cpus:
             kw["num_cpus"] = num_cpus
+    _check_command_line()
     try:
         # "local" starts a Ray of our own even when another one runs on this machine (a plain
         # ray.init() would join it): a command without $RAY_ADDRESS never lands on a stray cluster
@@ -204,6 +205,18 @@ def _init(ray: Any, address: str | None, num_cpus: int | None) -> None:
         if not address:
             raise
         raise _refused(address, e) from e
+
+
+def _check_command_line() -> None:
+    """ClusterError when this process's command line holds bytes that are not UTF-8 (a file name given
+    as SOURCE): Ray records the command line as text and would fail half-started with a traceback."""
+    for arg in getattr(sys, "orig_argv", sys.argv):  # the command line as this process got it
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = arg.encode("utf-8", "surrogateescape")
+            raise ClusterError(f"an argument is not UTF-8 text ({raw!r}), which Ray cannot start with: give "
+                               "that source as a glob (e.g. its folder's parent with *) or in a manifest") from None
 
 
 def _give_up(message: str, code: int) -> None:
