@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -22,16 +21,13 @@ from ..atomic import atomic_open
 from ..errors import ConfigError
 from ..targets import os_reason
 from .keywords import Keywords
+from .xmp import fold_keyword
 
 __all__ = ["KeywordMap", "import_keywords", "read_mapping", "write_labelled"]
 
 logger = logging.getLogger(__name__)
 
 IGNORE = ""
-
-
-def _fold(text: str) -> str:
-    return unicodedata.normalize("NFC", text).strip().casefold()
 
 
 def read_mapping(path: str | Path, vocabulary: Iterable[str]) -> dict[str, str]:
@@ -65,22 +61,22 @@ class KeywordMap:
         self.labels = set(labels)
         self.parents = parents or {}
         self.user = dict(mapping or {})
-        self.user_folded = {_fold(k): v for k, v in self.user.items()}
+        self.user_folded = {fold_keyword(k): v for k, v in self.user.items()}
         self.folded: dict[str, str] = {}
         for name, synonyms in labels.items():
             for s in synonyms or ():
-                self.folded.setdefault(_fold(s), name)
+                self.folded.setdefault(fold_keyword(s), name)
         for name in labels:  # a label's own name wins over another's synonym
-            self.folded[_fold(name)] = name
+            self.folded[fold_keyword(name)] = name
 
     def one(self, keyword: str) -> str | None:
         """The label of one keyword or path text; :data:`IGNORE` for an ignored one; None if unmapped."""
-        for table, key in ((self.user, keyword), (self.user_folded, _fold(keyword))):
+        for table, key in ((self.user, keyword), (self.user_folded, fold_keyword(keyword))):
             if key in table:
                 return table[key]
         if keyword in self.labels:
             return keyword
-        return self.folded.get(_fold(keyword))
+        return self.folded.get(fold_keyword(keyword))
 
     def _with_ancestors(self, labels: set[str]) -> set[str]:
         out, todo = set(labels), list(labels)

@@ -22,7 +22,7 @@ from typing import NamedTuple
 from .record import Entry, Record, read_record, write_record
 from .xmpdoc import XmpDoc, qname, xml_unsafe
 
-__all__ = ["MachineTag", "MergeResult", "label_paths", "merge_sidecar"]
+__all__ = ["MachineTag", "MergeResult", "fold_keyword", "label_paths", "merge_sidecar"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,22 +71,22 @@ def _tags_form(path: str) -> str | None:
     return None if any("/" in p for p in parts) else "/".join(parts)
 
 
-def _fold(item: str) -> str:
-    """How keywords are compared: Unicode-normalised (NFC) and case-folded, so a person's ``Star``
-    (or a decomposed ``Zürich`` from macOS) is the label ``star`` (``zürich``) already there."""
-    return unicodedata.normalize("NFC", item).casefold()
+def fold_keyword(item: str) -> str:
+    """How keywords are compared: Unicode-normalised (NFC), trimmed and case-folded, so a person's
+    ``Star`` (or a decomposed ``Zürich`` from macOS) is the label ``star`` (``zürich``) already there."""
+    return unicodedata.normalize("NFC", item).strip().casefold()
 
 
 def _folded(items: Iterable[str]) -> set[str]:
-    return {_fold(x) for x in items}
+    return {fold_keyword(x) for x in items}
 
 
 def _owned(desired: Sequence[str], before: Sequence[str], have: set[str]) -> tuple[tuple[str, ...], list[str]]:
     """Of the ``desired`` items: those tagger owns (it added them before, or adds them now) and
-    those to add (absent from the list whose folded items, :func:`_fold`, are ``have``; it then holds them all)."""
-    owned = tuple(x for x in desired if x in before or _fold(x) not in have)
-    add = [x for x in desired if _fold(x) not in have]
-    have.update(map(_fold, desired))
+    those to add (absent from the list whose folded items, :func:`fold_keyword`, are ``have``; it then holds them all)."""
+    owned = tuple(x for x in desired if x in before or fold_keyword(x) not in have)
+    add = [x for x in desired if fold_keyword(x) not in have]
+    have.update(map(fold_keyword, desired))
     return owned, add
 
 
@@ -112,7 +112,7 @@ def merge_sidecar(existing: bytes | None, tags: Sequence[MachineTag | str], *, r
     prior.entries = {k: _sane(e) for k, e in prior.entries.items()}
     have = {t: _folded(doc.items(t)) for t in LISTS}
     tags_list = doc.has(TAGS_LIST)
-    declined = set(prior.declined) | {e.label for e in prior.entries.values() if _fold(e.label) not in have[SUBJECT]}
+    declined = set(prior.declined) | {e.label for e in prior.entries.values() if fold_keyword(e.label) not in have[SUBJECT]}
     wanted = {t.label: t for t in map(_machine_tag, tags)}
     keep = {k: e for k, e in prior.entries.items() if k in wanted and k not in declined}
     drop = [e for k, e in prior.entries.items() if k not in keep]
