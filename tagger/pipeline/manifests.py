@@ -17,8 +17,6 @@ import pyarrow as pa
 
 from ..errors import SourceError
 from ..uris import normalize_uri, to_local_path
-from ..uris import scheme as _scheme
-from ..uris import local_uri
 from .reading import _filesystem, read_bytes
 
 __all__ = ["manifest_base", "parquet_manifest", "text_manifest"]
@@ -38,18 +36,12 @@ def parquet_manifest(source: str) -> list[tuple[str, int | None]]:
     return _parquet_manifest(source)
 
 
-def _normalize(uri: str, base: str | None) -> str:
-    """:func:`~tagger.uris.normalize_uri`, keeping a ``file://`` URI's bytes that are not UTF-8."""
-    uri = uri.strip()
-    return local_uri(to_local_path(uri) or uri) if _scheme(uri) == "file" else normalize_uri(uri, base)
-
-
 def _manifest_lines(text: str, base: str | None) -> list[tuple[str, int | None]]:
     out: list[tuple[str, int | None]] = []
     for line in _LINE_BREAK.split(text):  # not str.splitlines: U+2028, U+0085, \f... are in file names
         line = line.strip()
         if line and not line.startswith("#"):
-            out.append((_normalize(line, base), None))
+            out.append((normalize_uri(line, base), None))
     return out
 
 
@@ -106,7 +98,7 @@ def _parquet_manifest(source: str) -> list[tuple[str, int | None]]:
     sizes = next(([int(v) if v is not None and 0 <= v < 2**63 else None for v in table.column(c).to_pylist()]
                   for c in ("size", "bytes") if c in table.column_names), [None] * table.num_rows)
     base = manifest_base(source)
-    return [(_normalize(u, base), s) for u, s in zip(uris, sizes) if u and u.strip()]
+    return [(normalize_uri(u, base), s) for u, s in zip(uris, sizes) if u and u.strip()]
 
 
 def _manifest_text(src: str) -> str:
