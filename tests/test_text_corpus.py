@@ -72,6 +72,15 @@ def test_sampling_caps_and_errors() -> None:
     ("A hexagonal tile.", ["hexagon"], False),
     ("A bluebell in a vase.", ["bell"], False),
     ("A superstar and a moon.", ["star", "moon"], False),
+    # word boundaries of any script written with spaces; text compared in NFC
+    ("Ein Bild von Göring.", ["ring"], False),
+    ("Trois étoiles, une lune.", ["toile"], False),
+    ("Un cafe\u0301 noir.", ["café"], True),  # decomposed in the sentence, composed in the label
+    ("Un café noir.", ["cafe\u0301"], True),
+    ("A ring\u0301 on a hand.", ["ring"], False),  # a combining accent belongs to the word before it
+    ("my_ring", ["ring"], True),
+    ("黑猫在桌子上", ["猫"], True),  # no spaces between words in Chinese: no boundary to respect
+    ("Ein Ring, ein Stern.", ["ring"], True),
 ])
 def test_mentions_all(sentence: str, labels: list[str], ok: bool) -> None:
     assert mentions_all(sentence, labels, LABEL_SYNONYMS) is ok

@@ -93,36 +93,49 @@ def _term_words(term: str) -> list[str]:
     return words
 
 
+#: Scripts written without spaces between words (kana, Han, Hangul with its attached particles, Thai,
+#: Lao, Myanmar, Khmer): a letter of theirs beside a term is no word boundary to respect.
+_UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff"
+#: A letter or digit of any other script (``ö`` in ``Göring`` too; ``_`` separates words).
+_WORD_CHAR = f"(?![{_UNSPACED}])[^\\W_]"
+#: Combining accents left after NFC (on letters without a composed form): part of the word before them.
+_COMBINING = "[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
+
+
 @lru_cache(maxsize=1 << 17)  # a vocabulary of 10^4 labels is validated several times per nightly
 def _term_pattern(term: str) -> re.Pattern[str]:
-    """Whole-phrase, case-insensitive pattern for a term and its simple plurals.
+    """Whole-phrase, case-insensitive pattern for a term and its simple plurals, matched against NFC
+    text (:func:`mentions` normalises the sentence).
 
-    Words may be separated by spaces, hyphens or nothing (``motor bike`` matches ``motorbike``).
+    Words may be separated by spaces, hyphens or nothing (``motor bike`` matches ``motorbike``); a
+    letter or digit of a script written with spaces may not touch the phrase (``ring`` is not in
+    ``Göring`` nor before a combining accent), one of a script written without them may (``猫`` in ``黑猫``).
     """
-    words = _term_words(term)
+    words = _term_words(unicodedata.normalize("NFC", term))
     parts = [re.escape(w) for w in words[:-1]]
     parts.append("(?:" + "|".join(re.escape(f) for f in _word_forms(words[-1])) + ")")
-    return re.compile(r"(?<![a-z0-9])" + r"[\s\-]*".join(parts) + r"(?![a-z0-9])", re.IGNORECASE)
+    return re.compile(f"(?<!{_WORD_CHAR})" + r"[\s\-]*".join(parts) + f"(?!{_WORD_CHAR}|{_COMBINING})",
+                      re.IGNORECASE)
 
 
 def _surface_keys(term: str) -> list[str]:
     """The spellings, words run together and case-folded, that the pattern of ``term`` accepts
     (``motor bike`` -> ``motorbike``, ``motorbikes``, ...): two terms sharing one may be the same."""
-    words = _term_words(term)
+    words = _term_words(unicodedata.normalize("NFC", term))
     head = "".join(words[:-1])
     return [head + form for form in _word_forms(words[-1])]
 
 
 def _spelling(term: str) -> str:
-    """A term's words run together, case-folded (``Motor-bike`` -> ``motorbike``)."""
-    return "".join(_term_words(term))
+    """A term's words run together, case-folded, NFC (``Motor-bike`` -> ``motorbike``)."""
+    return "".join(_term_words(unicodedata.normalize("NFC", term)))
 
 
 def same_term(a: str, b: str) -> bool:
     """Whether ``a`` and ``b`` name the same thing to the validator: the pattern of one matches the
     whole of the other (``Ring`` and ``ring``, ``ring`` and ``rings``, ``motor bike`` and ``motorbike``),
     so a sentence naming one is taken to name the other."""
-    a, b = a.strip(), b.strip()
+    a, b = (unicodedata.normalize("NFC", t.strip()) for t in (a, b))
     return bool(_term_pattern(a).fullmatch(b) or _term_pattern(b).fullmatch(a))
 
 
@@ -179,14 +192,18 @@ def term_clashes(terms: Mapping[str, Sequence[str]], edited: Iterable[str] | Non
 
 def mentions(sentence: str, label: str, synonyms: Mapping[str, Sequence[str]] | None = None) -> bool:
     """Whether ``sentence`` mentions ``label`` or one of its synonyms as a whole word or phrase."""
-    terms = [label, *((synonyms or {}).get(label, ()))]
-    return any(_term_pattern(t).search(sentence) for t in terms)
+    return _mentions(unicodedata.normalize("NFC", sentence), label, synonyms)
+
+
+def _mentions(text: str, label: str, synonyms: Mapping[str, Sequence[str]] | None) -> bool:
+    return any(_term_pattern(t).search(text) for t in (label, *((synonyms or {}).get(label, ()))))
 
 
 def mentions_all(sentence: str, labels: Iterable[str],
                  synonyms: Mapping[str, Sequence[str]] | None = None) -> bool:
     """Whether every label (or a synonym, or a simple plural of either) appears in ``sentence``."""
-    return all(mentions(sentence, lab, synonyms) for lab in labels)
+    text = unicodedata.normalize("NFC", sentence)
+    return all(_mentions(text, lab, synonyms) for lab in labels)
 
 
 @dataclass(frozen=True)
