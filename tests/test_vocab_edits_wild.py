@@ -70,6 +70,17 @@ def test_set_adds_and_removes_one_synonym_keeping_the_others(ws):
     assert synonyms(ws, "circle") == ["disc", "round shape", "orb"]
 
 
+def test_a_name_holding_equals_signs_gets_its_synonyms(ws):
+    out = invoke(ws, "labels", "add", "e=mc2", "a=b", "a", "-s", "e=mc2=mass energy", "-s", "a=b=c=equation",
+                 "-s", "a=letter a")
+    assert out.exit_code == 0, out.output
+    assert synonyms(ws, "e=mc2") == ["mass energy"]
+    assert synonyms(ws, "a=b") == ["c=equation"]  # split after the longest label being added
+    assert synonyms(ws, "a") == ["letter a"]
+    out = invoke(ws, "labels", "add", "x=y", "-s", "x=z")
+    assert out.exit_code == 2 and "not being added: 'x'" in out.output
+
+
 def test_repeated_synonyms_and_the_labels_own_name_are_dropped(ws):
     out = invoke(ws, "labels", "add", "circle", "-s", "circle=Circle", "-s", "circle=circles", "-s", "circle=dot",
                  "-s", "circle=Dots", "-s", "circle=disc")

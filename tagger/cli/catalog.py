@@ -62,11 +62,13 @@ def sql_cmd(
 
 # -- labels ------------------------------------------------------------------------------------
 def _parse_synonyms(pairs: list[str], names: list[str]) -> dict[str, list[str]]:
-    """``NAME=SYN`` options -> {name: [synonyms]}; each NAME must be among the labels added."""
+    """``NAME=SYN`` options -> {name: [synonyms]}; each NAME must be among the labels added. A name
+    holding ``=`` itself (``e=mc2=formula``) is split after the longest label being added it begins with."""
     out: dict[str, list[str]] = {}
     known = {n.strip() for n in names}
     for pair in pairs:
-        name, sep, syn = pair.partition("=")
+        cuts = [i for i, c in enumerate(pair) if c == "=" and pair[:i].strip() in known]
+        name, sep, syn = (pair[:cuts[-1]], "=", pair[cuts[-1] + 1:]) if cuts else pair.partition("=")
         name, syn = name.strip(), syn.strip()
         if not sep or not name or not syn:
             fail(f"--synonym expects NAME=SYNONYM, got {pair!r}")
