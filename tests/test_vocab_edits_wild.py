@@ -17,7 +17,7 @@ from tagger.cli import app
 from tagger.errors import CatalogError
 from tagger.text import Vocabulary
 from tagger.text.incremental import _with_named, synonyms_changed
-from tagger.text.vocab import same_term, term_clashes
+from tagger.text.vocab import same_term, term_clashes, terms_inside
 from tagger.toyworld import LABEL_SYNONYMS, LABELS
 from tagger.workspace import Workspace
 
@@ -172,6 +172,33 @@ def test_a_label_inside_another_word_or_a_non_ascii_name_is_no_clash(ws):
     out = invoke(ws, "labels", "add", "earring", "Straße", "猫", "hot air balloon")
     assert out.exit_code == 0 and "warning" not in out.stderr, out.output
     assert not same_term("ring", "earring") and same_term("Straße", "STRASSE") is False
+
+
+def test_a_name_inside_other_labels_names_is_warned_of_with_the_parent_to_set(ws):
+    out = invoke(ws, "labels", "add", "shape")  # inside round / three-sided / six-sided / five-sided shape
+    assert out.exit_code == 0, out.output
+    warnings = [x for x in out.stderr.splitlines() if x.startswith("warning:")]
+    assert len(warnings) == 4 and all("the label 'shape' lies inside" in w for w in warnings)
+    assert any("'round shape' (a synonym of 'circle')" in w and "--parent 'shape'" in w for w in warnings)
+    for child in ("circle", "triangle", "hexagon"):  # the hierarchy says it: no warning for those
+        assert invoke(ws, "labels", "set", child, "--parent", "shape").exit_code == 0
+    out = invoke(ws, "labels", "set", "shape", "--synonym", "form")
+    warnings = [x for x in out.stderr.splitlines() if x.startswith("warning:")]
+    assert len(warnings) == 1 and "'five-sided shape' (a synonym of 'pentagon')" in warnings[0], out.stderr
+    out = invoke(ws, "labels", "add", "palm tree", "tree house")  # the other way: existing labels inside new
+    assert "the label 'tree' lies inside the label 'palm tree'" in out.stderr
+    assert "the label 'house' lies inside the label 'tree house'" in out.stderr
+    assert "the label 'tree' lies inside the label 'tree house'" in out.stderr
+    assert invoke(ws, "labels", "add", "earring").stderr == ""  # inside a word is not inside a name
+
+
+def test_terms_inside_finds_plurals_and_ignores_the_same_label_and_same_terms():
+    terms = {"leaf": [], "tea leaves": ["loose tea"], "tree": ["pine tree"], "pine": [], "glass": [],
+             "glasses": []}
+    found = {(t.label, t.term, t.outer, t.outer_term) for t in terms_inside(terms)}
+    assert found == {("leaf", "leaf", "tea leaves", "tea leaves"), ("pine", "pine", "tree", "pine tree")}
+    assert terms_inside(terms, ["glass"]) == []  # a plural is a clash (term_clashes), not a containment
+    assert terms_inside(terms, ["tree"], {"tree": ["pine"]}) == []  # pine is tree's ancestor: expected
 
 
 # -- retire, rename, list -------------------------------------------------------------------------

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 from ..errors import CatalogError
 from ..method.hierarchy import active_parents, cycle_with
+from ..text.vocab import TermInside, terms_inside
 from .base import CatalogBase
 from .vocab import clean_label
 
@@ -54,6 +55,15 @@ class HierarchyMixin(CatalogBase):
         for child, parent in self.query("SELECT child, parent FROM label_parents ORDER BY child, added_at, parent"):
             out.setdefault(child, []).append(parent)
         return out
+
+    def terms_inside(self, names: Sequence[str]) -> list[TermInside]:
+        """Where a name or synonym of the active labels ``names`` lies inside a longer one of another
+        active label, or another's inside theirs (``tree`` and ``palm tree``), unless one is an
+        ancestor of the other."""
+        rows = self.query("SELECT name, synonyms FROM labels WHERE retired_at IS NULL ORDER BY label_id")
+        terms = {n: list(s or []) for n, s in rows}
+        return terms_inside(terms, [n for n in dict.fromkeys(x.strip() for x in names) if n in terms],
+                            self.active_hierarchy())
 
     def active_hierarchy(self) -> dict[str, tuple[str, ...]]:
         """The hierarchy tag runs and text corpora use: active labels only, retired ones bypassed."""

@@ -114,13 +114,19 @@ def _print_edits(before: dict[str, Label], after: dict[str, Label], current: int
 
 
 def _warn_clashes(cat: Catalog, names: list[str]) -> None:
-    """A warning line per name or synonym of ``names`` that reads as a plural of another label's."""
+    """A warning line per name or synonym of ``names`` that reads as a plural of another label's, or
+    lies inside another label's (or another's inside it); at most ``MAX_WARNINGS`` of each kind."""
     seen: set[frozenset[tuple[str, str]]] = set()
     for clash in cat.term_clashes(names):
         pair = frozenset({(clash.label, clash.term), (clash.other, clash.other_term)})
         if pair not in seen and len(seen) < MAX_WARNINGS:
             seen.add(pair)
             err_console.print(f"warning: {clash.describe()}", markup=False)
+    inside = cat.terms_inside(names)
+    for item in inside[:MAX_WARNINGS]:
+        err_console.print(f"warning: {item.describe()}", markup=False)
+    if len(inside) > MAX_WARNINGS:
+        err_console.print(f"warning: ... and {len(inside) - MAX_WARNINGS} more names inside others", markup=False)
 
 
 @labels_app.command("add")

@@ -10,7 +10,8 @@ from functools import lru_cache
 
 from ..errors import ConfigError
 
-__all__ = ["TermClash", "Vocabulary", "mentions", "mentions_all", "name_problem", "plural", "same_term", "term_clashes"]
+__all__ = ["TermClash", "TermInside", "Vocabulary", "mentions", "mentions_all", "name_problem", "plural", "same_term",
+           "term_clashes", "terms_inside"]
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +188,83 @@ def term_clashes(terms: Mapping[str, Sequence[str]], edited: Iterable[str] | Non
                     if other != label and (other, other_term) not in seen and same_term(term, other_term):
                         seen.add((other, other_term))
                         out.append(TermClash(label, term, other, other_term))
+    return out
+
+
+@dataclass(frozen=True)
+class TermInside:
+    """``term`` of ``label`` lies inside ``outer_term`` of another label, ``outer`` (``tree`` inside
+    ``palm tree``, ``shape`` inside circle's synonym ``round shape``)."""
+
+    label: str
+    term: str
+    outer: str
+    outer_term: str
+
+    def describe(self) -> str:
+        """The containment in words, for a warning line."""
+        inner = f"the label {self.label!r}" if self.term == self.label else \
+            f"{self.term!r} (a synonym of {self.label!r})"
+        outer = f"the label {self.outer!r}" if self.outer_term == self.outer else \
+            f"{self.outer_term!r} (a synonym of {self.outer!r})"
+        return (f"{inner} lies inside {outer}: a sentence naming {self.outer!r} so names {self.label!r} too; if "
+                f"every {self.outer} is a {self.label}, make it a parent (`tagger labels set {self.outer!r} "
+                f"--parent {self.label!r}`), else rename one")
+
+
+def _singulars(word: str) -> set[str]:
+    """Words whose plural ``word`` may be (a superset: ``trees`` -> ``tree``, ``tre``...)."""
+    out = {word}
+    for end, rep in (("s", ""), ("es", ""), ("ies", "y"), ("ves", "f"), ("ves", "fe")):
+        if word.endswith(end):
+            out.add(word[:-len(end)] + rep)
+    out.update(k for k, v in _IRREGULAR_PLURALS.items() if v == word)
+    return out
+
+
+def terms_inside(terms: Mapping[str, Sequence[str]], edited: Iterable[str] | None = None,
+                 parents: Mapping[str, Sequence[str]] | None = None) -> list[TermInside]:
+    """Where a term (name or synonym) of one label lies inside a longer term of another, one of the two
+    among the ``edited`` labels (default: all); a label inside a descendant's term is left out (the
+    hierarchy makes the descendant's sentences positives for it). Indexed by word, confirmed by the
+    validator's own pattern."""
+    def words(term: str) -> list[str]:
+        return _term_words(unicodedata.normalize("NFC", term))
+
+    holding: dict[str, list[tuple[str, str]]] = {}  # a word (or its singular) -> the terms holding it
+    starting: dict[str, list[tuple[str, str]]] = {}  # a first word -> the terms starting with it
+    for label, syns in terms.items():
+        for term in dict.fromkeys((label, *syns)):
+            ws = words(term)
+            starting.setdefault(ws[0], []).append((label, term))
+            for key in {k for w in ws for k in _singulars(w)}:
+                holding.setdefault(key, []).append((label, term))
+    found: dict[tuple[str, str, str, str], None] = {}
+    for label in (terms if edited is None else [e for e in edited if e in terms]):
+        for term in dict.fromkeys((label, *terms[label])):
+            ws = words(term)
+            for other, o_term in holding.get(ws[0], ()):  # term inside a longer one
+                found[(label, term, other, o_term)] = None
+            for other, o_term in (p for w in ws for k in _singulars(w) for p in starting.get(k, ())):
+                found[(other, o_term, label, term)] = None  # a shorter one inside term
+    up = _ancestors(parents or {})
+    return [TermInside(*key) for key in found
+            if key[0] != key[2] and key[0] not in up.get(key[2], ()) and len(key[1]) < len(key[3])
+            and not same_term(key[1], key[3])
+            and _term_pattern(key[1]).search(unicodedata.normalize("NFC", key[3]))]
+
+
+def _ancestors(parents: Mapping[str, Sequence[str]]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+
+    def up(label: str) -> set[str]:
+        if label not in out:
+            out[label] = set()  # a cycle (refused elsewhere) ends here
+            for p in parents.get(label, ()):
+                out[label] |= {p, *up(p)}
+        return out[label]
+    for label in parents:
+        up(label)
     return out
 
 
