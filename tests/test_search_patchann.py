@@ -214,3 +214,26 @@ def test_probe_alternates_the_l2_and_the_scaled_lists(tmp_path: Path) -> None:
     np.testing.assert_array_equal(ann.probe(q)[0], plain)
     _, ids = ann.index.search(q, 10 * P)
     assert [i for i in ids[0] // P if i >= 0][0] == ann.search(q[:1], 1)[1][0, 0]
+
+
+def test_a_single_query_spreads_its_lists_over_the_threads_with_the_same_result(tmp_path: Path) -> None:
+    import faiss
+
+    add_images(tmp_path, 0, 3000, seed=6)
+    update(tmp_path)
+    ann = load_patch_ann(index_paths(tmp_path, MODEL)[1])
+    q = clustered(20, seed=60)
+    batch = ann.search(q, 10)  # 20 queries, one thread: a query per thread
+    assert ann.index.parallel_mode == 0
+    faiss.omp_set_num_threads(2)
+    try:
+        single = [ann.search(q[i:i + 1], 10) for i in range(len(q))]
+        assert ann.index.parallel_mode == 1  # one query, two threads: its lists split between them
+        again = ann.search(q, 10)
+        assert ann.index.parallel_mode == 0
+    finally:
+        faiss.omp_set_num_threads(1)
+    for i, (scores, ids, _) in enumerate(single):
+        np.testing.assert_allclose(scores[0], batch[0][i], rtol=1e-5)
+        assert set(ids[0]) == set(batch[1][i])
+    np.testing.assert_allclose(again[0], batch[0], rtol=1e-5)
