@@ -89,6 +89,20 @@ def test_stable_ids_and_incremental_pending(cat):
     assert cat.query("SELECT status, error FROM images WHERE image_id = 4") == [("error", "decode failed: truncated")]
 
 
+def test_an_edit_in_place_that_keeps_the_size_is_seen_by_its_modification_time(cat):
+    ids = cat.register_images([("/d/a.bmp", 100, 1_000), ("/d/b.bmp", 100, 1_000), ("/d/old.bmp", 50)])
+    cat.record_encodings(list(ids), "m1", ["ha", "hb", "hold"], "shard-0")
+    assert cat.pending_images("m1") == []
+    cat.register_images([("/d/a.bmp", 100, 1_000), ("/d/b.bmp", 100, 2_000), ("/d/old.bmp", 50, 7_000)])
+    assert cat.pending_images("m1") == [(2, "/d/b.bmp")]  # same size, later time: read again
+    # a row listed before times were kept gets its time without being read again, then compares
+    assert cat.query("SELECT modified_ns FROM images WHERE uri = '/d/old.bmp'") == [(7_000,)]
+    cat.register_images([("/d/a.bmp", 100), {"uri": "/d/a.bmp", "content_hash": "ha", "modified": 5}])
+    assert cat.pending_images("m1") == [(2, "/d/b.bmp")]  # no time, or the same hash: unchanged
+    cat.register_images([("/d/old.bmp", 50, 8_000)])
+    assert [u for _, u in cat.pending_images("m1")] == ["/d/b.bmp", "/d/old.bmp"]
+
+
 def test_an_image_that_could_not_be_read_is_read_again_when_listed_again(cat):
     ids = cat.register_images([("/d/gone.jpg", None), ("/d/bad.jpg", 10), ("/d/locked.jpg", 12), ("/d/big.jpg", 9)])
     cat.mark_errors(list(ids), ["read failed: cannot read /d/gone.jpg: No such file or directory",

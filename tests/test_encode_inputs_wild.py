@@ -204,7 +204,7 @@ def test_parquet_manifests_of_the_wrong_types(tmp_path):
     pq.write_table(pa.table({"path": pa.array([b"/x/a.jpg", b"/x/b.jpg", None], pa.binary()),
                              "bytes": [b"\xff\xd8 image content", b"", None]}), good)
     t = scan_images(good).images  # a binary 'bytes' column is content, not a size
-    assert t.to_pylist() == [{"uri": "/x/a.jpg", "size": None}, {"uri": "/x/b.jpg", "size": None}]
+    assert t.select(["uri", "size"]).to_pylist() == [{"uri": "/x/a.jpg", "size": None}, {"uri": "/x/b.jpg", "size": None}]
     pq.write_table(pa.table({"uri": ["/x/a.jpg", "/x/b.jpg"], "size": [-5, 7]}), good)
     assert scan_images(good).images.column("size").to_pylist() == [None, 7]
 
@@ -306,9 +306,26 @@ def test_encode_cli_on_a_wild_folder_then_incrementally(tmp_path):
     status = tagger("status")
     assert (status["images"], status["encoded"], status["errors"], status["pending"]) == (7, 4, 3, 0), status
     from tagger.catalog import Catalog
+
+    def hashes() -> dict[str, str]:
+        with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
+            return dict(cat.query("SELECT i.uri, e.content_hash FROM images AS i JOIN encodings AS e USING (image_id)"))
     with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
         rows = dict(cat.query("SELECT uri, status FROM images"))
     assert rows[sources.local_uri(bad)] == "ok" and rows[str(src / "strip.png")] == "ok"
+    # an edit in place to the same byte size (an uncompressed BMP's pixels) is encoded again
+    edited, before = src / "new.jpg", hashes()
+    size, stamp = edited.stat().st_size, edited.stat().st_mtime_ns
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 32), (250, 250, 3)).save(buf, "JPEG", optimize=True)  # smaller: padded after its end
+    edited.write_bytes(buf.getvalue() + bytes(size - len(buf.getvalue())))
+    os.utime(edited, ns=(stamp + 10**9, stamp + 10**9))
+    assert edited.stat().st_size == size
+    third = tagger("encode", str(src))
+    assert (third["listed"], third["encoded"], third["errors"]) == (7, 1, 0), third
+    after = hashes()
+    assert after[str(edited)] != before[str(edited)] and len(after) == len(before)
+    assert all(after[u] == h for u, h in before.items() if u != str(edited))
 
 
 def test_a_name_that_is_not_utf8_is_local_to_the_keyword_and_export_queries(tmp_path):

@@ -31,12 +31,14 @@ EXPECTED = ["B.JPEG", "a.jpg", "f.gif", "g.TIF", "h.tiff", "sub/c.png", "sub/dee
 
 def test_folder_recursive_sorted(tree):
     t = list_images(tree)
-    assert t.schema == pa.schema([("uri", pa.string()), ("size", pa.int64())])
+    assert t.schema == pa.schema([("uri", pa.string()), ("size", pa.int64()), ("modified_ns", pa.int64())])
     uris = t.column("uri").to_pylist()
     assert uris == sorted(str(tree / rel) for rel in EXPECTED)
     assert uris == sorted(uris)
     sizes = dict(zip(uris, t.column("size").to_pylist()))
     assert sizes[str(tree / "sub/deep/d.WebP")] == 4
+    times = dict(zip(uris, t.column("modified_ns").to_pylist()))  # a local file's time, as os.stat says
+    assert times[str(tree / "a.jpg")] == (tree / "a.jpg").stat().st_mtime_ns
     with_hidden = list_images(tree, include_hidden=True).column("uri").to_pylist()
     assert str(tree / ".hidden.jpg") in with_hidden and str(tree / ".cache/i.jpg") in with_hidden
 
@@ -85,7 +87,7 @@ def test_parquet_manifest(tree, tmp_path, column):
 def test_empty_and_missing(tmp_path):
     (tmp_path / "empty").mkdir()
     t = list_images(tmp_path / "empty")
-    assert t.num_rows == 0 and t.column_names == ["uri", "size"]
+    assert t.num_rows == 0 and t.column_names == ["uri", "size", "modified_ns"]
     (tmp_path / "empty.txt").write_text("# nothing\n")
     assert list_images(tmp_path / "empty.txt").num_rows == 0
     assert list_image_records(tmp_path / "empty") == []

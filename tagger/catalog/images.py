@@ -15,24 +15,26 @@ logger = logging.getLogger(__name__)
 
 IMAGE_COLUMNS: dict[str, pa.DataType] = {
     "uri": pa.string(), "bytes": pa.int64(), "content_hash": pa.string(),
-    "width": pa.int32(), "height": pa.int32(),
+    "width": pa.int32(), "height": pa.int32(), "modified_ns": pa.int64(),
 }
-_ALIASES = {"size": "bytes", "path": "uri", "sha256": "content_hash"}
+_ALIASES = {"size": "bytes", "path": "uri", "sha256": "content_hash", "modified": "modified_ns"}
 
 _UPSERT_NEW = """
 INSERT INTO images (image_id, uri, content_hash, bytes, width, height, status, error,
-                    first_seen, updated_at)
+                    first_seen, updated_at, modified_ns)
 SELECT ? + row_number() OVER (ORDER BY r.uri) - 1, r.uri, r.content_hash, r.bytes, r.width,
-       r.height, 'pending', NULL, ?, ?
+       r.height, 'pending', NULL, ?, ?, r.modified_ns
 FROM _reg AS r
 WHERE NOT EXISTS (SELECT 1 FROM images AS i WHERE i.uri = r.uri)
 """
 
-# Content changed: a different hash, or (without a hash) a different size. Changed content
-# loses its hash when none is given (unknown until read) and becomes 'pending' again (an error
-# status is cleared).
+# Content changed: a different hash, or (without a hash) a different size or modification time
+# (an edit in place that keeps the size). Changed content loses its hash when none is given
+# (unknown until read) and becomes 'pending' again (an error status is cleared).
 _CHANGED = """((r.content_hash IS NOT NULL AND r.content_hash IS DISTINCT FROM i.content_hash)
-  OR (r.content_hash IS NULL AND r.bytes IS NOT NULL AND i.bytes IS NOT NULL AND r.bytes <> i.bytes))"""
+  OR (r.content_hash IS NULL AND r.bytes IS NOT NULL AND i.bytes IS NOT NULL AND r.bytes <> i.bytes)
+  OR (r.content_hash IS NULL AND r.modified_ns IS NOT NULL AND i.modified_ns IS NOT NULL
+      AND r.modified_ns <> i.modified_ns))"""
 
 # an image whose file could not be read (missing, unreadable, a remote that did not answer) is read
 # again when its source lists it again: the file may be there now; one that could not be decoded waits
@@ -45,6 +47,7 @@ UPDATE images AS i SET
     content_hash = CASE WHEN r.content_hash IS NOT NULL THEN r.content_hash
                         WHEN {_CHANGED} THEN NULL ELSE i.content_hash END,
     bytes = coalesce(r.bytes, i.bytes),
+    modified_ns = coalesce(r.modified_ns, i.modified_ns),
     width = CASE WHEN {_CHANGED} THEN r.width ELSE coalesce(r.width, i.width) END,
     height = CASE WHEN {_CHANGED} THEN r.height ELSE coalesce(r.height, i.height) END,
     status = CASE WHEN {_CHANGED} OR {_RETRY} THEN 'pending' ELSE i.status END,
@@ -53,6 +56,7 @@ UPDATE images AS i SET
 FROM _reg AS r
 WHERE i.uri = r.uri AND ({_CHANGED} OR {_RETRY}
     OR (r.bytes IS NOT NULL AND i.bytes IS NULL)
+    OR (r.modified_ns IS NOT NULL AND i.modified_ns IS NULL)
     OR (r.width IS NOT NULL AND r.width IS DISTINCT FROM i.width)
     OR (r.height IS NOT NULL AND r.height IS DISTINCT FROM i.height))
 """
@@ -70,7 +74,8 @@ def records_table(records: pa.Table | Iterable[Any]) -> pa.Table:
     """Normalise image records to a Table with the columns of IMAGE_COLUMNS.
 
     Accepts a pyarrow Table (``uri``/``path`` plus optional ``bytes``/``size``, ``content_hash``,
-    ``width``, ``height``), mappings with those keys, ``(uri, size)`` tuples or plain URIs.
+    ``width``, ``height``, ``modified_ns``), mappings with those keys, ``(uri, size)`` or ``(uri,
+    size, modified_ns)`` tuples, or plain URIs.
     """
     if isinstance(records, pa.Table):
         table = records.rename_columns([_ALIASES.get(c, c) for c in records.column_names])
@@ -86,7 +91,7 @@ def records_table(records: pa.Table | Iterable[Any]) -> pa.Table:
         elif isinstance(rec, Mapping):
             rec = {_ALIASES.get(k, k): v for k, v in rec.items()}
         else:
-            rec = dict(zip(("uri", "bytes"), rec))
+            rec = dict(zip(("uri", "bytes", "modified_ns"), rec))
         for name in IMAGE_COLUMNS:
             rows[name].append(rec.get(name))
     return pa.table({name: pa.array(rows[name], type=typ) for name, typ in IMAGE_COLUMNS.items()})
@@ -108,8 +113,8 @@ class ImagesMixin(CatalogBase):
         """Register images; return their ``image_id`` (int64) aligned with ``records``.
 
         New URIs get new ids (never reused) and status 'pending' (not yet encoded); known URIs keep
-        theirs. A known URI whose content changed (other hash, or other size when no hash is given)
-        is reset to status 'pending', and so is one whose file could not be read last time (its error
+        theirs. A known URI whose content changed (other hash, or other size or modification time
+        when no hash is given) is reset to status 'pending', and so is one whose file could not be read last time (its error
         starts ``read failed:``; it may be readable now). The same content under two URIs gets two ids.
         """
         table = records_table(records)

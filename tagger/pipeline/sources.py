@@ -46,7 +46,11 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", 
                               ".heic", ".heif", ".avif"})
 TEXT_MANIFEST_EXTENSIONS = (".txt", ".lst", ".list", ".urls")
 PARQUET_EXTENSIONS = (".parquet", ".pq")
-SCHEMA = pa.schema([("uri", pa.string()), ("size", pa.int64())])
+#: A listing: each image's URI, its size and, for a local file, its modification time (ns since the epoch:
+#: an edit that keeps the size still changes it); null where the source does not say.
+SCHEMA = pa.schema([("uri", pa.string()), ("size", pa.int64()), ("modified_ns", pa.int64())])
+#: ``(uri, size)`` or ``(uri, size, modified_ns)``, size and time None where unknown.
+Listed = tuple[Any, ...]
 _GLOB_CHARS = set("*?[")
 
 
@@ -88,21 +92,24 @@ def _skip_reason(name: str) -> str:
     return f"with extension {ext}" if ext else "without extension"
 
 
-def _table(items: Iterable[tuple[str, int | None]]) -> pa.Table:
-    rows = sorted(dict(items).items())
+def _table(items: Iterable[Listed]) -> pa.Table:
+    rows = sorted({uri: (*rest, None)[:2] for uri, *rest in items}.items())
     return pa.table({"uri": pa.array([u for u, _ in rows], pa.string()),
-                     "size": pa.array([s for _, s in rows], pa.int64())}, schema=SCHEMA)
+                     "size": pa.array([s for _, (s, _) in rows], pa.int64()),
+                     "modified_ns": pa.array([m for _, (_, m) in rows], pa.int64())}, schema=SCHEMA)
 
 
-def _local_stat(path: str) -> int | None:
+def _local_stat(path: str) -> tuple[int | None, int | None]:
+    """(size, modification time in ns) of a local file, (None, None) when it cannot be examined."""
     try:
-        return os.stat(path).st_size
+        st = os.stat(path)
     except OSError:
-        return None
+        return None, None
+    return st.st_size, st.st_mtime_ns
 
 
 def _walk_local(root: str, include_hidden: bool, follow_links: bool,
-                skipped: Counter) -> list[tuple[str, int | None]]:
+                skipped: Counter) -> list[Listed]:
     out = []
 
     def unreadable(e: OSError) -> None:  # os.walk would pass over it in silence
@@ -124,11 +131,11 @@ def _walk_local(root: str, include_hidden: bool, follow_links: bool,
                 if why:
                     skipped[why] += 1
                 else:
-                    out.append((local_uri(path), _local_stat(path)))
+                    out.append((local_uri(path), *_local_stat(path)))
     return out
 
 
-def _glob_local(pattern: str, include_hidden: bool, skipped: Counter) -> list[tuple[str, int | None]]:
+def _glob_local(pattern: str, include_hidden: bool, skipped: Counter) -> list[Listed]:
     kwargs: dict[str, Any] = {"include_hidden": True} if include_hidden and sys.version_info >= (3, 11) else {}
     out = []
     for path in globlib.glob(pattern, recursive=True, **kwargs):
@@ -138,11 +145,11 @@ def _glob_local(pattern: str, include_hidden: bool, skipped: Counter) -> list[tu
         if why:
             skipped[why] += 1
         else:
-            out.append((local_uri(os.path.abspath(path)), _local_stat(path)))
+            out.append((local_uri(os.path.abspath(path)), *_local_stat(path)))
     return out
 
 
-def _list_remote(uri: str, skipped: Counter) -> list[tuple[str, int | None]]:
+def _list_remote(uri: str, skipped: Counter) -> list[Listed]:
     fs, path = _filesystem(uri)
     scheme = _scheme(uri)
     protocol = scheme or (fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol)
@@ -172,7 +179,7 @@ def _is_manifest(source: str, exts: tuple[str, ...]) -> bool:
 
 def list_images(source: str | os.PathLike, *, include_hidden: bool = False,
                 follow_links: bool = False) -> pa.Table:
-    """:func:`scan_images`'s table of images: ``(uri: string, size: int64)`` sorted by uri."""
+    """:func:`scan_images`'s table of images: ``(uri, size, modified_ns)`` (:data:`SCHEMA`) sorted by uri."""
     return scan_images(source, include_hidden=include_hidden, follow_links=follow_links).images
 
 
@@ -217,10 +224,10 @@ def scan_images(source: str | os.PathLike, *, include_hidden: bool = False,
     return listing
 
 
-def _list_local(src: str, local: str, include_hidden: bool, skipped: Counter) -> list[tuple[str, int | None]]:
+def _list_local(src: str, local: str, include_hidden: bool, skipped: Counter) -> list[Listed]:
     """One image file (its name taken literally, even with ``[``), else a glob; else SourceError."""
     if os.path.isfile(local) and is_image_name(local):
-        return [(local_uri(local), _local_stat(local))]
+        return [(local_uri(local), *_local_stat(local))]
     if _GLOB_CHARS & set(local):
         return _glob_local(local, include_hidden, skipped)
     if os.path.lexists(local) and _not_regular(local):
