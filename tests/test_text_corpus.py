@@ -80,6 +80,8 @@ def test_sampling_caps_and_errors() -> None:
     ("A ring\u0301 on a hand.", ["ring"], False),  # a combining accent belongs to the word before it
     ("my_ring", ["ring"], True),
     ("黑猫在桌子上", ["猫"], True),  # no spaces between words in Chinese: no boundary to respect
+    ("我的iPhone很好", ["iphone"], True),
+    ("一只黑猫", ["黑猫"], True),
     ("Ein Ring, ein Stern.", ["ring"], True),
 ])
 def test_mentions_all(sentence: str, labels: list[str], ok: bool) -> None:

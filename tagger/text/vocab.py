@@ -95,48 +95,53 @@ def _term_words(term: str) -> list[str]:
 
 
 #: Scripts written without spaces between words (kana, Han, Hangul with its attached particles, Thai,
-#: Lao, Myanmar, Khmer): a letter of theirs beside a term is no word boundary to respect.
-_UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff"
-#: A letter or digit of any other script (``ö`` in ``Göring`` too; ``_`` separates words).
-_WORD_CHAR = f"(?![{_UNSPACED}])[^\\W_]"
+#: Lao, Myanmar, Khmer): :func:`_spaced` puts spaces around their letters, so that a letter of theirs
+#: beside a term is a word boundary.
+_UNSPACED = re.compile("([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u0e00-\u0eff"
+                       "\u1000-\u109f\u1780-\u17ff])")
 #: Combining accents left after NFC (on letters without a composed form): part of the word before them.
 _COMBINING = "[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
 
 
+def _spaced(text: str) -> str:
+    """``text`` in NFC with a space either side of each letter of a script written without spaces."""
+    return _UNSPACED.sub(r" \1 ", unicodedata.normalize("NFC", text))
+
+
 @lru_cache(maxsize=1 << 17)  # a vocabulary of 10^4 labels is validated several times per nightly
 def _term_pattern(term: str) -> re.Pattern[str]:
-    """Whole-phrase, case-insensitive pattern for a term and its simple plurals, matched against NFC
-    text (:func:`mentions` normalises the sentence).
+    """Whole-phrase, case-insensitive pattern for a term and its simple plurals, matched against
+    :func:`_spaced` text (:func:`mentions` prepares the sentence).
 
     Words may be separated by spaces, hyphens or nothing (``motor bike`` matches ``motorbike``); a
-    letter or digit of a script written with spaces may not touch the phrase (``ring`` is not in
-    ``Göring`` nor before a combining accent), one of a script written without them may (``猫`` in ``黑猫``).
+    letter or digit may not touch the phrase, in any script (``ring`` is not in ``Göring`` nor before
+    a combining accent), except one of a script written without spaces (``猫`` in ``黑猫``).
     """
-    words = _term_words(unicodedata.normalize("NFC", term))
+    words = _term_words(_spaced(term))
     parts = [re.escape(w) for w in words[:-1]]
     parts.append("(?:" + "|".join(re.escape(f) for f in _word_forms(words[-1])) + ")")
-    return re.compile(f"(?<!{_WORD_CHAR})" + r"[\s\-]*".join(parts) + f"(?!{_WORD_CHAR}|{_COMBINING})",
-                      re.IGNORECASE)
+    # the boundaries are plain classes outside the case-insensitive part: compiled in ~0.1 ms
+    return re.compile(r"(?<![^\W_])(?i:" + r"[\s\-]*".join(parts) + f")(?![^\\W_]|{_COMBINING})")
 
 
 def _surface_keys(term: str) -> list[str]:
     """The spellings, words run together and case-folded, that the pattern of ``term`` accepts
     (``motor bike`` -> ``motorbike``, ``motorbikes``, ...): two terms sharing one may be the same."""
-    words = _term_words(unicodedata.normalize("NFC", term))
+    words = _term_words(_spaced(term))
     head = "".join(words[:-1])
     return [head + form for form in _word_forms(words[-1])]
 
 
 def _spelling(term: str) -> str:
     """A term's words run together, case-folded, NFC (``Motor-bike`` -> ``motorbike``)."""
-    return "".join(_term_words(unicodedata.normalize("NFC", term)))
+    return "".join(_term_words(_spaced(term)))
 
 
 def same_term(a: str, b: str) -> bool:
     """Whether ``a`` and ``b`` name the same thing to the validator: the pattern of one matches the
     whole of the other (``Ring`` and ``ring``, ``ring`` and ``rings``, ``motor bike`` and ``motorbike``),
     so a sentence naming one is taken to name the other."""
-    a, b = (unicodedata.normalize("NFC", t.strip()) for t in (a, b))
+    a, b = (_spaced(t.strip()).strip() for t in (a, b))
     return bool(_term_pattern(a).fullmatch(b) or _term_pattern(b).fullmatch(a))
 
 
@@ -229,7 +234,7 @@ def terms_inside(terms: Mapping[str, Sequence[str]], edited: Iterable[str] | Non
     hierarchy makes the descendant's sentences positives for it). Indexed by word, confirmed by the
     validator's own pattern."""
     def words(term: str) -> list[str]:
-        return _term_words(unicodedata.normalize("NFC", term))
+        return _term_words(_spaced(term))
 
     holding: dict[str, list[tuple[str, str]]] = {}  # a word (or its singular) -> the terms holding it
     starting: dict[str, list[tuple[str, str]]] = {}  # a first word -> the terms starting with it
@@ -251,7 +256,7 @@ def terms_inside(terms: Mapping[str, Sequence[str]], edited: Iterable[str] | Non
     return [TermInside(*key) for key in found
             if key[0] != key[2] and key[0] not in up.get(key[2], ()) and len(key[1]) < len(key[3])
             and not same_term(key[1], key[3])
-            and _term_pattern(key[1]).search(unicodedata.normalize("NFC", key[3]))]
+            and _term_pattern(key[1]).search(_spaced(key[3]))]
 
 
 def _ancestors(parents: Mapping[str, Sequence[str]]) -> dict[str, set[str]]:
@@ -270,7 +275,7 @@ def _ancestors(parents: Mapping[str, Sequence[str]]) -> dict[str, set[str]]:
 
 def mentions(sentence: str, label: str, synonyms: Mapping[str, Sequence[str]] | None = None) -> bool:
     """Whether ``sentence`` mentions ``label`` or one of its synonyms as a whole word or phrase."""
-    return _mentions(unicodedata.normalize("NFC", sentence), label, synonyms)
+    return _mentions(_spaced(sentence), label, synonyms)
 
 
 def _mentions(text: str, label: str, synonyms: Mapping[str, Sequence[str]] | None) -> bool:
@@ -280,7 +285,7 @@ def _mentions(text: str, label: str, synonyms: Mapping[str, Sequence[str]] | Non
 def mentions_all(sentence: str, labels: Iterable[str],
                  synonyms: Mapping[str, Sequence[str]] | None = None) -> bool:
     """Whether every label (or a synonym, or a simple plural of either) appears in ``sentence``."""
-    text = unicodedata.normalize("NFC", sentence)
+    text = _spaced(sentence)
     return all(_mentions(text, lab, synonyms) for lab in labels)
 
 
