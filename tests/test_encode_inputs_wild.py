@@ -338,3 +338,36 @@ def test_a_name_that_is_not_utf8_is_local_to_the_keyword_and_export_queries(tmp_
         cat.register_images([("/p/a.jpg", 1), (odd, 2), ("/q/b.jpg", 3), ("s3://b/c.jpg", 4)])
         assert image_uris(cat) == sorted(["/p/a.jpg", odd, "/q/b.jpg"])
         assert image_uris(cat, "/p") == sorted(["/p/a.jpg", odd])
+
+
+def test_an_image_deleted_from_its_folder_is_an_error_row_and_comes_back_when_restored(tmp_path):
+    from tagger.catalog import Catalog
+    from tagger.pipeline.encode import register_source
+    src = tmp_path / "photos"
+    (src / "sub").mkdir(parents=True)
+    for name in ("a.jpg", "sub/b.jpg", ".hidden.jpg"):
+        (src / name).write_bytes(_jpeg())
+    (tmp_path / "photos2").mkdir()
+    (tmp_path / "photos2" / "c.jpg").write_bytes(_jpeg())  # a sibling folder sharing the prefix "photos"
+    with Catalog.open(tmp_path / "c.duckdb") as cat:
+        assert register_source(cat, str(tmp_path / "photos2"))["listed"] == 1
+        cat.register_images([str(src / ".hidden.jpg")])  # listed once with --include-hidden, say
+        assert register_source(cat, str(src)) == {"listed": 2, "skipped": 1, "skipped_why": "1 hidden"}
+        ids = cat.image_ids([str(src / n) for n in ("a.jpg", "sub/b.jpg", ".hidden.jpg")] +
+                            [str(tmp_path / "photos2" / "c.jpg")])
+        cat.record_encodings(list(ids.values()), "m", ["h"] * len(ids), "shard-0")
+        kept = (src / "sub" / "b.jpg").read_bytes()
+        (src / "sub" / "b.jpg").unlink()
+        again = register_source(cat, str(src) + "/")
+        assert again["gone"] == 1 and again["listed"] == 1
+        rows = dict(cat.query("SELECT uri, status FROM images"))
+        assert rows == {str(src / "a.jpg"): "ok", str(src / "sub/b.jpg"): "error",
+                        str(src / ".hidden.jpg"): "ok", str(tmp_path / "photos2" / "c.jpg"): "ok"}
+        error = cat.query("SELECT error FROM images WHERE status = 'error'")[0][0]
+        assert error.startswith("read failed:") and "is gone" in error
+        assert "gone" not in register_source(cat, str(src))  # counted once
+        (src / "sub" / "b.jpg").write_bytes(kept)  # restored, same bytes: read (and encoded) again
+        assert "gone" not in register_source(cat, str(src))
+        assert cat.pending_images("m") == [(ids[str(src / "sub/b.jpg")], str(src / "sub/b.jpg"))]
+        cat.record_encodings([ids[str(src / "sub/b.jpg")]], "m", ["h"], "shard-1")
+        assert dict(cat.query("SELECT uri, status FROM images"))[str(src / "sub/b.jpg")] == "ok"

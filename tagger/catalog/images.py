@@ -45,7 +45,7 @@ _RETRY = ("(i.status = 'error' AND starts_with(coalesce(i.error, ''), 'read fail
 _UPDATE_EXISTING = f"""
 UPDATE images AS i SET
     content_hash = CASE WHEN r.content_hash IS NOT NULL THEN r.content_hash
-                        WHEN {_CHANGED} THEN NULL ELSE i.content_hash END,
+                        WHEN {_CHANGED} OR {_RETRY} THEN NULL ELSE i.content_hash END,
     bytes = coalesce(r.bytes, i.bytes),
     modified_ns = coalesce(r.modified_ns, i.modified_ns),
     width = CASE WHEN {_CHANGED} THEN r.width ELSE coalesce(r.width, i.width) END,
@@ -219,6 +219,19 @@ class ImagesMixin(CatalogBase):
             finally:
                 self._unregister("_enc")
         return len(set(ids))
+
+    def unlisted_images(self, prefix: str, listed: pa.Table) -> list[tuple[int, str]]:
+        """``(image_id, uri)`` of the images whose URI starts with ``prefix`` (a folder's, ending in
+        ``/``) that the listing ``listed`` (a table with column ``uri``) lacks, errors aside, by URI."""
+        with self._connected():
+            self._register("_listed", listed.select(["uri"]))
+            try:
+                rows = self.query("SELECT image_id, uri FROM images AS i WHERE starts_with(i.uri, ?) "
+                                  "AND i.status <> 'error' AND NOT EXISTS (SELECT 1 FROM _listed AS l "
+                                  "WHERE l.uri = i.uri) ORDER BY i.uri", [prefix])
+            finally:
+                self._unregister("_listed")
+        return [(int(i), u) for i, u in rows]
 
     def pending_images(self, model_id: str, limit: int | None = None) -> list[tuple[int, str]]:
         """``(image_id, uri)`` of the images (status 'pending' or 'ok', not 'error') with no

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -74,12 +75,35 @@ def register_source(catalog, source: str) -> dict[str, Any]:
     listing = scan_images(source)
     catalog.register_images(listing.images)
     out: dict[str, Any] = {"listed": listing.images.num_rows, "skipped": listing.n_skipped}
+    gone = mark_gone(catalog, source, listing.images)
+    if gone:
+        out["gone"] = gone
     if listing.n_skipped:
         out["skipped_why"] = listing.skipped_text()
     if listing.images.num_rows == 0:
         exts = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
         out["warning"] = f"no images in {source} (image extensions: {exts})"
     return out
+
+
+def mark_gone(catalog, source: str, listed) -> int:
+    """Images known under the local folder ``source`` that its listing ``listed`` lacks and whose
+    file is gone: error rows (``read failed: ... gone``), so they are not counted as encoded; read
+    again when a later listing finds them. Files there but not listed (hidden ones, say) are left
+    alone, and so is any other kind of source (a glob or manifest names no whole folder)."""
+    from ..uris import local_uri, to_local_path
+    folder = to_local_path(source)
+    if folder is None or not os.path.isdir(folder):
+        return 0
+    prefix = local_uri(os.path.join(folder, ""))
+    gone = [(i, u) for i, u in catalog.unlisted_images(prefix, listed)
+            if not os.path.lexists(to_local_path(u) or u)]
+    if gone:
+        catalog.mark_errors([i for i, _ in gone], [f"read failed: {u} is gone (not found when {source} "
+                                                   "was listed)" for _, u in gone])
+        logger.warning("%d image(s) known under %s are gone: marked as errors (read again if they come back)",
+                       len(gone), source)
+    return len(gone)
 
 
 def plan_partitions(pending: list[tuple[int, str]], size: int) -> list[dict[str, Any]]:
