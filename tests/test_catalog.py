@@ -97,7 +97,7 @@ def test_an_edit_in_place_that_keeps_the_size_is_seen_by_its_modification_time(c
     assert cat.pending_images("m1") == [(2, "/d/b.bmp")]  # same size, later time: read again
     # a row listed before times were kept gets its time without being read again, then compares
     assert cat.query("SELECT modified_ns FROM images WHERE uri = '/d/old.bmp'") == [(7_000,)]
-    cat.register_images([("/d/a.bmp", 100), {"uri": "/d/a.bmp", "content_hash": "ha", "modified": 5}])
+    cat.register_images([("/d/a.bmp", 100), {"uri": "/d/a.bmp", "content_hash": "ha", "modified_ns": 5}])
     assert cat.pending_images("m1") == [(2, "/d/b.bmp")]  # no time, or the same hash: unchanged
     cat.register_images([("/d/old.bmp", 50, 8_000)])
     assert [u for _, u in cat.pending_images("m1")] == ["/d/b.bmp", "/d/old.bmp"]

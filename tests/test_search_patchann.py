@@ -223,14 +223,14 @@ def test_a_single_query_spreads_its_lists_over_the_threads_with_the_same_result(
     update(tmp_path)
     ann = load_patch_ann(index_paths(tmp_path, MODEL)[1])
     q = clustered(20, seed=60)
-    batch = ann.search(q, 10)  # 20 queries, one thread: a query per thread
-    assert ann.index.parallel_mode == 0
+    batch = ann.search(q, 10)  # 20 queries, one thread
+    assert ann.index.parallel_mode == 3
     faiss.omp_set_num_threads(2)
     try:
         single = [ann.search(q[i:i + 1], 10) for i in range(len(q))]
         assert ann.index.parallel_mode == 1  # one query, two threads: its lists split between them
-        again = ann.search(q, 10)
-        assert ann.index.parallel_mode == 0
+        again = ann.search(q, 10)  # a batch: a query per thread
+        assert ann.index.parallel_mode == 3
     finally:
         faiss.omp_set_num_threads(1)
     for i, (scores, ids, _) in enumerate(single):

@@ -81,6 +81,12 @@ def test_sampling_caps_and_errors() -> None:
     ("my_ring", ["ring"], True),
     ("黑猫在桌子上", ["猫"], True),  # no spaces between words in Chinese: no boundary to respect
     ("我的iPhone很好", ["iphone"], True),
+    ("कमाना", ["कम"], False),  # a vowel sign or a virama belongs to the word it sits in
+    ("बिल्ली", ["ली"], False),
+    ("एक बिल्ली है", ["बिल्ली"], True),
+    ("고양이가 있다", ["고양이"], True),  # a Korean particle attaches to the word's end
+    ("큰개", ["개"], False),
+    ("ｸﾛﾈｺ", ["ﾈｺ"], True),  # half-width katakana: no spaces either
     ("一只黑猫", ["黑猫"], True),
     ("Ein Ring, ein Stern.", ["ring"], True),
 ])

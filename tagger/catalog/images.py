@@ -17,7 +17,7 @@ IMAGE_COLUMNS: dict[str, pa.DataType] = {
     "uri": pa.string(), "bytes": pa.int64(), "content_hash": pa.string(),
     "width": pa.int32(), "height": pa.int32(), "modified_ns": pa.int64(),
 }
-_ALIASES = {"size": "bytes", "path": "uri", "sha256": "content_hash", "modified": "modified_ns"}
+_ALIASES = {"size": "bytes", "path": "uri", "sha256": "content_hash"}
 
 _UPSERT_NEW = """
 INSERT INTO images (image_id, uri, content_hash, bytes, width, height, status, error,

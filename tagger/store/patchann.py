@@ -20,7 +20,7 @@ exhaustive scan (linear in the corpus: 0.3 s at 10^5 images of 196 patches). Abo
   and to those coordinates times ``coarse_scale``, which suits text queries (off the patches' manifold).
 * **Both cores for one query**: a search of fewer queries than FAISS threads splits each query's
   lists over the threads (``parallel_mode`` 1: 1.7x less wall time on 2 cores), a batch one query
-  per thread.
+  per thread (mode 3; FAISS's default, 0, runs ``search_preassigned`` on one thread).
 * **nprobe tuned** at each build to recall@k (images, by their best patch) against the exhaustive
   scan on held-out queries: stored patches moved by noise and renormalised.
 
@@ -202,8 +202,9 @@ class PatchAnn:
             raise StoreError(f"k must be >= 1, got {k}")
         q = as_matrix(queries, int(self.index.d), bool(self.meta.get("normalize", True)), name="queries")
         pp = self.patches_per_image
-        # fewer queries than threads: FAISS splits each query's lists over the threads instead
-        self.index.parallel_mode = 1 if q.shape[0] < faiss.omp_get_max_threads() else 0
+        # fewer queries than threads: each query's lists split over the threads; else a query per thread
+        # (search_preassigned runs on one thread in FAISS's default mode 0)
+        self.index.parallel_mode = 1 if q.shape[0] < faiss.omp_get_max_threads() else 3
         dist, ids = self.index.search_preassigned(q, max(1, min(k * pp, self.ntotal)), *self.probe(q))
         scores = np.full((q.shape[0], k), np.nan, np.float32)
         img, patch = np.full((q.shape[0], k), -1, np.int64), np.full((q.shape[0], k), -1, np.int64)

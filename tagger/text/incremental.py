@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -77,7 +78,7 @@ def parents_changed(config: Mapping, labels: Sequence[str], parents: ParentMap |
 
 def _first_word(term: str) -> str:
     """A term's first word as its pattern reads it (``t-shirt`` -> ``t``: a sentence may say ``t shirt``)."""
-    words = [w for w in re.split(r"[\s\-]+", term.casefold()) if w]
+    words = [w for w in re.split(r"[\s\-]+", unicodedata.normalize("NFC", term).casefold()) if w]
     return words[0] if words else term.strip().casefold()
 
 
@@ -93,7 +94,7 @@ def _with_named(vocab: Vocabulary, sentences: Sequence[str], sets: list[tuple[st
     anyword = re.compile("|".join(re.escape(w) for w in sorted({w for ws in words.values() for w in ws})))
     out = []
     for text, labs in zip(sentences, sets):
-        low = text.casefold()
+        low = unicodedata.normalize("NFC", text).casefold()
         extra = () if anyword.search(low) is None else tuple(
             lab for lab in added if lab not in labs and any(w in low for w in words[lab])
             and mentions(text, lab, vocab.synonyms))

@@ -94,13 +94,14 @@ def _term_words(term: str) -> list[str]:
     return words
 
 
-#: Scripts written without spaces between words (kana, Han, Hangul with its attached particles, Thai,
-#: Lao, Myanmar, Khmer): :func:`_spaced` puts spaces around their letters, so that a letter of theirs
-#: beside a term is a word boundary.
-_UNSPACED = re.compile("([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u0e00-\u0eff"
-                       "\u1000-\u109f\u1780-\u17ff])")
-#: Combining accents left after NFC (on letters without a composed form): part of the word before them.
-_COMBINING = "[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
+#: Scripts written without spaces between words (kana, half-width ones too, Han and its extensions,
+#: Thai, Lao, Myanmar, Khmer): :func:`_spaced` puts spaces around their letters, so that a letter of
+#: theirs beside a term is a word boundary.
+_UNSPACED = re.compile("([\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+                       "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\U00020000-\U0003134f])")
+#: Hangul: Korean puts spaces between words but attaches particles to their ends (``고양이가``), so a
+#: term ending in Hangul needs a boundary before it only.
+_HANGUL = re.compile("[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
 
 
 def _spaced(text: str) -> str:
@@ -111,17 +112,35 @@ def _spaced(text: str) -> str:
 @lru_cache(maxsize=1 << 17)  # a vocabulary of 10^4 labels is validated several times per nightly
 def _term_pattern(term: str) -> re.Pattern[str]:
     """Whole-phrase, case-insensitive pattern for a term and its simple plurals, matched against
-    :func:`_spaced` text (:func:`mentions` prepares the sentence).
+    :func:`_spaced` text by :func:`_found` (:func:`mentions` prepares the sentence).
 
     Words may be separated by spaces, hyphens or nothing (``motor bike`` matches ``motorbike``); a
-    letter or digit may not touch the phrase, in any script (``ring`` is not in ``Göring`` nor before
-    a combining accent), except one of a script written without spaces (``猫`` in ``黑猫``).
+    letter or digit may not touch the phrase (``ring`` is not in ``Göring``), except one of a script
+    written without spaces (``猫`` in ``黑猫``) or a Korean particle after a Hangul term.
     """
     words = _term_words(_spaced(term))
     parts = [re.escape(w) for w in words[:-1]]
     parts.append("(?:" + "|".join(re.escape(f) for f in _word_forms(words[-1])) + ")")
+    after = "" if _HANGUL.match(words[-1][-1]) else r"(?![^\W_])"
     # the boundaries are plain classes outside the case-insensitive part: compiled in ~0.1 ms
-    return re.compile(r"(?<![^\W_])(?i:" + r"[\s\-]*".join(parts) + f")(?![^\\W_]|{_COMBINING})")
+    return re.compile(r"(?<![^\W_])(?i:" + r"[\s\-]*".join(parts) + ")" + after)
+
+
+def _is_mark(c: str) -> bool:
+    return unicodedata.category(c)[0] == "M"
+
+
+def _found(pattern: re.Pattern[str], text: str) -> bool:
+    """Whether ``pattern`` occurs in ``text`` with no combining mark (an accent, a vowel sign, a
+    virama) right before or after it: a mark belongs to the word it sits in (``कम`` is not in
+    ``कमाना``). Checked here rather than in the pattern, which stays cheap to compile."""
+    pos = 0
+    while (m := pattern.search(text, pos)) is not None:
+        a, b = m.span()
+        if not (a and _is_mark(text[a - 1])) and not (b < len(text) and _is_mark(text[b])):
+            return True
+        pos = a + 1
+    return False
 
 
 def _surface_keys(term: str) -> list[str]:
@@ -256,7 +275,7 @@ def terms_inside(terms: Mapping[str, Sequence[str]], edited: Iterable[str] | Non
     return [TermInside(*key) for key in found
             if key[0] != key[2] and key[0] not in up.get(key[2], ()) and len(key[1]) < len(key[3])
             and not same_term(key[1], key[3])
-            and _term_pattern(key[1]).search(_spaced(key[3]))]
+            and _found(_term_pattern(key[1]), _spaced(key[3]))]
 
 
 def _ancestors(parents: Mapping[str, Sequence[str]]) -> dict[str, set[str]]:
@@ -279,7 +298,7 @@ def mentions(sentence: str, label: str, synonyms: Mapping[str, Sequence[str]] | 
 
 
 def _mentions(text: str, label: str, synonyms: Mapping[str, Sequence[str]] | None) -> bool:
-    return any(_term_pattern(t).search(text) for t in (label, *((synonyms or {}).get(label, ()))))
+    return any(_found(_term_pattern(t), text) for t in (label, *((synonyms or {}).get(label, ()))))
 
 
 def mentions_all(sentence: str, labels: Iterable[str],
