@@ -218,11 +218,12 @@ def test_memory_mapped_load_decodes_like_a_full_load(cfg: IndexConfig, tmp_path:
     assert PatchStore.load(path, mmap=True).n_images == N + 1
 
 
-def test_a_memory_mapped_store_searches_slice_by_slice_like_a_loaded_one(pq_store, tmp_path: Path,
+@pytest.mark.parametrize("codec", ["pq", "flat"])  # PQ codes read in place; others appended to a copy
+def test_a_memory_mapped_store_searches_slice_by_slice_like_a_loaded_one(codec: str, pq_store, tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from tagger.store import patches as patches_module
 
-    store, _, x = pq_store
+    store, _, x = pq_store if codec == "pq" else _store(FLAT)
     store.save(tmp_path / "patches.tgp")
     mapped = PatchStore.load(tmp_path / "patches.tgp", mmap=True)
     monkeypatch.setattr(patches_module, "SEARCH_SLICE_ROWS", 5 * P + 4)  # slices cut images in two
@@ -232,6 +233,15 @@ def test_a_memory_mapped_store_searches_slice_by_slice_like_a_loaded_one(pq_stor
         np.testing.assert_allclose(s1, s2, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(i1, i2)
         np.testing.assert_array_equal(p1, p2)
+    import faiss
+    faiss.omp_set_num_threads(2)  # a single query: its slices scanned on two threads, merged in order
+    try:
+        for i in range(len(q)):
+            one = store.search(q[i:i + 1], 7)
+            for got, want in zip(mapped.search(q[i:i + 1], 7), one):
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    finally:
+        faiss.omp_set_num_threads(1)
 
 
 def test_version_1_files_still_load(pq_store, tmp_path: Path) -> None:
