@@ -92,6 +92,15 @@ def test_site_is_bounded_and_thumbnails_are_cached(report, tmp_path):
     assert out.exit_code == 2 and "not a tagger report" in out.stderr
     out = invoke("report", "-w", str(ws), "--run", "99", "--out", str(tmp_path / "new"))
     assert out.exit_code == 2 and "unknown run 99" in out.stderr
+    # a person's own files put into an earlier report are never deleted by the next one
+    (site / "my notes.txt").write_text("keep")
+    (site / "thumbs" / "mine").mkdir()
+    (site / "thumbs" / "mine" / "photo.jpg").write_bytes(b"mine")
+    out = invoke("report", "-w", str(ws), "--out", str(site))
+    assert out.exit_code == 2 and "holding files it did not write (my notes.txt, thumbs/mine/photo.jpg)" in out.stderr
+    assert (site / "my notes.txt").read_text() == "keep" and (site / "thumbs" / "mine" / "photo.jpg").exists()
+    (site / "my notes.txt").unlink()
+    shutil.rmtree(site / "thumbs" / "mine")
     invoke("report", "-w", str(ws), "--against", str(runs[0]), "--max-images", str(MAX_IMAGES), "--out", str(site))
 
 
@@ -226,3 +235,12 @@ def test_the_screenshot_script_writes_two_pngs(report, tmp_path):
     assert _screenshots_module().main(["-w", str(ws), "--out", str(tmp_path), "--label", "star"]) == 0
     for name in ("report-overview.png", "report-label.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_older_report_without_a_file_list_keeps_what_it_did_not_write(tmp_path):
+    from tagger.report.site import MARKER, _foreign
+    (tmp_path / MARKER).write_text("a tagger report: `tagger report` replaces this folder\n")
+    for name in ("index.html", "label-star.html", "thumbs/1.jpg", "assets/app.js", "notes.txt", "sub/page.html"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("x")
+    assert _foreign(tmp_path) == ["notes.txt", "sub/page.html"]

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 #: The file that marks a folder as a report (a rebuild replaces such a folder, and no other).
 MARKER = ".tagger-report"
+#: The marker's first line; the files the report wrote follow, one per line.
+MARKER_TEXT = "a tagger report: `tagger report` replaces this folder (files it wrote below)\n"
 _PER_IMAGE_BINS = 12  # positives-per-image columns; the last gathers the rest
 
 
@@ -60,9 +62,29 @@ def _check_out(out: Path) -> Path:
     refused), in a folder where the new one can be built beside it and renamed into place."""
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists())):
         raise ConfigError(f"--out {out} exists and is not a tagger report: give a new or empty folder")
+    foreign = _foreign(out) if (out / MARKER).is_file() else []
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise ConfigError(f"--out {out} is an earlier report holding files it did not write ("
+                          f"{', '.join(foreign[:3])}{more}): a new report replaces the whole folder; move "
+                          "them out, or give another folder")
     if out.parent.is_dir() and not os.access(out.parent, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot write the report to {out}: its folder {out.parent} is not writable")
     return out
+
+
+def _files(site: Path) -> list[str]:
+    """Every file under ``site`` but the marker, as relative POSIX paths, sorted."""
+    return sorted(p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file() and p.name != MARKER)
+
+
+def _foreign(out: Path) -> list[str]:
+    """Files of the earlier report ``out`` that it did not write (its marker lists what it wrote; a
+    marker without a list, from an older version: pages at the top, thumbs/ and assets/)."""
+    listed = set((out / MARKER).read_text(encoding="utf-8", errors="surrogateescape").splitlines()[1:])
+    ours = (lambda f: f in listed) if listed else \
+        (lambda f: (f.endswith(".html") and "/" not in f) or f.split("/")[0] in ("thumbs", "assets"))
+    return [f for f in _files(out) if not ours(f)]
 
 
 def _prepare(site: Path) -> Path:
@@ -70,7 +92,7 @@ def _prepare(site: Path) -> Path:
     try:
         (site / "thumbs").mkdir()
         (site / "assets").mkdir()
-        (site / MARKER).write_text("a tagger report: `tagger report` replaces this folder\n")
+        (site / MARKER).write_text(MARKER_TEXT)
     except OSError as e:
         raise ConfigError(f"cannot write the report to {site}: {e.strerror or e}") from e
     return site
@@ -214,6 +236,8 @@ def build_report(cat: "Catalog", ws_root: str | os.PathLike, out: str | os.PathL
     out = _check_out(Path(out))
     with atomic_dir(out) as tmp:
         pages, made, failed = _build(cat, run, _prepare(tmp), Path(ws_root), against, cfg)
+        (tmp / MARKER).write_text(MARKER_TEXT + "".join(f + "\n" for f in _files(tmp)),  # what it wrote
+                                  encoding="utf-8", errors="surrogateescape")
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     logger.info("report of run %d in %s: %d pages, %d bytes", run.run_id, out, pages, size)
     return {"run": run.run_id, "against": against, "out": str(out), "pages": pages,
