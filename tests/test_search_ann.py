@@ -182,4 +182,7 @@ def test_search_vector_uses_the_approximate_index_unless_exact(tmp_path: Path, m
     ids, db = corpus(tmp_path)
     assert [h.image_id for h in exact] == exact_top(db, ids, q[None], 10)[0].tolist()
     assert len({h.image_id for h in approx} & {h.image_id for h in exact}) >= 8
+    # a k far beyond the corpus is capped at it (uncapped, 10^12 result slots would not fit in memory)
+    assert len(search_mod.search_vector(ws, MODEL, q, 10**12, with_uris=False, exact=True)) == 3000
+    assert 10 < len(search_mod.search_vector(ws, MODEL, q, 10**12, with_uris=False)) <= 3000
 

@@ -197,6 +197,8 @@ def test_patch_search_uses_the_approximate_index_unless_exact(tmp_path: Path, mo
     assert calls == [1]
     assert [h.image_id for h in exact] == scan(tmp_path, q[None])[0].tolist()
     assert len({h.image_id for h in approx} & {h.image_id for h in exact}) >= 8
+    assert len(search_mod.search_vector(ws, MODEL, q, 10**12, level="patch", with_uris=False, exact=True)) == 3000
+    assert 10 < len(search_mod.search_vector(ws, MODEL, q, 10**12, level="patch", with_uris=False)) <= 3000
 
 
 def test_probe_alternates_the_l2_and_the_scaled_lists(tmp_path: Path) -> None:

@@ -54,15 +54,19 @@ def _raw_search(root: Path, model_id: str, query: np.ndarray, k: int, level: str
     if level == "global":
         cfg = _index_config(path.parent)
         ann = None if exact else load_ann(path)
-        if ann is not None:
-            scores, ids = ann.search(query, k, use_gpu=cfg.use_gpu if cfg else True)
+        if ann is not None:  # k beyond the stored images only costs memory: capped
+            scores, ids = ann.search(query, max(1, min(k, ann.ntotal)), use_gpu=cfg.use_gpu if cfg else True)
         else:
-            scores, ids = GlobalIndex.load(path, cfg, mmap=True).search(query, k)
+            index = GlobalIndex.load(path, cfg, mmap=True)
+            scores, ids = index.search(query, max(1, min(k, index.ntotal)))
         return scores[0], ids[0], None
     from ..store.patchannsync import load_patch_ann
     patch_ann = None if exact else load_patch_ann(path)
-    searcher = patch_ann if patch_ann is not None else PatchStore.load(path, mmap=True)
-    scores, ids, patches = searcher.search(query, k)
+    if patch_ann is not None:
+        scores, ids, patches = patch_ann.search(query, max(1, min(k, patch_ann.ntotal // patch_ann.patches_per_image)))
+    else:
+        store = PatchStore.load(path, mmap=True)
+        scores, ids, patches = store.search(query, max(1, min(k, store.n_images)))
     return scores[0], ids[0], patches[0]
 
 
@@ -73,10 +77,11 @@ def _sharded(path: Path, query: np.ndarray, k: int, level: str, exact: bool,
     from .shardsearch import search_sharded
     if level != "global" or exact:
         raise ConfigError("--shards searches the approximate global index: not with --level patch or --exact")
-    if load_ann(path) is None:
+    ann = load_ann(path)
+    if ann is None:
         raise StoreError(f"no approximate global index in step beside {path} to split (a small corpus is "
                          "searched exactly; run `tagger encode` to update the indexes)")
-    scores, ids = search_sharded(path, query, k, shards)
+    scores, ids = search_sharded(path, query, max(1, min(k, ann.ntotal)), shards)
     return scores[0], ids[0], None
 
 
