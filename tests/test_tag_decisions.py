@@ -155,6 +155,27 @@ def test_labelled_file_layouts(tmp_path):
         read_labelled_file(tmp_path / "missing.csv")
 
 
+def test_labelled_files_as_people_write_them(tmp_path):
+    years = tmp_path / "years.csv"
+    years.write_text("URI,Label\n/a.jpg,2019\n/b.jpg,007\n")  # capitalised header, labels that look like numbers
+    assert read_labelled_file(years) == {"/a.jpg": ["2019"], "/b.jpg": ["007"]}
+    numbers = tmp_path / "n.parquet"
+    pq.write_table(pa.table({"uri": ["/a.jpg"], "label": [2019]}), numbers)
+    assert read_labelled_file(numbers) == {"/a.jpg": ["2019"]}
+    for name, body in (("twice.csv", "uri,uri,label\n/a.jpg,/a.jpg,x\n"), ("case.csv", "uri,URI,label\n/a,/a,x\n")):
+        (tmp_path / name).write_text(body)
+        with pytest.raises(ConfigError, match=r"\['uri'\] more than once"):
+            read_labelled_file(tmp_path / name)
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_labelled_file(tmp_path / "empty.csv")
+    nested = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"uri": ["/a.jpg"], "label": [{"x": 1}]}), nested)
+    with pytest.raises(ConfigError, match="holds dict, not text"):
+        read_labelled_file(nested)
+
+
+
 def test_labelled_set_reports_unknown_uris_and_refuses_unknown_labels(cat, tmp_path):
     ids = cat.register_images(["/i/a.jpg", "/i/b.jpg", "/i/c.jpg"])
     cat.record_encodings(ids[:2], "m@x", None, "p000")

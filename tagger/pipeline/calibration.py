@@ -34,11 +34,31 @@ def _read_table(path: Path):
     import pyarrow.parquet as pq
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            return pq.read_table(path)
-        return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-            column_types={"uri": pa.string(), "label": pa.string(), "labels": pa.string()}))
-    except (OSError, pa.ArrowInvalid) as e:
+            table = pq.read_table(path)
+        else:  # every column read as text: a label 2019 or 007 is a name, not a number
+            names = pacsv.open_csv(path).schema.names if path.stat().st_size else []  # its first block only
+            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names}))
+    except (OSError, pa.ArrowInvalid, UnicodeDecodeError) as e:
         raise _config_error(f"cannot read labelled file {path}: {e}") from e
+    folded = [c.lower() for c in table.column_names]
+    repeated = sorted({c for c in folded if folded.count(c) > 1})
+    if repeated:
+        raise _config_error(f"labelled file {path} has the column(s) {repeated} more than once")
+    return table
+
+
+def _names(value: Any, path: Path) -> list[str]:
+    """The label names one cell holds: a list, or text split at ``;`` / ``|``; a number is its text."""
+    if isinstance(value, list):
+        return [str(n) for n in value if n is not None]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if value is not None and not isinstance(value, str):
+        raise _config_error(f"labelled file {path}: a label cell holds {type(value).__name__}, not text")
+    return _SPLIT.split(value or "")
 
 
 def read_labelled_file(path: str | os.PathLike) -> dict[str, list[str]]:
@@ -59,7 +79,7 @@ def read_labelled_file(path: str | os.PathLike) -> dict[str, list[str]]:
     for uri, value in zip(uris, raw):
         if not uri or not str(uri).strip():
             continue
-        names = value if isinstance(value, list) else _SPLIT.split(value or "")
+        names = _names(value, p)
         out.setdefault(str(uri).strip(), set()).update(str(n).strip() for n in names if n and str(n).strip())
     if not out:
         raise _config_error(f"labelled file {p} lists no image")
