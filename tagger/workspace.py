@@ -23,6 +23,7 @@ the ground floor: it imports only the atomic writer and the errors, so every lay
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,9 +63,17 @@ def _not_writable(root: Path, e: OSError) -> WorkspaceError:
 class Workspace:
     root: Path
 
+    def __post_init__(self) -> None:
+        try:
+            str(self.root).encode("utf-8")
+        except UnicodeEncodeError:
+            raise WorkspaceError(f"workspace path {os.fsencode(self.root)!r} is not UTF-8: the catalog (DuckDB) "
+                                 "cannot be opened there; rename the folder or choose another") from None
+
     @classmethod
     def at(cls, root: str | Path) -> "Workspace":
         r = Path(root).expanduser().resolve()
+        cls(r)  # checked before anything is made
         try:
             r.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -146,7 +155,20 @@ class Workspace:
     def settings(self) -> dict[str, Any]:
         """Workspace-wide settings (model name and weights), written by the first encode."""
         p = self.settings_path
-        return json.loads(p.read_text()) if p.exists() else {}
+        if not p.exists():
+            return {}
+        try:
+            s = json.loads(p.read_text(encoding="utf-8"))
+            why = "" if isinstance(s, dict) else f"holds a JSON {type(s).__name__}, not an object"
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+            s, why = {}, getattr(e, "strerror", None) or str(e) or type(e).__name__
+        bad = [k for k in ("model", "pretrained") if isinstance(s, dict) and not isinstance(s.get(k), (str, type(None)))]
+        if why or bad:
+            why = why or f"{', '.join(bad)} is not text"
+            raise WorkspaceError(f"workspace settings {p} cannot be read: {why}; restore the file, or delete it "
+                                 "and give --model to the next encode (it records the model the images were "
+                                 "encoded with)")
+        return s
 
     def update_settings(self, **kw: Any) -> dict[str, Any]:
         """Merge ``kw`` into the settings and write them atomically (creating the workspace).

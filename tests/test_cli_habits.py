@@ -164,3 +164,18 @@ def test_ray_is_quiet_unless_the_process_logs_at_info():
     assert quiet.stdout.strip() == loud.stdout.strip() == "45"
     assert "Started a local Ray instance" in loud.stderr and "Progress bars disabled" in loud.stderr
     assert quiet.stderr.strip() == "", quiet.stderr
+
+
+def test_a_damaged_settings_file_or_a_path_that_is_not_utf8_is_one_error_line(ws, tmp_path):
+    for body, why in ((b"", "Expecting value"), (b"[]", "holds a JSON list"), (b'{"model": 5}', "model is not text"),
+                      (b"\xff\xfe", "can't decode")):
+        (ws / "workspace.json").write_bytes(body)
+        out = invoke("status", "-w", str(ws))
+        assert out.exit_code == 2 and why in out.stderr and "restore the file" in out.stderr, out.output
+    (ws / "workspace.json").unlink()
+    (ws / "workspace.json").mkdir()
+    done = cli("init", str(ws))  # no verb-level handler: the command line's own turns it into the line
+    assert done.returncode == 2 and done.stderr.startswith("error: workspace settings") and "Traceback" not in done.stderr
+    bad = tmp_path / os.fsdecode(b"caf\xe9")
+    done = cli("init", str(bad))
+    assert done.returncode == 2 and "is not UTF-8" in done.stderr and not bad.exists(), done.stderr

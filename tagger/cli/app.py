@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..errors import CRASH_EXIT_CODE, ConfigError, SimulatedCrash
+from ..errors import CRASH_EXIT_CODE, ConfigError, SimulatedCrash, TaggerError
 from ..pipeline.encode import EncodeConfig
 from ..pipeline.nightly import CRASH_POINTS, NightlyConfig
 from ..pipeline.tag import TagConfig
@@ -23,7 +23,8 @@ from .options import (
     DEFAULT_WORKSPACE, JOB_WAIT, AnnotationsOpt, CalibrateWithOpt, CrashAfterOpt, DecisionOpt, DecisionRule,
     DecodeCpusOpt, EncodeCpusOpt, HeadKind, HeadOpt, JsonOpt, MaxMissingOpt, ModelOpt, NlOpt, NodeResourceOpt,
     NSentencesOpt, PartitionSizeOpt, PretrainedOpt, RowsJsonOpt, SourceOpt, WaitOpt, WorkspaceOpt, emit_rows,
-    err_console, finite, finite_non_negative, job_scope, one_source, output_format, print_summary, report_calibration, reported,
+    err_console, fail, finite, finite_non_negative, job_scope, one_source, output_format, print_summary, report_calibration,
+    reported,
     workspace_at,
 )
 from .export import register as register_export
@@ -370,6 +371,11 @@ def main(argv: list[str] | None = None, *, verb: str | None = None, prog_name: s
     except SystemExit as e:
         if e.code not in (0, None):  # errors exit with their status; success returns to the caller
             raise
+    except TaggerError as e:  # a named error a verb did not turn into its line: the same line, status 2
+        try:
+            fail(e)
+        except typer.Exit as done:
+            raise SystemExit(done.exit_code) from None
     except SimulatedCrash as e:
         logging.getLogger(__name__).warning("simulated crash: %s", e)
         sys.stdout.flush()
