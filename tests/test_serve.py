@@ -60,6 +60,9 @@ def test_pages_render_and_agree_with_the_catalog(served):
         ws, "SELECT label, positive FROM current_tags WHERE image_id = ?", [image_id])}
     assert shown == expected
     assert client.get("/image/999999").status_code == 404
+    for url in ("/image/99999999999999999999999", "/thumb/99999999999999999999999",
+                "/search?like=99999999999999999999999"):  # past 64 bits: no image, not a server error
+        assert client.get(url).status_code == 404, url
     assert client.get("/label/no-such-label").status_code == 404
     r = client.get("/label/star?min_conf=high")
     assert r.status_code == 400 and "min_conf must be a number" in r.text

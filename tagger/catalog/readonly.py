@@ -59,6 +59,10 @@ def _type_name(statement: object) -> str:
 
 def _parse(sql: str) -> list:
     try:
+        sql.encode("utf-8")
+    except UnicodeEncodeError as e:  # bytes of another encoding given on the command line
+        raise ReadOnlyQueryError(f"the query is not UTF-8 text (position {e.start}): write it in UTF-8") from None
+    try:
         return list(duckdb.extract_statements(sql))
     except duckdb.Error as e:
         raise ReadOnlyQueryError(f"could not parse the query: {e}") from e

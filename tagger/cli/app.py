@@ -5,6 +5,7 @@ library errors become a one-line ``error: ...`` on stderr and exit status 2.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -371,6 +372,11 @@ def main(argv: list[str] | None = None, *, verb: str | None = None, prog_name: s
     except SystemExit as e:
         if e.code not in (0, None):  # errors exit with their status; success returns to the caller
             raise
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        sys.stderr.write(f"error: {e.strerror}: the output could not be written\n")  # e.g. stdout on a full disk
+        raise SystemExit(2) from None
     except TaggerError as e:  # a named error a verb did not turn into its line: the same line, status 2
         try:
             fail(e)

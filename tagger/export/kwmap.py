@@ -38,7 +38,10 @@ def read_mapping(path: str | Path, vocabulary: Iterable[str]) -> dict[str, str]:
         text = p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read mapping file {p}: {getattr(e, 'strerror', None) or e}") from e
-    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    except csv.Error as e:  # e.g. a field over the csv module's limit (128 KiB)
+        raise ConfigError(f"cannot read mapping file {p}: {e}") from None
     if rows and [c.strip().lower() for c in rows[0]][:2] == ["keyword", "label"]:
         rows = rows[1:]
     known, out = set(vocabulary), {}

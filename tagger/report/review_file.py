@@ -29,6 +29,8 @@ def _from_json(path: Path, text: str) -> list[tuple[str, str, str]]:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError(f"decisions file {path} is not valid JSON: {e}") from e
+    except RecursionError:
+        raise ConfigError(f"decisions file {path} nests too deeply to be a decisions file") from None
     items = doc.get("decisions") if isinstance(doc, dict) else doc
     if isinstance(doc, dict) and doc.get("format", FILE_FORMAT) != FILE_FORMAT:
         raise ConfigError(f"decisions file {path} has format {doc.get('format')!r}, expected {FILE_FORMAT!r}")
@@ -43,7 +45,10 @@ def _from_json(path: Path, text: str) -> list[tuple[str, str, str]]:
 
 
 def _from_csv(path: Path, text: str) -> list[tuple[str, str, str]]:
-    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    except csv.Error as e:  # e.g. a field over the csv module's limit (128 KiB)
+        raise ConfigError(f"cannot read decisions file {path}: {e}") from None
     if rows and [c.strip().lower() for c in rows[0]][:3] == list(_COLUMNS):
         rows = rows[1:]
     out = []

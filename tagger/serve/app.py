@@ -147,7 +147,7 @@ def _page(serve: Serve, build: Callable[..., dict[str, Any]]):
 def _image_row(serve: Serve, image_id: int) -> dict[str, Any]:
     from ..catalog.browse import image_info
     with serve.catalog.read() as cat:
-        info = image_info(cat, image_id)
+        info = image_info(cat, pages.known_id(image_id))
     if info is None:
         raise LookupError(f"no image {image_id} in the catalog")
     return info
@@ -209,7 +209,7 @@ def _write(serve: Serve, action: str):
         if not same_token(form.get("csrf") or request.headers.get("x-csrf-token"), serve.csrf):
             return HTMLResponse("error: the form's CSRF token is missing or stale: reload the page", status_code=403)
         try:
-            image_id, label = int(form.get("image_id", "")), form.get("label", "")
+            image_id, label = pages.known_id(int(form.get("image_id", ""))), form.get("label", "")
             done = await run_in_threadpool(_apply, serve, action, image_id, label, form.get("decision", ""))
         except ValueError:
             return _error(serve, ConfigError("image_id must be a whole number"))

@@ -31,6 +31,13 @@ def label_url(label: str) -> str:
     return "/label/" + quote(label, safe="")
 
 
+def known_id(image_id: int) -> int:
+    """``image_id`` when a catalog id can be it (a 64-bit integer), else LookupError (a 404)."""
+    if not -(1 << 63) <= image_id < 1 << 63:
+        raise LookupError(f"no image {image_id} in the catalog")
+    return image_id
+
+
 def _int(request: Request, name: str, default: int, lo: int = 1, hi: int = 10**9) -> int:
     raw = request.query_params.get(name, "")
     if raw == "":
@@ -120,6 +127,7 @@ def label(app: "Serve", request: Request, name: str) -> dict[str, Any]:
 
 
 def image(app: "Serve", request: Request, image_id: int) -> dict[str, Any]:
+    known_id(image_id)
     near: list[tuple[int, float]] = []
     why = None
     try:
@@ -147,7 +155,7 @@ def search(app: "Serve", request: Request) -> dict[str, Any]:
     query = None
     if like:
         try:
-            like_id = int(like)
+            like_id = known_id(int(like))
         except ValueError:
             raise ConfigError(f"like must be an image id, got {like!r}") from None
         hits, query = app.searcher.like(like_id, k), f"images like image {like_id}"
