@@ -3,7 +3,8 @@
 
 A target is refused, with one :class:`~tagger.errors.ConfigError` line, when it lies inside the
 workspace (the catalog, ``workspace.json``, an index ...), when it exists and is not a regular file
-(a folder, a device, a FIFO, a socket), when it exists and ``force`` was not given, or when its
+(a folder, a device, a FIFO, a socket), when it is an existing image file (even with ``force``), when
+it exists and ``force`` was not given, or when its
 folder is missing (nothing creates folders it was not asked to) or not writable. Files are written
 with :func:`tagger.atomic.atomic_open` (``parents=False``): a temp file in the same folder, flushed,
 then renamed over the target.
@@ -16,6 +17,7 @@ import stat
 from pathlib import Path
 
 from .errors import ConfigError
+from .uris import IMAGE_EXTENSIONS
 from .workspace import CATALOG_FILE, OWNED
 
 __all__ = ["WORKSPACE_OWNED", "check_out_dir", "check_out_file", "inside", "os_reason", "workspace_owned"]
@@ -72,6 +74,8 @@ def check_out_file(path: str | os.PathLike, workspace: str | os.PathLike | None,
         raise ConfigError(f"cannot write {option} {p}: {os_reason(e)}") from e
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise ConfigError(f"{option} {p} is {_kind(st.st_mode)}: give the name of a regular file")
+    if st is not None and p.suffix.lower() in IMAGE_EXTENSIONS:  # an export never replaces a photo
+        raise ConfigError(f"{option} {p} is an image file ({p.suffix}), not an export: give another name")
     if st is not None and not force:
         raise ConfigError(f"{option} {p} exists: give --force to replace it, or another name")
     _check_folder(p.parent, option, p)

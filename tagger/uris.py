@@ -10,7 +10,11 @@ from __future__ import annotations
 import os
 from urllib.parse import quote, unquote_to_bytes, urlparse
 
-__all__ = ["local_uri", "normalize_uri", "scheme", "to_local_path"]
+__all__ = ["IMAGE_EXTENSIONS", "local_uri", "normalize_uri", "scheme", "to_local_path"]
+
+#: The file extensions ``tagger encode`` lists as images (any case).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
+                              ".heic", ".heif", ".avif"})
 
 
 def scheme(uri: str) -> str:

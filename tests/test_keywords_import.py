@@ -102,6 +102,10 @@ def test_import_keywords_maps_sidecars_and_embedded_metadata(library, tmp_path):
     assert res.exit_code == 0, res.output
     assert "b.jpg" not in _rows(out) and "e.jpg" not in _rows(out)
     assert json.loads(res.stdout.splitlines()[-1])["unmapped"]["places|Paris"] == 2
+    photo = (folder / "a.jpg").read_bytes()  # --force never replaces a photo with the CSV
+    res = invoke("import-keywords", "-w", str(root), "--out", str(folder / "a.jpg"), "--force")
+    assert res.exit_code == 2 and "is an image file (.jpg), not an export" in res.stderr
+    assert (folder / "a.jpg").read_bytes() == photo
 
 
 def test_special_files_never_block_the_import(library, tmp_path):

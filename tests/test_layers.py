@@ -55,7 +55,7 @@ ALLOWED: dict[str, set[str]] = {
     "atomic": {"errors"},
     "uris": set(),
     "workspace": {"errors", "atomic"},
-    "targets": {"errors", "atomic", "workspace"},
+    "targets": {"errors", "atomic", "uris", "workspace"},
     "method": set(GROUND) - {"workspace", "targets"},  # pure math: knows no workspace and no output file
     "models": set(GROUND),
     "store": set(GROUND),

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 import pyarrow as pa
 
 from ..errors import SourceError
-from ..uris import normalize_uri, to_local_path
+from ..uris import IMAGE_EXTENSIONS, normalize_uri, to_local_path
 from ..uris import scheme as _scheme
 from .manifests import parquet_manifest, text_manifest
 from ..uris import local_uri
@@ -42,8 +42,6 @@ logger = logging.getLogger(__name__)
 
 #: What a folder listing takes for an image (any case). HEIC/HEIF (phones) decode through pillow-heif,
 #: AVIF through Pillow itself; raw camera files are not listed.
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
-                              ".heic", ".heif", ".avif"})
 TEXT_MANIFEST_EXTENSIONS = (".txt", ".lst", ".list", ".urls")
 PARQUET_EXTENSIONS = (".parquet", ".pq")
 #: A listing: each image's URI, its size and, for a local file, its modification time (ns since the epoch:
