@@ -141,7 +141,8 @@ def labels_add(
     wait: WaitOpt = QUICK_WAIT,
 ) -> None:
     """Add labels, or re-activate retired ones (--parent: under parent labels, added when new). A name
-    or synonym that another active label already has (any case, or its plural) is refused."""
+    or synonym that another active label already has (any case, spaces or hyphens aside) is refused; a plural of
+    one, or a name inside another's, is warned of."""
     names = list(names or [])
     synonyms: dict[str, list[str]] = {}
     if toy:

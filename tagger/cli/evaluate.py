@@ -34,7 +34,7 @@ def eval_cmd(
         "zsclip | zsclip-ensemble | zsclip-std | zsclip-ensemble-std | linprobe | comc; with --split "
         f"seen-unseen: zsclip | comc | {' | '.join(image_heads())} | comc-fewshot")),
     root: Optional[Path] = typer.Option(None, help="dataset root directory (real benchmarks)"),
-    n: int = typer.Option(2000, help="number of toy scenes"),
+    n: int = typer.Option(2000, min=1, help="number of toy scenes"),
     split: Optional[str] = typer.Option(None, help=(
         "seen-unseen: train on the toy train scenes' seen labels, report ZSL (unseen labels) and GZSL (all)")),
     n_train: int = typer.Option(3000, min=1, help="--split seen-unseen: toy train scenes the heads learn from"),
