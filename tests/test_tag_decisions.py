@@ -208,3 +208,13 @@ def test_labels_set_cli(cat, ws):
     assert run("set", "circle", "--clear").exit_code == 0
     with Catalog.open(Workspace.at(ws).catalog, read_only=True) as c:
         assert c.pinned_thresholds() == {}
+
+
+def test_annotations_naming_a_label_added_since_training_say_what_to_run(cat, tmp_path):
+    from tagger.pipeline.heads import labelled_ids
+    f = tmp_path / "a.csv"
+    f.write_text(f"uri,label\n/a.jpg,{LABELS[1]}\n/a.jpg,kite\n")
+    with pytest.raises(ConfigError, match=f"{LABELS[1]} added since the text classifier was trained"):
+        labelled_ids(cat, f, False, "m", [LABELS[0]])  # the classifier knows only the first label
+    with pytest.raises(ConfigError, match="vocabulary: kite$"):
+        labelled_ids(cat, f, False, "m", list(LABELS))  # kite is no label at all

@@ -107,7 +107,12 @@ def labelled_ids(cat, annotations, reviewed: bool, model_id: str, vocabulary: li
         labelled = read_labelled_file(annotations)
         unknown = sorted({n for v in labelled.values() for n in v} - set(vocabulary))
         if unknown:
-            raise ConfigError(f"annotations {annotations}: label(s) not in the vocabulary: {', '.join(unknown[:10])}")
+            active = set(cat.active_labels())
+            later = [n for n in unknown if n in active]
+            why = (f"; {', '.join(later[:10])} added since the text classifier was trained: run `tagger nightly` "
+                   "(or generate-text and train) first") if later else ""
+            raise ConfigError(f"annotations {annotations}: label(s) not in the classifier's vocabulary: "
+                              f"{', '.join(unknown[:10])}{why}")
         by_id.update(_resolve(cat, annotations, labelled, model_id))
     if not by_id:
         raise ConfigError("no labelled image: give --annotations FILE, or review some tags first "
