@@ -24,6 +24,13 @@ __all__ = ["WORKSPACE_OWNED", "check_out_dir", "check_out_file", "inside", "os_r
 
 logger = logging.getLogger(__name__)
 
+#: Files an export never replaces, even with ``force``: the images ``encode`` reads and other photo
+#: formats (camera raw, JPEG XL, JPEG 2000, layered editor files, SVG).
+PHOTO_EXTENSIONS = IMAGE_EXTENSIONS | frozenset(
+    "." + e for e in ("dng", "cr2", "cr3", "crw", "nef", "nrw", "arw", "srf", "sr2", "raf", "orf", "rw2", "pef",
+                      "srw", "x3f", "3fr", "erf", "kdc", "mrw", "raw", "rwl", "iiq", "jxl", "jp2", "jpe", "jfif",
+                      "psd", "psb", "xcf", "svg", "exr", "hdr"))
+
 #: Top-level entries of a workspace that belong to tagger (a sidecar or export never lands there).
 WORKSPACE_OWNED = OWNED
 
@@ -74,7 +81,7 @@ def check_out_file(path: str | os.PathLike, workspace: str | os.PathLike | None,
         raise ConfigError(f"cannot write {option} {p}: {os_reason(e)}") from e
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise ConfigError(f"{option} {p} is {_kind(st.st_mode)}: give the name of a regular file")
-    if st is not None and p.suffix.lower() in IMAGE_EXTENSIONS:  # an export never replaces a photo
+    if st is not None and p.suffix.lower() in PHOTO_EXTENSIONS:  # an export never replaces a photo
         raise ConfigError(f"{option} {p} is an image file ({p.suffix}), not an export: give another name")
     if st is not None and not force:
         raise ConfigError(f"{option} {p} exists: give --force to replace it, or another name")

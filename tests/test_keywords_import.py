@@ -106,6 +106,10 @@ def test_import_keywords_maps_sidecars_and_embedded_metadata(library, tmp_path):
     res = invoke("import-keywords", "-w", str(root), "--out", str(folder / "a.jpg"), "--force")
     assert res.exit_code == 2 and "is an image file (.jpg), not an export" in res.stderr
     assert (folder / "a.jpg").read_bytes() == photo
+    (folder / "raw.DNG").write_bytes(b"II*\x00raw")  # a camera raw file encode does not read
+    res = invoke("import-keywords", "-w", str(root), "--out", str(folder / "raw.DNG"), "--force")
+    assert res.exit_code == 2 and "is an image file (.DNG)" in res.stderr
+    assert (folder / "raw.DNG").read_bytes() == b"II*\x00raw"
 
 
 def test_special_files_never_block_the_import(library, tmp_path):

@@ -244,3 +244,14 @@ def test_an_older_report_without_a_file_list_keeps_what_it_did_not_write(tmp_pat
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text("x")
     assert _foreign(tmp_path) == ["notes.txt", "sub/page.html"]
+    (tmp_path / MARKER).write_text("a tagger report\nindex.html\nthumbs/1.jpg\n")  # a list: only those
+    assert _foreign(tmp_path) == ["assets/app.js", "label-star.html", "notes.txt", "sub/page.html"]
+
+
+def test_a_folder_named_like_the_marker_does_not_make_a_report(tmp_path):
+    from tagger.errors import ConfigError
+    from tagger.report.site import MARKER, _check_out
+    (tmp_path / "site" / MARKER).mkdir(parents=True)
+    (tmp_path / "site" / "notes.txt").write_text("keep")
+    with pytest.raises(ConfigError, match="is not a tagger report"):
+        _check_out(tmp_path / "site")

@@ -169,6 +169,17 @@ def test_labelled_files_as_people_write_them(tmp_path):
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(ConfigError, match="cannot read"):
         read_labelled_file(tmp_path / "empty.csv")
+    trailing = tmp_path / "trailing.csv"  # a spreadsheet's empty trailing columns, a note column twice
+    trailing.write_text("uri,label,,,note,note\n/a.jpg,star,,,x,y\n")
+    assert read_labelled_file(trailing) == {"/a.jpg": ["star"]}
+    raw = tmp_path / "raw.parquet"
+    pq.write_table(pa.table({"uri": pa.array([b"/a.jpg"], pa.binary()),
+                             "labels": pa.array([[b"cat", b"dog"]], pa.list_(pa.binary())),
+                             "label": pa.array([2019.0])}), raw)
+    assert read_labelled_file(raw) == {"/a.jpg": ["2019"]}  # 'label' first; a float year written as 2019
+    pq.write_table(pa.table({"uri": pa.array([b"/a.jpg"], pa.binary()),
+                             "labels": pa.array([[b"cat", b"dog"]], pa.list_(pa.binary()))}), raw)
+    assert read_labelled_file(raw) == {"/a.jpg": ["cat", "dog"]}
     nested = tmp_path / "s.parquet"
     pq.write_table(pa.table({"uri": ["/a.jpg"], "label": [{"x": 1}]}), nested)
     with pytest.raises(ConfigError, match="holds dict, not text"):

@@ -42,23 +42,30 @@ def _read_table(path: Path):
     except (OSError, pa.ArrowInvalid, UnicodeDecodeError) as e:
         raise _config_error(f"cannot read labelled file {path}: {e}") from e
     folded = [c.lower() for c in table.column_names]
-    repeated = sorted({c for c in folded if folded.count(c) > 1})
+    repeated = sorted({c for c in folded if folded.count(c) > 1 and c in ("uri", "label", "labels")})
     if repeated:
         raise _config_error(f"labelled file {path} has the column(s) {repeated} more than once")
     return table
 
 
-def _names(value: Any, path: Path) -> list[str]:
-    """The label names one cell holds: a list, or text split at ``;`` / ``|``; a number is its text."""
-    if isinstance(value, list):
-        return [str(n) for n in value if n is not None]
+def _text(value: Any, path: Path) -> str | None:
+    """A cell as text: bytes decoded (UTF-8), a number written out (2019.0 as 2019); None stays None."""
     if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
+        return value.decode("utf-8", "replace")
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = str(value)
+        return str(value)
     if value is not None and not isinstance(value, str):
-        raise _config_error(f"labelled file {path}: a label cell holds {type(value).__name__}, not text")
-    return _SPLIT.split(value or "")
+        raise _config_error(f"labelled file {path}: a cell holds {type(value).__name__}, not text")
+    return value
+
+
+def _names(value: Any, path: Path) -> list[str]:
+    """The label names one cell holds: a list, or text split at ``;`` / ``|``."""
+    if isinstance(value, list):
+        return [t for n in value if (t := _text(n, path)) is not None]
+    return _SPLIT.split(_text(value, path) or "")
 
 
 def read_labelled_file(path: str | os.PathLike) -> dict[str, list[str]]:
@@ -76,8 +83,9 @@ def read_labelled_file(path: str | os.PathLike) -> dict[str, list[str]]:
     uris = table.column(cols["uri"]).to_pylist()
     raw = table.column(cols.get("label") or cols["labels"]).to_pylist()
     out: dict[str, set[str]] = {}
-    for uri, value in zip(uris, raw):
-        if not uri or not str(uri).strip():
+    for cell, value in zip(uris, raw):
+        uri = _text(cell, p)
+        if not uri or not uri.strip():
             continue
         names = _names(value, p)
         out.setdefault(str(uri).strip(), set()).update(str(n).strip() for n in names if n and str(n).strip())

@@ -60,7 +60,7 @@ def _slug(label: str) -> str:
 def _check_out(out: Path) -> Path:
     """``out`` once a report may go there: new, empty or an earlier report (any other content is
     refused), in a folder where the new one can be built beside it and renamed into place."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists())):
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
         raise ConfigError(f"--out {out} exists and is not a tagger report: give a new or empty folder")
     foreign = _foreign(out) if (out / MARKER).is_file() else []
     if foreign:
@@ -81,7 +81,10 @@ def _files(site: Path) -> list[str]:
 def _foreign(out: Path) -> list[str]:
     """Files of the earlier report ``out`` that it did not write (its marker lists what it wrote; a
     marker without a list, from an older version: pages at the top, thumbs/ and assets/)."""
-    listed = set((out / MARKER).read_text(encoding="utf-8", errors="surrogateescape").splitlines()[1:])
+    try:
+        listed = set((out / MARKER).read_text(encoding="utf-8", errors="surrogateescape").split("\n")[1:]) - {""}
+    except OSError as e:
+        raise ConfigError(f"cannot read the earlier report's marker {out / MARKER}: {e.strerror or e}") from e
     ours = (lambda f: f in listed) if listed else \
         (lambda f: (f.endswith(".html") and "/" not in f) or f.split("/")[0] in ("thumbs", "assets"))
     return [f for f in _files(out) if not ours(f)]

@@ -73,8 +73,8 @@ def _scan_slice(codec: faiss.Index, q: np.ndarray, codes: np.ndarray, k: int) ->
         dist, rows = np.empty((q.shape[0], k), np.float32), np.empty((q.shape[0], k), np.int64)
         heap = faiss.float_minheap_array_t()
         heap.nh, heap.k, heap.val, heap.ids = q.shape[0], k, faiss.swig_ptr(dist), faiss.swig_ptr(rows)
-        codec.pq.search_ip(faiss.swig_ptr(np.ascontiguousarray(q, np.float32)), q.shape[0],
-                           faiss.swig_ptr(part), part.shape[0], heap, True)
+        x = np.ascontiguousarray(q, np.float32)  # held here: FAISS reads it through a bare pointer
+        codec.pq.search_ip(faiss.swig_ptr(x), x.shape[0], faiss.swig_ptr(part), part.shape[0], heap, True)
         return dist, rows
     index = faiss.clone_index(codec)
     _append_codes(index, codes)
