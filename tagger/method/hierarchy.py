@@ -25,7 +25,7 @@ from ..ids import short_sha256
 from .labelrows import LabelRows, as_csr, block_rows, is_sparse
 
 __all__ = ["Hierarchy", "ParentMap", "active_parents", "cycle_with", "expand_label_matrix", "find_cycle",
-           "hierarchy_key", "normalise_parents", "propagate"]
+           "hierarchy_key", "is_ancestor", "normalise_parents", "propagate"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,11 @@ def _path_up(parents: ParentMap, start: str, goal: str) -> list[str] | None:
                     nxt.append(p)
         frontier = nxt
     return None
+
+
+def is_ancestor(parents: ParentMap, label: str, of: str) -> bool:
+    """Whether ``label`` is a parent of ``of``, or a parent's parent, and so on."""
+    return label != of and _path_up(parents, of, label) is not None
 
 
 def cycle_with(parents: ParentMap, child: str, parent: str) -> list[str] | None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from ..errors import ConfigError
+from ..method.hierarchy import is_ancestor
 
 __all__ = ["TermClash", "TermInside", "Vocabulary", "mentions", "mentions_all", "name_problem", "plural", "same_term",
            "term_clashes", "terms_inside"]
@@ -86,14 +87,6 @@ def _word_forms(word: str) -> list[str]:
     return sorted(forms, key=len, reverse=True)
 
 
-def _term_words(term: str) -> list[str]:
-    """A term's words, lower-cased (ConfigError when it has none)."""
-    words = [w for w in re.split(r"[\s\-]+", term.strip().lower()) if w]
-    if not words:
-        raise ConfigError(f"empty label or synonym {term!r}")
-    return words
-
-
 #: Scripts written without spaces between words (kana, half-width ones too, Han and its extensions,
 #: Thai, Lao, Myanmar, Khmer): :func:`_spaced` puts spaces around their letters, so that a letter of
 #: theirs beside a term is a word boundary.
@@ -109,6 +102,15 @@ def _spaced(text: str) -> str:
     return _UNSPACED.sub(r" \1 ", unicodedata.normalize("NFC", text))
 
 
+def _term_words(term: str) -> list[str]:
+    """A term's words as the validator reads them: NFC, lower-cased, each letter of a script written
+    without spaces a word of its own (:func:`_spaced`); ConfigError when it has none."""
+    words = [w for w in re.split(r"[\s\-]+", _spaced(term).strip().lower()) if w]
+    if not words:
+        raise ConfigError(f"empty label or synonym {term!r}")
+    return words
+
+
 @lru_cache(maxsize=1 << 17)  # a vocabulary of 10^4 labels is validated several times per nightly
 def _term_pattern(term: str) -> re.Pattern[str]:
     """Whole-phrase, case-insensitive pattern for a term and its simple plurals, matched against
@@ -118,7 +120,7 @@ def _term_pattern(term: str) -> re.Pattern[str]:
     letter or digit may not touch the phrase (``ring`` is not in ``Göring``), except one of a script
     written without spaces (``猫`` in ``黑猫``) or a Korean particle after a Hangul term.
     """
-    words = _term_words(_spaced(term))
+    words = _term_words(term)
     parts = [re.escape(w) for w in words[:-1]]
     parts.append("(?:" + "|".join(re.escape(f) for f in _word_forms(words[-1])) + ")")
     after = "" if _HANGUL.match(words[-1][-1]) else r"(?![^\W_])"
@@ -146,14 +148,14 @@ def _found(pattern: re.Pattern[str], text: str) -> bool:
 def _surface_keys(term: str) -> list[str]:
     """The spellings, words run together and case-folded, that the pattern of ``term`` accepts
     (``motor bike`` -> ``motorbike``, ``motorbikes``, ...): two terms sharing one may be the same."""
-    words = _term_words(_spaced(term))
+    words = _term_words(term)
     head = "".join(words[:-1])
     return [head + form for form in _word_forms(words[-1])]
 
 
 def _spelling(term: str) -> str:
     """A term's words run together, case-folded, NFC (``Motor-bike`` -> ``motorbike``)."""
-    return "".join(_term_words(_spaced(term)))
+    return "".join(_term_words(term))
 
 
 def same_term(a: str, b: str) -> bool:
@@ -252,44 +254,25 @@ def terms_inside(terms: Mapping[str, Sequence[str]], edited: Iterable[str] | Non
     among the ``edited`` labels (default: all); a label inside a descendant's term is left out (the
     hierarchy makes the descendant's sentences positives for it). Indexed by word, confirmed by the
     validator's own pattern."""
-    def words(term: str) -> list[str]:
-        return _term_words(_spaced(term))
-
     holding: dict[str, list[tuple[str, str]]] = {}  # a word (or its singular) -> the terms holding it
     starting: dict[str, list[tuple[str, str]]] = {}  # a first word -> the terms starting with it
     for label, syns in terms.items():
         for term in dict.fromkeys((label, *syns)):
-            ws = words(term)
+            ws = _term_words(term)
             starting.setdefault(ws[0], []).append((label, term))
             for key in {k for w in ws for k in _singulars(w)}:
                 holding.setdefault(key, []).append((label, term))
     found: dict[tuple[str, str, str, str], None] = {}
     for label in (terms if edited is None else [e for e in edited if e in terms]):
         for term in dict.fromkeys((label, *terms[label])):
-            ws = words(term)
+            ws = _term_words(term)
             for other, o_term in holding.get(ws[0], ()):  # term inside a longer one
                 found[(label, term, other, o_term)] = None
             for other, o_term in (p for w in ws for k in _singulars(w) for p in starting.get(k, ())):
                 found[(other, o_term, label, term)] = None  # a shorter one inside term
-    up = _ancestors(parents or {})
     return [TermInside(*key) for key in found
-            if key[0] != key[2] and key[0] not in up.get(key[2], ()) and len(key[1]) < len(key[3])
-            and not same_term(key[1], key[3])
-            and _found(_term_pattern(key[1]), _spaced(key[3]))]
-
-
-def _ancestors(parents: Mapping[str, Sequence[str]]) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-
-    def up(label: str) -> set[str]:
-        if label not in out:
-            out[label] = set()  # a cycle (refused elsewhere) ends here
-            for p in parents.get(label, ()):
-                out[label] |= {p, *up(p)}
-        return out[label]
-    for label in parents:
-        up(label)
-    return out
+            if key[0] != key[2] and len(key[1]) < len(key[3]) and not same_term(key[1], key[3])
+            and _found(_term_pattern(key[1]), _spaced(key[3])) and not is_ancestor(parents or {}, key[0], key[2])]
 
 
 def mentions(sentence: str, label: str, synonyms: Mapping[str, Sequence[str]] | None = None) -> bool:
