@@ -12,7 +12,8 @@ from urllib.parse import quote, unquote_to_bytes, urlparse
 
 __all__ = ["IMAGE_EXTENSIONS", "local_uri", "normalize_uri", "scheme", "to_local_path"]
 
-#: The file extensions ``tagger encode`` lists as images (any case).
+#: What a folder listing takes for an image (any case). HEIC/HEIF (phones) decode through pillow-heif,
+#: AVIF through Pillow itself; raw camera files are not listed.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
                               ".heic", ".heif", ".avif"})
 

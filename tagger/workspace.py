@@ -73,12 +73,12 @@ class Workspace:
     @classmethod
     def at(cls, root: str | Path) -> "Workspace":
         r = Path(root).expanduser().resolve()
-        cls(r)  # checked before anything is made
+        ws = cls(r)  # its path checked before anything is made
         try:
             r.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise WorkspaceError(f"cannot create workspace {r}: {e.strerror or type(e).__name__}") from e
-        return cls(r)
+        return ws
 
     @property
     def catalog(self) -> Path:
@@ -159,12 +159,13 @@ class Workspace:
             return {}
         try:
             s = json.loads(p.read_text(encoding="utf-8"))
-            why = "" if isinstance(s, dict) else f"holds a JSON {type(s).__name__}, not an object"
         except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-            s, why = {}, getattr(e, "strerror", None) or str(e) or type(e).__name__
-        bad = [k for k in ("model", "pretrained") if isinstance(s, dict) and not isinstance(s.get(k), (str, type(None)))]
-        if why or bad:
-            why = why or f"{', '.join(bad)} is not text"
+            s, why = None, getattr(e, "strerror", None) or str(e) or type(e).__name__
+        else:
+            bad = [k for k in ("model", "pretrained") if isinstance(s, dict) and not isinstance(s.get(k), (str, type(None)))]
+            why = (f"holds a JSON {type(s).__name__}, not an object" if not isinstance(s, dict)
+                   else f"{', '.join(bad)} is not text" if bad else "")
+        if why:
             raise WorkspaceError(f"workspace settings {p} cannot be read: {why}; restore the file, or delete it "
                                  "and give --model to the next encode (it records the model the images were "
                                  "encoded with)")

@@ -88,7 +88,7 @@ def read_labelled_file(path: str | os.PathLike) -> dict[str, list[str]]:
         if not uri or not uri.strip():
             continue
         names = _names(value, p)
-        out.setdefault(str(uri).strip(), set()).update(str(n).strip() for n in names if n and str(n).strip())
+        out.setdefault(uri.strip(), set()).update(n.strip() for n in names if n.strip())
     if not out:
         raise _config_error(f"labelled file {p} lists no image")
     return {u: sorted(v) for u, v in out.items()}

@@ -39,6 +39,11 @@ def _index_config(directory: Path):
     return IndexConfig.from_json(path.read_text()) if path.exists() else None
 
 
+def _capped(k: int, stored: int) -> int:
+    """``k`` no larger than the images stored (and at least 1): a larger k only costs memory."""
+    return max(1, min(k, stored))
+
+
 def _raw_search(root: Path, model_id: str, query: np.ndarray, k: int, level: str,
                 exact: bool = False, shards: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """One query's (scores, ids, patches or None). Each level searches its approximate index when one
@@ -54,19 +59,19 @@ def _raw_search(root: Path, model_id: str, query: np.ndarray, k: int, level: str
     if level == "global":
         cfg = _index_config(path.parent)
         ann = None if exact else load_ann(path)
-        if ann is not None:  # k beyond the stored images only costs memory: capped
-            scores, ids = ann.search(query, max(1, min(k, ann.ntotal)), use_gpu=cfg.use_gpu if cfg else True)
+        if ann is not None:
+            scores, ids = ann.search(query, _capped(k, ann.ntotal), use_gpu=cfg.use_gpu if cfg else True)
         else:
             index = GlobalIndex.load(path, cfg, mmap=True)
-            scores, ids = index.search(query, max(1, min(k, index.ntotal)))
+            scores, ids = index.search(query, _capped(k, index.ntotal))
         return scores[0], ids[0], None
     from ..store.patchannsync import load_patch_ann
     patch_ann = None if exact else load_patch_ann(path)
     if patch_ann is not None:
-        scores, ids, patches = patch_ann.search(query, max(1, min(k, patch_ann.ntotal // patch_ann.patches_per_image)))
+        scores, ids, patches = patch_ann.search(query, _capped(k, patch_ann.ntotal // patch_ann.patches_per_image))
     else:
         store = PatchStore.load(path, mmap=True)
-        scores, ids, patches = store.search(query, max(1, min(k, store.n_images)))
+        scores, ids, patches = store.search(query, _capped(k, store.n_images))
     return scores[0], ids[0], patches[0]
 
 
@@ -81,7 +86,7 @@ def _sharded(path: Path, query: np.ndarray, k: int, level: str, exact: bool,
     if ann is None:
         raise StoreError(f"no approximate global index in step beside {path} to split (a small corpus is "
                          "searched exactly; run `tagger encode` to update the indexes)")
-    scores, ids = search_sharded(path, query, max(1, min(k, ann.ntotal)), shards)
+    scores, ids = search_sharded(path, query, _capped(k, ann.ntotal), shards)
     return scores[0], ids[0], None
 
 

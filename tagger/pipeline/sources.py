@@ -40,8 +40,6 @@ __all__ = ["DEFAULT_MAX_IMAGE_BYTES", "IMAGE_EXTENSIONS", "MAX_IMAGE_BYTES_ENV",
 logger = logging.getLogger(__name__)
 
 
-#: What a folder listing takes for an image (any case). HEIC/HEIF (phones) decode through pillow-heif,
-#: AVIF through Pillow itself; raw camera files are not listed.
 TEXT_MANIFEST_EXTENSIONS = (".txt", ".lst", ".list", ".urls")
 PARQUET_EXTENSIONS = (".parquet", ".pq")
 #: A listing: each image's URI, its size and, for a local file, its modification time (ns since the epoch:
