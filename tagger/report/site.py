@@ -60,9 +60,10 @@ def _slug(label: str) -> str:
 def _check_out(out: Path) -> Path:
     """``out`` once a report may go there: new, empty or an earlier report (any other content is
     refused), in a folder where the new one can be built beside it and renamed into place."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
+    marked = (out / MARKER).is_file()
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not marked)):
         raise ConfigError(f"--out {out} exists and is not a tagger report: give a new or empty folder")
-    foreign = _foreign(out) if (out / MARKER).is_file() else []
+    foreign = _foreign(out) if marked else []
     if foreign:
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         raise ConfigError(f"--out {out} is an earlier report holding files it did not write ("
