@@ -118,6 +118,23 @@ def test_an_image_that_could_not_be_read_is_read_again_when_listed_again(cat):
         ("/d/bad.jpg", "error", "not an image, or an unsupported or corrupt format (PIL cannot identify it)")
 
 
+def test_a_tag_run_leaves_out_images_whose_file_could_not_be_read(cat, tmp_path):
+    a, b, c = (int(i) for i in cat.register_images(["/d/a.jpg", "/d/b.jpg", "/d/c.jpg"]))
+    cat.record_encodings([a, b, c], "m1", ["h1", "h2", "h3"], "shard-0")
+    rows = [(i, lab, 0.9) for i in (a, b, c) for lab in ("cat", "dog")]
+    r1 = cat.start_run(model_id="m1")
+    assert cat.load_tags(r1, [_tags(tmp_path, "r1.parquet", rows)]) == 6
+    cat.mark_errors([b], "read failed: /d/b.jpg is gone (not found when /d was listed)")
+    assert cat.unreadable_ids() == [b]
+    r2 = cat.start_run(model_id="m1")  # its scores came from the stores, where b's embedding stays
+    assert cat.load_tags(r2, [_tags(tmp_path, "r2.parquet", rows)]) == 4
+    assert sorted(cat.query("SELECT DISTINCT image_id FROM tags WHERE run_id = ?", [r2])) == [(a,), (c,)]
+    assert cat.query("SELECT count(*) FROM tags WHERE run_id = ?", [r1]) == [(6,)]  # an earlier run is kept
+    cat.register_images([("/d/b.jpg", 10)])  # back: pending, read again, tagged again
+    cat.record_encodings([b], "m1", ["h2"], "shard-1")
+    assert cat.unreadable_ids() == [] and cat.load_tags(r2, [_tags(tmp_path, "r2.parquet", rows)]) == 6
+
+
 def test_ids_never_reused_and_pending_table(cat):
     cat.register_images(["/a.png", "/b.png"])
     cat.query("DELETE FROM images WHERE image_id = 2")  # even if a row vanished

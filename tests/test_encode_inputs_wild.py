@@ -327,6 +327,18 @@ def test_encode_cli_on_a_wild_folder_then_incrementally(tmp_path):
     assert after[str(edited)] != before[str(edited)] and len(after) == len(before)
     assert all(after[u] == h for u, h in before.items() if u != str(edited))
 
+    def found(level: str) -> list[str]:
+        out = subprocess.run([sys.executable, "-m", "tagger.cli", "search", "a red square", "-k", "10", "--level",
+                              level, "-w", str(ws), "--json"], capture_output=True, text=True, timeout=420, env=env)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return [h["uri"] for h in json.loads(out.stdout)]
+    assert str(src / "good.jpg") in found("global") and len(found("patch")) == 4
+    (src / "good.jpg").unlink()  # deleted: its embeddings stay in the stores, search leaves them out
+    assert tagger("encode", str(src))["gone"] == 1
+    for level in ("global", "patch"):
+        hits = found(level)
+        assert str(src / "good.jpg") not in hits and len(hits) == 3, (level, hits)
+
 
 def test_a_name_that_is_not_utf8_is_local_to_the_keyword_and_export_queries(tmp_path):
     from tagger.catalog import Catalog

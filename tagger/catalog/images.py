@@ -255,6 +255,12 @@ class ImagesMixin(CatalogBase):
         rows = self.query("SELECT uri, image_id FROM images WHERE uri IN (SELECT unnest(?))", [list(uris)])
         return {u: int(i) for u, i in rows}
 
+    def unreadable_ids(self) -> list[int]:
+        """Ids of the images whose file could not be read when last listed or read (status 'error': gone,
+        unreadable, corrupt): embeddings an earlier read left in the stores are not theirs any more, so
+        search leaves them out and a tag run does not tag them (they come back once read again)."""
+        return [int(i) for (i,) in self.query("SELECT image_id FROM images WHERE status = 'error' ORDER BY image_id")]
+
     def uris_of(self, image_ids: Sequence[int]) -> dict[int, str]:
         """image_id -> uri for the known ones among ``image_ids``."""
         if not len(image_ids):

@@ -143,7 +143,9 @@ class RunsMixin(CatalogBase):
         positive, confidence``; a ``run_id`` column in them is ignored. Rows are stored sorted by
         (label, score DESC) so that label lookups prune by zone maps, and the run's per-label
         counts go to ``run_label_counts`` (view ``current_label_counts``). With ``validate``, unknown
-        image ids and repeated (image_id, label) pairs abort the load. ``n_images`` becomes the
+        image ids and repeated (image_id, label) pairs abort the load. Rows of images whose file could not
+        be read when last listed or read (status 'error': deleted, unreadable) are left out: their stored
+        embeddings are not the file's any more. ``n_images`` becomes the
         number of tagged images (``finish_run`` may override it). Reloading is idempotent; a
         failed load leaves the run's previous tags (and so ``current_tags``) untouched.
         Returns the tag count.
@@ -153,8 +155,9 @@ class RunsMixin(CatalogBase):
         with self._transaction(f"load tags of run {run_id}") as con:
             con.execute("DELETE FROM tags WHERE run_id = ?", [run.run_id])
             if paths:
-                con.execute(f"INSERT INTO tags ({_TAG_COLUMNS}) {self._tag_select(con, paths)} "
-                            "ORDER BY label, score DESC, image_id", [run.run_id, paths])
+                con.execute(f"INSERT INTO tags ({_TAG_COLUMNS}) SELECT * FROM ({self._tag_select(con, paths)}) AS t "
+                            "WHERE NOT EXISTS (SELECT 1 FROM images AS i WHERE i.image_id = t.image_id "
+                            "AND i.status = 'error') ORDER BY label, score DESC, image_id", [run.run_id, paths])
             n_tags, n_images = first_row(con.execute(
                 "SELECT count(*), count(DISTINCT image_id) FROM tags WHERE run_id = ?", [run.run_id]))
             con.execute("DELETE FROM run_label_counts WHERE run_id = ?", [run.run_id])

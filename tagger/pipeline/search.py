@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,19 +99,15 @@ def image_uris(catalog, image_ids: list[int]) -> dict[int, str]:
     return catalog.uris_of(image_ids)
 
 
-def _with_uris(workspace: "Workspace", hits: list[Hit], catalog) -> list[Hit]:
-    from dataclasses import replace
-
+@contextmanager
+def _catalog(workspace: "Workspace", catalog) -> Iterator[Any]:
+    """``catalog`` when given, else the workspace's opened read-only (None when there is none yet)."""
+    if catalog is not None or not workspace.catalog.exists():
+        yield catalog
+        return
     from ..catalog import Catalog
-    ids = [h.image_id for h in hits]
-    if catalog is not None:
-        uris = image_uris(catalog, ids)
-    elif workspace.catalog.exists():
-        with Catalog.open(workspace.catalog, read_only=True) as cat:
-            uris = image_uris(cat, ids)
-    else:
-        uris = {}
-    return [replace(h, uri=uris.get(h.image_id)) for h in hits]
+    with Catalog.open(workspace.catalog, read_only=True) as cat:
+        yield cat
 
 
 def search_vector(workspace: "Workspace", model_id: str, query: np.ndarray, k: int = 10, level: str = "global", *,
@@ -119,8 +117,10 @@ def search_vector(workspace: "Workspace", model_id: str, query: np.ndarray, k: i
 
     ``level="global"`` ranks images by their global embedding (the approximate index when the corpus
     has one, unless ``exact``; split in ``shards`` searched by Ray actors when given); ``"patch"`` by their
-    best patch (``Hit.patch``; the approximate patch index when there is one, unless ``exact``). URIs come from ``catalog`` when given, else from the workspace catalog
-    opened read-only. Raises StoreError when the indexes are not built yet.
+    best patch (``Hit.patch``; the approximate patch index when there is one, unless ``exact``). Images whose
+    file could not be read when last listed or read (deleted, broken) are left out. URIs come from
+    ``catalog`` when given, else from the workspace catalog opened read-only. Raises StoreError when the
+    indexes are not built yet.
     """
     if level not in LEVELS:
         raise ConfigError(f"level must be one of {LEVELS}, got {level!r}")
@@ -129,12 +129,15 @@ def search_vector(workspace: "Workspace", model_id: str, query: np.ndarray, k: i
     q = np.asarray(query, np.float32)
     if q.ndim != 1:
         raise ConfigError(f"search_vector takes one query vector, got shape {q.shape}")
-    scores, ids, patches = _raw_search(workspace.root, model_id, q[None, :], k, level, exact, shards)
-    valid = np.flatnonzero(ids >= 0)  # missing slots (k > stored images) hold id -1
-    hits = [Hit(rank=r + 1, score=float(scores[i]), image_id=int(ids[i]),
-                patch=None if patches is None else int(patches[i]))
-            for r, i in enumerate(valid)]
-    return _with_uris(workspace, hits, catalog) if with_uris else hits
+    with _catalog(workspace, catalog) as cat:
+        # a deleted or broken file's embeddings stay in the stores until it is read again: asked for too, left out
+        unreadable = set(cat.unreadable_ids()) if cat is not None else set()
+        scores, ids, patches = _raw_search(workspace.root, model_id, q[None, :], k + len(unreadable), level, exact,
+                                           shards)
+        valid = [i for i in np.flatnonzero(ids >= 0) if int(ids[i]) not in unreadable][:k]  # -1: k > stored
+        uris = image_uris(cat, [int(ids[i]) for i in valid]) if with_uris and cat is not None else {}
+    return [Hit(rank=r + 1, score=float(scores[i]), image_id=int(ids[i]), uri=uris.get(int(ids[i])),
+                patch=None if patches is None else int(patches[i])) for r, i in enumerate(valid)]
 
 
 def search_text(workspace: "Workspace", text: str, k: int = 10, level: str = "global", *, model: str | None = None,
