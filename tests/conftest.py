@@ -18,6 +18,21 @@ def toy_folder(tmp_path_factory) -> tuple[Path, dict]:
     return folder, export_scenes(folder, 48, bad_files=True)
 
 
+@pytest.fixture
+def labelled_workspace(tmp_path):
+    """``labelled_workspace(labels, synonyms=None)``: a new workspace ``tmp_path/ws`` whose vocabulary
+    holds ``labels`` (and their synonyms), nothing encoded; returns its root."""
+    from tagger.catalog import Catalog
+    from tagger.workspace import Workspace
+
+    def make(labels, synonyms=None) -> Path:
+        root = tmp_path / "ws"
+        with Catalog.open(Workspace.at(root).catalog) as cat:
+            cat.add_labels(list(labels), synonyms)
+        return root
+    return make
+
+
 @pytest.fixture(scope="module")
 def one_faiss_thread():
     """Small indexes train slower with OpenMP threads contending on a busy machine."""

@@ -39,11 +39,8 @@ def one_error_line(out, needle: str) -> str:
 
 
 @pytest.fixture
-def ws(tmp_path) -> Path:
-    root = tmp_path / "ws"
-    with Catalog.open(Workspace.at(root).catalog) as cat:
-        cat.add_labels(["cat", "dog"])
-    return root
+def ws(labelled_workspace) -> Path:
+    return labelled_workspace(["cat", "dog"])
 
 
 def test_tag_checks_the_checkpoint_before_anything(ws, tmp_path, capsys):

@@ -20,11 +20,8 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def ws(tmp_path) -> Path:
-    root = tmp_path / "ws"
-    with Catalog.open(Workspace.at(root).catalog) as cat:
-        cat.add_labels(["star", "moon"])
-    return root
+def ws(labelled_workspace) -> Path:
+    return labelled_workspace(["star", "moon"])
 
 
 def invoke(ws: Path, *args: str):

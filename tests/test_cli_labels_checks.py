@@ -18,11 +18,8 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def ws(tmp_path) -> Path:
-    root = tmp_path / "ws"
-    with Catalog.open(Workspace.at(root).catalog) as cat:
-        cat.add_labels(["Star", "dog"])
-    return root
+def ws(labelled_workspace) -> Path:
+    return labelled_workspace(["Star", "dog"])
 
 
 def labels(ws: Path) -> list[str]:

@@ -36,11 +36,8 @@ BAD = [
 
 
 @pytest.fixture
-def ws(tmp_path) -> Path:
-    root = tmp_path / "ws"
-    with Catalog.open(Workspace.at(root).catalog) as cat:
-        cat.add_labels(["star", "dog"])
-    return root
+def ws(labelled_workspace) -> Path:
+    return labelled_workspace(["star", "dog"])
 
 
 def _labels(ws: Path) -> list[str]:

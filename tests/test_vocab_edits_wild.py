@@ -25,12 +25,9 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def ws(tmp_path) -> Path:
+def ws(labelled_workspace) -> Path:
     """A workspace holding the toy vocabulary (circle: disc, dot, round shape; ring: hoop, donut...)."""
-    root = tmp_path / "ws"
-    with Catalog.open(Workspace.at(root).catalog) as cat:
-        cat.add_labels(list(LABELS), {k: list(v) for k, v in LABEL_SYNONYMS.items()})
-    return root
+    return labelled_workspace(LABELS, {k: list(v) for k, v in LABEL_SYNONYMS.items()})
 
 
 def invoke(ws: Path, *args: str):
