@@ -135,3 +135,29 @@ def test_import_keywords_errors_are_one_line(library, tmp_path):
         res = invoke("import-keywords", "-w", str(root), "--out", str(tmp_path / "o.csv"), *args)
         assert res.exit_code == 2 and needle in res.stderr and res.stderr.count("\n") == 1, res.output
         assert not (tmp_path / "o.csv").exists()
+
+
+def test_exiftool_only_reads_whatever_the_names_hold(tmp_path):
+    """A name holding newlines reaches exiftool as one file name, never as options (an argument file
+    line each would make ``-XMP-dc:Subject=X`` write into the other photos); names that are not UTF-8 and
+    numbers as keywords are read as they are."""
+    from tagger.export.keywords import embedded_keywords, image_keywords
+    from tagger.uris import local_uri
+    folder = tmp_path / "p"
+    folder.mkdir()
+    victim, plain = _jpeg(folder / "victim.jpg"), _jpeg(folder / "plain.jpg")
+    hostile = _jpeg(folder / "x\n-XMP-dc:Subject=INJECTED\n-overwrite_original\n.jpg")
+    odd = os.fsdecode(bytes(folder) + b"/caf\xe9.jpg")
+    _jpeg(Path(odd))
+    for path, words in ((plain, ("1.50", "007", "1e3", "star")), (hostile, ("moon",)), (Path(odd), ("sun",))):
+        subprocess.run([EXIFTOOL, "-q", "-q", "-overwrite_original", *(f"-XMP-dc:Subject={w}" for w in words),
+                        "--", os.fsencode(path)], check=True, timeout=60)
+    before = victim.read_bytes()
+    found = embedded_keywords([str(victim), str(plain), str(hostile), odd])
+    assert victim.read_bytes() == before and sorted(os.listdir(folder)) == sorted(
+        ["victim.jpg", "plain.jpg", hostile.name, os.path.basename(odd)])  # nothing written, no *_original
+    assert found[str(plain)].flat == {"1.50", "007", "1e3", "star"}
+    assert found[str(hostile)].flat == {"moon"} and found[odd].flat == {"sun"}
+    assert str(victim) not in found or not found[str(victim)]
+    by_uri = dict(image_keywords([local_uri(odd)]))  # the catalog keeps such a name as a file:// URI
+    assert by_uri[local_uri(odd)].flat == {"sun"}

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..uris import to_local_path
 from .record import read_record
 from .sidecars import existing_sidecar, read_sidecar, sidecar_path
 from .xmp import HIERARCHY, SUBJECT, TAGS_LIST
@@ -76,32 +77,68 @@ def _as_list(value) -> list[str]:
     return [str(v) for v in (value if isinstance(value, list) else [value])]
 
 
-def _exiftool_batch(exiftool: str, paths: list[str]) -> dict[str, Keywords]:
-    with tempfile.NamedTemporaryFile("w", suffix=".args", encoding="utf-8", delete=False) as fh:
-        fh.write("\n".join(paths) + "\n")
-        args = fh.name
+def _run_exiftool(exiftool: str, files: list[bytes] | None, argfile: str | None) -> list[dict]:
+    """exiftool's JSON rows for ``files`` (exact names, as arguments) or the names in ``argfile``. Its
+    numbers are kept as the text they were (a keyword ``1.50`` stays ``1.50``, not ``1.5``)."""
+    names: list[str | bytes] = ["-@", argfile] if argfile is not None else ["--", *(files or [])]
+    out = subprocess.run([exiftool, "-j", "-q", "-q", "-charset", "filename=utf8", "-charset", "iptc=utf8",
+                          *_EXIF_TAGS, *names], capture_output=True, timeout=600)
     try:
-        out = subprocess.run([exiftool, "-j", "-q", "-q", "-charset", "filename=utf8", "-charset", "iptc=utf8",
-                              *_EXIF_TAGS, "-@", args], capture_output=True, timeout=600)
-    finally:
-        os.unlink(args)
-    try:
-        rows = json.loads(out.stdout.decode("utf-8", "replace") or "[]")
+        rows = json.loads(out.stdout.decode("utf-8", "surrogateescape") or "[]", parse_float=str, parse_int=str,
+                          parse_constant=str)
     except json.JSONDecodeError:
-        logger.warning("exiftool gave no JSON for %d file(s): %s", len(paths), out.stderr[-300:])
-        return {}
-    return {r["SourceFile"]: _collect(_as_list(r.get("Subject")) + _as_list(r.get("Keywords")),
-                                      _as_list(r.get("HierarchicalSubject")), _as_list(r.get("TagsList")))
-            for r in rows if isinstance(r, dict) and "SourceFile" in r}
+        logger.warning("exiftool gave no JSON for %s: %s", argfile or files, out.stderr[-300:])
+        return []
+    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+
+def _keywords_of(row: dict) -> Keywords:
+    return _collect(_as_list(row.get("Subject")) + _as_list(row.get("Keywords")),
+                    _as_list(row.get("HierarchicalSubject")), _as_list(row.get("TagsList")))
+
+
+def _plain(path: str) -> bool:
+    """A name an argument file passes unchanged: UTF-8, one line, no outer spaces (exiftool reads each
+    line of the file as one argument, so a name holding a newline would pass options of its own)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return path == path.strip() and not any(ord(c) < 32 or c == "\x7f" for c in path)
+
+
+def _exiftool_batch(exiftool: str, paths: list[str]) -> dict[str, Keywords]:
+    """Path -> keywords of ``paths`` (absolute, regular files): plain names through an argument file, the
+    others (a newline, outer spaces, bytes that are not UTF-8 in the name) one call each, as exact
+    arguments after ``--``, matched by position, never by the name exiftool prints."""
+    plain = [p for p in paths if _plain(p)]
+    out: dict[str, Keywords] = {}
+    if plain:
+        with tempfile.NamedTemporaryFile("w", suffix=".args", encoding="utf-8", delete=False) as fh:
+            fh.write("\n".join(plain) + "\n")
+            args = fh.name
+        try:
+            rows = _run_exiftool(exiftool, None, args)
+        finally:
+            os.unlink(args)
+        known = set(plain)
+        out.update((r["SourceFile"], _keywords_of(r)) for r in rows if r.get("SourceFile") in known)
+    for path in paths:
+        if path not in out and not _plain(path):
+            rows = _run_exiftool(exiftool, [os.fsencode(path)], None)
+            if len(rows) == 1:
+                out[path] = _keywords_of(rows[0])
+    return out
 
 
 def embedded_keywords(paths: list[str], exiftool: str | None = None) -> dict[str, Keywords]:
     """Path -> keywords embedded in the file (XMP, IPTC), through exiftool in batches, for the regular
-    files among ``paths``; empty when exiftool is not installed."""
+    files among ``paths`` (absolute local paths); empty when exiftool is not installed. exiftool only
+    reads here: each name reaches it as one argument, whatever it holds."""
     exiftool = exiftool or shutil.which("exiftool")
     if exiftool is None:
         return {}
-    paths = [p for p in paths if os.path.isfile(p)]  # regular files only: a FIFO would block the reader
+    paths = [p for p in paths if os.path.isabs(p) and os.path.isfile(p)]  # regular files: a FIFO would block
     out: dict[str, Keywords] = {}
     for i in range(0, len(paths), EXIFTOOL_BATCH):
         out.update(_exiftool_batch(exiftool, paths[i:i + EXIFTOOL_BATCH]))
@@ -112,7 +149,8 @@ def image_keywords(paths: list[str], *, embedded: bool = True,
                    errors: list[str] | None = None) -> Iterator[tuple[str, Keywords]]:
     """``(path, keywords)`` per image: both sidecar names, and the embedded metadata unless
     ``embedded`` is False. Unreadable sidecars are skipped, their ``path: reason`` put in ``errors``."""
-    inside = embedded_keywords(paths) if embedded else {}
+    local = {p: to_local_path(p) for p in paths}  # a catalog URI may be a file:// one (a name not UTF-8)
+    inside = embedded_keywords([lp for lp in local.values() if lp]) if embedded else {}
     for path in paths:
         kw = Keywords()
         for naming in ("photo.jpg.xmp", "photo.xmp"):
@@ -124,6 +162,7 @@ def image_keywords(paths: list[str], *, embedded: bool = True,
             except (OSError, ValueError) as e:
                 if errors is not None:
                     errors.append(f"{side}: {getattr(e, 'strerror', None) or e}")
-        if path in inside:
-            kw.update(inside[path])
+        found = inside.get(local[path] or "")
+        if found is not None:
+            kw.update(found)
         yield path, kw
