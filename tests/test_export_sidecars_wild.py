@@ -342,3 +342,19 @@ def test_a_sidecar_exiftool_writes_from_a_photo_keeps_its_fields(tmp_path):
     after = exif(paths["p"])
     assert {k: after.get(k) for k in before if k != "Subject"} == {k: v for k, v in before.items() if k != "Subject"}
     assert as_set(after["Subject"]) == {"boat", "star"}
+
+
+def test_thousands_of_namespace_declarations_keep_every_value_and_the_registry_small():
+    """ElementTree's prefix registry is global and each registration scans it: a sidecar declaring
+    thousands of prefixes made one merge take seconds (and more with each such file). Only a bounded
+    number of a document's own prefixes is registered; the rest are written ns0 ..., values whole."""
+    from tagger.export.xmp import merge_sidecar
+    decl = " ".join(f'xmlns:p{i}="urn:x{i}"' for i in range(3000))
+    data = (HEAD + f' {decl}><p1:rating>5</p1:rating><p2999:note>kept</p2999:note><dc:subject><rdf:Bag>'
+            "<rdf:li>dog</rdf:li></rdf:Bag></dc:subject>" + TAIL).encode()
+    before = len(ET._namespace_map)  # the registry the fix keeps small
+    out = merge_sidecar(data, ["star"], run=1).data
+    assert len(ET._namespace_map) < before + 300
+    (desc,) = _descriptions(out)
+    assert desc.find("{urn:x1}rating").text == "5" and desc.find("{urn:x2999}note").text == "kept"
+    assert sorted(li.text for li in desc.find(f"{{{DC}}}subject").iter(f"{{{RDF}}}li")) == ["dog", "star"]

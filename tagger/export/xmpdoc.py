@@ -30,6 +30,8 @@ NAMESPACES = {
 MAX_SIDECAR_BYTES = 32 << 20
 #: Element nesting refused beyond this (XMP packets nest a dozen levels; serialising recurses per level).
 MAX_DEPTH = 256
+MAX_PREFIXES = 256  # a document's own prefixes kept at most (ElementTree's registry is global and each
+# registration scans it: thousands of declarations made one merge take seconds); more are written ns0 ...
 _PACKET_BEGIN = '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
 _PACKET_END = '\n<?xpacket end="w"?>\n'
 _BOM8 = b"\xef\xbb\xbf"
@@ -98,7 +100,8 @@ def _scan(data: bytes) -> list[tuple[str, str]]:
 
 def _register(pairs: Iterable[tuple[str, str]]) -> None:
     """Serialise with the document's own prefixes (and the standard ones), not ns0, ns1 ..."""
-    for prefix, uri in [*NAMESPACES.items(), *pairs]:
+    own = list(dict.fromkeys(p for p in pairs if p[0] and p not in NAMESPACES.items()))[:MAX_PREFIXES]
+    for prefix, uri in [*NAMESPACES.items(), *own]:
         if prefix:
             try:
                 ET.register_namespace(prefix, uri)
