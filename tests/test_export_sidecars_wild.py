@@ -275,6 +275,22 @@ def test_a_symlinked_sidecar_is_written_through_its_link(tmp_path):
     assert paths["p"].is_symlink() and "star" in keywords(real)
 
 
+def test_a_sidecar_shared_through_a_link_is_one_sidecar_and_keeps_its_extended_attributes(tmp_path):
+    """p's sidecar and q's (a link to it) are one file: merged for p only (name clash for q), so a second
+    export of the same run changes nothing; the person's extended attributes (desktop tags) stay."""
+    root, paths = _library(tmp_path, {"p": DARKTABLE.encode(), "q": None}, {"star"})
+    paths["q"].symlink_to(paths["p"])
+    try:
+        os.setxattr(paths["p"], "user.xdg.tags", b"red")
+    except (AttributeError, OSError):
+        pytest.skip("no user extended attributes on this file system")
+    first, _ = _export(root)
+    assert (first["written"], first["name_clash"]) == (1, 1) and "star" in keywords(paths["p"])
+    second, _ = _export(root)
+    assert second["written"] == 0 and second["unchanged"] == 1 and paths["q"].is_symlink()
+    assert os.getxattr(paths["p"], "user.xdg.tags") == b"red"
+
+
 def _bad(kind: str, side: Path) -> None:
     """Put a sidecar at ``side`` that no export may change."""
     deep = "<a:x>" * 3000 + "v" + "</a:x>" * 3000

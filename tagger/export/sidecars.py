@@ -132,12 +132,25 @@ def _keep_owner(tmp: Path, ident: tuple | None) -> None:
             os.chown(tmp, ident[4], ident[5])
 
 
+def _keep_attrs(tmp: Path, old: Path) -> None:
+    """Copy the old sidecar's extended attributes (desktop tags, comments, ACLs) to the new one, where
+    the system has them and this process may set them."""
+    if not hasattr(os, "listxattr"):
+        return
+    with contextlib.suppress(OSError):
+        for name in os.listxattr(old):
+            with contextlib.suppress(OSError):
+                os.setxattr(tmp, name, os.getxattr(old, name))
+
+
 def _replace(target: Path, data: bytes, before: bytes | None, ident: tuple | None, crash: bool) -> None:
     """Write ``data`` beside ``target`` and rename it over, unless ``target`` changed since read."""
     def unchanged(tmp: Path) -> None:
         if crash:
             raise SimulatedCrash(f"export: crash before renaming {tmp.name}")
         _keep_owner(tmp, ident)
+        if ident is not None:
+            _keep_attrs(tmp, target)
         if read_sidecar(target) != (before, ident):
             raise SidecarChanged("changed by another program while exporting: left as it is")
 
@@ -193,10 +206,11 @@ class _Writer:
         if target is None:
             self.out["remote" if to_local_path(uri) is None else "outside_root"] += 1
             return None
-        if target in self.targets:  # photo.jpg and photo.png share photo.xmp: the first image keeps it
+        key = Path(os.path.realpath(target))  # one file under two names (a link) is one sidecar
+        if key in self.targets:  # photo.jpg and photo.png share photo.xmp: the first image keeps it
             self.error("name_clash", target, f"also the sidecar of another image; written for that one only ({uri})")
             return None
-        self.targets.add(target)
+        self.targets.add(key)
         return target
 
     def merged(self, real: Path, before: bytes | None, tags: Sequence[MachineTag]) -> MergeResult:
