@@ -20,6 +20,7 @@ from xmpcases import EXIFTOOL, as_set, exif, invoke, tag_run
 LABELS = ["circle", "star", "tree"]
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 DC, LR, DK = "http://purl.org/dc/elements/1.1/", "http://ns.adobe.com/lightroom/1.0/", "http://www.digikam.org/ns/1.0/"
+XMP = "http://ns.adobe.com/xap/1.0/"
 KEYWORD_TAGS = {f"{{{DC}}}subject", f"{{{LR}}}hierarchicalSubject", f"{{{DK}}}TagsList"}
 HEAD = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
         '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" '
@@ -289,6 +290,27 @@ def test_a_sidecar_shared_through_a_link_is_one_sidecar_and_keeps_its_extended_a
     second, _ = _export(root)
     assert second["written"] == 0 and second["unchanged"] == 1 and paths["q"].is_symlink()
     assert os.getxattr(paths["p"], "user.xdg.tags") == b"red"
+
+
+def test_qualified_keywords_literals_and_empty_packets(tmp_path):
+    """A keyword written as a qualified value is the person's (read, never doubled, qualifiers kept);
+    an XML literal keeps its white space; an empty packet is a sidecar to merge into, not an error."""
+    from tagger.export.keywords import sidecar_keywords
+    from tagger.export.xmp import merge_sidecar
+    qualified = (HEAD + '><dc:subject><rdf:Bag><rdf:li rdf:parseType="Resource"><rdf:value>Star</rdf:value>'
+                 '<xmp:Label>q</xmp:Label></rdf:li><rdf:li><rdf:Description rdf:value="moon"/></rdf:li></rdf:Bag>'
+                 '</dc:subject><dc:rights rdf:parseType="Literal"><b>bold</b> <i>it</i>\n  x</dc:rights>' + TAIL)
+    side = tmp_path / "q.jpg.xmp"
+    side.write_bytes(qualified.encode())
+    assert sidecar_keywords(side).flat == {"Star", "moon"}
+    out = merge_sidecar(qualified.encode(), ["star", "moon", "tree"], run=1)
+    desc = _descriptions(out.data)[0]
+    items = desc.find(f"{{{DC}}}subject")[0].findall(f"{{{RDF}}}li")
+    assert [li.text for li in items][2:] == ["tree"] and items[0].find(f"{{{XMP}}}Label").text == "q"
+    assert "<b>bold</b> <i>it</i>\n  x</dc:rights>" in out.data.decode()
+    for empty in (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"/>', b'\xef\xbb\xbf<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+                  b'\n<?xpacket end="w"?>', b'<?xml version="1.0"?>\n'):
+        assert b"<rdf:li>star</rdf:li>" in merge_sidecar(empty, ["star"], run=1).data, empty
 
 
 def _bad(kind: str, side: Path) -> None:

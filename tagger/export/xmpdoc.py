@@ -55,6 +55,10 @@ def xml_unsafe(text: str) -> str | None:
     return m.group(0) if m else None
 
 
+# what an empty packet holds besides white space: a byte-order mark, the XML declaration, xpacket wrappers
+_PACKET_ONLY = re.compile(rb"\A(?:\xef\xbb\xbf|\s|<\?xml[^>]*\?>|<\?xpacket[^>]*\?>)*\Z")
+
+
 def _trimmed(data: bytes) -> bytes:
     """``data`` without blank lines before its first tag (an XML declaration must come first)."""
     body = data[len(_BOM8):] if data.startswith(_BOM8) else data
@@ -127,23 +131,40 @@ def _is_element(e: ET.Element) -> bool:
     return isinstance(e.tag, str)
 
 
+def _li_text(li: ET.Element) -> str:
+    """An item's value: its text, or a qualified value's ``rdf:value`` (an element or an attribute, of
+    the item or of an ``rdf:Description`` in it), as photo tools write a keyword with qualifiers."""
+    if (li.text or "").strip():
+        return li.text or ""
+    value = _RDF + "value"
+    for host in (li, li.find(_DESC)):
+        if host is not None and value in host.attrib:
+            return host.attrib[value]
+        v = None if host is None else host.find(value)
+        if v is not None:
+            return v.text or ""
+    return li.text or ""
+
+
 def _texts(e: ET.Element) -> list[str]:
     """The item texts of a list property element (its own text when it holds no list)."""
     lis = e.findall(f"./*/{_LI}")
-    return [li.text or "" for li in lis] if lis else [] if any(map(_is_element, e)) else [e.text or ""]
+    return [_li_text(li) for li in lis] if lis else [] if any(map(_is_element, e)) else [e.text or ""]
 
 
 class XmpDoc:
     """One XMP packet: ``descriptions`` are its ``rdf:Description`` elements (one is made if none)."""
 
     def __init__(self, data: bytes | None = None) -> None:
-        if data and data.strip():
+        if data and not _PACKET_ONLY.match(data):
             self.root = _parse(data)
         else:
             _register(())
             self.root = ET.Element(qname("x", "xmpmeta"))
             ET.SubElement(self.root, _RDF + "RDF")
         rdf = self.root if self.root.tag == _RDF + "RDF" else self.root.find(f".//{_RDF}RDF")
+        if rdf is None and self.root.tag == qname("x", "xmpmeta"):  # an empty packet: <x:xmpmeta/>
+            rdf = ET.SubElement(self.root, _RDF + "RDF")
         if rdf is None:
             raise ValueError("no rdf:RDF element: not an XMP document")
         self.rdf = rdf
@@ -189,7 +210,11 @@ class XmpDoc:
             inner = ET.SubElement(host, _RDF + container)
             _move_text(host, inner)
         for d, e, c in lists[1:]:
-            _append_new(inner, [(li.text or "").strip() for li in c.findall(_LI)])
+            have = {_li_text(li).strip() for li in inner.findall(_LI)}
+            for li in c.findall(_LI):  # moved whole: a qualified item keeps its qualifiers
+                if _li_text(li).strip() not in have:
+                    inner.append(li)
+                    have.add(_li_text(li).strip())
             d.remove(e)
         for d, e in texts:
             if e is not host:
@@ -207,6 +232,7 @@ class XmpDoc:
         if drop:
             for d, e in self.elements(tag):
                 for inner in [c for c in e if c.tag in _CONTAINERS]:
+                    # plain items only: tagger writes no qualifiers, so a qualified item is a person's
                     for li in [li for li in inner.findall(_LI) if (li.text or "").strip() in drop]:
                         inner.remove(li)
                     if not inner.findall(_LI):
@@ -229,11 +255,21 @@ class XmpDoc:
         self.descriptions[0].extend(new)
 
     def to_bytes(self) -> bytes:
-        ET.indent(self.root, space=" ")
+        _indent(self.root)
         text = ET.tostring(self.root, encoding="unicode")
         # a carriage return in a value (read from &#13;) written as is would read back as a line feed;
         # nothing else of the serialised text can hold one (attributes are escaped, the markup has none)
         return (_PACKET_BEGIN + text.replace("\r", "&#13;") + _PACKET_END).encode("utf-8")
+
+
+def _indent(root: ET.Element) -> None:
+    """``ET.indent``, but an XML literal (``rdf:parseType="Literal"``) keeps its white space: it is a value."""
+    kept = [(x, x.text, x.tail, x is not e) for e in root.iter() if e.get(_RESOURCE) == "Literal" for x in e.iter()]
+    ET.indent(root, space=" ")
+    for x, text, tail, inside in kept:
+        x.text = text
+        if inside:
+            x.tail = tail
 
 
 def _container(e: ET.Element) -> ET.Element | None:
@@ -256,7 +292,7 @@ def _move_text(e: ET.Element, inner: ET.Element) -> None:
 
 def _append_new(inner: ET.Element, values: Iterable[str]) -> None:
     """Append the non-empty ``values`` the list ``inner`` does not hold yet."""
-    have = {(li.text or "").strip() for li in inner.findall(_LI)}
+    have = {_li_text(li).strip() for li in inner.findall(_LI)}
     for v in values:
         if v and v not in have:
             ET.SubElement(inner, _LI).text = v
