@@ -3,8 +3,9 @@
 
 A target is refused, with one :class:`~tagger.errors.ConfigError` line, when it lies inside the
 workspace (the catalog, ``workspace.json``, an index ...), when it exists and is not a regular file
-(a folder, a device, a FIFO, a socket), when it is an existing image file (even with ``force``), when
-it exists and ``force`` was not given, or when its
+(a folder, a device, a FIFO, a socket), when it is named like an image or a sidecar (``.jpg``, camera
+raw, ``.xmp`` ...: even with ``force``, existing or not), when it exists (a broken link too) and
+``force`` was not given, or when its
 folder is missing (nothing creates folders it was not asked to) or not writable. Files are written
 with :func:`tagger.atomic.atomic_open` (``parents=False``): a temp file in the same folder, flushed,
 then renamed over the target.
@@ -70,19 +71,24 @@ def _kind(mode: int) -> str:
 def check_out_file(path: str | os.PathLike, workspace: str | os.PathLike | None, *, force: bool = False,
                    option: str = "--out") -> Path:
     """``path`` made absolute once it is safe to write (see the module's rules); ConfigError otherwise."""
+    if not os.fspath(path).strip():
+        raise ConfigError(f"{option} is empty: give the name of the file to write")
     p = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+    if p.suffix.lower() in PHOTO_EXTENSIONS | {".xmp"}:  # a table under a photo's or a sidecar's name
+        raise ConfigError(f"{option} {p} is named like an image or a sidecar ({p.suffix}), not a table: "
+                          "give another name")
     if workspace is not None and inside(p, workspace):
         raise ConfigError(f"{option} {p} is inside the workspace {workspace}: write exports outside it")
     try:
         st = os.stat(p)  # follows a link: the file that would be replaced
     except FileNotFoundError:
         st = None
+        if os.path.lexists(p) and not force:
+            raise ConfigError(f"{option} {p} is a broken link: give --force to replace it, or another name") from None
     except OSError as e:
         raise ConfigError(f"cannot write {option} {p}: {os_reason(e)}") from e
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise ConfigError(f"{option} {p} is {_kind(st.st_mode)}: give the name of a regular file")
-    if st is not None and p.suffix.lower() in PHOTO_EXTENSIONS:  # an export never replaces a photo
-        raise ConfigError(f"{option} {p} is an image file ({p.suffix}), not an export: give another name")
     if st is not None and not force:
         raise ConfigError(f"{option} {p} exists: give --force to replace it, or another name")
     _check_folder(p.parent, option, p)

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from tagger.catalog import Catalog
+from tagger.errors import ConfigError
+from tagger.targets import check_out_file
 from xmpcases import invoke, tag_run
 
 LABELS = ["circle", "star"]
@@ -101,6 +103,21 @@ def test_an_existing_file_needs_force(ws, tmp_path):
     res = invoke("export", "-f", "csv", "--out", str(target), "-w", str(ws), "--force")
     assert res.exit_code == 0, res.output
     assert target.read_text().startswith('"uri","run","label"')
+
+
+def test_a_table_never_takes_a_photo_or_sidecar_name_a_broken_link_or_no_name(ws, tmp_path):
+    side = tmp_path / "p.jpg.xmp"
+    side.write_text("<x:xmpmeta/>")  # a person's sidecar
+    for target, extra in ((side, ("--force",)), (tmp_path / "NEW.JPG", ()), (tmp_path / "scan.dng", ("--force",))):
+        one_error(invoke("export", "-f", "csv", "--out", str(target), "-w", str(ws), *extra),
+                  "named like an image or a sidecar")
+    assert side.read_text() == "<x:xmpmeta/>" and not (tmp_path / "NEW.JPG").exists()
+    link = tmp_path / "later.csv"
+    link.symlink_to(tmp_path / "share" / "tags.csv")  # a share not mounted
+    one_error(invoke("export", "-f", "csv", "--out", str(link), "-w", str(ws)), "broken link", "--force")
+    assert link.is_symlink() and not link.exists()
+    with pytest.raises(ConfigError, match="--out is empty"):
+        check_out_file("  ", ws)
 
 
 def test_missing_folders_are_never_made(ws, tmp_path):

@@ -104,11 +104,11 @@ def test_import_keywords_maps_sidecars_and_embedded_metadata(library, tmp_path):
     assert json.loads(res.stdout.splitlines()[-1])["unmapped"]["places|Paris"] == 2
     photo = (folder / "a.jpg").read_bytes()  # --force never replaces a photo with the CSV
     res = invoke("import-keywords", "-w", str(root), "--out", str(folder / "a.jpg"), "--force")
-    assert res.exit_code == 2 and "is an image file (.jpg), not an export" in res.stderr
+    assert res.exit_code == 2 and "is named like an image or a sidecar (.jpg)" in res.stderr
     assert (folder / "a.jpg").read_bytes() == photo
     (folder / "raw.DNG").write_bytes(b"II*\x00raw")  # a camera raw file encode does not read
     res = invoke("import-keywords", "-w", str(root), "--out", str(folder / "raw.DNG"), "--force")
-    assert res.exit_code == 2 and "is an image file (.DNG)" in res.stderr
+    assert res.exit_code == 2 and "is named like an image or a sidecar (.DNG)" in res.stderr
     assert (folder / "raw.DNG").read_bytes() == b"II*\x00raw"
 
 
@@ -127,6 +127,9 @@ def test_special_files_never_block_the_import(library, tmp_path):
 
 def test_import_keywords_errors_are_one_line(library, tmp_path):
     root, folder, mapping = library
+    (tmp_path / "link").symlink_to(folder)  # the encoded folder under another name: read, not refused
+    res = invoke("import-keywords", "-w", str(root), "--out", str(tmp_path / "via.csv"), str(tmp_path / "link"))
+    assert res.exit_code == 0 and "a.jpg" in _rows(tmp_path / "via.csv"), res.output
     bad = tmp_path / "bad.csv"
     bad.write_text("Sonne,moon\n", encoding="utf-8")
     for args, needle in [(("--map", str(bad)), "not an active label"),

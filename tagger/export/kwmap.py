@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -142,6 +143,8 @@ def import_keywords(cat, *, under: str | None = None, mapping_file: str | Path |
         raise ConfigError("the workspace has no active label: add labels first (tagger labels add)")
     kmap = KeywordMap(labels, parents, read_mapping(mapping_file, labels) if mapping_file is not None else None)
     uris = image_uris(cat, under)
+    if not uris and under is not None and os.path.realpath(under) != under:  # a link to the encoded folder
+        uris = image_uris(cat, os.path.realpath(under))
     if not uris:
         raise ConfigError(f"no registered local image{' below ' + under if under else ''}: encode the photos first")
     unmapped: Counter = Counter()
