@@ -49,7 +49,7 @@ def submit(address: str, *args: str, ok: bool = True) -> dict:
     """`ray job submit` a job module and return its JSON summary (last stdout line); with
     ``ok=False`` the job must fail (a crash test) and nothing is returned."""
     runtime_env = json.dumps({"working_dir": str(REPO),
-                              "excludes": [".venv", ".git", "tests", "bench", "*.duckdb", "workspace*"]})
+                              "excludes": [".venv", ".git", ".mypy_cache", "tests", "bench", "*.duckdb", "workspace*"]})
     cmd = [RAY, "job", "submit", "--address", address, "--runtime-env-json", runtime_env,
            "--", sys.executable, "-m", *args]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=ENV)
