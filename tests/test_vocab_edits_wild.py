@@ -284,3 +284,11 @@ def test_a_clash_between_parts_of_one_command_is_refused_before_anything_is_writ
     before = state(ws)
     out = invoke(ws, "labels", "set", "dog", "--parent", "hound", "--synonym", "hound")
     assert out.exit_code == 2 and "hound" in out.stderr and state(ws) == before
+
+
+def test_a_term_inside_another_at_punctuation_is_found():
+    """The validator finds ``dot`` in a sentence about ``dot.ted`` and ``star`` in one about ``star!``
+    (punctuation is no letter), so the containment check looks there too; ``stardust`` holds no ``star``."""
+    terms = {"circle": ["dot"], "star": [], "dot.ted": [], "star!": [], "stardust": [], "C#": [], "c": ["(c)"]}
+    found = {(t.term, t.outer_term) for t in terms_inside(terms)}
+    assert found == {("dot", "dot.ted"), ("star", "star!"), ("c", "C#")}  # c's own "(c)" is its own

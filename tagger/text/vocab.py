@@ -248,6 +248,14 @@ def _singulars(word: str) -> set[str]:
     return out
 
 
+def _pieces(term: str) -> list[str]:
+    """A term's words cut at punctuation and symbols too (``dot.ted``: ``dot``, ``ted``; ``star!``:
+    ``star``), where the validator's pattern finds a shorter term inside it: the index of :func:`terms_inside`."""
+    words = _term_words(term)
+    cut = ["".join(" " if unicodedata.category(c)[0] in "PS" else c for c in w).split() for w in words]
+    return [p for ps in cut for p in ps] or words
+
+
 def terms_inside(terms: Mapping[str, Sequence[str]], edited: Iterable[str] | None = None,
                  parents: Mapping[str, Sequence[str]] | None = None) -> list[TermInside]:
     """Where a term (name or synonym) of one label lies inside a longer term of another, one of the two
@@ -258,14 +266,14 @@ def terms_inside(terms: Mapping[str, Sequence[str]], edited: Iterable[str] | Non
     starting: dict[str, list[tuple[str, str]]] = {}  # a first word -> the terms starting with it
     for label, syns in terms.items():
         for term in dict.fromkeys((label, *syns)):
-            ws = _term_words(term)
+            ws = _pieces(term)
             starting.setdefault(ws[0], []).append((label, term))
             for key in {k for w in ws for k in _singulars(w)}:
                 holding.setdefault(key, []).append((label, term))
     found: dict[tuple[str, str, str, str], None] = {}
     for label in (terms if edited is None else [e for e in edited if e in terms]):
         for term in dict.fromkeys((label, *terms[label])):
-            ws = _term_words(term)
+            ws = _pieces(term)
             for other, o_term in holding.get(ws[0], ()):  # term inside a longer one
                 found[(label, term, other, o_term)] = None
             for other, o_term in (p for w in ws for k in _singulars(w) for p in starting.get(k, ())):
