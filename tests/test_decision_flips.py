@@ -109,6 +109,26 @@ def test_no_flip_when_nothing_changed_and_a_halved_label_is_a_flip(cat, tmp_path
     assert flips[0]["before_present"] and flips[0]["after_present"] and "threshold" in flips[0]["reason"]
 
 
+def test_a_fall_and_the_rise_that_undoes_it_are_both_flips(cat, tmp_path):
+    """Measured against the older run's count, 117 -> 65 positives (a fall to 56 %) went unreported while
+    65 -> 117 was a flip: a change is a flip when it passes half of the smaller count, either way."""
+    s, _ = scores()
+    d = fit_anchored(s, LABELS, anchors(5.0))
+    col = s[:, 0]
+    wide, narrow = (float(np.sort(col)[-n]) for n in (117, 65))  # pins giving 117 and 65 positives
+    d.overrides = {"circle": wide}
+    a = tag_run(cat, tmp_path, d, s)
+    d.overrides = {"circle": narrow}
+    b = tag_run(cat, tmp_path, d, s)
+    d.overrides = {"circle": wide}
+    c = tag_run(cat, tmp_path, d, s)
+    for before, after in ((a, b), (b, c)):
+        (flip,) = decision_flips(cat, before, after)
+        assert flip["label"] == "circle" and {flip["before_positives"], flip["after_positives"]} == {117, 65}
+    d.overrides = {"circle": float(np.sort(col)[-80])}  # 65 -> 80: less than half of 65, no flip
+    assert decision_flips(cat, b, tag_run(cat, tmp_path, d, s)) == []
+
+
 def test_a_synonym_change_is_named_in_the_reason(cat, tmp_path):
     s, _ = scores()
     for cid, syn in (("c1", {"star": ["starburst"]}), ("c2", {"star": ["starburst", "six-sided shape"]})):

@@ -15,7 +15,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["FLIP_SHARE", "decision_flips", "flip_lines", "previous_tag_run"]
 
-FLIP_SHARE = 0.5  # positives changing by more than this share of the older run's count is a flip
+FLIP_SHARE = 0.5  # positives changing by more than this share of the smaller count (of either run) is a flip:
+# growing 1.5x and shrinking to 2/3 alike (measured against the older count, a fall went unreported up to half)
 
 
 def _corpus_config(catalog, classifier_id: str | None) -> tuple[dict[str, Any], str]:
@@ -81,7 +82,7 @@ def decision_flips(catalog, a: int, b: int) -> list[dict[str, Any]]:
             continue
         na, nb = int(ra["positives"]), int(rb["positives"])
         flipped = bool(ra["present"]) != bool(rb["present"]) and (na > 0 or nb > 0)
-        if not (flipped or abs(nb - na) > FLIP_SHARE * max(na, 1)):
+        if not (flipped or abs(nb - na) > FLIP_SHARE * max(min(na, nb), 1)):
             continue
         out.append({"label": rb["label"], "before_present": bool(ra["present"]), "after_present": bool(rb["present"]),
                     "before_positives": na, "after_positives": nb,
