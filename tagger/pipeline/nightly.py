@@ -110,7 +110,8 @@ def _full_reason(cat, diff: dict[str, list[str]], cfg: NightlyConfig, model_id: 
         (run.model_id != model_id, "the text model changed"),
         (not changed, "no label changed"),
         (len(changed) > cfg.max_changed * len(before),
-         f"{len(changed)} of {len(before)} labels changed (more than {cfg.max_changed:.0%})"),
+         f"{len(changed)} labels added, retired or with new synonyms: more than {cfg.max_changed:.0%} of the "
+         f"current run's {len(before)}"),
         (bool(diff["parents_changed"]), "label parents changed"),
         (any(c in touched or set(ps) & touched for c, ps in edges.items()), "a changed label has parents or children"),
         (head is None or head["classifier_id"] != run.classifier_id and
@@ -139,7 +140,8 @@ def choose_mode(workspace: "Workspace", cat, diff: dict[str, list[str]], cfg: Ni
     if why is not None:
         return {"mode": "full", "reason": why, "base_run": None}
     n = len(diff["added"]) + len(diff["retired"]) + len(diff["synonyms_changed"])
-    return {"mode": "incremental", "reason": f"{n} of {len(run.labels or [])} labels changed",
+    return {"mode": "incremental", "reason": f"{n} label(s) added, retired or with new synonyms, of the current run's "
+                                             f"{len(run.labels or [])}",
             "base_run": current, "classifier": run.classifier_id}
 
 
