@@ -229,3 +229,6 @@ def test_annotations_naming_a_label_added_since_training_say_what_to_run(cat, tm
         labelled_ids(cat, f, False, "m", [LABELS[0]])  # the classifier knows only the first label
     with pytest.raises(ConfigError, match="vocabulary: kite$"):
         labelled_ids(cat, f, False, "m", list(LABELS))  # kite is no label at all
+    cat.retire_labels([LABELS[1]])
+    with pytest.raises(ConfigError, match=f"{LABELS[1]} retired: drop it from the file, or bring it back"):
+        labelled_ids(cat, f, False, "m", [LABELS[0]])

@@ -111,6 +111,10 @@ def labelled_ids(cat, annotations, reviewed: bool, model_id: str, vocabulary: li
             later = [n for n in unknown if n in active]
             why = (f"; {', '.join(later[:10])} added since the text classifier was trained: run `tagger nightly` "
                    "(or generate-text and train) first") if later else ""
+            retired = [lab.name for lab in cat.list_labels(include_retired=True)
+                       if lab.name in unknown and lab.name not in active]
+            why += (f"; {', '.join(retired[:10])} retired: drop it from the file, or bring it back with "
+                    f"`tagger labels add {retired[0]}`") if retired else ""
             raise ConfigError(f"annotations {annotations}: label(s) not in the classifier's vocabulary: "
                               f"{', '.join(unknown[:10])}{why}")
         by_id.update(_resolve(cat, annotations, labelled, model_id))
