@@ -14,7 +14,7 @@ from tagger.method.heads.guarded import (GuardConfig, GuardedModel, head_columns
                                          load_guarded, roc_auc)
 from tagger.method.mapping import MemoryBank
 from tagger.method.scoring import ScoreConfig
-from tagger.pipeline.guard import decide_like_tag, validate, verdict
+from tagger.pipeline.guard import decide_like_tag, format_table, validate, verdict
 from tagger.pipeline.tag import apply_statistics
 
 D, L = 16, 6
@@ -121,6 +121,8 @@ def test_validation_keeps_a_better_head_and_refuses_a_worse_one() -> None:
     table = _table(noise, text, g, y, corpus, held)
     keep, why = verdict(table, False, 10)
     assert not keep and "text-only head kept" in why and table["head_labels"] == []
+    assert "would score no label" in why and len(table["fold_head_labels"]) == GuardConfig().folds
+    assert "the new head scores 0 of them" in format_table(table)[0]
     assert verdict(table, True, 10)[0]
     assert not verdict(None, False, 10)[0] and verdict(None, True, 10)[0]
 

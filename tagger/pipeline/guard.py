@@ -80,9 +80,11 @@ def validate(labels: list[str], y_held: np.ndarray, eval_cols: np.ndarray, text:
     stats, d = decide_like_tag(text[0], labels, text[2], pins, cfg=tag_cfg, zeroshot_top1=zeroshot_top1)
     pred_text = d.positive(apply_statistics(text[1], stats))
     pred_head = np.zeros_like(y)
+    chosen = []
     for rows in _folds(len(y), cfg.folds, cfg.seed):
         rest = np.setdiff1d(np.arange(len(y)), rows)
         cols = head_columns(head[1][rest], text[1][rest], y[rest], candidates, cfg)
+        chosen.append(int(len(cols)))
         held = _composite(text[1], head[1], cols)
         y_lab = np.zeros_like(y)
         y_lab[:, cols] = y[:, cols]
@@ -93,7 +95,8 @@ def validate(labels: list[str], y_held: np.ndarray, eval_cols: np.ndarray, text:
     e = np.asarray(eval_cols, np.int64)
     table = [_metrics(names[0], text[1][:, e], pred_text[:, e], y[:, e]),
              _metrics(names[1], _composite(text[1], head[1], final)[:, e], pred_head[:, e], y[:, e])]
-    return {"rows": table, "images": int(len(y)), "labels_evaluated": int(len(e)), "head_labels": final.tolist()}
+    return {"rows": table, "images": int(len(y)), "labels_evaluated": int(len(e)), "head_labels": final.tolist(),
+            "fold_head_labels": chosen}
 
 
 def verdict(table: dict[str, Any] | None, force: bool, min_images: int) -> tuple[bool, str]:
@@ -103,6 +106,10 @@ def verdict(table: dict[str, Any] | None, force: bool, min_images: int) -> tuple
         return (True, f"kept (--force) although {why}") if force else \
             (False, f"text-only head kept: {why}; annotate more images or give --force")
     text, head = table["rows"]
+    if not table["head_labels"]:  # chosen on all held-out images: it would tag as the text-only head does
+        why = "it would score no label itself (none does better than the text-only head on the held-out images)"
+        return (True, f"{head['head']} kept (--force) although {why}") if force else \
+            (False, f"text-only head kept: {why}")
     if head["F1"] > text["F1"]:
         return True, f"{head['head']} kept: F1 {head['F1']:.1f} > {text['F1']:.1f} of the text-only head"
     why = f"F1 {head['F1']:.1f} <= {text['F1']:.1f} of the text-only head on {table['images']} held-out images"
@@ -112,8 +119,11 @@ def verdict(table: dict[str, Any] | None, force: bool, min_images: int) -> tuple
 
 def format_table(table: dict[str, Any]) -> list[str]:
     """The table as text lines (what ``tagger train`` prints)."""
-    out = [f"validation on {table['images']} held-out annotated images, {table['labels_evaluated']} labels "
-           f"({len(table['head_labels'])} scored by the new head, the others by the text-only head):",
+    folds = table.get("fold_head_labels") or []
+    span = f"{min(folds)}-{max(folds)}" if folds and min(folds) != max(folds) else str(folds[0]) if folds else "-"
+    out = [f"validation on {table['images']} held-out annotated images, {table['labels_evaluated']} labels: the new "
+           f"head scores {len(table['head_labels'])} of them, the text-only head the others (its row is cross-"
+           f"validated: each fold chose its labels, {span}, on the other folds)",
            f"  {'head':28s} {'mAP':>6s} {'F1':>6s} {'precision':>9s} {'recall':>6s}"]
     out += [f"  {r['head']:28s} {r['mAP']:6.1f} {r['F1']:6.1f} {r['precision']:9.1f} {r['recall']:6.1f}"
             for r in table["rows"]]
