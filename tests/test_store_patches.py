@@ -302,3 +302,13 @@ def test_extending_the_file_on_disk_equals_adding_in_memory_and_saving(cfg: Inde
     with pytest.raises(StoreError, match="duplicates"):
         patchfile.extend_patch_file(path, [(np.array([1, 1]), _patches(2))], cfg.normalize)
     assert path.read_bytes() == ref.read_bytes()  # a refused batch leaves the file as it was
+
+
+def test_a_codec_trained_on_a_small_sample_writes_nothing_to_the_terminal(capfd) -> None:
+    """FAISS printed a bare "WARNING clustering 6400 points to 256 centroids" line per sub-quantizer
+    (16 in a row on a first encode of a small folder); the codec trains the same without them."""
+    from tagger.store.codec import train_checked
+    x = np.random.default_rng(0).standard_normal((1000, 64)).astype(np.float32)
+    index = faiss.index_factory(64, "PQ16", faiss.METRIC_INNER_PRODUCT)
+    train_checked(index, x, "a patch codec")
+    assert index.is_trained and "WARNING" not in capfd.readouterr().err

@@ -68,6 +68,13 @@ def train_checked(index, x, what: str) -> None:
     need = min_train_vectors(index)
     if x.shape[0] < need:
         raise StoreError(f"{what} needs at least {need} training vectors, got {x.shape[0]}")
+    quiet = faiss.downcast_index(index)
+    pq = getattr(quiet, "pq", None)
+    if pq is not None and x.shape[0] < 39 * int(pq.ksub):
+        # FAISS writes a bare "WARNING clustering N points" line per sub-quantizer to the terminal
+        # below 39 points per centroid; the codec trains all the same (logged here instead)
+        pq.cp.min_points_per_centroid = 1
+        logger.info("%s trains on %d vectors (FAISS advises %d)", what, x.shape[0], 39 * int(pq.ksub))
     try:
         index.train(x)
     except RuntimeError as exc:
