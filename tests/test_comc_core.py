@@ -218,3 +218,29 @@ def test_mapped_scores_equal_mapping_then_classifier(k, c, d):
     for tau, alpha in [(0.01, 0.7), (0.5, 0.2)]:
         expected = cross_modal_map(v, mem, tau, alpha) @ w.T
         np.testing.assert_allclose(mapped_scores(v, w, mem, tau, alpha, batch=16), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_persons_decision_stands_before_the_hierarchy_raises_the_parents():
+    """A rejected circle no longer makes its image a shape; an accepted square does; the others as before."""
+    from tagger.method.hierarchy import Hierarchy
+    from tagger.method.reviewed import reviewed_columns
+    from tagger.pipeline.tag import TagConfig, tag_rows
+
+    class Cut:  # each label's threshold at 0.5, confidence the score
+        def positive(self, s):
+            return s >= 0.5
+
+        def confidence(self, s):
+            return s
+
+    labels = ["circle", "square", "shape"]
+    tree = Hierarchy.build(labels, {"circle": ["shape"], "square": ["shape"]})
+    scores = np.array([[0.9, 0.1, 0.2], [0.1, 0.2, 0.1], [0.8, 0.1, 0.1]], np.float32)
+    reviewed = reviewed_columns([(10, "circle", False), (11, "square", True), (99, "circle", True),
+                                 (12, "retired", False)], labels)
+
+    def positives(rev) -> set:
+        t = tag_rows(np.array([10, 11, 12]), scores, labels, TagConfig(top_k=1), Cut(), tree, rev).to_pydict()
+        return {(i, lab) for i, lab, p in zip(t["image_id"], t["label"], t["positive"]) if p}
+    assert positives(None) == {(10, "circle"), (10, "shape"), (12, "circle"), (12, "shape")}
+    assert positives(reviewed) == {(11, "square"), (11, "shape"), (12, "circle"), (12, "shape")}

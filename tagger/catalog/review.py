@@ -224,6 +224,11 @@ class ReviewMixin(CatalogBase):
         """Accepted (image_id, label) pairs of the run's images and labels that the run has no row for."""
         return [(int(i), str(lab)) for i, lab in self.query(_ACCEPTED_MISSING_SQL, {"run": int(run_id)})]
 
+    def review_pairs(self) -> list[tuple[int, str, bool]]:
+        """Every stored decision as ``(image_id, label, accepted)``, by image and label."""
+        return [(int(i), str(lab), bool(a)) for i, lab, a in self.query(
+            "SELECT image_id, label, decision = 'accept' FROM review_decisions ORDER BY image_id, label")]
+
     def apply_review(self, run_id: int, scored: pa.Table | None = None, *, unscored: bool = False) -> int:
         """Write the decisions into run ``run_id``'s tags, in one transaction; return the rows marked.
 

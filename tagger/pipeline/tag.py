@@ -30,6 +30,7 @@ from ..errors import ConfigError, SimulatedCrash
 from ..ids import short_sha256
 from ..method.decisions import DecisionConfig, Decisions, TextAnchors, fit_anchored, fit_decisions, fit_from_labels
 from ..method.hierarchy import Hierarchy
+from ..method.reviewed import Reviewed, reviewed_columns, with_review
 from ..method.zeroshot import standardize
 from ..workspace import Workspace
 from .calibration import LABELLED_MIN_IMAGES, DecisionInputs, decision_inputs, decision_rows, decisions_from_rows
@@ -84,15 +85,20 @@ def positive_mask(scores: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def tag_rows(image_ids: np.ndarray, scores: np.ndarray, labels: list[str], cfg: TagConfig,
-             decisions: Decisions | None = None, hierarchy: Hierarchy | None = None) -> pa.Table:
+             decisions: Decisions | None = None, hierarchy: Hierarchy | None = None,
+             reviewed: Reviewed | None = None) -> pa.Table:
     """Long-format tags of a score matrix: top-k per image plus every positive. With ``decisions``
     each label's own threshold decides and every row carries its confidence; without, the
     per-image standardised rule decides and confidence is null. A ``hierarchy`` then raises each
-    label's ancestors (positive, score and confidence), before ranking."""
+    label's ancestors (positive, score and confidence), before ranking, from the labels as a person
+    decided them where ``reviewed`` says so (an accepted circle makes its image a shape; a rejected one
+    no longer does)."""
     if decisions is not None:
         positive, conf = decisions.positive(scores), decisions.confidence(scores)
     else:
         positive, conf = positive_mask(scores, cfg.threshold), None
+    if hierarchy is not None and reviewed is not None:
+        positive = with_review(image_ids, positive, reviewed)
     if hierarchy is not None:
         scores, positive, conf = hierarchy.propagate(scores, positive, conf)
     k = min(cfg.top_k, scores.shape[1])
@@ -152,10 +158,10 @@ class TagShards(ShardScorer):
 
     def __init__(self, root: str, model_id: str, classifier_dir: str, run_dir: str, cfg: TagConfig,
                  stats: tuple[list[float], list[float]] | None = None, decisions: Decisions | None = None,
-                 hierarchy: Hierarchy | None = None) -> None:
+                 hierarchy: Hierarchy | None = None, reviewed: Reviewed | None = None) -> None:
         super().__init__(root, model_id, classifier_dir, cfg)
         self.run_dir = Path(run_dir)
-        self.stats, self.decisions, self.hierarchy = stats, decisions, hierarchy
+        self.stats, self.decisions, self.hierarchy, self.reviewed = stats, decisions, hierarchy, reviewed
 
     def calibrated(self, shard, state=None) -> np.ndarray:
         raw = self.scores(shard) if state is None else self.scores(shard, state)
@@ -171,7 +177,7 @@ class TagShards(ShardScorer):
             shard = self.load(name)
             state = self.full_state(shard.global_vecs)
             table = tag_rows(shard.ids, self.calibrated(shard, None if state is None else state[0]),
-                             self.model.labels, self.cfg, self.decisions, self.hierarchy)
+                             self.model.labels, self.cfg, self.decisions, self.hierarchy, self.reviewed)
             if state is not None:  # the readout the scores read, kept for the next incremental nightly
                 save_state(self.run_dir, name, shard.ids, *state)
             write_parquet_atomic(table, out)
@@ -387,7 +393,9 @@ def run_tag(workspace: "Workspace", model_id: str, cfg: TagConfig | None = None,
         if stats is not None:
             write_label_stats(run_dir, labels, stats)
         tag_all(TagShards, (root, model_id, clf_dir, str(run_dir), cfg, stats, decisions,
-                            None if hierarchy.empty else hierarchy), cfg, shards, crash_after)
+                            None if hierarchy.empty else hierarchy,
+                            None if hierarchy.empty else reviewed_columns(cat.review_pairs(), labels)),
+                cfg, shards, crash_after)
         t_tag = time.time() - t0
         n, n_images, previous, flips = load_run(cat, workspace, run_id, run_dir, shards, scorer, model_id, labels,
                                                 stats, decisions, t0, t_tag)
