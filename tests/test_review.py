@@ -58,7 +58,10 @@ def test_accept_and_reject_change_the_current_run_with_provenance(ws):
     out = invoke("review", "reject", "/img/0.jpg", "cat", "--who", "ann", "-w", str(ws), "--json")
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout.splitlines()[-1])["applied"] == 1
-    assert invoke("review", "accept", "/img/1.jpg", "cat", "-w", str(ws)).exit_code == 0
+    out = invoke("review", "accept", "/img/1.jpg", "cat", "-w", str(ws), "--json")
+    assert out.exit_code == 0 and json.loads(out.stdout.splitlines()[-1])["applied"] == 1  # this one, not 2 so far
+    again = invoke("review", "accept", "/img/1.jpg", "cat", "-w", str(ws), "--json")
+    assert json.loads(again.stdout.splitlines()[-1])["applied"] == 0  # already so
     after = current(ws)
     assert after[("/img/0.jpg", "cat")] == (False, "person")
     assert after[("/img/1.jpg", "cat")] == (True, "person")

@@ -31,11 +31,13 @@ REVIEW_SOURCES = ("cli", "csv", "report", "app")
 #: Columns of :meth:`ReviewMixin.tag_batches`, in order.
 TAG_EXPORT_COLUMNS = ("uri", "run", "label", "score", "confidence", "positive", "provenance")
 
-# Decisions of one run's tags: update the rows the run has, then refresh its counts.
+# Decisions of one run's tags: update the rows the run has that do not show them yet (so the count is
+# what changed), then refresh its counts.
 _APPLY_SQL = """
 UPDATE tags SET positive = (d.decision = 'accept'), provenance = 'person'
 FROM review_decisions AS d
 WHERE tags.run_id = $run AND tags.image_id = d.image_id AND tags.label = d.label
+  AND (tags.positive IS DISTINCT FROM (d.decision = 'accept') OR tags.provenance IS DISTINCT FROM 'person')
 """
 _REVIEWED_LABELS_SQL = """
 WITH reviewed AS (SELECT DISTINCT image_id FROM review_decisions),
@@ -230,7 +232,7 @@ class ReviewMixin(CatalogBase):
             "SELECT image_id, label, decision = 'accept' FROM review_decisions ORDER BY image_id, label")]
 
     def apply_review(self, run_id: int, scored: pa.Table | None = None, *, unscored: bool = False) -> int:
-        """Write the decisions into run ``run_id``'s tags, in one transaction; return the rows marked.
+        """Write the decisions into run ``run_id``'s tags, in one transaction; return the rows changed.
 
         ``scored`` (columns ``image_id, label, score`` and optionally ``confidence``) holds the model's
         scores of accepted pairs the run did not keep: those are added as positive 'person' rows. With
