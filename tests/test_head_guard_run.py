@@ -115,6 +115,9 @@ def test_a_head_worse_than_text_only_is_not_used_unless_forced(trained, ws, tmp_
     assert run_head(ws, tagged["run_id"]) == "text"
     forced = invoke("train", "-w", str(ws), "--head", "ovml", "--annotations", str(shuffled), "--force")
     assert forced["kept"] and newest(ws) == forced["classifier_id"] != text_id
+    again = invoke("train", "-w", str(ws), "--head", "ovml", "--annotations", str(shuffled))  # not kept: the
+    assert not again["kept"] and newest(ws) == forced["classifier_id"]  # head in use stays, not text-only
+    assert again["classifier_in_use"] == forced["classifier_id"] and "the head in use" in again["verdict"]
 
 
 def test_heads_use_text_goes_back_to_the_text_only_head(trained, ws, tmp_path) -> None:

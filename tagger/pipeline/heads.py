@@ -218,12 +218,20 @@ def run_train_head(workspace: "Workspace", model: str, pretrained: str | None = 
     with Catalog.for_job(workspace.catalog, "train") as cat:
         before = head_in_use(cat, model_id_for(model, pretrained))
     try:
-        return _train_guarded(workspace, model, pretrained, kind, annotations, reviewed, corpus_id, cfg, force, gcfg)
+        res = _train_guarded(workspace, model, pretrained, kind, annotations, reviewed, corpus_id, cfg, force, gcfg)
     except Exception:
         if before is not None:
             with Catalog.for_job(workspace.catalog, "train") as cat:
                 make_newest(cat, before)
         raise
+    if not res["kept"] and before is not None and before["classifier_id"] != res["text_classifier_id"]:
+        # a head not kept leaves the one in use (an earlier head kept, or one picked by `heads use`) in use
+        with Catalog.for_job(workspace.catalog, "train") as cat:
+            make_newest(cat, before)
+        res["classifier_in_use"] = before["classifier_id"]
+        res["verdict"] = res["verdict"].replace("text-only head kept", f"the head in use ({before['classifier_id']}) "
+                                                "kept", 1)
+    return res
 
 
 def _train_guarded(workspace: "Workspace", model: str, pretrained: str | None, kind: str, annotations, reviewed: bool,
