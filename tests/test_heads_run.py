@@ -68,19 +68,24 @@ def test_bad_annotations_are_one_error_line(workspace, tmp_path) -> None:
     one_error_line(["train", "-w", ws, "--head", "ovml", "--annotations", str(tmp_path / "none.csv")], "not found")
 
 
+KEPT: list[str] = []  # heads kept with --force by the cases below, in order (they share one workspace)
+
+
 @pytest.mark.parametrize("head", ["ovml", "mkt", "clip-decoder"])
 def test_an_image_trained_head_tags_the_workspace(workspace, head: str) -> None:
     ws, _, annotations = workspace
     refused = invoke("train", "-w", ws, "--head", head, "--annotations", str(annotations))
     assert not refused["kept"] and refused["validation"] is None and "too few" in refused["verdict"]
-    with Catalog.open(Path(ws) / "catalog.duckdb", read_only=True) as cat:
-        assert cat.classifiers()[-1]["classifier_id"] == refused["text_classifier_id"]
+    with Catalog.open(Path(ws) / "catalog.duckdb", read_only=True) as cat:  # the head in use stays in use: text-only
+        before = cat.classifiers()[-1]["classifier_id"]  # at first, then the head an earlier case kept with --force
+        assert before == refused["classifier_in_use"] and before in (refused["text_classifier_id"], *KEPT)
     trained = invoke("train", "-w", ws, "--head", head, "--annotations", str(annotations), "--force")
     assert trained["head"] == head and trained["images"] == 8 and trained["labels"] == len(LABELS)
     assert trained["kept"] and 0 < trained["heldout_images"] < trained["images"]
     with Catalog.open(Path(ws) / "catalog.duckdb", read_only=True) as cat:
         rec = cat.classifiers()[-1]
     assert rec["classifier_id"] == trained["classifier_id"] and rec["config"]["head"] == head
+    KEPT.append(trained["classifier_id"])
     assert rec["config"]["data_id"] and rec["config"]["guard"]["text"] == trained["text_classifier_id"]
     tagged = invoke("tag", "-w", ws)
     assert tagged["n_images"] == 12
