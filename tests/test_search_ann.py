@@ -186,3 +186,29 @@ def test_search_vector_uses_the_approximate_index_unless_exact(tmp_path: Path, m
     assert len(search_mod.search_vector(ws, MODEL, q, 10**12, with_uris=False, exact=True)) == 3000
     assert 10 < len(search_mod.search_vector(ws, MODEL, q, 10**12, with_uris=False)) <= 3000
 
+
+
+def test_unreadable_images_crowding_the_top_are_left_out_in_a_few_rounds(tmp_path: Path, monkeypatch) -> None:
+    """150 of the best 160 images deleted: the search asks for k + 64 first, then more, and returns ranks
+    151-160 of the exact search; asking k plus every unreadable image at once could mean k times the corpus."""
+    from tagger.pipeline import search as search_mod
+    from tagger.workspace import Workspace
+    add_shards(tmp_path, 0, 3000, seed=10)
+    update_indexes(tmp_path, MODEL, ann=ANN)
+    ws = Workspace.at(tmp_path)
+    q = clustered(1, seed=11)[0]
+    ids, db = corpus(tmp_path)
+    top = exact_top(db, ids, q[None], 160)[0].tolist()
+
+    class Gone:  # the catalog, as search reads it
+        def unreadable_ids(self):
+            return top[:150] + list(range(10**6, 10**6 + 2000))  # and 2,000 gone ones far down
+
+        def uris_of(self, image_ids):
+            return {i: f"/p/{i}.jpg" for i in image_ids}
+    asked = []
+    real = search_mod._raw_search
+    monkeypatch.setattr(search_mod, "_raw_search", lambda *a: asked.append(a[3]) or real(*a))
+    hits = search_mod.search_vector(ws, MODEL, q, 10, catalog=Gone(), exact=True)
+    assert [h.image_id for h in hits] == top[150:] and [h.rank for h in hits] == list(range(1, 11))
+    assert hits[0].uri == f"/p/{top[150]}.jpg" and asked == [74, 296]

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LEVELS = ("global", "patch")
+EXTRA_ASKED = 64  # results asked for beyond k at first, for unreadable images to leave out
 
 
 @dataclass(frozen=True)
@@ -130,11 +131,17 @@ def search_vector(workspace: "Workspace", model_id: str, query: np.ndarray, k: i
     if q.ndim != 1:
         raise ConfigError(f"search_vector takes one query vector, got shape {q.shape}")
     with _catalog(workspace, catalog) as cat:
-        # a deleted or broken file's embeddings stay in the stores until it is read again: asked for too, left out
+        # a deleted or broken file's embeddings stay in the stores until it is read again: left out of the
+        # results, asked for beyond k (a few first, more while they crowd the top; never k times the corpus)
         unreadable = set(cat.unreadable_ids()) if cat is not None else set()
-        scores, ids, patches = _raw_search(workspace.root, model_id, q[None, :], k + len(unreadable), level, exact,
-                                           shards)
-        valid = [i for i in np.flatnonzero(ids >= 0) if int(ids[i]) not in unreadable][:k]  # -1: k > stored
+        want, most = k + min(len(unreadable), max(k, EXTRA_ASKED)), k + len(unreadable)
+        while True:
+            scores, ids, patches = _raw_search(workspace.root, model_id, q[None, :], want, level, exact, shards)
+            found = np.flatnonzero(ids >= 0)  # -1: k > stored
+            valid = [i for i in found if int(ids[i]) not in unreadable][:k]
+            if len(valid) >= k or len(found) < want or want >= most:
+                break
+            want = min(most, want * 4)
         uris = image_uris(cat, [int(ids[i]) for i in valid]) if with_uris and cat is not None else {}
     return [Hit(rank=r + 1, score=float(scores[i]), image_id=int(ids[i]), uri=uris.get(int(ids[i])),
                 patch=None if patches is None else int(patches[i])) for r, i in enumerate(valid)]
