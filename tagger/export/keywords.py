@@ -112,6 +112,7 @@ def _exiftool_batch(exiftool: str, paths: list[str]) -> dict[str, Keywords]:
     others (a newline, outer spaces, bytes that are not UTF-8 in the name) one call each, as exact
     arguments after ``--``, matched by position, never by the name exiftool prints."""
     plain = [p for p in paths if _plain(p)]
+    odd = [p for p in paths if not _plain(p)]
     out: dict[str, Keywords] = {}
     if plain:
         with tempfile.NamedTemporaryFile("w", suffix=".args", encoding="utf-8", delete=False) as fh:
@@ -123,11 +124,10 @@ def _exiftool_batch(exiftool: str, paths: list[str]) -> dict[str, Keywords]:
             os.unlink(args)
         known = set(plain)
         out.update((r["SourceFile"], _keywords_of(r)) for r in rows if r.get("SourceFile") in known)
-    for path in paths:
-        if path not in out and not _plain(path):
-            rows = _run_exiftool(exiftool, [os.fsencode(path)], None)
-            if len(rows) == 1:
-                out[path] = _keywords_of(rows[0])
+    for path in odd:
+        rows = _run_exiftool(exiftool, [os.fsencode(path)], None)
+        if len(rows) == 1:
+            out[path] = _keywords_of(rows[0])
     return out
 
 

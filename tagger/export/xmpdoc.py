@@ -212,9 +212,10 @@ class XmpDoc:
         for d, e, c in lists[1:]:
             have = {_li_text(li).strip() for li in inner.findall(_LI)}
             for li in c.findall(_LI):  # moved whole: a qualified item keeps its qualifiers
-                if _li_text(li).strip() not in have:
+                text = _li_text(li).strip()
+                if text not in have:
                     inner.append(li)
-                    have.add(_li_text(li).strip())
+                    have.add(text)
             d.remove(e)
         for d, e in texts:
             if e is not host:

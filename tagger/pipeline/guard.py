@@ -99,22 +99,24 @@ def validate(labels: list[str], y_held: np.ndarray, eval_cols: np.ndarray, text:
             "fold_head_labels": chosen}
 
 
-def verdict(table: dict[str, Any] | None, force: bool, min_images: int) -> tuple[bool, str]:
-    """(keep the new head, why): kept when its F1 on the held-out images beats the text-only head's."""
+def verdict(table: dict[str, Any] | None, force: bool, min_images: int,
+            fallback: str = "text-only head") -> tuple[bool, str]:
+    """(keep the new head, why): kept when its F1 on the held-out images beats the text-only head's;
+    ``fallback`` names the head that stays in use otherwise."""
     if table is None:
         why = f"too few annotated images to validate it (fewer than {min_images} held out)"
         return (True, f"kept (--force) although {why}") if force else \
-            (False, f"text-only head kept: {why}; annotate more images or give --force")
+            (False, f"{fallback} kept: {why}; annotate more images or give --force")
     text, head = table["rows"]
     if not table["head_labels"]:  # chosen on all held-out images: it would tag as the text-only head does
         why = "it would score no label itself (none does better than the text-only head on the held-out images)"
         return (True, f"{head['head']} kept (--force) although {why}") if force else \
-            (False, f"text-only head kept: {why}")
+            (False, f"{fallback} kept: {why}")
     if head["F1"] > text["F1"]:
         return True, f"{head['head']} kept: F1 {head['F1']:.1f} > {text['F1']:.1f} of the text-only head"
     why = f"F1 {head['F1']:.1f} <= {text['F1']:.1f} of the text-only head on {table['images']} held-out images"
     return (True, f"{head['head']} kept (--force) although {why}") if force else \
-        (False, f"text-only head kept: {head['head']} is not better ({why}); --force keeps it")
+        (False, f"{fallback} kept: {head['head']} is not better ({why}); --force keeps it")
 
 
 def format_table(table: dict[str, Any]) -> list[str]:

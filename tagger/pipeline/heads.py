@@ -218,25 +218,19 @@ def run_train_head(workspace: "Workspace", model: str, pretrained: str | None = 
     with Catalog.for_job(workspace.catalog, "train") as cat:
         before = head_in_use(cat, model_id_for(model, pretrained))
     try:
-        res = _train_guarded(workspace, model, pretrained, kind, annotations, reviewed, corpus_id, cfg, force, gcfg)
+        return _train_guarded(workspace, model, pretrained, kind, annotations, reviewed, corpus_id, cfg, force, gcfg,
+                              before)
     except Exception:
         if before is not None:
             with Catalog.for_job(workspace.catalog, "train") as cat:
                 make_newest(cat, before)
         raise
-    if not res["kept"] and before is not None and before["classifier_id"] != res["text_classifier_id"]:
-        # a head not kept leaves the one in use (an earlier head kept, or one picked by `heads use`) in use
-        with Catalog.for_job(workspace.catalog, "train") as cat:
-            make_newest(cat, before)
-        res["classifier_in_use"] = before["classifier_id"]
-        res["verdict"] = res["verdict"].replace("text-only head kept", f"the head in use ({before['classifier_id']}) "
-                                                "kept", 1)
-    return res
 
 
 def _train_guarded(workspace: "Workspace", model: str, pretrained: str | None, kind: str, annotations, reviewed: bool,
-                   corpus_id: str | None, cfg: Any, force: bool, gcfg) -> dict[str, Any]:
-    """:func:`run_train_head` for a head of ``kind`` (steps in the module doc)."""
+                   corpus_id: str | None, cfg: Any, force: bool, gcfg, in_use: dict[str, Any] | None) -> dict[str, Any]:
+    """:func:`run_train_head` for a head of ``kind`` (steps in the module doc); a head not kept leaves
+    ``in_use`` (an earlier head kept, or one picked by `heads use`) in use, else the text-only head."""
     from ..catalog import Catalog
     from ..method.comc import load_comc
     from ..method.heads.guarded import GuardedModel, heldout_split, image_columns
@@ -244,6 +238,7 @@ def _train_guarded(workspace: "Workspace", model: str, pretrained: str | None, k
     from .guard import validate_in_workspace, verdict
     from .train import run_train
     base_id = run_train(workspace, model, pretrained, corpus_id)["classifier_id"]
+    other = in_use if in_use is not None and in_use["classifier_id"] != base_id else None
     with Catalog.for_job(workspace.catalog, "train") as cat:
         rec = classifier_record(cat, base_id)
         labels, base = list(rec["labels"]), load_comc(workspace.classifier_dir(base_id))
@@ -267,16 +262,17 @@ def _train_guarded(workspace: "Workspace", model: str, pretrained: str | None, k
                                    heldout, meta)
             guarded.save(tmp, base_id)  # the labels the head scores better than the text head
         table = table if len(held) >= gcfg.min_heldout_images else None
-        keep, why = verdict(table, force, gcfg.min_heldout_images)
+        keep, why = verdict(table, force, gcfg.min_heldout_images,
+                            f"the head in use ({other['classifier_id']})" if other else "text-only head")
         config = {"head": kind, kind: head_cfg, "data_id": data.data_id, "seen": guarded.image_labels,
                   "guard": {"text": base_id, "config": gcfg.to_dict(), "validation": table, "kept": keep,
                             "verdict": why, "heldout_images": len(held), "train_images": len(train)}}
         cat.add_classifier(cid, model_id=rec["model_id"], labels=labels, corpus_id=rec["corpus_id"], config=config,
                            path=workspace.relative(out))
         if not keep:
-            make_newest(cat, rec)
+            make_newest(cat, other or rec)
     logger.info("%s head %s on %d images (%d held out): %s", kind, cid, len(data.image_ids), len(held), why)
-    return {"classifier_id": cid, "head": kind, "kept": keep, "classifier_in_use": cid if keep else base_id,
+    return {"classifier_id": cid, "head": kind, "kept": keep, "classifier_in_use": cid if keep else (other or rec)["classifier_id"],
             "text_classifier_id": base_id, "images": len(data.image_ids), "heldout_images": len(held),
             "labels": len(labels), "head_labels": len(guarded.image_cols), "model_id": rec["model_id"],
             "validation": table, "verdict": why}

@@ -70,11 +70,12 @@ def train_checked(index, x, what: str) -> None:
         raise StoreError(f"{what} needs at least {need} training vectors, got {x.shape[0]}")
     quiet = faiss.downcast_index(index)
     pq = getattr(quiet, "pq", None)
-    if pq is not None and x.shape[0] < 39 * int(pq.ksub):
-        # FAISS writes a bare "WARNING clustering N points" line per sub-quantizer to the terminal
-        # below 39 points per centroid; the codec trains all the same (logged here instead)
+    advised = int(pq.cp.min_points_per_centroid) * int(pq.ksub) if pq is not None else 0
+    if pq is not None and x.shape[0] < advised:
+        # FAISS writes a bare "WARNING clustering N points" line per sub-quantizer to the terminal below
+        # its min_points_per_centroid; the codec trains all the same (logged here instead)
         pq.cp.min_points_per_centroid = 1
-        logger.info("%s trains on %d vectors (FAISS advises %d)", what, x.shape[0], 39 * int(pq.ksub))
+        logger.info("%s trains on %d vectors (FAISS advises %d)", what, x.shape[0], advised)
     try:
         index.train(x)
     except RuntimeError as exc:
