@@ -17,6 +17,7 @@ classifier of the model, which the next tag run uses) only when it validates bet
 from __future__ import annotations
 
 import json
+import shlex
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -114,7 +115,7 @@ def labelled_ids(cat, annotations, reviewed: bool, model_id: str, vocabulary: li
             retired = [lab.name for lab in cat.list_labels(include_retired=True)
                        if lab.name in unknown and lab.name not in active]
             why += (f"; {', '.join(retired[:10])} retired: drop it from the file, or bring it back with "
-                    f"`tagger labels add {retired[0]}`") if retired else ""
+                    f"`tagger labels add {shlex.quote(retired[0])}`") if retired else ""
             raise ConfigError(f"annotations {annotations}: label(s) not in the classifier's vocabulary: "
                               f"{', '.join(unknown[:10])}{why}")
         by_id.update(_resolve(cat, annotations, labelled, model_id))
