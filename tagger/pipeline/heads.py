@@ -17,9 +17,9 @@ classifier of the model, which the next tag run uses) only when it validates bet
 from __future__ import annotations
 
 import json
-import shlex
 import logging
 import os
+import shlex
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
