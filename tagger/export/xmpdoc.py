@@ -156,7 +156,7 @@ class XmpDoc:
     """One XMP packet: ``descriptions`` are its ``rdf:Description`` elements (one is made if none)."""
 
     def __init__(self, data: bytes | None = None) -> None:
-        if data and not _PACKET_ONLY.match(data):
+        if data and not _PACKET_ONLY.match(data.strip()):  # strip first: the pattern steps a byte at a time
             self.root = _parse(data)
         else:
             _register(())
