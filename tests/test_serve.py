@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -190,6 +191,34 @@ def test_only_catalogued_files_are_served(served, tmp_path):
         assert b"not for the web" not in r.content and b"root:" not in r.content
 
 
+def test_a_file_is_served_only_as_the_image_encoded(served, tmp_path):
+    """An error row (a link to a text file) and a catalogued image whose file was swapped after encoding
+    are not served: the route must not read other files through a source folder."""
+    ws, _, uris, client, _ = served
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0 not for the web")
+    link = tmp_path / "passwd.jpg"
+    link.symlink_to(secret)
+    with Catalog.open(ws.catalog) as cat:
+        (bad,) = cat.register_images([{"uri": str(link)}])
+        cat.mark_errors([int(bad)], "decode failed: not an image")
+    r = client.get(f"/image/{int(bad)}/file")
+    assert r.status_code == 404 and b"not for the web" not in r.content and "was not read as an image" in r.text
+    image_id = sorted(uris)[6]
+    path = Path(uris[image_id])
+    original = path.read_bytes()
+    try:
+        for swapped in (b"root:x:0:0 not for the web", original[:-1] + bytes([original[-1] ^ 1])):
+            path.write_bytes(swapped)  # another content, then the same size with one byte changed
+            r = client.get(f"/image/{image_id}/file")
+            assert r.status_code in (404, 409) and b"not for the web" not in r.content and r.content != swapped
+        path.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        assert "changed after it was encoded" in client.get(f"/image/{image_id}/file").text
+    finally:
+        path.write_bytes(original)
+    assert client.get(f"/image/{image_id}/file").content == original
+
+
 def test_writes_need_the_csrf_token_and_this_site(served):
     ws, _, uris, client, _ = served
     image_id = sorted(uris)[2]
@@ -228,3 +257,24 @@ def test_the_served_process_with_a_generated_token(served):
         base = f"http://127.0.0.1:{parts.port}"
         assert httpx.get(base + "/health").status_code == 401
         assert httpx.get(base + "/health", headers={"Authorization": f"Bearer {token}"}).json()["ok"]
+
+
+def test_undo_never_withdraws_a_decision_made_elsewhere_since(served):
+    """The app accepts, then the person rejects with `tagger review`: the app's Undo is no longer offered,
+    and an undo sent anyway is refused and leaves the later decision and its tag in place."""
+    ws, _, uris, client, _ = served
+    image_id = sorted(uris)[11]
+    token = csrf_of(client)
+    client.post("/decide", data={"csrf": token, "image_id": image_id, "label": "circle", "decision": "accept"})
+    assert 'value="undo"' in client.get(f"/image/{image_id}").text
+    with Catalog.open(ws.catalog) as cat:
+        cat.record_decisions([(uris[image_id], "circle", "reject")], who="cli", source="cli")
+    assert 'value="undo"' not in client.get(f"/image/{image_id}").text
+    r = client.post("/undo", data={"csrf": token, "image_id": image_id, "label": "circle"})
+    assert r.status_code == 400 and "replaced since" in r.text and "reject by cli" in r.text
+    assert sql(ws, "SELECT decision, source FROM review_decisions WHERE image_id = ? AND label = 'circle'",
+               [image_id]) == [("reject", "cli")]
+    assert sql(ws, "SELECT positive, provenance FROM current_tags WHERE image_id = ? AND label = 'circle'",
+               [image_id]) == [(False, "person")]
+    r = client.post("/undo", data={"csrf": token, "image_id": image_id, "label": "circle"})
+    assert r.status_code == 400 and "no decision" in r.text

@@ -27,7 +27,8 @@ FROM (SELECT 1) AS one
 LEFT JOIN tags AS t ON t.run_id = (SELECT run_id FROM current_run) AND t.image_id = $id AND t.label = $label
 LEFT JOIN review_decisions AS d ON d.image_id = $id AND d.label = $label
 """
-_UNDO_COLS = ("seq", "run_id", "had_row", "positive", "provenance", "decision", "who", "decided_at", "source")
+_UNDO_COLS = ("seq", "run_id", "had_row", "positive", "provenance", "decision", "who", "decided_at", "source",
+              "recorded_at")
 
 
 def decide(catalog, image_id: int, label: str, decision: str, *, who: str, source: str = "app") -> dict[str, Any]:
@@ -51,9 +52,12 @@ def decide(catalog, image_id: int, label: str, decision: str, *, who: str, sourc
 
 
 def undo_count(catalog, image_id: int) -> dict[str, int]:
-    """label -> decisions of the image that :func:`undo_last` can withdraw."""
+    """label -> decisions of the image that :func:`undo_last` can withdraw (none where a decision made
+    elsewhere replaced the app's latest)."""
     return {str(lab): int(n) for lab, n in catalog.query(
-        "SELECT label, count(*) FROM review_undo WHERE image_id = $id GROUP BY label", {"id": int(image_id)})}
+        "SELECT u.label, count(*) FROM review_undo AS u JOIN review_decisions AS d USING (image_id, label) "
+        "WHERE u.image_id = $id AND d.source = 'app' GROUP BY u.label "
+        "HAVING max(d.decided_at) >= max(u.recorded_at)", {"id": int(image_id)})}
 
 
 def _restore_decision(con, image_id: int, label: str, prev: dict[str, Any]) -> None:
@@ -84,9 +88,38 @@ def _restore_tag(con, run: int, image_id: int, label: str, prev: dict[str, Any])
             f"{where}", key)
 
 
+def _replaced_since(con, image_id: int, label: str, prev: dict[str, Any]) -> str | None:
+    """Why the pair's decision is no longer the one the app made after ``prev`` was kept (a decision made
+    since with ``tagger review`` or an import wins: an undo must not throw it away); None when it is."""
+    now = con.execute("SELECT decision, who, source, decided_at FROM review_decisions WHERE image_id = $id "
+                      "AND label = $label", {"id": image_id, "label": label}).fetchone()
+    if now is not None and now[2] == "app" and now[3] >= prev["recorded_at"]:
+        return None
+    later = f"{now[0]} by {now[1]} ({now[2]}, {now[3]:%Y-%m-%d %H:%M})" if now is not None else "no decision"
+    return f"the decision on {label!r} of image {image_id} was replaced since: it is now {later}; nothing was undone"
+
+
+def _withdraw(con, image_id: int, label: str, prev: dict[str, Any]) -> int | None:
+    """Put back the decision and tag ``prev`` kept; the current run (None: none)."""
+    _restore_decision(con, image_id, label, prev)
+    run = con.execute("SELECT run_id FROM current_run").fetchone()[0]
+    if run is not None:
+        _restore_tag(con, int(run), image_id, label, prev)
+        con.execute("DELETE FROM run_label_counts WHERE run_id = $run AND label = $label",
+                    {"run": run, "label": label})
+        con.execute("INSERT INTO run_label_counts SELECT run_id, label, count(*), count(*) FILTER (WHERE positive) "
+                    "FROM tags WHERE run_id = $run AND label = $label GROUP BY ALL", {"run": run, "label": label})
+        con.execute("UPDATE runs SET n_tags = (SELECT count(*) FROM tags WHERE run_id = $run) WHERE run_id = $run",
+                    {"run": run})
+    con.execute("DELETE FROM review_undo WHERE seq = $seq", {"seq": prev["seq"]})
+    return run
+
+
 def undo_last(catalog, image_id: int, label: str) -> dict[str, Any]:
     """Withdraw the latest decision :func:`decide` made on the pair (see the module); CatalogError when
-    there is none. Returns what holds now: ``decision`` (None: none) and the current run."""
+    there is none, or when a decision made elsewhere since (``tagger review``, an import) replaced it:
+    that one stays, and the pair's undo entries are forgotten. Returns what holds now: ``decision``
+    (None: none) and the current run."""
     image_id = int(image_id)
     with catalog._transaction(f"undo the decision on {label!r} of image {image_id}") as con:
         row = con.execute(f"SELECT {', '.join(_UNDO_COLS)} FROM review_undo WHERE image_id = $id AND label = $label "
@@ -94,16 +127,13 @@ def undo_last(catalog, image_id: int, label: str) -> dict[str, Any]:
         if row is None:
             raise CatalogError(f"no decision on {label!r} of image {image_id} to undo")
         prev = dict(zip(_UNDO_COLS, row))
-        _restore_decision(con, image_id, label, prev)
-        run = con.execute("SELECT run_id FROM current_run").fetchone()[0]
-        if run is not None:
-            _restore_tag(con, int(run), image_id, label, prev)
-            con.execute("DELETE FROM run_label_counts WHERE run_id = $run AND label = $label",
-                        {"run": run, "label": label})
-            con.execute("INSERT INTO run_label_counts SELECT run_id, label, count(*), count(*) FILTER (WHERE positive) "
-                        "FROM tags WHERE run_id = $run AND label = $label GROUP BY ALL", {"run": run, "label": label})
-            con.execute("UPDATE runs SET n_tags = (SELECT count(*) FROM tags WHERE run_id = $run) WHERE run_id = $run",
-                        {"run": run})
-        con.execute("DELETE FROM review_undo WHERE seq = $seq", {"seq": prev["seq"]})
+        stale = _replaced_since(con, image_id, label, prev)
+        if stale:  # older entries of the pair are stale too: forgotten, so no Undo is offered
+            con.execute("DELETE FROM review_undo WHERE image_id = $id AND label = $label",
+                        {"id": image_id, "label": label})
+        else:
+            run = _withdraw(con, image_id, label, prev)
+    if stale:
+        raise CatalogError(stale)
     logger.info("withdrew a decision on %r of image %d (now %s)", label, image_id, prev["decision"] or "none")
     return {"image_id": image_id, "label": label, "decision": prev["decision"], "current_run": run}

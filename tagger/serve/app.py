@@ -3,7 +3,9 @@ renditions (looked up by image id in the catalog, never by a path from the reque
 (accept, reject, undo), which need the page's CSRF token. :mod:`.security` guards every request."""
 from __future__ import annotations
 
+import hashlib
 import logging
+import mimetypes
 import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 _ASSETS = {"style.css": ("tagger.report", "text/css"), "serve.css": ("tagger.serve", "text/css"),
            "serve.js": ("tagger.serve", "text/javascript")}
 _MAX_FORM = 16 * 1024
+_MAX_ORIGINAL = 512 * 1024 * 1024  # an original whose size the catalog lacks is read only up to this
 
 
 @dataclass(frozen=True)
@@ -128,9 +131,9 @@ _HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:
             "Referrer-Policy": "same-origin"}
 
 
-def _error(serve: Serve, e: Exception) -> HTMLResponse:
-    status = 404 if isinstance(e, LookupError) else 503 if isinstance(e, CatalogLockedError) else 400
-    text = str(e).strip("'\"") if isinstance(e, LookupError) else str(e)
+def _error(serve: Serve, e: Exception, status: int | None = None) -> HTMLResponse:
+    status = status or (404 if isinstance(e, LookupError) else 503 if isinstance(e, CatalogLockedError) else 400)
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)  # a KeyError's str() adds quotes
     return serve.render({"template": "error.html", "page": "error", "title": "error", "run": None,
                          "message": f"error: {text}"}, status)
 
@@ -153,19 +156,39 @@ def _image_row(serve: Serve, image_id: int) -> dict[str, Any]:
     return info
 
 
+def _original(serve: Serve, info: dict[str, Any]) -> Response:
+    """The image's file as it was encoded: only an image read without error, and only while the file's
+    bytes are still the ones encoded (size, then sha256), so a file swapped or linked in since is never
+    served. The bytes checked are the bytes sent."""
+    from ..pipeline.sources import to_local_path
+    missing = LookupError(f"the file of image {info['image_id']} cannot be read here")
+    if info["status"] != "ok" or not info["content_hash"]:
+        return _error(serve, LookupError(f"image {info['image_id']} was not read as an image "
+                                         f"(status {info['status']})"), 404)
+    local = to_local_path(info["uri"])
+    try:
+        size = Path(local).stat().st_size if local is not None and Path(local).is_file() else -1
+        if size < 0 or size != (info["bytes"] if info["bytes"] is not None else min(size, _MAX_ORIGINAL)):
+            raise OSError
+        data = Path(local).read_bytes()
+    except OSError:
+        return _error(serve, missing, 404)
+    if hashlib.sha256(data).hexdigest() != info["content_hash"]:
+        return _error(serve, LookupError(f"the file of image {info['image_id']} changed after it was encoded: "
+                                         "`tagger encode` reads it again"), 409)
+    media = mimetypes.guess_type(local)[0] or "application/octet-stream"
+    return Response(data, media_type=media, headers={"X-Content-Type-Options": "nosniff",
+                                                     "Content-Security-Policy": "default-src 'none'"})
+
+
 def _file(serve: Serve, kind: str):
     def endpoint(request: Request) -> Response:
-        from ..pipeline.sources import to_local_path
         try:
             info = _image_row(serve, request.path_params["image_id"])
         except (TaggerError, LookupError) as e:
             return _error(serve, e)
         if kind == "file":
-            local = to_local_path(info["uri"])
-            if local is None or not Path(local).is_file():
-                return _error(serve, LookupError(f"the file of image {info['image_id']} cannot be read here"))
-            return FileResponse(local, headers={"X-Content-Type-Options": "nosniff",
-                                                "Content-Security-Policy": "default-src 'none'"})
+            return _original(serve, info)
         path = serve.renditions.get(info["uri"], info["content_hash"], preview=kind == "preview")
         if path is None:
             return Response(status_code=404)
