@@ -247,6 +247,10 @@ def test_a_remote_bind_needs_a_token(served):
         r = client.get("/label/star?token=s3cret-token", follow_redirects=False)
         assert r.status_code == 303 and "token" not in r.headers["location"]
         assert client.get(r.headers["location"]).status_code == 200  # the cookie carries it now
+        for sent, kept in (("/search?q=a%26b%20c&k=5&token=s3cret-token", "/search?q=a%26b%20c&k=5"),
+                           ("/label/50%25%2Fx?token=s3cret-token", "/label/50%25%2Fx")):
+            r = client.get(sent, follow_redirects=False)  # the address comes back as it was sent, encoded
+            assert r.status_code == 303 and r.headers["location"] == kept, sent
 
 
 def test_the_served_process_with_a_generated_token(served):
@@ -278,3 +282,17 @@ def test_undo_never_withdraws_a_decision_made_elsewhere_since(served):
                [image_id]) == [(False, "person")]
     r = client.post("/undo", data={"csrf": token, "image_id": image_id, "label": "circle"})
     assert r.status_code == 400 and "no decision" in r.text
+
+
+def test_a_write_never_creates_a_catalog_that_was_moved_away(served, tmp_path):
+    import shutil
+    ws = served[0]
+    copy = tmp_path / "copy"
+    shutil.copytree(ws.root, copy)
+    app = create_app(ServeConfig(workspace=copy, who="tester"))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        token = csrf_of(client)
+        (copy / "catalog.duckdb").rename(tmp_path / "moved.duckdb")
+        r = client.post("/decide", data={"csrf": token, "image_id": 1, "label": "star", "decision": "accept"})
+        assert r.status_code == 400 and "no catalog at" in r.text
+        assert not (copy / "catalog.duckdb").exists()

@@ -14,7 +14,7 @@ import hmac
 import ipaddress
 import logging
 import secrets
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
@@ -89,8 +89,10 @@ class AccessGuard:
         given = request.query_params.get("token")
         if self.token and given and request.method == "GET" and same_token(given, self.token):
             # keep the token in a cookie and drop it from the address bar
-            query = "&".join(f"{k}={v}" for k, v in request.query_params.multi_items() if k != "token")
-            target = request.url.path + (f"?{query}" if query else "")
+            query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"], quote_via=quote)
+            raw = scope.get("raw_path") or quote(request.url.path).encode()
+            path = "/" + raw.decode("latin-1").lstrip("/")  # as sent (still encoded); never `//host`
+            target = path + (f"?{query}" if query else "")
             response = RedirectResponse(target, status_code=303)
             response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
             await response(scope, receive, send)

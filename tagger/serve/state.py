@@ -42,17 +42,22 @@ class CatalogAccess:
         self.path, self.wait = ws.catalog, float(wait)
         self._lock = threading.Lock()
 
+    def _exists(self) -> None:
+        if not self.path.exists():
+            raise CatalogError(f"no catalog at {self.path}: run `tagger encode SOURCE -w {self.path.parent}` first")
+
     @contextmanager
     def read(self) -> Iterator["Catalog"]:
         from ..catalog import Catalog
-        if not self.path.exists():
-            raise CatalogError(f"no catalog at {self.path}: run `tagger encode SOURCE -w {self.path.parent}` first")
+        self._exists()
         with self._lock, Catalog.open(self.path, read_only=True, external_access=False, wait=self.wait) as cat:
             yield cat
 
     @contextmanager
     def write(self) -> Iterator["Catalog"]:
+        """The catalog opened for writing; never a new one (a catalog moved away is not replaced by an empty one)."""
         from ..catalog import Catalog
+        self._exists()
         with self._lock, Catalog.open(self.path, read_only=False, wait=self.wait) as cat:
             yield cat
 
