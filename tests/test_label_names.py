@@ -96,3 +96,19 @@ def test_ordinary_names_pass(ws):
     assert out.exit_code == 0, out.output
     assert _labels(ws) == ["star", "dog", *names]
     assert Vocabulary.create(names).labels == tuple(names)
+
+
+@pytest.mark.parametrize("name", [".", "..", "...", "!?", ".-."])
+def test_a_name_of_punctuation_alone_is_refused(ws, name):
+    """`.` and `..` cannot even be opened as a page (a browser reads them as the folder itself)."""
+    out = runner.invoke(app, ["labels", "add", name, "-w", str(ws)], catch_exceptions=False)
+    _refused(out, "only punctuation")
+    assert _labels(ws) == ["star", "dog"]
+    assert name_problem("c++") is None and name_problem("50%") is None and name_problem("☕") is None
+
+
+def test_full_width_letters_are_the_same_name(ws):
+    out = runner.invoke(app, ["labels", "add", "ＳＴＡＲ", "-w", str(ws)], catch_exceptions=False)
+    _refused(out, "differs from the label 'star' only by case")
+    with pytest.raises(ConfigError, match="duplicate labels"):
+        Vocabulary.create(["star", "ＳＴＡＲ"])

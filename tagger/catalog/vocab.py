@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import CatalogError, ConfigError
-from ..text.vocab import TermClash, name_problem, same_term, term_clashes
+from ..text.vocab import TermClash, fold, name_problem, same_term, term_clashes
 from .base import CatalogBase, first_row, from_json, to_json
 
 __all__ = ["MAX_LABEL_LENGTH", "Label", "VocabMixin", "clean_label", "tidy_synonyms"]
@@ -60,10 +60,10 @@ def clean_label(name: Any, what: str = "label") -> str:
 def _case_clashes(names: Sequence[str], existing: Sequence[str], retired: Sequence[str] = ()) -> None:
     """Refuse names that differ from another given or stored label only by case (``Star``, ``star``);
     a retired label keeps its name, so the message says how to bring it back."""
-    seen = {n.casefold(): n for n in existing}
+    seen = {fold(n): n for n in existing}
     gone = set(retired)
     for name in dict.fromkeys(names):
-        other = seen.setdefault(name.casefold(), name)
+        other = seen.setdefault(fold(name), name)
         if other == name:
             continue
         if other in gone:
@@ -158,8 +158,8 @@ def _apply_synonym_edit(label: str, before: list[str], add: list[str], remove: l
 
 def _unknown(fetch: Fetch, names: list[str]) -> str:
     """``unknown label(s) [...]``, naming the stored label each differs from only by case."""
-    stored = {n.casefold(): n for (n,) in fetch("SELECT name FROM labels", [])}
-    near = [f"{n!r} is {stored[n.casefold()]!r}" for n in names if n.casefold() in stored]
+    stored = {fold(n): n for (n,) in fetch("SELECT name FROM labels", [])}
+    near = [f"{n!r} is {stored[fold(n)]!r}" for n in names if fold(n) in stored]
     return f"unknown label(s) {names!r}" + (f" (names are case-sensitive: {', '.join(near)})" if near else "")
 
 
@@ -245,7 +245,7 @@ class VocabMixin(CatalogBase):
         Unknown names raise CatalogError and change nothing."""
         if isinstance(names, str):
             names = [names]
-        clean = [clean_label(n) for n in names]
+        clean = [str(n).strip() for n in names]  # any stored name, even one refused today (`.`), can be retired
         now = self._now()
         n = 0
         with self._transaction("retire labels") as con:

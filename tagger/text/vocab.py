@@ -11,7 +11,7 @@ from functools import lru_cache
 from ..errors import ConfigError
 from ..method.hierarchy import is_ancestor
 
-__all__ = ["TermClash", "TermInside", "Vocabulary", "mentions", "mentions_all", "name_problem", "plural", "same_term",
+__all__ = ["TermClash", "TermInside", "Vocabulary", "fold", "mentions", "mentions_all", "name_problem", "plural", "same_term",
            "term_clashes", "terms_inside"]
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,15 @@ def name_problem(name: str) -> str | None:
             return f"holds U+{ord(c):04X}, which is not a character (no text format can hold it)"
         if c in BIDI_CONTROLS:
             return f"holds the bidirectional control U+{ord(c):04X}, which changes how the label reads"
+    if name.strip() and not any(unicodedata.category(c)[0] in "LN" or unicodedata.category(c) == "So" for c in name):
+        return "has no word (no letter, digit or symbol, only punctuation): no sentence could name it"
     return None
+
+
+def fold(name: str) -> str:
+    """The form two names are compared in: compatibility-normalised (full-width letters, ligatures) and
+    case-folded, so ``Star``, ``STAR`` and ``ＳＴＡＲ`` are one name."""
+    return unicodedata.normalize("NFKC", name).casefold()
 
 
 def plural(phrase: str, overrides: Mapping[str, str] | None = None) -> str:
@@ -316,11 +324,11 @@ class Vocabulary:
             raise ConfigError("the vocabulary has no labels")
         folded: dict[str, str] = {}
         for lab in labs:
-            other = folded.get(lab.casefold())
+            other = folded.get(fold(lab))
             if other is not None:
-                why = "twice" if other == lab else f"and {other!r} (they differ only by case)"
+                why = "twice" if other == lab else f"and {other!r} (they differ only by case or width)"
                 raise ConfigError(f"duplicate labels in the vocabulary: {lab!r} {why}")
-            folded[lab.casefold()] = lab
+            folded[fold(lab)] = lab
             problem = name_problem(lab)
             if problem:
                 raise ConfigError(f"label {lab!r} {problem}")
