@@ -185,3 +185,20 @@ def test_encode_hands_its_actors_an_absolute_checkpoint(tmp_path, monkeypatch):
     run_encode(Workspace.at(tmp_path / "ws"), None, EncodeConfig(pretrained="ckpt.pt"), progress=False)
     assert seen == [str(tmp_path / "ckpt.pt")]
     assert registry.absolute_checkpoint("laion2b_s34b_b79k") == "laion2b_s34b_b79k"
+
+
+@pytest.mark.parametrize("error,says", [
+    (OSError("2744320 requested and 41952 written"), "no space left on the device"),  # numpy on a full disk
+    (PermissionError(13, "Permission denied", "/ws/classifiers/x.npy"), "Permission denied (/ws/classifiers/x.npy)"),
+])
+def test_an_os_error_a_verb_did_not_expect_is_one_line(monkeypatch, capsys, error, says):
+    """The machine refusing a write (a full disk, a permission) ends in one line and status 2."""
+    cli_app = sys.modules["tagger.cli.app"]  # the package's `app` attribute is the Typer app
+
+    def refuse(*_a, **_k):
+        raise error
+    monkeypatch.setattr(cli_app.typer.main, "get_command", lambda _app: type("C", (), {"main": refuse})())
+    with pytest.raises(SystemExit) as done:
+        cli_app.main(["status"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert done.value.code == 2 and len(err) == 1 and err[0].startswith("error:") and says in err[0], err

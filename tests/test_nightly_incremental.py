@@ -94,6 +94,14 @@ def test_incremental_nightly_keeps_the_old_labels_tags_and_records_its_mode(base
     assert listed.returncode == 0, listed.stderr[-2000:]
     modes = {r["run_id"]: r["mode"] for r in json.loads(listed.stdout)}
     assert modes == {base: "full", out["run_id"]: f"incremental from run {base}"}
+    # nothing changed since: no training, the incremental run stays current with its tags (a full
+    # retrain here moved tags of labels nobody touched)
+    again = run_nightly(Workspace.at(ws), None, ENC, CFG)
+    assert (again["mode"], again["run_id"], again["classifier"]) == ("unchanged", out["run_id"], out["classifier"])
+    assert "no image added" in again["mode_reason"] and again["flips"] == []
+    with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
+        assert cat.current_run() == out["run_id"] and len(cat.runs(kind="tag")) == 2
+    assert tags(ws, out["run_id"]) == after
 
 
 def test_full_flag_retrains_every_label(based, tmp_path):

@@ -135,3 +135,20 @@ def test_class_prompts_are_embedded_once_per_workspace(tmp_path):
     np.testing.assert_array_equal(again, class_embeddings(_CountingClip(), ["cat", "dog", "owl"], ENSEMBLE_PROMPTS))
     path.write_bytes(b"not an npz")  # an unreadable cache is rebuilt, not an error
     assert TextMemo(clip, path).known == {}
+
+
+def test_many_labels_added_at_once_build_a_corpus_of_the_usual_size():
+    """Extending asks each new label for as many label sets as an old label has: adding ten labels to
+    three would ask for more than a new corpus holds (it grew without bound), so one is built."""
+    from tagger.text.incremental import update_corpus
+    first, more = list(LABELS[:3]), list(LABELS[3:13])
+    prev = build_corpus(first, LABEL_SYNONYMS, 300, _gen(first), seed=0)
+    records = [{"corpus_id": prev.corpus_id, "config": prev.config}]
+    small = first + more[:1]
+    grown, how = update_corpus(records, lambda cid: prev, small, LABEL_SYNONYMS, _gen(small), 300, 0)
+    assert how == "extended" and len(grown.sentences) > len(prev.sentences)
+    active = first + more
+    gen = _gen(active)
+    corpus, how = update_corpus(records, lambda cid: prev, active, LABEL_SYNONYMS, gen, 300, 0)
+    fresh = build_corpus(active, LABEL_SYNONYMS, 300, _gen(active), seed=0)
+    assert how == "built" and corpus.corpus_id == fresh.corpus_id and len(gen.asked) <= 300

@@ -373,9 +373,15 @@ def main(argv: list[str] | None = None, *, verb: str | None = None, prog_name: s
         if e.code not in (0, None):  # errors exit with their status; success returns to the caller
             raise
     except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        if e.errno == errno.EPIPE:
             raise
-        sys.stderr.write(f"error: {e.strerror}: the output could not be written\n")  # e.g. stdout on a full disk
+        # the machine refused: a full disk (numpy's own "N requested and M written" has no errno), a
+        # permission, a missing mount; one line, the traceback with -v
+        logging.getLogger(__name__).debug("the command ended on an OS error", exc_info=True)
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or "requested and" in str(e)
+        what = "no space left on the device: the output could not be written" if full else (e.strerror or str(e))
+        sys.stderr.write(f"error: {what}{where}\n")
         raise SystemExit(2) from None
     except TaggerError as e:  # a named error a verb did not turn into its line: the same line, status 2
         try:

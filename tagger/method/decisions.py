@@ -200,7 +200,7 @@ class Decisions:
 
 def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cfg: DecisionConfig | None = None,
                  overrides: dict[str, float] | None = None, zeroshot_top1: np.ndarray | None = None,
-                 placement: float | None = None) -> Decisions:
+                 placement: float | None = None, name_groups: np.ndarray | None = None) -> Decisions:
     """Each label's decision from its text anchors, with its prior fitted to a ``(n, L)`` corpus
     sample by EM (components held fixed; binned, so the cost does not grow with the sample).
 
@@ -217,13 +217,15 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
     ``pos_anchor`` first; the labels that fit finds present then give the corpus's own placement
     (:func:`~tagger.method.placement.corpus_placement`), and every label is fitted again there when
     it is lower (``Decisions.placement`` says where). With too few such labels, ``placement`` (e.g.
-    the base run's, for the few labels an incremental nightly adds) is taken instead, when given."""
+    the base run's, for the few labels an incremental nightly adds) is taken instead, when given.
+    ``name_groups`` (:func:`~tagger.method.names.name_groups`) makes twins, labels whose prompts the text
+    tower reads as one name, count as one name."""
     cfg = cfg or DecisionConfig()
     s = np.asarray(scores, np.float64)
     if s.ndim != 2 or s.shape[1] != len(labels) or len(anchors.neg_mean) != len(labels):
         raise ValueError(f"scores must be (n_images, {len(labels)}) with anchors for each label, got {s.shape}")
     binned = histogram(s, cfg.bins)
-    d = _anchored_at(cfg.pos_anchor, s, binned, labels, anchors, cfg, overrides, zeroshot_top1)
+    d = _anchored_at(cfg.pos_anchor, s, binned, labels, anchors, cfg, overrides, zeroshot_top1, name_groups)
     given, placement = placement, cfg.pos_anchor
     firm = d.present & (anchors.separation() >= cfg.min_text_separation) & (anchors.pos_mean > anchors.neg_mean)
     fitted = cfg.placement_margin is not None and firm.sum() >= cfg.placement_min_labels
@@ -234,7 +236,7 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
     elif cfg.placement_margin is not None and given is not None:
         placement = float(np.clip(given, cfg.min_placement, cfg.pos_anchor))
     if placement < cfg.pos_anchor:
-        d = _anchored_at(placement, s, binned, labels, anchors, cfg, overrides, zeroshot_top1)
+        d = _anchored_at(placement, s, binned, labels, anchors, cfg, overrides, zeroshot_top1, name_groups)
     d.placement = placement
     how = f"fitted to {int(firm.sum())} labels" if fitted else "given" if placement != cfg.pos_anchor else "fixed"
     logger.info("decisions: %d of %d labels present in a sample of %d images, positives placed at %.2f of "
@@ -243,7 +245,7 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
 
 
 def _anchored_at(placement: float, s: np.ndarray, binned, labels: list[str], anchors: TextAnchors,
-                 cfg: DecisionConfig, overrides, zeroshot_top1) -> Decisions:
+                 cfg: DecisionConfig, overrides, zeroshot_top1, name_groups=None) -> Decisions:
     """The anchored fit with the positives held at ``placement`` of each label's text scale."""
     n = s.shape[0]
     separation = anchors.separation()
@@ -263,7 +265,7 @@ def _anchored_at(placement: float, s: np.ndarray, binned, labels: list[str], anc
         learned = learned | (weak & _scatter(weak, grouped))
     cut = rule_cutoffs(cfg.cutoff_rule, cfg.cutoff, cfg.min_cutoff, mu0, sd0, mu1, sd1, prior)  # once per fit
     threshold = _crossings(mu0, sd0, mu1, sd1, prior, cut)
-    names = name_counts(s, threshold, zeroshot_top1)
+    names = name_counts(s, threshold, zeroshot_top1, name_groups)
     if names is None:
         tail = _tail_share(x, c, threshold)
         stands_out = (tail <= cfg.max_tail_share) | (separation >= cfg.corroborate_below)
@@ -273,7 +275,8 @@ def _anchored_at(placement: float, s: np.ndarray, binned, labels: list[str], anc
     enough = prior * n >= cfg.min_positives
     present = learned & stands_out & enough
     reasons = _reasons(separation, image_sep, weak, learned, stands_out, enough, prior * n, tail, cfg,
-                       name_words(names, labels, tail, cfg.min_name_ratio))
+                       name_words(names, labels, tail, cfg.min_name_ratio, name_groups),
+                       None if name_groups is None else np.bincount(name_groups)[name_groups] > 1)
     logger.debug("placement %.2f: %d present (%d not learned from text, %d of them shown by the images; %d not "
                  "corroborated by the images)", placement, int(present.sum()),
                  int((separation < cfg.min_text_separation).sum()), int((weak & present).sum()),
@@ -289,8 +292,9 @@ def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _reasons(separation, image_sep, weak, learned, stands_out, enough, expected, tail,
-             cfg: DecisionConfig, named: list[str] | None = None) -> list[str]:
-    """Each label's decision in words (the first gate it fails, or what made it present)."""
+             cfg: DecisionConfig, named: list[str] | None = None, twinned: np.ndarray | None = None) -> list[str]:
+    """Each label's decision in words (the first gate it fails, or what made it present; a present label
+    with twins says how its images named it)."""
     out = []
     for j in range(len(separation)):
         text = f"text separation {separation[j]:.2f}"
@@ -309,7 +313,8 @@ def _reasons(separation, image_sep, weak, learned, stands_out, enough, expected,
             out.append(f"{text} < {cfg.min_text_separation:g}, but the images show a second group "
                        f"(separation {image_sep[j]:.1f}) that its name matches: present")
         else:
-            out.append(f"{text}: present, about {expected[j]:.0f} positive images")
+            twin = f"; {named[j]}" if named is not None and twinned is not None and twinned[j] else ""
+            out.append(f"{text}: present, about {expected[j]:.0f} positive images{twin}")
     return out
 
 

@@ -21,7 +21,9 @@ Mode. A small vocabulary change makes an *incremental* nightly (:mod:`tagger.pip
 ``train`` trains only the rows of the added labels (and of those whose synonyms changed) against the
 frozen current classifier, and ``tag`` scores and decides only those labels, carrying every other
 label's tags and decisions over from the current run. Everything else makes a *full* one, as above:
-``full=True`` (``tagger nightly --full``), no current run, no label changed, more than
+When no label changed (and nothing below forces a full one), the *unchanged* nightly trains nothing:
+the classifier in use tags the images added since, or, with none added, the current run stays.
+``full=True`` (``tagger nightly --full``), no current run, more than
 ``max_changed`` (10 %) of the current run's labels added, retired or with changed synonyms, a changed
 text model, changed label parents or a changed label with parents or children, another head in use
 than the current run's text-only classifier, changed tag settings, pins or labelled set, the
@@ -108,7 +110,6 @@ def _full_reason(cat, diff: dict[str, list[str]], cfg: NightlyConfig, model_id: 
     checks = [
         (cfg.full, "a full retrain was asked for"),
         (run.model_id != model_id, "the text model changed"),
-        (not changed, "no label changed"),
         (len(changed) > cfg.max_changed * len(before),
          f"{len(changed)} labels added, retired or with new synonyms: more than {cfg.max_changed:.0%} of the "
          f"current run's {len(before)}"),
@@ -125,6 +126,17 @@ def _full_reason(cat, diff: dict[str, list[str]], cfg: NightlyConfig, model_id: 
     return next((why for bad, why in checks if bad), None)
 
 
+def _unchanged(workspace: "Workspace", model_id: str, run, head) -> dict[str, Any]:
+    """No label changed: the classifier in use tags again, untrained; the current run itself stays
+    when it already holds every encoded image (``retag`` false)."""
+    from ..store import list_done_shards
+    from .tag import _shards_key
+    retag = ((run.config or {}).get("shards") != _shards_key(list_done_shards(str(workspace.root), model_id)))
+    return {"mode": "unchanged", "base_run": run.run_id, "classifier": (head or {}).get("classifier_id") or run.classifier_id,
+            "retag": retag, "reason": "no label changed: the classifier in use tags the images added since"
+            if retag else f"no label changed and no image added: run {run.run_id} stays current"}
+
+
 def choose_mode(workspace: "Workspace", cat, diff: dict[str, list[str]], cfg: NightlyConfig,
                 model_id: str) -> dict[str, Any]:
     """``{"mode", "reason", "base_run"}`` of this nightly (module docstring)."""
@@ -139,6 +151,8 @@ def choose_mode(workspace: "Workspace", cat, diff: dict[str, list[str]], cfg: Ni
         why = "the current run kept no calibration statistics"
     if why is not None:
         return {"mode": "full", "reason": why, "base_run": None}
+    if not (diff["added"] or diff["retired"] or diff["synonyms_changed"]):
+        return _unchanged(workspace, model_id, run, head_in_use(cat, model_id))
     n = len(diff["added"]) + len(diff["retired"]) + len(diff["synonyms_changed"])
     return {"mode": "incremental", "reason": f"{n} label(s) added, retired or with new synonyms, of the current run's "
                                              f"{len(run.labels or [])}",
@@ -241,7 +255,9 @@ def run_nightly(workspace: "Workspace", source: str | None, encode_cfg: EncodeCo
     timings["text"] = time.time() - t
     _crash("text", crash_at)
     t = time.time()
-    if mode["mode"] == "incremental":
+    if mode["mode"] == "unchanged":
+        trained = {"classifier_id": mode["classifier"]}
+    elif mode["mode"] == "incremental":
         trained = train_increment(workspace, encode_cfg.model, encode_cfg.pretrained, text["corpus_id"],
                                   mode["classifier"], diff["synonyms_changed"])
     else:
@@ -250,7 +266,9 @@ def run_nightly(workspace: "Workspace", source: str | None, encode_cfg: EncodeCo
     _crash("train", crash_at)
     t = time.time()
     tag_crash = 1 if crash_at == "tag:mid" else None
-    if mode["mode"] == "incremental":
+    if mode["mode"] == "unchanged" and not mode["retag"]:
+        tag = {"run_id": mode["base_run"], "flips": []}
+    elif mode["mode"] == "incremental":
         tag = run_increment_tag(workspace, model_id, cfg.tag, trained["classifier_id"], mode["base_run"],
                                 crash_after=tag_crash)
     else:
@@ -268,7 +286,8 @@ def run_nightly(workspace: "Workspace", source: str | None, encode_cfg: EncodeCo
         _crash("prune", crash_at)
     end_plan(workspace)
     return {"encoded": enc["encoded"], "errors": enc["errors"], "vocabulary": diff, "mode": mode["mode"],
-            "mode_reason": mode["reason"], "corpus": text["corpus_id"], "text_stats": text["stats"],
+            "mode_reason": mode["reason"], "corpus": text["corpus_id"], "text": text["corpus"],
+            "text_stats": text["stats"],
             "classifier": trained["classifier_id"], "run_id": tag["run_id"], "previous_run": previous,
             "pruned": pruned, "flips": tag.get("flips", []), "timings": {k: round(v, 2) for k, v in timings.items()},
             **({"calibration": tag["calibration"]} if "calibration" in tag else {})}

@@ -120,6 +120,18 @@ def _kept_rows(prev: TextCorpus, labels: Sequence[str],
     return rows, sets
 
 
+def _per_label(prev: TextCorpus) -> int:
+    """Label sets asked for each new label: as many as a label of ``prev`` appears in."""
+    n_gen = sum(1 for s in prev.sources if s == "generated")
+    return max(1, round(n_gen * 3 / max(1, len(prev.class_names))))
+
+
+def extension_size(prev: TextCorpus, vocab: Vocabulary) -> int:
+    """The label sets extending ``prev`` to ``vocab`` would ask the generator for."""
+    fresh = [lab for lab in vocab.labels if lab not in prev.class_names] + synonyms_changed(prev.config, vocab)
+    return len(fresh) * _per_label(prev)
+
+
 def extend_corpus(prev: TextCorpus, labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None,
                   generator: SentenceGenerator, seed: int, *, max_labels: int = 5,
                   n_photo_copies: int = 9, max_missing: float = 0, parents: ParentMap | None = None) -> TextCorpus:
@@ -137,8 +149,7 @@ def extend_corpus(prev: TextCorpus, labels: Sequence[str], synonyms: Mapping[str
     sets = _with_named(vocab, [prev.sentences[i] for i in rows], sets, added)
     sentences = [prev.sentences[i] for i in rows]
     sources = [prev.sources[i] for i in rows]
-    n_gen = sum(1 for s in prev.sources if s == "generated")
-    per_label = max(1, round(n_gen * 3 / max(1, len(prev.class_names))))
+    per_label = _per_label(prev)
     fresh = added + changed
     asked = new_label_sets(fresh, vocab.labels, per_label, seed, max_labels) if fresh else []
     new, new_sets, missing, rejected = keep_valid(vocab, asked, generator.generate(asked) if asked else [])
@@ -186,7 +197,8 @@ def update_corpus(records: Sequence[Mapping[str, Any]], load: Callable[[str], Te
     ``"reused"`` when its vocabulary is the current one and it lacks nothing, ``"repaired"`` (its
     last step done again, so only the label sets it lacks are requested) when it lacks
     sentences, and ``"extended"`` when the vocabulary or the hierarchy ``parents`` changed (keeping
-    any shortfall it accepted); without one a corpus is ``"built"``.
+    any shortfall it accepted); without one, or when extending would ask for more label sets than a new
+    corpus has sentences (many labels added at once), a corpus is ``"built"``.
     """
     configs = {r["corpus_id"]: r.get("config") or {} for r in records}
     want = {"n_sentences": n_sentences, "seed": seed, "generator": generator.identity()}
@@ -198,6 +210,12 @@ def update_corpus(records: Sequence[Mapping[str, Any]], load: Callable[[str], Te
     vocab = Vocabulary.create(labels, synonyms)
     if list(prev.class_names) != list(vocab.labels) or synonyms_changed(prev.config, vocab) \
             or parents_changed(prev.config, vocab.labels, parents):
+        asked = extension_size(prev, vocab)
+        if asked > n_sentences:  # many labels added at once: a corpus of the usual size, not one that grows
+            logger.info("extending corpus %s would ask for %d label sets, more than a new corpus of %d sentences: "
+                        "building one", prev.corpus_id, asked, n_sentences)
+            return build_corpus(labels, synonyms, n_sentences, generator, seed, max_missing=max_missing,
+                                parents=parents), "built"
         return extend_corpus(prev, labels, synonyms, generator, seed, max_missing=max_missing,
                              parents=parents), "extended"
     lacking = missing_label_sets(prev)
