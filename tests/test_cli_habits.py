@@ -101,6 +101,25 @@ def test_piped_tables_are_not_squeezed(ws):
     assert all(len(line) > 40 for line in rows.values())
 
 
+def test_control_characters_in_the_data_are_shown_escaped_in_tables(ws):
+    """An escape sequence or a newline in a value (a file name) never reaches the terminal as such,
+    and a row stays one line; the machine formats keep the value as it is."""
+    query = "SELECT chr(27) || '[31mRED' AS e, 'new' || chr(10) || 'line.png' AS n"
+    out = cli("sql", query, "-w", str(ws))
+    assert out.returncode == 0 and "\x1b" not in out.stdout, out.stdout
+    row = [line for line in out.stdout.splitlines() if "RED" in line]
+    assert len(row) == 1 and "\\x1b[31mRED" in row[0] and "new\\nline.png" in row[0]
+    as_json = json.loads(cli("sql", query, "-w", str(ws), "--json").stdout)
+    assert as_json == [{"e": "\x1b[31mRED", "n": "new\nline.png"}]
+
+
+def test_short_help_and_a_closed_stdout(ws):
+    assert "labels list [OPTIONS]" in cli("labels", "list", "-h").stdout
+    cmd = f"{sys.executable} -m tagger.cli status -w {ws} >&-"
+    out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 2 and out.stderr.startswith("error: standard output is closed"), out.stderr
+
+
 def test_init_creates_a_workspace_and_names_the_next_command(tmp_path):
     root = tmp_path / "new ws"
     out = cli("init", str(root))

@@ -43,3 +43,23 @@ def test_twins_do_not_outvote_each_other():
     s2[:, 2] = 1.0
     m, own, other, rival = name_counts(s2, thr, top1, np.array([0, 0, 2]))
     assert own[2] == 10 and other[2] == 30 and labels[rival[2]] == "doorbell"
+
+
+def test_of_twins_the_label_listed_first_is_tagged_and_the_other_says_why():
+    """A later label the tower reads as the same name (`doorbell` after `bell`) drew most of the bell's
+    images' names and made `bell` vanish; now the bell keeps its images and the doorbell says why."""
+    from tagger.method.decisions import TextAnchors, fit_anchored
+    rng = np.random.default_rng(3)
+    n = 1200
+    y = rng.random(n) < 0.2
+    bell = rng.normal(0.0, 0.3, n) + 1.2 * y
+    s = np.c_[bell, bell + rng.normal(0.0, 0.05, n), rng.normal(0.0, 0.3, n)]
+    top1 = np.where(y, np.where(rng.random(n) < 0.7, 1, 0), 2)  # the images name the doorbell more often
+    labels = ["bell", "doorbell", "star"]
+    anchors = TextAnchors(np.zeros(3), np.full(3, 1.2), np.full(3, 0.2), np.full(3, 0.2))
+    alone = fit_anchored(s, labels, anchors, zeroshot_top1=top1)
+    assert not alone.present[0] and alone.present[1]  # the vanishing label
+    d = fit_anchored(s, labels, anchors, zeroshot_top1=top1, name_groups=np.array([0, 0, 2]))
+    assert d.present[0] and not d.present[1]
+    assert "twin 'doorbell'" in d.reason(0) and "one name with 'bell'" in d.reason(1)
+    assert (d.positive(s)[:, 0] & y).sum() >= 0.8 * y.sum()

@@ -33,7 +33,7 @@ from .report import report_cmd
 from .review import review_app
 from .status import quiet_warnings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]},
                   help="Tag image collections with labels nobody annotated.")
 
 
@@ -364,6 +364,10 @@ def main(argv: list[str] | None = None, *, verb: str | None = None, prog_name: s
                         if log_level < logging.WARNING else "%(levelname)s %(name)s: %(message)s")
     if log_level >= logging.WARNING:
         quiet_warnings()  # -v turns them back on
+    if sys.stdout is None:  # started with stdout closed (`>&-`): what the verb prints would vanish
+        sys.stderr.write("error: standard output is closed: nothing could be printed (redirect it to a file "
+                         "or /dev/null)\n")
+        raise SystemExit(2)
     command = typer.main.get_command(app)
     if verb is not None:
         command = command.commands[verb]  # type: ignore[attr-defined]

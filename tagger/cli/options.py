@@ -115,8 +115,9 @@ QUICK_WAIT = 10.0
 JOB_WAIT = 600.0
 WaitOpt = Annotated[float, typer.Option(
     "--wait", envvar="TAGGER_WAIT", metavar="SECONDS", callback=finite_non_negative,
-    help="while another process holds the catalog (a job's write, a long query), retry for up to "
-         "SECONDS before failing ($TAGGER_WAIT; 0: fail at once)")]
+    help="while another process holds the catalog file (a job's write, a long query), retry for up to "
+         "SECONDS before failing ($TAGGER_WAIT; 0: fail at once); a second job is refused at once, "
+         "whatever the wait")]
 
 
 def fail(e: Exception | str) -> NoReturn:
@@ -191,7 +192,12 @@ def _words(value: Any, limit: int = 8) -> str:
     return "-" if value is None else str(value)
 
 
+_CONTROLS = {c: repr(chr(c))[1:-1] for c in [*range(32), *range(127, 160)]}
+
+
 def _cell(value: Any) -> Text:
+    """A table cell; control characters in the data (an escape sequence, a newline in a file name) are
+    shown escaped (``\\x1b``, ``\\n``), never sent to the terminal, so a row stays one line."""
     if value is None:
         return Text("NULL", style="dim")
     if isinstance(value, float):
@@ -199,8 +205,8 @@ def _cell(value: Any) -> Text:
     if isinstance(value, datetime):
         return Text(value.isoformat(sep=" ", timespec="seconds"))
     if isinstance(value, (list, tuple, set, frozenset, Mapping)):
-        return Text(_words(value, limit=10**6))
-    return Text(str(value))
+        return Text(_words(value, limit=10**6).translate(_CONTROLS))
+    return Text(str(value).translate(_CONTROLS))
 
 
 def _jsonable(value: Any) -> Any:

@@ -55,7 +55,7 @@ from .placement import corpus_placement
 from .refit import fit_from_labels
 
 __all__ = ["DecisionConfig", "Decisions", "TextAnchors", "fit_anchored", "fit_decisions", "fit_from_labels",
-           "text_anchors"]
+           "later_twins", "text_anchors"]
 
 logger = logging.getLogger(__name__)
 
@@ -277,12 +277,27 @@ def _anchored_at(placement: float, s: np.ndarray, binned, labels: list[str], anc
     reasons = _reasons(separation, image_sep, weak, learned, stands_out, enough, prior * n, tail, cfg,
                        name_words(names, labels, tail, cfg.min_name_ratio, name_groups),
                        None if name_groups is None else np.bincount(name_groups)[name_groups] > 1)
+    if name_groups is not None and names is not None:  # of twins, the label listed first is tagged
+        later_twins(present, reasons, {int(j): labels[int(name_groups[j])] for j in
+                                       np.flatnonzero(np.asarray(name_groups) != np.arange(len(labels)))})
     logger.debug("placement %.2f: %d present (%d not learned from text, %d of them shown by the images; %d not "
                  "corroborated by the images)", placement, int(present.sum()),
                  int((separation < cfg.min_text_separation).sum()), int((weak & present).sum()),
                  int((learned & ~stands_out).sum()))
     return Decisions(list(labels), mu0, sd0, mu1, sd1, prior, present, cfg.cutoff, dict(overrides or {}),
                      reasons, separation, cfg.cutoff_rule, cfg.min_cutoff, cut)
+
+
+def later_twins(present: np.ndarray, reasons: list[str], first: dict[int, str]) -> None:
+    """Mark the labels ``first`` maps to the twin listed before them (labels whose class prompts the text
+    tower reads as one name, :func:`~tagger.method.names.name_groups`) absent, in place, saying why:
+    their images are that label's, and two names for one thing would tag each image twice."""
+    for j, name in first.items():
+        if present[j]:
+            present[j] = False
+            reasons[j] = (f"one name with {name!r} to the text tower (their class prompts are alike), which is "
+                          f"listed before it: its images are tagged {name!r} (a synonym of it, or a model that "
+                          "tells the two apart, would tag it)")
 
 
 def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -166,8 +166,10 @@ def _original(serve: Serve, info: dict[str, Any]) -> Response:
         return _error(serve, LookupError(f"image {info['image_id']} was not read as an image "
                                          f"(status {info['status']})"), 404)
     local = to_local_path(info["uri"])
+    if local is None:
+        return _error(serve, missing, 404)
     try:
-        size = Path(local).stat().st_size if local is not None and Path(local).is_file() else -1
+        size = Path(local).stat().st_size if Path(local).is_file() else -1
         if size < 0 or size != (info["bytes"] if info["bytes"] is not None else min(size, _MAX_ORIGINAL)):
             raise OSError
         data = Path(local).read_bytes()
