@@ -13,6 +13,7 @@ current run does not cover yet: the next tag run applies it).
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -196,8 +197,8 @@ class ReviewMixin(CatalogBase):
             if label not in known:
                 raise CatalogError(f"unknown label {label!r} (`tagger labels list` shows the vocabulary)")
             if known[label]:
-                raise CatalogError(f"label {label!r} is retired: no run tags it (`tagger labels add {label}` "
-                                   "re-activates it)")
+                raise CatalogError(f"label {label!r} is retired: the next tag run drops it, so a decision on it "
+                                   f"would be lost (`tagger labels add {shlex.quote(label)}` re-activates it)")
             out.append((uri, label, decision.lower()))
         return out
 

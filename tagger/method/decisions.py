@@ -55,7 +55,7 @@ from .placement import corpus_placement
 from .refit import fit_from_labels
 
 __all__ = ["DecisionConfig", "Decisions", "TextAnchors", "fit_anchored", "fit_decisions", "fit_from_labels",
-           "later_twins", "text_anchors"]
+           "text_anchors"]
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class Decisions:
 
 def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cfg: DecisionConfig | None = None,
                  overrides: dict[str, float] | None = None, zeroshot_top1: np.ndarray | None = None,
-                 placement: float | None = None, name_groups: np.ndarray | None = None) -> Decisions:
+                 placement: float | None = None) -> Decisions:
     """Each label's decision from its text anchors, with its prior fitted to a ``(n, L)`` corpus
     sample by EM (components held fixed; binned, so the cost does not grow with the sample).
 
@@ -217,15 +217,13 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
     ``pos_anchor`` first; the labels that fit finds present then give the corpus's own placement
     (:func:`~tagger.method.placement.corpus_placement`), and every label is fitted again there when
     it is lower (``Decisions.placement`` says where). With too few such labels, ``placement`` (e.g.
-    the base run's, for the few labels an incremental nightly adds) is taken instead, when given.
-    ``name_groups`` (:func:`~tagger.method.names.name_groups`) makes twins, labels whose prompts the text
-    tower reads as one name, count as one name."""
+    the base run's, for the few labels an incremental nightly adds) is taken instead, when given."""
     cfg = cfg or DecisionConfig()
     s = np.asarray(scores, np.float64)
     if s.ndim != 2 or s.shape[1] != len(labels) or len(anchors.neg_mean) != len(labels):
         raise ValueError(f"scores must be (n_images, {len(labels)}) with anchors for each label, got {s.shape}")
     binned = histogram(s, cfg.bins)
-    d = _anchored_at(cfg.pos_anchor, s, binned, labels, anchors, cfg, overrides, zeroshot_top1, name_groups)
+    d = _anchored_at(cfg.pos_anchor, s, binned, labels, anchors, cfg, overrides, zeroshot_top1)
     given, placement = placement, cfg.pos_anchor
     firm = d.present & (anchors.separation() >= cfg.min_text_separation) & (anchors.pos_mean > anchors.neg_mean)
     fitted = cfg.placement_margin is not None and firm.sum() >= cfg.placement_min_labels
@@ -236,7 +234,7 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
     elif cfg.placement_margin is not None and given is not None:
         placement = float(np.clip(given, cfg.min_placement, cfg.pos_anchor))
     if placement < cfg.pos_anchor:
-        d = _anchored_at(placement, s, binned, labels, anchors, cfg, overrides, zeroshot_top1, name_groups)
+        d = _anchored_at(placement, s, binned, labels, anchors, cfg, overrides, zeroshot_top1)
     d.placement = placement
     how = f"fitted to {int(firm.sum())} labels" if fitted else "given" if placement != cfg.pos_anchor else "fixed"
     logger.info("decisions: %d of %d labels present in a sample of %d images, positives placed at %.2f of "
@@ -245,7 +243,7 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
 
 
 def _anchored_at(placement: float, s: np.ndarray, binned, labels: list[str], anchors: TextAnchors,
-                 cfg: DecisionConfig, overrides, zeroshot_top1, name_groups=None) -> Decisions:
+                 cfg: DecisionConfig, overrides, zeroshot_top1) -> Decisions:
     """The anchored fit with the positives held at ``placement`` of each label's text scale."""
     n = s.shape[0]
     separation = anchors.separation()
@@ -265,7 +263,7 @@ def _anchored_at(placement: float, s: np.ndarray, binned, labels: list[str], anc
         learned = learned | (weak & _scatter(weak, grouped))
     cut = rule_cutoffs(cfg.cutoff_rule, cfg.cutoff, cfg.min_cutoff, mu0, sd0, mu1, sd1, prior)  # once per fit
     threshold = _crossings(mu0, sd0, mu1, sd1, prior, cut)
-    names = name_counts(s, threshold, zeroshot_top1, name_groups)
+    names = name_counts(s, threshold, zeroshot_top1, list(labels))
     if names is None:
         tail = _tail_share(x, c, threshold)
         stands_out = (tail <= cfg.max_tail_share) | (separation >= cfg.corroborate_below)
@@ -275,29 +273,13 @@ def _anchored_at(placement: float, s: np.ndarray, binned, labels: list[str], anc
     enough = prior * n >= cfg.min_positives
     present = learned & stands_out & enough
     reasons = _reasons(separation, image_sep, weak, learned, stands_out, enough, prior * n, tail, cfg,
-                       name_words(names, labels, tail, cfg.min_name_ratio, name_groups),
-                       None if name_groups is None else np.bincount(name_groups)[name_groups] > 1)
-    if name_groups is not None and names is not None:  # of twins, the label listed first is tagged
-        later_twins(present, reasons, {int(j): labels[int(name_groups[j])] for j in
-                                       np.flatnonzero(np.asarray(name_groups) != np.arange(len(labels)))})
+                       name_words(names, labels, tail, cfg.min_name_ratio))
     logger.debug("placement %.2f: %d present (%d not learned from text, %d of them shown by the images; %d not "
                  "corroborated by the images)", placement, int(present.sum()),
                  int((separation < cfg.min_text_separation).sum()), int((weak & present).sum()),
                  int((learned & ~stands_out).sum()))
     return Decisions(list(labels), mu0, sd0, mu1, sd1, prior, present, cfg.cutoff, dict(overrides or {}),
                      reasons, separation, cfg.cutoff_rule, cfg.min_cutoff, cut)
-
-
-def later_twins(present: np.ndarray, reasons: list[str], first: dict[int, str]) -> None:
-    """Mark the labels ``first`` maps to the twin listed before them (labels whose class prompts the text
-    tower reads as one name, :func:`~tagger.method.names.name_groups`) absent, in place, saying why:
-    their images are that label's, and two names for one thing would tag each image twice."""
-    for j, name in first.items():
-        if present[j]:
-            present[j] = False
-            reasons[j] = (f"one name with {name!r} to the text tower (their class prompts are alike), which is "
-                          f"listed before it: its images are tagged {name!r} (a synonym of it, or a model that "
-                          "tells the two apart, would tag it)")
 
 
 def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -307,9 +289,8 @@ def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _reasons(separation, image_sep, weak, learned, stands_out, enough, expected, tail,
-             cfg: DecisionConfig, named: list[str] | None = None, twinned: np.ndarray | None = None) -> list[str]:
-    """Each label's decision in words (the first gate it fails, or what made it present; a present label
-    with twins says how its images named it)."""
+             cfg: DecisionConfig, named: list[str] | None = None) -> list[str]:
+    """Each label's decision in words (the first gate it fails, or what made it present)."""
     out = []
     for j in range(len(separation)):
         text = f"text separation {separation[j]:.2f}"
@@ -328,8 +309,7 @@ def _reasons(separation, image_sep, weak, learned, stands_out, enough, expected,
             out.append(f"{text} < {cfg.min_text_separation:g}, but the images show a second group "
                        f"(separation {image_sep[j]:.1f}) that its name matches: present")
         else:
-            twin = f"; {named[j]}" if named is not None and twinned is not None and twinned[j] else ""
-            out.append(f"{text}: present, about {expected[j]:.0f} positive images{twin}")
+            out.append(f"{text}: present, about {expected[j]:.0f} positive images")
     return out
 
 

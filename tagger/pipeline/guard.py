@@ -35,8 +35,7 @@ TABLE_COLUMNS = ("head", "mAP", "F1", "precision", "recall")
 
 def decide_like_tag(sample: np.ndarray, labels: list[str], anchors: TextAnchors | None,
                     pins: dict[str, float] | None = None, labelled: tuple[np.ndarray, np.ndarray] | None = None,
-                    cfg: TagConfig | None = None, zeroshot_top1: np.ndarray | None = None,
-                    name_groups: np.ndarray | None = None) -> tuple[Any, Decisions]:
+                    cfg: TagConfig | None = None, zeroshot_top1: np.ndarray | None = None) -> tuple[Any, Decisions]:
     """(statistics, decisions) a tag run fits from raw corpus scores ``sample`` with the model's raw
     ``anchors``, the user's ``pins``, raw ``labelled`` (scores, truth) and the sample images' best
     zero-shot label (``zeroshot_top1``)."""
@@ -45,7 +44,7 @@ def decide_like_tag(sample: np.ndarray, labels: list[str], anchors: TextAnchors 
     a = anchors if anchors is None or stats is None else anchors.rescaled(*(np.asarray(v, np.float64) for v in stats))
     lab = None if labelled is None else (apply_statistics(labelled[0], stats), labelled[1])
     d, _ = fit_run_decisions(apply_statistics(sample, stats), labels, cfg, DecisionInputs(dict(pins or {}), {}),
-                             lab, a, zeroshot_top1, name_groups=name_groups)
+                             lab, a, zeroshot_top1)
     return stats, d
 
 
@@ -70,7 +69,7 @@ def _composite(text: np.ndarray, head: np.ndarray, cols: np.ndarray) -> np.ndarr
 def validate(labels: list[str], y_held: np.ndarray, eval_cols: np.ndarray, text: tuple, head: tuple,
              candidates: np.ndarray, names: tuple[str, str] = ("text", "head"), pins: dict[str, float] | None = None,
              cfg: GuardConfig | None = None, tag_cfg: TagConfig | None = None,
-             zeroshot_top1: np.ndarray | None = None, name_groups: np.ndarray | None = None) -> dict[str, Any]:
+             zeroshot_top1: np.ndarray | None = None) -> dict[str, Any]:
     """The validation table. ``text`` is (raw calibration sample, raw held-out scores, raw anchors or
     None); ``head`` (raw sample, raw held-out scores) with the head's own scores at ``candidates``.
     Per fold of the held-out images, the labels the head scores are chosen
@@ -78,8 +77,7 @@ def validate(labels: list[str], y_held: np.ndarray, eval_cols: np.ndarray, text:
     fold is predicted; ``head_labels`` are the labels chosen on every held-out image."""
     cfg = cfg or GuardConfig()
     y = np.asarray(y_held, bool)
-    stats, d = decide_like_tag(text[0], labels, text[2], pins, cfg=tag_cfg, zeroshot_top1=zeroshot_top1,
-                               name_groups=name_groups)
+    stats, d = decide_like_tag(text[0], labels, text[2], pins, cfg=tag_cfg, zeroshot_top1=zeroshot_top1)
     pred_text = d.positive(apply_statistics(text[1], stats))
     pred_head = np.zeros_like(y)
     chosen = []
@@ -91,8 +89,7 @@ def validate(labels: list[str], y_held: np.ndarray, eval_cols: np.ndarray, text:
         y_lab = np.zeros_like(y)
         y_lab[:, cols] = y[:, cols]
         stats_h, d_h = decide_like_tag(_composite(text[0], head[0], cols), labels, masked_anchors(text[2], cols), pins,
-                                       (held[rest], y_lab[rest]) if len(cols) else None, tag_cfg, zeroshot_top1,
-                                       name_groups)
+                                       (held[rest], y_lab[rest]) if len(cols) else None, tag_cfg, zeroshot_top1)
         pred_head[rows] = d_h.positive(apply_statistics(held[rows], stats_h))
     final = head_columns(head[1], text[1], y, candidates, cfg)
     e = np.asarray(eval_cols, np.int64)
@@ -162,4 +159,4 @@ def validate_in_workspace(workspace: "Workspace", cat, model_id: str, text_dir, 
     parents = {p for ps in cat.active_hierarchy().values() for p in ps}  # named as the tag run names images
     return validate(labels, y, eval_cols, (text.calibration_sample(shards), text_held, text.model.classifier.anchors),
                     (head.calibration_sample(shards), head_held), head.model.image_cols, names, pins, cfg, tag_cfg,
-                    text.zeroshot_top1(shards, parents), text.name_groups())
+                    text.zeroshot_top1(shards, parents))

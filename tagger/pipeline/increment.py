@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from ..errors import ConfigError
 from ..ids import short_sha256
-from ..method.decisions import Decisions, later_twins
+from ..method.decisions import Decisions
 from ..workspace import Workspace
 from .calibration import DecisionInputs, decision_inputs, decision_rows, decisions_from_rows
 from .readouts import save_state
@@ -252,16 +252,10 @@ def _decide_new(cat, run_id: int, base_run: int, scorer: ShardScorer, shards: li
     anchors = model.rows.anchors.rescaled(mean, std) if model.rows.anchors is not None else None
     top1 = scorer.zeroshot_top1(shards, _parent_labels(cat))
     top1 = None if top1 is None else np.where(top1 >= n_kept, top1 - n_kept, -1)
-    groups = scorer.name_groups()  # twins among the new labels, and new labels that are twins of kept ones
     mine = DecisionInputs({k: v for k, v in inputs.pinned.items() if k in new_set}, inputs.labelled)
     d, refit = fit_run_decisions(apply_statistics(sample, stats), new, scorer.cfg, mine,
                                  _labelled_new(cat, scorer, mine, new, stats), anchors, top1,
-                                 _base_placement(scorer, kept_rows, base_stats),
-                                 name_groups=None if groups is None else
-                                 np.where(groups[n_kept:] >= n_kept, groups[n_kept:] - n_kept, np.arange(len(new))))
-    if groups is not None and top1 is not None:
-        later_twins(d.present, d.reasons, {j: list(model.labels)[int(g)] for j, g in enumerate(groups[n_kept:])
-                                           if g < n_kept})
+                                 _base_placement(scorer, kept_rows, base_stats))
     cat.save_run_thresholds(run_id, kept_rows + decision_rows(d, refit))
     return stats, d
 

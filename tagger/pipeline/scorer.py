@@ -198,13 +198,6 @@ class ShardScorer:
         parts = [self.scores(shard)[:k] for shard, k in self._sample_shards(shards)]
         return np.concatenate(parts)
 
-    def name_groups(self) -> np.ndarray | None:
-        """Each label's group of twins (labels whose class prompts the text tower reads as one name,
-        :func:`~tagger.method.names.name_groups`); None for a model without class prompts."""
-        from ..method.names import name_groups
-        prompts = prompt_vectors(self.model)
-        return None if prompts is None else name_groups(prompts)
-
     def zeroshot_top1(self, shards: list[str], parents: set[str] | frozenset[str] = frozenset()) -> np.ndarray | None:
         """The best-matching label of each calibration-sample image, without scoring the images."""
         names = self._names(parents)

@@ -122,22 +122,20 @@ def fit_run_decisions(sample: np.ndarray, labels: list[str], cfg: TagConfig, inp
                       labelled: tuple[np.ndarray, np.ndarray] | None = None,
                       anchors: TextAnchors | None = None,
                       zeroshot_top1: np.ndarray | None = None,
-                      placement: float | None = None,
-                      name_groups: np.ndarray | None = None) -> tuple[Decisions, set[str]]:
+                      placement: float | None = None) -> tuple[Decisions, set[str]]:
     """Each label's decision on the (calibrated) corpus sample, pins applied, labels with enough
     labelled images re-fitted from them (``labelled``: their scores and multi-hot truth). The
     anchored rule needs the classifier's ``anchors`` in the sample's units; a classifier saved
     without them is decided by the mixture rule; ``zeroshot_top1`` (each sample image's best
     matching label name) lets it corroborate weakly learnt labels by their names; ``placement`` is
-    the anchored rule's placement where too few labels fit their own (an incremental run's base);
-    ``name_groups`` the labels' twins, counted as one name. Returns the
+    the anchored rule's placement where too few labels fit their own (an incremental run's base). Returns the
     decisions in their stored precision and the labels the labelled set re-fitted."""
     if cfg.decision == "anchored" and anchors is None:
         logger.warning("the model carries no text anchors (an image-trained head, or a classifier trained "
                        "by an earlier version): deciding by the mixture rule")
     if cfg.decision == "anchored" and anchors is not None:
         d = fit_anchored(sample, labels, anchors, cfg.decisions, overrides=inputs.pinned, zeroshot_top1=zeroshot_top1,
-                         placement=placement, name_groups=name_groups)
+                         placement=placement)
     else:
         d = fit_decisions(sample, labels, cfg.decisions, overrides=inputs.pinned)
     refit: set[str] = set()
@@ -292,7 +290,7 @@ def _decide(cat, run_id: int, scorer: ShardScorer | None, model_id: str, shards:
         return stats, decisions_from_rows(stored, labels, cfg.decisions)
     d, refit = fit_run_decisions(apply_statistics(sample, stats), labels, cfg, inputs,
                                  _labelled_scores(cat, scorer, model_id, inputs, labels, stats),
-                                 scorer.anchors(stats), named, name_groups=scorer.name_groups())
+                                 scorer.anchors(stats), named)
     cat.save_run_thresholds(run_id, decision_rows(d, refit))
     return stats, d
 

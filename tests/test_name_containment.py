@@ -1,0 +1,43 @@
+"""A name that holds a label's own (`doorbell` for `bell`, `red circle` for `circle`) is no rival when
+images corroborate the label: adding `doorbell` to a vocabulary with `bell` made `bell` vanish, because
+a text tower that reads the new word by its pieces names the bell's images `doorbell` more often."""
+from __future__ import annotations
+
+import numpy as np
+
+from tagger.method.decisions import TextAnchors, fit_anchored
+from tagger.method.names import name_counts
+
+
+def _bells(seed: int = 3):
+    rng = np.random.default_rng(seed)
+    n = 1200
+    y = rng.random(n) < 0.2
+    bell = rng.normal(0.0, 0.3, n) + 1.2 * y
+    s = np.c_[bell, bell + rng.normal(0.0, 0.05, n), rng.normal(0.0, 0.3, n), bell + rng.normal(0.0, 0.05, n)]
+    u = rng.random(n)
+    top1 = np.where(y, np.where(u < 0.6, 1, np.where(u < 0.8, 0, 3)), 2)  # doorbell 60 %, bell 20 %, echo 20 %
+    return s, y, top1
+
+
+def test_a_name_holding_the_label_is_no_rival():
+    s, y, top1 = _bells()
+    labels = ["bell", "doorbell", "star", "echo"]
+    thr = np.array([0.6, 0.6, 0.6, 0.6])
+    m, own, other, rival = name_counts(s, thr, top1)
+    assert labels[rival[0]] == "doorbell" and own[0] < 0.5 * other[0]
+    m, own, other, rival = name_counts(s, thr, top1, labels)
+    assert labels[rival[0]] == "echo" and own[0] >= 0.5 * other[0]  # the next name counts instead
+    assert labels[rival[1]] in ("bell", "echo") and other[1] > 0  # `bell` holds no `doorbell`: a rival still
+    folded = name_counts(s, thr, top1, ["BELL", "Ｄｏｏｒｂｅｌｌ", "star", "echo"])
+    assert folded[3][0] == 3  # compared case- and width-folded
+
+
+def test_the_label_a_new_word_contains_keeps_its_images():
+    s, y, top1 = _bells()
+    labels = ["bell", "doorbell", "star", "echo"]
+    anchors = TextAnchors(np.zeros(4), np.full(4, 1.2), np.full(4, 0.2), np.full(4, 0.2))
+    d = fit_anchored(s, labels, anchors, zeroshot_top1=top1)
+    assert d.present[0], d.reason(0)
+    assert (d.positive(s)[:, 0] & y).sum() >= 0.8 * y.sum()
+    assert not d.present[3] and "'doorbell' of" in d.reason(3)  # an echo holding no name is still refused
