@@ -296,3 +296,11 @@ def test_a_write_never_creates_a_catalog_that_was_moved_away(served, tmp_path):
         r = client.post("/decide", data={"csrf": token, "image_id": 1, "label": "star", "decision": "accept"})
         assert r.status_code == 400 and "no catalog at" in r.text
         assert not (copy / "catalog.duckdb").exists()
+
+
+def test_a_page_past_the_last_is_not_found(served):
+    client = served[3]
+    assert client.get("/review?page=1").status_code == 200
+    r = client.get("/review?page=999")
+    assert r.status_code == 404 and "past the last page" in r.text
+    assert client.get("/label/star?page=999").status_code == 404

@@ -67,6 +67,8 @@ def _unit(request: Request, name: str) -> float | None:
 def _pager(request: Request, page: int, total: int, size: int) -> dict[str, Any]:
     """Page numbers and the links to the previous and next page (other query parameters kept)."""
     pages = max(1, math.ceil(total / size))
+    if page > pages:
+        raise LookupError(f"page {page} is past the last page ({pages})")
     params = {k: v for k, v in request.query_params.items() if k != "page"}
 
     def link(n: int) -> str:
