@@ -1,5 +1,5 @@
 """A name that holds a label's own (`doorbell` for `bell`, `red circle` for `circle`) is no rival when
-images corroborate the label: adding `doorbell` to a vocabulary with `bell` made `bell` vanish, because
+images corroborate the label, and an image it names counts for the label: adding `doorbell` to a vocabulary with `bell` made `bell` vanish, because
 a text tower that reads the new word by its pieces names the bell's images `doorbell` more often."""
 from __future__ import annotations
 
@@ -26,11 +26,15 @@ def test_a_name_holding_the_label_is_no_rival():
     thr = np.array([0.6, 0.6, 0.6, 0.6])
     m, own, other, rival = name_counts(s, thr, top1)
     assert labels[rival[0]] == "doorbell" and own[0] < 0.5 * other[0]
+    before = own[0]
     m, own, other, rival = name_counts(s, thr, top1, labels)
-    assert labels[rival[0]] == "echo" and own[0] >= 0.5 * other[0]  # the next name counts instead
+    assert labels[rival[0]] == "echo" and own[0] >= 0.5 * other[0]  # the next name is the rival
+    assert own[0] > before  # and the images named `doorbell` count for `bell`: a doorbell names a bell too
     assert labels[rival[1]] in ("bell", "echo") and other[1] > 0  # `bell` holds no `doorbell`: a rival still
     folded = name_counts(s, thr, top1, ["BELL", "Ｄｏｏｒｂｅｌｌ", "star", "echo"])
     assert folded[3][0] == 3  # compared case- and width-folded
+    short = name_counts(s, thr, top1, ["el", "doorbell", "star", "echo"])
+    assert short[3][0] == 1  # a name under three letters is held by too many words: no rule
 
 
 def test_the_label_a_new_word_contains_keeps_its_images():

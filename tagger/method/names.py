@@ -14,11 +14,15 @@ import numpy as np
 __all__ = ["name_counts", "name_words"]
 
 
+MIN_HELD = 3  # a shorter name (`c`, `ox`) is held by too many words to say anything
+
+
 def _inside(labels: list[str], label: np.ndarray, name: np.ndarray) -> np.ndarray:
     """Per (label, name) pair, whether the name holds the label's name (``red circle`` and ``circle``,
     ``doorbell`` and ``bell``): a more specific name matching the images does not deny the label."""
     folded = [unicodedata.normalize("NFKC", x).casefold() for x in labels]
-    return np.array([folded[a] in folded[b] for a, b in zip(label.tolist(), name.tolist())], bool)
+    return np.array([len(folded[a]) >= MIN_HELD and folded[a] in folded[b]
+                     for a, b in zip(label.tolist(), name.tolist())], bool)
 
 
 def name_counts(s: np.ndarray, threshold: np.ndarray, top1: np.ndarray | None, labels: list[str] | None = None
@@ -26,8 +30,9 @@ def name_counts(s: np.ndarray, threshold: np.ndarray, top1: np.ndarray | None, l
     """Per label, among the sample images at or over its threshold: how many there are, how many
     have the label's own name as their best zero-shot match, and the most frequent other name (its
     count and index, -1 if none). With ``labels``, a name that holds the label's own (``doorbell`` for
-    ``bell``, ``red circle`` for ``circle``) is no rival: a bell's images named doorbell are still a
-    bell's, and a word added to the vocabulary made the label it contains vanish. None without
+    ``bell``, ``red circle`` for ``circle``) counts as the label's own, never as a rival: a bell's
+    images named doorbell are still a bell's, and a word added to the vocabulary made the label it
+    contains vanish. None without
     zero-shot matches. Counted as sparse (label, name) pairs: memory grows with the images over
     thresholds, not with the labels squared."""
     if top1 is None:
@@ -42,10 +47,10 @@ def name_counts(s: np.ndarray, threshold: np.ndarray, top1: np.ndarray | None, l
     label, name = np.divmod(pairs, L)
     own, rival, rival_count = np.zeros(L), np.full(L, -1), np.zeros(L)
     mine = label == name
-    own[label[mine]] = count[mine]
+    if labels is not None and (~mine).any():  # a more specific name (doorbell) names a bell too
+        mine[~mine] = _inside(labels, label[~mine], name[~mine])
+    np.add.at(own, label[mine], count[mine])
     other = ~mine
-    if labels is not None and other.any():
-        other[other] = ~_inside(labels, label[other], name[other])
     order = np.lexsort((-count[other], label[other]))  # per label, its most frequent other name first
     lab, nam, cnt = label[other][order], name[other][order], count[other][order]
     first = np.r_[True, lab[1:] != lab[:-1]] if len(lab) else np.zeros(0, bool)
