@@ -304,3 +304,14 @@ def test_a_page_past_the_last_is_not_found(served):
     r = client.get("/review?page=999")
     assert r.status_code == 404 and "past the last page" in r.text
     assert client.get("/label/star?page=999").status_code == 404
+
+
+def test_the_review_note_shows_only_a_decision_the_app_made(served):
+    ws, _, uris, client, _ = served
+    image_id = sorted(uris)[13]
+    r = client.post("/decide", data={"csrf": csrf_of(client), "image_id": image_id, "label": "heart",
+                                     "decision": "accept", "back": "/review"}, follow_redirects=False)
+    page = client.get(r.headers["location"]).text
+    assert 'id="note"' in page and "accepted heart" in page
+    for spoof in (f"/review?done=reject&image={image_id}&label=heart", f"/review?done=accept&image={image_id}&label=moon"):
+        assert 'id="note"' not in client.get(spoof).text, spoof  # an address claiming another decision

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import CatalogError
 
-__all__ = ["decide", "undo_count", "undo_last"]
+__all__ = ["decide", "undo_count", "undo_last", "undoable_decision"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,15 @@ def undo_count(catalog, image_id: int) -> dict[str, int]:
         "HAVING max(d.decided_at) >= max(u.recorded_at)", {"id": int(image_id)})}
 
 
+def undoable_decision(catalog, image_id: int, label: str) -> str | None:
+    """The pair's decision when it is one the app made and :func:`undo_last` can withdraw (else None)."""
+    rows = catalog.query(
+        "SELECT d.decision FROM review_decisions AS d WHERE d.image_id = $id AND d.label = $label "
+        "AND d.source = 'app' AND d.decided_at >= (SELECT max(recorded_at) FROM review_undo AS u "
+        "WHERE u.image_id = $id AND u.label = $label)", {"id": int(image_id), "label": label})
+    return str(rows[0][0]) if rows else None
+
+
 def _restore_decision(con, image_id: int, label: str, prev: dict[str, Any]) -> None:
     con.execute("DELETE FROM review_decisions WHERE image_id = $id AND label = $label",
                 {"id": image_id, "label": label})
@@ -86,6 +95,9 @@ def _restore_tag(con, run: int, image_id: int, label: str, prev: dict[str, Any])
             "UPDATE tags SET provenance = 'model', positive = coalesce(tags.score >= (SELECT threshold FROM "
             "run_thresholds AS h WHERE h.run_id = $run AND h.label = $label), tags.positive) "
             f"{where}", key)
+        # a row the run held only for the accept (no rank: not in the image's top-k) that the model does not
+        # keep is not one a run made without the decision would hold
+        con.execute(f"DELETE FROM tags {where} AND rank IS NULL AND NOT positive", key)
 
 
 def _replaced_since(con, image_id: int, label: str, prev: dict[str, Any]) -> str | None:

@@ -192,13 +192,17 @@ def diff(app: "Serve", request: Request) -> dict[str, Any]:
 
 def review(app: "Serve", request: Request) -> dict[str, Any]:
     page, size = _int(request, "page", 1), app.cfg.page_size
+    from ..catalog.undo import undoable_decision
+    params = request.query_params
+    note = None
     with app.catalog.read() as cat:
         run = app.current(cat)
         total, rows = browse.review_page(cat, run.run_id, (page - 1) * size, size)
+        if params.get("done") in ("accept", "reject") and params.get("image", "").isdigit() and params.get("label"):
+            image_id, label = int(params["image"]), params["label"]
+            note = {"decision": params["done"], "image_id": image_id, "label": label}
+            if undoable_decision(cat, image_id, label) != params["done"]:
+                note = None  # an address cannot claim a decision the app did not make (nor offer its undo)
     back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    note = None
-    params = request.query_params
-    if params.get("done") in ("accept", "reject") and params.get("image", "").isdigit() and params.get("label"):
-        note = {"decision": params["done"], "image_id": int(params["image"]), "label": params["label"]}
     return {"template": "queue.html", "page": "review", "title": "Needs review", "run": run, "queue": rows,
             "paging": _pager(request, page, total, size), "back": back, "note": note}
