@@ -188,7 +188,7 @@ def test_encode_hands_its_actors_an_absolute_checkpoint(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("error,says", [
-    (OSError("2744320 requested and 41952 written"), "no space left on the device"),  # numpy on a full disk
+    (OSError("2744320 requested and 41952 written"), "No space left on device"),  # numpy on a full disk
     (PermissionError(13, "Permission denied", "/ws/classifiers/x.npy"), "Permission denied (/ws/classifiers/x.npy)"),
 ])
 def test_an_os_error_a_verb_did_not_expect_is_one_line(monkeypatch, capsys, error, says):

@@ -198,3 +198,22 @@ def test_a_damaged_settings_file_or_a_path_that_is_not_utf8_is_one_error_line(ws
     bad = tmp_path / os.fsdecode(b"caf\xe9")
     done = cli("init", str(bad))
     assert done.returncode == 2 and "is not UTF-8" in done.stderr and not bad.exists(), done.stderr
+
+
+def test_flip_lines_are_whole_when_piped(capsys):
+    from tagger.cli.options import print_flips
+    reason = "its name is the best match of 3 of its 156 images, 'doorbell' of 24 " * 3
+    print_flips([{"label": "bell", "before_positives": 150, "after_positives": 0, "reason": reason}], 4)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "1 label(s) whose decision changed from run 4:"
+    assert len(lines) == 2 and lines[1].startswith("  bell: 150 -> 0 positives (") and len(lines[1]) > 200
+
+
+@pytest.mark.skipif(not Path("/usr/bin/script").exists(), reason="needs script(1) for a terminal")
+def test_no_color_means_no_escape_codes_on_a_terminal(ws):
+    cmd = f"NO_COLOR=1 {sys.executable} -m tagger.cli labels list -w {ws}"
+    out = subprocess.run(["script", "-qc", cmd, "/dev/null"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert "circle" in out.stdout and "\x1b[" not in out.stdout, out.stdout[:300]
+    styled = subprocess.run(["script", "-qc", cmd.replace("NO_COLOR=1 ", ""), "/dev/null"], capture_output=True,
+                            text=True, timeout=300, cwd=REPO, env={**os.environ, "TERM": "xterm"})
+    assert "\x1b[" in styled.stdout  # the test can tell: without it, a terminal gets styles

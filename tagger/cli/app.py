@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None, *, verb: str | None = None, prog_name: s
     if verb is not None:
         command = command.commands[verb]  # type: ignore[attr-defined]
     try:
-        command.main(args=argv, prog_name=prog_name)
+        command.main(args=argv, prog_name=prog_name, help_option_names=["-h", "--help"])  # a job's verb too
     except SystemExit as e:
         if e.code not in (0, None):  # errors exit with their status; success returns to the caller
             raise
@@ -384,7 +384,8 @@ def main(argv: list[str] | None = None, *, verb: str | None = None, prog_name: s
         logging.getLogger(__name__).debug("the command ended on an OS error", exc_info=True)
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
         full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or "requested and" in str(e)
-        what = "no space left on the device: the output could not be written" if full else (e.strerror or str(e))
+        what = f"{e.strerror or 'No space left on device'}: the output could not be written" if full else \
+            (e.strerror or str(e))
         sys.stderr.write(f"error: {what}{where}\n")
         raise SystemExit(2) from None
     except TaggerError as e:  # a named error a verb did not turn into its line: the same line, status 2

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -24,8 +25,9 @@ from ..workspace import Workspace
 if TYPE_CHECKING:
     from ..catalog import Catalog
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, soft_wrap=True, highlight=False)
+_PLAIN = {"color_system": None} if os.environ.get("NO_COLOR") else {}  # no-color.org: no styles at all
+console = Console(highlight=False, **_PLAIN)  # type: ignore[arg-type]
+err_console = Console(stderr=True, soft_wrap=True, highlight=False, **_PLAIN)  # type: ignore[arg-type]
 
 DEFAULT_WORKSPACE = Path("workspace")
 WorkspaceOpt = Annotated[Path, typer.Option(
@@ -293,10 +295,13 @@ def print_flips(flips: list[Mapping[str, Any]], against: Any = None) -> None:
     from ..catalog.flips import flip_lines
     if not flips:
         return
-    console.print(f"{len(flips)} label(s) whose decision changed" + (f" from run {against}" if against else "") + ":",
-                  markup=False)
-    for line in flip_lines(flips):
-        console.print(f"  {line}", markup=False)
+    lines = [f"{len(flips)} label(s) whose decision changed" + (f" from run {against}" if against else "") + ":",
+             *(f"  {line}" for line in flip_lines(flips))]
+    for line in lines:  # on a terminal, wrapped to it; piped, one line per flip at its full width
+        if console.is_terminal:
+            console.print(line, markup=False, highlight=False)
+        else:
+            typer.echo(line.translate(_CONTROLS))
 
 
 # -- options of the job verbs, shared with ``jobs/`` (which run these same commands) ------------------
