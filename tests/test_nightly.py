@@ -75,8 +75,9 @@ def test_new_labels_are_tagged_without_decoding_images_again(corpus, tagged_once
     assert summary["encoded"] == 0 and summary["errors"] == 0
     assert summary["vocabulary"]["added"] == LATER
     assert summary["vocabulary"]["synonyms_changed"] == ["circle"]
-    assert summary["text_stats"]["synonyms_changed"] == ["circle"]
-    assert summary["text_stats"]["kept_from_previous"] > 0 and summary["text_stats"]["new_label_sets"] > 0
+    # 9 of 12 labels new or changed: extending would ask 750 label sets each, more than a new corpus of
+    # 3,000 holds, so one is built (extensions: tests/test_text_incremental.py)
+    assert summary["text"] == "built" and summary["mode"] == "full"
     uris = sorted(truth)
     rows = current(ws)
     scores = np.full((len(uris), len(LABELS)), -1e9)
