@@ -32,9 +32,8 @@ def name_counts(s: np.ndarray, threshold: np.ndarray, top1: np.ndarray | None, l
     count and index, -1 if none). With ``labels``, a name that holds the label's own (``doorbell`` for
     ``bell``, ``red circle`` for ``circle``) counts as the label's own, never as a rival: a bell's
     images named doorbell are still a bell's, and a word added to the vocabulary made the label it
-    contains vanish. None without
-    zero-shot matches. Counted as sparse (label, name) pairs: memory grows with the images over
-    thresholds, not with the labels squared."""
+    contains vanish. None without zero-shot matches. Counted as sparse (label, name) pairs: memory
+    grows with the images over thresholds, not with the labels squared."""
     if top1 is None:
         return None
     top1 = np.asarray(top1, np.int64)

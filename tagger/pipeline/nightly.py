@@ -22,7 +22,8 @@ Mode. A small vocabulary change makes an *incremental* nightly (:mod:`tagger.pip
 frozen current classifier, and ``tag`` scores and decides only those labels, carrying every other
 label's tags and decisions over from the current run. Everything else makes a *full* one, as above:
 When no label changed (and nothing below forces a full one), the *unchanged* nightly trains nothing:
-the classifier in use tags the images added since, or, with none added, the current run stays.
+the classifier in use tags again when images were added or review decisions made since; otherwise the
+current run stays.
 ``full=True`` (``tagger nightly --full``), no current run, more than
 ``max_changed`` (10 %) of the current run's labels added, retired or with changed synonyms, a changed
 text model, changed label parents or a changed label with parents or children, another head in use
@@ -126,15 +127,19 @@ def _full_reason(cat, diff: dict[str, list[str]], cfg: NightlyConfig, model_id: 
     return next((why for bad, why in checks if bad), None)
 
 
-def _unchanged(workspace: "Workspace", model_id: str, run, head) -> dict[str, Any]:
+def _unchanged(workspace: "Workspace", cat, model_id: str, run, head) -> dict[str, Any]:
     """No label changed: the classifier in use tags again, untrained; the current run itself stays
-    when it already holds every encoded image (``retag`` false)."""
+    when it already holds every encoded image and every review decision (``retag`` false)."""
     from ..store import list_done_shards
     from .tag import _shards_key
-    retag = ((run.config or {}).get("shards") != _shards_key(list_done_shards(str(workspace.root), model_id)))
-    return {"mode": "unchanged", "base_run": run.run_id, "classifier": (head or {}).get("classifier_id") or run.classifier_id,
-            "retag": retag, "reason": "no label changed: the classifier in use tags the images added since"
-            if retag else f"no label changed and no image added: run {run.run_id} stays current"}
+    config = run.config or {}
+    added = config.get("shards") != _shards_key(list_done_shards(str(workspace.root), model_id))
+    reviewed = config.get("review") != cat.review_key()  # accepted pairs the run has not scored
+    why = "the images added since" if added else "the images with review decisions made since" if reviewed else None
+    return {"mode": "unchanged", "base_run": run.run_id, "retag": why is not None,
+            "classifier": (head or {}).get("classifier_id") or run.classifier_id,
+            "reason": f"no label changed: the classifier in use tags again, for {why}" if why else
+            f"no label changed, no image added, no review decision since: run {run.run_id} stays current"}
 
 
 def choose_mode(workspace: "Workspace", cat, diff: dict[str, list[str]], cfg: NightlyConfig,
@@ -152,7 +157,7 @@ def choose_mode(workspace: "Workspace", cat, diff: dict[str, list[str]], cfg: Ni
     if why is not None:
         return {"mode": "full", "reason": why, "base_run": None}
     if not (diff["added"] or diff["retired"] or diff["synonyms_changed"]):
-        return _unchanged(workspace, model_id, run, head_in_use(cat, model_id))
+        return _unchanged(workspace, cat, model_id, run, head_in_use(cat, model_id))
     n = len(diff["added"]) + len(diff["retired"]) + len(diff["synonyms_changed"])
     return {"mode": "incremental", "reason": f"{n} label(s) added, retired or with new synonyms, of the current run's "
                                              f"{len(run.labels or [])}",
