@@ -20,11 +20,10 @@ same tags as an uninterrupted run:
 Mode. A small vocabulary change makes an *incremental* nightly (:mod:`tagger.pipeline.increment`):
 ``train`` trains only the rows of the added labels (and of those whose synonyms changed) against the
 frozen current classifier, and ``tag`` scores and decides only those labels, carrying every other
-label's tags and decisions over from the current run. Everything else makes a *full* one, as above:
-When no label changed (and nothing below forces a full one), the *unchanged* nightly trains nothing:
-the classifier in use tags again when images were added or review decisions made since; otherwise the
-current run stays.
-``full=True`` (``tagger nightly --full``), no current run, more than
+label's tags and decisions over from the current run. When no label changed (and nothing below forces a
+full one), the *unchanged* nightly trains nothing: the classifier in use tags again when images were
+added or review decisions made since; otherwise the current run stays. Everything else makes a *full*
+one, as above: ``full=True`` (``tagger nightly --full``), no current run, more than
 ``max_changed`` (10 %) of the current run's labels added, retired or with changed synonyms, a changed
 text model, changed label parents or a changed label with parents or children, another head in use
 than the current run's text-only classifier, changed tag settings, pins or labelled set, the
