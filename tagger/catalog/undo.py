@@ -27,6 +27,9 @@ FROM (SELECT 1) AS one
 LEFT JOIN tags AS t ON t.run_id = (SELECT run_id FROM current_run) AND t.image_id = $id AND t.label = $label
 LEFT JOIN review_decisions AS d ON d.image_id = $id AND d.label = $label
 """
+# the pair's decision is the app's and no later than its newest undo entry: made by the app, not replaced since
+_UNDOABLE = ("d.source = 'app' AND d.decided_at >= (SELECT max(u.recorded_at) FROM review_undo AS u "
+             "WHERE u.image_id = d.image_id AND u.label = d.label)")
 _UNDO_COLS = ("seq", "run_id", "had_row", "positive", "provenance", "decision", "who", "decided_at", "source",
               "recorded_at")
 
@@ -55,17 +58,14 @@ def undo_count(catalog, image_id: int) -> dict[str, int]:
     """label -> decisions of the image that :func:`undo_last` can withdraw (none where a decision made
     elsewhere replaced the app's latest)."""
     return {str(lab): int(n) for lab, n in catalog.query(
-        "SELECT u.label, count(*) FROM review_undo AS u JOIN review_decisions AS d USING (image_id, label) "
-        "WHERE u.image_id = $id AND d.source = 'app' GROUP BY u.label "
-        "HAVING max(d.decided_at) >= max(u.recorded_at)", {"id": int(image_id)})}
+        "SELECT v.label, count(*) FROM review_undo AS v JOIN review_decisions AS d USING (image_id, label) "
+        f"WHERE v.image_id = $id AND {_UNDOABLE} GROUP BY v.label", {"id": int(image_id)})}
 
 
 def undoable_decision(catalog, image_id: int, label: str) -> str | None:
     """The pair's decision when it is one the app made and :func:`undo_last` can withdraw (else None)."""
-    rows = catalog.query(
-        "SELECT d.decision FROM review_decisions AS d WHERE d.image_id = $id AND d.label = $label "
-        "AND d.source = 'app' AND d.decided_at >= (SELECT max(recorded_at) FROM review_undo AS u "
-        "WHERE u.image_id = $id AND u.label = $label)", {"id": int(image_id), "label": label})
+    rows = catalog.query(f"SELECT d.decision FROM review_decisions AS d WHERE d.image_id = $id AND d.label = $label "
+                         f"AND {_UNDOABLE}", {"id": int(image_id), "label": label})
     return str(rows[0][0]) if rows else None
 
 

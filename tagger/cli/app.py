@@ -33,7 +33,8 @@ from .report import report_cmd
 from .review import review_app
 from .status import quiet_warnings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]},
+HELP_OPTIONS = ["-h", "--help"]
+app = typer.Typer(add_completion=False, no_args_is_help=True, context_settings={"help_option_names": HELP_OPTIONS},
                   help="Tag image collections with labels nobody annotated.")
 
 
@@ -372,7 +373,7 @@ def main(argv: list[str] | None = None, *, verb: str | None = None, prog_name: s
     if verb is not None:
         command = command.commands[verb]  # type: ignore[attr-defined]
     try:
-        command.main(args=argv, prog_name=prog_name, help_option_names=["-h", "--help"])  # a job's verb too
+        command.main(args=argv, prog_name=prog_name, help_option_names=HELP_OPTIONS)  # a job's verb too
     except SystemExit as e:
         if e.code not in (0, None):  # errors exit with their status; success returns to the caller
             raise

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -25,9 +25,9 @@ from ..workspace import Workspace
 if TYPE_CHECKING:
     from ..catalog import Catalog
 
-_PLAIN = {"color_system": None} if os.environ.get("NO_COLOR") else {}  # no-color.org: no styles at all
-console = Console(highlight=False, **_PLAIN)  # type: ignore[arg-type]
-err_console = Console(stderr=True, soft_wrap=True, highlight=False, **_PLAIN)  # type: ignore[arg-type]
+_COLORS: Literal["auto"] | None = None if os.environ.get("NO_COLOR") else "auto"  # no-color.org: with NO_COLOR, no styles at all
+console = Console(highlight=False, color_system=_COLORS)
+err_console = Console(stderr=True, soft_wrap=True, highlight=False, color_system=_COLORS)
 
 DEFAULT_WORKSPACE = Path("workspace")
 WorkspaceOpt = Annotated[Path, typer.Option(

@@ -11,16 +11,22 @@ import unicodedata
 
 import numpy as np
 
-__all__ = ["name_counts", "name_words"]
+__all__ = ["fold", "name_counts", "name_words"]
 
 
 MIN_HELD = 3  # a shorter name (`c`, `ox`) is held by too many words to say anything
 
 
+def fold(name: str) -> str:
+    """The form two names are compared in: compatibility-normalised (full-width letters, ligatures) and
+    case-folded, so ``Star``, ``STAR`` and ``ＳＴＡＲ`` are one name."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
 def _inside(labels: list[str], label: np.ndarray, name: np.ndarray) -> np.ndarray:
     """Per (label, name) pair, whether the name holds the label's name (``red circle`` and ``circle``,
     ``doorbell`` and ``bell``): a more specific name matching the images does not deny the label."""
-    folded = [unicodedata.normalize("NFKC", x).casefold() for x in labels]
+    folded = {i: fold(labels[i]) for i in set(label.tolist()) | set(name.tolist())}
     return np.array([len(folded[a]) >= MIN_HELD and folded[a] in folded[b]
                      for a, b in zip(label.tolist(), name.tolist())], bool)
 

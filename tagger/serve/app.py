@@ -160,18 +160,18 @@ def _original(serve: Serve, info: dict[str, Any]) -> Response:
     """The image's file as it was encoded: only an image read without error, and only while the file's
     bytes are still the ones encoded (size, then sha256), so a file swapped or linked in since is never
     served. The bytes checked are the bytes sent."""
-    from ..pipeline.sources import to_local_path
+    from ..uris import to_local_path
     missing = LookupError(f"the file of image {info['image_id']} cannot be read here")
     if info["status"] != "ok" or not info["content_hash"]:
         return _error(serve, LookupError(f"image {info['image_id']} was not read as an image "
                                          f"(status {info['status']})"), 404)
     local = to_local_path(info["uri"])
-    if local is None:
-        return _error(serve, missing, 404)
     try:
-        size = Path(local).stat().st_size if Path(local).is_file() else -1
-        if size < 0 or size != (info["bytes"] if info["bytes"] is not None else min(size, _MAX_ORIGINAL)):
+        if local is None or not Path(local).is_file():
             raise OSError
+        size = Path(local).stat().st_size
+        if size != info["bytes"] if info["bytes"] is not None else size > _MAX_ORIGINAL:
+            raise OSError  # another file than the one encoded, or one too large to read whole
         data = Path(local).read_bytes()
     except OSError:
         return _error(serve, missing, 404)

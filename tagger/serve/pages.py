@@ -15,6 +15,7 @@ from ..catalog import report as q
 from ..catalog.diff import run_diff
 from ..catalog.flips import decision_flips, previous_tag_run
 from ..catalog.runs import head_label
+from ..catalog.undo import undoable_decision
 from ..catalog.undo import undo_count
 from ..errors import ConfigError, TaggerError
 from ..report.charts import bar_chart, column_chart, score_histogram
@@ -192,7 +193,6 @@ def diff(app: "Serve", request: Request) -> dict[str, Any]:
 
 def review(app: "Serve", request: Request) -> dict[str, Any]:
     page, size = _int(request, "page", 1), app.cfg.page_size
-    from ..catalog.undo import undoable_decision
     params = request.query_params
     note = None
     with app.catalog.read() as cat:

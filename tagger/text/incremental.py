@@ -126,7 +126,7 @@ def _per_label(prev: TextCorpus) -> int:
     return max(1, round(n_gen * 3 / max(1, len(prev.class_names))))
 
 
-def extension_size(prev: TextCorpus, vocab: Vocabulary) -> int:
+def _extension_size(prev: TextCorpus, vocab: Vocabulary) -> int:
     """The label sets extending ``prev`` to ``vocab`` would ask the generator for."""
     fresh = [lab for lab in vocab.labels if lab not in prev.class_names] + synonyms_changed(prev.config, vocab)
     return len(fresh) * _per_label(prev)
@@ -210,7 +210,7 @@ def update_corpus(records: Sequence[Mapping[str, Any]], load: Callable[[str], Te
     vocab = Vocabulary.create(labels, synonyms)
     if list(prev.class_names) != list(vocab.labels) or synonyms_changed(prev.config, vocab) \
             or parents_changed(prev.config, vocab.labels, parents):
-        asked = extension_size(prev, vocab)
+        asked = _extension_size(prev, vocab)
         if asked > n_sentences:  # many labels added at once: a corpus of the usual size, not one that grows
             logger.info("extending corpus %s would ask for %d label sets, more than a new corpus of %d sentences: "
                         "building one", prev.corpus_id, asked, n_sentences)

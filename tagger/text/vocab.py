@@ -10,6 +10,7 @@ from functools import lru_cache
 
 from ..errors import ConfigError
 from ..method.hierarchy import is_ancestor
+from ..method.names import fold
 
 __all__ = ["TermClash", "TermInside", "Vocabulary", "fold", "mentions", "mentions_all", "name_problem", "plural", "same_term",
            "term_clashes", "terms_inside"]
@@ -55,12 +56,6 @@ def name_problem(name: str) -> str | None:
     if name.strip() and not any(unicodedata.category(c)[0] in "LN" or unicodedata.category(c) == "So" for c in name):
         return "has no word (no letter, digit or symbol, only punctuation): no sentence could name it"
     return None
-
-
-def fold(name: str) -> str:
-    """The form two names are compared in: compatibility-normalised (full-width letters, ligatures) and
-    case-folded, so ``Star``, ``STAR`` and ``ＳＴＡＲ`` are one name."""
-    return unicodedata.normalize("NFKC", name).casefold()
 
 
 def plural(phrase: str, overrides: Mapping[str, str] | None = None) -> str:
