@@ -101,6 +101,25 @@ def test_piped_tables_are_not_squeezed(ws):
     assert all(len(line) > 40 for line in rows.values())
 
 
+def test_a_terminal_too_narrow_for_the_table_gets_one_block_per_row(ws, monkeypatch):
+    """At COLUMNS=20 on a terminal, `runs list` was an empty grid: every cell squeezed to nothing."""
+    import io
+
+    from rich.console import Console
+
+    from tagger.cli import options
+    for width, records in ((20, True), (300, False)):
+        buf = io.StringIO()
+        monkeypatch.setattr(options, "console", Console(file=buf, force_terminal=True, width=width, color_system=None))
+        options.emit_rows(("label", "synonyms", "status"), [("circle", "disc, dot", "active"), ("star", None, "new")],
+                          title="2 label(s)")
+        text = buf.getvalue()
+        assert ("-- row 2 --" in text) == records, text
+        assert "circle" in text and "star" in text and "disc, dot" in text
+        if records:
+            assert "synonyms  disc, dot" in text and "status    new" in text and "label     star" in text
+
+
 def test_control_characters_in_the_data_are_shown_escaped_in_tables(ws):
     """An escape sequence or a newline in a value (a file name) never reaches the terminal as such,
     and a row stays one line; the machine formats keep the value as it is."""

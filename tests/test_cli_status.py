@@ -56,3 +56,23 @@ def test_a_first_run_names_the_command_to_start_with(tmp_path, verb):
     line = out.stderr.strip()
     assert line.startswith("error:") and "\n" not in line and f"tagger encode SOURCE -w {tmp_path / 'new'}" in line
     assert not (tmp_path / "new").exists()
+
+
+def test_a_run_whose_job_ended_reads_interrupted_not_running(ws, tmp_path):
+    """A killed job's run stayed 'running' in `status` and `runs list` until the next job marked it."""
+    import shutil
+
+    from tagger.catalog import Catalog
+    root = tmp_path / "ws"
+    shutil.copytree(ws.root, root)
+    with Catalog.open(root / "catalog.duckdb") as cat:
+        left = cat.start_run("tag", model_id="toy-vit", labels=["star"], config={})
+    got = json.loads(invoke("status", "-w", str(root), "--json").stdout)
+    assert got["last_tag_run"] == left and got["last_tag_status"].startswith("interrupted: its job ended")
+    runs = {r["run_id"]: r for r in json.loads(invoke("runs", "list", "-w", str(root), "--json").stdout)}
+    assert runs[left]["status"] == "interrupted" and "next tag or nightly" in runs[left]["error"]
+    assert {r["status"] for k, r in runs.items() if k != left} <= {"current", "superseded"}
+    with JobLock(root / "catalog.duckdb", "tag"):  # while a job runs, its run is running
+        assert json.loads(invoke("status", "-w", str(root), "--json").stdout)["last_tag_status"] == "running"
+        runs = {r["run_id"]: r for r in json.loads(invoke("runs", "list", "-w", str(root), "--json").stdout)}
+        assert runs[left]["status"] == "running" and runs[left]["error"] is None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from tagger.method.decisions import TextAnchors, fit_anchored
-from tagger.method.names import name_counts
+from tagger.method.names import name_counts, name_words
 
 
 def _bells(seed: int = 3):
@@ -24,17 +24,18 @@ def test_a_name_holding_the_label_is_no_rival():
     s, y, top1 = _bells()
     labels = ["bell", "doorbell", "star", "echo"]
     thr = np.array([0.6, 0.6, 0.6, 0.6])
-    m, own, other, rival = name_counts(s, thr, top1)
-    assert labels[rival[0]] == "doorbell" and own[0] < 0.5 * other[0]
+    m, own, other, rival, held, _ = name_counts(s, thr, top1)
+    assert held[0] == 0 and labels[rival[0]] == "doorbell" and own[0] < 0.5 * other[0]
     before = own[0]
-    m, own, other, rival = name_counts(s, thr, top1, labels)
+    m, own, other, rival, held, holder = name_counts(s, thr, top1, labels)
     assert labels[rival[0]] == "echo" and own[0] >= 0.5 * other[0]  # the next name is the rival
+    assert labels[holder[0]] == "doorbell" and held[0] == own[0] - before
     assert own[0] > before  # and the images named `doorbell` count for `bell`: a doorbell names a bell too
     assert labels[rival[1]] in ("bell", "echo") and other[1] > 0  # `bell` holds no `doorbell`: a rival still
     folded = name_counts(s, thr, top1, ["BELL", "Ｄｏｏｒｂｅｌｌ", "star", "echo"])
-    assert folded[3][0] == 3  # compared case- and width-folded
+    assert folded.rival[0] == 3  # compared case- and width-folded
     short = name_counts(s, thr, top1, ["el", "doorbell", "star", "echo"])
-    assert short[3][0] == 1  # a name under three letters is held by too many words: no rule
+    assert short.rival[0] == 1 and short.held[0] == 0  # a name under three letters is held by too many words: no rule
 
 
 def test_the_label_a_new_word_contains_keeps_its_images():
@@ -45,3 +46,15 @@ def test_the_label_a_new_word_contains_keeps_its_images():
     assert d.present[0], d.reason(0)
     assert (d.positive(s)[:, 0] & y).sum() >= 0.8 * y.sum()
     assert not d.present[3] and "'doorbell' of" in d.reason(3)  # an echo holding no name is still refused
+
+
+def test_the_reason_says_when_a_name_holding_the_label_named_its_images():
+    s, y, top1 = _bells()
+    labels = ["bell", "doorbell", "star", "echo"]
+    names = name_counts(s, np.full(4, 0.6), top1, labels)
+    words = name_words(names, labels, names.own / np.maximum(names.rival_count, 1.0), 0.5)
+    own, held = int(names.own[0]), int(names.held[0])
+    assert 0 < held < own
+    assert words[0].startswith(f"its name, or one holding it, is the best match of {own} of its ")
+    assert f"({held} by a name holding it, most often 'doorbell')" in words[0]
+    assert words[1].startswith("its name is the best match of")  # `bell` holds no `doorbell`

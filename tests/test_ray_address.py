@@ -168,3 +168,28 @@ def test_sigterm_stops_a_join_blocked_inside_ray(images, tmp_path):
     finally:
         gcs.kill()
         gcs.wait(timeout=30)
+
+
+SESSION_THEN_WAIT = """
+import time
+from tagger.pipeline.raycluster import ray_session
+with ray_session():
+    print("up", flush=True)
+    time.sleep(300)
+"""
+
+
+@pytest.mark.ray
+def test_sigterm_inside_a_ray_session_exits_143_after_its_clean_up(tmp_path):
+    """SIGTERM during a stage that runs on Ray (tag) exited with 15, Ray's handler's status; elsewhere 143."""
+    proc = subprocess.Popen([sys.executable, "-c", SESSION_THEN_WAIT], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert proc.stdout.readline().strip() == "up", proc.stderr.read()[-3000:] if proc.poll() is not None else ""
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)

@@ -255,3 +255,14 @@ def test_a_folder_named_like_the_marker_does_not_make_a_report(tmp_path):
     (tmp_path / "site" / "notes.txt").write_text("keep")
     with pytest.raises(ConfigError, match="is not a tagger report"):
         _check_out(tmp_path / "site")
+
+
+def test_a_long_label_name_in_the_bar_chart_ends_in_an_ellipsis_and_keeps_its_whole_name():
+    import re
+
+    from tagger.report.charts import bar_chart
+    long = "a very long label name that goes on and on"
+    svg = str(bar_chart([(long, 5, None), ("star", 3, "label-star.html")], "positives per label"))
+    shown = [re.sub(r"<title>.*?</title>", "", t) for t in re.findall(r'<text[^>]*text-anchor="end">(.*?)</text>', svg)]
+    assert shown == [long[:27] + "\u2026", "star"]
+    assert f"<title>{long}</title>" in svg

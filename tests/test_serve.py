@@ -315,3 +315,60 @@ def test_the_review_note_shows_only_a_decision_the_app_made(served):
     assert 'id="note"' in page and "accepted heart" in page
     for spoof in (f"/review?done=reject&image={image_id}&label=heart", f"/review?done=accept&image={image_id}&label=moon"):
         assert 'id="note"' not in client.get(spoof).text, spoof  # an address claiming another decision
+
+
+def test_search_like_an_unreadable_image_and_json_errors(served, tmp_path):
+    """`?like=` an image that could not be read says so (it was 'not encoded yet'); a client asking for
+    JSON gets its errors as JSON, not as an HTML page."""
+    ws, _, uris, client, _ = served
+    bad_file = tmp_path / "broken.jpg"
+    bad_file.write_bytes(b"not a jpeg")
+    with Catalog.open(ws.catalog) as cat:
+        (bad,) = cat.register_images([{"uri": str(bad_file)}])
+        cat.mark_errors([int(bad)], "decode failed: cannot identify image file")
+    r = client.get(f"/search?like={int(bad)}")
+    assert r.status_code == 400 and "could not be read (decode failed: cannot identify image file)" in r.text
+    assert "not encoded yet" not in r.text
+    assert client.get("/search?like=987654").status_code == 404
+    json_only = {"Accept": "application/json"}
+    form = {"image_id": sorted(uris)[3], "label": "no such label", "decision": "accept"}
+    r = client.post("/decide", data={**form, "csrf": csrf_of(client)}, headers=json_only)
+    assert r.status_code == 400 and r.headers["content-type"].startswith("application/json")
+    assert r.json()["ok"] is False and "no such label" in r.json()["error"]
+    r = client.post("/decide", data={**form, "csrf": "guessed"}, headers=json_only)
+    assert r.status_code == 403 and "CSRF" in r.json()["error"]
+    r = client.post("/decide", data={**form, "label": "star", "csrf": csrf_of(client)}, headers=json_only)
+    assert r.status_code == 200 and r.json()["ok"] is True
+    r = client.post("/undo", data={**form, "label": "star", "csrf": csrf_of(client)}, headers=json_only)
+    assert r.status_code == 200 and r.json()["ok"] is True
+
+
+def test_the_diff_of_a_run_with_no_earlier_one_says_so(served):
+    """The first run (or one whose predecessors were pruned) was compared with itself: all zeros."""
+    ws, _, _, client, _ = served
+    first, last = sql(ws, "SELECT min(run_id), max(run_id) FROM runs WHERE kind = 'tag'")[0]
+    html = client.get(f"/diff?b={first}").text
+    assert f"no earlier run of run {first} is kept to compare with" in html and 'data-count="gained"' not in html
+    assert "nothing to compare" in client.get(f"/diff?a={last}&b={last}").text
+    assert 'data-count="gained"' in client.get(f"/diff?a={first}&b={last}").text
+    assert client.get("/diff?b=987654").status_code in (400, 404)
+
+
+def test_a_thumbnail_is_made_only_from_the_bytes_encoded(served):
+    """A file swapped for another picture after encoding showed the new picture as the image's thumbnail."""
+    ws, _, uris, client, app = served
+    image_id, other = sorted(uris)[9], sorted(uris)[10]
+    path = Path(uris[image_id])
+    original = path.read_bytes()
+    (content_hash,) = sql(ws, "SELECT content_hash FROM images WHERE image_id = ?", [image_id])[0]
+    for cached in Path(app.state.serve.renditions.thumbs.dir).rglob(f"{content_hash[:32]}.jpg"):
+        cached.unlink()
+    try:
+        path.write_bytes(Path(uris[other]).read_bytes())  # another valid picture in its place
+        for url in (f"/thumb/{image_id}", f"/image/{image_id}/preview"):
+            assert client.get(url).status_code == 404, url
+    finally:
+        path.write_bytes(original)
+    for url in (f"/thumb/{image_id}", f"/image/{image_id}/preview"):  # put back: shown again
+        r = client.get(url)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg", url

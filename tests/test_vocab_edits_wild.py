@@ -292,3 +292,13 @@ def test_a_term_inside_another_at_punctuation_is_found():
     terms = {"circle": ["dot"], "star": [], "dot.ted": [], "star!": [], "stardust": [], "C#": [], "c": ["(c)"]}
     found = {(t.term, t.outer_term) for t in terms_inside(terms)}
     assert found == {("dot", "dot.ted"), ("star", "star!"), ("c", "C#")}  # c's own "(c)" is its own
+
+
+def test_the_error_line_keeps_a_names_own_spaces(ws):
+    """`palm  tree` (two spaces) against `palm tree` read "'palm tree' ... as the label 'palm tree'": the
+    one-line error squeezed every run of spaces, the names' too."""
+    before = state(ws)
+    out = invoke(ws, "labels", "add", "palm  tree", "palm tree")
+    assert out.exit_code == 2 and out.stderr.count("\n") == 1
+    assert "'palm  tree'" in out.stderr and "'palm tree'" in out.stderr
+    assert state(ws) == before

@@ -18,7 +18,7 @@ from .base import SEALED_CONFIG
 from .thresholds import DecisionsMixin, check_threshold
 from .hierarchy import HierarchyMixin
 from .images import ImagesMixin, records_table
-from .joblock import JOB_LOCK_WAIT, JobLock, job_driver, job_lock_path
+from .joblock import JOB_LOCK_WAIT, JobLock, job_driver, job_lock_path, running_job
 from .migrations import apply_migrations, default_schema_dir, load_migrations
 from .readonly import check_read_only
 from .review import ReviewMixin
@@ -36,4 +36,5 @@ class Catalog(ImagesMixin, VocabMixin, RunsMixin, DecisionsMixin, HierarchyMixin
 __all__ = [
     "Catalog", "DecisionsMixin", "JOB_LOCK_WAIT", "JobLock", "Label", "Run", "RUN_STATUSES", "SEALED_CONFIG", "apply_migrations",
     "check_read_only", "check_threshold", "default_schema_dir", "job_driver", "job_lock_path", "load_migrations", "records_table",
+    "running_job",
 ]

@@ -279,6 +279,13 @@ class ImagesMixin(CatalogBase):
         """Names of the shards the catalog has recorded encodings from, for ``model_id``."""
         return {s for (s,) in self.query("SELECT DISTINCT shard FROM encodings WHERE model_id = ?", [model_id])}
 
+    def images_in_shards(self, model_id: str, shards: Sequence[str]) -> int:
+        """How many images the catalog records as encoded with ``model_id`` into ``shards``."""
+        if not shards:
+            return 0
+        return int(self.query("SELECT count(*) FROM encodings WHERE model_id = ? AND shard IN (SELECT unnest(?))",
+                              [model_id, [str(s) for s in shards]])[0][0])
+
     def shards_of(self, model_id: str, image_ids: Sequence[int]) -> list[tuple[int, str]]:
         """``(image_id, shard)`` of those of ``image_ids`` encoded with ``model_id``, by image id."""
         rows = self.query("SELECT image_id, shard FROM encodings WHERE model_id = ? AND "

@@ -66,6 +66,22 @@ def job_wait(catalog_path: str | os.PathLike) -> float:
     return held.wait if held is not None else default_job_wait()
 
 
+def running_job(catalog_path: str | os.PathLike) -> str | None:
+    """What the job lock names while a job (of any process) holds it; None: no job runs now, so a
+    run still marked 'running' was left by a job that ended."""
+    try:
+        fd = os.open(job_lock_path(catalog_path), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 400, 0).decode("utf-8", "replace").strip() or "a job"
+    finally:
+        os.close(fd)
+    return None
+
+
 def holds_job_lock(catalog_path: str | os.PathLike) -> bool:
     """True when this process holds the job lock of the catalog at ``catalog_path`` (so no other
     job runs on it)."""

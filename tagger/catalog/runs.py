@@ -21,8 +21,9 @@ ABANDONED = "abandoned: the process that ran it ended"
 RUN_STATUSES = ("running", "loaded", "current", "failed", "superseded")
 _RUN_COLUMNS = ("run_id", "kind", "status", "started_at", "finished_at", "model_id", "classifier_id",
                 "n_images", "n_tags", "config", "timings", "labels", "error", "pruned_at", "mode", "base_run")
-#: How a tag run was made (``runs.mode``): every label scored, or only the changed ones (the rest carried over).
-RUN_MODES = ("full", "incremental")
+#: How a tag run was made (``runs.mode``): every label scored, only the changed ones (the rest carried over),
+#: or no label scored again (the base run's tags and decisions carried over, new images tagged with them).
+RUN_MODES = ("full", "incremental", "carried")
 _REQUIRED_TAG_COLUMNS = ("image_id", "label", "score")
 _TAG_COLUMNS = "run_id, image_id, label, score, rank, positive, confidence"
 
@@ -38,12 +39,12 @@ def head_label(config: Mapping[str, Any] | None) -> str:
 
 
 def run_mode(run: "Run") -> str | None:
-    """How ``runs list`` / ``runs show`` name a tag run's mode: ``full``, or ``incremental from run N``
-    (a tag run recorded before modes were is full; other kinds have none)."""
+    """How ``runs list`` / ``runs show`` name a tag run's mode: ``full``, ``incremental from run N`` or
+    ``carried from run N`` (a tag run recorded before modes were is full; other kinds have none)."""
     if run.kind != "tag":
         return None
-    if run.mode == "incremental":
-        return f"incremental from run {run.base_run}" if run.base_run is not None else "incremental"
+    if run.mode in ("incremental", "carried"):
+        return f"{run.mode} from run {run.base_run}" if run.base_run is not None else run.mode
     return "full"
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..catalog import Catalog
+from ..catalog import Catalog, running_job
 from ..catalog.thresholds import present_state
 from ..catalog.vocab import Label
 from ..errors import CatalogError
@@ -320,9 +320,16 @@ def runs_list(
     e.g. a run whose process was killed is marked failed, abandoned, when the next tag job starts)."""
     with reported(), open_catalog(workspace, read_only=True, wait=wait) as cat:
         runs, current, heads = cat.runs(kind), cat.current_run(), cat.classifier_heads()
-    rows = [(r.run_id, r.kind, r.status + (" (pruned)" if r.pruned_at else ""), r.started_at, r.finished_at,
+    idle = running_job(workspace_at(workspace, create=False).catalog) is None  # 'running' runs were left
+
+    def status(r) -> tuple[str, str | None]:
+        if r.status == "running" and idle:
+            return "interrupted", r.error or "its job ended: the next tag or nightly resumes it, or marks it failed"
+        return r.status + (" (pruned)" if r.pruned_at else ""), r.error
+
+    rows = [(r.run_id, r.kind, status(r)[0], r.started_at, r.finished_at,
              r.model_id, heads.get(r.classifier_id) if r.classifier_id else None, r.classifier_id,
-             run_mode(r), r.n_images, r.n_tags, len(r.labels or []), r.error) for r in runs]
+             run_mode(r), r.n_images, r.n_tags, len(r.labels or []), status(r)[1]) for r in runs]
     cols = ("run_id", "kind", "status", "started_at", "finished_at", "model_id", "head", "classifier_id", "mode",
             "n_images", "n_tags", "n_labels", "error")
     emit_rows(cols, rows, output_format(as_json, nl=as_nl), title=f"{len(rows)} run(s); current: {current or '-'}")

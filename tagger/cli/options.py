@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -122,9 +123,12 @@ WaitOpt = Annotated[float, typer.Option(
          "whatever the wait")]
 
 
+_ONE_LINE = re.compile(r"\s*[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]\s*|\t")  # line breaks (and the indent after)
+
+
 def fail(e: Exception | str) -> NoReturn:
     """Print ``error: <message>`` as one line on stderr and exit with status 2."""
-    message = " ".join(str(e).split()) or type(e).__name__
+    message = _ONE_LINE.sub(" ", str(e)).strip() or type(e).__name__  # line breaks go; a name's spaces stay
     err_console.print(Text.assemble(("error:", "red"), " ", message))
     raise typer.Exit(code=2)
 
@@ -251,6 +255,8 @@ def emit_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = 
         writer.writerows([["" if v is None else _words(v, limit=10**6) if isinstance(v, (list, tuple, Mapping))
                            else v for v in row] for row in rows])
         typer.echo(buf.getvalue(), nl=False)
+    elif console.is_terminal and _table_width(columns) > console.width:
+        _print_records(columns, rows, title)
     else:
         table = Table(title=title)
         for name in columns:
@@ -258,6 +264,24 @@ def emit_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = 
         for row in rows:
             table.add_row(*(_cell(v) for v in row))
         print_table(table)
+
+
+def _table_width(columns: Sequence[str]) -> int:
+    """The narrowest a table of these columns reads at: each column as wide as its name (at least 4),
+    with the borders and padding around it."""
+    return sum(max(len(c), 4) + 3 for c in columns) + 1
+
+
+def _print_records(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None) -> None:
+    """Rows as ``column  value`` lines, one block per row: a terminal too narrow for the table
+    (it would squeeze every cell to nothing)."""
+    if title:
+        console.print(title, markup=False)
+    pad = max((len(c) for c in columns), default=0)
+    for k, row in enumerate(rows, 1):
+        console.print(f"-- row {k} --", style="bold", markup=False)
+        for name, value in zip(columns, row):
+            console.print(Text.assemble(name.ljust(pad), "  ", _cell(value)))
 
 
 def report_calibration(summary: dict[str, Any]) -> None:

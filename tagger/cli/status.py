@@ -16,7 +16,11 @@ from .options import (
     workspace_at,
 )
 
-__all__ = ["quiet_warnings", "register", "status_cmd"]
+__all__ = ["INTERRUPTED", "quiet_warnings", "register", "status_cmd"]
+
+#: How a run marked 'running' reads while no job runs: its job ended (killed); the next tag job resumes
+#: it when its inputs are the same, or marks it failed.
+INTERRUPTED = "interrupted: its job ended (the next tag or nightly resumes it, or marks it failed)"
 
 
 def _disk_bytes(root: Path) -> int:
@@ -38,25 +42,6 @@ def _size(n: float) -> str:
     return f"{n} B"
 
 
-def _running_job(catalog: Path) -> str | None:
-    """What the job lock names while a job holds it (None: no job runs)."""
-    import fcntl
-
-    from ..catalog import job_lock_path
-    path = job_lock_path(catalog)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return os.pread(fd, 400, 0).decode("utf-8", "replace").strip() or "a job"
-    finally:
-        os.close(fd)
-    return None
-
-
 def status_cmd(
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     wait: WaitOpt = QUICK_WAIT,
@@ -71,7 +56,10 @@ def status_cmd(
              f"`tagger encode SOURCE -w {ws.root}`")
     with reported(), open_catalog(ws.root, read_only=True, wait=wait) as cat:
         summary: dict[str, Any] = {"workspace": str(ws.root), "model": ws.model()[0], **catalog_status(cat)}
-    summary["job_running"] = _running_job(ws.catalog)
+    from ..catalog import running_job
+    summary["job_running"] = running_job(ws.catalog)
+    if summary.get("last_tag_status") == "running" and summary["job_running"] is None:
+        summary["last_tag_status"] = INTERRUPTED
     summary["disk_used"] = _size(_disk_bytes(ws.root))
     print_summary("status", summary, as_json)
 

@@ -8,10 +8,11 @@ its own against that rival.
 from __future__ import annotations
 
 import unicodedata
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["fold", "name_counts", "name_words"]
+__all__ = ["NameCounts", "fold", "name_counts", "name_words"]
 
 
 MIN_HELD = 3  # a shorter name (`c`, `ox`) is held by too many words to say anything
@@ -31,11 +32,32 @@ def _inside(labels: list[str], label: np.ndarray, name: np.ndarray) -> np.ndarra
                      for a, b in zip(label.tolist(), name.tolist())], bool)
 
 
+class NameCounts(NamedTuple):
+    """Per label, how the sample images at or over its threshold are named (float counts, indices -1 if none)."""
+
+    images: np.ndarray  # images at or over the threshold
+    own: np.ndarray  # named by the label's own name, or by a name holding it
+    rival_count: np.ndarray  # named by the most frequent other name
+    rival: np.ndarray  # that name's label index
+    held: np.ndarray  # of ``own``, named by a name holding the label's (``doorbell`` for ``bell``)
+    holder: np.ndarray  # the most frequent of those names
+
+
+def _first_per_label(label: np.ndarray, name: np.ndarray, count: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per label, its most frequent name among the pairs given: (index -1 if none, count)."""
+    top, top_count = np.full(n, -1), np.zeros(n)
+    order = np.lexsort((-count, label))
+    lab, nam, cnt = label[order], name[order], count[order]
+    first = np.r_[True, lab[1:] != lab[:-1]] if len(lab) else np.zeros(0, bool)
+    top[lab[first]], top_count[lab[first]] = nam[first], cnt[first]
+    return top, top_count
+
+
 def name_counts(s: np.ndarray, threshold: np.ndarray, top1: np.ndarray | None, labels: list[str] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+                 ) -> NameCounts | None:
     """Per label, among the sample images at or over its threshold: how many there are, how many
-    have the label's own name as their best zero-shot match, and the most frequent other name (its
-    count and index, -1 if none). With ``labels``, a name that holds the label's own (``doorbell`` for
+    have the label's own name as their best zero-shot match, and the most frequent other name
+    (:class:`NameCounts`). With ``labels``, a name that holds the label's own (``doorbell`` for
     ``bell``, ``red circle`` for ``circle``) counts as the label's own, never as a rival: a bell's
     images named doorbell are still a bell's, and a word added to the vocabulary made the label it
     contains vanish. None without zero-shot matches. Counted as sparse (label, name) pairs: memory
@@ -50,26 +72,34 @@ def name_counts(s: np.ndarray, threshold: np.ndarray, top1: np.ndarray | None, l
     rows, cols = np.nonzero(above & ((top1 >= 0) & (top1 < L))[:, None])
     pairs, count = np.unique(cols * L + top1[rows], return_counts=True)
     label, name = np.divmod(pairs, L)
-    own, rival, rival_count = np.zeros(L), np.full(L, -1), np.zeros(L)
-    mine = label == name
+    own = np.zeros(L)
+    exact = label == name
+    mine = exact.copy()
     if labels is not None and (~mine).any():  # a more specific name (doorbell) names a bell too
         mine[~mine] = _inside(labels, label[~mine], name[~mine])
     np.add.at(own, label[mine], count[mine])
-    other = ~mine
-    order = np.lexsort((-count[other], label[other]))  # per label, its most frequent other name first
-    lab, nam, cnt = label[other][order], name[other][order], count[other][order]
-    first = np.r_[True, lab[1:] != lab[:-1]] if len(lab) else np.zeros(0, bool)
-    rival[lab[first]], rival_count[lab[first]] = nam[first], cnt[first]
-    return above.sum(0).astype(np.float64), own, rival_count, rival
+    rival, rival_count = _first_per_label(label[~mine], name[~mine], count[~mine], L)
+    holds = mine & ~exact
+    holder, _ = _first_per_label(label[holds], name[holds], count[holds], L)
+    held = np.zeros(L)
+    np.add.at(held, label[holds], count[holds])
+    return NameCounts(above.sum(0).astype(np.float64), own, rival_count, rival, held, holder)
 
 
-def name_words(names, labels: list[str], ratio: np.ndarray, min_ratio: float) -> list[str] | None:
+def name_words(names: NameCounts | None, labels: list[str], ratio: np.ndarray, min_ratio: float) -> list[str] | None:
     """Per label, how its images name it, in words (None without zero-shot matches)."""
     if names is None:
         return None
-    m, own, other, rival = names
-    return ["no sample image reaches its threshold" if not m[j] else
-            f"its name is the best match of {int(own[j])} of its {int(m[j])} images, "
-            + (f"'{labels[rival[j]]}' of {int(other[j])}" if rival[j] >= 0 else "no other name of any")
+
+    def own(j: int) -> str:
+        n, held = int(names.own[j]), int(names.held[j])
+        if not held:
+            return f"its name is the best match of {n} of its {int(names.images[j])} images"
+        return (f"its name, or one holding it, is the best match of {n} of its {int(names.images[j])} images "
+                f"({held} by a name holding it, most often '{labels[names.holder[j]]}')")
+
+    return ["no sample image reaches its threshold" if not names.images[j] else
+            own(j) + ", " + (f"'{labels[names.rival[j]]}' of {int(names.rival_count[j])}" if names.rival[j] >= 0
+                             else "no other name of any")
             + f" ({ratio[j]:.2f} {'<' if ratio[j] < min_ratio else '>='} {min_ratio:g} times as often)"
             for j in range(len(labels))]

@@ -21,8 +21,10 @@ Mode. A small vocabulary change makes an *incremental* nightly (:mod:`tagger.pip
 ``train`` trains only the rows of the added labels (and of those whose synonyms changed) against the
 frozen current classifier, and ``tag`` scores and decides only those labels, carrying every other
 label's tags and decisions over from the current run. When no label changed (and nothing below forces a
-full one), the *unchanged* nightly trains nothing: the classifier in use tags again when images were
-added or review decisions made since; otherwise the current run stays. Everything else makes a *full*
+full one), the *unchanged* nightly trains nothing: when images were added or review decisions made
+since, a *carried* run (:mod:`tagger.pipeline.carry`) keeps the current run's tags and decisions and
+tags only the new images (every image again when they pass ``max_changed`` of the run's, or when a
+review decision was made under a label hierarchy); otherwise the current run stays. Everything else makes a *full*
 one, as above: ``full=True`` (``tagger nightly --full``), no current run, more than
 ``max_changed`` (10 %) of the current run's labels added, retired or with changed synonyms, a changed
 text model, changed label parents or a changed label with parents or children, another head in use
@@ -48,6 +50,7 @@ from ..ids import short_sha256
 from .encode import EncodeConfig, run_encode
 from .tag import TagConfig, run_tag
 from .text import N_SENTENCES, run_generate_text
+from .carry import run_carried_tag
 from .increment import run_increment_tag, train_increment
 from .retrain import run_nightly_train
 
@@ -126,19 +129,39 @@ def _full_reason(cat, diff: dict[str, list[str]], cfg: NightlyConfig, model_id: 
     return next((why for bad, why in checks if bad), None)
 
 
-def _unchanged(workspace: "Workspace", cat, model_id: str, run, head) -> dict[str, Any]:
+def _unchanged(workspace: "Workspace", cat, cfg: NightlyConfig, model_id: str, run, head) -> dict[str, Any]:
     """No label changed: the classifier in use tags again, untrained; the current run itself stays
-    when it already holds every encoded image and every review decision (``retag`` false)."""
+    when it already holds every encoded image and every review decision (``retag`` false). The new
+    run carries the current run's tags and decisions over and tags only the new images (``carry``),
+    unless the new images pass ``max_changed`` of the run's (the calibration sample should see them)
+    or review decisions were made under a label hierarchy (they reach ancestors as shards are tagged)."""
     from ..store import list_done_shards
     from .tag import _shards_key
     config = run.config or {}
-    added = config.get("shards") != _shards_key(list_done_shards(str(workspace.root), model_id))
+    shards = list_done_shards(str(workspace.root), model_id)
+    added = config.get("shards") != _shards_key(shards)
     reviewed = config.get("review") != cat.review_key()  # accepted pairs the run has not scored
     why = "the images added since" if added else "the images with review decisions made since" if reviewed else None
-    return {"mode": "unchanged", "base_run": run.run_id, "retag": why is not None,
-            "classifier": (head or {}).get("classifier_id") or run.classifier_id,
-            "reason": f"no label changed: the classifier in use tags again, for {why}" if why else
-            f"no label changed, no image added, no review decision since: run {run.run_id} stays current"}
+    mode = {"mode": "unchanged", "base_run": run.run_id, "retag": why is not None, "carry": False,
+            "classifier": (head or {}).get("classifier_id") or run.classifier_id}
+    if why is None:
+        return {**mode, "reason": f"no label changed, no image added, no review decision since: run {run.run_id} "
+                                  "stays current"}
+    base_dir = workspace.run_dir(str(run.run_id))
+    new = cat.images_in_shards(model_id, [s for s in shards if not workspace.tag_file(base_dir, s).is_file()])
+    if new > cfg.max_changed * (run.n_images or 0):
+        return {**mode, "reason": f"no label changed: the classifier in use tags every image again, {new} images "
+                                  f"added since being more than {cfg.max_changed:.0%} of run {run.run_id}'s "
+                                  f"{run.n_images or 0}"}
+    if mode["classifier"] != run.classifier_id:
+        return {**mode, "reason": f"no label changed: the classifier in use tags every image again, for {why}"}
+    if reviewed and cat.active_hierarchy():
+        return {**mode, "reason": "no label changed: the classifier in use tags every image again, for the review "
+                                  "decisions made since (under a label hierarchy they reach the ancestors)"}
+    return {**mode, "carry": True, "reason": f"no label changed: the classifier in use tags the {new} images added "
+                                             f"since, run {run.run_id}'s tags and decisions carried over"
+            if new else f"no label changed: run {run.run_id}'s tags and decisions carried over, the review decisions "
+                        "made since applied"}
 
 
 def choose_mode(workspace: "Workspace", cat, diff: dict[str, list[str]], cfg: NightlyConfig,
@@ -156,7 +179,7 @@ def choose_mode(workspace: "Workspace", cat, diff: dict[str, list[str]], cfg: Ni
     if why is not None:
         return {"mode": "full", "reason": why, "base_run": None}
     if not (diff["added"] or diff["retired"] or diff["synonyms_changed"]):
-        return _unchanged(workspace, cat, model_id, run, head_in_use(cat, model_id))
+        return _unchanged(workspace, cat, cfg, model_id, run, head_in_use(cat, model_id))
     n = len(diff["added"]) + len(diff["retired"]) + len(diff["synonyms_changed"])
     return {"mode": "incremental", "reason": f"{n} label(s) added, retired or with new synonyms, of the current run's "
                                              f"{len(run.labels or [])}",
@@ -272,6 +295,9 @@ def run_nightly(workspace: "Workspace", source: str | None, encode_cfg: EncodeCo
     tag_crash = 1 if crash_at == "tag:mid" else None
     if mode["mode"] == "unchanged" and not mode["retag"]:
         tag = {"run_id": mode["base_run"], "flips": []}
+    elif mode.get("carry"):
+        tag = run_carried_tag(workspace, model_id, cfg.tag, trained["classifier_id"], mode["base_run"],
+                              crash_after=tag_crash)
     elif mode["mode"] == "incremental":
         tag = run_increment_tag(workspace, model_id, cfg.tag, trained["classifier_id"], mode["base_run"],
                                 crash_after=tag_crash)

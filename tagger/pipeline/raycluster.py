@@ -9,7 +9,8 @@ form to use. A refused connection (token authentication, version mismatch) is on
 too. While Ray joins, SIGTERM and SIGINT end the process at once, and a join that still hangs ends
 it after :data:`JOIN_GRACE` more seconds, each with one ``error:`` line. A local Ray started here removes its
 session folder (logs, sockets, spilled objects under ``$RAY_TMPDIR/ray``) when the call ends,
-unless ``$TAGGER_RAY_KEEP_SESSION`` is set; a cluster's folders are never touched.
+unless ``$TAGGER_RAY_KEEP_SESSION`` is set; a cluster's folders are never touched. SIGTERM while it
+runs ends the process with status 143, as anywhere else.
 
 :func:`placement` pins a stage's actors to the nodes that offer a custom resource
 (``ray start --resources '{"gpu_node": 1}'``), e.g. the encoders and taggers to the GPU nodes.
@@ -270,6 +271,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     import ray
 
     started, session = False, None
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM) if main else None
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address is not None and address.strip().lower() in _LOCAL:
@@ -283,13 +286,34 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         if _quiet():
             for name in ("ray", "ray.data"):
                 logging.getLogger(name).setLevel(logging.ERROR)
+    with _sigterm_exit(before if started and main else None):
+        try:
+            yield ray
+        finally:
+            if started:
+                ray.shutdown()
+                if session:
+                    remove_session_dir(session)
+
+
+@contextmanager
+def _sigterm_exit(before: Any) -> Iterator[None]:
+    """While a Ray this process started (or joined) runs, SIGTERM exits with status 143 (128 + 15, what
+    the other stages give and what a shell reports for a terminated command) after the session's
+    clean-up, where Ray's own handler exits with 15; then the handler from ``before`` Ray is back
+    (None: leave the handlers alone, off the main thread or with a Ray started elsewhere)."""
+    if before is None:
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     try:
-        yield ray
+        yield
     finally:
-        if started:
-            ray.shutdown()
-            if session:
-                remove_session_dir(session)
+        signal.signal(signal.SIGTERM, before)
 
 
 def gpus_available() -> float:

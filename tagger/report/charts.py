@@ -10,6 +10,7 @@ from markupsafe import Markup, escape
 __all__ = ["bar_chart", "column_chart", "score_histogram"]
 
 _POS, _OTHER, _LINE = "#2f6fdf", "#c4cbd6", "#d03030"
+_NAME_CHARS = 28  # of a bar's name, left of the bar
 
 
 def _svg(width: int, height: int, body: list[str], title: str) -> Markup:
@@ -29,7 +30,9 @@ def bar_chart(items: Sequence[tuple[str, int, str | None]], title: str, width: i
         w = max(1.0, span * value / top) if value else 0.0
         bar = (f'<rect x="{left}" y="{y + 3}" width="{w:.1f}" height="{row - 6}" fill="{_POS}">'
                f'<title>{escape(name)}: {value}</title></rect>')
-        text = f'<text x="{left - 6}" y="{y + row - 5}" text-anchor="end">{escape(name[:28])}</text>'
+        shown = name if len(name) <= _NAME_CHARS else name[:_NAME_CHARS - 1] + "\u2026"  # cut names end in an ellipsis
+        text = (f'<text x="{left - 6}" y="{y + row - 5}" text-anchor="end"><title>{escape(name)}</title>'
+                f'{escape(shown)}</text>')
         if href:
             bar, text = (f'<a href="{escape(href)}">{bar}</a>', f'<a href="{escape(href)}">{text}</a>')
         body += [text, bar, f'<text x="{left + w + 4:.1f}" y="{y + row - 5}">{value}</text>']

@@ -1,8 +1,11 @@
 """Thumbnails for the report: made once per image content from the source file (PIL, EXIF orientation
-applied) into a cache folder, and copied from there into each report that shows them."""
+applied) into a cache folder, and copied from there into each report that shows them. A thumbnail is
+made only from the bytes the catalog encoded (their sha256, where it knows it): a file swapped since
+shows none rather than another picture."""
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import shutil
@@ -36,12 +39,18 @@ class ThumbnailCache:
         self.made = self.reused = self.failed = 0
         self._bad: set[str] = set()
 
-    def _make(self, uri: str, target: Path) -> bool:
+    def _make(self, uri: str, content_hash: str | None, target: Path) -> bool | None:
+        """Write the thumbnail; False when the source cannot be read as an image, None when its bytes
+        are no longer the ones encoded (it may be put back: not remembered as bad)."""
         local = to_local_path(uri)
         if local is None:  # remote sources are not fetched for a report
             return False
         try:
-            with Image.open(local) as src:
+            data = Path(local).read_bytes()
+            if content_hash and hashlib.sha256(data).hexdigest() != content_hash:
+                logger.info("no thumbnail for %s: the file changed after it was encoded", uri)
+                return None
+            with Image.open(io.BytesIO(data)) as src:
                 src.draft("RGB", (self.size, self.size))  # JPEG: decode at a reduced scale
                 im = ImageOps.exif_transpose(src)
                 im.thumbnail((self.size, self.size))
@@ -55,7 +64,8 @@ class ThumbnailCache:
         return True
 
     def thumbnail(self, uri: str, content_hash: str | None) -> Path | None:
-        """The cached thumbnail of an image, made now if missing; None when the source cannot be read."""
+        """The cached thumbnail of an image, made now if missing; None when the source cannot be read
+        or no longer holds the bytes encoded."""
         key = _key(uri, content_hash)
         target = self.dir / f"{key}.jpg"
         if target.is_file():
@@ -63,10 +73,12 @@ class ThumbnailCache:
             return target
         if key in self._bad:
             return None
-        if self._make(uri, target):
+        made = self._make(uri, content_hash, target)
+        if made:
             self.made += 1
             return target
-        self._bad.add(key)
+        if made is False:
+            self._bad.add(key)
         self.failed += 1
         return None
 

@@ -131,9 +131,16 @@ _HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:
             "Referrer-Policy": "same-origin"}
 
 
-def _error(serve: Serve, e: Exception, status: int | None = None) -> HTMLResponse:
+def _wants_json(request: Request | None) -> bool:
+    return request is not None and request.headers.get("accept", "").startswith("application/json")
+
+
+def _error(serve: Serve, e: Exception, status: int | None = None, request: Request | None = None) -> Response:
+    """The error page; a JSON ``{"ok": false, "error"}`` for a client that asked for JSON."""
     status = status or (404 if isinstance(e, LookupError) else 503 if isinstance(e, CatalogLockedError) else 400)
     text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)  # a KeyError's str() adds quotes
+    if _wants_json(request):
+        return JSONResponse({"ok": False, "error": text}, status_code=status)
     return serve.render({"template": "error.html", "page": "error", "title": "error", "run": None,
                          "message": f"error: {text}"}, status)
 
@@ -230,18 +237,19 @@ def _write(serve: Serve, action: str):
         try:
             form = await _form(request)
         except ConfigError as e:
-            return _error(serve, e)
+            return _error(serve, e, request=request)
         if not same_token(form.get("csrf") or request.headers.get("x-csrf-token"), serve.csrf):
-            return HTMLResponse("error: the form's CSRF token is missing or stale: reload the page", status_code=403)
+            return _error(serve, ConfigError("the form's CSRF token is missing or stale: reload the page"), 403,
+                          request)
         try:
             image_id, label = pages.known_id(int(form.get("image_id", ""))), form.get("label", "")
             done = await run_in_threadpool(_apply, serve, action, image_id, label, form.get("decision", ""))
         except ValueError:
-            return _error(serve, ConfigError("image_id must be a whole number"))
+            return _error(serve, ConfigError("image_id must be a whole number"), request=request)
         except (TaggerError, LookupError) as e:
-            return _error(serve, e)
-        if request.headers.get("accept", "").startswith("application/json"):
-            return JSONResponse(done)
+            return _error(serve, e, request=request)
+        if _wants_json(request):
+            return JSONResponse({"ok": True, **done})
         back = _back(form.get("back"))
         sep = "&" if "?" in back else "?"
         note = urlencode({"done": action if action == "undo" else form.get("decision", ""), "image": image_id,

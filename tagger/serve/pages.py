@@ -161,6 +161,13 @@ def search(app: "Serve", request: Request) -> dict[str, Any]:
             like_id = known_id(int(like))
         except ValueError:
             raise ConfigError(f"like must be an image id, got {like!r}") from None
+        with app.catalog.read() as cat:
+            info = browse.image_info(cat, like_id)
+        if info is None:
+            raise LookupError(f"no image {like_id} in the catalog")
+        if info["status"] == "error":
+            raise ConfigError(f"image {like_id} could not be read ({info['error'] or 'no reason kept'}): it has no "
+                              "embedding to search by")
         hits, query = app.searcher.like(like_id, k), f"images like image {like_id}"
     elif text:
         hits, query = app.searcher.text(text, k), repr(text)
@@ -182,6 +189,12 @@ def diff(app: "Serve", request: Request) -> dict[str, Any]:
         b = _int(request, "b", run.run_id)
         default_a = previous_tag_run(cat, b)
         a = _int(request, "a", default_a if default_a is not None else b)
+        if a == b:  # no earlier run kept (pruned, or the first run): nothing to compare with
+            cat.get_run(b)  # an unknown run is still an error
+            return {"template": "diff_page.html", "page": "diff", "title": f"Run {b}", "run": run, "diff": None,
+                    "a": a, "b": b, "note": f"run {b} against itself: nothing to compare" if "a" in request.query_params
+                    else f"no earlier run of run {b} is kept to compare with (the first run, or the runs before it "
+                         "were pruned): pick one above"}
         summary = run_diff(cat, a, b)
         total, rows = browse.diff_page(cat, a, b, only, (page - 1) * size, size)
     changed = sorted((r for r in summary["labels"] if r["gained"] or r["lost"]),
