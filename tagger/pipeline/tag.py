@@ -376,8 +376,8 @@ def run_tag(workspace: "Workspace", model_id: str, cfg: TagConfig | None = None,
                                           inputs.key() if inputs else None, hierarchy.key)
         extra: dict[str, Any] = {"calibration": report} if report else {}
         behind = vocabulary_behind(labels, cat.active_labels())
-        if behind:
-            logger.warning("%s", behind)
+        if behind:  # in the summary: the CLI prints it after the run's table, the jobs in their JSON
+            logger.info("%s", behind)
             extra["vocabulary_behind"] = behind
         if status != "running":  # already tagged and loaded by an earlier (interrupted) call
             cat.apply_review(run_id)  # idempotent: a run killed right after its load gets them here
