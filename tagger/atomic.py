@@ -34,10 +34,33 @@ logger = logging.getLogger(__name__)
 TMP_PREFIX = ".tagger-tmp-"
 
 
+def _name_max(folder: Path) -> int:
+    """The longest file name ``folder``'s file system takes, in bytes (255 where it cannot say)."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (AttributeError, OSError, ValueError):
+        return 255
+
+
+def _fitted(name: str, limit: int) -> str:
+    """``name``, or when its bytes pass ``limit`` its start and its last extension around ``~``."""
+    if len(os.fsencode(name)) <= limit:
+        return name
+    ext = os.path.splitext(name)[1]
+    ext = ext if len(os.fsencode(ext)) <= 16 else ""
+    head = name[:limit]
+    while head and len(os.fsencode(f"{head}~{ext}")) > limit:  # whole characters: no UTF-8 sequence cut
+        head = head[:-1]
+    return f"{head}~{ext}"
+
+
 def temp_name(target: str | os.PathLike[str]) -> Path:
-    """A unique hidden temp name beside ``target``: ``<TMP_PREFIX><name>.<pid>.<8 hex digits>``."""
+    """A unique hidden temp name beside ``target``: ``<TMP_PREFIX><name>.<pid>.<8 hex digits>``, a name
+    too long for the file system with that around it shortened to ``<start>~<extension>``."""
     t = Path(target)
-    return t.with_name(f"{TMP_PREFIX}{t.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    tail = f".{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    limit = max(_name_max(t.parent) - len(TMP_PREFIX) - len(tail), 1)
+    return t.with_name(f"{TMP_PREFIX}{_fitted(t.name, limit)}{tail}")
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:

@@ -224,6 +224,20 @@ def test_xmp_into_a_mirror_folder_relative_to_the_source_root(photos, tmp_path):
     assert (folder / "a.jpg.xmp").exists()
 
 
+@pytest.mark.parametrize("marker", ['{"source_root": 5}', '["a"]', '{"source_root": "relative/x"}', "not json"],
+                         ids=["number", "list", "relative", "text"])
+def test_a_mirror_marker_recording_no_source_root_is_ignored_with_a_warning(photos, tmp_path, marker, caplog):
+    root, folder, _ = photos
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / ".tagger-mirror.json").write_text(marker)
+    out = invoke("export", "-f", "xmp", "--mirror", str(mirror), "-w", str(root), "--json")
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout.splitlines()[-1])["source_root"] == str(folder) and (mirror / "a.jpg.xmp").is_file()
+    assert json.loads((mirror / ".tagger-mirror.json").read_text()) == {"source_root": str(folder)}
+    assert [r.message for r in caplog.records if r.levelname == "WARNING"][0].startswith("ignoring ")
+
+
 @NEEDS_EXIFTOOL
 def test_sidecar_naming_and_a_root_for_the_machine_keywords(photos):
     root, folder, uris = photos

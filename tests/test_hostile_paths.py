@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tagger.atomic import temp_name
 from tagger.catalog import Catalog
 from tagger.errors import ConfigError
+from tagger.export.sidecars import _STALE_TMP
 from tagger.targets import check_out_file
 from xmpcases import invoke, tag_run
 
@@ -118,6 +120,8 @@ def test_a_table_never_takes_a_photo_or_sidecar_name_a_broken_link_or_no_name(ws
     assert link.is_symlink() and not link.exists()
     with pytest.raises(ConfigError, match="--out is empty"):
         check_out_file("  ", ws)
+    for verb in (("export", "-f", "csv"), ("import-keywords",)):
+        one_error(invoke(*verb, "--out", "", "-w", str(ws)), "--out is empty")
 
 
 def test_missing_folders_are_never_made(ws, tmp_path):
@@ -179,3 +183,18 @@ def test_a_label_xml_cannot_hold_never_breaks_a_sidecar(ws):
         assert "\ufffe" not in side.read_text(encoding="utf-8")
     if EXIFTOOL:
         assert as_set(exif(side)["Subject"]) == {"star"}
+
+
+def test_long_legal_names_are_written(tmp_path):
+    """An image named with 240 bytes has a legal 244-byte sidecar name: the sidecar is written, as is a
+    240-byte --out name (their temp names are shortened, and a killed export's is still cleaned up)."""
+    image = tmp_path / ("L" * 236 + ".jpg")
+    image.write_bytes(b"x")
+    root = tmp_path / "ws"
+    tag_run(root, {str(image): {"star"}}, LABELS)
+    res = invoke("export", "-f", "xmp", "-w", str(root))
+    assert res.exit_code == 0 and Path(f"{image}.xmp").is_file(), res.output
+    assert _STALE_TMP.match(temp_name(f"{image}.xmp").name)
+    out = tmp_path / ("t" * 236 + ".csv")
+    res = invoke("export", "-f", "csv", "--out", str(out), "-w", str(root))
+    assert res.exit_code == 0 and out.read_text().startswith('"uri"'), res.output

@@ -37,6 +37,12 @@ def test_the_keyword_map_rules():
                                                         ("events", "wedding")})
     assert kmap.labels_of(kw, unmapped) == ["circle", "shape", "star", "tree"]  # ancestors of star and circle
     assert unmapped == Counter({"holiday": 1, "events|wedding": 1})  # Paris: under an ignored path
+    unmapped.clear()  # a root the map ignores leaves what is below it reported
+    kmap = KeywordMap({lab: [] for lab in LABELS}, {}, {"Places": "", "Places|Paris|Louvre": ""})
+    kw = Keywords({"Paris"}, {("Places", "Paris"), ("Places", "France", "Paris"), ("Places",),
+                              ("Places", "Paris", "Louvre"), ("Places", "Star")})
+    assert kmap.labels_of(kw, unmapped) == ["star"]
+    assert unmapped == Counter({"Places|Paris": 1, "Places|France|Paris": 1})
 
 
 def _jpeg(path: Path) -> Path:
@@ -134,6 +140,7 @@ def test_import_keywords_errors_are_one_line(library, tmp_path):
     bad.write_text("Sonne,moon\n", encoding="utf-8")
     for args, needle in [(("--map", str(bad)), "not an active label"),
                          (("--map", str(tmp_path / "none.csv")), "cannot read mapping file"),
+                         (("--map", str(tmp_path)), "is not a regular file"),
                          ((str(tmp_path / "elsewhere"),), "no registered local image")]:
         res = invoke("import-keywords", "-w", str(root), "--out", str(tmp_path / "o.csv"), *args)
         assert res.exit_code == 2 and needle in res.stderr and res.stderr.count("\n") == 1, res.output
@@ -164,3 +171,26 @@ def test_exiftool_only_reads_whatever_the_names_hold(tmp_path):
     assert str(victim) not in found or not found[str(victim)]
     by_uri = dict(image_keywords([local_uri(odd)]))  # the catalog keeps such a name as a file:// URI
     assert by_uri[local_uri(odd)].flat == {"sun"}
+
+
+def test_tagger_keywords_a_photo_tool_embedded_in_the_image_are_left_out(tmp_path):
+    """digiKam's "write metadata to files" or ``exiftool -tagsfromfile x.jpg.xmp -xmp:all x.jpg`` copy the
+    sidecar's keywords into the image but not tagger's record: the record in the sidecar still marks them
+    as tagger's. A whole packet copied in (``-xmp<=x.jpg.xmp``) carries the record itself."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    a, b = _jpeg(folder / "a.jpg"), _jpeg(folder / "b.jpg")
+    root = tmp_path / "ws"
+    tag_run(root, {str(a): {"star", "tree"}, str(b): {"star"}}, LABELS)
+    with Catalog.open(Workspace.at(root).catalog) as cat:
+        cat.add_parents(["star"], ["shape"])
+    assert invoke("export", "-f", "xmp", "-w", str(root)).exit_code == 0
+    for args in (["-tagsfromfile", f"{a}.xmp", "-xmp:all", "-XMP-dc:Subject+=circle", "-IPTC:Keywords=tree", str(a)],
+                 [f"-xmp<={b}.xmp", str(b)]):
+        subprocess.run([EXIFTOOL, "-q", "-overwrite_original", *args], check=True, timeout=60)
+    Path(f"{b}.xmp").unlink()  # b: the record is in the image only
+    out = tmp_path / "l.csv"
+    res = invoke("import-keywords", "-w", str(root), "--out", str(out), "--json")
+    assert res.exit_code == 0, res.output
+    assert _rows(out) == {"a.jpg": ["circle"]}  # the person's own keyword only
+    assert json.loads(res.stdout.splitlines()[-1])["unmapped"] == {}

@@ -76,6 +76,25 @@ def test_temp_names_are_unique_and_writers_do_not_collide(tmp_path: Path) -> Non
     assert _temps(tmp_path) == []
 
 
+@pytest.mark.parametrize("name", ["L" * 236 + ".jpg.xmp", "\u661f" * 80 + ".csv", "x" * 255],
+                         ids=["sidecar", "cjk", "no-extension"])
+def test_every_legal_name_is_written_under_a_temp_name_that_fits(tmp_path: Path, name: str) -> None:
+    """A 244-byte sidecar name (an image named with 240 bytes: 80 CJK characters) is legal; its temp
+    name, prefix, pid and random part added, must stay within the file system's 255 bytes too."""
+    target = tmp_path / name
+    names = {temp_name(target).name for _ in range(50)}
+    assert len(names) == 50 and all(len(os.fsencode(n)) <= 255 and n.startswith(TMP_PREFIX) for n in names)
+    assert all(os.fsencode(n).decode("utf-8") for n in names)  # cut between characters, never inside one
+    if "." in name:
+        ext = name.rsplit(".", 1)[1]
+        assert all(f"~.{ext}.{os.getpid()}." in n for n in names)  # a cleaner still knows what it was for
+    atomic_write_bytes(target, b"data", parents=False)
+    assert target.read_bytes() == b"data" and _temps(tmp_path) == []
+    with pytest.raises(SimulatedCrash), atomic_open(target) as fh:
+        raise SimulatedCrash("crash")
+    assert [len(os.fsencode(n)) <= 255 for n in _temps(tmp_path)] == [True]
+
+
 def test_the_file_and_its_folder_are_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     synced: list[str] = []
     real = os.fsync

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tagger.catalog import Catalog
 from tagger.export.sidecars import SidecarChanged, _replace, read_sidecar
 from tagger.export.xmp import MachineTag, merge_sidecar
+from tagger.workspace import Workspace
 from xmpcases import EXIFTOOL, PERSON, as_set, exif, invoke, tag_run, write_fixture
 
 pytestmark = pytest.mark.skipif(EXIFTOOL is None, reason="exiftool (Debian: libimage-exiftool-perl) is not installed")
@@ -114,6 +116,32 @@ def test_a_keyword_the_person_deleted_is_not_written_again(library):
     assert summary["labels_declined"] == 1
     after = exif(side)
     assert "tree" not in as_set(after["Subject"]) and as_set(after["Declined"]) == {"tree"}
+
+
+def _drop(side: Path, field: str, item: str) -> None:
+    subprocess.run([EXIFTOOL, "-q", "-overwrite_original", f"-XMP-{field}-={item}", str(side)], check=True, timeout=60)
+
+
+def test_each_list_remembers_what_the_person_deleted_from_it_on_its_own(library):
+    root, forms = library
+    with Catalog.open(Workspace.at(root).catalog) as cat:
+        cat.add_parents(["star"], ["shape"])
+    _export(root)
+    side = Path(f"{forms['digikam']}.xmp")  # digiKam's form: it has a TagsList
+    _drop(side, "lr:HierarchicalSubject", "shape|star")  # the path only: the keyword star stays
+    _export(root)
+    after = exif(side)
+    assert "shape|star" not in as_set(after["HierarchicalSubject"]) and "star" in as_set(after["Subject"])
+    assert "shape/star" in as_set(after["TagsList"]) and as_set(after["DeclinedPaths"]) == {"shape|star"}
+    assert "Declined" not in after and "Keyword" in {e["Label"]: e for e in after["MachineTags"]}["star"]
+    data = side.read_bytes()
+    assert _export(root)["unchanged"] == 3 and side.read_bytes() == data  # the same run again: no byte changes
+    _drop(side, "digiKam:TagsList", "shape/star")
+    _export(root)
+    after = exif(side)
+    assert "shape/star" not in as_set(after["TagsList"]) and as_set(after["DeclinedTags"]) == {"shape/star"}
+    assert "star" in as_set(after["Subject"]) and "shape|star" not in as_set(after["HierarchicalSubject"])
+    assert _export(root)["unchanged"] == 3 and "star" in as_set(exif(side)["Subject"])
 
 
 def test_names_xml_cannot_hold_are_refused_and_pipes_are_not_a_hierarchy(tmp_path):

@@ -52,7 +52,7 @@ def export_cmd(
         "xmp: merge each image's positive labels into its sidecar (a person's keywords and every other "
         "field kept); csv, jsonl, parquet: one row per tag"))],
     run: RunOpt = None,
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Optional[str], typer.Option(
         "--out", "-o", help=(
             "table formats: a new file outside the workspace (default: tags-run<N>.<format>); its folder must "
             "exist"))] = None,

@@ -13,17 +13,17 @@ from .options import (
 
 __all__ = ["import_keywords_cmd"]
 
-DEFAULT_OUT = Path("keywords-labelled.csv")
+DEFAULT_OUT = "keywords-labelled.csv"
 
 
 def import_keywords_cmd(
     folder: Annotated[Optional[Path], typer.Argument(
         file_okay=False, help="only the registered images below this folder (default: every local image)")] = None,
     mapping: Annotated[Optional[Path], typer.Option(
-        "--map", dir_okay=False, metavar="FILE", help=(
+        "--map", metavar="FILE", help=(
             "CSV of keyword,label rows (a keyword or a places|Paris path; an empty label ignores the keyword), "
             "tried before the label names"))] = None,
-    out: Annotated[Path, typer.Option(
+    out: Annotated[str, typer.Option(
         "--out", "-o", help=(
             "the labelled images, uri,label,decision rows: a new file outside the workspace"))] = DEFAULT_OUT,
     force: Annotated[bool, typer.Option("--force", help="replace an existing --out file")] = False,

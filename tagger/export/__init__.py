@@ -62,17 +62,29 @@ def _images(cat: "Catalog", run_id: int) -> Iterator[tuple[str, list[MachineTag]
             yield uri, [MachineTag(t["label"], t["confidence"], t["provenance"]) for t in tags]
 
 
+def _recorded_root(marker: Path) -> str | None:
+    """The source root an earlier export recorded in ``marker``; None, with a warning, for a marker that
+    is not JSON or records no absolute folder name (it is then written anew)."""
+    if not marker.is_file():
+        return None
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        logger.warning("ignoring %s: %s", marker, e)
+        return None
+    root = data.get("source_root") if isinstance(data, dict) else None
+    if not isinstance(root, str) or not os.path.isabs(root) or "\0" in root:
+        logger.warning("ignoring %s: it records no absolute source_root folder (%.80r)", marker, data)
+        return None
+    return root
+
+
 def _mirror_root(cat: "Catalog", run_id: int, mirror: Path, given: str | os.PathLike | None) -> str | None:
     """The source root of a mirror: ``given``, else the one recorded in the mirror folder by an earlier
     export, else the deepest folder common to the run's local images; recorded in the folder."""
     from ..catalog.keywords import run_common_folder
     marker = mirror / MIRROR_MARKER
-    recorded = None
-    if marker.is_file():
-        try:
-            recorded = json.loads(marker.read_text(encoding="utf-8")).get("source_root")
-        except (OSError, ValueError, AttributeError) as e:
-            logger.warning("ignoring %s: %s", marker, e)
+    recorded = _recorded_root(marker)
     root = os.path.abspath(os.fspath(given)) if given is not None else recorded or run_common_folder(cat, run_id)
     if root is not None and root != recorded:
         try:

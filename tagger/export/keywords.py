@@ -2,26 +2,29 @@
 from the XMP and IPTC embedded in the file (through exiftool, batched).
 
 The keywords are ``dc:subject`` and IPTC ``Keywords`` (flat), ``lr:hierarchicalSubject`` (paths with
-``|``) and ``digiKam:TagsList`` (paths with ``/``). What tagger wrote itself (the items its record
-lists, :mod:`tagger.export.record`) is left out: a person's keywords only.
+``|``) and ``digiKam:TagsList`` (paths with ``/``). What tagger wrote itself is left out: a person's
+keywords only. Tagger's record (:mod:`tagger.export.record`) may be in either sidecar or in the image's
+own XMP, and a photo tool may copy a sidecar's keywords into the image without it (exiftool and digiKam
+copy no unknown namespace), so the items any record of the image lists are left out of every source.
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..uris import to_local_path
 from .record import read_record
 from .sidecars import existing_sidecar, read_sidecar, sidecar_path
-from .xmp import HIERARCHY, SUBJECT, TAGS_LIST
-from .xmpdoc import XmpDoc
+from .xmp import HIERARCHY, LISTS, SUBJECT, TAGS_LIST
+from .xmpdoc import NAMESPACES, XmpDoc
 
 __all__ = ["EXIFTOOL_BATCH", "Keywords", "embedded_keywords", "image_keywords", "sidecar_keywords"]
 
@@ -29,7 +32,9 @@ logger = logging.getLogger(__name__)
 
 #: Files per exiftool call.
 EXIFTOOL_BATCH = 500
-_EXIF_TAGS = ("-XMP-dc:Subject", "-XMP-lr:HierarchicalSubject", "-XMP-digiKam:TagsList", "-IPTC:Keywords")
+_EXIF_TAGS = ("-XMP-dc:Subject", "-XMP-lr:HierarchicalSubject", "-XMP-digiKam:TagsList", "-IPTC:Keywords",
+              "-b", "-XMP")  # the image's whole XMP packet, for tagger's record in it
+_TAGGER_NS = NAMESPACES["tagger"].encode()
 
 
 @dataclass
@@ -58,17 +63,55 @@ def _collect(flat: Iterable[str], hierarchical: Iterable[str], tags_list: Iterab
     return kw
 
 
-def sidecar_keywords(path: Path) -> Keywords:
-    """A person's keywords in sidecar ``path`` (tagger's own left out); ValueError when unreadable."""
+def _no_items() -> dict[str, set[str]]:
+    return {t: set() for t in LISTS}
+
+
+@dataclass
+class _Found:
+    """The keyword items of one source (a sidecar, or the image file) per list (``dc:subject`` with IPTC
+    Keywords, ``lr:hierarchicalSubject``, ``digiKam:TagsList``), and the items tagger's record there lists."""
+
+    items: dict[str, list[str]]
+    own: dict[str, set[str]] = field(default_factory=_no_items)
+
+    def keywords(self, own: Mapping[str, set[str]] | None = None) -> Keywords:
+        """The keywords without tagger's items (``own``, default the record of this source)."""
+        own = self.own if own is None else own
+        kept = {t: [v for v in self.items.get(t, ()) if v.strip() not in own[t]] for t in LISTS}
+        return _collect(kept[SUBJECT], kept[HIERARCHY], kept[TAGS_LIST])
+
+
+def _own_items(doc: XmpDoc) -> dict[str, set[str]]:
+    """The items tagger's record in ``doc`` lists as written by tagger, per list."""
+    mine = read_record(doc).entries.values()
+    return {SUBJECT: {e.keyword for e in mine if e.keyword}, HIERARCHY: {p for e in mine for p in e.paths},
+            TAGS_LIST: {t for e in mine for t in e.tags}}
+
+
+def _sidecar_found(path: Path) -> _Found:
     data, _ = read_sidecar(path)
     if data is None:
-        return Keywords()
+        return _Found({})
     doc = XmpDoc(data)
-    mine = read_record(doc).entries.values()
-    own = {SUBJECT: {e.keyword for e in mine if e.keyword}, HIERARCHY: {p for e in mine for p in e.paths},
-           TAGS_LIST: {t for e in mine for t in e.tags}}
-    items = {t: [v for v in doc.items(t) if v not in own[t]] for t in own}
-    return _collect(items[SUBJECT], items[HIERARCHY], items[TAGS_LIST])
+    return _Found({t: doc.items(t) for t in LISTS}, _own_items(doc))
+
+
+def sidecar_keywords(path: Path) -> Keywords:
+    """A person's keywords in sidecar ``path`` (tagger's own left out); ValueError when unreadable."""
+    return _sidecar_found(path).keywords()
+
+
+def _packet_own(value: object) -> dict[str, set[str]]:
+    """The items tagger's record lists in an image's XMP packet as exiftool gives it (text, or
+    ``base64:`` bytes); none when it holds no record or cannot be read."""
+    if not isinstance(value, str):
+        return _no_items()
+    try:
+        data = base64.b64decode(value[7:]) if value.startswith("base64:") else value.encode("utf-8", "surrogateescape")
+        return _own_items(XmpDoc(data)) if _TAGGER_NS in data else _no_items()
+    except ValueError:
+        return _no_items()
 
 
 def _as_list(value) -> list[str]:
@@ -92,9 +135,11 @@ def _run_exiftool(exiftool: str, files: list[bytes] | None, argfile: str | None)
     return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
 
-def _keywords_of(row: dict) -> Keywords:
-    return _collect(_as_list(row.get("Subject")) + _as_list(row.get("Keywords")),
-                    _as_list(row.get("HierarchicalSubject")), _as_list(row.get("TagsList")))
+def _found_in(row: dict) -> _Found:
+    """The keywords and tagger's record of an exiftool row."""
+    return _Found({SUBJECT: _as_list(row.get("Subject")) + _as_list(row.get("Keywords")),
+                  HIERARCHY: _as_list(row.get("HierarchicalSubject")), TAGS_LIST: _as_list(row.get("TagsList"))},
+                 _packet_own(row.get("XMP")))
 
 
 def _plain(path: str) -> bool:
@@ -107,13 +152,13 @@ def _plain(path: str) -> bool:
     return path == path.strip() and not any(ord(c) < 32 or c == "\x7f" for c in path)
 
 
-def _exiftool_batch(exiftool: str, paths: list[str]) -> dict[str, Keywords]:
+def _exiftool_batch(exiftool: str, paths: list[str]) -> dict[str, _Found]:
     """Path -> keywords of ``paths`` (absolute, regular files): plain names through an argument file, the
     others (a newline, outer spaces, bytes that are not UTF-8 in the name) one call each, as exact
     arguments after ``--``, matched by position, never by the name exiftool prints."""
     plain = [p for p in paths if _plain(p)]
     odd = [p for p in paths if not _plain(p)]
-    out: dict[str, Keywords] = {}
+    out: dict[str, _Found] = {}
     if plain:
         with tempfile.NamedTemporaryFile("w", suffix=".args", encoding="utf-8", delete=False) as fh:
             fh.write("\n".join(plain) + "\n")
@@ -123,46 +168,61 @@ def _exiftool_batch(exiftool: str, paths: list[str]) -> dict[str, Keywords]:
         finally:
             os.unlink(args)
         known = set(plain)
-        out.update((r["SourceFile"], _keywords_of(r)) for r in rows if r.get("SourceFile") in known)
+        out.update((r["SourceFile"], _found_in(r)) for r in rows if r.get("SourceFile") in known)
     for path in odd:
         rows = _run_exiftool(exiftool, [os.fsencode(path)], None)
         if len(rows) == 1:
-            out[path] = _keywords_of(rows[0])
+            out[path] = _found_in(rows[0])
     return out
 
 
-def embedded_keywords(paths: list[str], exiftool: str | None = None) -> dict[str, Keywords]:
-    """Path -> keywords embedded in the file (XMP, IPTC), through exiftool in batches, for the regular
-    files among ``paths`` (absolute local paths); empty when exiftool is not installed. exiftool only
-    reads here: each name reaches it as one argument, whatever it holds."""
+def _embedded(paths: list[str], exiftool: str | None = None) -> dict[str, _Found]:
     exiftool = exiftool or shutil.which("exiftool")
     if exiftool is None:
         return {}
     paths = [p for p in paths if os.path.isabs(p) and os.path.isfile(p)]  # regular files: a FIFO would block
-    out: dict[str, Keywords] = {}
+    out: dict[str, _Found] = {}
     for i in range(0, len(paths), EXIFTOOL_BATCH):
         out.update(_exiftool_batch(exiftool, paths[i:i + EXIFTOOL_BATCH]))
+    return out
+
+
+def embedded_keywords(paths: list[str], exiftool: str | None = None) -> dict[str, Keywords]:
+    """Path -> keywords embedded in the file (XMP, IPTC; those a tagger record in its XMP lists left
+    out), through exiftool in batches, for the regular files among ``paths`` (absolute local paths);
+    empty when exiftool is not installed. exiftool only reads here: each name reaches it as one
+    argument, whatever it holds."""
+    return {p: f.keywords() for p, f in _embedded(paths, exiftool).items()}
+
+
+def _sidecars_found(path: str, errors: list[str] | None) -> list[_Found]:
+    """What each sidecar of image ``path`` holds (both names); unreadable ones put in ``errors``."""
+    out = []
+    for naming in ("photo.jpg.xmp", "photo.xmp"):
+        side = existing_sidecar(sidecar_path(path, naming))
+        if side is None or not os.path.lexists(side):
+            continue
+        try:
+            out.append(_sidecar_found(side))
+        except (OSError, ValueError) as e:
+            if errors is not None:
+                errors.append(f"{side}: {getattr(e, 'strerror', None) or e}")
     return out
 
 
 def image_keywords(paths: list[str], *, embedded: bool = True,
                    errors: list[str] | None = None) -> Iterator[tuple[str, Keywords]]:
     """``(path, keywords)`` per image: both sidecar names, and the embedded metadata unless
-    ``embedded`` is False. Unreadable sidecars are skipped, their ``path: reason`` put in ``errors``."""
+    ``embedded`` is False, without the items any of tagger's records of the image (in a sidecar or
+    embedded) lists. Unreadable sidecars are skipped, their ``path: reason`` put in ``errors``."""
     local = {p: to_local_path(p) for p in paths}  # a catalog URI may be a file:// one (a name not UTF-8)
-    inside = embedded_keywords([lp for lp in local.values() if lp]) if embedded else {}
+    inside = _embedded([lp for lp in local.values() if lp]) if embedded else {}
     for path in paths:
+        found = _sidecars_found(path, errors)
+        if (local[path] or "") in inside:
+            found.append(inside[local[path] or ""])
+        own = {t: set().union(*(f.own[t] for f in found)) for t in LISTS}
         kw = Keywords()
-        for naming in ("photo.jpg.xmp", "photo.xmp"):
-            side = existing_sidecar(sidecar_path(path, naming))
-            if side is None or not os.path.lexists(side):
-                continue
-            try:
-                kw.update(sidecar_keywords(side))
-            except (OSError, ValueError) as e:
-                if errors is not None:
-                    errors.append(f"{side}: {getattr(e, 'strerror', None) or e}")
-        found = inside.get(local[path] or "")
-        if found is not None:
-            kw.update(found)
+        for f in found:
+            kw.update(f.keywords(own))
         yield path, kw

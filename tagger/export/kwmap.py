@@ -35,6 +35,8 @@ def read_mapping(path: str | Path, vocabulary: Iterable[str]) -> dict[str, str]:
     """keyword -> label (or :data:`IGNORE`) of a mapping file; ConfigError for an unreadable file,
     a malformed row or a label not in ``vocabulary``."""
     p = Path(path)
+    if p.exists() and not p.is_file():  # a folder, or a FIFO that would block the read
+        raise ConfigError(f"mapping file {p} is not a regular file: give a CSV file")
     try:
         text = p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
@@ -98,9 +100,10 @@ class KeywordMap:
         covered = {name for path in kw.paths for name in path}
         for path in sorted(kw.paths):
             whole = self.one("|".join(path))
-            hits = {whole} if whole is not None else {h for name in path if (h := self.one(name)) is not None}
-            found |= hits
-            if not hits:
+            hits = {whole} if whole is not None else {self.one(name) for name in path}
+            mapped = {h for h in hits if h}
+            found |= mapped
+            if not mapped and None in hits:  # a name the map ignores does not hide the others
                 missed.add("|".join(path))
         for word in sorted(kw.flat):
             label = self.one(word)

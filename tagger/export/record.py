@@ -11,9 +11,12 @@
       </rdf:li> ...
     </rdf:Bag></tagger:machineTags>
     <tagger:declined><rdf:Bag><rdf:li>tree</rdf:li></rdf:Bag></tagger:declined>
+    <tagger:declinedPaths><rdf:Bag><rdf:li>shape|star</rdf:li></rdf:Bag></tagger:declinedPaths>
+    <tagger:declinedTags><rdf:Bag><rdf:li>shape/star</rdf:li></rdf:Bag></tagger:declinedTags>
 
-A later export removes only the items listed here; ``declined`` holds labels whose keyword a person
-deleted after tagger wrote it: they are not written again.
+A later export removes only the items listed here. What a person deleted after tagger wrote it is
+not written again: ``declined`` holds labels whose dc:subject keyword went, ``declinedPaths`` and
+``declinedTags`` the lr:hierarchicalSubject and digiKam:TagsList items that went, each on its own.
 """
 from __future__ import annotations
 
@@ -26,9 +29,9 @@ from .xmpdoc import XmpDoc, bag, li_items, li_resource, qname, structs, text_ele
 
 __all__ = ["Entry", "Record", "RECORD_TAGS", "read_record", "write_record"]
 
-_T = {n: qname("tagger", n) for n in ("machineTags", "declined", "label", "keyword", "paths", "tags", "confidence",
-                                      "provenance", "run")}
-RECORD_TAGS = (_T["machineTags"], _T["declined"])
+_T = {n: qname("tagger", n) for n in ("machineTags", "declined", "declinedPaths", "declinedTags", "label", "keyword",
+                                      "paths", "tags", "confidence", "provenance", "run")}
+RECORD_TAGS = (_T["machineTags"], _T["declined"], _T["declinedPaths"], _T["declinedTags"])
 _N = TypeVar("_N", int, float)
 
 
@@ -48,7 +51,13 @@ class Entry:
 @dataclass
 class Record:
     entries: dict[str, Entry] = field(default_factory=dict)
-    declined: set[str] = field(default_factory=set)
+    declined: set[str] = field(default_factory=set)        # labels
+    declined_paths: set[str] = field(default_factory=set)  # lr:hierarchicalSubject items
+    declined_tags: set[str] = field(default_factory=set)   # digiKam:TagsList items
+
+    def declines(self) -> dict[str, set[str]]:
+        """The record's field name -> its set of declined items."""
+        return {"declined": self.declined, "declinedPaths": self.declined_paths, "declinedTags": self.declined_tags}
 
 
 def _field(node: ET.Element, name: str) -> ET.Element | str | None:
@@ -93,8 +102,9 @@ def read_record(doc: XmpDoc) -> Record:
             entry = _entry(node)
             if entry is not None:
                 rec.entries[entry.label] = entry
-    for _, e in doc.elements(_T["declined"]):
-        rec.declined.update(v for v in li_items(e) if v)
+    for name, items in rec.declines().items():
+        for _, e in doc.elements(_T[name]):
+            items.update(v for v in li_items(e) if v)
     return rec
 
 
@@ -122,6 +132,5 @@ def write_record(doc: XmpDoc, rec: Record) -> None:
         keywords = bag(_T["machineTags"], [])
         keywords[0].extend(_entry_element(rec.entries[k]) for k in sorted(rec.entries))
         new.append(keywords)
-    if rec.declined:
-        new.append(bag(_T["declined"], sorted(rec.declined)))
+    new.extend(bag(_T[name], sorted(items)) for name, items in rec.declines().items() if items)
     doc.replace_properties(RECORD_TAGS, new)

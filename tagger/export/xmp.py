@@ -6,7 +6,8 @@ with ``|``: Lightroom, darktable, digiKam) and ``digiKam:TagsList`` (the same pa
 those lists, records in the sidecar what it added (:mod:`tagger.export.record`), and takes out only
 items it added itself that are no longer positive. An item a person already had (compared
 Unicode-normalised and case-folded: a person's ``Star`` is the label ``star``) is neither added again
-nor recorded as tagger's, so it is never removed; a machine keyword a person deleted is not written again.
+nor recorded as tagger's, so it is never removed; a machine item a person deleted from any of the lists
+(a keyword, or just its hierarchical path) is not written again.
 ``TagsList`` is only edited where it exists (making one would hide a person's hierarchical keywords
 from digiKam). A label whose name XML 1.0 cannot hold (U+FFFE ...) is not written; a label holding
 ``|`` (``/`` for TagsList) is written as a flat keyword only, never as a hierarchy.
@@ -103,6 +104,68 @@ def _machine_tag(t: MachineTag | str | tuple) -> MachineTag:
     return t if isinstance(t, MachineTag) else MachineTag(t) if isinstance(t, str) else MachineTag(*t)
 
 
+def _declines(prior: Record, have: Mapping[str, set[str]], tags_list: bool) -> Record:
+    """A record holding ``prior``'s declines and what a person deleted since tagger wrote it, each list on
+    its own (``have``: the folded items of each list): a label whose keyword left dc:subject, a path that
+    left lr:hierarchicalSubject, a TagsList item that left TagsList (where the sidecar still has one)."""
+    entries = prior.entries.values()
+    labels = prior.declined | {e.label for e in entries if fold_keyword(e.label) not in have[SUBJECT]}
+    live = [e for e in entries if e.label not in labels]
+    paths = {p for e in live for p in e.paths if fold_keyword(p) not in have[HIERARCHY]}
+    tags = {t for e in live for t in e.tags if fold_keyword(t) not in have[TAGS_LIST]} if tags_list else set()
+    return Record(declined=labels, declined_paths=prior.declined_paths | paths, declined_tags=prior.declined_tags | tags)
+
+
+def _kept(items: Sequence[str], declined: set[str]) -> list[str]:
+    folded = _folded(declined)
+    return [x for x in items if fold_keyword(x) not in folded]
+
+
+_Plan = tuple[Entry | None, list[str], list[str]]  # the label's entry so far, the paths and TagsList items it wants
+
+
+def _plans(wanted: Iterable[str], keep: Mapping[str, Entry], record: Record, gone: dict[str, set[str]],
+           tags_list: bool, parents: Mapping[str, Sequence[str]], root: str | None,
+           res: MergeResult) -> dict[str, _Plan]:
+    """What each wanted label writes (none for a declined one, or a name XML cannot hold: put in
+    ``res.refused``); items written for an older hierarchy or root are put in ``gone``."""
+    plans = {}
+    for label in sorted(set(wanted) - record.declined):
+        if xml_unsafe(label) is not None:
+            res.refused.append(label)
+            continue
+        paths = [p for p in label_paths(label, parents, root) if xml_unsafe(p) is None]
+        forms = [f for f in map(_tags_form, paths) if f] if tags_list else []
+        old = keep.get(label)
+        if old is not None:
+            gone[HIERARCHY].update(set(old.paths) - set(paths))
+            gone[TAGS_LIST].update(set(old.tags) - set(forms))
+        plans[label] = (old, _kept(paths, record.declined_paths), _kept(forms, record.declined_tags))
+    return plans
+
+
+def _add(doc: XmpDoc, plans: Mapping[str, _Plan], wanted: Mapping[str, MachineTag], record: Record,
+         run: int | None, res: MergeResult) -> int:
+    """Add the planned items a list does not hold yet and record those tagger owns; the items added."""
+    have = {t: _folded(doc.items(t)) for t in LISTS}  # what the person keeps (and tagger keeps) after the removal
+    adds: dict[str, list[str]] = {t: [] for t in LISTS}
+    for label, (old, paths, forms) in plans.items():
+        kw, add_kw = _owned([label], [old.keyword] if old and old.keyword else [], have[SUBJECT])
+        own_paths, add_paths = _owned(paths, old.paths if old else (), have[HIERARCHY])
+        own_tags, add_tags = _owned(forms, old.tags if old else (), have[TAGS_LIST])
+        for prop, items in ((SUBJECT, add_kw), (HIERARCHY, add_paths), (TAGS_LIST, add_tags)):
+            adds[prop].extend(items)
+        tag = wanted[label]
+        confidence = None if tag.confidence is None else round(float(tag.confidence), 4)
+        record.entries[label] = Entry(label, kw[0] if kw else None, own_paths, own_tags, confidence,
+                                      tag.provenance, run)
+        if old is None:
+            res.added.append(label)
+    for prop, items in adds.items():
+        doc.edit_list(prop, (), items)
+    return sum(map(len, adds.values()))
+
+
 def merge_sidecar(existing: bytes | None, tags: Sequence[MachineTag | str], *, run: int | None = None,
                   parents: Mapping[str, Sequence[str]] | None = None, root: str | None = None) -> MergeResult:
     """``existing`` (or a new sidecar) with ``tags`` merged in (see the module). ValueError when
@@ -110,51 +173,19 @@ def merge_sidecar(existing: bytes | None, tags: Sequence[MachineTag | str], *, r
     doc = XmpDoc(existing)
     prior = read_record(doc)
     prior.entries = {k: _sane(e) for k, e in prior.entries.items()}
-    have = {t: _folded(doc.items(t)) for t in LISTS}
     tags_list = doc.has(TAGS_LIST)
-    declined = set(prior.declined) | {e.label for e in prior.entries.values() if fold_keyword(e.label) not in have[SUBJECT]}
+    record = _declines(prior, {t: _folded(doc.items(t)) for t in LISTS}, tags_list)
     wanted = {t.label: t for t in map(_machine_tag, tags)}
-    keep = {k: e for k, e in prior.entries.items() if k in wanted and k not in declined}
+    keep = {k: e for k, e in prior.entries.items() if k in wanted and k not in record.declined}
     drop = [e for k, e in prior.entries.items() if k not in keep]
-    res = MergeResult(b"", removed=sorted(e.label for e in drop if e.label not in declined),
-                      declined=sorted(k for k in wanted if k in declined))
-    gone: dict[str, set[str]] = {t: set() for t in LISTS}
-    for e in drop:
-        gone[SUBJECT].update([e.keyword] if e.keyword else [])
-        gone[HIERARCHY].update(e.paths)
-        gone[TAGS_LIST].update(e.tags)
-    plans = {}
-    for label in sorted(set(wanted) - declined):
-        if xml_unsafe(label) is not None:
-            res.refused.append(label)
-            continue
-        paths = [p for p in label_paths(label, parents or {}, root) if xml_unsafe(p) is None]
-        forms = [f for f in map(_tags_form, paths) if f] if tags_list else []
-        old = keep.get(label)
-        if old is not None:  # items written for an older hierarchy or root go
-            gone[HIERARCHY].update(set(old.paths) - set(paths))
-            gone[TAGS_LIST].update(set(old.tags) - set(forms))
-        plans[label] = (old, paths, forms)
-    edits = 0
+    res = MergeResult(b"", removed=sorted(e.label for e in drop if e.label not in record.declined),
+                      declined=sorted(k for k in wanted if k in record.declined))
+    gone = {SUBJECT: {e.keyword for e in drop if e.keyword}, HIERARCHY: {p for e in drop for p in e.paths},
+            TAGS_LIST: {t for e in drop for t in e.tags}}
+    plans = _plans(wanted, keep, record, gone, tags_list, parents or {}, root, res)
     for prop, items in gone.items():
         doc.edit_list(prop, items, [])
-        edits += len(items)
-    have = {t: _folded(doc.items(t)) for t in LISTS}  # what the person keeps (and tagger keeps) after the removal
-    record = Record(declined=declined)
-    for label, (old, paths, forms) in plans.items():
-        kw, add_kw = _owned([label], [old.keyword] if old and old.keyword else [], have[SUBJECT])
-        own_paths, add_paths = _owned(paths, old.paths if old else (), have[HIERARCHY])
-        own_tags, add_tags = _owned(forms, old.tags if old else (), have[TAGS_LIST])
-        doc.edit_list(SUBJECT, (), add_kw)
-        doc.edit_list(HIERARCHY, (), add_paths)
-        doc.edit_list(TAGS_LIST, (), add_tags)
-        edits += len(add_kw) + len(add_paths) + len(add_tags)
-        tag = wanted[label]
-        confidence = None if tag.confidence is None else round(float(tag.confidence), 4)
-        record.entries[label] = Entry(label, kw[0] if kw else None, own_paths, own_tags, confidence,
-                                      tag.provenance, run)
-        if old is None:
-            res.added.append(label)
+    edits = sum(map(len, gone.values())) + _add(doc, plans, wanted, record, run, res)
     if existing is not None and not edits and record == prior:  # nothing to change: the file stays as its tool wrote it
         res.data = existing
         return res

@@ -102,9 +102,16 @@ def _scan(data: bytes) -> list[tuple[str, str]]:
     return pairs
 
 
+def _own_binding(prefix: str, uri: str) -> bool:
+    """Whether a document's prefix binding is kept when it is written: not a standard prefix bound to another
+    namespace (that namespace is written ns0 ...), nor tagger's namespace under another prefix, so tagger's
+    record is always ``tagger:`` (``exiftool -XMP-tagger:all``) and ``dc:`` ... always name their own."""
+    return bool(prefix) and NAMESPACES.get(prefix, uri) == uri and (uri != NAMESPACES["tagger"] or prefix == "tagger")
+
+
 def _register(pairs: Iterable[tuple[str, str]]) -> None:
     """Serialise with the document's own prefixes (and the standard ones), not ns0, ns1 ..."""
-    own = list(dict.fromkeys(p for p in pairs if p[0] and p not in NAMESPACES.items()))[:MAX_PREFIXES]
+    own = list(dict.fromkeys(p for p in pairs if _own_binding(*p) and p not in NAMESPACES.items()))[:MAX_PREFIXES]
     for prefix, uri in [*NAMESPACES.items(), *own]:
         if prefix:
             try:
@@ -209,8 +216,8 @@ class XmpDoc:
             host = texts[0][1] if texts else ET.SubElement(self.descriptions[0], tag)
             inner = ET.SubElement(host, _RDF + container)
             _move_text(host, inner)
+        have = {_li_text(li).strip() for li in inner.findall(_LI)}  # one set for every description folded in
         for d, e, c in lists[1:]:
-            have = {_li_text(li).strip() for li in inner.findall(_LI)}
             for li in c.findall(_LI):  # moved whole: a qualified item keeps its qualifiers
                 text = _li_text(li).strip()
                 if text not in have:
@@ -219,11 +226,11 @@ class XmpDoc:
             d.remove(e)
         for d, e in texts:
             if e is not host:
-                _append_new(inner, [(e.text or "").strip()])
+                _append_new(inner, have, (e.text or "").strip())
                 d.remove(e)
         for d in self.descriptions:
             if tag in d.attrib:
-                _append_new(inner, [d.attrib.pop(tag).strip()])
+                _append_new(inner, have, d.attrib.pop(tag).strip())
         return inner
 
     def edit_list(self, tag: str, remove: Iterable[str], add: Sequence[str], container: str = "Bag") -> None:
@@ -291,13 +298,11 @@ def _move_text(e: ET.Element, inner: ET.Element) -> None:
         ET.SubElement(inner, _LI).text = text
 
 
-def _append_new(inner: ET.Element, values: Iterable[str]) -> None:
-    """Append the non-empty ``values`` the list ``inner`` does not hold yet."""
-    have = {_li_text(li).strip() for li in inner.findall(_LI)}
-    for v in values:
-        if v and v not in have:
-            ET.SubElement(inner, _LI).text = v
-            have.add(v)
+def _append_new(inner: ET.Element, have: set[str], value: str) -> None:
+    """Append ``value`` to the list ``inner`` unless empty or among ``have`` (its items, kept up to date)."""
+    if value and value not in have:
+        ET.SubElement(inner, _LI).text = value
+        have.add(value)
 
 
 def resource(tag: str) -> ET.Element:
