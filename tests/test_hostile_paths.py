@@ -195,6 +195,7 @@ def test_long_legal_names_are_written(tmp_path):
     res = invoke("export", "-f", "xmp", "-w", str(root))
     assert res.exit_code == 0 and Path(f"{image}.xmp").is_file(), res.output
     assert _STALE_TMP.match(temp_name(f"{image}.xmp").name)
+    assert _STALE_TMP.match(temp_name(tmp_path / "photo.jpg.XMP").name)  # an upper-case sidecar's too
     out = tmp_path / ("t" * 236 + ".csv")
     res = invoke("export", "-f", "csv", "--out", str(out), "-w", str(root))
     assert res.exit_code == 0 and out.read_text().startswith('"uri"'), res.output

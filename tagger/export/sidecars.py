@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 #: Sidecar names: ``photo.jpg.xmp`` keeps the image's extension, ``photo.xmp`` replaces it.
 NAMINGS = ("photo.jpg.xmp", "photo.xmp")
-_STALE_TMP = re.compile(re.escape(TMP_PREFIX) + r".+\.xmp\.(\d+)\.[0-9a-f]{8}$")
+_STALE_TMP = re.compile(re.escape(TMP_PREFIX) + r".+\.(?i:xmp)\.(\d+)\.[0-9a-f]{8}$")  # photo.jpg.XMP too
 
 
 class SidecarChanged(Exception):
