@@ -153,3 +153,9 @@ def test_a_parent_raised_by_its_children_never_reads_absent(cat, tmp_path):
     rows = {r["label"]: r for r in label_summary(cat, run)}
     assert rows["square"]["positives"] > 0 and rows["square"]["state"] == "via children"
     assert rows["square"]["source"] == "children" and rows["circle"]["state"] == "yes"
+    # SQL reads it so too: the query for labels judged absent does not list a parent raised by children
+    sources = dict(cat.query("SELECT label, source FROM current_thresholds"))
+    assert sources["square"] == "children" and sources["circle"] == "fit"
+    absent = {lab for lab, in cat.query("SELECT label FROM current_thresholds WHERE NOT present AND source = 'fit'")}
+    assert "square" not in absent
+    assert cat.query("SELECT source FROM run_thresholds WHERE run_id = ? AND label = 'square'", [run]) == [("fit",)]
