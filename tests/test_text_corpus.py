@@ -290,3 +290,26 @@ def test_generator_from_config() -> None:
         LLMConfig.from_env({**env, "TAGGER_LLM_TEMPERATURE": "hot"})
     with pytest.raises(ConfigError):
         LLMConfig(model="m", concurrency=0)
+
+
+def test_plural_and_article_names_are_written_as_names_not_doubled():
+    """`squares` gave "squareses" and "a squares", `a star` gave "an a star": the offline sentences
+    taught the classifier words no caption uses. A name already plural is counted or takes "the"; a
+    name with its article is used as written; every sentence still names every label."""
+    import re
+
+    from tagger.text.offline import OfflineGenerator, reads_plural, starts_with_article
+    vocab = Vocabulary.create(["squares", "a star", "moon", "glass", "palm trees"], {})
+    sets = [["squares"], ["a star", "moon"], ["glass", "squares"], ["palm trees", "a star"], ["moon", "glass"]] * 40
+    text = " ".join(OfflineGenerator(vocab, seed=5).generate(sets)).lower()
+    assert "squareses" not in text and "treeses" not in text and not re.search(r"\b(a|an|one) squares\b", text)
+    assert not re.search(r"\b(a|an|the|one|two|some) a star\b", text) and "a stars" not in text
+    assert "glasses" in text and "moons" in text  # singular names are still counted in plural
+    assert reads_plural("palm trees") and not reads_plural("glass") and not reads_plural("bus")
+    assert not reads_plural("lens") and starts_with_article("The moon") and not starts_with_article("theatre")
+    from tagger.method.names import fill
+    assert fill("a photo of a {}.", "a star") == "a photo of a star."
+    assert fill("a sharp photo of the {}.", "a star") == "a sharp photo of a star."
+    assert fill("a photo of a {}.", "squares") == "a photo of squares."
+    assert fill("a sharp photo of the {}.", "squares") == "a sharp photo of the squares."
+    assert fill("an image of an {}.", "apple") == "an image of an apple."  # other names: as format() gives

@@ -1,4 +1,6 @@
-"""Corroboration by names: how the images that pass a label's threshold are named by zero-shot CLIP.
+"""Names: how two are compared (:func:`fold`), how one reads in a sentence or prompt (its own article,
+a plural: :func:`fill`), and corroboration by names: how the images that pass a label's threshold are
+named by zero-shot CLIP.
 
 Each sample image's best zero-shot match (the label whose class prompt is closest) is counted per
 label among the images over its threshold: its own name against the most frequent other one. The
@@ -7,12 +9,13 @@ its own against that rival.
 """
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["NameCounts", "fold", "name_counts", "name_words"]
+__all__ = ["NameCounts", "fill", "fold", "name_counts", "name_words", "reads_plural", "starts_with_article"]
 
 
 MIN_HELD = 3  # a shorter name (`c`, `ox`) is held by too many words to say anything
@@ -22,6 +25,40 @@ def fold(name: str) -> str:
     """The form two names are compared in: compatibility-normalised (full-width letters, ligatures) and
     case-folded, so ``Star``, ``STAR`` and ``ＳＴＡＲ`` are one name."""
     return unicodedata.normalize("NFKC", name).casefold()
+
+
+_ARTICLES = ("a ", "an ", "the ")
+#: Words ending in s that are one thing (a plural-looking name otherwise gets no ``a`` and no second ``s``).
+_S_SINGULARS = frozenset({"lens", "news", "series", "species", "gas", "canvas", "atlas", "bias", "chaos", "cosmos",
+                          "octopus", "walrus", "chassis", "mattress", "trellis", "pancreas", "diabetes", "measles"})
+
+
+def starts_with_article(name: str) -> bool:
+    """A name written with its article (``a star``, ``the moon``): used as written, nothing put in front."""
+    return name.casefold().startswith(_ARTICLES)
+
+
+def reads_plural(name: str) -> bool:
+    """A name whose last word reads as a plural (``squares``, ``palm trees``; not ``glass``, ``bus``,
+    ``lens``): no ``a`` in front of it and no second plural ending (``squareses``)."""
+    last = name.rsplit(" ", 1)[-1].casefold()
+    return (len(last) > 3 and last.endswith("s") and not last.endswith(("ss", "us", "is", "ics", "ous"))
+            and last not in _S_SINGULARS)
+
+
+_ARTICLE_SLOT = re.compile(r"\b(?:a|an|the) \{\}", re.IGNORECASE)
+_A_SLOT = re.compile(r"\b(?:a|an) \{\}", re.IGNORECASE)
+
+
+def fill(template: str, name: str) -> str:
+    """``template`` (one ``{}`` slot) with ``name`` in it, leaving out the template's article where the
+    name brings its own (``a star``) and its ``a`` where the name reads plural (``squares``): no prompt
+    says "a photo of a a star" or "a photo of a squares". Other names: ``template.format(name)``."""
+    if starts_with_article(name):
+        template = _ARTICLE_SLOT.sub("{}", template)
+    elif reads_plural(name):
+        template = _A_SLOT.sub("{}", template)
+    return template.format(name)
 
 
 def _inside(labels: list[str], label: np.ndarray, name: np.ndarray) -> np.ndarray:

@@ -5,6 +5,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .names import fill
+
 SINGLE_PROMPT = ("a photo of a {}.",)
 
 # A compact, varied prompt ensemble for class embeddings.
@@ -30,7 +32,7 @@ ENSEMBLE_PROMPTS = (
 
 def class_embeddings(clip, class_names: Sequence[str], templates: Sequence[str] = SINGLE_PROMPT) -> np.ndarray:
     """Unit-norm class embeddings ``(C, d)``: the mean over templates of normalised prompt embeddings."""
-    texts = [t.format(c) for c in class_names for t in templates]
+    texts = [fill(t, c) for c in class_names for t in templates]  # no "a a star", no "a squares"
     emb = clip.encode_text(texts).reshape(len(class_names), len(templates), -1).mean(axis=1)
     return emb / np.linalg.norm(emb, axis=1, keepdims=True)
 

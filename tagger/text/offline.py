@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ..method.names import reads_plural, starts_with_article
 from .vocab import Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,11 @@ def _article(text: str) -> str:
     return "an" if text[:1].lower() in "aeiou" else "a"
 
 
+def _listed(name: str) -> str:
+    """``name`` as one item of a plain listing: with its article, unless it has one or reads plural."""
+    return name if starts_with_article(name) or reads_plural(name) else f"{_article(name)} {name}"
+
+
 def _join(parts: list[str], rng: random.Random) -> str:
     if len(parts) == 1:
         return parts[0]
@@ -126,7 +132,7 @@ class OfflineGenerator:
             if self.vocab.mentions_all(text, labs):
                 return text
         logger.debug("offline sentence fell back to a plain listing for %s", labs)
-        return _capitalise(f"a photo of {_join([f'{_article(x)} {x}' for x in labs], rng)}.")
+        return _capitalise(f"a photo of {_join([_listed(x) for x in labs], rng)}.")
 
     def _phrase(self, label: str, rng: random.Random) -> tuple[str, bool]:
         """A noun phrase for one label and whether it is plural.
@@ -139,13 +145,17 @@ class OfflineGenerator:
         adj = rng.choice(_ADJECTIVES) + " " if rng.random() < self.adjective_prob else ""
         if adj and self._clashes(adj + name):
             adj = ""
-        if rng.random() < self.plural_prob:
-            return f"{rng.choice(_COUNTS)} {adj}{self.vocab.plural(name)}", True
-        det = rng.choice(("a", "a", "a", "the", "one"))
+        many = rng.random() < self.plural_prob
+        count = rng.choice(_COUNTS) if many else None
+        det = None if many else rng.choice(("a", "a", "a", "the", "one"))  # the same draws for every name
+        if starts_with_article(name):  # as the user wrote it: no count, determiner or adjective before it
+            return name, reads_plural(name)
+        if reads_plural(name):  # already a plural: counted or with "the", never "a squares" nor "squareses"
+            return f"{count or 'the'} {adj}{name}", True
+        if many:
+            return f"{count} {adj}{self.vocab.plural(name)}", True
         body = adj + name
-        if det == "a":
-            det = _article(body)
-        return f"{det} {body}", False
+        return f"{_article(body) if det == 'a' else det} {body}", False
 
     def _clashes(self, phrase: str) -> bool:
         """Whether ``adjective name`` is the name of a label, or the name has several words and

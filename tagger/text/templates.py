@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Sequence
 
+from ..method.names import fill
+
 logger = logging.getLogger(__name__)
 
 PHOTO_TEMPLATE = "a photo of a {}."
@@ -111,11 +113,11 @@ def template_sentences(class_names: Sequence[str], n_photo_copies: int = 9,
     templates = [t for t in templates if not _names_a_label(t, known)] if known else list(templates)
     out: list[tuple[str, str]] = []
     for c in class_names:
-        out.extend((PHOTO_TEMPLATE.format(c), c) for _ in range(n_photo_copies))
+        out.extend((fill(PHOTO_TEMPLATE, c), c) for _ in range(n_photo_copies))
         lead = c.split(" ", 1)[0].casefold() if " " in c else ""
         for t in templates:
             mod = _modifier(t)
             if known and (f"{mod} {c.casefold()}" in known or (lead in firsts and mod in firsts)):
                 continue
-            out.append((t.format(c), c))
+            out.append((fill(t, c), c))
     return out
