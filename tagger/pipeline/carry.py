@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_open
 from ..errors import ConfigError
 from ..method.hierarchy import Hierarchy
 from ..method.reviewed import reviewed_columns
@@ -36,14 +37,15 @@ logger = logging.getLogger(__name__)
 
 
 def _link(src: Path, dst: Path) -> None:
-    """``dst`` the same file as ``src`` (a hard link; a copy across file systems), written atomically."""
-    tmp = dst.with_name(dst.name + ".link-tmp")
-    tmp.unlink(missing_ok=True)
+    """``dst`` the same file as ``src``: a hard link (made whole or not at all), or where the file system
+    takes none an atomic copy."""
     try:
-        os.link(src, tmp)
+        os.link(src, dst)
+    except FileExistsError:
+        return
     except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+        with open(src, "rb") as fin, atomic_open(dst) as fout:
+            shutil.copyfileobj(fin, fout)
 
 
 def carry_shards(base_dir: Path, run_dir: Path, shards: list[str]) -> list[str]:
