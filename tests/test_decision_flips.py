@@ -159,3 +159,31 @@ def test_a_parent_raised_by_its_children_never_reads_absent(cat, tmp_path):
     absent = {lab for lab, in cat.query("SELECT label FROM current_thresholds WHERE NOT present AND source = 'fit'")}
     assert "square" not in absent
     assert cat.query("SELECT source FROM run_thresholds WHERE run_id = ? AND label = 'square'", [run]) == [("fit",)]
+
+
+def test_a_renamed_label_is_compared_under_its_new_name(cat, tmp_path):
+    """`labels retire star; labels add stars` lost 70 % of the label's tags with no flip listed: the two
+    runs shared no name. A label retired and one added that name the same thing are compared."""
+    from tagger.catalog.flips import renamed
+    s, _ = scores()
+    d = fit_anchored(s, LABELS, anchors(5.0))
+    a = tag_run(cat, tmp_path, d, s)
+    new_labels = ["circle", "square", "stars"]
+    cat.add_labels(["stars"])
+    run = cat.start_run("tag", labels=new_labels)
+    d2 = fit_anchored(s, new_labels, anchors(5.0))
+    d2.overrides = {"stars": float(np.sort(s[:, 2])[-20])}  # the renamed label keeps only 20 positives
+    cat.save_run_thresholds(run, decision_rows(d2, set()))
+    pos = d2.positive(s)
+    r, c = np.nonzero(pos)
+    path = tmp_path / "tags-renamed.parquet"
+    pq.write_table(pa.table({"image_id": (r + 1).astype(np.int64), "label": np.asarray(new_labels)[c].tolist(),
+                             "score": s[r, c], "positive": np.ones(len(r), bool)}), path)
+    cat.load_tags(run, [path])
+    cat.finish_run(run, n_images=len(s))
+    (flip,) = decision_flips(cat, a, run)
+    assert flip["label"] == "stars" and flip["renamed_from"] == "star" and "renamed from 'star'" in flip["reason"]
+    assert flip["before_positives"] > 100 and flip["after_positives"] == 20
+    assert renamed(["star", "lightning-bolt", "glass", "ring"], ["stars", "lightning bolt", "glasses", "rings!"]) == \
+        {"stars": "star", "lightning bolt": "lightning-bolt", "glasses": "glass"}
+    assert renamed(["cat", "cats"], ["Cats "]) == {}  # two candidates: no guess

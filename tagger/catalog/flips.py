@@ -1,19 +1,25 @@
 """Labels whose decision flips between two tag runs, each with the reason in words.
 
 A flip is a label of both runs that is present in one and absent in the other, or whose positive
-tags changed by more than half. The reason comes from the newer run's stored decision (e.g. "text
-separation 1.81 < 2 and the images show no second group") and from what changed between the runs'
-classifiers: the label's synonyms or parents, the head, or a retrain.
+tags changed by more than half. A label renamed between the runs (one retired and one added that name
+the same thing: ``star`` and ``stars``, ``lightning-bolt`` and ``lightning bolt``) is compared under its
+new name, ``renamed from`` its old one. The reason comes from the newer run's stored decision (e.g.
+"text separation 1.81 < 2 and the images show no second group") and from what changed between the
+runs' classifiers: the label's synonyms or parents, the head, or a retrain.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+from ..method.names import fold
+from ..text.vocab import same_term
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FLIP_SHARE", "decision_flips", "flip_lines", "previous_tag_run"]
+__all__ = ["FLIP_SHARE", "decision_flips", "flip_lines", "previous_tag_run", "renamed"]
 
 FLIP_SHARE = 0.5  # positives changing by more than this share of the smaller count (of either run) is a flip:
 # growing 1.5x and shrinking to 2/3 alike (measured against the older count, a fall went unreported up to half)
@@ -65,6 +71,30 @@ def _flip_reason(a: Mapping[str, Any], b: Mapping[str, Any], changes: list[str])
     return "; ".join(parts + changes)
 
 
+def _keys(name: str) -> set[str]:
+    """Rough spellings a rename is looked up under (letters and digits, case-folded; and without a
+    plural ending): candidates only, :func:`~tagger.text.vocab.same_term` decides."""
+    bare = re.sub(r"[\W_]+", "", fold(name))
+    return {bare} | {bare[:-len(end)] for end in ("es", "s") if bare.endswith(end) and len(bare) > len(end) + 2}
+
+
+def renamed(before: Iterable[str], after: Iterable[str]) -> dict[str, str]:
+    """Labels of ``after`` not in ``before`` -> the one label of ``before`` not in ``after`` that names
+    the same thing (a rename: ``labels retire star`` then ``labels add stars``)."""
+    old, new = list(before), list(after)
+    gone, added = set(old) - set(new), [n for n in new if n not in set(old)]
+    index: dict[str, set[str]] = {}
+    for name in gone:
+        for key in _keys(name):
+            index.setdefault(key, set()).add(name)
+    out: dict[str, str] = {}
+    for name in added:
+        match = {o for key in _keys(name) for o in index.get(key, ()) if same_term(o, name)}
+        if len(match) == 1 and next(iter(match)) not in out.values():
+            out[name] = match.pop()
+    return out
+
+
 def decision_flips(catalog, a: int, b: int) -> list[dict[str, Any]]:
     """Labels of both runs ``a`` (older) and ``b`` whose decision flips, in ``b``'s label order:
     ``label, before_present, after_present, before_positives, after_positives, reason``. Runs
@@ -75,18 +105,20 @@ def decision_flips(catalog, a: int, b: int) -> list[dict[str, Any]]:
         return []
     run_a, run_b = catalog.get_run(a), catalog.get_run(b)
     old, new = _corpus_config(catalog, run_a.classifier_id), _corpus_config(catalog, run_b.classifier_id)
+    was = renamed(rows_a, [r["label"] for r in rows_b])
     out = []
     for rb in rows_b:
-        ra = rows_a.get(rb["label"])
+        ra = rows_a.get(was.get(rb["label"], rb["label"]))
         if ra is None:
             continue
         na, nb = int(ra["positives"]), int(rb["positives"])
         flipped = bool(ra["present"]) != bool(rb["present"]) and (na > 0 or nb > 0)
         if not (flipped or abs(nb - na) > FLIP_SHARE * max(min(na, nb), 1)):
             continue
+        changes = [f"renamed from '{ra['label']}'"] if ra["label"] != rb["label"] else _changes(rb["label"], old, new)
         out.append({"label": rb["label"], "before_present": bool(ra["present"]), "after_present": bool(rb["present"]),
-                    "before_positives": na, "after_positives": nb,
-                    "reason": _flip_reason(ra, rb, _changes(rb["label"], old, new))})
+                    "before_positives": na, "after_positives": nb, "reason": _flip_reason(ra, rb, changes),
+                    **({"renamed_from": ra["label"]} if ra["label"] != rb["label"] else {})})
     return out
 
 
