@@ -191,3 +191,48 @@ def test_a_nightly_that_only_retires_a_label_drops_it_and_keeps_the_rest(based, 
     assert [r[:5] for r in after] == [r[:5] for r in before if r[1] != gone]
     with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
         assert cat.get_run(out["run_id"]).status == "current"
+
+
+def test_a_renamed_or_reworded_label_is_held_to_the_positives_it_had(based, tmp_path):
+    """`labels set moon --synonym crescent` kept 31 of moon's 99 positives, a rename (`star` -> `stars`)
+    22 of 97: the labels an edit only re-names are decided at most a third below what they had."""
+    from tagger.pipeline.increment import _former_positives
+    src, base = based
+    ws = tmp_path / "ws"
+    shutil.copytree(src, ws)
+    circle, square = FIRST[0], FIRST[1]
+    with Catalog.open(ws / "catalog.duckdb") as cat:
+        cat.add_labels([circle], {circle: [*LABEL_SYNONYMS[circle], "round thing"]})  # one more synonym
+        cat.add_labels([FIRST[2]], {FIRST[2]: []})  # synonyms dropped: may narrow, no floor
+        cat.retire_labels([square])
+        cat.add_labels(["squares"])
+        labels = [n for n in FIRST if n != square] + ["squares"]
+        had = {r["label"]: r["positives"] for r in cat.run_thresholds(base)}
+        n_images = cat.get_run(base).n_images
+        former = _former_positives(cat, base, labels, [circle, FIRST[2], "squares"], 100)
+    assert set(former) == {lab for lab, old in ((circle, circle), ("squares", square)) if had[old] > 0}
+    for lab, old in ((circle, circle), ("squares", square)):
+        if lab in former:
+            assert former[lab] == pytest.approx(had[old] * 100 / n_images)
+
+
+def test_keep_positives_lowers_only_the_labels_that_lost_their_images():
+    from tagger.method.decisions import DecisionConfig, TextAnchors, fit_anchored
+    from tagger.method.keep import KEEP, keep_positives
+    rng = np.random.default_rng(0)
+    n = 2000
+    y = rng.random((n, 3)) < 0.15
+    # the first label's images sit low on its text scale (wide, between the text negatives and positives)
+    s = rng.normal(0.0, 0.4, (n, 3)) + y * np.array([1.1, 2.0, 2.0]) + y * rng.normal(0, 0.5, (n, 3)) * [1, 0, 0]
+    anchors = TextAnchors(np.zeros(3), np.full(3, 2.2), np.full(3, 0.3), np.full(3, 0.3))
+    cfg = DecisionConfig()
+    d = fit_anchored(s, ["heart", "star", "moon"], anchors, cfg, placement=cfg.pos_anchor)
+    before = d.positive(s).sum(0)
+    target = {0: float(y[:, 0].sum()), 1: float(y[:, 1].sum())}
+    assert before[0] < KEEP * target[0] <= before[1] / 1.0  # the first lost its images, the second did not
+    kept = keep_positives(d, s, anchors, cfg, target)
+    after = kept.positive(s).sum(0)
+    assert (d.positive(s).sum(0) == before).all()  # a copy: the decisions given are left as they were
+    assert after[0] >= KEEP * target[0] and (kept.positive(s)[:, 0] & y[:, 0]).sum() > (d.positive(s)[:, 0] & y[:, 0]).sum()
+    assert after[1] == before[1] and after[2] == before[2]
+    assert "keeps its images" in kept.reason(0) and "keeps its images" not in kept.reason(1)

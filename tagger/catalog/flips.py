@@ -19,7 +19,7 @@ from ..text.vocab import same_term
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FLIP_SHARE", "decision_flips", "flip_lines", "previous_tag_run", "renamed"]
+__all__ = ["FLIP_SHARE", "classifier_synonyms", "decision_flips", "flip_lines", "previous_tag_run", "renamed"]
 
 FLIP_SHARE = 0.5  # positives changing by more than this share of the smaller count (of either run) is a flip:
 # growing 1.5x and shrinking to 2/3 alike (measured against the older count, a fall went unreported up to half)
@@ -35,6 +35,12 @@ def _corpus_config(catalog, classifier_id: str | None) -> tuple[dict[str, Any], 
     corpus = next((c for c in catalog.corpora() if c["corpus_id"] == clf.get("corpus_id")), None)
     config = (corpus or {}).get("config")
     return (dict(config) if isinstance(config, Mapping) else {}), head
+
+
+def classifier_synonyms(catalog, classifier_id: str | None) -> dict[str, list[str]]:
+    """Each label's synonyms as the classifier's corpus had them (empty where unknown)."""
+    synonyms = _part(_corpus_config(catalog, classifier_id)[0], "synonyms")
+    return {str(k): list(v or []) for k, v in synonyms.items()}
 
 
 def _part(config: Mapping[str, Any], key: str) -> Mapping[str, Any]:

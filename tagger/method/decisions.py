@@ -54,7 +54,7 @@ from .names import name_counts, name_words
 from .placement import corpus_placement
 from .refit import fit_from_labels
 
-__all__ = ["DecisionConfig", "Decisions", "TextAnchors", "fit_anchored", "fit_decisions", "fit_from_labels",
+__all__ = ["DecisionConfig", "Decisions", "TextAnchors", "anchored_at", "fit_anchored", "fit_decisions", "fit_from_labels",
            "text_anchors"]
 
 logger = logging.getLogger(__name__)
@@ -239,6 +239,17 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
     how = f"fitted to {int(firm.sum())} labels" if fitted else "given" if placement != cfg.pos_anchor else "fixed"
     logger.info("decisions: %d of %d labels present in a sample of %d images, positives placed at %.2f of "
                 "the text scale (%s)", int(d.present.sum()), len(labels), s.shape[0], placement, how)
+    return d
+
+
+def anchored_at(placement: float, scores: np.ndarray, labels: list[str], anchors: TextAnchors,
+                cfg: DecisionConfig | None = None, overrides: dict[str, float] | None = None,
+                zeroshot_top1: np.ndarray | None = None) -> Decisions:
+    """The anchored fit (:func:`fit_anchored`) with every label's positives held at ``placement``."""
+    cfg = cfg or DecisionConfig()
+    s = np.asarray(scores, np.float64)
+    d = _anchored_at(placement, s, histogram(s, cfg.bins), labels, anchors, cfg, overrides, zeroshot_top1)
+    d.placement = placement
     return d
 
 

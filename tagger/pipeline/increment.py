@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from ..errors import ConfigError
 from ..ids import short_sha256
 from ..method.decisions import Decisions
+from ..method.keep import keep_positives
 from ..workspace import Workspace
 from .calibration import DecisionInputs, decision_inputs, decision_rows, decisions_from_rows
 from .readouts import save_state
@@ -253,11 +254,31 @@ def _decide_new(cat, run_id: int, base_run: int, scorer: ShardScorer, shards: li
     top1 = scorer.zeroshot_top1(shards, _parent_labels(cat))
     top1 = None if top1 is None else np.where(top1 >= n_kept, top1 - n_kept, -1)
     mine = DecisionInputs({k: v for k, v in inputs.pinned.items() if k in new_set}, inputs.labelled)
-    d, refit = fit_run_decisions(apply_statistics(sample, stats), new, scorer.cfg, mine,
-                                 _labelled_new(cat, scorer, mine, new, stats), anchors, top1,
-                                 _base_placement(scorer, kept_rows, base_stats))
+    calibrated = apply_statistics(sample, stats)
+    d, refit = fit_run_decisions(calibrated, new, scorer.cfg, mine, _labelled_new(cat, scorer, mine, new, stats),
+                                 anchors, top1, _base_placement(scorer, kept_rows, base_stats))
+    former = {new.index(n): t for n, t in _former_positives(cat, base_run, labels, new, len(sample)).items()
+              if n not in refit}
+    if former and anchors is not None and scorer.cfg.decision == "anchored":
+        d = keep_positives(d, calibrated, anchors, scorer.cfg.decisions, former, top1)
     cat.save_run_thresholds(run_id, kept_rows + decision_rows(d, refit))
     return stats, d
+
+
+def _former_positives(cat, base_run: int, labels: list[str], new: list[str], n: int) -> dict[str, float]:
+    """The new labels that name what a present label of the base run named (retrained after synonyms
+    were only added, or renamed: :func:`~tagger.catalog.flips.renamed`) -> the positives that label had,
+    as a share of the base run's images, times ``n``."""
+    from ..catalog.flips import classifier_synonyms, renamed
+    run = cat.get_run(base_run)
+    rows = {r["label"]: r for r in cat.run_thresholds(base_run)}
+    old = classifier_synonyms(cat, run.classifier_id)
+    now = {lab.name: set(lab.synonyms or []) for lab in cat.list_labels(include_retired=False)}
+    same = {x: x for x in new if x in rows and set(old.get(x, [])) <= now.get(x, set())}
+    same.update({x: o for x, o in renamed(list(run.labels or []), labels).items() if x in new and x not in same})
+    share = n / max(int(run.n_images or 0), 1)
+    return {x: int(rows[o]["positives"]) * share for x, o in same.items()
+            if o in rows and rows[o]["present"] and int(rows[o]["positives"]) > 0}
 
 
 def _base_placement(scorer: ShardScorer, kept_rows: list[dict[str, Any]],
