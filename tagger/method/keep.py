@@ -44,15 +44,15 @@ def keep_positives(d: Decisions, scores: np.ndarray, anchors: TextAnchors, cfg: 
     d = replace(d, **{k: np.array(getattr(d, k)) for k in ("mu0", "sd0", "mu1", "sd1", "prior", "present")},
                 reasons=list(d.reasons), label_cutoffs=None if d.label_cutoffs is None else np.array(d.label_cutoffs))
     used = d.placement if d.placement is not None else cfg.pos_anchor
-    grid = placement_grid(cfg.min_placement, used, cfg.placement_step)[::-1]
+    lower_first = [float(p) for p in placement_grid(cfg.min_placement, used, cfg.placement_step)[::-1] if p < used]
     for j, target in targets.items():
         if not d.present[j] or d.labels[j] in d.overrides:
             continue
         before = _count(d, s, j)
         if before >= KEEP * target:
             continue
-        for p in grid[1:]:
-            lower = anchored_at(float(p), s, d.labels, anchors, cfg, d.overrides, zeroshot_top1)
+        for p in lower_first:
+            lower = anchored_at(p, s, d.labels, anchors, cfg, d.overrides, zeroshot_top1)
             if lower.present[j] and _count(lower, s, j) >= KEEP * target:
                 _take(d, lower, j, f"; positives placed at {p:.2f} of its text scale (not {used:.2f}): renamed or "
                                    f"given more synonyms, it keeps its images ({_count(lower, s, j)} of the "
