@@ -41,8 +41,9 @@ def keep_positives(d: Decisions, scores: np.ndarray, anchors: TextAnchors, cfg: 
     """A copy of ``d`` with each label ``j`` of ``targets`` (its former positives expected on these
     ``scores``) decided again lower where it kept fewer than ``KEEP`` of them (module docstring)."""
     s = np.asarray(scores, np.float64)
-    d = replace(d, **{k: np.array(getattr(d, k)) for k in ("mu0", "sd0", "mu1", "sd1", "prior", "present")},
-                reasons=list(d.reasons), label_cutoffs=None if d.label_cutoffs is None else np.array(d.label_cutoffs))
+    d = replace(d, mu0=np.array(d.mu0), sd0=np.array(d.sd0), mu1=np.array(d.mu1), sd1=np.array(d.sd1),
+                prior=np.array(d.prior), present=np.array(d.present), reasons=list(d.reasons),
+                label_cutoffs=None if d.label_cutoffs is None else np.array(d.label_cutoffs))
     used = d.placement if d.placement is not None else cfg.pos_anchor
     lower_first = [float(p) for p in placement_grid(cfg.min_placement, used, cfg.placement_step)[::-1] if p < used]
     for j, target in targets.items():
