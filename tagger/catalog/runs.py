@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 
 #: The error of a run found 'running' by a later job: no process can still be running it.
 ABANDONED = "abandoned: the process that ran it ended"
+#: Why a run still 'running' while no job holds the lock is shown as interrupted (what happens to it next).
+LEFT_RUNNING = "its job ended: the next tag or nightly resumes it, or marks it failed"
 RUN_STATUSES = ("running", "loaded", "current", "failed", "superseded")
 _RUN_COLUMNS = ("run_id", "kind", "status", "started_at", "finished_at", "model_id", "classifier_id",
                 "n_images", "n_tags", "config", "timings", "labels", "error", "pruned_at", "mode", "base_run")

@@ -11,7 +11,7 @@ from ..catalog.thresholds import present_state
 from ..catalog.vocab import Label
 from ..errors import CatalogError
 from ..catalog.readonly import SCHEMA_OVERVIEW_SQL
-from ..catalog.runs import run_mode
+from ..catalog.runs import LEFT_RUNNING, run_mode
 from .options import (
     DEFAULT_WORKSPACE, QUICK_WAIT, CsvOpt, JsonOpt, NlOpt, RowsJsonOpt, WaitOpt, WorkspaceOpt, console, emit_rows,
     err_console, fail, finite_non_negative, open_catalog, output_format, print_flips, reported, workspace_at,
@@ -321,15 +321,13 @@ def runs_list(
     with reported(), open_catalog(workspace, read_only=True, wait=wait) as cat:
         runs, current, heads = cat.runs(kind), cat.current_run(), cat.classifier_heads()
     idle = running_job(workspace_at(workspace, create=False).catalog) is None  # 'running' runs were left
-
-    def status(r) -> tuple[str, str | None]:
-        if r.status == "running" and idle:
-            return "interrupted", r.error or "its job ended: the next tag or nightly resumes it, or marks it failed"
-        return r.status + (" (pruned)" if r.pruned_at else ""), r.error
-
-    rows = [(r.run_id, r.kind, status(r)[0], r.started_at, r.finished_at,
-             r.model_id, heads.get(r.classifier_id) if r.classifier_id else None, r.classifier_id,
-             run_mode(r), r.n_images, r.n_tags, len(r.labels or []), status(r)[1]) for r in runs]
+    rows = []
+    for r in runs:
+        left = r.status == "running" and idle
+        status = "interrupted" if left else r.status + (" (pruned)" if r.pruned_at else "")
+        rows.append((r.run_id, r.kind, status, r.started_at, r.finished_at, r.model_id,
+                     heads.get(r.classifier_id) if r.classifier_id else None, r.classifier_id, run_mode(r),
+                     r.n_images, r.n_tags, len(r.labels or []), r.error or (LEFT_RUNNING if left else None)))
     cols = ("run_id", "kind", "status", "started_at", "finished_at", "model_id", "head", "classifier_id", "mode",
             "n_images", "n_tags", "n_labels", "error")
     emit_rows(cols, rows, output_format(as_json, nl=as_nl), title=f"{len(rows)} run(s); current: {current or '-'}")

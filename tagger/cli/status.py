@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..catalog.runs import LEFT_RUNNING
 from ..pipeline.progress import show_progress
 from .options import (
     DEFAULT_WORKSPACE, QUICK_WAIT, JsonOpt, WaitOpt, WorkspaceOpt, fail, open_catalog, print_summary, reported,
@@ -20,7 +21,7 @@ __all__ = ["INTERRUPTED", "quiet_warnings", "register", "status_cmd"]
 
 #: How a run marked 'running' reads while no job runs: its job ended (killed); the next tag job resumes
 #: it when its inputs are the same, or marks it failed.
-INTERRUPTED = "interrupted: its job ended (the next tag or nightly resumes it, or marks it failed)"
+INTERRUPTED = f"interrupted: {LEFT_RUNNING}"
 
 
 def _disk_bytes(root: Path) -> int:

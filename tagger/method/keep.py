@@ -54,12 +54,13 @@ def keep_positives(d: Decisions, scores: np.ndarray, anchors: TextAnchors, cfg: 
             continue
         for p in lower_first:
             lower = anchored_at(p, s, d.labels, anchors, cfg, d.overrides, zeroshot_top1)
-            if lower.present[j] and _count(lower, s, j) >= KEEP * target:
+            kept = _count(lower, s, j) if lower.present[j] else 0
+            if kept >= KEEP * target:
                 _take(d, lower, j, f"; positives placed at {p:.2f} of its text scale (not {used:.2f}): renamed or "
-                                   f"given more synonyms, it keeps its images ({_count(lower, s, j)} of the "
-                                   f"{target:.0f} it had in this sample; {before} at {used:.2f})")
+                                   f"given more synonyms, it keeps its images ({kept} of the {target:.0f} it had in "
+                                   f"this sample; {before} at {used:.2f})")
                 logger.info("%s kept its images: placed at %.2f (%d positives on the sample, %.0f before)",
-                            d.labels[j], p, _count(lower, s, j), target)
+                            d.labels[j], p, kept, target)
                 break
     return d
 

@@ -23,13 +23,12 @@ from typing import Any
 
 from ..atomic import atomic_open
 from ..errors import ConfigError
-from ..method.hierarchy import Hierarchy
 from ..method.reviewed import reviewed_columns
 from ..workspace import Workspace
-from .calibration import decision_inputs, decisions_from_rows
+from .calibration import decisions_from_rows
+from .increment import start_based_run
 from .scorer import ShardScorer
-from .tag import (TagShards, _resume_or_start, _shards_key, load_run, read_label_stats, tag_all,
-                  write_label_stats)
+from .tag import TagShards, load_run, read_label_stats, tag_all, write_label_stats
 
 __all__ = ["run_carried_tag"]
 
@@ -71,7 +70,6 @@ def run_carried_tag(workspace: Workspace, model_id: str, cfg, classifier_id: str
     """Tag into a new carried run from ``base_run`` with its classifier ``classifier_id`` (module
     docstring); load it without making it current. A rerun resumes it."""
     from ..catalog import Catalog
-    from ..store import list_done_shards
 
     t0, root = time.time(), str(workspace.root)
     base_dir = workspace.run_dir(str(base_run))
@@ -81,16 +79,10 @@ def run_carried_tag(workspace: Workspace, model_id: str, cfg, classifier_id: str
         if base_stats is None or set(base_stats) != set(labels) or cfg.decision == "standardized":
             raise ConfigError(f"run {base_run} keeps no calibration statistics of classifier {classifier_id}'s "
                               "labels, or the rule decides per image: a carried run needs both per label")
-        shards = list_done_shards(root, model_id)
-        inputs = decision_inputs(cat, labels)
-        hierarchy = Hierarchy.build(labels, cat.active_hierarchy())
-        run_id, status = _resume_or_start(cat, model_id, classifier_id, labels, cfg, _shards_key(shards),
-                                          inputs.key(), hierarchy.key, mode="carried", base_run=base_run)
-        if status != "running":
-            cat.apply_review(run_id)
-            run = cat.get_run(run_id)
-            return {"run_id": run_id, "n_tags": run.n_tags, "n_images": run.n_images, "tag_s": 0.0,
-                    "mode": "carried", "base_run": base_run}
+        shards, _, hierarchy, run_id, done = start_based_run(cat, root, model_id, classifier_id, labels, cfg,
+                                                             "carried", base_run)
+        if done is not None:
+            return done
         run_dir = workspace.run_dir(str(run_id))
         run_dir.mkdir(parents=True, exist_ok=True)
         stats = ([base_stats[n][0] for n in labels], [base_stats[n][1] for n in labels])

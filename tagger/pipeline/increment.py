@@ -44,7 +44,7 @@ from .tag import (TagConfig, TagShards, _parent_labels, _resume_or_start, _shard
 if TYPE_CHECKING:
     from ..method.extend import ExtendedModel
 
-__all__ = ["carry_rows", "run_increment_tag", "torch_threads", "train_increment"]
+__all__ = ["carry_rows", "run_increment_tag", "start_based_run", "torch_threads", "train_increment"]
 
 logger = logging.getLogger(__name__)
 
@@ -317,13 +317,31 @@ def _labelled_new(cat, scorer: ShardScorer, inputs: DecisionInputs, new: list[st
     return apply_statistics(scores, stats), inputs.truth(ids, new)
 
 
+def start_based_run(cat, root: str, model_id: str, classifier_id: str, labels: list[str], cfg: TagConfig,
+                    mode: str, base_run: int) -> tuple[list[str], DecisionInputs, Any, int, dict[str, Any] | None]:
+    """The start of a run made from ``base_run`` (``mode`` incremental or carried): the done shards, the
+    decision inputs, the label hierarchy, and the run resumed or started; with the summary of a run an
+    interrupted call already loaded (the review decisions applied again), else None."""
+    from ..method.hierarchy import Hierarchy
+    from ..store import list_done_shards
+    shards = list_done_shards(root, model_id)
+    inputs = decision_inputs(cat, labels)
+    hierarchy = Hierarchy.build(labels, cat.active_hierarchy())
+    run_id, status = _resume_or_start(cat, model_id, classifier_id, labels, cfg, _shards_key(shards),
+                                      inputs.key(), hierarchy.key, mode=mode, base_run=base_run)
+    if status == "running":
+        return shards, inputs, hierarchy, run_id, None
+    cat.apply_review(run_id)
+    run = cat.get_run(run_id)
+    return shards, inputs, hierarchy, run_id, {"run_id": run_id, "n_tags": run.n_tags, "n_images": run.n_images,
+                                               "tag_s": 0.0, "mode": mode, "base_run": base_run}
+
+
 def run_increment_tag(workspace: Workspace, model_id: str, cfg: TagConfig, classifier_id: str, base_run: int,
                       *, crash_after: int | None = None) -> dict[str, Any]:
     """Tag into a new incremental run from the extended classifier ``classifier_id`` and the run
     ``base_run`` (module docstring); load it without making it current. A rerun resumes it."""
     from ..catalog import Catalog
-    from ..method.hierarchy import Hierarchy
-    from ..store import list_done_shards
 
     t0, root = time.time(), str(workspace.root)
     base_dir = workspace.run_dir(str(base_run))
@@ -333,16 +351,10 @@ def run_increment_tag(workspace: Workspace, model_id: str, cfg: TagConfig, class
                           "an incremental run needs both per label")
     with Catalog.for_job(workspace.catalog, "tag") as cat:
         labels = list((cat.get_classifier(classifier_id) or {})["labels"])
-        shards = list_done_shards(root, model_id)
-        inputs = decision_inputs(cat, labels)
-        hierarchy = Hierarchy.build(labels, cat.active_hierarchy())
-        run_id, status = _resume_or_start(cat, model_id, classifier_id, labels, cfg, _shards_key(shards),
-                                          inputs.key(), hierarchy.key, mode="incremental", base_run=base_run)
-        if status != "running":
-            cat.apply_review(run_id)
-            run = cat.get_run(run_id)
-            return {"run_id": run_id, "n_tags": run.n_tags, "n_images": run.n_images, "tag_s": 0.0,
-                    "mode": "incremental", "base_run": base_run}
+        shards, inputs, hierarchy, run_id, done = start_based_run(cat, root, model_id, classifier_id, labels, cfg,
+                                                                  "incremental", base_run)
+        if done is not None:
+            return done
         run_dir = workspace.run_dir(str(run_id))
         run_dir.mkdir(parents=True, exist_ok=True)
         clf_dir = str(workspace.classifier_dir(classifier_id))
