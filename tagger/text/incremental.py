@@ -130,9 +130,12 @@ def _per_label(prev: TextCorpus) -> int:
 
 
 def _extension_size(prev: TextCorpus, vocab: Vocabulary) -> int:
-    """The label sets extending ``prev`` to ``vocab`` would ask the generator for."""
-    fresh = [lab for lab in vocab.labels if lab not in prev.class_names] + synonyms_changed(prev.config, vocab)
-    return len(fresh) * _per_label(prev)
+    """The label sets extending ``prev`` to ``vocab`` would ask the generator for, were its label sets
+    about its labels alone (background nouns take a share of them: counted without, the labels new or
+    changed decide between extending and building as they did before there were any)."""
+    fresh = {lab for lab in vocab.labels if lab not in prev.labels} | set(synonyms_changed(prev.config, vocab))
+    n_gen = sum(1 for s in prev.sources if s == "generated")
+    return len(fresh) * max(1, round(n_gen * 3 / max(1, len(prev.labels))))
 
 
 def kept_background(prev: TextCorpus, labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None,
