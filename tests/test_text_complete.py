@@ -19,6 +19,7 @@ from tagger.catalog import Catalog
 from tagger.cli import app
 from tagger.errors import IncompleteCorpusError
 from tagger.text import LLMConfig, TextCorpus, sample_label_sets
+from tagger.text.background import background_nouns
 from tagger.pipeline.text import run_generate_text
 from tagger.toyworld import LABEL_SYNONYMS, LABELS
 from tagger.workspace import Workspace
@@ -31,6 +32,12 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[LLMServer]:
     for name in LLM_ENV:  # runs without an explicit LLM config use the offline generator
         monkeypatch.delenv(name, raising=False)
     yield from serve()
+
+
+def corpus_sets(n: int) -> list[tuple[str, ...]]:
+    """The label sets of the first ``n`` sentences of a corpus of the toy labels: drawn over the labels
+    and the vocabulary's background nouns."""
+    return sample_label_sets([*LABELS, *background_nouns(LABELS, LABEL_SYNONYMS, 0)], n, 0)
 
 
 def workspace(root: Path, labels: list[str] | tuple[str, ...] = LABELS) -> Workspace:
@@ -72,7 +79,7 @@ def recorded(ws: Workspace) -> list[dict]:
 def test_partial_outage_fails_then_a_rerun_requests_only_the_missing(
         server: LLMServer, tmp_path: Path, share_500: float, share_bad: float) -> None:
     ws = workspace(tmp_path)
-    lost = failing(sample_label_sets(LABELS, 100, 0), share_500, share_bad)
+    lost = failing(corpus_sets(100), share_500, share_bad)
     assert 35 <= len(lost) <= 65
     server.default = partial_outage(share_500, share_bad)
     with pytest.raises(IncompleteCorpusError, match=f"{len(lost)} of 100 label sets") as err:
@@ -98,7 +105,7 @@ def test_partial_outage_fails_then_a_rerun_requests_only_the_missing(
 def test_a_tolerated_shortfall_is_recorded_reported_and_filled_in_later(
         server: LLMServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     ws = workspace(tmp_path)
-    lost = failing(sample_label_sets(LABELS, 100, 0), 0.1, 0.05)
+    lost = failing(corpus_sets(100), 0.1, 0.05)
     assert 5 <= len(lost) <= 25
     server.default = partial_outage(0.1, 0.05)
     with caplog.at_level(logging.WARNING, logger="tagger"):
@@ -168,7 +175,7 @@ def test_an_extension_with_a_partial_outage_fails_then_is_filled_in(server: LLMS
 
 def test_cli_fails_with_one_line_then_accepts_a_tolerance_and_repairs(server: LLMServer, tmp_path: Path) -> None:
     ws = workspace(tmp_path)
-    lost = failing(sample_label_sets(LABELS, 40, 0), 0.0, 0.5)
+    lost = failing(corpus_sets(40), 0.0, 0.5)
     server.default = partial_outage(0.0, 0.5)  # malformed replies only: no backoff to wait for
     env = {"OPENAI_BASE_URL": server.base_url, "TAGGER_LLM_MODEL": "test-model", "OPENAI_API_KEY": "k"}
     cmd = ["generate-text", "-w", str(ws.root), "--n-sentences", "40", "--json"]
@@ -205,4 +212,4 @@ def test_job_entry_point_takes_the_tolerance(server: LLMServer, tmp_path: Path,
     assert ended.value.code == 2 and "error: corpus incomplete" in capsys.readouterr().err
     main([*args, "--max-missing", "25"])
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["missing_label_sets"] == len(failing(sample_label_sets(LABELS, 30, 0), 0.0, 0.5))
+    assert summary["missing_label_sets"] == len(failing(corpus_sets(30), 0.0, 0.5))

@@ -2,6 +2,7 @@
 import numpy as np
 
 from tagger.text import OfflineGenerator, Vocabulary, build_corpus
+from tagger.text.background import background_nouns
 from tagger.text.incremental import extend_corpus, new_label_sets
 from tagger.toyworld import LABEL_SYNONYMS, LABELS
 
@@ -150,5 +151,6 @@ def test_many_labels_added_at_once_build_a_corpus_of_the_usual_size():
     active = first + more
     gen = _gen(active)
     corpus, how = update_corpus(records, lambda cid: prev, active, LABEL_SYNONYMS, gen, 300, 0)
-    fresh = build_corpus(active, LABEL_SYNONYMS, 300, _gen(active), seed=0)
+    fresh = build_corpus(active, LABEL_SYNONYMS, 300, _gen(active), seed=0,
+                         background=background_nouns(active, LABEL_SYNONYMS, 0))
     assert how == "built" and corpus.corpus_id == fresh.corpus_id and len(gen.asked) <= 300

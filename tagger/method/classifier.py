@@ -63,6 +63,15 @@ class TextClassifier:
         """Raw logits ``x @ W.T`` for embeddings of shape (..., d)."""
         return x @ self.weight.T
 
+    def only(self, labels: list[str]) -> "TextClassifier":
+        """This head restricted to ``labels`` (its rows and anchors, in that order): what is kept of a
+        head trained with background nouns (:mod:`tagger.text.background`)."""
+        where = {n: j for j, n in enumerate(self.labels)}
+        cols = np.asarray([where[n] for n in labels], np.int64)
+        metrics = {**self.metrics, "background_rows_dropped": len(self.labels) - len(labels)}
+        return replace(self, weight=self.weight[cols], labels=list(labels), metrics=metrics,
+                       anchors=None if self.anchors is None else self.anchors.take(cols))
+
     def save(self, directory: str | Path) -> Path:
         """Write ``weight.npy`` and then ``classifier.json`` (atomically) into ``directory``."""
         d = Path(directory)

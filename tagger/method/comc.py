@@ -37,6 +37,7 @@ class ComcConfig:
     max_labels: int = 5
     include_templates: bool = True
     memory_size: int = 20000  # sentence-bank rows (for memory="sentences")
+    background: int | None = None  # background nouns in the corpus (tagger.text.background); None: by vocabulary size
     train: TrainConfig = field(default_factory=TrainConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
 
@@ -90,6 +91,8 @@ def fit_comc(clip, class_names: Sequence[str], synonyms: Mapping[str, Sequence[s
     ``cfg`` asks for; :func:`tagger.text.comcfit.fit_comc_generated` builds it and calls this).
     ``synonyms`` are the corpus's own (it was built with them); nothing here reads them again.
     ``resume`` and ``on_epoch`` go to :func:`~tagger.method.classifier.train_classifier` (checkpoints).
+    A corpus with background nouns (:mod:`tagger.text.background`) trains a row for each beside the
+    labels; the classifier keeps only the labels' rows.
     """
     cfg = cfg or ComcConfig()
     emb = clip.encode_text(list(corpus.sentences)) if embeddings is None else np.asarray(embeddings, np.float32)
@@ -97,6 +100,8 @@ def fit_comc(clip, class_names: Sequence[str], synonyms: Mapping[str, Sequence[s
         raise ValueError(f"{emb.shape[0]} embeddings for {len(corpus.sentences)} sentences")
     clf = train_classifier(emb, corpus.label_matrix, list(corpus.class_names), clip.model_id, corpus.corpus_id,
                            cfg.train, resume=resume, on_epoch=on_epoch)
+    if corpus.background:  # trained beside the labels, never tagged (tagger.text.background)
+        clf = clf.only(corpus.labels)
     generated = np.array([src == "generated" for src in corpus.sources], bool)
     memories = build_memories(clip, class_names, emb[generated], cfg.memory_size, cfg.text_seed)
     return ComcModel(clf, memories, cfg.score)

@@ -112,8 +112,10 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     corpus = TextCorpus.load(workspace.text_dir(corpus_id))
     base = load_model(workspace.classifier_dir(base_id))
     names, frozen_set = list(corpus.class_names), set(base.labels) - set(retrain)
+    background = set(corpus.background)  # trained beside the new rows (their negatives), then dropped
     kept = [n for n in names if n in frozen_set]
-    new = [n for n in names if n not in frozen_set]
+    trained = [n for n in names if n not in frozen_set]
+    new = [n for n in trained if n not in background]
     cfg = TrainConfig(**{k: v for k, v in asdict(base.classifier.config).items()})
     if ROW_EPOCHS is not None:
         cfg = replace(cfg, epochs=ROW_EPOCHS)
@@ -129,12 +131,16 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
             y = corpus.targets()
             where = {n: j for j, n in enumerate(base.labels)}
             frozen = base.classifier.weight[[where[n] for n in kept]]
-            cols = [names.index(n) for n in new]
+            column = {n: j for j, n in enumerate(names)}
+            cols = [column[n] for n in trained]
             with torch_threads(ROW_THREADS):
                 rows, metrics = train_rows(emb, y, frozen, cols, cfg, others_per_positive=OTHERS_PER_POSITIVE,
                                            min_others=MIN_OTHERS, max_lr_scale=MAX_LR_SCALE,
                                            epochs_after=EPOCHS_AFTER, max_epoch_scale=MAX_EPOCH_SCALE)
             anchors = text_anchors(emb, rows, y[:, cols])
+            labelled = np.asarray([i for i, n in enumerate(trained) if n not in background], np.int64)
+            rows, anchors = rows[labelled], anchors.take(labelled)
+            metrics["background_rows_dropped"] = len(trained) - len(new)
             memo = TextMemo(clip, workspace.prompt_embeddings(clip.model_id))
             templates = {k: t for k, t in PROMPT_TEMPLATES.items() if k in base.memories
                          and k in ("prompts", base.score.memory)}  # what scoring and naming read

@@ -197,7 +197,7 @@ def run_train(workspace: "Workspace", model: str, pretrained: str | None = None,
             targets = replace(corpus, label_matrix=corpus.targets())
             resume = ckpt.load()
             try:
-                m = fit_comc(memo, corpus.class_names, None, cfg, corpus=targets, embeddings=emb, resume=resume,
+                m = fit_comc(memo, corpus.labels, None, cfg, corpus=targets, embeddings=emb, resume=resume,
                              on_epoch=ckpt.save)
             except (ValueError, RuntimeError, KeyError) as exc:
                 if resume is None:
@@ -205,14 +205,14 @@ def run_train(workspace: "Workspace", model: str, pretrained: str | None = None,
                 logger.warning("the training state %s does not fit this training (%s): training from the start",
                                ckpt.path, exc)
                 ckpt.remove()
-                m = fit_comc(memo, corpus.class_names, None, cfg, corpus=targets, embeddings=emb, on_epoch=ckpt.save)
+                m = fit_comc(memo, corpus.labels, None, cfg, corpus=targets, embeddings=emb, on_epoch=ckpt.save)
             logger.info("class prompts: %d embedded now, %d reused", memo.n_embedded,
                         len(memo.known) - memo.n_embedded)
             with atomic_dir(out, replace=False) as tmp:  # a concurrent train of the same id keeps its own
                 save_comc(m, tmp)
             ckpt.remove()
-        cat.add_classifier(classifier_id, model_id=clip.model_id, labels=list(corpus.class_names),
+        cat.add_classifier(classifier_id, model_id=clip.model_id, labels=corpus.labels,
                            corpus_id=corpus_id, config={"train": asdict(cfg.train), "score": asdict(cfg.score)},
                            path=workspace.relative(out))
-    return {"classifier_id": classifier_id, "corpus_id": corpus_id, "labels": len(corpus.class_names),
+    return {"classifier_id": classifier_id, "corpus_id": corpus_id, "labels": len(corpus.labels),
             "model_id": clip.model_id}

@@ -33,6 +33,7 @@ from .labelsets import label_matrix, sample_label_sets
 from .llm import LLMConfig, LLMGenerator
 from .offline import OfflineGenerator
 from .templates import PROMPT_TEMPLATES, template_sentences
+from .background import background_nouns
 from .vocab import Vocabulary
 
 if TYPE_CHECKING:
@@ -154,6 +155,17 @@ class TextCorpus:
     def __len__(self) -> int:
         return len(self.sentences)
 
+    @property
+    def background(self) -> tuple[str, ...]:
+        """The background nouns among the class names (:mod:`.background`): trained, never tagged."""
+        return tuple(self.config.get("background") or ())
+
+    @property
+    def labels(self) -> list[str]:
+        """The class names a classifier trained on this corpus tags: all but the background nouns."""
+        bg = set(self.background)
+        return [c for c in self.class_names if c not in bg]
+
     def targets(self) -> sp.csr_array:
         """The training targets: the label matrix with each row's ancestors set too (the
         hierarchy in ``config["parents"]``); the label matrix itself without a hierarchy. Sparse."""
@@ -204,14 +216,15 @@ class TextCorpus:
 
 def corpus_config(vocab: Vocabulary, n_sentences: int, generator: SentenceGenerator, seed: int,
                   max_labels: int, include_templates: bool, n_photo_copies: int,
-                  templates: Sequence[str], parents: ParentMap | None = None) -> dict[str, Any]:
+                  templates: Sequence[str], parents: ParentMap | None = None,
+                  background: Sequence[str] = ()) -> dict[str, Any]:
     """The JSON-able description of a corpus build; with the content it makes the corpus id."""
     ident = generator.identity() if hasattr(generator, "identity") else {"kind": type(generator).__name__}
     return {"format": CORPUS_FORMAT, "vocab": vocab.to_dict(), "n_sentences": n_sentences,
             "seed": seed, "max_labels": max_labels, "include_templates": include_templates,
             "n_photo_copies": n_photo_copies if include_templates else 0,
             "templates": list(templates) if include_templates else [], "generator": ident,
-            **parents_config(parents, vocab.labels)}
+            **parents_config(parents, vocab.labels), **({"background": list(background)} if background else {})}
 
 
 def vocab_names(vocab: Vocabulary) -> set[str]:
@@ -246,8 +259,9 @@ def comc_corpus(class_names: Sequence[str], synonyms: Mapping[str, Sequence[str]
         cfg = ComcConfig()
     names = list(class_names)
     generator = generator or OfflineGenerator(Vocabulary.create(names, synonyms or {}), seed=cfg.text_seed)
+    background = background_nouns(names, synonyms, cfg.text_seed, cfg.background)
     return build_corpus(names, synonyms or {}, cfg.n_sentences, generator, seed=cfg.text_seed,
-                        max_labels=cfg.max_labels, include_templates=cfg.include_templates)
+                        max_labels=cfg.max_labels, include_templates=cfg.include_templates, background=background)
 
 
 def build_corpus(labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None,
@@ -255,8 +269,11 @@ def build_corpus(labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | 
                  max_labels: int = 5, include_templates: bool = True, n_photo_copies: int = 9,
                  templates: Sequence[str] = PROMPT_TEMPLATES,
                  plurals: Mapping[str, str] | None = None, max_missing: float = 0,
-                 parents: ParentMap | None = None) -> TextCorpus:
+                 parents: ParentMap | None = None, background: Sequence[str] = ()) -> TextCorpus:
     """Sample ``n_sentences`` label sets, describe each with ``generator`` and add templates.
+
+    ``background`` nouns (:mod:`.background`) join the labels the sets are drawn from and are recorded
+    in the config: the corpus's :attr:`~TextCorpus.labels` leave them out.
 
     The sampled set is the label vector. Label sets the generator dropped (``None``) and
     sentences that do not mention all their labels are left out; when there are more of them
@@ -264,9 +281,10 @@ def build_corpus(labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | 
     :class:`~tagger.errors.IncompleteCorpusError`, else ``config["shortfall"]`` records them.
     ``parents`` (child -> parents) is recorded in the config; see :meth:`TextCorpus.targets`.
     """
-    vocab = Vocabulary.create(labels, synonyms, plurals)
+    background = [b for b in background if b not in set(labels)]
+    vocab = Vocabulary.create([*labels, *background], synonyms, plurals)
     config = corpus_config(vocab, n_sentences, generator, seed, max_labels, include_templates,
-                           n_photo_copies, templates, parents)
+                           n_photo_copies, templates, parents, background)
     label_sets = sample_label_sets(vocab.labels, n_sentences, seed, max_labels)
     generated = generator.generate(label_sets)
     if len(generated) != len(label_sets):

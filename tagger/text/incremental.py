@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..method.hierarchy import ParentMap
+from .background import background_nouns
 from .base import SentenceGenerator
 from .corpus import (
     TextCorpus, build_corpus, content_id, corpus_parents, keep_valid, missing_label_sets, parents_config,
@@ -105,13 +106,15 @@ def _with_named(vocab: Vocabulary, sentences: Sequence[str], sets: list[tuple[st
     return out
 
 
-def _kept_rows(prev: TextCorpus, labels: Sequence[str],
-               changed: Sequence[str] = ()) -> tuple[list[int], list[tuple[str, ...]]]:
-    active, stale = set(labels), set(changed)
+def _kept_rows(prev: TextCorpus, labels: Sequence[str], changed: Sequence[str] = (),
+               strip: Sequence[str] = ()) -> tuple[list[int], list[tuple[str, ...]]]:
+    """The rows of ``prev`` kept (their labels all active) and their label sets; the names in ``strip``
+    (background nouns given up) leave the sets, not the sentences."""
+    active, stale, gone = set(labels), set(changed), set(strip)
     rows, sets = [], []
     m = prev.label_matrix  # canonical CSR: each row's columns in increasing order
     for i, (lo, hi) in enumerate(zip(m.indptr[:-1].tolist(), m.indptr[1:].tolist())):
-        names = tuple(prev.class_names[j] for j in m.indices[lo:hi].tolist())
+        names = tuple(n for n in (prev.class_names[j] for j in m.indices[lo:hi].tolist()) if n not in gone)
         if prev.sources[i] == "generated" and stale & set(names):
             continue
         if names and set(names) <= active:
@@ -127,25 +130,42 @@ def _per_label(prev: TextCorpus) -> int:
 
 
 def _extension_size(prev: TextCorpus, vocab: Vocabulary) -> int:
-    """The label sets extending ``prev`` to ``vocab`` would ask the generator for."""
-    fresh = [lab for lab in vocab.labels if lab not in prev.class_names] + synonyms_changed(prev.config, vocab)
-    return len(fresh) * _per_label(prev)
+    """The label sets extending ``prev`` to ``vocab`` would ask the generator for, were its label sets
+    about its labels alone (background nouns take a share of them: counted without, the labels new or
+    changed decide between extending and building as they did before there were any)."""
+    fresh = {lab for lab in vocab.labels if lab not in prev.labels} | set(synonyms_changed(prev.config, vocab))
+    n_gen = sum(1 for s in prev.sources if s == "generated")
+    return len(fresh) * max(1, round(n_gen * 3 / max(1, len(prev.labels))))
+
+
+def kept_background(prev: TextCorpus, labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None,
+                    seed: int, count: int | None = None) -> list[str]:
+    """The background nouns an extension of ``prev`` keeps: those the vocabulary ``labels`` would still
+    get (:func:`~tagger.text.background.background_nouns`; a noun sharing a word with an added label, or
+    past the count a larger vocabulary gets, is given up: it leaves the label sets, its sentences stay).
+    An extension never adds one: nothing is generated for the background when labels change."""
+    now = set(background_nouns(labels, synonyms, seed, count))
+    return [b for b in prev.background if b in now]
 
 
 def extend_corpus(prev: TextCorpus, labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None,
                   generator: SentenceGenerator, seed: int, *, max_labels: int = 5,
-                  n_photo_copies: int = 9, max_missing: float = 0, parents: ParentMap | None = None) -> TextCorpus:
+                  n_photo_copies: int = 9, max_missing: float = 0, parents: ParentMap | None = None,
+                  background: Sequence[str] | None = None) -> TextCorpus:
     """The corpus of ``labels`` built from ``prev`` plus sentences for new label sets only, recording
-    the hierarchy ``parents`` (child -> parents).
+    the hierarchy ``parents`` (child -> parents); ``background``: the background nouns kept (default:
+    :func:`kept_background`), which new label sets draw their companions from as they do labels.
 
     New label sets left without a valid sentence count against ``max_missing`` as in
     :func:`~tagger.text.corpus.build_corpus`.
     """
-    vocab = Vocabulary.create(labels, synonyms)
+    bg = [b for b in (kept_background(prev, labels, synonyms, seed) if background is None else background)
+          if b not in set(labels)]
+    vocab = Vocabulary.create([*labels, *bg], synonyms)
     added = [lab for lab in vocab.labels if lab not in prev.class_names]
-    retired = [lab for lab in prev.class_names if lab not in vocab.labels]
+    retired = [lab for lab in prev.class_names if lab not in vocab.labels and lab not in prev.background]
     changed = synonyms_changed(prev.config, vocab)
-    rows, sets = _kept_rows(prev, vocab.labels, changed)
+    rows, sets = _kept_rows(prev, vocab.labels, changed, [b for b in prev.background if b not in vocab.labels])
     sets = _with_named(vocab, [prev.sentences[i] for i in rows], sets, added)
     sentences = [prev.sentences[i] for i in rows]
     sources = [prev.sources[i] for i in rows]
@@ -165,11 +185,13 @@ def extend_corpus(prev: TextCorpus, labels: Sequence[str], synonyms: Mapping[str
         sources.append("template")
     config = {"extends": prev.corpus_id, "labels": list(vocab.labels), "vocab": vocab.to_dict(), "seed": seed,
               "n_sentences": prev.config.get("n_sentences"), "per_label": per_label,
-              "generator": generator.identity(), "shortfall": shortfall, **parents_config(parents, vocab.labels)}
+              "generator": generator.identity(), "shortfall": shortfall, **parents_config(parents, vocab.labels),
+              **({"background": bg} if bg else {})}
     matrix = label_matrix(sets, vocab.labels)
     corpus_id = content_id(config, sentences, sources, matrix)
     stats = {"kept_from_previous": len(rows), "new_label_sets": len(asked), "new_sentences": kept_new,
              "added_labels": added, "retired_labels": retired, "synonyms_changed": changed,
+             "background_dropped": [b for b in prev.background if b not in bg],
              "parents_changed": parents_changed(prev.config, vocab.labels, parents)}
     logger.info("extended corpus %s -> %s: %s", prev.corpus_id, corpus_id, stats)
     return TextCorpus(sentences, matrix, vocab.labels, corpus_id, sources, config, stats)
@@ -189,7 +211,8 @@ def corpus_settings(config: Mapping[str, Any], configs: Mapping[str, Mapping[str
 def update_corpus(records: Sequence[Mapping[str, Any]], load: Callable[[str], TextCorpus],
                   labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None,
                   generator: SentenceGenerator, n_sentences: int, seed: int, *,
-                  max_missing: float = 0, parents: ParentMap | None = None) -> tuple[TextCorpus, str]:
+                  max_missing: float = 0, parents: ParentMap | None = None,
+                  background: int | None = None) -> tuple[TextCorpus, str]:
     """The corpus of ``labels`` for these settings and how it was had.
 
     ``records`` are the recorded corpora oldest first (``corpus_id`` and ``config``), ``load``
@@ -198,26 +221,31 @@ def update_corpus(records: Sequence[Mapping[str, Any]], load: Callable[[str], Te
     last step done again, so only the label sets it lacks are requested) when it lacks
     sentences, and ``"extended"`` when the vocabulary or the hierarchy ``parents`` changed (keeping
     any shortfall it accepted); without one, or when extending would ask for more label sets than a new
-    corpus has sentences (many labels added at once), a corpus is ``"built"``.
+    corpus has sentences (many labels added at once), a corpus is ``"built"``. A built corpus gets
+    :func:`~tagger.text.background.background_nouns` (``background``: how many, None: by the vocabulary's
+    size); an extended one keeps its predecessor's that still fit (:func:`kept_background`).
     """
+    def build() -> TextCorpus:
+        return build_corpus(labels, synonyms, n_sentences, generator, seed, max_missing=max_missing, parents=parents,
+                            background=background_nouns(labels, synonyms, seed, background))
+
     configs = {r["corpus_id"]: r.get("config") or {} for r in records}
     want = {"n_sentences": n_sentences, "seed": seed, "generator": generator.identity()}
     same = [r["corpus_id"] for r in records if corpus_settings(configs[r["corpus_id"]], configs) == want]
     if not same:
-        return build_corpus(labels, synonyms, n_sentences, generator, seed, max_missing=max_missing,
-                            parents=parents), "built"
+        return build(), "built"
     prev = load(same[-1])
     vocab = Vocabulary.create(labels, synonyms)
-    if list(prev.class_names) != list(vocab.labels) or synonyms_changed(prev.config, vocab) \
+    bg = kept_background(prev, labels, synonyms, seed, background)
+    if prev.labels != list(vocab.labels) or bg != list(prev.background) or synonyms_changed(prev.config, vocab) \
             or parents_changed(prev.config, vocab.labels, parents):
         asked = _extension_size(prev, vocab)
         if asked > n_sentences:  # many labels added at once: a corpus of the usual size, not one that grows
             logger.info("extending corpus %s would ask for %d label sets, more than a new corpus of %d sentences: "
                         "building one", prev.corpus_id, asked, n_sentences)
-            return build_corpus(labels, synonyms, n_sentences, generator, seed, max_missing=max_missing,
-                                parents=parents), "built"
+            return build(), "built"
         return extend_corpus(prev, labels, synonyms, generator, seed, max_missing=max_missing,
-                             parents=parents), "extended"
+                             parents=parents, background=bg), "extended"
     lacking = missing_label_sets(prev)
     if not lacking:
         return prev, "reused"
@@ -225,6 +253,6 @@ def update_corpus(records: Sequence[Mapping[str, Any]], load: Callable[[str], Te
     parent = prev.config.get("extends")
     if parent:
         return extend_corpus(load(parent), labels, synonyms, generator, seed, max_missing=max_missing,
-                             parents=parents), "repaired"
+                             parents=parents, background=list(prev.background)), "repaired"
     return build_corpus(labels, synonyms, n_sentences, generator, seed, max_missing=max_missing,
-                        parents=parents), "repaired"
+                        parents=parents, background=list(prev.background)), "repaired"

@@ -13,7 +13,7 @@ from ..method.hierarchy import is_ancestor
 from ..method.names import fold
 
 __all__ = ["TermClash", "TermInside", "Vocabulary", "fold", "mentions", "mentions_all", "name_problem", "plural", "same_term",
-           "term_clashes", "terms_inside"]
+           "term_clashes", "terms_inside", "word_stems"]
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +249,12 @@ def _singulars(word: str) -> set[str]:
             out.add(word[:-len(end)] + rep)
     out.update(k for k, v in _IRREGULAR_PLURALS.items() if v == word)
     return out
+
+
+def word_stems(term: str) -> set[str]:
+    """Every word of ``term`` and the words it may be the plural of (``sports cars``: ``sports``,
+    ``sport``, ``cars``, ``car``...): two terms sharing one share a word."""
+    return {s for w in _term_words(term) for s in _singulars(w)}
 
 
 def _pieces(term: str) -> list[str]:
