@@ -36,6 +36,19 @@ def test_nouns_share_no_word_with_a_label_or_synonym_and_are_stable():
     assert len(background_nouns(labels, synonyms)) == background_count(3)
 
 
+def test_no_noun_is_another_spelling_of_a_label_or_a_word_the_sentences_are_framed_with():
+    from tagger.text import Vocabulary
+    from tagger.text.offline import generator_words
+    assert "bowtie" in noun_list()  # the word list has it: it is left out for this vocabulary
+    nouns = background_nouns(["bow tie", "hat"], count=len(noun_list()))
+    assert "bowtie" not in nouns and "bowties" not in nouns
+    assert not set(noun_list()) & generator_words()  # "painting", "view": every sentence so framed names them
+    wide = ["ｎｕｔ", "ＢＯＬＴ"]  # full-width names, as the catalog stores them
+    nouns = background_nouns(wide, count=len(noun_list()))
+    assert "nut" not in nouns and "bolt" not in nouns
+    Vocabulary.create([*wide, *nouns])  # no duplicate once folded
+
+
 def test_a_corpus_records_its_background_and_its_labels_leave_it_out():
     labels = list(LABELS[:3])
     corpus = comc_corpus(labels, LABEL_SYNONYMS, ComcConfig(n_sentences=400))

@@ -114,8 +114,10 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     names, frozen_set = list(corpus.class_names), set(base.labels) - set(retrain)
     background = set(corpus.background)  # trained beside the new rows (their negatives), then dropped
     kept = [n for n in names if n in frozen_set]
-    trained = [n for n in names if n not in frozen_set]
+    trained = [n for n in names if n not in frozen_set or n in background]
     new = [n for n in trained if n not in background]
+    if not new:  # only labels retired: nothing to train (the background rows would be dropped unused)
+        trained = []
     cfg = TrainConfig(**{k: v for k, v in asdict(base.classifier.config).items()})
     if ROW_EPOCHS is not None:
         cfg = replace(cfg, epochs=ROW_EPOCHS)

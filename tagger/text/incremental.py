@@ -32,7 +32,7 @@ from .corpus import (
 )
 from .labelsets import label_matrix
 from .templates import template_sentences
-from .vocab import Vocabulary, mentions
+from .vocab import Vocabulary, fold, mentions
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def extend_corpus(prev: TextCorpus, labels: Sequence[str], synonyms: Mapping[str
     :func:`~tagger.text.corpus.build_corpus`.
     """
     bg = [b for b in (kept_background(prev, labels, synonyms, seed) if background is None else background)
-          if b not in set(labels)]
+          if fold(b) not in {fold(x) for x in labels}]
     vocab = Vocabulary.create([*labels, *bg], synonyms)
     added = [lab for lab in vocab.labels if lab not in prev.class_names]
     retired = [lab for lab in prev.class_names if lab not in vocab.labels and lab not in prev.background]

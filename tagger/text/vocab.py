@@ -13,7 +13,7 @@ from ..method.hierarchy import is_ancestor
 from ..method.names import fold
 
 __all__ = ["TermClash", "TermInside", "Vocabulary", "fold", "mentions", "mentions_all", "name_problem", "plural", "same_term",
-           "term_clashes", "terms_inside", "word_stems"]
+           "term_clashes", "term_keys", "terms_inside", "word_stems"]
 
 logger = logging.getLogger(__name__)
 
@@ -252,9 +252,15 @@ def _singulars(word: str) -> set[str]:
 
 
 def word_stems(term: str) -> set[str]:
-    """Every word of ``term`` and the words it may be the plural of (``sports cars``: ``sports``,
-    ``sport``, ``cars``, ``car``...): two terms sharing one share a word."""
-    return {s for w in _term_words(term) for s in _singulars(w)}
+    """Every word of ``term`` (folded: NFKC, case-folded) and the words it may be the plural of
+    (``sports cars``: ``sports``, ``sport``, ``cars``, ``car``...): two terms sharing one share a word."""
+    return {s for w in _term_words(fold(term)) for s in _singulars(w)}
+
+
+def term_keys(term: str) -> set[str]:
+    """The folded spellings, words run together, that name ``term`` to the validator (``bow tie``:
+    ``bowtie``, ``bowties``...): two terms sharing one name the same thing (``bowtie``)."""
+    return set(_surface_keys(fold(term)))
 
 
 def _pieces(term: str) -> list[str]:
