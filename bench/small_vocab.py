@@ -5,7 +5,7 @@
 A team that tags only a handful of things trains a classifier on sentences about those alone; every
 other image then finds its nearest label. For each size, ``--draws`` vocabularies are drawn (seeded)
 from the toy world's 20 labels; each is trained twice on the offline corpus, with no background nouns
-and with the default ones (:mod:`tagger.text.background`: ``min(100, round(400 / n))`` below 16 labels),
+and with the default ones (:mod:`tagger.text.background`: ``min(50, round(400 / n))`` below 16 labels),
 and decided as a tag run decides (anchored rule, names gate). Scores are on held-out scenes of
 ``--split``; the count rule was chosen on ``val``. One JSON line at the end.
 """
