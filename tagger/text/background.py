@@ -29,9 +29,9 @@ from functools import lru_cache
 from importlib import resources
 
 from .offline import generator_words
-from .vocab import term_keys, word_stems
+from .vocab import fold, term_keys, word_stems
 
-__all__ = ["LARGE", "PER_LABEL", "background_count", "background_nouns", "noun_list"]
+__all__ = ["LARGE", "PER_LABEL", "apart", "background_count", "background_nouns", "noun_list"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,13 @@ def noun_list() -> tuple[str, ...]:
     rude = {w.lower() for w in assets.joinpath("profanitylist.txt").read_text(encoding="utf-8").split()}
     words = {w.lower() for w in raw if w.isascii() and w.isalpha() and 3 <= len(w) <= 12}
     return tuple(sorted(words - rude - generator_words()))
+
+
+def apart(nouns: Sequence[str], labels: Sequence[str]) -> list[str]:
+    """``nouns`` less any that is one of ``labels`` once folded (a label the user added later, ``Nut``
+    for the noun ``nut``): a corpus's background and its labels never share a name."""
+    taken = {fold(x) for x in labels}
+    return [n for n in nouns if fold(n) not in taken]
 
 
 def background_nouns(labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None = None,

@@ -33,8 +33,8 @@ from .labelsets import label_matrix, sample_label_sets
 from .llm import LLMConfig, LLMGenerator
 from .offline import OfflineGenerator
 from .templates import PROMPT_TEMPLATES, template_sentences
-from .background import background_nouns
-from .vocab import Vocabulary, fold
+from .background import apart, background_nouns
+from .vocab import Vocabulary
 
 if TYPE_CHECKING:
     from ..method.comc import ComcConfig
@@ -281,7 +281,7 @@ def build_corpus(labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | 
     :class:`~tagger.errors.IncompleteCorpusError`, else ``config["shortfall"]`` records them.
     ``parents`` (child -> parents) is recorded in the config; see :meth:`TextCorpus.targets`.
     """
-    background = [b for b in background if fold(b) not in {fold(x) for x in labels}]
+    background = apart(background, labels)
     vocab = Vocabulary.create([*labels, *background], synonyms, plurals)
     config = corpus_config(vocab, n_sentences, generator, seed, max_labels, include_templates,
                            n_photo_copies, templates, parents, background)

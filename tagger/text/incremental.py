@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..method.hierarchy import ParentMap
-from .background import background_nouns
+from .background import apart, background_nouns
 from .base import SentenceGenerator
 from .corpus import (
     TextCorpus, build_corpus, content_id, corpus_parents, keep_valid, missing_label_sets, parents_config,
@@ -32,7 +32,7 @@ from .corpus import (
 )
 from .labelsets import label_matrix
 from .templates import template_sentences
-from .vocab import Vocabulary, fold, mentions
+from .vocab import Vocabulary, mentions
 
 logger = logging.getLogger(__name__)
 
@@ -123,10 +123,11 @@ def _kept_rows(prev: TextCorpus, labels: Sequence[str], changed: Sequence[str] =
     return rows, sets
 
 
-def _per_label(prev: TextCorpus) -> int:
-    """Label sets asked for each new label: as many as a label of ``prev`` appears in."""
+def _per_label(prev: TextCorpus, names: Sequence[str] | None = None) -> int:
+    """Label sets asked for each new label: as many as a label of ``prev`` appears in, its label sets
+    shared among ``names`` (default: every class name, background nouns too)."""
     n_gen = sum(1 for s in prev.sources if s == "generated")
-    return max(1, round(n_gen * 3 / max(1, len(prev.class_names))))
+    return max(1, round(n_gen * 3 / max(1, len(prev.class_names if names is None else names))))
 
 
 def _extension_size(prev: TextCorpus, vocab: Vocabulary) -> int:
@@ -134,8 +135,7 @@ def _extension_size(prev: TextCorpus, vocab: Vocabulary) -> int:
     about its labels alone (background nouns take a share of them: counted without, the labels new or
     changed decide between extending and building as they did before there were any)."""
     fresh = {lab for lab in vocab.labels if lab not in prev.labels} | set(synonyms_changed(prev.config, vocab))
-    n_gen = sum(1 for s in prev.sources if s == "generated")
-    return len(fresh) * max(1, round(n_gen * 3 / max(1, len(prev.labels))))
+    return len(fresh) * _per_label(prev, prev.labels)
 
 
 def kept_background(prev: TextCorpus, labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None,
@@ -159,8 +159,7 @@ def extend_corpus(prev: TextCorpus, labels: Sequence[str], synonyms: Mapping[str
     New label sets left without a valid sentence count against ``max_missing`` as in
     :func:`~tagger.text.corpus.build_corpus`.
     """
-    bg = [b for b in (kept_background(prev, labels, synonyms, seed) if background is None else background)
-          if fold(b) not in {fold(x) for x in labels}]
+    bg = apart(kept_background(prev, labels, synonyms, seed) if background is None else background, labels)
     vocab = Vocabulary.create([*labels, *bg], synonyms)
     added = [lab for lab in vocab.labels if lab not in prev.class_names]
     retired = [lab for lab in prev.class_names if lab not in vocab.labels and lab not in prev.background]
