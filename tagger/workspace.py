@@ -3,7 +3,8 @@ are built (every other module asks a :class:`Workspace` for a path; ``tests/test
 on a workspace name spelled anywhere else).
 
     catalog.duckdb                         the DuckDB catalog (one writer: the job driver)      catalog
-    workspace.json                         settings: the model and weights the workspace uses   settings_path
+    workspace.json                         settings: the model and weights the workspace uses,  settings_path
+                                           and its id (identity)
     embeddings/<model_id>/<shard>/...      encoder output shards (atomic, done-markers)         embeddings_dir()
     indexes/<model_id>/{global,patches}.*  FAISS global index and PQ patch store                index_dir()
     text/<corpus_id>/...                   text corpora (sentences + label sets, text embeddings) text_dir()
@@ -22,15 +23,20 @@ the ground floor: it imports only the atomic writer and the errors, so every lay
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_bytes
 from .errors import WorkspaceError
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["CATALOG_FILE", "CLASSIFIERS_DIR", "DEFAULT_MODEL", "EMBEDDINGS_DIR", "INDEXES_DIR", "OWNED", "REPORT_DIR",
            "RUNS_DIR", "SETTINGS_FILE", "TEXT_DIR", "THUMBNAILS_DIR", "Workspace"]
@@ -182,6 +188,19 @@ class Workspace:
         except OSError as e:
             raise _not_writable(self.root, e) from e
         return s
+
+    def identity(self) -> str:
+        """The workspace's id, made at its first use and kept in its settings: what it writes into a
+        person's files (a sidecar's record) is marked with it, so another workspace leaves it alone.
+        A workspace that cannot be written gets one from its folder's real path (not kept)."""
+        ident = self.settings().get("id")
+        if isinstance(ident, str) and ident.strip():
+            return ident.strip()
+        try:
+            return str(self.update_settings(id=uuid.uuid4().hex[:16])["id"])
+        except WorkspaceError as e:
+            logger.warning("workspace id not kept (%s): using one made from its path", e)
+            return hashlib.sha256(os.fsencode(os.path.realpath(self.root))).hexdigest()[:16]
 
     def check_writable(self) -> None:
         """Raise WorkspaceError unless a file can be created in the (existing) workspace folder."""

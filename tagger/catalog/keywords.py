@@ -16,16 +16,21 @@ __all__ = ["image_uris", "run_common_folder", "sidecar_batches", "vocabulary"]
 _SIDECAR_SQL = """
 SELECT i.uri,
        coalesce(list(struct_pack(label := t.label, confidence := t.confidence,
-                                 provenance := coalesce(t.provenance, 'model')) ORDER BY t.label)
+                                 provenance := coalesce(t.provenance, 'model'),
+                                 decided_at := CASE WHEN t.provenance = 'person' AND r.decision = 'accept'
+                                                    THEN strftime(r.decided_at, '%Y-%m-%dT%H:%M:%S.%fZ') END)
+                     ORDER BY t.label)
                 FILTER (WHERE t.positive), []) AS tags
 FROM tags AS t JOIN images AS i ON i.image_id = t.image_id
+LEFT JOIN review_decisions AS r ON r.image_id = t.image_id AND r.label = t.label
 WHERE t.run_id = $run GROUP BY i.uri ORDER BY i.uri
 """
 
 
 def sidecar_batches(cat, run_id: int, batch_rows: int = 2048) -> Iterator[pa.RecordBatch]:
     """Per image of run ``run_id``, by URI: ``uri`` and ``tags`` (its positive tags as structs of
-    label, confidence and provenance; empty for an image with none), in batches."""
+    label, confidence, provenance and, for a person's accept, when it was made; empty for an image
+    with none), in batches."""
     with cat._connected() as con:
         yield from _reader(con, _SIDECAR_SQL, {"run": int(run_id)}, batch_rows)
 

@@ -35,13 +35,22 @@ def _warn(summary: dict) -> None:
     notes = [("remote", "remote image(s) skipped: give --mirror DIR for their sidecars"),
              ("outside_root", "image(s) outside the mirror's source root skipped: give --source-root DIR"),
              ("missing_images", "image(s) no longer on disk: no sidecar written"),
-             ("name_clash", "image(s) share a sidecar name with another (photo.jpg, photo.png -> photo.xmp): "
-                            "written for the first only"),
+             ("name_clash", "image(s) share a sidecar name with another (photo.jpg, photo.png -> photo.xmp: "
+                            "written for the first only; photo.jpg.jpg -> photo.jpg.xmp, photo.jpg's own: not "
+                            "written)"),
+             ("sidecars_cleared", "sidecar(s) lost every keyword tagger wrote since the last export (deleted by a "
+                                  "person, or by a tool that writes its own keywords over the file, as darktable "
+                                  "does for images it knows): those labels are declined and not written again; "
+                                  "`tagger review accept URI LABEL` writes one back"),
              ("changed_meanwhile", "sidecar(s) changed by another program during the export: left as they are, "
                                    "export again")]
     for key, text in notes:
         if summary.get(key):
             err_console.print(f"warning: {summary[key]} {text}", markup=False)
+    if summary.get("labels_declined"):
+        err_console.print(f"note: {summary['labels_declined']} positive label(s) not written: a person deleted them "
+                          "from the sidecar after an earlier export (`tagger review accept URI LABEL` writes one back)",
+                          markup=False)
     if summary.get("refused_labels"):
         err_console.print(f"warning: label(s) XML cannot hold, not written: {summary['refused_labels']!r}",
                           markup=False)

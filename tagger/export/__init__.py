@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..atomic import atomic_open
 from ..errors import ConfigError
 from ..targets import check_out_dir, check_out_file
+from ..workspace import Workspace
 from .sidecars import NAMINGS, SidecarPlan, sidecar_path, write_sidecars
 from .tables import EXPORT_SCHEMA, TABLE_FORMATS, write_table_export
 from .xmp import MachineTag, label_paths, merge_sidecar
@@ -59,7 +60,7 @@ def _images(cat: "Catalog", run_id: int) -> Iterator[tuple[str, list[MachineTag]
     from ..catalog.keywords import sidecar_batches
     for batch in sidecar_batches(cat, run_id):
         for uri, tags in zip(batch.column("uri").to_pylist(), batch.column("tags").to_pylist()):
-            yield uri, [MachineTag(t["label"], t["confidence"], t["provenance"]) for t in tags]
+            yield uri, [MachineTag(t["label"], t["confidence"], t["provenance"], t["decided_at"]) for t in tags]
 
 
 def _recorded_root(marker: Path) -> str | None:
@@ -110,7 +111,8 @@ def _export_xmp(cat: "Catalog", run_id: int, opts: ExportOptions) -> dict[str, A
         root = _mirror_root(cat, run_id, mirror, opts.source_root)
     plan = SidecarPlan(opts.naming, mirror, root, Path(opts.workspace) if opts.workspace else None,
                        cat.active_hierarchy() if hasattr(cat, "active_hierarchy") else {},
-                       opts.root_label.strip() if opts.root_label else None)
+                       opts.root_label.strip() if opts.root_label else None,
+                       Workspace.at(Path(opts.workspace)).identity() if opts.workspace else None)
     summary = write_sidecars(_images(cat, run_id), plan, run=run_id, crash_after=opts.crash_after)
     return {"format": "xmp", "run": run_id, "naming": opts.naming, "mirror": str(mirror) if mirror else None,
             "source_root": root, **summary}

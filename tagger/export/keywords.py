@@ -5,7 +5,9 @@ The keywords are ``dc:subject`` and IPTC ``Keywords`` (flat), ``lr:hierarchicalS
 ``|``) and ``digiKam:TagsList`` (paths with ``/``). What tagger wrote itself is left out: a person's
 keywords only. Tagger's record (:mod:`tagger.export.record`) may be in either sidecar or in the image's
 own XMP, and a photo tool may copy a sidecar's keywords into the image without it (exiftool and digiKam
-copy no unknown namespace), so the items any record of the image lists are left out of every source.
+copy no unknown namespace), so the items any record of the image lists are left out of what the image
+holds; a sidecar loses only what its own record lists (``photo.xmp`` may hold a person's ``star`` where
+tagger wrote ``star`` into ``photo.jpg.xmp``).
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..uris import to_local_path
-from .record import read_record
-from .sidecars import existing_sidecar, read_sidecar, sidecar_path
+from .record import Owner, read_record
+from .sidecars import existing_sidecar, image_name, read_sidecar, sibling_claims, sidecar_path
 from .xmp import HIERARCHY, LISTS, SUBJECT, TAGS_LIST
 from .xmpdoc import NAMESPACES, XmpDoc
 
@@ -82,19 +84,21 @@ class _Found:
         return _collect(kept[SUBJECT], kept[HIERARCHY], kept[TAGS_LIST])
 
 
-def _own_items(doc: XmpDoc) -> dict[str, set[str]]:
-    """The items tagger's record in ``doc`` lists as written by tagger, per list."""
-    mine = read_record(doc).entries.values()
+def _own_items(doc: XmpDoc, image: str | None = None) -> dict[str, set[str]]:
+    """The items tagger's record in ``doc`` lists as written by tagger (for an image of the file name
+    ``image``, when given: a record copied with another photo's sidecar is not tagger's here), per list."""
+    rec = read_record(doc, Owner(image=image))
+    mine = [*rec.entries.values(), *rec.others]
     return {SUBJECT: {e.keyword for e in mine if e.keyword}, HIERARCHY: {p for e in mine for p in e.paths},
             TAGS_LIST: {t for e in mine for t in e.tags}}
 
 
-def _sidecar_found(path: Path) -> _Found:
+def _sidecar_found(path: Path, image: str | None = None) -> _Found:
     data, _ = read_sidecar(path)
     if data is None:
         return _Found({})
     doc = XmpDoc(data)
-    return _Found({t: doc.items(t) for t in LISTS}, _own_items(doc))
+    return _Found({t: doc.items(t) for t in LISTS}, _own_items(doc, image))
 
 
 def sidecar_keywords(path: Path) -> Keywords:
@@ -135,9 +139,28 @@ def _run_exiftool(exiftool: str, files: list[bytes] | None, argfile: str | None)
     return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
 
+def _iptc_text(value: str) -> str:
+    """An IPTC keyword as exiftool gives it, read as UTF-8: one that is not (``base64:`` bytes, written by
+    an older tool in a legacy code page without saying so) is read as Windows-1252 / Latin-1."""
+    if not value.startswith("base64:"):
+        return value
+    try:
+        raw = base64.b64decode(value[7:], validate=True)
+    except ValueError:
+        return value
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", "replace") if not set(raw) & _CP1252_HOLES else raw.decode("latin-1")
+
+
+_CP1252_HOLES = {0x81, 0x8D, 0x8F, 0x90, 0x9D}  # bytes Windows-1252 leaves undefined
+
+
 def _found_in(row: dict) -> _Found:
     """The keywords and tagger's record of an exiftool row."""
-    return _Found({SUBJECT: _as_list(row.get("Subject")) + _as_list(row.get("Keywords")),
+    iptc = [_iptc_text(v) for v in _as_list(row.get("Keywords"))]
+    return _Found({SUBJECT: _as_list(row.get("Subject")) + iptc,
                   HIERARCHY: _as_list(row.get("HierarchicalSubject")), TAGS_LIST: _as_list(row.get("TagsList"))},
                  _packet_own(row.get("XMP")))
 
@@ -199,11 +222,13 @@ def _sidecars_found(path: str, errors: list[str] | None) -> list[_Found]:
     """What each sidecar of image ``path`` holds (both names); unreadable ones put in ``errors``."""
     out = []
     for naming in ("photo.jpg.xmp", "photo.xmp"):
+        if sibling_claims(path, naming) is not None:  # photo.jpg.jpg: photo.jpg.xmp is photo.jpg's
+            continue
         side = existing_sidecar(sidecar_path(path, naming))
         if side is None or not os.path.lexists(side):
             continue
         try:
-            out.append(_sidecar_found(side))
+            out.append(_sidecar_found(side, image_name(path)))
         except (OSError, ValueError) as e:
             if errors is not None:
                 errors.append(f"{side}: {getattr(e, 'strerror', None) or e}")
@@ -213,16 +238,17 @@ def _sidecars_found(path: str, errors: list[str] | None) -> list[_Found]:
 def image_keywords(paths: list[str], *, embedded: bool = True,
                    errors: list[str] | None = None) -> Iterator[tuple[str, Keywords]]:
     """``(path, keywords)`` per image: both sidecar names, and the embedded metadata unless
-    ``embedded`` is False, without the items any of tagger's records of the image (in a sidecar or
-    embedded) lists. Unreadable sidecars are skipped, their ``path: reason`` put in ``errors``."""
+    ``embedded`` is False, without tagger's items (each sidecar's own record's; in the image, those
+    any record of the image lists). Unreadable sidecars are skipped, their ``path: reason`` put in ``errors``."""
     local = {p: to_local_path(p) for p in paths}  # a catalog URI may be a file:// one (a name not UTF-8)
     inside = _embedded([lp for lp in local.values() if lp]) if embedded else {}
     for path in paths:
         found = _sidecars_found(path, errors)
-        if (local[path] or "") in inside:
-            found.append(inside[local[path] or ""])
-        own = {t: set().union(*(f.own[t] for f in found)) for t in LISTS}
         kw = Keywords()
-        for f in found:
+        for f in found:  # each sidecar without its own record's items: the other may hold a person's same word
+            kw.update(f.keywords())
+        if (local[path] or "") in inside:
+            f = inside[local[path] or ""]
+            own = {t: set().union(f.own[t], *(g.own[t] for g in found)) for t in LISTS}
             kw.update(f.keywords(own))
         yield path, kw

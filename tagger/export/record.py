@@ -8,15 +8,26 @@
         <tagger:tags><rdf:Bag>..</rdf:Bag></tagger:tags>     digiKam:TagsList items it added
         <tagger:confidence>0.9312</tagger:confidence> <tagger:provenance>model</tagger:provenance>
         <tagger:run>7</tagger:run>                   the tag run that made the label positive
+        <tagger:workspace>3f2a..</tagger:workspace>  the workspace that wrote it
+        <tagger:image>photo.jpg</tagger:image>       the image's file name it was written for
       </rdf:li> ...
     </rdf:Bag></tagger:machineTags>
     <tagger:declined><rdf:Bag><rdf:li>tree</rdf:li></rdf:Bag></tagger:declined>
     <tagger:declinedPaths><rdf:Bag><rdf:li>shape|star</rdf:li></rdf:Bag></tagger:declinedPaths>
     <tagger:declinedTags><rdf:Bag><rdf:li>shape/star</rdf:li></rdf:Bag></tagger:declinedTags>
+    <tagger:declinedAt><rdf:Bag><rdf:li rdf:parseType="Resource">
+      <tagger:label>tree</tagger:label><tagger:when>2026-12-07T10:11:12.000000Z</tagger:when>
+    </rdf:li></rdf:Bag></tagger:declinedAt>               when each label was found deleted (UTC)
 
-A later export removes only the items listed here. What a person deleted after tagger wrote it is
+A later export removes only the items listed here, and only those its own workspace wrote for this
+image: another workspace's entries are kept as they are (:attr:`Record.others`), and entries written
+for an image of another name (a sidecar copied with a duplicated photo) are dropped from the record,
+their items left to the person. Entries without a workspace or image (written before they were
+recorded) belong to whichever workspace exports next. What a person deleted after tagger wrote it is
 not written again: ``declined`` holds labels whose dc:subject keyword went, ``declinedPaths`` and
-``declinedTags`` the lr:hierarchicalSubject and digiKam:TagsList items that went, each on its own.
+``declinedTags`` the lr:hierarchicalSubject and digiKam:TagsList items that went, each on its own;
+``declinedAt`` when (at the latest) the label's keyword went, so that a person's accept made in tagger
+after it writes the label again.
 """
 from __future__ import annotations
 
@@ -27,11 +38,12 @@ from typing import TypeVar
 
 from .xmpdoc import XmpDoc, bag, li_items, li_resource, qname, structs, text_element
 
-__all__ = ["Entry", "Record", "RECORD_TAGS", "read_record", "write_record"]
+__all__ = ["Entry", "Owner", "Record", "RECORD_TAGS", "read_record", "write_record"]
 
-_T = {n: qname("tagger", n) for n in ("machineTags", "declined", "declinedPaths", "declinedTags", "label", "keyword",
-                                      "paths", "tags", "confidence", "provenance", "run")}
-RECORD_TAGS = (_T["machineTags"], _T["declined"], _T["declinedPaths"], _T["declinedTags"])
+_T = {n: qname("tagger", n) for n in ("machineTags", "declined", "declinedPaths", "declinedTags", "declinedAt", "label",
+                                      "keyword", "paths", "tags", "confidence", "provenance", "run", "workspace",
+                                      "image", "when")}
+RECORD_TAGS = (_T["machineTags"], _T["declined"], _T["declinedPaths"], _T["declinedTags"], _T["declinedAt"])
 _N = TypeVar("_N", int, float)
 
 
@@ -46,14 +58,36 @@ class Entry:
     confidence: float | None = None
     provenance: str = "model"
     run: int | None = None
+    workspace: str | None = None
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who exports: the workspace's id and the image's file name (None: anyone, as before both were
+    recorded)."""
+
+    workspace: str | None = None
+    image: str | None = None
+
+    def has(self, e: Entry) -> bool:
+        """``e`` was written by this workspace (or by one that did not record itself)."""
+        return self.workspace is None or e.workspace in (None, self.workspace)
+
+    def other_image(self, e: Entry) -> bool:
+        """``e`` was written for an image of another name (its sidecar was copied)."""
+        return self.image is not None and e.image is not None and e.image != self.image
 
 
 @dataclass
 class Record:
-    entries: dict[str, Entry] = field(default_factory=dict)
+    entries: dict[str, Entry] = field(default_factory=dict)  # this owner's, by label
+    others: list[Entry] = field(default_factory=list)        # other workspaces' entries for this image
+    strays: int = 0                                          # entries for another image, left out
     declined: set[str] = field(default_factory=set)        # labels
     declined_paths: set[str] = field(default_factory=set)  # lr:hierarchicalSubject items
     declined_tags: set[str] = field(default_factory=set)   # digiKam:TagsList items
+    declined_at: dict[str, str] = field(default_factory=dict)  # label -> when its decline was found (UTC, ISO)
 
     def declines(self) -> dict[str, set[str]]:
         """The record's field name -> its set of declined items."""
@@ -91,20 +125,34 @@ def _entry(node: ET.Element) -> Entry | None:
         lists[name] = tuple(li_items(v)) if isinstance(v, ET.Element) else ((v,) if v else ())
     return Entry(label, _text(node, "keyword"), lists["paths"], lists["tags"],
                  _number(_text(node, "confidence"), float), _text(node, "provenance") or "model",
-                 _number(_text(node, "run"), int))
+                 _number(_text(node, "run"), int), _text(node, "workspace"), _text(node, "image"))
 
 
-def read_record(doc: XmpDoc) -> Record:
-    """The record of a sidecar (empty when tagger never wrote it)."""
-    rec = Record()
+def read_record(doc: XmpDoc, owner: Owner | None = None) -> Record:
+    """The record of a sidecar (empty when tagger never wrote it), as ``owner`` sees it (module
+    docstring); without an owner every entry is in :attr:`Record.entries` or, where two workspaces
+    wrote the same label, in :attr:`Record.others`."""
+    rec, owner = Record(), owner or Owner()
     for _, e in doc.elements(_T["machineTags"]):
         for node in structs(e):
             entry = _entry(node)
-            if entry is not None:
+            if entry is None:
+                continue
+            if owner.other_image(entry):
+                rec.strays += 1
+                continue
+            if owner.has(entry) and entry.label not in rec.entries:
                 rec.entries[entry.label] = entry
+            else:
+                rec.others.append(entry)
     for name, items in rec.declines().items():
         for _, e in doc.elements(_T[name]):
             items.update(v for v in li_items(e) if v)
+    for _, e in doc.elements(_T["declinedAt"]):
+        for node in structs(e):
+            label, when = _text(node, "label"), _text(node, "when")
+            if label in rec.declined and when:
+                rec.declined_at[label] = when
     return rec
 
 
@@ -122,15 +170,28 @@ def _entry_element(e: Entry) -> ET.Element:
     li.append(text_element(_T["provenance"], e.provenance))
     if e.run is not None:
         li.append(text_element(_T["run"], str(e.run)))
+    for name in ("workspace", "image"):
+        value = getattr(e, name)
+        if value is not None:
+            li.append(text_element(_T[name], value))
     return li
 
 
 def write_record(doc: XmpDoc, rec: Record) -> None:
     """Replace the sidecar's record with ``rec`` (entries by label; nothing when it is empty)."""
     new = []
-    if rec.entries:
+    if rec.entries or rec.others:
         keywords = bag(_T["machineTags"], [])
         keywords[0].extend(_entry_element(rec.entries[k]) for k in sorted(rec.entries))
+        keywords[0].extend(_entry_element(e) for e in rec.others)
         new.append(keywords)
     new.extend(bag(_T[name], sorted(items)) for name, items in rec.declines().items() if items)
+    times = {k: v for k, v in rec.declined_at.items() if k in rec.declined}
+    if times:
+        when = bag(_T["declinedAt"], [])
+        for label in sorted(times):
+            li = li_resource()
+            li.extend([text_element(_T["label"], label), text_element(_T["when"], times[label])])
+            when[0].append(li)
+        new.append(when)
     doc.replace_properties(RECORD_TAGS, new)

@@ -16,6 +16,7 @@ import re
 import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -24,11 +25,12 @@ from ..atomic import TMP_PREFIX, atomic_open
 from ..errors import SimulatedCrash
 from ..targets import os_reason, workspace_owned
 from ..uris import to_local_path
-from .xmp import MachineTag, MergeResult, merge_sidecar
+from .record import Owner
+from .xmp import MachineTag, MergeResult, iso_utc, merge_sidecar
 from .xmpdoc import MAX_SIDECAR_BYTES
 
-__all__ = ["NAMINGS", "SidecarChanged", "SidecarPlan", "existing_sidecar", "read_sidecar", "sidecar_path",
-           "write_sidecars"]
+__all__ = ["NAMINGS", "SidecarChanged", "SidecarPlan", "existing_sidecar", "image_name", "read_sidecar",
+           "sibling_claims", "sidecar_path", "write_sidecars"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class SidecarPlan:
     workspace: Path | None = None
     parents: Mapping[str, Sequence[str]] = field(default_factory=dict)
     root_label: str | None = None
+    workspace_id: str | None = None  # recorded with what this export writes (tagger.export.record)
 
 
 def _name(file_name: str, naming: str) -> str:
@@ -78,6 +81,26 @@ def sidecar_path(uri: str, naming: str = NAMINGS[0], mirror: str | os.PathLike |
         parsed = urlparse(uri)
         parts = (parsed.scheme, parsed.netloc, *PurePosixPath(unquote(parsed.path)).parts[1:])
     return Path(mirror, *parts[:-1], _name(parts[-1], naming))
+
+
+def image_name(uri: str) -> str:
+    """The file name of image ``uri`` (local path or URL), as a sidecar's record names its image."""
+    local = to_local_path(uri)
+    return Path(local).name if local is not None else PurePosixPath(unquote(urlparse(uri).path)).name
+
+
+def sibling_claims(image: str, naming: str) -> str | None:
+    """The file beside local image ``image`` whose own sidecar (darktable's and digiKam's naming,
+    ``photo.jpg.xmp``) the ``photo.xmp`` naming would give ``image`` (``photo.jpg.jpg`` ->
+    ``photo.jpg.xmp``, the sidecar of ``photo.jpg``): its path, or None when there is none."""
+    local = to_local_path(image)
+    if naming != "photo.xmp" or local is None:
+        return None
+    stem, dot, _ = Path(local).name.rpartition(".")
+    if not dot or "." not in stem:
+        return None
+    other = Path(local).with_name(stem)
+    return str(other) if os.path.lexists(other) else None
 
 
 def existing_sidecar(target: Path | None) -> Path | None:
@@ -112,6 +135,11 @@ def read_sidecar(target: Path) -> tuple[bytes | None, tuple | None]:
     finally:
         os.close(fd)
     return b"".join(chunks), (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode, st.st_uid, st.st_gid)
+
+
+def _mtime(ident: tuple) -> str:
+    """When the sidecar last changed (its modification time, UTC), as the record writes times."""
+    return iso_utc(datetime.fromtimestamp(ident[2] / 1e9, timezone.utc))
 
 
 def _check_writable(target: Path, ident: tuple | None) -> None:
@@ -189,7 +217,9 @@ class _Writer:
         self.plan, self.run, self.crash_after = plan, run, crash_after
         self.out: dict[str, Any] = {"written": 0, "unchanged": 0, "no_labels": 0, "remote": 0, "outside_root": 0,
                                     "name_clash": 0, "missing_images": 0, "changed_meanwhile": 0, "failed": 0, "labels_added": 0,
-                                    "labels_removed": 0, "labels_declined": 0, "refused_labels": [],
+                                    "labels_removed": 0, "labels_declined": 0, "labels_reinstated": 0,
+                                    "sidecars_cleared": 0,
+                                    "refused_labels": [],
                                     "first_error": None}
         self.targets: set[Path] = set()
         self.folders: set[Path] = set()
@@ -206,6 +236,11 @@ class _Writer:
         if target is None:
             self.out["remote" if to_local_path(uri) is None else "outside_root"] += 1
             return None
+        other = sibling_claims(uri, p.naming)
+        if other is not None:
+            self.error("name_clash", target, f"the sidecar {other} has under the name photo.jpg.xmp: not written for "
+                       f"{uri} (--sidecar-name photo.jpg.xmp gives it its own)")
+            return None
         key = Path(os.path.realpath(target))  # one file under two names (a link) is one sidecar
         if key in self.targets:  # photo.jpg and photo.png share photo.xmp: the first image keeps it
             self.error("name_clash", target, f"also the sidecar of another image; written for that one only ({uri})")
@@ -213,11 +248,13 @@ class _Writer:
         self.targets.add(key)
         return target
 
-    def merged(self, real: Path, before: bytes | None, tags: Sequence[MachineTag]) -> MergeResult:
+    def merged(self, real: Path, before: bytes | None, tags: Sequence[MachineTag], uri: str,
+               changed_at: str | None) -> MergeResult:
         """``tags`` merged into the sidecar's bytes ``before``; ValueError when it cannot be (not XMP,
         or any failure of the parser or the merge on a document another program wrote)."""
         try:
-            return merge_sidecar(before, tags, run=self.run, parents=self.plan.parents, root=self.plan.root_label)
+            return merge_sidecar(before, tags, run=self.run, parents=self.plan.parents, root=self.plan.root_label,
+                                 owner=Owner(self.plan.workspace_id, image_name(uri)), changed_at=changed_at)
         except ValueError:
             raise
         except Exception as e:  # a document no test foresaw: left alone and reported, never a traceback
@@ -238,8 +275,13 @@ class _Writer:
                 return
             if before is None and os.path.islink(target):  # never create a file where a dangling link points
                 raise ValueError(f"a symbolic link to {real}, which does not exist: left alone")
-            res = self.merged(real, before, tags)
+            res = self.merged(real, before, tags, uri, None if ident is None else _mtime(ident))
             self.out["refused_labels"].extend(x for x in res.refused if x not in self.out["refused_labels"])
+            self.out["labels_declined"] += len(res.declined)  # wanted, not written: in unchanged sidecars too
+            if res.cleared:
+                self.out["sidecars_cleared"] += 1
+                logger.warning("sidecar %s: every keyword tagger wrote was deleted since the last export: declined, "
+                               "not written again", target)
             if res.data == before:
                 self.out["unchanged"] += 1
                 return
@@ -260,7 +302,7 @@ class _Writer:
             return self.error("failed", target, str(e))
         self.out["written"] += 1
         for key, items in (("labels_added", res.added), ("labels_removed", res.removed),
-                           ("labels_declined", res.declined)):
+                           ("labels_reinstated", res.reinstated)):
             self.out[key] += len(items)
 
 
@@ -269,7 +311,9 @@ def write_sidecars(images: Iterable[tuple[str, Sequence[MachineTag]]], plan: Sid
     """Write (merge into) the sidecar of each ``(uri, positive tags)``. Returns counts: ``written``,
     ``unchanged``, ``no_labels`` (no positive label and no sidecar: none made), ``remote`` (no mirror),
     ``outside_root``, ``name_clash``, ``changed_meanwhile``, ``failed`` with ``first_error``, the
-    labels added, removed and declined, and ``refused_labels`` (names XML cannot hold).
+    labels added, removed, declined (wanted, but a person deleted them) and reinstated (a person's
+    later accept), ``sidecars_cleared`` (every keyword tagger wrote there deleted at once) and
+    ``refused_labels`` (names XML cannot hold).
     ``crash_after`` (tests) stops the process like a kill, the next sidecar's temp file written."""
     w = _Writer(plan, run, crash_after)
     for uri, tags in images:

@@ -8,22 +8,24 @@ items it added itself that are no longer positive. An item a person already had 
 Unicode-normalised and case-folded: a person's ``Star`` is the label ``star``) is neither added again
 nor recorded as tagger's, so it is never removed; a machine item a person deleted from any of the lists
 (a keyword, or just its hierarchical path) is not written again.
-``TagsList`` is only edited where it exists (making one would hide a person's hierarchical keywords
-from digiKam). A label whose name XML 1.0 cannot hold (U+FFFE ...) is not written; a label holding
+``TagsList`` is only edited where it holds items (digiKam reads the first of its lists that is not
+empty: making or filling one would hide a person's hierarchical keywords from it). A label whose name XML 1.0 cannot hold (U+FFFE ...) is not written; a label holding
 ``|`` (``/`` for TagsList) is written as a flat keyword only, never as a hierarchy.
 """
 from __future__ import annotations
 
 import logging
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from typing import NamedTuple
 
-from .record import Entry, Record, read_record, write_record
+from .record import Entry, Owner, Record, read_record, write_record
 from .xmpdoc import XmpDoc, qname, xml_unsafe
 
-__all__ = ["MachineTag", "MergeResult", "fold_keyword", "label_paths", "merge_sidecar"]
+__all__ = ["MachineTag", "MergeResult", "fold_keyword", "iso_utc", "label_paths", "merge_sidecar"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,18 @@ class MachineTag(NamedTuple):
     label: str
     confidence: float | None = None
     provenance: str = "model"
+    decided_at: str | None = None  # a person's accept: when (UTC, ISO 8601 as :func:`iso_utc` writes it)
+
+
+def iso_utc(when: datetime | None = None) -> str:
+    """``when`` (naive: UTC; default now) as the record writes times: ``2026-12-07T10:11:12.000000Z``."""
+    when = when or datetime.now(timezone.utc)
+    if when.tzinfo is not None:
+        when = when.astimezone(timezone.utc).replace(tzinfo=None)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 
 @dataclass
@@ -47,6 +61,8 @@ class MergeResult:
     removed: list[str] = field(default_factory=list)   # labels taken out (no longer positive)
     refused: list[str] = field(default_factory=list)   # labels XML cannot hold
     declined: list[str] = field(default_factory=list)  # labels a person deleted
+    reinstated: list[str] = field(default_factory=list)  # declined labels a person accepted in tagger since
+    cleared: bool = False  # every keyword this workspace wrote (2 or more) went at once
 
 
 def label_paths(label: str, parents: Mapping[str, Sequence[str]], root: str | None = None) -> list[str]:
@@ -108,17 +124,58 @@ def _declines(prior: Record, have: Mapping[str, set[str]], tags_list: bool) -> R
     """A record holding ``prior``'s declines and what a person deleted since tagger wrote it, each list on
     its own (``have``: the folded items of each list): a label whose keyword left dc:subject, a path that
     left lr:hierarchicalSubject, a TagsList item that left TagsList (where the sidecar still has one)."""
-    entries = prior.entries.values()
+    entries = [*prior.entries.values(), *prior.others]  # a keyword any workspace wrote that went is a "no"
     labels = prior.declined | {e.label for e in entries if fold_keyword(e.label) not in have[SUBJECT]}
-    live = [e for e in entries if e.label not in labels]
+    live = [e for e in prior.entries.values() if e.label not in labels]
     paths = {p for e in live for p in e.paths if fold_keyword(p) not in have[HIERARCHY]}
     tags = {t for e in live for t in e.tags if fold_keyword(t) not in have[TAGS_LIST]} if tags_list else set()
-    return Record(declined=labels, declined_paths=prior.declined_paths | paths, declined_tags=prior.declined_tags | tags)
+    return Record(others=list(prior.others), declined=labels, declined_paths=prior.declined_paths | paths,
+                  declined_tags=prior.declined_tags | tags)
 
 
-def _kept(items: Sequence[str], declined: set[str]) -> list[str]:
-    folded = _folded(declined)
-    return [x for x in items if fold_keyword(x) not in folded]
+def _reinstate(record: Record, wanted: Mapping[str, MachineTag], res: MergeResult) -> None:
+    """Take back the declines a person's accept in tagger overrules: made after the decline was found
+    (a decline recorded without a time stands). The label's declined paths and TagsList items go too."""
+    for label, tag in wanted.items():
+        when = record.declined_at.get(label, "")
+        if (label in record.declined and tag.provenance == "person" and tag.decided_at and _ISO.fullmatch(when)
+                and _ISO.fullmatch(tag.decided_at) and tag.decided_at > when):
+            record.declined.discard(label)
+            record.declined_at.pop(label, None)
+            record.declined_paths = {p for p in record.declined_paths if p.split("|")[-1] != label}
+            record.declined_tags = {t for t in record.declined_tags if t.split("/")[-1] != label}
+            res.reinstated.append(label)
+
+
+def _hand_over(drop: Sequence[Entry], record: Record) -> set[str]:
+    """The keywords of ``drop`` (this workspace's labels no longer positive) that another workspace's
+    entry of the same label still wants: they stay in dc:subject, now recorded as that workspace's
+    (which would otherwise read their going as a person's "no"). The keywords handed over."""
+    kept = set()
+    for e in drop:
+        for i, other in enumerate(record.others):
+            if e.keyword and other.label == e.label and other.keyword is None and e.label not in record.declined:
+                record.others[i] = replace(other, keyword=e.keyword)
+                kept.add(e.keyword)
+                break
+    return kept
+
+
+def _core(item: str, sep: str, nodes: set[str]) -> str:
+    """``item`` (a path joined with ``sep``) from its first name that is a label or a parent: without a
+    root put above the hierarchy (``--root auto``), which a person's deletion is not about."""
+    parts = item.split(sep)
+    for i, part in enumerate(parts):
+        if part in nodes:
+            return fold_keyword(sep.join(parts[i:]))
+    return fold_keyword(item)
+
+
+def _kept(items: Sequence[str], declined: set[str], sep: str, nodes: set[str]) -> list[str]:
+    """``items`` but those declined, under any root (a path deleted as ``bell`` is not written as
+    ``auto|bell``, nor ``auto|bell`` as ``bell``)."""
+    folded = _folded(declined) | {_core(d, sep, nodes) for d in declined}
+    return [x for x in items if fold_keyword(x) not in folded and _core(x, sep, nodes) not in folded]
 
 
 _Plan = tuple[Entry | None, list[str], list[str]]  # the label's entry so far, the paths and TagsList items it wants
@@ -130,6 +187,7 @@ def _plans(wanted: Iterable[str], keep: Mapping[str, Entry], record: Record, gon
     """What each wanted label writes (none for a declined one, or a name XML cannot hold: put in
     ``res.refused``); items written for an older hierarchy or root are put in ``gone``."""
     plans = {}
+    nodes = set(wanted) | set(parents) | {p for ups in parents.values() for p in ups}
     for label in sorted(set(wanted) - record.declined):
         if xml_unsafe(label) is not None:
             res.refused.append(label)
@@ -140,12 +198,13 @@ def _plans(wanted: Iterable[str], keep: Mapping[str, Entry], record: Record, gon
         if old is not None:
             gone[HIERARCHY].update(set(old.paths) - set(paths))
             gone[TAGS_LIST].update(set(old.tags) - set(forms))
-        plans[label] = (old, _kept(paths, record.declined_paths), _kept(forms, record.declined_tags))
+        plans[label] = (old, _kept(paths, record.declined_paths, "|", nodes),
+                        _kept(forms, record.declined_tags, "/", nodes))
     return plans
 
 
 def _add(doc: XmpDoc, plans: Mapping[str, _Plan], wanted: Mapping[str, MachineTag], record: Record,
-         run: int | None, res: MergeResult) -> int:
+         run: int | None, owner: Owner, res: MergeResult) -> int:
     """Add the planned items a list does not hold yet and record those tagger owns; the items added."""
     have = {t: _folded(doc.items(t)) for t in LISTS}  # what the person keeps (and tagger keeps) after the removal
     adds: dict[str, list[str]] = {t: [] for t in LISTS}
@@ -158,7 +217,7 @@ def _add(doc: XmpDoc, plans: Mapping[str, _Plan], wanted: Mapping[str, MachineTa
         tag = wanted[label]
         confidence = None if tag.confidence is None else round(float(tag.confidence), 4)
         record.entries[label] = Entry(label, kw[0] if kw else None, own_paths, own_tags, confidence,
-                                      tag.provenance, run)
+                                      tag.provenance, run, owner.workspace, owner.image)
         if old is None:
             res.added.append(label)
     for prop, items in adds.items():
@@ -167,25 +226,37 @@ def _add(doc: XmpDoc, plans: Mapping[str, _Plan], wanted: Mapping[str, MachineTa
 
 
 def merge_sidecar(existing: bytes | None, tags: Sequence[MachineTag | str], *, run: int | None = None,
-                  parents: Mapping[str, Sequence[str]] | None = None, root: str | None = None) -> MergeResult:
-    """``existing`` (or a new sidecar) with ``tags`` merged in (see the module). ValueError when
-    ``existing`` is not an XMP document."""
+                  parents: Mapping[str, Sequence[str]] | None = None, root: str | None = None,
+                  owner: Owner | None = None, changed_at: str | None = None) -> MergeResult:
+    """``existing`` (or a new sidecar) with ``tags`` merged in (see the module) for ``owner`` (the
+    workspace and image: only what it wrote is taken out; :mod:`tagger.export.record`). A decline
+    found now is recorded at ``changed_at`` (when the sidecar last changed, :func:`iso_utc`; default
+    now). ValueError when ``existing`` is not an XMP document."""
     doc = XmpDoc(existing)
-    prior = read_record(doc)
+    owner = owner or Owner()
+    prior = read_record(doc, owner)
     prior.entries = {k: _sane(e) for k, e in prior.entries.items()}
-    tags_list = doc.has(TAGS_LIST)
+    prior.others = [_sane(e) for e in prior.others]
+    tags_list = bool(doc.items(TAGS_LIST))  # digiKam reads an empty TagsList as none: filling it would hide the rest
     record = _declines(prior, {t: _folded(doc.items(t)) for t in LISTS}, tags_list)
+    owned = {e.label for e in prior.entries.values() if e.keyword}
+    res = MergeResult(b"", cleared=len(owned) >= 2 and owned <= record.declined - prior.declined)
+    found = changed_at or iso_utc()
+    record.declined_at = {k: prior.declined_at.get(k) or found for k in record.declined
+                          if k in prior.declined_at or k not in prior.declined}
     wanted = {t.label: t for t in map(_machine_tag, tags)}
+    _reinstate(record, wanted, res)
     keep = {k: e for k, e in prior.entries.items() if k in wanted and k not in record.declined}
     drop = [e for k, e in prior.entries.items() if k not in keep]
-    res = MergeResult(b"", removed=sorted(e.label for e in drop if e.label not in record.declined),
-                      declined=sorted(k for k in wanted if k in record.declined))
-    gone = {SUBJECT: {e.keyword for e in drop if e.keyword}, HIERARCHY: {p for e in drop for p in e.paths},
+    res.removed = sorted(e.label for e in drop if e.label not in record.declined)
+    res.declined = sorted(k for k in wanted if k in record.declined)
+    gone = {SUBJECT: {e.keyword for e in drop if e.keyword} - _hand_over(drop, record),
+            HIERARCHY: {p for e in drop for p in e.paths},
             TAGS_LIST: {t for e in drop for t in e.tags}}
     plans = _plans(wanted, keep, record, gone, tags_list, parents or {}, root, res)
     for prop, items in gone.items():
         doc.edit_list(prop, items, [])
-    edits = sum(map(len, gone.values())) + _add(doc, plans, wanted, record, run, res)
+    edits = sum(map(len, gone.values())) + _add(doc, plans, wanted, record, run, owner, res)
     if existing is not None and not edits and record == prior:  # nothing to change: the file stays as its tool wrote it
         res.data = existing
         return res

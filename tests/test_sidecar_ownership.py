@@ -1,0 +1,201 @@
+"""Whose keywords a sidecar export may take out, and when a person's "no" or "yes" wins.
+
+An export takes out only what its own workspace wrote for this image: another workspace's keywords,
+and a record copied with another photo's sidecar, are left alone. ``photo.jpg.jpg`` never gets
+``photo.jpg``'s sidecar. A person's accept in tagger made after they deleted a keyword writes it back;
+a deletion under one ``--root`` holds under another; an empty digiKam TagsList is not filled; a sidecar
+that lost every keyword tagger wrote is reported; a legacy Latin-1 IPTC keyword is read as text."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tagger.export.keywords import _iptc_text, embedded_keywords, image_keywords
+from tagger.export.record import Owner, read_record
+from tagger.export.sidecars import SidecarPlan, write_sidecars
+from tagger.export.xmp import HIERARCHY, SUBJECT, TAGS_LIST, MachineTag, merge_sidecar
+from tagger.export.xmpdoc import XmpDoc
+from xmpcases import DARKTABLE, EXIFTOOL, invoke, tag_run
+
+W1, W2 = Owner("ws-one", "a.jpg"), Owner("ws-two", "a.jpg")
+T0, T1, T2 = "2026-12-01T10:00:00.000000Z", "2026-12-02T10:00:00.000000Z", "2026-12-03T10:00:00.000000Z"
+EMPTY_TAGSLIST = DARKTABLE.replace(
+    "<dc:subject>", '<digiKam:TagsList xmlns:digiKam="http://www.digikam.org/ns/1.0/"><rdf:Seq/></digiKam:TagsList>'
+    "<dc:subject>")
+
+
+def items(data: bytes, prop: str = SUBJECT) -> set[str]:
+    return set(XmpDoc(data).items(prop))
+
+
+def without(data: bytes, item: str) -> bytes:
+    """The sidecar with ``item`` deleted from every keyword list (not from tagger's record), as a
+    person's photo tool would."""
+    doc = XmpDoc(data)
+    for prop in (SUBJECT, HIERARCHY, TAGS_LIST):
+        doc.edit_list(prop, [item], [])
+    return doc.to_bytes()
+
+
+def test_another_workspaces_keywords_are_never_taken_out():
+    one = merge_sidecar(DARKTABLE.encode(), ["star", "tree"], run=1, owner=W1).data
+    two = merge_sidecar(one, ["circle"], run=1, owner=W2)
+    assert two.removed == [] and items(two.data) >= {"star", "tree", "circle", "holiday"}
+    back = merge_sidecar(two.data, ["star"], run=2, owner=W1)  # W1's tree goes, W2's circle stays
+    assert back.removed == ["tree"] and items(back.data) >= {"star", "circle", "holiday"} and "tree" not in items(back.data)
+    gone = merge_sidecar(back.data, [], run=2, owner=W2)
+    assert gone.removed == ["circle"] and items(gone.data) >= {"star", "holiday"} and "circle" not in items(gone.data)
+    assert merge_sidecar(gone.data, ["star"], run=2, owner=W1).data == gone.data  # settled: nothing to change
+
+
+def test_a_keyword_two_workspaces_want_is_handed_over_not_declined():
+    one = merge_sidecar(None, ["heart"], run=1, owner=W1).data
+    two = merge_sidecar(one, ["heart"], run=1, owner=W2).data  # W1 wrote it: W2 owns no item of it
+    assert [e.keyword for e in read_record(XmpDoc(two), W2).entries.values()] == [None]
+    dropped = merge_sidecar(two, [], run=2, owner=W1).data  # W1 no longer wants it: W2 still does
+    assert "heart" in items(dropped)
+    again = merge_sidecar(dropped, ["heart"], run=2, owner=W2)
+    assert again.declined == [] and "heart" in items(again.data)
+    assert merge_sidecar(again.data, [], run=3, owner=W2).removed == ["heart"]
+
+
+def test_a_record_copied_with_another_photos_sidecar_takes_nothing_out(tmp_path):
+    """b.jpg got a.jpg's sidecar (a duplicated photo): what tagger wrote for a.jpg is b's person's now."""
+    a = merge_sidecar(DARKTABLE.encode(), ["flower"], run=1, owner=W1).data
+    res = merge_sidecar(a, [], run=2, owner=Owner("ws-one", "b.jpg"))
+    assert res.removed == [] and items(res.data) >= {"flower", "holiday"}
+    assert read_record(XmpDoc(res.data)).entries == {}  # the stray record is gone
+    (tmp_path / "b.jpg").write_bytes(b"jpeg")
+    (tmp_path / "b.jpg.xmp").write_bytes(a)  # as copied, before any export
+    [(_, kw)] = image_keywords([str(tmp_path / "b.jpg")], embedded=False)
+    assert {"flower", "holiday"} <= kw.flat
+
+
+def test_an_export_from_a_second_workspace_leaves_the_firsts_keywords(tmp_path):
+    photo = tmp_path / "photos" / "p.jpg"
+    photo.parent.mkdir()
+    photo.write_bytes(b"jpeg")
+    tag_run(tmp_path / "ws1", {str(photo): {"star", "tree"}}, ["star", "tree"])
+    tag_run(tmp_path / "ws2", {str(photo): {"circle"}}, ["circle", "star"])
+    for ws in ("ws1", "ws2", "ws2"):
+        out = invoke("export", "-f", "xmp", "-w", str(tmp_path / ws), "--json")
+        assert out.exit_code == 0, out.output
+        assert json.loads(out.stdout.splitlines()[-1])["labels_removed"] == 0
+    side = Path(str(photo) + ".xmp")
+    assert items(side.read_bytes()) == {"star", "tree", "circle"}
+    ids = {json.loads((tmp_path / ws / "workspace.json").read_text())["id"] for ws in ("ws1", "ws2")}
+    assert len(ids) == 2 and {e.workspace for e in read_record(XmpDoc(side.read_bytes())).entries.values()} <= ids
+
+
+def test_a_persons_later_accept_overrules_their_earlier_deletion():
+    one = merge_sidecar(None, ["heart", "star"], run=1).data
+    declined = merge_sidecar(without(one, "heart"), ["heart", "star"], run=2, changed_at=T1)
+    assert declined.declined == ["heart"] and read_record(XmpDoc(declined.data)).declined_at == {"heart": T1}
+    earlier = merge_sidecar(declined.data, [MachineTag("heart", 1.0, "person", T0), "star"], run=3, changed_at=T2)
+    assert earlier.declined == ["heart"] and "heart" not in items(earlier.data)  # accepted before deleting it
+    model = merge_sidecar(declined.data, [MachineTag("heart", 0.9, "model"), "star"], run=3, changed_at=T2)
+    assert model.declined == ["heart"]
+    later = merge_sidecar(declined.data, [MachineTag("heart", 1.0, "person", T2), "star"], run=3, changed_at=T2)
+    assert later.reinstated == ["heart"] and later.declined == [] and "heart" in items(later.data)
+    assert read_record(XmpDoc(later.data)).declined == set()
+
+
+def test_review_accept_after_a_deletion_writes_the_keyword_back(tmp_path):
+    photo = tmp_path / "photos" / "p.jpg"
+    photo.parent.mkdir()
+    photo.write_bytes(b"jpeg")
+    root = tmp_path / "ws"
+    tag_run(root, {str(photo): {"heart", "star"}}, ["heart", "star"])
+    side = Path(str(photo) + ".xmp")
+
+    def export() -> dict:
+        out = invoke("export", "-f", "xmp", "-w", str(root), "--json")
+        assert out.exit_code == 0, out.output
+        return json.loads(out.stdout.splitlines()[-1])
+    export()
+    side.write_bytes(without(side.read_bytes(), "heart"))
+    first = export()
+    assert first["labels_declined"] == 1 and "heart" not in items(side.read_bytes())
+    assert export()["labels_declined"] == 1  # counted though the sidecar is unchanged
+    out = invoke("review", "accept", str(photo), "heart", "--who", "jo", "-w", str(root))
+    assert out.exit_code == 0, out.output
+    back = export()
+    assert back["labels_reinstated"] == 1 and "heart" in items(side.read_bytes())
+
+
+def test_every_keyword_gone_at_once_is_reported(tmp_path):
+    one = merge_sidecar(DARKTABLE.encode(), ["star", "tree", "circle"], run=1, owner=W1).data
+    wiped = without(without(without(one, "star"), "tree"), "circle")
+    assert merge_sidecar(wiped, ["star", "tree", "circle"], run=2, owner=W1).cleared
+    assert not merge_sidecar(without(one, "star"), ["star", "tree", "circle"], run=2, owner=W1).cleared
+    photo = tmp_path / "a.jpg"  # the image the record was written for
+    photo.write_bytes(b"jpeg")
+    (tmp_path / "a.jpg.xmp").write_bytes(wiped)
+    out = write_sidecars([(str(photo), [MachineTag(x) for x in ("star", "tree", "circle")])],
+                         SidecarPlan(workspace_id="ws-one"))
+    assert out["sidecars_cleared"] == 1 and out["labels_declined"] == 3
+
+
+def test_a_deleted_path_stays_deleted_under_another_root():
+    parents = {"bell": ("object",)}
+    one = merge_sidecar(None, ["bell"], run=1, parents=parents).data
+    gone = without(one, "object|bell")
+    rooted = merge_sidecar(gone, ["bell"], run=2, parents=parents, root="auto").data
+    assert items(rooted, HIERARCHY) == set() and "bell" in items(rooted)
+    two = merge_sidecar(None, ["bell"], run=1, parents=parents, root="auto").data
+    plain = merge_sidecar(without(two, "auto|object|bell"), ["bell"], run=2, parents=parents).data
+    assert items(plain, HIERARCHY) == set()
+
+
+def test_an_empty_tagslist_is_not_filled():
+    res = merge_sidecar(EMPTY_TAGSLIST.encode(), ["star", "circle"], run=1)
+    assert items(res.data, TAGS_LIST) == set() and "circle" in items(res.data, HIERARCHY)
+
+
+def test_double_extensions_never_share_a_sidecar(tmp_path):
+    """photo.jpg.jpg's photo.xmp-named sidecar would be photo.jpg.xmp: photo.jpg's own (darktable)."""
+    first, second = tmp_path / "photo.jpg", tmp_path / "photo.jpg.jpg"
+    for p in (first, second):
+        p.write_bytes(b"jpeg")
+    side = tmp_path / "photo.jpg.xmp"
+    side.write_text(DARKTABLE)
+    out = write_sidecars([(str(second), [MachineTag("circle")])], SidecarPlan(naming="photo.xmp"))
+    assert out["name_clash"] == 1 and out["written"] == 0 and side.read_text() == DARKTABLE
+    kw = dict(image_keywords([str(first), str(second)], embedded=False))
+    assert "holiday" in kw[str(first)].flat and not kw[str(second)]
+    alone = tmp_path / "other"
+    alone.mkdir()
+    (alone / "x.y.jpg").write_bytes(b"jpeg")  # no file x.y beside it: its photo.xmp name is its own
+    assert write_sidecars([(str(alone / "x.y.jpg"), [MachineTag("star")])], SidecarPlan(naming="photo.xmp"))["written"] == 1
+
+
+def test_legacy_iptc_keywords_are_read_as_text(tmp_path):
+    assert _iptc_text("base64:" + "SG9jaHplaXQgTfxsbGVy") == "Hochzeit Müller"  # Latin-1 bytes
+    assert _iptc_text("base64:" + "TcO8bGxlcg==") == "Müller" and _iptc_text("plain") == "plain"
+    if EXIFTOOL is None:
+        pytest.skip("exiftool is not installed")
+    photo = tmp_path / "p.jpg"
+    from PIL import Image
+    Image.new("RGB", (8, 8)).save(photo)
+    subprocess.run([EXIFTOOL, "-q", "-overwrite_original", "-charset", "iptc=latin1", "-IPTC:Keywords=Hochzeit Müller",
+                    str(photo)], check=True)
+    assert b"Hochzeit M\xfcller" in photo.read_bytes()
+    assert "Hochzeit Müller" in embedded_keywords([str(photo)])[str(photo)].flat
+    assert shutil.which("exiftool") == EXIFTOOL
+
+
+def test_a_persons_keyword_in_the_other_sidecar_is_read(tmp_path):
+    """Tagger wrote hexagon into photo.jpg.xmp; the person's Lightroom photo.xmp holds hexagon too."""
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(b"jpeg")
+    (tmp_path / "p.jpg.xmp").write_bytes(merge_sidecar(None, ["hexagon"], run=1).data)
+    (tmp_path / "p.xmp").write_text(DARKTABLE.replace("<rdf:li>star</rdf:li>", "<rdf:li>hexagon</rdf:li>"))
+    [(_, kw)] = image_keywords([str(photo)], embedded=False)
+    assert {"hexagon", "holiday"} <= kw.flat
+    (tmp_path / "p.xmp").unlink()
+    [(_, kw)] = image_keywords([str(photo)], embedded=False)
+    assert "hexagon" not in kw.flat
