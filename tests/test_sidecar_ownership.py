@@ -199,3 +199,10 @@ def test_a_persons_keyword_in_the_other_sidecar_is_read(tmp_path):
     (tmp_path / "p.xmp").unlink()
     [(_, kw)] = image_keywords([str(photo)], embedded=False)
     assert "hexagon" not in kw.flat
+
+
+def test_a_read_only_packet_mark_is_kept():
+    data = DARKTABLE + '<?xpacket end="r"?>\n'
+    out = merge_sidecar(data.encode(), ["circle"], run=1).data
+    assert out.rstrip().endswith(b'<?xpacket end="r"?>') and "circle" in items(out)
+    assert merge_sidecar(DARKTABLE.encode(), ["circle"], run=1).data.rstrip().endswith(b'<?xpacket end="w"?>')

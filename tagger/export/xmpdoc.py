@@ -33,7 +33,8 @@ MAX_DEPTH = 256
 MAX_PREFIXES = 256  # a document's own prefixes kept at most (ElementTree's registry is global and each
 # registration scans it: thousands of declarations made one merge take seconds); more are written ns0 ...
 _PACKET_BEGIN = '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
-_PACKET_END = '\n<?xpacket end="w"?>\n'
+_PACKET_END = '\n<?xpacket end="{}"?>\n'
+_READ_ONLY_END = re.compile(rb"<\?xpacket\s+end\s*=\s*[\"']r[\"']\s*\?>")  # kept as the packet said
 _BOM8 = b"\xef\xbb\xbf"
 # characters XML 1.0 cannot hold (not even as character references)
 _XML_UNSAFE = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -163,6 +164,7 @@ class XmpDoc:
     """One XMP packet: ``descriptions`` are its ``rdf:Description`` elements (one is made if none)."""
 
     def __init__(self, data: bytes | None = None) -> None:
+        self.end = "r" if data and _READ_ONLY_END.search(data[-65536:]) else "w"
         if data and not _PACKET_ONLY.match(data.strip()):  # strip first: the pattern steps a byte at a time
             self.root = _parse(data)
         else:
@@ -267,7 +269,7 @@ class XmpDoc:
         text = ET.tostring(self.root, encoding="unicode")
         # a carriage return in a value (read from &#13;) written as is would read back as a line feed;
         # nothing else of the serialised text can hold one (attributes are escaped, the markup has none)
-        return (_PACKET_BEGIN + text.replace("\r", "&#13;") + _PACKET_END).encode("utf-8")
+        return (_PACKET_BEGIN + text.replace("\r", "&#13;") + _PACKET_END.format(self.end)).encode("utf-8")
 
 
 def _indent(root: ET.Element) -> None:
