@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,6 +182,7 @@ class Workspace:
         A model is recorded through :func:`tagger.models.registry.record_model`, which checks it first.
         """
         s = {**self.settings(), **kw}
+        s.setdefault("id", self._path_id())
         try:
             atomic_write_bytes(self.settings_path, json.dumps(s, indent=2).encode("utf-8"))
         except OSError as e:
@@ -190,17 +190,21 @@ class Workspace:
         return s
 
     def identity(self) -> str:
-        """The workspace's id, made at its first use and kept in its settings: what it writes into a
-        person's files (a sidecar's record) is marked with it, so another workspace leaves it alone.
-        A workspace that cannot be written gets one from its folder's real path (not kept)."""
+        """The workspace's id, kept in its settings (made from the folder's real path at the first
+        settings write, or the first call here): what it writes into a person's files (a sidecar's
+        record) is marked with it, so another workspace leaves it alone. A moved workspace keeps its
+        id; one rebuilt at the same path gets the same one; one that cannot be written uses it unkept."""
         ident = self.settings().get("id")
         if isinstance(ident, str) and ident.strip():
             return ident.strip()
         try:
-            return str(self.update_settings(id=uuid.uuid4().hex[:16])["id"])
+            return str(self.update_settings()["id"])
         except WorkspaceError as e:
-            logger.warning("workspace id not kept (%s): using one made from its path", e)
-            return hashlib.sha256(os.fsencode(os.path.realpath(self.root))).hexdigest()[:16]
+            logger.warning("workspace id not kept (%s)", e)
+            return self._path_id()
+
+    def _path_id(self) -> str:
+        return hashlib.sha256(os.fsencode(os.path.realpath(self.root))).hexdigest()[:16]
 
     def check_writable(self) -> None:
         """Raise WorkspaceError unless a file can be created in the (existing) workspace folder."""

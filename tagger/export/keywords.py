@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..uris import to_local_path
 from .record import Owner, read_record
-from .sidecars import existing_sidecar, image_name, read_sidecar, sibling_claims, sidecar_path
+from .sidecars import existing_sidecar, owner_of, read_sidecar, sibling_claims, sidecar_path
 from .xmp import HIERARCHY, LISTS, SUBJECT, TAGS_LIST
 from .xmpdoc import NAMESPACES, XmpDoc
 
@@ -84,21 +84,21 @@ class _Found:
         return _collect(kept[SUBJECT], kept[HIERARCHY], kept[TAGS_LIST])
 
 
-def _own_items(doc: XmpDoc, image: str | None = None) -> dict[str, set[str]]:
-    """The items tagger's record in ``doc`` lists as written by tagger (for an image of the file name
-    ``image``, when given: a record copied with another photo's sidecar is not tagger's here), per list."""
-    rec = read_record(doc, Owner(image=image))
+def _own_items(doc: XmpDoc, owner: Owner | None = None) -> dict[str, set[str]]:
+    """The items tagger's record in ``doc`` lists as written by tagger (for ``owner``'s image, when
+    given: a record copied with another photo's sidecar is not tagger's here), per list."""
+    rec = read_record(doc, owner)
     mine = [*rec.entries.values(), *rec.others]
     return {SUBJECT: {e.keyword for e in mine if e.keyword}, HIERARCHY: {p for e in mine for p in e.paths},
             TAGS_LIST: {t for e in mine for t in e.tags}}
 
 
-def _sidecar_found(path: Path, image: str | None = None) -> _Found:
+def _sidecar_found(path: Path, owner: Owner | None = None) -> _Found:
     data, _ = read_sidecar(path)
     if data is None:
         return _Found({})
     doc = XmpDoc(data)
-    return _Found({t: doc.items(t) for t in LISTS}, _own_items(doc, image))
+    return _Found({t: doc.items(t) for t in LISTS}, _own_items(doc, owner))
 
 
 def sidecar_keywords(path: Path) -> Keywords:
@@ -228,7 +228,7 @@ def _sidecars_found(path: str, errors: list[str] | None) -> list[_Found]:
         if side is None or not os.path.lexists(side):
             continue
         try:
-            out.append(_sidecar_found(side, image_name(path)))
+            out.append(_sidecar_found(side, owner_of(path, side)))
         except (OSError, ValueError) as e:
             if errors is not None:
                 errors.append(f"{side}: {getattr(e, 'strerror', None) or e}")

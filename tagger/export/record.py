@@ -15,6 +15,7 @@
     <tagger:declined><rdf:Bag><rdf:li>tree</rdf:li></rdf:Bag></tagger:declined>
     <tagger:declinedPaths><rdf:Bag><rdf:li>shape|star</rdf:li></rdf:Bag></tagger:declinedPaths>
     <tagger:declinedTags><rdf:Bag><rdf:li>shape/star</rdf:li></rdf:Bag></tagger:declinedTags>
+    <tagger:roots><rdf:Bag><rdf:li>auto</rdf:li></rdf:Bag></tagger:roots>  the --root names used
     <tagger:declinedAt><rdf:Bag><rdf:li rdf:parseType="Resource">
       <tagger:label>tree</tagger:label><tagger:when>2026-12-07T10:11:12.000000Z</tagger:when>
     </rdf:li></rdf:Bag></tagger:declinedAt>               when each label was found deleted (UTC)
@@ -31,19 +32,22 @@ after it writes the label again.
 """
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
+from urllib.parse import quote, unquote_to_bytes
 
 from .xmpdoc import XmpDoc, bag, li_items, li_resource, qname, structs, text_element
 
-__all__ = ["Entry", "Owner", "Record", "RECORD_TAGS", "read_record", "write_record"]
+__all__ = ["Entry", "Owner", "Record", "RECORD_TAGS", "read_record", "record_name", "write_record"]
 
 _T = {n: qname("tagger", n) for n in ("machineTags", "declined", "declinedPaths", "declinedTags", "declinedAt", "label",
                                       "keyword", "paths", "tags", "confidence", "provenance", "run", "workspace",
-                                      "image", "when")}
-RECORD_TAGS = (_T["machineTags"], _T["declined"], _T["declinedPaths"], _T["declinedTags"], _T["declinedAt"])
+                                      "image", "when", "roots")}
+RECORD_TAGS = (_T["machineTags"], _T["declined"], _T["declinedPaths"], _T["declinedTags"], _T["declinedAt"],
+               _T["roots"])
 _N = TypeVar("_N", int, float)
 
 
@@ -62,21 +66,46 @@ class Entry:
     image: str | None = None
 
 
+#: What a record keeps of an image's file name as is: printable ASCII but space and ``%``; every other
+#: byte of the name (controls, spaces, non-ASCII, bytes that are not UTF-8) is percent-encoded.
+_NAME_SAFE = "".join(chr(c) for c in range(33, 127) if chr(c) != "%")
+
+
+def record_name(file_name: str) -> str:
+    """An image's file name as a record writes it (XML holds any of it, and it reads back the same)."""
+    return quote(os.fsencode(file_name), safe=_NAME_SAFE)
+
+
+def _file_name(recorded: str) -> str:
+    return os.fsdecode(unquote_to_bytes(recorded))
+
+
 @dataclass(frozen=True)
 class Owner:
-    """Who exports: the workspace's id and the image's file name (None: anyone, as before both were
-    recorded)."""
+    """Who exports: the workspace's id and the image (its :func:`record_name`), with the sidecar's file
+    name and the image's local folder (None: remote) to tell a copied sidecar from a shared or renamed
+    one. None: anyone, as before these were recorded."""
 
     workspace: str | None = None
     image: str | None = None
+    sidecar: str | None = None
+    folder: str | None = None
 
     def has(self, e: Entry) -> bool:
         """``e`` was written by this workspace (or by one that did not record itself)."""
         return self.workspace is None or e.workspace in (None, self.workspace)
 
     def other_image(self, e: Entry) -> bool:
-        """``e`` was written for an image of another name (its sidecar was copied)."""
-        return self.image is not None and e.image is not None and e.image != self.image
+        """``e`` was written for another image: one of another name that does not share this sidecar
+        (``IMG_1.CR2`` and ``IMG_1.JPG`` share ``IMG_1.xmp``) and is still beside this one (the sidecar
+        was copied with a duplicated photo; an image renamed with its sidecar is the same image)."""
+        if self.image is None or e.image is None or e.image == self.image:
+            return False
+        name = _file_name(e.image)
+        if self.sidecar is not None and self.sidecar[-4:].lower() == ".xmp":
+            if self.sidecar[:-4] in (name, name.rpartition(".")[0] or name):
+                return False
+        return self.folder is None or os.path.lexists(os.path.join(self.folder, name))
 
 
 @dataclass
@@ -88,6 +117,7 @@ class Record:
     declined_paths: set[str] = field(default_factory=set)  # lr:hierarchicalSubject items
     declined_tags: set[str] = field(default_factory=set)   # digiKam:TagsList items
     declined_at: dict[str, str] = field(default_factory=dict)  # label -> when its decline was found (UTC, ISO)
+    roots: set[str] = field(default_factory=set)  # the --root names tagger's paths were put under
 
     def declines(self) -> dict[str, set[str]]:
         """The record's field name -> its set of declined items."""
@@ -148,6 +178,8 @@ def read_record(doc: XmpDoc, owner: Owner | None = None) -> Record:
     for name, items in rec.declines().items():
         for _, e in doc.elements(_T[name]):
             items.update(v for v in li_items(e) if v)
+    for _, e in doc.elements(_T["roots"]):
+        rec.roots.update(v for v in li_items(e) if v)
     for _, e in doc.elements(_T["declinedAt"]):
         for node in structs(e):
             label, when = _text(node, "label"), _text(node, "when")
@@ -186,6 +218,8 @@ def write_record(doc: XmpDoc, rec: Record) -> None:
         keywords[0].extend(_entry_element(e) for e in rec.others)
         new.append(keywords)
     new.extend(bag(_T[name], sorted(items)) for name, items in rec.declines().items() if items)
+    if rec.roots:
+        new.append(bag(_T["roots"], sorted(rec.roots)))
     times = {k: v for k, v in rec.declined_at.items() if k in rec.declined}
     if times:
         when = bag(_T["declinedAt"], [])

@@ -25,11 +25,11 @@ from ..atomic import TMP_PREFIX, atomic_open
 from ..errors import SimulatedCrash
 from ..targets import os_reason, workspace_owned
 from ..uris import to_local_path
-from .record import Owner
+from .record import Owner, record_name
 from .xmp import MachineTag, MergeResult, iso_utc, merge_sidecar
 from .xmpdoc import MAX_SIDECAR_BYTES
 
-__all__ = ["NAMINGS", "SidecarChanged", "SidecarPlan", "existing_sidecar", "image_name", "read_sidecar",
+__all__ = ["NAMINGS", "SidecarChanged", "SidecarPlan", "existing_sidecar", "image_name", "owner_of", "read_sidecar",
            "sibling_claims", "sidecar_path", "write_sidecars"]
 
 logger = logging.getLogger(__name__)
@@ -89,6 +89,12 @@ def image_name(uri: str) -> str:
     return Path(local).name if local is not None else PurePosixPath(unquote(urlparse(uri).path)).name
 
 
+def owner_of(uri: str, sidecar: Path, workspace: str | None = None) -> Owner:
+    """Who a sidecar's record is read and written for: ``workspace`` (None: any) and image ``uri``."""
+    local = to_local_path(uri)
+    return Owner(workspace, record_name(image_name(uri)), sidecar.name, os.path.dirname(local) if local else None)
+
+
 def sibling_claims(image: str, naming: str) -> str | None:
     """The file beside local image ``image`` whose own sidecar (darktable's and digiKam's naming,
     ``photo.jpg.xmp``) the ``photo.xmp`` naming would give ``image`` (``photo.jpg.jpg`` ->
@@ -100,7 +106,7 @@ def sibling_claims(image: str, naming: str) -> str | None:
     if not dot or "." not in stem:
         return None
     other = Path(local).with_name(stem)
-    return str(other) if os.path.lexists(other) else None
+    return str(other) if os.path.isfile(other) else None
 
 
 def existing_sidecar(target: Path | None) -> Path | None:
@@ -248,13 +254,13 @@ class _Writer:
         self.targets.add(key)
         return target
 
-    def merged(self, real: Path, before: bytes | None, tags: Sequence[MachineTag], uri: str,
+    def merged(self, target: Path, real: Path, before: bytes | None, tags: Sequence[MachineTag], uri: str,
                changed_at: str | None) -> MergeResult:
         """``tags`` merged into the sidecar's bytes ``before``; ValueError when it cannot be (not XMP,
         or any failure of the parser or the merge on a document another program wrote)."""
         try:
             return merge_sidecar(before, tags, run=self.run, parents=self.plan.parents, root=self.plan.root_label,
-                                 owner=Owner(self.plan.workspace_id, image_name(uri)), changed_at=changed_at)
+                                 owner=owner_of(uri, target, self.plan.workspace_id), changed_at=changed_at)
         except ValueError:
             raise
         except Exception as e:  # a document no test foresaw: left alone and reported, never a traceback
@@ -275,16 +281,11 @@ class _Writer:
                 return
             if before is None and os.path.islink(target):  # never create a file where a dangling link points
                 raise ValueError(f"a symbolic link to {real}, which does not exist: left alone")
-            res = self.merged(real, before, tags, uri, None if ident is None else _mtime(ident))
+            res = self.merged(target, real, before, tags, uri, None if ident is None else _mtime(ident))
             self.out["refused_labels"].extend(x for x in res.refused if x not in self.out["refused_labels"])
-            self.out["labels_declined"] += len(res.declined)  # wanted, not written: in unchanged sidecars too
-            if res.cleared:
-                self.out["sidecars_cleared"] += 1
-                logger.warning("sidecar %s: every keyword tagger wrote was deleted since the last export: declined, "
-                               "not written again", target)
             if res.data == before:
                 self.out["unchanged"] += 1
-                return
+                return self.declines(target, res)
             if self.plan.mirror is not None:  # folders below the mirror folder only
                 real.parent.mkdir(parents=True, exist_ok=True)
             elif not os.path.lexists(to_local_path(uri) or ""):
@@ -304,6 +305,15 @@ class _Writer:
         for key, items in (("labels_added", res.added), ("labels_removed", res.removed),
                            ("labels_reinstated", res.reinstated)):
             self.out[key] += len(items)
+        self.declines(target, res)
+
+    def declines(self, target: Path, res: MergeResult) -> None:
+        """Count what a person's deletions hold back, in a sidecar written or left as it was."""
+        self.out["labels_declined"] += len(res.declined)
+        if res.cleared:
+            self.out["sidecars_cleared"] += 1
+            logger.warning("sidecar %s: every keyword this workspace wrote was deleted since the last export: "
+                           "declined, not written again", target)
 
 
 def write_sidecars(images: Iterable[tuple[str, Sequence[MachineTag]]], plan: SidecarPlan, *, run: int | None = None,

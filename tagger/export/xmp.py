@@ -2,15 +2,16 @@
 
 Photo tools read keywords from ``dc:subject`` (flat), ``lr:hierarchicalSubject`` (paths joined
 with ``|``: Lightroom, darktable, digiKam) and ``digiKam:TagsList`` (the same paths joined with
-``/``; digiKam reads it first when it exists). :func:`merge_sidecar` adds each positive label to
+``/``; digiKam reads it first when it holds items). :func:`merge_sidecar` adds each positive label to
 those lists, records in the sidecar what it added (:mod:`tagger.export.record`), and takes out only
 items it added itself that are no longer positive. An item a person already had (compared
 Unicode-normalised and case-folded: a person's ``Star`` is the label ``star``) is neither added again
 nor recorded as tagger's, so it is never removed; a machine item a person deleted from any of the lists
 (a keyword, or just its hierarchical path) is not written again.
 ``TagsList`` is only edited where it holds items (digiKam reads the first of its lists that is not
-empty: making or filling one would hide a person's hierarchical keywords from it). A label whose name XML 1.0 cannot hold (U+FFFE ...) is not written; a label holding
-``|`` (``/`` for TagsList) is written as a flat keyword only, never as a hierarchy.
+empty: making or filling one would hide a person's hierarchical keywords from it). A label whose
+name XML 1.0 cannot hold (U+FFFE ...) is not written; a label holding ``|`` (``/`` for TagsList) is
+written as a flat keyword only, never as a hierarchy.
 """
 from __future__ import annotations
 
@@ -129,8 +130,9 @@ def _declines(prior: Record, have: Mapping[str, set[str]], tags_list: bool) -> R
     live = [e for e in prior.entries.values() if e.label not in labels]
     paths = {p for e in live for p in e.paths if fold_keyword(p) not in have[HIERARCHY]}
     tags = {t for e in live for t in e.tags if fold_keyword(t) not in have[TAGS_LIST]} if tags_list else set()
-    return Record(others=list(prior.others), declined=labels, declined_paths=prior.declined_paths | paths,
-                  declined_tags=prior.declined_tags | tags)
+    return Record(others=[e for e in prior.others if e.label not in labels], declined=labels,  # theirs went too
+                  declined_paths=prior.declined_paths | paths, declined_tags=prior.declined_tags | tags,
+                  roots=set(prior.roots))
 
 
 def _reinstate(record: Record, wanted: Mapping[str, MachineTag], res: MergeResult) -> None:
@@ -154,28 +156,26 @@ def _hand_over(drop: Sequence[Entry], record: Record) -> set[str]:
     kept = set()
     for e in drop:
         for i, other in enumerate(record.others):
-            if e.keyword and other.label == e.label and other.keyword is None and e.label not in record.declined:
+            if (e.keyword and other.keyword is None and fold_keyword(other.label) == fold_keyword(e.label)
+                    and e.label not in record.declined):
                 record.others[i] = replace(other, keyword=e.keyword)
                 kept.add(e.keyword)
                 break
     return kept
 
 
-def _core(item: str, sep: str, nodes: set[str]) -> str:
-    """``item`` (a path joined with ``sep``) from its first name that is a label or a parent: without a
-    root put above the hierarchy (``--root auto``), which a person's deletion is not about."""
-    parts = item.split(sep)
-    for i, part in enumerate(parts):
-        if part in nodes:
-            return fold_keyword(sep.join(parts[i:]))
-    return fold_keyword(item)
+def _core(item: str, sep: str, roots: set[str]) -> str:
+    """``item`` (a path joined with ``sep``), folded, without a root tagger put it under (``--root``),
+    which a person's deletion is not about."""
+    head, cut, rest = item.partition(sep)
+    return fold_keyword(rest if cut and rest and head in roots else item)
 
 
-def _kept(items: Sequence[str], declined: set[str], sep: str, nodes: set[str]) -> list[str]:
-    """``items`` but those declined, under any root (a path deleted as ``bell`` is not written as
-    ``auto|bell``, nor ``auto|bell`` as ``bell``)."""
-    folded = _folded(declined) | {_core(d, sep, nodes) for d in declined}
-    return [x for x in items if fold_keyword(x) not in folded and _core(x, sep, nodes) not in folded]
+def _kept(items: Sequence[str], declined: set[str], sep: str, roots: set[str]) -> list[str]:
+    """``items`` but those declined, under any root tagger used (a path deleted as ``object|bell`` is
+    not written as ``auto|object|bell``, nor ``auto|object|bell`` as ``object|bell``)."""
+    folded = _folded(declined) | {_core(d, sep, roots) for d in declined}
+    return [x for x in items if fold_keyword(x) not in folded and _core(x, sep, roots) not in folded]
 
 
 _Plan = tuple[Entry | None, list[str], list[str]]  # the label's entry so far, the paths and TagsList items it wants
@@ -187,7 +187,7 @@ def _plans(wanted: Iterable[str], keep: Mapping[str, Entry], record: Record, gon
     """What each wanted label writes (none for a declined one, or a name XML cannot hold: put in
     ``res.refused``); items written for an older hierarchy or root are put in ``gone``."""
     plans = {}
-    nodes = set(wanted) | set(parents) | {p for ups in parents.values() for p in ups}
+    roots = record.roots | ({root} if root else set())
     for label in sorted(set(wanted) - record.declined):
         if xml_unsafe(label) is not None:
             res.refused.append(label)
@@ -198,8 +198,8 @@ def _plans(wanted: Iterable[str], keep: Mapping[str, Entry], record: Record, gon
         if old is not None:
             gone[HIERARCHY].update(set(old.paths) - set(paths))
             gone[TAGS_LIST].update(set(old.tags) - set(forms))
-        plans[label] = (old, _kept(paths, record.declined_paths, "|", nodes),
-                        _kept(forms, record.declined_tags, "/", nodes))
+        plans[label] = (old, _kept(paths, record.declined_paths, "|", roots),
+                        _kept(forms, record.declined_tags, "/", roots))
     return plans
 
 
@@ -242,15 +242,17 @@ def merge_sidecar(existing: bytes | None, tags: Sequence[MachineTag | str], *, r
     owned = {e.label for e in prior.entries.values() if e.keyword}
     res = MergeResult(b"", cleared=len(owned) >= 2 and owned <= record.declined - prior.declined)
     found = changed_at or iso_utc()
-    record.declined_at = {k: prior.declined_at.get(k) or found for k in record.declined
-                          if k in prior.declined_at or k not in prior.declined}
+    record.declined_at = {k: prior.declined_at.get(k) or found for k in record.declined}  # older ones too
+    if root:
+        record.roots.add(root)
     wanted = {t.label: t for t in map(_machine_tag, tags)}
     _reinstate(record, wanted, res)
     keep = {k: e for k, e in prior.entries.items() if k in wanted and k not in record.declined}
     drop = [e for k, e in prior.entries.items() if k not in keep]
-    res.removed = sorted(e.label for e in drop if e.label not in record.declined)
+    handed = _hand_over(drop, record)
+    res.removed = sorted(e.label for e in drop if e.label not in record.declined and e.keyword not in handed)
     res.declined = sorted(k for k in wanted if k in record.declined)
-    gone = {SUBJECT: {e.keyword for e in drop if e.keyword} - _hand_over(drop, record),
+    gone = {SUBJECT: {e.keyword for e in drop if e.keyword and e.label not in record.declined} - handed,
             HIERARCHY: {p for e in drop for p in e.paths},
             TAGS_LIST: {t for e in drop for t in e.tags}}
     plans = _plans(wanted, keep, record, gone, tags_list, parents or {}, root, res)
