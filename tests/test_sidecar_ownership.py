@@ -283,3 +283,11 @@ def test_a_read_only_packet_mark_is_kept():
     out = merge_sidecar(data.encode(), ["circle"], run=1).data
     assert out.rstrip().endswith(b'<?xpacket end="r"?>') and "circle" in items(out)
     assert merge_sidecar(DARKTABLE.encode(), ["circle"], run=1).data.rstrip().endswith(b'<?xpacket end="w"?>')
+
+
+def test_a_comment_in_a_list_tagger_empties_survives():
+    one = merge_sidecar(None, ["bell"], run=1, parents={"bell": ("object",)}).data
+    data = one.replace(b"<rdf:li>object|bell</rdf:li>", b"<!-- Jane: checked --><rdf:li>object|bell</rdf:li>", 1)
+    assert data != one
+    out = merge_sidecar(data, [], run=2, parents={"bell": ("object",)}).data
+    assert b"<!-- Jane: checked -->" in out and "bell" not in items(out) and items(out, HIERARCHY) == set()

@@ -237,7 +237,8 @@ class XmpDoc:
 
     def edit_list(self, tag: str, remove: Iterable[str], add: Sequence[str], container: str = "Bag") -> None:
         """Remove the items of ``remove`` from list ``tag`` (every occurrence, in every description)
-        and append ``add`` to its list (:meth:`_list_element`); a list emptied by the removal is dropped."""
+        and append ``add`` to its list (:meth:`_list_element`); a list emptied by the removal is dropped
+        (one still holding a comment is kept, empty of items)."""
         drop = set(remove)
         if drop:
             for d, e in self.elements(tag):
@@ -245,7 +246,7 @@ class XmpDoc:
                     # plain items only: tagger writes no qualifiers, so a qualified item is a person's
                     for li in [li for li in inner.findall(_LI) if (li.text or "").strip() in drop]:
                         inner.remove(li)
-                    if not inner.findall(_LI):
+                    if not len(inner):  # a list left holding a person's comment keeps it
                         e.remove(inner)
                 if not any(map(_is_element, e)) and not (e.text or "").strip():
                     d.remove(e)
