@@ -193,6 +193,26 @@ def test_a_nightly_that_only_retires_a_label_drops_it_and_keeps_the_rest(based, 
         assert cat.get_run(out["run_id"]).status == "current"
 
 
+def test_a_small_retirement_that_leaves_a_small_vocabulary_builds_a_corpus_and_retrains(based, tmp_path):
+    """20 labels, 4 retired (a full nightly), then one more: a small change, but 15 labels get background
+    nouns an extension cannot add, so the corpus is built anew and every label retrained on it."""
+    src, _ = based
+    ws = tmp_path / "ws"
+    shutil.copytree(src, ws)
+    with Catalog.open(ws / "catalog.duckdb") as cat:
+        cat.retire_labels(FIRST[:4])
+    assert run_nightly(Workspace.at(ws), None, ENC, CFG)["mode"] == "full"
+    with Catalog.open(ws / "catalog.duckdb") as cat:
+        cat.retire_labels([FIRST[4]])
+    out = run_nightly(Workspace.at(ws), None, ENC, CFG)
+    assert out["text"] == "built" and out["mode"] == "full" and "built anew" in out["mode_reason"]
+    corpus = TextCorpus.load(Workspace.at(ws).text_dir(out["corpus"]))
+    assert corpus.background and set(corpus.labels) == set(FIRST[5:] + [NEW])
+    with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
+        assert cat.get_run(out["run_id"]).status == "current"
+        assert cat.get_classifier(cat.get_run(out["run_id"]).classifier_id)["corpus_id"] == out["corpus"]
+
+
 def test_a_renamed_or_reworded_label_is_held_to_the_positives_it_had(based, tmp_path):
     """`labels set moon --synonym crescent` kept 31 of moon's 99 positives, a rename (`star` -> `stars`)
     22 of 97: the labels an edit only re-names are decided at most a third below what they had."""

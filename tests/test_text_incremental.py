@@ -143,7 +143,8 @@ def test_many_labels_added_at_once_build_a_corpus_of_the_usual_size():
     three would ask for more than a new corpus holds (it grew without bound), so one is built."""
     from tagger.text.incremental import update_corpus
     first, more = list(LABELS[:3]), list(LABELS[3:13])
-    prev = build_corpus(first, LABEL_SYNONYMS, 300, _gen(first), seed=0)
+    prev = build_corpus(first, LABEL_SYNONYMS, 300, _gen(first), seed=0,
+                        background=background_nouns(first, LABEL_SYNONYMS, 0))
     records = [{"corpus_id": prev.corpus_id, "config": prev.config}]
     small = first + more[:1]
     grown, how = update_corpus(records, lambda cid: prev, small, LABEL_SYNONYMS, _gen(small), 300, 0)
@@ -154,3 +155,25 @@ def test_many_labels_added_at_once_build_a_corpus_of_the_usual_size():
     fresh = build_corpus(active, LABEL_SYNONYMS, 300, _gen(active), seed=0,
                          background=background_nouns(active, LABEL_SYNONYMS, 0))
     assert how == "built" and corpus.corpus_id == fresh.corpus_id and len(gen.asked) <= 300
+
+
+def test_many_labels_retired_build_a_corpus_instead_of_keeping_a_remnant():
+    """Retiring 18 of 20 labels would keep the few sentences about the two left and no background
+    noun: a new corpus is built (sentences of the usual count, the nouns a 2-label vocabulary gets);
+    retiring one keeps extending."""
+    from tagger.text.background import background_count
+    from tagger.text.incremental import update_corpus
+    prev = build_corpus(LABELS, LABEL_SYNONYMS, 400, _gen(LABELS), seed=0)
+    records = [{"corpus_id": prev.corpus_id, "config": prev.config}]
+    two = ["heart", "fish"]
+    kept = extend_corpus(prev, two, LABEL_SYNONYMS, _gen(two), 0, background=[])
+    assert sum(s == "generated" for s in kept.sources) < 100 and not kept.background  # what an extension keeps
+    corpus, how = update_corpus(records, lambda cid: prev, two, LABEL_SYNONYMS, _gen(two), 400, 0)
+    assert how == "built" and len(corpus.background) == background_count(2) > 0
+    assert sum(s == "generated" for s in corpus.sources) >= 300 and corpus.labels == two
+    less = [x for x in LABELS if x != "star"]
+    corpus, how = update_corpus(records, lambda cid: prev, less, LABEL_SYNONYMS, _gen(less), 400, 0)
+    assert how == "extended" and corpus.stats["retired_labels"] == ["star"]
+    twelve = list(LABELS[:12])  # a vocabulary that becomes small keeps fewer than half its nouns: built
+    corpus, how = update_corpus(records, lambda cid: prev, twelve, LABEL_SYNONYMS, _gen(twelve), 400, 0)
+    assert how == "built" and len(corpus.background) == background_count(12)

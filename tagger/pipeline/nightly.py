@@ -207,6 +207,18 @@ def _plan(workspace: "Workspace", cat, cfg: NightlyConfig, model_id: str) -> dic
     return plan
 
 
+def _rebuilt(workspace: "Workspace", plan: dict[str, Any]) -> dict[str, Any]:
+    """The mode of a nightly whose corpus was built anew (many labels retired, a small vocabulary):
+    full, its classifier trained on the new corpus; kept in the plan so that a rerun does the same."""
+    from ..atomic import atomic_write_text
+    mode = {"mode": "full", "reason": "the corpus was built anew (an extension would have kept too little of it)",
+            "base_run": None}
+    logger.info("nightly: %s (%s)", mode["mode"], mode["reason"])
+    plan["mode"] = mode
+    atomic_write_text(workspace.run_dir(PLAN_DIR) / PLAN_FILE, json.dumps(plan))
+    return mode
+
+
 def end_plan(workspace: "Workspace") -> None:
     """Forget the kept plan: the nightly ended."""
     (workspace.run_dir(PLAN_DIR) / PLAN_FILE).unlink(missing_ok=True)
@@ -280,6 +292,8 @@ def run_nightly(workspace: "Workspace", source: str | None, encode_cfg: EncodeCo
     t = time.time()
     text = run_generate_text(workspace, cfg.n_sentences, cfg.seed, max_missing=cfg.max_missing)
     timings["text"] = time.time() - t
+    if mode["mode"] == "incremental" and text["corpus"] == "built":
+        mode = _rebuilt(workspace, plan)
     _crash("text", crash_at)
     t = time.time()
     if mode["mode"] == "unchanged":

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..method.hierarchy import ParentMap
-from .background import apart, background_nouns
+from .background import apart, background_count, background_nouns
 from .base import SentenceGenerator
 from .corpus import (
     TextCorpus, build_corpus, content_id, corpus_parents, keep_valid, missing_label_sets, parents_config,
@@ -196,6 +196,24 @@ def extend_corpus(prev: TextCorpus, labels: Sequence[str], synonyms: Mapping[str
     return TextCorpus(sentences, matrix, vocab.labels, corpus_id, sources, config, stats)
 
 
+def _shrunk(prev: TextCorpus, vocab: Vocabulary, bg: Sequence[str], asked: int, n_sentences: int,
+            background: int | None) -> str | None:
+    """Why extending ``prev`` would give a corpus much poorer than a new one (None: it would not): the
+    labels retired took more than half of its generated sentences with them (an extension keeps only
+    the sentences whose labels are all active), or the vocabulary became small and keeps fewer than
+    half the background nouns a new corpus of it has (an extension never adds any)."""
+    keep = set(vocab.labels) | set(bg)
+    rows, _ = _kept_rows(prev, [*keep], synonyms_changed(prev.config, vocab),
+                         [b for b in prev.background if b not in keep])
+    kept = sum(1 for i in rows if prev.sources[i] == "generated")
+    if kept + asked < n_sentences / 2:
+        return f"an extension would keep {kept} of its generated sentences and ask for {asked}, under half of {n_sentences}"
+    wanted = background_count(len(vocab.labels)) if background is None else max(0, int(background))
+    if len(bg) < wanted / 2:
+        return f"{len(vocab.labels)} labels get {wanted} background nouns, an extension would keep {len(bg)}"
+    return None
+
+
 def corpus_settings(config: Mapping[str, Any], configs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The sentence count, seed and generator a corpus was made with; an extension made before
     configs recorded the count takes it from the corpus it extends (``configs`` by id)."""
@@ -219,8 +237,9 @@ def update_corpus(records: Sequence[Mapping[str, Any]], load: Callable[[str], Te
     ``"reused"`` when its vocabulary is the current one and it lacks nothing, ``"repaired"`` (its
     last step done again, so only the label sets it lacks are requested) when it lacks
     sentences, and ``"extended"`` when the vocabulary or the hierarchy ``parents`` changed (keeping
-    any shortfall it accepted); without one, or when extending would ask for more label sets than a new
-    corpus has sentences (many labels added at once), a corpus is ``"built"``. A built corpus gets
+    any shortfall it accepted); without one, when extending would ask for more label sets than a new
+    corpus has sentences (many labels added at once), or when it would keep under half of a new one's
+    sentences or background nouns (many labels retired: :func:`_shrunk`), a corpus is ``"built"``. A built corpus gets
     :func:`~tagger.text.background.background_nouns` (``background``: how many, None: by the vocabulary's
     size); an extended one keeps its predecessor's that still fit (:func:`kept_background`).
     """
@@ -242,6 +261,10 @@ def update_corpus(records: Sequence[Mapping[str, Any]], load: Callable[[str], Te
         if asked > n_sentences:  # many labels added at once: a corpus of the usual size, not one that grows
             logger.info("extending corpus %s would ask for %d label sets, more than a new corpus of %d sentences: "
                         "building one", prev.corpus_id, asked, n_sentences)
+            return build(), "built"
+        why = _shrunk(prev, vocab, bg, asked, n_sentences, background)
+        if why:
+            logger.info("corpus %s: %s: building a new one", prev.corpus_id, why)
             return build(), "built"
         return extend_corpus(prev, labels, synonyms, generator, seed, max_missing=max_missing,
                              parents=parents, background=bg), "extended"
