@@ -187,3 +187,22 @@ def test_a_renamed_label_is_compared_under_its_new_name(cat, tmp_path):
     assert renamed(["star", "lightning-bolt", "glass", "ring"], ["stars", "lightning bolt", "glasses", "rings!"]) == \
         {"stars": "star", "lightning bolt": "lightning-bolt", "glasses": "glass"}
     assert renamed(["cat", "cats"], ["Cats "]) == {}  # two candidates: no guess
+
+
+def test_a_label_added_and_judged_absent_is_listed(cat, tmp_path):
+    """A new label the new run finds absent had no line in the nightly's summary (only `runs show`)."""
+    s, _ = scores()
+    a = tag_run(cat, tmp_path, fit_anchored(s, LABELS, anchors(5.0)), s)
+    more = [*LABELS, "giraffe"]
+    cat.add_labels(["giraffe"])
+    s2 = np.concatenate([s, np.random.default_rng(1).normal(0, 0.3, (len(s), 1)).astype(np.float32)], 1)
+    run = cat.start_run("tag", labels=more)
+    d2 = fit_anchored(s2, more, TextAnchors(np.zeros(4), np.array([1.0, 1.0, 1.0, 5.0]), np.full(4, 0.2),
+                                            np.full(4, 0.2)))
+    assert not d2.present[3]
+    cat.save_run_thresholds(run, decision_rows(d2, set()))
+    cat.finish_run(run, n_images=len(s))
+    flips = decision_flips(cat, a, run)
+    added = [f for f in flips if f.get("added")]
+    assert [f["label"] for f in added] == ["giraffe"] and added[0]["after_positives"] == 0
+    assert added[0]["reason"].startswith("added, judged absent") and "giraffe: 0 -> 0" in "\n".join(flip_lines(flips))

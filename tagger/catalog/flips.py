@@ -103,7 +103,8 @@ def renamed(before: Iterable[str], after: Iterable[str]) -> dict[str, str]:
 
 def decision_flips(catalog, a: int, b: int) -> list[dict[str, Any]]:
     """Labels of both runs ``a`` (older) and ``b`` whose decision flips, in ``b``'s label order:
-    ``label, before_present, after_present, before_positives, after_positives, reason``. Runs
+    ``label, before_present, after_present, before_positives, after_positives, reason``; and labels
+    ``b`` added that it judges absent (``added``: true). Runs
     without stored decisions (the standardised rule) have none."""
     rows_a = {r["label"]: r for r in catalog.run_thresholds(a)}
     rows_b = catalog.run_thresholds(b)
@@ -116,6 +117,10 @@ def decision_flips(catalog, a: int, b: int) -> list[dict[str, Any]]:
     for rb in rows_b:
         ra = rows_a.get(was.get(rb["label"], rb["label"]))
         if ra is None:
+            if not rb["present"]:  # a label added since, judged absent: said, not left to `runs show`
+                out.append({"label": rb["label"], "before_present": False, "after_present": False,
+                            "before_positives": 0, "after_positives": int(rb["positives"]), "added": True,
+                            "reason": f"added, judged absent: {rb.get('reason') or 'no image reaches it'}"})
             continue
         na, nb = int(ra["positives"]), int(rb["positives"])
         flipped = bool(ra["present"]) != bool(rb["present"]) and (na > 0 or nb > 0)
