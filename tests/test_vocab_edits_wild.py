@@ -101,6 +101,8 @@ def test_a_pinned_label_whose_synonyms_change_says_the_pin_stays(ws):
     (["add", "Disc"], "label 'Disc' names the same thing as the synonym 'disc' of 'circle'"),
     (["add", "new", "-s", "new=round-shape"], "the synonym 'round shape' of 'circle'"),
     (["add", "lightning-bolt"], "the label 'lightning bolt'"),
+    (["add", "Lightning_Bolt"], "the label 'lightning bolt'"),
+    (["add", "circle\u200d"], "the label 'circle'"),
     (["set", "circle", "--synonym", "hoop"], "is the synonym 'hoop' of 'ring'"),
     (["set", "circle", "--threshold", "1", "--synonym", "ring"], "is the label 'ring'"),
     (["set", "circle", "--parent", "shape", "--no-synonym", "nothere"], "has no synonym(s) ['nothere']"),

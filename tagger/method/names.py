@@ -22,9 +22,13 @@ MIN_HELD = 3  # a shorter name (`c`, `ox`) is held by too many words to say anyt
 
 
 def fold(name: str) -> str:
-    """The form two names are compared in: compatibility-normalised (full-width letters, ligatures) and
-    case-folded, so ``Star``, ``STAR`` and ``ＳＴＡＲ`` are one name."""
-    return unicodedata.normalize("NFKC", name).casefold()
+    """The form two names are compared in: compatibility-normalised (full-width letters, ligatures),
+    without invisible format characters (a zero-width joiner or space, a soft hyphen) and case-folded,
+    so ``Star``, ``STAR``, ``ＳＴＡＲ`` and ``star`` followed by U+200D are one name."""
+    text = unicodedata.normalize("NFKC", name)
+    if not text.isascii():
+        text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    return text.casefold()
 
 
 _ARTICLES = ("a ", "an ", "the ")

@@ -108,7 +108,7 @@ def _spaced(text: str) -> str:
 def _term_words(term: str) -> list[str]:
     """A term's words as the validator reads them: NFC, lower-cased, each letter of a script written
     without spaces a word of its own (:func:`_spaced`); ConfigError when it has none."""
-    words = [w for w in re.split(r"[\s\-]+", _spaced(term).strip().lower()) if w]
+    words = [w for w in re.split(r"[\s\-_]+", _spaced(term).strip().lower()) if w]
     if not words:
         raise ConfigError(f"empty label or synonym {term!r}")
     return words
@@ -119,7 +119,8 @@ def _term_pattern(term: str) -> re.Pattern[str]:
     """Whole-phrase, case-insensitive pattern for a term and its simple plurals, matched against
     :func:`_spaced` text by :func:`_found` (:func:`mentions` prepares the sentence).
 
-    Words may be separated by spaces, hyphens or nothing (``motor bike`` matches ``motorbike``); a
+    Words may be separated by spaces, hyphens, underscores or nothing (``motor bike`` matches
+    ``motorbike`` and ``motor_bike``); a
     letter or digit may not touch the phrase (``ring`` is not in ``Göring``), except one of a script
     written without spaces (``猫`` in ``黑猫``) or a Korean particle after a Hangul term.
     """
@@ -128,7 +129,7 @@ def _term_pattern(term: str) -> re.Pattern[str]:
     parts.append("(?:" + "|".join(re.escape(f) for f in _word_forms(words[-1])) + ")")
     after = "" if _HANGUL.match(words[-1][-1]) else r"(?![^\W_])"
     # the boundaries are plain classes outside the case-insensitive part: compiled in ~0.1 ms
-    return re.compile(r"(?<![^\W_])(?i:" + r"[\s\-]*".join(parts) + ")" + after)
+    return re.compile(r"(?<![^\W_])(?i:" + r"[\s\-_]*".join(parts) + ")" + after)
 
 
 def _is_mark(c: str) -> bool:
