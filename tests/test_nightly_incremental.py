@@ -256,3 +256,24 @@ def test_keep_positives_lowers_only_the_labels_that_lost_their_images():
     assert after[0] >= KEEP * target[0] and (kept.positive(s)[:, 0] & y[:, 0]).sum() > (d.positive(s)[:, 0] & y[:, 0]).sum()
     assert after[1] == before[1] and after[2] == before[2]
     assert "keeps its images" in kept.reason(0) and "keeps its images" not in kept.reason(1)
+
+
+def test_small_changes_add_up_to_a_full_nightly():
+    """Each nightly adds one label to 12 (under 10 %), yet after a few of them the kept labels are
+    still decided as the 12-label classifier had them: the changes since the last full training count."""
+    from types import SimpleNamespace
+    from tagger.pipeline.nightly import _since_full
+    twelve = list(LABELS[:12])
+    chain = {"c0": {"classifier_id": "c0", "labels": twelve, "config": {}}}
+    labels = list(twelve)
+    for k in range(1, 4):  # three incremental nightlies, one label added by each
+        labels = labels + [LABELS[11 + k]]
+        chain[f"c{k}"] = {"classifier_id": f"c{k}", "labels": list(labels),
+                          "config": {"extends": f"c{k - 1}", "trained": [LABELS[11 + k]]}}
+    cat = SimpleNamespace(get_classifier=chain.get)
+    run = SimpleNamespace(classifier_id="c3", labels=labels)
+    diff = {"added": [LABELS[15]], "retired": [LABELS[0]], "synonyms_changed": [], "parents_changed": []}
+    n, since = _since_full(cat, run, diff)
+    assert n == 12 and since == {*LABELS[12:16], LABELS[0]}
+    assert len(since) > NightlyConfig().max_drift * n  # 5 of 12: this nightly is a full one
+    assert _since_full(cat, SimpleNamespace(classifier_id="c0", labels=twelve), diff) == (12, {LABELS[15], LABELS[0]})

@@ -26,7 +26,9 @@ since, a *carried* run (:mod:`tagger.pipeline.carry`) keeps the current run's ta
 tags only the new images (every image again when they pass ``max_changed`` of the run's, or when a
 review decision was made under a label hierarchy); otherwise the current run stays. Everything else makes a *full*
 one, as above: ``full=True`` (``tagger nightly --full``), no current run, more than
-``max_changed`` (10 %) of the current run's labels added, retired or with changed synonyms, a changed
+``max_changed`` (10 %) of the current run's labels added, retired or with changed synonyms (or more than
+``max_drift``, 20 %, of the last full training's labels since it, over the incremental nightlies between:
+each nightly's small change adds up), a changed
 text model, changed label parents or a changed label with parents or children, another head in use
 than the current run's text-only classifier, changed tag settings, pins or labelled set, the
 per-image decision rule, or a current run that kept no calibration statistics. The run records its
@@ -73,6 +75,7 @@ class NightlyConfig:
     tag: TagConfig = TagConfig()
     full: bool = False  # always retrain and re-tag every label
     max_changed: float = 0.1  # an incremental nightly needs at most this share of the labels changed
+    max_drift: float = 0.2  # ... and incremental nightlies since the last full training at most this share
 
 
 def vocabulary_diff(cat) -> dict[str, list[str]]:
@@ -97,6 +100,23 @@ def vocabulary_diff(cat) -> dict[str, list[str]]:
             "synonyms_changed": changed, "parents_changed": moved}
 
 
+def _since_full(cat, run, diff: dict[str, list[str]]) -> tuple[int, set[str]]:
+    """The labels of the last classifier trained in full that ``run``'s classifier extends (through the
+    incremental nightlies since), and the labels added, retired or re-worded since it, this nightly's
+    edits included: small changes add up to a full retrain as one large change would."""
+    changed = set(diff["added"]) | set(diff["retired"]) | set(diff["synonyms_changed"])
+    seen: set[str] = set()
+    clf = cat.get_classifier(run.classifier_id) if run.classifier_id else None
+    while clf is not None and (clf.get("config") or {}).get("extends") and clf["classifier_id"] not in seen:
+        seen.add(clf["classifier_id"])
+        changed |= set((clf.get("config") or {}).get("trained") or [])
+        clf = cat.get_classifier(clf["config"]["extends"])
+    if clf is None or not seen:
+        return len(run.labels or []), changed
+    root = set(clf.get("labels") or [])
+    return len(root), changed | (root - set(run.labels or []))
+
+
 def _full_reason(cat, diff: dict[str, list[str]], cfg: NightlyConfig, model_id: str, run, head) -> str | None:
     """Why this nightly must retrain and re-tag every label (None: the change is small enough)."""
     from .tag import _tag_settings
@@ -109,6 +129,7 @@ def _full_reason(cat, diff: dict[str, list[str]], cfg: NightlyConfig, model_id: 
     old_pins = {k: v for k, v in (((run.config or {}).get("decision_inputs") or {}).get("pinned") or {}).items()
                 if k in untouched}
     labelled = ((run.config or {}).get("decision_inputs") or {}).get("labelled")
+    n_full, since = _since_full(cat, run, diff)
     from .calibration import decision_inputs
     checks = [
         (cfg.full, "a full retrain was asked for"),
@@ -116,6 +137,9 @@ def _full_reason(cat, diff: dict[str, list[str]], cfg: NightlyConfig, model_id: 
         (len(changed) > cfg.max_changed * len(before),
          f"{len(changed)} labels added, retired or with new synonyms: more than {cfg.max_changed:.0%} of the "
          f"current run's {len(before)}"),
+        (len(since) > cfg.max_drift * n_full,
+         f"{len(since)} labels added, retired or with new synonyms since the last full training, this nightly's "
+         f"included: more than {cfg.max_drift:.0%} of its {n_full}"),
         (bool(diff["parents_changed"]), "label parents changed"),
         (any(c in touched or set(ps) & touched for c, ps in edges.items()), "a changed label has parents or children"),
         (head is None or head["classifier_id"] != run.classifier_id and
