@@ -296,7 +296,9 @@ def test_corpus_targets_count_a_child_sentence_for_its_ancestors():
 
 
 def test_changed_parents_make_a_new_corpus_of_the_same_sentences():
-    flat = build_corpus(CORPUS_LABELS, LABEL_SYNONYMS, 300, _gen(), seed=0)
+    from tagger.text.background import background_nouns
+    flat = build_corpus(CORPUS_LABELS, LABEL_SYNONYMS, 300, _gen(), seed=0,  # with its nouns, as update builds it
+                        background=background_nouns(CORPUS_LABELS, LABEL_SYNONYMS, 0))
     records = [{"corpus_id": flat.corpus_id, "config": flat.config}]
     asked: list = []
     tree, how = update_corpus(records, lambda cid: flat, CORPUS_LABELS, LABEL_SYNONYMS, _gen(asked), 300, 0,
