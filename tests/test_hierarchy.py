@@ -370,3 +370,15 @@ def test_a_tag_run_makes_a_parent_positive_because_of_its_child(local_ray, rando
     assert second["run_id"] != first["run_id"]
     with Catalog.open(Path(ws) / "catalog.duckdb", read_only=True) as c:
         assert c.query("SELECT n_pos FROM current_label_counts WHERE label = 'shape'") in ([], [(0,)])
+
+
+def test_a_retired_parent_is_linked_with_a_warning(cat, caplog):
+    cat.add_labels(["animal"])
+    cat.retire_labels(["animal"])
+    with caplog.at_level("WARNING", logger="tagger.catalog.hierarchy"):
+        assert cat.add_parents("dog", "animal") == 1
+    assert "'animal' retired" in caplog.text and "bypassed" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tagger.catalog.hierarchy"):
+        cat.add_parents("car", "vehicle")  # a new parent: added as a label, no warning
+    assert "retired" not in caplog.text and cat.active_hierarchy()["car"] == ("vehicle",)

@@ -91,6 +91,10 @@ class HierarchyMixin(CatalogBase):
         missing = [p for p in pars if p not in known]
         if missing:
             self.add_labels(missing)
+        retired = [p for p in pars if p in known and p not in set(self.active_labels())]
+        if retired:
+            logger.warning("parent(s) %s retired: linked, but bypassed until re-added (`tagger labels add %s`)",
+                           ", ".join(map(repr, retired)), retired[0])
         now, n = self._now(), 0
         with self._transaction("add parents") as con:
             stored: dict[str, list[str]] = {}
