@@ -304,3 +304,14 @@ def test_the_error_line_keeps_a_names_own_spaces(ws):
     assert out.exit_code == 2 and out.stderr.count("\n") == 1
     assert "'palm  tree'" in out.stderr and "'palm tree'" in out.stderr
     assert state(ws) == before
+
+
+def test_a_synonym_not_added_says_why(ws):
+    before = state(ws)
+    out = invoke(ws, "labels", "set", "star", "--synonym", "stars")
+    assert out.exit_code == 0, out.output
+    assert "synonyms unchanged" in out.stdout and "'stars' is a form of the name 'star'" in " ".join(out.stdout.split())
+    assert state(ws) == before
+    have = LABEL_SYNONYMS["circle"][0]
+    out = invoke(ws, "labels", "set", "circle", "--synonym", have)
+    assert f"'{have}' is already one" in " ".join(out.stdout.split())

@@ -262,8 +262,22 @@ def labels_set(
     if add or drop:
         console.print(f"{label}: parents {', '.join(parents) or 'none'}", markup=False)
     if (syn_add or syn_drop) and before[label].synonyms == after[label].synonyms:
-        console.print(f"{label}: synonyms unchanged ({', '.join(after[label].synonyms) or 'none'})", markup=False)
+        why = _unchanged_why(label, syn_add, list(before[label].synonyms or []))
+        console.print(f"{label}: synonyms unchanged ({', '.join(after[label].synonyms) or 'none'})"
+                      + (f": {why}" if why else ""), markup=False)
     _print_edits(before, after, current, changed=bool(add or drop) or (pin and was != value))
+
+
+def _unchanged_why(label: str, added: list[str], had: list[str]) -> str:
+    """Why synonyms given to ``label`` were not added: each already one, or a form of its name."""
+    from ..text.vocab import same_term
+    parts = []
+    for syn in dict.fromkeys(x.strip() for x in added):
+        if syn in had:
+            parts.append(f"{syn!r} is already one")
+        elif same_term(syn, label):
+            parts.append(f"{syn!r} is a form of the name {label!r}, which sentences already match")
+    return "; ".join(parts)
 
 
 def _check_set(cat: Catalog, before: dict[str, Label], label: str, add: list[str], drop: list[str],
