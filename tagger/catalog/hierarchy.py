@@ -91,7 +91,8 @@ class HierarchyMixin(CatalogBase):
         missing = [p for p in pars if p not in known]
         if missing:
             self.add_labels(missing)
-        retired = [p for p in pars if p in known and p not in set(self.active_labels())]
+        active = set(self.active_labels())
+        retired = [p for p in pars if p in known and p not in active]
         if retired:
             logger.warning("parent(s) %s retired: linked, but bypassed until re-added (`tagger labels add %s`)",
                            ", ".join(map(repr, retired)), retired[0])

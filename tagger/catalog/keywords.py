@@ -18,7 +18,7 @@ SELECT i.uri,
        coalesce(list(struct_pack(label := t.label, confidence := t.confidence,
                                  provenance := coalesce(t.provenance, 'model'),
                                  decided_at := CASE WHEN t.provenance = 'person' AND r.decision = 'accept'
-                                                    THEN strftime(r.decided_at, '%Y-%m-%dT%H:%M:%S.%fZ') END)
+                                                    THEN r.decided_at END)
                      ORDER BY t.label)
                 FILTER (WHERE t.positive), []) AS tags
 FROM tags AS t JOIN images AS i ON i.image_id = t.image_id

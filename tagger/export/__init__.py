@@ -18,7 +18,7 @@ from ..targets import check_out_dir, check_out_file
 from ..workspace import Workspace
 from .sidecars import NAMINGS, SidecarPlan, sidecar_path, write_sidecars
 from .tables import EXPORT_SCHEMA, TABLE_FORMATS, write_table_export
-from .xmp import MachineTag, label_paths, merge_sidecar
+from .xmp import MachineTag, iso_utc, label_paths, merge_sidecar
 from .xmpdoc import xml_unsafe
 
 if TYPE_CHECKING:
@@ -60,7 +60,8 @@ def _images(cat: "Catalog", run_id: int) -> Iterator[tuple[str, list[MachineTag]
     from ..catalog.keywords import sidecar_batches
     for batch in sidecar_batches(cat, run_id):
         for uri, tags in zip(batch.column("uri").to_pylist(), batch.column("tags").to_pylist()):
-            yield uri, [MachineTag(t["label"], t["confidence"], t["provenance"], t["decided_at"]) for t in tags]
+            yield uri, [MachineTag(t["label"], t["confidence"], t["provenance"],
+                                   None if t["decided_at"] is None else iso_utc(t["decided_at"])) for t in tags]
 
 
 def _recorded_root(marker: Path) -> str | None:

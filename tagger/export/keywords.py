@@ -151,7 +151,7 @@ def _iptc_text(value: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        return raw.decode("cp1252", "replace") if not set(raw) & _CP1252_HOLES else raw.decode("latin-1")
+        return raw.decode("latin-1" if set(raw) & _CP1252_HOLES else "cp1252")
 
 
 _CP1252_HOLES = {0x81, 0x8D, 0x8F, 0x90, 0x9D}  # bytes Windows-1252 leaves undefined

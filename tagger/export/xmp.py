@@ -187,7 +187,6 @@ def _plans(wanted: Iterable[str], keep: Mapping[str, Entry], record: Record, gon
     """What each wanted label writes (none for a declined one, or a name XML cannot hold: put in
     ``res.refused``); items written for an older hierarchy or root are put in ``gone``."""
     plans = {}
-    roots = record.roots | ({root} if root else set())
     for label in sorted(set(wanted) - record.declined):
         if xml_unsafe(label) is not None:
             res.refused.append(label)
@@ -198,8 +197,8 @@ def _plans(wanted: Iterable[str], keep: Mapping[str, Entry], record: Record, gon
         if old is not None:
             gone[HIERARCHY].update(set(old.paths) - set(paths))
             gone[TAGS_LIST].update(set(old.tags) - set(forms))
-        plans[label] = (old, _kept(paths, record.declined_paths, "|", roots),
-                        _kept(forms, record.declined_tags, "/", roots))
+        plans[label] = (old, _kept(paths, record.declined_paths, "|", record.roots),  # this root among them
+                        _kept(forms, record.declined_tags, "/", record.roots))
     return plans
 
 
@@ -237,8 +236,9 @@ def merge_sidecar(existing: bytes | None, tags: Sequence[MachineTag | str], *, r
     prior = read_record(doc, owner)
     prior.entries = {k: _sane(e) for k, e in prior.entries.items()}
     prior.others = [_sane(e) for e in prior.others]
-    tags_list = bool(doc.items(TAGS_LIST))  # digiKam reads an empty TagsList as none: filling it would hide the rest
-    record = _declines(prior, {t: _folded(doc.items(t)) for t in LISTS}, tags_list)
+    have = {t: _folded(doc.items(t)) for t in LISTS}
+    tags_list = bool(have[TAGS_LIST])  # digiKam reads an empty TagsList as none: filling it would hide the rest
+    record = _declines(prior, have, tags_list)
     owned = {e.label for e in prior.entries.values() if e.keyword}
     res = MergeResult(b"", cleared=len(owned) >= 2 and owned <= record.declined - prior.declined)
     found = changed_at or iso_utc()
