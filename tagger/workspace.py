@@ -193,13 +193,14 @@ class Workspace:
         """The workspace's id, kept in its settings (made from the folder's real path at the first
         settings write, or the first call here): what it writes into a person's files (a sidecar's
         record) is marked with it, so another workspace leaves it alone. A moved workspace keeps its
-        id; one rebuilt at the same path gets the same one; one that cannot be written uses it unkept."""
-        ident = self.settings().get("id")
-        if isinstance(ident, str) and ident.strip():
-            return ident.strip()
+        id; one rebuilt at the same path gets the same one; one whose settings cannot be read or written
+        uses it unkept (the settings file is left as it is)."""
         try:
+            ident = self.settings().get("id")
+            if isinstance(ident, str) and ident.strip():
+                return ident.strip()
             return str(self.update_settings()["id"])
-        except WorkspaceError as e:
+        except WorkspaceError as e:  # unreadable or unwritable settings: never a reason to refuse an export
             logger.warning("workspace id not kept (%s)", e)
             return self._path_id()
 

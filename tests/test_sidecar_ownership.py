@@ -291,3 +291,15 @@ def test_a_comment_in_a_list_tagger_empties_survives():
     assert data != one
     out = merge_sidecar(data, [], run=2, parents={"bell": ("object",)}).data
     assert b"<!-- Jane: checked -->" in out and "bell" not in items(out) and items(out, HIERARCHY) == set()
+
+
+def test_the_workspace_id_never_blocks_an_export_nor_rewrites_broken_settings(tmp_path):
+    from tagger.workspace import Workspace
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "workspace.json").write_text("{broken")
+    first = Workspace.at(broken).identity()
+    assert first == Workspace.at(broken).identity() and (broken / "workspace.json").read_text() == "{broken"
+    fresh = Workspace.at(tmp_path / "fresh")
+    ident = fresh.identity()
+    assert json.loads((tmp_path / "fresh" / "workspace.json").read_text())["id"] == ident != first
