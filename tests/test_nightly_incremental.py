@@ -277,3 +277,30 @@ def test_small_changes_add_up_to_a_full_nightly():
     assert n == 12 and since == {*LABELS[12:16], LABELS[0]}
     assert len(since) > NightlyConfig().max_drift * n  # 5 of 12: this nightly is a full one
     assert _since_full(cat, SimpleNamespace(classifier_id="c0", labels=twelve), diff) == (12, {LABELS[15], LABELS[0]})
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["incremental", "full"])
+def test_a_synonym_the_text_model_cannot_read_is_left_out_and_said(based, tmp_path, full):
+    """`labels set fish --synonym 🐟` made fish absent (75 positives -> 0 on 400 images): the toy text
+    tower does not read the emoji, so a third of fish's new sentences embedded like sentences without
+    fish. Those sentences are left out of the training, the nightly says so, and fish stays tagged."""
+    from dataclasses import replace
+    src, _ = based
+    ws = tmp_path / "ws"
+    shutil.copytree(src, ws)
+    base = run_nightly(Workspace.at(ws), None, ENC, CFG)["run_id"]  # the pending label first
+    fish = "fish"
+    with Catalog.open(ws / "catalog.duckdb") as cat:
+        cat.edit_synonyms(fish, add=["🐟"])
+        had = {r["label"]: r for r in cat.run_thresholds(base)}[fish]
+    out = run_nightly(Workspace.at(ws), None, ENC, replace(CFG, full=full))
+    assert out["mode"] == ("full" if full else "incremental") and out["vocabulary"]["synonyms_changed"] == [fish]
+    assert out["unread_synonyms"] == {fish: ["🐟"]} and out["sentences_left_out"] > 0
+    with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
+        now = {r["label"]: r for r in cat.run_thresholds(out["run_id"])}[fish]
+    assert had["present"] and now["present"], now
+    assert now["positives"] >= 0.8 * had["positives"], (had["positives"], now["positives"])
+    saved = Workspace.at(ws).classifier_dir(out["classifier"])
+    stored = json.loads(next(p for p in (saved / "rows" / "classifier.json", saved / "classifier.json")
+                             if p.is_file()).read_text())
+    assert stored["metrics"]["unread_synonyms"] == {fish: ["🐟"]}

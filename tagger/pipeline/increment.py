@@ -104,7 +104,9 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     from ..method.extend import PROMPT_TEMPLATES
     from ..method.zeroshot import class_embeddings
     from ..models import load_clip
+    from ..method.reading import MIN_READING
     from ..text import TextCorpus
+    from ..text.terms import readable
     from .classifiers import load_model
     from .train import TextMemo, corpus_embeddings
     from ..atomic import atomic_dir
@@ -122,15 +124,17 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     if ROW_EPOCHS is not None:
         cfg = replace(cfg, epochs=ROW_EPOCHS)
     sample = {"others_per_positive": OTHERS_PER_POSITIVE, "min_others": MIN_OTHERS, "max_lr_scale": MAX_LR_SCALE,
-              "epochs_after": EPOCHS_AFTER, "max_epoch_scale": MAX_EPOCH_SCALE}
+              "epochs_after": EPOCHS_AFTER, "max_epoch_scale": MAX_EPOCH_SCALE, "min_term_reading": MIN_READING}
     cid = short_sha256(json.dumps(["extend", base_id, corpus_id, asdict(cfg), kept, new, PATCH_ROWS, sample]))
     out = workspace.classifier_dir(cid)
+    read: dict[str, Any] = {}
     with Catalog.for_job(workspace.catalog, "train") as cat:
         rec = cat.get_classifier(base_id) or {}
         if not out.exists():
             clip = load_clip(model, pretrained)
             emb, n_new = corpus_embeddings(workspace, clip, corpus)
-            y = corpus.targets()
+            kept_text = readable(replace(corpus, label_matrix=corpus.targets()), emb, MIN_READING, labels=new)
+            emb, y = kept_text.embeddings, kept_text.corpus.label_matrix
             where = {n: j for j, n in enumerate(base.labels)}
             frozen = base.classifier.weight[[where[n] for n in kept]]
             column = {n: j for j, n in enumerate(names)}
@@ -143,6 +147,8 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
             labelled = np.asarray([i for i, n in enumerate(trained) if n not in background], np.int64)
             rows, anchors = rows[labelled], anchors.take(labelled)
             metrics["background_rows_dropped"] = len(trained) - len(new)
+            read = kept_text.summary()
+            metrics.update(read)
             memo = TextMemo(clip, workspace.prompt_embeddings(clip.model_id))
             templates = {k: t for k, t in PROMPT_TEMPLATES.items() if k in base.memories
                          and k in ("prompts", base.score.memory)}  # what scoring and naming read
@@ -158,7 +164,7 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
                            config=config, path=workspace.relative(out))
     logger.info("nightly: classifier %s extended as %s: %d label rows trained, %d kept frozen", base_id, cid,
                 len(new), len(kept))
-    return {"classifier_id": cid, "head": "comc", "trained_labels": new}
+    return {"classifier_id": cid, "head": "comc", "trained_labels": new, **read}
 
 
 def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:

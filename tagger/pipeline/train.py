@@ -171,7 +171,7 @@ def run_train(workspace: "Workspace", model: str, pretrained: str | None = None,
     ``clip`` is a text tower to use instead of loading ``model`` (anything with ``model_id`` and
     ``encode_text``, such as a loaded :class:`~tagger.models.ClipModel`)."""
     from ..catalog import Catalog
-    from ..method.comc import ComcConfig, fit_comc, save_comc
+    from ..method.comc import ComcConfig
     from ..text import TextCorpus
 
     cfg = cfg or ComcConfig()
@@ -186,33 +186,46 @@ def run_train(workspace: "Workspace", model: str, pretrained: str | None = None,
         if clip is None:
             from ..models import load_clip
             clip = load_clip(model, pretrained)
-        ident = json.dumps([clip.model_id, corpus_id, asdict(cfg.train), asdict(cfg.score), cfg.memory_size])
+        ident = json.dumps([clip.model_id, corpus_id, asdict(cfg.train), asdict(cfg.score), cfg.memory_size,
+                            cfg.min_term_reading])
         classifier_id = short_sha256(ident)
         out = workspace.classifier_dir(classifier_id)
+        read: dict[str, Any] = {}
         if not (out / "score_config.json").exists():
-            emb, n_new = corpus_embeddings(workspace, clip, corpus)
-            logger.info("corpus %s: %d sentences, %d embedded now", corpus_id, len(emb), n_new)
-            memo = TextMemo(clip, workspace.prompt_embeddings(clip.model_id))
-            ckpt = TrainCheckpoint(workspace.train_checkpoint(classifier_id), ident)
-            targets = replace(corpus, label_matrix=corpus.targets())
-            resume = ckpt.load()
-            try:
-                m = fit_comc(memo, corpus.labels, None, cfg, corpus=targets, embeddings=emb, resume=resume,
-                             on_epoch=ckpt.save)
-            except (ValueError, RuntimeError, KeyError) as exc:
-                if resume is None:
-                    raise
-                logger.warning("the training state %s does not fit this training (%s): training from the start",
-                               ckpt.path, exc)
-                ckpt.remove()
-                m = fit_comc(memo, corpus.labels, None, cfg, corpus=targets, embeddings=emb, on_epoch=ckpt.save)
-            logger.info("class prompts: %d embedded now, %d reused", memo.n_embedded,
-                        len(memo.known) - memo.n_embedded)
-            with atomic_dir(out, replace=False) as tmp:  # a concurrent train of the same id keeps its own
-                save_comc(m, tmp)
-            ckpt.remove()
+            read = _fit_and_save(workspace, clip, corpus, cfg, ident, out)
         cat.add_classifier(classifier_id, model_id=clip.model_id, labels=corpus.labels,
                            corpus_id=corpus_id, config={"train": asdict(cfg.train), "score": asdict(cfg.score)},
                            path=workspace.relative(out))
     return {"classifier_id": classifier_id, "corpus_id": corpus_id, "labels": len(corpus.labels),
-            "model_id": clip.model_id}
+            "model_id": clip.model_id, **read}
+
+
+def _fit_and_save(workspace: "Workspace", clip, corpus, cfg, ident: str, out: Path) -> dict[str, Any]:
+    """Fit CoMC on ``corpus`` (the sentences its text tower reads, :mod:`tagger.text.terms`) and save it
+    into ``out``, resuming from a checkpoint of the same training; returns what was left out."""
+    from ..method.comc import fit_comc, save_comc
+    from ..text.terms import readable
+
+    emb, n_new = corpus_embeddings(workspace, clip, corpus)
+    logger.info("corpus %s: %d sentences, %d embedded now", corpus.corpus_id, len(emb), n_new)
+    memo = TextMemo(clip, workspace.prompt_embeddings(clip.model_id))
+    ckpt = TrainCheckpoint(workspace.train_checkpoint(out.name), ident)
+    kept = readable(replace(corpus, label_matrix=corpus.targets()), emb, cfg.min_term_reading)
+    resume = ckpt.load()
+    try:
+        m = fit_comc(memo, corpus.labels, None, cfg, corpus=kept.corpus, embeddings=kept.embeddings, resume=resume,
+                     on_epoch=ckpt.save)
+    except (ValueError, RuntimeError, KeyError) as exc:
+        if resume is None:
+            raise
+        logger.warning("the training state %s does not fit this training (%s): training from the start",
+                       ckpt.path, exc)
+        ckpt.remove()
+        m = fit_comc(memo, corpus.labels, None, cfg, corpus=kept.corpus, embeddings=kept.embeddings,
+                     on_epoch=ckpt.save)
+    logger.info("class prompts: %d embedded now, %d reused", memo.n_embedded, len(memo.known) - memo.n_embedded)
+    m.classifier.metrics.update(kept.summary())
+    with atomic_dir(out, replace=False) as tmp:  # a concurrent train of the same id keeps its own
+        save_comc(m, tmp)
+    ckpt.remove()
+    return kept.summary()

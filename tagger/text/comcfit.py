@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 from .base import SentenceGenerator
 from .corpus import comc_corpus
+from .terms import readable
 
 if TYPE_CHECKING:
     from ..method.comc import ComcConfig, ComcModel
@@ -16,6 +17,15 @@ __all__ = ["fit_comc_generated"]
 
 def fit_comc_generated(clip, class_names: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None = None,
                        cfg: "ComcConfig | None" = None, generator: SentenceGenerator | None = None) -> "ComcModel":
-    """CoMC for ``class_names`` on ``cfg``'s corpus from ``generator`` (offline, seeded, when None)."""
-    from ..method.comc import fit_comc  # lazily: it loads torch
-    return fit_comc(clip, class_names, synonyms, cfg, corpus=comc_corpus(class_names, synonyms, cfg, generator))
+    """CoMC for ``class_names`` on ``cfg``'s corpus from ``generator`` (offline, seeded, when None), less
+    the sentences of synonyms the text tower does not read (:mod:`.terms`; the classifier's metrics
+    name them)."""
+    import numpy as np
+
+    from ..method.comc import ComcConfig, fit_comc  # lazily: it loads torch
+    cfg = cfg or ComcConfig()
+    corpus = comc_corpus(class_names, synonyms, cfg, generator)
+    kept = readable(corpus, np.asarray(clip.encode_text(list(corpus.sentences)), np.float32), cfg.min_term_reading)
+    model = fit_comc(clip, class_names, synonyms, cfg, corpus=kept.corpus, embeddings=kept.embeddings)
+    model.classifier.metrics.update(kept.summary())
+    return model

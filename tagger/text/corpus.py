@@ -14,7 +14,7 @@ import logging
 import math
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -165,6 +165,18 @@ class TextCorpus:
         """The class names a classifier trained on this corpus tags: all but the background nouns."""
         bg = set(self.background)
         return [c for c in self.class_names if c not in bg]
+
+    @property
+    def synonyms(self) -> dict[str, tuple[str, ...]]:
+        """Each label's synonyms as the corpus was built with them (labels without any left out)."""
+        given = (self.config.get("vocab") or {}).get("synonyms") or {}
+        return {str(k): tuple(str(s) for s in v) for k, v in given.items() if v}
+
+    def take(self, rows: np.ndarray) -> "TextCorpus":
+        """The corpus of the sentences ``rows`` (indices, in that order), with the same id and config."""
+        r = np.asarray(rows, np.int64)
+        return replace(self, sentences=[self.sentences[i] for i in r], label_matrix=self.label_matrix[r],
+                       sources=[self.sources[i] for i in r])
 
     def targets(self) -> sp.csr_array:
         """The training targets: the label matrix with each row's ancestors set too (the

@@ -1,0 +1,113 @@
+"""Synonyms the text tower cannot read: their sentences are found, measured against the label's other
+terms, and left out of training (a label stays learnt from the terms it reads), with a warning."""
+from __future__ import annotations
+
+import logging
+import zlib
+
+import numpy as np
+import pytest
+
+from tagger.method.comc import ComcConfig
+from tagger.method.reading import TermReading, term_readings, unread_rows
+from tagger.text import OfflineGenerator, Vocabulary, build_corpus
+from tagger.text.comcfit import fit_comc_generated
+from tagger.text.terms import readable, term_groups
+
+D = 32
+
+
+def _unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=D)
+    return v / np.linalg.norm(v)
+
+
+def test_readings_measure_each_term_along_the_label_best_read_direction():
+    rng = np.random.default_rng(0)
+    u = _unit(1)
+    x = rng.normal(scale=0.3, size=(400, D))
+    name, syn, unknown = np.arange(0, 60), np.arange(60, 100), np.arange(100, 140)
+    x[name] += 3 * u
+    x[syn] += 2 * u
+    v = _unit(2) - (_unit(2) @ u) * u
+    x[unknown] += 3.5 * v / np.linalg.norm(v)  # moved further, but not along the label's direction
+    groups = {"fish": {"fish": name, "goldfish": syn, "🐟": unknown}}
+    got = {r.term: r for r in term_readings(x, {"fish": np.arange(140)}, groups)}
+    assert got["fish"].reading == pytest.approx(1.0, abs=0.02) and got["fish"].sentences == 60
+    assert got["goldfish"].reading == pytest.approx(2 / 3, abs=0.1)
+    assert abs(got["🐟"].reading) < 0.2
+    rows, unread = unread_rows(groups, list(got.values()), 0.4)
+    assert unread == {"fish": ["🐟"]} and rows.tolist() == unknown.tolist()
+    # a sentence naming the label by a term read too stays; too few sentences are not judged
+    both = {"fish": {"fish": np.append(name, 100), "goldfish": syn, "🐟": unknown}}
+    assert 100 not in unread_rows(both, list(got.values()), 0.4)[0]
+    few = {"fish": {"fish": name, "🐟": unknown[:5]}}
+    assert term_readings(x, {"fish": np.arange(140)}, few) == []
+
+
+def test_a_label_read_by_its_synonym_only_loses_its_name_sentences():
+    rng = np.random.default_rng(1)
+    u = _unit(3)
+    x = rng.normal(scale=0.3, size=(300, D))
+    x[40:80] += 3 * u
+    groups = {"Fisch": {"Fisch": np.arange(0, 40), "fish": np.arange(40, 80)}}
+    readings = term_readings(x, {"Fisch": np.arange(80)}, groups)
+    assert {r.term: r.reading > 0.9 for r in readings} == {"Fisch": False, "fish": True}
+    rows, unread = unread_rows(groups, readings, 0.4)
+    assert unread == {"Fisch": ["Fisch"]} and rows.tolist() == list(range(40))
+    assert unread_rows(groups, [TermReading("Fisch", "Fisch", 40, 0.5), TermReading("Fisch", "fish", 40, 1.0)],
+                       0.4)[1] == {}
+
+
+def _embed(corpus, known: dict[str, int]) -> np.ndarray:
+    """A text tower that reads ``known`` words only (word -> its meaning): a sentence's vector is noise
+    from its text plus a direction per meaning of a known word it holds."""
+    rows = []
+    for s in corpus.sentences:
+        v = np.random.default_rng(zlib.crc32(s.encode())).normal(scale=0.3, size=D)
+        for j in {j for w, j in known.items() if w in s.lower()}:
+            v += 3 * _unit(100 + j)
+        rows.append(v)
+    return np.asarray(rows, np.float32)
+
+
+def test_readable_leaves_out_the_sentences_of_an_unread_synonym_and_warns(caplog):
+    labels = ["fish", "tree", "house"]
+    synonyms = {"fish": ["goldfish", "🐟"], "tree": ["fir"]}
+    vocab = Vocabulary.create(labels, synonyms)
+    corpus = build_corpus(labels, synonyms, 600, OfflineGenerator(vocab, seed=0), seed=0)
+    emb = _embed(corpus, {"fish": 0, "tree": 1, "fir": 1, "house": 2})  # goldfish holds fish: read too
+    groups, positives = term_groups(corpus)
+    assert set(groups) == {"fish", "tree"} and set(groups["fish"]) == {"fish", "goldfish", "🐟"}
+    emoji = groups["fish"]["🐟"]
+    assert len(emoji) > 20 and all("🐟" in corpus.sentences[i] for i in emoji)
+    with caplog.at_level(logging.WARNING, "tagger.text.terms"):
+        kept = readable(corpus, emb)
+    assert kept.unread == {"fish": ["🐟"]} and kept.summary()["unread_synonyms"] == {"fish": ["🐟"]}
+    assert "'🐟'" in caplog.text and "left out of training" in caplog.text
+    gone = {corpus.sentences[i] for i in emoji if not any(w in corpus.sentences[i].lower() for w in ("fish ", "goldfish"))}
+    assert kept.left_out == len(corpus) - len(kept.corpus) > 0
+    assert not gone & set(kept.corpus.sentences)
+    # what stays keeps its rows aligned: sentence, label row, source and embedding
+    where = {s: i for i, s in enumerate(corpus.sentences)}
+    for k in range(0, len(kept.corpus), 37):
+        i = where[kept.corpus.sentences[k]]
+        assert (kept.corpus.label_matrix[[k]].toarray() == corpus.label_matrix[[i]].toarray()).all()
+        assert kept.corpus.sources[k] == corpus.sources[i] and np.array_equal(kept.embeddings[k], emb[i])
+    assert kept.corpus.corpus_id == corpus.corpus_id
+    # a tower that reads every term leaves the corpus as it is
+    whole = readable(corpus, _embed(corpus, {"fish": 0, "🐟": 0, "tree": 1, "fir": 1, "house": 2}))
+    assert whole.corpus is corpus and whole.left_out == 0 and whole.summary() == {}
+
+
+def test_a_toy_label_given_an_emoji_synonym_is_still_learnt():
+    """toy-rn's text tower never saw 🐟 or cœur: the classifier trained as `tagger train` does leaves
+    their sentences out and learns fish and heart as well as without them."""
+    from tagger.models import load_clip
+    from tagger.toyworld import LABEL_SYNONYMS, LABELS
+    clip = load_clip("toy-rn", device="cpu")
+    edited = {k: [*v, *{"fish": ["🐟"], "heart": ["cœur"]}.get(k, [])] for k, v in LABEL_SYNONYMS.items()}
+    model = fit_comc_generated(clip, LABELS, edited, ComcConfig(n_sentences=6000))
+    assert model.classifier.metrics["unread_synonyms"] == {"heart": ["cœur"], "fish": ["🐟"]}
+    sep = dict(zip(model.labels, model.classifier.anchors.separation()))
+    assert sep["fish"] > 3 and sep["heart"] > 3, (sep["fish"], sep["heart"])
