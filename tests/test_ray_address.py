@@ -193,3 +193,35 @@ def test_sigterm_inside_a_ray_session_exits_143_after_its_clean_up(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)
+
+
+class _FlakyRay:
+    """Stands in for the ray module at start-up: ``init`` fails ``fails`` times, as a loaded machine's
+    start does (its GCS not up in time), then succeeds."""
+
+    class exceptions:
+        RayError = type("RayError", (Exception,), {})
+
+    def __init__(self, fails: int) -> None:
+        self.fails, self.inits, self.shutdowns = fails, [], 0
+
+    def init(self, **kw):
+        self.inits.append(kw)
+        if len(self.inits) <= self.fails:
+            raise RuntimeError("Failed to connect to GCS within 60 seconds. GCS may have been killed.")
+
+    def shutdown(self):
+        self.shutdowns += 1
+
+
+def test_a_local_ray_that_fails_to_start_is_tried_again_then_named(monkeypatch, caplog):
+    from tagger.pipeline import raycluster
+    monkeypatch.setattr(raycluster, "LOCAL_START_RETRY_S", 0.0)
+    once = _FlakyRay(fails=1)
+    raycluster._start_local(once, {"log_to_driver": False})
+    assert [kw["address"] for kw in once.inits] == ["local", "local"] and once.shutdowns == 1
+    assert "did not start" in caplog.text
+    never = _FlakyRay(fails=2)
+    with pytest.raises(ClusterError, match="could not start a local Ray .*GCS.* run the command again"):
+        raycluster._start_local(never, {})
+    assert len(never.inits) == 2 and never.shutdowns == 2

@@ -197,15 +197,36 @@ def _init(ray: Any, address: str | None, num_cpus: int | None) -> None:
         if num_cpus:
             kw["num_cpus"] = num_cpus
     _check_command_line()
+    if not address:
+        _start_local(ray, kw)
+        return
     try:
-        # "local" starts a Ray of our own even when another one runs on this machine (a plain
-        # ray.init() would join it): a command without $RAY_ADDRESS never lands on a stray cluster
-        with _join_guard(address) if address else nullcontext():
-            ray.init(address=address or "local", ignore_reinit_error=True, **kw)
+        with _join_guard(address):
+            ray.init(address=address, ignore_reinit_error=True, **kw)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError, ray.exceptions.RayError) as e:
-        if not address:
-            raise
         raise _refused(address, e) from e
+
+
+#: Tries at starting a local Ray: a start that fails on a loaded machine (its GCS or raylet not up in
+#: time) is retried once after this many seconds.
+LOCAL_START_RETRY_S = 5.0
+
+
+def _start_local(ray: Any, kw: dict[str, Any]) -> None:
+    """Start a Ray of this process's own ("local": never join another Ray of the machine, as a plain
+    ray.init() would); a failed start is retried once, then a ClusterError says what failed."""
+    for attempt in (1, 2):
+        try:
+            ray.init(address="local", ignore_reinit_error=True, **kw)
+            return
+        except (ConnectionError, TimeoutError, RuntimeError, ray.exceptions.RayError) as e:
+            ray.shutdown()  # what half started goes before the next try
+            text = " ".join(str(e).split())[:300] or type(e).__name__
+            if attempt == 2:
+                raise ClusterError(f"could not start a local Ray ({text}); nothing was lost: run the command "
+                                   "again (a loaded machine can be too slow for Ray's start-up)") from e
+            logger.warning("a local Ray did not start (%s); trying once more in %.0f s", text, LOCAL_START_RETRY_S)
+            time.sleep(LOCAL_START_RETRY_S)
 
 
 def _check_command_line() -> None:
