@@ -8,7 +8,7 @@ was learnt from text.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -25,13 +25,26 @@ _Q84 = 0.8413447  # a standard normal's share below +1 sd
 class TextAnchors:
     """Each label's classifier scores on its own text corpus: the mean and sd over sentences about
     the label (``pos_*``) and over the other sentences (``neg_*``); ``robust_separation`` the
-    separation read from the positives' median and upper-half spread instead (None: not read)."""
+    separation read from the positives' median and upper-half spread instead (None: not read);
+    ``alike`` per label the first label of the group it was found alike with
+    (:mod:`tagger.method.alike`; None where none, or not read)."""
 
     neg_mean: np.ndarray
     pos_mean: np.ndarray
     neg_sd: np.ndarray
     pos_sd: np.ndarray
     robust_separation: np.ndarray | None = None
+    alike: tuple[str | None, ...] | None = None
+
+    def with_alike(self, labels: list[str], groups: dict[str, str]) -> "TextAnchors":
+        """These anchors with ``groups`` (label -> its alike group's first label) read for ``labels``."""
+        return replace(self, alike=tuple(groups.get(n) for n in labels) if groups else self.alike)
+
+    def name_keys(self, labels: list[str]) -> list[str]:
+        """Each label's name for corroboration: its alike group's first label, else its own."""
+        if self.alike is None:
+            return list(labels)
+        return [a or n for a, n in zip(self.alike, labels)]
 
     def separation(self) -> np.ndarray:
         """How far apart the label's text positives and negatives sit, in pooled sds (0 if unknown):
@@ -58,24 +71,29 @@ class TextAnchors:
         in sds, do not change)."""
         m, sd = np.asarray(mean, np.float64), np.asarray(std, np.float64)
         return TextAnchors((self.neg_mean - m) / sd, (self.pos_mean - m) / sd, self.neg_sd / sd, self.pos_sd / sd,
-                           self.robust_separation)
+                           self.robust_separation, self.alike)
 
     def take(self, cols: np.ndarray) -> "TextAnchors":
         """The anchors of the labels ``cols`` (indices), in that order."""
         c = np.asarray(cols, np.int64)
         return TextAnchors(self.neg_mean[c], self.pos_mean[c], self.neg_sd[c], self.pos_sd[c],
-                           None if self.robust_separation is None else self.robust_separation[c])
+                           None if self.robust_separation is None else self.robust_separation[c],
+                           None if self.alike is None else tuple(self.alike[i] for i in c.tolist()))
 
     def to_dict(self) -> dict:
         keys = ("neg_mean", "pos_mean", "neg_sd", "pos_sd") + (("robust_separation",) if
                                                                 self.robust_separation is not None else ())
-        return {k: [None if not np.isfinite(x) else round(float(x), 6) for x in getattr(self, k)] for k in keys}
+        out: dict = {k: [None if not np.isfinite(x) else round(float(x), 6) for x in getattr(self, k)] for k in keys}
+        if self.alike is not None and any(self.alike):
+            out["alike"] = list(self.alike)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "TextAnchors":
         arr = {k: np.asarray([np.nan if x is None else x for x in d[k]], np.float64)
                for k in ("neg_mean", "pos_mean", "neg_sd", "pos_sd", "robust_separation") if k in d}
-        return cls(**arr)
+        alike = tuple(d["alike"]) if d.get("alike") is not None else None
+        return cls(**arr, alike=alike)
 
 
 def text_anchors(embeddings: np.ndarray, weight: np.ndarray, label_matrix: LabelRows,

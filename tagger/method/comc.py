@@ -19,6 +19,7 @@ import numpy as np
 from ..atomic import atomic_write_text
 from .mapping import MemoryBank
 from .readout import ReadoutState
+from .alike import MIN_ALIKE
 from .reading import MIN_READING
 from .scoring import ScoreConfig, comc_scores
 from .classifier import TextClassifier, TrainConfig, train_classifier
@@ -40,6 +41,7 @@ class ComcConfig:
     memory_size: int = 20000  # sentence-bank rows (for memory="sentences")
     background: int | None = None  # background nouns in the corpus (tagger.text.background); None: by vocabulary size
     min_term_reading: float = MIN_READING  # a synonym read less is left out of training (tagger.method.reading)
+    min_alike: float = MIN_ALIKE  # labels whose directions are this close train on each other's sentences (.alike)
     train: TrainConfig = field(default_factory=TrainConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
 

@@ -274,7 +274,7 @@ def _anchored_at(placement: float, s: np.ndarray, binned, labels: list[str], anc
         learned = learned | (weak & _scatter(weak, grouped))
     cut = rule_cutoffs(cfg.cutoff_rule, cfg.cutoff, cfg.min_cutoff, mu0, sd0, mu1, sd1, prior)  # once per fit
     threshold = _crossings(mu0, sd0, mu1, sd1, prior, cut)
-    names = name_counts(s, threshold, zeroshot_top1, list(labels))
+    names = name_counts(s, threshold, zeroshot_top1, list(labels), anchors.name_keys(list(labels)))
     if names is None:
         tail = _tail_share(x, c, threshold)
         stands_out = (tail <= cfg.max_tail_share) | (separation >= cfg.corroborate_below)

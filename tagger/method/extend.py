@@ -107,7 +107,10 @@ def _merged_anchors(a: TextAnchors | None, b: TextAnchors | None, keep: np.ndarr
     robust = None if a.robust_separation is None or b.robust_separation is None else \
         np.concatenate([a.robust_separation[keep], b.robust_separation])
     both = {k: np.concatenate([getattr(a, k)[keep], getattr(b, k)]) for k in ("neg_mean", "pos_mean", "neg_sd", "pos_sd")}
-    return TextAnchors(both["neg_mean"], both["pos_mean"], both["neg_sd"], both["pos_sd"], robust)
+    alike = None if a.alike is None and b.alike is None else \
+        tuple(a.alike[i] if a.alike is not None else None for i in np.asarray(keep).tolist()) + \
+        (tuple(b.alike) if b.alike is not None else (None,) * len(b.neg_mean))
+    return TextAnchors(both["neg_mean"], both["pos_mean"], both["neg_sd"], both["pos_sd"], robust, alike)
 
 
 @dataclass

@@ -94,15 +94,17 @@ def _first_per_label(label: np.ndarray, name: np.ndarray, count: np.ndarray, n: 
     return top, top_count
 
 
-def name_counts(s: np.ndarray, threshold: np.ndarray, top1: np.ndarray | None, labels: list[str] | None = None
-                 ) -> NameCounts | None:
+def name_counts(s: np.ndarray, threshold: np.ndarray, top1: np.ndarray | None, labels: list[str] | None = None,
+                keys: list[str] | None = None) -> NameCounts | None:
     """Per label, among the sample images at or over its threshold: how many there are, how many
     have the label's own name as their best zero-shot match, and the most frequent other name
     (:class:`NameCounts`). With ``labels``, a name that holds the label's own (``doorbell`` for
     ``bell``, ``red circle`` for ``circle``) counts as the label's own, never as a rival: a bell's
     images named doorbell are still a bell's, and a word added to the vocabulary made the label it
-    contains vanish. None without zero-shot matches. Counted as sparse (label, name) pairs: memory
-    grows with the images over thresholds, not with the labels squared."""
+    contains vanish. Labels of the same ``keys`` (one per label: alike labels share one,
+    :mod:`tagger.method.alike`) count as each other's own too. None without zero-shot matches.
+    Counted as sparse (label, name) pairs: memory grows with the images over thresholds, not with
+    the labels squared."""
     if top1 is None:
         return None
     top1 = np.asarray(top1, np.int64)
@@ -116,6 +118,9 @@ def name_counts(s: np.ndarray, threshold: np.ndarray, top1: np.ndarray | None, l
     own = np.zeros(L)
     exact = label == name
     mine = exact.copy()
+    if keys is not None and (~mine).any():  # an alike label's name (disc for circle) names it too
+        k = np.asarray(keys, object)
+        mine[~mine] = k[label[~mine]] == k[name[~mine]]
     if labels is not None and (~mine).any():  # a more specific name (doorbell) names a bell too
         mine[~mine] = _inside(labels, label[~mine], name[~mine])
     np.add.at(own, label[mine], count[mine])

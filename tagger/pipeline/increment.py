@@ -104,9 +104,10 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     from ..method.extend import PROMPT_TEMPLATES
     from ..method.zeroshot import class_embeddings
     from ..models import load_clip
+    from ..method.alike import MIN_ALIKE
     from ..method.reading import MIN_READING
     from ..text import TextCorpus
-    from ..text.terms import readable
+    from ..text.terms import trainable
     from .classifiers import load_model
     from .train import TextMemo, corpus_embeddings
     from ..atomic import atomic_dir
@@ -124,7 +125,8 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     if ROW_EPOCHS is not None:
         cfg = replace(cfg, epochs=ROW_EPOCHS)
     sample = {"others_per_positive": OTHERS_PER_POSITIVE, "min_others": MIN_OTHERS, "max_lr_scale": MAX_LR_SCALE,
-              "epochs_after": EPOCHS_AFTER, "max_epoch_scale": MAX_EPOCH_SCALE, "min_term_reading": MIN_READING}
+              "epochs_after": EPOCHS_AFTER, "max_epoch_scale": MAX_EPOCH_SCALE, "min_term_reading": MIN_READING,
+              "min_alike": MIN_ALIKE}
     cid = short_sha256(json.dumps(["extend", base_id, corpus_id, asdict(cfg), kept, new, PATCH_ROWS, sample]))
     out = workspace.classifier_dir(cid)
     read: dict[str, Any] = {}
@@ -133,7 +135,8 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
         if not out.exists():
             clip = load_clip(model, pretrained)
             emb, n_new = corpus_embeddings(workspace, clip, corpus)
-            kept_text = readable(replace(corpus, label_matrix=corpus.targets()), emb, MIN_READING, labels=new)
+            kept_text = trainable(replace(corpus, label_matrix=corpus.targets()), emb, MIN_READING, MIN_ALIKE,
+                                  labels=new)
             emb, y = kept_text.embeddings, kept_text.corpus.label_matrix
             where = {n: j for j, n in enumerate(base.labels)}
             frozen = base.classifier.weight[[where[n] for n in kept]]
@@ -145,7 +148,7 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
                                            epochs_after=EPOCHS_AFTER, max_epoch_scale=MAX_EPOCH_SCALE)
             anchors = text_anchors(emb, rows, y[:, cols])
             labelled = np.asarray([i for i, n in enumerate(trained) if n not in background], np.int64)
-            rows, anchors = rows[labelled], anchors.take(labelled)
+            rows, anchors = rows[labelled], anchors.take(labelled).with_alike(new, kept_text.groups)
             metrics["background_rows_dropped"] = len(trained) - len(new)
             read = kept_text.summary()
             metrics.update(read)

@@ -187,7 +187,7 @@ def run_train(workspace: "Workspace", model: str, pretrained: str | None = None,
             from ..models import load_clip
             clip = load_clip(model, pretrained)
         ident = json.dumps([clip.model_id, corpus_id, asdict(cfg.train), asdict(cfg.score), cfg.memory_size,
-                            cfg.min_term_reading])
+                            cfg.min_term_reading, cfg.min_alike])
         classifier_id = short_sha256(ident)
         out = workspace.classifier_dir(classifier_id)
         read: dict[str, Any] = {}
@@ -201,16 +201,16 @@ def run_train(workspace: "Workspace", model: str, pretrained: str | None = None,
 
 
 def _fit_and_save(workspace: "Workspace", clip, corpus, cfg, ident: str, out: Path) -> dict[str, Any]:
-    """Fit CoMC on ``corpus`` (the sentences its text tower reads, :mod:`tagger.text.terms`) and save it
-    into ``out``, resuming from a checkpoint of the same training; returns what was left out."""
+    """Fit CoMC on ``corpus`` as its text tower reads it (:mod:`tagger.text.terms`) and save it into
+    ``out``, resuming from a checkpoint of the same training; returns what was left out or shared."""
     from ..method.comc import fit_comc, save_comc
-    from ..text.terms import readable
+    from ..text.terms import trainable
 
     emb, n_new = corpus_embeddings(workspace, clip, corpus)
     logger.info("corpus %s: %d sentences, %d embedded now", corpus.corpus_id, len(emb), n_new)
     memo = TextMemo(clip, workspace.prompt_embeddings(clip.model_id))
     ckpt = TrainCheckpoint(workspace.train_checkpoint(out.name), ident)
-    kept = readable(replace(corpus, label_matrix=corpus.targets()), emb, cfg.min_term_reading)
+    kept = trainable(replace(corpus, label_matrix=corpus.targets()), emb, cfg.min_term_reading, cfg.min_alike)
     resume = ckpt.load()
     try:
         m = fit_comc(memo, corpus.labels, None, cfg, corpus=kept.corpus, embeddings=kept.embeddings, resume=resume,
@@ -225,6 +225,8 @@ def _fit_and_save(workspace: "Workspace", clip, corpus, cfg, ident: str, out: Pa
                      on_epoch=ckpt.save)
     logger.info("class prompts: %d embedded now, %d reused", memo.n_embedded, len(memo.known) - memo.n_embedded)
     m.classifier.metrics.update(kept.summary())
+    if kept.groups and m.classifier.anchors is not None:
+        m.classifier = replace(m.classifier, anchors=m.classifier.anchors.with_alike(m.classifier.labels, kept.groups))
     with atomic_dir(out, replace=False) as tmp:  # a concurrent train of the same id keeps its own
         save_comc(m, tmp)
     ckpt.remove()

@@ -3,11 +3,12 @@
 below this layer and takes a corpus rather than building one."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from .base import SentenceGenerator
 from .corpus import comc_corpus
-from .terms import readable
+from .terms import trainable
 
 if TYPE_CHECKING:
     from ..method.comc import ComcConfig, ComcModel
@@ -18,14 +19,18 @@ __all__ = ["fit_comc_generated"]
 def fit_comc_generated(clip, class_names: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None = None,
                        cfg: "ComcConfig | None" = None, generator: SentenceGenerator | None = None) -> "ComcModel":
     """CoMC for ``class_names`` on ``cfg``'s corpus from ``generator`` (offline, seeded, when None), less
-    the sentences of synonyms the text tower does not read (:mod:`.terms`; the classifier's metrics
-    name them)."""
+    the sentences of synonyms the text tower does not read, labels it reads as one thing trained on
+    each other's sentences (:mod:`.terms`; the classifier's metrics name both)."""
     import numpy as np
 
     from ..method.comc import ComcConfig, fit_comc  # lazily: it loads torch
     cfg = cfg or ComcConfig()
     corpus = comc_corpus(class_names, synonyms, cfg, generator)
-    kept = readable(corpus, np.asarray(clip.encode_text(list(corpus.sentences)), np.float32), cfg.min_term_reading)
+    kept = trainable(corpus, np.asarray(clip.encode_text(list(corpus.sentences)), np.float32), cfg.min_term_reading,
+                     cfg.min_alike)
     model = fit_comc(clip, class_names, synonyms, cfg, corpus=kept.corpus, embeddings=kept.embeddings)
     model.classifier.metrics.update(kept.summary())
+    clf = model.classifier
+    if kept.groups and clf.anchors is not None:
+        model.classifier = replace(clf, anchors=clf.anchors.with_alike(clf.labels, kept.groups))
     return model

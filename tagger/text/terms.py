@@ -1,23 +1,29 @@
-"""The corpus a classifier trains on: without the sentences its text tower cannot read.
+"""The corpus a classifier trains on, as its text tower reads it.
 
 Each label's sentences are grouped by the term (its name or a synonym) they name it by; a term the
 text tower does not read (:mod:`tagger.method.reading`: its sentences embed like sentences without
-the label) has its sentences left out, unless they also name the label by a term it reads. The
-corpus itself (its file, its id) is unchanged: what is left out depends on the text tower.
+the label) has its sentences left out, unless they also name the label by a term it reads. Labels
+the tower reads as one thing (:mod:`tagger.method.alike`: ``disc`` beside ``circle``) are each
+trained on the other's sentences too (:func:`trainable`). The corpus itself (its file, its id) is
+unchanged: what is left out or shared depends on the text tower.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Collection
 
 import numpy as np
+import scipy.sparse as sp
 
+from ..method.alike import MIN_ALIKE, alike_groups, alike_pairs, label_directions
+from ..method.hierarchy import is_ancestor
+from ..method.names import MIN_HELD, fold
 from ..method.reading import MIN_READING, TermReading, term_readings, unread_rows
-from .corpus import TextCorpus
+from .corpus import TextCorpus, corpus_parents
 from .vocab import _found, _spaced, _term_pattern
 
-__all__ = ["Readable", "readable", "term_groups"]
+__all__ = ["Readable", "readable", "term_groups", "trainable"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +38,14 @@ class Readable:
     unread: dict[str, list[str]] = field(default_factory=dict)
     left_out: int = 0
     readings: list[TermReading] = field(default_factory=list)
+    alike: list[tuple[str, str, float]] = field(default_factory=list)
+    groups: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, object]:
-        """What a training reports: the unread terms by label and the sentences left out."""
-        return {"unread_synonyms": self.unread, "sentences_left_out": self.left_out} if self.unread else {}
+        """What a training reports: the unread terms by label, the sentences left out, the alike pairs."""
+        out: dict[str, object] = {"unread_synonyms": self.unread, "sentences_left_out": self.left_out} \
+            if self.unread else {}
+        return {**out, "alike_labels": [list(p) for p in self.alike]} if self.alike else out
 
 
 def term_groups(corpus: TextCorpus, labels: Collection[str] | None = None
@@ -97,3 +107,49 @@ def _warn(unread: dict[str, list[str]], readings: list[TermReading], rows: np.nd
         logger.warning("%d more label(s) have synonyms the text model does not read (the classifier's metrics "
                        "name them all); %d sentence(s) left out of training in all", len(unread) - WARN_LABELS,
                        len(rows))
+
+
+def trainable(corpus: TextCorpus, embeddings: np.ndarray, min_reading: float = MIN_READING,
+              min_alike: float = MIN_ALIKE, labels: Collection[str] | None = None) -> Readable:
+    """:func:`readable`, then labels found alike (one of each pair among ``labels``, default all; never
+    a background noun, a label whose name holds another's, nor two a hierarchy links) given each
+    other's sentences as positives."""
+    kept = readable(corpus, embeddings, min_reading, labels)
+    c = kept.corpus
+    names = list(c.class_names)
+    tagged = set(c.labels)
+    directions, _ = label_directions(kept.embeddings, c.label_matrix)
+    directions[[j for j, n in enumerate(names) if n not in tagged]] = 0.0
+    of = [j for j, n in enumerate(names) if n in tagged and (labels is None or n in labels)]
+    parents = corpus_parents(c.config)
+
+    folded = {fold(n) for n in tagged}
+
+    def refines(a: str) -> bool:  # `red circle`: a name holding another label's, decided beside it
+        f = fold(a)
+        return any(f[i:j] in folded for i in range(len(f)) for j in range(i + MIN_HELD, len(f) + (i > 0)))
+
+    def apart(a: str, b: str) -> bool:
+        return refines(a) or refines(b) or is_ancestor(parents, a, b) or is_ancestor(parents, b, a)
+
+    pairs = alike_pairs(directions, names, of, min_alike, apart) if of else []
+    groups = alike_groups(pairs, names, apart)
+    pairs = [p for p in pairs if p[0] in groups and groups[p[0]] == groups.get(p[1])]
+    if not pairs:
+        return kept
+    for a, b, cos in pairs[:WARN_LABELS]:
+        logger.warning("labels %r and %r read as one thing to the text model (%.2f): each is trained on the "
+                       "other's sentences too and both tag the same images; if they are one thing, make %r a "
+                       "synonym of %r", a, b, cos, b, a)
+    if len(pairs) > WARN_LABELS:
+        logger.warning("%d more pair(s) of labels read as one thing (the classifier's metrics name them all)",
+                       len(pairs) - WARN_LABELS)
+    column = {n: j for j, n in enumerate(names)}
+    link = sp.identity(len(names), np.uint8, format="lil")
+    for x, first in groups.items():
+        for y, other in groups.items():
+            if first == other:
+                link[column[x], column[y]] = 1
+    shared = (c.label_matrix.astype(np.int32) @ sp.csr_array(link.tocsr(), dtype=np.int32)) > 0
+    return replace(kept, corpus=replace(c, label_matrix=sp.csr_array(shared, dtype=np.uint8)), alike=pairs,
+                   groups=groups)

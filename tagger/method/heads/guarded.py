@@ -124,7 +124,7 @@ def masked_anchors(anchors: TextAnchors | None, cols: np.ndarray) -> TextAnchors
                                                           anchors.pos_sd)]
     for x in parts:
         x[np.asarray(cols, np.int64)] = np.nan
-    return TextAnchors(*parts)
+    return TextAnchors(parts[0], parts[1], parts[2], parts[3], alike=anchors.alike)
 
 
 class GuardedModel:

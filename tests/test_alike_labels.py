@@ -1,0 +1,138 @@
+"""Labels the text tower reads as one thing (`disc` added beside `circle`): found from the corpus, each
+trained on the other's sentences, corroborated by each other's names, kept through saving and
+extending; never two a name or a hierarchy links."""
+from __future__ import annotations
+
+import logging
+import zlib
+
+import numpy as np
+import pytest
+
+from tagger.method.alike import alike_groups, alike_pairs, label_directions
+from tagger.method.anchors import TextAnchors
+from tagger.method.extend import _merged_anchors
+from tagger.method.names import name_counts
+from tagger.text import OfflineGenerator, Vocabulary, build_corpus
+from tagger.text.terms import trainable
+
+D = 32
+
+
+def _unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=D)
+    return v / np.linalg.norm(v)
+
+
+def test_directions_find_the_pairs_that_read_alike_and_chain_them_into_groups():
+    rng = np.random.default_rng(0)
+    x = rng.normal(scale=0.3, size=(600, D)).astype(np.float32)
+    y = np.zeros((600, 5), np.uint8)
+    meaning = [0, 1, 0, 2, 0]  # labels 0, 2 and 4 mean one thing
+    for j, m in enumerate(meaning):
+        rows = np.arange(j * 100, j * 100 + 100)
+        y[rows, j] = 1
+        x[rows] += 3 * _unit(10 + m)
+    y[350:400, 3] = 0
+    u, counts = label_directions(x, y)
+    assert counts.tolist() == [100, 100, 100, 50, 100] and np.allclose(np.linalg.norm(u, axis=1), 1, atol=1e-5)
+    names = ["circle", "moon", "disc", "star", "dot"]
+    pairs = alike_pairs(u, names)
+    assert [(a, b) for a, b, _ in pairs] == [("circle", "disc"), ("circle", "dot"), ("disc", "dot")]
+    assert all(c > 0.9 for _, _, c in pairs)
+    assert [(a, b) for a, b, _ in alike_pairs(u, names, of=[4])] == [("circle", "dot"), ("disc", "dot")]
+    assert alike_pairs(u, names, apart=lambda a, b: "dot" in (a, b)) == pairs[:1]
+    assert alike_groups(pairs, names) == {"circle": "circle", "disc": "circle", "dot": "circle"}
+    assert alike_groups([("dot", "disc", 0.95)], names) == {"dot": "disc", "disc": "disc"}
+    y[:, 1] = 0
+    assert not label_directions(x, y)[0][1].any()  # a label without sentences has no direction
+
+
+def _embed(corpus, meaning: dict[str, int]) -> np.ndarray:
+    rows = []
+    for s in corpus.sentences:
+        v = np.random.default_rng(zlib.crc32(s.encode())).normal(scale=0.3, size=D)
+        for j in {j for w, j in meaning.items() if w in s.lower()}:
+            v += 3 * _unit(100 + j)
+        rows.append(v)
+    return np.asarray(rows, np.float32)
+
+
+def test_trainable_gives_alike_labels_each_other_sentences_and_says_so(caplog):
+    labels = ["circle", "disc", "red circle", "tree", "fir", "house"]
+    parents = {"fir": ("tree",)}
+    vocab = Vocabulary.create(labels)
+    corpus = build_corpus(labels, {}, 900, OfflineGenerator(vocab, seed=0), seed=0, parents=parents)
+    corpus = corpus.take(np.arange(len(corpus)))  # what a training gets: same rows
+    # the tower reads circle, disc and red circle as one thing, and fir as tree (its parent)
+    emb = _embed(corpus, {"circle": 0, "disc": 0, "tree": 1, "fir": 1, "house": 2})
+    with caplog.at_level(logging.WARNING, "tagger.text.terms"):
+        kept = trainable(corpus, emb)
+    assert [(a, b) for a, b, _ in kept.alike] == [("circle", "disc")]
+    assert kept.groups == {"circle": "circle", "disc": "circle"}
+    assert "'circle' and 'disc' read as one thing" in caplog.text and "synonym of 'circle'" in caplog.text
+    assert kept.summary()["alike_labels"] == [list(p) for p in kept.alike]
+    names = list(corpus.class_names)
+    before, after = corpus.label_matrix.toarray(), kept.corpus.label_matrix.toarray()
+    c, d = names.index("circle"), names.index("disc")
+    union = before[:, c] | before[:, d]
+    assert (after[:, c] == union).all() and (after[:, d] == union).all() and union.sum() > before[:, c].sum()
+    rest = [j for j in range(len(names)) if j not in (c, d)]
+    assert (after[:, rest] == before[:, rest]).all()
+    # only pairs with a label of `labels` (an extension's new rows) are looked for
+    assert trainable(corpus, emb, labels=["house"]).alike == []
+
+
+def test_alike_names_corroborate_each_other():
+    labels = ["circle", "disc", "hexagon"]
+    s = np.array([[2.0, 2.0, 0.0]] * 6 + [[0.0, 0.0, 2.0]] * 4)
+    top1 = np.array([1] * 5 + [0] + [2] * 4)  # circle's images are named disc more often
+    threshold = np.ones(3)
+    plain = name_counts(s, threshold, top1, labels)
+    assert plain is not None and plain.own[0] == 1 and plain.rival_count[0] == 5
+    keyed = name_counts(s, threshold, top1, labels, ["circle", "circle", "hexagon"])
+    assert keyed is not None and keyed.own.tolist() == [6, 6, 4] and keyed.rival_count[0] == 0
+
+
+def test_anchors_keep_their_alike_groups_through_saving_taking_and_extending():
+    f = np.arange(3, dtype=np.float64)
+    a = TextAnchors(f, f + 1, f + 0.5, f + 0.5).with_alike(["circle", "disc", "moon"],
+                                                              {"circle": "circle", "disc": "circle"})
+    assert a.alike == ("circle", "circle", None) and a.name_keys(["circle", "disc", "moon"]) == ["circle"] * 2 + ["moon"]
+    back = TextAnchors.from_dict(a.to_dict())
+    assert back.alike == a.alike and TextAnchors.from_dict(TextAnchors(f, f, f, f).to_dict()).alike is None
+    assert a.take(np.array([2, 1])).alike == (None, "circle")
+    assert a.rescaled(np.zeros(3), np.ones(3)).alike == a.alike
+    new = TextAnchors(f[:1], f[:1] + 1, f[:1], f[:1]).with_alike(["dot"], {"dot": "circle", "circle": "circle"})
+    both = _merged_anchors(a, new, np.array([0, 2]))
+    assert both is not None and both.alike == ("circle", None, "circle")
+    assert both.name_keys(["circle", "moon", "dot"]) == ["circle", "moon", "circle"]
+
+
+def test_a_toy_label_added_beside_the_one_it_names_again_keeps_both_tagged():
+    """`labels add disc` beside `circle` (no synonyms): the full retrain judged circle absent (70
+    positives -> 0: its images were named disc; here 0 of 48 without the alike rule). Both are kept,
+    and tag the same images."""
+    from tagger.evaluate.datasets import read_toy
+    from tagger.evaluate.harness import embed_dataset
+    from tagger.method.comc import ComcConfig
+    from tagger.method.decisions import fit_anchored
+    from tagger.models import load_clip
+    from tagger.pipeline.tag import prompt_vectors
+    from tagger.text.comcfit import fit_comc_generated
+    from tagger.toyworld import LABELS
+    clip = load_clip("toy-vit", device="cpu")
+    data = embed_dataset(clip, read_toy(n=400, split="val"))
+    labels = [*LABELS, "disc"]
+    model = fit_comc_generated(clip, labels, {}, ComcConfig(n_sentences=6000))
+    assert [p[:2] for p in model.classifier.metrics["alike_labels"]] == [["circle", "disc"]]
+    s = model.scores(data.global_, data.patches.astype("float32"))
+    top1 = (data.global_ @ prompt_vectors(model).T).argmax(1)
+    d = fit_anchored(s, labels, model.classifier.anchors, zeroshot_top1=top1)
+    c, k = labels.index("circle"), labels.index("disc")
+    truth = data.labels[:, LABELS.index("circle")].astype(bool)
+    pos = d.positive(s)
+    assert d.present[c] and d.present[k], (d.reason(c), d.reason(k))
+    for j in (c, k):  # measured: 21-22 of the 48 circles, precision 0.85-0.88
+        tp = (pos[:, j] & truth).sum()
+        assert tp >= 0.35 * truth.sum() and tp >= 0.7 * pos[:, j].sum(), (labels[j], tp, pos[:, j].sum(), truth.sum())
