@@ -216,7 +216,7 @@ def test_a_small_retirement_that_leaves_a_small_vocabulary_builds_a_corpus_and_r
 def test_a_renamed_or_reworded_label_is_held_to_the_positives_it_had(based, tmp_path):
     """`labels set moon --synonym crescent` kept 31 of moon's 99 positives, a rename (`star` -> `stars`)
     22 of 97: the labels an edit only re-names are decided at most a third below what they had."""
-    from tagger.pipeline.increment import _former_positives
+    from tagger.pipeline.calibration import former_positives
     src, base = based
     ws = tmp_path / "ws"
     shutil.copytree(src, ws)
@@ -229,7 +229,7 @@ def test_a_renamed_or_reworded_label_is_held_to_the_positives_it_had(based, tmp_
         labels = [n for n in FIRST if n != square] + ["squares"]
         had = {r["label"]: r["positives"] for r in cat.run_thresholds(base)}
         n_images = cat.get_run(base).n_images
-        former = _former_positives(cat, base, labels, [circle, FIRST[2], "squares"], 100)
+        former = former_positives(cat, base, labels, [circle, FIRST[2], "squares"], 100)
     assert set(former) == {lab for lab, old in ((circle, circle), ("squares", square)) if had[old] > 0}
     for lab, old in ((circle, circle), ("squares", square)):
         if lab in former:

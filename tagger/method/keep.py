@@ -8,8 +8,15 @@ heart`` kept 50 of its 87 positives (toy world, 500 images; 71 truly show a hear
 scores reach their best F1 at 71 positives). A new name or one more synonym names the same thing, so
 the label's images are the ones it had: when its new decision keeps fewer than ``KEEP`` of the
 positives the base run gave it (as a share of the images), it is decided again at the highest
-placement, from the one used down to ``min_placement``, that keeps them. A label the new fit judges
-absent stays absent (its reason says why), and so does one that no placement brings back.
+placement, from the one used down to ``min_placement``, that keeps them, unless that placement would
+tag more than 1/``KEEP`` of them (its images and half as many again are not the images it had). A
+label the new fit judges absent stays absent (its reason says why), unless asked to ``revive`` it, and
+so does one that no placement brings back.
+
+A full tag run (a retrain, or `tagger tag`) holds the same way, ``revive`` included, every label the
+current run had present that no edit changed (:func:`tagger.pipeline.tag` ``_hold_unchanged``): an
+unrelated edit's retrain moved ``arrow``'s fitted prior from 0.09 to 0.02 and judged it absent (40
+positives -> 0, AP unchanged at 0.73).
 """
 from __future__ import annotations
 
@@ -20,7 +27,9 @@ from dataclasses import replace
 import numpy as np
 
 from .anchors import TextAnchors
+from .binned import log_normal
 from .decisions import DecisionConfig, Decisions, anchored_at
+from .names import name_counts
 from .placement import placement_grid
 
 __all__ = ["KEEP", "keep_positives"]
@@ -37,9 +46,12 @@ def _count(d: Decisions, s: np.ndarray, j: int) -> int:
 
 
 def keep_positives(d: Decisions, scores: np.ndarray, anchors: TextAnchors, cfg: DecisionConfig,
-                   targets: Mapping[int, float], zeroshot_top1: np.ndarray | None = None) -> Decisions:
+                   targets: Mapping[int, float], zeroshot_top1: np.ndarray | None = None,
+                   revive: bool = False, why: str = "renamed or given more synonyms") -> Decisions:
     """A copy of ``d`` with each label ``j`` of ``targets`` (its former positives expected on these
-    ``scores``) decided again lower where it kept fewer than ``KEEP`` of them (module docstring)."""
+    ``scores``) decided again lower where it kept fewer than ``KEEP`` of them (module docstring).
+    ``revive``: a label the new fit judges absent is tried too (every gate still applies at the lower
+    placement); ``why`` says in its reason why it keeps its images."""
     s = np.asarray(scores, np.float64)
     d = replace(d, mu0=np.array(d.mu0), sd0=np.array(d.sd0), mu1=np.array(d.mu1), sd1=np.array(d.sd1),
                 prior=np.array(d.prior), present=np.array(d.present), reasons=list(d.reasons),
@@ -47,22 +59,62 @@ def keep_positives(d: Decisions, scores: np.ndarray, anchors: TextAnchors, cfg: 
     used = d.placement if d.placement is not None else cfg.pos_anchor
     lower_first = [float(p) for p in placement_grid(cfg.min_placement, used, cfg.placement_step)[::-1] if p < used]
     for j, target in targets.items():
-        if not d.present[j] or d.labels[j] in d.overrides:
+        if (not d.present[j] and not revive) or d.labels[j] in d.overrides:
             continue
-        before = _count(d, s, j)
+        before = _count(d, s, j) if d.present[j] else 0
         if before >= KEEP * target:
             continue
         for p in lower_first:
             lower = anchored_at(p, s, d.labels, anchors, cfg, d.overrides, zeroshot_top1)
             kept = _count(lower, s, j) if lower.present[j] else 0
+            if kept > target / KEEP:  # lower still would tag far more than it had: not its images alone
+                break
             if kept >= KEEP * target:
-                _take(d, lower, j, f"; positives placed at {p:.2f} of its text scale (not {used:.2f}): renamed or "
-                                   f"given more synonyms, it keeps its images ({kept} of the {target:.0f} it had in "
-                                   f"this sample; {before} at {used:.2f})")
+                _take(d, lower, j, f"; positives placed at {p:.2f} of its text scale (not {used:.2f}): {why}, "
+                                   f"it keeps its images ({kept} of the {target:.0f} it had in this sample; {before} "
+                                   f"at {used:.2f})")
                 logger.info("%s kept its images: placed at %.2f (%d positives on the sample, %.0f before)",
                             d.labels[j], p, kept, target)
                 break
+        if revive and _count(d, s, j) < KEEP * target:
+            _hold_count(d, s, j, target, cfg, zeroshot_top1, anchors.name_keys(list(d.labels)), why, before)
     return d
+
+
+def _hold_count(d: Decisions, s: np.ndarray, j: int, target: float, cfg: DecisionConfig,
+                zeroshot_top1: np.ndarray | None, keys: list[str], why: str, before: int) -> None:
+    """Label ``j`` decided at the threshold its former number of positives gives on ``s``: its prior
+    set so its posterior there is 1/2, where no placement keeps them without tagging far more (a fit
+    whose prior collapsed). Only a label learnt from text whose images' names corroborate it there."""
+    n = int(round(target))
+    col = np.sort(s[:, j])[::-1]
+    if n < 1 or n > len(col) or d.text_separation is None or d.text_separation[j] < cfg.min_text_separation:
+        return
+    t = float(col[n - 1])
+    gap = float(log_normal(t, d.mu0[j], d.sd0[j]) - log_normal(t, d.mu1[j], d.sd1[j]))
+    prior = 1.0 / (1.0 + np.exp(-np.clip(gap, -30, 30)))
+    if zeroshot_top1 is not None:  # its images' names at that threshold, as the fit reads them
+        only = np.full(s.shape[1], np.inf)
+        only[j] = t
+        names = name_counts(s, only, zeroshot_top1, list(d.labels), keys)
+        if names is None or names.own[j] < cfg.min_name_ratio * max(names.rival_count[j], 1.0):
+            return
+    old = (d.prior[j], d.present[j], None if d.label_cutoffs is None else d.label_cutoffs[j])
+    if d.label_cutoffs is None:
+        d.label_cutoffs = np.array(d.cutoffs())
+    d.prior[j], d.present[j], d.label_cutoffs[j] = prior, True, 0.5
+    kept = _count(d, s, j)
+    if not KEEP * target <= kept <= target / KEEP:  # the crossing is not where the count put it
+        d.prior[j], d.present[j] = old[0], old[1]
+        if old[2] is not None:
+            d.label_cutoffs[j] = old[2]
+        return
+    d.reasons[j] = (f"text separation {d.text_separation[j]:.2f}: present, held to the positives it had: {why}, "
+                    f"it is tagged where its former {target:.0f} positives on this sample put its threshold "
+                    f"({kept}; {before} as fitted: {d.reason(j) or 'no reason'})")
+    logger.info("%s held to its positives: %d on the sample (%.0f before, %d as fitted)", d.labels[j], kept,
+                target, before)
+
 
 
 def _take(d: Decisions, other: Decisions, j: int, note: str) -> None:

@@ -121,11 +121,12 @@ def name_counts(s: np.ndarray, threshold: np.ndarray, top1: np.ndarray | None, l
     if keys is not None and (~mine).any():  # an alike label's name (disc for circle) names it too
         k = np.asarray(keys, object)
         mine[~mine] = k[label[~mine]] == k[name[~mine]]
+    alike = mine & ~exact
     if labels is not None and (~mine).any():  # a more specific name (doorbell) names a bell too
         mine[~mine] = _inside(labels, label[~mine], name[~mine])
     np.add.at(own, label[mine], count[mine])
     rival, rival_count = _first_per_label(label[~mine], name[~mine], count[~mine], L)
-    holds = mine & ~exact
+    holds = mine & ~exact & ~alike
     holder, _ = _first_per_label(label[holds], name[holds], count[holds], L)
     held = np.zeros(L)
     np.add.at(held, label[holds], count[holds])

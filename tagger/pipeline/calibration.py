@@ -174,3 +174,19 @@ def decisions_from_rows(rows: list[dict[str, Any]], labels: list[str], cfg: Deci
                      overrides=pins, reasons=[by[n].get("reason") or "" for n in labels],
                      text_separation=None if any(x is None for x in seps) else np.asarray(seps, np.float64),
                      mu0=arr["mu0"], sd0=arr["sd0"], mu1=arr["mu1"], sd1=arr["sd1"], prior=arr["prior"])
+
+
+def former_positives(cat, base_run: int, labels: list[str], new: list[str], n: int) -> dict[str, float]:
+    """The labels of ``new`` that name what a present label of the base run named (the same label, its
+    synonyms only added to, or renamed: :func:`~tagger.catalog.flips.renamed`) -> the positives that
+    label had, as a share of the base run's images, times ``n``."""
+    from ..catalog.flips import classifier_synonyms, renamed
+    run = cat.get_run(base_run)
+    rows = {r["label"]: r for r in cat.run_thresholds(base_run)}
+    old = classifier_synonyms(cat, run.classifier_id)
+    now = {lab.name: set(lab.synonyms or []) for lab in cat.list_labels(include_retired=False)}
+    same = {x: x for x in new if x in rows and set(old.get(x, [])) <= now.get(x, set())}
+    same.update({x: o for x, o in renamed(list(run.labels or []), labels).items() if x in new and x not in same})
+    share = n / max(int(run.n_images or 0), 1)
+    return {x: int(rows[o]["positives"]) * share for x, o in same.items()
+            if o in rows and rows[o]["present"] and int(rows[o]["positives"]) > 0}

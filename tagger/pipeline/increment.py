@@ -35,7 +35,7 @@ from ..ids import short_sha256
 from ..method.decisions import Decisions
 from ..method.keep import keep_positives
 from ..workspace import Workspace
-from .calibration import DecisionInputs, decision_inputs, decision_rows, decisions_from_rows
+from .calibration import DecisionInputs, decision_inputs, decision_rows, decisions_from_rows, former_positives
 from .readouts import save_state
 from .scorer import ShardScorer, apply_statistics, label_statistics
 from .tag import (TagConfig, TagShards, _parent_labels, _resume_or_start, _shards_key,
@@ -148,7 +148,8 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
                                            epochs_after=EPOCHS_AFTER, max_epoch_scale=MAX_EPOCH_SCALE)
             anchors = text_anchors(emb, rows, y[:, cols])
             labelled = np.asarray([i for i, n in enumerate(trained) if n not in background], np.int64)
-            rows, anchors = rows[labelled], anchors.take(labelled).with_alike(new, kept_text.groups)
+            keys = _alike_keys(new, kept_text.groups, set(kept), base.classifier.anchors, list(base.labels))
+            rows, anchors = rows[labelled], anchors.take(labelled).with_alike(new, keys)
             metrics["background_rows_dropped"] = len(trained) - len(new)
             read = kept_text.summary()
             metrics.update(read)
@@ -168,6 +169,19 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     logger.info("nightly: classifier %s extended as %s: %d label rows trained, %d kept frozen", base_id, cid,
                 len(new), len(kept))
     return {"classifier_id": cid, "head": "comc", "trained_labels": new, **read}
+
+
+def _alike_keys(new: list[str], groups: dict[str, str], frozen: set[str], base_anchors, base_labels: list[str]
+                ) -> dict[str, str]:
+    """Each new label found alike -> its corroboration key: that of a frozen label of its group (as the
+    base model keys it), so the two name each other, else its group's first label."""
+    base_keys = dict(zip(base_labels, base_anchors.name_keys(base_labels))) if base_anchors is not None else {}
+    out = {}
+    for n in new:
+        if n in groups:
+            held = [x for x, first in groups.items() if first == groups[n] and x in frozen]
+            out[n] = base_keys.get(held[0], held[0]) if held else groups[n]
+    return out
 
 
 def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -274,28 +288,12 @@ def _decide_new(cat, run_id: int, base_run: int, scorer: ShardScorer, shards: li
     calibrated = apply_statistics(sample, stats)
     d, refit = fit_run_decisions(calibrated, new, scorer.cfg, mine, _labelled_new(cat, scorer, mine, new, stats),
                                  anchors, top1, _base_placement(scorer, kept_rows, base_stats))
-    former = {new.index(n): t for n, t in _former_positives(cat, base_run, labels, new, len(sample)).items()
+    former = {new.index(n): t for n, t in former_positives(cat, base_run, labels, new, len(sample)).items()
               if n not in refit}
     if former and anchors is not None and scorer.cfg.decision == "anchored":
         d = keep_positives(d, calibrated, anchors, scorer.cfg.decisions, former, top1)
     cat.save_run_thresholds(run_id, kept_rows + decision_rows(d, refit))
     return stats, d
-
-
-def _former_positives(cat, base_run: int, labels: list[str], new: list[str], n: int) -> dict[str, float]:
-    """The new labels that name what a present label of the base run named (retrained after synonyms
-    were only added, or renamed: :func:`~tagger.catalog.flips.renamed`) -> the positives that label had,
-    as a share of the base run's images, times ``n``."""
-    from ..catalog.flips import classifier_synonyms, renamed
-    run = cat.get_run(base_run)
-    rows = {r["label"]: r for r in cat.run_thresholds(base_run)}
-    old = classifier_synonyms(cat, run.classifier_id)
-    now = {lab.name: set(lab.synonyms or []) for lab in cat.list_labels(include_retired=False)}
-    same = {x: x for x in new if x in rows and set(old.get(x, [])) <= now.get(x, set())}
-    same.update({x: o for x, o in renamed(list(run.labels or []), labels).items() if x in new and x not in same})
-    share = n / max(int(run.n_images or 0), 1)
-    return {x: int(rows[o]["positives"]) * share for x, o in same.items()
-            if o in rows and rows[o]["present"] and int(rows[o]["positives"]) > 0}
 
 
 def _base_placement(scorer: ShardScorer, kept_rows: list[dict[str, Any]],

@@ -27,7 +27,7 @@ import socket
 import sys
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any, Iterator
 
 from ..errors import ClusterError, ConfigError

@@ -30,10 +30,12 @@ from ..errors import ConfigError, SimulatedCrash
 from ..ids import short_sha256
 from ..method.decisions import DecisionConfig, Decisions, TextAnchors, fit_anchored, fit_decisions, fit_from_labels
 from ..method.hierarchy import Hierarchy
+from ..method.keep import keep_positives
 from ..method.reviewed import Reviewed, reviewed_columns, with_review
 from ..method.zeroshot import standardize
 from ..workspace import Workspace
-from .calibration import LABELLED_MIN_IMAGES, DecisionInputs, decision_inputs, decision_rows, decisions_from_rows
+from .calibration import (LABELLED_MIN_IMAGES, DecisionInputs, decision_inputs, decision_rows, decisions_from_rows,
+                          former_positives)
 from .raycluster import check_node_resource
 from .readouts import save_state
 from .scorer import ShardScorer, apply_statistics, label_statistics, load_scoring_model, prompt_vectors
@@ -288,11 +290,29 @@ def _decide(cat, run_id: int, scorer: ShardScorer | None, model_id: str, shards:
     stored = cat.run_thresholds(run_id)
     if stored and {r["label"] for r in stored} == set(labels):
         return stats, decisions_from_rows(stored, labels, cfg.decisions)
-    d, refit = fit_run_decisions(apply_statistics(sample, stats), labels, cfg, inputs,
-                                 _labelled_scores(cat, scorer, model_id, inputs, labels, stats),
-                                 scorer.anchors(stats), named)
+    calibrated, anchors = apply_statistics(sample, stats), scorer.anchors(stats)
+    d, refit = fit_run_decisions(calibrated, labels, cfg, inputs,
+                                 _labelled_scores(cat, scorer, model_id, inputs, labels, stats), anchors, named)
+    d = _hold_unchanged(cat, d, calibrated, anchors, cfg, named, refit)
     cat.save_run_thresholds(run_id, decision_rows(d, refit))
     return stats, d
+
+
+def _hold_unchanged(cat, d: Decisions, calibrated: np.ndarray, anchors: TextAnchors | None, cfg: "TagConfig",
+                    named: np.ndarray | None, refit: set[str]) -> Decisions:
+    """``d`` with the labels the current run had present, and that no edit changed since (same name,
+    synonyms only added to, or renamed), held to 2/3 of their positives there (:mod:`tagger.method.keep`):
+    a retrain's small shift of a label's classifier row must not take its images, nor judge it absent."""
+    current = cat.current_run()
+    if current is None or anchors is None or cfg.decision != "anchored":
+        return d
+    labels = list(d.labels)
+    former = {labels.index(n): t for n, t in former_positives(cat, current, labels, labels, len(calibrated)).items()
+              if n not in refit}
+    if not former:
+        return d
+    return Decisions.from_dict(keep_positives(d, calibrated, anchors, cfg.decisions, former, named, revive=True,
+                                              why=f"unchanged since run {current}").to_dict())
 
 
 def tag_all(actor: type, args: tuple, cfg: TagConfig, shards: list[str], crash_after: int | None) -> None:

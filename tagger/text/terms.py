@@ -10,6 +10,7 @@ unchanged: what is left out or shared depends on the text tower.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field, replace
 from typing import Collection
 
@@ -17,8 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..method.alike import MIN_ALIKE, alike_groups, alike_pairs, label_directions
-from ..method.hierarchy import is_ancestor
-from ..method.names import MIN_HELD, fold
+from ..method.hierarchy import expand_label_matrix, is_ancestor
+from ..method.names import fold
 from ..method.reading import MIN_READING, TermReading, term_readings, unread_rows
 from .corpus import TextCorpus, corpus_parents
 from .vocab import _found, _spaced, _term_pattern
@@ -53,7 +54,8 @@ def term_groups(corpus: TextCorpus, labels: Collection[str] | None = None
     """For each label of ``labels`` (default: all) that has synonyms: the rows of its sentences naming
     it by each term (name first), and the rows of all its sentences."""
     synonyms = corpus.synonyms
-    wanted = [n for n in corpus.class_names if synonyms.get(n) and (labels is None or n in labels)]
+    asked = None if labels is None else set(labels)
+    wanted = [n for n in corpus.class_names if synonyms.get(n) and (asked is None or n in asked)]
     if not wanted:
         return {}, {}
     m = corpus.label_matrix.tocsc()
@@ -65,7 +67,10 @@ def term_groups(corpus: TextCorpus, labels: Collection[str] | None = None
         j = column[label]
         rows = np.asarray(m.indices[m.indptr[j]:m.indptr[j + 1]], np.int64)
         positives[label] = rows
-        texts = [spaced.setdefault(int(i), _spaced(corpus.sentences[i])) for i in rows]
+        for i in rows.tolist():
+            if i not in spaced:
+                spaced[i] = _spaced(corpus.sentences[i])
+        texts = [spaced[i] for i in rows.tolist()]
         groups[label] = {}
         for term in dict.fromkeys((label, *synonyms[label])):
             pattern = _term_pattern(term)
@@ -120,14 +125,19 @@ def trainable(corpus: TextCorpus, embeddings: np.ndarray, min_reading: float = M
     tagged = set(c.labels)
     directions, _ = label_directions(kept.embeddings, c.label_matrix)
     directions[[j for j, n in enumerate(names) if n not in tagged]] = 0.0
-    of = [j for j, n in enumerate(names) if n in tagged and (labels is None or n in labels)]
+    asked = None if labels is None else set(labels)
+    of = [j for j, n in enumerate(names) if n in tagged and (asked is None or n in asked)]
     parents = corpus_parents(c.config)
+    words = {n: tuple(_name_words(n)) for n in tagged}
+    known = set(words.values())
+    refining: dict[str, bool] = {}
 
-    folded = {fold(n) for n in tagged}
-
-    def refines(a: str) -> bool:  # `red circle`: a name holding another label's, decided beside it
-        f = fold(a)
-        return any(f[i:j] in folded for i in range(len(f)) for j in range(i + MIN_HELD, len(f) + (i > 0)))
+    def refines(a: str) -> bool:  # `red circle`: a name holding another label's words, decided beside it
+        if a not in refining:
+            w = words[a]
+            refining[a] = any(w[i:k] in known for i in range(len(w)) for k in range(i + 1, len(w) + 1)
+                              if (i, k) != (0, len(w)))
+        return refining[a]
 
     def apart(a: str, b: str) -> bool:
         return refines(a) or refines(b) or is_ancestor(parents, a, b) or is_ancestor(parents, b, a)
@@ -145,11 +155,21 @@ def trainable(corpus: TextCorpus, embeddings: np.ndarray, min_reading: float = M
         logger.warning("%d more pair(s) of labels read as one thing (the classifier's metrics name them all)",
                        len(pairs) - WARN_LABELS)
     column = {n: j for j, n in enumerate(names)}
-    link = sp.identity(len(names), np.uint8, format="lil")
+    members: dict[str, list[int]] = {}
     for x, first in groups.items():
-        for y, other in groups.items():
-            if first == other:
-                link[column[x], column[y]] = 1
-    shared = (c.label_matrix.astype(np.int32) @ sp.csr_array(link.tocsr(), dtype=np.int32)) > 0
-    return replace(kept, corpus=replace(c, label_matrix=sp.csr_array(shared, dtype=np.uint8)), alike=pairs,
-                   groups=groups)
+        members.setdefault(first, []).append(column[x])
+    rows, cols = [np.arange(len(names))], [np.arange(len(names))]
+    for group in members.values():
+        g = np.asarray(group, np.int64)
+        rows.append(np.repeat(g, len(g)))
+        cols.append(np.tile(g, len(g)))
+    r, k = np.concatenate(rows), np.concatenate(cols)
+    link = sp.csr_array((np.ones(len(r), np.int32), (r, k)), shape=(len(names), len(names)))
+    shared = sp.csr_array((c.label_matrix.astype(np.int32) @ link) > 0, dtype=np.uint8)
+    if parents:  # a label given its alike's sentences gives them to its ancestors too
+        shared = expand_label_matrix(shared, c.class_names, parents)
+    return replace(kept, corpus=replace(c, label_matrix=shared), alike=pairs, groups=groups)
+
+
+def _name_words(name: str) -> list[str]:
+    return [w for w in re.split(r"[\W_]+", fold(name)) if w]

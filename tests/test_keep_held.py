@@ -1,0 +1,59 @@
+"""A label no edit changed keeps its images through a retrain: where the fit's prior collapses (no
+sample image reaches its threshold) it is held to the positives the current run gave it, if its
+images' names still corroborate it; otherwise it stays as the fit decided."""
+from __future__ import annotations
+
+import numpy as np
+
+from tagger.method.decisions import DecisionConfig, Decisions, TextAnchors
+from tagger.method.keep import keep_positives
+
+
+def _world(seed: int = 0, n: int = 1000, k: int = 80):
+    rng = np.random.default_rng(seed)
+    s = rng.normal(0.0, 1.0, size=(n, 2))
+    s[:k, 0] += 2.5  # label 0's images score higher, but overlap the bulk
+    truth = np.zeros(n, bool)
+    truth[:k] = True
+    return s, truth
+
+
+def _collapsed(labels, sep=3.5) -> Decisions:
+    """A fit whose prior for label 0 collapsed: judged absent, components still in place."""
+    return Decisions(list(labels), mu0=np.array([0.0, 0.0]), sd0=np.array([1.2, 1.0]), mu1=np.array([2.3, 3.0]),
+                     sd1=np.array([0.8, 0.5]), prior=np.array([0.01, 0.05]), present=np.array([False, True]),
+                     cutoff=0.5, reasons=["no sample image reaches its threshold", "present"],
+                     text_separation=np.array([sep, sep]), placement=1.0)
+
+
+def _anchors() -> TextAnchors:
+    z = np.zeros(2)
+    return TextAnchors(z, z + 1, z + 0.2, z + 0.2)
+
+
+def test_a_collapsed_unchanged_label_is_held_to_its_former_positives():
+    s, truth = _world()
+    d = _collapsed(["arrow", "bell"])
+    assert not d.positive(s)[:, 0].any()
+    top1 = np.where(truth, 0, 1)
+    held = keep_positives(d, s, _anchors(), DecisionConfig(), {0: 80.0}, top1, revive=True, why="unchanged since run 1")
+    pos = held.positive(s)[:, 0]
+    assert held.present[0] and 80 * 2 / 3 <= pos.sum() <= 80 * 1.5, pos.sum()
+    assert (pos & truth).sum() >= 0.6 * pos.sum()
+    assert "held to the positives it had: unchanged since run 1" in held.reason(0)
+    assert held.thresholds()[1] == d.thresholds()[1]  # the other label is untouched
+    assert 0.3 < held.confidence(s)[pos, 0].min() and held.confidence(s)[pos, 0].max() <= 1.0
+
+
+def test_no_hold_without_revive_without_names_or_without_text():
+    s, truth = _world()
+    top1 = np.where(truth, 0, 1)
+    kept = keep_positives(_collapsed(["arrow", "bell"]), s, _anchors(), DecisionConfig(), {0: 80.0}, top1)
+    assert not kept.present[0]  # an incremental rename never brings back a label judged absent
+    others = np.ones(len(s), np.int64)  # its images are all named bell: not corroborated
+    named = keep_positives(_collapsed(["arrow", "bell"]), s, _anchors(), DecisionConfig(), {0: 80.0}, others,
+                           revive=True)
+    assert not named.present[0]
+    weak = keep_positives(_collapsed(["arrow", "bell"], sep=1.0), s, _anchors(), DecisionConfig(), {0: 80.0}, top1,
+                          revive=True)
+    assert not weak.present[0]
