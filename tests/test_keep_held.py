@@ -57,3 +57,5 @@ def test_no_hold_without_revive_without_names_or_without_text():
     weak = keep_positives(_collapsed(["arrow", "bell"], sep=1.0), s, _anchors(), DecisionConfig(), {0: 80.0}, top1,
                           revive=True)
     assert not weak.present[0]
+    headed = _collapsed(["arrow", "bell"], sep=float("nan"))  # a label an image head scores: no text scale
+    assert not keep_positives(headed, s, _anchors(), DecisionConfig(), {0: 80.0}, top1, revive=True).present[0]

@@ -88,7 +88,8 @@ def _hold_count(d: Decisions, s: np.ndarray, j: int, target: float, cfg: Decisio
     whose prior collapsed). Only a label learnt from text whose images' names corroborate it there."""
     n = int(round(target))
     col = np.sort(s[:, j])[::-1]
-    if n < 1 or n > len(col) or d.text_separation is None or d.text_separation[j] < cfg.min_text_separation:
+    sep = np.nan if d.text_separation is None else float(d.text_separation[j])
+    if n < 1 or n > len(col) or not np.isfinite(sep) or sep < cfg.min_text_separation:  # NaN: a head scores it
         return
     t = float(col[n - 1])
     gap = float(log_normal(t, d.mu0[j], d.sd0[j]) - log_normal(t, d.mu1[j], d.sd1[j]))
@@ -109,7 +110,7 @@ def _hold_count(d: Decisions, s: np.ndarray, j: int, target: float, cfg: Decisio
         if old[2] is not None:
             d.label_cutoffs[j] = old[2]
         return
-    d.reasons[j] = (f"text separation {d.text_separation[j]:.2f}: present, held to the positives it had: {why}, "
+    d.reasons[j] = (f"text separation {sep:.2f}: present, held to the positives it had: {why}, "
                     f"it is tagged where its former {target:.0f} positives on this sample put its threshold "
                     f"({kept}; {before} as fitted: {d.reason(j) or 'no reason'})")
     logger.info("%s held to its positives: %d on the sample (%.0f before, %d as fitted)", d.labels[j], kept,
