@@ -211,6 +211,7 @@ def _fit_and_save(workspace: "Workspace", clip, corpus, cfg, ident: str, out: Pa
     memo = TextMemo(clip, workspace.prompt_embeddings(clip.model_id))
     ckpt = TrainCheckpoint(workspace.train_checkpoint(out.name), ident)
     kept = trainable(replace(corpus, label_matrix=corpus.targets()), emb, cfg.min_term_reading, cfg.min_alike)
+    del emb  # a corpus with sentences left out holds its own copy: the whole one goes
     resume = ckpt.load()
     try:
         m = fit_comc(memo, corpus.labels, None, cfg, corpus=kept.corpus, embeddings=kept.embeddings, resume=resume,
