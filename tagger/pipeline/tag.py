@@ -293,18 +293,19 @@ def _decide(cat, run_id: int, scorer: ShardScorer | None, model_id: str, shards:
     calibrated, anchors = apply_statistics(sample, stats), scorer.anchors(stats)
     d, refit = fit_run_decisions(calibrated, labels, cfg, inputs,
                                  _labelled_scores(cat, scorer, model_id, inputs, labels, stats), anchors, named)
-    d = _hold_unchanged(cat, d, calibrated, anchors, cfg, named, refit)
+    d = _hold_unchanged(cat, model_id, d, calibrated, anchors, cfg, named, refit)
     cat.save_run_thresholds(run_id, decision_rows(d, refit))
     return stats, d
 
 
-def _hold_unchanged(cat, d: Decisions, calibrated: np.ndarray, anchors: TextAnchors | None, cfg: "TagConfig",
-                    named: np.ndarray | None, refit: set[str]) -> Decisions:
+def _hold_unchanged(cat, model_id: str, d: Decisions, calibrated: np.ndarray, anchors: TextAnchors | None,
+                    cfg: "TagConfig", named: np.ndarray | None, refit: set[str]) -> Decisions:
     """``d`` with the labels the current run had present, and that no edit changed since (same name,
     synonyms only added to, or renamed), held to 2/3 of their positives there (:mod:`tagger.method.keep`):
-    a retrain's small shift of a label's classifier row must not take its images, nor judge it absent."""
+    a retrain's small shift of a label's classifier row must not take its images, nor judge it absent.
+    Not across models: a run of another model says nothing of this one's scale."""
     current = cat.current_run()
-    if current is None or anchors is None or cfg.decision != "anchored":
+    if current is None or anchors is None or cfg.decision != "anchored" or cat.get_run(current).model_id != model_id:
         return d
     labels = list(d.labels)
     former = {labels.index(n): t for n, t in former_positives(cat, current, labels, labels, len(calibrated)).items()
