@@ -140,3 +140,28 @@ def test_calibration_file_changes_the_thresholds_it_covers_and_reports_unknown_u
     # the labelled set lives in the catalog: a later run without the file still uses it
     again = thresholds(ws, invoke("tag", "-w", str(ws), "--top-k", "3")["run_id"])
     assert {lab for lab, r in again.items() if r["source"] == "labelled"} == covered
+
+
+def test_a_retrain_whose_fit_collapses_an_unchanged_label_holds_its_positives(ws, monkeypatch):
+    """The second tag run's fit loses `arrow` (its prior collapsed, as an unrelated edit's retrain did:
+    40 positives -> 0): arrow, unchanged since the current run, is held to the positives it had there."""
+    from tagger.pipeline import tag as tag_module
+    first = invoke("tag", "-w", str(ws))
+    had = thresholds(ws, first["run_id"])
+    label = max((n for n in LABELS if had[n]["present"]), key=lambda n: had[n]["positives"])
+    real = tag_module.fit_run_decisions
+
+    def collapsing(sample, labels, *args, **kw):
+        d, refit = real(sample, labels, *args, **kw)
+        j = labels.index(label)
+        d.present[j], d.prior[j], d.reasons[j] = False, 1e-4, "no sample image reaches its threshold"
+        return d, refit
+
+    monkeypatch.setattr(tag_module, "fit_run_decisions", collapsing)
+    second = invoke("tag", "-w", str(ws), "--top-k", "4")  # another run (the same settings would resume the first)
+    assert second["run_id"] != first["run_id"]
+    now = thresholds(ws, second["run_id"])[label]
+    assert now["present"], now["reason"]
+    assert had[label]["positives"] * 2 / 3 <= now["positives"] <= had[label]["positives"] * 1.5
+    assert f"unchanged since run {first['run_id']}" in now["reason"]
+    assert not thresholds(ws, second["run_id"])[ABSENT]["present"]
