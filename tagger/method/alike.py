@@ -4,14 +4,17 @@ A label added beside one that names the same thing (``disc`` beside ``circle``, 
 ``house``) without being made its synonym splits the same sentences in two: the classifier is asked
 to tell apart what the text tower cannot, one of the two loses its text separation, and its images'
 best zero-shot name is the other's, so it was judged absent. Each label's *direction* is the mean
-embedding of its sentences less the mean of the others; two labels whose directions' cosine reaches
-``min_cos`` are *alike*: each is trained on the other's sentences too, both tag the same images, and
-their names corroborate each other. Pairs a name holds (``red circle`` and ``circle``) or a hierarchy
-links are never alike (the caller says which, ``apart``).
+embedding of its sentences less the mean of the others, made unit, less the mean of every label's
+such direction (what all share: the words the tower does not know move their sentences alike, so 200
+ordinary nouns the toy tower never saw read 0.83 to one another before, 0.02 after). Two labels whose
+directions' cosine reaches ``min_cos`` are *alike*: each is trained on the other's sentences too, both
+tag the same images, and their names corroborate each other. Pairs a name holds (``red circle`` and
+``circle``) or a hierarchy links are never alike (the caller says which, ``apart``).
 
 Measured on the toy towers (20 labels, with ``disc``, ``crescent`` and ``cottage`` added as labels of
-their own): the added ones read 0.988-0.994 against the label they name again, the closest two
-distinct labels (hexagon, pentagon) 0.73; the default 0.9 sits between.
+their own): the added ones read 0.985-0.996 against the label they name again, the closest two
+distinct labels (hexagon, pentagon) 0.72; with 200 unknown nouns added, no two nouns read above 0.83
+and no noun above 0.71 against a label (median 0.02). The default 0.9 sits above them all.
 """
 from __future__ import annotations
 
@@ -32,8 +35,9 @@ MIN_SENTENCES = 8
 
 
 def label_directions(embeddings: np.ndarray, targets: sp.csr_array | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each label's unit direction ``(L, d)`` (its sentences' mean less the others'; 0 for a label with
-    fewer than :data:`MIN_SENTENCES` sentences, or all of them) and its sentence count ``(L,)``."""
+    """Each label's unit direction ``(L, d)`` (its sentences' mean less the others', made unit, less the
+    mean of all labels' such directions; 0 for a label with fewer than :data:`MIN_SENTENCES` sentences,
+    or all of them) and its sentence count ``(L,)``."""
     x = np.asarray(embeddings, np.float32)
     y = sp.csr_array(targets, dtype=np.float32)
     counts = np.asarray(y.sum(axis=0)).ravel()
@@ -44,6 +48,10 @@ def label_directions(embeddings: np.ndarray, targets: sp.csr_array | np.ndarray)
     with np.errstate(invalid="ignore", divide="ignore"):
         d = sums / counts[:, None] - (total - sums) / (n - counts)[:, None]
         d /= np.linalg.norm(d, axis=1, keepdims=True)
+        ok &= np.isfinite(d).all(1)
+        if ok.any():  # what every label's direction shares goes (words the tower does not know move alike)
+            d = d - d[ok].mean(0)
+            d /= np.linalg.norm(d, axis=1, keepdims=True)
     return np.where(ok[:, None] & np.isfinite(d), d, 0.0).astype(np.float32), counts
 
 
