@@ -141,15 +141,15 @@ def test_a_toy_label_added_beside_the_one_it_names_again_keeps_both_tagged():
 
 def test_only_whole_words_make_a_name_refine_another():
     """`bear` does not hold `ear`, nor `carrot` `car`: only a name holding another's words (`red circle`,
-    `potted plant` beside `plant`) is kept out of alike pairs."""
-    labels = ["ear", "bear", "car", "carrot", "plant", "potted plant"]
+    `potted plant` beside `plant`, `red star` beside `Stars`) is kept out of alike pairs."""
+    labels = ["ear", "bear", "car", "carrot", "plant", "potted plant", "Stars", "red star"]
     vocab = Vocabulary.create(labels)
     corpus = build_corpus(labels, {}, 600, OfflineGenerator(vocab, seed=0), seed=0)
     # the tower reads bear as ear, carrot as car and potted plant as plant
-    emb = _embed(corpus, {"ear": 0, "car": 1, "plant": 2})
+    emb = _embed(corpus, {"ear": 0, "car": 1, "plant": 2, "star": 3})
     pairs = [(a, b) for a, b, _ in trainable(corpus, emb).alike]
     assert ("ear", "bear") in pairs and ("car", "carrot") in pairs
-    assert ("plant", "potted plant") not in pairs
+    assert ("plant", "potted plant") not in pairs and ("Stars", "red star") not in pairs  # a plural holds too
 
 
 def test_a_child_given_its_alike_sentences_gives_them_to_its_parent():

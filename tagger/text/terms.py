@@ -22,7 +22,7 @@ from ..method.hierarchy import expand_label_matrix, is_ancestor
 from ..method.names import fold
 from ..method.reading import MIN_READING, TermReading, term_readings, unread_rows
 from .corpus import TextCorpus, corpus_parents
-from .vocab import _found, _spaced, _term_pattern
+from .vocab import _found, _singulars, _spaced, _term_pattern
 
 __all__ = ["Readable", "readable", "term_groups", "trainable"]
 
@@ -129,14 +129,17 @@ def trainable(corpus: TextCorpus, embeddings: np.ndarray, min_reading: float = M
     of = [j for j, n in enumerate(names) if n in tagged and (asked is None or n in asked)]
     parents = corpus_parents(c.config)
     words = {n: tuple(_name_words(n)) for n in tagged}
-    known = set(words.values())
+    starting: dict[str, list[tuple[str, ...]]] = {}  # a singular form of a first word -> names starting so
+    for w in set(words.values()):
+        for form in _singulars(w[0]):
+            starting.setdefault(form, []).append(w)
     refining: dict[str, bool] = {}
 
-    def refines(a: str) -> bool:  # `red circle`: a name holding another label's words, decided beside it
+    def refines(a: str) -> bool:  # `red star`: a name holding another label's words (`Stars`), decided beside it
         if a not in refining:
             w = words[a]
-            refining[a] = any(w[i:k] in known for i in range(len(w)) for k in range(i + 1, len(w) + 1)
-                              if (i, k) != (0, len(w)))
+            refining[a] = any(len(o) < len(w) and _same_words(w[i:i + len(o)], o)
+                              for i in range(len(w)) for form in _singulars(w[i]) for o in starting.get(form, ()))
         return refining[a]
 
     def apart(a: str, b: str) -> bool:
@@ -173,3 +176,8 @@ def trainable(corpus: TextCorpus, embeddings: np.ndarray, min_reading: float = M
 
 def _name_words(name: str) -> list[str]:
     return [w for w in re.split(r"[\W_]+", fold(name)) if w]
+
+
+def _same_words(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """The same words, a plural for its singular (``red stars`` and ``red star``)."""
+    return len(a) == len(b) and all(x == y or _singulars(x) & _singulars(y) for x, y in zip(a, b))
