@@ -9,9 +9,11 @@ scores reach their best F1 at 71 positives). A new name or one more synonym name
 the label's images are the ones it had: when its new decision keeps fewer than ``KEEP`` of the
 positives the base run gave it (as a share of the images), it is decided again at the highest
 placement, from the one used down to ``min_placement``, that keeps them, unless that placement would
-tag more than 1/``KEEP`` of them (its images and half as many again are not the images it had). A
-label the new fit judges absent stays absent (its reason says why), unless asked to ``revive`` it, and
-so does one that no placement brings back.
+tag more than 1/``KEEP`` of them (its images and half as many again are not the images it had). Asked
+to ``revive`` (the runs do), a label the new fit judges absent is tried too, and one that no placement
+brings back is decided where its former count of positives puts its threshold, as long as it is
+learnt from text and its images' names corroborate it there; otherwise it stays as the fit decided
+(its reason says why).
 
 A full tag run (a retrain, or `tagger tag`) holds the same way, ``revive`` included, every label the
 current run had present that no edit changed (:func:`tagger.pipeline.tag` ``_hold_unchanged``): an

@@ -291,7 +291,7 @@ def _decide_new(cat, run_id: int, base_run: int, scorer: ShardScorer, shards: li
     former = {new.index(n): t for n, t in former_positives(cat, base_run, labels, new, len(sample)).items()
               if n not in refit}
     if former and anchors is not None and scorer.cfg.decision == "anchored":
-        d = keep_positives(d, calibrated, anchors, scorer.cfg.decisions, former, top1)
+        d = keep_positives(d, calibrated, anchors, scorer.cfg.decisions, former, top1, revive=True)
     cat.save_run_thresholds(run_id, kept_rows + decision_rows(d, refit))
     return stats, d
 
