@@ -141,8 +141,9 @@ def test_a_toy_label_added_beside_the_one_it_names_again_keeps_both_tagged():
 
 def test_only_whole_words_make_a_name_refine_another():
     """`bear` does not hold `ear`, nor `carrot` `car`: only a name holding another's words (`red circle`,
-    `potted plant` beside `plant`, `red star` beside `Stars`) is kept out of alike pairs."""
-    labels = ["ear", "bear", "car", "carrot", "plant", "potted plant", "Stars", "red star"]
+    `potted plant` beside `plant`, `red star` beside `Stars`) is kept out of alike pairs; a name of no
+    word (`⭐`) holds none."""
+    labels = ["ear", "bear", "car", "carrot", "plant", "potted plant", "Stars", "red star", "⭐"]
     vocab = Vocabulary.create(labels)
     corpus = build_corpus(labels, {}, 600, OfflineGenerator(vocab, seed=0), seed=0)
     # the tower reads bear as ear, carrot as car and potted plant as plant

@@ -59,3 +59,26 @@ def test_no_hold_without_revive_without_names_or_without_text():
     assert not weak.present[0]
     headed = _collapsed(["arrow", "bell"], sep=float("nan"))  # a label an image head scores: no text scale
     assert not keep_positives(headed, s, _anchors(), DecisionConfig(), {0: 80.0}, top1, revive=True).present[0]
+
+
+def test_a_held_label_keeps_its_threshold_as_a_run_stores_it():
+    """The prior a hold sets is the one a run stores (6 decimals): images far below the positives'
+    component need a prior near 1, which rounded to 1.0 had moved the threshold (99 -> 146 positives)."""
+    s, truth = _world()
+    d = _collapsed(["arrow", "bell"])
+    d.mu1[0], d.sd1[0] = 7.0, 0.6  # the fit put its positives far above its images
+    top1 = np.where(truth, 0, 1)
+    held = keep_positives(d, s, _anchors(), DecisionConfig(), {0: 80.0}, top1, revive=True)
+    stored = Decisions.from_dict(held.to_dict())
+    for x in (held, stored):
+        assert x.present[0] and 80 * 2 / 3 <= x.positive(s)[:, 0].sum() <= 80 * 1.5, x.positive(s)[:, 0].sum()
+
+
+def test_no_hold_without_zero_shot_names_or_for_a_handful_of_positives():
+    s, truth = _world()
+    top1 = np.where(truth, 0, 1)
+    assert not keep_positives(_collapsed(["arrow", "bell"]), s, _anchors(), DecisionConfig(), {0: 80.0}, None,
+                              revive=True).present[0]
+    few = DecisionConfig().min_positives - 1
+    assert not keep_positives(_collapsed(["arrow", "bell"]), s, _anchors(), DecisionConfig(), {0: float(few)}, top1,
+                              revive=True).present[0]

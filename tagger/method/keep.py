@@ -43,32 +43,38 @@ logger = logging.getLogger(__name__)
 KEEP = 2.0 / 3.0
 
 
-def _count(d: Decisions, s: np.ndarray, j: int) -> int:
-    return int((s[:, j] >= d.thresholds()[j]).sum())
-
-
 def keep_positives(d: Decisions, scores: np.ndarray, anchors: TextAnchors, cfg: DecisionConfig,
                    targets: Mapping[int, float], zeroshot_top1: np.ndarray | None = None,
                    revive: bool = False, why: str = "renamed or given more synonyms") -> Decisions:
     """A copy of ``d`` with each label ``j`` of ``targets`` (its former positives expected on these
     ``scores``) decided again lower where it kept fewer than ``KEEP`` of them (module docstring).
     ``revive``: a label the new fit judges absent is tried too (every gate still applies at the lower
-    placement); ``why`` says in its reason why it keeps its images."""
+    placement); ``why`` says in its reason why it keeps its images. Each lower placement is fitted
+    once and thresholds are read once per change: a run holding 10^4 labels stays one pass."""
     s = np.asarray(scores, np.float64)
     d = replace(d, mu0=np.array(d.mu0), sd0=np.array(d.sd0), mu1=np.array(d.mu1), sd1=np.array(d.sd1),
                 prior=np.array(d.prior), present=np.array(d.present), reasons=list(d.reasons),
                 label_cutoffs=None if d.label_cutoffs is None else np.array(d.label_cutoffs))
     used = d.placement if d.placement is not None else cfg.pos_anchor
     lower_first = [float(p) for p in placement_grid(cfg.min_placement, used, cfg.placement_step)[::-1] if p < used]
+    fits: dict[float, tuple[Decisions, np.ndarray]] = {}
+
+    def at(p: float) -> tuple[Decisions, np.ndarray]:
+        if p not in fits:
+            lower = anchored_at(p, s, d.labels, anchors, cfg, d.overrides, zeroshot_top1)
+            fits[p] = (lower, lower.thresholds())
+        return fits[p]
+
+    t, keys = d.thresholds(), anchors.name_keys(list(d.labels))
     for j, target in targets.items():
         if (not d.present[j] and not revive) or d.labels[j] in d.overrides:
             continue
-        before = _count(d, s, j) if d.present[j] else 0
+        before = int((s[:, j] >= t[j]).sum()) if d.present[j] else 0
         if before >= KEEP * target:
             continue
         for p in lower_first:
-            lower = anchored_at(p, s, d.labels, anchors, cfg, d.overrides, zeroshot_top1)
-            kept = _count(lower, s, j) if lower.present[j] else 0
+            lower, lt = at(p)
+            kept = int((s[:, j] >= lt[j]).sum()) if lower.present[j] else 0
             if kept > target / KEEP:  # lower still would tag far more than it had: not its images alone
                 break
             if kept >= KEEP * target:
@@ -77,47 +83,48 @@ def keep_positives(d: Decisions, scores: np.ndarray, anchors: TextAnchors, cfg: 
                                    f"at {used:.2f})")
                 logger.info("%s kept its images: placed at %.2f (%d positives on the sample, %.0f before)",
                             d.labels[j], p, kept, target)
+                t = d.thresholds()
                 break
-        if revive and _count(d, s, j) < KEEP * target:
-            _hold_count(d, s, j, target, cfg, zeroshot_top1, anchors.name_keys(list(d.labels)), why, before)
+        if revive and (s[:, j] >= t[j]).sum() < KEEP * target:
+            if _hold_count(d, s, j, target, cfg, zeroshot_top1, keys, why, before):
+                t = d.thresholds()
     return d
 
 
 def _hold_count(d: Decisions, s: np.ndarray, j: int, target: float, cfg: DecisionConfig,
-                zeroshot_top1: np.ndarray | None, keys: list[str], why: str, before: int) -> None:
+                zeroshot_top1: np.ndarray | None, keys: list[str], why: str, before: int) -> bool:
     """Label ``j`` decided at the threshold its former number of positives gives on ``s``: its prior
     set so its posterior there is 1/2, where no placement keeps them without tagging far more (a fit
-    whose prior collapsed). Only a label learnt from text whose images' names corroborate it there."""
+    whose prior collapsed). Only a label learnt from text, with enough positives, whose images' names
+    corroborate it there (without zero-shot names: never). Whether it was held."""
     n = int(round(target))
     col = np.sort(s[:, j])[::-1]
     sep = np.nan if d.text_separation is None else float(d.text_separation[j])
-    if n < 1 or n > len(col) or not np.isfinite(sep) or sep < cfg.min_text_separation:  # NaN: a head scores it
-        return
+    if (zeroshot_top1 is None or n < max(1, cfg.min_positives) or n > len(col) or not np.isfinite(sep)
+            or sep < cfg.min_text_separation):  # NaN separation: an image head scores it
+        return False
     t = float(col[n - 1])
+    only = np.full(s.shape[1], np.inf)
+    only[j] = t
+    names = name_counts(s, only, zeroshot_top1, list(d.labels), keys)  # its images' names there
+    if names is None or names.own[j] < cfg.min_name_ratio * max(names.rival_count[j], 1.0):
+        return False
     gap = float(log_normal(t, d.mu0[j], d.sd0[j]) - log_normal(t, d.mu1[j], d.sd1[j]))
-    prior = 1.0 / (1.0 + np.exp(-np.clip(gap, -30, 30)))
-    if zeroshot_top1 is not None:  # its images' names at that threshold, as the fit reads them
-        only = np.full(s.shape[1], np.inf)
-        only[j] = t
-        names = name_counts(s, only, zeroshot_top1, list(d.labels), keys)
-        if names is None or names.own[j] < cfg.min_name_ratio * max(names.rival_count[j], 1.0):
-            return
-    old = (d.prior[j], d.present[j], None if d.label_cutoffs is None else d.label_cutoffs[j])
+    prior = round(1.0 / (1.0 + np.exp(-np.clip(gap, -30, 30))), 6)  # in the precision a run stores it
     if d.label_cutoffs is None:
         d.label_cutoffs = np.array(d.cutoffs())
+    old = (d.prior[j], d.present[j], d.label_cutoffs[j])
     d.prior[j], d.present[j], d.label_cutoffs[j] = prior, True, 0.5
-    kept = _count(d, s, j)
+    kept = int((s[:, j] >= d.thresholds()[j]).sum())
     if not KEEP * target <= kept <= target / KEEP:  # the crossing is not where the count put it
-        d.prior[j], d.present[j] = old[0], old[1]
-        if old[2] is not None:
-            d.label_cutoffs[j] = old[2]
-        return
+        d.prior[j], d.present[j], d.label_cutoffs[j] = old
+        return False
     d.reasons[j] = (f"text separation {sep:.2f}: present, held to the positives it had: {why}, "
                     f"it is tagged where its former {target:.0f} positives on this sample put its threshold "
                     f"({kept}; {before} as fitted: {d.reason(j) or 'no reason'})")
     logger.info("%s held to its positives: %d on the sample (%.0f before, %d as fitted)", d.labels[j], kept,
                 target, before)
-
+    return True
 
 
 def _take(d: Decisions, other: Decisions, j: int, note: str) -> None:

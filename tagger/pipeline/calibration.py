@@ -188,5 +188,6 @@ def former_positives(cat, base_run: int, labels: list[str], new: list[str], n: i
     same = {x: x for x in new if x in rows and set(old.get(x, [])) <= now.get(x, set())}
     same.update({x: o for x, o in renamed(list(run.labels or []), labels).items() if x in new and x not in same})
     share = n / max(int(run.n_images or 0), 1)
-    return {x: int(rows[o]["positives"]) * share for x, o in same.items()
-            if o in rows and rows[o]["present"] and int(rows[o]["positives"]) > 0}
+    return {x: int(rows[o]["positives"]) * share for x, o in same.items()  # fitted there: not pinned, not refit
+            if o in rows and rows[o]["present"] and rows[o].get("source", "fit") == "fit"
+            and int(rows[o]["positives"]) > 0}

@@ -308,8 +308,10 @@ def _hold_unchanged(cat, model_id: str, d: Decisions, calibrated: np.ndarray, an
     if current is None or anchors is None or cfg.decision != "anchored" or cat.get_run(current).model_id != model_id:
         return d
     labels = list(d.labels)
-    former = {labels.index(n): t for n, t in former_positives(cat, current, labels, labels, len(calibrated)).items()
-              if n not in refit}
+    column = {n: j for j, n in enumerate(labels)}
+    skip = refit | _parent_labels(cat)  # a parent's count holds its children's images too
+    former = {column[n]: t for n, t in former_positives(cat, current, labels, labels, len(calibrated)).items()
+              if n not in skip}
     if not former:
         return d
     return Decisions.from_dict(keep_positives(d, calibrated, anchors, cfg.decisions, former, named, revive=True,

@@ -130,7 +130,7 @@ def trainable(corpus: TextCorpus, embeddings: np.ndarray, min_reading: float = M
     parents = corpus_parents(c.config)
     words = {n: tuple(_name_words(n)) for n in tagged}
     starting: dict[str, list[tuple[str, ...]]] = {}  # a singular form of a first word -> names starting so
-    for w in set(words.values()):
+    for w in set(words.values()) - {()}:  # a name of no word (`⭐`) starts none
         for form in _singulars(w[0]):
             starting.setdefault(form, []).append(w)
     refining: dict[str, bool] = {}
