@@ -4,11 +4,11 @@ extending; never two a name or a hierarchy links."""
 from __future__ import annotations
 
 import logging
-import zlib
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from faketower import D, embed, unit
 
 from tagger.method.alike import alike_groups, alike_pairs, label_directions
 from tagger.method.anchors import TextAnchors
@@ -17,12 +17,6 @@ from tagger.method.names import name_counts
 from tagger.text import OfflineGenerator, Vocabulary, build_corpus
 from tagger.text.terms import trainable
 
-D = 32
-
-
-def _unit(seed: int) -> np.ndarray:
-    v = np.random.default_rng(seed).normal(size=D)
-    return v / np.linalg.norm(v)
 
 
 def test_directions_find_the_pairs_that_read_alike_and_chain_them_into_groups():
@@ -33,7 +27,7 @@ def test_directions_find_the_pairs_that_read_alike_and_chain_them_into_groups():
     for j, m in enumerate(meaning):
         rows = np.arange(j * 100, j * 100 + 100)
         y[rows, j] = 1
-        x[rows] += 3 * _unit(10 + m)
+        x[rows] += 3 * unit(10 + m)
     y[350:400, 3] = 0
     u, counts = label_directions(x, y)
     assert counts.tolist() == [100, 100, 100, 50, 100] and np.allclose(np.linalg.norm(u, axis=1), 1, atol=1e-5)
@@ -49,15 +43,6 @@ def test_directions_find_the_pairs_that_read_alike_and_chain_them_into_groups():
     assert not label_directions(x, y)[0][1].any()  # a label without sentences has no direction
 
 
-def _embed(corpus, meaning: dict[str, int]) -> np.ndarray:
-    rows = []
-    for s in corpus.sentences:
-        v = np.random.default_rng(zlib.crc32(s.encode())).normal(scale=0.3, size=D)
-        for j in {j for w, j in meaning.items() if w in s.lower()}:
-            v += 3 * _unit(100 + j)
-        rows.append(v)
-    return np.asarray(rows, np.float32)
-
 
 def test_trainable_gives_alike_labels_each_other_sentences_and_says_so(caplog):
     labels = ["circle", "disc", "red circle", "tree", "fir", "house"]
@@ -66,7 +51,7 @@ def test_trainable_gives_alike_labels_each_other_sentences_and_says_so(caplog):
     corpus = build_corpus(labels, {}, 900, OfflineGenerator(vocab, seed=0), seed=0, parents=parents)
     corpus = replace(corpus, label_matrix=corpus.targets())  # what a training gets: ancestors set
     # the tower reads circle, disc and red circle as one thing, and fir as tree (its parent)
-    emb = _embed(corpus, {"circle": 0, "disc": 0, "tree": 1, "fir": 1, "house": 2})
+    emb = embed(corpus, {"circle": 0, "disc": 0, "tree": 1, "fir": 1, "house": 2})
     with caplog.at_level(logging.WARNING, "tagger.text.terms"):
         kept = trainable(corpus, emb)
     assert [(a, b) for a, b, _ in kept.alike] == [("circle", "disc")]
@@ -147,7 +132,7 @@ def test_only_whole_words_make_a_name_refine_another():
     vocab = Vocabulary.create(labels)
     corpus = build_corpus(labels, {}, 600, OfflineGenerator(vocab, seed=0), seed=0)
     # the tower reads bear as ear, carrot as car and potted plant as plant
-    emb = _embed(corpus, {"ear": 0, "car": 1, "plant": 2, "star": 3})
+    emb = embed(corpus, {"ear": 0, "car": 1, "plant": 2, "star": 3})
     pairs = [(a, b) for a, b, _ in trainable(corpus, emb).alike]
     assert ("ear", "bear") in pairs and ("car", "carrot") in pairs
     assert ("plant", "potted plant") not in pairs and ("Stars", "red star") not in pairs  # a plural holds too
@@ -159,7 +144,7 @@ def test_a_child_given_its_alike_sentences_gives_them_to_its_parent():
     vocab = Vocabulary.create(labels)
     corpus = build_corpus(labels, {}, 900, OfflineGenerator(vocab, seed=0), seed=0, parents=parents)
     targets = replace(corpus, label_matrix=corpus.targets())
-    emb = _embed(corpus, {"fir": 0, "pine": 0, "tree": 1, "house": 2})
+    emb = embed(corpus, {"fir": 0, "pine": 0, "tree": 1, "house": 2})
     kept = trainable(targets, emb)
     assert [(a, b) for a, b, _ in kept.alike] == [("fir", "pine")]
     y = kept.corpus.label_matrix.toarray()
@@ -200,11 +185,11 @@ def test_words_the_tower_does_not_know_are_not_alike_one_another():
     n_labels, per = 40, 30
     x = rng.normal(scale=0.3, size=(n_labels * per + 3000, D)).astype(np.float32)  # and sentences of neither
     y = np.zeros((len(x), n_labels), np.uint8)
-    unknown = 3 * _unit(50)
+    unknown = 3 * unit(50)
     for j in range(n_labels):
         rows = np.arange(j * per, (j + 1) * per)
         y[rows, j] = 1
-        x[rows] += unknown + 0.6 * _unit(200 + j) if j >= 2 else 3 * _unit(60)  # labels 0 and 1: one thing
+        x[rows] += unknown + 0.6 * unit(200 + j) if j >= 2 else 3 * unit(60)  # labels 0 and 1: one thing
     u, _ = label_directions(x, y)
     raw = x[y[:, 2] > 0].mean(0) - x[y[:, 2] == 0].mean(0), x[y[:, 3] > 0].mean(0) - x[y[:, 3] == 0].mean(0)
     assert raw[0] @ raw[1] / np.linalg.norm(raw[0]) / np.linalg.norm(raw[1]) > 0.9  # alike before centring

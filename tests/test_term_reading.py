@@ -3,10 +3,10 @@ terms, and left out of training (a label stays learnt from the terms it reads), 
 from __future__ import annotations
 
 import logging
-import zlib
 
 import numpy as np
 import pytest
+from faketower import D, embed, unit
 
 from tagger.method.comc import ComcConfig
 from tagger.method.reading import TermReading, term_readings, unread_rows
@@ -14,22 +14,16 @@ from tagger.text import OfflineGenerator, Vocabulary, build_corpus
 from tagger.text.comcfit import fit_comc_generated
 from tagger.text.terms import readable, term_groups
 
-D = 32
-
-
-def _unit(seed: int) -> np.ndarray:
-    v = np.random.default_rng(seed).normal(size=D)
-    return v / np.linalg.norm(v)
 
 
 def test_readings_measure_each_term_along_the_label_best_read_direction():
     rng = np.random.default_rng(0)
-    u = _unit(1)
+    u = unit(1)
     x = rng.normal(scale=0.3, size=(400, D))
     name, syn, unknown = np.arange(0, 60), np.arange(60, 100), np.arange(100, 140)
     x[name] += 3 * u
     x[syn] += 2 * u
-    v = _unit(2) - (_unit(2) @ u) * u
+    v = unit(2) - (unit(2) @ u) * u
     x[unknown] += 3.5 * v / np.linalg.norm(v)  # moved further, but not along the label's direction
     groups = {"fish": {"fish": name, "goldfish": syn, "🐟": unknown}}
     got = {r.term: r for r in term_readings(x, {"fish": np.arange(140)}, groups)}
@@ -47,7 +41,7 @@ def test_readings_measure_each_term_along_the_label_best_read_direction():
 
 def test_a_label_read_by_its_synonym_only_loses_its_name_sentences():
     rng = np.random.default_rng(1)
-    u = _unit(3)
+    u = unit(3)
     x = rng.normal(scale=0.3, size=(300, D))
     x[40:80] += 3 * u
     groups = {"Fisch": {"Fisch": np.arange(0, 40), "fish": np.arange(40, 80)}}
@@ -59,24 +53,13 @@ def test_a_label_read_by_its_synonym_only_loses_its_name_sentences():
                        0.4)[1] == {}
 
 
-def _embed(corpus, known: dict[str, int]) -> np.ndarray:
-    """A text tower that reads ``known`` words only (word -> its meaning): a sentence's vector is noise
-    from its text plus a direction per meaning of a known word it holds."""
-    rows = []
-    for s in corpus.sentences:
-        v = np.random.default_rng(zlib.crc32(s.encode())).normal(scale=0.3, size=D)
-        for j in {j for w, j in known.items() if w in s.lower()}:
-            v += 3 * _unit(100 + j)
-        rows.append(v)
-    return np.asarray(rows, np.float32)
-
 
 def test_readable_leaves_out_the_sentences_of_an_unread_synonym_and_warns(caplog):
     labels = ["fish", "tree", "house"]
     synonyms = {"fish": ["goldfish", "🐟"], "tree": ["fir"]}
     vocab = Vocabulary.create(labels, synonyms)
     corpus = build_corpus(labels, synonyms, 600, OfflineGenerator(vocab, seed=0), seed=0)
-    emb = _embed(corpus, {"fish": 0, "tree": 1, "fir": 1, "house": 2})  # goldfish holds fish: read too
+    emb = embed(corpus, {"fish": 0, "tree": 1, "fir": 1, "house": 2})  # goldfish holds fish: read too
     groups, positives = term_groups(corpus)
     assert set(groups) == {"fish", "tree"} and set(groups["fish"]) == {"fish", "goldfish", "🐟"}
     emoji = groups["fish"]["🐟"]
@@ -96,7 +79,7 @@ def test_readable_leaves_out_the_sentences_of_an_unread_synonym_and_warns(caplog
         assert kept.corpus.sources[k] == corpus.sources[i] and np.array_equal(kept.embeddings[k], emb[i])
     assert kept.corpus.corpus_id == corpus.corpus_id
     # a tower that reads every term leaves the corpus as it is
-    whole = readable(corpus, _embed(corpus, {"fish": 0, "🐟": 0, "tree": 1, "fir": 1, "house": 2}))
+    whole = readable(corpus, embed(corpus, {"fish": 0, "🐟": 0, "tree": 1, "fir": 1, "house": 2}))
     assert whole.corpus is corpus and whole.left_out == 0 and whole.summary() == {}
 
 

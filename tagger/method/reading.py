@@ -89,6 +89,4 @@ def unread_rows(groups: Mapping[str, Mapping[str, np.ndarray]], readings: list[T
         good = [np.asarray(rows, np.int64) for t, rows in groups[label].items() if t not in terms]
         drop.append(np.setdiff1d(bad, np.concatenate(good)) if good else bad)
     rows = np.unique(np.concatenate(drop)) if drop else np.zeros(0, np.int64)
-    for label, terms in unread.items():
-        logger.debug("label %r: terms %s unread", label, terms)
     return rows, unread

@@ -225,9 +225,7 @@ def _fit_and_save(workspace: "Workspace", clip, corpus, cfg, ident: str, out: Pa
         m = fit_comc(memo, corpus.labels, None, cfg, corpus=kept.corpus, embeddings=kept.embeddings,
                      on_epoch=ckpt.save)
     logger.info("class prompts: %d embedded now, %d reused", memo.n_embedded, len(memo.known) - memo.n_embedded)
-    m.classifier.metrics.update(kept.summary())
-    if kept.groups and m.classifier.anchors is not None:
-        m.classifier = replace(m.classifier, anchors=m.classifier.anchors.with_alike(m.classifier.labels, kept.groups))
+    m.classifier = kept.marked(m.classifier)
     with atomic_dir(out, replace=False) as tmp:  # a concurrent train of the same id keeps its own
         save_comc(m, tmp)
     ckpt.remove()

@@ -3,7 +3,6 @@
 below this layer and takes a corpus rather than building one."""
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from .base import SentenceGenerator
@@ -29,8 +28,5 @@ def fit_comc_generated(clip, class_names: Sequence[str], synonyms: Mapping[str, 
     kept = trainable(corpus, np.asarray(clip.encode_text(list(corpus.sentences)), np.float32), cfg.min_term_reading,
                      cfg.min_alike)
     model = fit_comc(clip, class_names, synonyms, cfg, corpus=kept.corpus, embeddings=kept.embeddings)
-    model.classifier.metrics.update(kept.summary())
-    clf = model.classifier
-    if kept.groups and clf.anchors is not None:
-        model.classifier = replace(clf, anchors=clf.anchors.with_alike(clf.labels, kept.groups))
+    model.classifier = kept.marked(model.classifier)
     return model

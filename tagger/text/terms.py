@@ -10,9 +10,8 @@ unchanged: what is left out or shared depends on the text tower.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field, replace
-from typing import Collection
+from typing import TYPE_CHECKING, Callable, Collection
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,7 +21,10 @@ from ..method.hierarchy import expand_label_matrix, is_ancestor
 from ..method.names import fold
 from ..method.reading import MIN_READING, TermReading, term_readings, unread_rows
 from .corpus import TextCorpus, corpus_parents
-from .vocab import _found, _singulars, _spaced, _term_pattern
+from .vocab import _found, _pieces, _singulars, _spaced, _term_pattern
+
+if TYPE_CHECKING:
+    from ..method.classifier import TextClassifier
 
 __all__ = ["Readable", "readable", "term_groups", "trainable"]
 
@@ -47,6 +49,14 @@ class Readable:
         out: dict[str, object] = {"unread_synonyms": self.unread, "sentences_left_out": self.left_out} \
             if self.unread else {}
         return {**out, "alike_labels": [list(p) for p in self.alike]} if self.alike else out
+
+    def marked(self, classifier: "TextClassifier") -> "TextClassifier":
+        """``classifier`` trained on this corpus, with what was left out or shared in its metrics and its
+        labels' alike groups in its anchors."""
+        anchors = classifier.anchors
+        if self.groups and anchors is not None:
+            anchors = anchors.with_alike(classifier.labels, self.groups)
+        return replace(classifier, metrics={**classifier.metrics, **self.summary()}, anchors=anchors)
 
 
 def term_groups(corpus: TextCorpus, labels: Collection[str] | None = None
@@ -128,19 +138,7 @@ def trainable(corpus: TextCorpus, embeddings: np.ndarray, min_reading: float = M
     asked = None if labels is None else set(labels)
     of = [j for j, n in enumerate(names) if n in tagged and (asked is None or n in asked)]
     parents = corpus_parents(c.config)
-    words = {n: tuple(_name_words(n)) for n in tagged}
-    starting: dict[str, list[tuple[str, ...]]] = {}  # a singular form of a first word -> names starting so
-    for w in set(words.values()) - {()}:  # a name of no word (`⭐`) starts none
-        for form in _singulars(w[0]):
-            starting.setdefault(form, []).append(w)
-    refining: dict[str, bool] = {}
-
-    def refines(a: str) -> bool:  # `red star`: a name holding another label's words (`Stars`), decided beside it
-        if a not in refining:
-            w = words[a]
-            refining[a] = any(len(o) < len(w) and _same_words(w[i:i + len(o)], o)
-                              for i in range(len(w)) for form in _singulars(w[i]) for o in starting.get(form, ()))
-        return refining[a]
+    refines = _refiner(tagged)
 
     def apart(a: str, b: str) -> bool:
         return refines(a) or refines(b) or is_ancestor(parents, a, b) or is_ancestor(parents, b, a)
@@ -157,6 +155,33 @@ def trainable(corpus: TextCorpus, embeddings: np.ndarray, min_reading: float = M
     if len(pairs) > WARN_LABELS:
         logger.warning("%d more pair(s) of labels read as one thing (the classifier's metrics name them all)",
                        len(pairs) - WARN_LABELS)
+    return replace(kept, corpus=replace(c, label_matrix=_shared(c, groups, parents)), alike=pairs, groups=groups)
+
+
+def _refiner(labels: Collection[str]) -> Callable[[str], bool]:
+    """Whether a label's name holds another label's words (`red star` beside `Stars`, a plural for its
+    singular): it is decided beside that label, never alike with anything. Words as the vocabulary's
+    validator reads them; memoised."""
+    words = {n: tuple(_pieces(fold(n))) for n in labels}
+    starting: dict[str, list[tuple[str, ...]]] = {}  # a singular form of a first word -> names starting so
+    for w in set(words.values()):
+        for form in _singulars(w[0]):
+            starting.setdefault(form, []).append(w)
+    refining: dict[str, bool] = {}
+
+    def refines(a: str) -> bool:
+        if a not in refining:
+            w = words[a]
+            refining[a] = any(len(o) < len(w) and _same_words(w[i:i + len(o)], o)
+                              for i in range(len(w)) for form in _singulars(w[i]) for o in starting.get(form, ()))
+        return refining[a]
+    return refines
+
+
+def _shared(c: TextCorpus, groups: dict[str, str], parents) -> sp.csr_array:
+    """``c``'s label rows with each alike group's labels set wherever one of them is (and, through a
+    hierarchy, their ancestors)."""
+    names = list(c.class_names)
     column = {n: j for j, n in enumerate(names)}
     members: dict[str, list[int]] = {}
     for x, first in groups.items():
@@ -170,12 +195,8 @@ def trainable(corpus: TextCorpus, embeddings: np.ndarray, min_reading: float = M
     link = sp.csr_array((np.ones(len(r), np.int32), (r, k)), shape=(len(names), len(names)))
     shared = sp.csr_array((c.label_matrix.astype(np.int32) @ link) > 0, dtype=np.uint8)
     if parents:  # a label given its alike's sentences gives them to its ancestors too
-        shared = expand_label_matrix(shared, c.class_names, parents)
-    return replace(kept, corpus=replace(c, label_matrix=shared), alike=pairs, groups=groups)
-
-
-def _name_words(name: str) -> list[str]:
-    return [w for w in re.split(r"[\W_]+", fold(name)) if w]
+        shared = sp.csr_array(expand_label_matrix(shared, c.class_names, parents))
+    return shared
 
 
 def _same_words(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
