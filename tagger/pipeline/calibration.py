@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..ids import short_sha256
-from ..method.decisions import DecisionConfig, Decisions
+from ..method.decisions import DecisionConfig, Decisions, TextAnchors
+from ..method.keep import keep_positives
 
 logger = logging.getLogger(__name__)
 
@@ -191,3 +192,14 @@ def former_positives(cat, base_run: int, labels: list[str], new: list[str], n: i
     return {x: int(rows[o]["positives"]) * share for x, o in same.items()  # fitted there: not pinned, not refit
             if o in rows and rows[o]["present"] and rows[o].get("source", "fit") == "fit"
             and int(rows[o]["positives"]) > 0}
+
+
+def hold_former(d: Decisions, calibrated: np.ndarray, anchors: "TextAnchors", cfg: DecisionConfig,
+                named: np.ndarray | None, former: dict[str, float], skip: set[str], why: str) -> Decisions:
+    """``d`` with each label of ``former`` (its former positives on this sample, :func:`former_positives`)
+    not in ``skip`` held to them (:func:`~tagger.method.keep.keep_positives`, absent ones too)."""
+    column = {n: j for j, n in enumerate(d.labels)}
+    targets = {column[n]: t for n, t in former.items() if n not in skip and n in column}
+    if not targets:
+        return d
+    return keep_positives(d, calibrated, anchors, cfg, targets, named, revive=True, why=why)

@@ -33,9 +33,9 @@ import pyarrow.parquet as pq
 from ..errors import ConfigError
 from ..ids import short_sha256
 from ..method.decisions import Decisions
-from ..method.keep import keep_positives
 from ..workspace import Workspace
-from .calibration import DecisionInputs, decision_inputs, decision_rows, decisions_from_rows, former_positives
+from .calibration import (DecisionInputs, decision_inputs, decision_rows, decisions_from_rows, former_positives,
+                          hold_former)
 from .readouts import save_state
 from .scorer import ShardScorer, apply_statistics, label_statistics
 from .tag import (TagConfig, TagShards, _parent_labels, _resume_or_start, _shards_key,
@@ -288,10 +288,10 @@ def _decide_new(cat, run_id: int, base_run: int, scorer: ShardScorer, shards: li
     calibrated = apply_statistics(sample, stats)
     d, refit = fit_run_decisions(calibrated, new, scorer.cfg, mine, _labelled_new(cat, scorer, mine, new, stats),
                                  anchors, top1, _base_placement(scorer, kept_rows, base_stats))
-    former = {new.index(n): t for n, t in former_positives(cat, base_run, labels, new, len(sample)).items()
-              if n not in refit}
-    if former and anchors is not None and scorer.cfg.decision == "anchored":
-        d = keep_positives(d, calibrated, anchors, scorer.cfg.decisions, former, top1, revive=True)
+    if anchors is not None and scorer.cfg.decision == "anchored":
+        former = former_positives(cat, base_run, labels, new, len(sample))
+        d = hold_former(d, calibrated, anchors, scorer.cfg.decisions, top1, former, refit,
+                        "renamed or given more synonyms")
     cat.save_run_thresholds(run_id, kept_rows + decision_rows(d, refit))
     return stats, d
 

@@ -30,12 +30,11 @@ from ..errors import ConfigError, SimulatedCrash
 from ..ids import short_sha256
 from ..method.decisions import DecisionConfig, Decisions, TextAnchors, fit_anchored, fit_decisions, fit_from_labels
 from ..method.hierarchy import Hierarchy
-from ..method.keep import keep_positives
 from ..method.reviewed import Reviewed, reviewed_columns, with_review
 from ..method.zeroshot import standardize
 from ..workspace import Workspace
 from .calibration import (LABELLED_MIN_IMAGES, DecisionInputs, decision_inputs, decision_rows, decisions_from_rows,
-                          former_positives)
+                          former_positives, hold_former)
 from .raycluster import check_node_resource
 from .readouts import save_state
 from .scorer import ShardScorer, apply_statistics, label_statistics, load_scoring_model, prompt_vectors
@@ -308,14 +307,10 @@ def _hold_unchanged(cat, model_id: str, d: Decisions, calibrated: np.ndarray, an
     if current is None or anchors is None or cfg.decision != "anchored" or cat.get_run(current).model_id != model_id:
         return d
     labels = list(d.labels)
-    column = {n: j for j, n in enumerate(labels)}
+    former = former_positives(cat, current, labels, labels, len(calibrated))
     skip = refit | _parent_labels(cat)  # a parent's count holds its children's images too
-    former = {column[n]: t for n, t in former_positives(cat, current, labels, labels, len(calibrated)).items()
-              if n not in skip}
-    if not former:
-        return d
-    return Decisions.from_dict(keep_positives(d, calibrated, anchors, cfg.decisions, former, named, revive=True,
-                                              why=f"unchanged since run {current}").to_dict())
+    held = hold_former(d, calibrated, anchors, cfg.decisions, named, former, skip, f"unchanged since run {current}")
+    return d if held is d else Decisions.from_dict(held.to_dict())
 
 
 def tag_all(actor: type, args: tuple, cfg: TagConfig, shards: list[str], crash_after: int | None) -> None:
