@@ -272,8 +272,8 @@ def search(
         "--exact", help="search the exact global index or scan every patch even where an approximate index "
                         "is kept")] = False,
     shards: Annotated[Optional[int], typer.Option(
-        min=1, help="search the approximate global index split in N shards, one Ray actor each (split first "
-                    "when needed)")] = None,
+        min=1, help="search the approximate index (global or patch) split in N shards by image, one Ray "
+                    "actor each (split first when needed)")] = None,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
