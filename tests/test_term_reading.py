@@ -1,5 +1,6 @@
 """Synonyms the text tower cannot read: their sentences are found, measured against the label's other
-terms, and left out of training (a label stays learnt from the terms it reads), with a warning."""
+terms, and no longer count as the label's (a label stays learnt from the terms it reads; the sentences
+stay for the other labels they name), with a warning."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +10,7 @@ import pytest
 from faketower import D, embed, unit
 
 from tagger.method.comc import ComcConfig
-from tagger.method.reading import TermReading, term_readings, unread_rows
+from tagger.method.reading import TermReading, term_readings, unread_cells
 from tagger.text import OfflineGenerator, Vocabulary, build_corpus
 from tagger.text.comcfit import fit_comc_generated
 from tagger.text.terms import readable, term_groups
@@ -30,11 +31,11 @@ def test_readings_measure_each_term_along_the_label_best_read_direction():
     assert got["fish"].reading == pytest.approx(1.0, abs=0.02) and got["fish"].sentences == 60
     assert got["goldfish"].reading == pytest.approx(2 / 3, abs=0.1)
     assert abs(got["🐟"].reading) < 0.2
-    rows, unread = unread_rows(groups, list(got.values()), 0.4)
-    assert unread == {"fish": ["🐟"]} and rows.tolist() == unknown.tolist()
+    cells, unread = unread_cells(groups, list(got.values()), 0.4)
+    assert unread == {"fish": ["🐟"]} and cells["fish"].tolist() == unknown.tolist()
     # a sentence naming the label by a term read too stays; too few sentences are not judged
     both = {"fish": {"fish": np.append(name, 100), "goldfish": syn, "🐟": unknown}}
-    assert 100 not in unread_rows(both, list(got.values()), 0.4)[0]
+    assert 100 not in unread_cells(both, list(got.values()), 0.4)[0]["fish"]
     few = {"fish": {"fish": name, "🐟": unknown[:5]}}
     assert term_readings(x, {"fish": np.arange(140)}, few) == []
 
@@ -47,14 +48,14 @@ def test_a_label_read_by_its_synonym_only_loses_its_name_sentences():
     groups = {"Fisch": {"Fisch": np.arange(0, 40), "fish": np.arange(40, 80)}}
     readings = term_readings(x, {"Fisch": np.arange(80)}, groups)
     assert {r.term: r.reading > 0.9 for r in readings} == {"Fisch": False, "fish": True}
-    rows, unread = unread_rows(groups, readings, 0.4)
-    assert unread == {"Fisch": ["Fisch"]} and rows.tolist() == list(range(40))
-    assert unread_rows(groups, [TermReading("Fisch", "Fisch", 40, 0.5), TermReading("Fisch", "fish", 40, 1.0)],
+    cells, unread = unread_cells(groups, readings, 0.4)
+    assert unread == {"Fisch": ["Fisch"]} and cells == {"Fisch": pytest.approx(list(range(40)))}
+    assert unread_cells(groups, [TermReading("Fisch", "Fisch", 40, 0.5), TermReading("Fisch", "fish", 40, 1.0)],
                        0.4)[1] == {}
 
 
 
-def test_readable_leaves_out_the_sentences_of_an_unread_synonym_and_warns(caplog):
+def test_an_unread_synonym_stops_counting_for_its_label_not_for_the_others(caplog):
     labels = ["fish", "tree", "house"]
     synonyms = {"fish": ["goldfish", "🐟"], "tree": ["fir"]}
     vocab = Vocabulary.create(labels, synonyms)
@@ -67,15 +68,26 @@ def test_readable_leaves_out_the_sentences_of_an_unread_synonym_and_warns(caplog
     with caplog.at_level(logging.WARNING, "tagger.text.terms"):
         kept = readable(corpus, emb)
     assert kept.unread == {"fish": ["🐟"]} and kept.summary()["unread_synonyms"] == {"fish": ["🐟"]}
-    assert "'🐟'" in caplog.text and "left out of training" in caplog.text
-    gone = {corpus.sentences[i] for i in emoji if not any(w in corpus.sentences[i].lower() for w in ("fish ", "goldfish"))}
-    assert kept.left_out == len(corpus) - len(kept.corpus) > 0
-    assert not gone & set(kept.corpus.sentences)
-    # what stays keeps its rows aligned: sentence, label row, source and embedding
-    where = {s: i for i, s in enumerate(corpus.sentences)}
+    assert "'🐟'" in caplog.text and "no longer count" in caplog.text
+    only = [i for i in emoji if not any(w in corpus.sentences[i].lower() for w in ("fish ", "goldfish"))]
+    assert kept.unread_sentences == len(only) > 0 and kept.summary()["unread_sentences"] == len(only)
+    m = corpus.label_matrix.toarray() != 0
+    alone = {corpus.sentences[i] for i in only if m[i].sum() == 1}  # named fish and nothing else
+    shared = {corpus.sentences[i] for i in only if m[i].sum() > 1}
+    assert alone and shared and kept.left_out == len(alone) == len(corpus) - len(kept.corpus)
+    assert "left out of training" in caplog.text
+    where = {s: k for k, s in enumerate(kept.corpus.sentences)}
+    assert not alone & set(where)
+    fish = corpus.class_names.index("fish")
+    km = kept.corpus.label_matrix.toarray() != 0
+    for sentence in shared:  # kept for the labels it names by words the tower reads, not for fish
+        i, k = corpus.sentences.index(sentence), where[sentence]
+        assert not km[k, fish] and (km[k] == np.where(np.arange(m.shape[1]) == fish, False, m[i])).all()
+    # the rest keeps its rows aligned: sentence, label row, source and embedding
     for k in range(0, len(kept.corpus), 37):
-        i = where[kept.corpus.sentences[k]]
-        assert (kept.corpus.label_matrix[[k]].toarray() == corpus.label_matrix[[i]].toarray()).all()
+        i = corpus.sentences.index(kept.corpus.sentences[k])
+        if kept.corpus.sentences[k] not in shared:
+            assert (km[k] == m[i]).all()
         assert kept.corpus.sources[k] == corpus.sources[i] and np.array_equal(kept.embeddings[k], emb[i])
     assert kept.corpus.corpus_id == corpus.corpus_id
     # a tower that reads every term leaves the corpus as it is

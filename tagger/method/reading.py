@@ -6,8 +6,8 @@ classifier row toward the rest of the corpus and its text separation down, and a
 show well is judged absent. Each term is read along the label's own direction: the mean embedding of
 the label's sentences that name it by that term, less the mean of the sentences without the label,
 projected on the same difference of the term the label's sentences agree with most (which reads 1). A term read below
-``min_reading`` is *unread*: the sentences that name the label by unread terms only are left out
-of training (:func:`unread_rows`). Terms with fewer than ``min_sentences`` sentences are not judged.
+``min_reading`` is *unread*: the sentences that name the label by unread terms only no longer count
+as the label's (:func:`unread_cells`; a sentence left naming no label is left out). Terms with fewer than ``min_sentences`` sentences are not judged.
 
 Measured on the toy towers (20 labels, their 33 synonyms and 10 they never saw): every known synonym
 reads 0.63-1.0 (toy-vit and toy-rn), every unknown one 0.08-0.25; the default 0.4 sits between.
@@ -20,11 +20,11 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["MIN_READING", "TermReading", "term_readings", "unread_rows"]
+__all__ = ["MIN_READING", "TermReading", "term_readings", "unread_cells"]
 
 logger = logging.getLogger(__name__)
 
-#: A term read below this share of its label's best-read term is left out of training.
+#: A term read below this share of its label's best-read term does not count as naming its label.
 MIN_READING = 0.4
 
 
@@ -75,18 +75,19 @@ def _consensus(moved: Mapping[str, np.ndarray], counts: Mapping[str, int]) -> st
     return max(moved, key=agreement)
 
 
-def unread_rows(groups: Mapping[str, Mapping[str, np.ndarray]], readings: list[TermReading],
-                min_reading: float = MIN_READING) -> tuple[np.ndarray, dict[str, list[str]]]:
-    """The rows to leave out of training (sorted) and each label's unread terms: a row naming a label
-    by unread terms only (no read term of the label in it)."""
+def unread_cells(groups: Mapping[str, Mapping[str, np.ndarray]], readings: list[TermReading],
+                 min_reading: float = MIN_READING) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """Each label's rows that name it by unread terms only (no read term of the label in them; sorted,
+    labels without any left out) and each label's unread terms."""
     unread: dict[str, list[str]] = {}
     for r in readings:
         if r.reading < min_reading:
             unread.setdefault(r.label, []).append(r.term)
-    drop: list[np.ndarray] = []
+    cells: dict[str, np.ndarray] = {}
     for label, terms in unread.items():
         bad = np.unique(np.concatenate([np.asarray(groups[label][t], np.int64) for t in terms]))
         good = [np.asarray(rows, np.int64) for t, rows in groups[label].items() if t not in terms]
-        drop.append(np.setdiff1d(bad, np.concatenate(good)) if good else bad)
-    rows = np.unique(np.concatenate(drop)) if drop else np.zeros(0, np.int64)
-    return rows, unread
+        rows = np.setdiff1d(bad, np.concatenate(good)) if good else bad
+        if rows.size:
+            cells[label] = rows
+    return cells, unread

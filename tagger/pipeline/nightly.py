@@ -359,4 +359,4 @@ def run_nightly(workspace: "Workspace", source: str | None, encode_cfg: EncodeCo
             "classifier": trained["classifier_id"], "run_id": tag["run_id"], "previous_run": previous,
             "pruned": pruned, "flips": tag.get("flips", []), "timings": {k: round(v, 2) for k, v in timings.items()},
             **({"calibration": tag["calibration"]} if "calibration" in tag else {}),
-            **{k: trained[k] for k in ("unread_synonyms", "sentences_left_out", "alike_labels") if k in trained}}
+            **{k: trained[k] for k in ("unread_synonyms", "unread_sentences", "sentences_left_out", "alike_labels") if k in trained}}

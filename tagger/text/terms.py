@@ -2,7 +2,8 @@
 
 Each label's sentences are grouped by the term (its name or a synonym) they name it by; a term the
 text tower does not read (:mod:`tagger.method.reading`: its sentences embed like sentences without
-the label) has its sentences left out, unless they also name the label by a term it reads. Labels
+the label) no longer counts: a sentence naming the label by such terms only stops being the label's
+(it stays for the other labels it names; one left naming none is left out). Labels
 the tower reads as one thing (:mod:`tagger.method.alike`: ``disc`` beside ``circle``) are each
 trained on the other's sentences too (:func:`trainable`). The corpus itself (its file, its id) is
 unchanged: what is left out or shared depends on the text tower.
@@ -19,7 +20,7 @@ import scipy.sparse as sp
 from ..method.alike import MIN_ALIKE, alike_groups, alike_pairs, label_directions
 from ..method.hierarchy import expand_label_matrix, is_ancestor
 from ..method.names import fold
-from ..method.reading import MIN_READING, TermReading, term_readings, unread_rows
+from ..method.reading import MIN_READING, TermReading, term_readings, unread_cells
 from .corpus import TextCorpus, corpus_parents
 from .vocab import _found, _pieces, _singulars, _spaced, _term_pattern
 
@@ -33,8 +34,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Readable:
-    """``corpus`` and its ``embeddings`` with the unread sentences left out; ``unread`` each label's
-    unread terms, ``left_out`` how many sentences went."""
+    """``corpus`` and its ``embeddings`` as the tower reads them; ``unread`` each label's unread terms,
+    ``unread_sentences`` how many (sentence, label) marks they cleared, ``left_out`` how many sentences
+    went (left naming no label)."""
 
     corpus: TextCorpus
     embeddings: np.ndarray
@@ -43,11 +45,12 @@ class Readable:
     readings: list[TermReading] = field(default_factory=list)
     alike: list[tuple[str, str, float]] = field(default_factory=list)
     groups: dict[str, str] = field(default_factory=dict)
+    unread_sentences: int = 0
 
     def summary(self) -> dict[str, object]:
         """What a training reports: the unread terms by label, the sentences left out, the alike pairs."""
-        out: dict[str, object] = {"unread_synonyms": self.unread, "sentences_left_out": self.left_out} \
-            if self.unread else {}
+        out: dict[str, object] = {"unread_synonyms": self.unread, "unread_sentences": self.unread_sentences,
+                                  "sentences_left_out": self.left_out} if self.unread else {}
         return {**out, "alike_labels": [list(p) for p in self.alike]} if self.alike else out
 
     def marked(self, classifier: "TextClassifier") -> "TextClassifier":
@@ -90,38 +93,54 @@ def term_groups(corpus: TextCorpus, labels: Collection[str] | None = None
 
 def readable(corpus: TextCorpus, embeddings: np.ndarray, min_reading: float = MIN_READING,
              labels: Collection[str] | None = None) -> Readable:
-    """``corpus`` (row-aligned ``embeddings``) without the sentences that name one of ``labels``
-    (default: all) by terms the text tower does not read only. A warning names each unread term."""
+    """``corpus`` (row-aligned ``embeddings``) where a sentence naming one of ``labels`` (default: all)
+    by terms the text tower does not read only no longer counts as that label's; a sentence left naming
+    no label is left out. A warning names each unread term."""
     groups, positives = term_groups(corpus, labels)
     readings = term_readings(embeddings, positives, groups)
-    rows, unread = unread_rows(groups, readings, min_reading)
-    _warn(unread, readings, rows, positives, len(corpus))
-    if not len(rows):
-        return Readable(corpus, embeddings, {}, 0, readings)
-    keep = np.setdiff1d(np.arange(len(corpus)), rows)
-    return Readable(corpus.take(keep), np.asarray(embeddings)[keep], unread, len(rows), readings)
+    cells, unread = unread_cells(groups, readings, min_reading)
+    if not cells:
+        return Readable(corpus, embeddings, readings=readings)
+    matrix, emptied = _cleared(corpus, cells)
+    _warn(unread, readings, cells, int(emptied.sum()))
+    keep = np.flatnonzero(~emptied)
+    return Readable(replace(corpus, label_matrix=matrix).take(keep), np.asarray(embeddings)[keep], unread,
+                    int(emptied.sum()), readings, unread_sentences=sum(len(r) for r in cells.values()))
+
+
+def _cleared(corpus: TextCorpus, cells: dict[str, np.ndarray]) -> tuple[sp.csr_array, np.ndarray]:
+    """The label matrix without the marks ``cells`` (label -> rows), and which rows it leaves naming no
+    class (they named one before)."""
+    m = sp.coo_array(corpus.label_matrix)
+    width = m.shape[1]
+    column = {n: j for j, n in enumerate(corpus.class_names)}
+    bad = np.concatenate([np.asarray(rows, np.int64) * width + column[label] for label, rows in cells.items()])
+    named = m.data != 0
+    gone = np.isin(m.row.astype(np.int64) * width + m.col, bad) | ~named
+    rest = ~gone
+    matrix = sp.csr_array((m.data[rest], (m.row[rest], m.col[rest])), shape=m.shape)
+    before = np.bincount(m.row[named], minlength=m.shape[0]) > 0
+    after = np.bincount(m.row[rest], minlength=m.shape[0]) > 0
+    return matrix, before & ~after
 
 
 #: Labels named one by one in the warning; the rest are counted (the classifier's metrics name all).
 WARN_LABELS = 10
 
 
-def _warn(unread: dict[str, list[str]], readings: list[TermReading], rows: np.ndarray,
-          positives: dict[str, np.ndarray], n: int) -> None:
-    if not unread:
-        return
-    gone = np.zeros(n, bool)
-    gone[rows] = True
+def _warn(unread: dict[str, list[str]], readings: list[TermReading], cells: dict[str, np.ndarray],
+          left_out: int) -> None:
     read = {(r.label, r.term): r.reading for r in readings}
     for label, terms in list(unread.items())[:WARN_LABELS]:
         logger.warning("label %r: the text model does not read %s (its sentences embed like sentences without the "
-                       "label; read %s against 1 for its best term); %d sentence(s) naming the label only so are "
-                       "left out of training", label, ", ".join(repr(t) for t in terms),
-                       ", ".join(f"{read[(label, t)]:.2f}" for t in terms), int(gone[positives[label]].sum()))
+                       "label; read %s against 1 for its best term); %d sentence(s) naming the label only so no "
+                       "longer count as its", label, ", ".join(repr(t) for t in terms),
+                       ", ".join(f"{read[(label, t)]:.2f}" for t in terms), len(cells.get(label, ())))
     if len(unread) > WARN_LABELS:
         logger.warning("%d more label(s) have synonyms the text model does not read (the classifier's metrics "
-                       "name them all); %d sentence(s) left out of training in all", len(unread) - WARN_LABELS,
-                       len(rows))
+                       "name them all)", len(unread) - WARN_LABELS)
+    if left_out:
+        logger.warning("%d sentence(s) named no other label and are left out of training", left_out)
 
 
 def trainable(corpus: TextCorpus, embeddings: np.ndarray, min_reading: float = MIN_READING,
