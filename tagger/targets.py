@@ -91,6 +91,10 @@ def check_out_file(path: str | os.PathLike, workspace: str | os.PathLike | None,
         raise ConfigError(f"{option} {p} is {_kind(st.st_mode)}: give the name of a regular file")
     if st is not None and not force:
         raise ConfigError(f"{option} {p} exists: give --force to replace it, or another name")
+    if st is not None and (not stat.S_IMODE(st.st_mode) & 0o222 or not os.access(p, os.W_OK)):
+        # a person's way of saying "leave this file alone", which writing a new file and renaming it would bypass
+        raise ConfigError(f"{option} {p} is read-only: left alone, even with --force (make it writable, or give "
+                          "another name)")
     _check_folder(p.parent, option, p)
     return p
 

@@ -85,6 +85,28 @@ class Workspace:
             raise WorkspaceError(f"cannot create workspace {r}: {e.strerror or type(e).__name__}") from e
         return ws
 
+    def check_target(self) -> bool:
+        """True when the root already is a workspace (it has a catalog); False when one may be made there
+        (no such folder, an empty one, or one holding only what tagger makes). A file, or a folder
+        holding files of its own (a photo folder), raises WorkspaceError: a workspace is never made
+        among someone's files."""
+        r = self.root
+        if r.exists() and not r.is_dir():
+            raise WorkspaceError(f"{r} is a file, not a folder: give a new or empty folder for the workspace")
+        if self.catalog.exists():
+            return True
+        try:
+            foreign = sorted(e.name for e in r.iterdir() if e.name not in OWNED and not e.name.startswith(".tagger"))
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise WorkspaceError(f"cannot read workspace folder {r}: {e.strerror or type(e).__name__}") from e
+        if foreign:
+            raise WorkspaceError(f"{r} holds files but no catalog ({', '.join(foreign[:3])}"
+                                 f"{', ...' if len(foreign) > 3 else ''}): give a new or empty folder for the "
+                                 "workspace (images are added with `tagger encode SOURCE`, they do not go inside it)")
+        return False
+
     @property
     def catalog(self) -> Path:
         return self.root / CATALOG_FILE

@@ -171,6 +171,32 @@ def test_init_refuses_a_folder_of_other_files_and_a_bad_model(tmp_path):
     assert invoke("init", str(photos / "a.jpg")).exit_code == 2
 
 
+def test_verbs_that_make_a_workspace_refuse_a_folder_of_other_files_and_a_database_of_its_own(tmp_path):
+    """`labels add` and `encode` make a workspace only where `init` would: never among someone's photos,
+    never in a DuckDB file that is not a catalog (both left byte for byte)."""
+    import duckdb
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"not really")
+    for args in (("labels", "add", "star"), ("encode", str(photos))):
+        out = invoke(*args, "-w", str(photos))
+        assert out.exit_code == 2 and out.stderr.startswith("error:") and "holds files" in out.stderr, out.output
+        assert [p.name for p in photos.iterdir()] == ["a.jpg"]
+    own = tmp_path / "own"
+    own.mkdir()
+    with duckdb.connect(str(own / "catalog.duckdb")) as con:
+        con.execute("CREATE TABLE sales(id INT)")
+    before = (own / "catalog.duckdb").read_bytes()
+    out = invoke("labels", "add", "star", "-w", str(own))
+    assert out.exit_code == 2 and "not a tagger catalog" in out.stderr and out.stderr.count("error:") == 1, out.output
+    assert (own / "catalog.duckdb").read_bytes() == before and sorted(p.name for p in own.iterdir()) == ["catalog.duckdb"]
+    fresh = tmp_path / "fresh"  # a new folder, or one holding only what tagger makes, is fine
+    assert invoke("labels", "add", "star", "-w", str(fresh)).exit_code == 0
+    (fresh / "catalog.duckdb").unlink()
+    assert invoke("labels", "add", "moon", "-w", str(fresh)).exit_code == 0
+
+
 def test_verbose_and_version_are_global_options(ws):
     import logging
     root = logging.getLogger()

@@ -105,6 +105,12 @@ def test_an_existing_file_needs_force(ws, tmp_path):
     res = invoke("export", "-f", "csv", "--out", str(target), "-w", str(ws), "--force")
     assert res.exit_code == 0, res.output
     assert target.read_text().startswith('"uri","run","label"')
+    kept = tmp_path / "kept.csv"  # a read-only file is left alone even with --force, as a read-only sidecar is
+    kept.write_text("mine\n")
+    kept.chmod(0o444)
+    for verb in (("export", "-f", "csv"), ("import-keywords", str(tmp_path / "nowhere"))):
+        one_error(invoke(*verb, "--out", str(kept), "-w", str(ws), "--force"), "read-only")
+        assert kept.read_text() == "mine\n" and stat.S_IMODE(kept.stat().st_mode) == 0o444
 
 
 def test_a_table_never_takes_a_photo_or_sidecar_name_a_broken_link_or_no_name(ws, tmp_path):

@@ -241,3 +241,24 @@ def test_size_cap(tmp_path, monkeypatch):
         monkeypatch.setenv("TAGGER_MAX_IMAGE_BYTES", raw)
         with pytest.raises(ConfigError, match="TAGGER_MAX_IMAGE_BYTES"):
             max_image_bytes()
+
+
+def test_a_workspace_inside_the_source_is_not_listed(tree):
+    """Thumbnails and a report inside a workspace that sits in the photo folder are not the user's images:
+    skipped (and counted) by a walk, a glob and a manifest alike; a source that is the workspace lists none."""
+    ws = tree / "sub" / "ws"
+    for rel in ("thumbnails/1.jpg", "report/assets/x.png", "report/index.html"):
+        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ws / rel).write_bytes(b"t")
+    walked = scan_images(tree, exclude=[ws])
+    assert walked.images.column("uri").to_pylist() == sorted(str(tree / rel) for rel in EXPECTED)
+    assert walked.skipped["in the workspace"] == 1  # the folder, pruned before its files are read
+    assert len(list_images(tree)) == len(EXPECTED) + 2  # without the workspace named, they are images
+    globbed = scan_images(str(tree / "**" / "*.*"), exclude=[ws])
+    assert str(ws / "thumbnails/1.jpg") not in globbed.images.column("uri").to_pylist()
+    assert globbed.skipped["in the workspace"] == 2
+    manifest = tree.parent / "list.txt"
+    manifest.write_text(f"{ws / 'thumbnails/1.jpg'}\n{tree / 'a.jpg'}\n")
+    assert scan_images(manifest, exclude=[ws]).images.column("uri").to_pylist() == [str(tree / "a.jpg")]
+    itself = scan_images(ws, exclude=[ws])
+    assert itself.images.num_rows == 0 and itself.skipped["in the workspace"] == 2

@@ -225,6 +225,8 @@ def test_pivot_and_harmless_settings_are_queries(world):
         "SELECT * FROM (PIVOT current_tags ON label USING count(*) GROUP BY uri) ORDER BY uri": '"moon": 0',
         "PIVOT current_tags ON label IN ('star') USING max(score) GROUP BY uri ORDER BY uri": '"star": 0.89',
         "SELECT current_setting('threads') > 0 AS t": '"t": true',
+        # DuckDB's progress bar writes to stdout (a slow query's --csv began with it): off, and locked off
+        "SELECT current_setting('enable_progress_bar') AS bar": '"bar": false',
         "SELECT count(*) AS n FROM range(10)": '"n": 10',
     }.items():
         out = sql(world, statement, "--json")

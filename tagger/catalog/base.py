@@ -76,8 +76,16 @@ def _lock_error(path: str, err: duckdb.Error, read_only: bool, waited: float) ->
 
 
 def _connect(path: str, read_only: bool, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
+    """Connect with ``config``; DuckDB's progress bar is turned off first (it writes to stdout, into a
+    CSV or JSON printed there), then the configuration locked where ``config`` asks for it."""
+    lock = bool(config.get("lock_configuration"))
     try:
-        return duckdb.connect(path, read_only=read_only, config=config)
+        con = duckdb.connect(path, read_only=read_only, config={k: v for k, v in config.items()
+                                                                 if k != "lock_configuration"})
+        con.execute("SET enable_progress_bar = false")
+        if lock:
+            con.execute("SET lock_configuration = true")
+        return con
     except duckdb.IOException as e:
         if "lock" in str(e).lower():
             raise _lock_error(path, e, read_only, 0.0) from e
@@ -88,6 +96,19 @@ def _connect(path: str, read_only: bool, config: dict[str, Any]) -> duckdb.DuckD
             f"(read-only vs writable); reuse that Catalog instead ({e})") from e
     except duckdb.Error as e:
         raise CatalogError(f"cannot open catalog {path}: {e}") from e
+
+
+def _refuse_foreign(con: duckdb.DuckDBPyConnection, path: str) -> None:
+    """A DuckDB file holding tables or views of its own but no migrations is someone else's database:
+    refused, never given tagger's schema."""
+    if applied_migrations(con):
+        return
+    row = con.execute("SELECT count(*) FROM duckdb_tables() WHERE NOT internal "
+                      "AND table_name <> 'schema_migrations'").fetchone()
+    views = con.execute("SELECT count(*) FROM duckdb_views() WHERE NOT internal").fetchone()
+    if (row and row[0]) or (views and views[0]):
+        raise CatalogError(f"{path} is a DuckDB database of its own, not a tagger catalog (no schema_migrations "
+                           "table): left as it is; give a new or empty folder for the workspace")
 
 
 def _connect_waiting(path: str, read_only: bool, config: dict[str, Any],
@@ -218,6 +239,7 @@ class CatalogBase:
                     raise CatalogError(f"{spath} is not a tagger catalog (no schema_migrations table)")
                 _warn_if_behind(con, spath, schema_dir)
             else:
+                _refuse_foreign(con, spath)
                 apply_migrations(con, schema_dir)
         except BaseException:
             con.close()

@@ -70,6 +70,7 @@ def encode(
     from ..models.resolve import record_model
     with reported():
         ws = workspace_at(workspace, create=False)  # nothing is written before the model is checked
+        ws.check_target()  # nor among someone's files
         name, weights = ws.model(model, absolute_checkpoint(pretrained))
         record_model(ws, name, weights)  # checks the model, then records it
         cfg = EncodeConfig(model=name, pretrained=weights, partition_size=partition_size, batch_size=batch_size,

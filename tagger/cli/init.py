@@ -24,18 +24,6 @@ def _next_commands(root: Path) -> list[tuple[str, str]]:
             (f"tagger encode SOURCE -w {ws}", "SOURCE: a folder, glob or manifest of images")]
 
 
-def _check_target(root: Path) -> bool:
-    """True when ``root`` already is a workspace; a file, or a folder holding other files, is refused."""
-    if root.exists() and not root.is_dir():
-        raise WorkspaceError(f"{root} is a file, not a folder: give a new or empty folder")
-    if Workspace(root).catalog.exists():
-        return True
-    if root.is_dir() and any(root.iterdir()):
-        raise WorkspaceError(f"{root} holds files but no catalog: give a new or empty folder for the workspace "
-                             f"(images are added with `tagger encode SOURCE`, they do not go inside it)")
-    return False
-
-
 def init_cmd(
     ws_arg: Annotated[Optional[Path], typer.Argument(
         metavar="[WS]", file_okay=False, help="the workspace folder to create (default: --workspace)")] = None,
@@ -48,7 +36,7 @@ def init_cmd(
     next command; an existing workspace is left as it is."""
     root = (ws_arg if ws_arg is not None else workspace).expanduser().resolve()
     with reported():
-        existed = _check_target(root)
+        existed = Workspace(root).check_target()
         ws = workspace_at(root, create=False)
         if existed and (model or pretrained):
             raise WorkspaceError(f"{root} already is a workspace (model {ws.model()[0]}): its model changes "

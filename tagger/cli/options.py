@@ -143,8 +143,13 @@ def reported() -> Iterator[None]:
 
 
 def workspace_at(path: Path, *, create: bool = True) -> Workspace:
-    """The workspace at ``path``; read-only commands pass ``create=False`` to leave disk untouched."""
-    return Workspace.at(path) if create else Workspace(Path(path).expanduser().resolve())
+    """The workspace at ``path``; read-only commands pass ``create=False`` to leave disk untouched. One is
+    made only where ``init`` would make it (never in a folder of someone's files)."""
+    ws = Workspace(Path(path).expanduser().resolve())
+    if create:
+        ws.check_target()
+        return Workspace.at(ws.root)
+    return ws
 
 
 @contextmanager

@@ -68,11 +68,12 @@ class EncodeConfig:
         return asdict(self)
 
 
-def register_source(catalog, source: str) -> dict[str, Any]:
-    """Register ``source``'s images; the summary's ``listed``/``skipped`` counts (and why), plus a
-    ``warning`` when the source holds no image at all (logged too)."""
+def register_source(catalog, source: str, workspace: str | None = None) -> dict[str, Any]:
+    """Register ``source``'s images (never files inside the folder ``workspace``, where the source holds
+    it); the summary's ``listed``/``skipped`` counts (and why), plus a ``warning`` when the source holds
+    no image at all (logged too)."""
     from .sources import IMAGE_EXTENSIONS, scan_images
-    listing = scan_images(source)
+    listing = scan_images(source, exclude=(workspace,) if workspace else ())
     catalog.register_images(listing.images)
     out: dict[str, Any] = {"listed": listing.images.num_rows, "skipped": listing.n_skipped}
     gone = mark_gone(catalog, source, listing.images)
@@ -208,7 +209,7 @@ def run_encode(workspace: "Workspace", source: str | None, cfg: EncodeConfig, *,
     model_id = model_id_for(cfg.model, cfg.pretrained)
     root = str(workspace.root)
     with Catalog.for_job(workspace.catalog, "encode") as cat:
-        listed = register_source(cat, source) if source is not None else {}
+        listed = register_source(cat, source, root) if source is not None else {}
         parts = plan_partitions(cat.pending_images(model_id), cfg.partition_size)
         n_reused = mark_reusable(parts, root, model_id)
         n_ok = n_err = 0

@@ -105,7 +105,7 @@ def _local_stat(path: str) -> tuple[int | None, int | None]:
 
 
 def _walk_local(root: str, include_hidden: bool, follow_links: bool,
-                skipped: Counter) -> list[Listed]:
+                skipped: Counter, exclude: frozenset[str] = frozenset()) -> list[Listed]:
     out = []
 
     def unreadable(e: OSError) -> None:  # os.walk would pass over it in silence
@@ -116,6 +116,10 @@ def _walk_local(root: str, include_hidden: bool, follow_links: bool,
         if not include_hidden:
             skipped["hidden"] += sum(d.startswith(".") for d in dirnames)
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if exclude:
+            inside = [d for d in dirnames if os.path.realpath(os.path.join(dirpath, d)) in exclude]
+            skipped["in the workspace"] += len(inside)  # its thumbnails and report are not the user's images
+            dirnames[:] = [d for d in dirnames if d not in inside]
         for name in filenames:
             if not include_hidden and name.startswith("."):
                 skipped["hidden"] += 1
@@ -180,7 +184,7 @@ def list_images(source: str | os.PathLike, *, include_hidden: bool = False,
 
 
 def scan_images(source: str | os.PathLike, *, include_hidden: bool = False,
-                follow_links: bool = False) -> Listing:
+                follow_links: bool = False, exclude: Iterable[str | os.PathLike] = ()) -> Listing:
     """List the images of ``source``, counting the files passed over (by extension, hidden).
 
     ``source`` is a folder (whatever its name; searched recursively for jpg/jpeg/png/webp/bmp/gif/
@@ -189,7 +193,8 @@ def scan_images(source: str | os.PathLike, *, include_hidden: bool = False,
     a Parquet manifest (text column ``uri`` or ``path``, optional numeric ``size``), each local,
     ``file://`` or remote (fsspec). Hidden files and folders are skipped unless ``include_hidden``;
     so are files that are not regular (FIFOs, devices, sockets, also behind a link) and broken links,
-    each kind counted with its reason. Manifests report the sizes they hold (else null). An empty or
+    each kind counted with its reason; so are local files under a folder of ``exclude`` (the workspace,
+    when the source holds it). Manifests report the sizes they hold (else null). An empty or
     missing source, a file that is neither image nor manifest, a manifest that is not UTF-8 text or a
     Parquet manifest of the wrong types raises SourceError; an empty one gives an empty table (and a
     warning saying what was skipped).
@@ -199,8 +204,9 @@ def scan_images(source: str | os.PathLike, *, include_hidden: bool = False,
         raise SourceError("empty image source: give a folder, a glob, a manifest or an image file")
     skipped: Counter = Counter()
     local = to_local_path(src)
+    away = frozenset(os.path.realpath(os.fspath(e)) for e in exclude)
     if local is not None and os.path.isdir(local):  # a folder, whatever its name
-        items = _walk_local(local, include_hidden, follow_links, skipped)
+        items = _walk_local(local, include_hidden, follow_links, skipped, away)
     elif _is_manifest(src, PARQUET_EXTENSIONS):
         items = parquet_manifest(src)
     elif _is_manifest(src, TEXT_MANIFEST_EXTENSIONS):
@@ -209,6 +215,8 @@ def scan_images(source: str | os.PathLike, *, include_hidden: bool = False,
         items = _list_remote(src, skipped)
     else:
         items = _list_local(src, local, include_hidden, skipped)
+    if away:
+        items = _outside(items, away, skipped)
     listing = Listing(_table(items), +skipped)  # unary plus drops zero counts
     why = f"; skipped {listing.n_skipped} file(s): {listing.skipped_text()}" if listing.n_skipped else ""
     if listing.images.num_rows == 0:
@@ -218,6 +226,25 @@ def scan_images(source: str | os.PathLike, *, include_hidden: bool = False,
     else:
         logger.info("listed %d images from %s", listing.images.num_rows, src)
     return listing
+
+
+def _outside(items: list[Listed], away: frozenset[str], skipped: Counter) -> list[Listed]:
+    """``items`` without the local files under a folder of ``away`` (counted as skipped)."""
+    def under(uri: str) -> bool:
+        path = to_local_path(uri)
+        if path is None:
+            return False
+        folder = os.path.dirname(os.path.realpath(path))
+        while True:
+            if folder in away:
+                return True
+            parent = os.path.dirname(folder)
+            if parent == folder:
+                return False
+            folder = parent
+    kept = [item for item in items if not under(item[0])]
+    skipped["in the workspace"] += len(items) - len(kept)
+    return kept
 
 
 def _list_local(src: str, local: str, include_hidden: bool, skipped: Counter) -> list[Listed]:
