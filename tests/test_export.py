@@ -222,6 +222,10 @@ def test_xmp_into_a_mirror_folder_relative_to_the_source_root(photos, tmp_path):
     assert out.exit_code == 2 and "1 sidecar(s) not written" in out.stderr and "c.jpg.xmp" in out.stderr
     assert (folder / "c.jpg.xmp").read_text() == "this is not xml"
     assert (folder / "a.jpg.xmp").exists()
+    other = tmp_path / "mirror2"  # a source root that is no folder: one error line, nothing recorded
+    out = invoke("export", "-f", "xmp", "--mirror", str(other), "--source-root", str(tmp_path / "nowhere"), "-w", str(root))
+    assert out.exit_code == 2 and out.stderr.count("error:") == 1 and "not a folder" in out.stderr, out.output
+    assert not other.exists()
 
 
 @pytest.mark.parametrize("marker", ['{"source_root": 5}', '["a"]', '{"source_root": "relative/x"}', "not json"],

@@ -29,20 +29,31 @@ LABELS = ["circle", "shape", "star", "tree", "sun"]
 
 def test_the_keyword_map_rules():
     kmap = KeywordMap({lab: [] for lab in LABELS} | {"car": ["automobile"]}, {"star": ["shape"], "circle": ["shape"]},
-                      {"Sonne": "sun", "places|Paris": "", "Baum": "tree"})
-    assert kmap.one("star") == "star" and kmap.one("STAR") == "star" and kmap.one("Automobile") == "car"
-    assert kmap.one("sonne") == "sun" and kmap.one("places|Paris") == "" and kmap.one("holiday") is None
+                      {"Sonne": ("sun",), "places|Paris": (), "Baum": ("tree",)})
+    assert kmap.one("star") == ("star",) and kmap.one("STAR") == ("star",) and kmap.one("Automobile") == ("car",)
+    assert kmap.one("sonne") == ("sun",) and kmap.one("places|Paris") == () and kmap.one("holiday") is None
     unmapped: Counter = Counter()
     kw = Keywords({"Star", "holiday", "Paris", "Baum"}, {("places", "Paris"), ("objects", "round", "Circle"),
                                                         ("events", "wedding")})
     assert kmap.labels_of(kw, unmapped) == ["circle", "shape", "star", "tree"]  # ancestors of star and circle
     assert unmapped == Counter({"holiday": 1, "events|wedding": 1})  # Paris: under an ignored path
     unmapped.clear()  # a root the map ignores leaves what is below it reported
-    kmap = KeywordMap({lab: [] for lab in LABELS}, {}, {"Places": "", "Places|Paris|Louvre": ""})
+    kmap = KeywordMap({lab: [] for lab in LABELS}, {}, {"Places": (), "Places|Paris|Louvre": ()})
     kw = Keywords({"Paris"}, {("Places", "Paris"), ("Places", "France", "Paris"), ("Places",),
                               ("Places", "Paris", "Louvre"), ("Places", "Star")})
     assert kmap.labels_of(kw, unmapped) == ["star"]
     assert unmapped == Counter({"Places|Paris": 1, "Places|France|Paris": 1})
+
+
+def test_a_keyword_on_several_rows_of_the_mapping_gets_each_label(tmp_path):
+    from tagger.export.kwmap import read_mapping
+    path = tmp_path / "map.csv"
+    path.write_text("keyword,label\nHoliday,star\nHoliday,sun\nholiday,tree\nHoliday,star\nBeach,-\nBeach,sun\nJunk,\n")
+    mapping = read_mapping(path, LABELS)
+    assert mapping == {"Holiday": ("star", "sun"), "holiday": ("tree",), "Beach": ("sun",), "Junk": ()}
+    kmap = KeywordMap({lab: [] for lab in LABELS}, {}, mapping)
+    assert kmap.labels_of(Keywords({"Holiday"}, set())) == ["star", "sun"]  # the exact spelling first
+    assert kmap.labels_of(Keywords({"HOLIDAY", "beach", "junk"}, set())) == ["star", "sun", "tree"]  # folded: all
 
 
 def _jpeg(path: Path) -> Path:

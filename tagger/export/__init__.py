@@ -106,6 +106,9 @@ def _export_xmp(cat: "Catalog", run_id: int, opts: ExportOptions) -> dict[str, A
                           f"got {opts.root_label!r}")
     if opts.source_root is not None and opts.mirror is None:
         raise ConfigError("--source-root is for --mirror DIR")
+    if opts.source_root is not None and not os.path.isdir(os.path.expanduser(os.fspath(opts.source_root))):
+        raise ConfigError(f"--source-root {opts.source_root} is not a folder: give the folder the photos are under "
+                          "(nothing was written)")
     mirror = root = None
     if opts.mirror is not None:
         mirror = check_out_dir(opts.mirror, opts.workspace, option="--mirror")

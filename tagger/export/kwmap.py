@@ -1,7 +1,8 @@
 """Map a person's keywords to the workspace's labels, and write the labelled images.
 
 A keyword maps through, in order: the user's mapping file (CSV ``keyword,label``; the keyword a flat
-one or a ``|`` path, matched exactly then case-folded; an empty label or ``-`` ignores it), the
+one or a ``|`` path, matched exactly then case-folded; rows of one keyword give it each of their
+labels; an empty label or ``-`` ignores it, unless another row gives it a label), the
 label names, then label names and synonyms case-folded. Every name on a hierarchical path is tried
 (``animals|dog`` gives ``dog``, and ``animals`` where it is a label), and a mapped label brings its
 ancestors in the label hierarchy. The output is a CSV of ``uri,label,decision`` rows (decision
@@ -31,9 +32,9 @@ logger = logging.getLogger(__name__)
 IGNORE = ""
 
 
-def read_mapping(path: str | Path, vocabulary: Iterable[str]) -> dict[str, str]:
-    """keyword -> label (or :data:`IGNORE`) of a mapping file; ConfigError for an unreadable file,
-    a malformed row or a label not in ``vocabulary``."""
+def read_mapping(path: str | Path, vocabulary: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """keyword -> its labels (empty: ignored) of a mapping file, a keyword on several rows getting each
+    row's label; ConfigError for an unreadable file, a malformed row or a label not in ``vocabulary``."""
     p = Path(path)
     if p.exists() and not p.is_file():  # a folder, or a FIFO that would block the read
         raise ConfigError(f"mapping file {p} is not a regular file: give a CSV file")
@@ -47,7 +48,8 @@ def read_mapping(path: str | Path, vocabulary: Iterable[str]) -> dict[str, str]:
         raise ConfigError(f"cannot read mapping file {p}: {e}") from None
     if rows and [c.strip().lower() for c in rows[0]][:2] == ["keyword", "label"]:
         rows = rows[1:]
-    known, out = set(vocabulary), {}
+    known = set(vocabulary)
+    out: dict[str, tuple[str, ...]] = {}
     for k, row in enumerate(rows, 1):
         if len(row) != 2 or not row[0].strip():
             raise ConfigError(f"mapping file {p}: row {k} must be keyword,label (an empty label ignores the keyword)")
@@ -55,7 +57,9 @@ def read_mapping(path: str | Path, vocabulary: Iterable[str]) -> dict[str, str]:
         label = IGNORE if label in ("", "-") else label
         if label and label not in known:
             raise ConfigError(f"mapping file {p}: row {k} maps to {label!r}, not an active label")
-        out[row[0].strip()] = label
+        given = out.setdefault(row[0].strip(), ())
+        if label and label not in given:
+            out[row[0].strip()] = (*given, label)
     return out
 
 
@@ -63,11 +67,14 @@ class KeywordMap:
     """Keywords -> labels for one vocabulary (``labels``: name -> synonyms; ``parents``: hierarchy)."""
 
     def __init__(self, labels: Mapping[str, Sequence[str]], parents: Mapping[str, Sequence[str]] | None = None,
-                 mapping: Mapping[str, str] | None = None) -> None:
+                 mapping: Mapping[str, Sequence[str]] | None = None) -> None:
         self.labels = set(labels)
         self.parents = parents or {}
-        self.user = dict(mapping or {})
-        self.user_folded = {fold_keyword(k): v for k, v in self.user.items()}
+        self.user = {k: tuple(v) for k, v in (mapping or {}).items()}
+        self.user_folded: dict[str, tuple[str, ...]] = {}
+        for k, v in self.user.items():  # keywords that fold together give each of their labels
+            was = self.user_folded.get(fold_keyword(k), ())
+            self.user_folded[fold_keyword(k)] = (*was, *(x for x in v if x not in was))
         self.folded: dict[str, str] = {}
         for name, synonyms in labels.items():
             for s in synonyms or ():
@@ -75,14 +82,15 @@ class KeywordMap:
         for name in labels:  # a label's own name wins over another's synonym
             self.folded[fold_keyword(name)] = name
 
-    def one(self, keyword: str) -> str | None:
-        """The label of one keyword or path text; :data:`IGNORE` for an ignored one; None if unmapped."""
+    def one(self, keyword: str) -> tuple[str, ...] | None:
+        """The labels of one keyword or path text; empty for an ignored one; None if unmapped."""
         for table, key in ((self.user, keyword), (self.user_folded, fold_keyword(keyword))):
             if key in table:
                 return table[key]
         if keyword in self.labels:
-            return keyword
-        return self.folded.get(fold_keyword(keyword))
+            return (keyword,)
+        name = self.folded.get(fold_keyword(keyword))
+        return None if name is None else (name,)
 
     def _with_ancestors(self, labels: set[str]) -> set[str]:
         out, todo = set(labels), list(labels)
@@ -100,15 +108,15 @@ class KeywordMap:
         covered = {name for path in kw.paths for name in path}
         for path in sorted(kw.paths):
             whole = self.one("|".join(path))
-            hits = {whole} if whole is not None else {self.one(name) for name in path}
-            mapped = {h for h in hits if h}
+            hits = [whole] if whole is not None else [self.one(name) for name in path]
+            mapped = {label for h in hits if h for label in h}
             found |= mapped
             if not mapped and None in hits:  # a name the map ignores does not hide the others
                 missed.add("|".join(path))
         for word in sorted(kw.flat):
-            label = self.one(word)
-            if label is not None:
-                found.add(label)
+            labels = self.one(word)
+            if labels is not None:
+                found.update(labels)
             elif word not in covered:
                 missed.add(word)
         if unmapped is not None:
