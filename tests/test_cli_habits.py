@@ -197,6 +197,21 @@ def test_verbs_that_make_a_workspace_refuse_a_folder_of_other_files_and_a_databa
     assert invoke("labels", "add", "moon", "-w", str(fresh)).exit_code == 0
 
 
+def test_a_bad_option_value_or_verb_is_one_error_line(tmp_path):
+    """Values the option parser refuses (a range, a folder given for a file, an unknown verb) end as every
+    other error does: one `error:` line naming the option, status 2, no box."""
+    (tmp_path / "d").mkdir()
+    for args, said in ((("search", "x", "-k", "0"), "'--k'"), (("review", "import", str(tmp_path / "d")), "is a directory"),
+                       (("serve", "--port", "99999"), "'--port'"), (("nosuchverb",), "No such command")):
+        out = cli(*args, "-w", str(tmp_path / "ws")) if args[0] != "nosuchverb" else cli(*args)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and said in lines[0], out.stderr
+        assert "-h'" in lines[0] and not set("╭│╰") & set(out.stderr)
+    alone = cli()  # the bare command still shows its help
+    assert alone.returncode == 2 and "Usage:" in alone.stdout and "labels" in alone.stdout
+    assert not (tmp_path / "ws").exists()
+
+
 def test_verbose_and_version_are_global_options(ws):
     import logging
     root = logging.getLogger()

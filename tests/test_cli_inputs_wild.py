@@ -69,3 +69,34 @@ def test_output_to_a_full_disk_is_one_error_line(ws):
                               stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
     assert done.returncode == 2 and "error: No space left on device" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_files_saved_as_utf16_or_conflicting_are_one_error_line(ws, tmp_path):
+    """A decisions, mapping or labelled file saved as UTF-16 (as spreadsheets do) says so; a decisions
+    file giving one image and label two decisions is refused whole (which one was meant cannot be told)."""
+    rows = "uri,label,decision\n/p/a.jpg,star,accept\n"
+    wide = tmp_path / "wide.csv"
+    wide.write_bytes(rows.encode("utf-16"))
+    out = invoke(ws, "review", "import", str(wide))
+    assert out.exit_code == 2 and "is UTF-16 text: save it as UTF-8" in out.stderr, out.output
+    with pytest.raises(ConfigError, match="UTF-16"):
+        read_mapping(wide, ["star"])
+    from tagger.pipeline.calibration import read_labelled_file
+    with pytest.raises(ConfigError, match="labelled file .* is UTF-16 text") as err:  # not the raw bytes it holds
+        read_labelled_file(wide)
+    assert "\x00" not in str(err.value)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("keyword,label\nSonne,star\nCafé,moon\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 0xe9 on line 3\)"):
+        read_mapping(latin, ["star", "moon"])
+    uri = str(tmp_path / "a.jpg")
+    with Catalog.open(Workspace(ws).catalog) as cat:
+        cat.register_images([uri])
+    both = tmp_path / "both.csv"
+    both.write_text(f"uri,label,decision\n{uri},star,accept\n{uri},moon,accept\n{uri},star,reject\n")
+    out = invoke(ws, "review", "import", str(both))
+    assert out.exit_code == 2 and "'accept' in decision 1 and 'reject' in decision 3" in out.stderr, out.output
+    assert decisions(ws) == []
+    same = tmp_path / "same.csv"  # the same decision twice is one decision
+    same.write_text(f"uri,label,decision\n{uri},star,accept\n{uri},star,accept\n")
+    assert invoke(ws, "review", "import", str(same)).exit_code == 0 and len(decisions(ws)) >= 1

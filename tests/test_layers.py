@@ -45,7 +45,7 @@ def files_under(folder: str) -> list[Path]:
 
 # --- the layer table -------------------------------------------------------------------------
 #: The ground floor: modules every layer may import; among themselves they import only what is listed.
-GROUND = ("errors", "ids", "atomic", "uris", "workspace", "targets")
+GROUND = ("errors", "ids", "atomic", "uris", "workspace", "targets", "textfile")
 
 #: What each layer (a sub-package or a top-level module of ``tagger``) may import besides itself and
 #: the ground floor. ``tagger`` is the package root (the public API), which may import every layer.
@@ -56,6 +56,7 @@ ALLOWED: dict[str, set[str]] = {
     "uris": set(),
     "workspace": {"errors", "atomic"},
     "targets": {"errors", "atomic", "uris", "workspace"},
+    "textfile": {"errors"},
     "method": set(GROUND) - {"workspace", "targets"},  # pure math: knows no workspace and no output file
     "models": set(GROUND),
     "store": set(GROUND),

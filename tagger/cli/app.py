@@ -33,7 +33,13 @@ from .report import report_cmd
 from .review import review_app
 from .status import quiet_warnings
 
+try:  # typer carries its own copy of click, whose exceptions its parser raises
+    from typer._click import exceptions as usage_errors
+except ImportError:  # an older typer runs on click itself
+    from click import exceptions as usage_errors  # type: ignore[no-redef]
+
 HELP_OPTIONS = ["-h", "--help"]
+INTERRUPTED = 130  # the exit status of a verb stopped by Ctrl-C
 app = typer.Typer(add_completion=False, no_args_is_help=True, context_settings={"help_option_names": HELP_OPTIONS},
                   help="Tag image collections with labels nobody annotated.")
 
@@ -374,10 +380,25 @@ def main(argv: list[str] | None = None, *, verb: str | None = None, prog_name: s
     if verb is not None:
         command = command.commands[verb]  # type: ignore[attr-defined]
     try:
-        command.main(args=argv, prog_name=prog_name, help_option_names=HELP_OPTIONS)  # a job's verb too
+        code = command.main(args=argv, prog_name=prog_name, help_option_names=HELP_OPTIONS,  # a job's verb too
+                            standalone_mode=False)
+        if isinstance(code, int) and code:  # a verb's exit status (Ctrl-C: 130)
+            if code == INTERRUPTED:
+                sys.stderr.write("error: interrupted\n")
+            raise SystemExit(code)
     except SystemExit as e:
         if e.code not in (0, None):  # errors exit with their status; success returns to the caller
             raise
+    except usage_errors.NoArgsIsHelpError as e:  # `tagger` alone: its help, as before
+        typer.echo(e.ctx.get_help())
+        raise SystemExit(e.exit_code) from None
+    except usage_errors.UsageError as e:  # a bad option value: one line, as every other error
+        hint = f" (see '{e.ctx.command_path} -h')" if e.ctx is not None else ""
+        sys.stderr.write(f"error: {e.format_message()}{hint}\n")
+        raise SystemExit(e.exit_code) from None
+    except usage_errors.ClickException as e:
+        sys.stderr.write(f"error: {e.format_message()}\n")
+        raise SystemExit(e.exit_code) from None
     except OSError as e:
         if e.errno == errno.EPIPE:
             raise

@@ -22,6 +22,7 @@ from pathlib import Path
 from ..atomic import atomic_open
 from ..errors import ConfigError
 from ..targets import os_reason
+from ..textfile import read_utf8_text
 from .keywords import Keywords
 from .xmp import fold_keyword
 
@@ -36,12 +37,7 @@ def read_mapping(path: str | Path, vocabulary: Iterable[str]) -> dict[str, tuple
     """keyword -> its labels (empty: ignored) of a mapping file, a keyword on several rows getting each
     row's label; ConfigError for an unreadable file, a malformed row or a label not in ``vocabulary``."""
     p = Path(path)
-    if p.exists() and not p.is_file():  # a folder, or a FIFO that would block the read
-        raise ConfigError(f"mapping file {p} is not a regular file: give a CSV file")
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read mapping file {p}: {getattr(e, 'strerror', None) or e}") from e
+    text = read_utf8_text(p, "mapping file")
     try:
         rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
     except csv.Error as e:  # e.g. a field over the csv module's limit (128 KiB)

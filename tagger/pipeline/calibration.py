@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..ids import short_sha256
+from ..textfile import check_not_utf16
 from ..method.decisions import DecisionConfig, Decisions, TextAnchors
 from ..method.keep import keep_positives
 
@@ -37,6 +38,7 @@ def _read_table(path: Path):
         if path.suffix.lower() in (".parquet", ".pq"):
             table = pq.read_table(path)
         else:  # every column read as text: a label 2019 or 007 is a name, not a number
+            check_not_utf16(path, "labelled file")
             names = pacsv.open_csv(path).schema.names if path.stat().st_size else []  # its first block only
             table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
                 column_types={n: pa.string() for n in names}))

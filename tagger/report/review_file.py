@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..textfile import read_utf8_text
 
 __all__ = ["FILE_FORMAT", "decisions_document", "read_decisions"]
 
@@ -63,12 +64,26 @@ def read_decisions(path: str | os.PathLike) -> tuple[list[tuple[str, str, str]],
     """``(uri, label, decision)`` rows of a decisions file and its kind (``csv`` or ``report``).
     A ``.json`` file (or one starting with ``{`` or ``[``) is read as JSON, anything else as CSV."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read decisions file {p}: {getattr(e, 'strerror', None) or e}") from e
+    text = read_utf8_text(p, "decisions file")
     is_json = p.suffix.lower() == ".json" or text.lstrip()[:1] in ("{", "[")
     rows = _from_json(p, text) if is_json else _from_csv(p, text)
     if not rows:
         raise ConfigError(f"decisions file {p} holds no decision")
+    _check_conflicts(p, rows)
     return rows, "report" if is_json else "csv"
+
+
+def _check_conflicts(path: Path, rows: list[tuple[str, str, str]]) -> None:
+    """ConfigError when one image and label get two different decisions: which one the person meant
+    cannot be told (a repeated identical row is fine)."""
+    seen: dict[tuple[str, str], tuple[int, str]] = {}
+    clashes = []
+    for k, (uri, label, decision) in enumerate(rows, 1):
+        first = seen.setdefault((uri, label), (k, decision))
+        if first[1] != decision:
+            clashes.append((uri, label, first, (k, decision)))
+    if clashes:
+        uri, label, (k1, d1), (k2, d2) = clashes[0]
+        more = f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else ""
+        raise ConfigError(f"decisions file {path}: {uri} {label!r} is {d1!r} in decision {k1} and {d2!r} in decision "
+                          f"{k2}{more}: keep one decision per image and label (nothing was recorded)")
