@@ -21,7 +21,7 @@ from .errors import ConfigError
 from .uris import IMAGE_EXTENSIONS
 from .workspace import CATALOG_FILE, OWNED
 
-__all__ = ["WORKSPACE_OWNED", "check_out_dir", "check_out_file", "inside", "os_reason", "workspace_owned"]
+__all__ = ["STDOUT", "WORKSPACE_OWNED", "check_out_dir", "check_out_file", "inside", "os_reason", "workspace_owned"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,10 @@ def workspace_owned(path: str | os.PathLike, root: str | os.PathLike) -> bool:
         return p == r
     top = p.relative_to(r).parts[0]
     return top in WORKSPACE_OWNED or top.startswith(CATALOG_FILE)
+
+
+#: ``--out -``: a table goes to standard output (no file is written).
+STDOUT = "-"
 
 
 def _kind(mode: int) -> str:

@@ -202,3 +202,12 @@ def test_an_os_error_a_verb_did_not_expect_is_one_line(monkeypatch, capsys, erro
         cli_app.main(["status"])
     err = capsys.readouterr().err.strip().splitlines()
     assert done.value.code == 2 and len(err) == 1 and err[0].startswith("error:") and says in err[0], err
+
+
+def test_a_threshold_for_another_decision_rule_is_refused_not_ignored(ws):
+    out = invoke("tag", "-w", str(ws), "--threshold", "0.5")
+    assert "--threshold is for --decision standardized" in one_error_line(out, "--decision anchored")
+    out = invoke("tag", "-w", str(ws), "--decision", "mixture", "--threshold", "0.5")
+    assert out.exit_code == 2 and "--decision mixture fits each label's own threshold" in out.stderr
+    out = invoke("tag", "-w", str(ws), "--decision", "standardized", "--threshold", "0.5")
+    assert "--threshold" not in out.stderr  # taken (it then needs a classifier: none was trained here)

@@ -202,7 +202,8 @@ def test_a_bad_option_value_or_verb_is_one_error_line(tmp_path):
     other error does: one `error:` line naming the option, status 2, no box."""
     (tmp_path / "d").mkdir()
     for args, said in ((("search", "x", "-k", "0"), "'--k'"), (("review", "import", str(tmp_path / "d")), "is a directory"),
-                       (("serve", "--port", "99999"), "'--port'"), (("nosuchverb",), "No such command")):
+                       (("serve", "--port", "99999"), "'--port'"), (("nosuchverb",), "No such command"),
+                       (("generate-text", "--n-sentences", "99999999999"), "'--n-sentences'")):
         out = cli(*args, "-w", str(tmp_path / "ws")) if args[0] != "nosuchverb" else cli(*args)
         lines = out.stderr.strip().splitlines()
         assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and said in lines[0], out.stderr

@@ -113,6 +113,21 @@ def test_an_existing_file_needs_force(ws, tmp_path):
         assert kept.read_text() == "mine\n" and stat.S_IMODE(kept.stat().st_mode) == 0o444
 
 
+def test_out_dash_writes_the_table_to_standard_output_and_no_file(ws, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    monkeypatch.chdir(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "tagger.cli", "export", "-f", "csv", "-o", "-", "-w", str(ws)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith('"uri","run","label"') and "row(s) of run" in done.stderr
+    assert not (tmp_path / "-").exists()
+    lines = subprocess.run([sys.executable, "-m", "tagger.cli", "export", "-f", "jsonl", "-o", "-", "-w", str(ws)],
+                           capture_output=True, text=True, timeout=300, cwd=tmp_path).stdout.splitlines()
+    assert lines and all(line.startswith('{"uri"') for line in lines)
+    one_error(invoke("export", "-f", "csv", "-o", "-", "--json", "-w", str(ws)), "standard output")
+
+
 def test_a_table_never_takes_a_photo_or_sidecar_name_a_broken_link_or_no_name(ws, tmp_path):
     side = tmp_path / "p.jpg.xmp"
     side.write_text("<x:xmpmeta/>")  # a person's sidecar

@@ -186,8 +186,9 @@ def tag(
         "the K best-scoring labels kept per image; positive labels beyond the K are kept too, so an "
         "image may get more than K tags"))] = TagConfig.top_k,
     decision: DecisionOpt = DecisionRule.ANCHORED,
-    threshold: Annotated[float, typer.Option(callback=finite,
-        help="--decision standardized: positive when the per-image standardised score reaches this")] = TagConfig.threshold,
+    threshold: Annotated[Optional[float], typer.Option(callback=finite,
+        help="--decision standardized: positive when the per-image standardised score reaches this "
+             f"(default {TagConfig.threshold})")] = None,
     calibrate_with: CalibrateWithOpt = None,
     no_calibrate: Annotated[bool, typer.Option(
         "--no-calibrate", help="keep raw scores (no per-label z-score over a corpus sample)")] = False,
@@ -203,9 +204,13 @@ def tag(
     """Tag every encoded image from its stored embeddings into a new run, and make it current."""
     from .. import api
     with reported():
+        if threshold is not None and decision is not DecisionRule.STANDARDIZED:
+            raise ConfigError(f"--threshold is for --decision standardized; --decision {decision.value} fits each "
+                              "label's own threshold")
         ws = workspace_at(workspace)
         name, weights = ws.model(model, pretrained)
-        cfg = TagConfig(top_k=top_k, decision=decision.value, threshold=threshold, patch_source=patch_source.value,
+        cfg = TagConfig(top_k=top_k, decision=decision.value,
+                        threshold=TagConfig.threshold if threshold is None else threshold, patch_source=patch_source.value,
                         concurrency=concurrency, calibrate=not no_calibrate, node_resource=node_resource)
         with job_scope(ws, "tag", wait):
             summary = api.tag(ws, cfg, model=name, pretrained=weights, classifier_id=classifier_id,

@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..errors import ConfigError
+from ..targets import STDOUT
 from .options import (
     DEFAULT_WORKSPACE, QUICK_WAIT, JsonOpt, WaitOpt, WorkspaceOpt, err_console, fail, open_catalog, print_summary,
     reported, workspace_at,
@@ -64,7 +66,7 @@ def export_cmd(
     out: Annotated[Optional[str], typer.Option(
         "--out", "-o", help=(
             "table formats: a new file outside the workspace (default: tags-run<N>.<format>); its folder must "
-            "exist"))] = None,
+            "exist; - writes the table to standard output"))] = None,
     force: ForceOpt = False,
     positive_only: Annotated[bool, typer.Option("--positive-only", help="table formats: positive tags only")] = False,
     mirror: Annotated[Optional[Path], typer.Option(
@@ -93,8 +95,14 @@ def export_cmd(
     ws = workspace_at(workspace, create=False)
     opts = ExportOptions(out=out, force=force, positive_only=positive_only, mirror=mirror, source_root=source_root,
                          naming=sidecar_name.value, root_label=root, workspace=ws.root, crash_after=crash_after)
+    to_stdout = out == STDOUT
     with reported(), open_catalog(workspace, read_only=True, wait=wait) as cat:
+        if to_stdout and as_json:
+            raise ConfigError("--out - writes the table to standard output: not with --json")
         summary = export_run(cat, fmt.value, run_id=run, options=opts)
+    if to_stdout:  # the table is standard output: the summary goes to the error stream
+        err_console.print(f"exported {summary['rows']} row(s) of run {summary['run']} ({fmt.value})", markup=False)
+        return
     print_summary(f"export {fmt.value}", summary, as_json)
     _warn(summary)
     if summary.get("failed"):

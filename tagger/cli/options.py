@@ -338,7 +338,9 @@ PartitionSizeOpt = Annotated[int, typer.Option(min=1, help="images per partition
 EncodeCpusOpt = Annotated[float, typer.Option(callback=finite_non_negative, help=(
     "Ray CPUs reserved per CPU encoder actor (e.g. 0.75 to fit 2 encoders and a decoder on 2 cores)"))]
 DecodeCpusOpt = Annotated[float, typer.Option(callback=finite_non_negative, help="Ray CPUs per decode task")]
-NSentencesOpt = Annotated[int, typer.Option(min=1, help=(
+#: The most label sets a corpus asks for: 10^7 sentences' text embeddings already take ~20 GB.
+MAX_SENTENCES = 10_000_000
+NSentencesOpt = Annotated[int, typer.Option(min=1, max=MAX_SENTENCES, help=(
     "label sets of the corpus (a corpus made with another count, seed or generator is not reused)"))]
 MaxMissingOpt = Annotated[float, typer.Option(callback=finite_non_negative, help=(
     "label sets allowed to end without a sentence: a fraction below 1 (0.01 = 1 %) or a count; "

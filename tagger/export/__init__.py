@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..atomic import atomic_open
 from ..errors import ConfigError
-from ..targets import check_out_dir, check_out_file
+from ..targets import STDOUT, check_out_dir, check_out_file
 from ..workspace import Workspace
 from .sidecars import NAMINGS, SidecarPlan, sidecar_path, write_sidecars
 from .tables import EXPORT_SCHEMA, TABLE_FORMATS, write_table_export
@@ -142,7 +142,8 @@ def export_run(cat: "Catalog", fmt: str, *, run_id: int | None = None,
     for name, value in (("--mirror", opts.mirror), ("--source-root", opts.source_root), ("--root", opts.root_label)):
         if value is not None:
             raise ConfigError(f"{name} is for --format xmp")
-    target = check_out_file(opts.out if opts.out is not None else default_out(fmt, run.run_id), opts.workspace,
-                            force=opts.force)
+    target = STDOUT if opts.out is not None and os.fspath(opts.out) == STDOUT else \
+        check_out_file(opts.out if opts.out is not None else default_out(fmt, run.run_id), opts.workspace,
+                       force=opts.force)
     batches = cat.tag_batches(run.run_id, positive_only=opts.positive_only, batch_rows=opts.batch_rows)
     return {"run": run.run_id, **write_table_export(batches, fmt, target)}

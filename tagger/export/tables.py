@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import sys
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
@@ -17,7 +18,7 @@ import pyarrow.parquet as pq
 
 from ..atomic import atomic_open
 from ..errors import ConfigError
-from ..targets import os_reason
+from ..targets import STDOUT, os_reason
 
 __all__ = ["EXPORT_SCHEMA", "TABLE_FORMATS", "write_table_export"]
 
@@ -74,22 +75,32 @@ def write_table_export(batches: Iterable[pa.RecordBatch], fmt: str, out: str | o
     unwritable target raises ConfigError."""
     if fmt not in _WRITERS:
         raise ConfigError(f"table export format must be one of {TABLE_FORMATS}, got {fmt!r}")
-    path, rows = Path(out), 0
+    if os.fspath(out) == STDOUT:
+        rows = _write(batches, _WRITERS[fmt](sys.stdout.buffer))
+        sys.stdout.buffer.flush()
+        logger.info("exported %d tags to standard output (%s)", rows, fmt)
+        return {"format": fmt, "path": STDOUT, "rows": rows}
+    path = Path(out)
     if path.is_dir():
         raise ConfigError(f"--out {path} is a folder; give a file name for a {fmt} export")
     try:
         with atomic_open(path, parents=False) as fh:
-            writer = _WRITERS[fmt](fh)
-            try:
-                for batch in batches:
-                    batch = pa.RecordBatch.from_arrays(
-                        [batch.column(n).cast(EXPORT_SCHEMA.field(n).type) for n in EXPORT_SCHEMA.names],
-                        schema=EXPORT_SCHEMA)
-                    writer.write(batch)
-                    rows += batch.num_rows
-            finally:
-                writer.close()
+            rows = _write(batches, _WRITERS[fmt](fh))
     except OSError as e:
         raise ConfigError(f"cannot write --out {path}: {os_reason(e)}") from e
     logger.info("exported %d tags to %s (%s)", rows, path, fmt)
     return {"format": fmt, "path": str(path), "rows": rows}
+
+
+def _write(batches: Iterable[pa.RecordBatch], writer: Any) -> int:
+    """Every batch through ``writer`` (cast to :data:`EXPORT_SCHEMA`), closed at the end; the rows."""
+    rows = 0
+    try:
+        for batch in batches:
+            batch = pa.RecordBatch.from_arrays(
+                [batch.column(n).cast(EXPORT_SCHEMA.field(n).type) for n in EXPORT_SCHEMA.names], schema=EXPORT_SCHEMA)
+            writer.write(batch)
+            rows += batch.num_rows
+    finally:
+        writer.close()
+    return rows
