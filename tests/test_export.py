@@ -251,8 +251,9 @@ def test_sidecar_naming_and_a_root_for_the_machine_keywords(photos):
     a = exif(folder / "a.xmp")
     assert sorted(as_list(a["HierarchicalSubject"])) == ["auto|shape", "auto|shape|circle", "auto|shape|star"]
     assert sorted(as_list(a["Subject"])) == ["circle", "shape", "star"]  # flat keywords stay the labels
-    bad = invoke("export", "-f", "xmp", "--root", "a|b", "-w", str(root))
-    assert bad.exit_code == 2 and "--root" in bad.stderr and bad.stderr.count("\n") == 1
+    for name in ("a|b", "a\tb", "a\nb"):  # what a label name cannot hold, a root cannot either
+        bad = invoke("export", "-f", "xmp", "--root", name, "-w", str(root))
+        assert bad.exit_code == 2 and "--root" in bad.stderr and bad.stderr.count("\n") == 1, bad.output
 
 
 def test_sidecar_paths_and_hierarchical_keywords(tmp_path):

@@ -149,10 +149,13 @@ def test_import_keywords_errors_are_one_line(library, tmp_path):
     assert res.exit_code == 0 and "a.jpg" in _rows(tmp_path / "via.csv"), res.output
     bad = tmp_path / "bad.csv"
     bad.write_text("Sonne,moon\n", encoding="utf-8")
+    empty = tmp_path / "empty"
+    empty.mkdir()
     for args, needle in [(("--map", str(bad)), "not an active label"),
                          (("--map", str(tmp_path / "none.csv")), "cannot read mapping file"),
                          (("--map", str(tmp_path)), "is not a regular file"),
-                         ((str(tmp_path / "elsewhere"),), "no registered local image")]:
+                         ((str(tmp_path / "elsewhere"),), "is not a folder: give the folder of the photos"),
+                         ((str(empty),), "no registered local image")]:
         res = invoke("import-keywords", "-w", str(root), "--out", str(tmp_path / "o.csv"), *args)
         assert res.exit_code == 2 and needle in res.stderr and res.stderr.count("\n") == 1, res.output
         assert not (tmp_path / "o.csv").exists()

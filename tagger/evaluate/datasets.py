@@ -329,5 +329,6 @@ def open_dataset(name: str, root: str | Path | None = None, **kw: Any) -> EvalDa
         raise DatasetError(f"{name}: a root directory is required")
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"{name}: root directory {root} does not exist")
+        raise DatasetError(f"{name}: root directory {root} " + ("is a file, not a folder" if root.exists() else
+                                                               "does not exist"))
     return readers[name](root, **kw)

@@ -101,9 +101,10 @@ def _export_xmp(cat: "Catalog", run_id: int, opts: ExportOptions) -> dict[str, A
     if opts.naming not in NAMINGS:
         raise ConfigError(f"--sidecar-name must be one of {', '.join(NAMINGS)}, got {opts.naming!r}")
     if opts.root_label is not None and (not opts.root_label.strip() or "|" in opts.root_label
-                                        or "/" in opts.root_label or xml_unsafe(opts.root_label)):
-        raise ConfigError(f"--root must be a non-empty name without '|', '/' or characters XML cannot hold, "
-                          f"got {opts.root_label!r}")
+                                        or "/" in opts.root_label or xml_unsafe(opts.root_label)
+                                        or any(c.isspace() and c != " " for c in opts.root_label)):
+        raise ConfigError(f"--root must be a non-empty name without '|', '/', tabs, line breaks or characters XML "
+                          f"cannot hold, got {opts.root_label!r}")
     if opts.source_root is not None and opts.mirror is None:
         raise ConfigError("--source-root is for --mirror DIR")
     if opts.source_root is not None and not os.path.isdir(os.path.expanduser(os.fspath(opts.source_root))):

@@ -152,6 +152,8 @@ def import_keywords(cat, *, under: str | None = None, mapping_file: str | Path |
     uris = image_uris(cat, under)
     if not uris and under is not None and os.path.realpath(under) != under:  # a link to the encoded folder
         uris = image_uris(cat, os.path.realpath(under))
+    if not uris and under is not None and not os.path.isdir(under):
+        raise ConfigError(f"{under} is not a folder: give the folder of the photos whose keywords to read")
     if not uris:
         raise ConfigError(f"no registered local image{' below ' + under if under else ''}: encode the photos first")
     unmapped: Counter = Counter()
