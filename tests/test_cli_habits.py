@@ -191,6 +191,12 @@ def test_verbs_that_make_a_workspace_refuse_a_folder_of_other_files_and_a_databa
     out = invoke("labels", "add", "star", "-w", str(own))
     assert out.exit_code == 2 and "not a tagger catalog" in out.stderr and out.stderr.count("error:") == 1, out.output
     assert (own / "catalog.duckdb").read_bytes() == before and sorted(p.name for p in own.iterdir()) == ["catalog.duckdb"]
+    assert invoke("init", str(own)).exit_code == 2  # nor is it "already a workspace"
+    text = tmp_path / "text"
+    text.mkdir()
+    (text / "catalog.duckdb").write_text("hello")
+    out = invoke("init", str(text))
+    assert out.exit_code == 2 and "not a valid DuckDB database" in out.stderr and (text / "catalog.duckdb").read_text() == "hello"
     fresh = tmp_path / "fresh"  # a new folder, or one holding only what tagger makes, is fine
     assert invoke("labels", "add", "star", "-w", str(fresh)).exit_code == 0
     (fresh / "catalog.duckdb").unlink()

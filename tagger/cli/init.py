@@ -38,6 +38,9 @@ def init_cmd(
     with reported():
         existed = Workspace(root).check_target()
         ws = workspace_at(root, create=False)
+        if existed:  # a catalog.duckdb that is a text file or someone's database is not a workspace
+            with open_catalog(root, read_only=True):
+                pass
         if existed and (model or pretrained):
             raise WorkspaceError(f"{root} already is a workspace (model {ws.model()[0]}): its model changes "
                                  f"with `tagger encode --model NAME -w {shlex.quote(str(root))}`")
