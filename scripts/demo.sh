@@ -13,7 +13,8 @@ RAY=$PWD/.venv/bin/ray
 TAGGER=$PWD/.venv/bin/tagger
 ADDR=http://127.0.0.1:8265
 
-rm -rf "$WS" && mkdir -p "$WS"
+rm -rf "$WS"
+$TAGGER init "$WS" >/dev/null  # a workspace is made in a new folder; the images may go inside it afterwards
 echo "== generating $N toy-world images (+2 corrupt files) into $WS/images"
 $PY -m tagger.toyworld.export "$WS/images" --n "$N" --bad-files
 

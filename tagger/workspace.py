@@ -58,6 +58,16 @@ OWNED = (CATALOG_FILE, SETTINGS_FILE, EMBEDDINGS_DIR, INDEXES_DIR, TEXT_DIR, CLA
          THUMBNAILS_DIR, REPORT_DIR)
 
 
+#: What a file system or a desktop puts in any folder: not a person's files.
+SYSTEM_NAMES = frozenset({".DS_Store", ".localized", "lost+found", "Thumbs.db", "desktop.ini"})
+
+
+def _ours(name: str) -> bool:
+    """Whether an entry of a folder without a catalog is tagger's (a catalog's lock or log left behind,
+    a temp file) or the system's, so that a workspace may still be made there."""
+    return name in OWNED or name in SYSTEM_NAMES or name.startswith((CATALOG_FILE, ".tagger"))
+
+
 def _not_writable(root: Path, e: OSError) -> WorkspaceError:
     return WorkspaceError(f"workspace {root} is not writable ({e.strerror or type(e).__name__}): jobs write "
                           "the catalog, shards and indexes there; use a writable copy, or read it with "
@@ -96,7 +106,7 @@ class Workspace:
         if self.catalog.exists():
             return True
         try:
-            foreign = sorted(e.name for e in r.iterdir() if e.name not in OWNED and not e.name.startswith(".tagger"))
+            foreign = sorted(e.name for e in r.iterdir() if not _ours(e.name))
         except FileNotFoundError:
             return False
         except OSError as e:

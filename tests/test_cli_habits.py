@@ -200,6 +200,8 @@ def test_verbs_that_make_a_workspace_refuse_a_folder_of_other_files_and_a_databa
     fresh = tmp_path / "fresh"  # a new folder, or one holding only what tagger makes, is fine
     assert invoke("labels", "add", "star", "-w", str(fresh)).exit_code == 0
     (fresh / "catalog.duckdb").unlink()
+    for name in ("catalog.duckdb.wal", "catalog.duckdb.job.lock", ".DS_Store", "lost+found"):  # not someone's files
+        (fresh / name).mkdir() if name == "lost+found" else (fresh / name).write_bytes(b"")
     assert invoke("labels", "add", "moon", "-w", str(fresh)).exit_code == 0
 
 

@@ -98,5 +98,5 @@ def test_files_saved_as_utf16_or_conflicting_are_one_error_line(ws, tmp_path):
     assert out.exit_code == 2 and "'accept' in decision 1 and 'reject' in decision 3" in out.stderr, out.output
     assert decisions(ws) == []
     same = tmp_path / "same.csv"  # the same decision twice is one decision
-    same.write_text(f"uri,label,decision\n{uri},star,accept\n{uri},star,accept\n")
+    same.write_text(f"uri,label,decision\n{uri},star,accept\n{uri},star, Accept\n")
     assert invoke(ws, "review", "import", str(same)).exit_code == 0 and len(decisions(ws)) >= 1

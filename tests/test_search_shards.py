@@ -91,6 +91,9 @@ def test_a_split_goes_stale_when_images_are_replaced_without_changing_the_count(
     assert patches.update(tmp_path)["patch_ann_mode"] == "incremental"
     assert load_patch_ann(index_paths(tmp_path, MODEL)[1]).ntotal == 1500 * patches.P
     assert not shards_in_step(a_path)  # the count is the same, the file is not
+    split_ann(a_path, 3)  # a split of another count leaves none of the earlier one's files
+    assert sorted(p.name for p in shard_paths(a_path)[0].parent.glob("*.ann")) == \
+        ["000-of-003.ann", "001-of-003.ann", "002-of-003.ann"]
 
 
 def test_merge_pads_and_carries_the_best_patch() -> None:

@@ -261,4 +261,9 @@ def test_a_workspace_inside_the_source_is_not_listed(tree):
     manifest.write_text(f"{ws / 'thumbnails/1.jpg'}\n{tree / 'a.jpg'}\n")
     assert scan_images(manifest, exclude=[ws]).images.column("uri").to_pylist() == [str(tree / "a.jpg")]
     itself = scan_images(ws, exclude=[ws])
-    assert itself.images.num_rows == 0 and itself.skipped["in the workspace"] == 2
+    assert itself.images.num_rows == 0 and itself.skipped["in the workspace"] == 1
+    (ws / "images").mkdir()  # images a person keeps inside the workspace are theirs: only its own folders go
+    (ws / "images" / "p.jpg").write_bytes(b"p")
+    owned = [ws / "thumbnails", ws / "report"]
+    assert scan_images(ws / "images", exclude=owned).images.column("uri").to_pylist() == [str(ws / "images" / "p.jpg")]
+    assert scan_images(ws, exclude=owned).images.column("uri").to_pylist() == [str(ws / "images" / "p.jpg")]

@@ -82,9 +82,13 @@ def _connect(path: str, read_only: bool, config: dict[str, Any]) -> duckdb.DuckD
     try:
         con = duckdb.connect(path, read_only=read_only, config={k: v for k, v in config.items()
                                                                  if k != "lock_configuration"})
-        con.execute("SET enable_progress_bar = false")
-        if lock:
-            con.execute("SET lock_configuration = true")
+        try:
+            con.execute("SET enable_progress_bar = false")
+            if lock:
+                con.execute("SET lock_configuration = true")
+        except BaseException:
+            con.close()
+            raise
         return con
     except duckdb.IOException as e:
         if "lock" in str(e).lower():

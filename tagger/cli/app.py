@@ -37,6 +37,10 @@ try:  # typer carries its own copy of click, whose exceptions its parser raises
     from typer._click import exceptions as usage_errors
 except ImportError:  # an older typer runs on click itself
     from click import exceptions as usage_errors  # type: ignore[no-redef]
+#: `tagger` alone (its help); click before 8.2 has no such error: then nothing is caught there.
+_NO_ARGS: Any = getattr(usage_errors, "NoArgsIsHelpError", ())
+#: Ctrl-C or end of input where the parser turns them into an abort (typer's own, or click's).
+_ABORTS: Any = tuple({typer.Abort, getattr(usage_errors, "Abort", typer.Abort)})
 
 HELP_OPTIONS = ["-h", "--help"]
 INTERRUPTED = 130  # the exit status of a verb stopped by Ctrl-C
@@ -394,7 +398,7 @@ def main(argv: list[str] | None = None, *, verb: str | None = None, prog_name: s
     except SystemExit as e:
         if e.code not in (0, None):  # errors exit with their status; success returns to the caller
             raise
-    except usage_errors.NoArgsIsHelpError as e:  # `tagger` alone: its help, as before
+    except _NO_ARGS as e:  # `tagger` alone: its help, as before
         typer.echo(e.ctx.get_help())
         raise SystemExit(e.exit_code) from None
     except usage_errors.UsageError as e:  # a bad option value: one line, as every other error
@@ -404,6 +408,9 @@ def main(argv: list[str] | None = None, *, verb: str | None = None, prog_name: s
     except usage_errors.ClickException as e:
         sys.stderr.write(f"error: {e.format_message()}\n")
         raise SystemExit(e.exit_code) from None
+    except _ABORTS:
+        sys.stderr.write("error: interrupted\n")
+        raise SystemExit(INTERRUPTED) from None
     except OSError as e:
         if e.errno == errno.EPIPE:
             raise

@@ -69,11 +69,12 @@ class EncodeConfig:
 
 
 def register_source(catalog, source: str, workspace: str | None = None) -> dict[str, Any]:
-    """Register ``source``'s images (never files inside the folder ``workspace``, where the source holds
-    it); the summary's ``listed``/``skipped`` counts (and why), plus a ``warning`` when the source holds
-    no image at all (logged too)."""
+    """Register ``source``'s images (never the files tagger keeps in the folder ``workspace``: its
+    thumbnails, report and stores, where the source holds them); the summary's ``listed``/``skipped``
+    counts (and why), plus a ``warning`` when the source holds no image at all (logged too)."""
+    from ..workspace import OWNED
     from .sources import IMAGE_EXTENSIONS, scan_images
-    listing = scan_images(source, exclude=(workspace,) if workspace else ())
+    listing = scan_images(source, exclude=[os.path.join(workspace, name) for name in OWNED] if workspace else ())
     catalog.register_images(listing.images)
     out: dict[str, Any] = {"listed": listing.images.num_rows, "skipped": listing.n_skipped}
     gone = mark_gone(catalog, source, listing.images)

@@ -82,21 +82,20 @@ def _sharded(path: Path, query: np.ndarray, k: int, level: str, exact: bool,
              shards: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """``level``'s approximate index split in ``shards``, searched by Ray actors (:mod:`.shardsearch`)."""
     from ..store.ann import ann_path
-    from ..store.annsync import load_ann
-    from ..store.patchann import PatchAnn
-    from ..store.patchannsync import load_patch_ann, patch_ann_path
+    from ..store.annsync import ann_in_step
+    from ..store.patchannsync import patch_ann_in_step, patch_ann_path
     from .shardsearch import search_sharded
     if exact:
         raise ConfigError("--shards searches an approximate index: not with --exact")
-    ann = load_ann(path) if level == "global" else load_patch_ann(path)
-    if ann is None:
+    meta = ann_in_step(path) if level == "global" else patch_ann_in_step(path)  # headers only: the shards
+    if meta is None:                                                             # hold the lists
         raise StoreError(f"no approximate {level} index in step beside {path} to split (a small corpus is "
                          "searched exactly; run `tagger encode` to update the indexes)")
-    if isinstance(ann, PatchAnn):
-        stored = ann.ntotal // ann.patches_per_image
+    if level == "patch":
+        stored = int(meta["ntotal"]) // int(meta["patches_per_image"])
         scores, ids, patches = search_sharded(patch_ann_path(path), query, _capped(k, stored), shards)
         return scores[0], ids[0], patches[0]
-    scores, ids = search_sharded(ann_path(path), query, _capped(k, ann.ntotal), shards, exact_path=path)
+    scores, ids = search_sharded(ann_path(path), query, _capped(k, int(meta["ntotal"])), shards, exact_path=path)
     return scores[0], ids[0], None
 
 

@@ -193,8 +193,8 @@ def scan_images(source: str | os.PathLike, *, include_hidden: bool = False,
     a Parquet manifest (text column ``uri`` or ``path``, optional numeric ``size``), each local,
     ``file://`` or remote (fsspec). Hidden files and folders are skipped unless ``include_hidden``;
     so are files that are not regular (FIFOs, devices, sockets, also behind a link) and broken links,
-    each kind counted with its reason; so are local files under a folder of ``exclude`` (the workspace,
-    when the source holds it). Manifests report the sizes they hold (else null). An empty or
+    each kind counted with its reason; so are local files under a folder of ``exclude`` (the workspace's
+    own folders, when the source holds them). Manifests report the sizes they hold (else null). An empty or
     missing source, a file that is neither image nor manifest, a manifest that is not UTF-8 text or a
     Parquet manifest of the wrong types raises SourceError; an empty one gives an empty table (and a
     warning saying what was skipped).
@@ -205,7 +205,9 @@ def scan_images(source: str | os.PathLike, *, include_hidden: bool = False,
     skipped: Counter = Counter()
     local = to_local_path(src)
     away = frozenset(os.path.realpath(os.fspath(e)) for e in exclude)
-    if local is not None and os.path.isdir(local):  # a folder, whatever its name
+    if local is not None and os.path.isdir(local) and away and _under(local, away):
+        items, skipped["in the workspace"] = [], 1  # the source is one of the workspace's own folders
+    elif local is not None and os.path.isdir(local):  # a folder, whatever its name
         items = _walk_local(local, include_hidden, follow_links, skipped, away)
     elif _is_manifest(src, PARQUET_EXTENSIONS):
         items = parquet_manifest(src)
@@ -215,7 +217,7 @@ def scan_images(source: str | os.PathLike, *, include_hidden: bool = False,
         items = _list_remote(src, skipped)
     else:
         items = _list_local(src, local, include_hidden, skipped)
-    if away:
+    if away and not (local is not None and os.path.isdir(local)):  # a walk pruned them already
         items = _outside(items, away, skipped)
     listing = Listing(_table(items), +skipped)  # unary plus drops zero counts
     why = f"; skipped {listing.n_skipped} file(s): {listing.skipped_text()}" if listing.n_skipped else ""
@@ -228,20 +230,23 @@ def scan_images(source: str | os.PathLike, *, include_hidden: bool = False,
     return listing
 
 
+def _under(path: str, away: frozenset[str]) -> bool:
+    """Whether the local ``path`` (resolved) is one of the folders ``away`` or lies below one."""
+    folder = os.path.realpath(path)
+    while True:
+        if folder in away:
+            return True
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return False
+        folder = parent
+
+
 def _outside(items: list[Listed], away: frozenset[str], skipped: Counter) -> list[Listed]:
     """``items`` without the local files under a folder of ``away`` (counted as skipped)."""
     def under(uri: str) -> bool:
         path = to_local_path(uri)
-        if path is None:
-            return False
-        folder = os.path.dirname(os.path.realpath(path))
-        while True:
-            if folder in away:
-                return True
-            parent = os.path.dirname(folder)
-            if parent == folder:
-                return False
-            folder = parent
+        return path is not None and _under(path, away)
     kept = [item for item in items if not under(item[0])]
     skipped["in the workspace"] += len(items) - len(kept)
     return kept

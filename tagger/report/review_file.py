@@ -79,7 +79,8 @@ def _check_conflicts(path: Path, rows: list[tuple[str, str, str]]) -> None:
     seen: dict[tuple[str, str], tuple[int, str]] = {}
     clashes = []
     for k, (uri, label, decision) in enumerate(rows, 1):
-        first = seen.setdefault((uri, label), (k, decision))
+        decision = decision.strip().lower()  # as the decisions are read when recorded
+        first = seen.setdefault((uri.strip(), label.strip()), (k, decision))
         if first[1] != decision:
             clashes.append((uri, label, first, (k, decision)))
     if clashes:

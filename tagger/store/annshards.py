@@ -9,7 +9,7 @@ shards' top-k by score (:func:`merge_topk`) gives the whole index's top-k (with 
 re-ranks its own candidates: at least as many candidates as the whole index; at the patch level an
 image's best patch is found in its one shard). Each shard scans about 1/n of the codes the whole index
 scans for a query, so n nodes answer in about 1/n of the time. The manifest, written last, records the
-file it was split from (its header and its size and time of writing: every save replaces the file);
+file it was split from (its header, size, time of writing and inode: every save replaces the file);
 :func:`shards_in_step` says whether the split is still current. Searching the shards in parallel, one
 Ray actor each, is :mod:`tagger.pipeline.shardsearch`.
 
@@ -104,16 +104,19 @@ def split_ann(ann_file: str | os.PathLike[str], n: int) -> list[Path]:
         paths.append(out_dir / _shard_name(s, n))
         AnnIndex(index, dict(meta, shard=s, shards=n)).save(paths[-1])
     atomic_write_bytes(out_dir / MANIFEST, json.dumps({"shards": n, "of": origin}).encode())
+    for old in set(out_dir.glob("*-of-*.ann")) - set(paths):  # an earlier split of another count
+        old.unlink(missing_ok=True)
     logger.info("split %s (%d vectors) into %d shards", ann_file, whole.ntotal, n)
     return paths
 
 
 def _origin(ann_file: str | os.PathLike[str], meta: dict[str, Any]) -> dict[str, Any]:
-    """What identifies the file a split was made from: its header's build facts, and its size and time of
-    writing (an incremental add that replaces images keeps the count, but rewrites the file)."""
+    """What identifies the file a split was made from: its header's build facts, and its size, time of
+    writing and inode (an incremental add that replaces images keeps the count, but rewrites the file,
+    and every save renames a new file over it)."""
     st = os.stat(ann_file)
     keys = ("factory", "ntotal", "nprobe", "built_for", "train_s", "add_s", "codec")
-    return {**{k: meta.get(k) for k in keys}, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {**{k: meta.get(k) for k in keys}, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
 
 
 def shard_paths(ann_file: str | os.PathLike[str]) -> list[Path]:

@@ -78,9 +78,9 @@ def sync_ann(global_path: str | os.PathLike[str], added: Iterable[tuple[np.ndarr
             "ann_s": round(time.perf_counter() - t0, 2)}
 
 
-def load_ann(global_path: str | os.PathLike[str]) -> AnnIndex | None:
-    """The approximate index beside ``global_path`` when there is one in step with it (as many vectors
-    as the exact file), else None: then the exact index is searched."""
+def ann_in_step(global_path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The header of the approximate index beside ``global_path`` when it is in step with the exact file
+    (as many vectors), else None; the index itself is not read."""
     path = Path(ann_path(global_path))
     meta = read_meta(path) if path.exists() else None
     if meta is None:
@@ -89,4 +89,14 @@ def load_ann(global_path: str | os.PathLike[str]) -> AnnIndex | None:
     if rows is None or meta.get("ntotal") != rows[0].size:
         logger.warning("%s is not in step with the exact index: searching exactly (run an index update)", path)
         return None
-    return AnnIndex.load(path, Exact(*rows) if int(meta.get("rerank", 1)) > 1 else None)
+    return meta
+
+
+def load_ann(global_path: str | os.PathLike[str]) -> AnnIndex | None:
+    """The approximate index beside ``global_path`` when there is one in step with it (as many vectors
+    as the exact file), else None: then the exact index is searched."""
+    meta = ann_in_step(global_path)
+    if meta is None:
+        return None
+    rows = mapped_rows(global_path) if int(meta.get("rerank", 1)) > 1 else None
+    return AnnIndex.load(ann_path(global_path), Exact(*rows) if rows is not None else None)

@@ -23,7 +23,7 @@ from tagger.store.patchann import (PatchAnn, PatchAnnConfig, build_patch_ann, ch
                                    codec_fingerprint, store_pq)
 from tagger.store.patches import PatchStore
 
-__all__ = ["load_patch_ann", "patch_ann_path", "sync_patch_ann"]
+__all__ = ["load_patch_ann", "patch_ann_in_step", "patch_ann_path", "sync_patch_ann"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +88,9 @@ def sync_patch_ann(patch_path: str | os.PathLike[str], added: np.ndarray | None,
             "patch_ann_s": round(time.perf_counter() - t0, 2)}
 
 
-def load_patch_ann(patch_path: str | os.PathLike[str]) -> PatchAnn | None:
-    """The approximate patch index beside ``patch_path`` when it is in step with the store (same codec,
-    as many patches), else None: then the store is scanned exhaustively."""
+def patch_ann_in_step(patch_path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The header of the approximate patch index beside ``patch_path`` when it is in step with the store
+    (same codec, as many patches), else None; the index itself is not read."""
     path = patch_ann_path(patch_path)
     meta = read_meta(path) if path.exists() else None
     if meta is None:
@@ -102,4 +102,10 @@ def load_patch_ann(patch_path: str | os.PathLike[str]) -> PatchAnn | None:
     if _out_of_step(meta, store, codec_fingerprint(store.index)) is not None:
         logger.warning("%s is not in step with the patch store: scanning exactly (run an index update)", path)
         return None
-    return PatchAnn.load(path)
+    return meta
+
+
+def load_patch_ann(patch_path: str | os.PathLike[str]) -> PatchAnn | None:
+    """The approximate patch index beside ``patch_path`` when it is in step with the store (same codec,
+    as many patches), else None: then the store is scanned exhaustively."""
+    return PatchAnn.load(patch_ann_path(patch_path)) if patch_ann_in_step(patch_path) is not None else None

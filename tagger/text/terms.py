@@ -99,7 +99,8 @@ def readable(corpus: TextCorpus, embeddings: np.ndarray, min_reading: float = MI
     groups, positives = term_groups(corpus, labels)
     readings = term_readings(embeddings, positives, groups)
     cells, unread = unread_cells(groups, readings, min_reading)
-    if not cells:
+    if not cells:  # every sentence of an unread term names its label by a read one too: said, nothing changes
+        _warn(unread, readings, cells, 0)
         return Readable(corpus, embeddings, readings=readings)
     matrix, emptied = _cleared(corpus, cells)
     _warn(unread, readings, cells, int(emptied.sum()))
