@@ -252,6 +252,20 @@ def test_time_limit_stops_a_slow_query(world, monkeypatch):
     assert sql(world, "SELECT 1", "--timeout", "-1").exit_code == 2
 
 
+def test_ctrl_c_in_a_query_is_one_line_and_status_130(world):
+    import signal
+    import subprocess
+    import sys
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "tagger.cli", "sql", "-w", str(world["ws"]), "--timeout", "0",
+                             "SELECT count(*) FROM range(1000000000000)"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(6)  # started, and inside the query
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip() == "error: interrupted" and out == "", err
+
+
 def test_memory_and_temp_space_limits(world, monkeypatch):
     import tempfile
     before = set(Path(tempfile.gettempdir()).glob("tagger-sql-*"))

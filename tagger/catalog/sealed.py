@@ -166,6 +166,10 @@ def _run(session: SealedSession, sql: str) -> pa.Table:
         if fired.is_set():
             raise duckdb.InterruptException("interrupted between the checks and the query")
         return cat.query_arrow(checked)
+    except RuntimeError as e:  # DuckDB's answer to Ctrl-C in the middle of a query: the interrupt it was
+        if not fired.is_set() and "interrupted" in str(e).lower():
+            raise KeyboardInterrupt from e
+        raise
     except (CatalogError, duckdb.Error) as e:
         if fired.is_set():
             raise QueryLimitError(f"query stopped after its time limit of {limits.timeout_s:g} s "
