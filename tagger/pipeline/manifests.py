@@ -16,6 +16,7 @@ import re
 import pyarrow as pa
 
 from ..errors import SourceError
+from ..textfile import decode_utf8
 from ..uris import normalize_uri, to_local_path
 from .reading import _filesystem, read_bytes
 
@@ -102,20 +103,7 @@ def _parquet_manifest(source: str) -> list[tuple[str, int | None]]:
 
 
 def _manifest_text(src: str) -> str:
-    data = read_bytes(src)
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise SourceError(f"manifest {src} is UTF-16 text; save it as UTF-8, one URI per line")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise SourceError(f"manifest {src} is not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); "
-                          "save it as UTF-8, one URI per line") from e
-    if "\x00" in text:
-        line = text[:text.index("\x00")].count("\n") + 1
-        raise SourceError(f"manifest {src} holds a NUL character on line {line}: it is binary, not UTF-8 text "
-                          "with one URI per line")
-    return text
+    return decode_utf8(read_bytes(src), f"manifest {src}", "one URI per line", SourceError)
 
 
 def manifest_base(source: str) -> str:
