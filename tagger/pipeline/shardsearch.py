@@ -42,8 +42,7 @@ class ShardSearcher:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
         """(scores, ids) of a global shard; (scores, image ids, patches) of a patch shard."""
-        out = self.ann.search(queries, k)
-        return out if len(out) == 3 else (out[0], out[1])
+        return self.ann.search(queries, k)
 
     def ntotal(self) -> int:
         return self.ann.ntotal
