@@ -31,8 +31,8 @@ import numpy as np
 
 from tagger.evaluate.datasets import read_toy
 from tagger.evaluate.harness import embed_dataset
-from tagger.method.comc import ComcConfig, fit_comc
-from tagger.text.comcfit import fit_comc_generated
+from tagger.method.comc import ComcConfig
+from tagger.text.comcfit import fit_comc_corpus, fit_comc_generated
 from tagger.method.decisions import DecisionConfig, fit_anchored
 from tagger.method.zeroshot import best_matches
 from tagger.models import load_clip
@@ -103,8 +103,8 @@ def per_label_report(pred: np.ndarray, s: np.ndarray, y: np.ndarray, labels: lis
 
 
 def _corpus_model(clip, corpus):
-    return fit_comc(clip, corpus.class_names, None, ComcConfig(),
-                    corpus=replace(corpus, label_matrix=corpus.targets()))
+    """CoMC on ``corpus`` as a training reads it (unread synonyms, alike labels, the hierarchy)."""
+    return fit_comc_corpus(clip, corpus, ComcConfig())
 
 
 def named(model, g: np.ndarray, parents: set[str] | frozenset[str] = frozenset()) -> np.ndarray | None:
@@ -134,13 +134,14 @@ def edited_vocabulary(seed: int = EDIT_SEED) -> dict:
     return {"edited": edited, "synonyms": synonyms, "retired": str(retired), "parents": parents}
 
 
-def edit_report(clip, test, dcfg: DecisionConfig) -> dict:
-    """True positives each world label keeps through the edits, and the flips with their reasons."""
+def edit_report(clip, test, dcfg: DecisionConfig, seed: int = EDIT_SEED) -> dict:
+    """True positives each world label keeps through the edits (drawn with ``seed``), and the flips
+    with their reasons."""
     cfg, y = ComcConfig(), test.labels.astype(bool)
     vocab = Vocabulary.create(list(LABELS), LABEL_SYNONYMS)
     base = build_corpus(list(LABELS), LABEL_SYNONYMS, cfg.n_sentences, OfflineGenerator(vocab, seed=cfg.text_seed),
                         seed=cfg.text_seed, max_labels=cfg.max_labels, include_templates=cfg.include_templates)
-    e = edited_vocabulary()
+    e = edited_vocabulary(seed)
     steps = {"base": base}
     edited = [x for x in LABELS if x != e["retired"]] + ["shape", "polygon"]
     parents = {c: p for c, p in e["parents"].items() if c in edited}

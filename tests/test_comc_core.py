@@ -244,3 +244,32 @@ def test_a_persons_decision_stands_before_the_hierarchy_raises_the_parents():
         return {(i, lab) for i, lab, p in zip(t["image_id"], t["label"], t["positive"]) if p}
     assert positives(None) == {(10, "circle"), (10, "shape"), (12, "circle"), (12, "shape")}
     assert positives(reviewed) == {(11, "square"), (11, "shape"), (12, "circle"), (12, "shape")}
+
+
+def test_a_parent_over_every_label_leaves_the_childrens_rows_as_they_were():
+    """``thing`` over every label: each sentence holds it, implied by its labels. Its pairs raise
+    its own row only, so each child's row trains as without the parent (before, they lowered every
+    child on every sentence: the children's text scale fell while their images' scores did not)."""
+    from scipy import sparse as sp
+    from tagger.method.hierarchy import expand_label_matrix, implied_labels
+    rng = np.random.default_rng(0)
+    L, d, n = 6, 16, 1200
+    dirs, common = rng.standard_normal((L, d)), 2 * rng.standard_normal(d)
+    sets = [rng.choice(L, rng.integers(1, 4), replace=False) for _ in range(n)]
+    y = np.zeros((n, L), np.float32)
+    for i, s in enumerate(sets):
+        y[i, s] = 1
+    x = np.stack([dirs[s].sum(0) for s in sets]) + common + 0.5 * rng.standard_normal((n, d))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    names = [f"l{i}" for i in range(L)] + ["thing"]
+    parents = {f"l{i}": ["thing"] for i in range(L)}
+    targets = expand_label_matrix(sp.csr_array(np.c_[y, np.zeros(n, np.float32)]), names, parents)
+    cfg = TrainConfig(epochs=4, batch_size=128)
+    flat = train_classifier(x, sp.csr_array(y), names[:L], "m", "c", cfg)
+    implied = implied_labels(targets, names, parents)
+    assert implied.toarray()[:, L].all() and not implied.toarray()[:, :L].any()
+    ruled = train_classifier(x, targets, names, "m", "c", cfg, implied=implied)
+    before = train_classifier(x, targets, names, "m", "c", cfg)
+    np.testing.assert_allclose(ruled.weight[:L], flat.weight, atol=1e-5)
+    np.testing.assert_allclose(ruled.anchors.neg_mean[:L], flat.anchors.neg_mean, atol=1e-4)
+    assert np.abs(before.anchors.neg_mean[:L] - flat.anchors.neg_mean).mean() > 0.01

@@ -113,9 +113,12 @@ class TrainState:
 
 def train_classifier(text_emb: np.ndarray, label_matrix: LabelRows, labels: list[str], model_id: str,
                      corpus_id: str, cfg: TrainConfig | None = None, *, resume: TrainState | None = None,
-                     on_epoch: Callable[[TrainState], None] | None = None) -> TextClassifier:
+                     on_epoch: Callable[[TrainState], None] | None = None,
+                     implied: LabelRows | None = None) -> TextClassifier:
     """Train the bias-free linear head on (sentence embedding, label set) pairs. ``on_epoch`` is
-    given the state after each epoch (to keep as a checkpoint); ``resume`` continues from one."""
+    given the state after each epoch (to keep as a checkpoint); ``resume`` continues from one;
+    ``implied`` (rows like ``label_matrix``): the positives a hierarchy implies, whose pairs move only
+    their own row (:mod:`.ranking`)."""
     cfg = cfg or TrainConfig()
     y = label_matrix if is_sparse(label_matrix) else np.asarray(label_matrix)
     if len(text_emb) != y.shape[0]:
@@ -145,7 +148,8 @@ def train_classifier(text_emb: np.ndarray, label_matrix: LabelRows, labels: list
         for i in range(0, n - bs + 1, bs):  # drop_last
             idx = perm[i:i + bs]
             z = x[idx] + cfg.noise_std * torch.randn(len(idx), x.shape[1], generator=g)
-            loss = ranking_loss(head(z), _targets(y, idx), cfg.margin)
+            loss = ranking_loss(head(z), _targets(y, idx), cfg.margin,
+                                implied=None if implied is None else _targets(implied, idx))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -178,7 +182,7 @@ def _row_sample(y: LabelRows, new: np.ndarray, others_per_positive: int, min_oth
 def train_rows(text_emb: np.ndarray, label_matrix: LabelRows, frozen: np.ndarray, new: list[int],
                cfg: TrainConfig | None = None, *, others_per_positive: int = 8,
                min_others: int = 4096, max_lr_scale: float = 1.0, epochs_after: float | None = None,
-               max_epoch_scale: float = 1.0) -> tuple[np.ndarray, dict]:
+               max_epoch_scale: float = 1.0, implied: LabelRows | None = None) -> tuple[np.ndarray, dict]:
     """Train only the classifier rows of the columns ``new`` of ``label_matrix`` against the frozen
     rows of the other columns (``frozen``, their rows in column order, the new ones left out): the
     same ranking loss (its pairs with a new label, which alone move the new rows:
@@ -187,8 +191,8 @@ def train_rows(text_emb: np.ndarray, label_matrix: LabelRows, frozen: np.ndarray
     label plus a sample of the others. The sample takes fewer steps than the whole corpus would; its
     learning rate is multiplied by the ratio r = corpus rows / sample rows, at most ``max_lr_scale``,
     and, where r is above ``epochs_after``, its epochs by r / ``epochs_after``, at most
-    ``max_epoch_scale``, so the rows move about as far as in a full training. Returns the new rows
-    ``(len(new), d)`` and metrics."""
+    ``max_epoch_scale``, so the rows move about as far as in a full training; ``implied`` as in
+    :func:`train_classifier`. Returns the new rows ``(len(new), d)`` and metrics."""
     cfg = cfg or TrainConfig()
     y_all = label_matrix if is_sparse(label_matrix) else np.asarray(label_matrix)  # dense a batch at a time
     n_cols = y_all.shape[1]
@@ -206,6 +210,7 @@ def train_rows(text_emb: np.ndarray, label_matrix: LabelRows, frozen: np.ndarray
     torch.manual_seed(cfg.seed)
     x = torch.from_numpy(np.asarray(text_emb, np.float32)[rows])
     y = as_csr(y_all[rows])
+    imp = None if implied is None else as_csr(implied[rows] if is_sparse(implied) else np.asarray(implied)[rows])
     fixed = torch.from_numpy(np.asarray(frozen, np.float32))
     head = torch.nn.Linear(x.shape[1], len(new_idx), bias=False)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -217,7 +222,9 @@ def train_rows(text_emb: np.ndarray, label_matrix: LabelRows, frozen: np.ndarray
         perm, run = torch.randperm(n, generator=g), 0.0
         for i in range(0, n - bs + 1, bs):
             z = x[perm[i:i + bs]] + cfg.noise_std * torch.randn(bs, x.shape[1], generator=g)
-            loss = new_rows_loss(z, head(z), fixed, y[perm[i:i + bs].numpy()], new_idx, cfg.margin)
+            batch = perm[i:i + bs].numpy()
+            loss = new_rows_loss(z, head(z), fixed, y[batch], new_idx, cfg.margin,
+                                 implied=None if imp is None else imp[batch])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

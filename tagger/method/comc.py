@@ -23,6 +23,7 @@ from .alike import MIN_ALIKE
 from .reading import MIN_READING
 from .scoring import ScoreConfig, comc_scores
 from .classifier import TextClassifier, TrainConfig, train_classifier
+from .hierarchy import implied_labels
 from .zeroshot import ENSEMBLE_PROMPTS, SINGLE_PROMPT, class_embeddings
 
 __all__ = ["ComcConfig", "ComcModel", "build_memories", "fit_comc", "load_comc", "save_comc"]
@@ -102,8 +103,11 @@ def fit_comc(clip, class_names: Sequence[str], synonyms: Mapping[str, Sequence[s
     emb = clip.encode_text(list(corpus.sentences)) if embeddings is None else np.asarray(embeddings, np.float32)
     if emb.shape[0] != len(corpus.sentences):
         raise ValueError(f"{emb.shape[0]} embeddings for {len(corpus.sentences)} sentences")
+    config = getattr(corpus, "config", None)
+    implied = implied_labels(corpus.label_matrix, list(corpus.class_names),
+                             config.get("parents") if isinstance(config, Mapping) else None)
     clf = train_classifier(emb, corpus.label_matrix, list(corpus.class_names), clip.model_id, corpus.corpus_id,
-                           cfg.train, resume=resume, on_epoch=on_epoch)
+                           cfg.train, resume=resume, on_epoch=on_epoch, implied=implied)
     if corpus.background:  # trained beside the labels, never tagged (tagger.text.background)
         clf = clf.only(corpus.labels)
     generated = np.array([src == "generated" for src in corpus.sources], bool)

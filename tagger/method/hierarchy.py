@@ -25,7 +25,7 @@ from ..ids import short_sha256
 from .labelrows import LabelRows, as_csr, block_rows, is_sparse
 
 __all__ = ["Hierarchy", "ParentMap", "active_parents", "cycle_with", "expand_label_matrix", "find_cycle",
-           "hierarchy_key", "is_ancestor", "normalise_parents", "propagate"]
+           "hierarchy_key", "implied_labels", "is_ancestor", "normalise_parents", "propagate"]
 
 logger = logging.getLogger(__name__)
 
@@ -266,3 +266,23 @@ def expand_label_matrix(matrix: LabelRows, class_names: Sequence[str], parents: 
     out = as_csr(m.astype(np.int32) @ _closure(tree, n_cols), np.int32)
     out.data[:] = 1
     return out.astype(m.dtype)
+
+
+def implied_labels(matrix: LabelRows, class_names: Sequence[str], parents: ParentMap | None) -> sp.csr_array | None:
+    """Per row of multi-hot ``matrix``, the positives a positive descendant in the same row implies
+    (an ancestor set by :func:`expand_label_matrix`, or named beside its child), as 0/1 float32 CSR;
+    None without a hierarchy. A training lets these move only their own row (:mod:`.ranking`)."""
+    tree = Hierarchy.build(class_names, parents)
+    if tree.empty:
+        return None
+    m = as_csr(matrix, np.float32)
+    n_cols = len(tree.labels)
+    if m.shape[1] != n_cols:
+        raise ConfigError(f"matrix of shape {m.shape} does not fit {n_cols} labels")
+    proper = _closure(tree, n_cols).astype(np.float32) - sp.eye_array(n_cols, dtype=np.float32, format="csr")
+    proper.eliminate_zeros()
+    raised = as_csr(m @ proper, np.float32)
+    out = as_csr(raised.multiply(m > 0), np.float32)
+    out.eliminate_zeros()
+    out.data[:] = 1.0
+    return out

@@ -10,7 +10,8 @@ sums exactly those pairs,
 - an old positive against every new negative (the old positives' scores only: ``k d`` per sentence),
 
 so its gradient with respect to the new rows is the full loss's, while its cost grows with the
-sentences about new labels and the positives, not with the batch times the old labels.
+sentences about new labels and the positives, not with the batch times the old labels. A positive a
+hierarchy implies (``implied``) moves only its own row, as in the full loss.
 """
 from __future__ import annotations
 
@@ -36,13 +37,14 @@ def _padded(rows: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, n
 
 
 def new_rows_loss(z: torch.Tensor, new_scores: torch.Tensor, frozen: torch.Tensor, targets: sp.csr_array,
-                  new_cols: np.ndarray, margin: float = 1.0) -> torch.Tensor:
+                  new_cols: np.ndarray, margin: float = 1.0, implied: sp.csr_array | None = None) -> torch.Tensor:
     """The ranking loss's pairs with a new label (module docstring), divided by the batch size.
 
     ``z`` ``(b, d)``: the batch's (noised) sentence embeddings; ``new_scores`` ``(b, A)``: the new
     rows' scores of them; ``frozen`` ``(K, d)``: the old rows, in the order of the old columns of
     ``targets``; ``targets`` ``(b, K + A)``: the batch's multi-hot label rows (CSR, every column);
-    ``new_cols``: the new labels' columns of ``targets``, in the order of ``new_scores``."""
+    ``new_cols``: the new labels' columns of ``targets``, in the order of ``new_scores``; ``implied``
+    (like ``targets``): the positives a hierarchy implies."""
     b, a = new_scores.shape
     n_cols = targets.shape[1]
     rank = np.full(n_cols, -1, np.int64)
@@ -55,10 +57,18 @@ def new_rows_loss(z: torch.Tensor, new_scores: torch.Tensor, frozen: torch.Tenso
     is_new = rank[c_of] >= 0
     y_new = np.zeros((b, a), np.float32)
     y_new[r_of[is_new], rank[c_of[is_new]]] = 1.0
+    by_child = np.zeros(len(c_of), bool)  # per entry of ``targets``: a positive its hierarchy implies
+    if implied is not None and implied.nnz:
+        imp = sp.csr_array(implied)
+        keys = np.repeat(np.arange(b), np.diff(imp.indptr)) * n_cols + imp.indices.astype(np.int64)
+        by_child = np.isin(r_of * n_cols + c_of, keys)
+    moves_new = np.zeros((b, a), np.float32)  # a new positive's weight on the new negatives' side
+    moves_new[r_of[is_new & ~by_child], rank[c_of[is_new & ~by_child]]] = 1.0
     neg_new = torch.from_numpy(1.0 - y_new)
     total = new_scores.new_zeros(())
     # old positives against new negatives: only the old positives' scores are needed
-    pos_old, w_old = _padded(r_of[~is_new], old_rank[c_of[~is_new]], b)
+    mover = ~is_new & ~by_child  # an implied old positive's pairs would move only its frozen row
+    pos_old, w_old = _padded(r_of[mover], old_rank[c_of[mover]], b)
     if pos_old.shape[1] and a:
         pos_t = torch.from_numpy(pos_old)
         s_pos = torch.einsum("bd,bkd->bk", z, frozen[pos_t])
@@ -79,5 +89,6 @@ def new_rows_loss(z: torch.Tensor, new_scores: torch.Tensor, frozen: torch.Tenso
         neg[torch.from_numpy(where), torch.from_numpy(old_rank[c_of[mine]])] = 0.0
         neg[:, len(old_cols):] = neg_new[rt]
         w, pos = torch.topk(torch.from_numpy(y_new[r]), int(y_new[r].sum(1).max()), dim=1)
-        total = total + PairHinge.apply(s, (pos + len(old_cols)).contiguous(), w.contiguous(), neg, margin)
+        wn = (w * torch.from_numpy(moves_new[r]).gather(1, pos)).contiguous()
+        total = total + PairHinge.apply(s, (pos + len(old_cols)).contiguous(), w.contiguous(), neg, margin, wn)
     return total / b

@@ -107,9 +107,11 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     from ..method.alike import MIN_ALIKE
     from ..method.reading import MIN_READING
     from ..text import TextCorpus
+    from ..method.hierarchy import implied_labels
+    from ..text.corpus import corpus_parents
     from ..text.terms import trainable
     from .classifiers import load_model
-    from .train import TextMemo, corpus_embeddings
+    from .train import HIERARCHY_LOSS, TextMemo, corpus_embeddings
     from ..atomic import atomic_dir
 
     corpus = TextCorpus.load(workspace.text_dir(corpus_id))
@@ -126,7 +128,7 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
         cfg = replace(cfg, epochs=ROW_EPOCHS)
     sample = {"others_per_positive": OTHERS_PER_POSITIVE, "min_others": MIN_OTHERS, "max_lr_scale": MAX_LR_SCALE,
               "epochs_after": EPOCHS_AFTER, "max_epoch_scale": MAX_EPOCH_SCALE, "min_term_reading": MIN_READING,
-              "min_alike": MIN_ALIKE}
+              "min_alike": MIN_ALIKE, **({"hierarchy": HIERARCHY_LOSS} if corpus_parents(corpus.config) else {})}
     cid = short_sha256(json.dumps(["extend", base_id, corpus_id, asdict(cfg), kept, new, PATCH_ROWS, sample]))
     out = workspace.classifier_dir(cid)
     read: dict[str, Any] = {}
@@ -135,17 +137,18 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
         if not out.exists():
             clip = load_clip(model, pretrained)
             emb, n_new = corpus_embeddings(workspace, clip, corpus)
-            kept_text = trainable(replace(corpus, label_matrix=corpus.targets()), emb, MIN_READING, MIN_ALIKE,
-                                  labels=new)
+            kept_text = trainable(corpus, emb, MIN_READING, MIN_ALIKE, labels=new)  # ancestors set there
             emb, y = kept_text.embeddings, kept_text.corpus.label_matrix
             where = {n: j for j, n in enumerate(base.labels)}
             frozen = base.classifier.weight[[where[n] for n in kept]]
             column = {n: j for j, n in enumerate(names)}
             cols = [column[n] for n in trained]
+            implied = implied_labels(y, names, corpus_parents(corpus.config))
             with torch_threads(ROW_THREADS):
                 rows, metrics = train_rows(emb, y, frozen, cols, cfg, others_per_positive=OTHERS_PER_POSITIVE,
                                            min_others=MIN_OTHERS, max_lr_scale=MAX_LR_SCALE,
-                                           epochs_after=EPOCHS_AFTER, max_epoch_scale=MAX_EPOCH_SCALE)
+                                           epochs_after=EPOCHS_AFTER, max_epoch_scale=MAX_EPOCH_SCALE,
+                                           implied=implied)
             anchors = text_anchors(emb, rows, y[:, cols])
             labelled = np.asarray([i for i, n in enumerate(trained) if n not in background], np.int64)
             keys = _alike_keys(new, kept_text.groups, set(kept), base.classifier.anchors, list(base.labels))

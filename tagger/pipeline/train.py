@@ -118,6 +118,8 @@ def corpus_embeddings(workspace: "Workspace", clip, corpus) -> tuple[Any, int]:
 #: A training in progress writes its state at most this often (seconds), so a killed train resumes
 #: from its last whole epoch; trainings shorter than this never write one.
 CHECKPOINT_EVERY_S = 60.0
+#: In a classifier's id where its corpus has a hierarchy: positives implied by a child move only their row.
+HIERARCHY_LOSS = "implied-own-row"
 
 
 class TrainCheckpoint:
@@ -187,7 +189,7 @@ def run_train(workspace: "Workspace", model: str, pretrained: str | None = None,
             from ..models import load_clip
             clip = load_clip(model, pretrained)
         ident = json.dumps([clip.model_id, corpus_id, asdict(cfg.train), asdict(cfg.score), cfg.memory_size,
-                            cfg.min_term_reading, cfg.min_alike])
+                            cfg.min_term_reading, cfg.min_alike, *_hierarchy_loss(corpus)])
         classifier_id = short_sha256(ident)
         out = workspace.classifier_dir(classifier_id)
         read: dict[str, Any] = {}
@@ -200,6 +202,13 @@ def run_train(workspace: "Workspace", model: str, pretrained: str | None = None,
             "model_id": clip.model_id, **read}
 
 
+def _hierarchy_loss(corpus) -> list[str]:
+    """What a classifier id adds for a corpus with a hierarchy: its implied positives move only their
+    own rows (:mod:`tagger.method.ranking`), unlike classifiers trained before that rule."""
+    from ..text.corpus import corpus_parents
+    return [HIERARCHY_LOSS] if corpus_parents(corpus.config) else []
+
+
 def _fit_and_save(workspace: "Workspace", clip, corpus, cfg, ident: str, out: Path) -> dict[str, Any]:
     """Fit CoMC on ``corpus`` as its text tower reads it (:mod:`tagger.text.terms`) and save it into
     ``out``, resuming from a checkpoint of the same training; returns what was left out or shared."""
@@ -210,7 +219,7 @@ def _fit_and_save(workspace: "Workspace", clip, corpus, cfg, ident: str, out: Pa
     logger.info("corpus %s: %d sentences, %d embedded now", corpus.corpus_id, len(emb), n_new)
     memo = TextMemo(clip, workspace.prompt_embeddings(clip.model_id))
     ckpt = TrainCheckpoint(workspace.train_checkpoint(out.name), ident)
-    kept = trainable(replace(corpus, label_matrix=corpus.targets()), emb, cfg.min_term_reading, cfg.min_alike)
+    kept = trainable(corpus, emb, cfg.min_term_reading, cfg.min_alike)  # ancestors set after unread terms go
     del emb  # a corpus with sentences left out holds its own copy: the whole one goes
     resume = ckpt.load()
     try:

@@ -11,8 +11,9 @@ from .terms import trainable
 
 if TYPE_CHECKING:
     from ..method.comc import ComcConfig, ComcModel
+    from .corpus import TextCorpus
 
-__all__ = ["fit_comc_generated"]
+__all__ = ["fit_comc_corpus", "fit_comc_generated"]
 
 
 def fit_comc_generated(clip, class_names: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None = None,
@@ -20,13 +21,20 @@ def fit_comc_generated(clip, class_names: Sequence[str], synonyms: Mapping[str, 
     """CoMC for ``class_names`` on ``cfg``'s corpus from ``generator`` (offline, seeded, when None), less
     the sentences of synonyms the text tower does not read, labels it reads as one thing trained on
     each other's sentences (:mod:`.terms`; the classifier's metrics name both)."""
+    from ..method.comc import ComcConfig  # lazily: it loads torch
+    cfg = cfg or ComcConfig()
+    return fit_comc_corpus(clip, comc_corpus(class_names, synonyms, cfg, generator), cfg)
+
+
+def fit_comc_corpus(clip, corpus: "TextCorpus", cfg: "ComcConfig | None" = None) -> "ComcModel":
+    """CoMC on ``corpus`` (its label rows as the generator named them) as a training reads it: less
+    the unread synonyms' marks, alike labels sharing sentences, the hierarchy's ancestors set."""
     import numpy as np
 
     from ..method.comc import ComcConfig, fit_comc  # lazily: it loads torch
     cfg = cfg or ComcConfig()
-    corpus = comc_corpus(class_names, synonyms, cfg, generator)
     kept = trainable(corpus, np.asarray(clip.encode_text(list(corpus.sentences)), np.float32), cfg.min_term_reading,
                      cfg.min_alike)
-    model = fit_comc(clip, class_names, synonyms, cfg, corpus=kept.corpus, embeddings=kept.embeddings)
+    model = fit_comc(clip, list(corpus.labels), None, cfg, corpus=kept.corpus, embeddings=kept.embeddings)
     model.classifier = kept.marked(model.classifier)
     return model

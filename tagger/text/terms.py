@@ -148,8 +148,12 @@ def trainable(corpus: TextCorpus, embeddings: np.ndarray, min_reading: float = M
               min_alike: float = MIN_ALIKE, labels: Collection[str] | None = None) -> Readable:
     """:func:`readable`, then labels found alike (one of each pair among ``labels``, default all; never
     a background noun, a label whose name holds another's, nor two a hierarchy links) given each
-    other's sentences as positives."""
+    other's sentences as positives. The hierarchy's ancestors are set after the unread marks are
+    cleared (:meth:`TextCorpus.targets`; rows given with them already set stay so): a sentence
+    naming a label by an unread term only does not make it about the label's ancestors either."""
     kept = readable(corpus, embeddings, min_reading, labels)
+    if corpus_parents(kept.corpus.config):
+        kept = replace(kept, corpus=replace(kept.corpus, label_matrix=kept.corpus.targets()))
     c = kept.corpus
     names = list(c.class_names)
     tagged = set(c.labels)
