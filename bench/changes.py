@@ -10,7 +10,8 @@
   know added to 5 labels (drawn), parents added (``shape`` over every world label, ``polygon`` over
   the polygons), one label retired and then re-added; the corpus follows each edit incrementally as
   the nightly does. Per world label, the share of its true positives lost against the unedited
-  vocabulary (worst over labels), and every label whose decision flips, with its reason;
+  vocabulary and the fall of its F1 (over-tagging shows there; worst over labels each), and every
+  label whose decision flips, with its reason;
 - **absence**: five disjoint lists of 200 ordinary nouns, drawn from a word list (wonderwords'
   noun list, words sharing a BPE token with the toy world's captions left out, since the toy text
   tower reads those) before measuring, each added to the 20 world labels: absent positives per image
@@ -156,22 +157,26 @@ def edit_report(clip, test, dcfg: DecisionConfig, seed: int = EDIT_SEED) -> dict
     decided = {k: _decide(_corpus_model(clip, c), test, dcfg, above) for k, c in steps.items()}
     out = {"edit": {k: e[k] for k in ("edited", "retired")}, "steps": {}}
     s0, d0 = decided["base"]
-    tp0 = (d0.positive(s0) & y).sum(0)
+    pred0 = d0.positive(s0)
+    tp0 = (pred0 & y).sum(0)
+    f1_0 = 2 * tp0 / np.maximum(1, pred0.sum(0) + y.sum(0))
     for step in ("edited", "re-added"):
         s, d = decided[step]
         col = {lab: j for j, lab in enumerate(d.labels)}
         pred = d.positive(s)
-        lost, flips = {}, []
+        lost, flips, f1_drop = {}, [], {}
         for j, lab in enumerate(LABELS):
             if lab not in col:
                 continue
             k = col[lab]
             tp = int((pred[:, k] & y[:, j]).sum())
             lost[lab] = round(1 - tp / max(1, tp0[j]), 3)
+            f1_drop[lab] = round(float(f1_0[j] - 2 * tp / max(1, pred[:, k].sum() + y[:, j].sum())), 3)
             if bool(d0.present[j]) != bool(d.present[k]) or abs(tp - tp0[j]) > 0.5 * max(tp0[j], 1):
                 flips.append({"label": lab, "reason": d.reason(k), "true_positives": [int(tp0[j]), tp]})
-        worst = max(lost, key=lost.get)
+        worst, drop = max(lost, key=lost.get), max(f1_drop, key=f1_drop.get)
         out["steps"][step] = {"worst_label": worst, "worst_true_positives_lost": lost[worst], "lost": lost,
+                              "worst_f1_drop": f1_drop[drop], "worst_f1_drop_label": drop, "f1_drop": f1_drop,
                               "flips": flips, "flips_without_reason": sum(not f["reason"] for f in flips)}
     return out
 
@@ -227,6 +232,7 @@ def summary_lines(name: str, r: dict) -> list[str]:
              f"{p['mean_vs_oracle']}; positives/image {p['positives_per_image']} vs truth {p['truth_per_image']}"]
     for step, e in r["edits"]["steps"].items():
         lines.append(f"  {step}: worst true positives lost {e['worst_true_positives_lost']} ({e['worst_label']}), "
+                     f"worst F1 drop {e['worst_f1_drop']} ({e['worst_f1_drop_label']}), "
                      f"{len(e['flips'])} flip(s), {e['flips_without_reason']} without a reason")
     lines.append(f"  absence, worst of {r['absence']['lists']} noun lists: {a['absent_positives_per_image']} absent "
                  f"positives/image (list {a['list']}, {a['images']} images); largest one-label share "

@@ -106,3 +106,30 @@ def test_a_toy_label_given_an_emoji_synonym_is_still_learnt():
     assert model.classifier.metrics["unread_synonyms"] == {"heart": ["cœur"], "fish": ["🐟"]}
     sep = dict(zip(model.labels, model.classifier.anchors.separation()))
     assert sep["fish"] > 3 and sep["heart"] > 3, (sep["fish"], sep["heart"])
+
+
+def test_a_sentence_naming_a_label_by_an_unread_term_only_is_not_about_its_parent_either():
+    """Ancestors are set after the unread marks go: ``animal`` over ``fish`` is on a sentence that
+    names fish by 🐟 only when the sentence names an animal itself or another of its children."""
+    from tagger.text.terms import trainable
+    labels = ["fish", "tree", "animal", "cat"]
+    synonyms = {"fish": ["goldfish", "🐟"]}
+    parents = {"fish": ["animal"], "cat": ["animal"]}
+    vocab = Vocabulary.create(labels, synonyms)
+    corpus = build_corpus(labels, synonyms, 800, OfflineGenerator(vocab, seed=0), seed=0, parents=parents)
+    emb = embed(corpus, {"fish": 0, "tree": 1, "animal": 2, "cat": 3})
+    kept = trainable(corpus, emb)
+    assert kept.unread == {"fish": ["🐟"]}
+    names = list(corpus.class_names)
+    fish, animal, cat = (names.index(n) for n in ("fish", "animal", "cat"))
+    named = corpus.label_matrix.toarray() != 0
+    km = kept.corpus.label_matrix.toarray() != 0
+    assert (km[:, animal] >= km[:, fish]).all() and (km[:, animal] >= km[:, cat]).all()  # ancestors set
+    where = {s: k for k, s in enumerate(kept.corpus.sentences)}
+    only = [i for i in term_groups(corpus)[0]["fish"]["🐟"]
+            if not any(w in corpus.sentences[i].lower() for w in ("fish ", "goldfish")) and corpus.sentences[i] in where]
+    assert only
+    for i in only:
+        k = where[corpus.sentences[i]]
+        assert not km[k, fish] and km[k, animal] == (named[i, animal] or named[i, cat])
+    assert any(not km[where[corpus.sentences[i]], animal] for i in only)
