@@ -9,7 +9,8 @@
 - **edits**: the vocabulary edited as a user would -- synonyms made of words the text tower does not
   know added to 5 labels (drawn), parents added (``shape`` over every world label, ``polygon`` over
   the polygons), one label retired and then re-added; the corpus follows each edit incrementally as
-  the nightly does. Per world label, the share of its true positives lost against the unedited
+  the nightly does, each step's tag run holding the labels the step before had (as a retrain's
+  does: :mod:`tagger.method.keep`). Per world label, the share of its true positives lost against the unedited
   vocabulary and the fall of its F1 (over-tagging shows there; worst over labels each), and every
   label whose decision flips, with its reason;
 - **absence**: five disjoint lists of 200 ordinary nouns, drawn from a word list (wonderwords'
@@ -35,6 +36,7 @@ from tagger.evaluate.harness import embed_dataset
 from tagger.method.comc import ComcConfig
 from tagger.text.comcfit import fit_comc_corpus, fit_comc_generated
 from tagger.method.decisions import DecisionConfig, fit_anchored
+from tagger.method.keep import keep_positives
 from tagger.method.zeroshot import best_matches
 from tagger.models import load_clip
 from tagger.pipeline.tag import prompt_vectors
@@ -115,10 +117,18 @@ def named(model, g: np.ndarray, parents: set[str] | frozenset[str] = frozenset()
     return None if prompts is None else best_matches(g, prompts, np.array([x in parents for x in model.labels], bool))
 
 
-def _decide(model, test, dcfg: DecisionConfig, parents: frozenset[str] = frozenset()):
+def _decide(model, test, dcfg: DecisionConfig, parents: frozenset[str] = frozenset(),
+            former: dict[str, float] | None = None):
+    """Scores and decisions; with ``former`` (each label's positives in the run before), the labels
+    it had present, parents aside, held to them as a retrain's tag run holds every label no edit
+    changed, or changed only by added synonyms (:mod:`tagger.method.keep`)."""
     s = model.scores(test.global_, test.patches.astype("float32"))
     top1 = named(model, test.global_, parents)
-    return s, fit_anchored(s, model.labels, model.classifier.anchors, dcfg, zeroshot_top1=top1)
+    d = fit_anchored(s, model.labels, model.classifier.anchors, dcfg, zeroshot_top1=top1)
+    if former:
+        targets = {j: former[x] for j, x in enumerate(d.labels) if former.get(x) and x not in parents}
+        d = keep_positives(d, s, model.classifier.anchors, dcfg, targets, top1, revive=True, why="held")
+    return s, d
 
 
 def edited_vocabulary(seed: int = EDIT_SEED) -> dict:
@@ -154,7 +164,11 @@ def edit_report(clip, test, dcfg: DecisionConfig, seed: int = EDIT_SEED) -> dict
     steps["edited"] = extend(base, edited)
     steps["re-added"] = extend(steps["edited"], [*edited, e["retired"]])
     above = frozenset(p for ps in parents.values() for p in ps)
-    decided = {k: _decide(_corpus_model(clip, c), test, dcfg, above) for k, c in steps.items()}
+    decided, former = {}, None
+    for k, c in steps.items():  # each step decided as a retrain's tag run: held to the step before
+        model = _corpus_model(clip, c)
+        decided[k] = _decide(model, test, dcfg, above, former)
+        former = dict(zip(decided[k][1].labels, decided[k][1].positive(decided[k][0]).sum(0).tolist()))
     out = {"edit": {k: e[k] for k in ("edited", "retired")}, "steps": {}}
     s0, d0 = decided["base"]
     pred0 = d0.positive(s0)
