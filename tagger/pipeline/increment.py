@@ -111,6 +111,7 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     from ..text.corpus import corpus_parents
     from ..text.terms import trainable
     from .classifiers import load_model
+    from .renames import moved_anchors, renamed_rows
     from .train import HIERARCHY_LOSS, TextMemo, corpus_embeddings
     from ..atomic import atomic_dir
 
@@ -129,6 +130,9 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     sample = {"others_per_positive": OTHERS_PER_POSITIVE, "min_others": MIN_OTHERS, "max_lr_scale": MAX_LR_SCALE,
               "epochs_after": EPOCHS_AFTER, "max_epoch_scale": MAX_EPOCH_SCALE, "min_term_reading": MIN_READING,
               "min_alike": MIN_ALIKE, **({"hierarchy": HIERARCHY_LOSS} if corpus_parents(corpus.config) else {})}
+    moved = renamed_rows(workspace, base, corpus, new)
+    if moved:
+        sample["renamed"] = sorted(moved.items())
     cid = short_sha256(json.dumps(["extend", base_id, corpus_id, asdict(cfg), kept, new, PATCH_ROWS, sample]))
     out = workspace.classifier_dir(cid)
     read: dict[str, Any] = {}
@@ -149,7 +153,10 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
                                            min_others=MIN_OTHERS, max_lr_scale=MAX_LR_SCALE,
                                            epochs_after=EPOCHS_AFTER, max_epoch_scale=MAX_EPOCH_SCALE,
                                            implied=implied)
-            anchors = text_anchors(emb, rows, y[:, cols])
+            for n, o in moved.items():  # a rename keeps the row it had: the same thing, the same scores
+                rows[trained.index(n)] = base.classifier.weight[where[o]]
+            metrics["renamed_rows"] = moved
+            anchors = moved_anchors(text_anchors(emb, rows, y[:, cols]), trained, moved, base)
             labelled = np.asarray([i for i, n in enumerate(trained) if n not in background], np.int64)
             keys = _alike_keys(new, kept_text.groups, set(kept), base.classifier.anchors, list(base.labels))
             rows, anchors = rows[labelled], anchors.take(labelled).with_alike(new, keys)
