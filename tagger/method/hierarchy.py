@@ -251,6 +251,14 @@ def _closure(tree: Hierarchy, n_cols: int) -> sp.csr_array:
     return as_csr(sp.vstack(blocks, format="csr"), np.int32) if blocks else sp.csr_array((0, 0), dtype=np.int32)
 
 
+def _rows_of(tree: Hierarchy, matrix: LabelRows, dtype) -> sp.csr_array:
+    """``matrix`` as CSR of ``dtype``; ConfigError unless it has a column per label of ``tree``."""
+    m = as_csr(matrix, dtype)
+    if m.shape[1] != len(tree.labels):
+        raise ConfigError(f"matrix of shape {m.shape} does not fit {len(tree.labels)} labels")
+    return m
+
+
 def expand_label_matrix(matrix: LabelRows, class_names: Sequence[str], parents: ParentMap | None) -> LabelRows:
     """Multi-hot label rows with every label's ancestors set too (a sentence about a car is also
     about a vehicle); the dtype is kept, and so is sparseness: CSR rows are lifted by one sparse
@@ -259,11 +267,8 @@ def expand_label_matrix(matrix: LabelRows, class_names: Sequence[str], parents: 
     if not is_sparse(matrix):
         m = np.asarray(matrix)
         return tree.lift(m, 0 if m.dtype != bool else False)
-    m = as_csr(matrix, matrix.dtype)
-    n_cols = len(tree.labels)
-    if m.shape[1] != n_cols:
-        raise ConfigError(f"matrix of shape {m.shape} does not fit {n_cols} labels")
-    out = as_csr(m.astype(np.int32) @ _closure(tree, n_cols), np.int32)
+    m = _rows_of(tree, matrix, matrix.dtype)
+    out = as_csr(m.astype(np.int32) @ _closure(tree, m.shape[1]), np.int32)
     out.data[:] = 1
     return out.astype(m.dtype)
 
@@ -275,10 +280,8 @@ def implied_labels(matrix: LabelRows, class_names: Sequence[str], parents: Paren
     tree = Hierarchy.build(class_names, parents)
     if tree.empty:
         return None
-    m = as_csr(matrix, np.float32)
-    n_cols = len(tree.labels)
-    if m.shape[1] != n_cols:
-        raise ConfigError(f"matrix of shape {m.shape} does not fit {n_cols} labels")
+    m = _rows_of(tree, matrix, np.float32)
+    n_cols = m.shape[1]
     proper = _closure(tree, n_cols).astype(np.float32) - sp.eye_array(n_cols, dtype=np.float32, format="csr")
     proper.eliminate_zeros()
     raised = as_csr(m @ proper, np.float32)

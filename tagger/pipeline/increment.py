@@ -112,7 +112,7 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     from ..text.terms import trainable
     from .classifiers import load_model
     from .renames import moved_anchors, renamed_rows
-    from .train import HIERARCHY_LOSS, TextMemo, corpus_embeddings
+    from .train import TextMemo, corpus_embeddings, loss_rules
     from ..atomic import atomic_dir
 
     corpus = TextCorpus.load(workspace.text_dir(corpus_id))
@@ -127,9 +127,10 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     cfg = TrainConfig(**{k: v for k, v in asdict(base.classifier.config).items()})
     if ROW_EPOCHS is not None:
         cfg = replace(cfg, epochs=ROW_EPOCHS)
+    rules = loss_rules(corpus)
     sample = {"others_per_positive": OTHERS_PER_POSITIVE, "min_others": MIN_OTHERS, "max_lr_scale": MAX_LR_SCALE,
               "epochs_after": EPOCHS_AFTER, "max_epoch_scale": MAX_EPOCH_SCALE, "min_term_reading": MIN_READING,
-              "min_alike": MIN_ALIKE, **({"hierarchy": HIERARCHY_LOSS} if corpus_parents(corpus.config) else {})}
+              "min_alike": MIN_ALIKE, **({"rules": rules} if rules else {})}
     moved = renamed_rows(workspace, base, corpus, new)
     if moved:
         sample["renamed"] = sorted(moved.items())

@@ -22,8 +22,8 @@ def renamed_rows(workspace: "Workspace", base, corpus, new: list[str]) -> dict[s
     from ..errors import DatasetError
     from ..method.names import fold
     from ..text import TextCorpus
-    gone = [n for n in base.labels if n not in set(corpus.class_names)]
-    pairs = {n: o for n, o in renamed(gone, new).items() if n in new}
+    present = set(corpus.class_names)
+    pairs = renamed([n for n in base.labels if n not in present], new)
     if not pairs:
         return {}
     try:

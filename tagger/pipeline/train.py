@@ -189,7 +189,7 @@ def run_train(workspace: "Workspace", model: str, pretrained: str | None = None,
             from ..models import load_clip
             clip = load_clip(model, pretrained)
         ident = json.dumps([clip.model_id, corpus_id, asdict(cfg.train), asdict(cfg.score), cfg.memory_size,
-                            cfg.min_term_reading, cfg.min_alike, *_hierarchy_loss(corpus)])
+                            cfg.min_term_reading, cfg.min_alike, *loss_rules(corpus)])
         classifier_id = short_sha256(ident)
         out = workspace.classifier_dir(classifier_id)
         read: dict[str, Any] = {}
@@ -202,9 +202,10 @@ def run_train(workspace: "Workspace", model: str, pretrained: str | None = None,
             "model_id": clip.model_id, **read}
 
 
-def _hierarchy_loss(corpus) -> list[str]:
-    """What a classifier id adds for a corpus with a hierarchy: its implied positives move only their
-    own rows (:mod:`tagger.method.ranking`), unlike classifiers trained before that rule."""
+def loss_rules(corpus) -> list[str]:
+    """What a classifier id (a full training's or an extension's) adds for a corpus with a
+    hierarchy: its implied positives move only their own rows (:mod:`tagger.method.ranking`), unlike
+    classifiers trained before that rule."""
     from ..text.corpus import corpus_parents
     return [HIERARCHY_LOSS] if corpus_parents(corpus.config) else []
 
