@@ -14,7 +14,8 @@ from tagger.catalog import Catalog
 from tagger.cli import app
 from tagger.errors import CatalogError, ConfigError
 from tagger.method.hierarchy import (
-    Hierarchy, active_parents, cycle_with, expand_label_matrix, find_cycle, hierarchy_key, propagate,
+    Hierarchy, active_parents, cycle_with, expand_label_matrix, find_cycle, hierarchy_key, hierarchy_refits,
+    propagate,
 )
 from tagger.pipeline.tag import TagConfig, tag_rows, write_parquet_atomic
 from tagger.text import OfflineGenerator, Vocabulary, build_corpus
@@ -382,3 +383,24 @@ def test_a_retired_parent_is_linked_with_a_warning(cat, caplog):
     with caplog.at_level("WARNING", logger="tagger.catalog.hierarchy"):
         cat.add_parents("car", "vehicle")  # a new parent: added as a label, no warning
     assert "retired" not in caplog.text and cat.active_hierarchy()["car"] == ("vehicle",)
+
+
+def test_the_labels_an_edit_moves_through_the_hierarchy_are_those_with_other_descendants_and_above():
+    tree = {"hexagon": ["polygon"], "square": ["polygon"], "polygon": ["shape"], "fish": ["animal"]}
+    labels = ["hexagon", "square", "polygon", "shape", "fish", "animal", "tree"]
+    assert hierarchy_refits(tree, tree, labels, labels, []) == []
+    # a new parent over existing labels: nothing else moves; above an existing one, that one does
+    assert hierarchy_refits(tree, {**tree, "tree": ["plant"]}, labels, labels + ["plant"], ["plant"]) == []
+    assert hierarchy_refits(tree, {**tree, "plant": ["thing"]}, labels + ["thing"], labels + ["thing", "plant"],
+                            ["plant"]) == ["thing"]
+    # a child added under fish: fish and its ancestors
+    assert hierarchy_refits(tree, {**tree, "goldfish": ["fish"]}, labels, labels + ["goldfish"], ["goldfish"]) \
+        == ["animal", "fish"]
+    # a label re-worded: its ancestors
+    assert hierarchy_refits(tree, tree, labels, labels, ["hexagon"]) == ["polygon", "shape"]
+    # a child moved straight under shape: polygon lost it (shape, above it, is decided again too)
+    assert hierarchy_refits(tree, {**tree, "hexagon": ["shape"]}, labels, labels, []) == ["polygon", "shape"]
+    # a child retired: its former ancestors
+    assert hierarchy_refits(tree, tree, labels, [x for x in labels if x != "square"], []) == ["polygon", "shape"]
+    # a middle label retired: its children now sit under shape, whose descendants lost only polygon
+    assert hierarchy_refits(tree, tree, labels, [x for x in labels if x != "polygon"], []) == ["shape"]

@@ -19,7 +19,9 @@ from tagger.method.decisions import Decisions
 from tagger.method.extend import ExtendedModel, pq_patch_max
 from tagger.method.mapping import MemoryBank
 from tagger.method.scoring import ScoreConfig
+from tagger.method.hierarchy import Hierarchy
 from tagger.pipeline.increment import carry_rows
+from tagger.pipeline.lift import plan_lift
 from tagger.pipeline.tag import TagConfig, tag_rows
 
 D, C = 32, 12
@@ -223,6 +225,31 @@ def test_carried_tags_stay_and_new_labels_join_the_ranking():
         if r["rank"] <= 3:
             assert got["rank"] == r["rank"]
     assert len({(r["image_id"], r["label"]) for r in table.to_pylist()}) == table.num_rows
+
+
+def test_a_decided_parent_is_raised_by_carried_and_decided_children_as_a_full_run_raises_it():
+    rng = np.random.default_rng(5)
+    ids = np.arange(40, dtype=np.int64)
+    scores = rng.standard_normal((40, 8)).astype(np.float32)
+    old, new = [f"o{i}" for i in range(6)], ["n0", "n1"]
+    parents = {"o0": ["n0"], "o1": ["n0"], "n1": ["n0"], "o2": ["o3"]}  # n0 new over two kept labels and n1
+    cfg = TagConfig(top_k=3)
+    carried = tag_rows(ids, scores[:, :6], old, cfg, _decisions(old, 1.0), Hierarchy.build(old, parents))
+    full = tag_rows(ids, scores, old + new, cfg, _decisions(old + new, 1.0), Hierarchy.build(old + new, parents))
+    lift = plan_lift(new, old, parents, [])
+    assert lift is not None and lift.carried == ("o0", "o1")
+    plain = carry_rows(carried, ids, scores[:, 6:].copy(), new, _decisions(new, 1.0), 3)
+    table = carry_rows(carried, ids, scores[:, 6:].copy(), new, _decisions(new, 1.0), 3, lift)
+
+    def n0(t: pa.Table) -> dict[int, tuple]:
+        return {r["image_id"]: (r["score"], r["confidence"]) for r in t.to_pylist() if r["label"] == "n0" and r["positive"]}
+    assert n0(table) == n0(full) and len(n0(plain)) < len(n0(full))  # without the lift the parent misses images
+    assert plan_lift(["o3"], old, parents, []) is not None and plan_lift(["o2"], old, parents, []) is None
+    # a person's decision on a carried child reaches the decided parent
+    quiet = next(int(i) for i in ids if int(i) not in n0(full))
+    lifted = carry_rows(carried, ids, scores[:, 6:].copy(), new, _decisions(new, 1.0), 3,
+                        plan_lift(new, old, parents, [(quiet, "o1", True)]))
+    assert quiet in n0(lifted) and quiet not in n0(table)
 
 
 def test_runs_record_their_mode(tmp_path):

@@ -130,7 +130,7 @@ def test_many_new_images_or_a_decision_under_a_hierarchy_tag_every_image_again(t
     ws2 = _copy(src, tmp_path / "ws2")
     with Catalog.open(ws2 / "catalog.duckdb") as cat:
         cat.add_parents(LABELS[0], LABELS[1])
-    full = run_nightly(Workspace.at(ws2), None, ENC, CFG)  # the parent edit itself: a full run
+    full = run_nightly(Workspace.at(ws2), None, ENC, CFG)  # the parent edit itself (its parent trained again)
     uri = tags(ws2, full["run_id"])[0][0]
     with Catalog.open(ws2 / "catalog.duckdb") as cat:
         cat.record_decisions([(uri, LABELS[0], "accept")], who="ann", source="cli")

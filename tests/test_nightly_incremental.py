@@ -340,3 +340,34 @@ def test_a_label_renamed_in_an_incremental_nightly_keeps_its_row_and_its_images(
                                                                        b.neg_sd[k])
     # the same row and scale; its scores read through the prompts of the new names, on 48 images
     assert before and len(after & before) >= len(before) - 1 and abs(len(after) - len(before)) <= 1
+
+
+def test_a_hierarchy_edit_trains_the_parents_it_moves_and_keeps_every_other_label(based, tmp_path):
+    """A child put under an existing label (and the 20th label added): an incremental nightly that
+    trains only the parent and the new label; every other label's tags stay as they were (a full
+    retrain moved the children's: 400 toy images, hexagon 65 -> 58 positives when polygon was added),
+    and the parent is positive wherever the child is, a person's accepted child included."""
+    from dataclasses import replace as with_
+    src, base = based
+    ws = tmp_path / "ws"
+    shutil.copytree(src, ws)
+    child, parent = FIRST[0], FIRST[1]
+    before = tags(ws, base)
+    quiet = next(u for u in sorted({r[0] for r in before})
+                 if not any(r[0] == u and r[1] in (child, parent) and r[4] for r in before))
+    with Catalog.open(ws / "catalog.duckdb") as cat:
+        cat.add_parents(child, parent)
+        cat.record_decisions([(quiet, child, "accept")], who="ann", source="cli")
+    out = run_nightly(Workspace.at(ws), None, ENC, with_(CFG, max_changed=0.2))
+    assert out["mode"] == "incremental", out["mode_reason"]
+    assert out["vocabulary"]["hierarchy_refit"] == [parent] and "hierarchy" in out["mode_reason"]
+    after = tags(ws, out["run_id"])
+    mine = (quiet, child)  # the person's decision, in place of the model's
+    assert [r[:5] for r in after if r[1] not in (parent, NEW) and r[:2] != mine] == \
+        [r[:5] for r in before if r[1] != parent and r[:2] != mine]
+    positive = {(r[0], r[1]) for r in after if r[4]}
+    assert {u for u, lab in positive if lab == child} <= {u for u, lab in positive if lab == parent}
+    assert (quiet, parent) in positive
+    with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
+        trained = cat.get_classifier(out["classifier"])["config"]["trained"]
+    assert sorted(trained) == sorted([parent, NEW])

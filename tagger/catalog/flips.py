@@ -118,9 +118,12 @@ def decision_flips(catalog, a: int, b: int) -> list[dict[str, Any]]:
         ra = rows_a.get(was.get(rb["label"], rb["label"]))
         if ra is None:
             if not rb["present"]:  # a label added since, judged absent: said, not left to `runs show`
+                why, nb = rb.get("reason") or "no image reaches it", int(rb["positives"])
                 out.append({"label": rb["label"], "before_present": False, "after_present": False,
-                            "before_positives": 0, "after_positives": int(rb["positives"]), "added": True,
-                            "reason": f"added, judged absent: {rb.get('reason') or 'no image reaches it'}"})
+                            "before_positives": 0, "after_positives": nb, "added": True,
+                            "reason": f"added, judged absent: {why}" if not nb else
+                            f"added: positive on {nb} images through its descendants (or review decisions) "
+                            f"only, its own row judged absent: {why}"})
             continue
         na, nb = int(ra["positives"]), int(rb["positives"])
         flipped = bool(ra["present"]) != bool(rb["present"]) and (na > 0 or nb > 0)

@@ -25,7 +25,7 @@ from ..ids import short_sha256
 from .labelrows import LabelRows, as_csr, block_rows, is_sparse
 
 __all__ = ["Hierarchy", "ParentMap", "active_parents", "cycle_with", "expand_label_matrix", "find_cycle",
-           "hierarchy_key", "implied_labels", "is_ancestor", "normalise_parents", "propagate"]
+           "hierarchy_key", "hierarchy_refits", "implied_labels", "is_ancestor", "normalise_parents", "propagate"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +131,43 @@ def active_parents(parents: ParentMap, active: Collection[str]) -> dict[str, tup
         return memo[node]
 
     return normalise_parents({c: tuple(nearest(c)) for c in parents if c in act})
+
+
+def _ancestors(parents: ParentMap, labels: Collection[str]) -> set[str]:
+    """Every ancestor of ``labels`` (not the labels themselves, unless one is above another)."""
+    out: set[str] = set()
+    todo = [p for x in labels for p in parents.get(x, ())]
+    while todo:
+        p = todo.pop()
+        if p not in out:
+            out.add(p)
+            todo.extend(parents.get(p, ()))
+    return out
+
+
+def _descendants(parents: ParentMap) -> dict[str, frozenset[str]]:
+    """Each label with children -> all its descendants."""
+    out: dict[str, set[str]] = {}
+    for c in parents:
+        for a in _ancestors(parents, [c]):
+            out.setdefault(a, set()).add(c)
+    return {a: frozenset(d) for a, d in out.items()}
+
+
+def hierarchy_refits(before: ParentMap | None, after: ParentMap | None, old: Collection[str],
+                     new: Collection[str], touched: Collection[str]) -> list[str]:
+    """The labels of both vocabularies (``old`` and ``new`` active labels) whose positives an edit moves
+    through the hierarchy, besides the ``touched`` ones (added, re-worded) themselves: those whose
+    descendants differ between the parent maps ``before`` and ``after`` (a child added, moved,
+    retired), and every ancestor of a touched label. The set is closed upwards, so a label outside it
+    and outside ``touched`` has the same own positives and the same descendants as before."""
+    was = active_parents(normalise_parents(before), old)
+    now = active_parents(normalise_parents(after), new)
+    d_was, d_now = _descendants(was), _descendants(now)
+    both = set(old) & set(new)
+    moved = {a for a in both if d_was.get(a, frozenset()) != d_now.get(a, frozenset())}
+    up = _ancestors(now, set(touched) | moved)
+    return sorted(((moved | up) & both) - set(touched))
 
 
 @dataclass(frozen=True)

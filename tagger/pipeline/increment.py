@@ -1,7 +1,7 @@
 """The incremental nightly: train and tag only the labels that changed, carry the rest over.
 
 - :func:`train_increment`: the current run's classifier kept frozen; the rows of the added labels
-  (and of those whose synonyms changed) trained against it on the new corpus
+  (and of those whose synonyms or descendants changed) trained against it on the new corpus
   (:func:`tagger.method.classifier.train_rows`), with their class prompts, as an
   :class:`~tagger.method.extend.ExtendedModel` (content-addressed, recorded as a classifier).
 - :func:`run_increment_tag`: a new tag run (mode ``incremental``, ``base_run`` the current run). Only
@@ -9,7 +9,8 @@
   statistics and decisions are the base run's. Each shard the base run tagged keeps the base run's
   tags of the kept labels (scores, positives, confidences unchanged; ranks moved down by the new
   labels that score above them) and gains the new labels' tags (each image's positives and those in
-  its top-k); retired labels and those retrained are dropped. A shard the base run did not tag (new
+  its top-k), raised by their descendants under a label hierarchy (:mod:`tagger.pipeline.lift`);
+  retired labels and those retrained are dropped. A shard the base run did not tag (new
   images) is tagged in full with the kept labels scored by the base model, so every image of the run
   is decided alike. The rank of a new label's tag below an image's top-k counts the base run's kept
   tags above it (a lower bound).
@@ -36,6 +37,8 @@ from ..method.decisions import Decisions
 from ..workspace import Workspace
 from .calibration import (DecisionInputs, decision_inputs, decision_rows, decisions_from_rows, former_positives,
                           hold_former)
+from ..method.reviewed import reviewed_columns
+from .lift import Lift, plan_lift
 from .readouts import save_state
 from .scorer import ShardScorer, apply_statistics, label_statistics
 from .tag import (TagConfig, TagShards, _parent_labels, _resume_or_start, _shards_key,
@@ -95,8 +98,8 @@ def torch_threads(n: int) -> Iterator[None]:
 def train_increment(workspace: Workspace, model: str, pretrained: str | None, corpus_id: str, base_id: str,
                     retrain: list[str]) -> dict[str, Any]:
     """Extend the classifier ``base_id`` to the labels of corpus ``corpus_id``: new rows for the labels
-    it lacks and for ``retrain`` (changed synonyms), the others frozen; labels no longer in the corpus
-    dropped. Returns the classifier id and the labels trained."""
+    it lacks and for ``retrain`` (changed synonyms, or descendants in the label hierarchy), the others
+    frozen; labels no longer in the corpus dropped. Returns the classifier id and the labels trained."""
     from ..catalog import Catalog
     from ..method.anchors import text_anchors
     from ..method.classifier import TextClassifier, TrainConfig, train_rows
@@ -201,11 +204,14 @@ def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
 
 
 def carry_rows(carried: pa.Table, image_ids: np.ndarray, scores: np.ndarray, labels: list[str],
-               decisions: Decisions, top_k: int) -> pa.Table:
+               decisions: Decisions, top_k: int, lift: "Lift | None" = None) -> pa.Table:
     """A shard's tags: the base run's ``carried`` rows (their ranks moved down by the new labels that
     score above them) and the rows of the new ``labels`` (calibrated ``scores`` ``(n, N)``) that are
-    positive or in the image's top-k."""
+    positive or in the image's top-k, after ``lift`` raised them by their descendants."""
     ids = np.asarray(image_ids, np.int64)
+    positive, conf = decisions.positive(scores), decisions.confidence(scores)
+    if lift is not None:
+        scores, positive, conf = lift.apply(carried, ids, scores, positive, conf)
     c_img = _positions(ids, np.asarray(carried.column("image_id").to_numpy(), np.int64)) if carried.num_rows \
         else np.zeros(0, np.int64)
     c_score = np.asarray(carried.column("score").to_numpy(zero_copy_only=False), np.float32)
@@ -217,7 +223,6 @@ def carry_rows(carried: pa.Table, image_ids: np.ndarray, scores: np.ndarray, lab
     starts = np.searchsorted(c_img[order], np.arange(len(ids)))
     dense[c_img[order], np.arange(len(order)) - starts[c_img[order]]] = c_score[order]
     rank = 1 + (dense[:, None, :] > scores[:, :, None]).sum(2) + (scores[:, None, :] > scores[:, :, None]).sum(2)
-    positive, conf = decisions.positive(scores), decisions.confidence(scores)
     r, c = np.nonzero(positive | (rank <= top_k))
     new = pa.table({"image_id": pa.array(ids[r]), "label": pa.array(np.asarray(labels, object)[c].tolist(), pa.string()),
                     "score": pa.array(scores[r, c].astype(np.float32)), "rank": pa.array(rank[r, c].astype(np.int16)),
@@ -233,9 +238,11 @@ class ExtendShards(TagShards):
     new labels' tags, or (a shard the base run did not tag) every label's tags."""
 
     def __init__(self, root: str, model_id: str, classifier_dir: str, run_dir: str, cfg: TagConfig, stats,
-                 decisions: Decisions, base_dir: str, new_stats, new_decisions: Decisions, hierarchy=None) -> None:
-        super().__init__(root, model_id, classifier_dir, run_dir, cfg, stats, decisions, hierarchy)
+                 decisions: Decisions, base_dir: str, new_stats, new_decisions: Decisions, hierarchy=None,
+                 reviewed=None, lift: "Lift | None" = None) -> None:
+        super().__init__(root, model_id, classifier_dir, run_dir, cfg, stats, decisions, hierarchy, reviewed)
         self.base_dir, self.new_stats, self.new_decisions = Path(base_dir), new_stats, new_decisions
+        self.lift = lift
         self.states_from = self.base_dir  # the base run's readout states (ShardScorer.base_state)
         self._dropped: pa.Array | None = None
 
@@ -256,7 +263,7 @@ class ExtendShards(TagShards):
                     old = old.filter(pc.invert(pc.is_in(old.column("label"), self._dropped)))
                 scores, state = self.new_scores_state(shard)
                 table = carry_rows(old, shard.ids, apply_statistics(scores, self.new_stats),
-                                   model.new_labels, self.new_decisions, self.cfg.top_k)
+                                   model.new_labels, self.new_decisions, self.cfg.top_k, self.lift)
                 if state is not None:
                     save_state(self.run_dir, name, shard.ids, *state)
             else:
@@ -301,7 +308,8 @@ def _decide_new(cat, run_id: int, base_run: int, scorer: ShardScorer, shards: li
                                  anchors, top1, _base_placement(scorer, kept_rows, base_stats))
     if anchors is not None and scorer.cfg.decision == "anchored":
         former = former_positives(cat, base_run, labels, new, len(sample))
-        d = hold_former(d, calibrated, anchors, scorer.cfg.decisions, top1, former, refit,
+        skip = refit | _parent_labels(cat)  # a parent's count holds its children's images too
+        d = hold_former(d, calibrated, anchors, scorer.cfg.decisions, top1, former, skip,
                         "renamed or given more synonyms")
     cat.save_run_thresholds(run_id, kept_rows + decision_rows(d, refit))
     return stats, d
@@ -392,8 +400,11 @@ def run_increment_tag(workspace: Workspace, model_id: str, cfg: TagConfig, class
                  [base_stats[n][1] for n in model.kept] + list(new_stats[1]))
         write_label_stats(run_dir, labels, stats)
         decisions = decisions_from_rows(cat.run_thresholds(run_id), labels, cfg.decisions)
+        pairs = cat.review_pairs() if not hierarchy.empty else []
+        lift = plan_lift(model.new_labels, model.kept, cat.active_hierarchy(), pairs)
         tag_all(ExtendShards, (root, model_id, clf_dir, str(run_dir), cfg, stats, decisions, str(base_dir),
-                               new_stats, new_d, None if hierarchy.empty else hierarchy), cfg, shards, crash_after)
+                               new_stats, new_d, None if hierarchy.empty else hierarchy,
+                               reviewed_columns(pairs, labels) if pairs else None, lift), cfg, shards, crash_after)
         t_tag = time.time() - t0
         n, n_images, previous, flips = load_run(cat, workspace, run_id, run_dir, shards, scorer, model_id, labels,
                                                 stats, decisions, t0, t_tag)

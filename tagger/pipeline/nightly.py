@@ -6,7 +6,7 @@ same tags as an uninterrupted run:
 1. ``encode``  new or changed images only (partition shards with done-markers);
 2. ``text``    the corpus of the active labels, reusing every still-valid sentence and asking the
                generator only for label sets that contain a new label (changed label parents make
-               a new corpus of the same sentences, so the classifier is retrained);
+               a new corpus of the same sentences, read under the new hierarchy);
 3. ``train``   the classifier (content-addressed: same corpus and config -> same classifier), or
                the image-trained head in use, kept and relabelled (:mod:`tagger.pipeline.retrain`);
 4. ``tag``     every image from stored global embeddings and PQ patch codes into a new run
@@ -18,18 +18,19 @@ same tags as an uninterrupted run:
                whose settings changed is never resumed: its state would stay for good).
 
 Mode. A small vocabulary change makes an *incremental* nightly (:mod:`tagger.pipeline.increment`):
-``train`` trains only the rows of the added labels (and of those whose synonyms changed) against the
-frozen current classifier, and ``tag`` scores and decides only those labels, carrying every other
+``train`` trains only the rows of the added labels (and of those whose synonyms changed, or whose
+descendants in the label hierarchy changed, and the ancestors of all these) against the frozen
+current classifier, and ``tag`` scores and decides only those labels, carrying every other
 label's tags and decisions over from the current run. When no label changed (and nothing below forces a
 full one), the *unchanged* nightly trains nothing: when images were added or review decisions made
 since, a *carried* run (:mod:`tagger.pipeline.carry`) keeps the current run's tags and decisions and
 tags only the new images (every image again when they pass ``max_changed`` of the run's, or when a
 review decision was made under a label hierarchy); otherwise the current run stays. Everything else makes a *full*
 one, as above: ``full=True`` (``tagger nightly --full``), no current run, more than
-``max_changed`` (10 %) of the current run's labels added, retired or with changed synonyms (or more than
+``max_changed`` (10 %) of the current run's labels added, retired or trained again (or more than
 ``max_drift``, 20 %, of the last full training's labels since it, over the incremental nightlies between:
 each nightly's small change adds up), a changed
-text model, changed label parents or a changed label with parents or children, another head in use
+text model, another head in use
 than the current run's text-only classifier, changed tag settings, pins or labelled set, the
 per-image decision rule, or a current run that kept no calibration statistics. The run records its
 mode (``runs.mode``, ``base_run``); the choice is kept until the job ends, so a killed nightly
@@ -80,7 +81,9 @@ class NightlyConfig:
 
 def vocabulary_diff(cat) -> dict[str, list[str]]:
     """Labels added, retired, with changed synonyms and with changed parents since the current run."""
+    from ..method.hierarchy import hierarchy_refits
     from ..text import Vocabulary
+    from ..text.corpus import corpus_parents
     from ..text.incremental import parents_changed, synonyms_changed
 
     current = cat.current_run()
@@ -90,21 +93,36 @@ def vocabulary_diff(cat) -> dict[str, list[str]]:
     now = [lab.name for lab in active]
     changed: list[str] = []
     moved: list[str] = []
+    refit: list[str] = []
+    added = [x for x in now if x not in before]
     clf = cat.get_classifier(run.classifier_id) if run is not None and run.classifier_id else None
     corpus = next((c for c in cat.corpora() if clf and c["corpus_id"] == clf["corpus_id"]), None)
     if corpus is not None and now:
         vocab = Vocabulary.create(now, {lab.name: list(lab.synonyms or []) for lab in active})
         changed = [x for x in synonyms_changed(corpus["config"] or {}, vocab) if x in before]
         moved = [x for x in parents_changed(corpus["config"] or {}, now, cat.active_hierarchy()) if x in before]
-    return {"added": [x for x in now if x not in before], "retired": sorted(before - set(now)),
-            "synonyms_changed": changed, "parents_changed": moved}
+        refit = hierarchy_refits(corpus_parents(corpus["config"]), cat.active_hierarchy(), before, now,
+                                 set(added) | set(changed))
+    return {"added": added, "retired": sorted(before - set(now)), "synonyms_changed": changed,
+            "parents_changed": moved, "hierarchy_refit": refit}
+
+
+def edited(diff: dict[str, list[str]]) -> list[str]:
+    """The labels a vocabulary diff adds, retires or trains again (new synonyms, or positives that the
+    hierarchy moved: :func:`~tagger.method.hierarchy.hierarchy_refits`)."""
+    return diff["added"] + diff["retired"] + diff["synonyms_changed"] + diff.get("hierarchy_refit", [])
+
+
+def retrained(diff: dict[str, list[str]]) -> list[str]:
+    """The labels of both the current run and this one whose rows an incremental nightly trains again."""
+    return sorted(set(diff["synonyms_changed"]) | set(diff.get("hierarchy_refit", [])))
 
 
 def _since_full(cat, run, diff: dict[str, list[str]]) -> tuple[int, set[str]]:
     """The labels of the last classifier trained in full that ``run``'s classifier extends (through the
     incremental nightlies since), and the labels added, retired or re-worded since it, this nightly's
     edits included: small changes add up to a full retrain as one large change would."""
-    changed = set(diff["added"]) | set(diff["retired"]) | set(diff["synonyms_changed"])
+    changed = set(edited(diff))
     seen: set[str] = set()
     clf = cat.get_classifier(run.classifier_id) if run.classifier_id else None
     while clf is not None and (clf.get("config") or {}).get("extends") and clf["classifier_id"] not in seen:
@@ -121,10 +139,8 @@ def _full_reason(cat, diff: dict[str, list[str]], cfg: NightlyConfig, model_id: 
     """Why this nightly must retrain and re-tag every label (None: the change is small enough)."""
     from .tag import _tag_settings
     before = set(run.labels or [])
-    changed = diff["added"] + diff["retired"] + diff["synonyms_changed"]
-    touched = set(diff["added"]) | set(diff["synonyms_changed"])
-    edges = cat.active_hierarchy()
-    untouched = before - touched
+    changed = edited(diff)
+    untouched = before - set(diff["added"]) - set(retrained(diff))
     pins = {k: v for k, v in cat.pinned_thresholds().items() if k in untouched}
     old_pins = {k: v for k, v in (((run.config or {}).get("decision_inputs") or {}).get("pinned") or {}).items()
                 if k in untouched}
@@ -135,13 +151,11 @@ def _full_reason(cat, diff: dict[str, list[str]], cfg: NightlyConfig, model_id: 
         (cfg.full, "a full retrain was asked for"),
         (run.model_id != model_id, "the text model changed"),
         (len(changed) > cfg.max_changed * len(before),
-         f"{len(changed)} labels added, retired or with new synonyms: more than {cfg.max_changed:.0%} of the "
-         f"current run's {len(before)}"),
+         f"{len(changed)} labels added, retired or to train again (new synonyms, other descendants): more than "
+         f"{cfg.max_changed:.0%} of the current run's {len(before)}"),
         (len(since) > cfg.max_drift * n_full,
-         f"{len(since)} labels added, retired or with new synonyms since the last full training, this nightly's "
+         f"{len(since)} labels added, retired or trained again since the last full training, this nightly's "
          f"included: more than {cfg.max_drift:.0%} of its {n_full}"),
-        (bool(diff["parents_changed"]), "label parents changed"),
-        (any(c in touched or set(ps) & touched for c, ps in edges.items()), "a changed label has parents or children"),
         (head is None or head["classifier_id"] != run.classifier_id and
          (head.get("config") or {}).get("extends") != run.classifier_id, "another classifier is in use"),
         (head is not None and (((head.get("config") or {}).get("head") or "comc") != "comc"
@@ -202,11 +216,13 @@ def choose_mode(workspace: "Workspace", cat, diff: dict[str, list[str]], cfg: Ni
         why = "the current run kept no calibration statistics"
     if why is not None:
         return {"mode": "full", "reason": why, "base_run": None}
-    if not (diff["added"] or diff["retired"] or diff["synonyms_changed"]):
+    if not edited(diff):
         return _unchanged(workspace, cat, cfg, model_id, run, head_in_use(cat, model_id))
-    n = len(diff["added"]) + len(diff["retired"]) + len(diff["synonyms_changed"])
-    return {"mode": "incremental", "reason": f"{n} label(s) added, retired or with new synonyms, of the current run's "
-                                             f"{len(run.labels or [])}",
+    n, moved = len(edited(diff)), diff.get("hierarchy_refit", [])
+    also = f" ({len(moved)} for the label hierarchy: {', '.join(moved[:5])}{' ...' if len(moved) > 5 else ''})" \
+        if moved else ""
+    return {"mode": "incremental", "reason": f"{n} label(s) added, retired or trained again{also}, of the current "
+                                             f"run's {len(run.labels or [])}",
             "base_run": current, "classifier": run.classifier_id}
 
 
@@ -324,7 +340,7 @@ def run_nightly(workspace: "Workspace", source: str | None, encode_cfg: EncodeCo
         trained = {"classifier_id": mode["classifier"]}
     elif mode["mode"] == "incremental":
         trained = train_increment(workspace, encode_cfg.model, encode_cfg.pretrained, text["corpus_id"],
-                                  mode["classifier"], diff["synonyms_changed"])
+                                  mode["classifier"], retrained(diff))
     else:
         trained = run_nightly_train(workspace, encode_cfg.model, encode_cfg.pretrained, text["corpus_id"])
     timings["train"] = time.time() - t
