@@ -357,17 +357,21 @@ def test_a_hierarchy_edit_trains_the_parents_it_moves_and_keeps_every_other_labe
                  if not any(r[0] == u and r[1] in (child, parent) and r[4] for r in before))
     with Catalog.open(ws / "catalog.duckdb") as cat:
         cat.add_parents(child, parent)
+        cat.add_parents(parent, "thing")  # a new label above the parent
         cat.record_decisions([(quiet, child, "accept")], who="ann", source="cli")
     out = run_nightly(Workspace.at(ws), None, ENC, with_(CFG, max_changed=0.2))
     assert out["mode"] == "incremental", out["mode_reason"]
     assert out["vocabulary"]["hierarchy_refit"] == [parent] and "hierarchy" in out["mode_reason"]
     after = tags(ws, out["run_id"])
     mine = (quiet, child)  # the person's decision, in place of the model's
-    assert [r[:5] for r in after if r[1] not in (parent, NEW) and r[:2] != mine] == \
+    assert [r[:5] for r in after if r[1] not in (parent, NEW, "thing") and r[:2] != mine] == \
         [r[:5] for r in before if r[1] != parent and r[:2] != mine]
     positive = {(r[0], r[1]) for r in after if r[4]}
-    assert {u for u, lab in positive if lab == child} <= {u for u, lab in positive if lab == parent}
+    of = {lab: {u for u, x in positive if x == lab} for lab in (child, parent, "thing")}
+    assert of[child] <= of[parent] <= of["thing"] and (quiet, "thing") in positive
     assert (quiet, parent) in positive
     with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
         trained = cat.get_classifier(out["classifier"])["config"]["trained"]
-    assert sorted(trained) == sorted([parent, NEW])
+    assert sorted(trained) == sorted([parent, NEW, "thing"])
+    # an added label positive only through its descendants says so, not "judged absent"
+    assert all(not f["reason"].startswith("added, judged absent") for f in out["flips"] if f["after_positives"])
