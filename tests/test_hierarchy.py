@@ -15,7 +15,7 @@ from tagger.cli import app
 from tagger.errors import CatalogError, ConfigError
 from tagger.method.hierarchy import (
     Hierarchy, active_parents, cycle_with, expand_label_matrix, find_cycle, hierarchy_key, hierarchy_refits,
-    propagate,
+    propagate, regrouped,
 )
 from tagger.pipeline.tag import TagConfig, tag_rows, write_parquet_atomic
 from tagger.text import OfflineGenerator, Vocabulary, build_corpus
@@ -404,3 +404,8 @@ def test_the_labels_an_edit_moves_through_the_hierarchy_are_those_with_other_des
     assert hierarchy_refits(tree, tree, labels, [x for x in labels if x != "square"], []) == ["polygon", "shape"]
     # a middle label retired: its children now sit under shape, whose descendants lost only polygon
     assert hierarchy_refits(tree, tree, labels, [x for x in labels if x != "polygon"], []) == ["shape"]
+    # the size of an edit counts the parents it regroups, not the ancestors above them
+    assert regrouped(tree, {**tree, "goldfish": ["fish"]}, labels, labels + ["goldfish"]) == ["fish"]
+    assert regrouped(tree, {**tree, "hexagon": ["shape"]}, labels, labels) == ["polygon", "shape"]
+    assert regrouped(tree, tree, labels, [x for x in labels if x != "polygon"]) == ["shape"]
+    assert regrouped(tree, tree, labels, labels) == []

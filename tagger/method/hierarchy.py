@@ -25,7 +25,7 @@ from ..ids import short_sha256
 from .labelrows import LabelRows, as_csr, block_rows, is_sparse
 
 __all__ = ["Hierarchy", "ParentMap", "active_parents", "cycle_with", "expand_label_matrix", "find_cycle",
-           "hierarchy_key", "hierarchy_refits", "implied_labels", "is_ancestor", "normalise_parents", "propagate"]
+           "hierarchy_key", "hierarchy_refits", "regrouped", "implied_labels", "is_ancestor", "normalise_parents", "propagate"]
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +168,20 @@ def hierarchy_refits(before: ParentMap | None, after: ParentMap | None, old: Col
     moved = {a for a in both if d_was.get(a, frozenset()) != d_now.get(a, frozenset())}
     up = _ancestors(now, set(touched) | moved)
     return sorted(((moved | up) & both) - set(touched))
+
+
+def regrouped(before: ParentMap | None, after: ParentMap | None, old: Collection[str], new: Collection[str]
+              ) -> list[str]:
+    """The labels of both vocabularies whose children (among the active labels) differ: the size of a
+    hierarchy edit, one per parent it regroups (not its ancestors, whose descendants follow)."""
+    def children(parents: ParentMap | None, active: Collection[str]) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for c, ps in active_parents(normalise_parents(parents), active).items():
+            for p in ps:
+                out.setdefault(p, set()).add(c)
+        return out
+    was, now = children(before, old), children(after, new)
+    return sorted(a for a in set(old) & set(new) if was.get(a, set()) != now.get(a, set()))
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ class NightlyConfig:
 
 def vocabulary_diff(cat) -> dict[str, list[str]]:
     """Labels added, retired, with changed synonyms and with changed parents since the current run."""
-    from ..method.hierarchy import hierarchy_refits
+    from ..method.hierarchy import hierarchy_refits, regrouped
     from ..text import Vocabulary
     from ..text.corpus import corpus_parents
     from ..text.incremental import parents_changed, synonyms_changed
@@ -94,6 +94,7 @@ def vocabulary_diff(cat) -> dict[str, list[str]]:
     changed: list[str] = []
     moved: list[str] = []
     refit: list[str] = []
+    regroup: list[str] = []
     added = [x for x in now if x not in before]
     clf = cat.get_classifier(run.classifier_id) if run is not None and run.classifier_id else None
     corpus = next((c for c in cat.corpora() if clf and c["corpus_id"] == clf["corpus_id"]), None)
@@ -101,16 +102,17 @@ def vocabulary_diff(cat) -> dict[str, list[str]]:
         vocab = Vocabulary.create(now, {lab.name: list(lab.synonyms or []) for lab in active})
         changed = [x for x in synonyms_changed(corpus["config"] or {}, vocab) if x in before]
         moved = [x for x in parents_changed(corpus["config"] or {}, now, cat.active_hierarchy()) if x in before]
-        refit = hierarchy_refits(corpus_parents(corpus["config"]), cat.active_hierarchy(), before, now,
-                                 set(added) | set(changed))
+        old_tree, tree = corpus_parents(corpus["config"]), cat.active_hierarchy()
+        refit = hierarchy_refits(old_tree, tree, before, now, set(added) | set(changed))
+        regroup = regrouped(old_tree, tree, before, now)
     return {"added": added, "retired": sorted(before - set(now)), "synonyms_changed": changed,
-            "parents_changed": moved, "hierarchy_refit": refit}
+            "parents_changed": moved, "hierarchy_refit": refit, "regrouped": regroup}
 
 
 def edited(diff: dict[str, list[str]]) -> list[str]:
-    """The labels a vocabulary diff adds, retires or trains again (new synonyms, or positives that the
-    hierarchy moved: :func:`~tagger.method.hierarchy.hierarchy_refits`)."""
-    return diff["added"] + diff["retired"] + diff["synonyms_changed"] + diff.get("hierarchy_refit", [])
+    """The labels a vocabulary diff adds, retires or re-words, and the parents whose children it changed
+    (its size: the ancestors trained again with them are not counted)."""
+    return diff["added"] + diff["retired"] + diff["synonyms_changed"] + diff.get("regrouped", [])
 
 
 def retrained(diff: dict[str, list[str]]) -> list[str]:
@@ -151,10 +153,11 @@ def _full_reason(cat, diff: dict[str, list[str]], cfg: NightlyConfig, model_id: 
         (cfg.full, "a full retrain was asked for"),
         (run.model_id != model_id, "the text model changed"),
         (len(changed) > cfg.max_changed * len(before),
-         f"{len(changed)} labels added, retired or to train again (new synonyms, other descendants): more than "
+         f"{len(changed)} labels added, retired, re-worded or given other children: more than "
          f"{cfg.max_changed:.0%} of the current run's {len(before)}"),
         (len(since) > cfg.max_drift * n_full,
-         f"{len(since)} labels added, retired or trained again since the last full training, this nightly's "
+         f"{len(since)} labels added, retired, trained again or regrouped since the last full training, this "
+         f"nightly's "
          f"included: more than {cfg.max_drift:.0%} of its {n_full}"),
         (head is None or head["classifier_id"] != run.classifier_id and
          (head.get("config") or {}).get("extends") != run.classifier_id, "another classifier is in use"),
@@ -216,9 +219,10 @@ def choose_mode(workspace: "Workspace", cat, diff: dict[str, list[str]], cfg: Ni
         why = "the current run kept no calibration statistics"
     if why is not None:
         return {"mode": "full", "reason": why, "base_run": None}
-    if not edited(diff):
+    moved = diff.get("hierarchy_refit", [])
+    if not (edited(diff) or moved):
         return _unchanged(workspace, cat, cfg, model_id, run, head_in_use(cat, model_id))
-    n, moved = len(edited(diff)), diff.get("hierarchy_refit", [])
+    n = len(set(diff["added"]) | set(diff["retired"]) | set(retrained(diff)))
     also = f" ({len(moved)} for the label hierarchy: {', '.join(moved[:5])}{' ...' if len(moved) > 5 else ''})" \
         if moved else ""
     return {"mode": "incremental", "reason": f"{n} label(s) added, retired or trained again{also}, of the current "
