@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tagger.catalog import Catalog
@@ -119,7 +120,7 @@ def test_a_review_decision_is_scored_in_a_carried_run(tagged, tmp_path):
         assert cat.get_run(out["run_id"]).mode == "carried"
 
 
-def test_many_new_images_or_a_decision_under_a_hierarchy_tag_every_image_again(tagged, tmp_path):
+def test_many_new_images_tag_every_image_again(tagged, tmp_path):
     src, base = tagged
     ws = _copy(src, tmp_path / "ws")
     export_scenes(tmp_path / "more", 8, start=N)  # over 10 % of the run's 48
@@ -127,14 +128,46 @@ def test_many_new_images_or_a_decision_under_a_hierarchy_tag_every_image_again(t
     assert out["mode"] == "unchanged" and "more than 10%" in out["mode_reason"]
     with Catalog.open(ws / "catalog.duckdb") as cat:
         assert cat.get_run(out["run_id"]).mode == "full"
-    ws2 = _copy(src, tmp_path / "ws2")
-    with Catalog.open(ws2 / "catalog.duckdb") as cat:
-        cat.add_parents(LABELS[0], LABELS[1])
-    full = run_nightly(Workspace.at(ws2), None, ENC, CFG)  # the parent edit itself (its parent trained again)
-    uri = tags(ws2, full["run_id"])[0][0]
-    with Catalog.open(ws2 / "catalog.duckdb") as cat:
-        cat.record_decisions([(uri, LABELS[0], "accept")], who="ann", source="cli")
-    out = run_nightly(Workspace.at(ws2), None, ENC, CFG)
-    assert out["mode"] == "unchanged" and "hierarchy" in out["mode_reason"]
-    with Catalog.open(ws2 / "catalog.duckdb") as cat:
-        assert cat.get_run(out["run_id"]).mode == "full"
+
+
+def test_a_decision_under_a_hierarchy_re_tags_only_its_image(tagged, tmp_path):
+    """An accepted child raises its parent in a carried run, a withdrawn one no longer does; every other
+    image keeps its tags (the nightly tagged every image again for it)."""
+    from tagger.catalog.undo import decide, undo_last
+    src, _ = tagged
+    ws = _copy(src, tmp_path / "ws")
+    child, parent = LABELS[0], LABELS[1]
+    with Catalog.open(ws / "catalog.duckdb") as cat:
+        cat.add_parents(child, parent)
+    edit = run_nightly(Workspace.at(ws), None, ENC, CFG)  # the parent edit itself (its parent trained again)
+    before = tags(ws, edit["run_id"])
+    quiet = next(u for u in sorted({r[0] for r in before})
+                 if not any(r[0] == u and r[1] in (child, parent) and r[4] for r in before))
+    with Catalog.open(ws / "catalog.duckdb") as cat:
+        image_id = cat.query("SELECT image_id FROM images WHERE uri = ?", [quiet])[0][0]
+        decide(cat, image_id, child, "accept", who="ann")
+    out = run_nightly(Workspace.at(ws), None, ENC, CFG)
+    assert (out["mode"], out["run_id"] != edit["run_id"]) == ("unchanged", True), out["mode_reason"]
+    after = tags(ws, out["run_id"])
+    with Catalog.open(ws / "catalog.duckdb") as cat:
+        assert cat.get_run(out["run_id"]).mode == "carried"
+    assert [r for r in after if r[0] != quiet] == [r for r in before if r[0] != quiet]
+    assert any(r[:2] == (quiet, parent) and r[4] for r in after)
+    with Catalog.open(ws / "catalog.duckdb") as cat:
+        undo_last(cat, image_id, child)
+    again = run_nightly(Workspace.at(ws), None, ENC, CFG)
+    with Catalog.open(ws / "catalog.duckdb") as cat:
+        assert cat.get_run(again["run_id"]).mode == "carried"
+    now = tags(ws, again["run_id"])
+    assert [r for r in now if r[0] != quiet] == [r for r in before if r[0] != quiet]
+    mine = [(r[1], r[3], r[4]) for r in now if r[0] == quiet]  # the image scored alone: the same to float error
+    assert mine == [(r[1], r[3], r[4]) for r in before if r[0] == quiet]
+    np.testing.assert_allclose([r[2] for r in now if r[0] == quiet], [r[2] for r in before if r[0] == quiet],
+                               rtol=1e-5)
+    # an incremental nightly (a label retired) carries the parent's tags and re-tags the reviewed image too
+    with Catalog.open(ws / "catalog.duckdb") as cat:
+        decide(cat, image_id, child, "accept", who="ann")
+        cat.retire_labels([LABELS[5]])
+    inc = run_nightly(Workspace.at(ws), None, ENC, CFG)
+    assert inc["mode"] == "incremental" and parent not in inc["vocabulary"].get("hierarchy_refit", [])
+    assert any(r[:2] == (quiet, parent) and r[4] for r in tags(ws, inc["run_id"]))

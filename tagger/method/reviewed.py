@@ -7,11 +7,11 @@ positive and a rejected one no longer does (the parent keeps its own decision an
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Reviewed", "reviewed_columns", "with_review"]
+__all__ = ["Reviewed", "lifted_images", "reviewed_columns", "with_review"]
 
 Reviewed = tuple[np.ndarray, np.ndarray, np.ndarray]  # image ids, label columns, accepted
 
@@ -38,3 +38,9 @@ def with_review(image_ids: np.ndarray, positive: np.ndarray, reviewed: Reviewed)
     r, c, a = (np.asarray(x) for x in zip(*hits))
     out[r, c] = a
     return out
+
+
+def lifted_images(pairs: Sequence[tuple[int, str, bool]], parents: Mapping[str, Sequence[str]]) -> list[int]:
+    """The images whose ancestors a decision stands in for: those with a decision on a label that has
+    parents (sorted ids)."""
+    return sorted({int(i) for i, lab, _ in pairs if parents.get(lab)})

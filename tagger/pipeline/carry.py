@@ -8,9 +8,10 @@ copied where links are not possible: a shard's tags are a function of its embedd
 the statistics and the decisions, all unchanged). The new shards are tagged with the base run's
 statistics and decisions, as an incremental run tags them. Review decisions are written when the run
 is loaded, as in every run, and the accepted pairs it did not keep are scored then. Under a label
-hierarchy a decision also reaches the image's ancestors when its shard is tagged, so a decision made
-since the base run needs a full run there (:mod:`tagger.pipeline.nightly` chooses). The scoring work
-follows the new images, not the corpus; loading the tags into the catalog stays a full load.
+hierarchy a decision also reaches the image's ancestors when its shard is tagged, so the images with
+a decision on a label that has parents (now, or when the base run was tagged) are tagged again in the
+carried shards (:mod:`tagger.pipeline.retag`). The scoring work follows the new and the reviewed
+images, not the corpus; loading the tags into the catalog stays a full load.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from ..errors import ConfigError
 from ..method.reviewed import reviewed_columns
 from ..workspace import Workspace
 from .calibration import decisions_from_rows
-from .increment import start_based_run
+from .increment import reviewed_again, start_based_run
+from .retag import retag_images
 from .scorer import ShardScorer
 from .tag import TagShards, load_run, read_label_stats, tag_all, write_label_stats
 
@@ -92,11 +94,13 @@ def run_carried_tag(workspace: Workspace, model_id: str, cfg, classifier_id: str
         decisions = decisions_from_rows(cat.run_thresholds(run_id), labels, cfg.decisions)
         todo = carry_shards(base_dir, run_dir, shards)
         clf_dir = str(workspace.classifier_dir(classifier_id))
+        args = (root, model_id, clf_dir, str(run_dir), cfg, stats, decisions, None if hierarchy.empty else hierarchy,
+                None if hierarchy.empty else reviewed_columns(cat.review_pairs(), labels))
         if todo:
-            tag_all(TagShards, (root, model_id, clf_dir, str(run_dir), cfg, stats, decisions,
-                                None if hierarchy.empty else hierarchy,
-                                None if hierarchy.empty else reviewed_columns(cat.review_pairs(), labels)),
-                    cfg, todo, crash_after)
+            tag_all(TagShards, args, cfg, todo, crash_after)
+        again = reviewed_again(cat, run_id, base_run)
+        if again:
+            retag_images(cat, TagShards(*args), run_dir, again, todo)
         t_tag = time.time() - t0
         scorer = ShardScorer(root, model_id, clf_dir, cfg) if shards else None  # scores accepted pairs not kept
         n, n_images, previous, flips = load_run(cat, workspace, run_id, run_dir, shards, scorer, model_id, labels,

@@ -47,7 +47,8 @@ from .tag import (TagConfig, TagShards, _parent_labels, _resume_or_start, _shard
 if TYPE_CHECKING:
     from ..method.extend import ExtendedModel
 
-__all__ = ["carry_rows", "run_increment_tag", "start_based_run", "torch_threads", "train_increment"]
+__all__ = ["carry_rows", "reviewed_again", "run_increment_tag", "start_based_run", "torch_threads",
+           "train_increment"]
 
 logger = logging.getLogger(__name__)
 
@@ -351,6 +352,13 @@ def _labelled_new(cat, scorer: ShardScorer, inputs: DecisionInputs, new: list[st
     return apply_statistics(scores, stats), inputs.truth(ids, new)
 
 
+def reviewed_again(cat, run_id: int, base_run: int) -> list[int]:
+    """The images a run made from ``base_run`` tags again in the shards it carries: those whose
+    ancestors a person's decision raised when either run was tagged (both runs' ``lifted``)."""
+    a, b = ((cat.get_run(r).config or {}).get("lifted") or [] for r in (run_id, base_run))
+    return sorted(set(a) | set(b))
+
+
 def start_based_run(cat, root: str, model_id: str, classifier_id: str, labels: list[str], cfg: TagConfig,
                     mode: str, base_run: int) -> tuple[list[str], DecisionInputs, Any, int, dict[str, Any] | None]:
     """The start of a run made from ``base_run`` (``mode`` incremental or carried): the done shards, the
@@ -402,9 +410,16 @@ def run_increment_tag(workspace: Workspace, model_id: str, cfg: TagConfig, class
         decisions = decisions_from_rows(cat.run_thresholds(run_id), labels, cfg.decisions)
         pairs = cat.review_pairs() if not hierarchy.empty else []
         lift = plan_lift(model.new_labels, model.kept, cat.active_hierarchy(), pairs)
+        reviewed = reviewed_columns(pairs, labels) if pairs else None
         tag_all(ExtendShards, (root, model_id, clf_dir, str(run_dir), cfg, stats, decisions, str(base_dir),
-                               new_stats, new_d, None if hierarchy.empty else hierarchy,
-                               reviewed_columns(pairs, labels) if pairs else None, lift), cfg, shards, crash_after)
+                               new_stats, new_d, None if hierarchy.empty else hierarchy, reviewed, lift),
+                cfg, shards, crash_after)
+        again = reviewed_again(cat, run_id, base_run)
+        if again:
+            from .retag import retag_images
+            fresh = [s for s in shards if not Workspace.tag_file(base_dir, s).is_file()]
+            retag_images(cat, TagShards(root, model_id, clf_dir, str(run_dir), cfg, stats, decisions,
+                                        None if hierarchy.empty else hierarchy, reviewed), run_dir, again, fresh)
         t_tag = time.time() - t0
         n, n_images, previous, flips = load_run(cat, workspace, run_id, run_dir, shards, scorer, model_id, labels,
                                                 stats, decisions, t0, t_tag)

@@ -24,8 +24,9 @@ current classifier, and ``tag`` scores and decides only those labels, carrying e
 label's tags and decisions over from the current run. When no label changed (and nothing below forces a
 full one), the *unchanged* nightly trains nothing: when images were added or review decisions made
 since, a *carried* run (:mod:`tagger.pipeline.carry`) keeps the current run's tags and decisions and
-tags only the new images (every image again when they pass ``max_changed`` of the run's, or when a
-review decision was made under a label hierarchy); otherwise the current run stays. Everything else makes a *full*
+tags only the new images (every image again when they pass ``max_changed`` of the run's), and under a
+label hierarchy the images with review decisions (:mod:`tagger.pipeline.retag`); otherwise the current
+run stays. Everything else makes a *full*
 one, as above: ``full=True`` (``tagger nightly --full``), no current run, more than
 ``max_changed`` (10 %) of the current run's labels added, retired or trained again (or more than
 ``max_drift``, 20 %, of the last full training's labels since it, over the incremental nightlies between:
@@ -175,7 +176,8 @@ def _unchanged(workspace: "Workspace", cat, cfg: NightlyConfig, model_id: str, r
     when it already holds every encoded image and every review decision (``retag`` false). The new
     run carries the current run's tags and decisions over and tags only the new images (``carry``),
     unless the new images pass ``max_changed`` of the run's (the calibration sample should see them)
-    or review decisions were made under a label hierarchy (they reach ancestors as shards are tagged)."""
+    or review decisions were made under a label hierarchy and the run did not record the images they
+    raised (a run made before it did: ``lifted``)."""
     from ..store import list_done_shards
     from .tag import _shards_key
     config = run.config or {}
@@ -196,9 +198,10 @@ def _unchanged(workspace: "Workspace", cat, cfg: NightlyConfig, model_id: str, r
                                   f"{run.n_images or 0}"}
     if mode["classifier"] != run.classifier_id:
         return {**mode, "reason": f"no label changed: the classifier in use tags every image again, for {why}"}
-    if reviewed and cat.active_hierarchy():
+    if reviewed and cat.active_hierarchy() and "lifted" not in config:
         return {**mode, "reason": "no label changed: the classifier in use tags every image again, for the review "
-                                  "decisions made since (under a label hierarchy they reach the ancestors)"}
+                                  "decisions made since (under a label hierarchy they reach the ancestors, and "
+                                  f"run {run.run_id} did not record the images they raised)"}
     return {**mode, "carry": True, "reason": f"no label changed: the classifier in use tags the {new} images added "
                                              f"since, run {run.run_id}'s tags and decisions carried over"
             if new else f"no label changed: run {run.run_id}'s tags and decisions carried over, the review decisions "

@@ -30,7 +30,7 @@ from ..errors import ConfigError, SimulatedCrash
 from ..ids import short_sha256
 from ..method.decisions import DecisionConfig, Decisions, TextAnchors, fit_anchored, fit_decisions, fit_from_labels
 from ..method.hierarchy import Hierarchy
-from ..method.reviewed import Reviewed, reviewed_columns, with_review
+from ..method.reviewed import Reviewed, lifted_images, reviewed_columns, with_review
 from ..method.zeroshot import standardize
 from ..workspace import Workspace
 from .calibration import (LABELLED_MIN_IMAGES, DecisionInputs, decision_inputs, decision_rows, decisions_from_rows,
@@ -220,8 +220,11 @@ def _resume_or_start(cat, model_id: str, classifier_id: str, labels: list[str], 
     'running' was left by a process that ended (this job holds the job lock), so it is marked
     failed. The label hierarchy is an input too, and so are the run's mode and the run an incremental
     run carries labels over from. Returns (run_id, status)."""
-    config = {"tag": _tag_settings(cfg), "shards": shards_key, "decision_inputs": inputs_key, "hierarchy": hierarchy_key}
+    config: dict[str, Any] = {"tag": _tag_settings(cfg), "shards": shards_key, "decision_inputs": inputs_key,
+                              "hierarchy": hierarchy_key}
     config["review"] = cat.review_key()  # people's accept / reject decisions are inputs too
+    if hierarchy_key is not None:  # the images whose ancestors those decisions raise (a carried run re-tags them)
+        config["lifted"] = lifted_images(cat.review_pairs(), cat.active_hierarchy()) or None
     for run in reversed(cat.runs(kind="tag")):
         same = run.model_id == model_id and run.classifier_id == classifier_id and (run.mode or "full") == mode \
             and run.base_run == base_run and all((run.config or {}).get(k) == v for k, v in config.items())
