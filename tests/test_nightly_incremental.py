@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -347,7 +348,6 @@ def test_a_hierarchy_edit_trains_the_parents_it_moves_and_keeps_every_other_labe
     trains only the parent and the new label; every other label's tags stay as they were (a full
     retrain moved the children's: 400 toy images, hexagon 65 -> 58 positives when polygon was added),
     and the parent is positive wherever the child is, a person's accepted child included."""
-    from dataclasses import replace as with_
     src, base = based
     ws = tmp_path / "ws"
     shutil.copytree(src, ws)
@@ -359,7 +359,7 @@ def test_a_hierarchy_edit_trains_the_parents_it_moves_and_keeps_every_other_labe
         cat.add_parents(child, parent)
         cat.add_parents(parent, "thing")  # a new label above the parent
         cat.record_decisions([(quiet, child, "accept")], who="ann", source="cli")
-    out = run_nightly(Workspace.at(ws), None, ENC, with_(CFG, max_changed=0.2))
+    out = run_nightly(Workspace.at(ws), None, ENC, replace(CFG, max_changed=0.2))
     assert out["mode"] == "incremental", out["mode_reason"]
     assert out["vocabulary"]["hierarchy_refit"] == [parent] and "hierarchy" in out["mode_reason"]
     after = tags(ws, out["run_id"])
@@ -377,3 +377,32 @@ def test_a_hierarchy_edit_trains_the_parents_it_moves_and_keeps_every_other_labe
     assert sorted(trained) == sorted([parent, NEW, "thing"])
     # an added label positive only through its descendants says so, not "judged absent"
     assert all(not f["reason"].startswith("added, judged absent") for f in out["flips"] if f["after_positives"])
+
+
+def test_a_label_retired_then_added_again_takes_back_its_row(based, tmp_path):
+    """`labels retire X`, a nightly, `labels add X` (its synonyms as before), a nightly: X's row is the
+    one the first classifier trained (not a new row placed lower on its text scale), so it tags the
+    images it tagged before it was retired."""
+    from tagger.pipeline.classifiers import load_model
+    src, base = based
+    ws = tmp_path / "ws"
+    shutil.copytree(src, ws)
+    with Catalog.open(ws / "catalog.duckdb") as cat:
+        back = max(FIRST, key=lambda x: cat.query("SELECT count(*) FROM tags WHERE run_id = ? AND label = ? "
+                                                  "AND positive", [base, x])[0][0])
+        cat.retire_labels([back])
+    gone = run_nightly(Workspace.at(ws), None, ENC, replace(CFG, max_changed=0.2))  # the 20th added, one retired
+    with Catalog.open(ws / "catalog.duckdb") as cat:
+        cat.add_labels([back], {back: list(LABEL_SYNONYMS[back])})
+    out = run_nightly(Workspace.at(ws), None, ENC, CFG)
+    assert (gone["mode"], out["mode"]) == ("incremental", "incremental")
+    with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
+        first = cat.get_run(base).classifier_id
+        had, now = ({r[0] for r in cat.query("SELECT image_id FROM tags WHERE run_id = ? AND label = ? AND positive",
+                                             [run, back])} for run in (base, out["run_id"]))
+        old, new = (load_model(ws / cat.get_classifier(c)["path"]) for c in (first, out["classifier"]))
+    assert new.rows.metrics["restored_rows"] == {back: [first, back]}
+    np.testing.assert_array_equal(new.classifier.weight[new.labels.index(back)],
+                                  old.classifier.weight[old.labels.index(back)])
+    # the same row, decided again at this run's placement (48 images: within a few of its images)
+    assert had and len(had & now) >= len(had) - 1 and abs(len(now) - len(had)) <= max(2, len(had) // 5)

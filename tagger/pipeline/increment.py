@@ -115,7 +115,7 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     from ..text.corpus import corpus_parents
     from ..text.terms import trainable
     from .classifiers import load_model
-    from .renames import moved_anchors, renamed_rows
+    from .renames import moved_anchors
     from .train import TextMemo, corpus_embeddings, loss_rules
     from ..atomic import atomic_dir
 
@@ -135,13 +135,12 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     sample = {"others_per_positive": OTHERS_PER_POSITIVE, "min_others": MIN_OTHERS, "max_lr_scale": MAX_LR_SCALE,
               "epochs_after": EPOCHS_AFTER, "max_epoch_scale": MAX_EPOCH_SCALE, "min_term_reading": MIN_READING,
               "min_alike": MIN_ALIKE, **({"rules": rules} if rules else {})}
-    moved = renamed_rows(workspace, base, corpus, new)
-    if moved:
-        sample["renamed"] = sorted(moved.items())
-    cid = short_sha256(json.dumps(["extend", base_id, corpus_id, asdict(cfg), kept, new, PATCH_ROWS, sample]))
-    out = workspace.classifier_dir(cid)
     read: dict[str, Any] = {}
     with Catalog.for_job(workspace.catalog, "train") as cat:
+        moved, taken, told = row_sources(workspace, cat, base, corpus, new)
+        sample.update(taken)
+        cid = short_sha256(json.dumps(["extend", base_id, corpus_id, asdict(cfg), kept, new, PATCH_ROWS, sample]))
+        out = workspace.classifier_dir(cid)
         rec = cat.get_classifier(base_id) or {}
         if not out.exists():
             clip = load_clip(model, pretrained)
@@ -158,10 +157,10 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
                                            min_others=MIN_OTHERS, max_lr_scale=MAX_LR_SCALE,
                                            epochs_after=EPOCHS_AFTER, max_epoch_scale=MAX_EPOCH_SCALE,
                                            implied=implied)
-            for n, o in moved.items():  # a rename keeps the row it had: the same thing, the same scores
-                rows[trained.index(n)] = base.classifier.weight[where[o]]
-            metrics["renamed_rows"] = moved
-            anchors = moved_anchors(text_anchors(emb, rows, y[:, cols]), trained, moved, base)
+            for n, (src, o) in moved.items():  # a rename keeps the row it had: the same thing, the same scores
+                rows[trained.index(n)] = src.classifier.weight[list(src.labels).index(o)]
+            metrics.update(told)
+            anchors = moved_anchors(text_anchors(emb, rows, y[:, cols]), trained, moved)
             labelled = np.asarray([i for i, n in enumerate(trained) if n not in background], np.int64)
             keys = _alike_keys(new, kept_text.groups, set(kept), base.classifier.anchors, list(base.labels))
             rows, anchors = rows[labelled], anchors.take(labelled).with_alike(new, keys)
@@ -184,6 +183,23 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     logger.info("nightly: classifier %s extended as %s: %d label rows trained, %d kept frozen", base_id, cid,
                 len(new), len(kept))
     return {"classifier_id": cid, "head": "comc", "trained_labels": new, **read}
+
+
+def row_sources(workspace: Workspace, cat, base, corpus, new: list[str]
+                ) -> tuple[dict[str, tuple[Any, str]], dict[str, Any], dict[str, Any]]:
+    """The new labels whose row is taken, not trained: renamed in this nightly (from ``base``) or added
+    again after an earlier one retired them (from the newest classifier that held them,
+    :func:`~tagger.pipeline.renames.restored_rows`) -> (the model, its label); what the classifier's
+    id records of it, and its metrics (``renamed_rows``, ``restored_rows``)."""
+    from .classifiers import load_model
+    from .renames import renamed_rows, restored_rows
+    renamed = renamed_rows(workspace, base, corpus, new)
+    restored = restored_rows(workspace, cat, base, corpus, new, set(renamed))
+    models = {cid: load_model(workspace.classifier_dir(cid)) for cid in sorted({c for c, _ in restored.values()})}
+    moved = {**{n: (base, o) for n, o in renamed.items()}, **{n: (models[c], o) for n, (c, o) in restored.items()}}
+    key = {**({"renamed": sorted(renamed.items())} if renamed else {}),
+           **({"restored": sorted((n, *v) for n, v in restored.items())} if restored else {})}
+    return moved, key, {"renamed_rows": renamed, "restored_rows": {n: list(v) for n, v in sorted(restored.items())}}
 
 
 def _alike_keys(new: list[str], groups: dict[str, str], frozen: set[str], base_anchors, base_labels: list[str]

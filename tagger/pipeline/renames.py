@@ -1,16 +1,36 @@
 """A label renamed in an incremental nightly (retired, and added under a name that names the same
-thing, with the same synonyms) keeps the row and text anchors it had instead of a new row."""
+thing, with the same synonyms) keeps the row and text anchors it had instead of a new row; a label
+added again after an earlier nightly retired it takes back the row an earlier classifier had."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
 
-__all__ = ["moved_anchors", "renamed_rows"]
+__all__ = ["LOOK_BACK", "moved_anchors", "renamed_rows", "restored_rows"]
+
+#: Classifiers searched, newest first, for a label added again (each a catalog record; only those
+#: holding the label are opened).
+LOOK_BACK = 50
+
+
+def _terms(synonyms: dict, label: str) -> set[str]:
+    from ..method.names import fold
+    return {fold(t) for t in synonyms.get(label, ())}
+
+
+def _synonyms(workspace: "Workspace", corpus_id: str) -> dict | None:
+    """The synonyms a corpus recorded (None: the corpus is gone)."""
+    from ..errors import DatasetError
+    from ..text import TextCorpus
+    try:
+        return TextCorpus.load(workspace.text_dir(corpus_id)).synonyms
+    except DatasetError:
+        return None
 
 
 def renamed_rows(workspace: "Workspace", base, corpus, new: list[str]) -> dict[str, str]:
@@ -19,39 +39,63 @@ def renamed_rows(workspace: "Workspace", base, corpus, new: list[str]) -> dict[s
     are the base's, not trained again (a new row ranked the images as well but placed them lower on
     its text scale, and the label kept two thirds of them)."""
     from ..catalog.flips import renamed
-    from ..errors import DatasetError
-    from ..method.names import fold
-    from ..text import TextCorpus
     present = set(corpus.class_names)
     pairs = renamed([n for n in base.labels if n not in present], new)
     if not pairs:
         return {}
-    try:
-        was = TextCorpus.load(workspace.text_dir(base.classifier.corpus_id)).synonyms
-    except DatasetError:  # the base's corpus is gone: the renamed labels are trained as new ones
+    was = _synonyms(workspace, base.classifier.corpus_id)
+    if was is None:  # the base's corpus is gone: the renamed labels are trained as new ones
         return {}
-
-    def terms(syn: dict, label: str) -> set[str]:
-        return {fold(t) for t in syn.get(label, ())}
     now = corpus.synonyms
-    return {n: o for n, o in pairs.items() if terms(now, n) == terms(was, o)}
+    return {n: o for n, o in pairs.items() if _terms(now, n) == _terms(was, o)}
 
 
-def moved_anchors(anchors, trained: list[str], moved: dict[str, str], base):
-    """``anchors`` of the ``trained`` rows with each renamed label's taken from its old label in
-    ``base``: its row is the old one, and the corpus's sentences that still name it by its old name
-    would count against it here."""
-    src = base.classifier.anchors
-    if not moved or src is None:
+def restored_rows(workspace: "Workspace", cat, base, corpus, new: list[str], skip: set[str],
+                  look_back: int = LOOK_BACK) -> dict[str, tuple[str, str]]:
+    """The new labels (not in ``skip``) that an earlier classifier of the same text model held with the
+    same synonyms, under the same name or one it renames (a label retired, then added again in a
+    later nightly) -> (that classifier's id, its label): the row it had is taken back, with its text
+    anchors, instead of a new one. The newest ``look_back`` classifiers are searched, newest first."""
+    from ..catalog.flips import renamed
+    wanted = [n for n in new if n not in skip and n not in base.labels]
+    if not wanted:
+        return {}
+    model_id = base.classifier.model_id
+    now = {n: _terms(corpus.synonyms, n) for n in wanted}
+    out: dict[str, tuple[str, str]] = {}
+    for rec in reversed(cat.classifiers()[-look_back:]):
+        left = [n for n in wanted if n not in out]
+        if not left:
+            break
+        if rec["model_id"] != model_id or ((rec.get("config") or {}).get("head") or "comc") != "comc" \
+                or (rec.get("config") or {}).get("guard"):
+            continue
+        held = list(rec.get("labels") or [])
+        match = {n: n for n in left if n in held}
+        match.update({n: o for n, o in renamed([x for x in held if x not in left], left).items() if n not in match})
+        syn = _synonyms(workspace, rec["corpus_id"]) if match else None
+        if syn is None or not workspace.classifier_dir(rec["classifier_id"]).is_dir():
+            continue
+        out.update({n: (rec["classifier_id"], o) for n, o in match.items() if _terms(syn, o) == now[n]})
+    return out
+
+
+def moved_anchors(anchors, trained: list[str], moved: dict[str, tuple[Any, str]]):
+    """``anchors`` of the ``trained`` rows with each moved label's taken from its old label in the model
+    it came from (``moved``: label -> (model, old label)): its row is the old one, and the corpus's
+    sentences that still name it by its old name would count against it here."""
+    if not moved:
         return anchors
-    where = {n: j for j, n in enumerate(base.labels)}
     out = {}
     for name in ("neg_mean", "pos_mean", "neg_sd", "pos_sd", "robust_separation"):
-        mine, theirs = getattr(anchors, name), getattr(src, name)
-        if mine is None or theirs is None:
+        mine = getattr(anchors, name)
+        if mine is None:
             continue
         mine = np.array(mine, copy=True)
-        for n, o in moved.items():
-            mine[trained.index(n)] = theirs[where[o]]
+        for n, (model, o) in moved.items():
+            src = getattr(model.classifier, "anchors", None)
+            theirs = getattr(src, name, None) if src is not None else None
+            if theirs is not None:
+                mine[trained.index(n)] = theirs[list(model.labels).index(o)]
         out[name] = mine
     return replace(anchors, **out)
