@@ -148,6 +148,7 @@ def test_a_decision_under_a_hierarchy_re_tags_only_its_image(tagged, tmp_path):
         decide(cat, image_id, child, "accept", who="ann")
     out = run_nightly(Workspace.at(ws), None, ENC, CFG)
     assert (out["mode"], out["run_id"] != edit["run_id"]) == ("unchanged", True), out["mode_reason"]
+    assert "tagged again" in out["mode_reason"]
     after = tags(ws, out["run_id"])
     with Catalog.open(ws / "catalog.duckdb") as cat:
         assert cat.get_run(out["run_id"]).mode == "carried"

@@ -202,10 +202,11 @@ def _unchanged(workspace: "Workspace", cat, cfg: NightlyConfig, model_id: str, r
         return {**mode, "reason": "no label changed: the classifier in use tags every image again, for the review "
                                   "decisions made since (under a label hierarchy they reach the ancestors, and "
                                   f"run {run.run_id} did not record the images they raised)"}
+    again = " (under the label hierarchy their images tagged again)" if reviewed and cat.active_hierarchy() else ""
     return {**mode, "carry": True, "reason": f"no label changed: the classifier in use tags the {new} images added "
                                              f"since, run {run.run_id}'s tags and decisions carried over"
             if new else f"no label changed: run {run.run_id}'s tags and decisions carried over, the review decisions "
-                        "made since applied"}
+                        f"made since applied{again}"}
 
 
 def choose_mode(workspace: "Workspace", cat, diff: dict[str, list[str]], cfg: NightlyConfig,
