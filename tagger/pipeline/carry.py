@@ -27,8 +27,8 @@ from ..errors import ConfigError
 from ..method.reviewed import reviewed_columns
 from ..workspace import Workspace
 from .calibration import decisions_from_rows
-from .increment import reviewed_again, start_based_run
-from .retag import retag_images
+from .increment import start_based_run
+from .retag import retag_images, reviewed_again
 from .scorer import ShardScorer
 from .tag import TagShards, load_run, read_label_stats, tag_all, write_label_stats
 

@@ -34,12 +34,13 @@ import pyarrow.parquet as pq
 from ..errors import ConfigError
 from ..ids import short_sha256
 from ..method.decisions import Decisions
+from ..method.reviewed import reviewed_columns
 from ..workspace import Workspace
 from .calibration import (DecisionInputs, decision_inputs, decision_rows, decisions_from_rows, former_positives,
                           hold_former)
-from ..method.reviewed import reviewed_columns
 from .lift import Lift, plan_lift
 from .readouts import save_state
+from .retag import retag_images, reviewed_again
 from .scorer import ShardScorer, apply_statistics, label_statistics
 from .tag import (TagConfig, TagShards, _parent_labels, _resume_or_start, _shards_key,
                   fit_run_decisions, load_run, read_label_stats, tag_all, tag_rows, write_label_stats, write_parquet_atomic)
@@ -47,8 +48,7 @@ from .tag import (TagConfig, TagShards, _parent_labels, _resume_or_start, _shard
 if TYPE_CHECKING:
     from ..method.extend import ExtendedModel
 
-__all__ = ["carry_rows", "reviewed_again", "run_increment_tag", "start_based_run", "torch_threads",
-           "train_increment"]
+__all__ = ["carry_rows", "run_increment_tag", "start_based_run", "torch_threads", "train_increment"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     from ..text.corpus import corpus_parents
     from ..text.terms import trainable
     from .classifiers import load_model
-    from .renames import moved_anchors
+    from .renames import moved_anchors, row_sources
     from .train import TextMemo, corpus_embeddings, loss_rules
     from ..atomic import atomic_dir
 
@@ -183,23 +183,6 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     logger.info("nightly: classifier %s extended as %s: %d label rows trained, %d kept frozen", base_id, cid,
                 len(new), len(kept))
     return {"classifier_id": cid, "head": "comc", "trained_labels": new, **read}
-
-
-def row_sources(workspace: Workspace, cat, base, corpus, new: list[str]
-                ) -> tuple[dict[str, tuple[Any, str]], dict[str, Any], dict[str, Any]]:
-    """The new labels whose row is taken, not trained: renamed in this nightly (from ``base``) or added
-    again after an earlier one retired them (from the newest classifier that held them,
-    :func:`~tagger.pipeline.renames.restored_rows`) -> (the model, its label); what the classifier's
-    id records of it, and its metrics (``renamed_rows``, ``restored_rows``)."""
-    from .classifiers import load_model
-    from .renames import renamed_rows, restored_rows
-    renamed = renamed_rows(workspace, base, corpus, new)
-    restored = restored_rows(workspace, cat, base, corpus, new, set(renamed))
-    models = {cid: load_model(workspace.classifier_dir(cid)) for cid in sorted({c for c, _ in restored.values()})}
-    moved = {**{n: (base, o) for n, o in renamed.items()}, **{n: (models[c], o) for n, (c, o) in restored.items()}}
-    key = {**({"renamed": sorted(renamed.items())} if renamed else {}),
-           **({"restored": sorted((n, *v) for n, v in restored.items())} if restored else {})}
-    return moved, key, {"renamed_rows": renamed, "restored_rows": {n: list(v) for n, v in sorted(restored.items())}}
 
 
 def _alike_keys(new: list[str], groups: dict[str, str], frozen: set[str], base_anchors, base_labels: list[str]
@@ -368,13 +351,6 @@ def _labelled_new(cat, scorer: ShardScorer, inputs: DecisionInputs, new: list[st
     return apply_statistics(scores, stats), inputs.truth(ids, new)
 
 
-def reviewed_again(cat, run_id: int, base_run: int) -> list[int]:
-    """The images a run made from ``base_run`` tags again in the shards it carries: those whose
-    ancestors a person's decision raised when either run was tagged (both runs' ``lifted``)."""
-    a, b = ((cat.get_run(r).config or {}).get("lifted") or [] for r in (run_id, base_run))
-    return sorted(set(a) | set(b))
-
-
 def start_based_run(cat, root: str, model_id: str, classifier_id: str, labels: list[str], cfg: TagConfig,
                     mode: str, base_run: int) -> tuple[list[str], DecisionInputs, Any, int, dict[str, Any] | None]:
     """The start of a run made from ``base_run`` (``mode`` incremental or carried): the done shards, the
@@ -432,7 +408,6 @@ def run_increment_tag(workspace: Workspace, model_id: str, cfg: TagConfig, class
                 cfg, shards, crash_after)
         again = reviewed_again(cat, run_id, base_run)
         if again:
-            from .retag import retag_images
             fresh = [s for s in shards if not Workspace.tag_file(base_dir, s).is_file()]
             retag_images(cat, TagShards(root, model_id, clf_dir, str(run_dir), cfg, stats, decisions,
                                         None if hierarchy.empty else hierarchy, reviewed), run_dir, again, fresh)

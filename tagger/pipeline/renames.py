@@ -11,7 +11,7 @@ import numpy as np
 if TYPE_CHECKING:
     from ..workspace import Workspace
 
-__all__ = ["LOOK_BACK", "moved_anchors", "renamed_rows", "restored_rows"]
+__all__ = ["LOOK_BACK", "moved_anchors", "renamed_rows", "restored_rows", "row_sources"]
 
 #: Classifiers searched, newest first, for a label added again (each a catalog record; only those
 #: holding the label are opened).
@@ -99,3 +99,19 @@ def moved_anchors(anchors, trained: list[str], moved: dict[str, tuple[Any, str]]
                 mine[trained.index(n)] = theirs[list(model.labels).index(o)]
         out[name] = mine
     return replace(anchors, **out)
+
+
+def row_sources(workspace: "Workspace", cat, base, corpus, new: list[str]
+                ) -> tuple[dict[str, tuple[Any, str]], dict[str, Any], dict[str, Any]]:
+    """The new labels whose row is taken, not trained: renamed in this nightly (from ``base``) or added
+    again after an earlier one retired them (from the newest classifier that held them,
+    :func:`restored_rows`) -> (the model, its label); what the classifier's
+    id records of it, and its metrics (``renamed_rows``, ``restored_rows``)."""
+    from .classifiers import load_model
+    renamed = renamed_rows(workspace, base, corpus, new)
+    restored = restored_rows(workspace, cat, base, corpus, new, set(renamed))
+    models = {cid: load_model(workspace.classifier_dir(cid)) for cid in sorted({c for c, _ in restored.values()})}
+    moved = {**{n: (base, o) for n, o in renamed.items()}, **{n: (models[c], o) for n, (c, o) in restored.items()}}
+    key = {**({"renamed": sorted(renamed.items())} if renamed else {}),
+           **({"restored": sorted((n, *v) for n, v in restored.items())} if restored else {})}
+    return moved, key, {"renamed_rows": renamed, "restored_rows": {n: list(v) for n, v in sorted(restored.items())}}

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from ..workspace import Workspace
 from .tag import TagShards, tag_rows, write_parquet_atomic
 
-__all__ = ["retag_images"]
+__all__ = ["retag_images", "reviewed_again"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,3 +59,10 @@ def retag_images(cat, tagger: TagShards, run_dir: Path, image_ids: Collection[in
     if done:
         logger.info("tagged %d reviewed images again in %d carried shards", done, len(by_shard))
     return done
+
+
+def reviewed_again(cat, run_id: int, base_run: int) -> list[int]:
+    """The images a run made from ``base_run`` tags again in the shards it carries: those whose
+    ancestors a person's decision raised when either run was tagged (both runs' ``lifted``)."""
+    a, b = ((cat.get_run(r).config or {}).get("lifted") or [] for r in (run_id, base_run))
+    return sorted(set(a) | set(b))
