@@ -116,20 +116,30 @@ def test_full_flag_retrains_every_label(based, tmp_path):
     assert out["mode_reason"] == "a full retrain was asked for"
 
 
-def test_incremental_nightly_killed_anywhere_reruns_to_the_same_tags(based, tmp_path):
-    """New images arrive too: their shards are tagged in full, the old ones carried over."""
+@pytest.mark.parametrize("hierarchy", [False, True], ids=["labels", "hierarchy"])
+def test_incremental_nightly_killed_anywhere_reruns_to_the_same_tags(based, tmp_path, hierarchy):
+    """New images arrive too: their shards are tagged in full, the old ones carried over. With a
+    hierarchy edit (a child put under a kept label, a person's accept on the child) the parent is
+    trained again, lifted in the carried shards and the reviewed image tagged again."""
     src, _ = based
     more = tmp_path / "more"
     export_scenes(more, 16, start=48)
     clean, crashed = tmp_path / "clean", tmp_path / "crashed"
-    shutil.copytree(src, clean)
-    shutil.copytree(src, crashed)
-    want = run_nightly(Workspace.at(clean), str(more), ENC, CFG)
+    cfg = replace(CFG, max_changed=0.2) if hierarchy else CFG
+    for ws in (clean, crashed):
+        shutil.copytree(src, ws)
+        if hierarchy:
+            with Catalog.open(ws / "catalog.duckdb") as cat:
+                cat.add_parents(FIRST[0], FIRST[1])
+                uri = cat.query("SELECT uri FROM images ORDER BY image_id LIMIT 1")[0][0]
+                cat.record_decisions([(uri, FIRST[0], "accept")], who="ann", source="cli")
+    want = run_nightly(Workspace.at(clean), str(more), ENC, cfg)
     assert want["mode"] == "incremental" and want["encoded"] == 16
+    assert want["vocabulary"].get("hierarchy_refit", []) == ([FIRST[1]] if hierarchy else [])
     for point in CRASH_POINTS:
         with pytest.raises(SimulatedCrash):
-            run_nightly(Workspace.at(crashed), str(more), ENC, CFG, crash_at=point)
-    got = run_nightly(Workspace.at(crashed), str(more), ENC, CFG)
+            run_nightly(Workspace.at(crashed), str(more), ENC, cfg, crash_at=point)
+    got = run_nightly(Workspace.at(crashed), str(more), ENC, cfg)
     assert current(crashed) == current(clean)
     assert len({r[0] for r in current(crashed)}) == 48 + 16
     with Catalog.open(crashed / "catalog.duckdb", read_only=True) as cat:
