@@ -24,8 +24,9 @@ from ..errors import ConfigError
 from ..ids import short_sha256
 from .labelrows import LabelRows, as_csr, block_rows, is_sparse
 
-__all__ = ["Hierarchy", "ParentMap", "active_parents", "cycle_with", "expand_label_matrix", "find_cycle",
-           "hierarchy_key", "hierarchy_refits", "regrouped", "implied_labels", "is_ancestor", "normalise_parents", "propagate"]
+__all__ = ["Hierarchy", "ParentMap", "active_parents", "ancestors", "cycle_with", "expand_label_matrix",
+           "find_cycle", "hierarchy_key", "hierarchy_refits", "implied_labels", "is_ancestor", "normalise_parents",
+           "propagate", "regrouped"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def active_parents(parents: ParentMap, active: Collection[str]) -> dict[str, tup
     return normalise_parents({c: tuple(nearest(c)) for c in parents if c in act})
 
 
-def _ancestors(parents: ParentMap, labels: Collection[str]) -> set[str]:
+def ancestors(parents: ParentMap, labels: Collection[str]) -> set[str]:
     """Every ancestor of ``labels`` (not the labels themselves, unless one is above another)."""
     out: set[str] = set()
     todo = [p for x in labels for p in parents.get(x, ())]
@@ -149,7 +150,7 @@ def _descendants(parents: ParentMap) -> dict[str, frozenset[str]]:
     """Each label with children -> all its descendants."""
     out: dict[str, set[str]] = {}
     for c in parents:
-        for a in _ancestors(parents, [c]):
+        for a in ancestors(parents, [c]):
             out.setdefault(a, set()).add(c)
     return {a: frozenset(d) for a, d in out.items()}
 
@@ -166,7 +167,7 @@ def hierarchy_refits(before: ParentMap | None, after: ParentMap | None, old: Col
     d_was, d_now = _descendants(was), _descendants(now)
     both = set(old) & set(new)
     moved = {a for a in both if d_was.get(a, frozenset()) != d_now.get(a, frozenset())}
-    up = _ancestors(now, set(touched) | moved)
+    up = ancestors(now, set(touched) | moved)
     return sorted(((moved | up) & both) - set(touched))
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..method.hierarchy import Hierarchy, ParentMap, normalise_parents
+from ..method.hierarchy import Hierarchy, ParentMap, ancestors, normalise_parents
 from ..method.reviewed import Reviewed, reviewed_columns, with_review
 
 __all__ = ["Lift", "plan_lift"]
@@ -68,22 +68,10 @@ def plan_lift(decided: Sequence[str], kept: Sequence[str], parents: ParentMap | 
     if not norm:
         return None
     want, kept_set = set(decided), set(kept)
-    below = {c for c, ps in norm.items() if _above(norm, c, want)}
+    below = {c for c in norm if ancestors(norm, [c]) & want}
     if not below:
         return None
     carried = tuple(sorted(below & kept_set))
     columns = list(decided) + list(carried)
     return Lift(Hierarchy.build(columns, norm), carried, reviewed_columns(review_pairs, columns))
 
-
-def _above(parents: dict[str, tuple[str, ...]], label: str, targets: set[str]) -> bool:
-    """Whether some ancestor of ``label`` is in ``targets``."""
-    seen, todo = set(), list(parents.get(label, ()))
-    while todo:
-        p = todo.pop()
-        if p in targets:
-            return True
-        if p not in seen:
-            seen.add(p)
-            todo.extend(parents.get(p, ()))
-    return False

@@ -102,8 +102,8 @@ def vocabulary_diff(cat) -> dict[str, list[str]]:
     if corpus is not None and now:
         vocab = Vocabulary.create(now, {lab.name: list(lab.synonyms or []) for lab in active})
         changed = [x for x in synonyms_changed(corpus["config"] or {}, vocab) if x in before]
-        moved = [x for x in parents_changed(corpus["config"] or {}, now, cat.active_hierarchy()) if x in before]
         old_tree, tree = corpus_parents(corpus["config"]), cat.active_hierarchy()
+        moved = [x for x in parents_changed(corpus["config"] or {}, now, tree) if x in before]
         refit = hierarchy_refits(old_tree, tree, before, now, set(added) | set(changed))
         regroup = regrouped(old_tree, tree, before, now)
     return {"added": added, "retired": sorted(before - set(now)), "synonyms_changed": changed,
@@ -158,8 +158,7 @@ def _full_reason(cat, diff: dict[str, list[str]], cfg: NightlyConfig, model_id: 
          f"{cfg.max_changed:.0%} of the current run's {len(before)}"),
         (len(since) > cfg.max_drift * n_full,
          f"{len(since)} labels added, retired, trained again or regrouped since the last full training, this "
-         f"nightly's "
-         f"included: more than {cfg.max_drift:.0%} of its {n_full}"),
+         f"nightly's included: more than {cfg.max_drift:.0%} of its {n_full}"),
         (head is None or head["classifier_id"] != run.classifier_id and
          (head.get("config") or {}).get("extends") != run.classifier_id, "another classifier is in use"),
         (head is not None and (((head.get("config") or {}).get("head") or "comc") != "comc"

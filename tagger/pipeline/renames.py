@@ -57,10 +57,12 @@ def restored_rows(workspace: "Workspace", cat, base, corpus, new: list[str], ski
     later nightly) -> (that classifier's id, its label): the row it had is taken back, with its text
     anchors, instead of a new one. The newest ``look_back`` classifiers are searched, newest first."""
     from ..catalog.flips import renamed
+    from ..text.incremental import corpus_synonyms
     wanted = [n for n in new if n not in skip and n not in base.labels]
     if not wanted:
         return {}
     model_id = base.classifier.model_id
+    configs = {c["corpus_id"]: c.get("config") or {} for c in cat.corpora()}  # synonyms as each corpus recorded them
     now = {n: _terms(corpus.synonyms, n) for n in wanted}
     out: dict[str, tuple[str, str]] = {}
     for rec in reversed(cat.classifiers()[-look_back:]):
@@ -73,8 +75,9 @@ def restored_rows(workspace: "Workspace", cat, base, corpus, new: list[str], ski
         held = list(rec.get("labels") or [])
         match = {n: n for n in left if n in held}
         match.update({n: o for n, o in renamed([x for x in held if x not in left], left).items() if n not in match})
-        syn = _synonyms(workspace, rec["corpus_id"]) if match else None
-        if syn is None or not workspace.classifier_dir(rec["classifier_id"]).is_dir():
+        syn = corpus_synonyms(configs.get(rec["corpus_id"]) or {}) if match else None
+        if syn is None or not workspace.text_dir(rec["corpus_id"]).is_dir() \
+                or not workspace.classifier_dir(rec["classifier_id"]).is_dir():
             continue
         out.update({n: (rec["classifier_id"], o) for n, o in match.items() if _terms(syn, o) == now[n]})
     return out
