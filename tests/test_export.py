@@ -103,7 +103,9 @@ def test_table_exports_equal_the_catalog(small, tmp_path, fmt):
 def test_export_errors_are_one_line(small, tmp_path):
     for args, message in [(("-f", "csv", "--run", "99"), "unknown run 99"),
                           (("-f", "xmp", "--out", str(tmp_path / "x")), "--out is for table formats"),
-                          (("-f", "csv", "--mirror", str(tmp_path)), "--mirror is for --format xmp")]:
+                          (("-f", "csv", "--mirror", str(tmp_path)), "--mirror is for --format xmp"),
+                          (("-f", "csv", "--out", str(tmp_path / "t.parquet")), "named as a parquet file"),
+                          (("-f", "parquet", "-o", str(tmp_path / "t.JSONL")), "give --format jsonl")]:
         out = invoke("export", *args, "-w", str(small))
         assert out.exit_code == 2 and message in out.stderr and out.stderr.count("\n") == 1, out.output
 

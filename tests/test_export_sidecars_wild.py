@@ -396,3 +396,16 @@ def test_thousands_of_namespace_declarations_keep_every_value_and_the_registry_s
     (desc,) = _descriptions(out)
     assert desc.find("{urn:x1}rating").text == "5" and desc.find("{urn:x2999}note").text == "kept"
     assert sorted(li.text for li in desc.find(f"{{{DC}}}subject").iter(f"{{{RDF}}}li")) == ["dog", "star"]
+
+
+def test_the_error_line_names_the_sidecar_that_failed_not_an_earlier_name_clash(tmp_path):
+    root, paths = _library(tmp_path, {"a": DARKTABLE.encode(), "b": None, "c": b"garbage, not XML"}, {"star"})
+    paths["b"].symlink_to(paths["a"])  # b's sidecar is a's: a name clash, met before c's failure
+    summary, err = _export(root, code=2)
+    assert (summary["written"], summary["name_clash"], summary["failed"]) == (1, 1, 1)
+    assert summary["first_error"].startswith(str(paths["c"])) and "not XML" in summary["first_error"]
+    assert summary["first_name_clash"].startswith(str(paths["b"]))
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "c.jpg.xmp" in errors[0], err
+    assert any(line.startswith("warning: 1 image(s) share a sidecar name") and "b.jpg.xmp" in line
+               for line in err.splitlines()), err

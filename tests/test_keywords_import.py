@@ -45,6 +45,27 @@ def test_the_keyword_map_rules():
     assert unmapped == Counter({"Places|Paris": 1, "Places|France|Paris": 1})
 
 
+def test_a_path_row_in_the_mapping_covers_the_path_names_written_flat():
+    """Lightroom, digiKam and darktable write a hierarchical keyword's names into dc:subject too: a row
+    that ignores or redirects the path decides those flat words, and a flat keyword on no path still maps."""
+    kmap = KeywordMap({lab: [] for lab in ["bell", "ring", "diamond", "sounds"]}, {},
+                      {"Sounds|Bell": (), "Jewellery|Ring": ("diamond",)})
+    unmapped: Counter = Counter()
+    assert kmap.labels_of(Keywords({"Bell", "Sounds"}, {("Sounds", "Bell")}), unmapped) == []
+    assert kmap.labels_of(Keywords({"Ring", "jewellery"}, {("Jewellery", "Ring")}), unmapped) == ["diamond"]
+    assert kmap.labels_of(Keywords({"Bell", "Ring"}, {("Sounds", "Bell")}), unmapped) == ["ring"]
+    assert kmap.labels_of(Keywords({"bell"}, {("Animals", "Bell")}), unmapped) == ["bell"]  # by the path's names
+    assert not unmapped
+
+
+def test_keywords_spelled_as_the_vocabulary_compares_names_map():
+    kmap = KeywordMap({"lightning bolt": [], "tree": [], "car": ["motor bike"]})
+    for keyword, label in [("lightning-bolt", "lightning bolt"), ("Lightning_Bolts", "lightning bolt"),
+                           ("Trees", "tree"), ("Motorbike", "car")]:
+        assert kmap.one(keyword) == (label,), keyword
+    assert kmap.one("treehouse") is None and kmap.one("bolt") is None
+
+
 def test_a_keyword_on_several_rows_of_the_mapping_gets_each_label(tmp_path):
     from tagger.export.kwmap import read_mapping
     path = tmp_path / "map.csv"

@@ -98,6 +98,30 @@ def test_exporting_the_same_run_again_changes_no_byte(library):
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sidecars} == data
 
 
+def test_a_new_run_with_the_same_keywords_rewrites_no_sidecar(library):
+    """A nightly's export touches only the sidecars whose keywords change: a run and its confidences
+    alone do not make a photo manager see metadata changed on disk."""
+    root, forms = library
+    _export(root)
+    sidecars = [Path(f"{p}.xmp") for p in forms.values()]
+    data = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sidecars}
+    run = tag_run(root, {str(p): {"star", "tree"} for p in forms.values()}, LABELS)
+    summary = _export(root)
+    assert summary["run"] == run and summary["unchanged"] == 3 and summary["written"] == 0
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sidecars} == data
+    tag_run(root, {str(p): {"star"} for p in forms.values()}, LABELS)  # tree goes: each sidecar changes
+    assert _export(root)["written"] == 3
+    assert all(e["Run"] == run + 1 for p in sidecars for e in exif(p)["MachineTags"])
+
+
+def test_a_keyword_the_person_had_is_not_counted_as_added(tmp_path):
+    person = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              b'<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:subject><rdf:Bag>'
+              b'<rdf:li>Heart</rdf:li></rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>')
+    res = merge_sidecar(person, [MachineTag("heart", 0.9), MachineTag("star", 0.8)], run=1)
+    assert res.added == ["star"]
+
+
 def test_a_sidecar_without_machine_keywords_is_left_as_its_tool_wrote_it(library):
     root, forms = library
     tag_run(root, {str(p): set() for p in forms.values()}, LABELS)  # no positive anywhere

@@ -48,7 +48,9 @@ def _warn(summary: dict) -> None:
                                    "export again")]
     for key, text in notes:
         if summary.get(key):
-            err_console.print(f"warning: {summary[key]} {text}", markup=False)
+            example = summary.get(f"first_{key}")
+            err_console.print(f"warning: {summary[key]} {text}" + (f"; e.g. {example}" if example else ""),
+                              markup=False)
     if summary.get("labels_declined"):
         err_console.print(f"note: {summary['labels_declined']} positive label(s) not written: a person deleted them "
                           "from the sidecar after an earlier export (`tagger review accept URI LABEL` writes one back)",

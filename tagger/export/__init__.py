@@ -123,6 +123,22 @@ def _export_xmp(cat: "Catalog", run_id: int, opts: ExportOptions) -> dict[str, A
             "source_root": root, **summary}
 
 
+#: File name endings that say a table format: a --out name ending in another format's is refused.
+_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+             ".parquet": "parquet", ".pq": "parquet", ".xmp": "xmp"}
+
+
+def _check_suffix(fmt: str, out: str | os.PathLike | None) -> None:
+    """ConfigError when ``out``'s name says another format than ``fmt`` (``x.parquet`` for csv): a reader
+    that trusts the name would fail on the file. Names without a known ending are taken as given."""
+    if out is None or os.fspath(out) == STDOUT:
+        return
+    said = _SUFFIXES.get(Path(os.fspath(out)).suffix.lower())
+    if said is not None and said != fmt:
+        raise ConfigError(f"--out {os.fspath(out)} is named as a {said} file, but --format is {fmt}: "
+                          f"give --format {said} or a name ending in .{fmt}")
+
+
 def export_run(cat: "Catalog", fmt: str, *, run_id: int | None = None,
                options: ExportOptions | None = None) -> dict[str, Any]:
     """Export run ``run_id`` (default: the current one) as ``fmt`` (:data:`EXPORT_FORMATS`).
@@ -143,6 +159,7 @@ def export_run(cat: "Catalog", fmt: str, *, run_id: int | None = None,
     for name, value in (("--mirror", opts.mirror), ("--source-root", opts.source_root), ("--root", opts.root_label)):
         if value is not None:
             raise ConfigError(f"{name} is for --format xmp")
+    _check_suffix(fmt, opts.out)
     target = STDOUT if opts.out is not None and os.fspath(opts.out) == STDOUT else \
         check_out_file(opts.out if opts.out is not None else default_out(fmt, run.run_id), opts.workspace,
                        force=opts.force)

@@ -2,12 +2,16 @@
 
 A keyword maps through, in order: the user's mapping file (CSV ``keyword,label``; the keyword a flat
 one or a ``|`` path, matched exactly then case-folded; rows of one keyword give it each of their
-labels; an empty label or ``-`` ignores it, unless another row gives it a label), the
-label names, then label names and synonyms case-folded. Every name on a hierarchical path is tried
-(``animals|dog`` gives ``dog``, and ``animals`` where it is a label), and a mapped label brings its
-ancestors in the label hierarchy. The output is a CSV of ``uri,label,decision`` rows (decision
-``accept``), which ``tagger tag --calibrate-with``, ``tagger train --annotations`` and ``tagger
-review import`` all read.
+labels; an empty label or ``-`` ignores it, unless another row gives it a label), the label names,
+then label names and synonyms case-folded, then as the vocabulary compares names (spaces, hyphens
+and underscores aside, singular or plural: ``Lightning-Bolts`` is ``lightning bolt``). Every name on
+a hierarchical path is tried (``animals|dog`` gives ``dog``, and ``animals`` where it is a label),
+and a mapped label brings its ancestors in the label hierarchy. A flat keyword that names a step of
+one of the image's paths is that path's (Lightroom, digiKam and darktable write a path's names flat
+as well): the path decides it, so a row that ignores or redirects ``sounds|bell`` covers the flat
+``Bell`` written with it. The output is a CSV of ``uri,label,decision`` rows (decision ``accept``),
+which ``tagger tag --calibrate-with``, ``tagger train --annotations`` and ``tagger review import``
+all read.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from ..atomic import atomic_open
 from ..errors import ConfigError
 from ..targets import os_reason
 from ..textfile import read_utf8_text
+from ..text.vocab import term_keys
 from .keywords import Keywords
 from .xmp import fold_keyword
 
@@ -77,6 +82,14 @@ class KeywordMap:
                 self.folded.setdefault(fold_keyword(s), name)
         for name in labels:  # a label's own name wins over another's synonym
             self.folded[fold_keyword(name)] = name
+        self.spelled: dict[str, str] = {}  # as the vocabulary compares names: words run together, plurals
+        for name in labels:
+            for key in term_keys(name):
+                self.spelled.setdefault(key, name)
+        for name, synonyms in labels.items():
+            for s in synonyms or ():
+                for key in term_keys(s):
+                    self.spelled.setdefault(key, name)
 
     def one(self, keyword: str) -> tuple[str, ...] | None:
         """The labels of one keyword or path text; empty for an ignored one; None if unmapped."""
@@ -86,6 +99,8 @@ class KeywordMap:
         if keyword in self.labels:
             return (keyword,)
         name = self.folded.get(fold_keyword(keyword))
+        if name is None:  # "lightning-bolt", "Lightning_Bolts" for the label "lightning bolt"
+            name = next((self.spelled[k] for k in sorted(term_keys(keyword)) if k in self.spelled), None)
         return None if name is None else (name,)
 
     def _with_ancestors(self, labels: set[str]) -> set[str]:
@@ -101,7 +116,7 @@ class KeywordMap:
         """The labels ``kw`` maps to (ancestors included); the unmapped keywords counted in ``unmapped``."""
         found: set[str] = set()
         missed: set[str] = set()
-        covered = {name for path in kw.paths for name in path}
+        covered = {fold_keyword(name) for path in kw.paths for name in path}  # tools write a path's names flat too
         for path in sorted(kw.paths):
             whole = self.one("|".join(path))
             hits = [whole] if whole is not None else [self.one(name) for name in path]
@@ -110,10 +125,12 @@ class KeywordMap:
             if not mapped and None in hits:  # a name the map ignores does not hide the others
                 missed.add("|".join(path))
         for word in sorted(kw.flat):
+            if fold_keyword(word) in covered:  # its path decided it (a mapping row for the path included)
+                continue
             labels = self.one(word)
             if labels is not None:
                 found.update(labels)
-            elif word not in covered:
+            else:
                 missed.add(word)
         if unmapped is not None:
             unmapped.update(missed)

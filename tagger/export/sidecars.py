@@ -226,14 +226,17 @@ class _Writer:
                                     "labels_removed": 0, "labels_declined": 0, "labels_reinstated": 0,
                                     "sidecars_cleared": 0,
                                     "refused_labels": [],
-                                    "first_error": None}
+                                    "first_error": None, "first_name_clash": None, "first_changed_meanwhile": None}
         self.targets: set[Path] = set()
         self.folders: set[Path] = set()
 
     def error(self, key: str, target: Path, why: str) -> None:
+        """Count a sidecar not written under ``key``; the first of each kind is kept as its example
+        (``first_error`` for ``failed``, ``first_name_clash``, ``first_changed_meanwhile``)."""
         self.out[key] += 1
-        if self.out["first_error"] is None:
-            self.out["first_error"] = f"{target}: {why}"
+        first = "first_error" if key == "failed" else f"first_{key}"
+        if self.out.get(first) is None:
+            self.out[first] = f"{target}: {why}"
         logger.warning("sidecar %s: %s", target, why)
 
     def target_of(self, uri: str) -> Path | None:
@@ -320,7 +323,8 @@ def write_sidecars(images: Iterable[tuple[str, Sequence[MachineTag]]], plan: Sid
                    crash_after: int | None = None) -> dict[str, Any]:
     """Write (merge into) the sidecar of each ``(uri, positive tags)``. Returns counts: ``written``,
     ``unchanged``, ``no_labels`` (no positive label and no sidecar: none made), ``remote`` (no mirror),
-    ``outside_root``, ``name_clash``, ``changed_meanwhile``, ``failed`` with ``first_error``, the
+    ``outside_root``, ``name_clash``, ``changed_meanwhile``, ``failed`` (with the first of each:
+    ``first_name_clash``, ``first_changed_meanwhile``, ``first_error``), the
     labels added, removed, declined (wanted, but a person deleted them) and reinstated (a person's
     later accept), ``sidecars_cleared`` (every keyword tagger wrote there deleted at once) and
     ``refused_labels`` (names XML cannot hold).

@@ -58,7 +58,7 @@ _ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 @dataclass
 class MergeResult:
     data: bytes
-    added: list[str] = field(default_factory=list)     # labels newly written
+    added: list[str] = field(default_factory=list)     # labels whose keyword was newly written
     removed: list[str] = field(default_factory=list)   # labels taken out (no longer positive)
     refused: list[str] = field(default_factory=list)   # labels XML cannot hold
     declined: list[str] = field(default_factory=list)  # labels a person deleted
@@ -217,11 +217,17 @@ def _add(doc: XmpDoc, plans: Mapping[str, _Plan], wanted: Mapping[str, MachineTa
         confidence = None if tag.confidence is None else round(float(tag.confidence), 4)
         record.entries[label] = Entry(label, kw[0] if kw else None, own_paths, own_tags, confidence,
                                       tag.provenance, run, owner.workspace, owner.image)
-        if old is None:
+        if old is None and add_kw:  # a keyword the person had already is not counted (its paths may be)
             res.added.append(label)
     for prop, items in adds.items():
         doc.edit_list(prop, (), items)
     return sum(map(len, adds.values()))
+
+
+def _settled(record: Record) -> Record:
+    """``record`` without what only describes the run that wrote it (each entry's run and confidence):
+    a new run that leaves a sidecar's keywords, provenance and declines as they are does not rewrite it."""
+    return replace(record, entries={k: replace(e, run=None, confidence=None) for k, e in record.entries.items()})
 
 
 def merge_sidecar(existing: bytes | None, tags: Sequence[MachineTag | str], *, run: int | None = None,
@@ -259,7 +265,7 @@ def merge_sidecar(existing: bytes | None, tags: Sequence[MachineTag | str], *, r
     for prop, items in gone.items():
         doc.edit_list(prop, items, [])
     edits = sum(map(len, gone.values())) + _add(doc, plans, wanted, record, run, owner, res)
-    if existing is not None and not edits and record == prior:  # nothing to change: the file stays as its tool wrote it
+    if existing is not None and not edits and _settled(record) == _settled(prior):  # the file stays as its tool wrote it
         res.data = existing
         return res
     write_record(doc, record)

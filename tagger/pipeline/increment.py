@@ -102,21 +102,13 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     it lacks and for ``retrain`` (changed synonyms, or descendants in the label hierarchy), the others
     frozen; labels no longer in the corpus dropped. Returns the classifier id and the labels trained."""
     from ..catalog import Catalog
-    from ..method.anchors import text_anchors
-    from ..method.classifier import TextClassifier, TrainConfig, train_rows
-    from ..method.extend import ExtendedModel
-    from ..method.extend import PROMPT_TEMPLATES
-    from ..method.zeroshot import class_embeddings
-    from ..models import load_clip
     from ..method.alike import MIN_ALIKE
+    from ..method.classifier import TrainConfig
     from ..method.reading import MIN_READING
     from ..text import TextCorpus
-    from ..method.hierarchy import implied_labels
-    from ..text.corpus import corpus_parents
-    from ..text.terms import trainable
     from .classifiers import load_model
-    from .renames import moved_anchors, row_sources
-    from .train import TextMemo, corpus_embeddings, loss_rules
+    from .renames import row_sources
+    from .train import loss_rules
     from ..atomic import atomic_dir
 
     corpus = TextCorpus.load(workspace.text_dir(corpus_id))
@@ -143,38 +135,8 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
         out = workspace.classifier_dir(cid)
         rec = cat.get_classifier(base_id) or {}
         if not out.exists():
-            clip = load_clip(model, pretrained)
-            emb, n_new = corpus_embeddings(workspace, clip, corpus)
-            kept_text = trainable(corpus, emb, MIN_READING, MIN_ALIKE, labels=new)  # ancestors set there
-            emb, y = kept_text.embeddings, kept_text.corpus.label_matrix
-            where = {n: j for j, n in enumerate(base.labels)}
-            frozen = base.classifier.weight[[where[n] for n in kept]]
-            column = {n: j for j, n in enumerate(names)}
-            cols = [column[n] for n in trained]
-            implied = implied_labels(y, names, corpus_parents(corpus.config))
-            with torch_threads(ROW_THREADS):
-                rows, metrics = train_rows(emb, y, frozen, cols, cfg, others_per_positive=OTHERS_PER_POSITIVE,
-                                           min_others=MIN_OTHERS, max_lr_scale=MAX_LR_SCALE,
-                                           epochs_after=EPOCHS_AFTER, max_epoch_scale=MAX_EPOCH_SCALE,
-                                           implied=implied)
-            for n, (src, o) in moved.items():  # a rename keeps the row it had: the same thing, the same scores
-                rows[trained.index(n)] = src.classifier.weight[list(src.labels).index(o)]
-            metrics.update(told)
-            anchors = moved_anchors(text_anchors(emb, rows, y[:, cols]), trained, moved)
-            labelled = np.asarray([i for i, n in enumerate(trained) if n not in background], np.int64)
-            keys = _alike_keys(new, kept_text.groups, set(kept), base.classifier.anchors, list(base.labels))
-            rows, anchors = rows[labelled], anchors.take(labelled).with_alike(new, keys)
-            metrics["background_rows_dropped"] = len(trained) - len(new)
-            read = kept_text.summary()
-            metrics.update(read)
-            memo = TextMemo(clip, workspace.prompt_embeddings(clip.model_id))
-            templates = {k: t for k, t in PROMPT_TEMPLATES.items() if k in base.memories
-                         and k in ("prompts", base.score.memory)}  # what scoring and naming read
-            prompts = {k: class_embeddings(memo, new, t) if new else np.zeros((0, rows.shape[1]), np.float32)
-                       for k, t in templates.items()}
-            ext = ExtendedModel(base, kept, TextClassifier(rows, new, clip.model_id, corpus_id, cfg,
-                                                           {**metrics, "new_sentences_embedded": n_new}, anchors),
-                                prompts, base.score, PATCH_ROWS)
+            ext, read = _extend(workspace, model, pretrained, corpus, corpus_id, base, kept, trained, new, cfg,
+                                moved, told)
             with atomic_dir(out, replace=False) as tmp:
                 ext.save(tmp, base_id)
         config = {**(rec.get("config") or {}), "head": "comc", "extends": base_id, "trained": new}
@@ -183,6 +145,60 @@ def train_increment(workspace: Workspace, model: str, pretrained: str | None, co
     logger.info("nightly: classifier %s extended as %s: %d label rows trained, %d kept frozen", base_id, cid,
                 len(new), len(kept))
     return {"classifier_id": cid, "head": "comc", "trained_labels": new, **read}
+
+
+def _extend(workspace: Workspace, model: str, pretrained: str | None, corpus, corpus_id: str, base,
+            kept: list[str], trained: list[str], new: list[str], cfg, moved: dict, told: dict
+            ) -> tuple[ExtendedModel, dict[str, Any]]:
+    """Train the rows of ``trained`` against the frozen rows of ``kept`` on ``corpus``; the extended
+    model (new rows, their text anchors and class prompts) and what the text reading found."""
+    from ..method.anchors import text_anchors
+    from ..method.classifier import TextClassifier, train_rows
+    from ..method.extend import PROMPT_TEMPLATES, ExtendedModel
+    from ..method.zeroshot import class_embeddings
+    from ..models import load_clip
+    from ..method.alike import MIN_ALIKE
+    from ..method.reading import MIN_READING
+    from ..method.hierarchy import implied_labels
+    from ..text.corpus import corpus_parents
+    from ..text.terms import trainable
+    from .renames import moved_anchors
+    from .train import TextMemo, corpus_embeddings
+
+    names, background = list(corpus.class_names), set(corpus.background)
+    clip = load_clip(model, pretrained)
+    emb, n_new = corpus_embeddings(workspace, clip, corpus)
+    kept_text = trainable(corpus, emb, MIN_READING, MIN_ALIKE, labels=new)  # ancestors set there
+    emb, y = kept_text.embeddings, kept_text.corpus.label_matrix
+    where = {n: j for j, n in enumerate(base.labels)}
+    frozen = base.classifier.weight[[where[n] for n in kept]]
+    column = {n: j for j, n in enumerate(names)}
+    cols = [column[n] for n in trained]
+    implied = implied_labels(y, names, corpus_parents(corpus.config))
+    with torch_threads(ROW_THREADS):
+        rows, metrics = train_rows(emb, y, frozen, cols, cfg, others_per_positive=OTHERS_PER_POSITIVE,
+                                   min_others=MIN_OTHERS, max_lr_scale=MAX_LR_SCALE,
+                                   epochs_after=EPOCHS_AFTER, max_epoch_scale=MAX_EPOCH_SCALE,
+                                   implied=implied)
+    for n, (src, o) in moved.items():  # a rename keeps the row it had: the same thing, the same scores
+        rows[trained.index(n)] = src.classifier.weight[list(src.labels).index(o)]
+    metrics.update(told)
+    anchors = moved_anchors(text_anchors(emb, rows, y[:, cols]), trained, moved)
+    labelled = np.asarray([i for i, n in enumerate(trained) if n not in background], np.int64)
+    keys = _alike_keys(new, kept_text.groups, set(kept), base.classifier.anchors, list(base.labels))
+    rows, anchors = rows[labelled], anchors.take(labelled).with_alike(new, keys)
+    metrics["background_rows_dropped"] = len(trained) - len(new)
+    read = kept_text.summary()
+    metrics.update(read)
+    memo = TextMemo(clip, workspace.prompt_embeddings(clip.model_id))
+    templates = {k: t for k, t in PROMPT_TEMPLATES.items() if k in base.memories
+                 and k in ("prompts", base.score.memory)}  # what scoring and naming read
+    prompts = {k: class_embeddings(memo, new, t) if new else np.zeros((0, rows.shape[1]), np.float32)
+               for k, t in templates.items()}
+    ext = ExtendedModel(base, kept, TextClassifier(rows, new, clip.model_id, corpus_id, cfg,
+                                                   {**metrics, "new_sentences_embedded": n_new}, anchors),
+                        prompts, base.score, PATCH_ROWS)
+    return ext, read
 
 
 def _alike_keys(new: list[str], groups: dict[str, str], frozen: set[str], base_anchors, base_labels: list[str]
