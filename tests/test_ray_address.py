@@ -202,13 +202,14 @@ class _FlakyRay:
     class exceptions:
         RayError = type("RayError", (Exception,), {})
 
-    def __init__(self, fails: int) -> None:
+    def __init__(self, fails: int, error: Exception | None = None) -> None:
         self.fails, self.inits, self.shutdowns = fails, [], 0
+        self.error = error or RuntimeError("Failed to connect to GCS within 60 seconds. GCS may have been killed.")
 
     def init(self, **kw):
         self.inits.append(kw)
         if len(self.inits) <= self.fails:
-            raise RuntimeError("Failed to connect to GCS within 60 seconds. GCS may have been killed.")
+            raise self.error
 
     def shutdown(self):
         self.shutdowns += 1
@@ -225,3 +226,9 @@ def test_a_local_ray_that_fails_to_start_is_tried_again_then_named(monkeypatch, 
     with pytest.raises(ClusterError, match="could not start a local Ray .*GCS.* run the command again"):
         raycluster._start_local(never, {})
     assert len(never.inits) == 2 and never.shutdowns == 2
+    # Ray's node start raises a bare Exception when its raylet is not up in time (a loaded machine)
+    slow = _FlakyRay(fails=2, error=Exception("The current node timed out during startup. This could happen "
+                                              "because some of the raylet failed to startup"))
+    with pytest.raises(ClusterError, match="could not start a local Ray .*timed out during startup"):
+        raycluster._start_local(slow, {})
+    assert len(slow.inits) == 2 and slow.shutdowns == 2
