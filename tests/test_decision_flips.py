@@ -206,3 +206,20 @@ def test_a_label_added_and_judged_absent_is_listed(cat, tmp_path):
     added = [f for f in flips if f.get("added")]
     assert [f["label"] for f in added] == ["giraffe"] and added[0]["after_positives"] == 0
     assert added[0]["reason"].startswith("added, judged absent") and "giraffe: 0 -> 0" in "\n".join(flip_lines(flips))
+
+
+def test_a_label_put_over_a_child_says_it_is_positive_through_it_and_what_moved():
+    from tagger.catalog.flips import _changes, _flip_reason
+    old = ({"parents": {"ring": ["shape"]}}, "comc")
+    new = ({"parents": {"ring": ["shape"], "moon": ["circle"]}}, "comc")
+    changes = _changes("circle", old, new)
+    assert changes == ["after 'moon' put under it"]
+    assert _changes("circle", new, old) == ["after 'moon' no longer under it"] and _changes("ring", old, new) == []
+    before = {"present": True, "positives": 70, "text_separation": 4.05}
+    after = {"present": False, "positives": 63, "text_separation": 3.11, "reason": "its name is the best match of 0"}
+    reason = _flip_reason(before, after, changes)
+    assert reason.startswith("positive on 63 images through its descendants (or review decisions) only, its own "
+                             "row now judged absent: its name is the best match of 0") and "now absent:" not in reason
+    assert reason.endswith("text separation 4.05 -> 3.11; after 'moon' put under it")
+    gone = _flip_reason(before, {**after, "positives": 0}, [])
+    assert gone.startswith("now absent: its name")

@@ -49,6 +49,11 @@ def _part(config: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def _children(config: Mapping[str, Any], label: str) -> set[str]:
+    """The labels a corpus config puts directly under ``label``."""
+    return {str(c) for c, ps in _part(config, "parents").items() if label in (ps or [])}
+
+
 def _changes(label: str, old: tuple[Mapping, str], new: tuple[Mapping, str]) -> list[str]:
     """What changed for ``label`` between two classifiers, in words."""
     out = []
@@ -56,6 +61,11 @@ def _changes(label: str, old: tuple[Mapping, str], new: tuple[Mapping, str]) -> 
         for key, words in (("synonyms", "after its synonyms changed"), ("parents", "after its parents changed")):
             if sorted(_part(old[0], key).get(label) or []) != sorted(_part(new[0], key).get(label) or []):
                 out.append(words)
+        before, after = _children(old[0], label), _children(new[0], label)
+        if before != after:
+            moved = [f"{', '.join(map(repr, sorted(x)))} {w}" for x, w in ((after - before, "put under it"),
+                                                                        (before - after, "no longer under it")) if x]
+            out.append("after " + " and ".join(moved))
     if old[1] != new[1]:
         out.append(f"head {old[1]} -> {new[1]}")
     return out
@@ -63,7 +73,10 @@ def _changes(label: str, old: tuple[Mapping, str], new: tuple[Mapping, str]) -> 
 
 def _flip_reason(a: Mapping[str, Any], b: Mapping[str, Any], changes: list[str]) -> str:
     parts = []
-    if a["present"] and not b["present"]:
+    if a["present"] and not b["present"] and int(b["positives"]):  # a label that became a parent
+        parts.append(f"positive on {b['positives']} images through its descendants (or review decisions) only, "
+                     f"its own row now judged absent: {b.get('reason') or 'judged absent'}")
+    elif a["present"] and not b["present"]:
         parts.append(f"now absent: {b.get('reason') or 'judged absent'}")
     elif b["present"] and not a["present"]:
         parts.append(f"now present: {b.get('reason') or 'judged present'}")
