@@ -82,3 +82,22 @@ def test_no_hold_without_zero_shot_names_or_for_a_handful_of_positives():
     few = DecisionConfig().min_positives - 1
     assert not keep_positives(_collapsed(["arrow", "bell"]), s, _anchors(), DecisionConfig(), {0: float(few)}, top1,
                               revive=True).present[0]
+
+
+def test_a_label_that_grows_far_past_its_former_positives_is_held_back_to_them():
+    """A retrain's drift can lower an untouched label's threshold as well as raise it (hexagon 65 -> 115
+    positives, precision 0.57 -> 0.44, after an unrelated label was added): held to its former count."""
+    s, truth = _world()
+    d = _collapsed(["hexagon", "bell"])
+    d.present[0], d.prior[0], d.reasons[0] = True, 0.6, "present"  # a fit that tags far too many
+    grown = int(d.positive(s)[:, 0].sum())
+    assert grown > 1.5 * 80
+    top1 = np.where(truth, 0, 1)
+    held = keep_positives(d, s, _anchors(), DecisionConfig(), {0: 80.0}, top1, why="unchanged since run 1")
+    pos = held.positive(s)[:, 0]
+    assert held.present[0] and 80 * 2 / 3 <= pos.sum() <= 80 * 1.5, pos.sum()
+    assert (pos & truth).sum() / pos.sum() > (d.positive(s)[:, 0] & truth).sum() / grown  # more precise
+    assert f"{grown} as fitted" in held.reason(0) and "held to the positives it had" in held.reason(0)
+    assert held.thresholds()[1] == d.thresholds()[1]
+    within = keep_positives(d, s, _anchors(), DecisionConfig(), {0: grown / 1.4}, top1)  # 1.4x: left as fitted
+    assert within.thresholds()[0] == d.thresholds()[0]

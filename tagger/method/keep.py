@@ -6,8 +6,9 @@ the base run's placement of the positives. Such a row can rank the label's image
 and still hold them lower on its text scale: decided there, ``heart`` with the added synonym ``love
 heart`` kept 50 of its 87 positives (toy world, 500 images; 71 truly show a heart, and the new row's
 scores reach their best F1 at 71 positives). A new name or one more synonym names the same thing, so
-the label's images are the ones it had: when its new decision keeps fewer than ``KEEP`` of the
-positives the base run gave it (as a share of the images), it is decided again at the highest
+the label's images are the ones it had: when its new decision tags more than 1/``KEEP`` of the
+positives the base run gave it (as a share of the images), its threshold is put where its former
+count puts it (below); when it keeps fewer than ``KEEP`` of them, it is decided again at the highest
 placement, from the one used down to ``min_placement``, that keeps them, unless that placement would
 tag more than 1/``KEEP`` of them (its images and half as many again are not the images it had). Asked
 to ``revive`` (the runs do), a label the new fit judges absent is tried too, and one that no placement
@@ -47,7 +48,8 @@ def keep_positives(d: Decisions, scores: np.ndarray, anchors: TextAnchors, cfg: 
                    targets: Mapping[int, float], zeroshot_top1: np.ndarray | None = None,
                    revive: bool = False, why: str = "renamed or given more synonyms") -> Decisions:
     """A copy of ``d`` with each label ``j`` of ``targets`` (its former positives expected on these
-    ``scores``) decided again lower where it kept fewer than ``KEEP`` of them (module docstring).
+    ``scores``) decided again lower where it kept fewer than ``KEEP`` of them, and held to their count
+    where it tags more than 1/``KEEP`` as many (module docstring).
     ``revive``: a label the new fit judges absent is tried too (every gate still applies at the lower
     placement); ``why`` says in its reason why it keeps its images. Each lower placement is fitted
     once and thresholds are read once per change: a run holding 10^4 labels stays one pass."""
@@ -70,6 +72,10 @@ def keep_positives(d: Decisions, scores: np.ndarray, anchors: TextAnchors, cfg: 
         if (not d.present[j] and not revive) or d.labels[j] in d.overrides:
             continue
         before = int((s[:, j] >= t[j]).sum()) if d.present[j] else 0
+        if before > target / KEEP:  # far more than it had: held back to its former count where names agree
+            if _hold_count(d, s, j, target, cfg, zeroshot_top1, keys, why, before):
+                t = d.thresholds()
+            continue
         if before >= KEEP * target:
             continue
         for p in lower_first:
@@ -95,7 +101,7 @@ def _hold_count(d: Decisions, s: np.ndarray, j: int, target: float, cfg: Decisio
                 zeroshot_top1: np.ndarray | None, keys: list[str], why: str, before: int) -> bool:
     """Label ``j`` decided at the threshold its former number of positives gives on ``s``: its prior
     set so its posterior there is 1/2, where no placement keeps them without tagging far more (a fit
-    whose prior collapsed). Only a label learnt from text, with enough positives, whose images' names
+    whose prior collapsed), or where the fit tags far more than it had (a retrain's drift upwards). Only a label learnt from text, with enough positives, whose images' names
     corroborate it there (without zero-shot names: never). Whether it was held."""
     n = int(round(target))
     col = np.sort(s[:, j])[::-1]
