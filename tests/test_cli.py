@@ -208,6 +208,27 @@ def test_run_diff_counts(two_runs):
     assert (d["gained"], d["lost"]) == (3, 2)
 
 
+def test_run_diff_compares_a_renamed_label_under_its_new_name(tmp_path):
+    root = tmp_path / "ws"
+    with Catalog.open(Workspace.at(root).catalog) as cat:
+        i1, i2, i3 = (int(i) for i in cat.register_images([f"/img/{n}.jpg" for n in range(3)]))
+        a = cat.start_run("tag", model_id="m", labels=["Triangle", "dog"])
+        cat.load_tags(a, _tag_file(tmp_path / "a.parquet", [(i1, "Triangle", 3.0, True), (i2, "Triangle", 2.0, True),
+                                                           (i3, "dog", 2.0, True)]))
+        cat.finish_run(a)
+        b = cat.start_run("tag", model_id="m", labels=["triangles", "dog"])
+        cat.load_tags(b, _tag_file(tmp_path / "b.parquet", [(i1, "triangles", 3.0, True), (i3, "triangles", 2.0, True),
+                                                           (i3, "dog", 2.0, True)]))
+        cat.finish_run(b)
+        cat.set_current(b)
+        d = run_diff(cat, a, b)
+    assert d["renamed"] == {"triangles": "Triangle"} and d["labels_added"] == d["labels_removed"] == []
+    per = {r["label"]: (r["a_positive"], r["b_positive"], r["gained"], r["lost"]) for r in d["labels"]}
+    assert per == {"triangles": (2, 2, 1, 1), "dog": (1, 1, 0, 0)}
+    table = invoke("runs", "diff", str(a), str(b), "-w", str(root)).stdout
+    assert "renamed: Triangle -> triangles" in table
+
+
 def test_runs_cli_list_and_diff(two_runs):
     root, a, b = two_runs
     runs = json_rows(invoke("runs", "list", "-w", str(root), "--json").stdout)

@@ -351,6 +351,11 @@ def test_a_label_renamed_in_an_incremental_nightly_keeps_its_row_and_its_images(
                                                                        b.neg_sd[k])
     # the same row and scale; its scores read through the prompts of the new names, on 48 images
     assert before and len(after & before) >= len(before) - 1 and abs(len(after) - len(before)) <= 1
+    with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:  # decided as it was, not fitted again
+        was = next(r for r in cat.run_thresholds(first["run_id"]) if r["label"] == square)
+        now = next(r for r in cat.run_thresholds(out["run_id"]) if r["label"] == "squares")
+    assert now["threshold"] == pytest.approx(was["threshold"], abs=1e-4) and now["present"] == was["present"]
+    assert f"renamed from '{square}'" in now["reason"]
 
 
 def test_a_hierarchy_edit_trains_the_parents_it_moves_and_keeps_every_other_label(based, tmp_path):

@@ -400,7 +400,8 @@ def runs_diff(
         return
     added = ", ".join(diff["labels_added"]) or "-"
     removed = ", ".join(diff["labels_removed"]) or "-"
-    console.print(f"run {a} -> run {b}: labels added: {added}; removed: {removed}", markup=False)
+    moved = "".join(f"; renamed: {o} -> {n}" for n, o in diff.get("renamed", {}).items())
+    console.print(f"run {a} -> run {b}: labels added: {added}; removed: {removed}{moved}", markup=False)
     rows = [(r["label"], r["a_positive"], r["b_positive"], f"+{r['gained']}", f"-{r['lost']}")
             for r in diff["labels"]]
     emit_rows(("label", f"positive in {a}", f"positive in {b}", "gained", "lost"), rows,

@@ -327,8 +327,36 @@ def _decide_new(cat, run_id: int, base_run: int, scorer: ShardScorer, shards: li
         skip = refit | _parent_labels(cat)  # a parent's count holds its children's images too
         d = hold_former(d, calibrated, anchors, scorer.cfg.decisions, top1, former, skip,
                         "renamed or given more synonyms")
+    stats, d = _as_renamed(d, stats, (model.rows.metrics or {}).get("renamed_rows") or {},
+                           {r["label"]: r for r in cat.run_thresholds(base_run)}, base_stats, scorer.cfg.decisions)
     cat.save_run_thresholds(run_id, kept_rows + decision_rows(d, refit))
     return stats, d
+
+
+def _as_renamed(d: Decisions, stats, renamed: dict[str, str], base_rows: dict[str, dict[str, Any]],
+                base_stats: dict[str, tuple[float, float]], cfg) -> tuple[Any, Decisions]:
+    """A renamed label whose row moved with it (the same scores) decided as the base run decided it
+    under its old name: its statistics and fitted decision carried over, so it keeps exactly the
+    images it had. A pinned or labelled-refit old decision is left to the new fit."""
+    carry = {n: o for n, o in renamed.items() if n in d.labels and o in base_stats
+             and base_rows.get(o, {}).get("source", "fit") == "fit" and o in base_rows}
+    if not carry:
+        return stats, d
+    mean, std = list(stats[0]), list(stats[1])
+    d = Decisions.from_dict(d.to_dict())
+    if d.label_cutoffs is None:
+        d.label_cutoffs = np.array(d.cutoffs())
+    for n, o in carry.items():
+        j = d.labels.index(n)
+        one = decisions_from_rows([{**base_rows[o], "label": n}], [n], cfg)
+        for name in ("mu0", "sd0", "mu1", "sd1", "prior", "present", "label_cutoffs"):
+            getattr(d, name)[j] = getattr(one, name)[0]
+        if d.text_separation is not None and one.text_separation is not None:
+            d.text_separation[j] = one.text_separation[0]
+        d.reasons[j] = f"{one.reason(0)}; renamed from '{o}': its row, and its decision, as they were"
+        mean[j], std[j] = base_stats[o]
+        logger.info("%s decided as '%s' was: renamed, its row kept", n, o)
+    return (mean, std), d
 
 
 def _base_placement(scorer: ShardScorer, kept_rows: list[dict[str, Any]],
