@@ -101,8 +101,9 @@ def _hold_count(d: Decisions, s: np.ndarray, j: int, target: float, cfg: Decisio
                 zeroshot_top1: np.ndarray | None, keys: list[str], why: str, before: int) -> bool:
     """Label ``j`` decided at the threshold its former number of positives gives on ``s``: its prior
     set so its posterior there is 1/2, where no placement keeps them without tagging far more (a fit
-    whose prior collapsed), or where the fit tags far more than it had (a retrain's drift upwards). Only a label learnt from text, with enough positives, whose images' names
-    corroborate it there (without zero-shot names: never). Whether it was held."""
+    whose prior collapsed), or where the fit tags far more than it had (a retrain's drift upwards).
+    Only a label learnt from text, with enough positives, whose images' names corroborate it there
+    (without zero-shot names: never). Whether it was held."""
     n = int(round(target))
     col = np.sort(s[:, j])[::-1]
     sep = np.nan if d.text_separation is None else float(d.text_separation[j])
