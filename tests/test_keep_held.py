@@ -101,3 +101,24 @@ def test_a_label_that_grows_far_past_its_former_positives_is_held_back_to_them()
     assert held.thresholds()[1] == d.thresholds()[1]
     within = keep_positives(d, s, _anchors(), DecisionConfig(), {0: grown / 1.4}, top1)  # 1.4x: left as fitted
     assert within.thresholds()[0] == d.thresholds()[0]
+
+
+def test_growth_is_not_held_where_the_sample_holds_images_the_former_run_never_saw(tmp_path):
+    """New images may show a label more (a folder of beach photos): its growth is the corpus's, not a
+    drift. The sample's shards all tagged by the base run is what allows holding growth back."""
+    from tagger.pipeline.calibration import hold_former, same_sample
+    from tagger.workspace import Workspace
+    s, truth = _world()
+    d = _collapsed(["hexagon", "bell"])
+    d.present[0], d.prior[0], d.reasons[0] = True, 0.6, "present"
+    top1 = np.where(truth, 0, 1)
+    free = hold_former(d, s, _anchors(), DecisionConfig(), top1, {"hexagon": 80.0}, set(), "unchanged since run 1")
+    assert free.thresholds()[0] == d.thresholds()[0]
+    held = hold_former(d, s, _anchors(), DecisionConfig(), top1, {"hexagon": 80.0}, set(), "unchanged since run 1",
+                       grow=True)
+    assert held.positive(s)[:, 0].sum() <= 80 * 1.5
+    run = Workspace(tmp_path).run_dir("1")
+    run.mkdir(parents=True)
+    for shard in ("shard-0", "shard-1"):
+        Workspace.tag_file(run, shard).write_bytes(b"")
+    assert same_sample(tmp_path, 1, ["shard-0", "shard-1"]) and not same_sample(tmp_path, 1, ["shard-0", "shard-2"])

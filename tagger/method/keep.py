@@ -46,12 +46,13 @@ KEEP = 2.0 / 3.0
 
 def keep_positives(d: Decisions, scores: np.ndarray, anchors: TextAnchors, cfg: DecisionConfig,
                    targets: Mapping[int, float], zeroshot_top1: np.ndarray | None = None,
-                   revive: bool = False, why: str = "renamed or given more synonyms") -> Decisions:
+                   revive: bool = False, why: str = "renamed or given more synonyms", grow: bool = True) -> Decisions:
     """A copy of ``d`` with each label ``j`` of ``targets`` (its former positives expected on these
     ``scores``) decided again lower where it kept fewer than ``KEEP`` of them, and held to their count
     where it tags more than 1/``KEEP`` as many (module docstring).
     ``revive``: a label the new fit judges absent is tried too (every gate still applies at the lower
-    placement); ``why`` says in its reason why it keeps its images. Each lower placement is fitted
+    placement); ``grow`` (False where the sample holds images the former count never saw: they may
+    show the label more) holds growth too; ``why`` says in its reason why it keeps its images. Each lower placement is fitted
     once and thresholds are read once per change: a run holding 10^4 labels stays one pass."""
     s = np.asarray(scores, np.float64)
     d = replace(d, mu0=np.array(d.mu0), sd0=np.array(d.sd0), mu1=np.array(d.mu1), sd1=np.array(d.sd1),
@@ -72,7 +73,7 @@ def keep_positives(d: Decisions, scores: np.ndarray, anchors: TextAnchors, cfg: 
         if (not d.present[j] and not revive) or d.labels[j] in d.overrides:
             continue
         before = int((s[:, j] >= t[j]).sum()) if d.present[j] else 0
-        if before > target / KEEP:  # far more than it had: held back to its former count where names agree
+        if grow and before > target / KEEP:  # far more than it had: held back to its former count where names agree
             if _hold_count(d, s, j, target, cfg, zeroshot_top1, keys, why, before):
                 t = d.thresholds()
             continue

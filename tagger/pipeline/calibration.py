@@ -15,6 +15,7 @@ import numpy as np
 
 from ..ids import short_sha256
 from ..textfile import check_not_utf16
+from ..workspace import Workspace
 from ..method.decisions import DecisionConfig, Decisions, TextAnchors
 from ..method.keep import keep_positives
 
@@ -197,11 +198,20 @@ def former_positives(cat, base_run: int, labels: list[str], new: list[str], n: i
 
 
 def hold_former(d: Decisions, calibrated: np.ndarray, anchors: "TextAnchors", cfg: DecisionConfig,
-                named: np.ndarray | None, former: dict[str, float], skip: set[str], why: str) -> Decisions:
+                named: np.ndarray | None, former: dict[str, float], skip: set[str], why: str,
+                grow: bool = False) -> Decisions:
     """``d`` with each label of ``former`` (its former positives on this sample, :func:`former_positives`)
-    not in ``skip`` held to them (:func:`~tagger.method.keep.keep_positives`, absent ones too)."""
+    not in ``skip`` held to them (:func:`~tagger.method.keep.keep_positives`, absent ones too); held back
+    from growing too only with ``grow`` (the sample's images are all the base run's: :func:`same_sample`)."""
     column = {n: j for j, n in enumerate(d.labels)}
     targets = {column[n]: t for n, t in former.items() if n not in skip and n in column}
     if not targets:
         return d
-    return keep_positives(d, calibrated, anchors, cfg, targets, named, revive=True, why=why)
+    return keep_positives(d, calibrated, anchors, cfg, targets, named, revive=True, why=why, grow=grow)
+
+
+def same_sample(root: str | Path, base_run: int, sample_shards: list[str]) -> bool:
+    """Whether the base run tagged every shard of the calibration sample: its images are the base run's,
+    so a label tagging far more of them than the base run did drifted (new images may show it more)."""
+    base = Workspace(Path(root)).run_dir(str(base_run))
+    return all(Workspace.tag_file(base, s).is_file() for s in sample_shards)

@@ -37,7 +37,7 @@ from ..method.decisions import Decisions
 from ..method.reviewed import reviewed_columns
 from ..workspace import Workspace
 from .calibration import (DecisionInputs, decision_inputs, decision_rows, decisions_from_rows, former_positives,
-                          hold_former)
+                          hold_former, same_sample)
 from .lift import Lift, plan_lift
 from .readouts import save_state
 from .retag import retag_images, reviewed_again
@@ -326,7 +326,8 @@ def _decide_new(cat, run_id: int, base_run: int, scorer: ShardScorer, shards: li
         former = former_positives(cat, base_run, labels, new, len(sample))
         skip = refit | _parent_labels(cat)  # a parent's count holds its children's images too
         d = hold_former(d, calibrated, anchors, scorer.cfg.decisions, top1, former, skip,
-                        "renamed or given more synonyms")
+                        "renamed or given more synonyms",
+                        grow=same_sample(scorer.root, base_run, scorer.sample_shard_names(shards)))
     stats, d = _as_renamed(d, stats, (model.rows.metrics or {}).get("renamed_rows") or {},
                            {r["label"]: r for r in cat.run_thresholds(base_run)}, base_stats, scorer.cfg.decisions)
     cat.save_run_thresholds(run_id, kept_rows + decision_rows(d, refit))

@@ -174,6 +174,16 @@ class ShardScorer:
             yield shard, k
             n += k
 
+    def sample_shard_names(self, shards: list[str]) -> list[str]:
+        """The shards the calibration sample reads (:meth:`_sample_shards`), in order."""
+        n, out = 0, []
+        for name in sorted(shards):
+            if n >= self.cfg.calibration_images:
+                break
+            out.append(name)
+            n += len(self.load(name).ids)
+        return out
+
     def _names(self, parents: set[str] | frozenset[str]):
         """``(prompts, excluded)`` for naming images: the model's class prompts, and its labels that
         are some label's parent (a parent's name matches its children's images too, and is raised by

@@ -19,6 +19,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ from ..method.reviewed import Reviewed, lifted_images, reviewed_columns, with_re
 from ..method.zeroshot import standardize
 from ..workspace import Workspace
 from .calibration import (LABELLED_MIN_IMAGES, DecisionInputs, decision_inputs, decision_rows, decisions_from_rows,
-                          former_positives, hold_former)
+                          former_positives, hold_former, same_sample)
 from .raycluster import check_node_resource
 from .readouts import save_state
 from .scorer import ShardScorer, apply_statistics, label_statistics, load_scoring_model, prompt_vectors
@@ -295,13 +296,15 @@ def _decide(cat, run_id: int, scorer: ShardScorer | None, model_id: str, shards:
     calibrated, anchors = apply_statistics(sample, stats), scorer.anchors(stats)
     d, refit = fit_run_decisions(calibrated, labels, cfg, inputs,
                                  _labelled_scores(cat, scorer, model_id, inputs, labels, stats), anchors, named)
-    d = _hold_unchanged(cat, model_id, d, calibrated, anchors, cfg, named, refit)
+    d = _hold_unchanged(cat, model_id, d, calibrated, anchors, cfg, named, refit,
+                        lambda base: same_sample(scorer.root, base, scorer.sample_shard_names(shards)))
     cat.save_run_thresholds(run_id, decision_rows(d, refit))
     return stats, d
 
 
 def _hold_unchanged(cat, model_id: str, d: Decisions, calibrated: np.ndarray, anchors: TextAnchors | None,
-                    cfg: "TagConfig", named: np.ndarray | None, refit: set[str]) -> Decisions:
+                    cfg: "TagConfig", named: np.ndarray | None, refit: set[str],
+                    same: Callable[[int], bool]) -> Decisions:
     """``d`` with the labels the current run had present, and that no edit changed since (same name,
     synonyms only added to, or renamed), held to 2/3 of their positives there (:mod:`tagger.method.keep`):
     a retrain's small shift of a label's classifier row must not take its images, nor judge it absent.
@@ -312,7 +315,8 @@ def _hold_unchanged(cat, model_id: str, d: Decisions, calibrated: np.ndarray, an
     labels = list(d.labels)
     former = former_positives(cat, current, labels, labels, len(calibrated))
     skip = refit | _parent_labels(cat)  # a parent's count holds its children's images too
-    held = hold_former(d, calibrated, anchors, cfg.decisions, named, former, skip, f"unchanged since run {current}")
+    held = hold_former(d, calibrated, anchors, cfg.decisions, named, former, skip, f"unchanged since run {current}",
+                       grow=same(current))
     return d if held is d else Decisions.from_dict(held.to_dict())
 
 
