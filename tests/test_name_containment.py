@@ -58,3 +58,27 @@ def test_the_reason_says_when_a_name_holding_the_label_named_its_images():
     assert words[0].startswith(f"its name, or one holding it, is the best match of {own} of its ")
     assert f"({held} by a name holding it, most often 'doorbell')" in words[0]
     assert words[1].startswith("its name is the best match of")  # `bell` holds no `doorbell`
+
+
+def test_a_new_labels_rivals_include_the_kept_labels_names():
+    """An incremental run decides its new labels only, but the kept labels' names are their rivals
+    (`crescent` added beside `moon`: moon's images, named 'moon', tagged crescent on 58 images where a
+    full run judged it absent). Names are read in the model's whole label space."""
+    from tagger.method.names import ZeroShotNames
+    rng = np.random.default_rng(0)
+    n = 600
+    moon = rng.random(n) < 0.2
+    s = np.c_[rng.normal(0, 0.3, n) + 1.2 * moon]  # the new label's scores: high on moon's images
+    top1 = np.where(moon, 1, 0)  # kept labels: circle (0), moon (1); the new label is 2
+    space = ZeroShotNames(top1, ["circle", "moon", "crescent"], np.array([2]), ["circle", "moon", "crescent"])
+    thr = np.array([0.6])
+    counts = name_counts(s, thr, space, ["crescent"])
+    assert counts.own[0] == 0 and space.names[counts.rival[0]] == "moon" and counts.rival_count[0] > 50
+    words = name_words(counts, ["crescent"], np.array([0.0]), 0.5, space.names)
+    assert "'moon' of" in words[0]
+    named = ZeroShotNames(np.where(moon, 2, 0), space.names, space.own, space.keys)  # its images named crescent
+    assert name_counts(s, thr, named, ["crescent"]).own[0] == counts.rival_count[0]
+    alike = ZeroShotNames(top1, space.names, space.own, ["circle", "moon", "moon"])  # crescent alike moon
+    assert name_counts(s, thr, alike, ["crescent"]).own[0] == counts.rival_count[0]
+    legacy = name_counts(s, thr, np.full(n, -1), ["crescent"])  # kept names dropped, as runs did: no rival
+    assert legacy.own[0] == 0 and legacy.rival_count[0] == 0

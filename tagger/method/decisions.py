@@ -50,7 +50,7 @@ import numpy as np
 from .anchors import TextAnchors, text_anchors
 from .binned import fit_bulk, histogram, log_normal, log_ratio, quantile, two_groups
 from .cutoffs import rule_cutoffs
-from .names import name_counts, name_words
+from .names import ZeroShotNames, name_counts, name_words
 from .placement import corpus_placement
 from .refit import fit_from_labels
 
@@ -199,7 +199,7 @@ class Decisions:
 
 
 def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cfg: DecisionConfig | None = None,
-                 overrides: dict[str, float] | None = None, zeroshot_top1: np.ndarray | None = None,
+                 overrides: dict[str, float] | None = None, zeroshot_top1: np.ndarray | ZeroShotNames | None = None,
                  placement: float | None = None) -> Decisions:
     """Each label's decision from its text anchors, with its prior fitted to a ``(n, L)`` corpus
     sample by EM (components held fixed; binned, so the cost does not grow with the sample).
@@ -244,7 +244,7 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
 
 def anchored_at(placement: float, scores: np.ndarray, labels: list[str], anchors: TextAnchors,
                 cfg: DecisionConfig | None = None, overrides: dict[str, float] | None = None,
-                zeroshot_top1: np.ndarray | None = None) -> Decisions:
+                zeroshot_top1: np.ndarray | ZeroShotNames | None = None) -> Decisions:
     """The anchored fit (:func:`fit_anchored`) with every label's positives held at ``placement``."""
     cfg = cfg or DecisionConfig()
     s = np.asarray(scores, np.float64)
@@ -284,7 +284,8 @@ def _anchored_at(placement: float, s: np.ndarray, binned, labels: list[str], anc
     enough = prior * n >= cfg.min_positives
     present = learned & stands_out & enough
     reasons = _reasons(separation, image_sep, weak, learned, stands_out, enough, prior * n, tail, cfg,
-                       name_words(names, labels, tail, cfg.min_name_ratio))
+                       name_words(names, labels, tail, cfg.min_name_ratio,
+                                  zeroshot_top1.names if isinstance(zeroshot_top1, ZeroShotNames) else None))
     logger.debug("placement %.2f: %d present (%d not learned from text, %d of them shown by the images; %d not "
                  "corroborated by the images)", placement, int(present.sum()),
                  int((separation < cfg.min_text_separation).sum()), int((weak & present).sum()),

@@ -32,7 +32,7 @@ import numpy as np
 from .anchors import TextAnchors
 from .binned import log_normal
 from .decisions import DecisionConfig, Decisions, anchored_at
-from .names import name_counts
+from .names import ZeroShotNames, name_counts
 from .placement import placement_grid
 
 __all__ = ["KEEP", "keep_positives"]
@@ -45,7 +45,7 @@ KEEP = 2.0 / 3.0
 
 
 def keep_positives(d: Decisions, scores: np.ndarray, anchors: TextAnchors, cfg: DecisionConfig,
-                   targets: Mapping[int, float], zeroshot_top1: np.ndarray | None = None,
+                   targets: Mapping[int, float], zeroshot_top1: np.ndarray | ZeroShotNames | None = None,
                    revive: bool = False, why: str = "renamed or given more synonyms", grow: bool = True) -> Decisions:
     """A copy of ``d`` with each label ``j`` of ``targets`` (its former positives expected on these
     ``scores``) decided again lower where it kept fewer than ``KEEP`` of them, and held to their count
@@ -99,7 +99,8 @@ def keep_positives(d: Decisions, scores: np.ndarray, anchors: TextAnchors, cfg: 
 
 
 def _hold_count(d: Decisions, s: np.ndarray, j: int, target: float, cfg: DecisionConfig,
-                zeroshot_top1: np.ndarray | None, keys: list[str], why: str, before: int) -> bool:
+                zeroshot_top1: np.ndarray | ZeroShotNames | None, keys: list[str], why: str,
+                before: int) -> bool:
     """Label ``j`` decided at the threshold its former number of positives gives on ``s``: its prior
     set so its posterior there is 1/2, where no placement keeps them without tagging far more (a fit
     whose prior collapsed), or where the fit tags far more than it had (a retrain's drift upwards).

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["NameCounts", "fill", "fold", "name_counts", "name_words", "reads_plural", "starts_with_article"]
+__all__ = ["NameCounts", "ZeroShotNames", "fill", "fold", "name_counts", "name_words", "reads_plural", "starts_with_article"]
 
 
 MIN_HELD = 3  # a shorter name (`c`, `ox`) is held by too many words to say anything
@@ -65,12 +65,27 @@ def fill(template: str, name: str) -> str:
     return template.format(name)
 
 
-def _inside(labels: list[str], label: np.ndarray, name: np.ndarray) -> np.ndarray:
+def _inside(labels: list[str], label: np.ndarray, name: np.ndarray, names: list[str] | None = None) -> np.ndarray:
     """Per (label, name) pair, whether the name holds the label's name (``red circle`` and ``circle``,
-    ``doorbell`` and ``bell``): a more specific name matching the images does not deny the label."""
-    folded = {i: fold(labels[i]) for i in set(label.tolist()) | set(name.tolist())}
-    return np.array([len(folded[a]) >= MIN_HELD and folded[a] in folded[b]
+    ``doorbell`` and ``bell``): a more specific name matching the images does not deny the label.
+    ``label`` indexes ``labels``, ``name`` indexes ``names`` (default: the labels)."""
+    names = labels if names is None else names
+    a_fold = {i: fold(labels[i]) for i in set(label.tolist())}
+    b_fold = {i: fold(names[i]) for i in set(name.tolist())}
+    return np.array([len(a_fold[a]) >= MIN_HELD and a_fold[a] in b_fold[b]
                      for a, b in zip(label.tolist(), name.tolist())], bool)
+
+
+class ZeroShotNames(NamedTuple):
+    """Best zero-shot matches read in a wider name space than the labels decided (an incremental run
+    decides its new labels, but the kept labels' names are their rivals too): ``top1`` indexes
+    ``names`` (every label of the model), label ``j`` of the decision is ``names[own[j]]``, and
+    ``keys`` (one per name) are the names' corroboration keys (alike labels share one)."""
+
+    top1: np.ndarray
+    names: list[str]
+    own: np.ndarray
+    keys: list[str]
 
 
 class NameCounts(NamedTuple):
@@ -79,7 +94,7 @@ class NameCounts(NamedTuple):
     images: np.ndarray  # images at or over the threshold
     own: np.ndarray  # named by the label's own name, or by a name holding it
     rival_count: np.ndarray  # named by the most frequent other name
-    rival: np.ndarray  # that name's label index
+    rival: np.ndarray  # that name's label index (its index in :class:`ZeroShotNames` ``names`` where given)
     held: np.ndarray  # of ``own``, named by a name holding the label's (``doorbell`` for ``bell``)
     holder: np.ndarray  # the most frequent of those names
 
@@ -94,7 +109,7 @@ def _first_per_label(label: np.ndarray, name: np.ndarray, count: np.ndarray, n: 
     return top, top_count
 
 
-def name_counts(s: np.ndarray, threshold: np.ndarray, top1: np.ndarray | None, labels: list[str] | None = None,
+def name_counts(s: np.ndarray, threshold: np.ndarray, top1: "np.ndarray | ZeroShotNames | None", labels: list[str] | None = None,
                 keys: list[str] | None = None) -> NameCounts | None:
     """Per label, among the sample images at or over its threshold: how many there are, how many
     have the label's own name as their best zero-shot match, and the most frequent other name
@@ -107,23 +122,27 @@ def name_counts(s: np.ndarray, threshold: np.ndarray, top1: np.ndarray | None, l
     the labels squared."""
     if top1 is None:
         return None
-    top1 = np.asarray(top1, np.int64)
     n, L = s.shape
+    space = top1 if isinstance(top1, ZeroShotNames) else None
+    top1 = np.asarray(space.top1 if space else top1, np.int64)
     if top1.shape != (n,):
         raise ValueError(f"zeroshot_top1 must hold one label index per sample image, got {top1.shape}")
+    N = len(space.names) if space else L
+    own_name = np.asarray(space.own, np.int64) if space else np.arange(L)
     above = s >= threshold[None, :]
-    rows, cols = np.nonzero(above & ((top1 >= 0) & (top1 < L))[:, None])
-    pairs, count = np.unique(cols * L + top1[rows], return_counts=True)
-    label, name = np.divmod(pairs, L)
+    rows, cols = np.nonzero(above & ((top1 >= 0) & (top1 < N))[:, None])
+    pairs, count = np.unique(cols * N + top1[rows], return_counts=True)
+    label, name = np.divmod(pairs, N)
     own = np.zeros(L)
-    exact = label == name
+    exact = own_name[label] == name
     mine = exact.copy()
-    if keys is not None and (~mine).any():  # an alike label's name (disc for circle) names it too
-        k = np.asarray(keys, object)
-        mine[~mine] = k[label[~mine]] == k[name[~mine]]
+    name_keys = space.keys if space else keys
+    if name_keys is not None and (~mine).any():  # an alike label's name (disc for circle) names it too
+        k = np.asarray(name_keys, object)
+        mine[~mine] = k[own_name[label[~mine]]] == k[name[~mine]]
     alike = mine & ~exact
     if labels is not None and (~mine).any():  # a more specific name (doorbell) names a bell too
-        mine[~mine] = _inside(labels, label[~mine], name[~mine])
+        mine[~mine] = _inside(labels, label[~mine], name[~mine], space.names if space else None)
     np.add.at(own, label[mine], count[mine])
     rival, rival_count = _first_per_label(label[~mine], name[~mine], count[~mine], L)
     holds = mine & ~exact & ~alike
@@ -133,20 +152,23 @@ def name_counts(s: np.ndarray, threshold: np.ndarray, top1: np.ndarray | None, l
     return NameCounts(above.sum(0).astype(np.float64), own, rival_count, rival, held, holder)
 
 
-def name_words(names: NameCounts | None, labels: list[str], ratio: np.ndarray, min_ratio: float) -> list[str] | None:
-    """Per label, how its images name it, in words (None without zero-shot matches)."""
+def name_words(names: NameCounts | None, labels: list[str], ratio: np.ndarray, min_ratio: float,
+               space: list[str] | None = None) -> list[str] | None:
+    """Per label, how its images name it, in words (None without zero-shot matches); ``space``: the
+    names the rivals index (:class:`ZeroShotNames`), default the labels."""
     if names is None:
         return None
+    space = space or labels
 
     def own(j: int) -> str:
         n, held = int(names.own[j]), int(names.held[j])
         if not held:
             return f"its name is the best match of {n} of its {int(names.images[j])} images"
         return (f"its name, or one holding it, is the best match of {n} of its {int(names.images[j])} images "
-                f"({held} by a name holding it, most often '{labels[names.holder[j]]}')")
+                f"({held} by a name holding it, most often '{space[names.holder[j]]}')")
 
     return ["no sample image reaches its threshold" if not names.images[j] else
-            own(j) + ", " + (f"'{labels[names.rival[j]]}' of {int(names.rival_count[j])}" if names.rival[j] >= 0
+            own(j) + ", " + (f"'{space[names.rival[j]]}' of {int(names.rival_count[j])}" if names.rival[j] >= 0
                              else "no other name of any")
             + f" ({ratio[j]:.2f} {'<' if ratio[j] < min_ratio else '>='} {min_ratio:g} times as often)"
             for j in range(len(labels))]

@@ -9,7 +9,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from ..textfile import check_not_utf16
 from ..workspace import Workspace
 from ..method.decisions import DecisionConfig, Decisions, TextAnchors
 from ..method.keep import keep_positives
+
+if TYPE_CHECKING:
+    from ..method.names import ZeroShotNames
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +201,7 @@ def former_positives(cat, base_run: int, labels: list[str], new: list[str], n: i
 
 
 def hold_former(d: Decisions, calibrated: np.ndarray, anchors: "TextAnchors", cfg: DecisionConfig,
-                named: np.ndarray | None, former: dict[str, float], skip: set[str], why: str,
+                named: "np.ndarray | ZeroShotNames | None", former: dict[str, float], skip: set[str], why: str,
                 grow: bool = False) -> Decisions:
     """``d`` with each label of ``former`` (its former positives on this sample, :func:`former_positives`)
     not in ``skip`` held to them (:func:`~tagger.method.keep.keep_positives`, absent ones too); held back

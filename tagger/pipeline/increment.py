@@ -47,6 +47,7 @@ from .tag import (TagConfig, TagShards, _parent_labels, _resume_or_start, _shard
 
 if TYPE_CHECKING:
     from ..method.extend import ExtendedModel
+    from ..method.names import ZeroShotNames
 
 __all__ = ["carry_rows", "run_increment_tag", "start_based_run", "torch_threads", "train_increment"]
 
@@ -316,8 +317,7 @@ def _decide_new(cat, run_id: int, base_run: int, scorer: ShardScorer, shards: li
     kept_rows = [r for r in cat.run_thresholds(base_run) if r["label"] in kept]
     mean, std = (np.asarray(v, np.float64) for v in stats)
     anchors = model.rows.anchors.rescaled(mean, std) if model.rows.anchors is not None else None
-    top1 = scorer.zeroshot_top1(shards, _parent_labels(cat))
-    top1 = None if top1 is None else np.where(top1 >= n_kept, top1 - n_kept, -1)
+    top1 = _named(scorer.zeroshot_top1(shards, _parent_labels(cat)), model, anchors, n_kept)
     mine = DecisionInputs({k: v for k, v in inputs.pinned.items() if k in new_set}, inputs.labelled)
     calibrated = apply_statistics(sample, stats)
     d, refit = fit_run_decisions(calibrated, new, scorer.cfg, mine, _labelled_new(cat, scorer, mine, new, stats),
@@ -332,6 +332,20 @@ def _decide_new(cat, run_id: int, base_run: int, scorer: ShardScorer, shards: li
                            {r["label"]: r for r in cat.run_thresholds(base_run)}, base_stats, scorer.cfg.decisions)
     cat.save_run_thresholds(run_id, kept_rows + decision_rows(d, refit))
     return stats, d
+
+
+def _named(top1: np.ndarray | None, model: "ExtendedModel", anchors, n_kept: int) -> "ZeroShotNames | None":
+    """Each sample image's best zero-shot match among every label of the model, for the new labels'
+    names check: a kept label's name is a rival as in a full run (``crescent`` added beside ``moon``
+    is named 'moon' by moon's images), where before only the new labels' names were counted."""
+    from ..method.names import ZeroShotNames
+    if top1 is None:
+        return None
+    kept, new = list(model.kept), list(model.new_labels)
+    base_anchors = getattr(model.base.classifier, "anchors", None)
+    base_keys = dict(zip(model.base.labels, base_anchors.name_keys(list(model.base.labels)))) if base_anchors else {}
+    keys = [base_keys.get(n, n) for n in kept] + (anchors.name_keys(new) if anchors is not None else new)
+    return ZeroShotNames(np.asarray(top1, np.int64), kept + new, np.arange(len(new)) + n_kept, keys)
 
 
 def _as_renamed(d: Decisions, stats, renamed: dict[str, str], base_rows: dict[str, dict[str, Any]],

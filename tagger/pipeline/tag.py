@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +39,9 @@ from .calibration import (LABELLED_MIN_IMAGES, DecisionInputs, decision_inputs, 
 from .raycluster import check_node_resource
 from .readouts import save_state
 from .scorer import ShardScorer, apply_statistics, label_statistics, load_scoring_model, prompt_vectors
+
+if TYPE_CHECKING:
+    from ..method.names import ZeroShotNames
 
 __all__ = ["DECISION_RULES", "ShardScorer", "TagConfig", "TagShards", "apply_statistics", "fit_run_decisions",
            "label_statistics", "load_scoring_model", "positive_mask", "prompt_vectors", "read_label_stats", "run_tag",
@@ -123,7 +126,7 @@ def tag_rows(image_ids: np.ndarray, scores: np.ndarray, labels: list[str], cfg: 
 def fit_run_decisions(sample: np.ndarray, labels: list[str], cfg: TagConfig, inputs: DecisionInputs,
                       labelled: tuple[np.ndarray, np.ndarray] | None = None,
                       anchors: TextAnchors | None = None,
-                      zeroshot_top1: np.ndarray | None = None,
+                      zeroshot_top1: "np.ndarray | ZeroShotNames | None" = None,
                       placement: float | None = None) -> tuple[Decisions, set[str]]:
     """Each label's decision on the (calibrated) corpus sample, pins applied, labels with enough
     labelled images re-fitted from them (``labelled``: their scores and multi-hot truth). The
