@@ -66,7 +66,7 @@ ALLOWED: dict[str, set[str]] = {
     "evaluate": {*GROUND, "method", "models", "text", "store", "catalog", "toyworld"},
     "pipeline": {*GROUND, "method", "models", "text", "store", "catalog", "evaluate", "workspace"},
     "report": {*GROUND, "method", "store", "catalog"},
-    "export": {*GROUND, "method", "store", "catalog"},
+    "export": {*GROUND, "method", "text", "store", "catalog"},  # keywords meet label names as the vocabulary compares them
     "serve": {*GROUND, "method", "models", "text", "store", "catalog", "pipeline", "report", "export",
               "workspace"},
     "api": {*GROUND, "models", "pipeline"},

@@ -159,9 +159,9 @@ def export_run(cat: "Catalog", fmt: str, *, run_id: int | None = None,
     for name, value in (("--mirror", opts.mirror), ("--source-root", opts.source_root), ("--root", opts.root_label)):
         if value is not None:
             raise ConfigError(f"{name} is for --format xmp")
-    _check_suffix(fmt, opts.out)
     target = STDOUT if opts.out is not None and os.fspath(opts.out) == STDOUT else \
         check_out_file(opts.out if opts.out is not None else default_out(fmt, run.run_id), opts.workspace,
                        force=opts.force)
+    _check_suffix(fmt, opts.out)  # after the target's own refusals (the workspace, an existing file...)
     batches = cat.tag_batches(run.run_id, positive_only=opts.positive_only, batch_rows=opts.batch_rows)
     return {"run": run.run_id, **write_table_export(batches, fmt, target)}
