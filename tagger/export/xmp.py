@@ -265,7 +265,7 @@ def merge_sidecar(existing: bytes | None, tags: Sequence[MachineTag | str], *, r
     for prop, items in gone.items():
         doc.edit_list(prop, items, [])
     edits = sum(map(len, gone.values())) + _add(doc, plans, wanted, record, run, owner, res)
-    if existing is not None and not edits and _settled(record) == _settled(prior):  # the file stays as its tool wrote it
+    if existing is not None and not edits and _settled(record) == _settled(prior):  # stays as its tool wrote it
         res.data = existing
         return res
     write_record(doc, record)

@@ -144,6 +144,14 @@ class Decisions:
         return rule_cutoffs(self.cutoff_rule, self.cutoff, self.min_cutoff, self.mu0, self.sd0, self.mu1, self.sd1,
                              self.prior)
 
+    def take_fit(self, j: int, other: "Decisions", k: int) -> None:
+        """Label ``j``'s fitted components, prior, presence and cutoff set to ``other``'s label ``k``
+        (the cutoff where both carry per-label cutoffs)."""
+        for name in ("mu0", "sd0", "mu1", "sd1", "prior", "present"):
+            getattr(self, name)[j] = getattr(other, name)[k]
+        if self.label_cutoffs is not None and other.label_cutoffs is not None:
+            self.label_cutoffs[j] = other.label_cutoffs[k]
+
     def reason(self, j: int) -> str:
         """Why label ``j`` is decided as it is (empty when the rule gave no reason)."""
         return self.reasons[j] if j < len(self.reasons) else ""

@@ -52,8 +52,9 @@ def keep_positives(d: Decisions, scores: np.ndarray, anchors: TextAnchors, cfg: 
     where it tags more than 1/``KEEP`` as many (module docstring).
     ``revive``: a label the new fit judges absent is tried too (every gate still applies at the lower
     placement); ``grow`` (False where the sample holds images the former count never saw: they may
-    show the label more) holds growth too; ``why`` says in its reason why it keeps its images. Each lower placement is fitted
-    once and thresholds are read once per change: a run holding 10^4 labels stays one pass."""
+    show the label more) holds growth too; ``why`` says in its reason why it keeps its images. Each
+    lower placement is fitted once and thresholds are read once per change: a run holding 10^4 labels
+    stays one pass."""
     s = np.asarray(scores, np.float64)
     d = replace(d, mu0=np.array(d.mu0), sd0=np.array(d.sd0), mu1=np.array(d.mu1), sd1=np.array(d.sd1),
                 prior=np.array(d.prior), present=np.array(d.present), reasons=list(d.reasons),
@@ -137,9 +138,6 @@ def _hold_count(d: Decisions, s: np.ndarray, j: int, target: float, cfg: Decisio
 
 
 def _take(d: Decisions, other: Decisions, j: int, note: str) -> None:
-    for name in ("mu0", "sd0", "mu1", "sd1", "prior", "present"):
-        getattr(d, name)[j] = getattr(other, name)[j]
-    if d.label_cutoffs is not None and other.label_cutoffs is not None:
-        d.label_cutoffs[j] = other.label_cutoffs[j]
+    d.take_fit(j, other, j)
     if j < len(d.reasons):
         d.reasons[j] = other.reason(j) + note

@@ -15,7 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["NameCounts", "ZeroShotNames", "fill", "fold", "name_counts", "name_words", "reads_plural", "starts_with_article"]
+__all__ = ["NameCounts", "ZeroShotNames", "fill", "fold", "name_counts", "name_words", "reads_plural",
+           "starts_with_article"]
 
 
 MIN_HELD = 3  # a shorter name (`c`, `ox`) is held by too many words to say anything
@@ -109,8 +110,8 @@ def _first_per_label(label: np.ndarray, name: np.ndarray, count: np.ndarray, n: 
     return top, top_count
 
 
-def name_counts(s: np.ndarray, threshold: np.ndarray, top1: "np.ndarray | ZeroShotNames | None", labels: list[str] | None = None,
-                keys: list[str] | None = None) -> NameCounts | None:
+def name_counts(s: np.ndarray, threshold: np.ndarray, top1: "np.ndarray | ZeroShotNames | None",
+                labels: list[str] | None = None, keys: list[str] | None = None) -> NameCounts | None:
     """Per label, among the sample images at or over its threshold: how many there are, how many
     have the label's own name as their best zero-shot match, and the most frequent other name
     (:class:`NameCounts`). With ``labels``, a name that holds the label's own (``doorbell`` for

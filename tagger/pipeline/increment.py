@@ -206,13 +206,18 @@ def _alike_keys(new: list[str], groups: dict[str, str], frozen: set[str], base_a
                 ) -> dict[str, str]:
     """Each new label found alike -> its corroboration key: that of a frozen label of its group (as the
     base model keys it), so the two name each other, else its group's first label."""
-    base_keys = dict(zip(base_labels, base_anchors.name_keys(base_labels))) if base_anchors is not None else {}
+    base_keys = _keys_of(base_anchors, base_labels)
     out = {}
     for n in new:
         if n in groups:
             held = [x for x, first in groups.items() if first == groups[n] and x in frozen]
             out[n] = base_keys.get(held[0], held[0]) if held else groups[n]
     return out
+
+
+def _keys_of(anchors, labels: list[str]) -> dict[str, str]:
+    """Each label -> its corroboration key as ``anchors`` key it (alike labels share one); none without anchors."""
+    return dict(zip(labels, anchors.name_keys(labels))) if anchors is not None else {}
 
 
 def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -314,7 +319,8 @@ def _decide_new(cat, run_id: int, base_run: int, scorer: ShardScorer, shards: li
     if stored and {r["label"] for r in stored} == set(labels):
         return stats, decisions_from_rows([r for r in stored if r["label"] in new_set], new, scorer.cfg.decisions)
     kept = set(model.kept)
-    kept_rows = [r for r in cat.run_thresholds(base_run) if r["label"] in kept]
+    base_rows = {r["label"]: r for r in cat.run_thresholds(base_run)}
+    kept_rows = [r for r in base_rows.values() if r["label"] in kept]
     mean, std = (np.asarray(v, np.float64) for v in stats)
     anchors = model.rows.anchors.rescaled(mean, std) if model.rows.anchors is not None else None
     top1 = _named(scorer.zeroshot_top1(shards, _parent_labels(cat)), model, anchors, n_kept)
@@ -328,8 +334,8 @@ def _decide_new(cat, run_id: int, base_run: int, scorer: ShardScorer, shards: li
         d = hold_former(d, calibrated, anchors, scorer.cfg.decisions, top1, former, skip,
                         "renamed or given more synonyms",
                         grow=same_sample(scorer.root, base_run, scorer.sample_shard_names(shards)))
-    stats, d = _as_renamed(d, stats, (model.rows.metrics or {}).get("renamed_rows") or {},
-                           {r["label"]: r for r in cat.run_thresholds(base_run)}, base_stats, scorer.cfg.decisions)
+    stats, d = _as_renamed(d, stats, (model.rows.metrics or {}).get("renamed_rows") or {}, base_rows, base_stats,
+                           scorer.cfg.decisions)
     cat.save_run_thresholds(run_id, kept_rows + decision_rows(d, refit))
     return stats, d
 
@@ -342,8 +348,7 @@ def _named(top1: np.ndarray | None, model: "ExtendedModel", anchors, n_kept: int
     if top1 is None:
         return None
     kept, new = list(model.kept), list(model.new_labels)
-    base_anchors = getattr(model.base.classifier, "anchors", None)
-    base_keys = dict(zip(model.base.labels, base_anchors.name_keys(list(model.base.labels)))) if base_anchors else {}
+    base_keys = _keys_of(getattr(model.base.classifier, "anchors", None), list(model.base.labels))
     keys = [base_keys.get(n, n) for n in kept] + (anchors.name_keys(new) if anchors is not None else new)
     return ZeroShotNames(np.asarray(top1, np.int64), kept + new, np.arange(len(new)) + n_kept, keys)
 
@@ -353,8 +358,8 @@ def _as_renamed(d: Decisions, stats, renamed: dict[str, str], base_rows: dict[st
     """A renamed label whose row moved with it (the same scores) decided as the base run decided it
     under its old name: its statistics and fitted decision carried over, so it keeps exactly the
     images it had. A pinned or labelled-refit old decision is left to the new fit."""
-    carry = {n: o for n, o in renamed.items() if n in d.labels and o in base_stats
-             and base_rows.get(o, {}).get("source", "fit") == "fit" and o in base_rows}
+    carry = {n: o for n, o in renamed.items() if n in d.labels and o in base_stats and o in base_rows
+             and base_rows[o].get("source", "fit") == "fit"}
     if not carry:
         return stats, d
     mean, std = list(stats[0]), list(stats[1])
@@ -364,8 +369,7 @@ def _as_renamed(d: Decisions, stats, renamed: dict[str, str], base_rows: dict[st
     for n, o in carry.items():
         j = d.labels.index(n)
         one = decisions_from_rows([{**base_rows[o], "label": n}], [n], cfg)
-        for name in ("mu0", "sd0", "mu1", "sd1", "prior", "present", "label_cutoffs"):
-            getattr(d, name)[j] = getattr(one, name)[0]
+        d.take_fit(j, one, 0)
         if d.text_separation is not None and one.text_separation is not None:
             d.text_separation[j] = one.text_separation[0]
         d.reasons[j] = f"{one.reason(0)}; renamed from '{o}': its row, and its decision, as they were"

@@ -175,14 +175,8 @@ class ShardScorer:
             n += k
 
     def sample_shard_names(self, shards: list[str]) -> list[str]:
-        """The shards the calibration sample reads (:meth:`_sample_shards`), in order."""
-        n, out = 0, []
-        for name in sorted(shards):
-            if n >= self.cfg.calibration_images:
-                break
-            out.append(name)
-            n += len(self.load(name).ids)
-        return out
+        """The shards the calibration sample reads (:meth:`_sample_shards`, one per shard in name order)."""
+        return [name for name, _ in zip(sorted(shards), self._sample_shards(shards))]
 
     def _names(self, parents: set[str] | frozenset[str]):
         """``(prompts, excluded)`` for naming images: the model's class prompts, and its labels that
