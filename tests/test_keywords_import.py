@@ -64,6 +64,9 @@ def test_keywords_spelled_as_the_vocabulary_compares_names_map():
                            ("Trees", "tree"), ("Motorbike", "car")]:
         assert kmap.one(keyword) == (label,), keyword
     assert kmap.one("treehouse") is None and kmap.one("bolt") is None
+    for wordless in ("", "   ", "-", "_", "!!!"):  # a person's stray keyword names no label, and stops nothing
+        assert kmap.one(wordless) is None, repr(wordless)
+    assert kmap.labels_of(Keywords({"-", "Trees"}, set())) == ["tree"]
 
 
 def test_a_keyword_on_several_rows_of_the_mapping_gets_each_label(tmp_path):

@@ -64,6 +64,15 @@ def read_mapping(path: str | Path, vocabulary: Iterable[str]) -> dict[str, tuple
     return out
 
 
+def _spellings(keyword: str) -> set[str]:
+    """The spellings the vocabulary would take ``keyword`` for (:func:`~tagger.text.vocab.term_keys`);
+    none for one without a word (``-``, ``_``, spaces), which names no label."""
+    try:
+        return term_keys(keyword)
+    except ConfigError:
+        return set()
+
+
 class KeywordMap:
     """Keywords -> labels for one vocabulary (``labels``: name -> synonyms; ``parents``: hierarchy)."""
 
@@ -100,7 +109,7 @@ class KeywordMap:
             return (keyword,)
         name = self.folded.get(fold_keyword(keyword))
         if name is None:  # "lightning-bolt", "Lightning_Bolts" for the label "lightning bolt"
-            name = next((self.spelled[k] for k in sorted(term_keys(keyword)) if k in self.spelled), None)
+            name = next((self.spelled[k] for k in sorted(_spellings(keyword)) if k in self.spelled), None)
         return None if name is None else (name,)
 
     def _with_ancestors(self, labels: set[str]) -> set[str]:
