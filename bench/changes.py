@@ -37,7 +37,7 @@ from tagger.method.comc import ComcConfig
 from tagger.text.comcfit import fit_comc_corpus, fit_comc_generated
 from tagger.method.decisions import DecisionConfig, fit_anchored
 from tagger.method.keep import keep_positives
-from tagger.method.zeroshot import best_matches
+from tagger.method.zeroshot import image_names
 from tagger.models import load_clip
 from tagger.pipeline.tag import prompt_vectors
 from tagger.text import OfflineGenerator, Vocabulary, build_corpus
@@ -110,21 +110,22 @@ def _corpus_model(clip, corpus):
     return fit_comc_corpus(clip, corpus, ComcConfig())
 
 
-def named(model, g: np.ndarray, parents: set[str] | frozenset[str] = frozenset()) -> np.ndarray | None:
-    """Each image's best-matching label name among the labels that are no label's parent, as a tag
-    run gives the anchored rule."""
+def named(model, g: np.ndarray, hierarchy: dict | None = None):
+    """Each image's best-matching label name, read under ``hierarchy`` (child -> parents) as a tag
+    run gives the anchored rule (:func:`tagger.method.zeroshot.image_names`)."""
     prompts = prompt_vectors(model)
-    return None if prompts is None else best_matches(g, prompts, np.array([x in parents for x in model.labels], bool))
+    return None if prompts is None else image_names(g, prompts, list(model.labels), hierarchy)
 
 
-def _decide(model, test, dcfg: DecisionConfig, parents: frozenset[str] = frozenset(),
+def _decide(model, test, dcfg: DecisionConfig, hierarchy: dict | None = None,
             former: dict[str, float] | None = None):
     """Scores and decisions; with ``former`` (each label's positives in the run before), the labels
     it had present, parents aside, held to them as a retrain's tag run holds every label no edit
     changed, or changed only by added synonyms (:mod:`tagger.method.keep`)."""
     s = model.scores(test.global_, test.patches.astype("float32"))
-    top1 = named(model, test.global_, parents)
+    top1 = named(model, test.global_, hierarchy)
     d = fit_anchored(s, model.labels, model.classifier.anchors, dcfg, zeroshot_top1=top1)
+    parents = {p for ps in (hierarchy or {}).values() for p in ps}
     if former:
         targets = {j: former[x] for j, x in enumerate(d.labels) if former.get(x) and x not in parents}
         d = keep_positives(d, s, model.classifier.anchors, dcfg, targets, top1, revive=True, why="held")
@@ -163,11 +164,11 @@ def edit_report(clip, test, dcfg: DecisionConfig, seed: int = EDIT_SEED) -> dict
                              parents={c: p for c, p in parents.items() if c in labels})
     steps["edited"] = extend(base, edited)
     steps["re-added"] = extend(steps["edited"], [*edited, e["retired"]])
-    above = frozenset(p for ps in parents.values() for p in ps)
     decided, former = {}, None
     for k, c in steps.items():  # each step decided as a retrain's tag run: held to the step before
         model = _corpus_model(clip, c)
-        decided[k] = _decide(model, test, dcfg, above, former)
+        tree = {x: p for x, p in parents.items() if x in model.labels} if k != "base" else None
+        decided[k] = _decide(model, test, dcfg, tree, former)
         former = dict(zip(decided[k][1].labels, decided[k][1].positive(decided[k][0]).sum(0).tolist()))
     out = {"edit": {k: e[k] for k in ("edited", "retired")}, "steps": {}}
     s0, d0 = decided["base"]

@@ -247,9 +247,9 @@ def test_a_persons_decision_stands_before_the_hierarchy_raises_the_parents():
 
 
 def test_a_parent_over_every_label_leaves_the_childrens_rows_as_they_were():
-    """``thing`` over every label: each sentence holds it, implied by its labels. Its pairs raise
-    its own row only, so each child's row trains as without the parent (before, they lowered every
-    child on every sentence: the children's text scale fell while their images' scores did not)."""
+    """``thing`` over every label: each sentence holds it, implied by its labels. It takes part in no
+    pair, so each child's row trains as without the parent (before, its pairs lowered every child on
+    every sentence: the children's text scale fell while their images' scores did not)."""
     from scipy import sparse as sp
     from tagger.method.hierarchy import expand_label_matrix, implied_labels
     rng = np.random.default_rng(0)

@@ -49,3 +49,43 @@ def test_children_pass_the_names_gate_only_with_the_parent_left_out():
     assert left_out.present[:3].all(), [left_out.reason(j) for j in range(3)]
     pred = left_out.positive(s)[:, :3]
     assert ((pred & y).sum(0) >= 0.8 * y.sum(0)).all()
+
+
+def _concrete(n: int = 2000, seed: int = 5):
+    """circle, moon and square, each on 20 % of the images, their prompts near their own images
+    (cosine 0.5); circle's scores high on circles, moon's on moons."""
+    rng = np.random.default_rng(seed)
+    d = 16
+    basis = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    protos, off = basis[:3], basis[3:6]
+    which = rng.choice([-1, 0, 1, 2], n, p=[0.4, 0.2, 0.2, 0.2])
+    y = which[:, None] == np.arange(3)
+    img = rng.normal(0.0, 0.05, (n, d)) + np.where(which[:, None] >= 0, protos[np.maximum(which, 0)], 0.0)
+    prompts = 0.5 * protos + np.sqrt(0.75) * off
+    s = rng.normal(0.0, 0.3, (n, 3)) + 1.2 * y
+    return img, prompts, s, y
+
+
+def test_a_concrete_label_made_a_parent_keeps_its_own_images():
+    """``moon`` put under ``circle``: circle's own row is still read by its own name (among every
+    label, moon's name counting as circle's), where leaving parents out of the names left circle's
+    images no name of their own and judged its row absent."""
+    from tagger.method.names import ZeroShotNames
+    from tagger.method.zeroshot import image_names
+    img, prompts, s, y = _concrete()
+    labels = ["circle", "moon", "square"]
+    anchors = TextAnchors(np.zeros(3), np.full(3, 1.2), np.full(3, 0.2), np.full(3, 0.2))
+    tree = {"moon": ["circle"]}
+    named = image_names(img, prompts, labels, tree)
+    assert isinstance(named, ZeroShotNames) and named.family == {0: frozenset({1})}
+    assert (named.top1 != 0).all() and (named.wide[y[:, 0]] == 0).mean() > 0.9
+    d = fit_anchored(s, labels, anchors, zeroshot_top1=named)
+    assert d.present.all(), [d.reason(j) for j in range(3)]
+    assert ((d.positive(s) & y).sum(0) >= 0.8 * y.sum(0)).all()
+    parents_left_out = fit_anchored(s, labels, anchors, zeroshot_top1=named.top1)
+    assert not parents_left_out.present[0] and parents_left_out.present[1:].all()
+    # a row passing on moons: moon's name is circle's own there, never its rival
+    on_moons = np.c_[s[:, 0] - 1.2 * y[:, 0] + 1.2 * y[:, 1], s[:, 1:]]
+    assert fit_anchored(on_moons, labels, anchors, zeroshot_top1=named).present[0]
+    assert not fit_anchored(on_moons, labels, anchors, zeroshot_top1=named._replace(family={})).present[0]
+    assert image_names(img, prompts, labels, {}).shape == (len(img),)  # no parent: plain best matches

@@ -389,7 +389,18 @@ def test_a_hierarchy_edit_trains_the_parents_it_moves_and_keeps_every_other_labe
     assert (quiet, parent) in positive
     with Catalog.open(ws / "catalog.duckdb", read_only=True) as cat:
         trained = cat.get_classifier(out["classifier"])["config"]["trained"]
+        first, now = (cat.get_classifier(c) for c in (cat.get_run(base).classifier_id, out["classifier"]))
+        why = next(r["reason"] for r in cat.run_thresholds(out["run_id"]) if r["label"] == parent)
     assert sorted(trained) == sorted([parent, NEW, "thing"])
+    # the parent's own row and decision are the base's (a concrete label made a parent kept a seventh
+    # of its own images when its row learnt its child's sentences): its children only raise it
+    from tagger.pipeline.classifiers import load_model
+    old, new = load_model(ws / first["path"]), load_model(ws / now["path"])
+    assert new.rows.metrics["regrouped_rows"] == {parent: parent}
+    np.testing.assert_array_equal(new.classifier.weight[new.labels.index(parent)],
+                                  old.classifier.weight[old.labels.index(parent)])
+    assert "only the label hierarchy changed around it" in why
+    assert {r[0] for r in before if r[1] == parent and r[3] and r[0] != quiet} <= of[parent]
     # an added label positive only through its descendants says so, not "judged absent"
     assert all(not f["reason"].startswith("added, judged absent") for f in out["flips"] if f["after_positives"])
 

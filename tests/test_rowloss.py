@@ -1,5 +1,6 @@
 """The new rows' loss: the full ranking loss's gradient with respect to the new rows, for less."""
 import numpy as np
+import pytest
 import scipy.sparse as sp
 import torch
 
@@ -83,7 +84,7 @@ def test_with_a_hierarchy_the_new_rows_gradient_is_still_the_full_losss():
         assert not torch.allclose(want, plain)  # the implied pairs did move the negatives before
 
 
-def test_an_implied_positive_raises_its_own_score_and_lowers_no_other():
+def test_an_implied_positive_takes_part_in_no_pair():
     s = torch.tensor([[0.2, 0.1, 0.3, -0.1]], requires_grad=True)
     y = torch.tensor([[1.0, 1.0, 0.0, 0.0]])  # label 1 is label 0's parent
     implied = torch.tensor([[0.0, 1.0, 0.0, 0.0]])
@@ -93,6 +94,8 @@ def test_an_implied_positive_raises_its_own_score_and_lowers_no_other():
     s.grad = None
     plain = ranking_loss(s, y, 1.0)
     plain.backward()
-    assert with_rule.item() == plain.item()
-    assert g[0, 1] < 0 and g[0, 1] == s.grad[0, 1]  # the parent's own row is raised as before
+    assert g[0, 1] == 0 and s.grad[0, 1] < 0  # the parent is neither raised nor lowered
+    assert g[0, 0] == s.grad[0, 0] < 0  # the child is raised as before
     assert g[0, 2] * 2 == s.grad[0, 2] and g[0, 3] * 2 == s.grad[0, 3]  # negatives pushed by the child only
+    child_only = ranking_loss(s.detach()[:, [0, 2, 3]], y[:, [0, 2, 3]], 1.0)
+    assert with_rule.item() == pytest.approx(child_only.item()) and with_rule.item() < plain.item()

@@ -97,7 +97,7 @@ class TextAnchors:
 
 
 def text_anchors(embeddings: np.ndarray, weight: np.ndarray, label_matrix: LabelRows,
-                 chunk: int = 4096) -> TextAnchors:
+                 chunk: int = 4096, implied: LabelRows | None = None) -> TextAnchors:
     """:class:`TextAnchors` of a linear classifier ``weight`` ``(L, d)`` from its corpus: sentence
     embeddings ``(n, d)`` and their multi-hot labels ``(n, L)`` (dense, or sparse as a corpus holds
     them), scored a chunk of sentences at a time (at most ``chunk`` and about 2 Mi scores: memory
@@ -106,7 +106,9 @@ def text_anchors(embeddings: np.ndarray, weight: np.ndarray, label_matrix: Label
     mean and sd, and so are the positives; their separation is also read robustly (median,
     upper-half sd), and the gates use the better reading: a minority of sentences the text tower
     cannot read (a synonym it does not know) scores low and would otherwise drag a well-learnt
-    label under them. NaN where a label has no such sentences."""
+    label under them. ``implied`` (set cells of ``label_matrix``): positives a hierarchy implies,
+    counted neither as positives nor as negatives (as the training counts them, :mod:`.ranking`).
+    NaN where a label has no such sentences."""
     x = np.asarray(embeddings)
     y = label_matrix if is_sparse(label_matrix) else np.asarray(label_matrix)
     if len(x) != y.shape[0] or y.shape[1] != len(weight):
@@ -120,10 +122,12 @@ def text_anchors(embeddings: np.ndarray, weight: np.ndarray, label_matrix: Label
         s = np.asarray(x[i:i + chunk], np.float64) @ w.T
         rows, cols = positions(y, slice(i, i + chunk))
         score = s[rows, cols]
-        pos = np.stack([np.bincount(cols, minlength=n_labels), np.bincount(cols, score, n_labels),
-                        np.bincount(cols, score * score, n_labels)])
-        sums[:, 1] += pos
-        sums[:, 0] += np.stack([np.full(n_labels, float(len(s))), s.sum(0), (s * s).sum(0)]) - pos
+        sums[:, 0] += np.stack([np.full(n_labels, float(len(s))), s.sum(0), (s * s).sum(0)]) - _moments(cols, score, n_labels)
+        if implied is not None:
+            r, c = positions(implied, slice(i, i + chunk))
+            own = ~np.isin(rows * n_labels + cols, r * n_labels + c)
+            cols, score = cols[own], score[own]
+        sums[:, 1] += _moments(cols, score, n_labels)
         pos_label.append(cols)
         pos_score.append(score)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -133,6 +137,12 @@ def text_anchors(embeddings: np.ndarray, weight: np.ndarray, label_matrix: Label
     med, upper = _robust_by_label(np.concatenate(pos_label or [np.zeros(0, int)]),
                                   np.concatenate(pos_score or [np.zeros(0)]), len(w))
     return TextAnchors(mean[0], mean[1], sd[0], sd[1], TextAnchors(mean[0], med, sd[0], upper).separation())
+
+
+def _moments(cols: np.ndarray, score: np.ndarray, n_labels: int) -> np.ndarray:
+    """Per label, the (count, sum, sum of squares) of the scores in its columns ``cols``: ``(3, L)``."""
+    return np.stack([np.bincount(cols, minlength=n_labels), np.bincount(cols, score, n_labels),
+                     np.bincount(cols, score * score, n_labels)])
 
 
 def _robust_by_label(label: np.ndarray, score: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:

@@ -117,8 +117,8 @@ def train_classifier(text_emb: np.ndarray, label_matrix: LabelRows, labels: list
                      implied: LabelRows | None = None) -> TextClassifier:
     """Train the bias-free linear head on (sentence embedding, label set) pairs. ``on_epoch`` is
     given the state after each epoch (to keep as a checkpoint); ``resume`` continues from one;
-    ``implied`` (rows like ``label_matrix``): the positives a hierarchy implies, whose pairs move only
-    their own row (:mod:`.ranking`)."""
+    ``implied`` (rows like ``label_matrix``): the positives a hierarchy implies, in no pair of the
+    loss (:mod:`.ranking`) and in neither side of the text anchors."""
     cfg = cfg or TrainConfig()
     y = label_matrix if is_sparse(label_matrix) else np.asarray(label_matrix)
     if len(text_emb) != y.shape[0]:
@@ -160,7 +160,7 @@ def train_classifier(text_emb: np.ndarray, label_matrix: LabelRows, labels: list
                                 g.get_state(), list(losses)))
     logger.info("trained text classifier: %d sentences, %d labels, final loss %.3f", n, y.shape[1], losses[-1])
     weight = head.weight.detach().numpy().copy()
-    anchors = text_anchors(text_emb, weight, label_matrix)
+    anchors = text_anchors(text_emb, weight, label_matrix, implied=implied)
     return TextClassifier(weight, list(labels), model_id, corpus_id, cfg, {"loss_per_epoch": losses}, anchors)
 
 

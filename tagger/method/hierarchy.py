@@ -26,7 +26,7 @@ from .labelrows import LabelRows, as_csr, block_rows, is_sparse
 
 __all__ = ["Hierarchy", "ParentMap", "active_parents", "ancestors", "cycle_with", "expand_label_matrix",
            "find_cycle", "hierarchy_key", "hierarchy_refits", "implied_labels", "is_ancestor", "normalise_parents",
-           "propagate", "regrouped"]
+           "propagate", "regrouped", "relatives"]
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +153,12 @@ def _descendants(parents: ParentMap) -> dict[str, frozenset[str]]:
         for a in ancestors(parents, [c]):
             out.setdefault(a, set()).add(c)
     return {a: frozenset(d) for a, d in out.items()}
+
+
+def relatives(parents: ParentMap) -> dict[str, frozenset[str]]:
+    """Each label with children -> its descendants and its ancestors (the names that count as its own
+    when its images are named: :func:`~tagger.method.names.hierarchy_names`)."""
+    return {a: d | frozenset(ancestors(parents, [a])) for a, d in _descendants(parents).items()}
 
 
 def hierarchy_refits(before: ParentMap | None, after: ParentMap | None, old: Collection[str],

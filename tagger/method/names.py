@@ -15,8 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["NameCounts", "ZeroShotNames", "fill", "fold", "name_counts", "name_words", "reads_plural",
-           "starts_with_article"]
+__all__ = ["NameCounts", "ZeroShotNames", "fill", "fold", "hierarchy_names", "name_counts", "name_words",
+           "reads_plural", "starts_with_article"]
 
 
 MIN_HELD = 3  # a shorter name (`c`, `ox`) is held by too many words to say anything
@@ -81,12 +81,32 @@ class ZeroShotNames(NamedTuple):
     """Best zero-shot matches read in a wider name space than the labels decided (an incremental run
     decides its new labels, but the kept labels' names are their rivals too): ``top1`` indexes
     ``names`` (every label of the model), label ``j`` of the decision is ``names[own[j]]``, and
-    ``keys`` (one per name) are the names' corroboration keys (alike labels share one)."""
+    ``keys`` (one per name; None: those given to :func:`name_counts`) are the names' corroboration
+    keys (alike labels share one).
+
+    Under a label hierarchy ``top1`` is each image's best match among the names that are no label's
+    parent (a parent's name matches its children's images too), and a parent is read in ``wide``
+    instead, the best match among every name: ``family`` maps such a label ``j`` to the names that
+    count as its own there (its descendants' and ancestors': a circle's images named 'moon', after
+    moon was put under circle, are still circle's), see :func:`hierarchy_names`."""
 
     top1: np.ndarray
     names: list[str]
     own: np.ndarray
-    keys: list[str]
+    keys: list[str] | None = None
+    wide: np.ndarray | None = None
+    family: dict[int, frozenset[int]] | None = None
+
+
+def hierarchy_names(top1: np.ndarray, wide: np.ndarray, names: list[str],
+                    relatives: dict[str, set[str]]) -> ZeroShotNames:
+    """The best matches of a run that decides every one of ``names`` (the model's labels) under a
+    hierarchy: ``top1`` among the names that are no label's parent, ``wide`` among all of them, and
+    ``relatives`` each parent's descendants and ancestors (by name)."""
+    at = {n: i for i, n in enumerate(names)}
+    family = {at[p]: frozenset(at[r] for r in rel if r in at) for p, rel in relatives.items() if p in at}
+    return ZeroShotNames(np.asarray(top1, np.int64), list(names), np.arange(len(names)), None,
+                         np.asarray(wide, np.int64), family)
 
 
 class NameCounts(NamedTuple):
@@ -110,6 +130,25 @@ def _first_per_label(label: np.ndarray, name: np.ndarray, count: np.ndarray, n: 
     return top, top_count
 
 
+def _pairs(above: np.ndarray, top1: np.ndarray, N: int, space: "ZeroShotNames | None"
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (label, name) pairs over the threshold, encoded ``label * N + name``, with their counts and
+    whether the name is of the label's family (:class:`ZeroShotNames`: a parent read in ``wide``)."""
+    family = space.family if space is not None and space.wide is not None and space.family else {}
+    read_wide = np.zeros(above.shape[1], bool)
+    read_wide[list(family)] = True
+    rows, cols = np.nonzero(above & ~read_wide[None, :] & ((top1 >= 0) & (top1 < N))[:, None])
+    codes = [cols * N + top1[rows]]
+    if family:
+        wide = np.asarray(space.wide, np.int64)  # type: ignore[union-attr]
+        fam = np.flatnonzero(read_wide)
+        rows, k = np.nonzero(above[:, fam] & ((wide >= 0) & (wide < N))[:, None])
+        codes.append(fam[k] * N + wide[rows])
+    pairs, count = np.unique(np.concatenate(codes), return_counts=True)
+    kin = np.array([j * N + m for j, ms in family.items() for m in ms], np.int64)
+    return pairs, count, np.isin(pairs, kin)
+
+
 def name_counts(s: np.ndarray, threshold: np.ndarray, top1: "np.ndarray | ZeroShotNames | None",
                 labels: list[str] | None = None, keys: list[str] | None = None) -> NameCounts | None:
     """Per label, among the sample images at or over its threshold: how many there are, how many
@@ -119,7 +158,8 @@ def name_counts(s: np.ndarray, threshold: np.ndarray, top1: "np.ndarray | ZeroSh
     images named doorbell are still a bell's, and a word added to the vocabulary made the label it
     contains vanish. Labels of the same ``keys`` (one per label: alike labels share one,
     :mod:`tagger.method.alike`) count as each other's own too. None without zero-shot matches.
-    Counted as sparse (label, name) pairs: memory grows with the images over thresholds, not with
+    Under a hierarchy a parent's images are read among every name, its family's counting as its own
+    (:class:`ZeroShotNames`). Counted as sparse (label, name) pairs: memory grows with the images over thresholds, not with
     the labels squared."""
     if top1 is None:
         return None
@@ -131,13 +171,12 @@ def name_counts(s: np.ndarray, threshold: np.ndarray, top1: "np.ndarray | ZeroSh
     N = len(space.names) if space else L
     own_name = np.asarray(space.own, np.int64) if space else np.arange(L)
     above = s >= threshold[None, :]
-    rows, cols = np.nonzero(above & ((top1 >= 0) & (top1 < N))[:, None])
-    pairs, count = np.unique(cols * N + top1[rows], return_counts=True)
+    pairs, count, related = _pairs(above, top1, N, space)
     label, name = np.divmod(pairs, N)
     own = np.zeros(L)
     exact = own_name[label] == name
-    mine = exact.copy()
-    name_keys = space.keys if space else keys
+    mine = exact | related
+    name_keys = space.keys if space and space.keys is not None else keys
     if name_keys is not None and (~mine).any():  # an alike label's name (disc for circle) names it too
         k = np.asarray(name_keys, object)
         mine[~mine] = k[own_name[label[~mine]]] == k[name[~mine]]

@@ -1,10 +1,13 @@
 """The classifier's ranking loss: a hinge over each sentence's (positive, negative) label pairs.
 
 A positive a sentence holds only because a label below it in a hierarchy is positive (``implied``:
-``shape`` on every sentence about a ``hexagon``) raises its own row through its pairs, but lowers
-no negative's: otherwise a parent over many labels pushes every other label's row down on every
-sentence, the labels' text scores fall together, and their images (which do not fall with them)
-sit higher on each label's text scale than before the parent was added."""
+``shape`` on every sentence about a ``hexagon``) takes part in no pair: it is neither a positive
+nor a negative there. A parent's row so learns its own word from its own sentences (its children
+raise it at tag time, :mod:`tagger.method.hierarchy`), and its children's rows train as without
+it. Pushing every other label down on its children's sentences made the labels' text scores fall
+together while their images' did not (they sat higher on each label's text scale than before the
+parent was added); raising the parent's row on them placed its own images low on its text scale
+(a circle made the parent of moon kept a seventh of its circles)."""
 from __future__ import annotations
 
 import torch
@@ -26,31 +29,28 @@ def _hinge_value(hinge: torch.Tensor, w: torch.Tensor, v: torch.Tensor) -> torch
     return (torch.bmm(hinge, v[:, :, None])[:, :, 0] * w).sum()
 
 
-def _hinge_grad(active: torch.Tensor, pos: torch.Tensor, w: torch.Tensor, v: torch.Tensor,
-                wn: torch.Tensor | None = None) -> torch.Tensor:
-    """d/ds of :func:`_hinge_value` given its active pairs (0/1, [b, k, C]); ``wn``: the positives'
-    weights on the negatives' side (default ``w``; 0 for an implied positive: its pairs move only it)."""
-    g = torch.bmm((w if wn is None else wn)[:, None, :], active)[:, 0, :] * v  # d/ds_n: sum_p wn_p v_n [active]
+def _hinge_grad(active: torch.Tensor, pos: torch.Tensor, w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """d/ds of :func:`_hinge_value` given its active pairs (0/1, [b, k, C])."""
+    g = torch.bmm(w[:, None, :], active)[:, 0, :] * v  # d/ds_n: sum_p w_p v_n [active]
     g.scatter_add_(1, pos, -(w * torch.bmm(active, v[:, :, None])[:, :, 0]))  # d/ds_p
     return g
 
 
 class PairHinge(torch.autograd.Function):
     """sum_{b,p} w_bp sum_n v_bn max(0, margin - s_bp + s_bn) for scores ``s`` [b, C], each row's
-    positive columns ``pos`` [b, k] with weights ``w`` and negative weights ``v`` [b, C]; ``wn``
-    (optional, [b, k]) the positives' weights in the negatives' gradient (module docstring). Its
+    positive columns ``pos`` [b, k] with weights ``w`` and negative weights ``v`` [b, C]. Its
     gradient is written out, so one [b, k, C] tensor is kept instead of autograd's several."""
 
     @staticmethod
-    def forward(ctx, s, pos, w, v, margin, wn=None):  # type: ignore[override]
+    def forward(ctx, s, pos, w, v, margin):  # type: ignore[override]
         hinge = _hinge(s, pos, margin)
-        ctx.save_for_backward(hinge, pos, w, v, w if wn is None else wn)
+        ctx.save_for_backward(hinge, pos, w, v)
         return _hinge_value(hinge, w, v)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        hinge, pos, w, v, wn = ctx.saved_tensors
-        return _hinge_grad((hinge > 0).to(hinge.dtype), pos, w, v, wn) * grad, None, None, None, None, None
+        hinge, pos, w, v = ctx.saved_tensors
+        return _hinge_grad((hinge > 0).to(hinge.dtype), pos, w, v) * grad, None, None, None, None
 
 
 def ranking_loss(scores: torch.Tensor, targets: torch.Tensor, margin: float = 1.0, chunk: int = 64,
@@ -58,8 +58,7 @@ def ranking_loss(scores: torch.Tensor, targets: torch.Tensor, margin: float = 1.
     """mean_b sum_{p in pos(b)} sum_{n in neg(b)} max(0, margin - s_p + s_n), each pair weighted by
     y_p (1 - y_n). Only each row's positive labels are paired with every label ([chunk, k, C] for k
     positives at most, not [b, C, C]), so the cost grows with C, not C squared. ``implied`` (0/1, like
-    ``targets``): positives whose pairs move only their own score (module docstring); the loss's
-    value is the same."""
+    ``targets``): positives that take part in no pair (module docstring)."""
     return _RankingLoss.apply(scores, targets, margin, chunk, implied)
 
 
@@ -82,9 +81,10 @@ class _RankingLoss(torch.autograd.Function):
                 continue
             s, y = scores[rows], targets[rows]
             w, pos = torch.topk(y, k, dim=1)  # rows with fewer positives pad with weight 0
+            if implied is not None:  # an implied positive: in no pair (and, being positive, no negative)
+                w = w * (1 - implied[rows].gather(1, pos))
             total += _hinge_value(_hinge(s, pos, margin), w, 1 - y)
-            wn = None if implied is None else (w * (1 - implied[rows].gather(1, pos))).contiguous()
-            parts.append((rows, pos, w.contiguous(), wn))
+            parts.append((rows, pos, w.contiguous()))
         ctx.save_for_backward(scores, targets)
         ctx.parts, ctx.margin = parts, margin
         return total / scores.shape[0]
@@ -93,6 +93,6 @@ class _RankingLoss(torch.autograd.Function):
     def backward(ctx, grad):  # type: ignore[override]
         scores, targets = ctx.saved_tensors
         g = torch.zeros_like(scores)
-        for rows, pos, w, wn in ctx.parts:
-            g[rows] = _hinge_grad(_active(scores[rows], pos, ctx.margin), pos, w, 1 - targets[rows], wn)
+        for rows, pos, w in ctx.parts:
+            g[rows] = _hinge_grad(_active(scores[rows], pos, ctx.margin), pos, w, 1 - targets[rows])
         return g.mul_(grad / scores.shape[0]), None, None, None, None

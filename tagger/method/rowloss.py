@@ -11,7 +11,7 @@ sums exactly those pairs,
 
 so its gradient with respect to the new rows is the full loss's, while its cost grows with the
 sentences about new labels and the positives, not with the batch times the old labels. A positive a
-hierarchy implies (``implied``) moves only its own row, as in the full loss.
+hierarchy implies (``implied``) takes part in no pair, as in the full loss.
 """
 from __future__ import annotations
 
@@ -62,12 +62,12 @@ def new_rows_loss(z: torch.Tensor, new_scores: torch.Tensor, frozen: torch.Tenso
         imp = sp.csr_array(implied)
         keys = np.repeat(np.arange(b), np.diff(imp.indptr)) * n_cols + imp.indices.astype(np.int64)
         by_child = np.isin(r_of * n_cols + c_of, keys)
-    moves_new = np.zeros((b, a), np.float32)  # a new positive's weight on the new negatives' side
-    moves_new[r_of[is_new & ~by_child], rank[c_of[is_new & ~by_child]]] = 1.0
+    pairs_new = np.zeros((b, a), np.float32)  # a new positive's weight in its pairs (0: implied)
+    pairs_new[r_of[is_new & ~by_child], rank[c_of[is_new & ~by_child]]] = 1.0
     neg_new = torch.from_numpy(1.0 - y_new)
     total = new_scores.new_zeros(())
     # old positives against new negatives: only the old positives' scores are needed
-    mover = ~is_new & ~by_child  # an implied old positive's pairs would move only its frozen row
+    mover = ~is_new & ~by_child  # an implied old positive is in no pair
     pos_old, w_old = _padded(r_of[mover], old_rank[c_of[mover]], b)
     if pos_old.shape[1] and a:
         pos_t = torch.from_numpy(pos_old)
@@ -89,6 +89,6 @@ def new_rows_loss(z: torch.Tensor, new_scores: torch.Tensor, frozen: torch.Tenso
         neg[torch.from_numpy(where), torch.from_numpy(old_rank[c_of[mine]])] = 0.0
         neg[:, len(old_cols):] = neg_new[rt]
         w, pos = torch.topk(torch.from_numpy(y_new[r]), int(y_new[r].sum(1).max()), dim=1)
-        wn = (w * torch.from_numpy(moves_new[r]).gather(1, pos)).contiguous()
-        total = total + PairHinge.apply(s, (pos + len(old_cols)).contiguous(), w.contiguous(), neg, margin, wn)
+        w = (w * torch.from_numpy(pairs_new[r]).gather(1, pos)).contiguous()
+        total = total + PairHinge.apply(s, (pos + len(old_cols)).contiguous(), w, neg, margin)
     return total / b

@@ -5,7 +5,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .names import fill
+from .hierarchy import ParentMap, relatives
+from .names import ZeroShotNames, fill, hierarchy_names
 
 SINGLE_PROMPT = ("a photo of a {}.",)
 
@@ -56,3 +57,18 @@ def best_matches(image_emb: np.ndarray, class_emb: np.ndarray, excluded: np.ndar
     if excluded is not None:
         s[:, np.asarray(excluded, bool)] = -np.inf
     return s.argmax(1)
+
+
+def image_names(image_emb: np.ndarray, class_emb: np.ndarray, labels: Sequence[str],
+                parents: "ParentMap | None" = None) -> "np.ndarray | ZeroShotNames":
+    """Each image's best-matching label, as the decisions' names check reads it: among the labels
+    that are no label's parent under ``parents`` (a parent's name matches its children's images too);
+    where a label is a parent, also among all of them, its descendants and ancestors counting as its
+    own (:func:`~tagger.method.names.hierarchy_names`)."""
+    kin = relatives(parents or {})
+    excluded = np.array([x in kin for x in labels], bool)
+    top1 = best_matches(image_emb, class_emb, excluded)
+    if not excluded.any():
+        return top1
+    return hierarchy_names(top1, best_matches(image_emb, class_emb), list(labels),
+                           {p: set(r) for p, r in kin.items()})

@@ -25,6 +25,7 @@ from .tag import TagConfig, apply_statistics, fit_run_decisions, label_statistic
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
+    from ..method.names import ZeroShotNames
 
 __all__ = ["TABLE_COLUMNS", "decide_like_tag", "format_table", "validate", "validate_in_workspace", "verdict"]
 
@@ -35,7 +36,7 @@ TABLE_COLUMNS = ("head", "mAP", "F1", "precision", "recall")
 
 def decide_like_tag(sample: np.ndarray, labels: list[str], anchors: TextAnchors | None,
                     pins: dict[str, float] | None = None, labelled: tuple[np.ndarray, np.ndarray] | None = None,
-                    cfg: TagConfig | None = None, zeroshot_top1: np.ndarray | None = None) -> tuple[Any, Decisions]:
+                    cfg: TagConfig | None = None, zeroshot_top1: "np.ndarray | ZeroShotNames | None" = None) -> tuple[Any, Decisions]:
     """(statistics, decisions) a tag run fits from raw corpus scores ``sample`` with the model's raw
     ``anchors``, the user's ``pins``, raw ``labelled`` (scores, truth) and the sample images' best
     zero-shot label (``zeroshot_top1``)."""
@@ -69,7 +70,7 @@ def _composite(text: np.ndarray, head: np.ndarray, cols: np.ndarray) -> np.ndarr
 def validate(labels: list[str], y_held: np.ndarray, eval_cols: np.ndarray, text: tuple, head: tuple,
              candidates: np.ndarray, names: tuple[str, str] = ("text", "head"), pins: dict[str, float] | None = None,
              cfg: GuardConfig | None = None, tag_cfg: TagConfig | None = None,
-             zeroshot_top1: np.ndarray | None = None) -> dict[str, Any]:
+             zeroshot_top1: "np.ndarray | ZeroShotNames | None" = None) -> dict[str, Any]:
     """The validation table. ``text`` is (raw calibration sample, raw held-out scores, raw anchors or
     None); ``head`` (raw sample, raw held-out scores) with the head's own scores at ``candidates``.
     Per fold of the held-out images, the labels the head scores are chosen
@@ -156,7 +157,6 @@ def validate_in_workspace(workspace: "Workspace", cat, model_id: str, text_dir, 
         y[r, [col[n] for n in heldout[image_id] if n in col]] = True
     pins = {k: v for k, v in cat.pinned_thresholds().items() if k in col}
     eval_cols = np.asarray([col[n] for n in eval_labels if n in col], np.int64)
-    parents = {p for ps in cat.active_hierarchy().values() for p in ps}  # named as the tag run names images
     return validate(labels, y, eval_cols, (text.calibration_sample(shards), text_held, text.model.classifier.anchors),
                     (head.calibration_sample(shards), head_held), head.model.image_cols, names, pins, cfg, tag_cfg,
-                    text.zeroshot_top1(shards, parents))
+                    text.zeroshot_top1(shards, cat.active_hierarchy()))  # named as the tag run names

@@ -184,7 +184,8 @@ def _extend(workspace: Workspace, model: str, pretrained: str | None, corpus, co
     for n, (src, o) in moved.items():  # a rename keeps the row it had: the same thing, the same scores
         rows[trained.index(n)] = src.classifier.weight[list(src.labels).index(o)]
     metrics.update(told)
-    anchors = moved_anchors(text_anchors(emb, rows, y[:, cols]), trained, moved)
+    anchors = moved_anchors(text_anchors(emb, rows, y[:, cols], implied=None if implied is None else implied[:, cols]),
+                            trained, moved)
     labelled = np.asarray([i for i, n in enumerate(trained) if n not in background], np.int64)
     keys = _alike_keys(new, kept_text.groups, set(kept), base.classifier.anchors, list(base.labels))
     rows, anchors = rows[labelled], anchors.take(labelled).with_alike(new, keys)
@@ -323,7 +324,7 @@ def _decide_new(cat, run_id: int, base_run: int, scorer: ShardScorer, shards: li
     kept_rows = [r for r in base_rows.values() if r["label"] in kept]
     mean, std = (np.asarray(v, np.float64) for v in stats)
     anchors = model.rows.anchors.rescaled(mean, std) if model.rows.anchors is not None else None
-    top1 = _named(scorer.zeroshot_top1(shards, _parent_labels(cat)), model, anchors, n_kept)
+    top1 = _named(scorer.zeroshot_top1(shards, cat.active_hierarchy()), model, anchors, n_kept)
     mine = DecisionInputs({k: v for k, v in inputs.pinned.items() if k in new_set}, inputs.labelled)
     calibrated = apply_statistics(sample, stats)
     d, refit = fit_run_decisions(calibrated, new, scorer.cfg, mine, _labelled_new(cat, scorer, mine, new, stats),
@@ -334,30 +335,38 @@ def _decide_new(cat, run_id: int, base_run: int, scorer: ShardScorer, shards: li
         d = hold_former(d, calibrated, anchors, scorer.cfg.decisions, top1, former, skip,
                         "renamed or given more synonyms",
                         grow=same_sample(scorer.root, base_run, scorer.sample_shard_names(shards)))
-    stats, d = _as_renamed(d, stats, (model.rows.metrics or {}).get("renamed_rows") or {}, base_rows, base_stats,
-                           scorer.cfg.decisions)
+    metrics = model.rows.metrics or {}
+    stats, d = _as_renamed(d, stats, {**(metrics.get("regrouped_rows") or {}), **(metrics.get("renamed_rows") or {})},
+                           base_rows, base_stats, scorer.cfg.decisions)
     cat.save_run_thresholds(run_id, kept_rows + decision_rows(d, refit))
     return stats, d
 
 
-def _named(top1: np.ndarray | None, model: "ExtendedModel", anchors, n_kept: int) -> "ZeroShotNames | None":
+def _named(top1: "np.ndarray | ZeroShotNames | None", model: "ExtendedModel", anchors, n_kept: int
+           ) -> "ZeroShotNames | None":
     """Each sample image's best zero-shot match among every label of the model, for the new labels'
     names check: a kept label's name is a rival as in a full run (``crescent`` added beside ``moon``
-    is named 'moon' by moon's images), where before only the new labels' names were counted."""
+    is named 'moon' by moon's images), where before only the new labels' names were counted. A new
+    label that is a parent keeps its family (:class:`~tagger.method.names.ZeroShotNames`)."""
     from ..method.names import ZeroShotNames
     if top1 is None:
         return None
     kept, new = list(model.kept), list(model.new_labels)
     base_keys = _keys_of(getattr(model.base.classifier, "anchors", None), list(model.base.labels))
     keys = [base_keys.get(n, n) for n in kept] + (anchors.name_keys(new) if anchors is not None else new)
-    return ZeroShotNames(np.asarray(top1, np.int64), kept + new, np.arange(len(new)) + n_kept, keys)
+    own = np.arange(len(new)) + n_kept
+    if not isinstance(top1, ZeroShotNames):
+        return ZeroShotNames(np.asarray(top1, np.int64), kept + new, own, keys)
+    family = {j - n_kept: f for j, f in (top1.family or {}).items() if j >= n_kept}
+    return ZeroShotNames(top1.top1, kept + new, own, keys, top1.wide, family)
 
 
 def _as_renamed(d: Decisions, stats, renamed: dict[str, str], base_rows: dict[str, dict[str, Any]],
                 base_stats: dict[str, tuple[float, float]], cfg) -> tuple[Any, Decisions]:
     """A renamed label whose row moved with it (the same scores) decided as the base run decided it
     under its old name: its statistics and fitted decision carried over, so it keeps exactly the
-    images it had. A pinned or labelled-refit old decision is left to the new fit."""
+    images it had (then its descendants raise it). Likewise a label only regrouped by the hierarchy
+    (``renamed`` maps it to itself). A pinned or labelled-refit old decision is left to the new fit."""
     carry = {n: o for n, o in renamed.items() if n in d.labels and o in base_stats and o in base_rows
              and base_rows[o].get("source", "fit") == "fit"}
     if not carry:
@@ -372,9 +381,10 @@ def _as_renamed(d: Decisions, stats, renamed: dict[str, str], base_rows: dict[st
         d.take_fit(j, one, 0)
         if d.text_separation is not None and one.text_separation is not None:
             d.text_separation[j] = one.text_separation[0]
-        d.reasons[j] = f"{one.reason(0)}; renamed from '{o}': its row, and its decision, as they were"
+        how = f"renamed from '{o}'" if o != n else "only the label hierarchy changed around it"
+        d.reasons[j] = f"{one.reason(0)}; {how}: its row, and its decision, as they were"
         mean[j], std[j] = base_stats[o]
-        logger.info("%s decided as '%s' was: renamed, its row kept", n, o)
+        logger.info("%s decided as '%s' was: %s, its row kept", n, o, how)
     return (mean, std), d
 
 

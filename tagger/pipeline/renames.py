@@ -11,7 +11,7 @@ import numpy as np
 if TYPE_CHECKING:
     from ..workspace import Workspace
 
-__all__ = ["LOOK_BACK", "moved_anchors", "renamed_rows", "restored_rows", "row_sources"]
+__all__ = ["LOOK_BACK", "moved_anchors", "regrouped_rows", "renamed_rows", "restored_rows", "row_sources"]
 
 #: Classifiers searched, newest first, for a label added again (each a catalog record; only those
 #: holding the label are opened).
@@ -48,6 +48,18 @@ def renamed_rows(workspace: "Workspace", base, corpus, new: list[str]) -> dict[s
         return {}
     now = corpus.synonyms
     return {n: o for n, o in pairs.items() if _terms(now, n) == _terms(was, o)}
+
+
+def regrouped_rows(workspace: "Workspace", base, corpus, new: list[str]) -> dict[str, str]:
+    """The new labels ``base`` holds under the same name with the same synonyms -> themselves: trained
+    again only because the label hierarchy moved around them (a child put under one, an ancestor of a
+    re-worded label). A row learns from its own label's sentences only, so theirs is the base's."""
+    held = [n for n in new if n in base.labels]
+    was = _synonyms(workspace, base.classifier.corpus_id) if held else None
+    if was is None:
+        return {}
+    now = corpus.synonyms
+    return {n: n for n in held if _terms(now, n) == _terms(was, n)}
 
 
 def restored_rows(workspace: "Workspace", cat, base, corpus, new: list[str], skip: set[str],
@@ -106,15 +118,20 @@ def moved_anchors(anchors, trained: list[str], moved: dict[str, tuple[Any, str]]
 
 def row_sources(workspace: "Workspace", cat, base, corpus, new: list[str]
                 ) -> tuple[dict[str, tuple[Any, str]], dict[str, Any], dict[str, Any]]:
-    """The new labels whose row is taken, not trained: renamed in this nightly (from ``base``) or added
+    """The new labels whose row is taken, not trained: renamed in this nightly or only regrouped by the
+    hierarchy (from ``base``), or added
     again after an earlier one retired them (from the newest classifier that held them,
     :func:`restored_rows`) -> (the model, its label); what the classifier's
     id records of it, and its metrics (``renamed_rows``, ``restored_rows``)."""
     from .classifiers import load_model
     renamed = renamed_rows(workspace, base, corpus, new)
+    regrouped = regrouped_rows(workspace, base, corpus, new)
     restored = restored_rows(workspace, cat, base, corpus, new, set(renamed))
     models = {cid: load_model(workspace.classifier_dir(cid)) for cid in sorted({c for c, _ in restored.values()})}
-    moved = {**{n: (base, o) for n, o in renamed.items()}, **{n: (models[c], o) for n, (c, o) in restored.items()}}
+    moved = {**{n: (base, o) for n, o in {**renamed, **regrouped}.items()},
+             **{n: (models[c], o) for n, (c, o) in restored.items()}}
     key = {**({"renamed": sorted(renamed.items())} if renamed else {}),
+           **({"regrouped": sorted(regrouped)} if regrouped else {}),
            **({"restored": sorted((n, *v) for n, v in restored.items())} if restored else {})}
-    return moved, key, {"renamed_rows": renamed, "restored_rows": {n: list(v) for n, v in sorted(restored.items())}}
+    return moved, key, {"renamed_rows": renamed, "regrouped_rows": regrouped,
+                        "restored_rows": {n: list(v) for n, v in sorted(restored.items())}}

@@ -17,8 +17,10 @@ import numpy as np
 
 from ..method.comc import ComcModel
 from ..method.decisions import TextAnchors
+from ..method.hierarchy import ParentMap
+from ..method.names import ZeroShotNames
 from ..method.readout import TOP_ROWS, ReadoutState, readout_state
-from ..method.zeroshot import best_matches
+from ..method.zeroshot import image_names
 from .readouts import kept_for, load_state, memory_key, scoring_memory
 
 if TYPE_CHECKING:
@@ -178,37 +180,40 @@ class ShardScorer:
         """The shards the calibration sample reads (:meth:`_sample_shards`, one per shard in name order)."""
         return [name for name, _ in zip(sorted(shards), self._sample_shards(shards))]
 
-    def _names(self, parents: set[str] | frozenset[str]):
-        """``(prompts, excluded)`` for naming images: the model's class prompts, and its labels that
-        are some label's parent (a parent's name matches its children's images too, and is raised by
-        them, so it never wins); None for a model without class prompts."""
-        prompts = prompt_vectors(self.model)
-        return None if prompts is None else (prompts, np.array([x in parents for x in self.model.labels], bool))
+    def _named(self, vecs: list[np.ndarray], prompts: np.ndarray | None, hierarchy: ParentMap | None
+               ) -> "np.ndarray | ZeroShotNames | None":
+        """Each image's best match (:func:`~tagger.method.zeroshot.image_names`: under ``hierarchy``,
+        the active parent map, a parent is read with its family); None without class prompts."""
+        if prompts is None or not vecs:
+            return None
+        return image_names(np.concatenate(vecs), prompts, list(self.model.labels), hierarchy)
 
-    def sample(self, shards: list[str], parents: set[str] | frozenset[str] = frozenset()
-               ) -> tuple[np.ndarray, np.ndarray | None]:
+    def sample(self, shards: list[str], hierarchy: ParentMap | None = None
+               ) -> tuple[np.ndarray, "np.ndarray | ZeroShotNames | None"]:
         """Raw scores of the calibration sample and, for the same images, the label whose CLIP prompt
-        matches each best (None without class prompts); each shard is read once."""
-        names = self._names(parents)
-        scores, best = [], []
+        matches each best (None without class prompts; as :meth:`_named` reads them); each shard is
+        read once."""
+        prompts = prompt_vectors(self.model)
+        scores, vecs = [], []
         for shard, k in self._sample_shards(shards):
             scores.append(self.scores(shard)[:k])
-            if names is not None:
-                best.append(best_matches(np.asarray(shard.global_vecs)[:k], *names))
-        return np.concatenate(scores), (np.concatenate(best) if names is not None and best else None)
+            if prompts is not None:
+                vecs.append(np.asarray(shard.global_vecs)[:k])
+        return np.concatenate(scores), self._named(vecs, prompts, hierarchy)
 
     def calibration_sample(self, shards: list[str]) -> np.ndarray:
         """Raw scores of the calibration sample (see :meth:`_sample_shards`), without naming images."""
         parts = [self.scores(shard)[:k] for shard, k in self._sample_shards(shards)]
         return np.concatenate(parts)
 
-    def zeroshot_top1(self, shards: list[str], parents: set[str] | frozenset[str] = frozenset()) -> np.ndarray | None:
-        """The best-matching label of each calibration-sample image, without scoring the images."""
-        names = self._names(parents)
-        if names is None:
+    def zeroshot_top1(self, shards: list[str], hierarchy: ParentMap | None = None
+                      ) -> "np.ndarray | ZeroShotNames | None":
+        """The best-matching label of each calibration-sample image (as :meth:`sample`), without scoring."""
+        prompts = prompt_vectors(self.model)
+        if prompts is None:
             return None
-        best = [best_matches(np.asarray(shard.global_vecs)[:k], *names) for shard, k in self._sample_shards(shards)]
-        return np.concatenate(best) if best else None
+        return self._named([np.asarray(shard.global_vecs)[:k] for shard, k in self._sample_shards(shards)],
+                           prompts, hierarchy)
 
     def label_stats(self, shards: list[str]) -> tuple[list[float], list[float]]:
         """Per-label mean and std of the scores of the calibration sample."""

@@ -289,7 +289,7 @@ def _decide(cat, run_id: int, scorer: ShardScorer | None, model_id: str, shards:
     if scorer is None or (inputs is None and not scorer.cfg.calibrate):
         return None, None
     cfg = scorer.cfg
-    sample, named = scorer.sample(shards, _parent_labels(cat))
+    sample, named = scorer.sample(shards, cat.active_hierarchy())
     stats = label_statistics(sample) if cfg.calibrate else None
     if inputs is None:
         return stats, None
@@ -306,7 +306,7 @@ def _decide(cat, run_id: int, scorer: ShardScorer | None, model_id: str, shards:
 
 
 def _hold_unchanged(cat, model_id: str, d: Decisions, calibrated: np.ndarray, anchors: TextAnchors | None,
-                    cfg: "TagConfig", named: np.ndarray | None, refit: set[str],
+                    cfg: "TagConfig", named: "np.ndarray | ZeroShotNames | None", refit: set[str],
                     same: Callable[[int], bool]) -> Decisions:
     """``d`` with the labels the current run had present, and that no edit changed since (same name,
     synonyms only added to, or renamed), held to 2/3 of their positives there (:mod:`tagger.method.keep`):

@@ -118,8 +118,8 @@ def corpus_embeddings(workspace: "Workspace", clip, corpus) -> tuple[Any, int]:
 #: A training in progress writes its state at most this often (seconds), so a killed train resumes
 #: from its last whole epoch; trainings shorter than this never write one.
 CHECKPOINT_EVERY_S = 60.0
-#: In a classifier's id where its corpus has a hierarchy: positives implied by a child move only their row.
-HIERARCHY_LOSS = "implied-own-row"
+#: In a classifier's id where its corpus has a hierarchy: positives implied by a child take part in no pair.
+HIERARCHY_LOSS = "implied-in-no-pair"
 
 
 class TrainCheckpoint:
@@ -204,7 +204,7 @@ def run_train(workspace: "Workspace", model: str, pretrained: str | None = None,
 
 def loss_rules(corpus) -> list[str]:
     """What a classifier id (a full training's or an extension's) adds for a corpus with a
-    hierarchy: its implied positives move only their own rows (:mod:`tagger.method.ranking`), unlike
+    hierarchy: its implied positives take part in no pair (:mod:`tagger.method.ranking`), unlike
     classifiers trained before that rule."""
     from ..text.corpus import corpus_parents
     return [HIERARCHY_LOSS] if corpus_parents(corpus.config) else []
