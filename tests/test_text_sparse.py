@@ -151,3 +151,22 @@ def test_sampling_label_sets_at_10000_labels_stays_small() -> None:
         tracemalloc.stop()
     assert m.shape == (5000, 10000) and m.nnz == sum(len(s) for s in sets)
     assert peak < 5000 * 10000 * 8 / 4, f"peak {peak / 2**20:.0f} MiB"  # the keys drawn at once: 400 MB
+
+
+def test_implied_positives_count_on_neither_side_of_the_text_anchors() -> None:
+    from tagger.method.hierarchy import implied_labels
+    from tagger.text.corpus import corpus_parents
+    corpus = _corpus()
+    y, names = corpus.targets(), list(corpus.class_names)
+    implied = implied_labels(y, names, corpus_parents(corpus.config))
+    assert implied is not None and implied.nnz
+    x = _embeddings(len(corpus))
+    w = np.random.default_rng(3).normal(size=(y.shape[1], x.shape[1]))
+    got = text_anchors(x, w, y, chunk=37, implied=implied)
+    s, yd, imp = x.astype(np.float64) @ w.T, y.toarray() > 0, implied.toarray() > 0
+    for j in range(len(names)):
+        own, neg = yd[:, j] & ~imp[:, j], ~yd[:, j]
+        assert got.pos_mean[j] == pytest.approx(s[own, j].mean()) if own.any() else np.isnan(got.pos_mean[j])
+        assert got.neg_mean[j] == pytest.approx(s[neg, j].mean())
+    plain = text_anchors(x, w, y)
+    assert not np.allclose(plain.pos_mean, got.pos_mean, equal_nan=True)  # the rule changes something

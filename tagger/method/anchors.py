@@ -122,7 +122,8 @@ def text_anchors(embeddings: np.ndarray, weight: np.ndarray, label_matrix: Label
         s = np.asarray(x[i:i + chunk], np.float64) @ w.T
         rows, cols = positions(y, slice(i, i + chunk))
         score = s[rows, cols]
-        sums[:, 0] += np.stack([np.full(n_labels, float(len(s))), s.sum(0), (s * s).sum(0)]) - _moments(cols, score, n_labels)
+        every = np.stack([np.full(n_labels, float(len(s))), s.sum(0), (s * s).sum(0)])
+        sums[:, 0] += every - _moments(cols, score, n_labels)  # negatives: neither positive nor implied
         if implied is not None:
             r, c = positions(implied, slice(i, i + chunk))
             own = ~np.isin(rows * n_labels + cols, r * n_labels + c)

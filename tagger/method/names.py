@@ -159,8 +159,8 @@ def name_counts(s: np.ndarray, threshold: np.ndarray, top1: "np.ndarray | ZeroSh
     contains vanish. Labels of the same ``keys`` (one per label: alike labels share one,
     :mod:`tagger.method.alike`) count as each other's own too. None without zero-shot matches.
     Under a hierarchy a parent's images are read among every name, its family's counting as its own
-    (:class:`ZeroShotNames`). Counted as sparse (label, name) pairs: memory grows with the images over thresholds, not with
-    the labels squared."""
+    (:class:`ZeroShotNames`). Counted as sparse (label, name) pairs: memory grows with the images
+    over thresholds, not with the labels squared."""
     if top1 is None:
         return None
     n, L = s.shape
