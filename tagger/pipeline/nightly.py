@@ -28,7 +28,7 @@ tags only the new images (every image again when they pass ``max_changed`` of th
 label hierarchy the images with review decisions (:mod:`tagger.pipeline.retag`); otherwise the current
 run stays. Everything else makes a *full*
 one, as above: ``full=True`` (``tagger nightly --full``), no current run, more than
-``max_changed`` (10 %) of the current run's labels added, retired or trained again (or more than
+``max_changed`` (10 %) of the current run's labels added, retired or decided again (or more than
 ``max_drift``, 20 %, of the last full training's labels since it, over the incremental nightlies between:
 each nightly's small change adds up), a changed
 text model, another head in use
@@ -226,9 +226,9 @@ def choose_mode(workspace: "Workspace", cat, diff: dict[str, list[str]], cfg: Ni
     if not (edited(diff) or moved):
         return _unchanged(workspace, cat, cfg, model_id, run, head_in_use(cat, model_id))
     n = len(set(diff["added"]) | set(diff["retired"]) | set(retrained(diff)))
-    also = f" ({len(moved)} for the label hierarchy: {', '.join(moved[:5])}{' ...' if len(moved) > 5 else ''})" \
-        if moved else ""
-    return {"mode": "incremental", "reason": f"{n} label(s) added, retired or trained again{also}, of the current "
+    also = f" ({len(moved)} for the label hierarchy, their rows kept: {', '.join(moved[:5])}" \
+        f"{' ...' if len(moved) > 5 else ''})" if moved else ""
+    return {"mode": "incremental", "reason": f"{n} label(s) added, retired or decided again{also}, of the current "
                                              f"run's {len(run.labels or [])}",
             "base_run": current, "classifier": run.classifier_id}
 
