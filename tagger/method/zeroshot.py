@@ -67,8 +67,9 @@ def image_names(image_emb: np.ndarray, class_emb: np.ndarray, labels: Sequence[s
     own (:func:`~tagger.method.names.hierarchy_names`)."""
     kin = relatives(parents or {})
     excluded = np.array([x in kin for x in labels], bool)
-    top1 = best_matches(image_emb, class_emb, excluded)
     if not excluded.any():
-        return top1
-    return hierarchy_names(top1, best_matches(image_emb, class_emb), list(labels),
-                           {p: set(r) for p, r in kin.items()})
+        return best_matches(image_emb, class_emb)
+    s = np.asarray(image_emb, np.float32) @ np.asarray(class_emb, np.float32).T
+    wide = s.argmax(1)
+    s[:, excluded] = -np.inf
+    return hierarchy_names(s.argmax(1), wide, list(labels), {p: set(r) for p, r in kin.items()})
