@@ -122,3 +122,26 @@ def test_growth_is_not_held_where_the_sample_holds_images_the_former_run_never_s
     for shard in ("shard-0", "shard-1"):
         Workspace.tag_file(run, shard).write_bytes(b"")
     assert same_sample(tmp_path, 1, ["shard-0", "shard-1"]) and not same_sample(tmp_path, 1, ["shard-0", "shard-2"])
+
+
+def test_a_label_is_held_unless_it_had_children_when_the_former_run_was_tagged(tmp_path):
+    """The former run's count of a label with children there holds its children's images too: no
+    measure of its own row. A label that had none then (made a parent since) is held like any other,
+    by what its classifier's corpus recorded of the hierarchy then, not by the hierarchy now."""
+    from tagger.catalog import Catalog
+    from tagger.pipeline.calibration import parents_in
+    with Catalog.open(tmp_path / "catalog.duckdb") as cat:
+        cat.add_labels(["circle", "moon", "shape", "square"])
+        cat.add_corpus("c1", 10, labels=["circle", "moon", "shape", "square"],
+                       config={"parents": {"square": ["shape"]}})
+        cat.add_classifier("k1", model_id="m", labels=["circle", "moon", "shape", "square"], corpus_id="c1")
+        run = cat.start_run(model_id="m", classifier_id="k1", labels=["circle", "moon", "shape", "square"])
+        cat.add_parents("square", "shape")
+        cat.add_parents("moon", "circle")  # since the run
+        assert parents_in(cat, run) == {"shape"}
+        cat.add_corpus("c0", 10, labels=["circle"], config={})
+        cat.add_classifier("k0", model_id="m", labels=["circle"], corpus_id="c0")
+        flat = cat.start_run(model_id="m", classifier_id="k0", labels=["circle"])
+        assert parents_in(cat, flat) == set()
+        bare = cat.start_run(model_id="m", labels=["circle"])  # no classifier recorded: the hierarchy now
+        assert parents_in(cat, bare) == {"shape", "circle"}

@@ -200,6 +200,18 @@ def former_positives(cat, base_run: int, labels: list[str], new: list[str], n: i
             and int(rows[o]["positives"]) > 0}
 
 
+def parents_in(cat, run_id: int) -> set[str]:
+    """The labels that had children when run ``run_id`` was tagged, as its classifier's corpus records
+    the hierarchy (the active hierarchy now where that corpus is not in the catalog): a positive count
+    of theirs there holds their children's images too, so it is no measure of their own rows."""
+    from ..text.corpus import corpus_parents
+    run = cat.get_run(run_id)
+    clf = cat.get_classifier(run.classifier_id) if run is not None and run.classifier_id else None
+    corpus = next((c for c in cat.corpora() if clf and c["corpus_id"] == clf["corpus_id"]), None)
+    tree = corpus_parents(corpus["config"] or {}) if corpus is not None else cat.active_hierarchy()
+    return {p for ps in (tree or {}).values() for p in ps}
+
+
 def hold_former(d: Decisions, calibrated: np.ndarray, anchors: "TextAnchors", cfg: DecisionConfig,
                 named: "np.ndarray | ZeroShotNames | None", former: dict[str, float], skip: set[str], why: str,
                 grow: bool = False) -> Decisions:

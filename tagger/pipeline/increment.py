@@ -37,12 +37,12 @@ from ..method.decisions import Decisions
 from ..method.reviewed import reviewed_columns
 from ..workspace import Workspace
 from .calibration import (DecisionInputs, decision_inputs, decision_rows, decisions_from_rows, former_positives,
-                          hold_former, same_sample)
+                          hold_former, parents_in, same_sample)
 from .lift import Lift, plan_lift
 from .readouts import save_state
 from .retag import retag_images, reviewed_again
 from .scorer import ShardScorer, apply_statistics, label_statistics
-from .tag import (TagConfig, TagShards, _parent_labels, _resume_or_start, _shards_key,
+from .tag import (TagConfig, TagShards, _resume_or_start, _shards_key,
                   fit_run_decisions, load_run, read_label_stats, tag_all, tag_rows, write_label_stats, write_parquet_atomic)
 
 if TYPE_CHECKING:
@@ -331,7 +331,7 @@ def _decide_new(cat, run_id: int, base_run: int, scorer: ShardScorer, shards: li
                                  anchors, top1, _base_placement(scorer, kept_rows, base_stats))
     if anchors is not None and scorer.cfg.decision == "anchored":
         former = former_positives(cat, base_run, labels, new, len(sample))
-        skip = refit | _parent_labels(cat)  # a parent's count holds its children's images too
+        skip = refit | parents_in(cat, base_run)  # a parent's count there holds its children's images too
         d = hold_former(d, calibrated, anchors, scorer.cfg.decisions, top1, former, skip,
                         "renamed or given more synonyms",
                         grow=same_sample(scorer.root, base_run, scorer.sample_shard_names(shards)))

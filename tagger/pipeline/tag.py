@@ -35,7 +35,7 @@ from ..method.reviewed import Reviewed, lifted_images, reviewed_columns, with_re
 from ..method.zeroshot import standardize
 from ..workspace import Workspace
 from .calibration import (LABELLED_MIN_IMAGES, DecisionInputs, decision_inputs, decision_rows, decisions_from_rows,
-                          former_positives, hold_former, same_sample)
+                          former_positives, hold_former, parents_in, same_sample)
 from .raycluster import check_node_resource
 from .readouts import save_state
 from .scorer import ShardScorer, apply_statistics, label_statistics, load_scoring_model, prompt_vectors
@@ -277,11 +277,6 @@ def _apply_review(cat, run_id: int, scorer: ShardScorer | None, model_id: str, l
     return scored.num_rows
 
 
-def _parent_labels(cat) -> set[str]:
-    """The active labels that are some active label's parent."""
-    return {p for ps in cat.active_hierarchy().values() for p in ps}
-
-
 def _decide(cat, run_id: int, scorer: ShardScorer | None, model_id: str, shards: list[str], labels: list[str],
             inputs: DecisionInputs | None) -> tuple[Any, Decisions | None]:
     """The run's label statistics and decisions (None: the standardized rule). Decisions stored
@@ -317,7 +312,7 @@ def _hold_unchanged(cat, model_id: str, d: Decisions, calibrated: np.ndarray, an
         return d
     labels = list(d.labels)
     former = former_positives(cat, current, labels, labels, len(calibrated))
-    skip = refit | _parent_labels(cat)  # a parent's count holds its children's images too
+    skip = refit | parents_in(cat, current)  # a parent's count there holds its children's images too
     held = hold_former(d, calibrated, anchors, cfg.decisions, named, former, skip, f"unchanged since run {current}",
                        grow=same(current))
     return d if held is d else Decisions.from_dict(held.to_dict())
