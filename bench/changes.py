@@ -10,7 +10,8 @@
   know added to 5 labels (drawn), parents added (``shape`` over every world label, ``polygon`` over
   the polygons), one label retired and then re-added; the corpus follows each edit incrementally as
   the nightly does, each step's tag run holding the labels the step before had (as a retrain's
-  does: :mod:`tagger.method.keep`). Per world label, the share of its true positives lost against the unedited
+  does: :mod:`tagger.method.keep`); and apart, one world label put under another (drawn): the
+  share of the parent's own true positives its own row keeps. Per world label, the share of its true positives lost against the unedited
   vocabulary and the fall of its F1 (over-tagging shows there; worst over labels each), and every
   label whose decision flips, with its reason;
 - **absence**: five disjoint lists of 200 ordinary nouns, drawn from a word list (wonderwords'
@@ -193,7 +194,31 @@ def edit_report(clip, test, dcfg: DecisionConfig, seed: int = EDIT_SEED) -> dict
         out["steps"][step] = {"worst_label": worst, "worst_true_positives_lost": lost[worst], "lost": lost,
                               "worst_f1_drop": f1_drop[drop], "worst_f1_drop_label": drop, "f1_drop": f1_drop,
                               "flips": flips, "flips_without_reason": sum(not f["reason"] for f in flips)}
+    out["concrete_parent"] = concrete_parent(clip, test, dcfg, base, decided["base"], seed)
     return out
+
+
+def concrete_parent(clip, test, dcfg: DecisionConfig, base, before, seed: int = EDIT_SEED) -> dict:
+    """One world label put under another (drawn with ``seed``), the corpus's sentences kept: the share of
+    the parent's own true positives its own row keeps (its child raises it at tag time besides), and
+    every other label's worst loss."""
+    rng = np.random.default_rng(seed + 1)
+    child, parent = (str(x) for x in rng.choice(LABELS, 2, replace=False))
+    cfg, y = ComcConfig(), test.labels.astype(bool)
+    gen = OfflineGenerator(Vocabulary.create(list(LABELS), LABEL_SYNONYMS), seed=cfg.text_seed)
+    corpus = extend_corpus(base, list(LABELS), LABEL_SYNONYMS, gen, cfg.text_seed, max_labels=cfg.max_labels,
+                           parents={child: [parent]})
+    s0, d0 = before
+    former = dict(zip(d0.labels, d0.positive(s0).sum(0).tolist()))
+    s, d = _decide(_corpus_model(clip, corpus), test, dcfg, {child: [parent]}, former)
+    tp0, tp = ((dd.positive(ss) & y).sum(0) for ss, dd in ((s0, d0), (s, d)))
+    kept = {lab: round(float(tp[j] / max(1, tp0[j])), 3) for j, lab in enumerate(LABELS)}
+    others = {k: v for k, v in kept.items() if k != parent}
+    worst = min(others, key=others.get)
+    j = list(LABELS).index(parent)
+    return {"child": child, "parent": parent, "parent_own_true_positives_kept": kept[parent],
+            "parent_present": bool(d.present[j]), "parent_reason": d.reason(j),
+            "others_worst_kept": others[worst], "others_worst_label": worst}
 
 
 SENTENCES_PER_LABEL = 200  # label sets per label in the absence corpora (44,000 for 220 labels)
@@ -249,6 +274,9 @@ def summary_lines(name: str, r: dict) -> list[str]:
         lines.append(f"  {step}: worst true positives lost {e['worst_true_positives_lost']} ({e['worst_label']}), "
                      f"worst F1 drop {e['worst_f1_drop']} ({e['worst_f1_drop_label']}), "
                      f"{len(e['flips'])} flip(s), {e['flips_without_reason']} without a reason")
+    c = r["edits"]["concrete_parent"]
+    lines.append(f"  {c['child']} put under {c['parent']}: {c['parent']} keeps {c['parent_own_true_positives_kept']} "
+                 f"of its own true positives; the others at worst {c['others_worst_kept']} ({c['others_worst_label']})")
     lines.append(f"  absence, worst of {r['absence']['lists']} noun lists: {a['absent_positives_per_image']} absent "
                  f"positives/image (list {a['list']}, {a['images']} images); largest one-label share "
                  f"{r['absence']['worst_max_share']}")
