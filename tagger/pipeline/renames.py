@@ -53,7 +53,8 @@ def renamed_rows(workspace: "Workspace", base, corpus, new: list[str]) -> dict[s
 def regrouped_rows(workspace: "Workspace", base, corpus, new: list[str]) -> dict[str, str]:
     """The new labels ``base`` holds under the same name with the same synonyms -> themselves: trained
     again only because the label hierarchy moved around them (a child put under one, an ancestor of a
-    re-worded label). A row learns from its own label's sentences only, so theirs is the base's."""
+    re-worded label). A child's sentences are in no pair of its ancestors' rows (:mod:`tagger.method.ranking`):
+    their own sentences, unchanged, are what their rows learn, so theirs are the base's."""
     held = [n for n in new if n in base.labels]
     was = _synonyms(workspace, base.classifier.corpus_id) if held else None
     if was is None:
