@@ -32,8 +32,7 @@ def _corpus_config(catalog, classifier_id: str | None) -> tuple[dict[str, Any], 
     if clf is None:
         return {}, "-"
     head = catalog.classifier_heads().get(classifier_id, "-")
-    corpus = next((c for c in catalog.corpora() if c["corpus_id"] == clf.get("corpus_id")), None)
-    config = (corpus or {}).get("config")
+    config = (catalog.classifier_corpus(classifier_id) or {}).get("config")
     return (dict(config) if isinstance(config, Mapping) else {}), head
 
 

@@ -319,6 +319,12 @@ class VocabMixin(CatalogBase):
         """One classifier by id, or None."""
         return next((c for c in self.classifiers() if c["classifier_id"] == classifier_id), None)
 
+    def classifier_corpus(self, classifier_id: str | None) -> dict[str, Any] | None:
+        """The corpus a classifier learnt from, as :meth:`corpora` gives it (None: no such classifier,
+        or its corpus is not recorded)."""
+        clf = self.get_classifier(classifier_id) if classifier_id else None
+        return next((c for c in self.corpora() if clf and c["corpus_id"] == clf.get("corpus_id")), None)
+
     def latest_classifier(self, model_id: str) -> dict[str, Any]:
         """The newest classifier trained for ``model_id`` (ConfigError when there is none)."""
         found = [c for c in self.classifiers() if c["model_id"] == model_id]

@@ -234,8 +234,8 @@ def fit_anchored(scores: np.ndarray, labels: list[str], anchors: TextAnchors, cf
     d = _anchored_at(cfg.pos_anchor, s, binned, labels, anchors, cfg, overrides, zeroshot_top1)
     given, placement = placement, cfg.pos_anchor
     firm = d.present & (anchors.separation() >= cfg.min_text_separation) & (anchors.pos_mean > anchors.neg_mean)
-    if isinstance(zeroshot_top1, ZeroShotNames) and zeroshot_top1.family:  # a parent's row: its children's too
-        firm[list(zeroshot_top1.family)] = False
+    if isinstance(zeroshot_top1, ZeroShotNames) and zeroshot_top1.family:  # a parent, named with its family,
+        firm[list(zeroshot_top1.family)] = False  # does not set the corpus's placement
     fitted = cfg.placement_margin is not None and firm.sum() >= cfg.placement_min_labels
     if fitted:
         x, c, width = (a[..., firm] for a in binned)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Collection, Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -99,7 +100,7 @@ class ZeroShotNames(NamedTuple):
 
 
 def hierarchy_names(top1: np.ndarray, wide: np.ndarray, names: list[str],
-                    relatives: dict[str, set[str]]) -> ZeroShotNames:
+                    relatives: Mapping[str, Collection[str]]) -> ZeroShotNames:
     """The best matches of a run that decides every one of ``names`` (the model's labels) under a
     hierarchy: ``top1`` among the names that are no label's parent, ``wide`` among all of them, and
     ``relatives`` each parent's descendants and ancestors (by name)."""
@@ -134,13 +135,13 @@ def _pairs(above: np.ndarray, top1: np.ndarray, N: int, space: "ZeroShotNames | 
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The (label, name) pairs over the threshold, encoded ``label * N + name``, with their counts and
     whether the name is of the label's family (:class:`ZeroShotNames`: a parent read in ``wide``)."""
-    family = space.family if space is not None and space.wide is not None and space.family else {}
+    wide = None if space is None or space.wide is None else np.asarray(space.wide, np.int64)
+    family = (space.family or {}) if space is not None and wide is not None else {}
     read_wide = np.zeros(above.shape[1], bool)
     read_wide[list(family)] = True
     rows, cols = np.nonzero(above & ~read_wide[None, :] & ((top1 >= 0) & (top1 < N))[:, None])
     codes = [cols * N + top1[rows]]
-    if family:
-        wide = np.asarray(space.wide, np.int64)  # type: ignore[union-attr]
+    if family and wide is not None:
         fam = np.flatnonzero(read_wide)
         rows, k = np.nonzero(above[:, fam] & ((wide >= 0) & (wide < N))[:, None])
         codes.append(fam[k] * N + wide[rows])

@@ -72,4 +72,4 @@ def image_names(image_emb: np.ndarray, class_emb: np.ndarray, labels: Sequence[s
     s = np.asarray(image_emb, np.float32) @ np.asarray(class_emb, np.float32).T
     wide = s.argmax(1)
     s[:, excluded] = -np.inf
-    return hierarchy_names(s.argmax(1), wide, list(labels), {p: set(r) for p, r in kin.items()})
+    return hierarchy_names(s.argmax(1), wide, list(labels), kin)

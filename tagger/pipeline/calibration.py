@@ -206,8 +206,7 @@ def parents_in(cat, run_id: int) -> set[str]:
     of theirs there holds their children's images too, so it is no measure of their own rows."""
     from ..text.corpus import corpus_parents
     run = cat.get_run(run_id)
-    clf = cat.get_classifier(run.classifier_id) if run is not None and run.classifier_id else None
-    corpus = next((c for c in cat.corpora() if clf and c["corpus_id"] == clf["corpus_id"]), None)
+    corpus = cat.classifier_corpus(run.classifier_id) if run is not None else None
     tree = corpus_parents(corpus["config"] or {}) if corpus is not None else cat.active_hierarchy()
     return {p for ps in (tree or {}).values() for p in ps}
 

@@ -36,7 +36,8 @@ TABLE_COLUMNS = ("head", "mAP", "F1", "precision", "recall")
 
 def decide_like_tag(sample: np.ndarray, labels: list[str], anchors: TextAnchors | None,
                     pins: dict[str, float] | None = None, labelled: tuple[np.ndarray, np.ndarray] | None = None,
-                    cfg: TagConfig | None = None, zeroshot_top1: "np.ndarray | ZeroShotNames | None" = None) -> tuple[Any, Decisions]:
+                    cfg: TagConfig | None = None, zeroshot_top1: "np.ndarray | ZeroShotNames | None" = None
+                    ) -> tuple[Any, Decisions]:
     """(statistics, decisions) a tag run fits from raw corpus scores ``sample`` with the model's raw
     ``anchors``, the user's ``pins``, raw ``labelled`` (scores, truth) and the sample images' best
     zero-shot label (``zeroshot_top1``)."""

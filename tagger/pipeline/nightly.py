@@ -97,8 +97,7 @@ def vocabulary_diff(cat) -> dict[str, list[str]]:
     refit: list[str] = []
     regroup: list[str] = []
     added = [x for x in now if x not in before]
-    clf = cat.get_classifier(run.classifier_id) if run is not None and run.classifier_id else None
-    corpus = next((c for c in cat.corpora() if clf and c["corpus_id"] == clf["corpus_id"]), None)
+    corpus = cat.classifier_corpus(run.classifier_id) if run is not None else None
     if corpus is not None and now:
         vocab = Vocabulary.create(now, {lab.name: list(lab.synonyms or []) for lab in active})
         changed = [x for x in synonyms_changed(corpus["config"] or {}, vocab) if x in before]
