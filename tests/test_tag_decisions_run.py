@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from tagger.catalog import Catalog
 from tagger.cli import app
 from tagger.toyworld import LABEL_SYNONYMS, LABELS
+from tagger.method.keep import KEEP
 from tagger.toyworld.export import export_scenes
 
 pytestmark = pytest.mark.ray
@@ -162,6 +163,6 @@ def test_a_retrain_whose_fit_collapses_an_unchanged_label_holds_its_positives(ws
     assert second["run_id"] != first["run_id"]
     now = thresholds(ws, second["run_id"])[label]
     assert now["present"], now["reason"]
-    assert had[label]["positives"] * 2 / 3 <= now["positives"] <= had[label]["positives"] * 1.5
+    assert KEEP * had[label]["positives"] <= now["positives"] <= had[label]["positives"] / KEEP
     assert f"unchanged since run {first['run_id']}" in now["reason"]
     assert not thresholds(ws, second["run_id"])[ABSENT]["present"]

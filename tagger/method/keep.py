@@ -8,9 +8,9 @@ heart`` kept 50 of its 87 positives (toy world, 500 images; 71 truly show a hear
 scores reach their best F1 at 71 positives). A new name or one more synonym names the same thing, so
 the label's images are the ones it had: when its new decision tags more than 1/``KEEP`` of the
 positives the base run gave it (as a share of the images), its threshold is put where its former
-count puts it (below); when it keeps fewer than ``KEEP`` of them, it is decided again at the highest
-placement, from the one used down to ``min_placement``, that keeps them, unless that placement would
-tag more than 1/``KEEP`` of them (its images and half as many again are not the images it had). Asked
+count puts it (below); when it keeps fewer than ``KEEP`` of them, it is decided again at the
+placement, from the one used down to ``min_placement``, whose positives come nearest the count it
+had without leaving the band (``KEEP`` of it to 1/``KEEP``: more are not the images it had). Asked
 to ``revive`` (the runs do), a label the new fit judges absent is tried too, and one that no placement
 brings back is decided where its former count of positives puts its threshold, as long as it is
 learnt from text and its images' names corroborate it there; otherwise it stays as the fit decided
@@ -35,21 +35,37 @@ from .decisions import DecisionConfig, Decisions, anchored_at
 from .names import ZeroShotNames, name_counts
 from .placement import placement_grid
 
-__all__ = ["KEEP", "keep_positives"]
+__all__ = ["KEEP", "band", "keep_positives"]
 
 logger = logging.getLogger(__name__)
 
-#: The share of its former positives a renamed or re-worded label must keep (shrinking to 2/3 is what
-#: the flip list reports).
-KEEP = 2.0 / 3.0
+#: The share of its former positives a held label keeps at least; 1/KEEP of them is the most it tags.
+#: Chosen on val (``bench/changes.py``'s edits): at 2/3 (the flip list's band) each retrain could
+#: take a third of a label's images unreported, and two in a row 0.25 of its true positives.
+KEEP = 0.9
+
+#: Slack in images around a small count (4 positives: 2 to 6), where KEEP of it is under one image.
+SLACK = 2
+
+
+def band(target: float) -> tuple[float, float]:
+    """The fewest and the most positives a label held to ``target`` may keep: ``KEEP`` of it to
+    1/``KEEP`` of it, and at least ``SLACK`` images either side."""
+    return min(KEEP * target, target - SLACK), max(target / KEEP, target + SLACK)
+
+
+#: How far the crossing a held count's prior gives may land from that count (2/3 of it to 1.5 times):
+#: a prior near 1 is stored to 6 decimals, and where the fit put its positives far above the label's
+#: images that moves the crossing (80 positives asked, 54 given); held there beats judged absent.
+LANDS = 2.0 / 3.0
 
 
 def keep_positives(d: Decisions, scores: np.ndarray, anchors: TextAnchors, cfg: DecisionConfig,
                    targets: Mapping[int, float], zeroshot_top1: np.ndarray | ZeroShotNames | None = None,
                    revive: bool = False, why: str = "renamed or given more synonyms", grow: bool = True) -> Decisions:
     """A copy of ``d`` with each label ``j`` of ``targets`` (its former positives expected on these
-    ``scores``) decided again lower where it kept fewer than ``KEEP`` of them, and held to their count
-    where it tags more than 1/``KEEP`` as many (module docstring).
+    ``scores``) decided again lower, nearest their count, where it kept fewer than its :func:`band`
+    allows, and held to their count where it tags more (module docstring).
     ``revive``: a label the new fit judges absent is tried too (every gate still applies at the lower
     placement); ``grow`` (False where the sample holds images the former count never saw: they may
     show the label more) holds growth too; ``why`` says in its reason why it keeps its images. Each
@@ -74,29 +90,45 @@ def keep_positives(d: Decisions, scores: np.ndarray, anchors: TextAnchors, cfg: 
         if (not d.present[j] and not revive) or d.labels[j] in d.overrides:
             continue
         before = int((s[:, j] >= t[j]).sum()) if d.present[j] else 0
-        if grow and before > target / KEEP:  # far more than it had: held back to its former count where names agree
+        low, high = band(target)
+        if grow and before > high:  # far more than it had: held back to its former count where names agree
             if _hold_count(d, s, j, target, cfg, zeroshot_top1, keys, why, before):
                 t = d.thresholds()
             continue
-        if before >= KEEP * target:
+        if before >= low:
             continue
-        for p in lower_first:
-            lower, lt = at(p)
-            kept = int((s[:, j] >= lt[j]).sum()) if lower.present[j] else 0
-            if kept > target / KEEP:  # lower still would tag far more than it had: not its images alone
-                break
-            if kept >= KEEP * target:
-                _take(d, lower, j, f"; positives placed at {p:.2f} of its text scale (not {used:.2f}): {why}, "
-                                   f"it keeps its images ({kept} of the {target:.0f} it had in this sample; {before} "
-                                   f"at {used:.2f})")
-                logger.info("%s kept its images: placed at %.2f (%d positives on the sample, %.0f before)",
-                            d.labels[j], p, kept, target)
-                t = d.thresholds()
-                break
-        if revive and (s[:, j] >= t[j]).sum() < KEEP * target:
+        best = _nearest(lower_first, at, s[:, j], j, target)
+        if best is not None:
+            p, kept = best
+            lower, _ = at(p)
+            _take(d, lower, j, f"; positives placed at {p:.2f} of its text scale (not {used:.2f}): {why}, "
+                               f"it keeps its images ({kept} of the {target:.0f} it had in this sample; {before} "
+                               f"at {used:.2f})")
+            logger.info("%s kept its images: placed at %.2f (%d positives on the sample, %.0f before)",
+                        d.labels[j], p, kept, target)
+            t = d.thresholds()
+        if revive and (s[:, j] >= t[j]).sum() < low:
             if _hold_count(d, s, j, target, cfg, zeroshot_top1, keys, why, before):
                 t = d.thresholds()
     return d
+
+
+def _nearest(placements: list[float], at, col: np.ndarray, j: int, target: float) -> tuple[float, int] | None:
+    """Of ``placements`` (highest first; ``at(p)`` fits one), the one whose positives of label ``j``
+    (its scores ``col``) come nearest ``target`` without leaving its :func:`band`, and their count; None
+    where none stays in it."""
+    best: tuple[float, int] | None = None
+    low, high = band(target)
+    for p in placements:
+        lower, lt = at(p)
+        kept = int((col >= lt[j]).sum()) if lower.present[j] else 0
+        if kept > high:  # lower still would tag far more than it had: not its images alone
+            break
+        if kept >= low and (best is None or abs(kept - target) < abs(best[1] - target)):
+            best = (p, kept)
+        if kept >= target:  # a lower placement only tags more
+            break
+    return best
 
 
 def _hold_count(d: Decisions, s: np.ndarray, j: int, target: float, cfg: DecisionConfig,
@@ -126,7 +158,7 @@ def _hold_count(d: Decisions, s: np.ndarray, j: int, target: float, cfg: Decisio
     old = (d.prior[j], d.present[j], d.label_cutoffs[j])
     d.prior[j], d.present[j], d.label_cutoffs[j] = prior, True, 0.5
     kept = int((s[:, j] >= d.thresholds()[j]).sum())
-    if not KEEP * target <= kept <= target / KEEP:  # the crossing is not where the count put it
+    if not LANDS * target <= kept <= target / LANDS:  # the crossing is not where the count put it
         d.prior[j], d.present[j], d.label_cutoffs[j] = old
         return False
     d.reasons[j] = (f"text separation {sep:.2f}: present, held to the positives it had: {why}, "

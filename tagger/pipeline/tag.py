@@ -304,8 +304,8 @@ def _hold_unchanged(cat, model_id: str, d: Decisions, calibrated: np.ndarray, an
                     cfg: "TagConfig", named: "np.ndarray | ZeroShotNames | None", refit: set[str],
                     same: Callable[[int], bool]) -> Decisions:
     """``d`` with the labels the current run had present, and that no edit changed since (same name,
-    synonyms only added to, or renamed), held to 2/3 of their positives there (:mod:`tagger.method.keep`):
-    a retrain's small shift of a label's classifier row must not take its images, nor judge it absent.
+    synonyms only added to, or renamed), held near their positives there (within ``KEEP`` of them:
+    :mod:`tagger.method.keep`): a retrain's small shift of a label's classifier row must not take its images, nor judge it absent.
     Not across models: a run of another model says nothing of this one's scale."""
     current = cat.current_run()
     if current is None or anchors is None or cfg.decision != "anchored" or cat.get_run(current).model_id != model_id:
