@@ -81,6 +81,11 @@ class WorkspaceError(TaggerError):
     """The workspace directory cannot be used (e.g. it is not writable for a job)."""
 
 
+class SidecarError(TaggerError, ValueError):
+    """An XMP sidecar the export leaves as it is: not XMP, or in a form it cannot merge into without
+    changing what a person wrote or what their photo tool reads."""
+
+
 class ClusterError(TaggerError):
     """The Ray cluster could not be reached or refused the connection."""
 

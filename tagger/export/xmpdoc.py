@@ -3,39 +3,25 @@ properties edited in place, every other element, attribute, comment and processi
 inside the root element kept as it was (what lies outside it, padding and a comment before
 ``x:xmpmeta``, is not: the packet is written anew around the root).
 
-A sidecar is refused (ValueError) when it is larger than :data:`MAX_SIDECAR_BYTES`, declares a
-DOCTYPE or entities (no XMP packet does; entity tricks live there; checked by the XML parser, so in
-any encoding, UTF-16 included), nests elements deeper than :data:`MAX_DEPTH`, is not XML (or in an
-encoding the parser lacks), or holds no ``rdf:RDF``. Any encoding the parser reads is written back as
+A sidecar is refused (:class:`~tagger.errors.SidecarError`, a ValueError) when :mod:`.xmpparse`
+does not read it as one, or it holds no ``rdf:RDF``. Any encoding the parser reads is written back as
 UTF-8. Serialising the same tree again gives the same bytes, so an unchanged sidecar is never rewritten.
 """
 from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-import xml.parsers.expat as expat
 from collections.abc import Iterable, Sequence
+
+from ..errors import SidecarError
+from .xmpparse import MAX_DEPTH, MAX_SIDECAR_BYTES, NAMESPACES, parse, register
 
 __all__ = ["MAX_DEPTH", "MAX_SIDECAR_BYTES", "NAMESPACES", "XmpDoc", "bag", "li_items", "li_resource", "qname",
            "resource", "structs", "text_element", "xml_unsafe"]
 
-NAMESPACES = {
-    "x": "adobe:ns:meta/",
-    "rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#",
-    "dc": "http://purl.org/dc/elements/1.1/",
-    "lr": "http://ns.adobe.com/lightroom/1.0/",
-    "digiKam": "http://www.digikam.org/ns/1.0/",
-    "tagger": "urn:x-tagger:xmp:1.0#",
-}
-MAX_SIDECAR_BYTES = 32 << 20
-#: Element nesting refused beyond this (XMP packets nest a dozen levels; serialising recurses per level).
-MAX_DEPTH = 256
-MAX_PREFIXES = 256  # a document's own prefixes kept at most (ElementTree's registry is global and each
-# registration scans it: thousands of declarations made one merge take seconds); more are written ns0 ...
 _PACKET_BEGIN = '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
 _PACKET_END = '\n<?xpacket end="{}"?>\n'
 _READ_ONLY_END = re.compile(rb"<\?xpacket\s+end\s*=\s*[\"']r[\"']\s*\?>")  # kept as the packet said
-_BOM8 = b"\xef\xbb\xbf"
 # characters XML 1.0 cannot hold (not even as character references)
 _XML_UNSAFE = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -58,80 +44,6 @@ def xml_unsafe(text: str) -> str | None:
 
 # what an empty packet holds besides white space: a byte-order mark, the XML declaration, xpacket wrappers
 _PACKET_ONLY = re.compile(rb"\A(?:\xef\xbb\xbf|\s|<\?xml[^>]*\?>|<\?xpacket[^>]*\?>)*\Z")
-
-
-def _trimmed(data: bytes) -> bytes:
-    """``data`` without blank lines before its first tag (an XML declaration must come first)."""
-    body = data[len(_BOM8):] if data.startswith(_BOM8) else data
-    trimmed = body.lstrip(b" \t\r\n")
-    return trimmed if trimmed is not body and trimmed.startswith(b"<") else data
-
-
-class _Refused(ValueError):
-    """A document the XML parser reads, but no XMP sidecar would be."""
-
-
-def _scan(data: bytes) -> list[tuple[str, str]]:
-    """One streaming pass of the XML parser over ``data``: its namespace bindings. ValueError for a
-    DOCTYPE or entity declaration, nesting deeper than :data:`MAX_DEPTH`, or bytes that are not XML."""
-    parser = expat.ParserCreate(namespace_separator=" ")
-    pairs: list[tuple[str, str]] = []
-    depth = [0]
-
-    def start(_name: str, _attrs: object) -> None:
-        depth[0] += 1
-        if depth[0] > MAX_DEPTH:
-            raise _Refused(f"elements nested deeper than {MAX_DEPTH}: not an XMP sidecar")
-
-    def end(_name: str) -> None:
-        depth[0] -= 1
-
-    def declaration(*_args: object) -> None:
-        raise _Refused("declares a DOCTYPE or entities: not an XMP sidecar")
-
-    parser.StartElementHandler, parser.EndElementHandler = start, end
-    parser.StartDoctypeDeclHandler = parser.EntityDeclHandler = declaration
-    parser.StartNamespaceDeclHandler = lambda prefix, uri: pairs.append((prefix or "", uri or ""))
-    try:
-        parser.Parse(data, True)
-    except expat.ExpatError as e:
-        raise ValueError(f"not XML: {e}") from e
-    except _Refused:
-        raise
-    except (LookupError, ValueError) as e:  # an encoding the parser does not know or cannot read
-        raise ValueError(f"in an encoding the XML parser cannot read ({e}): write it as UTF-8") from e
-    return pairs
-
-
-def _own_binding(prefix: str, uri: str) -> bool:
-    """Whether a document's prefix binding is kept when it is written: not a standard prefix bound to another
-    namespace (that namespace is written ns0 ...), nor tagger's namespace under another prefix, so tagger's
-    record is always ``tagger:`` (``exiftool -XMP-tagger:all``) and ``dc:`` ... always name their own."""
-    return bool(prefix) and NAMESPACES.get(prefix, uri) == uri and (uri != NAMESPACES["tagger"] or prefix == "tagger")
-
-
-def _register(pairs: Iterable[tuple[str, str]]) -> None:
-    """Serialise with the document's own prefixes (and the standard ones), not ns0, ns1 ..."""
-    own = list(dict.fromkeys(p for p in pairs if _own_binding(*p) and p not in NAMESPACES.items()))[:MAX_PREFIXES]
-    for prefix, uri in [*NAMESPACES.items(), *own]:
-        if prefix:
-            try:
-                ET.register_namespace(prefix, uri)
-            except ValueError:  # a reserved name (ns0 ...): ElementTree picks one
-                pass
-
-
-def _parse(data: bytes) -> ET.Element:
-    if len(data) > MAX_SIDECAR_BYTES:
-        raise ValueError(f"larger than {MAX_SIDECAR_BYTES >> 20} MiB: not a sidecar")
-    data = _trimmed(data)
-    _register(_scan(data))
-    parser = ET.XMLParser(target=ET.TreeBuilder(insert_comments=True, insert_pis=True))
-    try:
-        parser.feed(data)
-        return parser.close()
-    except (ET.ParseError, LookupError) as e:
-        raise ValueError(f"not XML: {e}") from e
 
 
 def _is_element(e: ET.Element) -> bool:
@@ -166,16 +78,16 @@ class XmpDoc:
     def __init__(self, data: bytes | None = None) -> None:
         self.end = "r" if data and _READ_ONLY_END.search(data[-65536:]) else "w"
         if data and not _PACKET_ONLY.match(data.strip()):  # strip first: the pattern steps a byte at a time
-            self.root = _parse(data)
+            self.root = parse(data)
         else:
-            _register(())
+            register(())
             self.root = ET.Element(qname("x", "xmpmeta"))
             ET.SubElement(self.root, _RDF + "RDF")
         rdf = self.root if self.root.tag == _RDF + "RDF" else self.root.find(f".//{_RDF}RDF")
         if rdf is None and self.root.tag == qname("x", "xmpmeta"):  # an empty packet: <x:xmpmeta/>
             rdf = ET.SubElement(self.root, _RDF + "RDF")
         if rdf is None:
-            raise ValueError("no rdf:RDF element: not an XMP document")
+            raise SidecarError("no rdf:RDF element: not an XMP document")
         self.rdf = rdf
         if rdf.find(_DESC) is None:
             ET.SubElement(rdf, _DESC, {_RDF + "about": ""})
@@ -205,13 +117,13 @@ class XmpDoc:
         """The one list container of ``tag``, made in the first description when absent. A simple
         value (an attribute or text) becomes an item of it, and the items of the same property
         repeated in other descriptions (readers see only one of them) are moved into it, so every
-        reader sees the person's items and the added ones together. ValueError when ``tag`` holds
+        reader sees the person's items and the added ones together. SidecarError when ``tag`` holds
         neither a list nor text (a structure): nothing is changed then."""
         found = self.elements(tag)
         lists = [(d, e, c) for d, e in found if (c := _container(e)) is not None]
         texts = [(d, e) for d, e in found if not any(map(_is_element, e))]
         if found and not lists and not texts:
-            raise ValueError(f"{_prefixed(tag)} is neither a list nor a text: left alone")
+            raise SidecarError(f"{_prefixed(tag)} is neither a list nor a text: left alone")
         if lists:
             host, inner = lists[0][1], lists[0][2]
         else:
