@@ -10,6 +10,7 @@ leaves the old sidecar or the complete new one. An unchanged sidecar is not rewr
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import re
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 #: Sidecar names: ``photo.jpg.xmp`` keeps the image's extension, ``photo.xmp`` replaces it.
 NAMINGS = ("photo.jpg.xmp", "photo.xmp")
+#: ``.xmp`` in every other letter case, ``.XMP`` (the common one) first.
+_OTHER_CASES = (".XMP", *sorted({"." + "".join(c) for c in itertools.product("xX", "mM", "pP")} - {".xmp", ".XMP"}))
 _STALE_TMP = re.compile(re.escape(TMP_PREFIX) + r".+\.(?i:xmp)\.(\d+)\.[0-9a-f]{8}$")  # photo.jpg.XMP too
 
 
@@ -110,13 +113,14 @@ def sibling_claims(image: str, naming: str) -> str | None:
 
 
 def existing_sidecar(target: Path | None) -> Path | None:
-    """``target``, or the sidecar already beside it under the same name with an upper-case extension
-    (``photo.XMP``, as some cameras and Windows tools write it) when only that one exists: merged
-    into where the person's tools read it, never a second sidecar next to it."""
-    if target is None or os.path.lexists(target):
+    """``target``, or the sidecar already beside it under the same name with its extension in other
+    letter case (``photo.XMP``, as some cameras and Windows tools write it, or ``photo.Xmp``) when only
+    that one exists (``.XMP`` first): merged into where the person's tools read it, never a second
+    sidecar next to it."""
+    if target is None or os.path.lexists(target) or not target.name.endswith(".xmp"):
         return target
-    upper = target.with_name(target.name[:-len(".xmp")] + ".XMP") if target.name.endswith(".xmp") else target
-    return upper if os.path.lexists(upper) else target
+    stem = target.name[:-len(".xmp")]
+    return next((other for ext in _OTHER_CASES if os.path.lexists(other := target.with_name(stem + ext))), target)
 
 
 def read_sidecar(target: Path) -> tuple[bytes | None, tuple | None]:
@@ -143,9 +147,15 @@ def read_sidecar(target: Path) -> tuple[bytes | None, tuple | None]:
     return b"".join(chunks), (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode, st.st_uid, st.st_gid)
 
 
-def _mtime(ident: tuple) -> str:
-    """When the sidecar last changed (its modification time, UTC), as the record writes times."""
-    return iso_utc(datetime.fromtimestamp(ident[2] / 1e9, timezone.utc))
+def _mtime(ident: tuple) -> str | None:
+    """When the sidecar last changed (its modification time, UTC), as the record writes times; None (the
+    merge takes the current time) for a time the record's four-digit year cannot hold (a file system
+    such as tmpfs, NTFS or SMB keeps year 10000, or one before the common era)."""
+    try:
+        when = datetime.fromtimestamp(ident[2] / 1e9, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return iso_utc(when) if 1000 <= when.year <= 9999 else None
 
 
 def _check_writable(target: Path, ident: tuple | None) -> None:

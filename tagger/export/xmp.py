@@ -236,8 +236,11 @@ def merge_sidecar(existing: bytes | None, tags: Sequence[MachineTag | str], *, r
     """``existing`` (or a new sidecar) with ``tags`` merged in (see the module) for ``owner`` (the
     workspace and image: only what it wrote is taken out; :mod:`tagger.export.record`). A decline
     found now is recorded at ``changed_at`` (when the sidecar last changed, :func:`iso_utc`; default
-    now). ValueError when ``existing`` is not an XMP document."""
+    now). ValueError (:class:`~tagger.errors.SidecarError`) when ``existing`` is not an XMP document,
+    or not one it can merge into without changing a person's value (:meth:`XmpDoc.check_layout`, a
+    keyword list that is not one)."""
     doc = XmpDoc(existing)
+    doc.check_layout()
     owner = owner or Owner()
     prior = read_record(doc, owner)
     prior.entries = {k: _sane(e) for k, e in prior.entries.items()}

@@ -34,6 +34,10 @@ def qname(prefix: str, name: str) -> str:
 _RDF = "{%s}" % NAMESPACES["rdf"]
 _LI, _DESC, _RESOURCE = _RDF + "li", _RDF + "Description", _RDF + "parseType"
 _CONTAINERS = (_RDF + "Bag", _RDF + "Seq", _RDF + "Alt")
+#: What a keyword list's property element may carry (as the XMP Toolkit reads a list or a text): any other
+#: attribute (``rdf:resource``, ``rdf:parseType``, ``rdf:datatype``, ``rdf:nodeID``, a property) makes it
+#: something else, which a list written into would turn into invalid RDF.
+_LIST_ATTRS = frozenset({"{http://www.w3.org/XML/1998/namespace}lang", _RDF + "ID"})
 
 
 def xml_unsafe(text: str) -> str | None:
@@ -92,6 +96,20 @@ class XmpDoc:
         if rdf.find(_DESC) is None:
             ET.SubElement(rdf, _DESC, {_RDF + "about": ""})
 
+    def check_layout(self) -> None:
+        """SidecarError unless the packet's properties all lie in ``rdf:Description`` elements of one
+        ``rdf:RDF``. Two ``rdf:RDF`` elements, or a typed node (``<xmp:Thing rdf:about="">``), are not
+        XMP: exiftool reads them all, the XMP Toolkit refuses a typed node, so no place to merge into is
+        right for every reader."""
+        roots = _outer_rdfs(self.root)
+        if len(roots) > 1:
+            raise SidecarError(f"{len(roots)} rdf:RDF elements (an XMP packet has one; photo tools differ "
+                               "on what they read): left alone")
+        typed = next((e for e in self.rdf if _is_element(e) and e.tag != _DESC), None)
+        if typed is not None:
+            raise SidecarError(f"a typed node {_prefixed(typed.tag)} in place of rdf:Description (not XMP; photo "
+                               "tools differ on what they read there): left alone")
+
     @property
     def descriptions(self) -> list[ET.Element]:
         return self.rdf.findall(_DESC)
@@ -147,11 +165,26 @@ class XmpDoc:
                 _append_new(inner, have, d.attrib.pop(tag).strip())
         return inner
 
+    def _check_plain(self, tag: str) -> None:
+        """SidecarError when a property element of ``tag`` carries an attribute other than ``xml:lang``
+        or ``rdf:ID``: a resource, an XML literal, a typed literal, a blank node or a structure is not a
+        keyword list, and whatever wrote it reads it as such, so it is not turned into one."""
+        for _, e in self.elements(tag):
+            marker = next((a for a in e.attrib if a not in _LIST_ATTRS), None)
+            if marker is not None:
+                value = e.attrib[marker]
+                value = value if len(value) <= 60 else value[:57] + "..."
+                raise SidecarError(f'{_prefixed(tag)} carries {_prefixed(marker)}="{value}": not a keyword list '
+                                   "(an rdf:Bag of text), left alone")
+
     def edit_list(self, tag: str, remove: Iterable[str], add: Sequence[str], container: str = "Bag") -> None:
         """Remove the items of ``remove`` from list ``tag`` (every occurrence, in every description)
         and append ``add`` to its list (:meth:`_list_element`); a list emptied by the removal is dropped
-        (one still holding a comment is kept, empty of items)."""
+        (one still holding a comment is kept, empty of items). SidecarError, nothing changed, when a
+        property element of ``tag`` carries an RDF marker (:meth:`_check_plain`)."""
         drop = set(remove)
+        if drop or add:
+            self._check_plain(tag)
         if drop:
             for d, e in self.elements(tag):
                 for inner in [c for c in e if c.tag in _CONTAINERS]:
@@ -186,8 +219,17 @@ class XmpDoc:
 
 
 def _indent(root: ET.Element) -> None:
-    """``ET.indent``, but an XML literal (``rdf:parseType="Literal"``) keeps its white space: it is a value."""
-    kept = [(x, x.text, x.tail, x is not e) for e in root.iter() if e.get(_RESOURCE) == "Literal" for x in e.iter()]
+    """``ET.indent``, but a value keeps its white space: an XML literal (``rdf:parseType="Literal"``) all of
+    it, a text holding comments or processing instructions (an element with no element inside) its text
+    and what follows each of them, which ``ET.indent`` would pad (``foo<!-- c -->`` read as ``foo`` and a
+    line break)."""
+    kept: list[tuple[ET.Element, str | None, str | None, bool]] = []
+    for e in root.iter():
+        if e.get(_RESOURCE) == "Literal":
+            kept.extend((x, x.text, x.tail, x is not e) for x in e.iter())
+        elif len(e) and not any(map(_is_element, e)):
+            kept.append((e, e.text, e.tail, False))
+            kept.extend((x, x.text, x.tail, True) for x in e)
     ET.indent(root, space=" ")
     for x, text, tail, inside in kept:
         x.text = text
@@ -201,9 +243,18 @@ def _container(e: ET.Element) -> ET.Element | None:
 
 
 def _prefixed(tag: str) -> str:
+    """``dc:subject`` for ``{http://purl.org/dc/elements/1.1/}subject``; a name of another namespace as is."""
     uri, _, name = tag[1:].partition("}")
-    prefix = next((p for p, u in NAMESPACES.items() if u == uri), uri)
-    return f"{prefix}:{name}"
+    prefix = next((p for p, u in NAMESPACES.items() if u == uri), None)
+    return f"{prefix}:{name}" if prefix and tag.startswith("{") else tag
+
+
+def _outer_rdfs(e: ET.Element) -> list[ET.Element]:
+    """The ``rdf:RDF`` elements at or below ``e`` that are not inside another one (one in an XML literal
+    is part of a value)."""
+    if e.tag == _RDF + "RDF":
+        return [e]
+    return [r for c in e if _is_element(c) for r in _outer_rdfs(c)]
 
 
 def _move_text(e: ET.Element, inner: ET.Element) -> None:
