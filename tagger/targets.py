@@ -5,10 +5,14 @@ A target is refused, with one :class:`~tagger.errors.ConfigError` line, when it 
 workspace (the catalog, ``workspace.json``, an index ...), when it exists and is not a regular file
 (a folder, a device, a FIFO, a socket), when it is named like an image or a sidecar (``.jpg``, camera
 raw, ``.xmp`` ...: even with ``force``, existing or not), when it exists (a broken link too) and
-``force`` was not given, or when its
-folder is missing (nothing creates folders it was not asked to) or not writable. Files are written
-with :func:`tagger.atomic.atomic_open` (``parents=False``): a temp file in the same folder, flushed,
-then renamed over the target.
+``force`` was not given, when its name ends in ``/`` (a folder's name, existing or not), or when its
+folder is missing (nothing creates folders it was not asked to) or not writable. A symbolic link is
+the file it leads to: each rule applies to that file (and the names rule to the link's name too),
+which is written in its own folder, the link left as it is; a broken link, with ``force``, is
+replaced. A link through ``/proc`` (``/dev/stdout``, ``/dev/fd/1``: a process's open file) is
+refused: standard output is ``--out -``. Files are written with
+:func:`tagger.atomic.atomic_open` (``parents=False``): a temp file in the same folder, flushed, then
+renamed over the target.
 """
 from __future__ import annotations
 
@@ -74,33 +78,74 @@ def _kind(mode: int) -> str:
 
 def check_out_file(path: str | os.PathLike, workspace: str | os.PathLike | None, *, force: bool = False,
                    option: str = "--out") -> Path:
-    """``path`` made absolute once it is safe to write (see the module's rules); ConfigError otherwise."""
-    if not os.fspath(path).strip():
+    """The file to write for ``path``, absolute (a link's target), once it is safe to write (see the
+    module's rules); ConfigError otherwise."""
+    raw = os.fspath(path)
+    if not raw.strip():
         raise ConfigError(f"{option} is empty: give the name of the file to write")
-    p = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
-    if p.suffix.lower() in PHOTO_EXTENSIONS | {".xmp"}:  # a table under a photo's or a sidecar's name
-        raise ConfigError(f"{option} {p} is named like an image or a sidecar ({p.suffix}), not a table: "
-                          "give another name")
+    if os.path.basename(raw) in ("", ".", ".."):
+        raise ConfigError(f"{option} {raw} names a folder: give the name of the file to write")
+    given = Path(os.path.abspath(os.path.expanduser(raw)))
+    p = _link_target(given, option)
+    for name in dict.fromkeys((given, p)):
+        _check_name(name, option)
     if workspace is not None and inside(p, workspace):
-        raise ConfigError(f"{option} {p} is inside the workspace {workspace}: write exports outside it")
-    try:
-        st = os.stat(p)  # follows a link: the file that would be replaced
-    except FileNotFoundError:
-        st = None
-        if os.path.lexists(p) and not force:
-            raise ConfigError(f"{option} {p} is a broken link: give --force to replace it, or another name") from None
-    except OSError as e:
-        raise ConfigError(f"cannot write {option} {p}: {os_reason(e)}") from e
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"{option} {p} is {_kind(st.st_mode)}: give the name of a regular file")
-    if st is not None and not force:
-        raise ConfigError(f"{option} {p} exists: give --force to replace it, or another name")
-    if st is not None and (not stat.S_IMODE(st.st_mode) & 0o222 or not os.access(p, os.W_OK)):
-        # a person's way of saying "leave this file alone", which writing a new file and renaming it would bypass
-        raise ConfigError(f"{option} {p} is read-only: left alone, even with --force (make it writable, or give "
-                          "another name)")
+        raise ConfigError(f"{option} {given} is inside the workspace {workspace}: write exports outside it")
+    _check_existing(given, p, option, force)
     _check_folder(p.parent, option, p)
     return p
+
+
+def _check_name(p: Path, option: str) -> None:
+    """ConfigError when ``p`` is named like a photo or a sidecar (a table under such a name)."""
+    if p.suffix.lower() in PHOTO_EXTENSIONS | {".xmp"}:
+        raise ConfigError(f"{option} {p} is named like an image or a sidecar ({p.suffix}), not a table: "
+                          "give another name")
+
+
+def _check_existing(given: Path, p: Path, option: str, force: bool) -> None:
+    """ConfigError when the file ``p`` (for ``given``) exists and may not be replaced."""
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        if os.path.lexists(p) and not force:
+            raise ConfigError(f"{option} {p} is a broken link: give --force to replace it, or another name") from None
+        return
+    except OSError as e:
+        raise ConfigError(f"cannot write {option} {given}: {os_reason(e)}") from e
+    shown = p if p == given else f"{given} (a link to {p})"
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{option} {shown} is {_kind(st.st_mode)}: give the name of a regular file")
+    if not force:
+        raise ConfigError(f"{option} {shown} exists: give --force to replace it, or another name")
+    if not stat.S_IMODE(st.st_mode) & 0o222 or not os.access(p, os.W_OK):
+        # a person's way of saying "leave this file alone", which writing a new file and renaming it would bypass
+        raise ConfigError(f"{option} {shown} is read-only: left alone, even with --force (make it writable, or give "
+                          "another name)")
+
+
+#: Links followed at most, as the kernel does (``ELOOP`` past this).
+_MAX_HOPS = 40
+
+
+def _link_target(p: Path, option: str) -> Path:
+    """The file the symbolic link ``p`` leads to (every link on the way followed); ``p`` itself when it
+    is no link or a broken one. ConfigError for a link through ``/proc`` (a process's open file, as
+    ``/dev/stdout`` is): replacing what it leads to is never what was meant."""
+    hop = p
+    try:
+        for _ in range(_MAX_HOPS):
+            if not hop.is_symlink():
+                break
+            if Path(os.path.realpath(hop.parent)).is_relative_to("/proc"):
+                raise ConfigError(f"{option} {p} is a link to a process's open file, not a file to replace: "
+                                  "give --out - to write to standard output")
+            hop = Path(os.path.realpath(hop.parent)) / os.readlink(hop)
+    except OSError as e:
+        raise ConfigError(f"cannot write {option} {p}: {os_reason(e)}") from e
+    if hop == p or not os.path.exists(p):
+        return p
+    return Path(os.path.realpath(p))
 
 
 def _check_folder(folder: Path, option: str, target: Path) -> None:

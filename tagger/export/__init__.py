@@ -163,5 +163,6 @@ def export_run(cat: "Catalog", fmt: str, *, run_id: int | None = None,
         check_out_file(opts.out if opts.out is not None else default_out(fmt, run.run_id), opts.workspace,
                        force=opts.force)
     _check_suffix(fmt, opts.out)  # after the target's own refusals (the workspace, an existing file...)
+    _check_suffix(fmt, target)  # the file a link given as --out leads to
     batches = cat.tag_batches(run.run_id, positive_only=opts.positive_only, batch_rows=opts.batch_rows)
     return {"run": run.run_id, **write_table_export(batches, fmt, target)}
