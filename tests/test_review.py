@@ -249,3 +249,26 @@ def test_an_unscored_accept_shows_in_the_report_and_the_eval_reads(ws, tmp_path)
     assert "not scored · person" in page
     truth = {f"/img/{n}.jpg": ["cat"] for n in range(4)}
     assert score_current_tags(ws / "catalog.duckdb", truth)["images_tagged"] == 4
+
+
+def test_a_csv_header_is_read_by_column_name(ws, tmp_path):
+    """A header may list uri, label and decision in any order, with other columns beside them (ignored);
+    a header lacking one of the three is one error line naming it, and nothing is recorded."""
+    moved = tmp_path / "moved.csv"
+    moved.write_text("Label,note,URI,decision\ndog,looks like one,/img/3.jpg,accept\ncat,,/img/0.jpg,reject\n")
+    out = invoke("review", "import", str(moved), "-w", str(ws), "--json")
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout.splitlines()[-1])["decisions"] == 2
+    assert current(ws)[("/img/3.jpg", "dog")] == (True, "person")
+    assert current(ws)[("/img/0.jpg", "cat")] == (False, "person")
+    for header, missing in (("label,uri", "decision"), ("uri,decision,verdict", "label"), ("uri,label,uri,decision",
+                                                                                            "twice")):
+        bad = tmp_path / "bad.csv"
+        bad.write_text(f"{header}\n/img/1.jpg,cat,accept\n")
+        out = invoke("review", "import", str(bad), "-w", str(ws))
+        assert out.exit_code == 2 and out.stderr.startswith("error: ") and out.stderr.count("\n") == 1, out.output
+        assert missing in out.stderr and "header" in out.stderr, out.stderr
+    (tmp_path / "ragged.csv").write_text("label,uri,decision\ndog,/img/1.jpg\n")
+    out = invoke("review", "import", str(tmp_path / "ragged.csv"), "-w", str(ws))
+    assert out.exit_code == 2 and "row 1 has 2 column(s)" in out.stderr and "header" in out.stderr, out.stderr
+    assert current(ws)[("/img/1.jpg", "cat")] == (False, "model")

@@ -1,5 +1,6 @@
-"""Files of review decisions: a CSV of ``uri,label,decision`` rows, or the JSON file the report's
-review queue downloads (``{"format": "tagger-review", "version": 1, "run": N, "decisions": [...]}``,
+"""Files of review decisions: a CSV of ``uri,label,decision`` rows (a header, optional, may name the
+three columns in any order beside others, which are ignored), or the JSON file the report's review
+queue downloads (``{"format": "tagger-review", "version": 1, "run": N, "decisions": [...]}``,
 each decision ``{"uri", "label", "decision"}``)."""
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ __all__ = ["FILE_FORMAT", "decisions_document", "read_decisions"]
 
 FILE_FORMAT = "tagger-review"
 _COLUMNS = ("uri", "label", "decision")
+_DECISIONS = ("accept", "reject")
 
 
 def decisions_document(run_id: int | None, decisions: list[dict[str, str]]) -> dict[str, Any]:
@@ -45,18 +47,35 @@ def _from_json(path: Path, text: str) -> list[tuple[str, str, str]]:
     return out
 
 
+def _header(path: Path, row: list[str]) -> tuple[int, int, int] | None:
+    """Where uri, label and decision stand when ``row`` is a header (it names one of them and holds no
+    decision); None for a data row. ConfigError for a header lacking one of them or naming one twice."""
+    names = [c.strip().lower() for c in row]
+    if not set(names) & set(_COLUMNS) or set(names) & set(_DECISIONS):
+        return None
+    twice = [c for c in _COLUMNS if names.count(c) > 1]
+    if twice:
+        raise ConfigError(f"decisions file {path}: the header names {twice[0]} twice")
+    missing = [c for c in _COLUMNS if c not in names]
+    if missing:
+        raise ConfigError(f"decisions file {path}: the header ({','.join(row)}) has no {' or '.join(missing)} "
+                          "column: it needs uri, label and decision, in any order")
+    return names.index("uri"), names.index("label"), names.index("decision")
+
+
 def _from_csv(path: Path, text: str) -> list[tuple[str, str, str]]:
     try:
         rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
     except csv.Error as e:  # e.g. a field over the csv module's limit (128 KiB)
         raise ConfigError(f"cannot read decisions file {path}: {e}") from None
-    if rows and [c.strip().lower() for c in rows[0]][:3] == list(_COLUMNS):
-        rows = rows[1:]
+    header = _header(path, rows[0]) if rows else None
+    (u, lab, d), width = (header, len(rows[0])) if header else ((0, 1, 2), 3)
     out = []
-    for k, row in enumerate(rows, 1):
-        if len(row) != 3:
-            raise ConfigError(f"decisions file {path}: row {k} has {len(row)} column(s), expected uri,label,decision")
-        out.append((row[0], row[1], row[2]))
+    for k, row in enumerate(rows[1:] if header else rows, 1):
+        if len(row) != width:
+            said = f"the header has {width}" if header else "expected uri,label,decision"
+            raise ConfigError(f"decisions file {path}: row {k} has {len(row)} column(s), {said}")
+        out.append((row[u], row[lab], row[d]))
     return out
 
 
