@@ -86,6 +86,10 @@ class SidecarError(TaggerError, ValueError):
     changing what a person wrote or what their photo tool reads."""
 
 
+class NoWorkspaceError(WorkspaceError):
+    """A verb that works on a workspace was given a folder that holds none (no catalog)."""
+
+
 class ClusterError(TaggerError):
     """The Ray cluster could not be reached or refused the connection."""
 

@@ -27,13 +27,14 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_bytes
-from .errors import WorkspaceError
+from .errors import NoWorkspaceError, WorkspaceError
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,14 @@ class Workspace:
                                  f"{', ...' if len(foreign) > 3 else ''}): give a new or empty folder for the "
                                  "workspace (images are added with `tagger encode SOURCE`, they do not go inside it)")
         return False
+
+    def require(self) -> "Workspace":
+        """This workspace when its folder holds one (a catalog), else NoWorkspaceError naming how to start
+        one; nothing is created either way."""
+        if not self.catalog.exists():
+            raise NoWorkspaceError(f"no workspace at {self.root} (start one with: tagger init "
+                                   f"{shlex.quote(str(self.root))})")
+        return self
 
     @property
     def catalog(self) -> Path:

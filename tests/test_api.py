@@ -33,9 +33,18 @@ def _record(monkeypatch: pytest.MonkeyPatch, verb: str) -> list[tuple[tuple, dic
     return calls
 
 
+def _workspace(tmp_path: Path) -> Workspace:
+    """A new workspace with its catalog (the CLI's verbs other than init, encode and labels add need one)."""
+    from tagger.catalog import Catalog
+    ws = Workspace.at(tmp_path / "ws")
+    with Catalog.open(ws.catalog):
+        pass
+    return ws
+
+
 def test_the_python_train_and_the_cli_train_run_one_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _record(monkeypatch, "train")
-    ws = Workspace.at(tmp_path / "ws")
+    ws = _workspace(tmp_path)
     ann = tmp_path / "a.csv"
     tagger.train(ws, model="toy-rn", head="ovml", annotations=ann, reviewed=True)
     out = CliRunner().invoke(app, ["train", "-w", str(ws.root), "--model", "toy-rn", "--head", "ovml",
@@ -50,7 +59,7 @@ def test_the_python_tag_and_the_cli_tag_run_one_stage(tmp_path: Path, monkeypatc
     from tagger.models.registry import model_id_for
     from tagger.pipeline.tag import TagConfig
     calls = _record(monkeypatch, "tag")
-    ws = Workspace.at(tmp_path / "ws")
+    ws = _workspace(tmp_path)
     tagger.tag(ws, TagConfig(top_k=4), model="toy-rn")
     out = CliRunner().invoke(app, ["tag", "-w", str(ws.root), "--model", "toy-rn", "--top-k", "4", "--json"])
     assert out.exit_code == 0, out.output
@@ -65,7 +74,7 @@ def test_the_tag_checks_run_once_at_the_seam_for_both_callers(tmp_path: Path, mo
     """A bad model is refused by the API (so the Python call and the CLI alike) before the stage runs."""
     from tagger.errors import ModelLoadError
     calls = _record(monkeypatch, "tag")
-    ws = Workspace.at(tmp_path / "ws")
+    ws = _workspace(tmp_path)
     missing = tmp_path / "missing.pt"
     with pytest.raises(ModelLoadError, match="checkpoint file not found"):
         tagger.tag(ws, model="toy-rn", pretrained=str(missing))

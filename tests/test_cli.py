@@ -133,7 +133,7 @@ def test_sql_schema_and_usage_errors(ws, tmp_path):
     assert invoke("sql", "SELECT * FROM nope", "-w", str(ws)).exit_code == 2
     missing = tmp_path / "missing"
     out = invoke("sql", "SELECT 1", "-w", str(missing))
-    assert out.exit_code == 2 and "no catalog" in out.stderr and not missing.exists()
+    assert out.exit_code == 2 and "no workspace at" in out.stderr and not missing.exists()
 
 
 # -- labels --------------------------------------------------------------------------------------
@@ -158,6 +158,9 @@ def test_labels_add_list_retire_round_trip(tmp_path):
 
 def test_labels_errors_and_toy(tmp_path):
     ws = str(tmp_path / "ws")
+    out = invoke("labels", "retire", "unknown", "-w", ws)
+    assert out.exit_code == 2 and out.stderr.startswith("error: no workspace at") and not Path(ws).exists()
+    assert invoke("init", ws).exit_code == 0
     out = invoke("labels", "retire", "unknown", "-w", ws)
     assert out.exit_code == 2 and out.stderr.startswith("error:") and "unknown" in out.stderr
     assert invoke("labels", "add", "-w", ws).exit_code == 2
@@ -318,6 +321,8 @@ def test_search_without_index_fails_cleanly(tmp_path, search_ws):
     root, *_ = search_ws
     ws = tmp_path / "empty"
     Workspace.at(ws).update_settings(**Workspace.at(root).settings())
+    with Catalog.open(Workspace(ws).catalog):
+        pass
     out = invoke("search", "anything", "-w", str(ws), "--device", "cpu")
     assert out.exit_code == 2 and "run `tagger encode` first" in out.stderr
     assert invoke("search", "x", "--level", "nope", "-w", str(ws)).exit_code == 2

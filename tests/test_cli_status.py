@@ -54,7 +54,7 @@ def test_a_first_run_names_the_command_to_start_with(tmp_path, verb):
     out = invoke(*verb, "-w", str(tmp_path / "new"))
     assert out.exit_code == 2
     line = out.stderr.strip()
-    assert line.startswith("error:") and "\n" not in line and f"tagger encode SOURCE -w {tmp_path / 'new'}" in line
+    assert line.startswith("error:") and "\n" not in line and f"start one with: tagger init {tmp_path / 'new'}" in line
     assert not (tmp_path / "new").exists()
 
 

@@ -24,7 +24,9 @@ from typer.testing import CliRunner
 from tagger.cli.app import app
 from tagger.cli.options import HeadKind
 refused = CliRunner().invoke(app, ["train", "--head", "nope"], env={{"COLUMNS": "300"}})
-taken = CliRunner().invoke(app, ["train", "--head", "dummy", "-w", tempfile.mkdtemp()], env={{"COLUMNS": "300"}})
+ws = tempfile.mkdtemp()
+assert CliRunner().invoke(app, ["init", ws]).exit_code == 0
+taken = CliRunner().invoke(app, ["train", "--head", "dummy", "-w", ws], env={{"COLUMNS": "300"}})
 from tagger.method.headkinds import image_heads
 from tagger.method.heads import IMAGE_HEADS, fit_head, load_head
 from tagger.pipeline.heads import _check_head

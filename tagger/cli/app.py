@@ -25,8 +25,7 @@ from .options import (
     DecodeCpusOpt, EncodeCpusOpt, HeadKind, HeadOpt, JsonOpt, MaxMissingOpt, ModelOpt, NlOpt, NodeResourceOpt,
     NSentencesOpt, PartitionSizeOpt, PretrainedOpt, RowsJsonOpt, SourceOpt, WaitOpt, WorkspaceOpt, emit_rows,
     err_console, fail, finite, finite_non_negative, job_scope, one_source, output_format, print_summary, report_calibration,
-    reported,
-    workspace_at,
+    reported, workspace_at, workspace_target,
 )
 from .export import register as register_export
 from .report import report_cmd
@@ -79,8 +78,7 @@ def encode(
     from ..models.registry import absolute_checkpoint
     from ..models.resolve import record_model
     with reported():
-        ws = workspace_at(workspace, create=False)  # nothing is written before the model is checked
-        ws.check_target()  # nor among someone's files
+        ws = workspace_target(workspace)  # nothing is written before the model is checked, nor among someone's files
         name, weights = ws.model(model, absolute_checkpoint(pretrained))
         record_model(ws, name, weights)  # checks the model, then records it
         cfg = EncodeConfig(model=name, pretrained=weights, partition_size=partition_size, batch_size=batch_size,
@@ -108,8 +106,9 @@ def generate_text(
     """
     from ..pipeline.text import run_generate_text
     with reported():
-        with job_scope(workspace_at(workspace), "generate-text", wait):
-            summary = run_generate_text(workspace_at(workspace), n_sentences, seed, max_missing=max_missing)
+        ws = workspace_at(workspace)
+        with job_scope(ws, "generate-text", wait):
+            summary = run_generate_text(ws, n_sentences, seed, max_missing=max_missing)
     print_summary(f"corpus {summary['corpus_id']}", summary, as_json)
 
 
@@ -166,7 +165,7 @@ def heads_use(
     from ..models.resolve import workspace_model_id
     from ..pipeline.classifiers import use_head
     with reported():
-        ws = workspace_at(workspace, create=False)
+        ws = workspace_at(workspace)
         with job_scope(ws, "train", wait):
             summary = use_head(ws, workspace_model_id(ws, model, pretrained), which)
     print_summary(f"next tag run uses {summary['classifier_id']} ({summary['head']})", summary, as_json)
@@ -302,7 +301,7 @@ def search(
     with reported():
         if (text is None) == (like is None):
             raise ConfigError("give either TEXT or --like IMAGE (one of them)")
-        ws = workspace_at(workspace, create=False)
+        ws = workspace_at(workspace)
         if like is not None:
             hits = search_like(ws, like, k, level.value, model=model, pretrained=pretrained, device=device,
                                exact=exact, shards=shards)
@@ -345,7 +344,7 @@ def dedup(
     with reported():
         given = {"threshold": threshold, "pixel_threshold": pixel_threshold}
         cfg = DedupConfig(verify=verify, **{k: v for k, v in given.items() if v is not None})
-        ws = workspace_at(workspace, create=False)
+        ws = workspace_at(workspace)
         with job_scope(ws, "dedup", wait):
             summary = run_dedup(ws, cfg, model=model, pretrained=pretrained, rescan=rescan)
         with Catalog.open(ws.catalog, read_only=True) as cat:

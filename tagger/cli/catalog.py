@@ -153,7 +153,7 @@ def labels_add(
         fail("no labels given: pass NAME... or --toy")
     synonyms.update(_parse_synonyms(list(synonym or []), names))
     parents = list(parent or [])
-    with reported(), open_catalog(workspace, read_only=False, wait=wait) as cat:
+    with reported(), open_catalog(workspace, read_only=False, wait=wait, create=True) as cat:
         before = _vocab(cat)
         if parents:  # a cycle or a clashing new parent is refused before anything is added
             cat.check_parents(names, parents)

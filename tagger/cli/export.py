@@ -94,7 +94,7 @@ def export_cmd(
     """Export a run's tags: XMP sidecars for photo tools, or a CSV / JSON lines / Parquet table with
     uri, run, label, score, confidence, positive and provenance (model or person)."""
     from ..export import ExportOptions, export_run
-    ws = workspace_at(workspace, create=False)
+    ws = workspace_at(workspace)
     opts = ExportOptions(out=out, force=force, positive_only=positive_only, mirror=mirror, source_root=source_root,
                          naming=sidecar_name.value, root_label=root, workspace=ws.root, crash_after=crash_after)
     to_stdout = out == STDOUT

@@ -11,7 +11,7 @@ from ..errors import WorkspaceError
 from ..workspace import Workspace
 from .options import (
     DEFAULT_WORKSPACE, ModelOpt, PretrainedOpt, WorkspaceOpt, console, open_catalog, print_summary, reported,
-    workspace_at,
+    workspace_at, workspace_path, workspace_target,
 )
 
 __all__ = ["init_cmd", "register"]
@@ -26,7 +26,7 @@ def _next_commands(root: Path) -> list[tuple[str, str]]:
 
 def init_cmd(
     ws_arg: Annotated[Optional[Path], typer.Argument(
-        metavar="[WS]", file_okay=False, help="the workspace folder to create (default: --workspace)")] = None,
+        metavar="[WS]", parser=workspace_path, help="the workspace folder to create (default: --workspace)")] = None,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
@@ -35,9 +35,9 @@ def init_cmd(
     """Create a workspace (its catalog and workspace.json, with the model it will use) and print the
     next command; an existing workspace is left as it is."""
     root = (ws_arg if ws_arg is not None else workspace).expanduser().resolve()
+    ws = workspace_target(root)
+    existed = ws.catalog.exists()
     with reported():
-        existed = Workspace(root).check_target()
-        ws = workspace_at(root, create=False)
         if existed:  # a catalog.duckdb that is a text file or someone's database is not a workspace
             with open_catalog(root, read_only=True):
                 pass
@@ -48,8 +48,8 @@ def init_cmd(
             from ..models.registry import absolute_checkpoint, check_model
             name, weights = ws.model(model, absolute_checkpoint(pretrained))
             check_model(name, weights)  # a bad model is refused before anything is created
-            ws = workspace_at(root)
-            with open_catalog(root, read_only=False):
+            ws = workspace_at(root, create=True)
+            with open_catalog(root, read_only=False, create=True):
                 pass
             ws.update_settings(model=name, pretrained=weights)
     summary: dict[str, Any] = {"workspace": str(root), "created": not existed, "model": ws.model()[0],

@@ -40,7 +40,7 @@ def import_keywords_cmd(
     from ..export.kwmap import import_keywords, write_labelled
     from ..uris import to_local_path
     from ..targets import check_out_file
-    ws = workspace_at(workspace, create=False)
+    ws = workspace_at(workspace)
     with reported():
         target = check_out_file(out, ws.root, force=force)
         under = to_local_path(str(folder)) if folder is not None else None

@@ -31,8 +31,23 @@ console = Console(highlight=False, color_system=_COLORS)
 err_console = Console(stderr=True, soft_wrap=True, highlight=False, color_system=_COLORS)
 
 DEFAULT_WORKSPACE = Path("workspace")
+
+
+def workspace_path(value: str | Path) -> Path:
+    """Parser of a workspace folder given on the command line: a blank one (``-w ""``, ``-w "   "``,
+    ``TAGGER_WORKSPACE="   "``) is refused, as is a file; nothing is created here."""
+    if isinstance(value, Path):
+        return value
+    if not value.strip():
+        raise typer.BadParameter("is empty: give the workspace folder")
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"{value} is a file, not a workspace folder")
+    return path
+
+
 WorkspaceOpt = Annotated[Path, typer.Option(
-    "--workspace", "-w", envvar="TAGGER_WORKSPACE", file_okay=False,
+    "--workspace", "-w", envvar="TAGGER_WORKSPACE", parser=workspace_path, metavar="DIRECTORY",
     help="workspace directory (default: $TAGGER_WORKSPACE, else ./workspace)")]
 ModelOpt = Annotated[Optional[str], typer.Option(help="open_clip model name (default: the workspace's)")]
 PretrainedOpt = Annotated[Optional[str], typer.Option(help="hub tag or local checkpoint path")]
@@ -142,25 +157,36 @@ def reported() -> Iterator[None]:
         fail(e)
 
 
-def workspace_at(path: Path, *, create: bool = True) -> Workspace:
-    """The workspace at ``path``; read-only commands pass ``create=False`` to leave disk untouched. One is
-    made only where ``init`` would make it (never in a folder of someone's files)."""
-    ws = Workspace(Path(path).expanduser().resolve())
-    if create:
+def workspace_at(path: Path, *, create: bool = False) -> Workspace:
+    """The workspace at ``path``, or one ``error:`` line. Only the verbs that start a workspace (``init``,
+    ``encode``, ``labels add``) pass ``create``: one is made there only where ``init`` would make it (a new
+    or empty folder, never among someone's files). Every other verb is refused where the folder holds no
+    workspace, and nothing (no folder, catalog or lock) is created."""
+    with reported():
+        if create:
+            return Workspace.at(workspace_target(path).root)
+        return Workspace(Path(path).expanduser().resolve()).require()
+
+
+def workspace_target(path: Path) -> Workspace:
+    """The workspace at ``path``, or the place where one may be started (checked as ``init`` checks it,
+    :meth:`Workspace.check_target`); nothing is created yet."""
+    with reported():
+        ws = Workspace(Path(path).expanduser().resolve())
         ws.check_target()
-        return Workspace.at(ws.root)
-    return ws
+        return ws
 
 
 @contextmanager
-def open_catalog(path: Path, *, read_only: bool, wait: float = 0.0) -> Iterator["Catalog"]:
+def open_catalog(path: Path, *, read_only: bool, wait: float = 0.0, create: bool = False) -> Iterator["Catalog"]:
     """Open the workspace catalog, waiting up to ``wait`` seconds for a lock held elsewhere.
 
-    Read-only opens never create a workspace or a catalog, and are sealed: their SQL reaches no
-    other file, no URL and no extension (``Catalog.open(external_access=False)``).
+    Only a writable open with ``create`` (the verbs that start a workspace) makes a workspace and its
+    catalog where there is none; the others are refused there (:func:`workspace_at`). Read-only opens are
+    sealed: their SQL reaches no other file, no URL and no extension (``Catalog.open(external_access=False)``).
     """
     from ..catalog import Catalog
-    ws = workspace_at(path, create=not read_only)
+    ws = workspace_at(path, create=create and not read_only)
     with Catalog.open(ws.catalog, read_only=read_only, external_access=not read_only, wait=wait) as cat:
         yield cat
 

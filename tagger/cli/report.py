@@ -45,7 +45,7 @@ def report_cmd(
     """Build a static report of a run (overview, a page per label, a diff with --against, a review
     queue whose decisions `tagger review import` reads); open its index.html from disk."""
     from ..report.site import ReportConfig, build_report
-    ws = workspace_at(workspace, create=False)
+    ws = workspace_at(workspace)
     cfg = ReportConfig(max_images=max_images)
     with reported(), open_catalog(workspace, read_only=True, wait=wait) as cat:
         site = _site_folder(out, ws.root)

@@ -41,9 +41,7 @@ def serve_cmd(
     from ..serve import ServeConfig, create_app
     from ..serve.security import is_loopback, new_token
     with reported():
-        ws = workspace_at(workspace, create=False)
-        if not ws.catalog.exists():
-            fail(f"no catalog in {ws.root}: run `tagger encode SOURCE -w {ws.root}` (then `tagger tag`) first")
+        ws = workspace_at(workspace)
         if token == "auto" or (token is None and not is_loopback(host)):
             if token is None:
                 fail(f"--host {host} exposes the workspace beyond this machine: give --token TOKEN "

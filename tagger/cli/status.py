@@ -13,7 +13,7 @@ import typer
 from ..catalog.runs import LEFT_RUNNING
 from ..pipeline.progress import show_progress
 from .options import (
-    DEFAULT_WORKSPACE, QUICK_WAIT, JsonOpt, WaitOpt, WorkspaceOpt, fail, open_catalog, print_summary, reported,
+    DEFAULT_WORKSPACE, QUICK_WAIT, JsonOpt, WaitOpt, WorkspaceOpt, open_catalog, print_summary, reported,
     workspace_at,
 )
 
@@ -51,10 +51,7 @@ def status_cmd(
     """What the workspace holds: images (encoded, pending, errors), labels, decisions, the current run and
     its head, the newest tag run, a job running now, and disk used."""
     from ..catalog.status import catalog_status
-    ws = workspace_at(workspace, create=False)
-    if not ws.catalog.exists():
-        fail(f"no workspace at {ws.root} yet: start with `tagger labels add --toy -w {ws.root}` or "
-             f"`tagger encode SOURCE -w {ws.root}`")
+    ws = workspace_at(workspace)
     with reported(), open_catalog(ws.root, read_only=True, wait=wait) as cat:
         summary: dict[str, Any] = {"workspace": str(ws.root), "model": ws.model()[0], **catalog_status(cat)}
     from ..catalog import running_job
