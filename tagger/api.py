@@ -49,8 +49,9 @@ def _encode_config(ws: Workspace, cfg: "EncodeConfig | None", model: str | None,
 def encode(ws: Workspace, source: str | None, cfg: "EncodeConfig | None" = None, *, model: str | None = None,
            pretrained: str | None = None, crash_after: int | None = None, progress: bool | None = None) -> dict[str, Any]:
     """Register ``source``'s images (None: only the pending ones), encode them and update the indexes; a
-    model other than the workspace's is checked, then recorded as the workspace's (``tagger encode``,
-    which records it before taking the job lock)."""
+    model other than the workspace's is checked, then recorded as the workspace's while the workspace holds
+    nothing its own model made, else refused (:func:`~tagger.models.resolve.check_model_change`;
+    ``tagger encode`` records it before taking the job lock)."""
     from .models.resolve import record_model
     from .pipeline.encode import run_encode
     cfg = _encode_config(ws, cfg, model, pretrained)
@@ -86,8 +87,8 @@ def nightly(ws: Workspace, source: str | None = None, cfg: "NightlyConfig | None
             model: str | None = None, pretrained: str | None = None, encode_cfg: "EncodeConfig | None" = None,
             crash_at: str | None = None, calibrate_with: str | None = None) -> dict[str, Any]:
     """Encode, follow label edits, retrain, re-tag, switch and prune (``tagger nightly``); a model other
-    than the workspace's is checked, then recorded as the workspace's, as :func:`encode` does (the next
-    nightly without ``model`` would otherwise encode every image again with the default one)."""
+    than the workspace's is checked, then recorded or refused as :func:`encode` does (the next nightly
+    without ``model`` would otherwise encode every image again with the default one)."""
     from .models.resolve import record_model
     from .pipeline.nightly import run_nightly
     enc = _encode_config(ws, encode_cfg, model, pretrained)

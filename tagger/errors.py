@@ -90,6 +90,11 @@ class NoWorkspaceError(WorkspaceError):
     """A verb that works on a workspace was given a folder that holds none (no catalog)."""
 
 
+class ModelChangeError(WorkspaceError):
+    """A model other than the workspace's was given where it would be recorded, while the workspace holds
+    what its own model made (shards, indexes, text embeddings)."""
+
+
 class ClusterError(TaggerError):
     """The Ray cluster could not be reached or refused the connection."""
 

@@ -126,6 +126,16 @@ class Workspace:
                                    f"{shlex.quote(str(self.root))})")
         return self
 
+    def holds_model(self, model_id: str) -> bool:
+        """Whether anything here was made with ``model_id``: its encoder shards, its indexes, or text
+        embeddings (what a trained classifier of that model learnt from)."""
+        made = [self.embeddings_dir(model_id), self.index_dir(model_id)]
+        if any(d.is_dir() and any(d.iterdir()) for d in made) or self.prompt_embeddings(model_id).exists():
+            return True
+        text = self.root / TEXT_DIR
+        corpora = [d.name for d in text.iterdir() if d.is_dir()] if text.is_dir() else []
+        return any(self.text_embeddings(c, model_id).exists() for c in corpora)
+
     @property
     def catalog(self) -> Path:
         return self.root / CATALOG_FILE

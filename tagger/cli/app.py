@@ -253,11 +253,14 @@ def nightly(
     """Encode new images, follow label changes, retrain, re-tag, switch current_tags (only the changed
     labels after a small label change; docs/jobs.md)."""
     from .. import api
+    from ..models.registry import absolute_checkpoint
+    from ..models.resolve import check_recordable
     with reported():
         if crash_at is not None and crash_at not in CRASH_POINTS:
             raise ConfigError(f"--crash-at must be one of {', '.join(CRASH_POINTS)}")
         ws = workspace_at(workspace)
-        name, weights = ws.model(model, pretrained)
+        name, weights = ws.model(model, absolute_checkpoint(pretrained))
+        check_recordable(ws, name, weights)  # before the job lock: the nightly records the model it encodes with
         enc = EncodeConfig(model=name, pretrained=weights, partition_size=partition_size, num_gpus=None,
                            encode_cpus=encode_cpus, decode_cpus=decode_cpus, node_resource=node_resource)
         cfg = NightlyConfig(n_sentences=n_sentences, keep_runs=keep_runs, max_missing=max_missing,

@@ -24,6 +24,16 @@ def _next_commands(root: Path) -> list[tuple[str, str]]:
             (f"tagger encode SOURCE -w {ws}", "SOURCE: a folder, glob or manifest of images")]
 
 
+def _keeps_its_model(ws: Workspace) -> str:
+    """Why ``init --model`` leaves an existing workspace's model, and how another one is had."""
+    from ..models.resolve import workspace_model_id
+    name, root = ws.model()[0], shlex.quote(str(ws.root))
+    how = ("start a new workspace for another model (tagger init NEW_FOLDER --model NAME)"
+           if ws.holds_model(workspace_model_id(ws)) else
+           f"nothing is encoded yet, so the first `tagger encode SOURCE --model NAME -w {root}` may still pick another")
+    return f"{ws.root} already is a workspace (model {name}): init leaves it as it is; {how}"
+
+
 def init_cmd(
     ws_arg: Annotated[Optional[Path], typer.Argument(
         metavar="[WS]", parser=workspace_path, help="the workspace folder to create (default: --workspace)")] = None,
@@ -42,8 +52,7 @@ def init_cmd(
             with open_catalog(root, read_only=True):
                 pass
         if existed and (model or pretrained):
-            raise WorkspaceError(f"{root} already is a workspace (model {ws.model()[0]}): its model changes "
-                                 f"with `tagger encode --model NAME -w {shlex.quote(str(root))}`")
+            raise WorkspaceError(_keeps_its_model(ws))
         if not existed:
             from ..models.registry import absolute_checkpoint, check_model
             name, weights = ws.model(model, absolute_checkpoint(pretrained))
