@@ -202,7 +202,8 @@ def run_encode(workspace: "Workspace", source: str | None, cfg: EncodeConfig, *,
     from ..models.registry import absolute_checkpoint, check_model, model_id_for
     from ..models.preprocess import pixel_spec
     from .progress import Progress
-    from .raycluster import gpus_available, placement, ray_session
+    from .capacity import check_fits, encode_asks, with_gpus
+    from .raycluster import placement, ray_session
 
     t0 = time.time()
     cfg = replace(cfg, pretrained=absolute_checkpoint(cfg.pretrained))  # the actors run elsewhere
@@ -216,9 +217,8 @@ def run_encode(workspace: "Workspace", source: str | None, cfg: EncodeConfig, *,
         n_ok = n_err = 0
         if parts:
             with ray_session() as ray:
-                if cfg.num_gpus is None:  # the cluster's resources decide, not the driver's machine
-                    cfg = replace(cfg, num_gpus=1.0 if gpus_available() > 0 else 0.0)
-                    logger.info("encoder actors get %s GPU each", cfg.num_gpus)
+                cfg = with_gpus(cfg)  # the cluster's resources decide, not the driver's machine
+                check_fits(encode_asks(cfg))  # an actor no node can hold would wait for good
                 ds = ray.data.from_items(parts, override_num_blocks=len(parts))
                 spec = pixel_spec(cfg.model, cfg.pretrained)
                 ds = ds.map_batches(DecodePartitions, fn_constructor_args=(spec, cfg.max_pixels, max_image_bytes()),

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from ..catalog.joblock import job_driver
 from ..errors import SimulatedCrash
 from ..ids import short_sha256
+from .capacity import check_stages
 from .encode import EncodeConfig, run_encode
 from .tag import TagConfig, run_tag
 from .text import N_SENTENCES, run_generate_text
@@ -324,6 +325,7 @@ def run_nightly(workspace: "Workspace", source: str | None, encode_cfg: EncodeCo
     cfg = cfg or NightlyConfig()
     if calibrate_with is not None and not cfg.full:  # a new labelled set changes every label's decisions
         cfg = replace(cfg, full=True)
+    check_stages(encode_cfg, cfg.tag)  # before hours of work, not at the stage that cannot start
     timings: dict[str, float] = {}
     t = time.time()
     enc = run_encode(workspace, source, encode_cfg,

@@ -355,12 +355,5 @@ def check_node_resource(name: str | None) -> None:
 
 def placement(name: str | None) -> dict[str, Any]:
     """Ray options that keep a stage's actors on the nodes offering custom resource ``name`` (none:
-    anywhere). Warns when no node of the connected cluster offers it yet: the actors wait for one
-    (an autoscaler may start it), so a misspelt name shows in the log, not only as a stall."""
-    if name is None:
-        return {}
-    import ray
-    if ray.cluster_resources().get(name, 0.0) <= 0:
-        logger.warning("no node of the Ray cluster offers resource %r yet: the actors pinned to it wait for "
-                       "one (ray start --resources '{\"%s\": 1}')", name, name)
-    return {"resources": {name: NODE_RESOURCE_SHARE}}
+    anywhere); :func:`tagger.pipeline.capacity.check_fits` says when no node offers it."""
+    return {} if name is None else {"resources": {name: NODE_RESOURCE_SHARE}}

@@ -322,8 +322,10 @@ def tag_all(actor: type, args: tuple, cfg: TagConfig, shards: list[str], crash_a
     """Write every shard's tag file with Ray actors of class ``actor`` built from ``args`` (files
     already written are kept)."""
     from .progress import Progress
+    from .capacity import check_fits, tag_ask
     from .raycluster import placement, ray_session
     with ray_session() as ray:
+        check_fits([tag_ask(cfg)])
         ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=max(1, len(shards)))
         ds = ds.map_batches(actor, fn_constructor_args=args, batch_size=1, concurrency=cfg.concurrency,
                             num_gpus=cfg.num_gpus, **placement(cfg.node_resource))
