@@ -261,13 +261,15 @@ def test_ctrl_c_in_a_query_is_one_line_and_status_130(world, monkeypatch, capsys
     def interrupted(self, sql, *a, **kw):
         raise RuntimeError("Query interrupted")
 
-    monkeypatch.setattr(Catalog, "query_arrow", interrupted)
-    with pytest.raises(SystemExit) as done:
-        main(["sql", "-w", str(world["ws"]), "--wait", "0", "SELECT 1"])
-    assert done.value.code == 130 and capsys.readouterr().err.strip() == "error: interrupted"
+    monkeypatch.setattr(Catalog, "query_arrow", interrupted)  # --csv reads the whole result
+    monkeypatch.setattr("tagger.catalog.sealed._read_head", interrupted)  # the others its first rows
+    for fmt in ("--csv", "--json"):
+        with pytest.raises(SystemExit) as done:
+            main(["sql", "-w", str(world["ws"]), "--wait", "0", "SELECT 1", fmt])
+        assert done.value.code == 130 and capsys.readouterr().err.strip() == "error: interrupted"
     monkeypatch.setattr(Catalog, "query_arrow", lambda self, sql, *a, **kw: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError, match="boom"):  # any other error is not taken for an interrupt
-        main(["sql", "-w", str(world["ws"]), "--wait", "0", "SELECT 1"])
+        main(["sql", "-w", str(world["ws"]), "--wait", "0", "SELECT 1", "--csv"])
 
 
 def test_memory_and_temp_space_limits(world, monkeypatch):

@@ -6,7 +6,9 @@ job, nor fills the memory or the disk.
 memory limit, a temp-space limit and a private temp folder of its own (made for the call, removed
 after it; the catalog's ``catalog.duckdb.tmp`` is not reachable), whose path stands in for every
 folder setting, so that no setting names a folder of the machine. :meth:`SealedSession.query` checks
-one statement (:mod:`tagger.catalog.readonly`) and runs it under the time limit.
+one statement (:mod:`tagger.catalog.readonly`) and runs it under the time limit; :meth:`SealedSession.head`
+does the same but reads the result in batches and keeps only its first rows (and counts the others), so
+that a large result is neither held in memory nor turned into rows it will not print.
 """
 from __future__ import annotations
 
@@ -17,24 +19,28 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import pyarrow as pa
 
 from ..errors import CatalogError, ConfigError, QueryLimitError
-from .base import SEALED_CONFIG, first_row
+from .base import SEALED_CONFIG, _query_error, first_row
 from .readonly import check_names, check_plan, check_read_only, explained_statement
 
 if TYPE_CHECKING:
     from . import Catalog
 
-__all__ = ["SQL_MEMORY_ENV", "SQL_TEMP_ENV", "SQL_TIMEOUT_ENV", "SealedSession", "SqlLimits", "open_sealed"]
+__all__ = ["SQL_MEMORY_ENV", "SQL_TEMP_ENV", "SQL_TIMEOUT_ENV", "Head", "SealedSession", "SqlLimits", "open_sealed"]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+#: Rows per batch of a streamed result at least (DuckDB's own vector size): the rows after the first
+#: ones are counted in batches this large.
+STREAM_BATCH = 2048
 
 SQL_TIMEOUT_ENV = "TAGGER_SQL_TIMEOUT"
 SQL_MEMORY_ENV = "TAGGER_SQL_MEMORY"
@@ -90,7 +96,24 @@ class SealedSession:
     def query(self, sql: str) -> pa.Table:
         """Check ``sql`` and run it, stopped after ``limits.timeout_s`` seconds (QueryLimitError);
         the checks count towards the time too."""
-        return _run(self, sql)
+        return _run(self, sql, lambda checked, fired: self.catalog.query_arrow(checked))
+
+    def head(self, sql: str, max_rows: int) -> "Head":
+        """As :meth:`query`, but only the first ``max_rows`` rows are kept: the result is read in batches
+        of ``max_rows + 1`` rows and the rows after them only counted (until the time limit)."""
+        if max_rows < 1:
+            raise ConfigError(f"max_rows must be >= 1, got {max_rows}")
+        return _run(self, sql, lambda checked, fired: _read_head(self.catalog.con, checked, max_rows, fired))
+
+
+@dataclass(frozen=True)
+class Head:
+    """The first rows of a result, and how many came after them (``counted`` False: at least that many,
+    the count stopped at the time limit)."""
+
+    table: pa.Table
+    left_out: int = 0
+    counted: bool = True
 
 
 @contextmanager
@@ -148,7 +171,52 @@ def _checked(session: SealedSession, sql: str) -> str:
     return sql
 
 
-def _run(session: SealedSession, sql: str) -> pa.Table:
+@contextmanager
+def _streamed() -> Iterator[None]:
+    """An error a result stream meets part-way (pyarrow's OSError around DuckDB's message) as DuckDB's own."""
+    try:
+        yield
+    except OSError as e:
+        text = " ".join(str(e).split())
+        raise (duckdb.InterruptException(text) if "interrupt" in text.lower() else duckdb.Error(text)) from e
+
+
+def _read_head(con: duckdb.DuckDBPyConnection, sql: str, max_rows: int, fired: threading.Event) -> Head:
+    """The first ``max_rows`` rows of ``sql`` and a count of the others; an interrupt at the time limit
+    (``fired``) while counting ends the count, not the query."""
+    try:
+        reader = con.sql(sql).to_arrow_reader(max(max_rows + 1, STREAM_BATCH))
+    except duckdb.Error as e:  # refused by the sealed connection, or failed as it started
+        raise _query_error(e) from e
+    batches: list[pa.RecordBatch] = []
+    kept = left = 0
+    with _streamed():
+        for batch in reader:
+            take = min(batch.num_rows, max_rows - kept)
+            batches.append(batch.slice(0, take))
+            kept, left = kept + take, left + batch.num_rows - take
+            if left:
+                break
+    table = pa.Table.from_batches(batches, schema=reader.schema)
+    if not left:
+        return Head(table)
+    try:
+        with _streamed():
+            for batch in reader:
+                left += batch.num_rows
+    except duckdb.Error:
+        if not fired.is_set():
+            raise
+        return Head(table, left, counted=False)
+    return Head(table, left)
+
+
+def _time_limit(limits: SqlLimits) -> QueryLimitError:
+    return QueryLimitError(f"query stopped after its time limit of {limits.timeout_s:g} s "
+                           f"(--timeout SECONDS or ${SQL_TIMEOUT_ENV}; 0: no limit)")
+
+
+def _run(session: SealedSession, sql: str, fetch: Callable[[str, threading.Event], T]) -> T:
     cat, limits = session.catalog, session.limits
     con = cat.con
     fired = threading.Event()
@@ -165,15 +233,18 @@ def _run(session: SealedSession, sql: str) -> pa.Table:
         checked = _checked(session, sql)
         if fired.is_set():
             raise duckdb.InterruptException("interrupted between the checks and the query")
-        return cat.query_arrow(checked)
+        return fetch(checked, fired)
     except RuntimeError as e:  # DuckDB's answer to Ctrl-C in the middle of a query: the interrupt it was
         if not fired.is_set() and "interrupted" in str(e).lower():
             raise KeyboardInterrupt from e
         raise
+    except duckdb.InterruptException as e:  # the same, met part-way through a streamed result
+        if not fired.is_set():
+            raise KeyboardInterrupt from e
+        raise _time_limit(limits) from e
     except (CatalogError, duckdb.Error) as e:
         if fired.is_set():
-            raise QueryLimitError(f"query stopped after its time limit of {limits.timeout_s:g} s "
-                                  f"(--timeout SECONDS or ${SQL_TIMEOUT_ENV}; 0: no limit)") from e
+            raise _time_limit(limits) from e
         cause = e.__cause__ if isinstance(e, CatalogError) and e.__cause__ is not None else e
         limited = _limit_error(cause, limits)
         if limited is not None:
