@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from tagger.catalog import Catalog
 from tagger.catalog.sealed import SqlLimits, open_sealed
 from tagger.cli import app
-from tagger.cli.catalog import SQL_MAX_ROWS
+from tagger.cli.sql import SQL_MAX_ROWS
 from tagger.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]

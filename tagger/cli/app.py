@@ -19,7 +19,8 @@ from ..pipeline.encode import EncodeConfig
 from ..pipeline.nightly import CRASH_POINTS, NightlyConfig
 from ..pipeline.tag import TagConfig
 from ..pipeline.text import N_SENTENCES
-from .catalog import labels_app, runs_app, sql_cmd
+from .catalog import labels_app, runs_app
+from .sql import sql_cmd
 from .options import (
     DEFAULT_WORKSPACE, JOB_WAIT, AnnotationsOpt, CalibrateWithOpt, CrashAfterOpt, DecisionOpt, DecisionRule,
     DecodeCpusOpt, EncodeCpusOpt, HeadKind, HeadOpt, JsonOpt, MaxMissingOpt, ModelOpt, NlOpt, NodeResourceOpt,

@@ -1,4 +1,4 @@
-"""Catalog commands: read-only SQL, the label vocabulary (``labels``) and tagging runs (``runs``)."""
+"""Catalog commands: the label vocabulary (``labels``) and tagging runs (``runs``) (``sql``: :mod:`tagger.cli.sql`)."""
 from __future__ import annotations
 
 import math
@@ -10,14 +10,13 @@ from ..catalog import Catalog, running_job
 from ..catalog.thresholds import present_state
 from ..catalog.vocab import Label
 from ..errors import CatalogError
-from ..catalog.readonly import SCHEMA_OVERVIEW_SQL
 from ..catalog.runs import LEFT_RUNNING, run_mode
 from .options import (
-    DEFAULT_WORKSPACE, QUICK_WAIT, CsvOpt, JsonOpt, NlOpt, RowsJsonOpt, WaitOpt, WorkspaceOpt, console, emit_rows,
-    err_console, fail, finite_non_negative, open_catalog, output_format, print_flips, reported, workspace_at,
+    DEFAULT_WORKSPACE, QUICK_WAIT, JsonOpt, NlOpt, RowsJsonOpt, WaitOpt, WorkspaceOpt, console, emit_rows, err_console,
+    fail, open_catalog, output_format, print_flips, reported, workspace_at,
 )
 
-__all__ = ["labels_app", "runs_app", "sql_cmd"]
+__all__ = ["labels_app", "runs_app"]
 
 ParentOpt = Annotated[Optional[list[str]], typer.Option(
     "--parent", "-p", metavar="PARENT",
@@ -25,52 +24,9 @@ ParentOpt = Annotated[Optional[list[str]], typer.Option(
          "ancestors positive; cycles are refused")]
 
 MAX_WARNINGS = 5  # clash warnings printed per labels command
-#: Rows `tagger sql` prints as a table, --json or --nl unless --max-rows says otherwise (--csv prints all).
-SQL_MAX_ROWS = 1000
-MaxRowsOpt = Annotated[int, typer.Option(
-    "--max-rows", min=1, metavar="N", help=(
-        f"print at most N rows as a table, --json or --nl (default {SQL_MAX_ROWS}; a line on stderr says how "
-        "many were left out); --csv prints every row"))]
 
 labels_app = typer.Typer(no_args_is_help=True, help="Manage the label vocabulary (labels are retired, never deleted).")
 runs_app = typer.Typer(no_args_is_help=True, help="Inspect tagging runs and compare them.")
-
-
-def sql_cmd(
-    query: Annotated[Optional[str], typer.Argument(help="one read-only statement (SELECT, WITH, SHOW, ...)")] = None,
-    schema: Annotated[bool, typer.Option("--schema", help="list the tables and views with their columns")] = False,
-    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
-    wait: WaitOpt = QUICK_WAIT,
-    timeout: Annotated[Optional[float], typer.Option(
-        "--timeout", metavar="SECONDS", callback=finite_non_negative, help=(
-            "stop the query after this long (default $TAGGER_SQL_TIMEOUT or 60; 0: no limit), so that it never "
-            "holds the catalog long enough to stall a job"))] = None,
-    as_json: RowsJsonOpt = False,
-    as_nl: NlOpt = False,
-    as_csv: CsvOpt = False,
-    max_rows: MaxRowsOpt = SQL_MAX_ROWS,
-) -> None:
-    """Run a read-only SQL query on the catalog (e.g. over the current_tags view).
-
-    The query sees the catalog's tables and views only: no other file, URL, extension or setting; it
-    is stopped at its time limit, and at its memory and temp-space limits ($TAGGER_SQL_MEMORY,
-    $TAGGER_SQL_TEMP, 1GB each by default). A table, --json and --nl print the first --max-rows rows;
-    --csv prints them all.
-    """
-    from ..catalog.sealed import Head, SqlLimits, open_sealed
-    fmt = output_format(as_json, as_csv, nl=as_nl)
-    if schema == (query is not None):
-        fail("give either a QUERY or --schema")
-    with reported():
-        limits = SqlLimits.from_env(timeout)
-        statement = SCHEMA_OVERVIEW_SQL if schema or query is None else query
-        with open_sealed(workspace_at(workspace, create=False).catalog, limits, wait=wait) as session:
-            head = Head(session.query(statement)) if fmt == "csv" else session.head(statement, max_rows)
-    emit_rows(head.table.column_names, [tuple(r.values()) for r in head.table.to_pylist()], fmt)
-    if head.left_out:
-        more = f"{head.left_out} more" if head.counted else f"at least {head.left_out} more (counted until --timeout)"
-        err_console.print(f"warning: printed the first {max_rows} rows, {more} left out: --max-rows N prints more, "
-                          "--csv prints every row", markup=False)
 
 
 # -- labels ------------------------------------------------------------------------------------
