@@ -120,3 +120,32 @@ def test_a_command_line_that_is_not_utf8_is_one_clear_error_before_ray_starts(mo
     monkeypatch.setattr(sys, "orig_argv", ["tagger", "encode", "/p/nu\udce9"])  # b"/p/nu\xe9", as os passes it
     with pytest.raises(ClusterError, match=r"not UTF-8 text \(b'/p/nu\\xe9'\).*glob"):
         raycluster._init(NoRay(), None, None)
+
+
+ACTOR_POOL_LARGER_THAN_ITS_INPUT = """
+import logging, sys
+from tagger.pipeline.raycluster import ray_session
+logging.basicConfig(level=getattr(logging, sys.argv[1]))
+
+class Same:
+    def __call__(self, batch):
+        return batch
+
+with ray_session(num_cpus=2) as ray:
+    ray.data.from_items([{"a": 1}], override_num_blocks=1).map_batches(Same, concurrency=2, batch_size=1).take_all()
+print("done")
+"""
+
+
+@pytest.mark.ray
+def test_rays_own_python_warnings_are_hidden_unless_verbose(tmp_path):
+    """Ray Data's UserWarning that an actor pool is larger than its input (tag --concurrency 1000, a nightly
+    with no image) reached stderr without -v."""
+    runs = {}
+    for level in ("WARNING", "INFO"):
+        out = subprocess.run([sys.executable, "-c", ACTOR_POOL_LARGER_THAN_ITS_INPUT, level], capture_output=True,
+                             text=True, timeout=300, env=ENV, cwd=Path(__file__).resolve().parents[1])
+        assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr[-3000:]
+        runs[level] = out.stderr
+    assert "The minimum number of concurrent actors" in runs["INFO"]  # what -v shows
+    assert "Warning" not in runs["WARNING"] and "warnings.warn" not in runs["WARNING"], runs["WARNING"][-3000:]

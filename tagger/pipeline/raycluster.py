@@ -27,6 +27,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -307,7 +308,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         if _quiet():
             for name in ("ray", "ray.data"):
                 logging.getLogger(name).setLevel(logging.ERROR)
-    with _sigterm_exit(before if started and main else None):
+    with _sigterm_exit(before if started and main else None), _ray_warnings_hidden():
         try:
             yield ray
         finally:
@@ -315,6 +316,18 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
                 ray.shutdown()
                 if session:
                     remove_session_dir(session)
+
+
+@contextmanager
+def _ray_warnings_hidden() -> Iterator[None]:
+    """Python warnings Ray's own modules raise while a session runs (Ray Data's ``UserWarning`` that an
+    actor pool is larger than its inputs) are hidden unless this process logs at INFO (``-v``, the jobs)."""
+    if not _quiet():
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"ray(\.|$)")
+        yield
 
 
 @contextmanager
