@@ -31,10 +31,10 @@ __all__ = ["ActorAsk", "check_fits", "check_stages", "encode_asks", "shortfall",
 
 logger = logging.getLogger(__name__)
 
-#: CPUs Ray Data reserves for a map actor given none (and what any node of a working cluster has).
+#: CPUs Ray Data reserves for a map actor given none (any node with CPUs has one).
 TASK_CPUS = 1.0
 
-#: Ray's own resources that say nothing a stage asks for (per-node markers, memory pools).
+#: Ray's memory pools, left out of what a cluster is said to have (as are its node: markers).
 _BOOKKEEPING = ("memory", "object_store_memory")
 
 
