@@ -65,3 +65,14 @@ def test_labels_add_counts_only_what_it_added(ws):
     out = runner.invoke(app, ["labels", "add", " dog ", "cat", "-w", str(ws)], catch_exceptions=False)
     assert out.exit_code == 0, out.output
     assert "added 1 label(s) (1 already active); 3 active" in out.stdout
+
+
+def test_editing_a_retired_label_says_it_is_retired(ws):
+    """`labels set` on a retired label changed it and printed nothing: it says the label is retired and
+    how to bring it back."""
+    assert runner.invoke(app, ["labels", "retire", "dog", "-w", str(ws)]).exit_code == 0
+    out = runner.invoke(app, ["labels", "set", "dog", "--synonym", "hound", "-w", str(ws)], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    assert "dog: the label is retired" in out.stdout and "tagger labels add dog" in out.stdout, out.stdout
+    with Catalog.open(Workspace(ws).catalog, read_only=True) as cat:
+        assert "hound" in next(lab for lab in cat.list_labels(include_retired=True) if lab.name == "dog").synonyms

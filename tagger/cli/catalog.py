@@ -234,6 +234,9 @@ def labels_set(
         why = _unchanged_why(label, syn_add, list(before[label].synonyms or []))
         console.print(f"{label}: synonyms unchanged ({', '.join(after[label].synonyms) or 'none'})"
                       + (f": {why}" if why else ""), markup=False)
+    if not after[label].active and (add or drop or syn_add or syn_drop):
+        console.print(f"{label}: the label is retired: its synonyms and parents are kept for when it is added "
+                      f"again (tagger labels add {label})", markup=False)
     _print_edits(before, after, current, changed=bool(add or drop) or (pin and was != value))
 
 
