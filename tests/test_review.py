@@ -40,7 +40,7 @@ def ws(tmp_path) -> Path:
     root = tmp_path / "ws"
     with Catalog.open(Workspace.at(root).catalog) as cat:
         ids = [int(i) for i in cat.register_images([f"/img/{n}.jpg" for n in range(4)])]
-        cat.add_labels(LABELS)
+        cat.add_labels(LABELS, {"cat": ["kitty"]})
         run = cat.start_run("tag", model_id="m", labels=LABELS)
         pq.write_table(pa.table({
             "image_id": pa.array([ids[0], ids[1], ids[2], ids[3]], pa.int64()),
@@ -94,6 +94,8 @@ def test_reviewed_images_become_training_labels(ws):
 @pytest.mark.parametrize("args, message", [
     (("accept", "/img/9.jpg", "cat"), "unknown image '/img/9.jpg'"),
     (("reject", "/img/0.jpg", "cow"), "unknown label 'cow'"),
+    (("accept", "/img/0.jpg", "Dog"), "unknown label 'Dog' (did you mean 'dog'?)"),
+    (("accept", "/img/0.jpg", "Kitty"), "unknown label 'Kitty' (did you mean 'cat'?)"),  # a synonym of cat's
 ])
 def test_unknown_image_or_label_is_one_line_and_exit_2(ws, args, message):
     out = invoke("review", *args, "-w", str(ws))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from ..errors import CatalogError
+from ..text.vocab import fold
 from .base import CatalogBase, first_row
 from .runs import Run
 
@@ -187,6 +188,7 @@ class ReviewMixin(CatalogBase):
         if not rows:
             raise CatalogError("no review decision given")
         known = dict(self.query("SELECT name, retired_at IS NOT NULL FROM labels"))
+        meant = _meant(self.query("SELECT name, synonyms FROM labels WHERE retired_at IS NULL"))
         out = []
         for uri, label, decision in rows:
             uri, label, decision = str(uri or "").strip(), str(label or "").strip(), str(decision or "").strip()
@@ -195,7 +197,9 @@ class ReviewMixin(CatalogBase):
             if decision.lower() not in DECISIONS:
                 raise CatalogError(f"decision must be accept or reject, got {decision!r} (for {uri} {label})")
             if label not in known:
-                raise CatalogError(f"unknown label {label!r} (`tagger labels list` shows the vocabulary)")
+                hint = f"did you mean {meant[fold(label)]!r}?" if fold(label) in meant else \
+                    "`tagger labels list` shows the vocabulary"
+                raise CatalogError(f"unknown label {label!r} ({hint})")
             if known[label]:
                 raise CatalogError(f"label {label!r} is retired: the next tag run drops it, so a decision on it "
                                    f"would be lost (`tagger labels add {shlex.quote(label)}` re-activates it)")
@@ -303,3 +307,10 @@ class ReviewMixin(CatalogBase):
                "WHERE t.run_id = $run GROUP BY i.uri ORDER BY i.uri")
         with self._connected() as con:
             yield from _reader(con, sql, {"run": int(run_id)}, batch_rows)
+
+
+def _meant(rows: Sequence[tuple[str, Sequence[str] | None]]) -> dict[str, str]:
+    """Each active label by its case-folded name and synonyms (a decision names the label, not one
+    of its synonyms, and in its own case)."""
+    out = {fold(term): name for name, synonyms in rows for term in synonyms or []}
+    return out | {fold(name): name for name, _ in rows}  # a name wins over another label's synonym
