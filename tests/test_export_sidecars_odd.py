@@ -22,7 +22,7 @@ from tagger.export.keywords import image_keywords
 from tagger.export.record import read_record
 from tagger.export.xmp import SUBJECT, merge_sidecar
 from tagger.export.xmpdoc import XmpDoc
-from xmpcases import DARKTABLE, EXIFTOOL, as_set, exif, invoke, tag_run
+from xmpcases import DARKTABLE, EXIFTOOL, as_set, exif, invoke, photo_library, tag_run
 
 LABELS = ["circle", "star", "tree"]
 RDF, XMP = "http://www.w3.org/1999/02/22-rdf-syntax-ns#", "http://ns.adobe.com/xap/1.0/"
@@ -36,18 +36,7 @@ TAIL = "</rdf:Description></rdf:RDF></x:xmpmeta>"
 
 def _library(tmp_path: Path, sidecars: dict[str, bytes | None], positives: set[str],
              ext: str = ".xmp") -> tuple[Path, dict[str, Path]]:
-    """Images ``<name>.jpg`` with the given sidecars ``<name>.jpg<ext>`` and a run with ``positives``."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    paths = {}
-    for name, data in sidecars.items():
-        (folder / f"{name}.jpg").write_bytes(b"jpeg")
-        paths[name] = folder / f"{name}.jpg{ext}"
-        if data is not None:
-            paths[name].write_bytes(data)
-    root = tmp_path / "ws"
-    tag_run(root, {str(folder / f"{n}.jpg"): set(positives) for n in sidecars}, LABELS)
-    return root, paths
+    return photo_library(tmp_path, sidecars, positives, LABELS, ext)
 
 
 def _export(root: Path, code: int = 0, *extra: str) -> tuple[dict, list[str]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from xmpcases import EXIFTOOL, as_set, exif, invoke, tag_run
+from xmpcases import EXIFTOOL, as_set, exif, invoke, photo_library, tag_run
 
 LABELS = ["circle", "star", "tree"]
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
@@ -136,19 +136,9 @@ def fields(data: bytes) -> list[tuple]:
     return sorted(out, key=repr)
 
 
-def _library(tmp_path: Path, sidecars: dict[str, bytes], positives: set[str]) -> tuple[Path, dict[str, Path]]:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    paths = {}
-    for name, data in sidecars.items():
-        image = folder / f"{name}.jpg"
-        image.write_bytes(b"jpeg")
-        paths[name] = folder / f"{name}.jpg.xmp"
-        if data is not None:
-            paths[name].write_bytes(data)
-    root = tmp_path / "ws"
-    tag_run(root, {str(folder / f"{n}.jpg"): set(positives) for n in sidecars}, LABELS)
-    return root, paths
+def _library(tmp_path: Path, sidecars: dict[str, bytes | None], positives: set[str],
+             ext: str = ".xmp") -> tuple[Path, dict[str, Path]]:
+    return photo_library(tmp_path, sidecars, positives, LABELS, ext)
 
 
 def _export(root: Path, code: int = 0) -> tuple[dict, str]:

@@ -137,3 +137,20 @@ def tag_run(root: Path, positives: dict[str, set[str]], labels: list[str]) -> in
         cat.finish_run(run)
         cat.set_current(run)
         return run
+
+
+def photo_library(tmp_path: Path, sidecars: "dict[str, bytes | None]", positives: set[str], labels: list[str],
+                  ext: str = ".xmp") -> tuple[Path, dict[str, Path]]:
+    """Images ``<name>.jpg`` in ``tmp_path/photos`` with the given sidecars ``<name>.jpg<ext>`` (None: no
+    sidecar yet) and a workspace ``tmp_path/ws`` whose current run has ``positives`` on each of them."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    paths = {}
+    for name, data in sidecars.items():
+        (folder / f"{name}.jpg").write_bytes(b"jpeg")
+        paths[name] = folder / f"{name}.jpg{ext}"
+        if data is not None:
+            paths[name].write_bytes(data)
+    root = tmp_path / "ws"
+    tag_run(root, {str(folder / f"{n}.jpg"): set(positives) for n in sidecars}, labels)
+    return root, paths
