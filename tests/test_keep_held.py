@@ -147,16 +147,39 @@ def test_a_label_is_held_unless_it_had_children_when_the_former_run_was_tagged(t
         assert parents_in(cat, bare) == {"shape", "circle"}
 
 
+def _lost_world():
+    """2,000 images, 3 labels: the first label's images sit low on its text scale (wide, between the
+    text negatives and positives), the other two's well above. (scores, truth, anchors)"""
+    rng = np.random.default_rng(0)
+    n = 2000
+    y = rng.random((n, 3)) < 0.15
+    s = rng.normal(0.0, 0.4, (n, 3)) + y * np.array([1.1, 2.0, 2.0]) + y * rng.normal(0, 0.5, (n, 3)) * [1, 0, 0]
+    return s, y, TextAnchors(np.zeros(3), np.full(3, 2.2), np.full(3, 0.3), np.full(3, 0.3))
+
+
+def test_keep_positives_lowers_only_the_labels_that_lost_their_images():
+    from tagger.method.decisions import fit_anchored
+    s, y, anchors = _lost_world()
+    cfg = DecisionConfig()
+    d = fit_anchored(s, ["heart", "star", "moon"], anchors, cfg, placement=cfg.pos_anchor)
+    before = d.positive(s).sum(0)
+    target = {0: float(y[:, 0].sum()), 1: float(y[:, 1].sum())}
+    assert before[0] < KEEP * target[0] <= before[1] / 1.0  # the first lost its images, the second did not
+    kept = keep_positives(d, s, anchors, cfg, target)
+    after = kept.positive(s).sum(0)
+    assert (d.positive(s).sum(0) == before).all()  # a copy: the decisions given are left as they were
+    assert after[0] >= KEEP * target[0]
+    assert (kept.positive(s)[:, 0] & y[:, 0]).sum() > (d.positive(s)[:, 0] & y[:, 0]).sum()
+    assert after[1] == before[1] and after[2] == before[2]
+    assert "keeps its images" in kept.reason(0) and "keeps its images" not in kept.reason(1)
+
+
 def test_a_label_a_retrain_took_a_quarter_of_its_images_from_is_decided_again_near_its_count():
     """Shrinking to 3/4 of its positives is inside the flip list's band (2/3) and went unreported when
     the hold allowed it too: two retrains in a row took a quarter of a label's true positives. It is
     decided again at the placement whose positives come nearest the count it had."""
     from tagger.method.decisions import anchored_at
-    rng = np.random.default_rng(0)
-    n = 2000
-    y = rng.random((n, 3)) < 0.15
-    s = rng.normal(0.0, 0.4, (n, 3)) + y * np.array([1.1, 2.0, 2.0]) + y * rng.normal(0, 0.5, (n, 3)) * [1, 0, 0]
-    anchors = TextAnchors(np.zeros(3), np.full(3, 2.2), np.full(3, 0.3), np.full(3, 0.3))
+    s, y, anchors = _lost_world()
     cfg = DecisionConfig()
     target = float(y[:, 0].sum())
     d = next(f for p in (0.75, 0.7, 0.65, 0.6, 0.55)  # the first placement inside the old band, below the new

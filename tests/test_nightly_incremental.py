@@ -247,28 +247,6 @@ def test_a_renamed_or_reworded_label_is_held_to_the_positives_it_had(based, tmp_
             assert former[lab] == pytest.approx(had[old] * 100 / n_images)
 
 
-def test_keep_positives_lowers_only_the_labels_that_lost_their_images():
-    from tagger.method.decisions import DecisionConfig, TextAnchors, fit_anchored
-    from tagger.method.keep import KEEP, keep_positives
-    rng = np.random.default_rng(0)
-    n = 2000
-    y = rng.random((n, 3)) < 0.15
-    # the first label's images sit low on its text scale (wide, between the text negatives and positives)
-    s = rng.normal(0.0, 0.4, (n, 3)) + y * np.array([1.1, 2.0, 2.0]) + y * rng.normal(0, 0.5, (n, 3)) * [1, 0, 0]
-    anchors = TextAnchors(np.zeros(3), np.full(3, 2.2), np.full(3, 0.3), np.full(3, 0.3))
-    cfg = DecisionConfig()
-    d = fit_anchored(s, ["heart", "star", "moon"], anchors, cfg, placement=cfg.pos_anchor)
-    before = d.positive(s).sum(0)
-    target = {0: float(y[:, 0].sum()), 1: float(y[:, 1].sum())}
-    assert before[0] < KEEP * target[0] <= before[1] / 1.0  # the first lost its images, the second did not
-    kept = keep_positives(d, s, anchors, cfg, target)
-    after = kept.positive(s).sum(0)
-    assert (d.positive(s).sum(0) == before).all()  # a copy: the decisions given are left as they were
-    assert after[0] >= KEEP * target[0] and (kept.positive(s)[:, 0] & y[:, 0]).sum() > (d.positive(s)[:, 0] & y[:, 0]).sum()
-    assert after[1] == before[1] and after[2] == before[2]
-    assert "keeps its images" in kept.reason(0) and "keeps its images" not in kept.reason(1)
-
-
 def test_small_changes_add_up_to_a_full_nightly():
     """Each nightly adds one label to 12 (under 10 %), yet after a few of them the kept labels are
     still decided as the 12-label classifier had them: the changes since the last full training count."""
