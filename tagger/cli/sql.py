@@ -49,7 +49,7 @@ def sql_cmd(
     with reported():
         limits = SqlLimits.from_env(timeout)
         statement = SCHEMA_OVERVIEW_SQL if schema or query is None else query
-        with open_sealed(workspace_at(workspace, create=False).catalog, limits, wait=wait) as session:
+        with open_sealed(workspace_at(workspace).catalog, limits, wait=wait) as session:
             head = Head(session.query(statement)) if fmt == "csv" else session.head(statement, max_rows)
     emit_rows(head.table.column_names, [tuple(r.values()) for r in head.table.to_pylist()], fmt)
     if head.left_out:

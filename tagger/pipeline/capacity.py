@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from .encode import EncodeConfig
     from .tag import TagConfig
 
-__all__ = ["ActorAsk", "check_fits", "check_stages", "encode_asks", "shortfall", "tag_ask", "with_gpus"]
+__all__ = ["ActorAsk", "check_fits", "check_stages", "encode_asks", "search_ask", "shortfall", "tag_ask",
+           "with_gpus"]
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +179,12 @@ def tag_ask(cfg: "TagConfig") -> ActorAsk:
     return ActorAsk("tagging actor", cpus=TASK_CPUS, gpus=cfg.num_gpus, resources=custom, options=option)
 
 
+def search_ask(cpus: float, node_resource: str | None) -> ActorAsk:
+    """What one shard's search actor asks: ``cpus`` and its pin (the ``node_resource`` argument)."""
+    custom, option = _pinned(node_resource, "node_resource")
+    return ActorAsk("search actor", cpus=cpus, resources=custom, options=option)
+
+
 def with_gpus(cfg: "EncodeConfig") -> "EncodeConfig":
     """``cfg`` with ``num_gpus`` None resolved from the connected cluster: 1 when it has GPUs, else 0."""
     if cfg.num_gpus is not None:
@@ -191,10 +198,10 @@ def with_gpus(cfg: "EncodeConfig") -> "EncodeConfig":
 def check_stages(encode: "EncodeConfig | None", tag: "TagConfig | None") -> None:
     """Check a job's stages before its first one, in a Ray session of its own, when an actor asks for
     more than one CPU (or a GPU, or a custom resource); each stage checks its own again as it starts."""
-    asks = (encode_asks(encode) if encode is not None else []) + ([tag_ask(tag)] if tag is not None else [])
+    tag_asks = [tag_ask(tag)] if tag is not None else []
+    asks = (encode_asks(encode) if encode is not None else []) + tag_asks
     if all(set(a.bundle()) <= {"CPU"} and a.cpus <= TASK_CPUS for a in asks):
         return
     from .raycluster import ray_session
-    with ray_session():
-        check_fits((encode_asks(with_gpus(encode)) if encode is not None else [])
-                   + ([tag_ask(tag)] if tag is not None else []))
+    with ray_session():  # the encoder's GPUs as the cluster resolves them
+        check_fits((encode_asks(with_gpus(encode)) if encode is not None else []) + tag_asks)

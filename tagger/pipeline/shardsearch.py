@@ -63,17 +63,15 @@ class ShardedSearch:
         import ray
 
         from ..store.annshards import shard_paths, shards_in_step
-        from .capacity import ActorAsk, check_fits
+        from .capacity import check_fits, search_ask
         from .raycluster import placement
         paths = shard_paths(ann_file)
         if not paths or not shards_in_step(ann_file):
             raise StoreError(f"no current shard split of the approximate index {ann_file}")
         if num_cpus is None:  # one CPU each, or a share, so that every shard's actor fits the cluster
             num_cpus = min(1.0, float(ray.cluster_resources().get("CPU", 1.0)) / len(paths))
-        custom = placement(node_resource)
-        check_fits([ActorAsk("search actor", cpus=num_cpus, resources=custom.get("resources", {}),
-                             options={node_resource: "node_resource"} if node_resource else {})])
-        remote = ray.remote(num_cpus=num_cpus, **custom)(ShardSearcher)
+        check_fits([search_ask(num_cpus, node_resource)])
+        remote = ray.remote(num_cpus=num_cpus, **placement(node_resource))(ShardSearcher)
         exact = os.fspath(exact_path) if exact_path is not None else None
         self.actors: list[Any] = [remote.remote(str(p), exact) for p in paths]
         self.ntotal = sum(ray.get([a.ntotal.remote() for a in self.actors]))

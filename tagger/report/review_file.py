@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..catalog.review import DECISIONS
 from ..errors import ConfigError
 from ..textfile import read_utf8_text
 
@@ -18,7 +19,6 @@ __all__ = ["FILE_FORMAT", "decisions_document", "read_decisions"]
 
 FILE_FORMAT = "tagger-review"
 _COLUMNS = ("uri", "label", "decision")
-_DECISIONS = ("accept", "reject")
 
 
 def decisions_document(run_id: int | None, decisions: list[dict[str, str]]) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def _header(path: Path, row: list[str]) -> tuple[int, int, int] | None:
     """Where uri, label and decision stand when ``row`` is a header (it names one of them and holds no
     decision); None for a data row. ConfigError for a header lacking one of them or naming one twice."""
     names = [c.strip().lower() for c in row]
-    if not set(names) & set(_COLUMNS) or set(names) & set(_DECISIONS):
+    if not set(names) & set(_COLUMNS) or set(names) & set(DECISIONS):
         return None
     twice = [c for c in _COLUMNS if names.count(c) > 1]
     if twice:
